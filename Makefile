@@ -1,0 +1,112 @@
+# zbert -- one GNU Makefile for every component.
+#
+#   make            build every program into ./bin/
+#   make test       build and run the test suite (cmocka unit + integration)
+#   make check      the same suite under ASan + UBSan (objects in build/asan)
+#   make demo       embed "I love NLP" with a small random model
+#   make fuzz       build libFuzzer targets (clang) into build/fuzz
+#   make bench      throughput on a real corpus (never part of the tests)
+#   make deps       install the Debian packages the build needs (apt-get)
+#   make format     clang-format every source file
+
+CC      ?= cc
+BUILD   ?= build
+BIN     ?= bin
+OPT     ?= -O2
+SANITIZE ?=
+
+BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
+
+WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g $(WARN) \
+           -fopenmp -Iproto -Iworker -Iclient -I$(BLAS_INC) $(EXTRA_CFLAGS)
+LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
+ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lcjson -lsodium -lm
+ifneq ($(SANITIZE),)
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# --- sources -----------------------------------------------------------
+PROTO_SRC  := $(filter-out proto/cmd_%.c,$(wildcard proto/*.c))
+ENGINE_SRC := $(filter-out worker/cmd_%.c,$(wildcard worker/*.c))
+PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+PROTO_LIB  := $(BUILD)/libzbert-proto.a
+ENGINE_LIB := $(BUILD)/libzbert-engine.a
+
+PROGRAMS := $(BIN)/zbert-embed $(BIN)/zbert-model
+TEST_SRC := $(wildcard tests/test_*.c)
+.SECONDARY:
+TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test check demo fuzz bench deps format clean unit integration
+all: $(PROGRAMS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(PROTO_LIB): $(PROTO_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+$(ENGINE_LIB): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(ENGINE_LIB) $(PROTO_LIB)
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) -lcmocka -o $@
+
+# --- tests -------------------------------------------------------------
+# Each test binary runs in its own process with a timeout, from the repo
+# root; ZB_BIN tells integration tests where the programs are.
+test: deps-quiet
+	$(MAKE) --no-print-directory unit
+unit: $(PROGRAMS) $(TESTS)
+	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+
+check: deps-quiet
+	$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SANITIZE=1 OPT=-O1 unit
+
+# --- demo, bench, fuzz ---------------------------------------------------
+DEMO_MODEL := models/demo-tiny
+demo: deps-quiet
+	$(MAKE) --no-print-directory all
+	sh deploy/demo.sh $(BIN) $(DEMO_MODEL)
+
+bench: deps-quiet
+	$(MAKE) --no-print-directory all
+	sh bench/run.sh $(BIN)
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+fuzz:
+	$(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin CC=clang \
+	    SANITIZE=1 OPT=-O1 EXTRA_CFLAGS=-fsanitize=fuzzer-no-link build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a
+	@mkdir -p build/fuzz/bin
+	for f in $(FUZZ_SRC); do \
+	    n=$$(basename $$f .c); \
+	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	done
+	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
+
+# --- dependencies ------------------------------------------------------
+DEB_PACKAGES := build-essential pkg-config libopenblas-openmp-dev libzip-dev libutf8proc-dev \
+                libcjson-dev libsodium-dev libzmq3-dev libmsgpack-dev libcmocka-dev
+deps:
+	sh deploy/install-deps.sh $(DEB_PACKAGES)
+deps-quiet:
+	@sh deploy/install-deps.sh $(DEB_PACKAGES)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,58 @@
+/*
+ * limits.h -- every hard limit of zbert, each with its reason.
+ *
+ * Untrusted values (file headers, wire messages, argv, input lines) are
+ * checked against these before anything is allocated from them.  Raising a
+ * limit is a decision: change it here, with the reason.
+ */
+#ifndef ZB_LIMITS_H
+#define ZB_LIMITS_H
+
+/* --- model files ------------------------------------------------------- */
+
+/* safetensors JSON header: Hugging Face's own reader refuses more than
+ * 100 MB; real BERT headers are ~20 KB. */
+#define ZB_SAFETENSORS_HEADER_MAX (100u * 1000u * 1000u)
+
+/* Tensors in one safetensors file or bundle: BERT-large with heads has ~400. */
+#define ZB_TENSORS_MAX 4096
+
+/* Dimensions of one tensor: BERT uses at most 2. */
+#define ZB_TENSOR_DIMS_MAX 8
+
+/* Tensor name bytes: real names are < 100 bytes. */
+#define ZB_TENSOR_NAME_MAX 256
+
+/* Architecture bounds: generous for any BERT variant, small enough that
+ * products of them cannot overflow 64-bit sizes. */
+#define ZB_LAYERS_MAX 128
+#define ZB_HIDDEN_MAX 16384
+#define ZB_HEADS_MAX 256
+#define ZB_INTERMEDIATE_MAX 65536
+#define ZB_POSITIONS_MAX 8192
+#define ZB_TYPE_VOCAB_MAX 64
+
+/* Vocabulary: entries and bytes per entry (bert-base-cased has 28996;
+ * multilingual vocabularies have ~120k). */
+#define ZB_VOCAB_MAX (1 << 21)
+#define ZB_VOCAB_ENTRY_BYTES_MAX 256
+
+/* Small text files of a model (config.json, manifest, vocab.txt). */
+#define ZB_MODEL_TEXT_FILE_MAX (64u * 1024u * 1024u)
+
+/* Zip archive entries in a bundle: it holds three. */
+#define ZB_BUNDLE_ENTRIES_MAX 64
+
+/* --- text -------------------------------------------------------------- */
+
+/* Hugging Face BertTokenizer turns a word longer than this (in code points)
+ * into one [UNK]. */
+#define ZB_WORD_CHARS_MAX 100
+
+/* One input text: 1 MiB is ~2000 pages; beyond it a caller should split. */
+#define ZB_TEXT_BYTES_MAX (1u << 20)
+
+/* One input line of zbert-embed (a JSON object holding a text). */
+#define ZB_INPUT_LINE_MAX (8u << 20)
+
+#endif

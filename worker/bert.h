@@ -1,0 +1,58 @@
+/*
+ * bert.h -- the BERT encoder forward pass (fp32), padding-free.
+ *
+ * A batch is a list of sequences of token ids (each already framed with
+ * [CLS] ... [SEP] by the caller), packed back to back: the linear layers
+ * (QKV, attention output, FFN) see one [n_tokens x H] matrix and run as
+ * OpenBLAS GEMMs; only attention is computed per sequence (and per head).
+ * Positions are 0..T-1 within each sequence; token type is 0.
+ *
+ * Math is Hugging Face BertModel in eval mode: embeddings + LayerNorm, then
+ * per layer softmax(QK^T / sqrt(head_dim)) V, output dense, residual +
+ * LayerNorm, dense + exact erf GELU, dense, residual + LayerNorm.  The output
+ * is last_hidden_state.
+ *
+ * Memory: zb_bert_new() sizes one scratch arena from n_tokens_max and
+ * seq_len_max; zb_bert_forward() allocates nothing.
+ *
+ * Threads: OpenMP threads inside the kernels (num_threads set at creation);
+ * OpenBLAS (the OpenMP build) uses the same pool.  One zb_bert_t serves one
+ * caller thread at a time; the model it borrows may be shared.
+ */
+#ifndef ZB_BERT_H
+#define ZB_BERT_H
+
+#include <stdint.h>
+
+#include "error.h"
+#include "model.h"
+
+typedef struct zb_bert zb_bert_t;
+
+/*
+ * Creates an encoder context over model m (borrowed: it must outlive the
+ * context).  n_tokens_max bounds the total tokens of one batch; seq_len_max
+ * (<= the model's max_positions) bounds one sequence; threads <= 0 means
+ * the OpenMP default.  *out is the caller's, release with zb_bert_destroy().
+ */
+int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int threads,
+                zb_bert_t **out, zb_diag_t *d);
+
+void zb_bert_destroy(zb_bert_t **b);
+
+/*
+ * Runs the encoder on n_seqs sequences packed in ids: sequence s has
+ * seq_len[s] tokens (1 <= seq_len[s] <= seq_len_max) and the total is at
+ * most n_tokens_max.  Writes last_hidden_state rows, packed the same way,
+ * to out ([total][H] floats).  Every id must be < vocab_size (ZB_EINVAL
+ * otherwise, nothing computed).
+ */
+int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs,
+                    float *out);
+
+/* Limits the context was created with, and the hidden width. */
+int zb_bert_n_tokens_max(const zb_bert_t *b);
+int zb_bert_seq_len_max(const zb_bert_t *b);
+int zb_bert_hidden(const zb_bert_t *b);
+
+#endif

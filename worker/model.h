@@ -1,0 +1,92 @@
+/*
+ * model.h -- a BERT model ready for the forward pass: architecture, tokenizer
+ * settings, vocabulary and fp32 weights.
+ *
+ * A model is opened from either
+ *   - a zbert bundle (.zbm, see bundle.h): the weights are read-only views
+ *     into one shared mmap of the file, never copied, so every process on a
+ *     node that opens the same bundle shares one physical copy; or
+ *   - a Hugging Face directory (config.json, vocab.txt, model.safetensors,
+ *     optional tokenizer_config.json): F32 tensors that are 4-byte aligned are
+ *     views into the mapped safetensors file; F16/BF16 ones are widened into
+ *     memory the model owns.
+ *
+ * Everything read from disk is untrusted and validated (names, dtypes,
+ * shapes, offsets) before a single weight pointer is handed out; a failure is
+ * reported through zb_diag_t with the name of what is wrong.
+ *
+ * Thread-safety: an open model is immutable; any number of threads may use
+ * it concurrently.
+ */
+#ifndef ZB_MODEL_H
+#define ZB_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+typedef struct zb_bert_config {
+    int vocab_size;      /* rows of the word embedding */
+    int hidden;          /* H, width of every activation row */
+    int layers;          /* encoder layers */
+    int heads;           /* attention heads; hidden % heads == 0 */
+    int intermediate;    /* FFN width */
+    int max_positions;   /* rows of the position embedding (512) */
+    int type_vocab_size; /* rows of the token type embedding (2) */
+    float layer_norm_eps;
+} zb_bert_config_t;
+
+typedef struct zb_tokenizer_config {
+    bool lowercase;     /* do_lower_case (uncased models) */
+    bool strip_accents; /* NFD + drop Mn; defaults to lowercase, as in HF */
+} zb_tokenizer_config_t;
+
+/* Weights of one encoder layer. Linear weights are [out][in] row-major
+ * (PyTorch layout): y = x W^T + b. */
+typedef struct zb_layer_weights {
+    const float *q_w, *q_b;       /* [H][H], [H] */
+    const float *k_w, *k_b;       /* [H][H], [H] */
+    const float *v_w, *v_b;       /* [H][H], [H] */
+    const float *attn_out_w, *attn_out_b; /* [H][H], [H] */
+    const float *attn_ln_g, *attn_ln_b;   /* [H], [H] */
+    const float *ffn_in_w, *ffn_in_b;     /* [I][H], [I] */
+    const float *ffn_out_w, *ffn_out_b;   /* [H][I], [H] */
+    const float *ffn_ln_g, *ffn_ln_b;     /* [H], [H] */
+} zb_layer_weights_t;
+
+typedef struct zb_bert_weights {
+    const float *word;       /* [vocab_size][H] */
+    const float *position;   /* [max_positions][H] */
+    const float *token_type; /* [type_vocab_size][H] */
+    const float *emb_ln_g, *emb_ln_b; /* [H], [H] */
+    const zb_layer_weights_t *layer;  /* [layers] */
+} zb_bert_weights_t;
+
+typedef struct zb_model zb_model_t;
+
+/*
+ * Opens a model from a .zbm bundle or a Hugging Face directory (decided by
+ * whether path is a directory).  On success *out is the caller's, to be
+ * released with zb_model_close().  On failure returns a ZB_E* code, *out is
+ * NULL, and d (may be NULL) names the problem.
+ */
+int zb_model_open(const char *path, zb_model_t **out, zb_diag_t *d);
+
+/* Releases the model and nulls *m. Accepts NULL and *m == NULL. */
+void zb_model_close(zb_model_t **m);
+
+/* Borrowed views, valid until zb_model_close(). */
+const zb_bert_config_t *zb_model_config(const zb_model_t *m);
+const zb_tokenizer_config_t *zb_model_tokenizer_config(const zb_model_t *m);
+const zb_bert_weights_t *zb_model_weights(const zb_model_t *m);
+
+/* The vocabulary file's bytes (vocab.txt: one token per line, id = line). */
+const char *zb_model_vocab(const zb_model_t *m, size_t *len);
+
+/* A short identity of the weights: hex of the first 8 bytes of their
+ * SHA-256 for a bundle, "hf:<dir basename>" for a directory. */
+const char *zb_model_identity(const zb_model_t *m);
+
+#endif
