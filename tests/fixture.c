@@ -85,12 +85,30 @@ static int u32s(cursor_t *c, uint32_t *v, long n) {
     return 0;
 }
 
+/* full: 0 BERTTOK, 1 BERTFIX, 2 BERTREF (ids and hidden rows only). */
 static int parse_case(cursor_t *c, fx_case_t *k, int full) {
     long v, n;
     char buf[64];
     if (number(c, &v) != 0) return fail(c, "case index");
     k->index = (int)v;
     if (word(c, k->name, sizeof k->name) != 0) return fail(c, "case name");
+    if (full == 2) {
+        long rows, cols;
+        if (expect(c, "ids") || number(c, &n) || n < 1) return fail(c, "ids");
+        k->n_ids = (int)n;
+        k->ids = malloc(sizeof *k->ids * (size_t)n);
+        for (long i = 0; i < n; i++) {
+            if (number(c, &v) != 0) return fail(c, "id");
+            k->ids[i] = (int32_t)v;
+        }
+        if (expect(c, "hidden") || number(c, &rows) || number(c, &cols) || rows != n)
+            return fail(c, "hidden");
+        k->hidden_rows = (int)rows;
+        k->hidden_cols = (int)cols;
+        k->hidden = malloc(sizeof(float) * (size_t)(rows * cols + 1));
+        if (floats(c, k->hidden, rows * cols)) return fail(c, "hidden floats");
+        return expect(c, "end");
+    }
     if (expect(c, "text") || number(c, &n) || n < 0) return fail(c, "text");
     if (c->p >= c->end || *c->p != '\n' || c->end - c->p - 1 < n) return fail(c, "text bytes");
     c->p++;
@@ -151,6 +169,7 @@ int fx_load(const char *path, fx_file_t *out) {
     if (word(&c, magic, sizeof magic) != 0) goto out;
     if (strcmp(magic, "BERTFIX") == 0) full = 1;
     else if (strcmp(magic, "BERTTOK") == 0) full = 0;
+    else if (strcmp(magic, "BERTREF") == 0) full = 2;
     else goto out;
     while (c.p < c.end && *c.p != '\n') c.p++; /* rest of the header line */
     int cap = 64;
