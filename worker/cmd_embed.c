@@ -4,8 +4,11 @@
  *   zbert-embed --model PATH [--level wordpiece|token|sentence]
  *               [--pooling cls|mean] [--normalize] [--threads N]
  *               [--truncate|--windows] [--tokenize-only]
- *               [--input-format lines|jsonl] [--format jsonl|npy]
+ *               [--input-format lines|jsonl] [--format jsonl|npy|table]
  *               [--batch-tokens N] < input > output
+ *
+ * --format table is for people: one row per token, piece or text with its
+ * span, the first values of its vector and its L2 norm.
  *
  * Reads texts from stdin (one per line, or one {"text": ...} object per
  * line), embeds them in chunks (length-sorted batches inside a chunk) and
@@ -34,7 +37,7 @@
 #define S_CHUNK_BYTES (256u * 1024u)
 
 typedef enum { S_IN_LINES, S_IN_JSONL } s_input_t;
-typedef enum { S_OUT_JSONL, S_OUT_NPY } s_output_t;
+typedef enum { S_OUT_JSONL, S_OUT_NPY, S_OUT_TABLE } s_output_t;
 
 typedef struct s_args {
     const char *model;
@@ -50,7 +53,7 @@ static void s_usage(FILE *f) {
     fputs("usage: zbert-embed --model PATH [--level wordpiece|token|sentence]\n"
           "                   [--pooling cls|mean] [--normalize] [--threads N]\n"
           "                   [--truncate|--windows] [--tokenize-only]\n"
-          "                   [--input-format lines|jsonl] [--format jsonl|npy]\n"
+          "                   [--input-format lines|jsonl] [--format jsonl|npy|table]\n"
           "                   [--batch-tokens N] < input > output\n"
           "PATH is a .zbm bundle or a Hugging Face directory.\n",
           f);
@@ -116,6 +119,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             NEEDS_VALUE;
             if (!strcmp(v, "jsonl")) a->output = S_OUT_JSONL;
             else if (!strcmp(v, "npy")) a->output = S_OUT_NPY;
+            else if (!strcmp(v, "table")) a->output = S_OUT_TABLE;
             else goto bad_value;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
@@ -291,6 +295,59 @@ static void s_write_jsonl(FILE *f, size_t index, const s_item_t *it, const zb_re
     fputs("}\n", f);
 }
 
+/* A human-readable table of the first values of each vector. */
+static void s_write_table(FILE *f, size_t index, const s_item_t *it, const zb_result_t *r,
+                          const s_args_t *a, const zb_tok_t *tok) {
+    enum { SHOW = 4 };
+    if (it->text == NULL || r->status != 0) {
+        fprintf(f, "text %zu: error: %s\n", index,
+                it->text == NULL ? it->error : zb_strerror(r->status));
+        return;
+    }
+    fprintf(f, "text %zu: %zu wordpieces%s, %d-dimensional vectors\n", index, r->pieces.n,
+            r->truncated ? " (truncated)" : "", r->dim);
+    bool words = !a->opt.tokenize_only && a->opt.level == ZB_LEVEL_TOKEN;
+    bool sentence = !a->opt.tokenize_only && a->opt.level == ZB_LEVEL_SENTENCE;
+    size_t rows = words ? r->words.n : sentence ? 1 : r->pieces.n;
+    fprintf(f, "  %-16s %6s %6s", sentence ? "sentence" : words ? "token" : "wordpiece", "begin",
+            "end");
+    if (!a->opt.tokenize_only) {
+        for (int j = 0; j < SHOW && j < r->dim; j++) fprintf(f, "  %10s%d", "v", j);
+        fprintf(f, "  %10s", "|v|");
+    }
+    putc('\n', f);
+    for (size_t i = 0; i < rows; i++) {
+        char label[64];
+        uint32_t b, e;
+        if (words) {
+            const zb_word_t *w = &r->words.v[i];
+            int n = (int)(w->byte_end - w->byte_begin);
+            snprintf(label, sizeof label, "%.*s", n > 40 ? 40 : n, it->text + w->byte_begin);
+            b = w->begin;
+            e = w->end;
+        } else if (sentence) {
+            snprintf(label, sizeof label, "%s", a->opt.pooling == ZB_POOL_MEAN ? "mean" : "[CLS]");
+            b = 0;
+            e = r->pieces.n > 2 ? r->pieces.v[r->pieces.n - 2].end : 0;
+        } else {
+            size_t n = 0;
+            const char *t = zb_tok_token(tok, r->pieces.v[i].id, &n);
+            snprintf(label, sizeof label, "%.*s", (int)(n > 40 ? 40 : n), t ? t : "?");
+            b = r->pieces.v[i].begin;
+            e = r->pieces.v[i].end;
+        }
+        fprintf(f, "  %-16s %6u %6u", label, b, e);
+        if (!a->opt.tokenize_only) {
+            const float *v = r->vectors + i * (size_t)r->dim;
+            double ss = 0;
+            for (int j = 0; j < r->dim; j++) ss += (double)v[j] * v[j];
+            for (int j = 0; j < SHOW && j < r->dim; j++) fprintf(f, "  %11.6f", (double)v[j]);
+            fprintf(f, "  %10.4f", sqrt(ss));
+        }
+        putc('\n', f);
+    }
+}
+
 /* .npy output: rows go straight to a seekable file whose header is patched
  * at the end, or are buffered when stdout is a pipe. */
 typedef struct s_npy {
@@ -435,6 +492,8 @@ int main(int argc, char **argv) {
             }
             if (a.output == S_OUT_JSONL) {
                 s_write_jsonl(out, index, &items[i], &res[i], &a);
+            } else if (a.output == S_OUT_TABLE) {
+                s_write_table(out, index, &items[i], &res[i], &a, zb_embedder_tokenizer(emb));
             } else {
                 float nanrow[dim];
                 for (int j = 0; j < dim; j++) nanrow[j] = NAN;
