@@ -5,10 +5,11 @@
  *               [--pooling cls|mean] [--normalize] [--threads N]
  *               [--truncate|--windows] [--tokenize-only]
  *               [--input-format lines|jsonl] [--format jsonl|npy|table]
- *               [--batch-tokens N] < input > output
+ *               [--batch-tokens N] [--stats] < input > output
  *
  * --format table is for people: one row per token, piece or text with its
- * span, the first values of its vector and its L2 norm.
+ * span, the first values of its vector and its L2 norm.  --stats prints
+ * throughput on stderr at the end (time from the model being ready).
  *
  * Reads texts from stdin (one per line, or one {"text": ...} object per
  * line), embeds them in chunks (length-sorted batches inside a chunk) and
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "embed.h"
@@ -47,6 +49,7 @@ typedef struct s_args {
     int batch_tokens;
     s_input_t input;
     s_output_t output;
+    bool stats;
 } s_args_t;
 
 static void s_usage(FILE *f) {
@@ -54,7 +57,7 @@ static void s_usage(FILE *f) {
           "                   [--pooling cls|mean] [--normalize] [--threads N]\n"
           "                   [--truncate|--windows] [--tokenize-only]\n"
           "                   [--input-format lines|jsonl] [--format jsonl|npy|table]\n"
-          "                   [--batch-tokens N] < input > output\n"
+          "                   [--batch-tokens N] [--stats] < input > output\n"
           "PATH is a .zbm bundle or a Hugging Face directory.\n",
           f);
 }
@@ -108,6 +111,8 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             a->opt.windows = false;
         } else if (!strcmp(k, "--windows")) {
             a->opt.windows = true;
+        } else if (!strcmp(k, "--stats")) {
+            a->stats = true;
         } else if (!strcmp(k, "--tokenize-only")) {
             a->opt.tokenize_only = true;
         } else if (!strcmp(k, "--input-format")) {
@@ -426,6 +431,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     int dim = zb_embedder_dim(emb);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     FILE *out = stdout;
     static char outbuf[1 << 16];
     setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
@@ -514,6 +521,18 @@ int main(int argc, char **argv) {
     if (fflush(out) != 0) {
         fprintf(stderr, "zbert-embed: cannot write output: %s\n", strerror(errno));
         status = 1;
+    }
+    if (a.stats) {
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+        zb_embed_stats_t st;
+        zb_embedder_stats(emb, &st);
+        fprintf(stderr,
+                "zbert-embed: stats texts=%llu sequences=%llu tokens=%llu batches=%llu "
+                "seconds=%.3f tokens_per_s=%.1f texts_per_s=%.1f\n",
+                (unsigned long long)st.texts, (unsigned long long)st.sequences,
+                (unsigned long long)st.tokens, (unsigned long long)st.batches, sec,
+                sec > 0 ? (double)st.tokens / sec : 0.0, sec > 0 ? (double)st.texts / sec : 0.0);
     }
     if (n_bad) {
         fprintf(stderr, "zbert-embed: %zu of %zu input lines rejected%s\n", n_bad, index,

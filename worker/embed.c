@@ -45,6 +45,7 @@ struct zb_embedder {
     float *out;           /* [batch_tokens_max][dim] */
     s_seq_t *seqs;        /* sequences of the current call */
     size_t seqs_cap;
+    zb_embed_stats_t stats;
 };
 
 void zb_result_free(zb_result_t *r) {
@@ -117,6 +118,10 @@ void zb_embedder_destroy(zb_embedder_t **pe) {
 
 const zb_tok_t *zb_embedder_tokenizer(const zb_embedder_t *e) {
     return e->tok;
+}
+
+void zb_embedder_stats(const zb_embedder_t *e, zb_embed_stats_t *out) {
+    *out = e->stats;
 }
 
 int zb_embedder_dim(const zb_embedder_t *e) {
@@ -311,6 +316,7 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
             if (rc != 0) return rc;
         }
     }
+    e->stats.texts += n;
     qsort(e->seqs, n_seqs, sizeof *e->seqs, s_seq_cmp);
 
     size_t H = (size_t)e->dim;
@@ -331,6 +337,9 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
         }
         rc = zb_bert_forward(e->bert, e->ids, e->seq_len, k, e->out);
         if (rc != 0) return rc;
+        e->stats.batches++;
+        e->stats.sequences += (uint64_t)k;
+        e->stats.tokens += (uint64_t)total;
         const float *rows = e->out;
         for (size_t q = b; q < end; q++) {
             const s_seq_t *s = &e->seqs[q];

@@ -90,6 +90,17 @@ void zb_embedder_destroy(zb_embedder_t **e);
 /* The tokenizer the embedder uses (borrowed). */
 const zb_tok_t *zb_embedder_tokenizer(const zb_embedder_t *e);
 
+/* Work done since creation, for throughput figures. */
+typedef struct zb_embed_stats {
+    uint64_t texts;     /* texts passed to zb_embedder_run */
+    uint64_t sequences; /* encoder sequences (windows count one each) */
+    uint64_t tokens;    /* tokens through the encoder, [CLS]/[SEP] included,
+                         * no padding (there is none) */
+    uint64_t batches;   /* encoder calls */
+} zb_embed_stats_t;
+
+void zb_embedder_stats(const zb_embedder_t *e, zb_embed_stats_t *out);
+
 /* Hidden width of the model. */
 int zb_embedder_dim(const zb_embedder_t *e);
 
