@@ -80,6 +80,7 @@ demo: deps-quiet
 	sh deploy/demo.sh $(BIN) $(DEMO_MODEL)
 
 bench: deps-quiet
+	@sh deploy/install-deps.sh fortunes
 	$(MAKE) --no-print-directory all
 	sh bench/run.sh $(BIN)
 
