@@ -89,4 +89,40 @@ const char *zb_model_vocab(const zb_model_t *m, size_t *len);
  * SHA-256 for a bundle, "hf:<dir basename>" for a directory. */
 const char *zb_model_identity(const zb_model_t *m);
 
+/* One weight tensor under its canonical name: no "bert." prefix, LayerNorm
+ * parameters as weight/bias ("encoder.layer.0.attention.self.query.weight"). */
+typedef struct zb_model_tensor {
+    char name[96];     /* canonical name, NUL-terminated */
+    int n_dims;        /* 1 or 2 */
+    int64_t shape[2];  /* shape[1] is 0 when n_dims == 1 */
+    size_t n_elems;    /* product of the shape */
+    const float *data; /* borrowed view, valid until zb_model_close() */
+} zb_model_tensor_t;
+
+/* Number of weight tensors: 5 embedding tensors + 16 per layer. */
+int zb_model_n_tensors(const zb_model_t *m);
+
+/* Fills *out with tensor i (0 <= i < zb_model_n_tensors(m)), in canonical
+ * order: embeddings (word, position, token type, LayerNorm weight, bias), then
+ * each layer (query, key, value, attention output, attention LayerNorm,
+ * intermediate, output, output LayerNorm; weight before bias).  Returns 0, or
+ * ZB_EINVAL when i is out of range. */
+int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
+
+/*
+ * Parses and validates a Hugging Face BERT config.json held in json[0..len)
+ * into *c (src names the file in messages).  Every field is checked against
+ * limits.h, hidden % heads == 0, hidden_act must be "gelu", model_type (if
+ * present) "bert"; absent optional fields take BertConfig's defaults
+ * (max_position_embeddings 512, type_vocab_size 2, layer_norm_eps 1e-12).
+ * Returns 0 or ZB_EFORMAT / ZB_ELIMIT / ZB_EUNSUPPORTED with d set.
+ */
+int zb_model_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
+                          zb_diag_t *d);
+
+/* Checks a vocab.txt image: 1..vocab_size lines, no NUL byte, no line longer
+ * than ZB_VOCAB_ENTRY_BYTES_MAX.  Returns 0 or ZB_EFORMAT / ZB_ELIMIT. */
+int zb_model_vocab_check(const char *v, size_t len, int vocab_size, const char *src,
+                         zb_diag_t *d);
+
 #endif

@@ -1,0 +1,350 @@
+/*
+ * test_model.c -- zb_model_open() on the fixture directories: config and
+ * tokenizer settings, weights checked against element values read
+ * independently from the files (numpy), exact F16 widening, and the errors
+ * of broken directories (bad config fields, missing tensors, wrong shapes).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fixture.h"
+#include "model.h"
+#include "safetensors.h"
+
+static uint32_t s_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static char s_seed1[4096], s_seed2[4096];
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(s_seed1, sizeof s_seed1, "%s", fx_path("tiny-seed1"));
+    snprintf(s_seed2, sizeof s_seed2, "%s", fx_path("tiny-seed2-bert-gammabeta-f16"));
+    return 0;
+}
+
+static void check_tiny_config(const zb_model_t *m) {
+    const zb_bert_config_t *c = zb_model_config(m);
+    assert_int_equal(c->vocab_size, 28996);
+    assert_int_equal(c->hidden, 64);
+    assert_int_equal(c->layers, 2);
+    assert_int_equal(c->heads, 4);
+    assert_int_equal(c->intermediate, 256);
+    assert_int_equal(c->max_positions, 512);
+    assert_int_equal(c->type_vocab_size, 2);
+    assert_true(c->layer_norm_eps == 1e-12f);
+    const zb_tokenizer_config_t *t = zb_model_tokenizer_config(m);
+    assert_false(t->lowercase);
+    assert_false(t->strip_accents);
+    size_t vlen = 0;
+    const char *v = zb_model_vocab(m, &vlen);
+    assert_int_equal(vlen, 213450);
+    assert_memory_equal(v, "[PAD]\n", 6);
+    assert_int_equal(zb_model_n_tensors(m), 5 + 16 * 2);
+}
+
+/* Values read with numpy from model.safetensors: (index, float32 bits). */
+static void test_seed1(void **state) {
+    (void)state;
+    zb_model_t *m = NULL;
+    zb_diag_t d = {{0}};
+    int rc = zb_model_open(s_seed1, &m, &d);
+    assert_int_equal(rc, 0);
+    assert_non_null(m);
+    check_tiny_config(m);
+    assert_string_equal(zb_model_identity(m), "hf:tiny-seed1");
+    const zb_bert_weights_t *w = zb_model_weights(m);
+    assert_int_equal(s_bits(w->word[0]), 0x3d0510fe);
+    assert_int_equal(s_bits(w->word[28995 * 64 + 63]), 0xbc0ad589);
+    assert_int_equal(s_bits(w->word[101 * 64 + 7]), 0x3b514e39);
+    assert_int_equal(s_bits(w->position[511 * 64 + 1]), 0x3bb27d31);
+    assert_int_equal(s_bits(w->emb_ln_g[3]), 0x3f86d66b);
+    assert_int_equal(s_bits(w->layer[1].ffn_out_w[63 * 256 + 255]), 0xbc6eea88);
+    assert_int_equal(s_bits(w->layer[0].ffn_in_w[200 * 64 + 10]), 0xbc855073);
+    assert_int_equal(s_bits(w->layer[1].attn_ln_b[5]), 0x3dc28d6d);
+
+    /* the table enumerates the same pointers */
+    zb_model_tensor_t t;
+    assert_int_equal(zb_model_tensor_at(m, 0, &t), 0);
+    assert_string_equal(t.name, "embeddings.word_embeddings.weight");
+    assert_ptr_equal(t.data, w->word);
+    assert_int_equal(t.shape[0], 28996);
+    assert_int_equal(t.shape[1], 64);
+    assert_int_equal(zb_model_tensor_at(m, 5 + 16 + 12, &t), 0);
+    assert_string_equal(t.name, "encoder.layer.1.output.dense.weight");
+    assert_ptr_equal(t.data, w->layer[1].ffn_out_w);
+    assert_int_equal(t.n_elems, 64 * 256);
+    assert_int_equal(zb_model_tensor_at(m, 37, &t), ZB_EINVAL);
+    assert_int_equal(zb_model_tensor_at(m, -1, &t), ZB_EINVAL);
+    zb_model_close(&m);
+    assert_null(m);
+    zb_model_close(&m); /* NULL-safe */
+    zb_model_close(NULL);
+}
+
+/* Naive binary16 decoding for the reference: sign * mant * 2^(exp-25). */
+static float ref_f16(uint16_t h) {
+    int e = (h >> 10) & 31, mant = h & 0x3ff;
+    double v;
+    if (e == 0)
+        v = ldexp(mant, -24);
+    else if (e == 31)
+        v = mant ? NAN : INFINITY;
+    else
+        v = ldexp(mant + 1024, e - 25);
+    return (float)((h & 0x8000) ? -v : v);
+}
+
+static void test_seed2_f16(void **state) {
+    (void)state;
+    zb_model_t *m = NULL;
+    zb_diag_t d = {{0}};
+    int rc = zb_model_open(s_seed2, &m, &d);
+    if (rc) fprintf(stderr, "%s\n", d.msg);
+    assert_int_equal(rc, 0);
+    check_tiny_config(m);
+    assert_string_equal(zb_model_identity(m), "hf:tiny-seed2-bert-gammabeta-f16");
+    const zb_bert_weights_t *w = zb_model_weights(m);
+    /* numpy float16 -> float32 values (bits), including a subnormal at (0,38) */
+    assert_true(w->word[0] == -0.00833892822265625f);
+    assert_true(w->word[28995 * 64 + 63] == 0.00333404541015625f);
+    assert_true(w->word[38] == 1.7881393432617188e-07f);
+    assert_true(w->word[4 * 64 + 28] == -4.410743713378906e-05f);
+    assert_true(w->emb_ln_g[3] == 1.0576171875f);
+    assert_true(w->layer[1].ffn_ln_b[63] == 0.10028076171875f);
+    assert_true(w->layer[0].k_w[12 * 64 + 34] == -0.02679443359375f);
+    assert_true(w->layer[1].ffn_in_b[255] == -0.009918212890625f);
+    /* widened memory is 64-byte aligned */
+    assert_int_equal((uintptr_t)w->word % 64, 0);
+
+    /* every element of every tensor equals the naive decoding of the raw half */
+    size_t len = 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", s_seed2);
+    char *raw = fx_read_file(path, &len);
+    assert_non_null(raw);
+    zb_safetensors_t *st = NULL;
+    assert_int_equal(zb_safetensors_parse(raw, len, &st, &d), 0);
+    size_t checked = 0;
+    for (int i = 0; i < zb_model_n_tensors(m); i++) {
+        zb_model_tensor_t t;
+        assert_int_equal(zb_model_tensor_at(m, i, &t), 0);
+        char name[160];
+        snprintf(name, sizeof name, "bert.%s", t.name);
+        char *ln = strstr(name, "LayerNorm.");
+        if (ln) strcpy(ln + 10, strstr(ln, "weight") ? "gamma" : "beta");
+        const zb_safetensors_tensor_t *r = zb_safetensors_find(st, name);
+        assert_non_null(r);
+        assert_int_equal(r->n_elems, t.n_elems);
+        const unsigned char *b = r->data;
+        for (size_t k = 0; k < t.n_elems; k++) {
+            float want = ref_f16((uint16_t)(b[2 * k] | b[2 * k + 1] << 8));
+            if (s_bits(want) != s_bits(t.data[k])) fail_msg("%s[%zu] differs", name, k);
+        }
+        checked += t.n_elems;
+    }
+    assert_int_equal(checked, 28996 * 64 + 512 * 64 + 2 * 64 + 2 * 64 +
+                                  2 * (4 * 64 * 64 + 4 * 64 + 4 * 64 + 2 * 64 * 256 + 256 + 64));
+    zb_safetensors_close(&st);
+    free(raw);
+    zb_model_close(&m);
+}
+
+/* --- broken directories --------------------------------------------------- */
+
+static char s_tmp[256];
+
+/* A directory linking the seed1 (or seed2) weights and vocab, with the given
+ * config.json text (NULL: the fixture's) and tokenizer_config.json (NULL: none). */
+static const char *make_dir(int seed, const char *config, const char *tok_config) {
+    char cwd[4096], src[8400], dst[512];
+    const char *dir = seed == 1 ? s_seed1 : s_seed2;
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    snprintf(s_tmp, sizeof s_tmp, "/tmp/zb_test_model_XXXXXX");
+    assert_non_null(mkdtemp(s_tmp));
+    const char *files[] = {"vocab.txt", "model.safetensors", "config.json"};
+    for (int i = 0; i < 3; i++) {
+        if (i == 2 && config != NULL) continue;
+        snprintf(src, sizeof src, "%s%s%s/%s", dir[0] == '/' ? "" : cwd, dir[0] == '/' ? "" : "/",
+                 dir, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", s_tmp, files[i]);
+        assert_int_equal(symlink(src, dst), 0);
+    }
+    if (config != NULL) {
+        snprintf(dst, sizeof dst, "%s/config.json", s_tmp);
+        FILE *f = fopen(dst, "w");
+        assert_non_null(f);
+        fputs(config, f);
+        fclose(f);
+    }
+    if (tok_config != NULL) {
+        snprintf(dst, sizeof dst, "%s/tokenizer_config.json", s_tmp);
+        FILE *f = fopen(dst, "w");
+        assert_non_null(f);
+        fputs(tok_config, f);
+        fclose(f);
+    }
+    return s_tmp;
+}
+
+static void rm_dir(void) {
+    const char *files[] = {"vocab.txt", "model.safetensors", "config.json",
+                           "tokenizer_config.json"};
+    char p[512];
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof p, "%s/%s", s_tmp, files[i]);
+        unlink(p);
+    }
+    rmdir(s_tmp);
+}
+
+#define CFG(extra)                                                                           \
+    "{\"vocab_size\": 28996, \"num_hidden_layers\": 2, \"max_position_embeddings\": 512, " \
+    "\"type_vocab_size\": 2, " extra "}"
+#define CFG_BARE(extra)                                                                   \
+    "{\"max_position_embeddings\": 512, \"type_vocab_size\": 2, \"hidden_size\": 64, "        \
+    "\"num_attention_heads\": 4, \"intermediate_size\": 256, " extra "}"
+#define CFG_OK CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256")
+
+static void test_tokenizer_config(void **state) {
+    (void)state;
+    struct {
+        const char *json;
+        int lower, strip;
+    } cases[] = {
+        {"{\"do_lower_case\": true}", 1, 1},
+        {"{\"do_lower_case\": true, \"strip_accents\": false}", 1, 0},
+        {"{\"do_lower_case\": false, \"strip_accents\": true}", 0, 1},
+        {"{\"do_lower_case\": false, \"strip_accents\": null}", 0, 0},
+        {"{}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zb_model_t *m = NULL;
+        zb_diag_t d = {{0}};
+        make_dir(1, NULL, cases[i].json);
+        int rc = zb_model_open(s_tmp, &m, &d);
+        rm_dir();
+        assert_int_equal(rc, 0);
+        assert_int_equal(zb_model_tokenizer_config(m)->lowercase, cases[i].lower);
+        assert_int_equal(zb_model_tokenizer_config(m)->strip_accents, cases[i].strip);
+        zb_model_close(&m);
+    }
+}
+
+static void test_broken(void **state) {
+    (void)state;
+    struct {
+        int seed;
+        const char *config, *tok;
+        int rc;
+        const char *needle; /* must appear in the diagnostic */
+    } cases[] = {
+        {1, CFG_OK, NULL, 0, ""},
+        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 5, \"intermediate_size\": 256"),
+         NULL, ZB_EFORMAT, "not a multiple of num_attention_heads 5"},
+        {1, CFG_OK ",", NULL, ZB_EFORMAT, "config.json: not a JSON object"},
+        {1, "[1,2]", NULL, ZB_EFORMAT, "config.json: not a JSON object"},
+        {1, CFG("\"num_attention_heads\": 4, \"intermediate_size\": 256"), NULL, ZB_EFORMAT,
+         "missing \"hidden_size\""},
+        {1, CFG("\"hidden_size\": 64.5, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
+         NULL, ZB_EFORMAT, "\"hidden_size\" is not an integer"},
+        {1, CFG("\"hidden_size\": \"64\", \"num_attention_heads\": 4, \"intermediate_size\": 256"),
+         NULL, ZB_EFORMAT, "\"hidden_size\" is not an integer"},
+        {1, CFG("\"hidden_size\": 0, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
+         NULL, ZB_ELIMIT, "\"hidden_size\" is 0, outside [1, 16384]"},
+        {1, CFG("\"hidden_size\": 1e300, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
+         NULL, ZB_ELIMIT, "\"hidden_size\""},
+        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+                "\"hidden_act\": \"gelu_new\""),
+         NULL, ZB_EUNSUPPORTED, "hidden_act must be \"gelu\""},
+        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+                "\"model_type\": \"roberta\""),
+         NULL, ZB_EUNSUPPORTED, "model_type"},
+        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+                "\"layer_norm_eps\": -1"),
+         NULL, ZB_EFORMAT, "layer_norm_eps"},
+        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+                "\"hidden_size\": 32"),
+         NULL, ZB_EFORMAT, "key \"hidden_size\" appears twice"},
+        /* shapes the weights do not have */
+        {1, CFG("\"hidden_size\": 32, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
+         NULL, ZB_EFORMAT,
+         "tensor embeddings.word_embeddings.weight: expected shape [28996,32] from the config, "
+         "found [28996,64]"},
+        {2, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 128"),
+         NULL, ZB_EFORMAT,
+         "tensor bert.encoder.layer.0.intermediate.dense.weight: expected shape [128,64]"},
+        {1, CFG_BARE("\"num_hidden_layers\": 3, \"vocab_size\": 28996"),
+         NULL, ZB_ENOTFOUND, "missing tensor encoder.layer.2.attention.self.query.weight"},
+        {1, CFG_BARE("\"num_hidden_layers\": 2, \"vocab_size\": 1000"),
+         NULL, ZB_EFORMAT, "vocab.txt: more than vocab_size = 1000 entries"},
+        {1, CFG_OK, "{\"do_lower_case\": 1}", ZB_EFORMAT, "do_lower_case is not a boolean"},
+        {1, CFG_OK, "nope", ZB_EFORMAT, "tokenizer_config.json: not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zb_model_t *m = NULL;
+        zb_diag_t d = {{0}};
+        make_dir(cases[i].seed, cases[i].config, cases[i].tok);
+        int rc = zb_model_open(s_tmp, &m, &d);
+        rm_dir();
+        if (rc != cases[i].rc || strstr(d.msg, cases[i].needle) == NULL)
+            fail_msg("case %zu: rc %d (want %d), diag \"%s\" (want \"%s\")", i, rc, cases[i].rc,
+                     d.msg, cases[i].needle);
+        if (rc == 0)
+            assert_non_null(m);
+        else
+            assert_null(m);
+        zb_model_close(&m);
+    }
+}
+
+static void test_missing_files(void **state) {
+    (void)state;
+    zb_model_t *m = (zb_model_t *)1;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_model_open("/nonexistent/zbert-model", &m, &d), ZB_ENOTFOUND);
+    assert_null(m);
+    assert_non_null(strstr(d.msg, "/nonexistent/zbert-model"));
+    assert_int_equal(zb_model_open(NULL, &m, &d), ZB_EINVAL);
+    /* a directory without model.safetensors */
+    make_dir(1, NULL, NULL);
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors", s_tmp);
+    unlink(p);
+    int rc = zb_model_open(s_tmp, &m, &d);
+    rm_dir();
+    assert_int_equal(rc, ZB_ENOTFOUND);
+    assert_non_null(strstr(d.msg, "model.safetensors"));
+    /* and one without vocab.txt */
+    make_dir(1, NULL, NULL);
+    snprintf(p, sizeof p, "%s/vocab.txt", s_tmp);
+    unlink(p);
+    rc = zb_model_open(s_tmp, &m, &d);
+    rm_dir();
+    assert_int_equal(rc, ZB_ENOTFOUND);
+    assert_non_null(strstr(d.msg, "vocab.txt"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seed1),
+        cmocka_unit_test(test_seed2_f16),
+        cmocka_unit_test(test_tokenizer_config),
+        cmocka_unit_test(test_broken),
+        cmocka_unit_test(test_missing_files),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

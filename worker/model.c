@@ -1,0 +1,594 @@
+/*
+ * model.c -- opens a BERT model from a Hugging Face directory or a zbert
+ * bundle and binds its tensors to zb_bert_weights_t (see model.h).
+ *
+ * One table (s_emb_slots, s_layer_slots) says which tensors the encoder
+ * needs, under which canonical name, with which shape in terms of the
+ * config, and where its pointer goes.  Both sources go through the same
+ * binder: it looks a canonical name up in the source, checks dtype and exact
+ * shape, and either points into the source's mapping (fp32, 4-byte aligned)
+ * or widens into 64-byte aligned memory the model owns (F16, BF16,
+ * misaligned F32 -- Hugging Face directories only; a bundle is fp32 and
+ * aligned by construction, anything else in one is an error).
+ *
+ * Invariants of an open model: every weight pointer of zb_bert_weights_t is
+ * non-NULL and points to exactly the number of floats its shape implies; the
+ * config respects limits.h; vocab.txt has between 1 and vocab_size entries.
+ *
+ * Thread-safety: an open model is never written again.
+ */
+#include "model.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "limits.h"
+#include "safetensors.h"
+
+#define S_EMB_TENSORS 5
+#define S_LAYER_TENSORS 16
+
+struct zb_model {
+    zb_bert_config_t cfg;
+    zb_tokenizer_config_t tok;
+    zb_bert_weights_t w;
+    zb_layer_weights_t *layers; /* [cfg.layers], pointed to by w.layer */
+    char *vocab;                /* vocab.txt bytes (NUL appended, not counted) */
+    size_t vocab_len;
+    char identity[320];
+    zb_safetensors_t *st;       /* Hugging Face source: views point into its mapping */
+    void **owned;               /* widened tensors, 64-byte aligned, freed on close */
+    int n_owned;
+};
+
+/* --- the tensor table ---------------------------------------------------- */
+
+typedef enum { S_D_NONE, S_D_V, S_D_P, S_D_T, S_D_H, S_D_I } s_dim_t;
+
+typedef struct {
+    const char *name; /* canonical name (under "encoder.layer.N." for layer slots) */
+    s_dim_t d0, d1;   /* shape in terms of the config; d1 == S_D_NONE for vectors */
+    size_t field;     /* offset of the const float * in its struct */
+} s_slot_t;
+
+static const s_slot_t s_emb_slots[S_EMB_TENSORS] = {
+    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word)},
+    {"embeddings.position_embeddings.weight", S_D_P, S_D_H,
+     offsetof(zb_bert_weights_t, position)},
+    {"embeddings.token_type_embeddings.weight", S_D_T, S_D_H,
+     offsetof(zb_bert_weights_t, token_type)},
+    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g)},
+    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b)},
+};
+
+static const s_slot_t s_layer_slots[S_LAYER_TENSORS] = {
+    {"attention.self.query.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, q_w)},
+    {"attention.self.query.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, q_b)},
+    {"attention.self.key.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, k_w)},
+    {"attention.self.key.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, k_b)},
+    {"attention.self.value.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, v_w)},
+    {"attention.self.value.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, v_b)},
+    {"attention.output.dense.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, attn_out_w)},
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, attn_out_b)},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE,
+     offsetof(zb_layer_weights_t, attn_ln_g)},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE,
+     offsetof(zb_layer_weights_t, attn_ln_b)},
+    {"intermediate.dense.weight", S_D_I, S_D_H, offsetof(zb_layer_weights_t, ffn_in_w)},
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, offsetof(zb_layer_weights_t, ffn_in_b)},
+    {"output.dense.weight", S_D_H, S_D_I, offsetof(zb_layer_weights_t, ffn_out_w)},
+    {"output.dense.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_out_b)},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_ln_g)},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_ln_b)},
+};
+
+static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
+    switch (k) {
+    case S_D_V: return c->vocab_size;
+    case S_D_P: return c->max_positions;
+    case S_D_T: return c->type_vocab_size;
+    case S_D_H: return c->hidden;
+    case S_D_I: return c->intermediate;
+    case S_D_NONE: break;
+    }
+    return 0;
+}
+
+/* Describes tensor i of the canonical order: name, shape and the address of
+ * the pointer it binds to (inside w / layers).  i must be in range. */
+static void s_describe(const zb_bert_config_t *c, int i, zb_model_tensor_t *t,
+                       const float ***slot, zb_bert_weights_t *w, zb_layer_weights_t *layers) {
+    const s_slot_t *s;
+    char *base;
+    if (i < S_EMB_TENSORS) {
+        s = &s_emb_slots[i];
+        snprintf(t->name, sizeof t->name, "%s", s->name);
+        base = (char *)w;
+    } else {
+        int l = (i - S_EMB_TENSORS) / S_LAYER_TENSORS;
+        s = &s_layer_slots[(i - S_EMB_TENSORS) % S_LAYER_TENSORS];
+        snprintf(t->name, sizeof t->name, "encoder.layer.%d.%s", l, s->name);
+        base = layers ? (char *)&layers[l] : NULL;
+    }
+    t->n_dims = s->d1 == S_D_NONE ? 1 : 2;
+    t->shape[0] = s_dim(c, s->d0);
+    t->shape[1] = s->d1 == S_D_NONE ? 0 : s_dim(c, s->d1);
+    /* limits.h bounds every dim so that this product cannot overflow */
+    t->n_elems = (size_t)t->shape[0] * (size_t)(t->n_dims == 2 ? t->shape[1] : 1);
+    t->data = NULL;
+    if (slot) *slot = base ? (const float **)(void *)(base + s->field) : NULL;
+}
+
+static int s_n_tensors(const zb_bert_config_t *c) {
+    return S_EMB_TENSORS + S_LAYER_TENSORS * c->layers;
+}
+
+/* --- small files ---------------------------------------------------------- */
+
+/* Reads a whole regular file of at most max bytes; *buf gets a NUL appended. */
+static int s_read_file(const char *path, size_t max, char **buf, size_t *len, zb_diag_t *d) {
+    int rc;
+    char *b = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    *buf = NULL;
+    if (fd < 0) {
+        int e = errno;
+        return zb_diag_set(d, e == ENOENT ? ZB_ENOTFOUND : ZB_EIO, "%s: cannot open: %s", path,
+                           strerror(e));
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        rc = zb_diag_set(d, ZB_EIO, "%s: not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        rc = zb_diag_set(d, ZB_ELIMIT, "%s: %lld bytes, more than the %zu-byte limit", path,
+                         (long long)sb.st_size, max);
+        goto out;
+    }
+    size_t n = (size_t)sb.st_size, got = 0;
+    b = malloc(n + 1);
+    if (b == NULL) {
+        rc = zb_diag_set(d, ZB_ENOMEM, "%s: out of memory", path);
+        goto out;
+    }
+    while (got < n) {
+        ssize_t r = read(fd, b + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            rc = zb_diag_set(d, ZB_EIO, "%s: read failed: %s", path,
+                             r < 0 ? strerror(errno) : "file shrank");
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    b[n] = '\0';
+    *buf = b;
+    *len = n;
+    b = NULL;
+    rc = 0;
+out:
+    free(b);
+    close(fd);
+    return rc;
+}
+
+/* --- config ------------------------------------------------------------- */
+
+/* Parses one JSON value filling json[0..len) except for trailing whitespace:
+ * cJSON alone would accept garbage after the value. */
+static cJSON *s_json_parse(const char *json, size_t len) {
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (root == NULL) return NULL;
+    for (; end < json + len; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(root);
+            return NULL;
+        }
+    }
+    return root;
+}
+
+/* Config files are small flat objects: more keys than this is not a config. */
+#define S_JSON_KEYS_MAX 1024
+
+/* Refuses objects with repeated or too many keys: cJSON keeps duplicates and
+ * lookups would silently take the first, hiding what the file says. */
+static int s_json_check_keys(const cJSON *obj, const char *src, zb_diag_t *d) {
+    int n = 0;
+    for (const cJSON *a = obj->child; a != NULL; a = a->next, n++) {
+        if (n >= S_JSON_KEYS_MAX)
+            return zb_diag_set(d, ZB_ELIMIT, "%s: more than %d keys", src, S_JSON_KEYS_MAX);
+        for (const cJSON *b = obj->child; b != a; b = b->next)
+            if (strcmp(a->string, b->string) == 0)
+                return zb_diag_set(d, ZB_EFORMAT, "%s: key \"%.64s\" appears twice", src,
+                                   a->string);
+    }
+    return 0;
+}
+
+/* Reads an integer field into *out: default def when absent (required == 0),
+ * else it must be an integer in [lo, hi]. */
+static int s_cfg_int(const cJSON *root, const char *src, const char *key, int def, int required,
+                     int lo, int hi, int *out, zb_diag_t *d) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (v == NULL || cJSON_IsNull(v)) {
+        if (required) return zb_diag_set(d, ZB_EFORMAT, "%s: missing \"%s\"", src, key);
+        *out = def;
+        return 0;
+    }
+    double x = cJSON_IsNumber(v) ? v->valuedouble : NAN;
+    if (!isfinite(x) || floor(x) != x)
+        return zb_diag_set(d, ZB_EFORMAT, "%s: \"%s\" is not an integer", src, key);
+    if (x < lo || x > hi)
+        return zb_diag_set(d, ZB_ELIMIT, "%s: \"%s\" is %.0f, outside [%d, %d]", src, key, x, lo,
+                           hi);
+    *out = (int)x;
+    return 0;
+}
+
+int zb_model_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
+                          zb_diag_t *d) {
+    int rc;
+    cJSON *root = s_json_parse(json, len);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "%s: not a JSON object", src);
+        goto out;
+    }
+    if ((rc = s_json_check_keys(root, src, d)) != 0) goto out;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (mt != NULL && !(cJSON_IsString(mt) && strcmp(mt->valuestring, "bert") == 0)) {
+        rc = zb_diag_set(d, ZB_EUNSUPPORTED, "%s: model_type is not \"bert\"", src);
+        goto out;
+    }
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
+    if (pe != NULL && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0)) {
+        rc = zb_diag_set(d, ZB_EUNSUPPORTED,
+                         "%s: position_embedding_type is not \"absolute\"", src);
+        goto out;
+    }
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act != NULL && !(cJSON_IsString(act) && strcmp(act->valuestring, "gelu") == 0)) {
+        rc = zb_diag_set(d, ZB_EUNSUPPORTED,
+                         "%s: hidden_act must be \"gelu\" (exact erf GELU), found %s", src,
+                         cJSON_IsString(act) ? "another function" : "a non-string");
+        goto out;
+    }
+    /* Hugging Face BertConfig defaults for the optional fields */
+    if ((rc = s_cfg_int(root, src, "vocab_size", 0, 1, 1, ZB_VOCAB_MAX, &c->vocab_size, d)) ||
+        (rc = s_cfg_int(root, src, "hidden_size", 0, 1, 1, ZB_HIDDEN_MAX, &c->hidden, d)) ||
+        (rc = s_cfg_int(root, src, "num_hidden_layers", 0, 1, 1, ZB_LAYERS_MAX, &c->layers,
+                        d)) ||
+        (rc = s_cfg_int(root, src, "num_attention_heads", 0, 1, 1, ZB_HEADS_MAX, &c->heads,
+                        d)) ||
+        (rc = s_cfg_int(root, src, "intermediate_size", 0, 1, 1, ZB_INTERMEDIATE_MAX,
+                        &c->intermediate, d)) ||
+        (rc = s_cfg_int(root, src, "max_position_embeddings", 512, 0, 1, ZB_POSITIONS_MAX,
+                        &c->max_positions, d)) ||
+        (rc = s_cfg_int(root, src, "type_vocab_size", 2, 0, 1, ZB_TYPE_VOCAB_MAX,
+                        &c->type_vocab_size, d)))
+        goto out;
+    if (c->hidden % c->heads != 0) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "%s: hidden_size %d is not a multiple of "
+                         "num_attention_heads %d", src, c->hidden, c->heads);
+        goto out;
+    }
+    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
+    double e = 1e-12;
+    if (eps != NULL) {
+        e = cJSON_IsNumber(eps) ? eps->valuedouble : NAN;
+        /* a LayerNorm epsilon is a small positive guard; outside (0, 1] is a broken file */
+        if (!isfinite(e) || !(e > 0) || e > 1 || !((float)e > 0)) {
+            rc = zb_diag_set(d, ZB_EFORMAT, "%s: layer_norm_eps is not a number in (0, 1]",
+                             src);
+            goto out;
+        }
+    }
+    c->layer_norm_eps = (float)e;
+    rc = 0;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* tokenizer_config.json: do_lower_case defaults to false here (cased), as the
+ * models zbert targets are cased; strip_accents follows do_lower_case unless
+ * set (Hugging Face BertTokenizer semantics). */
+static int s_parse_tokenizer_config(const char *json, size_t len, const char *src,
+                                    zb_tokenizer_config_t *t, zb_diag_t *d) {
+    int rc = 0;
+    cJSON *root = s_json_parse(json, len);
+    if (root == NULL || !cJSON_IsObject(root)) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "%s: not a JSON object", src);
+        goto out;
+    }
+    if ((rc = s_json_check_keys(root, src, d)) != 0) goto out;
+    const cJSON *lc = cJSON_GetObjectItemCaseSensitive(root, "do_lower_case");
+    const cJSON *sa = cJSON_GetObjectItemCaseSensitive(root, "strip_accents");
+    if (lc != NULL && !cJSON_IsBool(lc)) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "%s: do_lower_case is not a boolean", src);
+        goto out;
+    }
+    if (sa != NULL && !cJSON_IsBool(sa) && !cJSON_IsNull(sa)) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "%s: strip_accents is not a boolean or null", src);
+        goto out;
+    }
+    t->lowercase = lc != NULL && cJSON_IsTrue(lc);
+    t->strip_accents = (sa != NULL && cJSON_IsBool(sa)) ? cJSON_IsTrue(sa) : t->lowercase;
+out:
+    cJSON_Delete(root);
+    return rc;
+}
+
+int zb_model_vocab_check(const char *v, size_t len, int vocab_size, const char *src,
+                         zb_diag_t *d) {
+    size_t lines = 0, line_start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && v[i] == '\0')
+            return zb_diag_set(d, ZB_EFORMAT, "%s: NUL byte in line %zu", src, lines + 1);
+        if (i == len || v[i] == '\n') {
+            if (i == len && i == line_start) break; /* a final newline ends the file */
+            if (i - line_start > ZB_VOCAB_ENTRY_BYTES_MAX)
+                return zb_diag_set(d, ZB_ELIMIT, "%s: line %zu has %zu bytes, more than %d",
+                                   src, lines + 1, i - line_start, ZB_VOCAB_ENTRY_BYTES_MAX);
+            lines++;
+            if (lines > (size_t)vocab_size)
+                return zb_diag_set(d, ZB_EFORMAT,
+                                   "%s: more than vocab_size = %d entries", src, vocab_size);
+            line_start = i + 1;
+        }
+    }
+    if (lines == 0) return zb_diag_set(d, ZB_EFORMAT, "%s: empty vocabulary", src);
+    return 0;
+}
+
+/* --- binding ------------------------------------------------------------ */
+
+/* A tensor as a source offers it. */
+typedef struct {
+    char stored_name[ZB_TENSOR_NAME_MAX + 8]; /* as spelled in the file, for messages */
+    zb_safetensors_dtype_t dtype;
+    int n_dims;
+    const int64_t *shape;
+    size_t n_elems;
+    const void *data;
+} s_src_tensor_t;
+
+typedef int (*s_lookup_fn)(void *ctx, const char *canonical, s_src_tensor_t *out, zb_diag_t *d);
+
+static void s_shape_str(char *buf, size_t cap, int n_dims, const int64_t *shape) {
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n_dims && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? "," : "", (long long)shape[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]");
+}
+
+static void *s_own(zb_model_t *m, size_t nbytes) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, nbytes ? nbytes : 64) != 0) return NULL;
+    m->owned[m->n_owned++] = p;
+    return p;
+}
+
+/* Binds every tensor of the canonical table through lookup.  allow_widen
+ * permits F16/BF16/misaligned F32 (copied into owned memory). */
+static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, int allow_widen, zb_diag_t *d) {
+    int n = s_n_tensors(&m->cfg);
+    m->layers = calloc((size_t)m->cfg.layers, sizeof *m->layers);
+    m->owned = calloc((size_t)n, sizeof *m->owned);
+    if (m->layers == NULL || m->owned == NULL)
+        return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
+    m->w.layer = m->layers;
+    for (int i = 0; i < n; i++) {
+        zb_model_tensor_t want;
+        const float **slot;
+        s_src_tensor_t got;
+        s_describe(&m->cfg, i, &want, &slot, &m->w, m->layers);
+        int rc = lookup(ctx, want.name, &got, d);
+        if (rc != 0) return rc;
+        int same = got.n_dims == want.n_dims;
+        for (int k = 0; same && k < want.n_dims; k++) same = got.shape[k] == want.shape[k];
+        if (!same) {
+            char ws[64], gs[128];
+            s_shape_str(ws, sizeof ws, want.n_dims, want.shape);
+            s_shape_str(gs, sizeof gs, got.n_dims, got.shape);
+            return zb_diag_set(d, ZB_EFORMAT,
+                               "tensor %s: expected shape %s from the config, found %s",
+                               got.stored_name, ws, gs);
+        }
+        const float *p;
+        if (got.dtype == ZB_ST_F32 && ((uintptr_t)got.data % sizeof(float)) == 0) {
+            p = got.data;
+        } else if (!allow_widen || (got.dtype != ZB_ST_F32 && got.dtype != ZB_ST_F16 &&
+                                    got.dtype != ZB_ST_BF16)) {
+            return zb_diag_set(d, ZB_EUNSUPPORTED, "tensor %s: dtype %s%s, expected %s",
+                               got.stored_name, zb_safetensors_dtype_name(got.dtype),
+                               got.dtype == ZB_ST_F32 ? " (misaligned)" : "",
+                               allow_widen ? "F32, F16 or BF16" : "aligned F32");
+        } else {
+            float *q = s_own(m, want.n_elems * sizeof(float));
+            if (q == NULL) return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
+            const unsigned char *b = got.data;
+            if (got.dtype == ZB_ST_F32) {
+                memcpy(q, b, want.n_elems * sizeof(float));
+            } else {
+                for (size_t k = 0; k < want.n_elems; k++) {
+                    uint16_t h = (uint16_t)(b[2 * k] | (b[2 * k + 1] << 8));
+                    q[k] = got.dtype == ZB_ST_F16 ? zb_safetensors_f16_to_f32(h)
+                                                  : zb_safetensors_bf16_to_f32(h);
+                }
+            }
+            p = q;
+        }
+        *slot = p;
+    }
+    return 0;
+}
+
+/* Hugging Face names: with or without "bert.", LayerNorm weight/bias or
+ * gamma/beta.  Exactly one spelling must be present. */
+static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb_diag_t *d) {
+    const zb_safetensors_t *st = ctx;
+    char alt[128]; /* canonical names are < 96 bytes */
+    const char *ln_w = strstr(canonical, "LayerNorm.weight");
+    const char *ln_b = strstr(canonical, "LayerNorm.bias");
+    const zb_safetensors_tensor_t *found = NULL;
+    char found_name[160] = "";
+    for (int prefix = 0; prefix < 2; prefix++) {
+        for (int variant = 0; variant < 2; variant++) {
+            if (variant == 1 && ln_w == NULL && ln_b == NULL) continue;
+            char name[160];
+            snprintf(alt, sizeof alt, "%s", canonical);
+            if (variant == 1) {
+                size_t at = (size_t)((ln_w ? ln_w : ln_b) - canonical) + strlen("LayerNorm.");
+                snprintf(alt + at, sizeof alt - at, "%s", ln_w ? "gamma" : "beta");
+            }
+            snprintf(name, sizeof name, "%s%s", prefix ? "bert." : "", alt);
+            const zb_safetensors_tensor_t *t = zb_safetensors_find(st, name);
+            if (t == NULL) continue;
+            if (found != NULL)
+                return zb_diag_set(d, ZB_EFORMAT, "tensors %s and %s are both present: which "
+                                   "one is %s?", found_name, name, canonical);
+            found = t;
+            snprintf(found_name, sizeof found_name, "%s", name);
+        }
+    }
+    if (found == NULL)
+        return zb_diag_set(d, ZB_ENOTFOUND, "model.safetensors: missing tensor %s", canonical);
+    snprintf(out->stored_name, sizeof out->stored_name, "%s", found_name);
+    out->dtype = found->dtype;
+    out->n_dims = found->n_dims;
+    out->shape = found->shape;
+    out->n_elems = found->n_elems;
+    out->data = found->data;
+    return 0;
+}
+
+/* --- open / close --------------------------------------------------------- */
+
+static int s_open_hf(zb_model_t *m, const char *dir, zb_diag_t *d) {
+    int rc;
+    char path[4096];
+    char *txt = NULL;
+    size_t len = 0;
+
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((rc = s_read_file(path, ZB_MODEL_TEXT_FILE_MAX, &txt, &len, d)) != 0) goto out;
+    if ((rc = zb_model_config_parse(txt, len, "config.json", &m->cfg, d)) != 0) goto out;
+    free(txt);
+    txt = NULL;
+
+    m->tok.lowercase = false;
+    m->tok.strip_accents = false;
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    rc = s_read_file(path, ZB_MODEL_TEXT_FILE_MAX, &txt, &len, d);
+    if (rc == 0) {
+        rc = s_parse_tokenizer_config(txt, len, "tokenizer_config.json", &m->tok, d);
+        if (rc != 0) goto out;
+    } else if (rc != ZB_ENOTFOUND) {
+        goto out;
+    }
+    free(txt);
+    txt = NULL;
+
+    snprintf(path, sizeof path, "%s/vocab.txt", dir);
+    if ((rc = s_read_file(path, ZB_MODEL_TEXT_FILE_MAX, &m->vocab, &m->vocab_len, d)) != 0)
+        goto out;
+    if ((rc = zb_model_vocab_check(m->vocab, m->vocab_len, m->cfg.vocab_size, "vocab.txt", d)))
+        goto out;
+
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if ((rc = zb_safetensors_open_file(path, &m->st, d)) != 0) goto out;
+    if ((rc = s_bind(m, s_hf_lookup, m->st, 1, d)) != 0) goto out;
+
+    /* identity: "hf:" + the directory's last path component */
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && dir[b - 1] != '/') b--;
+    snprintf(m->identity, sizeof m->identity, "hf:%.*s", (int)(n - b), dir + b);
+out:
+    free(txt);
+    return rc;
+}
+
+static int s_open_bundle(zb_model_t *m, const char *path, zb_diag_t *d) {
+    (void)m;
+    return zb_diag_set(d, ZB_EUNSUPPORTED, "%s: not a directory (bundles are not supported yet)",
+                       path);
+}
+
+int zb_model_open(const char *path, zb_model_t **out, zb_diag_t *d) {
+    if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "model: no output pointer");
+    *out = NULL;
+    if (path == NULL || path[0] == '\0') return zb_diag_set(d, ZB_EINVAL, "model: no path");
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        return zb_diag_set(d, e == ENOENT ? ZB_ENOTFOUND : ZB_EIO, "%s: %s", path, strerror(e));
+    }
+    zb_model_t *m = calloc(1, sizeof *m);
+    if (m == NULL) return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
+    int rc = S_ISDIR(sb.st_mode) ? s_open_hf(m, path, d) : s_open_bundle(m, path, d);
+    if (rc != 0) {
+        zb_model_close(&m);
+        return rc;
+    }
+    *out = m;
+    return zb_diag_set(d, 0, NULL);
+}
+
+void zb_model_close(zb_model_t **pm) {
+    if (pm == NULL || *pm == NULL) return;
+    zb_model_t *m = *pm;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->vocab);
+    zb_safetensors_close(&m->st);
+    free(m);
+    *pm = NULL;
+}
+
+const zb_bert_config_t *zb_model_config(const zb_model_t *m) {
+    return &m->cfg;
+}
+
+const zb_tokenizer_config_t *zb_model_tokenizer_config(const zb_model_t *m) {
+    return &m->tok;
+}
+
+const zb_bert_weights_t *zb_model_weights(const zb_model_t *m) {
+    return &m->w;
+}
+
+const char *zb_model_vocab(const zb_model_t *m, size_t *len) {
+    if (len) *len = m->vocab_len;
+    return m->vocab;
+}
+
+const char *zb_model_identity(const zb_model_t *m) {
+    return m->identity;
+}
+
+int zb_model_n_tensors(const zb_model_t *m) {
+    return s_n_tensors(&m->cfg);
+}
+
+int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
+    if (m == NULL || out == NULL || i < 0 || i >= s_n_tensors(&m->cfg)) return ZB_EINVAL;
+    const float **slot;
+    /* s_describe wants writable structs only to form the slot address; it
+     * never writes through them */
+    s_describe(&m->cfg, i, out, &slot, (zb_bert_weights_t *)&m->w, m->layers);
+    out->data = *slot;
+    return 0;
+}
