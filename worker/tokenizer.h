@@ -60,7 +60,8 @@ void zb_pieces_free(zb_pieces_t *p);
  * Builds a tokenizer from vocab.txt bytes (one token per line, id = line
  * number, "\n" or "\r\n" endings; the last line may lack its newline).
  * The vocabulary must hold [UNK]; [CLS], [SEP], [PAD], [MASK] are looked up
- * when present.  Duplicate tokens keep the lowest id, as Hugging Face does.
+ * when present.  A duplicated token takes its last id, as Hugging Face's
+ * vocab.txt readers do (they fill a map line by line).
  * Returns 0 and *out (the caller's; zb_tok_destroy() it) or a ZB_E* code
  * with d saying why.
  */
@@ -110,7 +111,9 @@ void zb_words_free(zb_words_t *w);
  * whole, "U.S." gives "U.S" and ".", "(hello)," gives "(", "hello", ")", ",".
  * Characters the cleaner removes (controls, format characters) are not
  * tokens and are trimmed from token edges.  The text must be valid UTF-8
- * (ZB_EUTF8 otherwise).  out is cleared first.
+ * (ZB_EUTF8 otherwise) and at most ZB_TEXT_BYTES_MAX bytes (ZB_ELIMIT);
+ * ZB_ENOMEM when out cannot grow.  out is cleared first (and left empty on
+ * any error).
  */
 int zb_tok_split_words(const char *text, size_t len, zb_words_t *out);
 
