@@ -1,0 +1,539 @@
+/*
+ * kernels.c -- the non-GEMM numeric kernels of the forward pass (fp32).
+ *
+ * Approximations (coefficients fitted for this file by iteratively
+ * reweighted least squares against 30-digit references):
+ *   exp(x):  x = n ln2 + r with |r| <= ln2/2 (two-constant Cody-Waite
+ *            reduction), e^r = 1 + r + r^2 P4(r) (rel. error 3e-9 before
+ *            rounding), times 2^n built in the exponent bits.
+ *   erf(x), |x| < 1:       x + x Q6(x^2)             (rel. error 1.4e-9)
+ *   erfc(x), 1 <= x <= 4.5: exp(-x^2) G7(1/(1 + x/2)) (rel. error 1.1e-9),
+ *            with x^2 split into hi + lo by an FMA so exp(-x^2) keeps its
+ *            accuracy; erfc(4.5) = 2e-10, so beyond it erf is 1 in float.
+ * The float evaluation keeps erf within ~1e-7 absolute of the true value.
+ * GELU for negative x takes erfc directly (1 + erf(z) = erfc(-z)), which
+ * avoids the cancellation of 1 + erf near -1.
+ *
+ * The scalar variant evaluates the same formulas without FMA; both variants
+ * must agree with double-precision references (tests/test_kernels.c).
+ *
+ * Thread-safety: no state.  Row kernels open an OpenMP region of
+ * exec->threads threads with a static schedule, so each row's arithmetic is
+ * independent of the thread count.
+ */
+#include "kernels.h"
+
+#include <cblas.h>
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdbool.h>
+#include <string.h>
+
+#define ZB_AVX2_FN __attribute__((target("avx2,fma")))
+
+/* exp: Cody-Waite split of ln 2 (the high part has 9 significant bits, so
+ * n * LN2_HI is exact for |n| < 2^15). */
+#define LOG2E 1.44269504f
+#define LN2_HI 0.693359375f
+#define LN2_LO -2.12194440e-4f
+#define EXP_LO -87.0f /* 2^-126 region: the smallest normal float */
+#define EXP_HI 88.0f  /* below log(FLT_MAX) = 88.72 */
+static const float s_exp_p[5] = {4.99999933e-01f, 1.66665190e-01f, 4.16684072e-02f,
+                                 8.36891376e-03f, 1.38141908e-03f};
+
+/* erf(x)/x - 1 as a polynomial in u = x^2 on [0, 1] (erf(x) = x + x Q(u):
+ * the leading x stays exact; 2/sqrt(pi) itself would lose 5e-8 to rounding).
+ * Fitted one coefficient at a time, each refit after rounding the previous
+ * ones to float. */
+static const float s_erf_a[7] = {1.283791661e-01f,  -3.761262596e-01f, 1.128357872e-01f,
+                                 -2.685334720e-02f, 5.187162198e-03f,  -7.997853099e-04f,
+                                 7.806903159e-05f};
+
+/* erfc(x) exp(x^2) as a polynomial in t = 1/(1 + x/2) on x in [1, 4.5]. */
+static const float s_erfc_g[8] = {-1.319322773e-04f, 2.845774612e-01f, 2.618298671e-01f,
+                                  3.402649124e-01f,  -8.784554686e-02f, 5.436666692e-01f,
+                                  -4.577851975e-01f, 1.154501313e-01f};
+#define ERF_SPLIT 1.0f /* below: the series form; from here: the erfc form */
+#define ERFC_ZERO 4.5f /* erfc below 2e-10 from here on: taken as 0 */
+#define SQRT1_2 0.707106781f
+
+zb_kern_isa_t zb_kern_isa_best(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ZB_KERN_AVX2;
+    return ZB_KERN_SCALAR;
+}
+
+/* ===================================================================== */
+/* scalar variant                                                        */
+/* ===================================================================== */
+
+static float s_exp1(float x) {
+    if (x != x) return x;
+    if (x < EXP_LO) x = EXP_LO;
+    if (x > EXP_HI) x = EXP_HI;
+    float n = rintf(x * LOG2E);
+    float r = x - n * LN2_HI;
+    r = r - n * LN2_LO;
+    float p = s_exp_p[4];
+    for (int i = 3; i >= 0; i--) p = p * r + s_exp_p[i];
+    /* 1 + (r + r^2 p): the small part first, so rounding it costs little. */
+    float er = 1.0f + (r + r * r * p);
+    int32_t bits = ((int32_t)n + 127) * (1 << 23);
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return er * scale;
+}
+
+/* x + x Q6(x^2): erf for |x| < ERF_SPLIT. */
+static float s_erf_small1(float x) {
+    float u = x * x;
+    float p = s_erf_a[6];
+    for (int i = 5; i >= 0; i--) p = p * u + s_erf_a[i];
+    return x + x * p;
+}
+
+/* erfc(a) for a >= ERF_SPLIT. */
+static float s_erfc_big1(float a) {
+    if (a >= ERFC_ZERO) return 0.0f;
+    float t = 1.0f / (1.0f + 0.5f * a);
+    float g = s_erfc_g[7];
+    for (int i = 6; i >= 0; i--) g = g * t + s_erfc_g[i];
+    /* a^2 = hi + lo exactly (Dekker split, no FMA needed), then
+     * exp(-hi - lo) ~ exp(-hi) (1 - lo) since |lo| < 2^-20. */
+    float hi = a * a;
+    float c = 4097.0f * a; /* 2^12 + 1 splits a 24-bit mantissa in halves */
+    float ah = c - (c - a), al = a - ah;
+    float lo = ((ah * ah - hi) + 2.0f * ah * al) + al * al;
+    return s_exp1(-hi) * (1.0f - lo) * g;
+}
+
+static float s_erf1(float x) {
+    if (x != x) return x;
+    float a = fabsf(x);
+    if (a < ERF_SPLIT) return s_erf_small1(x);
+    float r = 1.0f - s_erfc_big1(a);
+    return x < 0 ? -r : r;
+}
+
+static float s_gelu1(float x) {
+    float z = x * SQRT1_2;
+    float a = fabsf(z);
+    float one_plus;
+    if (!(a >= ERF_SPLIT)) { /* also NaN: it propagates through x */
+        one_plus = 1.0f + s_erf_small1(z);
+    } else {
+        float c = s_erfc_big1(a);
+        one_plus = z < 0 ? c : 2.0f - c;
+    }
+    return 0.5f * x * one_plus;
+}
+
+static void s_softmax_row1(float *x, int n) {
+    float m = x[0];
+    for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        x[i] = s_exp1(x[i] - m);
+        s += x[i];
+    }
+    float inv = 1.0f / s;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* y = LayerNorm(a + b + c) where b and c may be NULL (then a alone); y may
+ * alias a or c element for element.
+ * Mean and variance work on values shifted by k = v[0]: v - k is exact when
+ * v is near k, so a large common offset (mean >> stddev) neither swamps the
+ * float sums nor leaves the rounding of a large mean in every v - mean.  The
+ * second pass sums d and d^2 over d = (v - k) - mean_k and corrects the
+ * variance by (sum d)^2 / n, cancelling the first-order error left in the
+ * mean (corrected two-pass). */
+static void s_ln_row1(float *y, const float *a, const float *b, const float *c, int n,
+                      const float *gamma, const float *beta, float eps) {
+    const bool add3 = b != NULL && c != NULL;
+    const float k = add3 ? (a[0] + b[0]) + c[0] : a[0];
+    float s = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float v = add3 ? (a[i] + b[i]) + c[i] : a[i];
+        y[i] = v;
+        s += v - k;
+    }
+    const float mean_k = s / (float)n;
+    float sd = 0.0f, ss = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float d = (y[i] - k) - mean_k;
+        sd += d;
+        ss += d * d;
+    }
+    float var = (ss - sd * sd / (float)n) / (float)n;
+    if (var < 0.0f) var = 0.0f;
+    const float rstd = 1.0f / sqrtf(var + eps);
+    for (int i = 0; i < n; i++) y[i] = ((y[i] - k) - mean_k) * rstd * gamma[i] + beta[i];
+}
+
+/* ===================================================================== */
+/* AVX2 + FMA variant                                                    */
+/* ===================================================================== */
+
+/* Lane mask with the first n (0..8) lanes set. */
+ZB_AVX2_FN static inline __m256i s_mask8(int n) {
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx);
+}
+
+ZB_AVX2_FN static inline float s_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ZB_AVX2_FN static inline float s_hmax8(__m256 v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+ZB_AVX2_FN static inline __m256 s_exp8(__m256 x) {
+    /* Constant first: max/min return the second operand when either is
+     * NaN, so a NaN input stays NaN. */
+    x = _mm256_min_ps(_mm256_set1_ps(EXP_HI), _mm256_max_ps(_mm256_set1_ps(EXP_LO), x));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    __m256 p = _mm256_set1_ps(s_exp_p[4]);
+    for (int i = 3; i >= 0; i--) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(s_exp_p[i]));
+    __m256 er = _mm256_add_ps(_mm256_set1_ps(1.0f),
+                              _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
+                                                   _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(er, _mm256_castsi256_ps(e));
+}
+
+/* Returns x + x Q6(x^2) (erf for |x| < 1). */
+ZB_AVX2_FN static inline __m256 s_erf_small8(__m256 x) {
+    __m256 u = _mm256_mul_ps(x, x);
+    __m256 p = _mm256_set1_ps(s_erf_a[6]);
+    for (int i = 5; i >= 0; i--) p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(s_erf_a[i]));
+    return _mm256_fmadd_ps(x, p, x);
+}
+
+/* erfc(a) for a = |x| >= 1; lanes below 1 get erfc(1), lanes at or past
+ * ERFC_ZERO get 0. */
+ZB_AVX2_FN static inline __m256 s_erfc_big8(__m256 a) {
+    __m256 ab = _mm256_min_ps(_mm256_set1_ps(ERFC_ZERO),
+                              _mm256_max_ps(_mm256_set1_ps(ERF_SPLIT), a));
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
+                             _mm256_fmadd_ps(ab, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
+    __m256 g = _mm256_set1_ps(s_erfc_g[7]);
+    for (int i = 6; i >= 0; i--) g = _mm256_fmadd_ps(g, t, _mm256_set1_ps(s_erfc_g[i]));
+    __m256 hi = _mm256_mul_ps(ab, ab);
+    __m256 lo = _mm256_fmsub_ps(ab, ab, hi); /* exact: ab^2 = hi + lo */
+    __m256 e = _mm256_mul_ps(s_exp8(_mm256_sub_ps(_mm256_setzero_ps(), hi)),
+                             _mm256_fnmadd_ps(lo, _mm256_set1_ps(1.0f), _mm256_set1_ps(1.0f)));
+    __m256 r = _mm256_mul_ps(e, g);
+    __m256 zero = _mm256_cmp_ps(a, _mm256_set1_ps(ERFC_ZERO), _CMP_GE_OQ);
+    return _mm256_andnot_ps(zero, r);
+}
+
+ZB_AVX2_FN static inline __m256 s_erf8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_andnot_ps(sign, x);
+    __m256 small = s_erf_small8(x);
+    __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.0f), s_erfc_big8(a));
+    big = _mm256_or_ps(big, _mm256_and_ps(sign, x)); /* big >= 0: copy x's sign */
+    __m256 is_small = _mm256_cmp_ps(a, _mm256_set1_ps(ERF_SPLIT), _CMP_LT_OQ);
+    __m256 r = _mm256_blendv_ps(big, small, is_small);
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    return _mm256_blendv_ps(r, x, nan);
+}
+
+ZB_AVX2_FN static inline __m256 s_gelu8(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(SQRT1_2));
+    __m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), z);
+    __m256 small = _mm256_add_ps(one, s_erf_small8(z));
+    __m256 c = s_erfc_big8(a);
+    __m256 neg = _mm256_cmp_ps(z, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 big = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(2.0f), c), c, neg);
+    __m256 is_small = _mm256_cmp_ps(a, _mm256_set1_ps(ERF_SPLIT), _CMP_LT_OQ);
+    __m256 one_plus = _mm256_blendv_ps(big, small, is_small);
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
+}
+
+/* Applies f to n floats; the tail goes through masked loads and stores so
+ * that every element takes the same vector path. */
+#define ZB_MAP8(f, x, y, n)                                                     \
+    do {                                                                        \
+        size_t i_ = 0;                                                          \
+        for (; i_ + 8 <= (n); i_ += 8)                                          \
+            _mm256_storeu_ps((y) + i_, f(_mm256_loadu_ps((x) + i_)));           \
+        if (i_ < (n)) {                                                         \
+            __m256i m_ = s_mask8((int)((n) - i_));                              \
+            _mm256_maskstore_ps((y) + i_, m_, f(_mm256_maskload_ps((x) + i_, m_))); \
+        }                                                                       \
+    } while (0)
+
+ZB_AVX2_FN static void s_erf_avx2(const float *x, float *y, size_t n) {
+    ZB_MAP8(s_erf8, x, y, n);
+}
+
+ZB_AVX2_FN static void s_exp_avx2(const float *x, float *y, size_t n) {
+    ZB_MAP8(s_exp8, x, y, n);
+}
+
+ZB_AVX2_FN static void s_gelu_avx2(const float *x, float *y, size_t n) {
+    ZB_MAP8(s_gelu8, x, y, n);
+}
+
+ZB_AVX2_FN static void s_bias_gelu_row_avx2(float *x, const float *bias, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(bias + i));
+        _mm256_storeu_ps(x + i, s_gelu8(v));
+    }
+    if (i < n) {
+        __m256i m = s_mask8(n - i);
+        __m256 v = _mm256_add_ps(_mm256_maskload_ps(x + i, m), _mm256_maskload_ps(bias + i, m));
+        _mm256_maskstore_ps(x + i, m, s_gelu8(v));
+    }
+}
+
+ZB_AVX2_FN static void s_softmax_row_avx2(float *x, int n) {
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vm = ninf;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    __m256i mt = s_mask8(n - i);
+    if (i < n) {
+        __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mt),
+                                    _mm256_castsi256_ps(mt));
+        vm = _mm256_max_ps(vm, v);
+    }
+    __m256 m = _mm256_set1_ps(s_hmax8(vm));
+    __m256 vs = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = s_exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+        _mm256_storeu_ps(x + i, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    if (i < n) {
+        __m256 e = s_exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, mt), m));
+        e = _mm256_and_ps(e, _mm256_castsi256_ps(mt));
+        _mm256_maskstore_ps(x + i, mt, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / s_hsum8(vs));
+    for (i = 0; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    if (i < n) _mm256_maskstore_ps(x + i, mt, _mm256_mul_ps(_mm256_maskload_ps(x + i, mt), inv));
+}
+
+/* As s_ln_row1, eight lanes at a time (masked lanes load as 0 and are
+ * masked out of the sums). */
+ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, const float *c,
+                                     int n, const float *gamma, const float *beta, float eps) {
+    const bool add3 = b != NULL && c != NULL;
+    const __m256 mt = _mm256_castsi256_ps(s_mask8(n % 8));
+    const __m256i mti = s_mask8(n % 8);
+    const int nv = n - n % 8;
+    const __m256 vk = _mm256_set1_ps(add3 ? (a[0] + b[0]) + c[0] : a[0]);
+    __m256 vs = _mm256_setzero_ps();
+    int i;
+    if (add3) {
+        for (i = 0; i < nv; i += 8) {
+            __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)),
+                                     _mm256_loadu_ps(c + i));
+            _mm256_storeu_ps(y + i, v);
+            vs = _mm256_add_ps(vs, _mm256_sub_ps(v, vk));
+        }
+        if (i < n) {
+            __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_maskload_ps(a + i, mti),
+                                                   _mm256_maskload_ps(b + i, mti)),
+                                     _mm256_maskload_ps(c + i, mti));
+            _mm256_maskstore_ps(y + i, mti, v);
+            vs = _mm256_add_ps(vs, _mm256_and_ps(_mm256_sub_ps(v, vk), mt));
+        }
+    } else {
+        for (i = 0; i < nv; i += 8) {
+            __m256 v = _mm256_loadu_ps(a + i);
+            _mm256_storeu_ps(y + i, v);
+            vs = _mm256_add_ps(vs, _mm256_sub_ps(v, vk));
+        }
+        if (i < n) {
+            __m256 v = _mm256_maskload_ps(a + i, mti);
+            _mm256_maskstore_ps(y + i, mti, v);
+            vs = _mm256_add_ps(vs, _mm256_and_ps(_mm256_sub_ps(v, vk), mt));
+        }
+    }
+    const __m256 vmean = _mm256_set1_ps(s_hsum8(vs) / (float)n); /* of v - k */
+    __m256 vsd = _mm256_setzero_ps(), vss = _mm256_setzero_ps();
+    for (i = 0; i < nv; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vk), vmean);
+        vsd = _mm256_add_ps(vsd, d);
+        vss = _mm256_fmadd_ps(d, d, vss);
+    }
+    if (i < n) {
+        __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(y + i, mti), vk), vmean);
+        d = _mm256_and_ps(d, mt);
+        vsd = _mm256_add_ps(vsd, d);
+        vss = _mm256_fmadd_ps(d, d, vss);
+    }
+    const float sd = s_hsum8(vsd);
+    float var = (s_hsum8(vss) - sd * sd / (float)n) / (float)n;
+    if (var < 0.0f) var = 0.0f;
+    const __m256 rstd = _mm256_set1_ps(1.0f / sqrtf(var + eps));
+    for (i = 0; i < nv; i += 8) {
+        __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vk), vmean);
+        d = _mm256_mul_ps(d, rstd);
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i),
+                                                _mm256_loadu_ps(beta + i)));
+    }
+    if (i < n) {
+        __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(y + i, mti), vk), vmean);
+        d = _mm256_mul_ps(d, rstd);
+        _mm256_maskstore_ps(y + i, mti, _mm256_fmadd_ps(d, _mm256_maskload_ps(gamma + i, mti),
+                                                        _mm256_maskload_ps(beta + i, mti)));
+    }
+}
+
+/* ===================================================================== */
+/* public functions                                                      */
+/* ===================================================================== */
+
+void zb_kern_erf(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa == ZB_KERN_AVX2) {
+        s_erf_avx2(x, y, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) y[i] = s_erf1(x[i]);
+}
+
+void zb_kern_exp(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa == ZB_KERN_AVX2) {
+        s_exp_avx2(x, y, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) y[i] = s_exp1(x[i]);
+}
+
+void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa == ZB_KERN_AVX2) {
+        s_gelu_avx2(x, y, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) y[i] = s_gelu1(x[i]);
+}
+
+void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int ld) {
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * (size_t)ld;
+        if (isa == ZB_KERN_AVX2)
+            s_softmax_row_avx2(row, cols);
+        else
+            s_softmax_row1(row, cols);
+    }
+}
+
+void zb_kern_bias_fill(const zb_kern_exec_t *e, float *y, int rows, int cols,
+                       const float *bias) {
+#pragma omp parallel for num_threads(e->threads) schedule(static)
+    for (int r = 0; r < rows; r++)
+        memcpy(y + (size_t)r * (size_t)cols, bias, (size_t)cols * sizeof *y);
+}
+
+void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
+                       const float *bias) {
+    const zb_kern_isa_t isa = e->isa;
+#pragma omp parallel for num_threads(e->threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * (size_t)cols;
+        if (isa == ZB_KERN_AVX2) {
+            s_bias_gelu_row_avx2(row, bias, cols);
+        } else {
+            for (int i = 0; i < cols; i++) row[i] = s_gelu1(row[i] + bias[i]);
+        }
+    }
+}
+
+/* One LayerNorm row in the chosen variant. */
+static void s_ln_row(zb_kern_isa_t isa, float *y, const float *a, const float *b,
+                     const float *c, int n, const float *gamma, const float *beta, float eps) {
+    if (isa == ZB_KERN_AVX2)
+        s_ln_row_avx2(y, a, b, c, n, gamma, beta, eps);
+    else
+        s_ln_row1(y, a, b, c, n, gamma, beta, eps);
+}
+
+void zb_kern_layernorm(const zb_kern_exec_t *e, float *x, int rows, int cols,
+                       const float *gamma, const float *beta, float eps) {
+    const zb_kern_isa_t isa = e->isa;
+#pragma omp parallel for num_threads(e->threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (size_t)r * (size_t)cols;
+        s_ln_row(isa, row, row, NULL, NULL, cols, gamma, beta, eps);
+    }
+}
+
+void zb_kern_bias_residual_layernorm(const zb_kern_exec_t *e, float *io, const float *t,
+                                     int rows, int cols, const float *bias,
+                                     const float *gamma, const float *beta, float eps) {
+    const zb_kern_isa_t isa = e->isa;
+#pragma omp parallel for num_threads(e->threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        size_t off = (size_t)r * (size_t)cols;
+        /* (t + bias) + residual: the same association as the reference's
+         * dense(x) + input. */
+        s_ln_row(isa, io + off, t + off, bias, io + off, cols, gamma, beta, eps);
+    }
+}
+
+void zb_kern_embed_layernorm(const zb_kern_exec_t *e, float *out, const int32_t *ids,
+                             const int32_t *pos, int rows, int cols, const float *word,
+                             const float *position, const float *type0,
+                             const float *gamma, const float *beta, float eps) {
+    const zb_kern_isa_t isa = e->isa;
+#pragma omp parallel for num_threads(e->threads) schedule(static)
+    for (int r = 0; r < rows; r++) {
+        s_ln_row(isa, out + (size_t)r * (size_t)cols, word + (size_t)ids[r] * (size_t)cols,
+                 position + (size_t)pos[r] * (size_t)cols, type0, cols, gamma, beta, eps);
+    }
+}
+
+size_t zb_kern_attention_scratch(int seq_len_max) {
+    return (size_t)seq_len_max * (size_t)seq_len_max;
+}
+
+void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
+                       const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
+                       int heads, int head_dim, int seq_len_max, float *scratch) {
+    const float scale = 1.0f / sqrtf((float)head_dim);
+    const size_t per_thread = zb_kern_attention_scratch(seq_len_max);
+    const int pairs = n_seqs * heads;
+    const zb_kern_isa_t isa = e->isa;
+#pragma omp parallel num_threads(e->threads)
+    {
+        float *s = scratch + (size_t)omp_get_thread_num() * per_thread;
+        /* The OpenMP build of OpenBLAS sizes its own team from the calling
+         * task's nthreads-var (and stays serial inside an active parallel
+         * region); setting it to 1 for this implicit task also covers a
+         * one-thread team, where the region is inactive.  It ends with the
+         * region. */
+        omp_set_num_threads(1);
+        /* Dynamic: blocks cost T^2, and sequence lengths vary. */
+#pragma omp for schedule(dynamic, 1)
+        for (int p = 0; p < pairs; p++) {
+            int sq = p / heads, h = p % heads;
+            int o = seq_off[sq], t = seq_off[sq + 1] - o;
+            size_t base = (size_t)o * (size_t)ld + (size_t)h * (size_t)head_dim;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, head_dim, scale, q + base,
+                        ld, k + base, ld, 0.0f, s, t);
+            zb_kern_softmax_rows(isa, s, t, t, t);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, head_dim, t, 1.0f, s, t,
+                        v + base, ld, 0.0f, ctx + base, ld);
+        }
+    }
+}
