@@ -55,4 +55,15 @@
 /* One input line of zbert-embed (a JSON object holding a text). */
 #define ZB_INPUT_LINE_MAX (8u << 20)
 
+/* --- forward pass ------------------------------------------------------ */
+
+/* Tokens of one forward batch: the scratch arena holds ~(4H + I) floats per
+ * token (24 KB for bert-base, so 1.6 GB here), and n_tokens * width stays
+ * far inside the int range OpenBLAS takes. */
+#define ZB_BATCH_TOKENS_MAX 65536
+
+/* OpenMP threads of one engine context: beyond any machine we target; each
+ * holds a seq_len_max^2 attention score buffer (1 MiB at 512). */
+#define ZB_THREADS_MAX 256
+
 #endif
