@@ -20,8 +20,10 @@
  *
  * Scheduling: the sequences of one call are sorted by length and packed into
  * encoder batches under a token budget, without padding.  Results come back
- * in input order whatever the batching, and are bit-identical to running
- * each text alone (the encoder's rows do not depend on batch neighbours).
+ * in input order whatever the batching.  A row does not depend on its batch
+ * neighbours mathematically; numerically, GEMM blocking may differ with the
+ * batch's row count, so rows agree with a one-text run to float rounding
+ * (~1e-6), not always bit for bit.
  *
  * Thread-safety: one embedder serves one caller thread at a time; OpenMP
  * threads run inside it.  The model it borrows may be shared.
