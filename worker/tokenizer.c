@@ -270,7 +270,7 @@ struct zb_tok {
     size_t mask;       /* table size - 1 (a power of two minus one) */
     size_t plain_max;  /* longest plain entry, bytes */
     size_t cont_max;   /* longest continuation entry without "##", bytes */
-    int32_t pad_id, unk_id, cls_id, sep_id, mask_id;
+    int32_t pad_id, unk_id, cls_id, sep_id; /* -1 when absent ([UNK] never is) */
     struct {
         const char *s;
         size_t n;
@@ -425,7 +425,6 @@ int zb_tok_new(const char *vocab, size_t vocab_len, const zb_tok_options_t *opt,
     t->pad_id = s_lookup_str(t, "[PAD]");
     t->cls_id = s_lookup_str(t, "[CLS]");
     t->sep_id = s_lookup_str(t, "[SEP]");
-    t->mask_id = s_lookup_str(t, "[MASK]");
     static const char *const names[SPECIAL_N] = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
     for (int i = 0; i < SPECIAL_N; i++) {
         int32_t id = s_lookup_str(t, names[i]);

@@ -53,7 +53,8 @@ static char *s_read(const char *path, size_t *len) {
 static void s_init(void) {
     char path[4096];
     const char *dir = getenv("ZB_FIXTURES");
-    snprintf(path, sizeof path, "%s/vocab-bert-base-cased.txt", dir && *dir ? dir : "tests/fixtures");
+    snprintf(path, sizeof path, "%s/vocab-bert-base-cased.txt",
+             dir && *dir ? dir : "tests/fixtures");
     size_t n = 0;
     char *v = s_read(path, &n);
     if (!v) s_die("cannot read the vocabulary (run from the repo root or set ZB_FIXTURES)");
