@@ -145,13 +145,12 @@ static int s_class_raw(int32_t u) {
     }
 }
 
-/* Separator test of the Spark-style split: Unicode White_Space, which also
- * holds \v, \f and U+0085 (controls that the BERT cleaner removes). */
+/* Separator test of the Spark-style split: the same separators as the BERT
+ * pre-tokenizer (White_Space less the controls its cleaner removes, such as
+ * \v, \f and U+0085), so that every token boundary is also a wordpiece
+ * boundary and every token starts at a wordpiece. */
 static bool s_is_white_space(int32_t u) {
-    if (u < 0x80) return (u >= 0x09 && u <= 0x0D) || u == 0x20;
-    if (u == 0x85) return true;
-    utf8proc_category_t c = utf8proc_category(u);
-    return c == UTF8PROC_CATEGORY_ZS || c == UTF8PROC_CATEGORY_ZL || c == UTF8PROC_CATEGORY_ZP;
+    return s_class_raw(u) == C_SPACE;
 }
 
 /* Class of a code point produced by normalization (pre-tokenizer rules

@@ -105,8 +105,8 @@ void zb_words_free(zb_words_t *w);
 
 /*
  * Splits text into tokens the way Spark NLP's default Tokenizer does: on
- * whitespace (Unicode White_Space and the characters the cleaner turns into
- * spaces), then leading and trailing punctuation characters are peeled off
+ * whitespace (the BERT pre-tokenizer's separators: White_Space less the
+ * controls its cleaner removes, such as \v and \f), then leading and trailing punctuation characters are peeled off
  * each chunk one by one as tokens of their own, so "don't" and "e-mail" stay
  * whole, "U.S." gives "U.S" and ".", "(hello)," gives "(", "hello", ")", ",".
  * Characters the cleaner removes (controls, format characters) are not
