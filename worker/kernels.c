@@ -27,7 +27,6 @@
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
-#include <stdbool.h>
 #include <string.h>
 
 #define ZB_AVX2_FN __attribute__((target("avx2,fma")))
@@ -141,8 +140,8 @@ static void s_softmax_row1(float *x, int n) {
     for (int i = 0; i < n; i++) x[i] *= inv;
 }
 
-/* y = LayerNorm(a + b + c) where b and c may be NULL (then a alone); y may
- * alias a or c element for element.
+/* y = LayerNorm(a + b + c) where c, or b and c, may be NULL (then a + b or
+ * a alone); y may alias a or c element for element.
  * Mean and variance work on values shifted by k = v[0]: v - k is exact when
  * v is near k, so a large common offset (mean >> stddev) neither swamps the
  * float sums nor leaves the rounding of a large mean in every v - mean.  The
@@ -151,11 +150,11 @@ static void s_softmax_row1(float *x, int n) {
  * mean (corrected two-pass). */
 static void s_ln_row1(float *y, const float *a, const float *b, const float *c, int n,
                       const float *gamma, const float *beta, float eps) {
-    const bool add3 = b != NULL && c != NULL;
-    const float k = add3 ? (a[0] + b[0]) + c[0] : a[0];
+    const int terms = b == NULL ? 1 : c == NULL ? 2 : 3;
+    const float k = terms == 3 ? (a[0] + b[0]) + c[0] : terms == 2 ? a[0] + b[0] : a[0];
     float s = 0.0f;
     for (int i = 0; i < n; i++) {
-        float v = add3 ? (a[i] + b[i]) + c[i] : a[i];
+        float v = terms == 3 ? (a[i] + b[i]) + c[i] : terms == 2 ? a[i] + b[i] : a[i];
         y[i] = v;
         s += v - k;
     }
@@ -290,6 +289,10 @@ ZB_AVX2_FN static void s_gelu_avx2(const float *x, float *y, size_t n) {
 }
 
 ZB_AVX2_FN static void s_bias_gelu_row_avx2(float *x, const float *bias, int n) {
+    if (bias == NULL) {
+        s_gelu_avx2(x, x, (size_t)n);
+        return;
+    }
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         __m256 v = _mm256_add_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(bias + i));
@@ -336,14 +339,16 @@ ZB_AVX2_FN static void s_softmax_row_avx2(float *x, int n) {
  * masked out of the sums). */
 ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, const float *c,
                                      int n, const float *gamma, const float *beta, float eps) {
-    const bool add3 = b != NULL && c != NULL;
+    const int terms = b == NULL ? 1 : c == NULL ? 2 : 3;
     const __m256 mt = _mm256_castsi256_ps(s_mask8(n % 8));
     const __m256i mti = s_mask8(n % 8);
     const int nv = n - n % 8;
-    const __m256 vk = _mm256_set1_ps(add3 ? (a[0] + b[0]) + c[0] : a[0]);
+    const __m256 vk = _mm256_set1_ps(terms == 3   ? (a[0] + b[0]) + c[0]
+                                     : terms == 2 ? a[0] + b[0]
+                                                  : a[0]);
     __m256 vs = _mm256_setzero_ps();
     int i;
-    if (add3) {
+    if (terms == 3) {
         for (i = 0; i < nv; i += 8) {
             __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)),
                                      _mm256_loadu_ps(c + i));
@@ -354,6 +359,18 @@ ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, c
             __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_maskload_ps(a + i, mti),
                                                    _mm256_maskload_ps(b + i, mti)),
                                      _mm256_maskload_ps(c + i, mti));
+            _mm256_maskstore_ps(y + i, mti, v);
+            vs = _mm256_add_ps(vs, _mm256_and_ps(_mm256_sub_ps(v, vk), mt));
+        }
+    } else if (terms == 2) {
+        for (i = 0; i < nv; i += 8) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+            _mm256_storeu_ps(y + i, v);
+            vs = _mm256_add_ps(vs, _mm256_sub_ps(v, vk));
+        }
+        if (i < n) {
+            __m256 v =
+                _mm256_add_ps(_mm256_maskload_ps(a + i, mti), _mm256_maskload_ps(b + i, mti));
             _mm256_maskstore_ps(y + i, mti, v);
             vs = _mm256_add_ps(vs, _mm256_and_ps(_mm256_sub_ps(v, vk), mt));
         }
@@ -438,13 +455,6 @@ void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int l
     }
 }
 
-void zb_kern_bias_fill(const zb_kern_exec_t *e, float *y, int rows, int cols,
-                       const float *bias) {
-#pragma omp parallel for num_threads(e->threads) schedule(static)
-    for (int r = 0; r < rows; r++)
-        memcpy(y + (size_t)r * (size_t)cols, bias, (size_t)cols * sizeof *y);
-}
-
 void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
                        const float *bias) {
     const zb_kern_isa_t isa = e->isa;
@@ -454,7 +464,7 @@ void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
         if (isa == ZB_KERN_AVX2) {
             s_bias_gelu_row_avx2(row, bias, cols);
         } else {
-            for (int i = 0; i < cols; i++) row[i] = s_gelu1(row[i] + bias[i]);
+            for (int i = 0; i < cols; i++) row[i] = s_gelu1(bias ? row[i] + bias[i] : row[i]);
         }
     }
 }
@@ -487,7 +497,10 @@ void zb_kern_bias_residual_layernorm(const zb_kern_exec_t *e, float *io, const f
         size_t off = (size_t)r * (size_t)cols;
         /* (t + bias) + residual: the same association as the reference's
          * dense(x) + input. */
-        s_ln_row(isa, io + off, t + off, bias, io + off, cols, gamma, beta, eps);
+        if (t != NULL)
+            s_ln_row(isa, io + off, t + off, bias, io + off, cols, gamma, beta, eps);
+        else
+            s_ln_row(isa, io + off, io + off, bias, NULL, cols, gamma, beta, eps);
     }
 }
 

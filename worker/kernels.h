@@ -3,7 +3,8 @@
  *
  * Element-wise functions (erf, exp, GELU), fused row epilogues (bias + GELU,
  * bias + residual + LayerNorm, embedding gather + LayerNorm), row softmax and
- * per-(sequence, head) attention over packed batches.
+ * per-(sequence, head) attention over packed batches.  The GEMMs themselves
+ * are the caller's (OpenBLAS).
  *
  * Every function exists in two instruction-set variants chosen by the caller
  * through zb_kern_isa_t: a portable scalar one and an AVX2+FMA one (compiled
@@ -62,12 +63,8 @@ void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int l
 
 /* --- row kernels, rows split across exec->threads ----------------------- */
 
-/* y[r][c] = bias[c] for r < rows: the C operand of a GEMM run with beta = 1,
- * which is how a bias costs nothing extra (OpenBLAS skips its beta pass). */
-void zb_kern_bias_fill(const zb_kern_exec_t *e, float *y, int rows, int cols,
-                       const float *bias);
-
-/* x[r][c] = gelu(x[r][c] + bias[c]) in place, one pass. */
+/* x[r][c] = gelu(x[r][c] + bias[c]) in place, one pass; bias may be NULL
+ * (plain GELU, for a bias already folded into the GEMM). */
 void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
                        const float *bias);
 
@@ -77,7 +74,9 @@ void zb_kern_layernorm(const zb_kern_exec_t *e, float *x, int rows, int cols,
                        const float *gamma, const float *beta, float eps);
 
 /* io[r] = LayerNorm(t[r] + bias + io[r]): the output dense's epilogue, where
- * io holds the residual on entry and the new hidden state on return. */
+ * io holds the residual on entry and the new hidden state on return.  t may
+ * be NULL when the GEMM already accumulated into the residual (beta = 1):
+ * then io[r] = LayerNorm(io[r] + bias). */
 void zb_kern_bias_residual_layernorm(const zb_kern_exec_t *e, float *io, const float *t,
                                      int rows, int cols, const float *bias,
                                      const float *gamma, const float *beta, float eps);
