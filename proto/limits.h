@@ -43,6 +43,15 @@
 /* Zip archive entries in a bundle: it holds three. */
 #define ZB_BUNDLE_ENTRIES_MAX 64
 
+/* Bytes of a bundle's weights entry: bundles are plain zip (no zip64), so the
+ * whole archive must stay under 4 GiB; this leaves room for the manifest and
+ * vocabulary.  BERT-large in fp32 is 1.34 GB. */
+#define ZB_BUNDLE_WEIGHTS_MAX 0xF0000000u
+
+/* Bytes of a zip comment that may follow a bundle's end-of-central-directory
+ * record: the zip format's own maximum (16-bit length). */
+#define ZB_ZIP_COMMENT_MAX 65535u
+
 /* --- text -------------------------------------------------------------- */
 
 /* Hugging Face BertTokenizer turns a word longer than this (in code points)

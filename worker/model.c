@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bundle.h"
 #include "limits.h"
 #include "safetensors.h"
 
@@ -44,6 +45,7 @@ struct zb_model {
     size_t vocab_len;
     char identity[320];
     zb_safetensors_t *st;       /* Hugging Face source: views point into its mapping */
+    zb_bundle_t *bundle;        /* bundle source: views point into its mapping */
     void **owned;               /* widened tensors, 64-byte aligned, freed on close */
     int n_owned;
 };
@@ -472,6 +474,19 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
     return 0;
 }
 
+static int s_bundle_lookup(void *ctx, const char *canonical, s_src_tensor_t *out,
+                           zb_diag_t *d) {
+    const zb_bundle_tensor_t *t = zb_bundle_find(ctx, canonical);
+    if (t == NULL) return zb_diag_set(d, ZB_ENOTFOUND, "bundle: missing tensor %s", canonical);
+    snprintf(out->stored_name, sizeof out->stored_name, "%s", t->name);
+    out->dtype = t->dtype;
+    out->n_dims = t->n_dims;
+    out->shape = t->shape;
+    out->n_elems = t->n_elems;
+    out->data = t->data;
+    return 0;
+}
+
 /* --- open / close --------------------------------------------------------- */
 
 static int s_open_hf(zb_model_t *m, const char *dir, zb_diag_t *d) {
@@ -521,9 +536,23 @@ out:
 }
 
 static int s_open_bundle(zb_model_t *m, const char *path, zb_diag_t *d) {
-    (void)m;
-    return zb_diag_set(d, ZB_EUNSUPPORTED, "%s: not a directory (bundles are not supported yet)",
-                       path);
+    int rc = zb_bundle_open(path, &m->bundle, d);
+    if (rc != 0) return rc;
+    m->cfg = *zb_bundle_config(m->bundle);
+    m->tok = *zb_bundle_tokenizer_config(m->bundle);
+    size_t vlen;
+    const char *v = zb_bundle_vocab(m->bundle, &vlen);
+    m->vocab = malloc(vlen + 1);
+    if (m->vocab == NULL) return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
+    memcpy(m->vocab, v, vlen);
+    m->vocab[vlen] = '\0';
+    m->vocab_len = vlen;
+    rc = zb_model_vocab_check(m->vocab, m->vocab_len, m->cfg.vocab_size, "bundle vocab.txt", d);
+    if (rc != 0) return rc;
+    /* a bundle holds aligned fp32 by construction: no widening, views only */
+    if ((rc = s_bind(m, s_bundle_lookup, m->bundle, 0, d)) != 0) return rc;
+    snprintf(m->identity, sizeof m->identity, "%s", zb_bundle_identity(m->bundle));
+    return 0;
 }
 
 int zb_model_open(const char *path, zb_model_t **out, zb_diag_t *d) {
@@ -554,6 +583,7 @@ void zb_model_close(zb_model_t **pm) {
     free(m->layers);
     free(m->vocab);
     zb_safetensors_close(&m->st);
+    zb_bundle_close(&m->bundle);
     free(m);
     *pm = NULL;
 }
@@ -590,5 +620,12 @@ int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
      * never writes through them */
     s_describe(&m->cfg, i, out, &slot, (zb_bert_weights_t *)&m->w, m->layers);
     out->data = *slot;
+    return 0;
+}
+
+int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_tensors(c))
+        return ZB_EINVAL;
+    s_describe(c, i, out, NULL, NULL, NULL);
     return 0;
 }

@@ -109,6 +109,11 @@ int zb_model_n_tensors(const zb_model_t *m);
  * ZB_EINVAL when i is out of range. */
 int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
 
+/* The same table for a config alone (data is NULL): tensor i of
+ * 5 + 16 * c->layers, with the shape the config implies.  Returns 0 or
+ * ZB_EINVAL.  Writers use it to produce files a loader accepts. */
+int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+
 /*
  * Parses and validates a Hugging Face BERT config.json held in json[0..len)
  * into *c (src names the file in messages).  Every field is checked against

@@ -1,0 +1,120 @@
+/*
+ * bundle.h -- the zbert model bundle (.zbm): one file a worker maps read-only
+ * and runs from, sharing its pages with every other worker on the node.
+ *
+ * A bundle is a plain zip archive (no zip64) holding
+ *   weights.bin  the first entry, STORED (never compressed): fp32 tensors,
+ *                each starting 64-byte aligned inside the entry, whose data
+ *                itself starts 64-byte aligned in the file.  The writer pads
+ *                the entry's local header with an alignment extra field
+ *                (id 0xD935: u16 alignment + zero bytes, the Android zipalign
+ *                convention) so the data lands on the boundary.
+ *   zbert.json   the manifest: {"format": "zbert-bundle", "version": 1,
+ *                "config": {Hugging Face BertConfig keys}, "tokenizer":
+ *                {"lowercase", "strip_accents"}, "weights": {"entry",
+ *                "nbytes", "sha256"}, "tensors": [{"name", "dtype", "shape",
+ *                "offset", "nbytes"}], "source": "..."}.
+ *   vocab.txt    the WordPiece vocabulary, one token per line.
+ * Tensor names are canonical (no "bert." prefix, LayerNorm weight/bias), so a
+ * loader binds them by name without any mapping.
+ *
+ * Opening validates structure only (fast start): the zip end record and
+ * central directory, weights.bin's local header against its central entry
+ * (stored, sizes, name, bounds, alignment), the manifest and every tensor's
+ * range.  zb_bundle_verify() additionally recomputes the SHA-256 (and the zip
+ * CRC) of the weights.
+ *
+ * Thread-safety: an open bundle is immutable; any number of threads may read
+ * it.  As with any mmap, truncating the file under a running process makes
+ * its reads fault: replace bundles by renaming a new file into place.
+ */
+#ifndef ZB_BUNDLE_H
+#define ZB_BUNDLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+#include "limits.h"
+#include "model.h"
+#include "safetensors.h"
+
+#define ZB_BUNDLE_FORMAT "zbert-bundle"
+#define ZB_BUNDLE_VERSION 1
+#define ZB_BUNDLE_ALIGN 64          /* bytes; tensor data alignment */
+#define ZB_BUNDLE_ALIGN_FIELD 0xD935 /* zip extra field id padding the local header */
+
+typedef struct zb_bundle_tensor {
+    const char *name;             /* canonical name, owned by the bundle */
+    zb_safetensors_dtype_t dtype; /* ZB_ST_F32 in version 1 */
+    int n_dims;
+    int64_t shape[ZB_TENSOR_DIMS_MAX];
+    size_t n_elems;
+    size_t offset;    /* inside weights.bin, a multiple of ZB_BUNDLE_ALIGN */
+    size_t nbytes;    /* n_elems * 4 */
+    const void *data; /* into the mapping, ZB_BUNDLE_ALIGN-aligned */
+} zb_bundle_tensor_t;
+
+typedef struct zb_bundle zb_bundle_t;
+
+/* What a bundle is written from; everything is borrowed. */
+typedef struct zb_bundle_spec {
+    const zb_bert_config_t *config;
+    const zb_tokenizer_config_t *tokenizer;
+    const char *vocab; /* vocab.txt bytes */
+    size_t vocab_len;
+    const zb_model_tensor_t *tensors; /* fp32, canonical names */
+    size_t n_tensors;
+    const char *source; /* free text describing where the weights came from */
+} zb_bundle_spec_t;
+
+/*
+ * Writes a bundle to path (replaced if it exists; libzip writes a temporary
+ * file and renames it).  Returns 0, ZB_EINVAL (spec outside the limits),
+ * ZB_ELIMIT (weights over ZB_BUNDLE_WEIGHTS_MAX), ZB_ENOMEM or ZB_EIO.  After
+ * writing, the file is reopened to check that weights.bin landed aligned.
+ */
+int zb_bundle_write(const char *path, const zb_bundle_spec_t *spec, zb_diag_t *d);
+
+/* zb_bundle_write() of every tensor, the config, tokenizer settings and
+ * vocabulary of an open model. */
+int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
+                          zb_diag_t *d);
+
+/*
+ * Opens and validates a bundle; maps the whole file read-only (MAP_SHARED).
+ * On success *out is the caller's (zb_bundle_close).  Errors: ZB_ENOTFOUND,
+ * ZB_EIO, ZB_EFORMAT (malformed zip, manifest or table), ZB_EUNSUPPORTED
+ * (other format version, compressed weights, zip64, dtype), ZB_ELIMIT,
+ * ZB_ENOMEM; d names the problem.
+ */
+int zb_bundle_open(const char *path, zb_bundle_t **out, zb_diag_t *d);
+
+/* Releases the bundle and its mapping; nulls *b. NULL-safe. */
+void zb_bundle_close(zb_bundle_t **b);
+
+/*
+ * Recomputes the SHA-256 of weights.bin and compares it with the manifest's
+ * (ZB_ECHECKSUM on mismatch), then reads every entry through libzip so its
+ * CRC-32 is checked too.  Reads the whole file.
+ */
+int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d);
+
+/* Borrowed views, valid until zb_bundle_close(). */
+const zb_bert_config_t *zb_bundle_config(const zb_bundle_t *b);
+const zb_tokenizer_config_t *zb_bundle_tokenizer_config(const zb_bundle_t *b);
+const char *zb_bundle_vocab(const zb_bundle_t *b, size_t *len);
+const char *zb_bundle_source(const zb_bundle_t *b);   /* "" when absent */
+const char *zb_bundle_sha256(const zb_bundle_t *b);   /* 64 hex digits, from the manifest */
+const char *zb_bundle_identity(const zb_bundle_t *b); /* first 16 of them */
+
+size_t zb_bundle_n_tensors(const zb_bundle_t *b);
+const zb_bundle_tensor_t *zb_bundle_tensor_at(const zb_bundle_t *b, size_t i);
+const zb_bundle_tensor_t *zb_bundle_find(const zb_bundle_t *b, const char *name);
+
+/* The whole-file mapping, and weights.bin's place in it. */
+const void *zb_bundle_map(const zb_bundle_t *b, size_t *len);
+size_t zb_bundle_weights_offset(const zb_bundle_t *b);
+size_t zb_bundle_weights_size(const zb_bundle_t *b);
+
+#endif

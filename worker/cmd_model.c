@@ -1,0 +1,614 @@
+/*
+ * zbert-model -- build, inspect and check model files.
+ *
+ *   zbert-model convert HF_DIR -o NAME.zbm
+ *   zbert-model inspect FILE            (bundle or Hugging Face directory)
+ *   zbert-model verify FILE             (exit 0 when sound, 1 otherwise)
+ *   zbert-model random --layers L --hidden H --heads A --intermediate I
+ *               --vocab FILE --seed S -o DIR [--dtype f32|f16|bf16]
+ *               [--names plain|bert-gammabeta] [--max-positions 512]
+ *   zbert-model fetch MODEL_ID DIR      (e.g. bert-base-cased, with curl)
+ *
+ * Every failure prints one line "zbert-model: ..." on stderr and exits 1;
+ * usage errors exit 2.
+ *
+ * random writes a Hugging Face directory whose weights follow the fixtures'
+ * distributions (matrices, embeddings, biases N(0, 0.02); LayerNorm gamma
+ * 1 + N(0, 0.1), beta N(0, 0.1)) from a PRNG of our own (splitmix64 seeding
+ * xoshiro256**, Box-Muller in double), drawn in canonical tensor order, one
+ * value per element, so the same arguments give the same bytes everywhere
+ * the C library's log/cos/sqrt are correctly rounded (glibc is).
+ *
+ * The command line is a contract other tools drive: options are only ever
+ * added.
+ */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bundle.h"
+#include "limits.h"
+#include "model.h"
+#include "safetensors.h"
+
+static const char *s_prog = "zbert-model";
+
+static void s_usage(FILE *f) {
+    fputs("usage: zbert-model convert HF_DIR -o NAME.zbm\n"
+          "       zbert-model inspect FILE\n"
+          "       zbert-model verify FILE\n"
+          "       zbert-model random --layers L --hidden H --heads A --intermediate I\n"
+          "                   --vocab FILE --seed S -o DIR [--dtype f32|f16|bf16]\n"
+          "                   [--names plain|bert-gammabeta] [--max-positions N]\n"
+          "       zbert-model fetch MODEL_ID DIR\n"
+          "FILE is a .zbm bundle or a Hugging Face directory (config.json, vocab.txt,\n"
+          "model.safetensors).\n",
+          f);
+}
+
+/* One line on stderr; what (a path) is left out when the message names it. */
+static int s_fail(const char *what, int rc, const zb_diag_t *d) {
+    const char *msg = zb_diag_text(d, rc);
+    if (strstr(msg, what) != NULL)
+        fprintf(stderr, "%s: %s\n", s_prog, msg);
+    else
+        fprintf(stderr, "%s: %s: %s\n", s_prog, what, msg);
+    return 1;
+}
+
+static int s_usage_error(const char *msg) {
+    fprintf(stderr, "%s: %s (run without arguments for usage)\n", s_prog, msg);
+    return 2;
+}
+
+static bool s_is_dir(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+/* SHA-256 of a whole file, streamed, as hex; 0 or -1. */
+static int s_sha256_file(const char *path, char hex[65]) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return -1;
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    unsigned char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) crypto_hash_sha256_update(&st, buf, n);
+    int err = ferror(f);
+    fclose(f);
+    if (err) return -1;
+    unsigned char h[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, h);
+    for (size_t i = 0; i < sizeof h; i++) snprintf(hex + 2 * i, 3, "%02x", h[i]);
+    return 0;
+}
+
+/* --- convert -------------------------------------------------------------- */
+
+static int s_cmd_convert(int argc, char **argv) {
+    const char *in = NULL, *out = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
+            if (i + 1 >= argc) return s_usage_error("convert: -o needs a file name");
+            out = argv[++i];
+        } else if (argv[i][0] == '-') {
+            return s_usage_error("convert: unknown option");
+        } else if (in == NULL) {
+            in = argv[i];
+        } else {
+            return s_usage_error("convert: more than one input");
+        }
+    }
+    if (in == NULL || out == NULL) return s_usage_error("convert needs HF_DIR and -o NAME.zbm");
+    if (!s_is_dir(in)) {
+        fprintf(stderr, "%s: convert: %s is not a Hugging Face model directory\n", s_prog, in);
+        return 1;
+    }
+    zb_diag_t d = {{0}};
+    zb_model_t *m = NULL;
+    int rc = zb_model_open(in, &m, &d);
+    if (rc != 0) return s_fail(in, rc, &d);
+
+    /* provenance: the directory and the exact safetensors file it came from */
+    char path[4200], hex[65] = "unknown", source[4400];
+    snprintf(path, sizeof path, "%s/model.safetensors", in);
+    if (sodium_init() < 0 || s_sha256_file(path, hex) != 0) snprintf(hex, sizeof hex, "unknown");
+    snprintf(source, sizeof source, "Hugging Face directory %s; model.safetensors sha256 %s", in,
+             hex);
+    rc = zb_bundle_write_model(out, m, source, &d);
+    if (rc != 0) {
+        zb_model_close(&m);
+        return s_fail(out, rc, &d);
+    }
+    zb_bundle_t *b = NULL;
+    rc = zb_bundle_open(out, &b, &d);
+    if (rc != 0) {
+        zb_model_close(&m);
+        return s_fail(out, rc, &d);
+    }
+    printf("%s: %zu tensors, %zu bytes of weights, identity %s\n", out, zb_bundle_n_tensors(b),
+           zb_bundle_weights_size(b), zb_bundle_identity(b));
+    zb_bundle_close(&b);
+    zb_model_close(&m);
+    return 0;
+}
+
+/* --- inspect / verify ------------------------------------------------------- */
+
+static void s_print_config(const zb_bert_config_t *c, const zb_tokenizer_config_t *t) {
+    printf("config: vocab_size %d, hidden %d, layers %d, heads %d, intermediate %d,\n"
+           "        max_positions %d, type_vocab_size %d, layer_norm_eps %g, hidden_act gelu\n",
+           c->vocab_size, c->hidden, c->layers, c->heads, c->intermediate, c->max_positions,
+           c->type_vocab_size, (double)c->layer_norm_eps);
+    printf("tokenizer: lowercase %s, strip_accents %s\n", t->lowercase ? "yes" : "no",
+           t->strip_accents ? "yes" : "no");
+}
+
+static void s_print_shape(int n_dims, const int64_t *shape) {
+    char buf[128];
+    size_t k = (size_t)snprintf(buf, sizeof buf, "[");
+    for (int i = 0; i < n_dims && k < sizeof buf; i++)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", i ? "," : "",
+                              (long long)shape[i]);
+    if (k < sizeof buf) snprintf(buf + k, sizeof buf - k, "]");
+    printf(" %-14s", buf);
+}
+
+static int s_cmd_inspect(int argc, char **argv) {
+    if (argc != 1) return s_usage_error("inspect needs exactly one FILE");
+    const char *path = argv[0];
+    zb_diag_t d = {{0}};
+    int rc;
+    if (s_is_dir(path)) {
+        zb_model_t *m = NULL;
+        if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
+        printf("Hugging Face directory %s\nidentity: %s\n", path, zb_model_identity(m));
+        s_print_config(zb_model_config(m), zb_model_tokenizer_config(m));
+        int used = zb_model_n_tensors(m);
+        zb_model_close(&m);
+        char p[4200];
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+        zb_safetensors_t *st = NULL;
+        if ((rc = zb_safetensors_open_file(p, &st, &d)) != 0) return s_fail(p, rc, &d);
+        printf("model.safetensors: %zu tensors (the encoder uses %d)\n",
+               zb_safetensors_count(st), used);
+        for (size_t i = 0; i < zb_safetensors_count(st); i++) {
+            const zb_safetensors_tensor_t *t = zb_safetensors_at(st, i);
+            printf("  %-5s", zb_safetensors_dtype_name(t->dtype));
+            s_print_shape(t->n_dims, t->shape);
+            printf(" %12zu %12zu  %s\n", t->offset, t->nbytes, t->name);
+        }
+        zb_safetensors_close(&st);
+        return 0;
+    }
+    zb_bundle_t *b = NULL;
+    if ((rc = zb_bundle_open(path, &b, &d)) != 0) return s_fail(path, rc, &d);
+    printf("bundle %s (format %s version %d)\n", path, ZB_BUNDLE_FORMAT, ZB_BUNDLE_VERSION);
+    printf("identity: %s\nsha256 of weights: %s (not checked here; see verify)\n",
+           zb_bundle_identity(b), zb_bundle_sha256(b));
+    printf("source: %s\n", zb_bundle_source(b));
+    s_print_config(zb_bundle_config(b), zb_bundle_tokenizer_config(b));
+    size_t vlen;
+    zb_bundle_vocab(b, &vlen);
+    printf("vocab.txt: %zu bytes\n", vlen);
+    printf("weights.bin: %zu bytes at file offset %zu, %zu tensors\n",
+           zb_bundle_weights_size(b), zb_bundle_weights_offset(b), zb_bundle_n_tensors(b));
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
+        const zb_bundle_tensor_t *t = zb_bundle_tensor_at(b, i);
+        printf("  %-5s", zb_safetensors_dtype_name(t->dtype));
+        s_print_shape(t->n_dims, t->shape);
+        printf(" %12zu %12zu  %s\n", t->offset, t->nbytes, t->name);
+    }
+    zb_bundle_close(&b);
+    return 0;
+}
+
+static int s_cmd_verify(int argc, char **argv) {
+    if (argc != 1) return s_usage_error("verify needs exactly one FILE");
+    const char *path = argv[0];
+    zb_diag_t d = {{0}};
+    int rc;
+    if (!s_is_dir(path)) {
+        zb_bundle_t *b = NULL;
+        if ((rc = zb_bundle_open(path, &b, &d)) != 0) return s_fail(path, rc, &d);
+        rc = zb_bundle_verify(b, &d);
+        char sha[65];
+        snprintf(sha, sizeof sha, "%s", zb_bundle_sha256(b));
+        zb_bundle_close(&b);
+        if (rc != 0) return s_fail(path, rc, &d);
+        /* and the encoder can bind every tensor it needs */
+        zb_model_t *m = NULL;
+        if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
+        zb_model_close(&m);
+        printf("%s: ok (weights sha256 %s)\n", path, sha);
+        return 0;
+    }
+    zb_model_t *m = NULL;
+    if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
+    zb_model_close(&m);
+    printf("%s: ok (Hugging Face directory; no checksum to verify)\n", path);
+    return 0;
+}
+
+/* --- random ------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t s[4];
+} s_rng_t;
+
+static uint64_t s_splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t s_rotl(uint64_t x, int k) {
+    return (x << k) | (x >> (64 - k));
+}
+
+/* xoshiro256** */
+static uint64_t s_next(s_rng_t *r) {
+    uint64_t *s = r->s;
+    uint64_t out = s_rotl(s[1] * 5, 7) * 9;
+    uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = s_rotl(s[3], 45);
+    return out;
+}
+
+/* uniform in (0, 1]: 53 random bits, never 0 so log() is finite */
+static double s_uniform(s_rng_t *r) {
+    return (double)((s_next(r) >> 11) + 1) * 0x1p-53;
+}
+
+/* one standard normal per call (the second Box-Muller value is dropped, so
+ * the stream position is simply "two draws per value") */
+static double s_normal(s_rng_t *r) {
+    double u1 = s_uniform(r), u2 = s_uniform(r);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static int s_parse_int(const char *s, long lo, long hi, long *out) {
+    char *e;
+    errno = 0;
+    long v = strtol(s, &e, 10);
+    if (errno || *e || e == s || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int s_write_text(const char *path, const char *txt, size_t len) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) return -1;
+    int ok = fwrite(txt, 1, len, f) == len;
+    if (fclose(f) != 0) ok = 0;
+    return ok ? 0 : -1;
+}
+
+static int s_cmd_random(int argc, char **argv) {
+    long layers = -1, hidden = -1, heads = -1, inter = -1, maxpos = 512;
+    unsigned long long seed = 0;
+    bool have_seed = false;
+    const char *vocab_path = NULL, *out = NULL, *dtype = "f32", *names = "plain";
+    for (int i = 0; i < argc; i++) {
+        const char *k = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (v == NULL) return s_usage_error("random: every option needs a value");
+        long *dst = NULL;
+        long hi = 0;
+        if (strcmp(k, "--layers") == 0) dst = &layers, hi = ZB_LAYERS_MAX;
+        else if (strcmp(k, "--hidden") == 0) dst = &hidden, hi = ZB_HIDDEN_MAX;
+        else if (strcmp(k, "--heads") == 0) dst = &heads, hi = ZB_HEADS_MAX;
+        else if (strcmp(k, "--intermediate") == 0) dst = &inter, hi = ZB_INTERMEDIATE_MAX;
+        else if (strcmp(k, "--max-positions") == 0) dst = &maxpos, hi = ZB_POSITIONS_MAX;
+        if (dst != NULL) {
+            if (s_parse_int(v, 1, hi, dst) != 0) {
+                fprintf(stderr, "%s: random: %s must be an integer in [1, %ld]\n", s_prog, k, hi);
+                return 2;
+            }
+        } else if (strcmp(k, "--seed") == 0) {
+            char *e;
+            errno = 0;
+            seed = strtoull(v, &e, 10);
+            if (errno || *e || e == v || v[0] == '-')
+                return s_usage_error("random: --seed must be a non-negative integer");
+            have_seed = true;
+        } else if (strcmp(k, "--vocab") == 0) {
+            vocab_path = v;
+        } else if (strcmp(k, "-o") == 0 || strcmp(k, "--output") == 0) {
+            out = v;
+        } else if (strcmp(k, "--dtype") == 0) {
+            dtype = v;
+        } else if (strcmp(k, "--names") == 0) {
+            names = v;
+        } else {
+            fprintf(stderr, "%s: random: unknown option %s\n", s_prog, k);
+            return 2;
+        }
+        i++;
+    }
+    if (layers < 0 || hidden < 0 || heads < 0 || inter < 0 || !have_seed || vocab_path == NULL ||
+        out == NULL)
+        return s_usage_error("random needs --layers --hidden --heads --intermediate --vocab "
+                             "--seed and -o");
+    zb_safetensors_dtype_t dt;
+    if (strcmp(dtype, "f32") == 0) dt = ZB_ST_F32;
+    else if (strcmp(dtype, "f16") == 0) dt = ZB_ST_F16;
+    else if (strcmp(dtype, "bf16") == 0) dt = ZB_ST_BF16;
+    else return s_usage_error("random: --dtype must be f32, f16 or bf16");
+    bool gammabeta;
+    if (strcmp(names, "plain") == 0) gammabeta = false;
+    else if (strcmp(names, "bert-gammabeta") == 0) gammabeta = true;
+    else return s_usage_error("random: --names must be plain or bert-gammabeta");
+
+    int rc = 1;
+    char *vocab = NULL, *cfg_txt = NULL;
+    cJSON *cfg = NULL;
+    zb_safetensors_out_t *ts = NULL;
+    char (*tnames)[160] = NULL;
+    void **bufs = NULL;
+    int n = 0;
+    zb_diag_t d = {{0}};
+
+    /* vocabulary: its line count is vocab_size */
+    FILE *vf = fopen(vocab_path, "rb");
+    if (vf == NULL) {
+        fprintf(stderr, "%s: random: cannot open %s: %s\n", s_prog, vocab_path, strerror(errno));
+        goto out;
+    }
+    size_t vlen = 0, vcap = 0;
+    for (;;) {
+        if (vlen == vcap) {
+            if (vcap >= ZB_MODEL_TEXT_FILE_MAX) break;
+            vcap = vcap ? vcap * 2 : 1 << 16;
+            char *nv = realloc(vocab, vcap + 1);
+            if (nv == NULL) break;
+            vocab = nv;
+        }
+        size_t r = fread(vocab + vlen, 1, vcap - vlen, vf);
+        vlen += r;
+        if (r == 0) break;
+    }
+    bool vbad = ferror(vf) || vlen > ZB_MODEL_TEXT_FILE_MAX || vocab == NULL;
+    fclose(vf);
+    if (vbad) {
+        fprintf(stderr, "%s: random: cannot read %s (or larger than %u bytes)\n", s_prog,
+                vocab_path, ZB_MODEL_TEXT_FILE_MAX);
+        goto out;
+    }
+    long vsize = 0;
+    for (size_t i = 0; i < vlen; i++) vsize += vocab[i] == '\n';
+    if (vlen > 0 && vocab[vlen - 1] != '\n') vsize++;
+    if (vsize < 1 || vsize > ZB_VOCAB_MAX) {
+        fprintf(stderr, "%s: random: %s has %ld entries (allowed 1..%d)\n", s_prog, vocab_path,
+                vsize, ZB_VOCAB_MAX);
+        goto out;
+    }
+
+    /* config.json, validated by the loader's own parser before anything is written */
+    cfg = cJSON_CreateObject();
+    cJSON *arch = cJSON_AddArrayToObject(cfg, "architectures");
+    if (arch == NULL || !cJSON_AddItemToArray(arch, cJSON_CreateString("BertModel")) ||
+        !cJSON_AddStringToObject(cfg, "model_type", "bert") ||
+        !cJSON_AddNumberToObject(cfg, "vocab_size", (double)vsize) ||
+        !cJSON_AddNumberToObject(cfg, "hidden_size", (double)hidden) ||
+        !cJSON_AddNumberToObject(cfg, "num_hidden_layers", (double)layers) ||
+        !cJSON_AddNumberToObject(cfg, "num_attention_heads", (double)heads) ||
+        !cJSON_AddNumberToObject(cfg, "intermediate_size", (double)inter) ||
+        !cJSON_AddStringToObject(cfg, "hidden_act", "gelu") ||
+        !cJSON_AddNumberToObject(cfg, "max_position_embeddings", (double)maxpos) ||
+        !cJSON_AddNumberToObject(cfg, "type_vocab_size", 2) ||
+        !cJSON_AddNumberToObject(cfg, "layer_norm_eps", 1e-12) ||
+        !cJSON_AddStringToObject(cfg, "position_embedding_type", "absolute") ||
+        !cJSON_AddStringToObject(cfg, "torch_dtype", dt == ZB_ST_F32   ? "float32"
+                                                     : dt == ZB_ST_F16 ? "float16"
+                                                                       : "bfloat16") ||
+        (cfg_txt = cJSON_Print(cfg)) == NULL) {
+        fprintf(stderr, "%s: random: out of memory\n", s_prog);
+        goto out;
+    }
+    zb_bert_config_t c;
+    int crc = zb_model_config_parse(cfg_txt, strlen(cfg_txt), "config", &c, &d);
+    if (crc != 0) {
+        s_fail("random", crc, &d);
+        goto out;
+    }
+
+    n = 5 + 16 * c.layers;
+    ts = calloc((size_t)n, sizeof *ts);
+    tnames = calloc((size_t)n, sizeof *tnames);
+    bufs = calloc((size_t)n, sizeof *bufs);
+    if (ts == NULL || tnames == NULL || bufs == NULL) {
+        fprintf(stderr, "%s: random: out of memory\n", s_prog);
+        goto out;
+    }
+    s_rng_t rng;
+    uint64_t sm = seed;
+    for (int i = 0; i < 4; i++) rng.s[i] = s_splitmix64(&sm);
+    size_t es = zb_safetensors_dtype_size(dt);
+    for (int i = 0; i < n; i++) {
+        zb_model_tensor_t t;
+        zb_model_tensor_spec(&c, i, &t);
+        bool ln_g = strstr(t.name, "LayerNorm.weight") != NULL;
+        bool ln_b = strstr(t.name, "LayerNorm.bias") != NULL;
+        snprintf(tnames[i], sizeof tnames[i], "%s%s", gammabeta ? "bert." : "", t.name);
+        if (gammabeta && (ln_g || ln_b)) {
+            char *p = strstr(tnames[i], "LayerNorm.") + strlen("LayerNorm.");
+            snprintf(p, sizeof tnames[i] - (size_t)(p - tnames[i]), "%s", ln_g ? "gamma" : "beta");
+        }
+        unsigned char *buf = malloc(t.n_elems * es);
+        if (buf == NULL) {
+            fprintf(stderr, "%s: random: out of memory for %s\n", s_prog, t.name);
+            goto out;
+        }
+        bufs[i] = buf;
+        double sd = (ln_g || ln_b) ? 0.1 : 0.02, mean = ln_g ? 1.0 : 0.0;
+        for (size_t k = 0; k < t.n_elems; k++) {
+            float v = (float)(mean + sd * s_normal(&rng));
+            if (dt == ZB_ST_F32) {
+                memcpy(buf + 4 * k, &v, 4);
+            } else {
+                uint16_t h = dt == ZB_ST_F16 ? zb_safetensors_f32_to_f16(v)
+                                             : zb_safetensors_f32_to_bf16(v);
+                buf[2 * k] = (unsigned char)(h & 0xff);
+                buf[2 * k + 1] = (unsigned char)(h >> 8);
+            }
+        }
+        ts[i].name = tnames[i];
+        ts[i].dtype = dt;
+        ts[i].n_dims = t.n_dims;
+        ts[i].shape[0] = t.shape[0];
+        ts[i].shape[1] = t.shape[1];
+        ts[i].data = buf;
+    }
+
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: random: cannot create %s: %s\n", s_prog, out, strerror(errno));
+        goto out;
+    }
+    char path[4200], seed_txt[32];
+    snprintf(path, sizeof path, "%s/config.json", out);
+    if (s_write_text(path, cfg_txt, strlen(cfg_txt)) != 0) {
+        fprintf(stderr, "%s: random: cannot write %s\n", s_prog, path);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/vocab.txt", out);
+    if (s_write_text(path, vocab, vlen) != 0) {
+        fprintf(stderr, "%s: random: cannot write %s\n", s_prog, path);
+        goto out;
+    }
+    snprintf(seed_txt, sizeof seed_txt, "%llu", seed);
+    const char *meta[] = {"format", "pt", "generator", "zbert-model random", "seed", seed_txt};
+    snprintf(path, sizeof path, "%s/model.safetensors", out);
+    int wrc = zb_safetensors_write(path, ts, (size_t)n, meta, 3, &d);
+    if (wrc != 0) {
+        s_fail(path, wrc, &d);
+        goto out;
+    }
+    printf("%s: random BERT, %ld layers, hidden %ld, heads %ld, intermediate %ld, vocab %ld, "
+           "%s, seed %llu\n",
+           out, layers, hidden, heads, inter, vsize, zb_safetensors_dtype_name(dt), seed);
+    rc = 0;
+out:
+    for (int i = 0; bufs != NULL && i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(tnames);
+    free(ts);
+    cJSON_free(cfg_txt);
+    cJSON_Delete(cfg);
+    free(vocab);
+    return rc;
+}
+
+/* --- fetch -------------------------------------------------------------- */
+
+/* Looks for an executable name on PATH. */
+static bool s_on_path(const char *name) {
+    const char *path = getenv("PATH");
+    if (path == NULL) path = "/usr/bin:/bin";
+    while (*path) {
+        size_t n = strcspn(path, ":");
+        char p[4200];
+        snprintf(p, sizeof p, "%.*s/%s", (int)n, n ? path : ".", name);
+        if (access(p, X_OK) == 0) return true;
+        path += n + (path[n] == ':');
+    }
+    return false;
+}
+
+/* Runs curl (no shell) to fetch url into path; 0 or curl's exit status. */
+static int s_curl(const char *url, const char *path) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        execlp("curl", "curl", "--fail", "--location", "--silent", "--show-error", "--retry",
+               "3", "--output", path, url, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int s_cmd_fetch(int argc, char **argv) {
+    if (argc != 2) return s_usage_error("fetch needs MODEL_ID and DIR");
+    const char *id = argv[0], *dir = argv[1];
+    /* a hub id is [org/]name of letters, digits, '-', '_', '.'; nothing else reaches a URL */
+    size_t idl = strlen(id);
+    bool ok = idl > 0 && idl < 200 && id[0] != '.' && id[0] != '/' && strstr(id, "..") == NULL;
+    for (size_t i = 0; ok && i < idl; i++)
+        ok = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./", id[i]);
+    if (!ok) return s_usage_error("fetch: MODEL_ID must look like bert-base-cased or org/name");
+    if (!s_on_path("curl")) {
+        fprintf(stderr, "%s: fetch: curl is not installed (it downloads the files); install it "
+                "or download config.json, vocab.txt and model.safetensors by hand\n", s_prog);
+        return 1;
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        fprintf(stderr, "%s: fetch: cannot create %s: %s\n", s_prog, dir, strerror(errno));
+        return 1;
+    }
+    const char *files[] = {"config.json", "vocab.txt", "model.safetensors",
+                           "tokenizer_config.json"};
+    for (int i = 0; i < 4; i++) {
+        char url[512], part[4200], final[4200];
+        snprintf(url, sizeof url, "https://huggingface.co/%s/resolve/main/%s", id, files[i]);
+        snprintf(part, sizeof part, "%s/%s.part", dir, files[i]);
+        snprintf(final, sizeof final, "%s/%s", dir, files[i]);
+        fprintf(stderr, "%s: fetching %s\n", s_prog, url);
+        int st = s_curl(url, part);
+        if (st != 0) {
+            unlink(part);
+            if (i == 3) continue; /* tokenizer_config.json is optional */
+            fprintf(stderr, "%s: fetch: curl failed (status %d) on %s\n", s_prog, st, url);
+            return 1;
+        }
+        if (rename(part, final) != 0) {
+            fprintf(stderr, "%s: fetch: cannot rename %s: %s\n", s_prog, part, strerror(errno));
+            return 1;
+        }
+    }
+    zb_diag_t d = {{0}};
+    zb_model_t *m = NULL;
+    int rc = zb_model_open(dir, &m, &d);
+    if (rc != 0) return s_fail(dir, rc, &d);
+    zb_model_close(&m);
+    printf("%s: %s downloaded and loads\n", dir, id);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        s_usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0) {
+        s_usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "convert") == 0) return s_cmd_convert(argc - 2, argv + 2);
+    if (strcmp(cmd, "inspect") == 0) return s_cmd_inspect(argc - 2, argv + 2);
+    if (strcmp(cmd, "verify") == 0) return s_cmd_verify(argc - 2, argv + 2);
+    if (strcmp(cmd, "random") == 0) return s_cmd_random(argc - 2, argv + 2);
+    if (strcmp(cmd, "fetch") == 0) return s_cmd_fetch(argc - 2, argv + 2);
+    fprintf(stderr, "%s: unknown command %s (run without arguments for usage)\n", s_prog, cmd);
+    return 2;
+}
