@@ -16,7 +16,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,9 @@
 #include "bundle.h"
 #include "fixture.h"
 #include "model.h"
+
+/* path buffers (Linux PATH_MAX; <limits.h> is shadowed by the project header) */
+#define S_PATH_MAX 4096
 
 static char s_dir[64];       /* this test's temporary directory */
 static char s_tiny[128];     /* a small valid bundle */
@@ -45,7 +47,7 @@ static void rm_tree(const char *path) {
         struct dirent *e;
         while (dp && (e = readdir(dp)) != NULL) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-            char p[PATH_MAX];
+            char p[S_PATH_MAX];
             snprintf(p, sizeof p, "%s/%s", path, e->d_name);
             rm_tree(p);
         }
@@ -211,15 +213,15 @@ static int teardown(void **state) {
 
 /* [lo, hi) ranges of this process's mappings of the file at path */
 static int mapped_ranges(const char *path, uintptr_t lo[], uintptr_t hi[], int cap) {
-    char real[PATH_MAX];
+    char real[S_PATH_MAX];
     assert_non_null(realpath(path, real));
     FILE *f = fopen("/proc/self/maps", "r");
     assert_non_null(f);
-    char line[PATH_MAX + 128];
+    char line[S_PATH_MAX + 128];
     int n = 0;
     while (fgets(line, sizeof line, f) && n < cap) {
         unsigned long a, b;
-        char name[PATH_MAX] = "";
+        char name[S_PATH_MAX] = "";
         if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &a, &b, name) >= 2 &&
             strcmp(name, real) == 0) {
             lo[n] = a;
@@ -316,7 +318,7 @@ static void test_roundtrip_seed2(void **state) {
 static int run_model(char *err, size_t cap, const char *a0, const char *a1, const char *a2,
                      const char *a3, const char *a4) {
     const char *bin = getenv("ZB_BIN");
-    char prog[PATH_MAX], errf[256];
+    char prog[S_PATH_MAX], errf[256];
     snprintf(prog, sizeof prog, "%s/zbert-model", bin && *bin ? bin : "bin");
     snprintf(errf, sizeof errf, "%s/stderr.txt", s_dir);
     pid_t pid = fork();
@@ -693,7 +695,7 @@ typedef struct {
 
 /* Sums the smaps fields of pid's mappings of the file at real (a realpath). */
 static s_mem_t smaps_of(pid_t pid, const char *real) {
-    char p[64], line[PATH_MAX + 128];
+    char p[64], line[S_PATH_MAX + 128];
     snprintf(p, sizeof p, "/proc/%d/smaps", (int)pid);
     FILE *f = fopen(p, "r");
     assert_non_null(f);
@@ -701,7 +703,7 @@ static s_mem_t smaps_of(pid_t pid, const char *real) {
     int in = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long a, b;
-        char name[PATH_MAX] = "";
+        char name[S_PATH_MAX] = "";
         if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &a, &b, name) >= 2 &&
             strchr(line, ':') != NULL && strchr(line, '-') < strchr(line, ' ')) {
             in = strcmp(name, real) == 0;
@@ -741,12 +743,12 @@ static s_mem_t rollup_of(pid_t pid) {
 
 static void test_shared_pages(void **state) {
     (void)state;
-    char err[1024], dir[256], zbm[256], real[PATH_MAX];
+    char err[1024], dir[256], zbm[256], real[S_PATH_MAX];
     snprintf(dir, sizeof dir, "%s/random-40mb", s_dir);
     snprintf(zbm, sizeof zbm, "%s/random-40mb.zbm", s_dir);
     /* 28996 x 256 word embeddings (29.7 MB) + 4 layers (12.6 MB) */
     const char *bin = getenv("ZB_BIN");
-    char prog[PATH_MAX];
+    char prog[S_PATH_MAX];
     snprintf(prog, sizeof prog, "%s/zbert-model", bin && *bin ? bin : "bin");
     pid_t g = fork();
     assert_true(g >= 0);

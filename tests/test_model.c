@@ -15,11 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fixture.h"
 #include "model.h"
 #include "safetensors.h"
+
+/* path buffers (Linux PATH_MAX; <limits.h> is shadowed by the project header) */
+#define S_PATH_MAX 4096
 
 static uint32_t s_bits(float f) {
     uint32_t u;
@@ -338,6 +342,181 @@ static void test_missing_files(void **state) {
     assert_non_null(strstr(d.msg, "vocab.txt"));
 }
 
+/* --- where the weights live ----------------------------------------------- */
+
+/* Whether [p, p + n) lies inside one of this process's mappings of path. */
+static int in_mapping_of(const char *path, const void *p, size_t n) {
+    char real[S_PATH_MAX];
+    if (realpath(path, real) == NULL) return 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[S_PATH_MAX + 128];
+    int inside = 0;
+    uintptr_t a0 = (uintptr_t)p, a1 = a0 + n;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        char name[S_PATH_MAX] = "";
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %4095s", &lo, &hi, name) >= 2 &&
+            strcmp(name, real) == 0 && a0 >= lo && a1 <= hi)
+            inside = 1;
+    }
+    fclose(f);
+    return inside;
+}
+
+/* Aligned F32 tensors are views into the mapped model.safetensors; shift the
+ * data by one byte and they must be widened into owned memory instead, with
+ * identical values. */
+static void test_views_and_misaligned(void **state) {
+    (void)state;
+    zb_diag_t d = {{0}};
+    zb_model_t *a = NULL, *b = NULL;
+    char st_path[4200];
+    snprintf(st_path, sizeof st_path, "%s/model.safetensors", s_seed1);
+    assert_int_equal(zb_model_open(s_seed1, &a, &d), 0);
+    for (int i = 0; i < zb_model_n_tensors(a); i++) {
+        zb_model_tensor_t t;
+        zb_model_tensor_at(a, i, &t);
+        if (!in_mapping_of(st_path, t.data, t.n_elems * sizeof(float)))
+            fail_msg("%s is not a view into model.safetensors", t.name);
+    }
+
+    /* the same file with one more space of header padding */
+    size_t len;
+    unsigned char *raw = (unsigned char *)fx_read_file(st_path, &len);
+    assert_non_null(raw);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | raw[i];
+    unsigned char *shifted = malloc(len + 1);
+    for (int i = 0; i < 8; i++) shifted[i] = (unsigned char)((hlen + 1) >> (8 * i));
+    memcpy(shifted + 8, raw + 8, hlen);
+    shifted[8 + hlen] = ' ';
+    memcpy(shifted + 9 + hlen, raw + 8 + hlen, len - 8 - hlen);
+    make_dir(1, NULL, NULL);
+    char p[512];
+    snprintf(p, sizeof p, "%s/model.safetensors", s_tmp);
+    unlink(p);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(shifted, 1, len + 1, f), len + 1);
+    fclose(f);
+    int rc = zb_model_open(s_tmp, &b, &d);
+    if (rc) fail_msg("%s", d.msg);
+    for (int i = 0; i < zb_model_n_tensors(a); i++) {
+        zb_model_tensor_t x, y;
+        zb_model_tensor_at(a, i, &x);
+        zb_model_tensor_at(b, i, &y);
+        assert_memory_equal(x.data, y.data, x.n_elems * sizeof(float));
+        assert_int_equal((uintptr_t)y.data % 64, 0);
+        if (in_mapping_of(p, y.data, sizeof(float))) fail_msg("%s: misaligned view", y.name);
+    }
+    rm_dir();
+    zb_model_close(&b);
+    zb_model_close(&a);
+    free(shifted);
+    free(raw);
+}
+
+/* --- the random generator ---------------------------------------------------- */
+
+static int run_random(const char *out, const char *dtype, const char *names, const char *seed) {
+    const char *bin = getenv("ZB_BIN");
+    char prog[S_PATH_MAX];
+    snprintf(prog, sizeof prog, "%s/zbert-model", bin && *bin ? bin : "bin");
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (freopen("/dev/null", "w", stdout) == NULL) _exit(126);
+        execl(prog, prog, "random", "--layers", "2", "--hidden", "32", "--heads", "4",
+              "--intermediate", "64", "--max-positions", "16", "--vocab",
+              fx_path("vocab-bert-base-cased.txt"), "--seed", seed, "--dtype", dtype, "--names",
+              names, "-o", out, (char *)NULL);
+        _exit(127);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 127) fail_msg("cannot run %s (set ZB_BIN)", prog);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* One stream of values whatever the dtype or naming: the F16/BF16 models
+ * hold exactly the rounded F32 values; the same seed gives the same bytes;
+ * the values follow the documented distributions. */
+static void test_random_models(void **state) {
+    (void)state;
+    char base[] = "/tmp/zb_test_random_XXXXXX";
+    assert_non_null(mkdtemp(base));
+    const char *kinds[][2] = {{"f32", "plain"}, {"f16", "bert-gammabeta"},
+                              {"bf16", "plain"}, {"f32", "bert-gammabeta"}};
+    char dirs[5][128];
+    zb_model_t *m[5] = {NULL};
+    zb_diag_t d;
+    for (int k = 0; k < 5; k++) {
+        snprintf(dirs[k], sizeof dirs[k], "%s/m%d", base, k);
+        int kk = k < 4 ? k : 0; /* the fifth repeats the first */
+        assert_int_equal(run_random(dirs[k], kinds[kk][0], kinds[kk][1], "5"), 0);
+        int rc = zb_model_open(dirs[k], &m[k], &d);
+        if (rc) fail_msg("%s: %s", dirs[k], d.msg);
+    }
+    /* same arguments, same file */
+    char p0[256], p4[256];
+    snprintf(p0, sizeof p0, "%s/model.safetensors", dirs[0]);
+    snprintf(p4, sizeof p4, "%s/model.safetensors", dirs[4]);
+    size_t l0, l4;
+    char *b0 = fx_read_file(p0, &l0), *b4 = fx_read_file(p4, &l4);
+    assert_int_equal(l0, l4);
+    assert_memory_equal(b0, b4, l0);
+    free(b0);
+    free(b4);
+
+    double sum[3] = {0}, sq[3] = {0};
+    size_t cnt[3] = {0};
+    for (int i = 0; i < zb_model_n_tensors(m[0]); i++) {
+        zb_model_tensor_t t[4];
+        for (int k = 0; k < 4; k++) zb_model_tensor_at(m[k], i, &t[k]);
+        int cls = strstr(t[0].name, "LayerNorm.weight") ? 1 : strstr(t[0].name, "LayerNorm.bias")
+                                                                  ? 2
+                                                                  : 0;
+        for (size_t e = 0; e < t[0].n_elems; e++) {
+            float x = t[0].data[e];
+            float h = zb_safetensors_f16_to_f32(zb_safetensors_f32_to_f16(x));
+            float bf = zb_safetensors_bf16_to_f32(zb_safetensors_f32_to_bf16(x));
+            if (s_bits(t[1].data[e]) != s_bits(h) || s_bits(t[2].data[e]) != s_bits(bf) ||
+                s_bits(t[3].data[e]) != s_bits(x))
+                fail_msg("%s[%zu] differs between dtypes or namings", t[0].name, e);
+            sum[cls] += x;
+            sq[cls] += (double)x * x;
+            cnt[cls]++;
+        }
+    }
+    double mean[3], sd[3];
+    for (int c = 0; c < 3; c++) {
+        mean[c] = sum[c] / (double)cnt[c];
+        sd[c] = sqrt(sq[c] / (double)cnt[c] - mean[c] * mean[c]);
+    }
+    /* ~950k N(0, 0.02) values; 5 * 32 gammas and betas, N(1, 0.1) and N(0, 0.1) */
+    assert_true(fabs(mean[0]) < 1e-4 && fabs(sd[0] - 0.02) < 2e-4);
+    assert_true(fabs(mean[1] - 1.0) < 0.03 && fabs(sd[1] - 0.1) < 0.02);
+    assert_true(fabs(mean[2]) < 0.03 && fabs(sd[2] - 0.1) < 0.02);
+    for (int k = 0; k < 5; k++) {
+        zb_model_close(&m[k]);
+        const char *files[] = {"config.json", "vocab.txt", "model.safetensors"};
+        for (int f = 0; f < 3; f++) {
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", dirs[k], files[f]);
+            unlink(p);
+        }
+        rmdir(dirs[k]);
+    }
+    rmdir(base);
+    /* bad arguments are refused before anything is written */
+    assert_int_equal(run_random("/tmp/zb_should_not_exist", "f8", "plain", "1"), 2);
+    assert_int_equal(run_random("/tmp/zb_should_not_exist", "f32", "odd", "1"), 2);
+    assert_int_equal(run_random("/tmp/zb_should_not_exist", "f32", "plain", "-1"), 2);
+    struct stat sb;
+    assert_int_not_equal(stat("/tmp/zb_should_not_exist", &sb), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed1),
@@ -345,6 +524,8 @@ int main(void) {
         cmocka_unit_test(test_tokenizer_config),
         cmocka_unit_test(test_broken),
         cmocka_unit_test(test_missing_files),
+        cmocka_unit_test(test_views_and_misaligned),
+        cmocka_unit_test(test_random_models),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
