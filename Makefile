@@ -19,10 +19,16 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
+# Project headers are found with -iquote ("limits.h"), so that proto/limits.h
+# never shadows the system <limits.h> (msgpack.h and PATH_MAX need it).
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g $(WARN) \
-           -fopenmp -Iproto -Iworker -Iclient -I$(BLAS_INC) $(EXTRA_CFLAGS)
+           -fopenmp -iquote proto -iquote worker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
 ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lcjson -lsodium -lm
+# The protocol library itself needs no msgpack-c (proto/mp.c reads and
+# writes MessagePack); its tests and fuzz targets use msgpack-c as an
+# independent judge of the bytes.
+PROTO_TEST_LIBS := -lmsgpackc
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -60,7 +66,7 @@ $(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
 	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(ENGINE_LIB) $(PROTO_LIB)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) -lcmocka -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(PROTO_TEST_LIBS) -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------
 # Each test binary runs in its own process with a timeout, from the repo
@@ -92,7 +98,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_TEST_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 
