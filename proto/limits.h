@@ -75,4 +75,44 @@
  * holds a seq_len_max^2 attention score buffer (1 MiB at 512). */
 #define ZB_THREADS_MAX 256
 
+/* --- wire protocol (proto/PROTOCOL.md, section 2) ------------------------ */
+
+/* One message body: also ZMQ_MAXMSGSIZE on every socket.  An embed of
+ * 100,000 short texts fits; a part of 64 texts x 512 rows x 768 floats is
+ * 100 MB. */
+#define ZB_MSG_BODY_MAX (256u << 20)
+
+/* Texts of one embed or task (and texts a part or result covers): a larger
+ * job is split by the client, as the CLI does. */
+#define ZB_MSG_TEXTS_MAX 100000u
+
+/* Request id bytes (at least 1): fits any UUID or counter. */
+#define ZB_MSG_ID_BYTES_MAX 64u
+
+/* Keys of one map a receiver reads: every message has fewer than 20. */
+#define ZB_MSG_KEYS_MAX 64u
+
+/* Bytes of one key: every key is a short name.  Also what keeps duplicate
+ * detection (pairwise over at most 64 keys) cheap. */
+#define ZB_MSG_KEY_BYTES_MAX 64u
+
+/* Nesting of maps and arrays, the body map being depth 1 (also inside
+ * values a receiver ignores): the deepest field of version 1 is at 3. */
+#define ZB_MSG_DEPTH_MAX 8
+
+/* Worker name and model identity bytes (at least 1): host:pid, a model name
+ * and a content hash fit. */
+#define ZB_MSG_NAME_BYTES_MAX 256u
+
+/* Bytes of an error sentence (error message, per-text error): one
+ * sentence for people, not a log. */
+#define ZB_MSG_MESSAGE_BYTES_MAX 1024u
+
+/* Workers listed by one status reply: more than one broker drives. */
+#define ZB_MSG_WORKERS_MAX 4096u
+
+/* Credit a worker asks for (shards it holds at once): twice its batch is
+ * plenty; more only hoards work other workers could run. */
+#define ZB_MSG_CREDIT_MAX 1024u
+
 #endif
