@@ -20,26 +20,22 @@
  * The command line is a contract other tools drive: options are only ever
  * added.
  */
-#include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "embed.h"
 #include "limits.h"
 #include "model.h"
+#include "textio.h"
 
 /* A chunk closes at this many texts or input bytes, whichever comes first:
  * enough texts for length sorting to pay, few enough rows to stay in RAM. */
 #define S_CHUNK_TEXTS 512
 #define S_CHUNK_BYTES (256u * 1024u)
 
-typedef enum { S_IN_LINES, S_IN_JSONL } s_input_t;
-typedef enum { S_OUT_JSONL, S_OUT_NPY, S_OUT_TABLE } s_output_t;
 
 typedef struct s_args {
     const char *model;
@@ -47,8 +43,8 @@ typedef struct s_args {
     bool level_set;
     int threads;
     int batch_tokens;
-    s_input_t input;
-    s_output_t output;
+    zb_io_input_t input;
+    zb_io_format_t output;
     bool stats;
 } s_args_t;
 
@@ -117,14 +113,14 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             a->opt.tokenize_only = true;
         } else if (!strcmp(k, "--input-format")) {
             NEEDS_VALUE;
-            if (!strcmp(v, "lines")) a->input = S_IN_LINES;
-            else if (!strcmp(v, "jsonl")) a->input = S_IN_JSONL;
+            if (!strcmp(v, "lines")) a->input = ZB_IO_IN_LINES;
+            else if (!strcmp(v, "jsonl")) a->input = ZB_IO_IN_JSONL;
             else goto bad_value;
         } else if (!strcmp(k, "--format")) {
             NEEDS_VALUE;
-            if (!strcmp(v, "jsonl")) a->output = S_OUT_JSONL;
-            else if (!strcmp(v, "npy")) a->output = S_OUT_NPY;
-            else if (!strcmp(v, "table")) a->output = S_OUT_TABLE;
+            if (!strcmp(v, "jsonl")) a->output = ZB_IO_OUT_JSONL;
+            else if (!strcmp(v, "npy")) a->output = ZB_IO_OUT_NPY;
+            else if (!strcmp(v, "table")) a->output = ZB_IO_OUT_TABLE;
             else goto bad_value;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
@@ -145,7 +141,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         s_usage(stderr);
         return -1;
     }
-    if (a->output == S_OUT_NPY) {
+    if (a->output == ZB_IO_OUT_NPY) {
         if (!a->level_set) a->opt.level = ZB_LEVEL_SENTENCE;
         if (a->opt.level != ZB_LEVEL_SENTENCE || a->opt.tokenize_only) {
             fprintf(stderr, "zbert-embed: --format npy holds one sentence vector per text; "
@@ -156,257 +152,77 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
     return 0;
 }
 
-/* --- input -------------------------------------------------------------- */
+_Static_assert((int)ZB_IO_TOKEN == (int)ZB_LEVEL_TOKEN &&
+                   (int)ZB_IO_WORDPIECE == (int)ZB_LEVEL_WORDPIECE &&
+                   (int)ZB_IO_SENTENCE == (int)ZB_LEVEL_SENTENCE,
+               "textio levels mirror the engine's");
 
-/* Reads one line (without its "\n" and a trailing "\r") into *buf.  A line
- * over ZB_INPUT_LINE_MAX is consumed to its end and reported as too long.
- * Returns 1 for a line, 0 at EOF, -1 for an over-long line. */
-static int s_read_line(FILE *in, char **buf, size_t *cap, size_t *len) {
-    size_t n = 0;
-    int c, too_long = 0, any = 0;
-    while ((c = getc_unlocked(in)) != EOF) {
-        any = 1;
-        if (c == '\n') break;
-        if (n >= ZB_INPUT_LINE_MAX) {
-            too_long = 1;
-            continue;
-        }
-        if (n + 1 >= *cap) {
-            size_t nc = *cap ? 2 * *cap : 4096;
-            char *p = realloc(*buf, nc);
-            if (p == NULL) {
-                too_long = 1;
-                continue;
-            }
-            *buf = p;
-            *cap = nc;
-        }
-        (*buf)[n++] = (char)c;
-    }
-    if (!any) return 0;
-    if (too_long) return -1;
-    if (n > 0 && (*buf)[n - 1] == '\r') n--;
-    if (*buf) (*buf)[n] = '\0';
-    *len = n;
-    return 1;
-}
+/* --- results as textio views ------------------------------------------ */
 
-/* One input of the current chunk. */
-typedef struct s_item {
-    char *text;        /* malloc'd; NULL when the line was rejected */
-    size_t len;
-    char error[160];   /* why the line was rejected */
-} s_item_t;
+/* Per-text scratch arrays in the layout textio reads. */
+typedef struct s_view_buf {
+    uint32_t *offsets, *byte_offsets; /* [2 * cap] */
+    int32_t *ids;                      /* [cap] */
+    size_t cap;
+} s_view_buf_t;
 
-/* Extracts "text" from a JSON object line. */
-static int s_json_text(const char *line, size_t len, s_item_t *it) {
-    cJSON *j = cJSON_ParseWithLength(line, len);
-    if (j == NULL) {
-        snprintf(it->error, sizeof it->error, "bad JSON");
-        return -1;
-    }
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
-    if (!cJSON_IsObject(j) || !cJSON_IsString(t)) {
-        snprintf(it->error, sizeof it->error, "JSON object has no string field \"text\"");
-        cJSON_Delete(j);
-        return -1;
-    }
-    it->len = strlen(t->valuestring);
-    it->text = malloc(it->len + 1);
-    if (it->text) memcpy(it->text, t->valuestring, it->len + 1);
-    cJSON_Delete(j);
-    return it->text ? 0 : -1;
-}
-
-/* --- output ------------------------------------------------------------- */
-
-static void s_put_json_string(FILE *f, const char *s, size_t n) {
-    putc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            putc('\\', f);
-            putc(c, f);
-        } else if (c == '\n') {
-            fputs("\\n", f);
-        } else if (c == '\t') {
-            fputs("\\t", f);
-        } else if (c == '\r') {
-            fputs("\\r", f);
-        } else if (c < 0x20 || c == 0x7f) {
-            fprintf(f, "\\u%04x", c);
-        } else {
-            putc(c, f);
-        }
-    }
-    putc('"', f);
-}
-
-static void s_put_vector(FILE *f, const float *v, int n) {
-    char buf[32];
-    putc('[', f);
-    for (int i = 0; i < n; i++) {
-        int k = snprintf(buf, sizeof buf, "%.9g", (double)v[i]);
-        if (i) putc(',', f);
-        fwrite(buf, 1, (size_t)k, f);
-    }
-    putc(']', f);
-}
-
-static void s_write_jsonl(FILE *f, size_t index, const s_item_t *it, const zb_result_t *r,
-                          const s_args_t *a) {
-    fprintf(f, "{\"index\":%zu", index);
-    if (it->text == NULL || r->status != 0) {
-        fputs(",\"error\":", f);
-        const char *msg = it->text == NULL ? it->error : zb_strerror(r->status);
-        s_put_json_string(f, msg, strlen(msg));
-        fputs("}\n", f);
-        return;
-    }
-    if (r->truncated) fputs(",\"truncated\":true", f);
-    if (r->n_windows > 1) fprintf(f, ",\"windows\":%d", r->n_windows);
-    int H = r->dim;
-    if (a->opt.tokenize_only || a->opt.level == ZB_LEVEL_WORDPIECE) {
-        fputs(",\"ids\":[", f);
-        for (size_t i = 0; i < r->pieces.n; i++)
-            fprintf(f, i ? ",%d" : "%d", (int)r->pieces.v[i].id);
-        fputs("],\"offsets\":[", f);
-        for (size_t i = 0; i < r->pieces.n; i++)
-            fprintf(f, i ? ",[%u,%u]" : "[%u,%u]", r->pieces.v[i].begin, r->pieces.v[i].end);
-        putc(']', f);
-        if (!a->opt.tokenize_only) {
-            fputs(",\"vectors\":[", f);
-            for (size_t i = 0; i < r->n_vectors; i++) {
-                if (i) putc(',', f);
-                s_put_vector(f, r->vectors + i * (size_t)H, H);
-            }
-            putc(']', f);
-        }
-    } else if (a->opt.level == ZB_LEVEL_SENTENCE) {
-        fputs(",\"vector\":", f);
-        s_put_vector(f, r->vectors, H);
-    } else {
-        fputs(",\"tokens\":[", f);
-        for (size_t i = 0; i < r->words.n; i++) {
-            const zb_word_t *w = &r->words.v[i];
-            fputs(i ? ",{\"text\":" : "{\"text\":", f);
-            s_put_json_string(f, it->text + w->byte_begin, w->byte_end - w->byte_begin);
-            fprintf(f, ",\"begin\":%u,\"end\":%u,\"vector\":", w->begin, w->end);
-            s_put_vector(f, r->vectors + i * (size_t)H, H);
-            putc('}', f);
-        }
-        putc(']', f);
-    }
-    fputs("}\n", f);
-}
-
-/* A human-readable table of the first values of each vector. */
-static void s_write_table(FILE *f, size_t index, const s_item_t *it, const zb_result_t *r,
-                          const s_args_t *a, const zb_tok_t *tok) {
-    enum { SHOW = 4 };
-    if (it->text == NULL || r->status != 0) {
-        fprintf(f, "text %zu: error: %s\n", index,
-                it->text == NULL ? it->error : zb_strerror(r->status));
-        return;
-    }
-    fprintf(f, "text %zu: %zu wordpieces%s, %d-dimensional vectors\n", index, r->pieces.n,
-            r->truncated ? " (truncated)" : "", r->dim);
-    bool words = !a->opt.tokenize_only && a->opt.level == ZB_LEVEL_TOKEN;
-    bool sentence = !a->opt.tokenize_only && a->opt.level == ZB_LEVEL_SENTENCE;
-    size_t rows = words ? r->words.n : sentence ? 1 : r->pieces.n;
-    fprintf(f, "  %-16s %6s %6s", sentence ? "sentence" : words ? "token" : "wordpiece", "begin",
-            "end");
-    if (!a->opt.tokenize_only) {
-        for (int j = 0; j < SHOW && j < r->dim; j++) fprintf(f, "  %10s%d", "v", j);
-        fprintf(f, "  %10s", "|v|");
-    }
-    putc('\n', f);
-    for (size_t i = 0; i < rows; i++) {
-        char label[64];
-        uint32_t b, e;
-        if (words) {
-            const zb_word_t *w = &r->words.v[i];
-            int n = (int)(w->byte_end - w->byte_begin);
-            snprintf(label, sizeof label, "%.*s", n > 40 ? 40 : n, it->text + w->byte_begin);
-            b = w->begin;
-            e = w->end;
-        } else if (sentence) {
-            snprintf(label, sizeof label, "%s", a->opt.pooling == ZB_POOL_MEAN ? "mean" : "[CLS]");
-            b = 0;
-            e = r->pieces.n > 2 ? r->pieces.v[r->pieces.n - 2].end : 0;
-        } else {
-            size_t n = 0;
-            const char *t = zb_tok_token(tok, r->pieces.v[i].id, &n);
-            snprintf(label, sizeof label, "%.*s", (int)(n > 40 ? 40 : n), t ? t : "?");
-            b = r->pieces.v[i].begin;
-            e = r->pieces.v[i].end;
-        }
-        fprintf(f, "  %-16s %6u %6u", label, b, e);
-        if (!a->opt.tokenize_only) {
-            const float *v = r->vectors + i * (size_t)r->dim;
-            double ss = 0;
-            for (int j = 0; j < r->dim; j++) ss += (double)v[j] * v[j];
-            for (int j = 0; j < SHOW && j < r->dim; j++) fprintf(f, "  %11.6f", (double)v[j]);
-            fprintf(f, "  %10.4f", sqrt(ss));
-        }
-        putc('\n', f);
-    }
-}
-
-/* .npy output: rows go straight to a seekable file whose header is patched
- * at the end, or are buffered when stdout is a pipe. */
-typedef struct s_npy {
-    FILE *f;
-    bool seekable;
-    size_t rows;
-    int dim;
-    float *buf;
-    size_t buf_cap; /* rows */
-} s_npy_t;
-
-#define S_NPY_HEADER 128 /* bytes; holds any shape we can write */
-
-static void s_npy_header(FILE *f, size_t rows, int dim) {
-    char h[S_NPY_HEADER];
-    memset(h, ' ', sizeof h);
-    memcpy(h, "\x93NUMPY\x01\x00", 8);
-    uint16_t hl = S_NPY_HEADER - 10;
-    h[8] = (char)(hl & 0xff);
-    h[9] = (char)(hl >> 8);
-    int k = snprintf(h + 10, sizeof h - 10,
-                     "{'descr': '<f4', 'fortran_order': False, 'shape': (%zu, %d), }", rows, dim);
-    h[10 + k] = ' ';
-    h[S_NPY_HEADER - 1] = '\n';
-    fwrite(h, 1, sizeof h, f);
-}
-
-static int s_npy_row(s_npy_t *n, const float *v) {
-    if (n->seekable) {
-        if (fwrite(v, sizeof *v, (size_t)n->dim, n->f) != (size_t)n->dim) return -1;
-    } else {
-        if (n->rows == n->buf_cap) {
-            size_t cap = n->buf_cap ? 2 * n->buf_cap : 1024;
-            float *p = realloc(n->buf, cap * (size_t)n->dim * sizeof *p);
-            if (p == NULL) return -1;
-            n->buf = p;
-            n->buf_cap = cap;
-        }
-        memcpy(n->buf + n->rows * (size_t)n->dim, v, (size_t)n->dim * sizeof *v);
-    }
-    n->rows++;
+static int s_view_reserve(s_view_buf_t *b, size_t n) {
+    if (n <= b->cap) return 0;
+    uint32_t *o = realloc(b->offsets, 2 * n * sizeof *o);
+    if (o) b->offsets = o;
+    uint32_t *bo = realloc(b->byte_offsets, 2 * n * sizeof *bo);
+    if (bo) b->byte_offsets = bo;
+    int32_t *id = realloc(b->ids, n * sizeof *id);
+    if (id) b->ids = id;
+    if (!o || !bo || !id) return -1;
+    b->cap = n;
     return 0;
 }
 
-static int s_npy_finish(s_npy_t *n) {
-    if (n->seekable) {
-        if (fflush(n->f) || fseek(n->f, 0, SEEK_SET)) return -1;
-        s_npy_header(n->f, n->rows, n->dim);
-        return fflush(n->f);
+/* Describes result r of input item it for the writer. */
+static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_options_t *o,
+                  size_t index, s_view_buf_t *b, zb_io_text_t *t) {
+    *t = (zb_io_text_t){.index = index, .text = it->text, .text_len = it->len};
+    if (it->text == NULL) {
+        t->error = it->error;
+        return 0;
     }
-    s_npy_header(n->f, n->rows, n->dim);
-    if (n->rows && fwrite(n->buf, sizeof *n->buf * (size_t)n->dim, n->rows, n->f) != n->rows)
-        return -1;
-    return fflush(n->f);
+    if (r->status != 0) {
+        t->error = zb_strerror(r->status);
+        return 0;
+    }
+    t->truncated = r->truncated;
+    t->dim = r->dim;
+    t->vectors = o->tokenize_only ? NULL : r->vectors;
+    if (!o->tokenize_only && o->level == ZB_LEVEL_TOKEN) {
+        t->n_rows = r->words.n;
+        if (s_view_reserve(b, t->n_rows)) return -1;
+        for (size_t i = 0; i < t->n_rows; i++) {
+            const zb_word_t *w = &r->words.v[i];
+            b->offsets[2 * i] = w->begin;
+            b->offsets[2 * i + 1] = w->end;
+            b->byte_offsets[2 * i] = w->byte_begin;
+            b->byte_offsets[2 * i + 1] = w->byte_end;
+        }
+    } else if (!o->tokenize_only && o->level == ZB_LEVEL_SENTENCE) {
+        t->n_rows = r->n_vectors;
+    } else {
+        t->n_rows = r->pieces.n;
+        if (s_view_reserve(b, t->n_rows)) return -1;
+        for (size_t i = 0; i < t->n_rows; i++) {
+            const zb_piece_t *pc = &r->pieces.v[i];
+            b->ids[i] = pc->id;
+            b->offsets[2 * i] = pc->begin;
+            b->offsets[2 * i + 1] = pc->end;
+            b->byte_offsets[2 * i] = pc->byte_begin;
+            b->byte_offsets[2 * i + 1] = pc->byte_end;
+        }
+    }
+    /* after s_view_reserve: it may move the arrays */
+    t->offsets = b->offsets;
+    t->byte_offsets = b->byte_offsets;
+    t->ids = b->ids;
+    return 0;
 }
 
 /* --- main --------------------------------------------------------------- */
@@ -430,26 +246,24 @@ int main(int argc, char **argv) {
         zb_model_close(&model);
         return 1;
     }
-    int dim = zb_embedder_dim(emb);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     FILE *out = stdout;
     static char outbuf[1 << 16];
     setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
-    s_npy_t npy = {.f = out, .dim = dim};
-    if (a.output == S_OUT_NPY) {
-        npy.seekable = fseek(out, 0, SEEK_SET) == 0 && ftell(out) == 0;
-        if (npy.seekable) s_npy_header(out, 0, dim);
-    }
 
-    s_item_t *items = calloc(S_CHUNK_TEXTS, sizeof *items);
+    zb_io_item_t *items = calloc(S_CHUNK_TEXTS, sizeof *items);
     zb_result_t *res = calloc(S_CHUNK_TEXTS, sizeof *res);
     const char **texts = calloc(S_CHUNK_TEXTS, sizeof *texts);
     size_t *lens = calloc(S_CHUNK_TEXTS, sizeof *lens);
-    char *line = NULL;
-    size_t line_cap = 0, line_len = 0, index = 0, n_bad = 0;
+    s_view_buf_t vbuf = {0};
+    zb_io_reader_t *reader = zb_io_reader_new(stdin, a.input);
+    zb_io_writer_t *writer =
+        zb_io_writer_new(out, a.output, (zb_io_level_t)a.opt.level, a.opt.tokenize_only,
+                         a.opt.pooling == ZB_POOL_MEAN, zb_embedder_dim(emb));
+    size_t index = 0, n_bad = 0;
     int status = 0;
-    if (!items || !res || !texts || !lens) {
+    if (!items || !res || !texts || !lens || !reader || !writer) {
         fprintf(stderr, "zbert-embed: out of memory\n");
         status = 1;
         goto out;
@@ -457,25 +271,17 @@ int main(int argc, char **argv) {
     for (bool eof = false; !eof;) {
         size_t n = 0, bytes = 0;
         while (n < S_CHUNK_TEXTS && bytes < S_CHUNK_BYTES) {
-            int got = s_read_line(stdin, &line, &line_cap, &line_len);
+            int got = zb_io_read(reader, &items[n]);
+            if (got < 0) {
+                fprintf(stderr, "zbert-embed: cannot read input: %s\n", strerror(errno));
+                status = 1;
+                goto out;
+            }
             if (got == 0) {
                 eof = true;
                 break;
             }
-            s_item_t *it = &items[n++];
-            it->text = NULL;
-            it->error[0] = '\0';
-            if (got < 0) {
-                snprintf(it->error, sizeof it->error, "line longer than %u bytes",
-                         ZB_INPUT_LINE_MAX);
-            } else if (a.input == S_IN_JSONL) {
-                s_json_text(line ? line : "", line_len, it);
-            } else {
-                it->text = malloc(line_len + 1);
-                if (it->text) memcpy(it->text, line ? line : "", line_len + 1);
-                it->len = line_len;
-            }
-            bytes += it->len;
+            bytes += items[n++].len;
         }
         if (n == 0) break;
         /* Rejected lines run as empty texts so indices stay aligned; their
@@ -491,34 +297,21 @@ int main(int argc, char **argv) {
             goto out;
         }
         for (size_t i = 0; i < n; i++, index++) {
-            bool bad = items[i].text == NULL || res[i].status != 0;
-            if (bad) {
+            zb_io_text_t view;
+            if (s_view(&items[i], &res[i], &a.opt, index, &vbuf, &view) != 0 ||
+                zb_io_write(writer, &view) != 0) {
+                fprintf(stderr, "zbert-embed: out of memory\n");
+                status = 1;
+                goto out;
+            }
+            if (view.error) {
                 n_bad++;
-                fprintf(stderr, "zbert-embed: input line %zu: %s\n", index + 1,
-                        items[i].text == NULL ? items[i].error : zb_strerror(res[i].status));
+                fprintf(stderr, "zbert-embed: input line %zu: %s\n", index + 1, view.error);
             }
-            if (a.output == S_OUT_JSONL) {
-                s_write_jsonl(out, index, &items[i], &res[i], &a);
-            } else if (a.output == S_OUT_TABLE) {
-                s_write_table(out, index, &items[i], &res[i], &a, zb_embedder_tokenizer(emb));
-            } else {
-                float nanrow[dim];
-                for (int j = 0; j < dim; j++) nanrow[j] = NAN;
-                if (s_npy_row(&npy, bad ? nanrow : res[i].vectors) != 0) {
-                    fprintf(stderr, "zbert-embed: cannot write output\n");
-                    status = 1;
-                    goto out;
-                }
-            }
-            free(items[i].text);
-            items[i].text = NULL;
+            zb_io_item_clear(&items[i]);
         }
     }
-    if (a.output == S_OUT_NPY && s_npy_finish(&npy) != 0) {
-        fprintf(stderr, "zbert-embed: cannot write output\n");
-        status = 1;
-    }
-    if (fflush(out) != 0) {
+    if (zb_io_writer_finish(writer) != 0) {
         fprintf(stderr, "zbert-embed: cannot write output: %s\n", strerror(errno));
         status = 1;
     }
@@ -536,20 +329,23 @@ int main(int argc, char **argv) {
     }
     if (n_bad) {
         fprintf(stderr, "zbert-embed: %zu of %zu input lines rejected%s\n", n_bad, index,
-                a.output == S_OUT_NPY ? " (their rows are NaN)" : "");
+                a.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
         status = 1;
     }
 out:
     for (size_t i = 0; items && i < S_CHUNK_TEXTS; i++) {
-        free(items[i].text);
+        zb_io_item_clear(&items[i]);
         if (res) zb_result_free(&res[i]);
     }
     free(items);
     free(res);
     free(texts);
     free(lens);
-    free(line);
-    free(npy.buf);
+    free(vbuf.offsets);
+    free(vbuf.byte_offsets);
+    free(vbuf.ids);
+    zb_io_reader_destroy(&reader);
+    zb_io_writer_destroy(&writer);
     zb_embedder_destroy(&emb);
     zb_model_close(&model);
     return status;

@@ -1,0 +1,109 @@
+/*
+ * textio.h -- the text formats of the command-line tools: reading input
+ * texts and writing embeddings.
+ *
+ * zbert-embed (in process) and `zbert embed` (through the service) read the
+ * same inputs and must write byte-identical outputs for the same vectors, so
+ * both go through this module.  It knows nothing of the engine or the wire:
+ * a result is described by a zb_io_text_t view.
+ *
+ * Input: one text per line ("\n", a trailing "\r" dropped), or one JSON
+ * object {"text": "..."} per line.  A line that cannot be read (too long,
+ * bad JSON, no "text") becomes an item with an error; indices stay aligned.
+ *
+ * Output formats:
+ *   jsonl  one object per text, in input order, floats as %.9g (they
+ *          round-trip float32):
+ *            token      {"index":i,"tokens":[{"text","begin","end","vector"}]}
+ *            wordpiece  {"index":i,"ids":[..],"offsets":[[b,e],..],"vectors":[[..],..]}
+ *            sentence   {"index":i,"vector":[..]}
+ *            tokenize-only: the wordpiece object without "vectors"
+ *            a truncated text adds "truncated":true; a failed one is
+ *            {"index":i,"error":"..."}
+ *   npy    an N x dim float32 .npy of sentence vectors (NaN rows for
+ *          failed texts); the header is patched at the end on a seekable
+ *          stream, rows are buffered in memory on a pipe;
+ *   table  for people: spans and the first values of each vector.
+ *
+ * Thread-safety: none needed; each object belongs to one thread.
+ */
+#ifndef ZB_TEXTIO_H
+#define ZB_TEXTIO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* --- input -------------------------------------------------------------- */
+
+typedef enum zb_io_input { ZB_IO_IN_LINES = 0, ZB_IO_IN_JSONL } zb_io_input_t;
+
+/* One input text. */
+typedef struct zb_io_item {
+    char *text;       /* malloc'd, NUL-terminated (may hold NULs before
+                       * len in lines mode); NULL when the line was rejected */
+    size_t len;       /* bytes */
+    char error[160];  /* why the line was rejected */
+} zb_io_item_t;
+
+typedef struct zb_io_reader zb_io_reader_t;
+
+/* Reads from f (borrowed) in the given format.  NULL when out of memory. */
+zb_io_reader_t *zb_io_reader_new(FILE *f, zb_io_input_t format);
+void zb_io_reader_destroy(zb_io_reader_t **r);
+
+/* Reads the next input into *it (its previous text is freed first).
+ * Returns 1 for an item (it->text NULL when the line was rejected), 0 at end
+ * of input, -1 on a read error of the stream. */
+int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it);
+
+/* Releases it->text. */
+void zb_io_item_clear(zb_io_item_t *it);
+
+/* --- output ------------------------------------------------------------- */
+
+typedef enum zb_io_level {
+    ZB_IO_TOKEN = 0,
+    ZB_IO_WORDPIECE,
+    ZB_IO_SENTENCE,
+} zb_io_level_t;
+
+typedef enum zb_io_format { ZB_IO_OUT_JSONL = 0, ZB_IO_OUT_NPY, ZB_IO_OUT_TABLE } zb_io_format_t;
+
+/* What one text came to, as views (nothing is copied or kept). */
+typedef struct zb_io_text {
+    size_t index;            /* 0-based input index */
+    const char *text;        /* the input text (token texts are slices) */
+    size_t text_len;
+    const char *error;       /* non-NULL: the text failed, this says why */
+    bool truncated;          /* pieces past the model's positions dropped */
+    size_t n_rows;           /* vectors, or pieces when tokenize-only */
+    int dim;                 /* floats per vector */
+    const float *vectors;    /* [n_rows][dim]; NULL when tokenize-only */
+    const uint32_t *offsets; /* [n_rows][2] code points (token, wordpiece) */
+    const uint32_t *byte_offsets; /* [n_rows][2] bytes (token, wordpiece) */
+    const int32_t *ids;      /* [n_rows] (wordpiece level) */
+} zb_io_text_t;
+
+typedef struct zb_io_writer zb_io_writer_t;
+
+/*
+ * A writer of format to f (borrowed).  level and tokenize_only say what the
+ * rows are; pooling_mean only labels the table.  npy needs dim (> 0) and
+ * sentence level.  NULL when out of memory or the combination is invalid.
+ */
+zb_io_writer_t *zb_io_writer_new(FILE *f, zb_io_format_t format, zb_io_level_t level,
+                                 bool tokenize_only, bool pooling_mean, int dim);
+
+/* Writes one text's result; texts must come in index order.  Returns 0 or
+ * -1 when out of memory. */
+int zb_io_write(zb_io_writer_t *w, const zb_io_text_t *t);
+
+/* Completes the output (the npy header and buffered rows) and flushes.
+ * Returns 0 or -1 on a write error (errno says which). */
+int zb_io_writer_finish(zb_io_writer_t *w);
+
+void zb_io_writer_destroy(zb_io_writer_t **w);
+
+#endif
