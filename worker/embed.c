@@ -317,7 +317,7 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
         }
     }
     e->stats.texts += n;
-    qsort(e->seqs, n_seqs, sizeof *e->seqs, s_seq_cmp);
+    if (n_seqs > 1) qsort(e->seqs, n_seqs, sizeof *e->seqs, s_seq_cmp);
 
     size_t H = (size_t)e->dim;
     for (size_t b = 0; b < n_seqs;) {
