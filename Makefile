@@ -21,10 +21,10 @@ BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
 # Project headers are found with -iquote ("limits.h"), so that proto/limits.h
 # never shadows the system <limits.h> (msgpack.h and PATH_MAX need it).
-CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g $(WARN) \
+CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fPIC $(WARN) \
            -fopenmp -iquote proto -iquote worker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
-ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lcjson -lsodium -lm
+ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lsodium
 # The protocol library itself needs no msgpack-c (proto/mp.c reads and
 # writes MessagePack); its tests and fuzz targets use msgpack-c as an
 # independent judge of the bytes.
@@ -35,38 +35,69 @@ LDFLAGS += -fsanitize=address,undefined
 endif
 
 # --- sources -----------------------------------------------------------
+# Each component folder gives a static library of its modules (every .c
+# but cmd_*.c) and programs from its cmd_<name>.c files:
+#   proto/   libzbert-proto.a   wire codec, error space, text formats
+#   worker/  libzbert-engine.a  model, tokenizer, forward pass (no ZeroMQ)
+#   broker/  libzbert-broker.a  broker modules
+#   client/  libzbert.a, libzbert.so  the client library
 PROTO_SRC  := $(filter-out proto/cmd_%.c,$(wildcard proto/*.c))
 ENGINE_SRC := $(filter-out worker/cmd_%.c,$(wildcard worker/*.c))
-PROTO_OBJ  := $(PROTO_SRC:%.c=$(BUILD)/%.o)
-ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
+BROKER_SRC := $(filter-out broker/cmd_%.c,$(wildcard broker/*.c))
+CLIENT_SRC := $(filter-out client/cmd_%.c,$(wildcard client/*.c))
 PROTO_LIB  := $(BUILD)/libzbert-proto.a
 ENGINE_LIB := $(BUILD)/libzbert-engine.a
+BROKER_LIB := $(BUILD)/libzbert-broker.a
+CLIENT_LIB := $(BUILD)/libzbert.a
+CLIENT_SO  := $(BUILD)/libzbert.so
+ZMQ_LIBS   := -lzmq
+BASE_LIBS  := -lcjson -lm
 
-PROGRAMS := $(BIN)/zbert-embed $(BIN)/zbert-model
+# worker/cmd_X.c -> zbert-X, broker/cmd_broker.c -> zbert-broker,
+# client/cmd_zbert.c -> zbert
+PROGRAMS := $(patsubst worker/cmd_%.c,$(BIN)/zbert-%,$(wildcard worker/cmd_*.c)) \
+            $(patsubst broker/cmd_%.c,$(BIN)/zbert-%,$(wildcard broker/cmd_broker.c)) \
+            $(patsubst client/cmd_%.c,$(BIN)/%,$(wildcard client/cmd_zbert.c))
 TEST_SRC := $(wildcard tests/test_*.c)
 .SECONDARY:
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
 .PHONY: all test check demo fuzz bench deps format clean unit integration
-all: $(PROGRAMS)
+all: $(PROGRAMS) $(if $(CLIENT_SRC),$(CLIENT_SO))
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-$(PROTO_LIB): $(PROTO_OBJ)
-	@mkdir -p $(dir $@)
+# archive NAME: objects of the sources listed in $(NAME_SRC)
+$(PROTO_LIB): $(PROTO_SRC:%.c=$(BUILD)/%.o)
 	rm -f $@ && ar rcs $@ $^
-$(ENGINE_LIB): $(ENGINE_OBJ)
-	@mkdir -p $(dir $@)
+$(ENGINE_LIB): $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 	rm -f $@ && ar rcs $@ $^
+$(BROKER_LIB): $(BROKER_SRC:%.c=$(BUILD)/%.o)
+	rm -f $@ && ar rcs $@ $^
+$(CLIENT_LIB): $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+	rm -f $@ && ar rcs $@ $^
+$(CLIENT_SO): $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(PROTO_SRC:%.c=$(BUILD)/%.o)
+	$(CC) -shared $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
 
-$(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
+$(BIN)/zbert-embed $(BIN)/zbert-model: $(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(BASE_LIBS) -o $@
+$(BIN)/zbert-worker: $(BUILD)/worker/cmd_worker.o $(ENGINE_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(BASE_LIBS) -lpthread -o $@
+$(BIN)/zbert-broker: $(BUILD)/broker/cmd_broker.o $(BROKER_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
+$(BIN)/zbert: $(BUILD)/client/cmd_zbert.o $(CLIENT_LIB) $(PROTO_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(ENGINE_LIB) $(PROTO_LIB)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(PROTO_TEST_LIBS) -lcmocka -o $@
+# Tests link every library, so any module can be tested.
+TEST_LIBS := $(BROKER_LIB) $(CLIENT_LIB) $(ENGINE_LIB) $(PROTO_LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(TEST_LIBS)
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_TEST_LIBS) $(BASE_LIBS) -lpthread -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------
 # Each test binary runs in its own process with a timeout, from the repo
@@ -98,7 +129,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_TEST_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_TEST_LIBS) $(BASE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 
