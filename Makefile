@@ -25,10 +25,13 @@ CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fPIC 
            -fopenmp -iquote proto -iquote worker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
 ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lsodium
-# The protocol library itself needs no msgpack-c (proto/mp.c reads and
-# writes MessagePack); its tests and fuzz targets use msgpack-c as an
-# independent judge of the bytes.
-PROTO_TEST_LIBS := -lmsgpackc
+# The protocol library encodes with msgpack-c's packer (a kept library
+# rather than a writer of our own) and decodes with its own bounded reader
+# (proto/mp.c: msgpack-c's unpacker allocates from declared counts, unsafe
+# on untrusted bytes), so everything linking it links msgpack-c (the
+# packer is inline in <msgpack.h> today; the flag keeps the dependency
+# declared should a release move it into the library).
+PROTO_LIBS := -lmsgpackc
 ifneq ($(SANITIZE),)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
@@ -79,25 +82,25 @@ $(BROKER_LIB): $(BROKER_SRC:%.c=$(BUILD)/%.o)
 $(CLIENT_LIB): $(CLIENT_SRC:%.c=$(BUILD)/%.o)
 	rm -f $@ && ar rcs $@ $^
 $(CLIENT_SO): $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(PROTO_SRC:%.c=$(BUILD)/%.o)
-	$(CC) -shared $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
+	$(CC) -shared $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 
 $(BIN)/zbert-embed $(BIN)/zbert-model: $(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(BASE_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 $(BIN)/zbert-worker: $(BUILD)/worker/cmd_worker.o $(ENGINE_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(BASE_LIBS) -lpthread -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -lpthread -o $@
 $(BIN)/zbert-broker: $(BUILD)/broker/cmd_broker.o $(BROKER_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 $(BIN)/zbert: $(BUILD)/client/cmd_zbert.o $(CLIENT_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(BASE_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 
 # Tests link every library, so any module can be tested.
 TEST_LIBS := $(BROKER_LIB) $(CLIENT_LIB) $(ENGINE_LIB) $(PROTO_LIB)
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(TEST_LIBS)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_TEST_LIBS) $(BASE_LIBS) -lpthread -lcmocka -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -lpthread -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------
 # Each test binary runs in its own process with a timeout, from the repo
@@ -129,7 +132,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_TEST_LIBS) $(BASE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 

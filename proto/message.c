@@ -14,12 +14,15 @@
  *   3. check: the struct is checked against the rules of PROTOCOL.md by
  *      the same functions the encoders run on their input, so the decoder
  *      and the encoders cannot disagree about what a valid message is.
- * Encoding measures the body with a writer that only counts, allocates it
- * once, and writes it.
+ * Decoding uses our bounded reader (mp.h), never msgpack-c's unpacker,
+ * which allocates arrays and maps from their declared counts.  Encoding
+ * packs trusted structs with msgpack-c's packer: twice, first into a sink
+ * that only counts, then into one allocation of exactly that size.
  */
 #include "message.h"
 
 #include <math.h>
+#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -997,36 +1000,91 @@ out:
 
 /* --- encoding ------------------------------------------------------------- */
 
-static void s_key(zb_mp_writer_t *w, const char *k) {
-    zb_mp_write_str(w, k, strlen(k));
+/*
+ * msgpack-c's packer writes every value through a callback.  A body is
+ * packed twice by the same s_write(): first into a sink that only counts,
+ * then into one allocation of exactly that many bytes, so a vectors bin of
+ * 100 MB is copied once and never reallocated (an sbuffer would grow and
+ * copy it again).  The copying sink checks every write against its
+ * capacity, so a second pass that differs from the first cannot write past
+ * the buffer.
+ */
+typedef struct s_sink {
+    uint8_t *buf;  /* copying: the body; counting: NULL */
+    size_t cap;    /* bytes of buf */
+    size_t len;    /* bytes written (or counted) so far */
+    bool overflow; /* a write did not fit, or a length had no encoding */
+} s_sink_t;
+
+static int s_sink_count(void *data, const char *p, size_t n) {
+    (void)p;
+    s_sink_t *s = data;
+    if (__builtin_add_overflow(s->len, n, &s->len)) s->overflow = true;
+    return s->overflow ? -1 : 0;
 }
 
-static void s_kstr(zb_mp_writer_t *w, const char *k, zb_msg_str_t s) {
-    s_key(w, k);
-    zb_mp_write_str(w, s.ptr, s.len);
+static int s_sink_copy(void *data, const char *p, size_t n) {
+    s_sink_t *s = data;
+    if (s->overflow || n > s->cap - s->len) {
+        s->overflow = true;
+        return -1;
+    }
+    if (n > 0) memcpy(s->buf + s->len, p, n); /* p may be NULL when n is 0 */
+    s->len += n;
+    return 0;
 }
 
-static void s_kuint(zb_mp_writer_t *w, const char *k, uint64_t v) {
-    s_key(w, k);
-    zb_mp_write_uint(w, v);
+/* str and bin: msgpack-c would cut a length past 32 bits down to its low
+ * bits in the header; such a body is over ZB_MSG_BODY_MAX anyway, so the
+ * value is not packed and the sink reports it. */
+static bool s_len_ok(msgpack_packer *pk, size_t len) {
+    if (len <= UINT32_MAX) return true;
+    ((s_sink_t *)pk->data)->overflow = true;
+    return false;
 }
 
-static void s_kname(zb_mp_writer_t *w, const char *k, const char *name) {
-    s_key(w, k);
-    zb_mp_write_str(w, name, strlen(name));
+static void s_pack_str(msgpack_packer *pk, const char *s, size_t len) {
+    if (!s_len_ok(pk, len)) return;
+    msgpack_pack_str(pk, len); /* fixstr, str 8, 16 or 32: the smallest */
+    msgpack_pack_str_body(pk, s, len);
+}
+
+static void s_pack_bin(msgpack_packer *pk, const void *b, size_t len) {
+    if (!s_len_ok(pk, len)) return;
+    msgpack_pack_bin(pk, len);
+    msgpack_pack_bin_body(pk, b, len);
+}
+
+static void s_key(msgpack_packer *pk, const char *k) {
+    s_pack_str(pk, k, strlen(k));
+}
+
+static void s_kstr(msgpack_packer *pk, const char *k, zb_msg_str_t s) {
+    s_key(pk, k);
+    s_pack_str(pk, s.ptr, s.len);
+}
+
+static void s_kuint(msgpack_packer *pk, const char *k, uint64_t v) {
+    s_key(pk, k);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void s_kname(msgpack_packer *pk, const char *k, const char *name) {
+    s_key(pk, k);
+    s_pack_str(pk, name, strlen(name));
 }
 
 /* The map header and the two keys of every message. */
-static void s_write_head(zb_mp_writer_t *w, uint32_t n_keys, zb_msg_type_t t) {
-    zb_mp_write_map(w, n_keys + 2);
-    s_kuint(w, "v", ZB_MSG_VERSION);
-    s_kname(w, "type", s_type_names[t]);
+static void s_write_head(msgpack_packer *pk, uint32_t n_keys, zb_msg_type_t t) {
+    msgpack_pack_map(pk, n_keys + 2);
+    s_kuint(pk, "v", ZB_MSG_VERSION);
+    s_kname(pk, "type", s_type_names[t]);
 }
 
-static void s_write_texts(zb_mp_writer_t *w, const zb_msg_str_t *texts, size_t n) {
-    s_key(w, "texts");
-    zb_mp_write_array(w, (uint32_t)n);
-    for (size_t i = 0; i < n; i++) zb_mp_write_str(w, texts[i].ptr, texts[i].len);
+static void s_write_texts(msgpack_packer *pk, const zb_msg_str_t *texts, size_t n) {
+    s_key(pk, "texts");
+    msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++) s_pack_str(pk, texts[i].ptr, texts[i].len);
 }
 
 /* Keys written for options: level always, the others when not default. */
@@ -1034,16 +1092,16 @@ static uint32_t s_options_keys(const zb_msg_options_t *o) {
     return 1u + (o->pooling != ZB_MSG_POOL_CLS) + o->normalize + o->windows;
 }
 
-static void s_write_options(zb_mp_writer_t *w, const zb_msg_options_t *o) {
-    s_kname(w, "level", s_level_names[o->level]);
-    if (o->pooling != ZB_MSG_POOL_CLS) s_kname(w, "pooling", s_pooling_names[o->pooling]);
+static void s_write_options(msgpack_packer *pk, const zb_msg_options_t *o) {
+    s_kname(pk, "level", s_level_names[o->level]);
+    if (o->pooling != ZB_MSG_POOL_CLS) s_kname(pk, "pooling", s_pooling_names[o->pooling]);
     if (o->normalize) {
-        s_key(w, "normalize");
-        zb_mp_write_bool(w, true);
+        s_key(pk, "normalize");
+        msgpack_pack_true(pk);
     }
     if (o->windows) {
-        s_key(w, "windows");
-        zb_mp_write_bool(w, true);
+        s_key(pk, "windows");
+        msgpack_pack_true(pk);
     }
 }
 
@@ -1052,160 +1110,160 @@ static uint32_t s_vectors_keys(const zb_msg_vectors_t *v) {
            (v->n_truncated > 0) + (v->n_errors > 0);
 }
 
-static void s_write_per_row(zb_mp_writer_t *w, const char *k, const zb_msg_vectors_t *v,
+static void s_write_per_row(msgpack_packer *pk, const char *k, const zb_msg_vectors_t *v,
                             const uint32_t *a, unsigned per_text) {
-    s_key(w, k);
-    zb_mp_write_array(w, v->count);
+    s_key(pk, k);
+    msgpack_pack_array(pk, v->count);
     size_t at = 0;
     for (uint32_t i = 0; i < v->count; i++) {
         uint32_t m = v->rows[i] * per_text; /* rows[i] <= n_rows <= 2^30 */
-        zb_mp_write_array(w, m);
-        for (uint32_t k2 = 0; k2 < m; k2++) zb_mp_write_uint(w, a[at++]);
+        msgpack_pack_array(pk, m);
+        for (uint32_t k2 = 0; k2 < m; k2++) msgpack_pack_uint64(pk, a[at++]);
     }
 }
 
-static void s_write_vectors(zb_mp_writer_t *w, const zb_msg_vectors_t *v) {
-    s_kname(w, "level", s_level_names[v->level]);
-    s_kuint(w, "dim", v->dim);
-    s_key(w, "rows");
-    zb_mp_write_array(w, v->count);
-    for (uint32_t i = 0; i < v->count; i++) zb_mp_write_uint(w, v->rows[i]);
-    s_key(w, "vectors");
-    zb_mp_write_bin(w, v->vectors, v->vectors_len);
+static void s_write_vectors(msgpack_packer *pk, const zb_msg_vectors_t *v) {
+    s_kname(pk, "level", s_level_names[v->level]);
+    s_kuint(pk, "dim", v->dim);
+    s_key(pk, "rows");
+    msgpack_pack_array(pk, v->count);
+    for (uint32_t i = 0; i < v->count; i++) msgpack_pack_uint64(pk, v->rows[i]);
+    s_key(pk, "vectors");
+    s_pack_bin(pk, v->vectors, v->vectors_len);
     if (v->level != ZB_MSG_LEVEL_SENTENCE) {
-        s_write_per_row(w, "offsets", v, v->offsets, 2);
-        s_write_per_row(w, "byte_offsets", v, v->byte_offsets, 2);
+        s_write_per_row(pk, "offsets", v, v->offsets, 2);
+        s_write_per_row(pk, "byte_offsets", v, v->byte_offsets, 2);
     }
-    if (v->level == ZB_MSG_LEVEL_WORDPIECE) s_write_per_row(w, "ids", v, v->ids, 1);
+    if (v->level == ZB_MSG_LEVEL_WORDPIECE) s_write_per_row(pk, "ids", v, v->ids, 1);
     if (v->n_truncated > 0) {
-        s_key(w, "truncated");
-        zb_mp_write_array(w, (uint32_t)v->n_truncated);
-        for (size_t k = 0; k < v->n_truncated; k++) zb_mp_write_uint(w, v->truncated[k]);
+        s_key(pk, "truncated");
+        msgpack_pack_array(pk, v->n_truncated);
+        for (size_t k = 0; k < v->n_truncated; k++) msgpack_pack_uint64(pk, v->truncated[k]);
     }
     if (v->n_errors > 0) {
-        s_key(w, "errors");
-        zb_mp_write_array(w, (uint32_t)v->n_errors);
+        s_key(pk, "errors");
+        msgpack_pack_array(pk, v->n_errors);
         for (size_t k = 0; k < v->n_errors; k++) {
-            zb_mp_write_map(w, 3);
-            s_kuint(w, "index", v->errors[k].index);
-            s_kname(w, "code", s_code_names[v->errors[k].code]);
-            s_kstr(w, "message", v->errors[k].message);
+            msgpack_pack_map(pk, 3);
+            s_kuint(pk, "index", v->errors[k].index);
+            s_kname(pk, "code", s_code_names[v->errors[k].code]);
+            s_kstr(pk, "message", v->errors[k].message);
         }
     }
 }
 
-static void s_write(zb_mp_writer_t *w, const zb_msg_t *m) {
+static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
     switch (m->type) {
     case ZB_MSG_EMBED: {
         const zb_msg_embed_t *e = &m->u.embed;
-        s_write_head(w, 2 + s_options_keys(&e->opt) + (e->deadline_ms > 0), m->type);
-        s_kstr(w, "id", e->id);
-        s_write_texts(w, e->texts, e->n_texts);
-        s_write_options(w, &e->opt);
-        if (e->deadline_ms > 0) s_kuint(w, "deadline_ms", e->deadline_ms);
+        s_write_head(pk, 2 + s_options_keys(&e->opt) + (e->deadline_ms > 0), m->type);
+        s_kstr(pk, "id", e->id);
+        s_write_texts(pk, e->texts, e->n_texts);
+        s_write_options(pk, &e->opt);
+        if (e->deadline_ms > 0) s_kuint(pk, "deadline_ms", e->deadline_ms);
         break;
     }
     case ZB_MSG_CANCEL:
-        s_write_head(w, 1, m->type);
-        s_kstr(w, "id", m->u.cancel.id);
+        s_write_head(pk, 1, m->type);
+        s_kstr(pk, "id", m->u.cancel.id);
         break;
     case ZB_MSG_STATUS:
-        s_write_head(w, m->u.status.id.len > 0, m->type);
-        if (m->u.status.id.len > 0) s_kstr(w, "id", m->u.status.id);
+        s_write_head(pk, m->u.status.id.len > 0, m->type);
+        if (m->u.status.id.len > 0) s_kstr(pk, "id", m->u.status.id);
         break;
     case ZB_MSG_PART: {
         const zb_msg_part_t *p = &m->u.part;
-        s_write_head(w, 3 + s_vectors_keys(&p->vec), m->type);
-        s_kstr(w, "id", p->id);
-        s_kuint(w, "first", p->first);
-        s_kuint(w, "count", p->vec.count);
-        s_write_vectors(w, &p->vec);
+        s_write_head(pk, 3 + s_vectors_keys(&p->vec), m->type);
+        s_kstr(pk, "id", p->id);
+        s_kuint(pk, "first", p->first);
+        s_kuint(pk, "count", p->vec.count);
+        s_write_vectors(pk, &p->vec);
         break;
     }
     case ZB_MSG_DONE: {
         const zb_msg_done_t *e = &m->u.done;
-        s_write_head(w, 5, m->type);
-        s_kstr(w, "id", e->id);
-        s_kuint(w, "texts", e->texts);
-        s_kuint(w, "tokens", e->tokens);
-        s_kuint(w, "parts", e->parts);
-        s_kuint(w, "elapsed_ms", e->elapsed_ms);
+        s_write_head(pk, 5, m->type);
+        s_kstr(pk, "id", e->id);
+        s_kuint(pk, "texts", e->texts);
+        s_kuint(pk, "tokens", e->tokens);
+        s_kuint(pk, "parts", e->parts);
+        s_kuint(pk, "elapsed_ms", e->elapsed_ms);
         break;
     }
     case ZB_MSG_ERROR: {
         const zb_msg_error_t *e = &m->u.error;
-        s_write_head(w, 2 + (e->id.len > 0), m->type);
-        if (e->id.len > 0) s_kstr(w, "id", e->id);
-        s_kname(w, "code", s_code_names[e->code]);
-        s_kstr(w, "message", e->message);
+        s_write_head(pk, 2 + (e->id.len > 0), m->type);
+        if (e->id.len > 0) s_kstr(pk, "id", e->id);
+        s_kname(pk, "code", s_code_names[e->code]);
+        s_kstr(pk, "message", e->message);
         break;
     }
     case ZB_MSG_STATUS_REPLY: {
         const zb_msg_status_reply_t *s = &m->u.status_reply;
-        s_write_head(w, 10 + (s->id.len > 0), m->type);
-        if (s->id.len > 0) s_kstr(w, "id", s->id);
-        s_kuint(w, "uptime_ms", s->uptime_ms);
-        s_key(w, "workers");
-        zb_mp_write_array(w, (uint32_t)s->n_workers);
+        s_write_head(pk, 10 + (s->id.len > 0), m->type);
+        if (s->id.len > 0) s_kstr(pk, "id", s->id);
+        s_kuint(pk, "uptime_ms", s->uptime_ms);
+        s_key(pk, "workers");
+        msgpack_pack_array(pk, s->n_workers);
         for (size_t k = 0; k < s->n_workers; k++) {
             const zb_msg_worker_info_t *wi = &s->workers[k];
-            zb_mp_write_map(w, 9);
-            s_kstr(w, "name", wi->name);
-            s_kstr(w, "model", wi->model);
-            s_kuint(w, "dim", wi->dim);
-            s_kuint(w, "threads", wi->threads);
-            s_kuint(w, "credit", wi->credit);
-            s_kuint(w, "in_flight", wi->in_flight);
-            s_kuint(w, "shards", wi->shards);
-            s_kuint(w, "tokens", wi->tokens);
-            s_kuint(w, "idle_ms", wi->idle_ms);
+            msgpack_pack_map(pk, 9);
+            s_kstr(pk, "name", wi->name);
+            s_kstr(pk, "model", wi->model);
+            s_kuint(pk, "dim", wi->dim);
+            s_kuint(pk, "threads", wi->threads);
+            s_kuint(pk, "credit", wi->credit);
+            s_kuint(pk, "in_flight", wi->in_flight);
+            s_kuint(pk, "shards", wi->shards);
+            s_kuint(pk, "tokens", wi->tokens);
+            s_kuint(pk, "idle_ms", wi->idle_ms);
         }
-        s_kuint(w, "requests", s->requests);
-        s_kuint(w, "queued_shards", s->queued_shards);
-        s_kuint(w, "queued_texts", s->queued_texts);
-        s_kuint(w, "in_flight_shards", s->in_flight_shards);
-        s_key(w, "texts_per_s");
-        zb_mp_write_float(w, s->texts_per_s);
-        s_key(w, "tokens_per_s");
-        zb_mp_write_float(w, s->tokens_per_s);
-        s_key(w, "latency_ms");
-        zb_mp_write_map(w, 3);
-        s_key(w, "p50");
-        zb_mp_write_float(w, s->latency_p50_ms);
-        s_key(w, "p90");
-        zb_mp_write_float(w, s->latency_p90_ms);
-        s_key(w, "p99");
-        zb_mp_write_float(w, s->latency_p99_ms);
-        s_kuint(w, "protocol_errors", s->protocol_errors);
+        s_kuint(pk, "requests", s->requests);
+        s_kuint(pk, "queued_shards", s->queued_shards);
+        s_kuint(pk, "queued_texts", s->queued_texts);
+        s_kuint(pk, "in_flight_shards", s->in_flight_shards);
+        s_key(pk, "texts_per_s");
+        msgpack_pack_double(pk, s->texts_per_s);
+        s_key(pk, "tokens_per_s");
+        msgpack_pack_double(pk, s->tokens_per_s);
+        s_key(pk, "latency_ms");
+        msgpack_pack_map(pk, 3);
+        s_key(pk, "p50");
+        msgpack_pack_double(pk, s->latency_p50_ms);
+        s_key(pk, "p90");
+        msgpack_pack_double(pk, s->latency_p90_ms);
+        s_key(pk, "p99");
+        msgpack_pack_double(pk, s->latency_p99_ms);
+        s_kuint(pk, "protocol_errors", s->protocol_errors);
         break;
     }
     case ZB_MSG_READY: {
         const zb_msg_ready_t *e = &m->u.ready;
-        s_write_head(w, 5, m->type);
-        s_kstr(w, "name", e->name);
-        s_kstr(w, "model", e->model);
-        s_kuint(w, "dim", e->dim);
-        s_kuint(w, "threads", e->threads);
-        s_kuint(w, "credit", e->credit);
+        s_write_head(pk, 5, m->type);
+        s_kstr(pk, "name", e->name);
+        s_kstr(pk, "model", e->model);
+        s_kuint(pk, "dim", e->dim);
+        s_kuint(pk, "threads", e->threads);
+        s_kuint(pk, "credit", e->credit);
         break;
     }
     case ZB_MSG_TASK: {
         const zb_msg_task_t *t = &m->u.task;
-        s_write_head(w, 2 + s_options_keys(&t->opt), m->type);
-        s_kuint(w, "shard", t->shard);
-        s_write_texts(w, t->texts, t->n_texts);
-        s_write_options(w, &t->opt);
+        s_write_head(pk, 2 + s_options_keys(&t->opt), m->type);
+        s_kuint(pk, "shard", t->shard);
+        s_write_texts(pk, t->texts, t->n_texts);
+        s_write_options(pk, &t->opt);
         break;
     }
     case ZB_MSG_RESULT: {
         const zb_msg_result_t *t = &m->u.result;
-        s_write_head(w, 2 + s_vectors_keys(&t->vec), m->type);
-        s_kuint(w, "shard", t->shard);
-        s_kuint(w, "tokens", t->tokens);
-        s_write_vectors(w, &t->vec);
+        s_write_head(pk, 2 + s_vectors_keys(&t->vec), m->type);
+        s_kuint(pk, "shard", t->shard);
+        s_kuint(pk, "tokens", t->tokens);
+        s_write_vectors(pk, &t->vec);
         break;
     }
-    default: s_write_head(w, 0, m->type); break;
+    default: s_write_head(pk, 0, m->type); break;
     }
 }
 
@@ -1217,16 +1275,20 @@ int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *
     s_ctx_t c = {.m = NULL, .d = d, .what = zb_msg_type_name(m->type), .enc = true};
     int rc = s_check(&c, m);
     if (rc < 0) return rc;
-    zb_mp_writer_t w = {0};
-    s_write(&w, m);
-    if (w.overflow || w.len > ZB_MSG_BODY_MAX)
+    s_sink_t sink = {0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sink, s_sink_count);
+    s_write(&pk, m);
+    if (sink.overflow || sink.len > ZB_MSG_BODY_MAX)
         return zb_diag_set(d, ZB_ELIMIT, "%s: the body would exceed the limit of %u bytes",
                            c.what, ZB_MSG_BODY_MAX);
-    uint8_t *buf = malloc(w.len);
+    size_t len = sink.len;
+    uint8_t *buf = malloc(len);
     if (buf == NULL) return zb_diag_set(d, ZB_ENOMEM, "%s: out of memory", c.what);
-    zb_mp_writer_t w2 = {.buf = buf, .cap = w.len};
-    s_write(&w2, m);
-    if (w2.overflow || w2.len != w.len) {
+    sink = (s_sink_t){.buf = buf, .cap = len};
+    msgpack_packer_init(&pk, &sink, s_sink_copy);
+    s_write(&pk, m);
+    if (sink.overflow || sink.len != len) {
         /* The two passes run the same code on the same struct: only a
          * struct changed by another thread meanwhile gets here. */
         free(buf);
@@ -1234,7 +1296,7 @@ int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *
                            c.what);
     }
     *out = buf;
-    *out_len = w.len;
+    *out_len = len;
     zb_diag_set(d, 0, NULL);
     return 0;
 }

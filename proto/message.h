@@ -12,6 +12,15 @@
  * struct they are given and produce the smallest encoding, so whatever
  * encodes decodes to an equal message and vice versa.
  *
+ * Two MessagePack implementations, one per direction.  Received bodies are
+ * read by our bounded reader (mp.h), never by msgpack-c's unpacker, which
+ * allocates arrays and maps from their declared counts before reading
+ * them.  Bodies we send are packed by msgpack-c's packer (callers link
+ * -lmsgpackc), which picks the smallest encoding of every value; the body
+ * is measured by a first pass that only counts bytes and packed by a
+ * second into one malloc() of exactly that size, so a large vectors bin is
+ * copied once.
+ *
  * Memory.  A decoded message holds views into the body it was decoded from
  * (strings, texts and the vectors bin are pointer + length, never copied,
  * never NUL-terminated, the vectors not aligned): the body must outlive the

@@ -1,5 +1,5 @@
 /*
- * mp.c -- bounded MessagePack reader and exact-size writer (see mp.h).
+ * mp.c -- bounded MessagePack reader (see mp.h).
  *
  * Every header is decoded by one function, s_head(), which knows all the
  * formats and checks that the header itself is complete; the readers then
@@ -418,82 +418,4 @@ bool zb_mp_utf8_valid(const void *buf, size_t len) {
         s += n + 1;
     }
     return true;
-}
-
-/* --- writer ------------------------------------------------------------- */
-
-static void s_put(zb_mp_writer_t *w, const void *p, size_t n) {
-    if (w->buf != NULL) {
-        if (w->overflow || n > w->cap - w->len) {
-            w->overflow = true;
-            return;
-        }
-        if (n > 0) memcpy(w->buf + w->len, p, n);
-    }
-    w->len += n;
-}
-
-/* Type byte followed by the low width bytes of v, big-endian. */
-static void s_put_be(zb_mp_writer_t *w, uint8_t type, uint64_t v, size_t width) {
-    uint8_t b[9];
-    b[0] = type;
-    for (size_t k = 0; k < width; k++) b[1 + k] = (uint8_t)(v >> (8 * (width - 1 - k)));
-    s_put(w, b, 1 + width);
-}
-
-void zb_mp_write_nil(zb_mp_writer_t *w) {
-    s_put_be(w, 0xc0, 0, 0);
-}
-
-void zb_mp_write_bool(zb_mp_writer_t *w, bool v) {
-    s_put_be(w, v ? 0xc3 : 0xc2, 0, 0);
-}
-
-void zb_mp_write_uint(zb_mp_writer_t *w, uint64_t v) {
-    if (v <= 0x7f) s_put_be(w, (uint8_t)v, 0, 0);
-    else if (v <= 0xff) s_put_be(w, 0xcc, v, 1);
-    else if (v <= 0xffff) s_put_be(w, 0xcd, v, 2);
-    else if (v <= 0xffffffffu) s_put_be(w, 0xce, v, 4);
-    else s_put_be(w, 0xcf, v, 8);
-}
-
-void zb_mp_write_float(zb_mp_writer_t *w, double v) {
-    uint64_t u;
-    memcpy(&u, &v, sizeof u);
-    s_put_be(w, 0xcb, u, 8);
-}
-
-/* Header of a str or bin of len bytes; lengths past 32 bits cannot be
- * written at all, which the message layer prevents with its body limit. */
-static void s_put_len(zb_mp_writer_t *w, bool str, size_t len) {
-    if (len > 0xffffffffu) {
-        w->overflow = true;
-        return;
-    }
-    if (str && len <= 31) s_put_be(w, (uint8_t)(0xa0 | len), 0, 0);
-    else if (len <= 0xff) s_put_be(w, str ? 0xd9 : 0xc4, len, 1);
-    else if (len <= 0xffff) s_put_be(w, str ? 0xda : 0xc5, len, 2);
-    else s_put_be(w, str ? 0xdb : 0xc6, len, 4);
-}
-
-void zb_mp_write_str(zb_mp_writer_t *w, const char *s, size_t len) {
-    s_put_len(w, true, len);
-    s_put(w, s, len);
-}
-
-void zb_mp_write_bin(zb_mp_writer_t *w, const void *b, size_t len) {
-    s_put_len(w, false, len);
-    s_put(w, b, len);
-}
-
-void zb_mp_write_array(zb_mp_writer_t *w, uint32_t n) {
-    if (n <= 15) s_put_be(w, (uint8_t)(0x90 | n), 0, 0);
-    else if (n <= 0xffff) s_put_be(w, 0xdc, n, 2);
-    else s_put_be(w, 0xdd, n, 4);
-}
-
-void zb_mp_write_map(zb_mp_writer_t *w, uint32_t n) {
-    if (n <= 15) s_put_be(w, (uint8_t)(0x80 | n), 0, 0);
-    else if (n <= 0xffff) s_put_be(w, 0xde, n, 2);
-    else s_put_be(w, 0xdf, n, 4);
 }

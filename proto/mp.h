@@ -1,8 +1,7 @@
 /*
- * mp.h -- MessagePack at the byte level: a bounded reader for untrusted
- * bytes and a small exact-size writer.
+ * mp.h -- a bounded MessagePack reader for untrusted bytes.
  *
- * Reader.  A cursor over [p, end).  Every read checks the bytes left before
+ * A cursor over [p, end).  Every read checks the bytes left before
  * touching them; a str, bin or ext length must fit in the bytes left, and an
  * array (map) count must too, at one (two) bytes per element, so a 5-byte
  * header cannot announce more than the buffer holds.  The reader never
@@ -12,18 +11,16 @@
  * fails leaves the cursor where it was, so the caller can zb_mp_peek() to
  * say what it found.  Nesting is bounded by the depth the caller gives
  * zb_mp_skip(); everything else reads one level at a time.
- * msgpack-c's unpacker is not used on untrusted input because it allocates
- * arrays and maps from their declared counts before reading them.
  *
- * Writer.  Our own rather than msgpack-c's packer: a message is written
- * twice, first with no buffer to measure it, then into one allocation of
- * exactly that size, so a 100 MB vectors bin is copied once and never
- * reallocated; and the protocol library then needs no msgpack-c at all
- * (the tests use msgpack-c as an independent judge of our bytes).  The
- * writer always picks the smallest encoding, as PROTOCOL.md asks of
- * senders.
+ * Decoding and encoding are split on purpose.  msgpack-c's unpacker is not
+ * used on received bytes because it allocates arrays and maps from their
+ * declared counts before reading them, so a few hostile bytes could make it
+ * allocate gigabytes; this reader checks every count against the bytes
+ * present instead.  Encoding has no such hazard (the input is our own
+ * struct), so message.c packs bodies with msgpack-c's packer, which always
+ * writes the smallest encoding, as PROTOCOL.md asks of senders.
  *
- * Thread-safety: readers and writers are plain values owned by one caller.
+ * Thread-safety: a reader is a plain value owned by one caller.
  */
 #ifndef ZB_MP_H
 #define ZB_MP_H
@@ -109,30 +106,5 @@ int zb_mp_skip(zb_mp_reader_t *r, int depth);
 /* True when buf[0..len) is well-formed UTF-8: no overlong forms, no
  * surrogates, nothing above U+10FFFF, no truncated sequence. */
 bool zb_mp_utf8_valid(const void *buf, size_t len);
-
-/*
- * Writer.  With buf NULL it only counts (len grows, nothing is written);
- * with a buffer of cap bytes it writes, and a write that would pass cap
- * sets overflow and writes nothing.  Callers measure, allocate len bytes,
- * write again and check !overflow && len == cap.
- */
-typedef struct zb_mp_writer {
-    uint8_t *buf;  /* NULL: measuring */
-    size_t cap;    /* bytes of buf */
-    size_t len;    /* bytes written (or measured) so far */
-    bool overflow; /* a write did not fit */
-} zb_mp_writer_t;
-
-void zb_mp_write_nil(zb_mp_writer_t *w);
-void zb_mp_write_bool(zb_mp_writer_t *w, bool v);
-void zb_mp_write_uint(zb_mp_writer_t *w, uint64_t v);
-/* Always float 64 (exact for every value we send). */
-void zb_mp_write_float(zb_mp_writer_t *w, double v);
-/* Header and bytes; s may be NULL when len is 0. */
-void zb_mp_write_str(zb_mp_writer_t *w, const char *s, size_t len);
-void zb_mp_write_bin(zb_mp_writer_t *w, const void *b, size_t len);
-/* Headers only: the caller writes n elements (n pairs) after them. */
-void zb_mp_write_array(zb_mp_writer_t *w, uint32_t n);
-void zb_mp_write_map(zb_mp_writer_t *w, uint32_t n);
 
 #endif

@@ -1,12 +1,14 @@
 /*
- * test_message.c -- the wire codec: proto/mp (bounded MessagePack reader,
- * exact-size writer) and proto/message (messages of PROTOCOL.md).
+ * test_message.c -- the wire codec: proto/mp (bounded MessagePack reader)
+ * and proto/message (messages of PROTOCOL.md, packed with msgpack-c).
  *
  * What is checked:
  *   - the reader accepts every width of every type and refuses lengths and
  *     counts that run past the data, leaving the cursor where it was;
- *   - the writer's bytes equal msgpack-c's packer's, value by value, at
- *     every width boundary; UTF-8 validation agrees with utf8proc;
+ *   - the encoder writes the smallest form of every value (fixstr, str
+ *     8/16/32, uint widths, array 16/32, bin 8/16/32, float 64) at every
+ *     width boundary, against bodies built by hand; UTF-8 validation agrees
+ *     with utf8proc;
  *   - every message type round-trips (edge values included), decoded
  *     strings and vectors are views into the body, and msgpack-c reads our
  *     bodies as one complete object;
@@ -763,120 +765,147 @@ static void test_utf8(void **state) {
     }
 }
 
-/* --- proto/mp: writer, against msgpack-c's packer --------------------------- */
+/* --- encoder: the smallest form of every value, byte for byte ------------- */
 
-typedef struct s_pk {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} s_pk_t;
-
-static void s_pk_init(s_pk_t *p) {
-    msgpack_sbuffer_init(&p->sb);
-    msgpack_packer_init(&p->pk, &p->sb, msgpack_sbuffer_write);
-}
-
-/* Our writer's bytes, measured then written. */
-typedef void (*s_wfn)(zb_mp_writer_t *w, uint64_t arg, const uint8_t *data);
-
-static void s_same_bytes(s_wfn fn, uint64_t arg, const uint8_t *data, const s_pk_t *ref) {
-    zb_mp_writer_t m = {0};
-    fn(&m, arg, data);
-    assert_false(m.overflow);
-    assert_int_equal(m.len, ref->sb.size);
-    uint8_t *buf = malloc(m.len + 1);
-    buf[m.len] = 0x5a; /* guard */
-    zb_mp_writer_t w = {.buf = buf, .cap = m.len};
-    fn(&w, arg, data);
-    assert_false(w.overflow);
-    assert_int_equal(w.len, m.len);
-    assert_memory_equal(buf, ref->sb.data, m.len);
-    assert_int_equal(buf[m.len], 0x5a);
+/* Encodes m and checks the body is exactly want's bytes (built by hand with
+ * explicit widths, independently of the packer). */
+static void s_encodes_to(const zb_msg_t *m, const hb_t *want, const char *what) {
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    zb_diag_t d = {{0}};
+    if (zb_msg_encode(m, &buf, &len, &d) != 0) fail_msg("%s: encode failed: %s", what, d.msg);
+    size_t k = 0;
+    while (k < len && k < want->n && buf[k] == want->b[k]) k++;
+    if (len != want->n || k != len)
+        fail_msg("%s: %zu bytes, expected %zu; first difference at byte %zu", what, len,
+                 want->n, k);
     free(buf);
 }
 
-static void s_w_uint(zb_mp_writer_t *w, uint64_t v, const uint8_t *d) {
-    (void)d;
-    zb_mp_write_uint(w, v);
-}
-static void s_w_str(zb_mp_writer_t *w, uint64_t n, const uint8_t *d) {
-    zb_mp_write_str(w, (const char *)d, (size_t)n);
-}
-static void s_w_bin(zb_mp_writer_t *w, uint64_t n, const uint8_t *d) {
-    zb_mp_write_bin(w, d, (size_t)n);
-}
-static void s_w_array(zb_mp_writer_t *w, uint64_t n, const uint8_t *d) {
-    (void)d;
-    zb_mp_write_array(w, (uint32_t)n);
-}
-static void s_w_map(zb_mp_writer_t *w, uint64_t n, const uint8_t *d) {
-    (void)d;
-    zb_mp_write_map(w, (uint32_t)n);
-}
-static void s_w_misc(zb_mp_writer_t *w, uint64_t n, const uint8_t *d) {
-    (void)d;
-    zb_mp_write_nil(w);
-    zb_mp_write_bool(w, n & 1);
-    zb_mp_write_bool(w, !(n & 1));
-    zb_mp_write_float(w, (double)n / 3.0);
+static void hb_head(hb_t *h, uint32_t n_keys, const char *type) {
+    hb_map(h, 0, n_keys + 2);
+    hb_str(h, 0, "v"), hb_uint(h, 0, 1);
+    hb_str(h, 0, "type"), hb_str(h, 0, type);
 }
 
-static void test_mp_writer(void **state) {
+static void test_encode_smallest_forms(void **state) {
     (void)state;
-    static const uint64_t uints[] = {0,          1,           127,         128,
-                                     255,        256,         65535,       65536,
-                                     4294967295, 4294967296u, UINT64_MAX - 1, UINT64_MAX};
+    zb_msg_t m;
+    hb_t h = {0};
+    char what[64];
+
+    /* str: fixstr up to 31 bytes, then str 8, 16, 32 */
+    static const struct { size_t len; int width; } strs[] = {
+        {0, 0}, {1, 0}, {31, 0}, {32, 8}, {255, 8}, {256, 16}, {1024, 16}};
+    char *text = malloc(65537);
+    memset(text, 'm', 65536);
+    for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
+        text[strs[k].len] = '\0';
+        m = (zb_msg_t){.type = ZB_MSG_ERROR};
+        m.u.error = (zb_msg_error_t){.code = ZB_MSG_CODE_BUSY, .message = {text, strs[k].len}};
+        hb_head(&h, 2, "error");
+        hb_str(&h, 0, "code"), hb_str(&h, 0, "busy");
+        hb_str(&h, 0, "message"), hb_str(&h, strs[k].width, text);
+        snprintf(what, sizeof what, "message of %zu bytes", strs[k].len);
+        s_encodes_to(&m, &h, what);
+        hb_free(&h);
+        text[strs[k].len] = 'm';
+    }
+    /* texts (whose size the protocol leaves to the engine) reach str 16 and
+     * 32; every option key written; arrays: fixarray, array 16, array 32 */
+    static const struct { size_t len, n; int sw, aw; } texts[] = {
+        {65535, 1, 16, 0}, {65536, 1, 32, 0}, {0, 15, 0, 0},
+        {0, 16, 0, 16}, {0, 65535, 0, 16}, {0, 65536, 0, 32}};
+    zb_msg_str_t *many = malloc(65536 * sizeof *many);
+    for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
+        text[texts[k].len] = '\0';
+        for (size_t i = 0; i < texts[k].n; i++) many[i] = (zb_msg_str_t){text, texts[k].len};
+        m = (zb_msg_t){.type = ZB_MSG_EMBED};
+        m.u.embed = (zb_msg_embed_t){
+            .id = S("a"), .texts = many, .n_texts = texts[k].n,
+            .opt = {ZB_MSG_LEVEL_SENTENCE, ZB_MSG_POOL_MEAN, true, true}};
+        hb_head(&h, 6, "embed");
+        hb_str(&h, 0, "id"), hb_str(&h, 0, "a");
+        hb_str(&h, 0, "texts"), hb_array(&h, texts[k].aw, (uint32_t)texts[k].n);
+        for (size_t i = 0; i < texts[k].n; i++) hb_str(&h, texts[k].sw, text);
+        hb_str(&h, 0, "level"), hb_str(&h, 0, "sentence");
+        hb_str(&h, 0, "pooling"), hb_str(&h, 0, "mean");
+        hb_str(&h, 0, "normalize"), hb_byte(&h, 0xc3);
+        hb_str(&h, 0, "windows"), hb_byte(&h, 0xc3);
+        snprintf(what, sizeof what, "%zu texts of %zu bytes", texts[k].n, texts[k].len);
+        s_encodes_to(&m, &h, what);
+        hb_free(&h);
+        text[texts[k].len] = 'm';
+    }
+    free(many);
+    free(text);
+
+    /* uint: positive fixint up to 127, then uint 8, 16, 32, 64 (never int) */
+    static const struct { uint64_t v; int form; } uints[] = {
+        {0, 0}, {127, 0}, {128, 8}, {255, 8}, {256, 16}, {65535, 16}, {65536, 32},
+        {UINT32_MAX, 32}, {(uint64_t)UINT32_MAX + 1, 64}, {UINT64_MAX, 64}};
     for (size_t k = 0; k < sizeof uints / sizeof *uints; k++) {
-        s_pk_t p;
-        s_pk_init(&p);
-        msgpack_pack_uint64(&p.pk, uints[k]);
-        s_same_bytes(s_w_uint, uints[k], NULL, &p);
-        msgpack_sbuffer_destroy(&p.sb);
+        m = (zb_msg_t){.type = ZB_MSG_DONE};
+        m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v};
+        hb_head(&h, 5, "done");
+        hb_str(&h, 0, "id"), hb_str(&h, 0, "r");
+        hb_str(&h, 0, "texts"), hb_uint(&h, 32, ZB_MSG_TEXTS_MAX);
+        hb_str(&h, 0, "tokens"), hb_uint(&h, uints[k].form, uints[k].v);
+        hb_str(&h, 0, "parts"), hb_uint(&h, 0, 1);
+        hb_str(&h, 0, "elapsed_ms"), hb_uint(&h, uints[k].form, uints[k].v);
+        snprintf(what, sizeof what, "uint %llu", (unsigned long long)uints[k].v);
+        s_encodes_to(&m, &h, what);
+        hb_free(&h);
     }
-    static const uint64_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536, 70000};
-    uint8_t *data = malloc(70000);
-    for (size_t i = 0; i < 70000; i++) data[i] = (uint8_t)('a' + i % 26);
-    for (size_t k = 0; k < sizeof lens / sizeof *lens; k++) {
-        s_pk_t p;
-        s_pk_init(&p);
-        msgpack_pack_str(&p.pk, lens[k]);
-        msgpack_pack_str_body(&p.pk, data, lens[k]);
-        s_same_bytes(s_w_str, lens[k], data, &p);
-        msgpack_sbuffer_destroy(&p.sb);
-        s_pk_init(&p);
-        msgpack_pack_bin(&p.pk, lens[k]);
-        msgpack_pack_bin_body(&p.pk, data, lens[k]);
-        s_same_bytes(s_w_bin, lens[k], data, &p);
-        msgpack_sbuffer_destroy(&p.sb);
+
+    /* bin: bin 8 up to 255 bytes (empty included), then bin 16, 32 */
+    static const struct { uint32_t dim, rows; int width; } bins[] = {
+        {1, 0, 8}, {63, 1, 8}, {64, 1, 16}, {16383, 1, 16}, {16384, 1, 32}};
+    float *vec = calloc(16384, sizeof *vec);
+    for (size_t i = 0; i < 16384; i++) vec[i] = (float)i - 0.5f;
+    for (size_t k = 0; k < sizeof bins / sizeof *bins; k++) {
+        uint32_t rows[1] = {bins[k].rows};
+        size_t bytes = (size_t)bins[k].dim * 4 * bins[k].rows;
+        m = (zb_msg_t){.type = ZB_MSG_RESULT};
+        m.u.result = (zb_msg_result_t){
+            .shard = 3, .tokens = 9,
+            .vec = {.level = ZB_MSG_LEVEL_SENTENCE, .dim = bins[k].dim, .count = 1,
+                    .rows = rows, .n_rows = bins[k].rows, .vectors = bytes ? vec : NULL,
+                    .vectors_len = bytes}};
+        hb_head(&h, 6, "result");
+        hb_str(&h, 0, "shard"), hb_uint(&h, 0, 3);
+        hb_str(&h, 0, "tokens"), hb_uint(&h, 0, 9);
+        hb_str(&h, 0, "level"), hb_str(&h, 0, "sentence");
+        hb_str(&h, 0, "dim"), hb_uint(&h, bins[k].dim < 128 ? 0 : 16, bins[k].dim);
+        hb_str(&h, 0, "rows"), hb_array(&h, 0, 1), hb_uint(&h, 0, bins[k].rows);
+        hb_str(&h, 0, "vectors"), hb_bin(&h, bins[k].width, vec, bytes);
+        snprintf(what, sizeof what, "bin of %zu bytes", bytes);
+        s_encodes_to(&m, &h, what);
+        hb_free(&h);
     }
-    free(data);
-    static const uint64_t counts[] = {0, 15, 16, 65535, 65536, 4294967295u};
-    for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
-        s_pk_t p;
-        s_pk_init(&p);
-        msgpack_pack_array(&p.pk, (size_t)counts[k]);
-        s_same_bytes(s_w_array, counts[k], NULL, &p);
-        msgpack_sbuffer_destroy(&p.sb);
-        s_pk_init(&p);
-        msgpack_pack_map(&p.pk, (size_t)counts[k]);
-        s_same_bytes(s_w_map, counts[k], NULL, &p);
-        msgpack_sbuffer_destroy(&p.sb);
-    }
-    for (uint64_t v = 0; v < 4; v++) {
-        s_pk_t p;
-        s_pk_init(&p);
-        msgpack_pack_nil(&p.pk);
-        if (v & 1) msgpack_pack_true(&p.pk), msgpack_pack_false(&p.pk);
-        else msgpack_pack_false(&p.pk), msgpack_pack_true(&p.pk);
-        msgpack_pack_double(&p.pk, (double)v / 3.0);
-        s_same_bytes(s_w_misc, v, NULL, &p);
-        msgpack_sbuffer_destroy(&p.sb);
-    }
-    /* a write that does not fit writes nothing and says so */
-    uint8_t small[4] = {0, 0, 0, 0};
-    zb_mp_writer_t w = {.buf = small, .cap = 3};
-    zb_mp_write_str(&w, "abcdef", 6);
-    assert_true(w.overflow);
-    assert_int_equal(small[3], 0);
+    free(vec);
+
+    /* float: always float 64, whole numbers and zero included */
+    m = (zb_msg_t){.type = ZB_MSG_STATUS_REPLY};
+    m.u.status_reply = (zb_msg_status_reply_t){
+        .uptime_ms = 1000, .requests = 200, .texts_per_s = 2.0, .tokens_per_s = 0.0,
+        .latency_p50_ms = 0.1, .latency_p90_ms = 1e300, .latency_p99_ms = 5e-324};
+    hb_head(&h, 10, "status_reply");
+    hb_str(&h, 0, "uptime_ms"), hb_uint(&h, 16, 1000);
+    hb_str(&h, 0, "workers"), hb_array(&h, 0, 0);
+    hb_str(&h, 0, "requests"), hb_uint(&h, 8, 200);
+    hb_str(&h, 0, "queued_shards"), hb_uint(&h, 0, 0);
+    hb_str(&h, 0, "queued_texts"), hb_uint(&h, 0, 0);
+    hb_str(&h, 0, "in_flight_shards"), hb_uint(&h, 0, 0);
+    hb_str(&h, 0, "texts_per_s"), hb_f64(&h, 2.0);
+    hb_str(&h, 0, "tokens_per_s"), hb_f64(&h, 0.0);
+    hb_str(&h, 0, "latency_ms"), hb_map(&h, 0, 3);
+    hb_str(&h, 0, "p50"), hb_f64(&h, 0.1);
+    hb_str(&h, 0, "p90"), hb_f64(&h, 1e300);
+    hb_str(&h, 0, "p99"), hb_f64(&h, 5e-324);
+    hb_str(&h, 0, "protocol_errors"), hb_uint(&h, 0, 0);
+    s_encodes_to(&m, &h, "status_reply floats");
+    hb_free(&h);
 }
 
 /* --- sample messages ------------------------------------------------------ */
@@ -2039,7 +2068,7 @@ int main(void) {
         cmocka_unit_test(test_mp_bounds),
         cmocka_unit_test(test_mp_skip),
         cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_mp_writer),
+        cmocka_unit_test(test_encode_smallest_forms),
         cmocka_unit_test(test_roundtrip_samples),
         cmocka_unit_test(test_roundtrip_edges),
         cmocka_unit_test(test_wide_part),
