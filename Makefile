@@ -120,9 +120,18 @@ demo: deps-quiet
 	sh deploy/demo.sh $(BIN) $(DEMO_MODEL)
 
 bench: deps-quiet
-	@sh deploy/install-deps.sh fortunes
-	$(MAKE) --no-print-directory all
-	sh bench/run.sh $(BIN)
+	@sh deploy/install-deps.sh fortunes time
+	$(MAKE) --no-print-directory all $(ENGINE_LIB) $(PROTO_LIB)
+	@mkdir -p $(BUILD)/bench
+	$(CC) $(CFLAGS) bench/sgemm_probe.c $(LDFLAGS) -lopenblas -o $(BUILD)/bench/sgemm_probe
+	$(CC) $(CFLAGS) bench/latency.c $(ENGINE_LIB) $(PROTO_LIB) $(LDFLAGS) \
+	    $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $(BUILD)/bench/zbert_latency
+	sh bench/run.sh $(BIN) $(BUILD)/bench
+bench-deps: deps-quiet
+	sh deploy/install-deps.sh fortunes time python3-torch python3-numpy
+	command -v node > /dev/null || sh deploy/install-deps.sh nodejs
+	command -v npm > /dev/null || sh deploy/install-deps.sh npm
+	cd bench/node && npm ci --ignore-scripts --no-audit --no-fund
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
