@@ -57,6 +57,7 @@ enum {
 };
 #define K_TERM (K_DOT | K_ELLIPSIS | K_STRONG | K_CJK)
 
+/* clang-format off */
 static const uint16_t s_ascii[128] = {
     ['\t'] = K_SPACE,
     ['\n'] = K_SPACE | K_LINE,
@@ -96,7 +97,9 @@ static const uint16_t s_ascii[128] = {
     ['v'] = L_, ['w'] = L_, ['x'] = L_, ['y'] = L_, ['z'] = L_,
 #undef L_
 };
+/* clang-format on */
 
+/* clang-format off */
 static unsigned s_class_wide(int32_t u) {
     switch (u) {
     case 0x85: case 0x2028: return K_SPACE | K_LINE;
@@ -148,6 +151,7 @@ static unsigned s_class_wide(int32_t u) {
     default: return 0;
     }
 }
+/* clang-format on */
 
 static inline unsigned s_class(int32_t u) {
     return u < 128 ? s_ascii[u] : s_class_wide(u);
@@ -202,10 +206,14 @@ static bool s_valid_utf8(const uint8_t *p, size_t n) {
         }
         size_t k;
         uint32_t u, min;
-        if (c >= 0xC2 && c <= 0xDF) k = 2, u = c & 0x1F, min = 0x80;
-        else if (c >= 0xE0 && c <= 0xEF) k = 3, u = c & 0x0F, min = 0x800;
-        else if (c >= 0xF0 && c <= 0xF4) k = 4, u = c & 0x07, min = 0x10000;
-        else return false;
+        if (c >= 0xC2 && c <= 0xDF)
+            k = 2, u = c & 0x1F, min = 0x80;
+        else if (c >= 0xE0 && c <= 0xEF)
+            k = 3, u = c & 0x0F, min = 0x800;
+        else if (c >= 0xF0 && c <= 0xF4)
+            k = 4, u = c & 0x07, min = 0x10000;
+        else
+            return false;
         if (n - i < k) return false;
         for (size_t j = 1; j < k; j++) {
             if ((p[i + j] & 0xC0) != 0x80) return false;
@@ -235,6 +243,7 @@ typedef struct abbrev {
     unsigned char kind;
 } abbrev_t;
 
+/* clang-format off */
 static const abbrev_t s_abbrevs[] = {
     /* titles and other words that precede a name */
     {"mr", A_PRE}, {"mrs", A_PRE}, {"ms", A_PRE}, {"mx", A_PRE}, {"messrs", A_PRE},
@@ -271,7 +280,7 @@ static const abbrev_t s_abbrevs[] = {
     {"apt", A_GEN}, {"bldg", A_GEN}, {"dir", A_GEN}, {"mgr", A_GEN}, {"asst", A_GEN},
     {"incl", A_GEN}, {"excl", A_GEN}, {"esp", A_GEN}, {"orig", A_GEN}, {"prev", A_GEN},
     {"publ", A_GEN}, {"repr", A_GEN}, {"trans", A_GEN}, {"transl", A_GEN}, {"var", A_GEN},
-    {"ver", A_GEN}, {"vers", A_GEN}, {"std", A_GEN}, {"dept", A_GEN}, {"jan", A_GEN},
+    {"ver", A_GEN}, {"vers", A_GEN}, {"std", A_GEN}, {"jan", A_GEN},
     {"feb", A_GEN}, {"mar", A_GEN}, {"apr", A_GEN}, {"jun", A_GEN}, {"jul", A_GEN},
     {"aug", A_GEN}, {"sep", A_GEN}, {"sept", A_GEN}, {"oct", A_GEN}, {"nov", A_GEN},
     {"dec", A_GEN}, {"mon", A_GEN}, {"tue", A_GEN}, {"tues", A_GEN}, {"wed", A_GEN},
@@ -302,11 +311,12 @@ static const char *const s_starters[] = {
     "why",      "will",      "with",     "would",   "yesterday", "yet",     "you",
     "your",
 };
+/* clang-format on */
 
 /* Short lower-case words a title may hold ("Results and Discussion"). */
 static const char *const s_title_words[] = {
-    "a", "an", "and", "as", "at", "by", "de", "for", "from", "in", "into", "of",
-    "on", "or", "per", "the", "to", "via", "vs", "with",
+    "a",    "an", "and", "as", "at",  "by",  "de", "for", "from", "in",
+    "into", "of", "on",  "or", "per", "the", "to", "via", "vs",   "with",
 };
 
 /* Copies text[b..e) ASCII-lower-cased into buf (NUL-terminated) when it
@@ -323,7 +333,7 @@ static size_t s_lower(const uint8_t *s, size_t b, size_t e, char *buf, size_t ca
 }
 
 static unsigned s_abbrev_kind(const uint8_t *s, size_t b, size_t e) {
-    char w[16];
+    char w[8]; /* the longest abbreviation has 6 bytes */
     if (!s_lower(s, b, e, w, sizeof w)) return A_NONE;
     for (size_t i = 0; i < sizeof s_abbrevs / sizeof *s_abbrevs; i++)
         if (s_abbrevs[i].s[0] == w[0] && strcmp(s_abbrevs[i].s, w) == 0) return s_abbrevs[i].kind;
@@ -466,8 +476,10 @@ static bool s_next_piece(iter_t *it, piece_t *p) {
             size_t j = s_dec(s, i, &u);
             unsigned k = s_class(u);
             if (!(k & K_SPACE)) break;
-            if (k & K_PARA) nl += 2;
-            else if ((k & K_LINE) && !(u == '\n' && cr)) nl++; /* \r\n is one break */
+            if (k & K_PARA)
+                nl += 2;
+            else if ((k & K_LINE) && !(u == '\n' && cr))
+                nl++; /* \r\n is one break */
             cr = u == '\r';
             i = j;
         }
@@ -506,8 +518,10 @@ static bool s_para_has_term(const uint8_t *s, size_t len, size_t b) {
         size_t j = s_dec(s, i, &u);
         unsigned k = s_class(u);
         if (k & K_SPACE) {
-            if (k & K_PARA) nl += 2;
-            else if ((k & K_LINE) && !(u == '\n' && cr)) nl++;
+            if (k & K_PARA)
+                nl += 2;
+            else if ((k & K_LINE) && !(u == '\n' && cr))
+                nl++;
             if (nl >= 2) return false;
             cr = u == '\r';
             i = j;
@@ -611,8 +625,10 @@ static unsigned s_word_kind(const uint8_t *s, const tail_t *t, unsigned *abbrev)
     bool digit = false, number = i < e;
     while (i < e && number) {
         j = s_dec(s, i, &u);
-        if (s_class(u) & K_DIGIT) digit = true;
-        else if (u != ',' && u != '.') number = false;
+        if (s_class(u) & K_DIGIT)
+            digit = true;
+        else if (u != ',' && u != '.')
+            number = false;
         i = j;
     }
     if (number && digit) return W_NUMBER;
@@ -642,13 +658,13 @@ static unsigned s_word_kind(const uint8_t *s, const tail_t *t, unsigned *abbrev)
 
 enum { N_UPPER = 1, N_LOWER, N_CASELESS, N_DIGIT, N_CONT, N_SYMBOL };
 
-/* How piece p starts (after opening quotes and brackets), and whether its
- * first word opens sentences. */
+/* How piece p starts (after opening quotes and brackets), and, when
+ * starter is not NULL, whether its first word opens sentences. */
 static unsigned s_start_kind(const uint8_t *s, const piece_t *p, bool *starter) {
     size_t i = p->b;
     int32_t u = 0;
     unsigned k = 0;
-    *starter = false;
+    if (starter) *starter = false;
     while (i < p->e) {
         size_t j = s_dec(s, i, &u);
         k = s_class(u);
@@ -656,7 +672,7 @@ static unsigned s_start_kind(const uint8_t *s, const piece_t *p, bool *starter) 
         i = j;
     }
     if (i >= p->e) return N_SYMBOL;
-    if (k & K_LETTER) {
+    if ((k & K_LETTER) && starter) {
         size_t e = i;
         while (e < p->e && (s_class_at(s, e) & K_LETTER)) {
             int32_t v;
@@ -665,6 +681,8 @@ static unsigned s_start_kind(const uint8_t *s, const piece_t *p, bool *starter) 
         char w[16];
         if (s_lower(s, i, e, w, sizeof w))
             *starter = s_in_list(w, s_starters, sizeof s_starters / sizeof *s_starters);
+    }
+    if (k & K_LETTER) {
         if (k & K_UPPER) return N_UPPER;
         if (k & K_LOWER) return N_LOWER;
         return N_CASELESS;
@@ -681,17 +699,55 @@ static bool s_opens(unsigned nk) {
 /* --- list markers ------------------------------------------------------- */
 
 /* Marker styles: how the ordinal is written ("1." "1)" "1.)" "(1)") times
- * what it is (digits, lower-case letter, upper-case letter). */
+ * what it is (digits, lower-case letter, upper-case letter, roman numeral
+ * of two or more letters: "ii", "IV"). */
 enum { M_DOT = 1, M_PAREN, M_DOTPAREN, M_BOTH };
-enum { M_DIGITS = 1, M_LOWER, M_UPPER };
+enum { M_DIGITS = 1, M_LOWER, M_UPPER, M_ROMAN };
+#define M_KIND(m) ((m) % 8)
+
+/* The value of a roman numeral of 2 to 7 letters, all lower or all upper
+ * case (0 when it is not one).  Loose: "IIII" passes, which is harmless. */
+static long s_roman(const uint8_t *s, size_t b, size_t e) {
+    if (e - b < 2 || e - b > 7) return 0;
+    bool upper = s[b] < 'a';
+    long v = 0, prev = 0;
+    for (size_t i = e; i-- > b;) {
+        uint8_t c = s[i];
+        if ((c < 'a') != upper) return 0;
+        long d;
+        switch (c | 0x20) {
+        case 'i':
+            d = 1;
+            break;
+        case 'v':
+            d = 5;
+            break;
+        case 'x':
+            d = 10;
+            break;
+        case 'l':
+            d = 50;
+            break;
+        case 'c':
+            d = 100;
+            break;
+        default:
+            return 0;
+        }
+        v += d < prev ? -d : d;
+        if (d > prev) prev = d;
+    }
+    return v > 0 ? v : 0;
+}
 
 /* Parses piece text[b..e) as a whole list marker after optional bullets;
- * returns style * 4 + kind and the ordinal, or 0. */
+ * returns style * 8 + kind and the ordinal, or 0. */
 static int s_marker(const uint8_t *s, size_t b, size_t e, long *ord) {
     while (b < e && (s_class_at(s, b) & K_BULLET)) {
         int32_t u;
         b = s_dec(s, b, &u);
     }
+    if (e - b > 10) return 0; /* "(iii)", "viii.)", "100.)" are shorter */
     size_t i = b;
     bool lp = i < e && s[i] == '(';
     if (lp) i++;
@@ -704,19 +760,33 @@ static int s_marker(const uint8_t *s, size_t b, size_t e, long *ord) {
         kind = M_DIGITS;
         *ord = v;
     } else if (i < e && s[i] < 0x80 && (s_ascii[s[i]] & K_LETTER)) {
-        kind = (s_ascii[s[i]] & K_UPPER) ? M_UPPER : M_LOWER;
-        *ord = s[i++];
+        size_t r = i;
+        while (r < e && s[r] < 0x80 && (s_ascii[s[r]] & K_LETTER)) r++;
+        if (r - i == 1) {
+            kind = (s_ascii[s[i]] & K_UPPER) ? M_UPPER : M_LOWER;
+            *ord = s[i++];
+        } else if ((*ord = s_roman(s, i, r))) {
+            kind = M_ROMAN;
+            i = r;
+        } else {
+            return 0;
+        }
     } else {
         return 0;
     }
     size_t r = e - i;
     int style;
-    if (lp) style = r == 1 && s[i] == ')' ? M_BOTH : 0;
-    else if (r == 1 && s[i] == '.') style = M_DOT;
-    else if (r == 1 && s[i] == ')') style = M_PAREN;
-    else if (r == 2 && s[i] == '.' && s[i + 1] == ')') style = M_DOTPAREN;
-    else style = 0;
-    return style ? style * 4 + kind : 0;
+    if (lp)
+        style = r == 1 && s[i] == ')' ? M_BOTH : 0;
+    else if (r == 1 && s[i] == '.')
+        style = M_DOT;
+    else if (r == 1 && s[i] == ')')
+        style = M_PAREN;
+    else if (r == 2 && s[i] == '.' && s[i + 1] == ')')
+        style = M_DOTPAREN;
+    else
+        style = 0;
+    return style ? style * 8 + kind : 0;
 }
 
 /* --- the segmenter ------------------------------------------------------ */
@@ -725,19 +795,20 @@ typedef struct seg {
     const uint8_t *s;
     size_t len;
     bool semi_ends;
-    bool para_term;         /* the current paragraph has a terminator */
+    bool para_term; /* the current paragraph has a terminator */
     zb_sent_spans_t *out;
     /* the open sentence */
-    size_t sb, se;          /* bytes [sb, se) so far */
-    unsigned n_pieces;      /* pieces so far */
-    unsigned n_words;       /* pieces with a letter or digit */
-    bool only_bullets;      /* every piece so far is a bullet (true when empty) */
-    bool line_start;        /* opened at the start of a line */
-    bool one_line;          /* has not crossed a line break */
-    bool titleish;          /* every word is capitalised, a number or a short title word */
-    bool prev_cap;          /* the last piece starts with a capital */
-    int marker;             /* list marker style that opened it (0: none) */
-    long marker_ord;        /* and its ordinal */
+    size_t sb, se;     /* bytes [sb, se) so far */
+    unsigned n_pieces; /* pieces so far */
+    unsigned n_words;  /* pieces with a letter or digit */
+    bool only_bullets; /* every piece so far is a bullet (true when empty) */
+    bool line_start;   /* opened at the start of a line */
+    bool one_line;     /* has not crossed a line break */
+    bool titleish;     /* every word is capitalised, a number or a short title word */
+    bool prev_cap;     /* the last piece starts with a capital */
+    bool prev_colon;   /* the last piece ends with ':' (a list may follow) */
+    int marker;        /* list marker style that opened it (0: none) */
+    long marker_ord;   /* and its ordinal */
 } seg_t;
 
 /* Grows the output so that one more span fits. */
@@ -767,6 +838,7 @@ static void s_open(seg_t *x, size_t b, bool line_start) {
     x->one_line = true;
     x->titleish = true;
     x->prev_cap = false;
+    x->prev_colon = false;
     x->marker = 0;
     x->marker_ord = 0;
 }
@@ -779,7 +851,10 @@ static void s_add(seg_t *x, const piece_t *p, const tail_t *t) {
     x->n_pieces++;
     if (t->alnum) x->n_words++;
     x->prev_cap = (t->first & K_UPPER) != 0;
-    if (t->first & K_LOWER) {
+    x->prev_colon = s[p->e - 1] == ':';
+    if (!x->titleish || !x->one_line) {
+        /* no heading: nothing more to learn */
+    } else if (t->first & K_LOWER) {
         char w[16];
         if (!s_lower(s, t->core_b, t->core_e, w, sizeof w) ||
             !s_in_list(w, s_title_words, sizeof s_title_words / sizeof *s_title_words))
@@ -800,7 +875,11 @@ static bool s_item_starts(const seg_t *x, const piece_t *n) {
     /* The next marker in sequence ("a. ... b. ...", "1) ... 2) ...").
      * Upper-case letters are left out: "E. Smith and F. Jones" are
      * initials far more often than an outline. */
-    if (m && m == x->marker && m % 4 != M_UPPER && ord == x->marker_ord + 1) return true;
+    if (m && m == x->marker && M_KIND(m) != M_UPPER && ord == x->marker_ord + 1) return true;
+    /* "i." read as a letter, then "ii." as a roman numeral */
+    if (m && M_KIND(m) == M_ROMAN && ord == 2 && x->marker / 8 == m / 8 &&
+        (x->marker_ord == 'i' || x->marker_ord == 'I'))
+        return true;
     if (n->nl == 1) {
         if (m) return true; /* a marker at the start of a line */
         bool dash = n->e - n->b == 1 && (s[n->b] == '-' || s[n->b] == '*' || s[n->b] == '+');
@@ -811,8 +890,9 @@ static bool s_item_starts(const seg_t *x, const piece_t *n) {
 
 /* A period after an ordinary word, number, letter or abbreviation: does it
  * end the sentence before piece n (which starts as nk)? */
-static bool s_period_ends(const seg_t *x, const tail_t *t, unsigned nk, bool starter,
+static bool s_period_ends(const seg_t *x, const tail_t *t, const piece_t *n, unsigned nk,
                           bool a_start, bool a_prev_cap) {
+    bool starter = false;
     unsigned abbrev;
     unsigned kind = s_word_kind(x->s, t, &abbrev);
     if (nk == N_LOWER || nk == N_CONT) {
@@ -823,7 +903,8 @@ static bool s_period_ends(const seg_t *x, const tail_t *t, unsigned nk, bool sta
     }
     if (nk == N_DIGIT) return kind == W_REGULAR || kind == W_NUMBER; /* "item. 2." */
     switch (kind) {
-    case W_ABBREV: return abbrev != A_PRE; /* "Mr. Smith"; "Co. It closed" */
+    case W_ABBREV:
+        return abbrev != A_PRE; /* "Mr. Smith"; "Co. It closed" */
     case W_LETTER: {
         if (t->first & K_LOWER) return true; /* "the variable x. Then" */
         if (a_start) return false;           /* "E. Smith went", "Q. What" */
@@ -833,41 +914,43 @@ static bool s_period_ends(const seg_t *x, const tail_t *t, unsigned nk, bool sta
         int32_t u;
         s_dec(x->s, t->core_b, &u);
         if (u == 'I') return !a_prev_cap;
-        return !a_prev_cap && starter;
+        if (a_prev_cap) return false;
+        s_start_kind(x->s, n, &starter);
+        return starter;
     }
     case W_MULTI:
         /* "the U.S. How" ends, "the U.S. Government" does not, and a fragment
          * of three words or fewer ("At 5 a.m. Mr. Smith") is not a sentence. */
-        return starter && x->n_words >= 4;
-    default: return true;
+        if (x->n_words < 4) return false;
+        s_start_kind(x->s, n, &starter);
+        return starter;
+    default:
+        return true;
     }
 }
 
 /* Whether the sentence ends after piece a (tail t, plus an absorbed group
  * g of terminator-only pieces) before piece n. */
-static bool s_ends(const seg_t *x, const tail_t *t, const tail_t *g, bool have_g,
-                   const piece_t *n, bool a_start, bool a_prev_cap) {
+static bool s_ends(const seg_t *x, const tail_t *t, const tail_t *g, bool have_g, const piece_t *n,
+                   bool a_start, bool a_prev_cap) {
     unsigned dots = t->dots + (have_g ? g->dots : 0);
     bool strong = t->strong || (have_g && g->strong);
     bool cjk = t->cjk || (have_g && g->cjk);
     bool closers = have_g ? g->closers : t->closers;
     if (cjk) return true;
     if (t->semi) return true; /* only peeled when semicolons end sentences */
-    bool starter;
-    unsigned nk = s_start_kind(x->s, n, &starter);
+    if (!strong && (dots == 0 || dots == 3)) return false; /* three dots: an omission */
+    unsigned nk = s_start_kind(x->s, n, NULL);
     /* "Yahoo! in", "'This is great.' she said": not before lower case. */
-    if (strong) return s_opens(nk);
-    if (dots == 0 || dots == 3) return false; /* three dots: an omission inside */
-    if (dots != 1 || closers || have_g) return s_opens(nk);
-    return s_period_ends(x, t, nk, starter, a_start, a_prev_cap);
+    if (strong || dots != 1 || closers || have_g) return s_opens(nk);
+    return s_period_ends(x, t, n, nk, a_start, a_prev_cap);
 }
 
 /* Whether line a (the open sentence, one line) is a heading before n. */
 static bool s_heading(const seg_t *x, const tail_t *t, const piece_t *n) {
     if (!x->line_start || !x->one_line || !x->titleish || x->n_words > 10) return false;
     if (t->dots || t->strong || t->cjk || t->last_cont) return false;
-    bool starter;
-    return s_start_kind(x->s, n, &starter) == N_UPPER;
+    return s_start_kind(x->s, n, NULL) == N_UPPER;
 }
 
 static int s_emit(seg_t *x) {
@@ -887,10 +970,15 @@ static int s_run(seg_t *x) {
         bool a_prev_cap = x->n_pieces > 0 && x->prev_cap;
         tail_t t;
         s_tail(s, &a, x->semi_ends, &t);
+        /* A list marker opens the sentence, or a list after a colon
+         * ("Steps: 1) wash 2) dry"); its period ends nothing. */
         bool a_marker = false;
-        if (a_start) {
+        if (a_start || x->prev_colon) {
             long ord = 0;
             int m = s_marker(s, a.b, a.e, &ord);
+            /* after a colon only a first item: "Time: 5. Go." is no list */
+            if (m && !a_start && ord != 1 && ord != 'a' && ord != 'A' && ord != 'i' && ord != 'I')
+                m = 0;
             if (m) {
                 a_marker = true;
                 x->marker = m;
@@ -927,7 +1015,6 @@ static int s_run(seg_t *x) {
         }
 
         enum { NO_CUT, CUT_BEFORE_N, CUT_BEFORE_GROUP } cut = NO_CUT;
-        bool starter;
         if (a.glued || g_glued || n.nl >= 2) {
             cut = CUT_BEFORE_N;
         } else if (g_n && g.dots == 3 && !g.strong && !g.cjk && t.dots == 1 && !t.strong &&
@@ -937,13 +1024,15 @@ static int s_run(seg_t *x) {
              * not an abbreviation and a capital follows. */
             unsigned abbrev;
             unsigned k = s_word_kind(s, &t, &abbrev);
-            unsigned nk = s_start_kind(s, &n, &starter);
+            unsigned nk = s_start_kind(s, &n, NULL);
             if ((k == W_REGULAR || k == W_NUMBER) && (nk == N_UPPER || nk == N_CASELESS))
                 cut = CUT_BEFORE_GROUP;
         }
         if (cut == NO_CUT) {
-            if (s_item_starts(x, &n)) cut = CUT_BEFORE_N;
-            else if (n.nl == 1 && (!x->para_term || s_heading(x, &t, &n))) cut = CUT_BEFORE_N;
+            if (s_item_starts(x, &n))
+                cut = CUT_BEFORE_N;
+            else if (n.nl == 1 && (!x->para_term || s_heading(x, &t, &n)))
+                cut = CUT_BEFORE_N;
             else if (!a_marker && s_ends(x, &t, &g, g_n > 0, &n, a_start, a_prev_cap))
                 cut = CUT_BEFORE_N;
         }
@@ -959,6 +1048,7 @@ static int s_run(seg_t *x) {
             x->n_pieces += g_n;
             x->only_bullets = false;
             x->prev_cap = false;
+            x->prev_colon = false;
             x->se = g_e;
         }
         if (cut == CUT_BEFORE_N) {

@@ -13,7 +13,8 @@
  *     word (Yahoo! in ...);
  *   - a four-dot ellipsis before a capital;
  *   - the start of a list item: a bullet, or a marker ("2." "2)" "2.)" "(2)"
- *     "b.") following the marker before it in sequence;
+ *     "b." "ii.") next in sequence after the marker that opened the
+ *     sentence or followed a colon ("Steps: 1) mix 2) bake");
  *   - a missing space when the next word is capitalised ("world.Today");
  *   - 。！？｡ anywhere (no space needed), and the danda, Arabic, Armenian,
  *     Ethiopic, Myanmar and Khmer terminators followed by whitespace;
