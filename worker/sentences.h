@@ -11,7 +11,13 @@
  *     abbreviations before words that do not start sentences (U.S. Army),
  *     three-dot ellipses (". . ." "..." "…"), `!`/`?` before a lower-case
  *     word (Yahoo! in ...);
- *   - a four-dot ellipsis before a capital;
+ *   - after an ordinary word a period ends the sentence even before a
+ *     lower-case word, as the pragmatic segmenter and Spark NLP do;
+ *   - a multi-period abbreviation ends a sentence only before a word that
+ *     commonly opens one (I, The, How, Mr., ...) and after at least four
+ *     words ("At 5 a.m. Mr. Smith went" is one sentence);
+ *   - a four-dot ellipsis before a capital ("word. . . . The" ends at the
+ *     first period and the spaced three dots open the next sentence);
  *   - the start of a list item: a bullet, or a marker ("2." "2)" "2.)" "(2)"
  *     "b." "ii.") next in sequence after the marker that opened the
  *     sentence or followed a colon ("Steps: 1) mix 2) bake");
@@ -23,6 +29,10 @@
  *     next line starts a list item, or when the line before is a short
  *     title-like heading and the next starts with a capital; otherwise a
  *     single line break is a soft wrap and does not end the sentence;
+ *   - inside quotations and brackets sentences end as anywhere else (the
+ *     pragmatic segmenter keeps a quoted passage whole; BERT sequences are
+ *     better short), but a terminator followed by a closer and a lower-case
+ *     word does not end one ("'This is great.' she said");
  *   - `;` only when zb_sent_options_t.semicolon_ends is set (Spark NLP's
  *     detector ends sentences there; the Golden Rules and zbert's default
  *     do not).
