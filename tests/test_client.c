@@ -1,0 +1,1645 @@
+/*
+ * test_client.c -- libzbert and the zbert command against a fake broker.
+ *
+ * The fake broker is a ROUTER socket on a random loopback port, served by
+ * a thread of this process with proto/message.h.  It embeds texts with a
+ * fake model (deterministic vectors, whitespace tokens, per-text errors
+ * for texts starting "BAD", truncation for texts starting "LONG") and a
+ * behaviour chosen per test: parts out of order and split unevenly, half
+ * the parts then silence (so that the client resends and gets duplicates),
+ * errors, busy, silence, lost requests behind a restart, malformed
+ * messages, a status reply with known values.
+ *
+ * What is checked:
+ *   - every text reaches the caller exactly once, with the fake model's
+ *     rows, vectors, offsets, ids, truncation and per-text errors, and each
+ *     request ends with one DONE or ERROR after its parts;
+ *   - the reorder hands texts out in submission order;
+ *   - Lazy Pirate: resends after silence (same id, new socket), duplicate
+ *     texts dropped, failover to a second endpoint, a timeout after the
+ *     tries, a restart noticed from the uptime, duplicate_id tolerated for
+ *     a copy we sent twice, busy retried;
+ *   - deadlines (sent to the broker, enforced locally), cancel, bounded
+ *     in-flight requests and texts, the blocking call;
+ *   - bin/zbert embed writes byte for byte what proto/textio writes for the
+ *     same results (jsonl, npy to a file and to a pipe, table, JSONL input
+ *     with a bad line), error lines and exit status as zbert-embed's;
+ *   - bin/zbert status as a table and as JSON.
+ *
+ * Timing is never asserted, except generous upper bounds against hangs.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "fixture.h"
+#include "message.h"
+#include "textio.h"
+#include "zbert.h"
+
+#define DIM 4
+#define ROWS_MAX 64
+
+static uint64_t s_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void s_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* --- the fake model ---------------------------------------------------------- */
+
+typedef struct fk {
+    uint32_t rows;
+    float vec[ROWS_MAX * DIM];
+    uint32_t off[2 * ROWS_MAX]; /* code points = bytes: tests use ASCII */
+    uint32_t ids[ROWS_MAX];
+    bool truncated;
+    zb_msg_code_t code;         /* NONE, or the per-text error */
+    const char *message;
+} fk_t;
+
+static uint32_t s_hash(const char *t, size_t n) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)t[i]) * 16777619u;
+    return h;
+}
+
+/* Whitespace-separated words as [begin, end) byte spans. */
+static uint32_t s_words(const char *t, size_t n, uint32_t *spans) {
+    uint32_t k = 0;
+    for (size_t i = 0; i < n && k < ROWS_MAX - 2;) {
+        while (i < n && t[i] == ' ') i++;
+        if (i == n) break;
+        size_t b = i;
+        while (i < n && t[i] != ' ') i++;
+        spans[2 * k] = (uint32_t)b;
+        spans[2 * k + 1] = (uint32_t)i;
+        k++;
+    }
+    return k;
+}
+
+static void fk_text(const char *t, size_t n, zb_msg_level_t level, fk_t *o) {
+    memset(o, 0, sizeof *o);
+    if (n >= 3 && !memcmp(t, "BAD", 3)) {
+        o->code = ZB_MSG_CODE_BAD_UTF8;
+        o->message = "invalid UTF-8";
+        return;
+    }
+    o->truncated = n >= 4 && !memcmp(t, "LONG", 4);
+    uint32_t spans[2 * ROWS_MAX];
+    uint32_t w = s_words(t, n, spans);
+    if (level == ZB_MSG_LEVEL_SENTENCE) {
+        o->rows = 1;
+    } else if (level == ZB_MSG_LEVEL_TOKEN) {
+        o->rows = w;
+        memcpy(o->off, spans, 2 * w * sizeof *spans);
+    } else {
+        o->rows = w + 2;
+        o->ids[0] = 101;
+        for (uint32_t k = 0; k < w; k++) {
+            o->off[2 * (k + 1)] = spans[2 * k];
+            o->off[2 * (k + 1) + 1] = spans[2 * k + 1];
+            o->ids[k + 1] = 1000 + (s_hash(t + spans[2 * k], spans[2 * k + 1] - spans[2 * k]) % 5000);
+        }
+        o->ids[w + 1] = 102;
+    }
+    uint32_t h = s_hash(t, n);
+    for (uint32_t r = 0; r < o->rows; r++)
+        for (int j = 0; j < DIM; j++)
+            o->vec[r * DIM + j] = (float)((h + 31u * r + 7u * (uint32_t)j) % 251u) / 8.0f - 15.0f;
+}
+
+/* --- the fake broker ---------------------------------------------------------- */
+
+typedef struct fb fb_t;
+typedef void (*fb_fn)(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e);
+
+enum { FB_LOG = 64 };
+
+struct fb {
+    void *ctx, *sock;
+    char ep[128];
+    pthread_t th;
+    atomic_int stop;
+    /* behaviour, set before the thread starts */
+    fb_fn on_embed;
+    bool silent;           /* ignores everything */
+    bool status_ignore;    /* ignores status requests */
+    /* state and log, under mu */
+    pthread_mutex_t mu;
+    uint64_t start_ms;     /* uptime origin */
+    int n_embed, n_cancel, n_status;
+    char ids[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
+    uint8_t rids[FB_LOG][16];
+    size_t rid_lens[FB_LOG];
+    uint64_t deadlines[FB_LOG];
+    zb_msg_options_t opts[FB_LOG];
+    char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
+    uint8_t silenced[16];  /* routing id ignored from now on */
+    size_t silenced_len;
+};
+
+static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, size_t len) {
+    zmq_send(fb->sock, rid, rlen, ZMQ_SNDMORE);
+    zmq_send(fb->sock, body, len, 0);
+    free(body);
+}
+
+/* Sends a part for texts [a, b) of e. */
+static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
+                    uint32_t a, uint32_t b) {
+    uint32_t count = b - a;
+    uint32_t *rows = calloc(count, sizeof *rows);
+    float *vec = malloc((size_t)count * ROWS_MAX * DIM * sizeof *vec);
+    uint32_t *off = malloc((size_t)count * 2 * ROWS_MAX * sizeof *off);
+    uint32_t *ids = malloc((size_t)count * ROWS_MAX * sizeof *ids);
+    uint32_t *trunc = malloc(count * sizeof *trunc);
+    zb_msg_text_error_t *errs = calloc(count, sizeof *errs);
+    assert_true(rows && vec && off && ids && trunc && errs);
+    uint64_t nr = 0;
+    size_t nt = 0, ne = 0;
+    fk_t f;
+    for (uint32_t i = 0; i < count; i++) {
+        zb_msg_str_t t = e->texts[a + i];
+        fk_text(t.ptr, t.len, e->opt.level, &f);
+        rows[i] = f.rows;
+        memcpy(vec + nr * DIM, f.vec, f.rows * DIM * sizeof *vec);
+        memcpy(off + 2 * nr, f.off, 2 * f.rows * sizeof *off);
+        memcpy(ids + nr, f.ids, f.rows * sizeof *ids);
+        nr += f.rows;
+        if (f.truncated) trunc[nt++] = a + i;
+        if (f.code)
+            errs[ne++] = (zb_msg_text_error_t){a + i, f.code, {f.message, strlen(f.message)}};
+    }
+    bool sent = e->opt.level == ZB_MSG_LEVEL_SENTENCE;
+    zb_msg_part_t p = {
+        .id = e->id,
+        .first = a,
+        .vec = {.level = e->opt.level, .dim = DIM, .count = count, .rows = rows, .n_rows = nr,
+                .vectors = nr ? vec : NULL, .vectors_len = nr * DIM * sizeof(float),
+                .offsets = sent ? NULL : off, .byte_offsets = sent ? NULL : off,
+                .ids = e->opt.level == ZB_MSG_LEVEL_WORDPIECE ? ids : NULL,
+                .truncated = trunc, .n_truncated = nt, .errors = errs, .n_errors = ne}};
+    uint8_t *body;
+    size_t len;
+    zb_diag_t d = {{0}};
+    int rc = zb_msg_encode_part(&p, &body, &len, &d);
+    if (rc != 0) fail_msg("encode part: %s", d.msg);
+    fb_send(fb, rid, rlen, body, len);
+    free(rows);
+    free(vec);
+    free(off);
+    free(ids);
+    free(trunc);
+    free(errs);
+}
+
+static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
+                    uint64_t parts) {
+    zb_msg_done_t m = {.id = e->id, .texts = e->n_texts, .tokens = 7 * e->n_texts,
+                       .parts = parts, .elapsed_ms = 3};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_done(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+}
+
+static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
+                     zb_msg_code_t code, const char *msg) {
+    zb_msg_error_t m = {.id = id, .code = code, .message = {msg, strlen(msg)}};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_error(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+}
+
+static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
+    static const zb_msg_worker_info_t w[2] = {
+        {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250},
+        {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000},
+    };
+    pthread_mutex_lock(&fb->mu);
+    uint64_t up = s_ms() >= fb->start_ms ? s_ms() - fb->start_ms : 0;
+    pthread_mutex_unlock(&fb->mu);
+    zb_msg_status_reply_t m = {.id = id, .uptime_ms = up, .workers = w, .n_workers = 2,
+                               .requests = 3, .queued_shards = 12, .queued_texts = 700,
+                               .in_flight_shards = 4, .texts_per_s = 812.5,
+                               .tokens_per_s = 25012.25, .latency_p50_ms = 12,
+                               .latency_p90_ms = 30.5, .latency_p99_ms = 80.25,
+                               .protocol_errors = 5};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_status_reply(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+}
+
+static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *body, size_t len) {
+    if (fb->silent) return;
+    pthread_mutex_lock(&fb->mu);
+    bool muted = fb->silenced_len == rlen && !memcmp(fb->silenced, rid, rlen);
+    pthread_mutex_unlock(&fb->mu);
+    if (muted) return;
+    zb_msg_t m = {0};
+    if (zb_msg_decode(body, len, &m, NULL) != 0) return;
+    pthread_mutex_lock(&fb->mu);
+    if (m.type == ZB_MSG_EMBED && fb->n_embed++ < FB_LOG) {
+        int k = fb->n_embed - 1;
+        snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len,
+                 m.u.embed.id.ptr);
+        memcpy(fb->rids[k], rid, rlen < 16 ? rlen : 16);
+        fb->rid_lens[k] = rlen;
+        fb->deadlines[k] = m.u.embed.deadline_ms;
+        fb->opts[k] = m.u.embed.opt;
+    } else if (m.type == ZB_MSG_CANCEL && fb->n_cancel++ < FB_LOG) {
+        int k = fb->n_cancel - 1;
+        snprintf(fb->cancels[k], sizeof fb->cancels[k], "%.*s", (int)m.u.cancel.id.len,
+                 m.u.cancel.id.ptr);
+    } else if (m.type == ZB_MSG_STATUS) {
+        fb->n_status++;
+    }
+    pthread_mutex_unlock(&fb->mu);
+    if (m.type == ZB_MSG_EMBED && fb->on_embed) fb->on_embed(fb, rid, rlen, &m.u.embed);
+    if (m.type == ZB_MSG_STATUS && !fb->status_ignore)
+        fb_status_reply(fb, rid, rlen, m.u.status.id);
+    zb_msg_free(&m);
+}
+
+static void *fb_main(void *arg) {
+    fb_t *fb = arg;
+    while (!atomic_load(&fb->stop)) {
+        zmq_pollitem_t it = {.socket = fb->sock, .events = ZMQ_POLLIN};
+        if (zmq_poll(&it, 1, 10) <= 0) continue;
+        uint8_t rid[256];
+        int rlen = zmq_recv(fb->sock, rid, sizeof rid, 0);
+        if (rlen < 0) continue;
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, fb->sock, 0) >= 0)
+            fb_handle(fb, rid, (size_t)rlen, zmq_msg_data(&msg), zmq_msg_size(&msg));
+        zmq_msg_close(&msg);
+    }
+    return NULL;
+}
+
+static fb_t *fb_start(fb_fn on_embed) {
+    fb_t *fb = calloc(1, sizeof *fb);
+    assert_non_null(fb);
+    fb->on_embed = on_embed;
+    fb->start_ms = s_ms();
+    pthread_mutex_init(&fb->mu, NULL);
+    fb->ctx = zmq_ctx_new();
+    fb->sock = zmq_socket(fb->ctx, ZMQ_ROUTER);
+    int one = 1, zero = 0;
+    zmq_setsockopt(fb->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    zmq_setsockopt(fb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_bind(fb->sock, "tcp://127.0.0.1:*"), 0);
+    size_t n = sizeof fb->ep;
+    assert_int_equal(zmq_getsockopt(fb->sock, ZMQ_LAST_ENDPOINT, fb->ep, &n), 0);
+    return fb;
+}
+
+static void fb_run(fb_t *fb) {
+    assert_int_equal(pthread_create(&fb->th, NULL, fb_main, fb), 0);
+}
+
+static void fb_stop(fb_t **pfb) {
+    fb_t *fb = *pfb;
+    if (fb == NULL) return;
+    atomic_store(&fb->stop, 1);
+    pthread_join(fb->th, NULL);
+    zmq_close(fb->sock);
+    zmq_ctx_term(fb->ctx);
+    pthread_mutex_destroy(&fb->mu);
+    free(fb);
+    *pfb = NULL;
+}
+
+static int fb_count(fb_t *fb, const int *field) {
+    pthread_mutex_lock(&fb->mu);
+    int v = *field;
+    pthread_mutex_unlock(&fb->mu);
+    return v;
+}
+
+/* Waits up to 5 s for a counter to reach want. */
+static void fb_wait(fb_t *fb, const int *field, int want) {
+    for (uint64_t t0 = s_ms(); fb_count(fb, field) < want && s_ms() - t0 < 5000;) s_sleep_ms(5);
+    assert_true(fb_count(fb, field) >= want);
+}
+
+/* --- behaviours ----------------------------------------------------------------- */
+
+/* Parts of uneven sizes (1, 3, 2, 5, ...), sent last first, then done. */
+static void h_shuffle(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    static const uint32_t sizes[] = {1, 3, 2, 5, 4};
+    uint32_t starts[1024], ends[1024], n = 0;
+    for (uint32_t a = 0, k = 0; a < e->n_texts; k++) {
+        uint32_t b = a + sizes[k % 5];
+        if (b > e->n_texts) b = (uint32_t)e->n_texts;
+        if (n < 1024) {
+            starts[n] = a;
+            ends[n++] = b;
+        }
+        a = b;
+    }
+    if (e->n_texts > 3000) { /* big requests: plain order, fewer parts */
+        for (uint32_t a = 0; a < e->n_texts; a += 100) {
+            uint32_t b = a + 100 > e->n_texts ? (uint32_t)e->n_texts : a + 100;
+            fb_part(fb, rid, rlen, e, a, b);
+        }
+        fb_done(fb, rid, rlen, e, (e->n_texts + 99) / 100);
+        return;
+    }
+    for (uint32_t k = n; k-- > 0;) fb_part(fb, rid, rlen, e, starts[k], ends[k]);
+    fb_done(fb, rid, rlen, e, n);
+}
+
+/* "NOMODEL" first: the request is refused; otherwise as h_shuffle. */
+static void h_errors(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (e->texts[0].len == 7 && !memcmp(e->texts[0].ptr, "NOMODEL", 7)) {
+        fb_error(fb, rid, rlen, e->id, ZB_MSG_CODE_NO_MODEL, "no worker serves the model");
+        return;
+    }
+    h_shuffle(fb, rid, rlen, e);
+}
+
+/* Times an id was received so far (the current one included). */
+static int fb_seen(fb_t *fb, zb_msg_str_t id) {
+    int n = 0;
+    pthread_mutex_lock(&fb->mu);
+    for (int k = 0; k < fb->n_embed && k < FB_LOG; k++)
+        if (strlen(fb->ids[k]) == id.len && !memcmp(fb->ids[k], id.ptr, id.len)) n++;
+    pthread_mutex_unlock(&fb->mu);
+    return n;
+}
+
+/* First copy: the first half in parts of 2, then silence towards that
+ * socket (pings too).  Second copy: everything in parts of 3, and done. */
+static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                const zb_msg_embed_t *e) {
+    uint32_t n = (uint32_t)e->n_texts;
+    if (fb_seen(fb, e->id) == 1) {
+        for (uint32_t a = 0; a < n / 2; a += 2) fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
+        pthread_mutex_lock(&fb->mu);
+        memcpy(fb->silenced, rid, rlen);
+        fb->silenced_len = rlen;
+        pthread_mutex_unlock(&fb->mu);
+        return;
+    }
+    uint32_t parts = 0;
+    for (uint32_t a = 0; a < n; a += 3, parts++) fb_part(fb, rid, rlen, e, a, a + 3 > n ? n : a + 3);
+    fb_done(fb, rid, rlen, e, parts);
+}
+
+/* Every part, no done. */
+static void h_parts_only(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    for (uint32_t a = 0; a < e->n_texts; a += 4)
+        fb_part(fb, rid, rlen, e, a, a + 4 > e->n_texts ? (uint32_t)e->n_texts : a + 4);
+}
+
+/* busy for the first copy of each id, then as h_shuffle. */
+static void h_busy(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_error(fb, rid, rlen, e->id, ZB_MSG_CODE_BUSY, "queue full");
+        return;
+    }
+    h_shuffle(fb, rid, rlen, e);
+}
+
+/* Never answers embeds (statuses are answered). */
+static void h_ignore(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    (void)fb, (void)rid, (void)rlen, (void)e;
+}
+
+/* The first copy is lost in a restart (the uptime starts again just
+ * after it); the second is answered. */
+static void h_restart(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        pthread_mutex_lock(&fb->mu);
+        fb->start_ms = s_ms() + 1;
+        pthread_mutex_unlock(&fb->mu);
+        return;
+    }
+    h_shuffle(fb, rid, rlen, e);
+}
+
+/* The first copy gets its first text, then the uptime restarts although
+ * the request goes on; the second copy is answered duplicate_id, then the
+ * rest of the first copy follows. */
+static void h_dupid(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    uint32_t n = (uint32_t)e->n_texts;
+    if (fb_seen(fb, e->id) == 1) {
+        fb_part(fb, rid, rlen, e, 0, 1);
+        pthread_mutex_lock(&fb->mu);
+        fb->start_ms = s_ms() + 1;
+        pthread_mutex_unlock(&fb->mu);
+        return;
+    }
+    fb_error(fb, rid, rlen, e->id, ZB_MSG_CODE_DUPLICATE_ID, "id already open");
+    if (n > 1) fb_part(fb, rid, rlen, e, 1, n);
+    fb_done(fb, rid, rlen, e, 2);
+}
+
+/* Request "lvl": rows of the wrong level.  Request "badid": a part with
+ * its id but a missing field.  Both after garbage and a 2-frame message. */
+static void h_malformed(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    static const uint8_t junk[] = {0x81, 0xa1, 0x78, 0xc1};
+    uint8_t *b = malloc(sizeof junk);
+    memcpy(b, junk, sizeof junk);
+    fb_send(fb, rid, rlen, b, sizeof junk);
+    zmq_send(fb->sock, rid, rlen, ZMQ_SNDMORE);
+    zmq_send(fb->sock, "", 0, ZMQ_SNDMORE);
+    zmq_send(fb->sock, "x", 1, 0);
+    if (e->texts[0].len == 3 && !memcmp(e->texts[0].ptr, "lvl", 3)) {
+        zb_msg_embed_t other = *e;
+        other.opt.level = ZB_MSG_LEVEL_SENTENCE;
+        fb_part(fb, rid, rlen, &other, 0, (uint32_t)e->n_texts);
+        return;
+    }
+    /* {"v":1,"type":"part","id":<id>} */
+    uint8_t body[128];
+    size_t n = 0;
+    static const char head[] = "\x83\xa1v\x01\xa4type\xa4part\xa2id";
+    memcpy(body, head, sizeof head - 1);
+    n = sizeof head - 1;
+    body[n++] = (uint8_t)(0xa0 | e->id.len);
+    memcpy(body + n, e->id.ptr, e->id.len);
+    n += e->id.len;
+    b = malloc(n);
+    memcpy(b, body, n);
+    fb_send(fb, rid, rlen, b, n);
+}
+
+/* --- client helpers -------------------------------------------------------------- */
+
+static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms,
+                                uint32_t tries, size_t requests_max, size_t texts_max) {
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = n, .retry_ms = retry_ms,
+                          .tries = tries, .requests_max = requests_max, .texts_max = texts_max};
+    zbert_client_t *c = NULL;
+    zbert_diag_t d = {{0}};
+    int rc = zbert_client_new(&cfg, &c, &d);
+    if (rc != 0) fail_msg("client: %s", d.msg);
+    return c;
+}
+
+/* Submitted texts of one request, to check events against. */
+typedef struct req {
+    uint64_t handle;
+    const char **texts;
+    size_t n;
+    zbert_level_t level;
+    int *seen;        /* [n] deliveries of each text */
+    int ended;        /* DONE or ERROR events */
+    zbert_event_t *end; /* the DONE or ERROR */
+} req_t;
+
+static void s_check_text(const req_t *r, const zbert_text_t *t) {
+    assert_true(t->index < r->n);
+    const char *s = r->texts[t->index];
+    fk_t f;
+    fk_text(s, strlen(s), (zb_msg_level_t)r->level, &f);
+    if (f.code) {
+        assert_int_equal(t->status, ZBERT_EUTF8);
+        assert_string_equal(t->code_name, "bad_utf8");
+        assert_string_equal(t->error, f.message);
+        assert_int_equal(t->n_rows, 0);
+        return;
+    }
+    assert_int_equal(t->status, 0);
+    assert_null(t->error);
+    assert_int_equal(t->truncated, f.truncated);
+    assert_int_equal(t->dim, DIM);
+    assert_int_equal(t->n_rows, f.rows);
+    assert_true(((uintptr_t)t->vectors % sizeof(float)) == 0);
+    assert_memory_equal(t->vectors, f.vec, f.rows * DIM * sizeof(float));
+    if (r->level == ZBERT_LEVEL_SENTENCE) {
+        assert_null(t->offsets);
+        assert_null(t->ids);
+    } else {
+        assert_memory_equal(t->offsets, f.off, 2 * f.rows * sizeof(uint32_t));
+        assert_memory_equal(t->byte_offsets, f.off, 2 * f.rows * sizeof(uint32_t));
+    }
+    if (r->level == ZBERT_LEVEL_WORDPIECE) assert_memory_equal(t->ids, f.ids, f.rows * 4);
+    else assert_null(t->ids);
+}
+
+static req_t *s_find_req(req_t *rs, size_t n, uint64_t handle) {
+    for (size_t i = 0; i < n; i++)
+        if (rs[i].handle == handle) return &rs[i];
+    fail_msg("event for unknown request %llu", (unsigned long long)handle);
+    return NULL;
+}
+
+/* Checks one event against the requests; keeps the end event.  If ro is
+ * not NULL the event goes there (after the checks). */
+static void s_check_event(req_t *rs, size_t n, zbert_event_t *ev, zbert_reorder_t *ro) {
+    req_t *r = s_find_req(rs, n, ev->request);
+    assert_int_equal(r->ended, 0); /* nothing after the end */
+    if (ev->type == ZBERT_EVENT_PART) {
+        assert_true(ev->count >= 1);
+        assert_true(((uintptr_t)ev->vectors % 64) == 0);
+        for (uint32_t i = 0; i < ev->count; i++) {
+            zbert_text_t t;
+            assert_int_equal(zbert_event_text(ev, i, &t), 0);
+            assert_int_equal(t.index, ev->first + i);
+            s_check_text(r, &t);
+            r->seen[t.index]++;
+            assert_int_equal(r->seen[t.index], 1); /* exactly once */
+        }
+        zbert_text_t t;
+        assert_int_equal(zbert_event_text(ev, ev->count, &t), ZBERT_EINVAL);
+    } else {
+        r->ended++;
+    }
+    if (ro) {
+        if (ev->type != ZBERT_EVENT_PART && r->end == NULL) {
+            /* keep a copy of what matters for the assertions */
+            r->end = calloc(1, sizeof *r->end);
+            *r->end = *ev;
+            r->end->message = ev->message ? strdup(ev->message) : NULL;
+            r->end->id = NULL;
+        }
+        assert_int_equal(zbert_reorder_push(ro, &ev), 0);
+        assert_null(ev);
+    } else if (ev->type != ZBERT_EVENT_PART) {
+        r->end = ev;
+    } else {
+        zbert_event_destroy(&ev);
+    }
+}
+
+/* Runs the client until every request ended (10 s at most). */
+static void s_run_until_ended(zbert_client_t *c, req_t *rs, size_t n, zbert_reorder_t *ro) {
+    uint64_t t0 = s_ms();
+    for (;;) {
+        size_t ended = 0;
+        for (size_t i = 0; i < n; i++) ended += rs[i].ended;
+        if (ended == n) break;
+        if (s_ms() - t0 > 10000) fail_msg("requests did not end within 10 s");
+        zbert_event_t *ev = NULL;
+        assert_int_equal(zbert_next(c, 100, &ev), 0);
+        if (ev) s_check_event(rs, n, ev, ro);
+    }
+}
+
+static void s_submit(zbert_client_t *c, req_t *r, const char **texts, size_t n,
+                     zbert_level_t level, uint32_t deadline_ms) {
+    zbert_options_t opt = {.level = level, .deadline_ms = deadline_ms};
+    *r = (req_t){.texts = texts, .n = n, .level = level, .seen = calloc(n, sizeof(int))};
+    zbert_diag_t d = {{0}};
+    int rc = zbert_submit(c, texts, NULL, n, &opt, r, &r->handle, &d);
+    if (rc != 0) fail_msg("submit: %s", d.msg);
+    assert_true(r->handle != 0);
+}
+
+static void s_req_free(req_t *r) {
+    free(r->seen);
+    if (r->end) {
+        free((void *)r->end->message);
+        free(r->end);
+    }
+    r->end = NULL;
+}
+
+static void s_req_free_ev(req_t *r) {
+    free(r->seen);
+    zbert_event_destroy(&r->end);
+}
+
+static void s_all_seen(const req_t *r) {
+    for (size_t i = 0; i < r->n; i++) assert_int_equal(r->seen[i], 1);
+}
+
+/* Texts "t<k> w w ..." with some BAD and LONG ones. */
+static const char **s_texts(size_t n, const char *tag) {
+    const char **t = calloc(n, sizeof *t);
+    for (size_t i = 0; i < n; i++) {
+        char buf[96];
+        if (i % 7 == 3) snprintf(buf, sizeof buf, "BAD %s %zu", tag, i);
+        else if (i % 5 == 4) snprintf(buf, sizeof buf, "LONG %s %zu words here", tag, i);
+        else snprintf(buf, sizeof buf, "%s%zu %.*s", tag, i, (int)(i % 9) * 2, "a b c d e f g h i ");
+        t[i] = strdup(buf);
+    }
+    return t;
+}
+
+static void s_texts_free(const char **t, size_t n) {
+    for (size_t i = 0; i < n; i++) free((void *)t[i]);
+    free(t);
+}
+
+/* --- tests: async API ------------------------------------------------------------- */
+
+static void test_out_of_order_and_reorder(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    size_t ns[3] = {23, 1, 40};
+    zbert_level_t lv[3] = {ZBERT_LEVEL_TOKEN, ZBERT_LEVEL_SENTENCE, ZBERT_LEVEL_WORDPIECE};
+    const char **texts[3];
+    req_t rs[3];
+    zbert_reorder_t *ro = NULL;
+    assert_int_equal(zbert_reorder_new(&ro), 0);
+    for (int k = 0; k < 3; k++) {
+        texts[k] = s_texts(ns[k], k == 0 ? "x" : k == 1 ? "y" : "z");
+        s_submit(c, &rs[k], texts[k], ns[k], lv[k], 0);
+        assert_int_equal(zbert_reorder_expect(ro, rs[k].handle, (uint32_t)ns[k]), 0);
+    }
+    assert_int_equal(zbert_reorder_expect(ro, rs[0].handle, 3), ZBERT_EINVAL);
+    assert_int_equal(zbert_open_requests(c), 3);
+    assert_int_equal(zbert_reorder_pending(ro), 64);
+    s_run_until_ended(c, rs, 3, ro);
+    assert_int_equal(zbert_open_requests(c), 0);
+    /* The reorder gives every text, in submission order. */
+    zbert_text_t t;
+    uint64_t seq = 0;
+    for (int k = 0; k < 3; k++) {
+        s_all_seen(&rs[k]);
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_DONE);
+        assert_int_equal(rs[k].end->texts, ns[k]);
+        assert_int_equal(rs[k].end->tokens, 7 * ns[k]);
+        for (size_t i = 0; i < ns[k]; i++, seq++) {
+            assert_int_equal(zbert_reorder_pop(ro, &t), 1);
+            assert_int_equal(t.seq, seq);
+            assert_int_equal(t.request, rs[k].handle);
+            assert_ptr_equal(t.user, &rs[k]);
+            assert_int_equal(t.index, i);
+            s_check_text(&rs[k], &t);
+        }
+    }
+    assert_int_equal(zbert_reorder_pop(ro, &t), 0);
+    assert_int_equal(zbert_reorder_pending(ro), 0);
+    /* nothing open: a wait without limit returns at once */
+    zbert_event_t *ev = (zbert_event_t *)1;
+    assert_int_equal(zbert_next(c, -1, &ev), 0);
+    assert_null(ev);
+    for (int k = 0; k < 3; k++) {
+        s_req_free(&rs[k]);
+        s_texts_free(texts[k], ns[k]);
+    }
+    zbert_reorder_destroy(&ro);
+    assert_null(ro);
+    zbert_client_destroy(&c);
+    assert_null(c);
+    fb_stop(&fb);
+}
+
+/* A reorder holding partial results when a request fails: the missing
+ * texts come out as failures, the others as results; destroy frees what
+ * is held. */
+static void test_reorder_error_and_destroy(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_errors);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *t1[] = {"NOMODEL", "b"};
+    const char **t0 = s_texts(6, "p");
+    req_t rs[2];
+    zbert_reorder_t *ro = NULL;
+    assert_int_equal(zbert_reorder_new(&ro), 0);
+    s_submit(c, &rs[0], t1, 2, ZBERT_LEVEL_TOKEN, 0);
+    s_submit(c, &rs[1], t0, 6, ZBERT_LEVEL_TOKEN, 0);
+    assert_int_equal(zbert_reorder_expect(ro, rs[0].handle, 2), 0);
+    assert_int_equal(zbert_reorder_expect(ro, rs[1].handle, 6), 0);
+    s_run_until_ended(c, rs, 2, ro);
+    assert_int_equal(rs[0].end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(rs[0].end->code, ZBERT_ENOTFOUND);
+    assert_string_equal(rs[0].end->code_name, "no_model");
+    assert_string_equal(rs[0].end->message, "no worker serves the model");
+    zbert_text_t t;
+    for (uint32_t i = 0; i < 2; i++) {
+        assert_int_equal(zbert_reorder_pop(ro, &t), 1);
+        assert_int_equal(t.status, ZBERT_ENOTFOUND);
+        assert_string_equal(t.error, "no worker serves the model");
+        assert_int_equal(t.index, i);
+    }
+    assert_int_equal(zbert_reorder_pop(ro, &t), 1);
+    assert_int_equal(t.seq, 2);
+    s_check_text(&rs[1], &t);
+    /* an event for a request never announced, or ended: refused, freed */
+    zbert_event_t *fake = NULL;
+    const char *one[] = {"x"};
+    req_t r3;
+    s_submit(c, &r3, one, 1, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r3, 1, NULL);
+    fake = r3.end;
+    r3.end = NULL;
+    assert_int_equal(zbert_reorder_push(ro, &fake), ZBERT_EINVAL);
+    assert_null(fake);
+    zbert_reorder_destroy(&ro); /* 5 texts still held */
+    s_req_free(&rs[0]);
+    s_req_free(&rs[1]);
+    s_req_free_ev(&r3);
+    s_texts_free(t0, 6);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_per_text_errors_and_truncation(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *texts[] = {"BAD one", "fine text", "LONG one two", "", "BAD"};
+    req_t r;
+    s_submit(c, &r, texts, 5, ZBERT_LEVEL_WORDPIECE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_resend_after_silence_drops_duplicates(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_half_then_silence);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 300, 3, 0, 0);
+    const char **texts = s_texts(21, "r");
+    req_t r;
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r); /* each exactly once, although 10 came twice */
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    /* the same id, from a new socket */
+    assert_string_equal(fb->ids[0], fb->ids[1]);
+    assert_string_equal(fb->ids[0], r.end->id);
+    assert_false(fb->rid_lens[0] == fb->rid_lens[1] &&
+                 !memcmp(fb->rids[0], fb->rids[1], fb->rid_lens[0]));
+    s_req_free_ev(&r);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_failover_to_second_broker(void **st) {
+    (void)st;
+    fb_t *dead = fb_start(NULL), *live = fb_start(h_shuffle);
+    dead->silent = true;
+    fb_run(dead);
+    fb_run(live);
+    const char *eps[] = {dead->ep, live->ep};
+    zbert_client_t *c = s_client(eps, 2, 200, 3, 0, 0);
+    const char **texts = s_texts(9, "f");
+    req_t r;
+    s_submit(c, &r, texts, 9, ZBERT_LEVEL_SENTENCE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(live, &live->n_embed), 1);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 9);
+    zbert_client_destroy(&c);
+    fb_stop(&dead);
+    fb_stop(&live);
+}
+
+static void test_timeout_after_tries(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(NULL);
+    fb->silent = true;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 200, 2, 0, 0);
+    const char *texts[] = {"hello"};
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 1, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_true(s_ms() - t0 < 8000);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
+    assert_string_equal(r.end->code_name, "client");
+    assert_non_null(strstr(r.end->message, "no answer"));
+    assert_int_equal(zbert_open_requests(c), 0);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_busy_is_retried(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_busy);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(8, "b");
+    req_t r;
+    s_submit(c, &r, texts, 8, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    assert_string_equal(fb->ids[0], fb->ids[1]);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 8);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_restart_noticed_from_uptime(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_restart);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 2000, 3, 0, 0); /* pings every 500 ms */
+    const char **texts = s_texts(5, "u");
+    req_t r;
+    s_submit(c, &r, texts, 5, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    /* sent again on the same socket: the broker was reachable all along */
+    assert_int_equal(fb->rid_lens[0], fb->rid_lens[1]);
+    assert_memory_equal(fb->rids[0], fb->rids[1], fb->rid_lens[0]);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 5);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_duplicate_id_of_own_resend_is_ignored(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_dupid);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 2000, 3, 0, 0);
+    const char **texts = s_texts(6, "d");
+    req_t r;
+    s_submit(c, &r, texts, 6, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 6);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_malformed_messages_fail_their_request(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_malformed);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *a[] = {"lvl", "x"}, *b[] = {"badid"};
+    req_t rs[2];
+    s_submit(c, &rs[0], a, 2, ZBERT_LEVEL_TOKEN, 0);
+    s_submit(c, &rs[1], b, 1, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, rs, 2, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_ERROR);
+        assert_int_equal(rs[k].end->code, ZBERT_EPROTO);
+        assert_int_equal(rs[k].seen[0], 0);
+    }
+    assert_non_null(strstr(rs[0].end->message, "sentence rows for a token request"));
+    assert_non_null(strstr(rs[1].end->message, "malformed message"));
+    /* the client told the broker to drop both */
+    fb_wait(fb, &fb->n_cancel, 2);
+    s_req_free_ev(&rs[0]);
+    s_req_free_ev(&rs[1]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_deadline(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_ignore);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *texts[] = {"slow"};
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 1, ZBERT_LEVEL_TOKEN, 300);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_true(s_ms() - t0 >= 290);
+    assert_true(s_ms() - t0 < 5000);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
+    assert_non_null(strstr(r.end->message, "deadline"));
+    fb_wait(fb, &fb->n_cancel, 1);
+    assert_string_equal(fb->cancels[0], r.end->id);
+    assert_true(fb->deadlines[0] > 0 && fb->deadlines[0] <= 300);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_cancel(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_ignore);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *texts[] = {"one", "two"};
+    req_t r;
+    s_submit(c, &r, texts, 2, ZBERT_LEVEL_TOKEN, 0);
+    fb_wait(fb, &fb->n_embed, 1);
+    zbert_event_t *ev = NULL;
+    assert_int_equal(zbert_next(c, 50, &ev), 0);
+    assert_null(ev);
+    assert_int_equal(zbert_cancel(c, r.handle), 0);
+    assert_int_equal(zbert_open_requests(c), 0);
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(ev->code, ZBERT_ECANCELED);
+    assert_int_equal(ev->request, r.handle);
+    zbert_event_destroy(&ev);
+    assert_null(ev);
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_null(ev);
+    fb_wait(fb, &fb->n_cancel, 1);
+    assert_string_equal(fb->cancels[0], fb->ids[0]);
+    /* cancelling again, or an unknown handle: nothing happens */
+    assert_int_equal(zbert_cancel(c, r.handle), 0);
+    assert_int_equal(zbert_cancel(c, 12345), 0);
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_null(ev);
+    free(r.seen);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+/* Parts already queued in the client are dropped by cancel. */
+static void test_cancel_drops_queued_parts(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(12, "q");
+    zbert_status_t *s = NULL;
+    req_t r;
+    s_submit(c, &r, texts, 12, ZBERT_LEVEL_TOKEN, 0);
+    /* zbert_status reads the socket meanwhile: the parts and done queue up */
+    assert_int_equal(zbert_status(c, 5000, &s, NULL), 0);
+    zbert_status_destroy(&s);
+    assert_null(s);
+    for (uint64_t t0 = s_ms(); zbert_open_requests(c) > 0 && s_ms() - t0 < 5000;) {
+        assert_int_equal(zbert_status(c, 5000, &s, NULL), 0);
+        zbert_status_destroy(&s);
+    }
+    /* done already queued: the request is not open, cancel changes nothing */
+    assert_int_equal(zbert_open_requests(c), 0);
+    assert_int_equal(zbert_cancel(c, r.handle), 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    s_req_free_ev(&r);
+
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+
+    /* now with a request still open, its parts queued (read by a status
+     * request: the fake answers the embed before the status) */
+    fb = fb_start(h_parts_only);
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    s_submit(c, &r, texts, 12, ZBERT_LEVEL_TOKEN, 0);
+    fb_wait(fb, &fb->n_embed, 1);
+    assert_int_equal(zbert_status(c, 5000, &s, NULL), 0);
+    zbert_status_destroy(&s);
+    assert_int_equal(zbert_open_requests(c), 1);
+    assert_int_equal(zbert_cancel(c, r.handle), 0);
+    zbert_event_t *ev = NULL;
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_non_null(ev);
+    assert_int_equal(ev->type, ZBERT_EVENT_ERROR); /* the parts were dropped */
+    assert_int_equal(ev->code, ZBERT_ECANCELED);
+    zbert_event_destroy(&ev);
+    free(r.seen);
+    s_texts_free(texts, 12);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_bounded_in_flight(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_ignore);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 2, 5);
+    const char *texts[] = {"a", "b", "c", "d", "e", "f"};
+    uint64_t h1, h2, h3;
+    zbert_diag_t d = {{0}};
+    assert_int_equal(zbert_submit(c, texts, NULL, 2, NULL, NULL, &h1, &d), 0);
+    assert_int_equal(zbert_submit(c, texts, NULL, 4, NULL, NULL, &h2, &d), ZBERT_EBUSY);
+    assert_int_equal(h2, 0);
+    assert_non_null(strstr(d.msg, "open"));
+    assert_int_equal(zbert_submit(c, texts, NULL, 6, NULL, NULL, &h2, &d), ZBERT_ELIMIT);
+    assert_int_equal(zbert_submit(c, texts, NULL, 3, NULL, NULL, &h2, &d), 0);
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, NULL, NULL, &h3, &d), ZBERT_EBUSY);
+    assert_int_equal(zbert_open_requests(c), 2);
+    assert_true(h1 != h2);
+    /* taking the end of one makes room */
+    assert_int_equal(zbert_cancel(c, h1), 0);
+    zbert_event_t *ev = NULL;
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_non_null(ev);
+    zbert_event_destroy(&ev);
+    assert_int_equal(zbert_submit(c, texts, NULL, 2, NULL, NULL, &h3, &d), 0);
+    assert_true(h3 != h1 && h3 != h2);
+    /* argument checks */
+    assert_int_equal(zbert_submit(c, texts, NULL, 0, NULL, NULL, &h3, &d), ZBERT_EINVAL);
+    zbert_options_t bad = {.level = (zbert_level_t)7};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h3, &d), ZBERT_EINVAL);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_blocking_embed(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    size_t n = 2500; /* three requests of at most 1024 texts */
+    const char **texts = s_texts(n, "k");
+    zbert_result_t *res = NULL;
+    zbert_options_t opt = {.level = ZBERT_LEVEL_WORDPIECE, .deadline_ms = 60000};
+    zbert_diag_t d = {{0}};
+    int rc = zbert_embed(c, texts, NULL, n, &opt, &res, &d);
+    if (rc != 0) fail_msg("embed: %s", d.msg);
+    assert_int_equal(zbert_result_count(res), n);
+    req_t r = {.texts = texts, .n = n, .level = ZBERT_LEVEL_WORDPIECE};
+    for (size_t i = 0; i < n; i++) {
+        zbert_text_t t;
+        assert_int_equal(zbert_result_text(res, i, &t), 0);
+        assert_int_equal(t.seq, i);
+        t.index = (uint32_t)i; /* check against the call's texts */
+        s_check_text(&r, &t);
+    }
+    zbert_text_t t;
+    assert_int_equal(zbert_result_text(res, n, &t), ZBERT_EINVAL);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 3);
+    zbert_result_destroy(&res);
+    assert_null(res);
+    assert_int_equal(zbert_open_requests(c), 0);
+    /* with lengths: embedded NUL bytes are part of a text */
+    const char *raw[] = {"ab\0cd", "e"};
+    size_t lens[] = {5, 1};
+    assert_int_equal(zbert_embed(c, raw, lens, 2, NULL, &res, &d), 0);
+    zbert_result_text(res, 0, &t);
+    fk_t f;
+    fk_text("ab\0cd", 5, ZB_MSG_LEVEL_TOKEN, &f);
+    assert_memory_equal(t.vectors, f.vec, f.rows * DIM * sizeof(float));
+    zbert_result_destroy(&res);
+    /* an async request open: refused */
+    uint64_t h;
+    assert_int_equal(zbert_submit(c, raw, lens, 1, NULL, NULL, &h, &d), 0);
+    assert_int_equal(zbert_embed(c, raw, lens, 1, NULL, &res, &d), ZBERT_EINVAL);
+    assert_null(res);
+    s_texts_free(texts, n);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_blocking_deadline_and_error(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_ignore);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(3000, "w");
+    zbert_result_t *res = NULL;
+    zbert_options_t opt = {.deadline_ms = 300};
+    zbert_diag_t d = {{0}};
+    uint64_t t0 = s_ms();
+    assert_int_equal(zbert_embed(c, texts, NULL, 3000, &opt, &res, &d), ZBERT_ETIMEOUT);
+    assert_true(s_ms() - t0 < 5000);
+    assert_null(res);
+    assert_non_null(strstr(d.msg, "deadline"));
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_event_t *ev = NULL;
+    assert_int_equal(zbert_next(c, 0, &ev), 0);
+    assert_null(ev); /* nothing left behind */
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    fb = fb_start(h_errors);
+    fb_run(fb);
+    eps[0] = fb->ep;
+    const char *nm[] = {"fine", "NOMODEL"};
+    opt.deadline_ms = 0;
+    /* the second request is refused: the call fails with it */
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .texts_max = 1};
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), 0);
+    assert_int_equal(zbert_embed(c, nm, NULL, 2, &opt, &res, &d), ZBERT_ENOTFOUND);
+    assert_non_null(strstr(d.msg, "no_model"));
+    assert_int_equal(zbert_open_requests(c), 0);
+    s_texts_free(texts, 3000);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_status(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(NULL);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    zbert_status_t *s = NULL;
+    zbert_diag_t d = {{0}};
+    assert_int_equal(zbert_status(c, 5000, &s, &d), 0);
+    assert_int_equal(s->requests, 3);
+    assert_int_equal(s->queued_shards, 12);
+    assert_int_equal(s->queued_texts, 700);
+    assert_int_equal(s->in_flight_shards, 4);
+    assert_true(s->texts_per_s == 812.5 && s->tokens_per_s == 25012.25);
+    assert_true(s->latency_p50_ms == 12 && s->latency_p90_ms == 30.5 &&
+                s->latency_p99_ms == 80.25);
+    assert_int_equal(s->protocol_errors, 5);
+    assert_int_equal(s->n_workers, 2);
+    assert_string_equal(s->workers[0].name, "node1:101");
+    assert_string_equal(s->workers[0].model, "tiny-seed1");
+    assert_int_equal(s->workers[0].threads, 4);
+    assert_int_equal(s->workers[0].tokens, 45678);
+    assert_int_equal(s->workers[1].idle_ms, 3725000);
+    zbert_status_destroy(&s);
+    zbert_client_destroy(&c);
+    /* a broker that does not answer: a timeout within the time given */
+    fb_stop(&fb);
+    fb = fb_start(NULL);
+    fb->status_ignore = true;
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 100, 2, 0, 0);
+    uint64_t t0 = s_ms();
+    int rc = zbert_status(c, 2000, &s, &d);
+    assert_true(rc == ZBERT_ETIMEOUT);
+    assert_true(s_ms() - t0 < 5000);
+    assert_null(s);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_config_checks(void **st) {
+    (void)st;
+    zbert_client_t *c = NULL;
+    zbert_diag_t d = {{0}};
+    const char *eps[] = {"tcp://127.0.0.1:1"};
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 0};
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    cfg.n_brokers = 1;
+    cfg.retry_ms = 10;
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "retry_ms"));
+    cfg.retry_ms = 1000;
+    cfg.ping_ms = 1000;
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    cfg.ping_ms = 0;
+    const char *bad[] = {"nonsense://x"};
+    cfg.brokers = bad;
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "nonsense://x"));
+    assert_null(c);
+    cfg.brokers = eps;
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), 0);
+    zbert_client_destroy(&c);
+    zbert_client_destroy(&c); /* NULL-safe */
+    zbert_client_destroy(NULL);
+    assert_string_equal(zbert_strerror(ZBERT_ETIMEOUT), "timed out");
+    assert_int_equal(zbert_log_level("loud"), ZBERT_EINVAL);
+    assert_int_equal(zbert_log_level("warn"), 0);
+}
+
+/* --- tests: the zbert command ------------------------------------------------------- */
+
+static char s_dir[256];
+
+static const char *s_bin(void) {
+    const char *b = getenv("ZB_BIN");
+    return b && *b ? b : "bin";
+}
+
+static const char *s_file(const char *name) {
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", s_dir, name);
+    return buf[k];
+}
+
+static void s_write(const char *name, const char *data) {
+    FILE *f = fopen(s_file(name), "wb");
+    assert_non_null(f);
+    fputs(data, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int s_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int s_sh(const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    assert_true(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+/* What textio writes for the fake model's results of the input. */
+static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fmt,
+                      zb_msg_level_t level, size_t *len) {
+    FILE *in = fmemopen((void *)input, strlen(input), "r");
+    FILE *out = tmpfile();
+    assert_true(in && out);
+    zb_io_reader_t *rd = zb_io_reader_new(in, in_fmt);
+    zb_io_writer_t *w = zb_io_writer_new(out, fmt, (zb_io_level_t)level, false, false, DIM);
+    assert_true(rd && w);
+    zb_io_item_t it = {0};
+    static fk_t f;
+    int32_t ids[ROWS_MAX];
+    for (size_t i = 0; zb_io_read(rd, &it) == 1; i++) {
+        zb_io_text_t v = {.index = i, .text = it.text, .text_len = it.len};
+        if (it.text == NULL) {
+            v.error = it.error;
+        } else {
+            fk_text(it.text, it.len, level, &f);
+            if (f.code) {
+                v.error = f.message;
+            } else {
+                for (uint32_t k = 0; k < f.rows; k++) ids[k] = (int32_t)f.ids[k];
+                v.truncated = f.truncated;
+                v.n_rows = f.rows;
+                v.dim = DIM;
+                v.vectors = f.vec;
+                v.offsets = f.off;
+                v.byte_offsets = f.off;
+                v.ids = ids;
+            }
+        }
+        assert_int_equal(zb_io_write(w, &v), 0);
+    }
+    zb_io_item_clear(&it);
+    assert_int_equal(zb_io_writer_finish(w), 0);
+    zb_io_writer_destroy(&w);
+    zb_io_reader_destroy(&rd);
+    fclose(in);
+    long n = ftell(out);
+    rewind(out);
+    char *buf = malloc((size_t)n + 1);
+    assert_int_equal(fread(buf, 1, (size_t)n, out), (size_t)n);
+    buf[n] = '\0';
+    fclose(out);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void s_same_file(const char *name, const char *want, size_t want_len) {
+    size_t len;
+    char *got = fx_read_file(s_file(name), &len);
+    assert_non_null(got);
+    if (len != want_len || memcmp(got, want, len) != 0)
+        fail_msg("%s differs from textio's output (%zu vs %zu bytes):\n%.*s\n---\n%.*s", name,
+                 len, want_len, (int)(len < 2000 ? len : 2000), got,
+                 (int)(want_len < 2000 ? want_len : 2000), want);
+    free(got);
+}
+
+static int setup_dir(void **st) {
+    (void)st;
+    snprintf(s_dir, sizeof s_dir, "/tmp/zbert-client-XXXXXX");
+    return mkdtemp(s_dir) ? 0 : -1;
+}
+
+static int teardown_dir(void **st) {
+    (void)st;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char s_input[] = "hello world\n"
+                              "BAD line here\n"
+                              "\n"
+                              "LONG text is long\n"
+                              "a, b c\r\n"
+                              "x\n"
+                              "tab\tand \"quote\" here\n"
+                              "last line without newline";
+
+static void test_cli_embed_jsonl_levels(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    s_write("in.txt", s_input);
+    static const struct {
+        const char *args;
+        zb_msg_level_t level;
+        zb_io_format_t fmt;
+    } cases[] = {
+        {"", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
+        {"--level wordpiece", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_JSONL},
+        {"--level sentence --pooling mean --normalize --windows", ZB_MSG_LEVEL_SENTENCE,
+         ZB_IO_OUT_JSONL},
+        {"--level token --format table", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_TABLE},
+        {"--level wordpiece --format table --truncate", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_TABLE},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int rc = s_sh("%s/zbert embed --broker %s --batch 2 --inflight 2 %s < %s > %s 2> %s",
+                      s_bin(), fb->ep, cases[k].args, s_file("in.txt"), s_file("out"),
+                      s_file("err"));
+        assert_int_equal(rc, 1); /* a line was rejected, as zbert-embed says */
+        size_t len;
+        char *want = s_expect(s_input, ZB_IO_IN_LINES, cases[k].fmt, cases[k].level, &len);
+        s_same_file("out", want, len);
+        free(want);
+        size_t elen;
+        char *err = fx_read_file(s_file("err"), &elen);
+        assert_non_null(strstr(err, "zbert: input line 2: invalid UTF-8\n"));
+        assert_non_null(strstr(err, "zbert: 1 of 8 input lines rejected\n"));
+        assert_null(strstr(err, "\r")); /* no progress bar off a terminal */
+        free(err);
+    }
+    /* 8 texts in requests of 2: 4 requests per run, options passed on */
+    int n = fb_count(fb, &fb->n_embed);
+    assert_int_equal(n, 20);
+    assert_int_equal(fb->opts[8].level, ZB_MSG_LEVEL_SENTENCE);
+    assert_int_equal(fb->opts[8].pooling, ZB_MSG_POOL_MEAN);
+    assert_true(fb->opts[8].normalize && fb->opts[8].windows);
+    assert_false(fb->opts[0].normalize || fb->opts[0].windows);
+    fb_stop(&fb);
+}
+
+static void test_cli_embed_npy_and_jsonl_input(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    s_write("in.txt", s_input);
+    size_t len;
+    char *want = s_expect(s_input, ZB_IO_IN_LINES, ZB_IO_OUT_NPY, ZB_MSG_LEVEL_SENTENCE, &len);
+    /* to a file (header patched in place) and to a pipe (rows buffered) */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy --batch 3 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out.npy"), s_file("err")),
+                     1);
+    s_same_file("out.npy", want, len);
+    size_t elen;
+    char *err = fx_read_file(s_file("err"), &elen);
+    assert_non_null(strstr(err, "zbert: 1 of 8 input lines rejected (their rows are NaN)\n"));
+    free(err);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < %s 2> %s | cat > %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("err"), s_file("pipe.npy")),
+                     0); /* the status of cat */
+    s_same_file("pipe.npy", want, len);
+    free(want);
+    /* npy needs the sentence level */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy --level token < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     2);
+
+    /* JSONL input: a bad JSON line is rejected locally, indices stay */
+    static const char jin[] = "{\"text\": \"first one\"}\n"
+                              "not json\n"
+                              "{\"other\": 1}\n"
+                              "{\"text\": \"x y\"}\n";
+    s_write("in.jsonl", jin);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --input-format jsonl < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.jsonl"), s_file("out"), s_file("err")),
+                     1);
+    want = s_expect(jin, ZB_IO_IN_JSONL, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, &len);
+    s_same_file("out", want, len);
+    free(want);
+    err = fx_read_file(s_file("err"), &elen);
+    assert_non_null(strstr(err, "zbert: input line 2: bad JSON\n"));
+    assert_non_null(strstr(err, "zbert: input line 3: JSON object has no string field"));
+    free(err);
+
+    /* a clean input exits 0; an empty one writes nothing */
+    s_write("clean.txt", "one two\nthree\n");
+    assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
+                          s_file("clean.txt"), s_file("out"), s_file("err")),
+                     0);
+    want = s_expect("one two\nthree\n", ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, &len);
+    s_same_file("out", want, len);
+    free(want);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s < /dev/null > %s 2> %s", s_bin(), fb->ep,
+                          s_file("out"), s_file("err")),
+                     0);
+    s_same_file("out", "", 0);
+    /* empty input as npy: the width comes from the status (32 here) */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < /dev/null > %s 2> %s",
+                          s_bin(), fb->ep, s_file("out"), s_file("err")),
+                     0);
+    char *npy = fx_read_file(s_file("out"), &len);
+    assert_int_equal(len, 128);
+    npy[len - 1] = '\0';
+    assert_non_null(strstr(npy + 10, "'shape': (0, 32)")); /* after the magic's NUL */
+    free(npy);
+    fb_stop(&fb);
+}
+
+static void test_cli_embed_many_texts_in_order(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    size_t n = 3000, cap = n * 40, o = 0;
+    char *input = malloc(cap);
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(input + o, cap - o, "text %zu %s\n", i, i % 3 ? "x" : "y z");
+    s_write("many.txt", input);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --level sentence --batch 37 --inflight 5 "
+                          "< %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("many.txt"), s_file("out"), s_file("err")),
+                     0);
+    size_t len;
+    char *want = s_expect(input, ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_SENTENCE, &len);
+    s_same_file("out", want, len);
+    free(want);
+    free(input);
+    assert_int_equal(fb_count(fb, &fb->n_embed), (int)((n + 36) / 37));
+    fb_stop(&fb);
+}
+
+static void test_cli_embed_progress_and_failure(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    s_write("in.txt", "a b\nc\n");
+    /* forced on (stderr is not a terminal here): a bar with a fraction */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --progress always < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    size_t len;
+    char *err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "100%"));
+    assert_non_null(strstr(err, "texts/s"));
+    assert_non_null(strstr(err, "\r\033[K"));
+    free(err);
+    /* from a pipe: a count only */
+    assert_int_equal(s_sh("cat %s | %s/zbert embed --broker %s --progress always > %s 2> %s",
+                          s_file("in.txt"), s_bin(), fb->ep, s_file("out"), s_file("err")),
+                     0);
+    err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "2 texts"));
+    assert_null(strstr(err, "ETA"));
+    free(err);
+    /* the broker refuses: the command says why and fails */
+    s_write("nm.txt", "NOMODEL\n");
+    fb_stop(&fb);
+    fb = fb_start(h_errors);
+    fb_run(fb);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
+                          s_file("nm.txt"), s_file("out"), s_file("err")),
+                     1);
+    err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "no_model"));
+    free(err);
+    fb_stop(&fb);
+    /* nobody answers: no hang, a clear message */
+    fb = fb_start(NULL);
+    fb->silent = true;
+    fb_run(fb);
+    uint64_t t0 = s_ms();
+    assert_int_equal(s_sh("ZBERT_RETRY_MS=100 %s/zbert embed --broker %s --tries 2 < %s > %s "
+                          "2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     1);
+    assert_true(s_ms() - t0 < 10000);
+    err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "no answer from the broker"));
+    free(err);
+    fb_stop(&fb);
+    /* usage errors */
+    assert_int_equal(s_sh("%s/zbert embed --bogus 2> /dev/null", s_bin()), 2);
+    assert_int_equal(s_sh("%s/zbert frobnicate 2> /dev/null", s_bin()), 2);
+    assert_int_equal(s_sh("%s/zbert embed --batch 0 2> /dev/null", s_bin()), 2);
+    assert_int_equal(s_sh("ZBERT_INFLIGHT=zero %s/zbert embed < /dev/null 2> /dev/null", s_bin()),
+                     2);
+}
+
+static void test_cli_status(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(NULL);
+    fb_run(fb);
+    /* the endpoint from a config file */
+    char conf[600];
+    snprintf(conf, sizeof conf, "# test\nbroker = %s\n", fb->ep);
+    s_write("zbert.conf", conf);
+    assert_int_equal(s_sh("%s/zbert status --config %s > %s 2> %s", s_bin(), s_file("zbert.conf"),
+                          s_file("out"), s_file("err")),
+                     0);
+    size_t len;
+    char *out = fx_read_file(s_file("out"), &len);
+    assert_non_null(strstr(out, "requests    3 open\n"));
+    assert_non_null(strstr(out, "queued      12 shards, 700 texts\n"));
+    assert_non_null(strstr(out, "in flight   4 shards\n"));
+    assert_non_null(strstr(out, "throughput  812.5 texts/s, 25012.2 tokens/s"));
+    assert_non_null(strstr(out, "latency     p50 12.0 ms, p90 30.5 ms, p99 80.2 ms"));
+    assert_non_null(strstr(out, "errors      5 malformed messages\n"));
+    assert_non_null(strstr(out, "workers     2\n"));
+    assert_non_null(strstr(out, "WORKER"));
+    /* worker rows: name, model, numbers; a control character is masked */
+    assert_non_null(strstr(out, "node1:101"));
+    assert_non_null(strstr(out, "node2:?[2J"));
+    assert_null(strchr(out, '\x1b'));
+    const char *row = strstr(out, "node1:101");
+    char name[64], model[64], idle[32];
+    unsigned dim, threads, credit;
+    unsigned long long infl, shards, tokens;
+    assert_int_equal(sscanf(row, "%63s %63s %u %u %u %llu %llu %llu %31s", name, model, &dim,
+                            &threads, &credit, &infl, &shards, &tokens, idle),
+                     9);
+    assert_string_equal(model, "tiny-seed1");
+    assert_int_equal(dim, 32);
+    assert_int_equal(threads, 4);
+    assert_int_equal(credit, 8);
+    assert_int_equal(infl, 1);
+    assert_int_equal(shards, 120);
+    assert_int_equal(tokens, 45678);
+    assert_string_equal(idle, "0.2s");
+    assert_non_null(strstr(out, "1h 02m 05s"));
+    free(out);
+    /* JSON */
+    assert_int_equal(s_sh("ZBERT_BROKER=%s %s/zbert status --json > %s 2> %s", fb->ep, s_bin(),
+                          s_file("out"), s_file("err")),
+                     0);
+    out = fx_read_file(s_file("out"), &len);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_string_equal(cJSON_GetObjectItem(j, "broker")->valuestring, fb->ep);
+    assert_int_equal(cJSON_GetObjectItem(j, "queued_texts")->valuedouble, 700);
+    assert_true(cJSON_GetObjectItem(j, "tokens_per_s")->valuedouble == 25012.25);
+    cJSON *lat = cJSON_GetObjectItem(j, "latency_ms");
+    assert_true(cJSON_GetObjectItem(lat, "p99")->valuedouble == 80.25);
+    cJSON *ws = cJSON_GetObjectItem(j, "workers");
+    assert_int_equal(cJSON_GetArraySize(ws), 2);
+    cJSON *w1 = cJSON_GetArrayItem(ws, 1);
+    assert_string_equal(cJSON_GetObjectItem(w1, "name")->valuestring, "node2:\x1b[2J");
+    assert_int_equal(cJSON_GetObjectItem(w1, "idle_ms")->valuedouble, 3725000);
+    cJSON_Delete(j);
+    free(out);
+    fb_stop(&fb);
+    /* nobody there */
+    fb = fb_start(NULL);
+    fb->silent = true;
+    fb_run(fb);
+    assert_int_equal(s_sh("%s/zbert status --broker %s --timeout-ms 300 > %s 2> %s", s_bin(),
+                          fb->ep, s_file("out"), s_file("err")),
+                     1);
+    out = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(out, "no status from broker"));
+    free(out);
+    fb_stop(&fb);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_out_of_order_and_reorder),
+        cmocka_unit_test(test_reorder_error_and_destroy),
+        cmocka_unit_test(test_per_text_errors_and_truncation),
+        cmocka_unit_test(test_resend_after_silence_drops_duplicates),
+        cmocka_unit_test(test_failover_to_second_broker),
+        cmocka_unit_test(test_timeout_after_tries),
+        cmocka_unit_test(test_busy_is_retried),
+        cmocka_unit_test(test_restart_noticed_from_uptime),
+        cmocka_unit_test(test_duplicate_id_of_own_resend_is_ignored),
+        cmocka_unit_test(test_malformed_messages_fail_their_request),
+        cmocka_unit_test(test_deadline),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_cancel_drops_queued_parts),
+        cmocka_unit_test(test_bounded_in_flight),
+        cmocka_unit_test(test_blocking_embed),
+        cmocka_unit_test(test_blocking_deadline_and_error),
+        cmocka_unit_test(test_status),
+        cmocka_unit_test(test_cli_embed_jsonl_levels),
+        cmocka_unit_test(test_cli_embed_npy_and_jsonl_input),
+        cmocka_unit_test(test_cli_embed_many_texts_in_order),
+        cmocka_unit_test(test_cli_embed_progress_and_failure),
+        cmocka_unit_test(test_cli_status),
+    };
+    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+}
