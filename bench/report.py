@@ -192,9 +192,10 @@ def main():
     w = lines.append
     w("## zbert benchmark — %s" % meta.get("date", ""))
     w("")
-    w("Machine: %s, %s threads for every system; load average %s at the start, %s at the end%s."
+    w("Machine: %s, %s threads for every system; load average %s at the start, %s at the end; "
+      "other processes used %s %% of the CPU during the measurements%s."
       % (meta.get("cpu", "?"), meta.get("threads", "?"), meta.get("load_start", "?"),
-         meta.get("load_end", "?"),
+         meta.get("load_end", "?"), meta.get("others_pct", "?"),
          " — **the machine was busy: figures are low and noisy**"
          if meta.get("busy") else ""))
     w("Model: random bert-base-shaped weights (%d layers, hidden %d, %d heads, intermediate %d), "

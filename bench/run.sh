@@ -60,6 +60,25 @@ idle_pct() {
         if (NR == 1) { i0 = idle; t0 = tot } else printf "%d", 100 * (idle - i0) / (tot - t0) }'
 }
 
+# our_cpu FILE -- CPU seconds used so far by this script's finished
+# children, from `times` output saved in FILE (`times` must run in this
+# shell itself: a subshell has no finished children of its own).
+our_cpu() {
+    sed -n 2p "$1" | awk '{ t = 0
+        for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] }
+        printf "%.2f", t }'
+}
+
+# busy_others STAT0 STAT1 OURS -- percent of the machine's CPU time (all
+# cores) that other processes used between two /proc/stat lines, given the
+# CPU seconds this script's children used meanwhile.
+busy_others() {
+    printf '%s\n%s\n' "$1" "$2" | awk -v ours="$3" -v hz="$(getconf CLK_TCK)" '
+        { idle = $5 + $6; tot = 0; for (i = 2; i <= NF; i++) tot += $i
+          if (NR == 1) { i0 = idle; t0 = tot } else { busy = (tot - t0) - (idle - i0); all = tot - t0 } }
+        END { o = 100 * (busy - ours * hz) / all; printf "%d", o < 0 ? 0 : o }'
+}
+
 # timed NAME CMD... -- runs CMD, recording its peak RSS in $out/NAME.rss.
 timed() {
     name=$1
@@ -136,6 +155,10 @@ if [ $have_ort -eq 1 ] && { [ ! -f "$model.onnx" ] || [ "$model/model.safetensor
     "$py" bench/bert_torch.py export "$model" "$model.onnx" 2>"$out/export.log" ||
         { cat "$out/export.log" >&2; die "ONNX export failed"; }
 fi
+
+# --- measurements from here: watch what else uses the CPU -----------------------
+stat0=$(head -n 1 /proc/stat)
+times > "$out/times0"
 
 # --- sgemm probe ----------------------------------------------------------------
 say "sgemm probe (OpenBLAS, $threads threads, M = 32, 128, 512)"
@@ -228,16 +251,21 @@ if [ $have_ort -eq 1 ]; then
 fi
 
 # --- the table ---------------------------------------------------------------------------
-idle1=$(idle_pct)
+stat1=$(head -n 1 /proc/stat)
+times > "$out/times1"
+ours=$(echo "$(our_cpu "$out/times1") $(our_cpu "$out/times0")" | awk '{ print $1 - $2 }')
+others=$(busy_others "$stat0" "$stat1" "$ours")
+say "other processes used ${others} % of the CPU during the measurements"
 busy=false
-[ "$idle0" -ge 85 ] && [ "$idle1" -ge 85 ] || busy=true
+[ "$others" -lt 10 ] || busy=true
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 notes=""
 [ -x /usr/bin/time ] ||
     notes="\"Peak RSS not measured: /usr/bin/time missing (make bench-deps, or apt-get install time).\""
 cat > "$out/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "cpu": "$(nproc) × $cpu", "threads": $threads,
- "load_start": "$load0, ${idle0} % idle", "load_end": "$(cut -d ' ' -f 1-3 /proc/loadavg), ${idle1} % idle",
+ "load_start": "$load0, ${idle0} % idle", "load_end": "$(cut -d ' ' -f 1-3 /proc/loadavg)",
+ "others_pct": $others,
  "busy": $busy, "layers": 12, "hidden": 768, "heads": 12, "intermediate": 3072,
  "model": "$model.zbm / $model/model.safetensors / $model.onnx", "detail": $detail,
  "torch_version": "${torch_version:-}", "torch_deb": "${torch_deb:-}",
