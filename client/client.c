@@ -144,6 +144,7 @@ typedef struct s_req {
     uint64_t retry_at;    /* > 0: backing off after `busy` until then */
     uint32_t backoff_ms;  /* next busy delay */
     uint32_t tries;       /* sends since it last heard anything */
+    uint32_t no_model;    /* `no_model` answers so far */
     bool want_send;
     bool fresh;           /* body as submitted, not yet sent */
     bool resent;          /* sent again on the same socket: `duplicate_id`
@@ -660,6 +661,17 @@ static int s_on_error(zbert_client_t *c, s_req_t *r, const zb_msg_error_t *m, ui
         r->want_send = true;
         r->sent_at = 0;
         ZB_LOG(ZB_LOG_DEBUG, "request %s: broker busy, retry in %u ms", r->id, delay - jitter);
+        return 0;
+    }
+    if (m->code == ZB_MSG_CODE_NO_MODEL && r->no_model < c->tries) {
+        /* A broker that has just started (or restarted) has no worker
+         * until they announce themselves, within a heartbeat or two:
+         * ask again a few times before giving up. */
+        r->no_model++;
+        r->retry_at = now + c->ping_ms;
+        r->want_send = true;
+        r->sent_at = 0;
+        ZB_LOG(ZB_LOG_DEBUG, "request %s: no worker yet, retry in %u ms", r->id, c->ping_ms);
         return 0;
     }
     if (m->code == ZB_MSG_CODE_DUPLICATE_ID && r->resent)

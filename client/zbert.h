@@ -33,7 +33,8 @@
  * broker that restarted behind the same endpoint is noticed from its uptime
  * and is sent the requests it cannot know.  A `busy` answer (the broker's
  * queue is full) is retried after a growing delay, for as long as the
- * request's deadline allows.  A slow broker that keeps answering pings is
+ * request's deadline allows; `no_model` (no worker connected, as right
+ * after a broker starts) is retried every ping_ms, `tries` times.  A slow broker that keeps answering pings is
  * waited for: only a deadline bounds how long a request takes.
  *
  * Timers run inside zbert_next(), zbert_embed() and zbert_status(): a

@@ -425,6 +425,16 @@ static void h_busy(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed
     h_shuffle(fb, rid, rlen, e);
 }
 
+/* no_model for the first copy of each id (no worker yet), then as
+ * h_shuffle. */
+static void h_no_model_once(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_error(fb, rid, rlen, e->id, ZB_MSG_CODE_NO_MODEL, "no worker");
+        return;
+    }
+    h_shuffle(fb, rid, rlen, e);
+}
+
 /* Never answers embeds (statuses are answered). */
 static void h_ignore(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
     (void)fb, (void)rid, (void)rlen, (void)e;
@@ -714,7 +724,7 @@ static void test_reorder_error_and_destroy(void **st) {
     fb_t *fb = fb_start(h_errors);
     fb_run(fb);
     const char *eps[] = {fb->ep};
-    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    zbert_client_t *c = s_client(eps, 1, 200, 3, 0, 0);
     const char *t1[] = {"NOMODEL", "b"};
     const char **t0 = s_texts(6, "p");
     req_t rs[2];
@@ -729,6 +739,8 @@ static void test_reorder_error_and_destroy(void **st) {
     assert_int_equal(rs[0].end->code, ZBERT_ENOTFOUND);
     assert_string_equal(rs[0].end->code_name, "no_model");
     assert_string_equal(rs[0].end->message, "no worker serves the model");
+    /* no_model was asked again `tries` times before it counted */
+    assert_int_equal(fb_count(fb, &fb->n_embed), 5);
     zbert_text_t t;
     for (uint32_t i = 0; i < 2; i++) {
         assert_int_equal(zbert_reorder_pop(ro, &t), 1);
@@ -860,6 +872,25 @@ static void test_busy_is_retried(void **st) {
     assert_string_equal(fb->ids[0], fb->ids[1]);
     s_req_free_ev(&r);
     s_texts_free(texts, 8);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static void test_no_model_retried(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_no_model_once);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 200, 3, 0, 0);
+    const char **texts = s_texts(4, "m");
+    req_t r;
+    s_submit(c, &r, texts, 4, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 4);
     zbert_client_destroy(&c);
     fb_stop(&fb);
 }
@@ -1153,7 +1184,7 @@ static void test_blocking_deadline_and_error(void **st) {
     const char *nm[] = {"fine", "NOMODEL"};
     opt.deadline_ms = 0;
     /* the second request is refused: the call fails with it */
-    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .texts_max = 1};
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .texts_max = 1, .retry_ms = 200};
     assert_int_equal(zbert_client_new(&cfg, &c, &d), 0);
     assert_int_equal(zbert_embed(c, nm, NULL, 2, &opt, &res, &d), ZBERT_ENOTFOUND);
     assert_non_null(strstr(d.msg, "no_model"));
@@ -1511,11 +1542,11 @@ static void test_cli_embed_progress_and_failure(void **st) {
     fb_stop(&fb);
     fb = fb_start(h_errors);
     fb_run(fb);
-    assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
-                          s_file("nm.txt"), s_file("out"), s_file("err")),
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --retry-ms 200 < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("nm.txt"), s_file("out"), s_file("err")),
                      1);
     err = fx_read_file(s_file("err"), &len);
-    assert_non_null(strstr(err, "no_model"));
+    assert_non_null(strstr(err, "zbert: request failed (no_model): no worker serves the model\n"));
     free(err);
     fb_stop(&fb);
     /* nobody answers: no hang, a clear message */
@@ -1625,6 +1656,7 @@ int main(void) {
         cmocka_unit_test(test_failover_to_second_broker),
         cmocka_unit_test(test_timeout_after_tries),
         cmocka_unit_test(test_busy_is_retried),
+        cmocka_unit_test(test_no_model_retried),
         cmocka_unit_test(test_restart_noticed_from_uptime),
         cmocka_unit_test(test_duplicate_id_of_own_resend_is_ignored),
         cmocka_unit_test(test_malformed_messages_fail_their_request),
