@@ -957,12 +957,16 @@ static int s_next_timer(const zbert_client_t *c, uint64_t now, int cap) {
     return t - now > (uint64_t)INT32_MAX ? INT32_MAX : (int)(t - now);
 }
 
-/* Waits up to wait_ms for the socket, reads it, runs the timers. */
-static int s_pump(zbert_client_t *c, int wait_ms) {
+/* Waits up to wait_ms for the socket, reads it, runs the timers.  Sets
+ * *interrupted when a signal cut the wait short. */
+static int s_pump(zbert_client_t *c, int wait_ms, bool *interrupted) {
     zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
-    if (zmq_poll(&it, 1, wait_ms) < 0 && errno != EINTR) {
-        ZB_LOG(ZB_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
-        return ZBERT_EIO;
+    if (zmq_poll(&it, 1, wait_ms) < 0) {
+        if (errno != EINTR) {
+            ZB_LOG(ZB_LOG_ERROR, "poll failed: %s", zmq_strerror(errno));
+            return ZBERT_EIO;
+        }
+        if (interrupted) *interrupted = true;
     }
     int rc = s_drain(c);
     if (rc != 0) return rc;
@@ -1174,9 +1178,10 @@ int zbert_next(zbert_client_t *c, int timeout_ms, zbert_event_t **ev) {
         } else if (c->n_reqs == 0 && !c->st_wait) {
             return 0; /* nothing open: waiting forever would hang */
         }
-        int rc = s_pump(c, s_next_timer(c, now, left));
+        bool interrupted = false;
+        int rc = s_pump(c, s_next_timer(c, now, left), &interrupted);
         if (rc != 0) return rc;
-        if (left == 0 && c->q_head == NULL) return 0;
+        if ((left == 0 || interrupted) && c->q_head == NULL) return 0;
     }
 }
 
@@ -1223,7 +1228,7 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
             }
             left = (int)((uint64_t)timeout_ms - (now - start));
         }
-        rc = s_pump(c, s_next_timer(c, now, left));
+        rc = s_pump(c, s_next_timer(c, now, left), NULL);
     }
     if (rc == 0) rc = c->st_rc;
     if (rc == 0) {

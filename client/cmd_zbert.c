@@ -25,13 +25,15 @@
  * Settings come from the command line, else ZBERT_<KEY> environment
  * variables, else the --config file, else the defaults (see
  * deploy/zbert.conf.example).  Exit status: 0, 1 on failure (or rejected
- * input lines), 2 on a usage error.
+ * input lines), 2 on a usage error, 130 when interrupted (SIGINT, SIGTERM:
+ * the open requests are cancelled at the broker first).
  *
  * The command line is a contract other tools drive: options are only ever
  * added.
  */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,15 @@
 
 /* Progress bar redraws at most this often. */
 #define S_PROGRESS_MS 200
+
+/* Set by SIGINT and SIGTERM: embed stops, cancels its open requests (so
+ * that the broker does not compute them for nobody) and exits 130. */
+static volatile sig_atomic_t s_stop;
+
+static void s_on_signal(int sig) {
+    (void)sig;
+    s_stop = 1;
+}
 
 typedef enum s_progress { S_PROGRESS_AUTO = 0, S_PROGRESS_ALWAYS, S_PROGRESS_NEVER } s_progress_t;
 
@@ -402,6 +413,10 @@ static int s_send_batch(s_embed_t *e) {
     size_t bytes = 0;
     while (b->n < (size_t)a->batch && bytes < S_BATCH_BYTES) {
         int got = zb_io_read(e->reader, &b->items[b->n]);
+        if (got < 0 && s_stop) {
+            s_batch_clear(b);
+            return -1;
+        }
         if (got < 0) {
             fprintf(stderr, "zbert: cannot read input: %s\n", strerror(errno));
             s_batch_clear(b);
@@ -535,8 +550,14 @@ static int s_cmd_embed(const s_args_t *a) {
         fprintf(stderr, "zbert: out of memory\n");
         goto out;
     }
+    /* No SA_RESTART: a read blocked on a terminal or pipe returns. */
+    struct sigaction sa = {.sa_handler = s_on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     bool eof = false;
     for (;;) {
+        if (s_stop) goto out;
         while (!eof && zbert_open_requests(e.c) < (size_t)a->inflight && e.n_batches < e.cap) {
             int rc = s_send_batch(&e);
             if (rc < 0) goto out;
@@ -586,6 +607,10 @@ static int s_cmd_embed(const s_args_t *a) {
     }
 out:
     s_bar_clear(&e.bar);
+    if (s_stop) {
+        fprintf(stderr, "zbert: interrupted; %zu of %zu texts written\n", e.n_written, e.n_read);
+        status = 130;
+    }
     fflush(stdout);
     for (size_t i = 0; e.ring && i < e.cap; i++) s_batch_clear(&e.ring[i]);
     free(e.ring);

@@ -254,9 +254,10 @@ typedef struct zbert_text {
  * there) for the next event, which is then the caller's.  Sends what is due
  * meanwhile (pings, resends, retries after busy) and fails requests whose
  * deadline passed.  Returns 0 with *ev set, or 0 with *ev NULL when the time
- * ran out (or nothing is open and no event is queued, with timeout_ms
- * negative: then it returns at once); ZBERT_ENOMEM or ZBERT_EIO (the socket
- * failed: the client should be destroyed).
+ * ran out, a signal interrupted the wait, or nothing is open and no event
+ * is queued (with timeout_ms negative: then it returns at once);
+ * ZBERT_ENOMEM or ZBERT_EIO (the socket failed: the client should be
+ * destroyed).
  */
 int zbert_next(zbert_client_t *c, int timeout_ms, zbert_event_t **ev);
 

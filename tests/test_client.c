@@ -35,7 +35,9 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1571,6 +1573,52 @@ static void test_cli_embed_progress_and_failure(void **st) {
                      2);
 }
 
+/* SIGTERM while requests are open: exit 130, the requests cancelled at
+ * the broker. */
+static void test_cli_embed_interrupted(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_ignore);
+    fb_run(fb);
+    s_write("in.txt", "a b\nc d\ne\n");
+    char bin[512], pin[512], pout[512], perr[512];
+    snprintf(bin, sizeof bin, "%s/zbert", s_bin());
+    snprintf(pin, sizeof pin, "%s", s_file("in.txt"));
+    snprintf(pout, sizeof pout, "%s", s_file("out"));
+    snprintf(perr, sizeof perr, "%s", s_file("err"));
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) { /* only async-signal-safe calls: the parent has threads */
+        int in = open(pin, O_RDONLY);
+        int out = open(pout, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int err = open(perr, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (in < 0 || out < 0 || err < 0) _exit(99);
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(err, 2);
+        execl(bin, bin, "embed", "--broker", fb->ep, "--batch", "1", (char *)NULL);
+        _exit(98);
+    }
+    fb_wait(fb, &fb->n_embed, 3);
+    kill(pid, SIGTERM);
+    int status = 0;
+    pid_t w = 0;
+    for (uint64_t t0 = s_ms(); (w = waitpid(pid, &status, WNOHANG)) == 0 && s_ms() - t0 < 5000;)
+        s_sleep_ms(10);
+    if (w == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        fail_msg("zbert embed did not stop on SIGTERM");
+    }
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 130);
+    fb_wait(fb, &fb->n_cancel, 3);
+    size_t len;
+    char *err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "zbert: interrupted; 0 of 3 texts written\n"));
+    free(err);
+    fb_stop(&fb);
+}
+
 static void test_cli_status(void **st) {
     (void)st;
     fb_t *fb = fb_start(NULL);
@@ -1671,6 +1719,7 @@ int main(void) {
         cmocka_unit_test(test_cli_embed_npy_and_jsonl_input),
         cmocka_unit_test(test_cli_embed_many_texts_in_order),
         cmocka_unit_test(test_cli_embed_progress_and_failure),
+        cmocka_unit_test(test_cli_embed_interrupted),
         cmocka_unit_test(test_cli_status),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
