@@ -33,14 +33,14 @@ typedef struct s_slot {
 
 struct zbert_result {
     size_t n;
-    s_slot_t *slots;       /* [n] */
+    s_slot_t *slots;        /* [n] */
     zbert_event_t **events; /* PART events held */
     size_t n_events, cap_events;
 };
 
 typedef struct s_chunk {
     size_t base, n;
-    uint64_t handle;       /* 0: not submitted */
+    uint64_t handle; /* 0: not submitted */
     bool ended;
 } s_chunk_t;
 

@@ -48,16 +48,12 @@
 #include "log.h"
 #include "message.h"
 
-_Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM &&
-                   (int)ZBERT_EINVAL == (int)ZB_EINVAL &&
-                   (int)ZBERT_EIO == (int)ZB_EIO &&
-                   (int)ZBERT_EFORMAT == (int)ZB_EFORMAT &&
-                   (int)ZBERT_ELIMIT == (int)ZB_ELIMIT &&
-                   (int)ZBERT_EUTF8 == (int)ZB_EUTF8 &&
+_Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)ZB_EINVAL &&
+                   (int)ZBERT_EIO == (int)ZB_EIO && (int)ZBERT_EFORMAT == (int)ZB_EFORMAT &&
+                   (int)ZBERT_ELIMIT == (int)ZB_ELIMIT && (int)ZBERT_EUTF8 == (int)ZB_EUTF8 &&
                    (int)ZBERT_ENOTFOUND == (int)ZB_ENOTFOUND &&
                    (int)ZBERT_EUNSUPPORTED == (int)ZB_EUNSUPPORTED &&
-                   (int)ZBERT_EPROTO == (int)ZB_EPROTO &&
-                   (int)ZBERT_EBUSY == (int)ZB_EBUSY &&
+                   (int)ZBERT_EPROTO == (int)ZB_EPROTO && (int)ZBERT_EBUSY == (int)ZB_EBUSY &&
                    (int)ZBERT_ETIMEOUT == (int)ZB_ETIMEOUT &&
                    (int)ZBERT_ECANCELED == (int)ZB_ECANCELED,
                "the public error codes are the service's");
@@ -70,11 +66,11 @@ _Static_assert((int)ZBERT_LEVEL_TOKEN == (int)ZB_MSG_LEVEL_TOKEN &&
 
 /* Defaults of zbert_config_t (documented in zbert.h). */
 #define S_RETRY_MS_DEFAULT 3000u
-#define S_RETRY_MS_MIN 50u
-#define S_TRIES_DEFAULT 3u
+#define S_RETRY_MS_MIN     50u
+#define S_TRIES_DEFAULT    3u
 #define S_REQUESTS_DEFAULT 64u
-#define S_TEXTS_DEFAULT 1000000u
-#define S_BYTES_DEFAULT (1u << 30)
+#define S_TEXTS_DEFAULT    1000000u
+#define S_BYTES_DEFAULT    (1u << 30)
 
 /* A `busy` answer is retried after 100 ms, doubling up to 5 s: quick when
  * the queue drains fast, a trickle when it stays full. */
@@ -114,18 +110,18 @@ static uint64_t s_now_ms(void) {
 /* --- structures ----------------------------------------------------------- */
 
 typedef struct s_event {
-    zbert_event_t pub;          /* first: an event pointer is an s_event pointer */
-    struct s_event *next;       /* the client's queue */
+    zbert_event_t pub;    /* first: an event pointer is an s_event pointer */
+    struct s_event *next; /* the client's queue */
     /* PART, per text of the run (count entries): */
     const uint32_t *rows;
-    const uint64_t *row_start;  /* [count + 1] first row of each text */
+    const uint64_t *row_start; /* [count + 1] first row of each text */
     const uint8_t *truncated;
-    const int32_t *status;      /* 0 or ZBERT_E* */
-    const char **code_name;     /* static names, NULL when ok */
-    const char **message;       /* NULL when ok */
-    const uint32_t *offsets;    /* [2 * n_rows] or NULL */
+    const int32_t *status;   /* 0 or ZBERT_E* */
+    const char **code_name;  /* static names, NULL when ok */
+    const char **message;    /* NULL when ok */
+    const uint32_t *offsets; /* [2 * n_rows] or NULL */
     const uint32_t *byte_offsets;
-    const uint32_t *ids;        /* [n_rows] or NULL */
+    const uint32_t *ids; /* [n_rows] or NULL */
     char id[ZB_MSG_ID_BYTES_MAX + 1];
 } s_event_t;
 
@@ -137,7 +133,7 @@ typedef struct s_req {
     zbert_options_t opt;
     uint32_t n_texts;
     size_t text_bytes;
-    uint8_t *body;        /* the `embed` as last encoded (kept for resends) */
+    uint8_t *body; /* the `embed` as last encoded (kept for resends) */
     size_t body_len;
     uint64_t deadline_at; /* 0: none */
     uint64_t sent_at;     /* > 0: outstanding since then */
@@ -146,12 +142,12 @@ typedef struct s_req {
     uint32_t tries;       /* sends since it last heard anything */
     uint32_t no_model;    /* `no_model` answers so far */
     bool want_send;
-    bool fresh;           /* body as submitted, not yet sent */
-    bool resent;          /* sent again on the same socket: `duplicate_id`
-                           * then means the first copy is still open */
-    uint32_t dim;         /* 0 until the first part */
-    uint32_t n_got;       /* texts delivered */
-    uint8_t *got;         /* [(n_texts + 7) / 8] bits */
+    bool fresh;     /* body as submitted, not yet sent */
+    bool resent;    /* sent again on the same socket: `duplicate_id`
+                     * then means the first copy is still open */
+    uint32_t dim;   /* 0 until the first part */
+    uint32_t n_got; /* texts delivered */
+    uint8_t *got;   /* [(n_texts + 7) / 8] bits */
 } s_req_t;
 
 struct zbert_client {
@@ -159,21 +155,21 @@ struct zbert_client {
     void *sock;
     char **brokers;
     size_t n_brokers;
-    size_t cur;               /* the endpoint in use */
+    size_t cur; /* the endpoint in use */
     uint32_t retry_ms, ping_ms, tries;
     size_t requests_max, texts_max, bytes_max;
-    char prefix[16];          /* "z<8 hex>-" */
+    char prefix[16]; /* "z<8 hex>-" */
     size_t prefix_len;
     uint64_t next_handle;
     uint64_t n_pings, n_status;
-    s_req_t **reqs;           /* [n_reqs] sorted by handle */
+    s_req_t **reqs; /* [n_reqs] sorted by handle */
     size_t n_reqs;
     size_t texts_open, bytes_open;
     s_event_t *q_head, *q_tail;
     /* liveness of the current connection */
     uint64_t quiet_since;
-    uint64_t ping_at;         /* last ping since the broker last spoke; 0: none */
-    bool warned;              /* a malformed message was logged on this socket */
+    uint64_t ping_at; /* last ping since the broker last spoke; 0: none */
+    bool warned;      /* a malformed message was logged on this socket */
     /* zbert_status() in progress */
     bool st_wait, st_want_send;
     uint64_t st_sent_at;
@@ -211,15 +207,24 @@ int zbert_log_level(const char *level) {
 /* A protocol error code as a ZBERT_E* code. */
 static int s_code_err(zb_msg_code_t code) {
     switch (code) {
-    case ZB_MSG_CODE_TOO_LARGE: return ZBERT_ELIMIT;
-    case ZB_MSG_CODE_VERSION: return ZBERT_EUNSUPPORTED;
-    case ZB_MSG_CODE_BUSY: return ZBERT_EBUSY;
-    case ZB_MSG_CODE_TIMEOUT: return ZBERT_ETIMEOUT;
-    case ZB_MSG_CODE_CANCELED: return ZBERT_ECANCELED;
-    case ZB_MSG_CODE_NO_MODEL: return ZBERT_ENOTFOUND;
-    case ZB_MSG_CODE_INTERNAL: return ZBERT_EIO;
-    case ZB_MSG_CODE_BAD_UTF8: return ZBERT_EUTF8;
-    default: return ZBERT_EPROTO; /* bad_request, duplicate_id, unknown */
+    case ZB_MSG_CODE_TOO_LARGE:
+        return ZBERT_ELIMIT;
+    case ZB_MSG_CODE_VERSION:
+        return ZBERT_EUNSUPPORTED;
+    case ZB_MSG_CODE_BUSY:
+        return ZBERT_EBUSY;
+    case ZB_MSG_CODE_TIMEOUT:
+        return ZBERT_ETIMEOUT;
+    case ZB_MSG_CODE_CANCELED:
+        return ZBERT_ECANCELED;
+    case ZB_MSG_CODE_NO_MODEL:
+        return ZBERT_ENOTFOUND;
+    case ZB_MSG_CODE_INTERNAL:
+        return ZBERT_EIO;
+    case ZB_MSG_CODE_BAD_UTF8:
+        return ZBERT_EUTF8;
+    default:
+        return ZBERT_EPROTO; /* bad_request, duplicate_id, unknown */
     }
 }
 
@@ -311,8 +316,10 @@ static int s_send_status(zbert_client_t *c, const char *id) {
 
 static void s_enqueue(zbert_client_t *c, s_event_t *e) {
     e->next = NULL;
-    if (c->q_tail) c->q_tail->next = e;
-    else c->q_head = e;
+    if (c->q_tail)
+        c->q_tail->next = e;
+    else
+        c->q_head = e;
     c->q_tail = e;
 }
 
@@ -339,7 +346,10 @@ static s_event_t *s_event_end(const s_req_t *r, zbert_event_type_t type, const c
     if (mlen) memcpy(m, message, mlen);
     m[mlen] = '\0';
     memcpy(e->id, r->id, r->id_len + 1);
-    e->pub = (zbert_event_t){.type = type, .request = r->handle, .id = e->id, .user = r->user,
+    e->pub = (zbert_event_t){.type = type,
+                             .request = r->handle,
+                             .id = e->id,
+                             .user = r->user,
                              .message = type == ZBERT_EVENT_ERROR ? m : NULL};
     return e;
 }
@@ -357,8 +367,10 @@ static size_t s_req_pos(const zbert_client_t *c, uint64_t handle, bool *found) {
     size_t lo = 0, hi = c->n_reqs;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (c->reqs[mid]->handle < handle) lo = mid + 1;
-        else hi = mid;
+        if (c->reqs[mid]->handle < handle)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     *found = lo < c->n_reqs && c->reqs[lo]->handle == handle;
     return lo;
@@ -401,10 +413,10 @@ static void s_req_remove(zbert_client_t *c, s_req_t *r) {
 
 /* Ends r with an ERROR event and removes it.  The broker is told to drop
  * it when it may still be working on it.  Returns 0 or ZBERT_ENOMEM. */
-static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name,
-                  const char *fmt, ...) {
+static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
+static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name, const char *fmt,
+                  ...) {
     char msg[ZB_MSG_MESSAGE_BYTES_MAX + 1];
     va_list ap;
     va_start(ap, fmt);
@@ -500,8 +512,8 @@ static int s_flush(zbert_client_t *c, uint64_t now) {
 
 /* Queues an event for texts [a, b) of part p (part-relative), whose rows
  * start at row p_row0 of the part.  The texts are then marked received. */
-static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uint32_t a,
-                      uint32_t b, uint64_t p_row0) {
+static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uint32_t a, uint32_t b,
+                      uint64_t p_row0) {
     const zb_msg_vectors_t *v = &p->vec;
     uint32_t count = b - a;
     uint64_t n_rows = 0;
@@ -512,7 +524,8 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
     for (e1 = e0; e1 < v->n_errors && v->errors[e1].index < p->first + b; e1++)
         msg_bytes += v->errors[e1].message.len + 1;
     while (t0 < v->n_truncated && v->truncated[t0] < p->first + a) t0++;
-    for (t1 = t0; t1 < v->n_truncated && v->truncated[t1] < p->first + b; t1++) {}
+    for (t1 = t0; t1 < v->n_truncated && v->truncated[t1] < p->first + b; t1++) {
+    }
 
     bool ovf = false;
     size_t size = sizeof(s_event_t), floats = 0, pairs = 0;
@@ -595,11 +608,18 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
     e->message = msgs;
     e->truncated = trunc;
     memcpy(e->id, r->id, r->id_len + 1);
-    e->pub = (zbert_event_t){.type = ZBERT_EVENT_PART, .request = r->handle, .id = e->id,
-                             .user = r->user, .first = p->first + a, .count = count,
-                             .level = (zbert_level_t)v->level, .dim = v->dim,
-                             .n_rows = n_rows, .vectors = vec};
-    for (uint32_t i = p->first + a; i < p->first + b; i++) r->got[i >> 3] |= (uint8_t)(1u << (i & 7));
+    e->pub = (zbert_event_t){.type = ZBERT_EVENT_PART,
+                             .request = r->handle,
+                             .id = e->id,
+                             .user = r->user,
+                             .first = p->first + a,
+                             .count = count,
+                             .level = (zbert_level_t)v->level,
+                             .dim = v->dim,
+                             .n_rows = n_rows,
+                             .vectors = vec};
+    for (uint32_t i = p->first + a; i < p->first + b; i++)
+        r->got[i >> 3] |= (uint8_t)(1u << (i & 7));
     r->n_got += count;
     s_enqueue(c, e);
     return 0;
@@ -609,16 +629,15 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
     const zb_msg_vectors_t *v = &p->vec;
     if ((int)v->level != (int)r->opt.level)
         return s_fail(c, r, ZBERT_EPROTO, "client", "the broker sent %s rows for a %s request",
-                      zb_msg_level_name(v->level),
-                      zb_msg_level_name((zb_msg_level_t)r->opt.level));
+                      zb_msg_level_name(v->level), zb_msg_level_name((zb_msg_level_t)r->opt.level));
     if ((uint64_t)p->first + v->count > r->n_texts)
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker sent texts %u..%u of a request of %u texts", p->first,
                       p->first + v->count - 1, r->n_texts);
     if (r->dim && v->dim != r->dim)
         return s_fail(c, r, ZBERT_EPROTO, "client",
-                      "the broker sent %u-dimensional vectors after %u-dimensional ones",
-                      v->dim, r->dim);
+                      "the broker sent %u-dimensional vectors after %u-dimensional ones", v->dim,
+                      r->dim);
     r->dim = v->dim;
     r->tries = 0;
     /* Runs of texts not delivered yet; repeated ones (after a resend) are
@@ -644,8 +663,8 @@ static int s_on_done(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *m) {
     r->sent_at = 0; /* the broker closed it */
     if (r->n_got != r->n_texts || m->texts != r->n_texts)
         return s_fail(c, r, ZBERT_EPROTO, "client",
-                      "the broker finished the request with %u of its %u texts delivered",
-                      r->n_got, r->n_texts);
+                      "the broker finished the request with %u of its %u texts delivered", r->n_got,
+                      r->n_texts);
     return s_finish(c, r, m);
 }
 
@@ -675,7 +694,7 @@ static int s_on_error(zbert_client_t *c, s_req_t *r, const zb_msg_error_t *m, ui
         return 0;
     }
     if (m->code == ZB_MSG_CODE_DUPLICATE_ID && r->resent)
-        return 0; /* our second copy; the first one goes on */
+        return 0;   /* our second copy; the first one goes on */
     r->sent_at = 0; /* the broker closed it: nothing to cancel */
     return s_fail(c, r, s_code_err(m->code), s_code_name(m->code), "%.*s", (int)m->message.len,
                   m->message.ptr);
@@ -685,10 +704,13 @@ static int s_on_error(zbert_client_t *c, s_req_t *r, const zb_msg_error_t *m, ui
 static int s_status_copy(const zb_msg_status_reply_t *m, zbert_status_t **out) {
     zbert_status_t *s = calloc(1, sizeof *s);
     if (s == NULL) return ZBERT_ENOMEM;
-    *s = (zbert_status_t){.uptime_ms = m->uptime_ms, .requests = m->requests,
-                          .queued_shards = m->queued_shards, .queued_texts = m->queued_texts,
+    *s = (zbert_status_t){.uptime_ms = m->uptime_ms,
+                          .requests = m->requests,
+                          .queued_shards = m->queued_shards,
+                          .queued_texts = m->queued_texts,
                           .in_flight_shards = m->in_flight_shards,
-                          .texts_per_s = m->texts_per_s, .tokens_per_s = m->tokens_per_s,
+                          .texts_per_s = m->texts_per_s,
+                          .tokens_per_s = m->tokens_per_s,
                           .latency_p50_ms = m->latency_p50_ms,
                           .latency_p90_ms = m->latency_p90_ms,
                           .latency_p99_ms = m->latency_p99_ms,
@@ -701,9 +723,13 @@ static int s_status_copy(const zb_msg_status_reply_t *m, zbert_status_t **out) {
         const zb_msg_worker_info_t *w = &m->workers[i];
         zbert_worker_status_t *o = &s->workers[i];
         s->n_workers = i + 1;
-        *o = (zbert_worker_status_t){.dim = w->dim, .threads = w->threads, .credit = w->credit,
-                                     .in_flight = w->in_flight, .shards = w->shards,
-                                     .tokens = w->tokens, .idle_ms = w->idle_ms};
+        *o = (zbert_worker_status_t){.dim = w->dim,
+                                     .threads = w->threads,
+                                     .credit = w->credit,
+                                     .in_flight = w->in_flight,
+                                     .shards = w->shards,
+                                     .tokens = w->tokens,
+                                     .idle_ms = w->idle_ms};
         o->name = strndup(w->name.ptr, w->name.len);
         o->model = strndup(w->model.ptr, w->model.len);
         if (o->name == NULL || o->model == NULL) goto nomem;
@@ -736,8 +762,8 @@ static int s_check_restart(zbert_client_t *c, uint64_t uptime_ms, uint64_t now) 
             if (rc != 0) return rc;
             continue; /* r is gone; i now names the next one */
         }
-        ZB_LOG(ZB_LOG_INFO, "broker %s restarted; sending request %s again",
-               c->brokers[c->cur], r->id);
+        ZB_LOG(ZB_LOG_INFO, "broker %s restarted; sending request %s again", c->brokers[c->cur],
+               r->id);
         r->resent = true;
         r->want_send = true;
         r->sent_at = 0;
@@ -797,11 +823,12 @@ static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t no
                                    m.u.error.message.ptr);
         } else {
             ZB_LOG(ZB_LOG_DEBUG, "broker error for no open request: %s: %.*s",
-                   s_code_name(m.u.error.code), (int)m.u.error.message.len,
-                   m.u.error.message.ptr);
+                   s_code_name(m.u.error.code), (int)m.u.error.message.len, m.u.error.message.ptr);
         }
         break;
-    case ZB_MSG_STATUS_REPLY: rc = s_on_status_reply(c, &m.u.status_reply, now); break;
+    case ZB_MSG_STATUS_REPLY:
+        rc = s_on_status_reply(c, &m.u.status_reply, now);
+        break;
     default:
         if (!c->warned) {
             ZB_LOG(ZB_LOG_WARN, "broker %s sent a '%s' message, which is not for clients",
@@ -825,8 +852,7 @@ static int s_drain(zbert_client_t *c) {
             zmq_msg_close(&msg);
             if (e == EAGAIN) return 0;
             if (e == EINTR) continue;
-            ZB_LOG(ZB_LOG_ERROR, "receive from %s failed: %s", c->brokers[c->cur],
-                   zmq_strerror(e));
+            ZB_LOG(ZB_LOG_ERROR, "receive from %s failed: %s", c->brokers[c->cur], zmq_strerror(e));
             return ZBERT_EIO;
         }
         uint64_t now = s_now_ms();
@@ -880,8 +906,7 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
             rc = s_finish(c, r, NULL); /* everything arrived but the done */
         } else if (r->tries >= c->tries) {
             rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
-                        "no answer from the broker after %u tries of %u ms", r->tries,
-                        c->retry_ms);
+                        "no answer from the broker after %u tries of %u ms", r->tries, c->retry_ms);
         } else {
             r->want_send = true;
             r->resent = false;
@@ -894,14 +919,14 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
         c->st_sent_at = 0;
         if (c->st_tries >= c->tries)
             c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                   "no answer from the broker after %u tries of %u ms",
-                                   c->st_tries, c->retry_ms);
+                                   "no answer from the broker after %u tries of %u ms", c->st_tries,
+                                   c->retry_ms);
         else
             c->st_want_send = true;
     }
-    ZB_LOG(ZB_LOG_WARN, "broker %s sent nothing for %u ms; %s %s, sending %zu requests again",
-           old, c->retry_ms, c->n_brokers > 1 ? "switching to" : "reconnecting to",
-           c->brokers[c->cur], resend);
+    ZB_LOG(ZB_LOG_WARN, "broker %s sent nothing for %u ms; %s %s, sending %zu requests again", old,
+           c->retry_ms, c->n_brokers > 1 ? "switching to" : "reconnecting to", c->brokers[c->cur],
+           resend);
     int rc = s_open_socket(c, NULL);
     if (rc != 0) return rc;
     return s_flush(c, now);
@@ -1094,20 +1119,24 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     if (views == NULL || r == NULL) goto out;
     r->got = calloc((n + 7) / 8, 1);
     if (r->got == NULL) goto out;
-    for (size_t i = 0; i < n; i++) views[i] = (zb_msg_str_t){texts[i], lens ? lens[i] : strlen(texts[i])};
+    for (size_t i = 0; i < n; i++)
+        views[i] = (zb_msg_str_t){texts[i], lens ? lens[i] : strlen(texts[i])};
     r->handle = c->next_handle++;
-    r->id_len = (size_t)snprintf(r->id, sizeof r->id, "%s%llu", c->prefix,
-                                 (unsigned long long)r->handle);
+    r->id_len =
+        (size_t)snprintf(r->id, sizeof r->id, "%s%llu", c->prefix, (unsigned long long)r->handle);
     r->user = user;
     r->opt = *opt;
     r->n_texts = (uint32_t)n;
     r->text_bytes = bytes;
     uint64_t now = s_now_ms();
     if (opt->deadline_ms) r->deadline_at = now + opt->deadline_ms;
-    zb_msg_embed_t m = {.id = {r->id, r->id_len}, .texts = views, .n_texts = n,
+    zb_msg_embed_t m = {.id = {r->id, r->id_len},
+                        .texts = views,
+                        .n_texts = n,
                         .opt = {.level = (zb_msg_level_t)opt->level,
                                 .pooling = (zb_msg_pooling_t)opt->pooling,
-                                .normalize = opt->normalize, .windows = opt->windows},
+                                .normalize = opt->normalize,
+                                .windows = opt->windows},
                         .deadline_ms = opt->deadline_ms};
     zb_diag_t dg = {{0}};
     rc = zb_msg_encode_embed(&m, &r->body, &r->body_len, &dg);
@@ -1190,11 +1219,18 @@ int zbert_event_text(const zbert_event_t *ev, uint32_t i, zbert_text_t *t) {
         return ZBERT_EINVAL;
     const s_event_t *e = (const s_event_t *)ev;
     uint64_t r0 = e->row_start[i];
-    *t = (zbert_text_t){.request = ev->request, .user = ev->user, .index = ev->first + i,
-                        .seq = ev->first + i, .status = e->status[i],
-                        .code_name = e->code_name[i], .error = e->message[i],
-                        .truncated = e->truncated[i] != 0, .level = ev->level, .dim = ev->dim,
-                        .n_rows = e->rows[i], .vectors = ev->vectors + r0 * ev->dim,
+    *t = (zbert_text_t){.request = ev->request,
+                        .user = ev->user,
+                        .index = ev->first + i,
+                        .seq = ev->first + i,
+                        .status = e->status[i],
+                        .code_name = e->code_name[i],
+                        .error = e->message[i],
+                        .truncated = e->truncated[i] != 0,
+                        .level = ev->level,
+                        .dim = ev->dim,
+                        .n_rows = e->rows[i],
+                        .vectors = ev->vectors + r0 * ev->dim,
                         .offsets = e->offsets ? e->offsets + 2 * r0 : NULL,
                         .byte_offsets = e->byte_offsets ? e->byte_offsets + 2 * r0 : NULL,
                         .ids = e->ids ? e->ids + r0 : NULL};
@@ -1222,8 +1258,8 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
         if (timeout_ms >= 0) {
             if (now - start >= (uint64_t)timeout_ms) {
                 c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                       "no status from broker %s within %d ms",
-                                       c->brokers[c->cur], timeout_ms);
+                                       "no status from broker %s within %d ms", c->brokers[c->cur],
+                                       timeout_ms);
                 break;
             }
             left = (int)((uint64_t)timeout_ms - (now - start));

@@ -49,10 +49,10 @@
 #include "textio.h"
 #include "zbert.h"
 
-#define S_BROKERS_MAX 16
-#define S_BROKER_DEFAULT "tcp://127.0.0.1:5555"
-#define S_BATCH_DEFAULT 64
-#define S_INFLIGHT_DEFAULT 8
+#define S_BROKERS_MAX            16
+#define S_BROKER_DEFAULT         "tcp://127.0.0.1:5555"
+#define S_BATCH_DEFAULT          64
+#define S_INFLIGHT_DEFAULT       8
 #define S_STATUS_TIMEOUT_DEFAULT 5000
 
 /* A request also closes at this many input bytes, so that its message
@@ -120,10 +120,14 @@ static int s_parse_int(const char *s, int lo, int hi, int *out) {
 }
 
 static int s_parse_progress(const char *v, s_progress_t *p) {
-    if (!strcmp(v, "auto")) *p = S_PROGRESS_AUTO;
-    else if (!strcmp(v, "always")) *p = S_PROGRESS_ALWAYS;
-    else if (!strcmp(v, "never")) *p = S_PROGRESS_NEVER;
-    else return -1;
+    if (!strcmp(v, "auto"))
+        *p = S_PROGRESS_AUTO;
+    else if (!strcmp(v, "always"))
+        *p = S_PROGRESS_ALWAYS;
+    else if (!strcmp(v, "never"))
+        *p = S_PROGRESS_NEVER;
+    else
+        return -1;
     return 0;
 }
 
@@ -132,13 +136,13 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool embed = !strcmp(a->cmd, "embed");
-#define NEEDS_VALUE                                                                   \
-    do {                                                                              \
-        if (v == NULL) {                                                              \
-            fprintf(stderr, "zbert: %s needs a value\n", k);                          \
-            return -1;                                                                \
-        }                                                                             \
-        i++;                                                                          \
+#define NEEDS_VALUE                                                                                \
+    do {                                                                                           \
+        if (v == NULL) {                                                                           \
+            fprintf(stderr, "zbert: %s needs a value\n", k);                                       \
+            return -1;                                                                             \
+        }                                                                                          \
+        i++;                                                                                       \
     } while (0)
         if (!strcmp(k, "--broker")) {
             NEEDS_VALUE;
@@ -171,15 +175,22 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         } else if (embed && !strcmp(k, "--level")) {
             NEEDS_VALUE;
             a->level_set = true;
-            if (!strcmp(v, "wordpiece")) a->opt.level = ZBERT_LEVEL_WORDPIECE;
-            else if (!strcmp(v, "token")) a->opt.level = ZBERT_LEVEL_TOKEN;
-            else if (!strcmp(v, "sentence")) a->opt.level = ZBERT_LEVEL_SENTENCE;
-            else goto bad_value;
+            if (!strcmp(v, "wordpiece"))
+                a->opt.level = ZBERT_LEVEL_WORDPIECE;
+            else if (!strcmp(v, "token"))
+                a->opt.level = ZBERT_LEVEL_TOKEN;
+            else if (!strcmp(v, "sentence"))
+                a->opt.level = ZBERT_LEVEL_SENTENCE;
+            else
+                goto bad_value;
         } else if (embed && !strcmp(k, "--pooling")) {
             NEEDS_VALUE;
-            if (!strcmp(v, "cls")) a->opt.pooling = ZBERT_POOLING_CLS;
-            else if (!strcmp(v, "mean")) a->opt.pooling = ZBERT_POOLING_MEAN;
-            else goto bad_value;
+            if (!strcmp(v, "cls"))
+                a->opt.pooling = ZBERT_POOLING_CLS;
+            else if (!strcmp(v, "mean"))
+                a->opt.pooling = ZBERT_POOLING_MEAN;
+            else
+                goto bad_value;
         } else if (embed && !strcmp(k, "--normalize")) {
             a->opt.normalize = true;
         } else if (embed && !strcmp(k, "--truncate")) {
@@ -188,15 +199,22 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             a->opt.windows = true;
         } else if (embed && !strcmp(k, "--input-format")) {
             NEEDS_VALUE;
-            if (!strcmp(v, "lines")) a->input = ZB_IO_IN_LINES;
-            else if (!strcmp(v, "jsonl")) a->input = ZB_IO_IN_JSONL;
-            else goto bad_value;
+            if (!strcmp(v, "lines"))
+                a->input = ZB_IO_IN_LINES;
+            else if (!strcmp(v, "jsonl"))
+                a->input = ZB_IO_IN_JSONL;
+            else
+                goto bad_value;
         } else if (embed && !strcmp(k, "--format")) {
             NEEDS_VALUE;
-            if (!strcmp(v, "jsonl")) a->output = ZB_IO_OUT_JSONL;
-            else if (!strcmp(v, "npy")) a->output = ZB_IO_OUT_NPY;
-            else if (!strcmp(v, "table")) a->output = ZB_IO_OUT_TABLE;
-            else goto bad_value;
+            if (!strcmp(v, "jsonl"))
+                a->output = ZB_IO_OUT_JSONL;
+            else if (!strcmp(v, "npy"))
+                a->output = ZB_IO_OUT_NPY;
+            else if (!strcmp(v, "table"))
+                a->output = ZB_IO_OUT_TABLE;
+            else
+                goto bad_value;
         } else if (embed && !strcmp(k, "--batch")) {
             NEEDS_VALUE;
             if (s_parse_int(v, 1, (int)ZB_MSG_TEXTS_MAX, &a->batch)) goto bad_value;
@@ -252,23 +270,23 @@ static int s_settings(s_args_t *a, const zb_conf_t *conf) {
         }
         if (a->n_brokers == 0) a->brokers[a->n_brokers++] = S_BROKER_DEFAULT;
     }
-#define S_INT_SETTING(flag, field, key, lo, hi, def)                                        \
-    do {                                                                                    \
-        if (!a->flag) {                                                                     \
-            v = zb_conf_get(conf, key);                                                     \
-            if (v == NULL) a->field = def;                                                  \
-            else if (s_parse_int(v, lo, hi, &a->field)) {                                   \
-                fprintf(stderr, "zbert: bad value '%s' for setting %s\n", v, key);          \
-                return -1;                                                                  \
-            }                                                                               \
-        }                                                                                   \
+#define S_INT_SETTING(flag, field, key, lo, hi, def)                                               \
+    do {                                                                                           \
+        if (!a->flag) {                                                                            \
+            v = zb_conf_get(conf, key);                                                            \
+            if (v == NULL)                                                                         \
+                a->field = def;                                                                    \
+            else if (s_parse_int(v, lo, hi, &a->field)) {                                          \
+                fprintf(stderr, "zbert: bad value '%s' for setting %s\n", v, key);                 \
+                return -1;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
     } while (0)
     S_INT_SETTING(batch_set, batch, "batch", 1, (int)ZB_MSG_TEXTS_MAX, S_BATCH_DEFAULT);
     S_INT_SETTING(inflight_set, inflight, "inflight", 1, 1024, S_INFLIGHT_DEFAULT);
     S_INT_SETTING(retry_set, retry_ms, "retry_ms", 50, 3600000, 0);
     S_INT_SETTING(tries_set, tries, "tries", 1, 1000, 0);
-    S_INT_SETTING(timeout_set, timeout_ms, "timeout_ms", 1, 86400000,
-                  S_STATUS_TIMEOUT_DEFAULT);
+    S_INT_SETTING(timeout_set, timeout_ms, "timeout_ms", 1, 86400000, S_STATUS_TIMEOUT_DEFAULT);
 #undef S_INT_SETTING
     if (!a->deadline_set && (v = zb_conf_get(conf, "deadline_ms"))) {
         int ms;
@@ -298,8 +316,10 @@ static int s_settings(s_args_t *a, const zb_conf_t *conf) {
  * window: --inflight requests of --batch texts, each under S_BATCH_BYTES
  * plus one text. */
 static zbert_client_t *s_client(const s_args_t *a, size_t requests_max) {
-    zbert_config_t cfg = {.brokers = a->brokers, .n_brokers = a->n_brokers,
-                          .retry_ms = (uint32_t)a->retry_ms, .tries = (uint32_t)a->tries,
+    zbert_config_t cfg = {.brokers = a->brokers,
+                          .n_brokers = a->n_brokers,
+                          .retry_ms = (uint32_t)a->retry_ms,
+                          .tries = (uint32_t)a->tries,
                           .requests_max = requests_max,
                           .texts_max = requests_max * (size_t)(a->batch > 0 ? a->batch : 1),
                           .bytes_max = requests_max * ((size_t)S_BATCH_BYTES + ZB_TEXT_BYTES_MAX)};
@@ -320,11 +340,11 @@ static uint64_t s_now_ms(void) {
 
 typedef struct s_bar {
     bool on;
-    bool shown;       /* a bar is on the terminal line now */
+    bool shown; /* a bar is on the terminal line now */
     uint64_t start, last;
-    off_t total;      /* input bytes, 0 when unknown */
-    off_t done;       /* input bytes whose texts are all written */
-    size_t texts;     /* texts written */
+    off_t total;  /* input bytes, 0 when unknown */
+    off_t done;   /* input bytes whose texts are all written */
+    size_t texts; /* texts written */
 } s_bar_t;
 
 static void s_bar_clear(s_bar_t *b) {
@@ -352,8 +372,10 @@ static void s_bar_draw(s_bar_t *b, bool force) {
         if (b->done > 0 && f < 1) {
             double left = sec * (double)(b->total - b->done) / (double)b->done;
             long s = (long)(left + 0.5);
-            if (s >= 3600) snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
-            else snprintf(eta, sizeof eta, "%ld:%02ld", s / 60, s % 60);
+            if (s >= 3600)
+                snprintf(eta, sizeof eta, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+            else
+                snprintf(eta, sizeof eta, "%ld:%02ld", s / 60, s % 60);
         } else if (f >= 1) {
             snprintf(eta, sizeof eta, "0:00");
         }
@@ -373,8 +395,8 @@ static void s_bar_draw(s_bar_t *b, bool force) {
 typedef struct s_batch {
     zb_io_item_t *items; /* [n] */
     size_t n;
-    size_t seq0;         /* input index of items[0] */
-    off_t end;           /* input offset after its last line (-1: unknown) */
+    size_t seq0; /* input index of items[0] */
+    off_t end;   /* input offset after its last line (-1: unknown) */
     size_t written;
 } s_batch_t;
 
@@ -384,11 +406,11 @@ typedef struct s_embed {
     zbert_reorder_t *ro;
     zb_io_reader_t *reader;
     zb_io_writer_t *writer;
-    s_batch_t *ring;     /* [cap] batches read and not all written */
+    s_batch_t *ring; /* [cap] batches read and not all written */
     size_t cap, head, n_batches;
-    size_t n_read;       /* texts read */
+    size_t n_read; /* texts read */
     size_t n_written, n_bad;
-    const char **texts;  /* [batch] scratch for submitting */
+    const char **texts; /* [batch] scratch for submitting */
     size_t *lens;
     bool seekable_input;
     s_bar_t bar;
@@ -468,9 +490,12 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
         }
     }
     zb_io_text_t v = {.index = t->seq, .text = it->text, .text_len = it->len};
-    if (it->text == NULL) v.error = it->error;
-    else if (it->len > ZB_TEXT_BYTES_MAX) v.error = zb_strerror(ZB_ELIMIT);
-    else if (t->status != 0) v.error = t->error && *t->error ? t->error : zbert_strerror(t->status);
+    if (it->text == NULL)
+        v.error = it->error;
+    else if (it->len > ZB_TEXT_BYTES_MAX)
+        v.error = zb_strerror(ZB_ELIMIT);
+    else if (t->status != 0)
+        v.error = t->error && *t->error ? t->error : zbert_strerror(t->status);
     else {
         v.truncated = t->truncated;
         v.n_rows = t->n_rows;
@@ -545,8 +570,8 @@ static int s_cmd_embed(const s_args_t *a) {
         e.writer = zb_io_writer_new(stdout, a->output, (zb_io_level_t)a->opt.level, false,
                                     a->opt.pooling == ZBERT_POOLING_MEAN, 0);
     if (e.c == NULL) goto out;
-    if (!e.ring || !e.texts || !e.lens || !e.reader ||
-        (a->output != ZB_IO_OUT_NPY && !e.writer) || zbert_reorder_new(&e.ro) != 0) {
+    if (!e.ring || !e.texts || !e.lens || !e.reader || (a->output != ZB_IO_OUT_NPY && !e.writer) ||
+        zbert_reorder_new(&e.ro) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
         goto out;
     }
@@ -687,9 +712,9 @@ static int s_print_json(const char *broker, const zbert_status_t *st) {
     cJSON *o = cJSON_CreateObject(), *lat = NULL, *ws = NULL;
     int rc = -1;
     if (o == NULL) return -1;
-#define NUM(obj, key, val)                                                                \
-    do {                                                                                  \
-        if (!cJSON_AddNumberToObject(obj, key, (double)(val))) goto out;                  \
+#define NUM(obj, key, val)                                                                         \
+    do {                                                                                           \
+        if (!cJSON_AddNumberToObject(obj, key, (double)(val))) goto out;                           \
     } while (0)
     if (!cJSON_AddStringToObject(o, "broker", broker)) goto out;
     NUM(o, "uptime_ms", st->uptime_ms);

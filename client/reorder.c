@@ -33,24 +33,24 @@ typedef struct s_slot {
 
 typedef struct s_rq {
     uint64_t request;
-    uint64_t seq0;       /* position of its first text in the stream */
+    uint64_t seq0; /* position of its first text in the stream */
     uint32_t n_texts;
-    uint32_t next;       /* next text to pop */
-    s_slot_t *slots;     /* [n_texts] */
-    bool ended;          /* DONE or ERROR pushed */
-    int code;            /* after ERROR: the request's failure */
+    uint32_t next;   /* next text to pop */
+    s_slot_t *slots; /* [n_texts] */
+    bool ended;      /* DONE or ERROR pushed */
+    int code;        /* after ERROR: the request's failure */
     const char *code_name;
-    char *message;       /* after ERROR (copied) */
+    char *message; /* after ERROR (copied) */
     void *user;
 } s_rq_t;
 
 struct zbert_reorder {
     s_rq_t **q;
     size_t n, cap;
-    uint64_t seq_next;   /* stream position of the next announced text */
+    uint64_t seq_next; /* stream position of the next announced text */
     size_t pending;
-    s_node_t *release;   /* event of the last popped text, freed at the
-                          * next pop when its count reached 0 */
+    s_node_t *release; /* event of the last popped text, freed at the
+                        * next pop when its count reached 0 */
 };
 
 int zbert_reorder_new(zbert_reorder_t **out) {
@@ -108,8 +108,7 @@ static void s_remove(zbert_reorder_t *r, size_t pos) {
 }
 
 int zbert_reorder_expect(zbert_reorder_t *r, uint64_t request, uint32_t n_texts) {
-    if (r == NULL || n_texts == 0 || request == 0 || s_find(r, request, NULL))
-        return ZBERT_EINVAL;
+    if (r == NULL || n_texts == 0 || request == 0 || s_find(r, request, NULL)) return ZBERT_EINVAL;
     if (r->n == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 16;
         s_rq_t **q = realloc(r->q, cap * sizeof *q);
@@ -154,8 +153,7 @@ int zbert_reorder_push(zbert_reorder_t *r, zbert_event_t **pev) {
         }
         nd->ev = ev;
         nd->refs = ev->count;
-        for (uint32_t i = 0; i < ev->count; i++)
-            q->slots[ev->first + i] = (s_slot_t){nd, i};
+        for (uint32_t i = 0; i < ev->count; i++) q->slots[ev->first + i] = (s_slot_t){nd, i};
         return 0;
     }
     if (ev->type == ZBERT_EVENT_ERROR) {
@@ -196,8 +194,10 @@ int zbert_reorder_pop(zbert_reorder_t *r, zbert_text_t *t) {
     /* The previous view is no longer in use: free what it pointed into. */
     s_release(r);
     for (size_t k = 0; k < r->n;) {
-        if (r->q[k]->next == r->q[k]->n_texts && r->q[k]->ended) s_remove(r, k);
-        else k++;
+        if (r->q[k]->next == r->q[k]->n_texts && r->q[k]->ended)
+            s_remove(r, k);
+        else
+            k++;
     }
     /* Requests fully popped wait in the queue only for their end. */
     size_t k = 0;
@@ -213,9 +213,13 @@ int zbert_reorder_pop(zbert_reorder_t *r, zbert_text_t *t) {
         s->node = NULL;
     } else if (q->ended && q->message) {
         /* The request failed before this text came: it fails with it. */
-        *t = (zbert_text_t){.request = q->request, .user = q->user, .index = q->next,
-                            .seq = q->seq0 + q->next, .status = q->code,
-                            .code_name = q->code_name, .error = q->message};
+        *t = (zbert_text_t){.request = q->request,
+                            .user = q->user,
+                            .index = q->next,
+                            .seq = q->seq0 + q->next,
+                            .status = q->code,
+                            .code_name = q->code_name,
+                            .error = q->message};
     } else {
         return 0;
     }

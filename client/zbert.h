@@ -34,8 +34,9 @@
  * and is sent the requests it cannot know.  A `busy` answer (the broker's
  * queue is full) is retried after a growing delay, for as long as the
  * request's deadline allows; `no_model` (no worker connected, as right
- * after a broker starts) is retried every ping_ms, `tries` times.  A slow broker that keeps answering pings is
- * waited for: only a deadline bounds how long a request takes.
+ * after a broker starts) is retried every ping_ms, `tries` times.  A slow
+ * broker that keeps answering pings is waited for: only a deadline bounds
+ * how long a request takes.
  *
  * Timers run inside zbert_next(), zbert_embed() and zbert_status(): a
  * caller that stops calling them for longer than retry_ms only delays the
@@ -198,23 +199,23 @@ typedef enum zbert_event_type {
  */
 typedef struct zbert_event {
     zbert_event_type_t type;
-    uint64_t request;      /* the handle zbert_submit() returned */
-    const char *id;        /* the request's wire id (NUL-terminated) */
-    void *user;            /* as given to zbert_submit() */
+    uint64_t request; /* the handle zbert_submit() returned */
+    const char *id;   /* the request's wire id (NUL-terminated) */
+    void *user;       /* as given to zbert_submit() */
     /* PART: a run of consecutive texts, never one delivered before */
-    uint32_t first;        /* index of its first text in the request */
-    uint32_t count;        /* texts: 1 or more */
+    uint32_t first; /* index of its first text in the request */
+    uint32_t count; /* texts: 1 or more */
     zbert_level_t level;
-    uint32_t dim;          /* floats per vector */
-    uint64_t n_rows;       /* vectors of all count texts */
-    const float *vectors;  /* [n_rows * dim], text after text, 64-byte
-                            * aligned; per text through zbert_event_text() */
+    uint32_t dim;         /* floats per vector */
+    uint64_t n_rows;      /* vectors of all count texts */
+    const float *vectors; /* [n_rows * dim], text after text, 64-byte
+                           * aligned; per text through zbert_event_text() */
     /* DONE: the broker's counts (0 when the client completed the request
      * itself because every text had arrived before a resend) */
-    uint64_t texts;        /* texts of the request */
-    uint64_t tokens;       /* tokens through the encoder */
-    uint64_t parts;        /* part messages the broker sent */
-    uint64_t elapsed_ms;   /* broker's time from receipt to done */
+    uint64_t texts;      /* texts of the request */
+    uint64_t tokens;     /* tokens through the encoder */
+    uint64_t parts;      /* part messages the broker sent */
+    uint64_t elapsed_ms; /* broker's time from receipt to done */
     /* ERROR */
     int code;              /* ZBERT_E*: ETIMEOUT, ECANCELED, ENOTFOUND,
                             * ELIMIT, EPROTO, EUNSUPPORTED, EIO, ... */
@@ -238,10 +239,10 @@ typedef struct zbert_text {
     const char *error;     /* NULL, or one sentence: why it failed */
     bool truncated;        /* wordpieces past the model's positions dropped */
     zbert_level_t level;
-    uint32_t dim;          /* floats per vector (also set for a failed text
-                            * when the broker sent it) */
-    uint32_t n_rows;       /* vectors (0 for a failed text) */
-    const float *vectors;  /* [n_rows * dim] */
+    uint32_t dim;                 /* floats per vector (also set for a failed text
+                                   * when the broker sent it) */
+    uint32_t n_rows;              /* vectors (0 for a failed text) */
+    const float *vectors;         /* [n_rows * dim] */
     const uint32_t *offsets;      /* [2 * n_rows] [begin, end) code points
                                    * (token, wordpiece), else NULL */
     const uint32_t *byte_offsets; /* [2 * n_rows] the same in UTF-8 bytes */
@@ -340,15 +341,15 @@ void zbert_result_destroy(zbert_result_t **r);
 
 /* One worker the broker drives. */
 typedef struct zbert_worker_status {
-    char *name;          /* NUL-terminated, e.g. "host:pid" */
-    char *model;         /* model identity */
-    uint32_t dim;        /* floats per vector */
-    uint32_t threads;    /* compute threads */
-    uint32_t credit;     /* shards it holds at once */
-    uint64_t in_flight;  /* shards on it now */
-    uint64_t shards;     /* shards it returned since it joined */
-    uint64_t tokens;     /* tokens it ran since it joined */
-    uint64_t idle_ms;    /* since it last sent anything */
+    char *name;         /* NUL-terminated, e.g. "host:pid" */
+    char *model;        /* model identity */
+    uint32_t dim;       /* floats per vector */
+    uint32_t threads;   /* compute threads */
+    uint32_t credit;    /* shards it holds at once */
+    uint64_t in_flight; /* shards on it now */
+    uint64_t shards;    /* shards it returned since it joined */
+    uint64_t tokens;    /* tokens it ran since it joined */
+    uint64_t idle_ms;   /* since it last sent anything */
 } zbert_worker_status_t;
 
 typedef struct zbert_status {
@@ -359,10 +360,10 @@ typedef struct zbert_status {
     uint64_t in_flight_shards; /* on workers */
     double texts_per_s;        /* over the last 10 s */
     double tokens_per_s;
-    double latency_p50_ms;     /* request latency, last 1,000 requests */
+    double latency_p50_ms; /* request latency, last 1,000 requests */
     double latency_p90_ms;
     double latency_p99_ms;
-    uint64_t protocol_errors;  /* malformed messages the broker received */
+    uint64_t protocol_errors; /* malformed messages the broker received */
     size_t n_workers;
     zbert_worker_status_t *workers; /* [n_workers] */
 } zbert_status_t;

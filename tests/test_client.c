@@ -52,7 +52,7 @@
 #include "textio.h"
 #include "zbert.h"
 
-#define DIM 4
+#define DIM      4
 #define ROWS_MAX 64
 
 static uint64_t s_ms(void) {
@@ -74,7 +74,7 @@ typedef struct fk {
     uint32_t off[2 * ROWS_MAX]; /* code points = bytes: tests use ASCII */
     uint32_t ids[ROWS_MAX];
     bool truncated;
-    zb_msg_code_t code;         /* NONE, or the per-text error */
+    zb_msg_code_t code; /* NONE, or the per-text error */
     const char *message;
 } fk_t;
 
@@ -120,7 +120,8 @@ static void fk_text(const char *t, size_t n, zb_msg_level_t level, fk_t *o) {
         for (uint32_t k = 0; k < w; k++) {
             o->off[2 * (k + 1)] = spans[2 * k];
             o->off[2 * (k + 1) + 1] = spans[2 * k + 1];
-            o->ids[k + 1] = 1000 + (s_hash(t + spans[2 * k], spans[2 * k + 1] - spans[2 * k]) % 5000);
+            o->ids[k + 1] =
+                1000 + (s_hash(t + spans[2 * k], spans[2 * k + 1] - spans[2 * k]) % 5000);
         }
         o->ids[w + 1] = 102;
     }
@@ -144,11 +145,11 @@ struct fb {
     atomic_int stop;
     /* behaviour, set before the thread starts */
     fb_fn on_embed;
-    bool silent;           /* ignores everything */
-    bool status_ignore;    /* ignores status requests */
+    bool silent;        /* ignores everything */
+    bool status_ignore; /* ignores status requests */
     /* state and log, under mu */
     pthread_mutex_t mu;
-    uint64_t start_ms;     /* uptime origin */
+    uint64_t start_ms; /* uptime origin */
     int n_embed, n_cancel, n_status;
     char ids[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
     uint8_t rids[FB_LOG][16];
@@ -156,7 +157,7 @@ struct fb {
     uint64_t deadlines[FB_LOG];
     zb_msg_options_t opts[FB_LOG];
     char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
-    uint8_t silenced[16];  /* routing id ignored from now on */
+    uint8_t silenced[16]; /* routing id ignored from now on */
     size_t silenced_len;
 };
 
@@ -167,8 +168,8 @@ static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, si
 }
 
 /* Sends a part for texts [a, b) of e. */
-static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
-                    uint32_t a, uint32_t b) {
+static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e, uint32_t a,
+                    uint32_t b) {
     uint32_t count = b - a;
     uint32_t *rows = calloc(count, sizeof *rows);
     float *vec = malloc((size_t)count * ROWS_MAX * DIM * sizeof *vec);
@@ -193,14 +194,22 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
             errs[ne++] = (zb_msg_text_error_t){a + i, f.code, {f.message, strlen(f.message)}};
     }
     bool sent = e->opt.level == ZB_MSG_LEVEL_SENTENCE;
-    zb_msg_part_t p = {
-        .id = e->id,
-        .first = a,
-        .vec = {.level = e->opt.level, .dim = DIM, .count = count, .rows = rows, .n_rows = nr,
-                .vectors = nr ? vec : NULL, .vectors_len = nr * DIM * sizeof(float),
-                .offsets = sent ? NULL : off, .byte_offsets = sent ? NULL : off,
-                .ids = e->opt.level == ZB_MSG_LEVEL_WORDPIECE ? ids : NULL,
-                .truncated = trunc, .n_truncated = nt, .errors = errs, .n_errors = ne}};
+    zb_msg_part_t p = {.id = e->id,
+                       .first = a,
+                       .vec = {.level = e->opt.level,
+                               .dim = DIM,
+                               .count = count,
+                               .rows = rows,
+                               .n_rows = nr,
+                               .vectors = nr ? vec : NULL,
+                               .vectors_len = nr * DIM * sizeof(float),
+                               .offsets = sent ? NULL : off,
+                               .byte_offsets = sent ? NULL : off,
+                               .ids = e->opt.level == ZB_MSG_LEVEL_WORDPIECE ? ids : NULL,
+                               .truncated = trunc,
+                               .n_truncated = nt,
+                               .errors = errs,
+                               .n_errors = ne}};
     uint8_t *body;
     size_t len;
     zb_diag_t d = {{0}};
@@ -217,16 +226,19 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
 
 static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
                     uint64_t parts) {
-    zb_msg_done_t m = {.id = e->id, .texts = e->n_texts, .tokens = 7 * e->n_texts,
-                       .parts = parts, .elapsed_ms = 3};
+    zb_msg_done_t m = {.id = e->id,
+                       .texts = e->n_texts,
+                       .tokens = 7 * e->n_texts,
+                       .parts = parts,
+                       .elapsed_ms = 3};
     uint8_t *body;
     size_t len;
     assert_int_equal(zb_msg_encode_done(&m, &body, &len, NULL), 0);
     fb_send(fb, rid, rlen, body, len);
 }
 
-static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
-                     zb_msg_code_t code, const char *msg) {
+static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id, zb_msg_code_t code,
+                     const char *msg) {
     zb_msg_error_t m = {.id = id, .code = code, .message = {msg, strlen(msg)}};
     uint8_t *body;
     size_t len;
@@ -242,11 +254,19 @@ static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_st
     pthread_mutex_lock(&fb->mu);
     uint64_t up = s_ms() >= fb->start_ms ? s_ms() - fb->start_ms : 0;
     pthread_mutex_unlock(&fb->mu);
-    zb_msg_status_reply_t m = {.id = id, .uptime_ms = up, .workers = w, .n_workers = 2,
-                               .requests = 3, .queued_shards = 12, .queued_texts = 700,
-                               .in_flight_shards = 4, .texts_per_s = 812.5,
-                               .tokens_per_s = 25012.25, .latency_p50_ms = 12,
-                               .latency_p90_ms = 30.5, .latency_p99_ms = 80.25,
+    zb_msg_status_reply_t m = {.id = id,
+                               .uptime_ms = up,
+                               .workers = w,
+                               .n_workers = 2,
+                               .requests = 3,
+                               .queued_shards = 12,
+                               .queued_texts = 700,
+                               .in_flight_shards = 4,
+                               .texts_per_s = 812.5,
+                               .tokens_per_s = 25012.25,
+                               .latency_p50_ms = 12,
+                               .latency_p90_ms = 30.5,
+                               .latency_p99_ms = 80.25,
                                .protocol_errors = 5};
     uint8_t *body;
     size_t len;
@@ -265,8 +285,7 @@ static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *bod
     pthread_mutex_lock(&fb->mu);
     if (m.type == ZB_MSG_EMBED && fb->n_embed++ < FB_LOG) {
         int k = fb->n_embed - 1;
-        snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len,
-                 m.u.embed.id.ptr);
+        snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len, m.u.embed.id.ptr);
         memcpy(fb->rids[k], rid, rlen < 16 ? rlen : 16);
         fb->rid_lens[k] = rlen;
         fb->deadlines[k] = m.u.embed.deadline_ms;
@@ -400,7 +419,8 @@ static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
                                 const zb_msg_embed_t *e) {
     uint32_t n = (uint32_t)e->n_texts;
     if (fb_seen(fb, e->id) == 1) {
-        for (uint32_t a = 0; a < n / 2; a += 2) fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
+        for (uint32_t a = 0; a < n / 2; a += 2)
+            fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
         pthread_mutex_lock(&fb->mu);
         memcpy(fb->silenced, rid, rlen);
         fb->silenced_len = rlen;
@@ -408,7 +428,8 @@ static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
         return;
     }
     uint32_t parts = 0;
-    for (uint32_t a = 0; a < n; a += 3, parts++) fb_part(fb, rid, rlen, e, a, a + 3 > n ? n : a + 3);
+    for (uint32_t a = 0; a < n; a += 3, parts++)
+        fb_part(fb, rid, rlen, e, a, a + 3 > n ? n : a + 3);
     fb_done(fb, rid, rlen, e, parts);
 }
 
@@ -503,10 +524,14 @@ static void h_malformed(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_
 
 /* --- client helpers -------------------------------------------------------------- */
 
-static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms,
-                                uint32_t tries, size_t requests_max, size_t texts_max) {
-    zbert_config_t cfg = {.brokers = eps, .n_brokers = n, .retry_ms = retry_ms,
-                          .tries = tries, .requests_max = requests_max, .texts_max = texts_max};
+static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms, uint32_t tries,
+                                size_t requests_max, size_t texts_max) {
+    zbert_config_t cfg = {.brokers = eps,
+                          .n_brokers = n,
+                          .retry_ms = retry_ms,
+                          .tries = tries,
+                          .requests_max = requests_max,
+                          .texts_max = texts_max};
     zbert_client_t *c = NULL;
     zbert_diag_t d = {{0}};
     int rc = zbert_client_new(&cfg, &c, &d);
@@ -520,8 +545,8 @@ typedef struct req {
     const char **texts;
     size_t n;
     zbert_level_t level;
-    int *seen;        /* [n] deliveries of each text */
-    int ended;        /* DONE or ERROR events */
+    int *seen;          /* [n] deliveries of each text */
+    int ended;          /* DONE or ERROR events */
     zbert_event_t *end; /* the DONE or ERROR */
 } req_t;
 
@@ -551,8 +576,10 @@ static void s_check_text(const req_t *r, const zbert_text_t *t) {
         assert_memory_equal(t->offsets, f.off, 2 * f.rows * sizeof(uint32_t));
         assert_memory_equal(t->byte_offsets, f.off, 2 * f.rows * sizeof(uint32_t));
     }
-    if (r->level == ZBERT_LEVEL_WORDPIECE) assert_memory_equal(t->ids, f.ids, f.rows * 4);
-    else assert_null(t->ids);
+    if (r->level == ZBERT_LEVEL_WORDPIECE)
+        assert_memory_equal(t->ids, f.ids, f.rows * 4);
+    else
+        assert_null(t->ids);
 }
 
 static req_t *s_find_req(req_t *rs, size_t n, uint64_t handle) {
@@ -614,8 +641,8 @@ static void s_run_until_ended(zbert_client_t *c, req_t *rs, size_t n, zbert_reor
     }
 }
 
-static void s_submit(zbert_client_t *c, req_t *r, const char **texts, size_t n,
-                     zbert_level_t level, uint32_t deadline_ms) {
+static void s_submit(zbert_client_t *c, req_t *r, const char **texts, size_t n, zbert_level_t level,
+                     uint32_t deadline_ms) {
     zbert_options_t opt = {.level = level, .deadline_ms = deadline_ms};
     *r = (req_t){.texts = texts, .n = n, .level = level, .seen = calloc(n, sizeof(int))};
     zbert_diag_t d = {{0}};
@@ -647,9 +674,12 @@ static const char **s_texts(size_t n, const char *tag) {
     const char **t = calloc(n, sizeof *t);
     for (size_t i = 0; i < n; i++) {
         char buf[96];
-        if (i % 7 == 3) snprintf(buf, sizeof buf, "BAD %s %zu", tag, i);
-        else if (i % 5 == 4) snprintf(buf, sizeof buf, "LONG %s %zu words here", tag, i);
-        else snprintf(buf, sizeof buf, "%s%zu %.*s", tag, i, (int)(i % 9) * 2, "a b c d e f g h i ");
+        if (i % 7 == 3)
+            snprintf(buf, sizeof buf, "BAD %s %zu", tag, i);
+        else if (i % 5 == 4)
+            snprintf(buf, sizeof buf, "LONG %s %zu words here", tag, i);
+        else
+            snprintf(buf, sizeof buf, "%s%zu %.*s", tag, i, (int)(i % 9) * 2, "a b c d e f g h i ");
         t[i] = strdup(buf);
     }
     return t;
@@ -1210,8 +1240,7 @@ static void test_status(void **st) {
     assert_int_equal(s->queued_texts, 700);
     assert_int_equal(s->in_flight_shards, 4);
     assert_true(s->texts_per_s == 812.5 && s->tokens_per_s == 25012.25);
-    assert_true(s->latency_p50_ms == 12 && s->latency_p90_ms == 30.5 &&
-                s->latency_p99_ms == 80.25);
+    assert_true(s->latency_p50_ms == 12 && s->latency_p90_ms == 30.5 && s->latency_p99_ms == 80.25);
     assert_int_equal(s->protocol_errors, 5);
     assert_int_equal(s->n_workers, 2);
     assert_string_equal(s->workers[0].name, "node1:101");
@@ -1356,8 +1385,8 @@ static void s_same_file(const char *name, const char *want, size_t want_len) {
     char *got = fx_read_file(s_file(name), &len);
     assert_non_null(got);
     if (len != want_len || memcmp(got, want, len) != 0)
-        fail_msg("%s differs from textio's output (%zu vs %zu bytes):\n%.*s\n---\n%.*s", name,
-                 len, want_len, (int)(len < 2000 ? len : 2000), got,
+        fail_msg("%s differs from textio's output (%zu vs %zu bytes):\n%.*s\n---\n%.*s", name, len,
+                 want_len, (int)(len < 2000 ? len : 2000), got,
                  (int)(want_len < 2000 ? want_len : 2000), want);
     free(got);
 }
@@ -1402,9 +1431,9 @@ static void test_cli_embed_jsonl_levels(void **st) {
         {"--level wordpiece --format table --truncate", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_TABLE},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        int rc = s_sh("%s/zbert embed --broker %s --batch 2 --inflight 2 %s < %s > %s 2> %s",
-                      s_bin(), fb->ep, cases[k].args, s_file("in.txt"), s_file("out"),
-                      s_file("err"));
+        int rc =
+            s_sh("%s/zbert embed --broker %s --batch 2 --inflight 2 %s < %s > %s 2> %s", s_bin(),
+                 fb->ep, cases[k].args, s_file("in.txt"), s_file("out"), s_file("err"));
         assert_int_equal(rc, 1); /* a line was rejected, as zbert-embed says */
         size_t len;
         char *want = s_expect(s_input, ZB_IO_IN_LINES, cases[k].fmt, cases[k].level, &len);
@@ -1443,8 +1472,8 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     char *err = fx_read_file(s_file("err"), &elen);
     assert_non_null(strstr(err, "zbert: 1 of 8 input lines rejected (their rows are NaN)\n"));
     free(err);
-    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < %s 2> %s | cat > %s",
-                          s_bin(), fb->ep, s_file("in.txt"), s_file("err"), s_file("pipe.npy")),
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < %s 2> %s | cat > %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("err"), s_file("pipe.npy")),
                      0); /* the status of cat */
     s_same_file("pipe.npy", want, len);
     free(want);
@@ -1483,8 +1512,8 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
                      0);
     s_same_file("out", "", 0);
     /* empty input as npy: the width comes from the status (32 here) */
-    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < /dev/null > %s 2> %s",
-                          s_bin(), fb->ep, s_file("out"), s_file("err")),
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy < /dev/null > %s 2> %s", s_bin(),
+                          fb->ep, s_file("out"), s_file("err")),
                      0);
     char *npy = fx_read_file(s_file("out"), &len);
     assert_int_equal(len, 128);
@@ -1522,8 +1551,8 @@ static void test_cli_embed_progress_and_failure(void **st) {
     fb_run(fb);
     s_write("in.txt", "a b\nc\n");
     /* forced on (stderr is not a terminal here): a bar with a fraction */
-    assert_int_equal(s_sh("%s/zbert embed --broker %s --progress always < %s > %s 2> %s",
-                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --progress always < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
                      0);
     size_t len;
     char *err = fx_read_file(s_file("err"), &len);
