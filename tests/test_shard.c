@@ -21,6 +21,7 @@
 #include "fixture.h"
 #include "message.h"
 #include "model.h"
+#include "result_check.h"
 #include "shard.h"
 
 #define S_MAX_TEXTS 64
@@ -92,27 +93,13 @@ static int teardown(void **st) {
 
 /* --- helpers --------------------------------------------------------------- */
 
-static zb_msg_level_t s_level(zb_level_t l) {
-    return l == ZB_LEVEL_WORDPIECE  ? ZB_MSG_LEVEL_WORDPIECE
-           : l == ZB_LEVEL_SENTENCE ? ZB_MSG_LEVEL_SENTENCE
-                                    : ZB_MSG_LEVEL_TOKEN;
-}
-
-static zb_msg_options_t s_msg_opt(const zb_embed_options_t *o) {
-    return (zb_msg_options_t){.level = s_level(o->level),
-                              .pooling = o->pooling == ZB_POOL_MEAN ? ZB_MSG_POOL_MEAN
-                                                                    : ZB_MSG_POOL_CLS,
-                              .normalize = o->normalize,
-                              .windows = o->windows};
-}
-
 /* A task as the worker gets it: encoded, then decoded from the bytes.  The
  * decoded message points into *body (the caller frees both). */
 static void s_task(uint64_t shard, const char *const *texts, const size_t *lens, size_t n,
                    const zb_embed_options_t *o, uint8_t **body, zb_msg_t *m) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {.shard = shard, .texts = v, .n_texts = n, .opt = s_msg_opt(o)};
+    zb_msg_task_t t = {.shard = shard, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
     size_t len;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_msg_encode_task(&t, body, &len, &d), 0);
@@ -120,89 +107,6 @@ static void s_task(uint64_t shard, const char *const *texts, const size_t *lens,
     memset(m, 0, sizeof *m);
     assert_int_equal(zb_msg_decode(*body, len, m, &d), 0);
     assert_int_equal(m->type, ZB_MSG_TASK);
-}
-
-static float s_le_float(const uint8_t *p) {
-    uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                 (uint32_t)p[3] << 24;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/*
- * Checks a decoded result against engine results ref[0..n) for the same
- * texts: cut[i] marks texts expected to be failed as too_large for size
- * (NULL: none).  Vectors are compared bit for bit.
- */
-static void s_compare(const zb_msg_result_t *res, const zb_result_t *ref, size_t n,
-                      const zb_embed_options_t *o, const bool *cut, int dim) {
-    const zb_msg_vectors_t *v = &res->vec;
-    assert_int_equal(v->count, n);
-    assert_int_equal(v->level, s_level(o->level));
-    assert_int_equal(v->dim, dim);
-    size_t row = 0, n_err = 0, n_trunc = 0;
-    for (size_t i = 0; i < n; i++) {
-        const zb_result_t *r = &ref[i];
-        bool failed = r->status != 0 || (cut && cut[i]);
-        if (failed) {
-            assert_int_equal(v->rows[i], 0);
-            assert_true(n_err < v->n_errors);
-            const zb_msg_text_error_t *e = &v->errors[n_err++];
-            assert_int_equal(e->index, i);
-            if (r->status != 0) {
-                assert_int_equal(e->code, zb_shard_text_code(r->status));
-                const char *want = zb_strerror(r->status);
-                assert_int_equal(e->message.len, strlen(want));
-                assert_memory_equal(e->message.ptr, want, e->message.len);
-            } else {
-                assert_int_equal(e->code, ZB_MSG_CODE_TOO_LARGE);
-                assert_true(e->message.len > 0);
-            }
-            continue;
-        }
-        assert_int_equal(v->rows[i], r->n_vectors);
-        if (r->truncated) {
-            assert_true(n_trunc < v->n_truncated);
-            assert_int_equal(v->truncated[n_trunc++], i);
-        }
-        const uint8_t *vb = (const uint8_t *)v->vectors + row * (size_t)dim * 4;
-        for (size_t j = 0; j < r->n_vectors * (size_t)dim; j++) {
-            float got = s_le_float(vb + 4 * j), want = r->vectors[j];
-            if (memcmp(&got, &want, sizeof got) != 0) {
-                fprintf(stderr, "text %zu float %zu: %.9g vs %.9g\n", i, j, got, want);
-                fail();
-            }
-        }
-        for (size_t j = 0; j < r->n_vectors; j++) {
-            const uint32_t *of = v->offsets ? v->offsets + 2 * (row + j) : NULL;
-            const uint32_t *bo = v->byte_offsets ? v->byte_offsets + 2 * (row + j) : NULL;
-            if (o->level == ZB_LEVEL_TOKEN) {
-                const zb_word_t *w = &r->words.v[j];
-                assert_int_equal(of[0], w->begin);
-                assert_int_equal(of[1], w->end);
-                assert_int_equal(bo[0], w->byte_begin);
-                assert_int_equal(bo[1], w->byte_end);
-            } else if (o->level == ZB_LEVEL_WORDPIECE) {
-                const zb_piece_t *p = &r->pieces.v[j];
-                assert_int_equal(of[0], p->begin);
-                assert_int_equal(of[1], p->end);
-                assert_int_equal(bo[0], p->byte_begin);
-                assert_int_equal(bo[1], p->byte_end);
-                assert_int_equal(v->ids[row + j], (uint32_t)p->id);
-            }
-        }
-        row += r->n_vectors;
-    }
-    assert_int_equal(row, v->n_rows);
-    assert_int_equal(n_err, v->n_errors);
-    assert_int_equal(n_trunc, v->n_truncated);
-    if (o->level == ZB_LEVEL_SENTENCE) {
-        assert_null(v->offsets);
-        assert_null(v->ids);
-    } else if (o->level == ZB_LEVEL_TOKEN) {
-        assert_null(v->ids);
-    }
 }
 
 static void s_free_results(zb_result_t *r, size_t n) {
@@ -241,7 +145,7 @@ static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_embed_options_t 
     assert_int_equal(rm.type, ZB_MSG_RESULT);
     assert_int_equal(rm.u.result.shard, 42);
     assert_int_equal(rm.u.result.tokens, out.tokens);
-    s_compare(&rm.u.result, ref, n, o, cut, zb_embedder_dim(s->emb));
+    rc_compare(&rm.u.result.vec, 0, ref, n, o, cut, zb_embedder_dim(s->emb), 0, NULL);
     size_t n_failed = 0;
     for (size_t i = 0; i < n; i++) n_failed += ref[i].status != 0 || (cut && cut[i]);
     assert_int_equal(out.n_failed, n_failed);
@@ -366,8 +270,8 @@ static void test_merged(void **st) {
             assert_int_equal(zb_msg_decode(out[i].body, out[i].body_len, &rm, NULL), 0);
             assert_int_equal(rm.u.result.shard, 100 + (uint64_t)i);
             assert_int_equal(rm.u.result.tokens, alone_tokens[i]);
-            s_compare(&rm.u.result, ref + cuts[i], cuts[i + 1] - cuts[i], o, NULL,
-                      zb_embedder_dim(s->emb));
+            rc_compare(&rm.u.result.vec, 0, ref + cuts[i], cuts[i + 1] - cuts[i], o, NULL,
+                       zb_embedder_dim(s->emb), 0, NULL);
             sum += out[i].tokens;
             zb_msg_free(&rm);
             free(out[i].body);

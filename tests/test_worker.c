@@ -1,0 +1,784 @@
+/*
+ * test_worker.c -- bin/zbert-worker as a broker sees it.  The real program
+ * ($ZB_BIN/zbert-worker, default bin) runs tests/fixtures/tiny-seed1 against
+ * a fake broker: a ROUTER socket in this process speaking proto/message.h
+ * over ipc:// in a temporary directory.  Checked: `ready` (name, model
+ * identity, dim, threads, credit), results bit-identical to an in-process
+ * engine run, credit, heartbeats while idle and while a long task computes,
+ * draining on SIGTERM, malformed messages, reconnection after silence and
+ * on `reconnect`, two brokers.
+ *
+ * Every worker started is registered and killed (SIGKILL, then waited for)
+ * in the test's teardown and again at exit, whatever failed.  Waits have
+ * generous timeouts; no assertion depends on how fast the machine is.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "embed.h"
+#include "fixture.h"
+#include "message.h"
+#include "model.h"
+#include "result_check.h"
+
+#define S_WAIT_MS 20000 /* upper bound for anything expected to happen */
+#define S_THREADS "2"   /* the worker's and the in-process embedder's */
+
+static char s_dir[256];
+static void *s_ctx;
+static zb_model_t *s_model;
+static zb_embedder_t *s_emb;
+static fx_file_t s_fx;
+static pid_t s_children[32];
+static int s_n_children;
+
+/* --- processes ------------------------------------------------------------ */
+
+static void s_kill_children(void) {
+    for (int i = 0; i < s_n_children; i++) {
+        if (s_children[i] <= 0) continue;
+        kill(s_children[i], SIGKILL);
+        waitpid(s_children[i], NULL, 0);
+        s_children[i] = 0;
+    }
+    s_n_children = 0;
+}
+
+static const char *s_bin(void) {
+    const char *b = getenv("ZB_BIN");
+    return b && *b ? b : "bin";
+}
+
+static int64_t s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void s_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Starts the worker with the common arguments, args (NULL-terminated)
+ * after them, stderr into log. */
+static pid_t s_spawn(const char *log, const char *const *args) {
+    char prog[512];
+    snprintf(prog, sizeof prog, "%s/zbert-worker", s_bin());
+    const char *argv[40] = {prog, "--model", fx_path("tiny-seed1"), "--threads", S_THREADS};
+    int n = 5;
+    for (int i = 0; args[i] && n < 38; i++) argv[n++] = args[i];
+    argv[n] = NULL;
+    char *model = strdup(argv[2]); /* fx_path's buffer is static */
+    argv[2] = model;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        int nul = open("/dev/null", O_RDWR);
+        if (nul >= 0) {
+            dup2(nul, 0);
+            dup2(nul, 1);
+        }
+        execv(prog, (char *const *)argv);
+        _exit(127);
+    }
+    free(model);
+    assert_true(s_n_children < 32);
+    s_children[s_n_children++] = pid;
+    return pid;
+}
+
+/* Waits for pid to exit; returns its status, or -1 after timeout_ms. */
+static int s_wait_exit(pid_t pid, int timeout_ms) {
+    int64_t end = s_now_ms() + timeout_ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            for (int i = 0; i < s_n_children; i++)
+                if (s_children[i] == pid) s_children[i] = 0;
+            return st;
+        }
+        if (s_now_ms() > end) return -1;
+        s_sleep_ms(20);
+    }
+}
+
+static bool s_alive(pid_t pid) {
+    return waitpid(pid, NULL, WNOHANG) == 0;
+}
+
+/* Lines of the log holding all of the given words. */
+static int s_log_count(const char *log, const char *w1, const char *w2) {
+    size_t len;
+    char *data = fx_read_file(log, &len);
+    if (data == NULL) return 0;
+    int n = 0;
+    for (char *p = data, *nl; *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (nl == NULL) break;
+        *nl = '\0';
+        if (strstr(p, w1) && (w2 == NULL || strstr(p, w2))) n++;
+    }
+    free(data);
+    return n;
+}
+
+/* Waits until the log has a line with w1 (and w2). */
+static void s_wait_log(const char *log, const char *w1, const char *w2) {
+    int64_t end = s_now_ms() + S_WAIT_MS;
+    while (s_log_count(log, w1, w2) == 0) {
+        if (s_now_ms() > end) {
+            fprintf(stderr, "log %s never said '%s' '%s'\n", log, w1, w2 ? w2 : "");
+            fail();
+        }
+        s_sleep_ms(20);
+    }
+}
+
+static void s_print_log(const char *log) {
+    size_t len;
+    char *data = fx_read_file(log, &len);
+    if (data) fprintf(stderr, "--- worker log %s:\n%s---\n", log, data);
+    free(data);
+}
+
+/* --- the fake broker --------------------------------------------------------- */
+
+typedef struct fake {
+    void *sock;
+    char endpoint[300];
+    char log[300];
+    uint8_t id[256]; /* routing id of the worker's latest ready */
+    size_t id_len;
+    int readies;
+    int heartbeats; /* received */
+    bool keepalive; /* send heartbeats while waiting */
+    int64_t last_hb;
+} fake_t;
+
+/* A message received: its routing id, body (owned) and decoded form. */
+typedef struct got {
+    uint8_t id[256];
+    size_t id_len;
+    uint8_t *body;
+    size_t len;
+    zb_msg_t m;
+} got_t;
+
+static void s_got_free(got_t *g) {
+    zb_msg_free(&g->m);
+    free(g->body);
+    memset(g, 0, sizeof *g);
+}
+
+static void s_fake_open(fake_t *f, const char *name) {
+    memset(f, 0, sizeof *f);
+    snprintf(f->endpoint, sizeof f->endpoint, "ipc://%s/%s.sock", s_dir, name);
+    snprintf(f->log, sizeof f->log, "%s/%s.log", s_dir, name);
+    f->sock = zmq_socket(s_ctx, ZMQ_ROUTER);
+    assert_non_null(f->sock);
+    int one = 1, zero = 0;
+    int64_t max = (int64_t)ZB_MSG_BODY_MAX + 4096;
+    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one), 0);
+    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero), 0);
+    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_MAXMSGSIZE, &max, sizeof max), 0);
+    assert_int_equal(zmq_bind(f->sock, f->endpoint), 0);
+    f->keepalive = true;
+}
+
+static void s_fake_close(fake_t *f) {
+    if (f->sock) zmq_close(f->sock);
+    f->sock = NULL;
+}
+
+static void s_send_raw_to(fake_t *f, const uint8_t *id, size_t id_len, const void *body,
+                          size_t len) {
+    assert_true(zmq_send(f->sock, id, id_len, ZMQ_SNDMORE) >= 0);
+    assert_true(zmq_send(f->sock, body, len, 0) >= 0);
+}
+
+static void s_send_raw(fake_t *f, const void *body, size_t len) {
+    assert_true(f->id_len > 0);
+    s_send_raw_to(f, f->id, f->id_len, body, len);
+}
+
+static void s_send_empty(fake_t *f, zb_msg_type_t t) {
+    uint8_t *b;
+    size_t n;
+    assert_int_equal(zb_msg_encode_empty(t, &b, &n, NULL), 0);
+    s_send_raw(f, b, n);
+    free(b);
+}
+
+static void s_send_task(fake_t *f, uint64_t shard, const char *const *texts, const size_t *lens,
+                        size_t n, const zb_embed_options_t *o) {
+    zb_msg_str_t *v = calloc(n, sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
+    zb_msg_task_t t = {.shard = shard, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
+    uint8_t *b;
+    size_t len;
+    assert_int_equal(zb_msg_encode_task(&t, &b, &len, NULL), 0);
+    s_send_raw(f, b, len);
+    free(b);
+    free(v);
+}
+
+/*
+ * The next message that is not a heartbeat, within timeout_ms: true and *g
+ * filled, or false.  Heartbeats are counted; a ready records the worker's
+ * routing id; with keepalive, heartbeats go to the worker every 500 ms.
+ */
+static bool s_next(fake_t *f, int timeout_ms, got_t *g) {
+    int64_t end = s_now_ms() + timeout_ms;
+    memset(g, 0, sizeof *g);
+    for (;;) {
+        int64_t now = s_now_ms();
+        if (f->keepalive && f->id_len > 0 && now - f->last_hb >= 500) {
+            s_send_empty(f, ZB_MSG_HEARTBEAT);
+            f->last_hb = now;
+        }
+        if (now >= end) return false;
+        zmq_pollitem_t it = {.socket = f->sock, .events = ZMQ_POLLIN};
+        int left = (int)(end - now);
+        int r = zmq_poll(&it, 1, left < 100 ? left : 100);
+        if (r < 0 && errno == EINTR) continue;
+        assert_true(r >= 0);
+        if (r == 0) continue;
+        int n = zmq_recv(f->sock, g->id, sizeof g->id, 0);
+        assert_true(n > 0 && (size_t)n <= sizeof g->id);
+        g->id_len = (size_t)n;
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        assert_true(zmq_msg_recv(&m, f->sock, 0) >= 0);
+        assert_false(zmq_msg_more(&m)); /* one frame per body */
+        g->len = zmq_msg_size(&m);
+        g->body = malloc(g->len ? g->len : 1);
+        memcpy(g->body, zmq_msg_data(&m), g->len);
+        zmq_msg_close(&m);
+        zb_diag_t d = {{0}};
+        int rc = zb_msg_decode(g->body, g->len, &g->m, &d);
+        if (rc != 0) fprintf(stderr, "worker sent a bad body: %s\n", zb_diag_text(&d, rc));
+        assert_int_equal(rc, 0);
+        if (g->m.type == ZB_MSG_HEARTBEAT) {
+            f->heartbeats++;
+            s_got_free(g);
+            continue;
+        }
+        if (g->m.type == ZB_MSG_READY) {
+            memcpy(f->id, g->id, g->id_len);
+            f->id_len = g->id_len;
+            f->readies++;
+        }
+        return true;
+    }
+}
+
+/* The next message, which must be of type t. */
+static void s_expect(fake_t *f, zb_msg_type_t t, got_t *g) {
+    if (!s_next(f, S_WAIT_MS, g)) {
+        s_print_log(f->log);
+        fprintf(stderr, "no %s within %d ms\n", zb_msg_type_name(t), S_WAIT_MS);
+        fail();
+    }
+    if (g->m.type != t) {
+        fprintf(stderr, "expected %s, got %s\n", zb_msg_type_name(t), zb_msg_type_name(g->m.type));
+        fail();
+    }
+}
+
+/* Starts a worker on f (extra args NULL-terminated) and takes its ready. */
+static pid_t s_start(fake_t *f, const char *const *extra, got_t *ready) {
+    const char *args[32] = {"--broker", f->endpoint};
+    int n = 2;
+    for (int i = 0; extra && extra[i]; i++) args[n++] = extra[i];
+    args[n] = NULL;
+    pid_t pid = s_spawn(f->log, args);
+    got_t g;
+    s_expect(f, ZB_MSG_READY, ready ? ready : &g);
+    if (!ready) s_got_free(&g);
+    return pid;
+}
+
+/* --- texts and references -------------------------------------------------------- */
+
+#define S_TEXTS 24
+static const char *s_texts[S_TEXTS];
+static size_t s_lens[S_TEXTS];
+static char *s_long_pool; /* long texts for heavy tasks, one after the other */
+static const char **s_long;
+static size_t *s_long_lens;
+#define S_LONG_MAX 4000
+
+static void s_make_long(void) {
+    static const char *w[] = {"alpha", "Embeddings", "gamma,",          "delta.", "tokenization",
+                              "zbert", "x",          "(parenthesised)", "café",   "NLP"};
+    size_t per = 600 * 20;
+    s_long_pool = malloc(per * S_LONG_MAX);
+    s_long = calloc(S_LONG_MAX, sizeof *s_long);
+    s_long_lens = calloc(S_LONG_MAX, sizeof *s_long_lens);
+    assert_non_null(s_long_pool);
+    for (int t = 0; t < S_LONG_MAX; t++) {
+        char *p = s_long_pool + (size_t)t * per;
+        size_t n = 0;
+        for (int i = 0; i < 600; i++)
+            n += (size_t)snprintf(p + n, per - n, "%s%s", i ? " " : "", w[(i * 7 + t) % 10]);
+        s_long[t] = p;
+        s_long_lens[t] = n;
+    }
+}
+
+/* The engine run directly on the same texts (same call composition). */
+static void s_reference(const char *const *texts, const size_t *lens, size_t n,
+                        const zb_embed_options_t *o, zb_result_t *ref) {
+    assert_int_equal(zb_embedder_run(s_emb, texts, lens, n, o, ref), 0);
+}
+
+static void s_free_refs(zb_result_t *ref, size_t n) {
+    for (size_t i = 0; i < n; i++) zb_result_free(&ref[i]);
+}
+
+/* --- fixtures -------------------------------------------------------------------- */
+
+static int group_setup(void **st) {
+    (void)st;
+    snprintf(s_dir, sizeof s_dir, "/tmp/zbert-worker-XXXXXX");
+    if (!mkdtemp(s_dir)) return -1;
+    atexit(s_kill_children);
+    s_ctx = zmq_ctx_new();
+    zb_diag_t d = {{0}};
+    if (zb_model_open(fx_path("tiny-seed1"), &s_model, &d) != 0) return -1;
+    zb_embedder_config_t cfg = {.threads = atoi(S_THREADS)};
+    if (zb_embedder_new(s_model, &cfg, &s_emb, &d) != 0) return -1;
+    if (fx_load(fx_path("embeddings-tiny-seed1.txt"), &s_fx) != 0) return -1;
+    int n = 0;
+    for (int i = 0; i < 20; i++) {
+        s_texts[n] = s_fx.cases[i].text;
+        s_lens[n++] = s_fx.cases[i].text_len;
+    }
+    s_texts[n] = "bad \xff\xfe bytes";
+    s_lens[n++] = 13;
+    s_texts[n] = "";
+    s_lens[n++] = 0;
+    s_texts[n] = "I love NLP";
+    s_lens[n++] = 10;
+    s_make_long();
+    s_texts[n] = s_long[0]; /* truncated, or windows */
+    s_lens[n++] = s_long_lens[0];
+    return n == S_TEXTS ? 0 : -1;
+}
+
+static int group_teardown(void **st) {
+    (void)st;
+    s_kill_children();
+    zb_embedder_destroy(&s_emb);
+    zb_model_close(&s_model);
+    fx_free(&s_fx);
+    free(s_long_pool);
+    free(s_long);
+    free(s_long_lens);
+    zmq_ctx_term(s_ctx);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    s_kill_children();
+    return 0;
+}
+
+/* --- tests -------------------------------------------------------------------------- */
+
+/* ready: what the worker says about itself. */
+static void test_ready(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "ready");
+    got_t r;
+    s_start(&f, (const char *[]){"--credit", "3", "--name", "w-test", NULL}, &r);
+    const zb_msg_ready_t *m = &r.m.u.ready;
+    assert_int_equal(m->name.len, 6);
+    assert_memory_equal(m->name.ptr, "w-test", 6);
+    const char *id = zb_model_identity(s_model);
+    assert_int_equal(m->model.len, strlen(id));
+    assert_memory_equal(m->model.ptr, id, m->model.len);
+    assert_int_equal(m->dim, zb_embedder_dim(s_emb));
+    assert_int_equal(m->threads, 2);
+    assert_int_equal(m->credit, 3);
+    s_got_free(&r);
+    s_kill_children();
+
+    /* default credit: twice what one run holds (batch-texts / 64 shards),
+     * the name host:pid */
+    s_fake_close(&f);
+    s_fake_open(&f, "ready2");
+    pid_t pid = s_start(&f, (const char *[]){"--batch-texts", "200", NULL}, &r);
+    assert_int_equal(r.m.u.ready.credit, 8);
+    char pidpart[32];
+    int k = snprintf(pidpart, sizeof pidpart, ":%ld", (long)pid);
+    assert_true(r.m.u.ready.name.len > (size_t)k);
+    assert_memory_equal(r.m.u.ready.name.ptr + r.m.u.ready.name.len - (size_t)k, pidpart,
+                        (size_t)k);
+    s_got_free(&r);
+    s_kill_children();
+    s_fake_close(&f);
+    s_fake_open(&f, "ready3");
+    s_start(&f, NULL, &r);
+    assert_int_equal(r.m.u.ready.credit, 2);
+    s_got_free(&r);
+    s_fake_close(&f);
+}
+
+/* Results: bit-identical to the engine run in process, every level. */
+static void test_results_identical(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "ident");
+    s_start(&f, NULL, NULL);
+    const zb_embed_options_t opts[] = {
+        {.level = ZB_LEVEL_TOKEN},
+        {.level = ZB_LEVEL_WORDPIECE, .windows = true},
+        {.level = ZB_LEVEL_WORDPIECE},
+        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_MEAN, .normalize = true},
+        {.level = ZB_LEVEL_SENTENCE},
+    };
+    for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
+        s_send_task(&f, 10 + k, s_texts, s_lens, S_TEXTS, &opts[k]);
+        got_t g;
+        s_expect(&f, ZB_MSG_RESULT, &g);
+        assert_int_equal(g.m.u.result.shard, 10 + k);
+        zb_result_t ref[S_TEXTS] = {{0}};
+        zb_embed_stats_t a, b;
+        zb_embedder_stats(s_emb, &a);
+        s_reference(s_texts, s_lens, S_TEXTS, &opts[k], ref);
+        zb_embedder_stats(s_emb, &b);
+        assert_int_equal(g.m.u.result.tokens, b.tokens - a.tokens);
+        rc_compare(&g.m.u.result.vec, 0, ref, S_TEXTS, &opts[k], NULL, zb_embedder_dim(s_emb), 0,
+                   NULL);
+        s_free_refs(ref, S_TEXTS);
+        s_got_free(&g);
+    }
+    s_fake_close(&f);
+}
+
+/* Credit: as many tasks as the credit at once, all answered; one more
+ * while they are all in flight is dropped, and said so. */
+static void test_credit(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "credit");
+    pid_t pid = s_start(&f, (const char *[]){"--credit", "4", NULL}, NULL);
+    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    /* shard 1 is heavy, so all five arrive while it computes */
+    s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
+    for (int i = 2; i <= 5; i++)
+        s_send_task(&f, (uint64_t)i, s_texts + 3 * i, s_lens + 3 * i, 3, &o);
+    got_t res[5];
+    bool seen[5] = {0};
+    for (int k = 0; k < 4; k++) {
+        got_t g;
+        s_expect(&f, ZB_MSG_RESULT, &g);
+        uint64_t sh = g.m.u.result.shard;
+        assert_true(sh >= 1 && sh <= 4);
+        assert_false(seen[sh]);
+        seen[sh] = true;
+        res[sh] = g;
+    }
+    assert_int_equal(s_log_count(f.log, "beyond the credit", NULL), 1);
+    assert_true(s_alive(pid));
+    /* credit came back: the next task is taken */
+    s_send_task(&f, 6, s_texts, s_lens, 2, &o);
+    got_t g;
+    s_expect(&f, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 6);
+    s_got_free(&g);
+    s_fake_close(&f);
+
+    /* (compared last: the fake broker does not heartbeat meanwhile) */
+    double worst = 0;
+    for (uint64_t sh = 1; sh <= 4; sh++) {
+        /* merged runs may batch differently from a run alone: spans
+         * exact, vectors to float rounding */
+        const char *const *t = sh == 1 ? s_long : s_texts + 3 * sh;
+        const size_t *l = sh == 1 ? s_long_lens : s_lens + 3 * sh;
+        size_t n = sh == 1 ? 100 : 3;
+        zb_result_t *ref = calloc(n, sizeof *ref);
+        s_reference(t, l, n, &o, ref);
+        double md;
+        rc_compare(&res[sh].m.u.result.vec, 0, ref, n, &o, NULL, zb_embedder_dim(s_emb), 1e-5, &md);
+        if (md > worst) worst = md;
+        s_free_refs(ref, n);
+        free(ref);
+        s_got_free(&res[sh]);
+    }
+    printf("credit: results vs runs alone: max abs diff %.3g\n", worst);
+}
+
+/* Heartbeats arrive while idle, and while a task computes for seconds. */
+static void test_heartbeats(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "hb");
+    s_start(&f, NULL, NULL);
+    got_t g;
+    /* idle: nothing but heartbeats come */
+    int64_t end = s_now_ms() + S_WAIT_MS;
+    while (f.heartbeats < 2 && s_now_ms() < end) {
+        assert_false(s_next(&f, 200, &g));
+    }
+    assert_true(f.heartbeats >= 2);
+
+    /* computing: a task sized to run more than 2.5 s (grown until it does,
+     * so the check below always has something to check) */
+    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    size_t n = 100;
+    for (int attempt = 0;; attempt++) {
+        int hb0 = f.heartbeats;
+        int64_t t0 = s_now_ms();
+        s_send_task(&f, 100 + (uint64_t)attempt, s_long, s_long_lens, n, &o);
+        assert_true(s_next(&f, 600000, &g));
+        int64_t ms = s_now_ms() - t0;
+        assert_int_equal(g.m.type, ZB_MSG_RESULT);
+        assert_int_equal(g.m.u.result.vec.count, n);
+        s_got_free(&g);
+        int hb = f.heartbeats - hb0;
+        printf("heartbeats: %d during a %zu-text task of %lld ms\n", hb, n, (long long)ms);
+        if (ms > 2500) {
+            assert_true(hb >= 1);
+            break;
+        }
+        assert_true(attempt < 4 && n * 2 <= S_LONG_MAX);
+        n *= 2;
+    }
+    s_fake_close(&f);
+}
+
+/* SIGTERM with tasks in flight: their results, then bye, then exit 0; a
+ * task sent while draining is not taken. */
+static void test_drain(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "drain");
+    pid_t pid = s_start(&f, (const char *[]){"--credit", "3", "--log-level", "debug", NULL}, NULL);
+    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    for (int i = 1; i <= 3; i++)
+        s_send_task(&f, (uint64_t)i, s_long + 60 * i, s_long_lens + 60 * i, 60, &o);
+    s_wait_log(f.log, "shard 3 queued", NULL);
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    s_wait_log(f.log, "draining", NULL);
+    s_send_task(&f, 99, s_texts, s_lens, 2, &o);
+    bool seen[4] = {0};
+    for (int k = 0; k < 3; k++) {
+        got_t g;
+        s_expect(&f, ZB_MSG_RESULT, &g);
+        uint64_t sh = g.m.u.result.shard;
+        assert_true(sh >= 1 && sh <= 3);
+        assert_false(seen[sh]);
+        seen[sh] = true;
+        assert_int_equal(g.m.u.result.vec.count, 60);
+        s_got_free(&g);
+    }
+    got_t g;
+    s_expect(&f, ZB_MSG_BYE, &g); /* not a result for 99 */
+    s_got_free(&g);
+    int status = s_wait_exit(pid, S_WAIT_MS);
+    if (status == -1) s_print_log(f.log);
+    assert_true(status != -1);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(s_log_count(f.log, "shard 99 dropped", NULL), 1);
+    s_fake_close(&f);
+}
+
+/* Malformed messages: dropped, counted, logged once; the worker serves on. */
+static void test_malformed(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "bad");
+    pid_t pid = s_start(&f, NULL, NULL);
+    static const uint8_t garbage[] = {0x00, 0x01, 'h', 'i', 0xff, 0x1b, '[', '2', 'J'};
+    /* {"v":1,"type":"task","shard":"x","texts":["a"]}: shard is a str */
+    static const uint8_t wrong_type[] = {
+        0x84, 0xa1, 'v', 0x01, 0xa4, 't', 'y',  'p', 'e', 0xa4, 't', 'a', 's',  'k',  0xa5, 's',
+        'h',  'a',  'r', 'd',  0xa1, 'x', 0xa5, 't', 'e', 'x',  't', 's', 0x91, 0xa1, 'a'};
+    /* a task whose texts array claims 2^32-1 entries */
+    static const uint8_t huge[] = {0x84, 0xa1, 'v',  0x01, 0xa4, 't',  'y', 'p', 'e',
+                                   0xa4, 't',  'a',  's',  'k',  0xa5, 's', 'h', 'a',
+                                   'r',  'd',  0x01, 0xa5, 't',  'e',  'x', 't', 's',
+                                   0xdd, 0xff, 0xff, 0xff, 0xff, 0xa1, 'a'};
+    /* a heartbeat of version 2 */
+    static const uint8_t v2[] = {0x82, 0xa1, 'v', 0x02, 0xa4, 't', 'y', 'p', 'e', 0xa9,
+                                 'h',  'e',  'a', 'r',  't',  'b', 'e', 'a', 't'};
+    s_send_raw(&f, garbage, sizeof garbage);
+    s_send_raw(&f, "", 0);
+    s_send_raw(&f, wrong_type, sizeof wrong_type);
+    s_send_raw(&f, huge, sizeof huge);
+    s_send_raw(&f, v2, sizeof v2);
+    /* a well-formed message a worker does not take */
+    zb_msg_ready_t rd = {.name = {"x", 1}, .model = {"m", 1}, .dim = 1, .threads = 1, .credit = 1};
+    uint8_t *b;
+    size_t len;
+    assert_int_equal(zb_msg_encode_ready(&rd, &b, &len, NULL), 0);
+    s_send_raw(&f, b, len);
+    free(b);
+    /* a task cut short, and a task in two frames */
+    zb_msg_str_t t1 = {"I love NLP", 10};
+    zb_msg_task_t tk = {.shard = 5, .texts = &t1, .n_texts = 1};
+    assert_int_equal(zb_msg_encode_task(&tk, &b, &len, NULL), 0);
+    s_send_raw(&f, b, len - 3);
+    assert_true(zmq_send(f.sock, f.id, f.id_len, ZMQ_SNDMORE) >= 0);
+    assert_true(zmq_send(f.sock, b, len / 2, ZMQ_SNDMORE) >= 0);
+    assert_true(zmq_send(f.sock, b + len / 2, len - len / 2, 0) >= 0);
+    free(b);
+    /* then a good task is served */
+    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    s_send_task(&f, 7, s_texts, s_lens, 4, &o);
+    got_t g;
+    s_expect(&f, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 7);
+    zb_result_t ref[4] = {{0}};
+    s_reference(s_texts, s_lens, 4, &o, ref);
+    rc_compare(&g.m.u.result.vec, 0, ref, 4, &o, NULL, zb_embedder_dim(s_emb), 0, NULL);
+    s_free_refs(ref, 4);
+    s_got_free(&g);
+    assert_true(s_alive(pid));
+    /* logged once at warn, with a sanitised sample (no raw control bytes) */
+    assert_int_equal(s_log_count(f.log, "warn:", "dropped a message"), 1);
+    assert_int_equal(s_log_count(f.log, "\\x1b[2J", NULL), 1);
+    assert_int_equal(s_log_count(f.log, "\x1b", NULL), 0);
+    /* counted: reported at exit */
+    kill(pid, SIGTERM);
+    got_t bye;
+    s_expect(&f, ZB_MSG_BYE, &bye);
+    s_got_free(&bye);
+    assert_true(s_wait_exit(pid, S_WAIT_MS) != -1);
+    assert_int_equal(s_log_count(f.log, "8 malformed message(s)", NULL), 1);
+    s_fake_close(&f);
+}
+
+/* A broker silent for 3 s: the worker reopens its socket (a new routing
+ * id) and says ready again; served on the new connection. */
+static void test_silence_reconnect(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "silent");
+    f.keepalive = false;
+    got_t r1;
+    s_start(&f, NULL, &r1);
+    uint8_t id1[256];
+    size_t id1_len = r1.id_len;
+    memcpy(id1, r1.id, id1_len);
+    s_got_free(&r1);
+    got_t r2;
+    s_expect(&f, ZB_MSG_READY, &r2);
+    assert_int_equal(f.readies, 2);
+    assert_false(r2.id_len == id1_len && memcmp(r2.id, id1, id1_len) == 0);
+    s_got_free(&r2);
+    f.keepalive = true;
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
+    s_send_task(&f, 3, s_texts, s_lens, 5, &o);
+    got_t g;
+    s_expect(&f, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 3);
+    assert_memory_equal(g.id, f.id, f.id_len);
+    s_got_free(&g);
+    s_fake_close(&f);
+}
+
+/* `reconnect` from the broker: ready again on the same connection. */
+static void test_reconnect_message(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "reconnect");
+    s_start(&f, NULL, NULL);
+    s_send_empty(&f, ZB_MSG_RECONNECT);
+    got_t r;
+    s_expect(&f, ZB_MSG_READY, &r);
+    assert_int_equal(f.readies, 2);
+    s_got_free(&r);
+    s_fake_close(&f);
+}
+
+/* Two brokers: both get ready, each gets the results of its own tasks. */
+static void test_two_brokers(void **st) {
+    (void)st;
+    fake_t f1, f2;
+    s_fake_open(&f1, "two-a");
+    s_fake_open(&f2, "two-b");
+    s_start(&f1, (const char *[]){"--broker", f2.endpoint, NULL}, NULL);
+    got_t g;
+    s_expect(&f2, ZB_MSG_READY, &g);
+    s_got_free(&g);
+    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    s_send_task(&f1, 1, s_texts, s_lens, 3, &o);
+    s_send_task(&f2, 2, s_texts + 3, s_lens + 3, 4, &o);
+    s_expect(&f2, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 2);
+    assert_int_equal(g.m.u.result.vec.count, 4);
+    s_got_free(&g);
+    s_expect(&f1, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 1);
+    assert_int_equal(g.m.u.result.vec.count, 3);
+    s_got_free(&g);
+    s_fake_close(&f1);
+    s_fake_close(&f2);
+}
+
+/* Settings that cannot work are refused at start, with a message. */
+static void test_bad_settings(void **st) {
+    (void)st;
+    char log[300];
+    snprintf(log, sizeof log, "%s/bad-settings.log", s_dir);
+    const char *const cases[][4] = {
+        {"--threads", "0", NULL},
+        {"--credit", "5000", NULL},
+        {"--broker", "nonsense://x", NULL},
+        {"--log-level", "loud", NULL},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        pid_t pid = s_spawn(log, cases[k]);
+        int status = s_wait_exit(pid, S_WAIT_MS);
+        assert_true(status != -1 && WIFEXITED(status));
+        assert_true(WEXITSTATUS(status) != 0);
+        size_t len;
+        char *text = fx_read_file(log, &len);
+        assert_non_null(text);
+        assert_true(len > 0);
+        free(text);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_ready, teardown),
+        cmocka_unit_test_teardown(test_results_identical, teardown),
+        cmocka_unit_test_teardown(test_credit, teardown),
+        cmocka_unit_test_teardown(test_heartbeats, teardown),
+        cmocka_unit_test_teardown(test_drain, teardown),
+        cmocka_unit_test_teardown(test_malformed, teardown),
+        cmocka_unit_test_teardown(test_silence_reconnect, teardown),
+        cmocka_unit_test_teardown(test_reconnect_message, teardown),
+        cmocka_unit_test_teardown(test_two_brokers, teardown),
+        cmocka_unit_test_teardown(test_bad_settings, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
