@@ -743,6 +743,42 @@ static void test_two_brokers(void **st) {
     s_fake_close(&f2);
 }
 
+/* Settings from a config file and ZBERT_* variables; the command line
+ * wins over both, the environment over the file.  The example config
+ * documenting the keys is itself a valid config. */
+static void test_config(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "config");
+    char path[300];
+    snprintf(path, sizeof path, "%s/worker.conf", s_dir);
+    FILE *c = fopen(path, "w");
+    assert_non_null(c);
+    fprintf(c, "# test\nbroker = %s\ncredit = 5\nname = from-file\nbatch-texts = 7\n", f.endpoint);
+    assert_int_equal(fclose(c), 0);
+    assert_int_equal(setenv("ZBERT_NAME", "from-env", 1), 0);
+    got_t r;
+    /* s_start adds --broker: the file's broker is overridden by the same */
+    s_start(&f, (const char *[]){"--config", path, NULL}, &r);
+    unsetenv("ZBERT_NAME");
+    assert_int_equal(r.m.u.ready.credit, 5);
+    assert_int_equal(r.m.u.ready.name.len, 8);
+    assert_memory_equal(r.m.u.ready.name.ptr, "from-env", 8);
+    s_got_free(&r);
+    s_kill_children();
+
+    s_fake_close(&f);
+    s_fake_open(&f, "config2");
+    s_start(&f,
+            (const char *[]){"--config", "deploy/zbert-worker.conf.example", "--name", "cli", NULL},
+            &r);
+    assert_int_equal(r.m.u.ready.credit, 2);
+    assert_int_equal(r.m.u.ready.name.len, 3);
+    assert_memory_equal(r.m.u.ready.name.ptr, "cli", 3);
+    s_got_free(&r);
+    s_fake_close(&f);
+}
+
 /* Settings that cannot work are refused at start, with a message. */
 static void test_bad_settings(void **st) {
     (void)st;
@@ -778,6 +814,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_silence_reconnect, teardown),
         cmocka_unit_test_teardown(test_reconnect_message, teardown),
         cmocka_unit_test_teardown(test_two_brokers, teardown),
+        cmocka_unit_test_teardown(test_config, teardown),
         cmocka_unit_test_teardown(test_bad_settings, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
