@@ -958,24 +958,30 @@ static int s_tick(zbert_client_t *c, uint64_t now) {
     return s_flush(c, now);
 }
 
-/* Milliseconds until s_tick has something to do (at most cap). */
+/* Milliseconds until s_tick has something to do (at most cap).  s_tick
+ * runs after every wait, so a timer already due means it could not act
+ * (the socket refused a message; the last ping is too recent to call the
+ * broker gone): such timers wait S_SEND_RETRY_MS rather than spin.  Only
+ * deadlines are exact. */
 static int s_next_timer(const zbert_client_t *c, uint64_t now, int cap) {
     uint64_t t = cap < 0 ? UINT64_MAX : now + (uint64_t)cap;
+    uint64_t soon = now + S_SEND_RETRY_MS;
     bool out = false;
-    if (c->st_wait && c->st_want_send) t = now + S_SEND_RETRY_MS < t ? now + S_SEND_RETRY_MS : t;
+    if (c->st_wait && c->st_want_send && soon < t) t = soon;
     for (size_t i = 0; i < c->n_reqs; i++) {
         const s_req_t *r = c->reqs[i];
         if (r->deadline_at && r->deadline_at < t) t = r->deadline_at;
         if (r->want_send) {
-            uint64_t at = r->retry_at ? r->retry_at : now + S_SEND_RETRY_MS;
+            uint64_t at = r->retry_at > soon ? r->retry_at : soon;
             if (at < t) t = at;
         }
         if (r->sent_at) out = true;
     }
     if (out || (c->st_wait && c->st_sent_at)) {
-        uint64_t ping = c->ping_at ? c->ping_at + c->ping_ms : c->quiet_since + c->ping_ms;
-        uint64_t dead = c->quiet_since + c->retry_ms;
-        uint64_t next = ping < dead ? ping : dead;
+        /* s_tick pings again, or calls the broker gone (retry_ms of quiet
+         * and a ping unanswered for ping_ms), when a ping falls due */
+        uint64_t next = (c->ping_at ? c->ping_at : c->quiet_since) + c->ping_ms;
+        if (next < soon) next = soon;
         if (next < t) t = next;
     }
     if (t <= now) return 0;

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -884,6 +885,42 @@ static void test_timeout_after_tries(void **st) {
     assert_non_null(strstr(r.end->message, "no answer"));
     assert_int_equal(zbert_open_requests(c), 0);
     s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+static double s_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+/* A caller away for longer than retry_ms, then waiting: the client pings,
+ * waits for the answer without spinning, then resends. */
+static void test_wait_after_absence_does_not_spin(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(NULL);
+    fb->silent = true;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    /* the ping then waits 900 ms for its answer */
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .retry_ms = 1000, .ping_ms = 900};
+    zbert_client_t *c = NULL;
+    assert_int_equal(zbert_client_new(&cfg, &c, NULL), 0);
+    const char *texts[] = {"x"};
+    req_t r;
+    s_submit(c, &r, texts, 1, ZBERT_LEVEL_TOKEN, 0);
+    s_sleep_ms(1200);
+    double cpu0 = s_cpu_s();
+    uint64_t t0 = s_ms();
+    zbert_event_t *ev = NULL;
+    assert_int_equal(zbert_next(c, 700, &ev), 0);
+    assert_null(ev);
+    double cpu = s_cpu_s() - cpu0, wall = (double)(s_ms() - t0) / 1000.0;
+    /* waiting is sleeping: a spinning loop would burn the whole wait */
+    assert_true(cpu < 0.5 * wall);
+    free(r.seen);
     zbert_client_destroy(&c);
     fb_stop(&fb);
 }
@@ -1732,6 +1769,7 @@ int main(void) {
         cmocka_unit_test(test_resend_after_silence_drops_duplicates),
         cmocka_unit_test(test_failover_to_second_broker),
         cmocka_unit_test(test_timeout_after_tries),
+        cmocka_unit_test(test_wait_after_absence_does_not_spin),
         cmocka_unit_test(test_busy_is_retried),
         cmocka_unit_test(test_no_model_retried),
         cmocka_unit_test(test_restart_noticed_from_uptime),
