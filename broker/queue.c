@@ -65,14 +65,18 @@ void zb_queue_push(zb_queue_t *q, zb_queue_lane_t *lane, zb_queue_item_t *item, 
     if (at_head) {
         item->prev = NULL;
         item->next = lane->head;
-        if (lane->head) lane->head->prev = item;
-        else lane->tail = item;
+        if (lane->head)
+            lane->head->prev = item;
+        else
+            lane->tail = item;
         lane->head = item;
     } else {
         item->next = NULL;
         item->prev = lane->tail;
-        if (lane->tail) lane->tail->next = item;
-        else lane->head = item;
+        if (lane->tail)
+            lane->tail->next = item;
+        else
+            lane->head = item;
         lane->tail = item;
     }
     lane->n++;
@@ -82,10 +86,14 @@ void zb_queue_push(zb_queue_t *q, zb_queue_lane_t *lane, zb_queue_item_t *item, 
 void zb_queue_remove(zb_queue_t *q, zb_queue_item_t *item) {
     zb_queue_lane_t *lane = item->lane;
     if (lane == NULL) return;
-    if (item->prev) item->prev->next = item->next;
-    else lane->head = item->next;
-    if (item->next) item->next->prev = item->prev;
-    else lane->tail = item->prev;
+    if (item->prev)
+        item->prev->next = item->next;
+    else
+        lane->head = item->next;
+    if (item->next)
+        item->next->prev = item->prev;
+    else
+        lane->tail = item->prev;
     item->prev = item->next = NULL;
     item->lane = NULL;
     lane->n--;

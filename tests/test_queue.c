@@ -243,8 +243,10 @@ static void m_take(model_t *m, int l, int k) {
         memmove(&m->ring[pos], &m->ring[pos + 1], (size_t)(m->ring_n - pos - 1) * sizeof(int));
         m->ring_n--;
         if (pos < m->cursor) m->cursor--;
-        if (m->ring_n > 0) m->cursor %= m->ring_n;
-        else m->cursor = 0;
+        if (m->ring_n > 0)
+            m->cursor %= m->ring_n;
+        else
+            m->cursor = 0;
     }
 }
 

@@ -1,0 +1,1567 @@
+/*
+ * broker.c -- clients, requests, shards and workers, and the poll loop that
+ * moves shards between them.  The rules are in broker.h; comments here say
+ * why the code is shaped the way it is.
+ *
+ * Records and who owns them:
+ *   client   one per routing id of the frontend with open requests; owns
+ *            its requests and its lane of the fair queue; freed when its
+ *            last request closes.
+ *   request  owns its body (the embed message, whose texts the shards
+ *            point into) and an array of shards.  Closing it (done, error,
+ *            client gone) releases the body at once; the record itself
+ *            stays, detached from its client, while some of its shards are
+ *            still in flight ("closed"), because the workers' in-flight
+ *            lists point into its shard array.
+ *   shard    in exactly one state: idle (never queued, or dropped), queued
+ *            (in its client's lane), flight (on one worker's list) or done.
+ *   worker   one per routing id of the backend that sent a valid `ready`.
+ *   ident    a model identity (model, dim), shared by the workers that have
+ *            it and the requests bound to it; freed with its last user.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "limits.h"
+#include "log.h"
+#include "message.h"
+#include "queue.h"
+#include "stats.h"
+
+/* Messages read from one socket before the loop looks at the other and
+ * dispatches: keeps both sides and the clock served under load. */
+#define S_RECV_BATCH 256
+/* How often worker liveness, heartbeats and orphaned requests are checked;
+ * also the longest the loop sleeps. */
+#define S_TICK_MS         100u
+#define S_ORPHAN_CHECK_MS 1000u
+/* Frames beyond the body limit: a message body may be ZB_MSG_BODY_MAX; the
+ * slack lets the decoder answer `too_large` for a body a little over it
+ * instead of libzmq dropping the connection. */
+#define S_MAXMSGSIZE ((int64_t)ZB_MSG_BODY_MAX + 4096)
+/* Peers remembered as "already logged" for protocol errors, and protocol
+ * error lines per second in all: a flood of bad messages is counted, not
+ * written to the log line by line. */
+#define S_LOGGED_PEERS    256
+#define S_LOG_LINES_PER_S 10
+/* Peers remembered for the rate limit of `reconnect`. */
+#define S_RECONNECT_PEERS 64
+/* How long closing the frontend waits for the last errors to leave. */
+#define S_FRONT_LINGER_MS 1000
+
+/* --- settings ---------------------------------------------------------- */
+
+enum { K_STR, K_U32, K_U64 };
+
+typedef struct s_key {
+    const char *name;
+    size_t off;
+    int kind;
+    uint64_t min, max;
+} s_key_t;
+
+#define S_OFF(f) offsetof(zb_broker_config_t, f)
+static const s_key_t s_keys[] = {
+    {"clients", S_OFF(clients), K_STR, 1, 255},
+    {"workers", S_OFF(workers), K_STR, 1, 255},
+    {"queue-texts-max", S_OFF(queue_texts_max), K_U64, 1, 1000000000u},
+    {"queue-bytes-max", S_OFF(queue_bytes_max), K_U64, 1u << 20, (uint64_t)1 << 40},
+    {"request-texts-max", S_OFF(request_texts_max), K_U32, 1, ZB_MSG_TEXTS_MAX},
+    {"client-requests-max", S_OFF(client_requests_max), K_U32, 1, 1000000u},
+    {"shard-texts-max", S_OFF(shard_texts_max), K_U32, 1, ZB_BROKER_SHARD_TEXTS_MAX},
+    {"shard-tokens-max", S_OFF(shard_tokens_max), K_U32, 1, 1000000u},
+    {"client-hwm", S_OFF(client_hwm), K_U32, 1, 1000000u},
+    {"drain-ms", S_OFF(drain_ms), K_U64, 0, 3600000u},
+    {"no-worker-ms", S_OFF(no_worker_ms), K_U64, 0, 86400000u},
+};
+#define S_N_KEYS (sizeof s_keys / sizeof *s_keys)
+
+void zb_broker_config_default(zb_broker_config_t *c) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->clients, sizeof c->clients, "tcp://127.0.0.1:5555");
+    snprintf(c->workers, sizeof c->workers, "tcp://127.0.0.1:5556");
+    c->queue_texts_max = 4000000;
+    c->queue_bytes_max = (uint64_t)1 << 30;
+    c->request_texts_max = ZB_MSG_TEXTS_MAX;
+    c->client_requests_max = 1024;
+    c->shard_texts_max = ZB_BROKER_SHARD_TEXTS_MAX;
+    c->shard_tokens_max = ZB_BROKER_SHARD_TOKENS_DEFAULT;
+    c->client_hwm = 1000;
+    c->drain_ms = 10000;
+    c->no_worker_ms = 10000;
+}
+
+const char *const *zb_broker_config_keys(void) {
+    static const char *names[S_N_KEYS + 1];
+    for (size_t i = 0; i < S_N_KEYS; i++) names[i] = s_keys[i].name;
+    names[S_N_KEYS] = NULL;
+    return names;
+}
+
+int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *value, zb_diag_t *d) {
+    const s_key_t *k = NULL;
+    for (size_t i = 0; i < S_N_KEYS; i++)
+        if (strcmp(s_keys[i].name, key) == 0) k = &s_keys[i];
+    if (k == NULL) return zb_diag_set(d, ZB_ENOTFOUND, "%s: not a setting of the broker", key);
+    char *field = (char *)c + k->off;
+    if (k->kind == K_STR) {
+        size_t n = strlen(value);
+        if (n < k->min || n > k->max)
+            return zb_diag_set(d, ZB_EINVAL, "%s: %zu characters, expected %llu to %llu", key, n,
+                               (unsigned long long)k->min, (unsigned long long)k->max);
+        memcpy(field, value, n + 1);
+        return 0;
+    }
+    uint64_t v = 0;
+    if (*value == '\0') return zb_diag_set(d, ZB_EINVAL, "%s: empty, expected a whole number", key);
+    for (const char *p = value; *p; p++) {
+        if (*p < '0' || *p > '9' || __builtin_mul_overflow(v, 10u, &v) ||
+            __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
+            return zb_diag_set(d, ZB_EINVAL, "%s: `%.40s` is not a whole number in range", key,
+                               value);
+    }
+    if (v < k->min || v > k->max)
+        return zb_diag_set(d, ZB_EINVAL, "%s: %llu is outside %llu..%llu", key,
+                           (unsigned long long)v, (unsigned long long)k->min,
+                           (unsigned long long)k->max);
+    if (k->kind == K_U32) {
+        uint32_t v32 = (uint32_t)v;
+        memcpy(field, &v32, sizeof v32);
+    } else {
+        memcpy(field, &v, sizeof v);
+    }
+    return 0;
+}
+
+/* --- records ------------------------------------------------------------ */
+
+/* A ZeroMQ routing id: 1..255 bytes. */
+typedef struct s_rid {
+    uint8_t len;
+    uint8_t b[255];
+} s_rid_t;
+
+/* Intrusive hash table entry keyed by routing id (first member of client
+ * and worker records). */
+typedef struct s_hnode {
+    struct s_hnode *hnext;
+    s_rid_t rid;
+} s_hnode_t;
+
+typedef struct s_htab {
+    s_hnode_t **b; /* nb chains */
+    size_t nb, n;
+} s_htab_t;
+
+/* A peer and when something was last sent to it. */
+typedef struct s_sent {
+    s_rid_t rid;
+    uint64_t at_ms;
+} s_sent_t;
+
+typedef struct s_ident {
+    struct s_ident *next;
+    char model[ZB_MSG_NAME_BYTES_MAX];
+    size_t model_len;
+    uint32_t dim;
+    uint32_t n_workers; /* live workers with this identity */
+    uint32_t n_refs;    /* workers and bound requests */
+} s_ident_t;
+
+enum { SH_IDLE, SH_QUEUED, SH_FLIGHT, SH_DONE };
+
+struct s_request;
+struct s_worker;
+
+typedef struct s_shard {
+    zb_queue_item_t q; /* first: the queue's item is the shard */
+    struct s_request *req;
+    struct s_worker *worker;       /* in flight on it, else NULL */
+    struct s_shard *wprev, *wnext; /* the worker's in-flight list */
+    uint64_t id;                   /* task id on the wire, unique per broker */
+    uint32_t first, count;         /* texts first..first+count-1 of the request */
+    uint32_t failures;             /* workers lost while holding it */
+    int state;
+} s_shard_t;
+
+typedef struct s_client s_client_t;
+
+typedef struct s_request {
+    struct s_request *prev, *next;         /* the client's open requests */
+    struct s_request *all_prev, *all_next; /* every open request */
+    s_client_t *client;                    /* NULL once closed */
+    char id[ZB_MSG_ID_BYTES_MAX];
+    size_t id_len;
+    zmq_msg_t *body; /* the embed's bytes; NULL once closed */
+    size_t body_len;
+    zb_msg_t msg; /* decoded embed: views into body */
+    zb_msg_options_t opt;
+    uint32_t n_texts, texts_left; /* texts_left: not yet in a part */
+    s_shard_t *shards;
+    uint32_t n_shards, n_done, n_flight, n_queued;
+    uint64_t tokens, parts;
+    uint64_t received_ms, deadline_ms; /* deadline_ms absolute, 0: none */
+    size_t heap_idx;                   /* in the deadline heap, or SIZE_MAX */
+    s_ident_t *ident;                  /* bound model, or NULL */
+    uint64_t orphan_since_ms;          /* no worker could serve it since; 0 */
+    bool closed;
+} s_request_t;
+
+struct s_client {
+    s_hnode_t h; /* first */
+    zb_queue_lane_t lane;
+    s_request_t *reqs; /* open requests, newest first */
+    uint32_t n_reqs;
+};
+
+typedef struct s_worker {
+    s_hnode_t h; /* first */
+    struct s_worker *prev, *next;
+    char name[ZB_MSG_NAME_BYTES_MAX];
+    size_t name_len;
+    char label[ZB_MSG_NAME_BYTES_MAX + 1]; /* the name fit for logs */
+    s_ident_t *ident;
+    uint32_t threads, credit, n_flight;
+    s_shard_t *flight_head, *flight_tail; /* in dispatch order */
+    uint64_t shards_done, tokens_done;
+    uint64_t last_recv_ms, last_send_ms;
+    uint64_t last_dispatch; /* dispatch sequence number, for ties */
+    uint64_t shard_id_base; /* the last shard id created before it registered */
+    uint64_t skip_round;    /* nothing eligible for it in this dispatch round */
+} s_worker_t;
+
+struct zb_broker {
+    zb_broker_config_t cfg;
+    void *ctx, *front, *back;
+    zb_queue_t *queue;
+    zb_stats_t *stats;
+    s_htab_t clients, workers_by_rid;
+    s_worker_t *workers; /* list */
+    uint32_t n_workers;
+    s_ident_t *idents;
+    s_request_t *open;  /* every open request */
+    s_request_t **heap; /* requests with a deadline, earliest first */
+    size_t heap_n, heap_cap;
+    zmq_msg_t *spare_body; /* receives the next frontend body */
+
+    uint64_t n_requests, open_texts, open_bytes;
+    uint64_t queued_texts, in_flight;
+    uint64_t protocol_errors;
+    uint64_t next_shard_id, dispatch_seq, dispatch_round;
+    uint64_t start_ms, next_tick_ms, next_orphan_ms;
+    bool draining;
+    uint64_t drain_until_ms;
+
+    s_sent_t reconnects[S_RECONNECT_PEERS]; /* recent reconnects, by peer */
+    size_t reconnect_next;
+    s_rid_t logged[S_LOGGED_PEERS]; /* peers whose protocol errors were logged */
+    size_t logged_next;
+    uint64_t log_second, log_lines, log_suppressed;
+};
+
+static uint64_t s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* --- routing-id hash table ------------------------------------------------ */
+
+static size_t s_rid_hash(const uint8_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static int s_htab_init(s_htab_t *t) {
+    t->nb = 64;
+    t->n = 0;
+    t->b = calloc(t->nb, sizeof *t->b);
+    return t->b ? 0 : ZB_ENOMEM;
+}
+
+static s_hnode_t *s_htab_find(const s_htab_t *t, const s_rid_t *rid) {
+    for (s_hnode_t *n = t->b[s_rid_hash(rid->b, rid->len) & (t->nb - 1)]; n; n = n->hnext)
+        if (n->rid.len == rid->len && memcmp(n->rid.b, rid->b, rid->len) == 0) return n;
+    return NULL;
+}
+
+static void s_htab_add(s_htab_t *t, s_hnode_t *n) {
+    if (t->n >= t->nb * 2) {
+        /* Grow; if memory is short, chains just get longer. */
+        size_t nb = t->nb * 2;
+        s_hnode_t **b = calloc(nb, sizeof *b);
+        if (b != NULL) {
+            for (size_t i = 0; i < t->nb; i++) {
+                for (s_hnode_t *x = t->b[i], *next; x; x = next) {
+                    next = x->hnext;
+                    size_t k = s_rid_hash(x->rid.b, x->rid.len) & (nb - 1);
+                    x->hnext = b[k];
+                    b[k] = x;
+                }
+            }
+            free(t->b);
+            t->b = b;
+            t->nb = nb;
+        }
+    }
+    size_t k = s_rid_hash(n->rid.b, n->rid.len) & (t->nb - 1);
+    n->hnext = t->b[k];
+    t->b[k] = n;
+    t->n++;
+}
+
+static void s_htab_del(s_htab_t *t, s_hnode_t *n) {
+    s_hnode_t **p = &t->b[s_rid_hash(n->rid.b, n->rid.len) & (t->nb - 1)];
+    while (*p && *p != n) p = &(*p)->hnext;
+    if (*p) {
+        *p = n->hnext;
+        t->n--;
+    }
+}
+
+/* --- logging of peers ------------------------------------------------------ */
+
+/* "a1b2c3d4e5" for a routing id (its first 16 bytes). */
+static const char *s_rid_hex(const s_rid_t *rid, char out[40]) {
+    size_t n = rid->len < 16 ? rid->len : 16;
+    for (size_t i = 0; i < n; i++) snprintf(out + 2 * i, 3, "%02x", rid->b[i]);
+    out[2 * n] = '\0';
+    return out;
+}
+
+/* A copy of n bytes from a peer (a name, an id, a sentence quoting them),
+ * fit for a log line: control characters become '?'; cut to cap - 1. */
+static const char *s_clean(char *out, size_t cap, const char *s, size_t n) {
+    size_t i = 0;
+    for (; i < n && i + 1 < cap; i++)
+        out[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    out[i] = '\0';
+    return out;
+}
+
+/* Whether a protocol error of this peer may be logged now: once per peer
+ * (among the last S_LOGGED_PEERS), and S_LOG_LINES_PER_S lines a second. */
+static bool s_log_allowed(zb_broker_t *b, const s_rid_t *rid) {
+    for (size_t i = 0; i < S_LOGGED_PEERS; i++)
+        if (b->logged[i].len == rid->len && memcmp(b->logged[i].b, rid->b, rid->len) == 0)
+            return false;
+    uint64_t sec = s_now() / 1000;
+    if (sec != b->log_second) {
+        if (b->log_suppressed > 0)
+            ZB_LOG(ZB_LOG_WARN, "%llu more protocol errors were not logged",
+                   (unsigned long long)b->log_suppressed);
+        b->log_second = sec;
+        b->log_lines = 0;
+        b->log_suppressed = 0;
+    }
+    if (b->log_lines >= S_LOG_LINES_PER_S) {
+        b->log_suppressed++;
+        return false;
+    }
+    b->log_lines++;
+    b->logged[b->logged_next] = *rid;
+    b->logged_next = (b->logged_next + 1) % S_LOGGED_PEERS;
+    return true;
+}
+
+/* Counts a malformed message and logs it (once per peer) with a sample of
+ * its bytes. */
+static void s_proto_error(zb_broker_t *b, const char *side, const s_rid_t *rid, const void *body,
+                          size_t len, const char *why) {
+    b->protocol_errors++;
+    if (zb_log_level < ZB_LOG_WARN || !s_log_allowed(b, rid)) return;
+    char hex[40], sample[600], clean[300];
+    zb_log_sample(sample, sizeof sample, body, len);
+    s_clean(clean, sizeof clean, why, strlen(why));
+    /* Peers are named by routing id (hex): a worker's name is its own
+     * claim, and a client has none. */
+    ZB_LOG(ZB_LOG_WARN, "%s %s: %s; %zu bytes: %s (this peer's further errors are only counted)",
+           side, s_rid_hex(rid, hex), clean, len, sample);
+}
+
+/* --- sending ---------------------------------------------------------------- */
+
+static void s_free_body(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+/*
+ * Sends [rid][body] without blocking; body (malloc'd) is taken in every
+ * case.  Returns 0, or -1 with errno: EHOSTUNREACH (the peer is gone) or
+ * EAGAIN (its queue is full), both meaning the peer is lost to us.
+ */
+static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
+    if (zmq_send(sock, rid->b, rid->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        free(body);
+        return -1;
+    }
+    zmq_msg_t m;
+    if (zmq_msg_init_data(&m, body, len, s_free_body, NULL) < 0) {
+        int e = errno;
+        free(body);
+        /* The routing frame went out with "more": close the message so the
+         * socket is not left mid-message. */
+        zmq_send(sock, "", 0, ZMQ_DONTWAIT);
+        errno = e;
+        return -1;
+    }
+    if (zmq_msg_send(&m, sock, ZMQ_DONTWAIT) < 0) {
+        int e = errno;
+        zmq_msg_close(&m);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* Encodes an `error`; NULL when encoding failed (only when out of memory,
+ * or for a message that is not valid UTF-8, then replaced). */
+static uint8_t *s_error_body(const char *id, size_t id_len, zb_msg_code_t code, const char *text,
+                             size_t *len) {
+    zb_msg_error_t e = {.id = {id, id_len}, .code = code, .message = {text, strlen(text)}};
+    uint8_t *out = NULL;
+    if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
+    /* A sentence quoting peer bytes may not be UTF-8: say it plainly. */
+    e.message = (zb_msg_str_t){"malformed message", 17};
+    if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
+    return NULL;
+}
+
+/* --- model identities --------------------------------------------------- */
+
+static s_ident_t *s_ident_get(zb_broker_t *b, zb_msg_str_t model, uint32_t dim) {
+    for (s_ident_t *i = b->idents; i; i = i->next) {
+        if (i->dim == dim && i->model_len == model.len &&
+            memcmp(i->model, model.ptr, model.len) == 0) {
+            i->n_refs++;
+            return i;
+        }
+    }
+    s_ident_t *i = calloc(1, sizeof *i);
+    if (i == NULL) return NULL;
+    /* The decoder bounds model to ZB_MSG_NAME_BYTES_MAX bytes. */
+    memcpy(i->model, model.ptr, model.len);
+    i->model_len = model.len;
+    i->dim = dim;
+    i->n_refs = 1;
+    i->next = b->idents;
+    b->idents = i;
+    return i;
+}
+
+static void s_ident_put(zb_broker_t *b, s_ident_t *i) {
+    if (i == NULL || --i->n_refs > 0) return;
+    s_ident_t **p = &b->idents;
+    while (*p != i) p = &(*p)->next;
+    *p = i->next;
+    free(i);
+}
+
+/* --- deadline heap (requests by deadline_ms) ----------------------------- */
+
+static void s_heap_set(zb_broker_t *b, size_t k, s_request_t *r) {
+    b->heap[k] = r;
+    r->heap_idx = k;
+}
+
+static void s_heap_up(zb_broker_t *b, size_t k) {
+    s_request_t *r = b->heap[k];
+    while (k > 0) {
+        size_t p = (k - 1) / 2;
+        if (b->heap[p]->deadline_ms <= r->deadline_ms) break;
+        s_heap_set(b, k, b->heap[p]);
+        k = p;
+    }
+    s_heap_set(b, k, r);
+}
+
+static void s_heap_down(zb_broker_t *b, size_t k) {
+    s_request_t *r = b->heap[k];
+    for (;;) {
+        size_t c = 2 * k + 1;
+        if (c >= b->heap_n) break;
+        if (c + 1 < b->heap_n && b->heap[c + 1]->deadline_ms < b->heap[c]->deadline_ms) c++;
+        if (r->deadline_ms <= b->heap[c]->deadline_ms) break;
+        s_heap_set(b, k, b->heap[c]);
+        k = c;
+    }
+    s_heap_set(b, k, r);
+}
+
+static int s_heap_push(zb_broker_t *b, s_request_t *r) {
+    if (b->heap_n == b->heap_cap) {
+        size_t cap = b->heap_cap ? b->heap_cap * 2 : 64;
+        s_request_t **h = realloc(b->heap, cap * sizeof *h);
+        if (h == NULL) return ZB_ENOMEM;
+        b->heap = h;
+        b->heap_cap = cap;
+    }
+    s_heap_set(b, b->heap_n++, r);
+    s_heap_up(b, b->heap_n - 1);
+    return 0;
+}
+
+static void s_heap_remove(zb_broker_t *b, s_request_t *r) {
+    size_t k = r->heap_idx;
+    if (k == SIZE_MAX) return;
+    r->heap_idx = SIZE_MAX;
+    s_request_t *last = b->heap[--b->heap_n];
+    if (k == b->heap_n) return;
+    s_heap_set(b, k, last);
+    s_heap_up(b, k);
+    s_heap_down(b, last->heap_idx);
+}
+
+/* --- requests and clients --------------------------------------------------- */
+
+static void s_request_free(s_request_t *r) {
+    free(r->shards);
+    free(r);
+}
+
+/* Leaves the request's binding to a model, if any. */
+static void s_request_unbind(zb_broker_t *b, s_request_t *r) {
+    s_ident_put(b, r->ident);
+    r->ident = NULL;
+}
+
+/*
+ * Closes an open request without a word to its client: its queued shards
+ * leave the queue, its body is released, it leaves every index.  In-flight
+ * shards stay on their workers (their results will be discarded); the
+ * record is freed now if there is none, else by the last of them.  The
+ * client record is not freed here (s_client_release does).
+ */
+static void s_request_close(zb_broker_t *b, s_request_t *r) {
+    for (uint32_t i = 0; i < r->n_shards; i++) {
+        s_shard_t *sh = &r->shards[i];
+        if (sh->state == SH_QUEUED) {
+            zb_queue_remove(b->queue, &sh->q);
+            b->queued_texts -= sh->count;
+            sh->state = SH_IDLE;
+        }
+    }
+    r->n_queued = 0;
+    b->open_texts -= r->texts_left;
+    b->open_bytes -= r->body_len;
+    s_client_t *c = r->client;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->reqs = r->next;
+    if (r->next) r->next->prev = r->prev;
+    c->n_reqs--;
+    r->client = NULL;
+    if (r->all_prev)
+        r->all_prev->all_next = r->all_next;
+    else
+        b->open = r->all_next;
+    if (r->all_next) r->all_next->all_prev = r->all_prev;
+    s_heap_remove(b, r);
+    b->n_requests--;
+    s_request_unbind(b, r);
+    zb_msg_free(&r->msg);
+    zmq_msg_close(r->body);
+    free(r->body);
+    r->body = NULL;
+    r->closed = true;
+    if (r->n_flight == 0) s_request_free(r);
+}
+
+/* Frees a client that has no open request left. */
+static void s_client_release(zb_broker_t *b, s_client_t *c) {
+    if (c == NULL || c->n_reqs > 0) return;
+    s_htab_del(&b->clients, &c->h);
+    free(c);
+}
+
+/* A client we cannot send to (gone, or not reading): its requests are
+ * dropped without answers, since none could reach it. */
+static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
+    char hex[40];
+    ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests", s_rid_hex(&c->h.rid, hex),
+           err == EAGAIN ? "not reading its messages" : "gone", c->n_reqs);
+    while (c->reqs) s_request_close(b, c->reqs);
+    s_client_release(b, c);
+}
+
+/*
+ * Ends an open request with a last message (done or error; body NULL: none,
+ * e.g. when encoding failed), then closes it.  If the client cannot be
+ * sent to, every request of that client is dropped.
+ */
+static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
+    s_client_t *c = r->client;
+    if (body != NULL && s_send(b->front, &c->h.rid, body, len) < 0) {
+        s_client_drop(b, c, errno);
+        return;
+    }
+    s_request_close(b, r);
+    s_client_release(b, c);
+}
+
+__attribute__((format(printf, 4, 5))) static void
+s_request_fail(zb_broker_t *b, s_request_t *r, zb_msg_code_t code, const char *fmt, ...) {
+    char text[ZB_MSG_MESSAGE_BYTES_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    char hex[40], id[ZB_MSG_ID_BYTES_MAX + 1];
+    ZB_LOG(code == ZB_MSG_CODE_INTERNAL || code == ZB_MSG_CODE_NO_MODEL ? ZB_LOG_WARN
+                                                                        : ZB_LOG_DEBUG,
+           "request %s of client %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
+           s_rid_hex(&r->client->h.rid, hex), zb_msg_code_name(code), text);
+    size_t len = 0;
+    uint8_t *body = s_error_body(r->id, r->id_len, code, text, &len);
+    s_request_end(b, r, body, len);
+}
+
+static s_request_t *s_request_find(const s_client_t *c, zb_msg_str_t id) {
+    for (s_request_t *r = c->reqs; r; r = r->next)
+        if (r->id_len == id.len && memcmp(r->id, id.ptr, id.len) == 0) return r;
+    return NULL;
+}
+
+/* --- shards on workers ------------------------------------------------------ */
+
+static void s_shard_queue(zb_broker_t *b, s_shard_t *sh, bool at_head) {
+    s_request_t *r = sh->req;
+    zb_queue_push(b->queue, &r->client->lane, &sh->q, at_head);
+    sh->state = SH_QUEUED;
+    r->n_queued++;
+    b->queued_texts += sh->count;
+}
+
+static void s_flight_attach(zb_broker_t *b, s_worker_t *w, s_shard_t *sh) {
+    sh->worker = w;
+    sh->wnext = NULL;
+    sh->wprev = w->flight_tail;
+    if (w->flight_tail)
+        w->flight_tail->wnext = sh;
+    else
+        w->flight_head = sh;
+    w->flight_tail = sh;
+    w->n_flight++;
+    sh->req->n_flight++;
+    sh->state = SH_FLIGHT;
+    b->in_flight++;
+}
+
+static void s_flight_detach(zb_broker_t *b, s_shard_t *sh) {
+    s_worker_t *w = sh->worker;
+    if (sh->wprev)
+        sh->wprev->wnext = sh->wnext;
+    else
+        w->flight_head = sh->wnext;
+    if (sh->wnext)
+        sh->wnext->wprev = sh->wprev;
+    else
+        w->flight_tail = sh->wprev;
+    sh->wprev = sh->wnext = NULL;
+    sh->worker = NULL;
+    w->n_flight--;
+    sh->req->n_flight--;
+    sh->state = SH_IDLE;
+    b->in_flight--;
+}
+
+/* A shard is back from a worker (a result, or the worker is lost): false
+ * when its request is closed, the record then freed with its last shard. */
+static bool s_shard_returned(s_shard_t *sh) {
+    s_request_t *r = sh->req;
+    if (!r->closed) return true;
+    if (r->n_flight == 0) s_request_free(r);
+    return false;
+}
+
+/*
+ * Forgets a worker: its in-flight shards go back to the head of their
+ * lanes, in their order (failed: the worker was lost while holding them,
+ * which counts towards ZB_BROKER_SHARD_FAILURES_MAX).  why is logged
+ * (NULL: nothing is).
+ */
+static void s_worker_forget(zb_broker_t *b, s_worker_t *w, bool failed, const char *why) {
+    if (why != NULL)
+        ZB_LOG(failed ? ZB_LOG_WARN : ZB_LOG_INFO, "worker %s: %s; %u shards go back to the queue",
+               w->label, why, w->n_flight);
+    /* Tail first, each to the head of its lane: the lanes keep the order
+     * the shards were dispatched in. */
+    while (w->flight_tail) {
+        s_shard_t *sh = w->flight_tail;
+        s_flight_detach(b, sh);
+        if (!s_shard_returned(sh)) continue;
+        s_request_t *r = sh->req;
+        if (failed && ++sh->failures >= ZB_BROKER_SHARD_FAILURES_MAX) {
+            s_request_fail(b, r, ZB_MSG_CODE_INTERNAL,
+                           "texts %u to %u were lost with %u workers in turn (did they crash "
+                           "on these texts?)",
+                           sh->first, sh->first + sh->count - 1, sh->failures);
+            continue;
+        }
+        s_shard_queue(b, sh, true);
+        /* Nothing of it has reached the client: any model may serve it. */
+        if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
+    }
+    w->ident->n_workers--;
+    s_ident_put(b, w->ident);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        b->workers = w->next;
+    if (w->next) w->next->prev = w->prev;
+    s_htab_del(&b->workers_by_rid, &w->h);
+    b->n_workers--;
+    free(w);
+}
+
+static int s_worker_send(zb_broker_t *b, s_worker_t *w, uint8_t *body, size_t len, uint64_t now) {
+    if (s_send(b->back, &w->h.rid, body, len) < 0) return -1;
+    w->last_send_ms = now;
+    return 0;
+}
+
+/* --- dispatch --------------------------------------------------------------- */
+
+static bool s_eligible(const zb_queue_item_t *item, void *arg) {
+    const s_shard_t *sh = (const s_shard_t *)item;
+    const s_worker_t *w = arg;
+    return sh->req->ident == NULL || sh->req->ident == w->ident;
+}
+
+/* The worker with free credit and the lowest in_flight / credit (ties: the
+ * one that got work the longest ago), not yet found idle this round. */
+static s_worker_t *s_least_loaded(zb_broker_t *b) {
+    s_worker_t *best = NULL;
+    for (s_worker_t *w = b->workers; w; w = w->next) {
+        if (w->n_flight >= w->credit || w->skip_round == b->dispatch_round) continue;
+        if (best == NULL) {
+            best = w;
+            continue;
+        }
+        uint64_t a = (uint64_t)w->n_flight * best->credit, c = (uint64_t)best->n_flight * w->credit;
+        if (a < c || (a == c && w->last_dispatch < best->last_dispatch)) best = w;
+    }
+    return best;
+}
+
+static void s_dispatch(zb_broker_t *b) {
+    b->dispatch_round++;
+    uint64_t now = s_now();
+    while (zb_queue_items(b->queue) > 0) {
+        s_worker_t *w = s_least_loaded(b);
+        if (w == NULL) return;
+        s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, w);
+        if (sh == NULL) {
+            w->skip_round = b->dispatch_round;
+            continue;
+        }
+        s_request_t *r = sh->req;
+        sh->state = SH_IDLE;
+        r->n_queued--;
+        b->queued_texts -= sh->count;
+
+        zb_msg_task_t t = {.shard = sh->id,
+                           .texts = r->msg.u.embed.texts + sh->first,
+                           .n_texts = sh->count,
+                           .opt = r->opt};
+        uint8_t *body = NULL;
+        size_t len = 0;
+        zb_diag_t d;
+        if (zb_msg_encode_task(&t, &body, &len, &d) < 0) {
+            s_request_fail(b, r, ZB_MSG_CODE_INTERNAL, "texts %u to %u: %s", sh->first,
+                           sh->first + sh->count - 1, d.msg);
+            continue;
+        }
+        if (s_worker_send(b, w, body, len, now) < 0) {
+            int e = errno;
+            s_shard_queue(b, sh, true);
+            s_worker_forget(b, w, true, e == EAGAIN ? "not reading its messages" : "gone");
+            continue;
+        }
+        s_flight_attach(b, w, sh);
+        w->last_dispatch = ++b->dispatch_seq;
+        if (r->ident == NULL) {
+            r->ident = w->ident;
+            w->ident->n_refs++;
+        }
+    }
+}
+
+/* --- frontend: clients ------------------------------------------------------ */
+
+/* Answers a client's message that opened no request with `error`. */
+__attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b, const s_rid_t *rid,
+                                                                 zb_msg_str_t id,
+                                                                 zb_msg_code_t code,
+                                                                 const char *fmt, ...) {
+    char text[ZB_MSG_MESSAGE_BYTES_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    size_t len = 0;
+    uint8_t *body = s_error_body(id.ptr, id.len, code, text, &len);
+    if (body == NULL) return;
+    if (s_send(b->front, rid, body, len) < 0) {
+        int e = errno;
+        s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+        if (c != NULL) s_client_drop(b, c, e);
+    }
+}
+
+/* The estimated tokens of one text (see ZB_BROKER_TEXT_TOKENS_CAP). */
+static uint64_t s_estimate(size_t bytes, bool windows) {
+    uint64_t t = bytes / ZB_BROKER_TEXT_BYTES_PER_TOKEN + 2;
+    if (!windows && t > ZB_BROKER_TEXT_TOKENS_CAP) t = ZB_BROKER_TEXT_TOKENS_CAP;
+    return t;
+}
+
+/* Splits texts into shards of consecutive texts; writes them to out when
+ * not NULL; returns how many. */
+static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t *out) {
+    uint32_t n = 0, first = 0, count = 0;
+    uint64_t tokens = 0;
+    for (uint32_t i = 0; i < e->n_texts; i++) {
+        uint64_t t = s_estimate(e->texts[i].len, e->opt.windows);
+        if (count > 0 &&
+            (count == b->cfg.shard_texts_max || tokens + t > b->cfg.shard_tokens_max)) {
+            if (out) out[n] = (s_shard_t){.first = first, .count = count};
+            n++;
+            first = i;
+            count = 0;
+            tokens = 0;
+        }
+        count++;
+        tokens += t;
+    }
+    if (out) out[n] = (s_shard_t){.first = first, .count = count};
+    return n + 1;
+}
+
+/* An `embed`: returns true when the request took the body. */
+static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_t *body) {
+    zb_msg_embed_t *e = &m->u.embed;
+    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    size_t body_len = zmq_msg_size(body);
+    if (c != NULL && s_request_find(c, e->id) != NULL) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID, "request id `%.*s` is already open",
+                       (int)e->id.len, e->id.ptr);
+        return false;
+    }
+    if (b->draining) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_BUSY, "the broker is stopping");
+        return false;
+    }
+    if (e->n_texts > b->cfg.request_texts_max) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_TOO_LARGE,
+                       "%zu texts exceed this broker's limit of %u per request; split it",
+                       e->n_texts, b->cfg.request_texts_max);
+        return false;
+    }
+    if (e->n_texts > b->cfg.queue_texts_max || body_len > b->cfg.queue_bytes_max) {
+        /* Busy would never clear for it: say so. */
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_TOO_LARGE,
+                       "%zu texts in %zu bytes exceed what this broker queues (%llu texts, "
+                       "%llu bytes); split it",
+                       e->n_texts, body_len, (unsigned long long)b->cfg.queue_texts_max,
+                       (unsigned long long)b->cfg.queue_bytes_max);
+        return false;
+    }
+    if (c != NULL && c->n_reqs >= b->cfg.client_requests_max) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_BUSY,
+                       "this client has %u open requests, the limit; retry later", c->n_reqs);
+        return false;
+    }
+    if (b->open_texts + e->n_texts > b->cfg.queue_texts_max) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_BUSY,
+                       "the queue holds %llu texts, the limit is %llu; retry later",
+                       (unsigned long long)b->open_texts,
+                       (unsigned long long)b->cfg.queue_texts_max);
+        return false;
+    }
+    if (b->open_bytes + body_len > b->cfg.queue_bytes_max) {
+        s_client_error(b, rid, e->id, ZB_MSG_CODE_BUSY,
+                       "the queue holds %llu bytes of requests, the limit is %llu; retry later",
+                       (unsigned long long)b->open_bytes,
+                       (unsigned long long)b->cfg.queue_bytes_max);
+        return false;
+    }
+
+    uint64_t now = s_now();
+    uint32_t n_shards = s_split(b, e, NULL);
+    s_request_t *r = calloc(1, sizeof *r);
+    s_shard_t *shards = calloc(n_shards, sizeof *shards);
+    bool new_client = c == NULL;
+    if (new_client) c = calloc(1, sizeof *c);
+    if (r == NULL || shards == NULL || c == NULL) goto nomem;
+    r->heap_idx = SIZE_MAX;
+    if (e->deadline_ms > 0) {
+        r->deadline_ms = e->deadline_ms > UINT64_MAX - now ? UINT64_MAX : now + e->deadline_ms;
+        if (s_heap_push(b, r) < 0) goto nomem;
+    }
+    if (new_client) {
+        c->h.rid = *rid;
+        zb_queue_lane_init(&c->lane);
+        s_htab_add(&b->clients, &c->h);
+    }
+
+    memcpy(r->id, e->id.ptr, e->id.len);
+    r->id_len = e->id.len;
+    r->body = body;
+    r->body_len = body_len;
+    r->msg = *m;
+    memset(m, 0, sizeof *m); /* the request owns the decoded arrays now */
+    r->opt = r->msg.u.embed.opt;
+    r->n_texts = r->texts_left = (uint32_t)r->msg.u.embed.n_texts;
+    r->shards = shards;
+    r->n_shards = s_split(b, &r->msg.u.embed, shards);
+    r->received_ms = now;
+    r->client = c;
+    r->next = c->reqs;
+    if (c->reqs) c->reqs->prev = r;
+    c->reqs = r;
+    c->n_reqs++;
+    r->all_next = b->open;
+    if (b->open) b->open->all_prev = r;
+    b->open = r;
+    b->n_requests++;
+    b->open_texts += r->n_texts;
+    b->open_bytes += body_len;
+    for (uint32_t i = 0; i < r->n_shards; i++) {
+        s_shard_t *sh = &shards[i];
+        zb_queue_item_init(&sh->q);
+        sh->req = r;
+        sh->id = ++b->next_shard_id;
+        s_shard_queue(b, sh, false);
+    }
+    char label[ZB_MSG_ID_BYTES_MAX + 1];
+    ZB_LOG(ZB_LOG_DEBUG, "request %s: %u texts in %u shards",
+           s_clean(label, sizeof label, r->id, r->id_len), r->n_texts, r->n_shards);
+    return true;
+
+nomem:
+    if (r != NULL) s_heap_remove(b, r);
+    free(r);
+    free(shards);
+    if (new_client) free(c);
+    s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
+    return false;
+}
+
+static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const zb_msg_cancel_t *m) {
+    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    s_request_t *r = c ? s_request_find(c, m->id) : NULL;
+    if (r != NULL) s_request_fail(b, r, ZB_MSG_CODE_CANCELED, "canceled by the client");
+}
+
+static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_t *m) {
+    uint64_t now = s_now();
+    zb_msg_worker_info_t *wi = calloc(b->n_workers ? b->n_workers : 1, sizeof *wi);
+    if (wi == NULL) {
+        s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
+        return;
+    }
+    size_t n = 0;
+    for (s_worker_t *w = b->workers; w; w = w->next, n++) {
+        wi[n] = (zb_msg_worker_info_t){
+            .name = {w->name, w->name_len},
+            .model = {w->ident->model, w->ident->model_len},
+            .dim = w->ident->dim,
+            .threads = w->threads,
+            .credit = w->credit,
+            .in_flight = w->n_flight,
+            .shards = w->shards_done,
+            .tokens = w->tokens_done,
+            .idle_ms = now > w->last_recv_ms ? now - w->last_recv_ms : 0,
+        };
+    }
+    zb_msg_status_reply_t s = {
+        .id = m->id,
+        .uptime_ms = now - b->start_ms,
+        .workers = wi,
+        .n_workers = n,
+        .requests = b->n_requests,
+        .queued_shards = zb_queue_items(b->queue),
+        .queued_texts = b->queued_texts,
+        .in_flight_shards = b->in_flight,
+        .protocol_errors = b->protocol_errors,
+    };
+    zb_stats_rates(b->stats, now, &s.texts_per_s, &s.tokens_per_s);
+    zb_stats_latency(b->stats, &s.latency_p50_ms, &s.latency_p90_ms, &s.latency_p99_ms);
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d;
+    int rc = zb_msg_encode_status_reply(&s, &body, &len, &d);
+    free(wi);
+    if (rc < 0) {
+        ZB_LOG(ZB_LOG_ERROR, "status reply: %s", d.msg);
+        s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the status could not be encoded");
+        return;
+    }
+    if (s_send(b->front, rid, body, len) < 0) {
+        int e = errno;
+        s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+        if (c != NULL) s_client_drop(b, c, e);
+    }
+}
+
+/*
+ * Reads one message [routing id][frames...] from sock.  Returns 0 with the
+ * id in *rid and the body in *body when it had exactly two frames; 1 for
+ * another frame count (the frames are consumed and *nframes says how many;
+ * *body holds the second frame when there was one); -1 when nothing was
+ * waiting.  *body is initialised in every case but -1 and is the caller's
+ * to close.
+ */
+static int s_recv(void *sock, s_rid_t *rid, zmq_msg_t *body, int *nframes) {
+    zmq_msg_t idm;
+    zmq_msg_init(&idm);
+    if (zmq_msg_recv(&idm, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&idm);
+        return -1;
+    }
+    size_t n = zmq_msg_size(&idm);
+    /* ROUTER ids are 1..255 bytes; anything else is not a peer we can
+     * answer, handled like a bad frame count. */
+    bool id_ok = n >= 1 && n <= sizeof rid->b;
+    rid->len = (uint8_t)(id_ok ? n : 0);
+    if (id_ok) memcpy(rid->b, zmq_msg_data(&idm), n);
+    int more = zmq_msg_more(&idm);
+    zmq_msg_close(&idm);
+    zmq_msg_init(body);
+    *nframes = 1;
+    if (more) {
+        /* The rest of a multipart message arrives with its first frame. */
+        if (zmq_msg_recv(body, sock, 0) >= 0) {
+            (*nframes)++;
+            more = zmq_msg_more(body);
+        } else {
+            more = 0;
+        }
+    }
+    while (more) {
+        zmq_msg_t x;
+        zmq_msg_init(&x);
+        if (zmq_msg_recv(&x, sock, 0) < 0)
+            more = 0;
+        else
+            more = zmq_msg_more(&x);
+        (*nframes)++;
+        zmq_msg_close(&x);
+    }
+    return *nframes == 2 && id_ok ? 0 : 1;
+}
+
+static void s_front_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body) {
+    zb_msg_t m;
+    zb_diag_t d = {{0}};
+    const void *p = zmq_msg_data(body);
+    size_t len = zmq_msg_size(body);
+    int rc = zb_msg_decode(p, len, &m, &d);
+    if (rc < 0) {
+        s_proto_error(b, "client", rid, p, len, zb_diag_text(&d, rc));
+        zb_msg_code_t code = rc == ZB_EPROTO ? zb_msg_decode_failure(&m) : ZB_MSG_CODE_INTERNAL;
+        if (code == ZB_MSG_CODE_NONE) code = ZB_MSG_CODE_BAD_REQUEST;
+        s_client_error(b, rid, m.reject_id, code, "%s", zb_diag_text(&d, rc));
+        zb_msg_free(&m);
+        return;
+    }
+    switch (m.type) {
+    case ZB_MSG_EMBED:
+        if (s_on_embed(b, rid, &m, body)) {
+            b->spare_body = NULL; /* the request holds it now */
+            return;
+        }
+        break;
+    case ZB_MSG_CANCEL:
+        s_on_cancel(b, rid, &m.u.cancel);
+        break;
+    case ZB_MSG_STATUS:
+        s_on_status(b, rid, &m.u.status);
+        break;
+    default: {
+        /* A well-formed message of the other directions. */
+        char why[96];
+        snprintf(why, sizeof why, "`%s` is not a message a client sends", zb_msg_type_name(m.type));
+        s_proto_error(b, "client", rid, p, len, why);
+        s_client_error(b, rid, m.reject_id, ZB_MSG_CODE_BAD_REQUEST, "%s", why);
+        break;
+    }
+    }
+    zb_msg_free(&m);
+}
+
+static void s_front_readable(zb_broker_t *b) {
+    for (int k = 0; k < S_RECV_BATCH; k++) {
+        /* Bodies are received into a heap zmq_msg_t: an accepted embed
+         * keeps it, and the texts it points into must not move (libzmq
+         * stores short messages inside the zmq_msg_t itself). */
+        if (b->spare_body == NULL && (b->spare_body = malloc(sizeof(zmq_msg_t))) == NULL) return;
+        zmq_msg_t *body = b->spare_body;
+        s_rid_t rid;
+        int nframes;
+        int rc = s_recv(b->front, &rid, body, &nframes);
+        if (rc < 0) return;
+        if (rc > 0) {
+            char why[64];
+            snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
+            if (rid.len > 0)
+                s_proto_error(b, "client", &rid, zmq_msg_data(body), zmq_msg_size(body), why);
+            else
+                b->protocol_errors++;
+        } else {
+            s_front_message(b, &rid, body);
+        }
+        if (b->spare_body == body) zmq_msg_close(body);
+    }
+}
+
+/* --- backend: workers ------------------------------------------------------- */
+
+/*
+ * Tells a peer that is not a registered worker to send `ready`.  Unless
+ * forced, at most once per ZB_BROKER_HEARTBEAT_MS per peer: a forgotten
+ * worker usually has several messages on the way, and a `reconnect` for
+ * each would make it announce itself several times over.
+ */
+static void s_send_reconnect(zb_broker_t *b, const s_rid_t *rid, bool force, uint64_t now) {
+    size_t slot = b->reconnect_next;
+    for (size_t i = 0; i < S_RECONNECT_PEERS; i++) {
+        s_sent_t *x = &b->reconnects[i];
+        if (x->rid.len == rid->len && memcmp(x->rid.b, rid->b, rid->len) == 0) {
+            if (!force && now - x->at_ms < ZB_BROKER_HEARTBEAT_MS) return;
+            slot = i;
+            break;
+        }
+    }
+    if (slot == b->reconnect_next) b->reconnect_next = (slot + 1) % S_RECONNECT_PEERS;
+    b->reconnects[slot] = (s_sent_t){.rid = *rid, .at_ms = now};
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (zb_msg_encode_empty(ZB_MSG_RECONNECT, &body, &len, NULL) == 0)
+        s_send(b->back, rid, body, len); /* a gone peer needs nothing */
+}
+
+static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t *m, uint64_t now) {
+    s_worker_t *old = (s_worker_t *)s_htab_find(&b->workers_by_rid, rid);
+    /*
+     * A known worker saying ready again: either it lost what it held (its
+     * shards must run elsewhere, or they would wait forever on a worker
+     * that heartbeats), or it answered two reconnects that crossed its own
+     * messages, and still computes them (then its results come back for a
+     * registration that no longer holds them and are dropped as stale).
+     * Re-queue, without counting a failure against the shards.
+     */
+    if (old != NULL) s_worker_forget(b, old, false, "sent ready again");
+    char label[ZB_MSG_NAME_BYTES_MAX + 1], model[ZB_MSG_NAME_BYTES_MAX + 1];
+    s_clean(label, sizeof label, m->name.ptr, m->name.len);
+    s_clean(model, sizeof model, m->model.ptr, m->model.len);
+    if (b->n_workers >= ZB_MSG_WORKERS_MAX) {
+        ZB_LOG(ZB_LOG_WARN, "worker %s refused: %u workers is the limit", label,
+               ZB_MSG_WORKERS_MAX);
+        return;
+    }
+    s_worker_t *w = calloc(1, sizeof *w);
+    s_ident_t *ident = w ? s_ident_get(b, m->model, m->dim) : NULL;
+    if (ident == NULL) {
+        free(w);
+        ZB_LOG(ZB_LOG_ERROR, "worker %s refused: out of memory", label);
+        return;
+    }
+    bool mixed = false;
+    for (s_worker_t *x = b->workers; x; x = x->next) mixed |= x->ident != ident;
+    w->h.rid = *rid;
+    memcpy(w->name, m->name.ptr, m->name.len);
+    w->name_len = m->name.len;
+    memcpy(w->label, label, sizeof label);
+    w->ident = ident;
+    ident->n_workers++;
+    w->threads = m->threads;
+    w->credit = m->credit;
+    w->last_recv_ms = w->last_send_ms = now;
+    w->shard_id_base = b->next_shard_id;
+    w->next = b->workers;
+    if (b->workers) b->workers->prev = w;
+    b->workers = w;
+    s_htab_add(&b->workers_by_rid, &w->h);
+    b->n_workers++;
+    ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u", label, model,
+           m->dim, m->threads, m->credit);
+    if (mixed)
+        ZB_LOG(ZB_LOG_WARN, "workers of different models (or dims) are connected; each request "
+                            "is served by one model, which one is not chosen by the client");
+}
+
+/* Checks a result against its task; a sentence in why when it does not
+ * match. */
+static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_result_t *res,
+                        char *why, size_t cap) {
+    const zb_msg_vectors_t *v = &res->vec;
+    if (v->count != sh->count)
+        snprintf(why, cap, "result of shard %llu covers %u texts, the task had %u",
+                 (unsigned long long)sh->id, v->count, sh->count);
+    else if (v->level != sh->req->opt.level)
+        snprintf(why, cap, "result of shard %llu is at the %s level, the task asked %s",
+                 (unsigned long long)sh->id, zb_msg_level_name(v->level),
+                 zb_msg_level_name(sh->req->opt.level));
+    else if (v->dim != w->ident->dim)
+        snprintf(why, cap, "result of shard %llu has dim %u, the worker announced %u",
+                 (unsigned long long)sh->id, v->dim, w->ident->dim);
+    else if (v->n_truncated > v->count || v->n_errors > v->count)
+        snprintf(why, cap, "result of shard %llu lists more texts than it covers",
+                 (unsigned long long)sh->id);
+    else
+        return true;
+    return false;
+}
+
+/* Sends a shard's result to its client as one `part`, then `done` if it
+ * was the last.  The request may be closed on return. */
+static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res, uint64_t now) {
+    s_request_t *r = sh->req;
+    const zb_msg_vectors_t *v = &res->vec;
+    uint32_t truncated[ZB_BROKER_SHARD_TEXTS_MAX];
+    zb_msg_text_error_t errors[ZB_BROKER_SHARD_TEXTS_MAX];
+    /* Indices relative to the shard become indices in the request. */
+    for (size_t k = 0; k < v->n_truncated; k++) truncated[k] = v->truncated[k] + sh->first;
+    for (size_t k = 0; k < v->n_errors; k++) {
+        errors[k] = v->errors[k];
+        errors[k].index += sh->first;
+    }
+    zb_msg_part_t p = {.id = {r->id, r->id_len}, .first = sh->first, .vec = *v};
+    p.vec.truncated = v->n_truncated ? truncated : NULL;
+    p.vec.errors = v->n_errors ? errors : NULL;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d;
+    if (zb_msg_encode_part(&p, &body, &len, &d) < 0) {
+        s_request_fail(b, r, ZB_MSG_CODE_INTERNAL, "texts %u to %u: %s", sh->first,
+                       sh->first + sh->count - 1, d.msg);
+        return;
+    }
+    s_client_t *c = r->client;
+    if (s_send(b->front, &c->h.rid, body, len) < 0) {
+        s_client_drop(b, c, errno);
+        return;
+    }
+    sh->state = SH_DONE;
+    r->n_done++;
+    r->parts++;
+    r->tokens += res->tokens;
+    r->texts_left -= sh->count;
+    b->open_texts -= sh->count;
+    zb_stats_add_work(b->stats, now, sh->count, res->tokens);
+    if (r->n_done < r->n_shards) return;
+
+    uint64_t elapsed = now - r->received_ms;
+    zb_msg_done_t done = {.id = {r->id, r->id_len},
+                          .texts = r->n_texts,
+                          .tokens = r->tokens,
+                          .parts = r->parts,
+                          .elapsed_ms = elapsed};
+    zb_stats_add_latency(b->stats, (double)elapsed);
+    body = NULL;
+    char label[ZB_MSG_ID_BYTES_MAX + 1];
+    s_clean(label, sizeof label, r->id, r->id_len);
+    if (zb_msg_encode_done(&done, &body, &len, &d) < 0)
+        ZB_LOG(ZB_LOG_ERROR, "request %s: done: %s", label, d.msg);
+    ZB_LOG(ZB_LOG_DEBUG, "request %s: done, %u texts in %llu ms", label, r->n_texts,
+           (unsigned long long)elapsed);
+    s_request_end(b, r, body, len);
+}
+
+static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *res, const void *p,
+                        size_t len, uint64_t now) {
+    s_shard_t *sh = w->flight_head;
+    while (sh && sh->id != res->shard) sh = sh->wnext;
+    char why[200];
+    if (sh == NULL) {
+        /* A shard created before this registration may have been given to
+         * this peer under an earlier one (before an expiry or a second
+         * ready): a stale answer, dropped.  A later id was never given to
+         * it. */
+        if (res->shard <= w->shard_id_base) {
+            ZB_LOG(ZB_LOG_DEBUG, "worker %s: stale result for shard %llu dropped", w->label,
+                   (unsigned long long)res->shard);
+            return;
+        }
+        snprintf(why, sizeof why, "result for shard %llu, which was never given to it",
+                 (unsigned long long)res->shard);
+        s_proto_error(b, "worker", &w->h.rid, p, len, why);
+        return;
+    }
+    if (!s_result_ok(w, sh, res, why, sizeof why)) {
+        s_proto_error(b, "worker", &w->h.rid, p, len, why);
+        s_rid_t rid = w->h.rid;
+        s_worker_forget(b, w, true, "sent a result that does not match its task");
+        s_send_reconnect(b, &rid, true, now);
+        return;
+    }
+    s_flight_detach(b, sh);
+    w->shards_done++;
+    w->tokens_done += res->tokens;
+    if (!s_shard_returned(sh)) return; /* its request ended meanwhile */
+    s_deliver(b, sh, res, now);
+}
+
+static void s_back_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, uint64_t now) {
+    zb_msg_t m;
+    zb_diag_t d = {{0}};
+    const void *p = zmq_msg_data(body);
+    size_t len = zmq_msg_size(body);
+    s_worker_t *w = (s_worker_t *)s_htab_find(&b->workers_by_rid, rid);
+    int rc = zb_msg_decode(p, len, &m, &d);
+    if (rc < 0) {
+        /* Worker side: dropped, not answered (the worker is software we
+         * run; its log and our counter tell the operator). */
+        s_proto_error(b, "worker", rid, p, len, zb_diag_text(&d, rc));
+        if (w) w->last_recv_ms = now;
+        return;
+    }
+    if (m.type == ZB_MSG_READY) {
+        s_on_ready(b, rid, &m.u.ready, now);
+    } else if (m.type != ZB_MSG_RESULT && m.type != ZB_MSG_HEARTBEAT && m.type != ZB_MSG_BYE) {
+        char why[96];
+        snprintf(why, sizeof why, "`%s` is not a message a worker sends", zb_msg_type_name(m.type));
+        s_proto_error(b, "worker", rid, p, len, why);
+        if (w) w->last_recv_ms = now;
+    } else if (w == NULL) {
+        /* Unknown: it was forgotten (expired, or we restarted).  Its
+         * result, if any, is dropped; it must announce itself again. */
+        if (m.type != ZB_MSG_BYE) s_send_reconnect(b, rid, false, now);
+    } else {
+        w->last_recv_ms = now;
+        if (m.type == ZB_MSG_RESULT)
+            s_on_result(b, w, &m.u.result, p, len, now);
+        else if (m.type == ZB_MSG_BYE)
+            s_worker_forget(b, w, false, "said bye");
+    }
+    zb_msg_free(&m);
+}
+
+static void s_back_readable(zb_broker_t *b) {
+    for (int k = 0; k < S_RECV_BATCH; k++) {
+        s_rid_t rid;
+        zmq_msg_t body;
+        int nframes;
+        int rc = s_recv(b->back, &rid, &body, &nframes);
+        if (rc < 0) return;
+        uint64_t now = s_now();
+        if (rc > 0) {
+            char why[64];
+            snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
+            if (rid.len > 0)
+                s_proto_error(b, "worker", &rid, zmq_msg_data(&body), zmq_msg_size(&body), why);
+            else
+                b->protocol_errors++;
+        } else {
+            s_back_message(b, &rid, &body, now);
+        }
+        zmq_msg_close(&body);
+    }
+}
+
+/* --- the clock ------------------------------------------------------------------ */
+
+/* Requests that no connected worker can serve: unbound ones when there is
+ * no worker at all, bound ones when their model's workers are gone. */
+static void s_check_orphans(zb_broker_t *b, uint64_t now) {
+    for (s_request_t *r = b->open, *next; r; r = next) {
+        next = r->all_next;
+        if (r->n_queued == 0) {
+            r->orphan_since_ms = 0;
+            continue;
+        }
+        if (r->ident != NULL && r->ident->n_workers == 0 && r->parts == 0 && r->n_flight == 0)
+            s_request_unbind(b, r);
+        bool servable = r->ident ? r->ident->n_workers > 0 : b->n_workers > 0;
+        if (servable || b->cfg.no_worker_ms == 0) {
+            r->orphan_since_ms = 0;
+        } else if (r->orphan_since_ms == 0) {
+            r->orphan_since_ms = now;
+        } else if (now - r->orphan_since_ms >= b->cfg.no_worker_ms) {
+            /* Failing r may drop its client's other requests too: start
+             * over rather than trust next. */
+            if (r->ident)
+                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
+                               "no worker of model %.*s (dim %u) for %llu ms",
+                               (int)r->ident->model_len, r->ident->model, r->ident->dim,
+                               (unsigned long long)(now - r->orphan_since_ms));
+            else
+                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL, "no worker connected for %llu ms",
+                               (unsigned long long)(now - r->orphan_since_ms));
+            next = b->open;
+        }
+    }
+}
+
+static void s_tick(zb_broker_t *b, uint64_t now) {
+    while (b->heap_n > 0 && b->heap[0]->deadline_ms <= now) {
+        s_request_t *r = b->heap[0];
+        s_request_fail(b, r, ZB_MSG_CODE_TIMEOUT, "the deadline of %llu ms passed",
+                       (unsigned long long)r->msg.u.embed.deadline_ms);
+    }
+    if (now >= b->next_tick_ms) {
+        b->next_tick_ms = now + S_TICK_MS;
+        for (s_worker_t *w = b->workers, *next; w; w = next) {
+            next = w->next;
+            if (now - w->last_recv_ms >= ZB_BROKER_WORKER_DEAD_MS) {
+                char why[64];
+                snprintf(why, sizeof why, "silent for %llu ms",
+                         (unsigned long long)(now - w->last_recv_ms));
+                s_worker_forget(b, w, true, why);
+                continue;
+            }
+            if (now - w->last_send_ms < ZB_BROKER_HEARTBEAT_MS) continue;
+            uint8_t *body = NULL;
+            size_t len = 0;
+            if (zb_msg_encode_empty(ZB_MSG_HEARTBEAT, &body, &len, NULL) < 0) continue;
+            if (s_worker_send(b, w, body, len, now) < 0)
+                s_worker_forget(b, w, true, errno == EAGAIN ? "not reading its messages" : "gone");
+        }
+    }
+    if (now >= b->next_orphan_ms) {
+        b->next_orphan_ms = now + S_ORPHAN_CHECK_MS;
+        s_check_orphans(b, now);
+    }
+}
+
+/* --- life cycle ------------------------------------------------------------- */
+
+static int s_socket(zb_broker_t *b, void **out, const char *endpoint, int sndhwm, int rcvhwm,
+                    const char *what, zb_diag_t *d) {
+    void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
+    if (s == NULL) return zb_diag_set(d, ZB_EIO, "%s socket: %s", what, zmq_strerror(errno));
+    *out = s;
+    int64_t maxmsg = S_MAXMSGSIZE;
+    int zero = 0, one = 1;
+    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+        zmq_setsockopt(s, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+        zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) < 0 ||
+        zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) < 0)
+        return zb_diag_set(d, ZB_EIO, "%s socket options: %s", what, zmq_strerror(errno));
+    if (zmq_bind(s, endpoint) < 0)
+        return zb_diag_set(d, ZB_EIO, "%s: cannot bind %s: %s", what, endpoint,
+                           zmq_strerror(errno));
+    return 0;
+}
+
+int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d) {
+    *out = NULL;
+    if (cfg->shard_texts_max < 1 || cfg->shard_texts_max > ZB_BROKER_SHARD_TEXTS_MAX ||
+        cfg->request_texts_max < 1 || cfg->request_texts_max > ZB_MSG_TEXTS_MAX ||
+        cfg->shard_tokens_max < 1 || cfg->client_requests_max < 1 || cfg->client_hwm < 1 ||
+        cfg->client_hwm > INT32_MAX)
+        return zb_diag_set(d, ZB_EINVAL, "broker settings out of range");
+    zb_broker_t *b = calloc(1, sizeof *b);
+    if (b == NULL) return zb_diag_set(d, ZB_ENOMEM, "out of memory");
+    b->cfg = *cfg;
+    b->cfg.clients[sizeof b->cfg.clients - 1] = '\0';
+    b->cfg.workers[sizeof b->cfg.workers - 1] = '\0';
+    b->start_ms = s_now();
+    int rc;
+    if (zb_queue_new(&b->queue) < 0 || zb_stats_new(b->start_ms, &b->stats) < 0 ||
+        s_htab_init(&b->clients) < 0 || s_htab_init(&b->workers_by_rid) < 0) {
+        rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
+        goto fail;
+    }
+    b->ctx = zmq_ctx_new();
+    if (b->ctx == NULL) {
+        rc = zb_diag_set(d, ZB_EIO, "zmq_ctx_new: %s", zmq_strerror(errno));
+        goto fail;
+    }
+    /* Frontend: client_hwm messages towards a client before it counts as
+     * not reading; inbound, a few hundred requests per client.  Backend:
+     * tasks are bounded by credit (plus heartbeats), results by the
+     * worker's credit too. */
+    int back_hwm = 2 * (int)ZB_MSG_CREDIT_MAX + 64;
+    if ((rc = s_socket(b, &b->front, b->cfg.clients, (int)b->cfg.client_hwm, 1000, "clients", d)) <
+            0 ||
+        (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm, "workers", d)) < 0)
+        goto fail;
+    b->next_tick_ms = b->start_ms;
+    b->next_orphan_ms = b->start_ms + S_ORPHAN_CHECK_MS;
+    ZB_LOG(ZB_LOG_INFO, "clients on %s, workers on %s", b->cfg.clients, b->cfg.workers);
+    *out = b;
+    return 0;
+fail:
+    zb_broker_destroy(&b);
+    return rc;
+}
+
+int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
+    zmq_pollitem_t items[2] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
+    int rc = 0;
+    for (;;) {
+        uint64_t now = s_now();
+        if (*stop >= 1 && !b->draining) {
+            b->draining = true;
+            b->drain_until_ms = now + b->cfg.drain_ms;
+            ZB_LOG(ZB_LOG_INFO, "stopping: finishing %llu open requests (at most %llu ms)",
+                   (unsigned long long)b->n_requests, (unsigned long long)b->cfg.drain_ms);
+        }
+        if (*stop >= 2 || (b->draining && (b->n_requests == 0 || now >= b->drain_until_ms))) break;
+        uint64_t wake = b->next_tick_ms;
+        if (b->heap_n > 0 && b->heap[0]->deadline_ms < wake) wake = b->heap[0]->deadline_ms;
+        long timeout = wake > now ? (long)(wake - now) : 0;
+        if (zmq_poll(items, 2, timeout) < 0) {
+            if (errno == EINTR) continue;
+            ZB_LOG(ZB_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
+            rc = ZB_EIO;
+            break;
+        }
+        if (items[0].revents & ZMQ_POLLIN) s_back_readable(b);
+        if (items[1].revents & ZMQ_POLLIN) s_front_readable(b);
+        s_tick(b, s_now());
+        s_dispatch(b);
+    }
+    if (b->n_requests > 0)
+        ZB_LOG(ZB_LOG_WARN, "stopping with %llu open requests: answering them with an error",
+               (unsigned long long)b->n_requests);
+    while (b->open)
+        s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL,
+                       "the broker stopped before the request finished; send it again");
+    /* Let those errors leave before the socket closes. */
+    int linger = S_FRONT_LINGER_MS;
+    zmq_setsockopt(b->front, ZMQ_LINGER, &linger, sizeof linger);
+    ZB_LOG(ZB_LOG_INFO, "stopped");
+    return rc;
+}
+
+void zb_broker_destroy(zb_broker_t **pb) {
+    if (pb == NULL || *pb == NULL) return;
+    zb_broker_t *b = *pb;
+    /* Requests first (closed ones stay while on workers), then workers,
+     * which frees the closed requests with their last shards. */
+    while (b->open) {
+        s_client_t *c = b->open->client;
+        s_request_close(b, b->open);
+        s_client_release(b, c);
+    }
+    while (b->workers) s_worker_forget(b, b->workers, false, NULL);
+    /* Requests re-queued by the last loop were all closed above: the
+     * clients table is empty now. */
+    if (b->front) zmq_close(b->front);
+    if (b->back) zmq_close(b->back);
+    if (b->ctx) zmq_ctx_term(b->ctx);
+    if (b->spare_body) free(b->spare_body);
+    free(b->clients.b);
+    free(b->workers_by_rid.b);
+    free(b->heap);
+    zb_queue_destroy(&b->queue);
+    zb_stats_destroy(&b->stats);
+    free(b);
+    *pb = NULL;
+}

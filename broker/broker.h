@@ -1,0 +1,139 @@
+/*
+ * broker.h -- zbert-broker's state and its one zmq_poll loop: a ROUTER
+ * frontend for clients, a ROUTER backend for workers (proto/PROTOCOL.md).
+ *
+ * What the loop does with each request: validates it, refuses it whole when
+ * a limit is reached (`busy`), splits it into shards of consecutive texts
+ * (at most ZB_BROKER_SHARD_TEXTS_MAX texts and about shard-tokens-max
+ * estimated tokens each), queues them in its client's lane of the fair queue
+ * (queue.h), hands them to workers by credit (least-loaded worker first),
+ * turns each shard's result into one `part` for the client at once, and
+ * closes the request with `done` after its last shard, or with `error`
+ * (timeout, canceled, no_model, internal) -- exactly one of them.
+ *
+ * Exactly-once delivery: every shard is in one place at a time (queued, in
+ * flight on one worker, or finished).  A worker that stops talking for
+ * ZB_BROKER_WORKER_DEAD_MS, says `bye`, breaks the protocol or cannot be
+ * sent to is forgotten and its in-flight shards go back to the head of
+ * their lanes; a `result` is accepted only from the worker the shard is
+ * in flight on, so a late answer of a forgotten worker is discarded.  A
+ * shard on a worker whose request ended (cancel, timeout) stays counted on
+ * that worker until its result comes back, so a worker never holds more
+ * than its credit.
+ *
+ * Models.  Each request is bound to the model identity (model name and dim
+ * of `ready`) of the first worker that takes one of its shards; its other
+ * shards go only to workers of the same identity, so one request never
+ * mixes models or widths.  A request that no connected worker can serve for
+ * no-worker-ms fails with `no_model` (an unbound one, or one bound to an
+ * identity whose workers all left before any part was sent, is free to go
+ * to any worker).
+ *
+ * Stopping: once *stop becomes 1 the broker drains -- new `embed`s get
+ * `busy`, open requests keep running -- until none is open or drain-ms has
+ * passed; when *stop reaches 2, or the drain time is over, every request
+ * still open is answered with `error internal` ("the broker stopped"), so
+ * no client is left waiting on work the broker silently dropped.
+ *
+ * Memory is bounded by the limits of zb_broker_config_t: open texts and
+ * held request bytes (each request keeps its body until it closes), open
+ * requests per client, ZB_MSG_WORKERS_MAX workers.  Nothing received is
+ * asserted; malformed messages are answered (clients) or dropped (workers),
+ * counted in `protocol_errors`, and logged once per peer with a sanitised
+ * sample.
+ *
+ * Thread-safety: a broker and its sockets belong to the thread that runs
+ * it.
+ */
+#ifndef ZB_BROKER_H
+#define ZB_BROKER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "error.h"
+
+/* --- fixed bounds (PROTOCOL.md sections 6 and 7) ----------------------- */
+
+/* Texts per shard.  Small enough that one shard's compute is the unit of
+ * unfairness between clients (a few hundred milliseconds on bert-base), and
+ * that its result fits the body limit (64 texts x 512 rows x 768 floats is
+ * 100 MB); large enough for the engine to batch well. */
+#define ZB_BROKER_SHARD_TEXTS_MAX 64u
+
+/* Default bound on the estimated tokens of a shard: about one engine batch,
+ * so long texts make shards of fewer texts and a shard's compute time stays
+ * about even whatever its texts' lengths. */
+#define ZB_BROKER_SHARD_TOKENS_DEFAULT 8192u
+
+/* Token estimate of a text: bytes / 4 (English averages about four bytes
+ * per wordpiece) + 2 for [CLS] and [SEP], capped at the 512 positions of
+ * BERT when the request truncates (without windows no text runs longer). */
+#define ZB_BROKER_TEXT_BYTES_PER_TOKEN 4u
+#define ZB_BROKER_TEXT_TOKENS_CAP      512u
+
+/* Heartbeats (PROTOCOL.md section 6): the broker sends one to a worker it
+ * has sent nothing for this long, and forgets a worker silent for
+ * ZB_BROKER_WORKER_DEAD_MS. */
+#define ZB_BROKER_HEARTBEAT_MS   1000u
+#define ZB_BROKER_WORKER_DEAD_MS 3000u
+
+/* A shard lost with this many workers (each died, broke the protocol or
+ * vanished while holding it) fails its request with `internal`: a text that
+ * crashes workers must not take down every worker in turn. */
+#define ZB_BROKER_SHARD_FAILURES_MAX 3u
+
+/* --- settings ----------------------------------------------------------- */
+
+/* Every setting of zbert-broker (deploy/zbert-broker.conf.example names
+ * the keys: clients, workers, queue-texts-max, ...). */
+typedef struct zb_broker_config {
+    char clients[256];            /* frontend endpoint to bind */
+    char workers[256];            /* backend endpoint to bind */
+    uint64_t queue_texts_max;     /* texts of open requests not yet returned */
+    uint64_t queue_bytes_max;     /* bytes of open requests' bodies */
+    uint32_t request_texts_max;   /* texts of one embed (<= ZB_MSG_TEXTS_MAX) */
+    uint32_t client_requests_max; /* open requests of one client */
+    uint32_t shard_texts_max;     /* 1..ZB_BROKER_SHARD_TEXTS_MAX */
+    uint32_t shard_tokens_max;    /* estimated tokens per shard */
+    uint32_t client_hwm;          /* messages queued towards one client */
+    uint64_t drain_ms;            /* how long a stopping broker finishes work */
+    uint64_t no_worker_ms;        /* how long a request waits for a worker */
+} zb_broker_config_t;
+
+/* The defaults of every setting. */
+void zb_broker_config_default(zb_broker_config_t *c);
+
+/*
+ * Sets the setting named key (a config-file key such as "queue-texts-max")
+ * from its text value, checking syntax and range.  Returns 0, ZB_ENOTFOUND
+ * (no such key) or ZB_EINVAL (bad value); d names the problem.
+ */
+int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *value, zb_diag_t *d);
+
+/* The keys zb_broker_config_set() knows, NULL-terminated (static). */
+const char *const *zb_broker_config_keys(void);
+
+/* --- the broker --------------------------------------------------------- */
+
+typedef struct zb_broker zb_broker_t;
+
+/*
+ * Creates a broker with a copy of cfg and binds its two sockets.  *out is
+ * the caller's, released with zb_broker_destroy().  Returns 0, ZB_ENOMEM,
+ * ZB_EINVAL (a setting is out of range) or ZB_EIO (an endpoint cannot be
+ * bound: d says which and why).
+ */
+int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d);
+
+/*
+ * Serves until *stop says so (see "Stopping" above; the caller's signal
+ * handler increments it).  Returns 0 after a clean stop, ZB_EIO when
+ * polling fails for a reason other than a signal.
+ */
+int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop);
+
+/* Closes the sockets and frees everything; nulls *b.  NULL-safe. */
+void zb_broker_destroy(zb_broker_t **b);
+
+#endif

@@ -1,0 +1,1449 @@
+/*
+ * test_broker.c -- bin/zbert-broker as a process ($ZB_BIN, default bin),
+ * on random loopback ports, driven through its two sockets by fake clients
+ * and fake workers written here with libzmq and the protocol codec.
+ *
+ * Fake workers need no engine: a text "<tag>:<n>" (n its index in the
+ * request, "!" after it for a text that must fail, padding after that) gets
+ * rows whose first float is n, so every row a client receives can be traced
+ * to exactly one text.  Checks count shards and messages, never time:
+ * durations appear only as generous timeouts against hangs.
+ *
+ * Every test starts its own broker; the teardown stops it with SIGTERM and
+ * requires exit status 0 (under ASan that includes the leak check).  The
+ * children are killed at exit whatever happens.  The brokers' logs are
+ * kept in /tmp/zbert-broker-test-* when a test fails (or ZB_KEEP_LOGS is
+ * set).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "fixture.h"
+#include "message.h"
+
+#define S_TIMEOUT_MS 15000 /* any single wait: far beyond what it should take */
+
+static void *s_ctx;
+static char s_dir[64];
+
+static uint64_t s_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* --- the broker process ------------------------------------------------- */
+
+typedef struct broker {
+    pid_t pid;
+    char front[64], back[64], log[128];
+} broker_t;
+
+static broker_t s_b;
+struct fc;
+static struct fc *s_admin; /* the client asking for status; NULL: none yet */
+static pid_t s_children[64];
+static int s_n_children;
+
+static void s_kill_children(void) {
+    for (int i = 0; i < s_n_children; i++) {
+        if (s_children[i] > 0) {
+            kill(s_children[i], SIGKILL);
+            waitpid(s_children[i], NULL, 0);
+            s_children[i] = 0;
+        }
+    }
+}
+
+static void s_forget_child(pid_t pid) {
+    for (int i = 0; i < s_n_children; i++)
+        if (s_children[i] == pid) s_children[i] = 0;
+}
+
+static int s_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void *s_socket(int type, const char *endpoint) {
+    void *s = zmq_socket(s_ctx, type);
+    assert_non_null(s);
+    int zero = 0, unlimited = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
+    zmq_setsockopt(s, ZMQ_SNDHWM, &unlimited, sizeof unlimited);
+    assert_int_equal(zmq_connect(s, endpoint), 0);
+    return s;
+}
+
+static void s_send_raw(void *s, const void *p, size_t n, int flags) {
+    assert_int_equal(zmq_send(s, p, n, flags), (int)n);
+}
+
+static void s_send_msg(void *s, const zb_msg_t *m) {
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d = {{0}};
+    int rc = zb_msg_encode(m, &body, &len, &d);
+    if (rc != 0) fail_msg("encode %s: %s", zb_msg_type_name(m->type), d.msg);
+    s_send_raw(s, body, len, 0);
+    free(body);
+}
+
+/* One received message: its body and what it decodes to. */
+typedef struct rx {
+    zmq_msg_t body;
+    zb_msg_t m;
+} rx_t;
+
+static void rx_free(rx_t *rx) {
+    zb_msg_free(&rx->m);
+    zmq_msg_close(&rx->body);
+}
+
+static void s_recv_now(void *s, rx_t *rx) {
+    zmq_msg_init(&rx->body);
+    assert_true(zmq_msg_recv(&rx->body, s, ZMQ_DONTWAIT) >= 0);
+    assert_false(zmq_msg_more(&rx->body)); /* one frame per message */
+    zb_diag_t d = {{0}};
+    int rc = zb_msg_decode(zmq_msg_data(&rx->body), zmq_msg_size(&rx->body), &rx->m, &d);
+    if (rc != 0) fail_msg("the broker sent a malformed message: %s", d.msg);
+}
+
+static uint8_t *s_find_bytes(uint8_t *hay, size_t n, const char *needle, size_t k) {
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(hay + i, needle, k) == 0) return hay + i;
+    return NULL;
+}
+
+static bool s_str_is(zb_msg_str_t s, const char *want) {
+    return s.len == strlen(want) && memcmp(s.ptr, want, s.len) == 0;
+}
+
+/* Asks for the status on a fresh socket; false when no answer in ms. */
+static bool s_status_once(const char *front, int ms, rx_t *rx) {
+    void *s = s_socket(ZMQ_DEALER, front);
+    zb_msg_t m = {.type = ZB_MSG_STATUS};
+    s_send_msg(s, &m);
+    zmq_pollitem_t it = {s, 0, ZMQ_POLLIN, 0};
+    bool ok = zmq_poll(&it, 1, ms) == 1;
+    if (ok) s_recv_now(s, rx);
+    zmq_close(s);
+    return ok;
+}
+
+/* Starts the broker with extra environment settings ("ZBERT_X=1", NULL
+ * terminated) and waits until it answers `status`. */
+static void s_broker_start(const char *const *env) {
+    static int started;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        int p1 = s_free_port(), p2 = s_free_port();
+        if (p1 == p2) continue;
+        snprintf(s_b.front, sizeof s_b.front, "tcp://127.0.0.1:%d", p1);
+        snprintf(s_b.back, sizeof s_b.back, "tcp://127.0.0.1:%d", p2);
+        snprintf(s_b.log, sizeof s_b.log, "%s/broker-%d.log", s_dir, ++started);
+        const char *bin = getenv("ZB_BIN");
+        char path[512];
+        snprintf(path, sizeof path, "%s/zbert-broker", bin && *bin ? bin : "bin");
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            for (const char *const *e = env; e && *e; e++) putenv(strdup(*e));
+            int fd = open(s_b.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) dup2(fd, 2);
+            execl(path, path, "--clients", s_b.front, "--workers", s_b.back, "--log-level", "info",
+                  (char *)NULL);
+            _exit(127);
+        }
+        s_children[s_n_children++] = pid;
+        s_b.pid = pid;
+        s_admin = NULL; /* a new broker, new ports */
+        uint64_t end = s_ms() + S_TIMEOUT_MS;
+        while (s_ms() < end) {
+            int st;
+            if (waitpid(pid, &st, WNOHANG) == pid) { /* could not bind: try other ports */
+                s_forget_child(pid);
+                s_b.pid = 0;
+                break;
+            }
+            rx_t rx;
+            if (s_status_once(s_b.front, 200, &rx)) {
+                rx_free(&rx);
+                return;
+            }
+        }
+        if (s_b.pid != 0) fail_msg("the broker did not answer; log: %s", s_b.log);
+    }
+    fail_msg("the broker would not start; log: %s", s_b.log);
+}
+
+/* Sends signals and waits for the broker to exit; returns its status. */
+static int s_broker_stop(int signals) {
+    if (s_b.pid == 0) return 0;
+    for (int i = 0; i < signals; i++) {
+        kill(s_b.pid, SIGTERM);
+        usleep(20000);
+    }
+    int st = 0;
+    uint64_t end = s_ms() + S_TIMEOUT_MS;
+    while (waitpid(s_b.pid, &st, WNOHANG) == 0) {
+        if (s_ms() > end) {
+            kill(s_b.pid, SIGKILL);
+            waitpid(s_b.pid, &st, 0);
+            break;
+        }
+        usleep(10000);
+    }
+    s_forget_child(s_b.pid);
+    s_b.pid = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Lines of the broker's log containing needle. */
+static int s_log_count(const char *needle) {
+    size_t len = 0;
+    char *text = fx_read_file(s_b.log, &len);
+    assert_non_null(text);
+    int n = 0;
+    for (char *p = text; (p = strstr(p, needle)) != NULL; p++) n++;
+    free(text);
+    return n;
+}
+
+/* --- fake workers ----------------------------------------------------------- */
+
+enum { FW_AUTO, FW_HOLD, FW_DEAD };
+#define S_TASK_TEXTS 64
+
+typedef struct task {
+    uint64_t shard;
+    uint32_t n;
+    zb_msg_level_t level;
+    char tag[16];
+    uint32_t num[S_TASK_TEXTS];
+    bool bad[S_TASK_TEXTS];
+    uint64_t at_ms;
+} task_t;
+
+typedef struct fw {
+    void *s;
+    char name[32], model[32];
+    uint32_t dim, credit, threads;
+    int mode; /* FW_AUTO answers tasks older than delay_ms */
+    int delay_ms;
+    bool wrong_dim; /* answer with dim + 1: a result not matching its task */
+    bool ready_on_reconnect;
+    task_t pend[64];
+    int n_pend, max_pend;
+    int n_tasks, n_reconnects;
+    char order[4096]; /* tag of each task received, in order */
+    uint64_t last_send_ms;
+} fw_t;
+
+static fw_t *s_fw[16];
+static int s_n_fw;
+
+static void fw_send_ready(fw_t *w) {
+    zb_msg_t m = {.type = ZB_MSG_READY};
+    m.u.ready = (zb_msg_ready_t){.name = {w->name, strlen(w->name)},
+                                 .model = {w->model, strlen(w->model)},
+                                 .dim = w->dim,
+                                 .threads = w->threads,
+                                 .credit = w->credit};
+    s_send_msg(w->s, &m);
+    w->last_send_ms = s_ms();
+}
+
+static fw_t *fw_new(const char *name, const char *model, uint32_t dim, uint32_t credit, int mode) {
+    fw_t *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->name, sizeof w->name, "%s", name);
+    snprintf(w->model, sizeof w->model, "%s", model);
+    w->dim = dim;
+    w->credit = credit;
+    w->threads = 2;
+    w->mode = mode;
+    w->s = s_socket(ZMQ_DEALER, s_b.back);
+    s_fw[s_n_fw++] = w;
+    fw_send_ready(w);
+    return w;
+}
+
+static void s_put_f32(uint8_t *p, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(u >> (8 * i));
+}
+
+static float s_get_f32(const uint8_t *p) {
+    uint32_t u = 0;
+    for (int i = 0; i < 4; i++) u |= (uint32_t)p[i] << (8 * i);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The rows the fake worker gives a text at a level. */
+static uint32_t s_rows_of(zb_msg_level_t level, bool bad) {
+    return bad ? 0 : level == ZB_MSG_LEVEL_SENTENCE ? 1 : 2;
+}
+
+/* Answers pending task k and forgets it. */
+static void fw_answer(fw_t *w, int k) {
+    assert_true(k < w->n_pend);
+    task_t *t = &w->pend[k];
+    uint32_t rows[S_TASK_TEXTS], trunc[S_TASK_TEXTS], n_rows = 0;
+    zb_msg_text_error_t errs[S_TASK_TEXTS];
+    size_t n_trunc = 0, n_errs = 0;
+    uint32_t dim = w->dim + (w->wrong_dim ? 1 : 0);
+    for (uint32_t i = 0; i < t->n; i++) {
+        rows[i] = s_rows_of(t->level, t->bad[i]);
+        n_rows += rows[i];
+        if (t->bad[i])
+            errs[n_errs++] = (zb_msg_text_error_t){
+                .index = i, .code = ZB_MSG_CODE_BAD_UTF8, .message = {"invalid UTF-8", 13}};
+        else if (t->num[i] % 10 == 3)
+            trunc[n_trunc++] = i;
+    }
+    uint8_t *vec = calloc((size_t)n_rows * dim * 4 + 1, 1);
+    uint32_t *off = calloc((size_t)n_rows * 2 + 1, sizeof *off);
+    uint32_t *boff = calloc((size_t)n_rows * 2 + 1, sizeof *boff);
+    uint32_t *ids = calloc((size_t)n_rows + 1, sizeof *ids);
+    assert_true(vec && off && boff && ids);
+    uint32_t r = 0;
+    for (uint32_t i = 0; i < t->n; i++) {
+        for (uint32_t j = 0; j < rows[i]; j++, r++) {
+            s_put_f32(vec + ((size_t)r * dim + 0) * 4, (float)t->num[i]);
+            s_put_f32(vec + ((size_t)r * dim + 1) * 4, (float)j);
+            s_put_f32(vec + ((size_t)r * dim + 2) * 4, (float)w->dim);
+            off[2 * r] = j;
+            off[2 * r + 1] = j + 1;
+            boff[2 * r] = 2 * j;
+            boff[2 * r + 1] = 2 * j + 2;
+            ids[r] = 100 + j;
+        }
+    }
+    bool spans = t->level != ZB_MSG_LEVEL_SENTENCE && n_rows > 0;
+    zb_msg_t m = {.type = ZB_MSG_RESULT};
+    m.u.result =
+        (zb_msg_result_t){.shard = t->shard,
+                          .tokens = (uint64_t)t->n * 5,
+                          .vec = {.level = t->level,
+                                  .dim = dim,
+                                  .count = t->n,
+                                  .rows = rows,
+                                  .n_rows = n_rows,
+                                  .vectors = n_rows ? vec : NULL,
+                                  .vectors_len = (size_t)n_rows * dim * 4,
+                                  .offsets = spans ? off : NULL,
+                                  .byte_offsets = spans ? boff : NULL,
+                                  .ids = t->level == ZB_MSG_LEVEL_WORDPIECE && n_rows ? ids : NULL,
+                                  .truncated = n_trunc ? trunc : NULL,
+                                  .n_truncated = n_trunc,
+                                  .errors = n_errs ? errs : NULL,
+                                  .n_errors = n_errs}};
+    s_send_msg(w->s, &m);
+    w->last_send_ms = s_ms();
+    free(vec);
+    free(off);
+    free(boff);
+    free(ids);
+    memmove(&w->pend[k], &w->pend[k + 1], (size_t)(w->n_pend - k - 1) * sizeof *w->pend);
+    w->n_pend--;
+}
+
+/* Parses "<tag>:<n>[!]..." texts of a task. */
+static void s_parse_task(const zb_msg_task_t *t, task_t *out) {
+    memset(out, 0, sizeof *out);
+    out->shard = t->shard;
+    out->n = (uint32_t)t->n_texts;
+    out->level = t->opt.level;
+    out->at_ms = s_ms();
+    assert_true(t->n_texts <= S_TASK_TEXTS);
+    for (size_t i = 0; i < t->n_texts; i++) {
+        char buf[32];
+        size_t n = t->texts[i].len < sizeof buf - 1 ? t->texts[i].len : sizeof buf - 1;
+        memcpy(buf, t->texts[i].ptr, n);
+        buf[n] = '\0';
+        char *colon = strchr(buf, ':');
+        assert_non_null(colon);
+        *colon = '\0';
+        if (i == 0) snprintf(out->tag, sizeof out->tag, "%.15s", buf);
+        char *end;
+        out->num[i] = (uint32_t)strtoul(colon + 1, &end, 10);
+        out->bad[i] = *end == '!';
+    }
+}
+
+/* Reads everything waiting for w, answers (FW_AUTO) and heartbeats. */
+static void fw_service(fw_t *w) {
+    if (w->mode == FW_DEAD) return;
+    for (;;) {
+        zmq_pollitem_t it = {w->s, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 0) != 1) break;
+        rx_t rx;
+        s_recv_now(w->s, &rx);
+        if (rx.m.type == ZB_MSG_TASK) {
+            assert_true(w->n_pend < 64);
+            s_parse_task(&rx.m.u.task, &w->pend[w->n_pend++]);
+            if (w->n_pend > w->max_pend) w->max_pend = w->n_pend;
+            size_t o = strlen(w->order);
+            if (o + 2 < sizeof w->order) w->order[o] = w->pend[w->n_pend - 1].tag[0];
+            w->n_tasks++;
+        } else if (rx.m.type == ZB_MSG_RECONNECT) {
+            w->n_reconnects++;
+            if (w->ready_on_reconnect) fw_send_ready(w);
+        } else {
+            assert_int_equal(rx.m.type, ZB_MSG_HEARTBEAT);
+        }
+        rx_free(&rx);
+    }
+    uint64_t now = s_ms();
+    while (w->mode == FW_AUTO && w->n_pend > 0 && now - w->pend[0].at_ms >= (uint64_t)w->delay_ms)
+        fw_answer(w, 0);
+    if (now - w->last_send_ms >= 400) {
+        zb_msg_t hb = {.type = ZB_MSG_HEARTBEAT};
+        s_send_msg(w->s, &hb);
+        w->last_send_ms = now;
+    }
+}
+
+/*
+ * Services the fake workers for up to ms milliseconds; returns true as soon
+ * as sock (may be NULL) has a message waiting.
+ */
+static bool s_pump(int ms, void *sock) {
+    uint64_t end = s_ms() + (uint64_t)ms;
+    for (;;) {
+        zmq_pollitem_t it[17];
+        int n = 0;
+        if (sock) it[n++] = (zmq_pollitem_t){sock, 0, ZMQ_POLLIN, 0};
+        for (int i = 0; i < s_n_fw; i++)
+            if (s_fw[i]->mode != FW_DEAD) it[n++] = (zmq_pollitem_t){s_fw[i]->s, 0, ZMQ_POLLIN, 0};
+        uint64_t now = s_ms();
+        long t = now >= end ? 0 : (long)(end - now < 20 ? end - now : 20);
+        int rc = zmq_poll(it, n, t);
+        for (int i = 0; i < s_n_fw; i++) fw_service(s_fw[i]);
+        if (sock && rc > 0 && (it[0].revents & ZMQ_POLLIN)) return true;
+        if (sock) {
+            zmq_pollitem_t one = {sock, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&one, 1, 0) == 1) return true;
+        }
+        if (s_ms() >= end) return false;
+    }
+}
+
+/* Pumps until cond(arg) holds; fails after S_TIMEOUT_MS. */
+#define S_PUMP_UNTIL(cond)                                                                         \
+    do {                                                                                           \
+        uint64_t end_ = s_ms() + S_TIMEOUT_MS;                                                     \
+        while (!(cond)) {                                                                          \
+            if (s_ms() > end_) fail_msg("timed out waiting for: %s", #cond);                       \
+            s_pump(10, NULL);                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* --- fake clients ------------------------------------------------------------ */
+
+typedef struct fc {
+    void *s;
+} fc_t;
+
+static fc_t *s_fc[16];
+static int s_n_fc;
+
+static fc_t *fc_new(void) {
+    fc_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->s = s_socket(ZMQ_DEALER, s_b.front);
+    s_fc[s_n_fc++] = c;
+    return c;
+}
+
+/* The next message for c within ms (workers serviced meanwhile). */
+static bool fc_recv(fc_t *c, rx_t *rx, int ms) {
+    if (!s_pump(ms, c->s)) return false;
+    s_recv_now(c->s, rx);
+    return true;
+}
+
+static void fc_expect(fc_t *c, rx_t *rx, zb_msg_type_t type) {
+    if (!fc_recv(c, rx, S_TIMEOUT_MS))
+        fail_msg("no %s arrived; broker log: %s", zb_msg_type_name(type), s_b.log);
+    if (rx->m.type != type) {
+        const char *what = rx->m.type == ZB_MSG_ERROR ? zb_msg_code_name(rx->m.u.error.code) : "";
+        fail_msg("expected %s, got %s %s", zb_msg_type_name(type), zb_msg_type_name(rx->m.type),
+                 what);
+    }
+}
+
+static void fc_expect_error(fc_t *c, const char *id, zb_msg_code_t code) {
+    rx_t rx;
+    fc_expect(c, &rx, ZB_MSG_ERROR);
+    if (rx.m.u.error.code != code)
+        fail_msg("expected error %s, got %s: %.*s", zb_msg_code_name(code),
+                 zb_msg_code_name(rx.m.u.error.code), (int)rx.m.u.error.message.len,
+                 rx.m.u.error.message.ptr);
+    if (id)
+        assert_true(s_str_is(rx.m.u.error.id, id));
+    else
+        assert_int_equal(rx.m.u.error.id.len, 0);
+    assert_true(rx.m.u.error.message.len > 0);
+    rx_free(&rx);
+}
+
+/* Nothing arrives for c within ms. */
+static void fc_expect_silence(fc_t *c, int ms) {
+    rx_t rx;
+    if (fc_recv(c, &rx, ms)) {
+        zb_msg_type_t t = rx.m.type;
+        rx_free(&rx);
+        fail_msg("unexpected %s", zb_msg_type_name(t));
+    }
+}
+
+/* A request: texts "<tag>:<i>" ("!" for failing ones), padded to pad bytes. */
+typedef struct spec {
+    const char *id, *tag;
+    uint32_t n;
+    zb_msg_level_t level;
+    bool windows, errors;
+    uint64_t deadline_ms;
+    size_t pad;
+} spec_t;
+
+static bool s_spec_bad(const spec_t *sp, uint32_t i) {
+    return sp->errors && i % 13 == 5;
+}
+
+static void fc_embed(fc_t *c, const spec_t *sp) {
+    zb_msg_str_t *texts = calloc(sp->n, sizeof *texts);
+    assert_non_null(texts);
+    for (uint32_t i = 0; i < sp->n; i++) {
+        size_t len = sp->pad > 32 ? sp->pad : 32;
+        char *t = malloc(len + 1);
+        assert_non_null(t);
+        int k = snprintf(t, len + 1, "%s:%u%s", sp->tag, i, s_spec_bad(sp, i) ? "!" : "");
+        size_t n = (size_t)k;
+        while (n < sp->pad) t[n++] = 'x';
+        texts[i] = (zb_msg_str_t){t, n};
+    }
+    zb_msg_t m = {.type = ZB_MSG_EMBED};
+    m.u.embed = (zb_msg_embed_t){.id = {sp->id, strlen(sp->id)},
+                                 .texts = texts,
+                                 .n_texts = sp->n,
+                                 .opt = {.level = sp->level, .windows = sp->windows},
+                                 .deadline_ms = sp->deadline_ms};
+    s_send_msg(c->s, &m);
+    for (uint32_t i = 0; i < sp->n; i++) free((void *)texts[i].ptr);
+    free(texts);
+}
+
+static void fc_cancel(fc_t *c, const char *id) {
+    zb_msg_t m = {.type = ZB_MSG_CANCEL};
+    m.u.cancel.id = (zb_msg_str_t){id, strlen(id)};
+    s_send_msg(c->s, &m);
+}
+
+/* What a client saw of one request. */
+typedef struct outcome {
+    const spec_t *sp;
+    uint8_t *covered; /* per text: parts that covered it */
+    int parts, part_count_max, part_count_min;
+    uint32_t dim;
+    bool done;
+    zb_msg_done_t done_msg;
+    zb_msg_code_t error;
+} outcome_t;
+
+/* Checks one part against its spec: every text's rows, first float,
+ * offsets, per-text errors and truncation flags, indices absolute. */
+static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
+    const spec_t *sp = o->sp;
+    const zb_msg_vectors_t *v = &p->vec;
+    assert_true((uint64_t)p->first + v->count <= sp->n);
+    assert_int_equal(v->level, sp->level);
+    if (o->parts == 0) o->dim = v->dim;
+    assert_int_equal(v->dim, o->dim);
+    const uint8_t *vec = v->vectors;
+    uint64_t r = 0;
+    size_t ke = 0, kt = 0;
+    for (uint32_t i = 0; i < v->count; i++) {
+        uint32_t idx = p->first + i;
+        o->covered[idx]++;
+        if (o->covered[idx] != 1) fail_msg("text %u delivered %u times", idx, o->covered[idx]);
+        bool bad = s_spec_bad(sp, idx);
+        assert_int_equal(v->rows[i], s_rows_of(sp->level, bad));
+        for (uint32_t j = 0; j < v->rows[i]; j++, r++) {
+            assert_true(s_get_f32(vec + (r * v->dim) * 4) == (float)idx);
+            assert_true(s_get_f32(vec + (r * v->dim + 1) * 4) == (float)j);
+            if (v->offsets) assert_int_equal(v->offsets[2 * r], j);
+            if (v->ids) assert_int_equal(v->ids[r], 100 + j);
+        }
+        if (bad) {
+            assert_true(ke < v->n_errors);
+            assert_int_equal(v->errors[ke].index, idx);
+            assert_int_equal(v->errors[ke].code, ZB_MSG_CODE_BAD_UTF8);
+            ke++;
+        } else if (idx % 10 == 3) {
+            assert_true(kt < v->n_truncated);
+            assert_int_equal(v->truncated[kt], idx);
+            kt++;
+        }
+    }
+    assert_int_equal(ke, v->n_errors);
+    assert_int_equal(kt, v->n_truncated);
+    if (sp->level == ZB_MSG_LEVEL_WORDPIECE && r > 0) assert_non_null(v->ids);
+    o->parts++;
+    if (o->parts == 1 || (int)v->count > o->part_count_max) o->part_count_max = (int)v->count;
+    if (o->parts == 1 || (int)v->count < o->part_count_min) o->part_count_min = (int)v->count;
+}
+
+/*
+ * Receives c's messages until each of the n requests has ended (done or
+ * error); checks every part; after a done, every text covered exactly once.
+ */
+static void s_collect(fc_t *c, outcome_t *o, const spec_t *const *specs, int n) {
+    int open = n;
+    for (int k = 0; k < n; k++) {
+        memset(&o[k], 0, sizeof o[k]);
+        o[k].sp = specs[k];
+        o[k].covered = calloc(specs[k]->n, 1);
+        assert_non_null(o[k].covered);
+    }
+    while (open > 0) {
+        rx_t rx;
+        if (!fc_recv(c, &rx, S_TIMEOUT_MS))
+            fail_msg("%d requests still open; broker log: %s", open, s_b.log);
+        zb_msg_str_t id = rx.m.type == ZB_MSG_PART    ? rx.m.u.part.id
+                          : rx.m.type == ZB_MSG_DONE  ? rx.m.u.done.id
+                          : rx.m.type == ZB_MSG_ERROR ? rx.m.u.error.id
+                                                      : (zb_msg_str_t){NULL, 0};
+        outcome_t *x = NULL;
+        for (int k = 0; k < n; k++)
+            if (s_str_is(id, specs[k]->id)) x = &o[k];
+        if (x == NULL) fail_msg("a %s for an unknown request", zb_msg_type_name(rx.m.type));
+        assert_false(x->done || x->error); /* nothing after the end */
+        if (rx.m.type == ZB_MSG_PART) {
+            s_check_part(x, &rx.m.u.part);
+        } else if (rx.m.type == ZB_MSG_DONE) {
+            x->done = true;
+            x->done_msg = rx.m.u.done;
+            x->done_msg.id = (zb_msg_str_t){NULL, 0};
+            for (uint32_t i = 0; i < x->sp->n; i++)
+                if (x->covered[i] != 1) fail_msg("text %u covered %u times", i, x->covered[i]);
+            assert_int_equal(x->done_msg.texts, x->sp->n);
+            assert_int_equal(x->done_msg.parts, (uint64_t)x->parts);
+            open--;
+        } else {
+            x->error = rx.m.u.error.code;
+            open--;
+        }
+        rx_free(&rx);
+    }
+    for (int k = 0; k < n; k++) {
+        free(o[k].covered);
+        o[k].covered = NULL;
+    }
+}
+
+static void s_collect_one(fc_t *c, const spec_t *sp, outcome_t *o) {
+    s_collect(c, o, &sp, 1);
+    if (!o->done) fail_msg("request %s failed: %s", sp->id, zb_msg_code_name(o->error));
+}
+
+/* The broker's status through one client kept for it (fails when it does
+ * not answer). */
+
+static void s_status(rx_t *rx) {
+    if (s_admin == NULL) s_admin = fc_new();
+    fc_t *c = s_admin;
+    zb_msg_t m = {.type = ZB_MSG_STATUS};
+    m.u.status.id = (zb_msg_str_t){"st", 2};
+    s_send_msg(c->s, &m);
+    fc_expect(c, rx, ZB_MSG_STATUS_REPLY);
+    assert_true(s_str_is(rx->m.u.status_reply.id, "st"));
+}
+
+static void s_wait_workers(size_t n) {
+    uint64_t end = s_ms() + S_TIMEOUT_MS;
+    for (;;) {
+        rx_t rx;
+        s_status(&rx);
+        size_t have = rx.m.u.status_reply.n_workers;
+        rx_free(&rx);
+        if (have == n) return;
+        if (s_ms() > end) fail_msg("%zu workers registered, expected %zu", have, n);
+        s_pump(20, NULL);
+    }
+}
+
+static const zb_msg_worker_info_t *s_worker_info(const zb_msg_status_reply_t *s, const char *name) {
+    for (size_t i = 0; i < s->n_workers; i++)
+        if (s_str_is(s->workers[i].name, name)) return &s->workers[i];
+    fail_msg("worker %s not in the status", name);
+    return NULL;
+}
+
+/* --- setup and teardown ---------------------------------------------------------- */
+
+static int s_setup(void **st) {
+    (void)st;
+    s_n_fw = s_n_fc = 0;
+    s_admin = NULL;
+    return 0;
+}
+
+static int s_teardown(void **st) {
+    (void)st;
+    for (int i = 0; i < s_n_fw; i++) {
+        zmq_close(s_fw[i]->s);
+        free(s_fw[i]);
+    }
+    for (int i = 0; i < s_n_fc; i++) {
+        if (s_fc[i]->s) zmq_close(s_fc[i]->s);
+        free(s_fc[i]);
+    }
+    s_n_fw = s_n_fc = 0;
+    s_admin = NULL;
+    int st_code = s_broker_stop(2);
+    if (st_code != 0) {
+        fprintf(stderr, "zbert-broker exited with status %d; log: %s\n", st_code, s_b.log);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- tests -------------------------------------------------------------------------- */
+
+/* Sharding: bounded by texts and by estimated tokens; each text exactly once. */
+static void test_split_reassemble(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_new("w1", "model-a", 4, 4, FW_AUTO);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    outcome_t o;
+
+    spec_t a = {.id = "r1", .tag = "A", .n = 1000, .level = ZB_MSG_LEVEL_SENTENCE, .errors = true};
+    fc_embed(c, &a);
+    s_collect_one(c, &a, &o);
+    assert_int_equal(o.parts, 16); /* ceil(1000 / 64) */
+    assert_int_equal(o.part_count_max, 64);
+    assert_int_equal(o.part_count_min, 1000 - 15 * 64);
+    assert_int_equal(o.done_msg.tokens, 5000); /* the fake worker's 5 per text */
+    assert_int_equal(o.dim, 4);
+
+    /* ~4000-byte texts: ~1002 estimated tokens, capped at 512 when
+     * truncating: 16 per shard; with windows 8 per shard. */
+    spec_t b = {.id = "r2", .tag = "B", .n = 100, .level = ZB_MSG_LEVEL_TOKEN, .pad = 4000};
+    fc_embed(c, &b);
+    s_collect_one(c, &b, &o);
+    assert_int_equal(o.part_count_max, 16);
+    assert_int_equal(o.parts, 7);
+    spec_t w = b;
+    w.id = "r3";
+    w.windows = true;
+    fc_embed(c, &w);
+    s_collect_one(c, &w, &o);
+    assert_int_equal(o.part_count_max, 8);
+    assert_int_equal(o.parts, 13);
+
+    /* Wordpiece level with per-text errors: ids and offsets pass through. */
+    spec_t p = {.id = "r4", .tag = "C", .n = 200, .level = ZB_MSG_LEVEL_WORDPIECE, .errors = true};
+    fc_embed(c, &p);
+    s_collect_one(c, &p, &o);
+    assert_int_equal(o.parts, 4);
+
+    /* One text. */
+    spec_t one = {.id = "r5", .tag = "D", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &one);
+    s_collect_one(c, &one, &o);
+    assert_int_equal(o.parts, 1);
+}
+
+/* Parts stream as shards finish; a worker never holds more than its credit. */
+static void test_stream_and_credit(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "s", .tag = "S", .n = 200, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    uint32_t firsts = 0;
+    for (int shard = 0; shard < 4; shard++) {
+        S_PUMP_UNTIL(w->n_pend == 1);
+        s_pump(100, NULL);
+        assert_int_equal(w->n_pend, 1); /* credit 1: the next waits */
+        fw_answer(w, 0);
+        rx_t rx;
+        /* Its part arrives while the other shards are still to compute. */
+        fc_expect(c, &rx, ZB_MSG_PART);
+        assert_int_equal(rx.m.u.part.first, firsts);
+        firsts += rx.m.u.part.vec.count;
+        rx_free(&rx);
+    }
+    rx_t rx;
+    fc_expect(c, &rx, ZB_MSG_DONE);
+    assert_int_equal(rx.m.u.done.parts, 4);
+    rx_free(&rx);
+    assert_int_equal(w->max_pend, 1);
+    assert_int_equal(w->n_tasks, 4);
+
+    /* Two workers, credits 1 and 3: each filled to its credit, no more. */
+    fw_t *w2 = fw_new("w2", "model-a", 4, 3, FW_HOLD);
+    s_wait_workers(2);
+    spec_t big = {.id = "b", .tag = "B", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &big);
+    S_PUMP_UNTIL(w->n_pend == 1 && w2->n_pend == 3);
+    s_pump(200, NULL);
+    assert_int_equal(w->n_pend, 1);
+    assert_int_equal(w2->n_pend, 3);
+    rx_t srx;
+    s_status(&srx);
+    assert_int_equal(srx.m.u.status_reply.in_flight_shards, 4);
+    assert_int_equal(srx.m.u.status_reply.queued_shards, 6);
+    assert_int_equal(srx.m.u.status_reply.queued_texts, 6 * 64);
+    assert_int_equal(s_worker_info(&srx.m.u.status_reply, "w2")->in_flight, 3);
+    rx_free(&srx);
+    w->mode = w2->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c, &big, &o);
+    assert_int_equal(o.parts, 10);
+    assert_int_equal(w->max_pend, 1);
+    assert_int_equal(w2->max_pend, 3);
+    assert_int_equal(w->n_tasks + w2->n_tasks, 4 + 10);
+}
+
+/* A worker that stops talking: expired, its shards re-run elsewhere, each
+ * text delivered once; its late results are dropped and it is told to
+ * reconnect. */
+static void test_dead_worker(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w1 = fw_new("w1", "model-a", 4, 2, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "d", .tag = "D", .n = 256, .level = ZB_MSG_LEVEL_TOKEN, .errors = true};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w1->n_pend == 2);
+    w1->mode = FW_DEAD; /* no answers, no heartbeats */
+    fw_t *w2 = fw_new("w2", "model-a", 4, 2, FW_AUTO);
+    outcome_t o;
+    s_collect_one(c, &sp, &o); /* two shards only after w1 expires */
+    assert_int_equal(o.parts, 4);
+    assert_int_equal(w2->n_tasks, 4);
+
+    /* w1 wakes up and answers what it held: nothing reaches the client. */
+    w1->mode = FW_HOLD;
+    fw_answer(w1, 0);
+    fw_answer(w1, 0);
+    S_PUMP_UNTIL(w1->n_reconnects >= 1);
+    fc_expect_silence(c, 300);
+    rx_t rx;
+    s_status(&rx);
+    const zb_msg_status_reply_t *s = &rx.m.u.status_reply;
+    assert_int_equal(s->n_workers, 1);
+    assert_true(s_str_is(s->workers[0].name, "w2"));
+    assert_int_equal(s->requests, 0);
+    assert_int_equal(s->in_flight_shards, 0);
+    assert_int_equal(s->protocol_errors, 0); /* late results are not errors */
+    rx_free(&rx);
+    assert_int_equal(s_log_count("silent for"), 1);
+}
+
+/* Client A queues 20,000 texts; client B's one text overtakes them after
+ * at most a few of A's shards. */
+static void test_fairness(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 2, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *a = fc_new(), *b = fc_new();
+    spec_t big = {.id = "big", .tag = "A", .n = 20000, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(a, &big);
+    S_PUMP_UNTIL(w->n_pend == 2);
+    spec_t small = {.id = "small", .tag = "B", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(b, &small);
+    /* A status on the same socket answers after the embed was taken. */
+    zb_msg_t m = {.type = ZB_MSG_STATUS};
+    s_send_msg(b->s, &m);
+    rx_t rx;
+    fc_expect(b, &rx, ZB_MSG_STATUS_REPLY);
+    assert_int_equal(rx.m.u.status_reply.requests, 2);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 313 - 2 + 1);
+    rx_free(&rx);
+
+    /* The worker computes in order, one shard at a time. */
+    int a_before_b = 0;
+    for (;;) {
+        S_PUMP_UNTIL(w->n_pend >= 1);
+        if (strcmp(w->pend[0].tag, "B") == 0) break;
+        fw_answer(w, 0);
+        a_before_b++;
+        assert_true(a_before_b < 50);
+        s_pump(30, NULL); /* let the next task arrive */
+    }
+    fw_answer(w, 0);
+    fc_expect(b, &rx, ZB_MSG_PART);
+    rx_free(&rx);
+    fc_expect(b, &rx, ZB_MSG_DONE);
+    rx_free(&rx);
+    /* Credit 2: the two shards already on the worker, and one more
+     * dispatched before B's turn came in the round. */
+    assert_true(a_before_b <= 3);
+    int a_parts = 0;
+    while (fc_recv(a, &rx, 200)) {
+        assert_int_equal(rx.m.type, ZB_MSG_PART);
+        a_parts++;
+        rx_free(&rx);
+    }
+    assert_int_equal(a_parts, a_before_b);
+
+    /* A gives up: canceled at once; what the worker still holds is
+     * discarded when it returns. */
+    fc_cancel(a, "big");
+    fc_expect_error(a, "big", ZB_MSG_CODE_CANCELED);
+    int held = w->n_pend;
+    assert_true(held >= 1);
+    while (w->n_pend > 0) fw_answer(w, 0);
+    fc_expect_silence(a, 300);
+    s_status(&rx);
+    const zb_msg_status_reply_t *s = &rx.m.u.status_reply;
+    assert_int_equal(s->requests, 0);
+    assert_int_equal(s->queued_shards, 0);
+    assert_int_equal(s->queued_texts, 0);
+    assert_int_equal(s->in_flight_shards, 0);
+    assert_int_equal(w->n_pend, 0);
+    rx_free(&rx);
+}
+
+/* busy (queue and per-client limits), too_large, duplicate_id. */
+static void test_limits(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_QUEUE_TEXTS_MAX=100", "ZBERT_CLIENT_REQUESTS_MAX=2",
+                         "ZBERT_REQUEST_TEXTS_MAX=80", NULL};
+    s_broker_start(env);
+    fc_t *a = fc_new(), *b = fc_new();
+    spec_t r1 = {.id = "r1", .tag = "A", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t r2 = r1, r1again = r1, r3 = r1;
+    r2.id = "r2";
+    r1again.n = 5;
+    r3.id = "r3";
+    fc_embed(a, &r1);
+    fc_embed(a, &r2);
+    fc_embed(a, &r1again);
+    fc_expect_error(a, "r1", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_embed(a, &r3);
+    fc_expect_error(a, "r3", ZB_MSG_CODE_BUSY); /* two open requests per client */
+
+    spec_t b1 = {.id = "r1", .tag = "B", .n = 81, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(b, &b1);
+    fc_expect_error(b, "r1", ZB_MSG_CODE_TOO_LARGE); /* over 80 per request */
+    b1.n = 70;                                       /* ids are per client: r1 is free here */
+    fc_embed(b, &b1);
+    spec_t b2 = {.id = "b2", .tag = "B", .n = 20, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(b, &b2);
+    fc_expect_error(b, "b2", ZB_MSG_CODE_BUSY); /* 90 + 20 > 100: refused whole */
+    spec_t b3 = {.id = "b3", .tag = "B", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(b, &b3);
+
+    rx_t rx;
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 4);
+    assert_int_equal(rx.m.u.status_reply.queued_texts, 100);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    rx_free(&rx);
+
+    fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    outcome_t o[2];
+    const spec_t *as[] = {&r1, &r2}, *bs[] = {&b1, &b3};
+    s_collect(a, o, as, 2);
+    assert_true(o[0].done && o[1].done);
+    assert_int_equal(o[0].done_msg.texts, 10); /* the first r1, not the duplicate */
+    s_collect(b, o, bs, 2);
+    assert_true(o[0].done && o[1].done);
+    /* Refused requests are retried with the same id. */
+    fc_embed(a, &r3);
+    s_collect_one(a, &r3, o);
+}
+
+/* cancel, and deadlines: parts before the deadline stand, later results
+ * are dropped. */
+static void test_cancel_deadline(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t x = {.id = "x", .tag = "X", .n = 200, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &x);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_cancel(c, "x");
+    fc_expect_error(c, "x", ZB_MSG_CODE_CANCELED);
+    fc_cancel(c, "nope"); /* unknown: ignored */
+    fc_cancel(c, "x");    /* no longer open: ignored */
+    fw_answer(w, 0);
+    fc_expect_silence(c, 300);
+    assert_int_equal(w->n_tasks, 1); /* the other shards were dropped */
+
+    spec_t d = {
+        .id = "d", .tag = "D", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE, .deadline_ms = 1500};
+    fc_embed(c, &d);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0);
+    rx_t rx;
+    fc_expect(c, &rx, ZB_MSG_PART);
+    assert_int_equal(rx.m.u.part.first, 0);
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1); /* the second shard, held past the deadline */
+    fc_expect_error(c, "d", ZB_MSG_CODE_TIMEOUT);
+    fw_answer(w, 0);
+    fc_expect_silence(c, 300);
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 0);
+    assert_int_equal(rx.m.u.status_reply.in_flight_shards, 0);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    rx_free(&rx);
+}
+
+/* status_reply carries the workers and every figure. */
+static void test_status(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w1 = fw_new("alpha", "m-test", 4, 2, FW_HOLD);
+    fw_t *w2 = fw_new("beta", "m-test", 4, 3, FW_HOLD);
+    s_wait_workers(2);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "q", .tag = "Q", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w1->n_pend == 2 && w2->n_pend == 3);
+    rx_t rx;
+    s_status(&rx);
+    const zb_msg_status_reply_t *s = &rx.m.u.status_reply;
+    assert_int_equal(s->n_workers, 2);
+    assert_int_equal(s->requests, 1);
+    assert_int_equal(s->in_flight_shards, 5);
+    assert_int_equal(s->queued_shards, 5);
+    assert_int_equal(s->queued_texts, 320);
+    const zb_msg_worker_info_t *a = s_worker_info(s, "alpha"), *b = s_worker_info(s, "beta");
+    assert_true(s_str_is(a->model, "m-test"));
+    assert_int_equal(a->dim, 4);
+    assert_int_equal(a->threads, 2);
+    assert_int_equal(a->credit, 2);
+    assert_int_equal(b->credit, 3);
+    assert_int_equal(a->in_flight, 2);
+    assert_int_equal(b->in_flight, 3);
+    assert_int_equal(a->shards + b->shards, 0);
+    assert_true(s->uptime_ms > 0);
+    rx_free(&rx);
+
+    w1->mode = w2->mode = FW_AUTO;
+    w1->delay_ms = w2->delay_ms = 20; /* each request takes >= 20 ms */
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    spec_t sp2 = {.id = "q2", .tag = "Q", .n = 3, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp2);
+    s_collect_one(c, &sp2, &o);
+    s_status(&rx);
+    s = &rx.m.u.status_reply;
+    a = s_worker_info(s, "alpha");
+    b = s_worker_info(s, "beta");
+    assert_int_equal(a->shards + b->shards, 11);
+    assert_int_equal(a->tokens + b->tokens, 5 * 643);
+    assert_int_equal(a->in_flight + b->in_flight, 0);
+    assert_true(a->idle_ms < 5000);
+    assert_int_equal(s->requests, 0);
+    assert_int_equal(s->queued_shards, 0);
+    assert_int_equal(s->in_flight_shards, 0);
+    /* 643 texts within the last 10 s: at least 64 a second on average. */
+    assert_true(s->texts_per_s >= 64.3 - 1e-9);
+    assert_true(s->tokens_per_s >= 5 * 64.3 - 1e-9);
+    assert_true(s->latency_p50_ms >= 20);
+    assert_true(s->latency_p50_ms <= s->latency_p90_ms);
+    assert_true(s->latency_p90_ms <= s->latency_p99_ms);
+    assert_int_equal(s->protocol_errors, 0);
+    rx_free(&rx);
+}
+
+/* Hostile client and worker bytes: answered or dropped, counted, logged
+ * once per peer; the broker keeps serving. */
+static void test_malformed(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fc_t *c = fc_new();
+    int sent_bad = 0;
+
+    s_send_raw(c->s, "\xff\x00garbage", 9, 0);
+    fc_expect_error(c, NULL, ZB_MSG_CODE_BAD_REQUEST);
+    sent_bad++;
+
+    /* A valid embed cut short. */
+    zb_msg_str_t texts[2] = {{"one", 3}, {"two", 3}};
+    zb_msg_t m = {.type = ZB_MSG_EMBED};
+    m.u.embed = (zb_msg_embed_t){.id = {"cut", 3}, .texts = texts, .n_texts = 2};
+    uint8_t *body = NULL;
+    size_t len = 0;
+    assert_int_equal(zb_msg_encode(&m, &body, &len, NULL), 0);
+    for (size_t cut = 1; cut < len; cut += len / 4) {
+        s_send_raw(c->s, body, cut, 0);
+        rx_t rx;
+        fc_expect(c, &rx, ZB_MSG_ERROR);
+        assert_int_equal(rx.m.u.error.code, ZB_MSG_CODE_BAD_REQUEST);
+        rx_free(&rx);
+        sent_bad++;
+    }
+    free(body);
+
+    /* {"v": 2, "type": "embed", "id": "v2", "texts": ["a"]} */
+    static const uint8_t v2[] = {0x84, 0xa1, 'v', 0x02, 0xa4, 't',  'y', 'p',  'e',  0xa5,
+                                 'e',  'm',  'b', 'e',  'd',  0xa2, 'i', 'd',  0xa2, 'v',
+                                 '2',  0xa5, 't', 'e',  'x',  't',  's', 0x91, 0xa1, 'a'};
+    s_send_raw(c->s, v2, sizeof v2, 0);
+    fc_expect_error(c, "v2", ZB_MSG_CODE_VERSION);
+    sent_bad++;
+
+    /* Two frames: dropped without an answer. */
+    zb_msg_t stm = {.type = ZB_MSG_STATUS};
+    assert_int_equal(zb_msg_encode(&stm, &body, &len, NULL), 0);
+    s_send_raw(c->s, body, len, ZMQ_SNDMORE);
+    s_send_raw(c->s, body, len, 0);
+    free(body);
+    sent_bad++;
+    fc_expect_silence(c, 300);
+
+    s_send_raw(c->s, "", 0, 0); /* an empty frame */
+    fc_expect_error(c, NULL, ZB_MSG_CODE_BAD_REQUEST);
+    sent_bad++;
+
+    /* A message of the broker's own, sent by a client. */
+    zb_msg_t dm = {.type = ZB_MSG_DONE};
+    dm.u.done = (zb_msg_done_t){.id = {"dd", 2}, .texts = 1, .parts = 1};
+    s_send_msg(c->s, &dm);
+    fc_expect_error(c, "dd", ZB_MSG_CODE_BAD_REQUEST);
+    sent_bad++;
+
+    /* 100,001 texts: the encoder refuses it, so patch the count of a
+     * 100,000-text embed (array 32 header, texts last) and add one. */
+    enum { N = 100000 };
+    zb_msg_str_t *many = calloc(N, sizeof *many);
+    assert_non_null(many);
+    for (int i = 0; i < N; i++) many[i] = (zb_msg_str_t){"a", 1};
+    m.u.embed = (zb_msg_embed_t){.id = {"big", 3}, .texts = many, .n_texts = N};
+    assert_int_equal(zb_msg_encode(&m, &body, &len, NULL), 0);
+    free(many);
+    uint8_t *p = s_find_bytes(body, len, "\xdd\x00\x01\x86\xa0", 5);
+    assert_non_null(p);
+    p[4] = 0xa1;
+    uint8_t *more = realloc(body, len + 2);
+    assert_non_null(more);
+    more[len] = 0xa1;
+    more[len + 1] = 'b';
+    s_send_raw(c->s, more, len + 2, 0);
+    free(more);
+    fc_expect_error(c, "big", ZB_MSG_CODE_TOO_LARGE);
+    sent_bad++;
+
+    /* No texts; an unknown type. */
+    static const uint8_t empty_texts[] = {0x84, 0xa1, 'v', 0x01, 0xa4, 't',  'y', 'p', 'e',  0xa5,
+                                          'e',  'm',  'b', 'e',  'd',  0xa2, 'i', 'd', 0xa4, 'n',
+                                          'o',  'n',  'e', 0xa5, 't',  'e',  'x', 't', 's',  0x90};
+    s_send_raw(c->s, empty_texts, sizeof empty_texts, 0);
+    fc_expect_error(c, "none", ZB_MSG_CODE_BAD_REQUEST);
+    sent_bad++;
+    static const uint8_t foo[] = {0x83, 0xa1, 'v', 0x01, 0xa4, 't', 'y', 'p',  'e',
+                                  0xa3, 'f',  'o', 'o',  0xa2, 'i', 'd', 0xa1, 'f'};
+    s_send_raw(c->s, foo, sizeof foo, 0);
+    fc_expect_error(c, "f", ZB_MSG_CODE_BAD_REQUEST);
+    sent_bad++;
+
+    /* The worker side: garbage, a broker's message, two frames -- all
+     * dropped without an answer (not even reconnect). */
+    void *raw = s_socket(ZMQ_DEALER, s_b.back);
+    s_send_raw(raw, "\xc1\xc1\xc1", 3, 0);
+    zb_msg_t tm = {.type = ZB_MSG_TASK};
+    tm.u.task = (zb_msg_task_t){.shard = 1, .texts = texts, .n_texts = 1};
+    s_send_msg(raw, &tm);
+    s_send_raw(raw, "a", 1, ZMQ_SNDMORE);
+    s_send_raw(raw, "b", 1, 0);
+    sent_bad += 3;
+    zmq_pollitem_t it = {raw, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&it, 1, 300), 0);
+    zmq_close(raw);
+
+    /* Still serving. */
+    fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    spec_t sp = {.id = "ok", .tag = "K", .n = 100, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    rx_t rx;
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, (uint64_t)sent_bad);
+    rx_free(&rx);
+    /* One client and one worker socket misbehaved: one line each. */
+    assert_int_equal(s_log_count("further errors are only counted"), 2);
+}
+
+/* Messages from a worker the broker does not know: reconnect. */
+static void test_reconnect(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    void *raw = s_socket(ZMQ_DEALER, s_b.back);
+    zmq_pollitem_t it = {raw, 0, ZMQ_POLLIN, 0};
+    rx_t rx;
+
+    zb_msg_t hb = {.type = ZB_MSG_HEARTBEAT};
+    s_send_msg(raw, &hb);
+    assert_int_equal(zmq_poll(&it, 1, S_TIMEOUT_MS), 1);
+    s_recv_now(raw, &rx);
+    assert_int_equal(rx.m.type, ZB_MSG_RECONNECT);
+    rx_free(&rx);
+    /* More messages right after: one reconnect is enough. */
+    s_send_msg(raw, &hb);
+    assert_int_equal(zmq_poll(&it, 1, 300), 0);
+
+    /* A late result of a peer the broker does not know. */
+    uint32_t rows[1] = {1};
+    float v[2] = {1, 2};
+    zb_msg_t res = {.type = ZB_MSG_RESULT};
+    res.u.result = (zb_msg_result_t){.shard = 999,
+                                     .vec = {.level = ZB_MSG_LEVEL_SENTENCE,
+                                             .dim = 2,
+                                             .count = 1,
+                                             .rows = rows,
+                                             .n_rows = 1,
+                                             .vectors = v,
+                                             .vectors_len = 8}};
+    void *raw2 = s_socket(ZMQ_DEALER, s_b.back);
+    zmq_pollitem_t it2 = {raw2, 0, ZMQ_POLLIN, 0};
+    s_send_msg(raw2, &res);
+    assert_int_equal(zmq_poll(&it2, 1, S_TIMEOUT_MS), 1);
+    s_recv_now(raw2, &rx);
+    assert_int_equal(rx.m.type, ZB_MSG_RECONNECT);
+    rx_free(&rx);
+    zb_msg_t bye = {.type = ZB_MSG_BYE};
+    s_send_msg(raw2, &bye); /* leaving: nothing to say */
+    assert_int_equal(zmq_poll(&it2, 1, 300), 0);
+    zmq_close(raw2);
+
+    zb_msg_t ready = {.type = ZB_MSG_READY};
+    ready.u.ready = (zb_msg_ready_t){
+        .name = {"raw", 3}, .model = {"m", 1}, .dim = 2, .threads = 1, .credit = 1};
+    s_send_msg(raw, &ready);
+    s_wait_workers(1);
+    /* Known now: no reconnect, only heartbeats; a result for a shard it
+     * was never given is a protocol error, dropped. */
+    s_send_msg(raw, &hb);
+    s_send_msg(raw, &res);
+    while (zmq_poll(&it, 1, 300) == 1) {
+        s_recv_now(raw, &rx);
+        assert_int_equal(rx.m.type, ZB_MSG_HEARTBEAT);
+        rx_free(&rx);
+    }
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 1);
+    assert_int_equal(rx.m.u.status_reply.n_workers, 1);
+    rx_free(&rx);
+    /* bye: forgotten. */
+    s_send_msg(raw, &bye);
+    s_wait_workers(0);
+    zmq_close(raw);
+}
+
+/* A worker whose results do not match their tasks is forgotten each time;
+ * a shard lost with three workers fails its request. */
+static void test_bad_results(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_AUTO);
+    w->wrong_dim = true;
+    w->ready_on_reconnect = true;
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "p", .tag = "P", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    fc_expect_error(c, "p", ZB_MSG_CODE_INTERNAL);
+    /* Three failures; a heartbeat crossing a reconnect may cost one more
+     * (uncounted) dispatch. */
+    assert_true(w->n_tasks >= 3);
+    S_PUMP_UNTIL(w->n_reconnects >= 3);
+    w->wrong_dim = false;
+    s_wait_workers(1); /* it announced itself again */
+    spec_t ok = {.id = "q", .tag = "Q", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &ok);
+    outcome_t o;
+    s_collect_one(c, &ok, &o);
+    rx_t rx;
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 3);
+    rx_free(&rx);
+}
+
+/* A client that goes away: its requests are dropped at the first send that
+ * fails, its queued shards with them. */
+static void test_client_gone(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    zmq_close(c->s);
+    c->s = NULL;
+    s_pump(300, NULL);
+    fw_answer(w, 0);
+    uint64_t end = s_ms() + S_TIMEOUT_MS;
+    for (;;) {
+        rx_t rx;
+        s_status(&rx);
+        uint64_t open = rx.m.u.status_reply.requests, queued = rx.m.u.status_reply.queued_shards;
+        rx_free(&rx);
+        if (open == 0) {
+            assert_int_equal(queued, 0);
+            break;
+        }
+        assert_true(s_ms() < end);
+        s_pump(50, NULL);
+    }
+    s_pump(200, NULL);
+    assert_int_equal(w->n_tasks, 1);
+    assert_int_equal(w->n_pend, 0);
+}
+
+/* A request is bound to the model of the worker that took its first shard:
+ * a worker of another model or width never serves it. */
+static void test_models(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w1 = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c1 = fc_new(), *c2 = fc_new();
+    spec_t x = {.id = "x", .tag = "X", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c1, &x);
+    S_PUMP_UNTIL(w1->n_pend == 1);
+    fw_t *w2 = fw_new("w2", "model-b", 8, 4, FW_AUTO);
+    s_wait_workers(2);
+    s_pump(300, NULL);
+    assert_int_equal(w2->n_tasks, 0);
+    /* A new request is free: the idle worker of the other model takes it. */
+    spec_t y = {.id = "y", .tag = "Y", .n = 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c2, &y);
+    outcome_t o;
+    s_collect_one(c2, &y, &o);
+    assert_int_equal(o.dim, 8);
+    w1->mode = FW_AUTO;
+    s_collect_one(c1, &x, &o);
+    assert_int_equal(o.dim, 4);
+    assert_int_equal(w1->n_tasks, 3);
+    assert_int_equal(w2->n_tasks, 1);
+    assert_int_equal(s_log_count("workers of different models"), 1);
+}
+
+/* No worker at all for no-worker-ms: no_model. */
+static void test_no_model(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_NO_WORKER_MS=300", NULL};
+    s_broker_start(env);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "n", .tag = "N", .n = 5, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    fc_expect_error(c, "n", ZB_MSG_CODE_NO_MODEL);
+}
+
+/* SIGTERM: new requests are refused, open ones finish, exit 0; what
+ * cannot finish within drain-ms is answered with an error. */
+static void test_stop(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "s", .tag = "S", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    kill(s_b.pid, SIGTERM);
+    S_PUMP_UNTIL(s_log_count("stopping: finishing 1 open requests") == 1);
+    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &late);
+    fc_expect_error(c, "late", ZB_MSG_CODE_BUSY);
+    w->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(s_broker_stop(0), 0); /* exits by itself */
+    w->mode = FW_DEAD;
+
+    const char *env[] = {"ZBERT_DRAIN_MS=300", NULL};
+    s_broker_start(env);
+    fc_t *c2 = fc_new();
+    fc_embed(c2, &sp);
+    rx_t rx;
+    s_status(&rx); /* the embed was taken */
+    assert_int_equal(rx.m.u.status_reply.requests, 1);
+    rx_free(&rx);
+    kill(s_b.pid, SIGTERM);
+    fc_expect_error(c2, "s", ZB_MSG_CODE_INTERNAL);
+    assert_int_equal(s_broker_stop(0), 0);
+}
+
+int main(void) {
+    s_ctx = zmq_ctx_new();
+    snprintf(s_dir, sizeof s_dir, "/tmp/zbert-broker-test-XXXXXX");
+    if (s_ctx == NULL || mkdtemp(s_dir) == NULL) return 1;
+    atexit(s_kill_children);
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_split_reassemble, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stream_and_credit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_dead_worker, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_fairness, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_limits, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_deadline, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_status, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_malformed, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_reconnect, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_results, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    s_kill_children();
+    zmq_ctx_term(s_ctx);
+    if (failed == 0 && getenv("ZB_KEEP_LOGS") == NULL) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
+        if (system(cmd) != 0) return 1;
+    } else {
+        fprintf(stderr, "broker logs kept in %s\n", s_dir);
+    }
+    return failed;
+}
