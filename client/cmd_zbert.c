@@ -6,7 +6,7 @@
  *                [--input-format lines|jsonl] [--format jsonl|npy|table]
  *                [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]
  *                [--tries N] [--progress auto|always|never] [--config F]
- *                [--log-level L] < input > output
+ *                [--log-level L] [-o OUTPUT] [INPUT]   (default: stdin, stdout)
  *   zbert status --broker EP [--json] [--timeout-ms N] [--config F] [--log-level L]
  *
  * `zbert embed` reads and writes exactly what zbert-embed reads and writes
@@ -92,6 +92,8 @@ typedef struct s_args {
     bool json;
     const char *config;
     const char *log_level;
+    const char *input_path;  /* NULL: stdin */
+    const char *output_path; /* NULL: stdout */
     /* which were given on the command line */
     bool batch_set, inflight_set, deadline_set, retry_set, tries_set, timeout_set, progress_set;
 } s_args_t;
@@ -102,11 +104,12 @@ static void s_usage(FILE *f) {
           "                   [--input-format lines|jsonl] [--format jsonl|npy|table]\n"
           "                   [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]\n"
           "                   [--tries N] [--progress auto|always|never] [--config FILE]\n"
-          "                   [--log-level error|warn|info|debug] < input > output\n"
+          "                   [--log-level error|warn|info|debug] [-o OUTPUT] [INPUT]\n"
           "       zbert status --broker EP [--json] [--timeout-ms N] [--config FILE]\n"
           "                   [--log-level error|warn|info|debug]\n"
           "EP is the broker's client endpoint (default " S_BROKER_DEFAULT "); give --broker\n"
-          "several times for brokers to fail over to.\n",
+          "several times for brokers to fail over to.  INPUT and OUTPUT default to stdin and\n"
+          "stdout.\n",
           f);
 }
 
@@ -233,6 +236,11 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             NEEDS_VALUE;
             if (s_parse_progress(v, &a->progress)) goto bad_value;
             a->progress_set = true;
+        } else if (embed && (!strcmp(k, "-o") || !strcmp(k, "--output"))) {
+            NEEDS_VALUE;
+            a->output_path = v;
+        } else if (embed && k[0] != '-' && a->input_path == NULL) {
+            a->input_path = k;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
             exit(0);
@@ -548,6 +556,14 @@ static int s_cmd_embed(const s_args_t *a) {
         fprintf(stderr, "zbert: --format npy holds one sentence vector per text; "
                         "use it with --level sentence\n");
         return 2;
+    }
+    if (a->input_path && strcmp(a->input_path, "-") && !freopen(a->input_path, "rb", stdin)) {
+        fprintf(stderr, "zbert: %s: %s\n", a->input_path, strerror(errno));
+        return 1;
+    }
+    if (a->output_path && !freopen(a->output_path, "wb", stdout)) {
+        fprintf(stderr, "zbert: %s: %s\n", a->output_path, strerror(errno));
+        return 1;
     }
     s_embed_t e = {.a = a, .cap = (size_t)a->inflight * S_WINDOW_FACTOR};
     int status = 1;

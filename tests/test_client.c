@@ -1513,11 +1513,19 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
                           fb->ep, s_file("in.txt"), s_file("err"), s_file("pipe.npy")),
                      0); /* the status of cat */
     s_same_file("pipe.npy", want, len);
-    free(want);
+    /* input and output named on the command line */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy %s -o %s 2> %s", s_bin(), fb->ep,
+                          s_file("in.txt"), s_file("named.npy"), s_file("err")),
+                     1);
+    s_same_file("named.npy", want, len);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s %s/missing.txt > %s 2> %s", s_bin(), fb->ep,
+                          s_dir, s_file("out"), s_file("err")),
+                     1);
     /* npy needs the sentence level */
     assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy --level token < %s > %s 2> %s",
                           s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
                      2);
+    free(want);
 
     /* JSONL input: a bad JSON line is rejected locally, indices stay */
     static const char jin[] = "{\"text\": \"first one\"}\n"
