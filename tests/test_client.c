@@ -1544,6 +1544,27 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     assert_non_null(strstr(err, "zbert: input line 3: JSON object has no string field"));
     free(err);
 
+    /* a text over 1 MiB fails alone with the engine's message, unsent */
+    size_t big = (1u << 20) + 1;
+    char *text = malloc(big + 32);
+    memcpy(text, "ok\n", 3);
+    memset(text + 3, 'a', big);
+    memcpy(text + 3 + big, "\nlast\n", 7);
+    FILE *f = fopen(s_file("big.txt"), "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, big + 10, f), big + 10);
+    assert_int_equal(fclose(f), 0);
+    free(text);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --level sentence < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("big.txt"), s_file("out"), s_file("err")),
+                     1);
+    char *out = fx_read_file(s_file("out"), &len);
+    assert_non_null(strstr(out, "\n{\"index\":1,\"error\":\"limit exceeded\"}\n{\"index\":2,"));
+    free(out);
+    err = fx_read_file(s_file("err"), &elen);
+    assert_non_null(strstr(err, "zbert: input line 2: limit exceeded\n"));
+    free(err);
+
     /* a clean input exits 0; an empty one writes nothing */
     s_write("clean.txt", "one two\nthree\n");
     assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
