@@ -893,7 +893,7 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
     zmq_close(c->sock);
     c->sock = NULL;
     c->cur = (c->cur + 1) % c->n_brokers;
-    size_t resend = 0;
+    size_t resend = 0, failed = 0;
     for (size_t i = 0; i < c->n_reqs;) {
         s_req_t *r = c->reqs[i];
         int rc = 0;
@@ -907,6 +907,7 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
         } else if (r->tries >= c->tries) {
             rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
                         "no answer from the broker after %u tries of %u ms", r->tries, c->retry_ms);
+            failed++;
         } else {
             r->want_send = true;
             r->resent = false;
@@ -924,9 +925,11 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
         else
             c->st_want_send = true;
     }
-    ZB_LOG(ZB_LOG_WARN, "broker %s sent nothing for %u ms; %s %s, sending %zu requests again", old,
-           c->retry_ms, c->n_brokers > 1 ? "switching to" : "reconnecting to", c->brokers[c->cur],
-           resend);
+    ZB_LOG(ZB_LOG_WARN,
+           "broker %s sent nothing for %u ms; %s %s: %zu requests sent again, %zu failed "
+           "after %u tries",
+           old, c->retry_ms, c->n_brokers > 1 ? "switching to" : "reconnecting to",
+           c->brokers[c->cur], resend, failed, c->tries);
     int rc = s_open_socket(c, NULL);
     if (rc != 0) return rc;
     return s_flush(c, now);

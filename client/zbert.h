@@ -167,7 +167,8 @@ void zbert_client_destroy(zbert_client_t **c);
  * requests or the texts would exceed texts_max or bytes_max (take events,
  * then submit again); ZBERT_ELIMIT when the request can never fit (n over
  * 100,000 or texts_max, bytes over bytes_max, the message over 256 MiB);
- * ZBERT_EINVAL (n == 0, NULL arguments, options out of range); ZBERT_ENOMEM.
+ * ZBERT_EINVAL (n == 0, NULL arguments, options out of range); ZBERT_ENOMEM;
+ * ZBERT_EIO (the socket failed: the client should be destroyed).
  * A socket that cannot take the message now is not an error: the request
  * is sent from zbert_next().
  */
