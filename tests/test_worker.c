@@ -45,6 +45,7 @@ static zb_model_t *s_model;
 static zb_embedder_t *s_emb;
 static fx_file_t s_fx;
 static pid_t s_children[32];
+static char s_child_logs[32][300];
 static int s_n_children;
 
 /* --- processes ------------------------------------------------------------ */
@@ -101,6 +102,7 @@ static pid_t s_spawn(const char *log, const char *const *args) {
     }
     free(model);
     assert_true(s_n_children < 32);
+    snprintf(s_child_logs[s_n_children], sizeof s_child_logs[0], "%s", log);
     s_children[s_n_children++] = pid;
     return pid;
 }
@@ -400,10 +402,36 @@ static int group_teardown(void **st) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Ends the workers started so far the way an operator does (SIGTERM:
+ * drain and exit), so that sanitizer builds check the whole life of the
+ * process, leaks included; then no log may hold a sanitizer report.
+ * Returns 0, or -1 when one did not exit 0 or reported something. */
+static int s_end_children(void) {
+    int bad = 0;
+    for (int i = 0; i < s_n_children; i++) {
+        pid_t pid = s_children[i];
+        if (pid > 0) {
+            kill(pid, SIGTERM);
+            int status = s_wait_exit(pid, S_WAIT_MS);
+            if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+                fprintf(stderr, "worker %ld did not drain and exit 0 (status %d)\n", (long)pid,
+                        status);
+                bad = 1;
+            }
+        }
+        const char *log = s_child_logs[i];
+        if (s_log_count(log, "Sanitizer", NULL) || s_log_count(log, "runtime error:", NULL)) {
+            s_print_log(log);
+            bad = 1;
+        }
+    }
+    s_kill_children();
+    return bad ? -1 : 0;
+}
+
 static int teardown(void **st) {
     (void)st;
-    s_kill_children();
-    return 0;
+    return s_end_children();
 }
 
 /* --- tests -------------------------------------------------------------------------- */
@@ -425,7 +453,7 @@ static void test_ready(void **st) {
     assert_int_equal(m->threads, 2);
     assert_int_equal(m->credit, 3);
     s_got_free(&r);
-    s_kill_children();
+    assert_int_equal(s_end_children(), 0);
 
     /* default credit: twice what one run holds (batch-texts / 64 shards),
      * the name host:pid */
@@ -439,7 +467,7 @@ static void test_ready(void **st) {
     assert_memory_equal(r.m.u.ready.name.ptr + r.m.u.ready.name.len - (size_t)k, pidpart,
                         (size_t)k);
     s_got_free(&r);
-    s_kill_children();
+    assert_int_equal(s_end_children(), 0);
     s_fake_close(&f);
     s_fake_open(&f, "ready3");
     s_start(&f, NULL, &r);
@@ -765,7 +793,7 @@ static void test_config(void **st) {
     assert_int_equal(r.m.u.ready.name.len, 8);
     assert_memory_equal(r.m.u.ready.name.ptr, "from-env", 8);
     s_got_free(&r);
-    s_kill_children();
+    assert_int_equal(s_end_children(), 0);
 
     s_fake_close(&f);
     s_fake_open(&f, "config2");

@@ -323,7 +323,9 @@ static void s_job_free(s_job_t *j) {
 }
 
 typedef struct s_compute {
-    void *ctx;
+    void *pipe; /* its PAIR end: created and connected by the main thread
+                 * (so a failure is seen at start), used only here after
+                 * pthread_create, whose barrier hands it over */
     zb_shard_t *shard;
     int dim;
 } s_compute_t;
@@ -336,12 +338,7 @@ typedef struct s_compute {
  */
 static void *s_compute_main(void *arg) {
     s_compute_t *c = arg;
-    void *pipe = zmq_socket(c->ctx, ZMQ_PAIR);
-    if (pipe == NULL || zmq_connect(pipe, S_PIPE_ENDPOINT) != 0) {
-        ZB_LOG(ZB_LOG_ERROR, "compute thread: cannot open its pipe: %s", zmq_strerror(errno));
-        if (pipe) zmq_close(pipe);
-        return NULL;
-    }
+    void *pipe = c->pipe;
     s_job_t *jobs[S_MERGE_TASKS];
     const zb_msg_task_t *tasks[S_MERGE_TASKS];
     zb_shard_out_t outs[S_MERGE_TASKS];
@@ -376,6 +373,7 @@ static void *s_compute_main(void *arg) {
         }
     }
     zmq_close(pipe);
+    c->pipe = NULL;
     return NULL;
 }
 
@@ -645,7 +643,7 @@ static void s_dispatch(s_worker_t *w) {
             pp = &j->next;
         }
     }
-    if (zmq_send(w->pipe, batch, n * sizeof *batch, 0) < 0) {
+    if (zmq_send(w->pipe, batch, n * sizeof *batch, ZMQ_DONTWAIT) < 0) {
         /* inproc to a live thread does not fail; if it ever does, put the
          * batch back in front rather than lose it */
         ZB_LOG(ZB_LOG_ERROR, "compute pipe: %s", zmq_strerror(errno));
@@ -809,12 +807,13 @@ int main(int argc, char **argv) {
         goto out;
     }
     w.pipe = zmq_socket(w.ctx, ZMQ_PAIR);
-    if (w.pipe == NULL || zmq_bind(w.pipe, S_PIPE_ENDPOINT) != 0) {
+    comp = (s_compute_t){.pipe = zmq_socket(w.ctx, ZMQ_PAIR), .shard = shard, .dim = dim};
+    if (w.pipe == NULL || comp.pipe == NULL || zmq_bind(w.pipe, S_PIPE_ENDPOINT) != 0 ||
+        zmq_connect(comp.pipe, S_PIPE_ENDPOINT) != 0) {
         ZB_LOG(ZB_LOG_ERROR, "compute pipe: %s", zmq_strerror(errno));
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         goto out;
     }
-    comp = (s_compute_t){.ctx = w.ctx, .shard = shard, .dim = dim};
     rc = pthread_create(&thread, NULL, s_compute_main, &comp);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
@@ -903,7 +902,13 @@ out:
          * here unless the loop broke on an error */
         zmq_send(w.pipe, "", 0, 0);
         pthread_join(thread, NULL);
+        /* a batch it finished after the loop broke */
+        s_job_t *left[S_MERGE_TASKS];
+        int n;
+        while ((n = zmq_recv(w.pipe, left, sizeof left, ZMQ_DONTWAIT)) > 0)
+            for (size_t i = 0; i < (size_t)n / sizeof *left; i++) s_job_free(left[i]);
     }
+    if (comp.pipe) zmq_close(comp.pipe);
     for (int i = 0; w.b && i < w.n_b; i++) {
         s_broker_t *b = &w.b[i];
         uint64_t lost = b->malformed + b->dropped;
