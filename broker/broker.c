@@ -904,8 +904,8 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_client = c == NULL;
     if (new_client) c = calloc(1, sizeof *c);
+    if (r != NULL) r->heap_idx = SIZE_MAX; /* not in the heap, for the nomem path */
     if (r == NULL || shards == NULL || c == NULL) goto nomem;
-    r->heap_idx = SIZE_MAX;
     if (e->deadline_ms > 0) {
         r->deadline_ms = e->deadline_ms > UINT64_MAX - now ? UINT64_MAX : now + e->deadline_ms;
         if (s_heap_push(b, r) < 0) goto nomem;
