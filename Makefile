@@ -22,7 +22,7 @@ WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-proto
 # Project headers are found with -iquote ("limits.h"), so that proto/limits.h
 # never shadows the system <limits.h> (msgpack.h and PATH_MAX need it).
 CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fPIC $(WARN) \
-           -fopenmp -iquote proto -iquote worker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
+           -fopenmp -iquote proto -iquote worker -iquote broker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
 ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lsodium
 # The protocol library encodes with msgpack-c's packer (a kept library

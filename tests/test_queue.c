@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../broker/queue.h" /* broker/ is not on the include path */
+#include "queue.h"
 
 /* A test item: which lane it belongs to and a sequence number. */
 typedef struct item {

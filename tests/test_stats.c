@@ -10,7 +10,7 @@
 
 #include <math.h>
 
-#include "../broker/stats.h" /* broker/ is not on the include path */
+#include "stats.h"
 
 #define T0 1000000u /* an arbitrary monotonic start */
 
