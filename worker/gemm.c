@@ -1,0 +1,462 @@
+/*
+ * gemm.c -- packed-weight fp32 GEMM for the linear layers (see gemm.h).
+ *
+ * Structure (BLIS-style, with the weights as the pre-packed operand):
+ *   for each block of S_MC rows of x                (this thread's rows)
+ *     for each block of S_KC columns of x / rows of the panels
+ *       pack the x block into slivers of MR rows, [kc][MR] each, zero rows
+ *       past the end (the activation block stays in L2)
+ *       for each panel p                            (this thread's panels)
+ *         for each sliver: micro-kernel MR x 16 over kc steps (the panel's
+ *         kc x 16 slice stays in L1 across the slivers)
+ * The first k block starts the accumulators from 0, y or the bias, later
+ * ones from the partial sums in y, so every element is one unbroken fma
+ * chain in k order whatever the blocking (gemm.h, "Determinism").  Tiles cut
+ * by the edge of y (rows past m, columns past n) run the same micro-kernel
+ * on a local tile and copy the valid part, so no element ever takes a
+ * different instruction sequence.
+ *
+ * Blocking for Zen 3/4 (32 KiB L1d, 512 KiB-1 MiB L2 per core): a panel
+ * slice is S_KC * 64 bytes = 16 KiB (half of L1, the rest for the sliver and
+ * the C tile); an activation block is S_MC * S_KC * 4 = 192 KiB of L2.
+ *
+ * Threads split either the rows (in whole slivers) or the panels, whichever
+ * gives each thread enough work; the split never changes a result.
+ */
+#include "gemm.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_NR ZB_GEMM_NR
+#ifndef S_KC
+#define S_KC 256 /* k block: a panel slice of 16 KiB stays in L1 */
+#endif
+#ifndef S_MC
+#define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
+#endif
+#define S_MR_MAX 12
+/* per-thread work: one packed activation block, cache-line aligned */
+#define S_WORK_THREAD ((size_t)S_MC * S_KC)
+
+#define S_AVX2_FN __attribute__((target("avx2,fma")))
+#define S_AVX512_FN __attribute__((target("avx512f")))
+
+/* how a micro-kernel call starts its accumulators */
+typedef enum { S_START_ZERO, S_START_C, S_START_BIAS } s_start_t;
+
+/* c[MR][16] (row stride ldc) from kc steps of a[kc][MR] and b[kc][16]; bias
+ * holds 16 readable floats when start is S_START_BIAS. */
+typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
+                          s_start_t start, const float *bias);
+
+typedef void (*s_pack_fn)(const float *x, size_t ldx, int rows, int kc, int mr, float *dst);
+
+typedef struct {
+    int mr;
+    s_kern_fn fn;
+    s_pack_fn pack;
+} s_kern_t;
+
+/* --- micro-kernels ------------------------------------------------------ */
+
+/* The reference: fmaf is the same correctly rounded fused operation as the
+ * SIMD FMA instructions, so this gives the same bits as they do. */
+#define S_MR_SCALAR 4
+static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size_t ldc,
+                          s_start_t start, const float *bias) {
+    float acc[S_MR_SCALAR][S_NR];
+    for (int r = 0; r < S_MR_SCALAR; r++)
+        for (int j = 0; j < S_NR; j++)
+            acc[r][j] = start == S_START_ZERO   ? 0.0f
+                        : start == S_START_BIAS ? bias[j]
+                                                : c[(size_t)r * ldc + (size_t)j];
+    for (int k = 0; k < kc; k++) {
+        const float *ak = a + (size_t)k * S_MR_SCALAR, *bk = b + (size_t)k * S_NR;
+        for (int r = 0; r < S_MR_SCALAR; r++)
+            for (int j = 0; j < S_NR; j++) acc[r][j] = fmaf(ak[r], bk[j], acc[r][j]);
+    }
+    for (int r = 0; r < S_MR_SCALAR; r++)
+        memcpy(c + (size_t)r * ldc, acc[r], sizeof acc[r]);
+}
+
+/* AVX2: 6 rows x 16 columns = 12 ymm accumulators, 2 for the panel row, 1
+ * for the broadcast: 15 of the 16 registers. */
+#define S_MR_AVX2 6
+S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float *c, size_t ldc,
+                                  s_start_t start, const float *bias) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+    if (start == S_START_C) {
+#define S_LOAD_ROW(r)                                                                          \
+    c##r##0 = _mm256_loadu_ps(c + (size_t)(r) * ldc);                                          \
+    c##r##1 = _mm256_loadu_ps(c + (size_t)(r) * ldc + 8)
+        S_LOAD_ROW(0);
+        S_LOAD_ROW(1);
+        S_LOAD_ROW(2);
+        S_LOAD_ROW(3);
+        S_LOAD_ROW(4);
+        S_LOAD_ROW(5);
+#undef S_LOAD_ROW
+    } else {
+        __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();
+        if (start == S_START_BIAS) {
+            z0 = _mm256_loadu_ps(bias);
+            z1 = _mm256_loadu_ps(bias + 8);
+        }
+        c00 = c10 = c20 = c30 = c40 = c50 = z0;
+        c01 = c11 = c21 = c31 = c41 = c51 = z1;
+    }
+#define S_STEP(r)                                                                              \
+    x = _mm256_broadcast_ss(a + (r));                                                          \
+    c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                 \
+    c##r##1 = _mm256_fmadd_ps(x, w1, c##r##1)
+    for (int k = 0; k < kc; k++) {
+        const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);
+        __m256 x;
+        S_STEP(0);
+        S_STEP(1);
+        S_STEP(2);
+        S_STEP(3);
+        S_STEP(4);
+        S_STEP(5);
+        a += S_MR_AVX2;
+        b += S_NR;
+    }
+#undef S_STEP
+#define S_STORE_ROW(r)                                                                         \
+    _mm256_storeu_ps(c + (size_t)(r) * ldc, c##r##0);                                          \
+    _mm256_storeu_ps(c + (size_t)(r) * ldc + 8, c##r##1)
+    S_STORE_ROW(0);
+    S_STORE_ROW(1);
+    S_STORE_ROW(2);
+    S_STORE_ROW(3);
+    S_STORE_ROW(4);
+    S_STORE_ROW(5);
+#undef S_STORE_ROW
+}
+
+/* AVX-512: 12 rows x 16 columns = 12 zmm accumulators; the broadcast of
+ * each activation folds into its FMA as a memory operand, so one panel row
+ * load feeds 12 FMAs. */
+#define S_MR_AVX512 12
+S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, float *c,
+                                      size_t ldc, s_start_t start, const float *bias) {
+    __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
+    if (start == S_START_C) {
+        c0 = _mm512_loadu_ps(c);
+        c1 = _mm512_loadu_ps(c + ldc);
+        c2 = _mm512_loadu_ps(c + 2 * ldc);
+        c3 = _mm512_loadu_ps(c + 3 * ldc);
+        c4 = _mm512_loadu_ps(c + 4 * ldc);
+        c5 = _mm512_loadu_ps(c + 5 * ldc);
+        c6 = _mm512_loadu_ps(c + 6 * ldc);
+        c7 = _mm512_loadu_ps(c + 7 * ldc);
+        c8 = _mm512_loadu_ps(c + 8 * ldc);
+        c9 = _mm512_loadu_ps(c + 9 * ldc);
+        c10 = _mm512_loadu_ps(c + 10 * ldc);
+        c11 = _mm512_loadu_ps(c + 11 * ldc);
+    } else {
+        __m512 z = start == S_START_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = z;
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m512 w = _mm512_load_ps(b);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), w, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), w, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), w, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), w, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), w, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), w, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), w, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), w, c7);
+        c8 = _mm512_fmadd_ps(_mm512_set1_ps(a[8]), w, c8);
+        c9 = _mm512_fmadd_ps(_mm512_set1_ps(a[9]), w, c9);
+        c10 = _mm512_fmadd_ps(_mm512_set1_ps(a[10]), w, c10);
+        c11 = _mm512_fmadd_ps(_mm512_set1_ps(a[11]), w, c11);
+        a += S_MR_AVX512;
+        b += S_NR;
+    }
+    _mm512_storeu_ps(c, c0);
+    _mm512_storeu_ps(c + ldc, c1);
+    _mm512_storeu_ps(c + 2 * ldc, c2);
+    _mm512_storeu_ps(c + 3 * ldc, c3);
+    _mm512_storeu_ps(c + 4 * ldc, c4);
+    _mm512_storeu_ps(c + 5 * ldc, c5);
+    _mm512_storeu_ps(c + 6 * ldc, c6);
+    _mm512_storeu_ps(c + 7 * ldc, c7);
+    _mm512_storeu_ps(c + 8 * ldc, c8);
+    _mm512_storeu_ps(c + 9 * ldc, c9);
+    _mm512_storeu_ps(c + 10 * ldc, c10);
+    _mm512_storeu_ps(c + 11 * ldc, c11);
+}
+
+/* --- instruction sets ------------------------------------------------------ */
+
+bool zb_gemm_isa_supported(zb_gemm_isa_t isa) {
+    __builtin_cpu_init();
+    switch (isa) {
+    case ZB_GEMM_SCALAR: return true;
+    case ZB_GEMM_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ZB_GEMM_AVX512: return __builtin_cpu_supports("avx512f");
+    }
+    return false;
+}
+
+const char *zb_gemm_isa_name(zb_gemm_isa_t isa) {
+    switch (isa) {
+    case ZB_GEMM_SCALAR: return "scalar";
+    case ZB_GEMM_AVX2: return "avx2";
+    case ZB_GEMM_AVX512: return "avx512";
+    }
+    return "?";
+}
+
+zb_gemm_isa_t zb_gemm_isa_best(void) {
+    zb_gemm_isa_t best = ZB_GEMM_SCALAR;
+    if (zb_gemm_isa_supported(ZB_GEMM_AVX2)) best = ZB_GEMM_AVX2;
+    if (zb_gemm_isa_supported(ZB_GEMM_AVX512)) best = ZB_GEMM_AVX512;
+    /* a ceiling for measurements and tests; results are the same bits */
+    const char *cap = getenv("ZB_GEMM_ISA");
+    if (cap != NULL) {
+        for (int i = ZB_GEMM_SCALAR; i <= ZB_GEMM_AVX512; i++)
+            if (strcmp(cap, zb_gemm_isa_name((zb_gemm_isa_t)i)) == 0 && i < (int)best)
+                best = (zb_gemm_isa_t)i;
+    }
+    return best;
+}
+
+/* --- packing ------------------------------------------------------------- */
+
+size_t zb_gemm_packed_floats(int n, int k) {
+    size_t panels = ((size_t)n + S_NR - 1) / S_NR;
+    return panels * S_NR * (size_t)k;
+}
+
+void zb_gemm_pack_rows(const float *w, int rows, int k, size_t ldw, int row0, int n_total,
+                       float *packed) {
+    (void)n_total; /* the layout of a row does not depend on the total */
+    for (int r = 0; r < rows; r++) {
+        const int row = row0 + r;
+        float *dst = packed + (size_t)(row / S_NR) * S_NR * (size_t)k + (size_t)(row % S_NR);
+        const float *src = w + (size_t)r * ldw;
+        for (int kk = 0; kk < k; kk++) dst[(size_t)kk * S_NR] = src[kk];
+    }
+}
+
+void zb_gemm_pack(const float *w, int n, int k, size_t ldw, float *packed) {
+    memset(packed, 0, zb_gemm_packed_floats(n, k) * sizeof *packed);
+    zb_gemm_pack_rows(w, n, k, ldw, 0, n, packed);
+}
+
+void zb_gemm_unpack(const float *packed, int n, int k, float *w, size_t ldw) {
+    for (int r = 0; r < n; r++) {
+        const float *src = packed + (size_t)(r / S_NR) * S_NR * (size_t)k + (size_t)(r % S_NR);
+        float *dst = w + (size_t)r * ldw;
+        for (int kk = 0; kk < k; kk++) dst[kk] = src[(size_t)kk * S_NR];
+    }
+}
+
+/* Packs rows [0, rows) and columns [0, kc) of x (row stride ldx) into
+ * slivers of mr rows, sliver s at dst + s * kc * mr holding [kc][mr]; rows
+ * past `rows` up to the sliver's end are zero. */
+static void s_pack_x_scalar(const float *x, size_t ldx, int rows, int kc, int mr, float *dst) {
+    for (int s0 = 0; s0 < rows; s0 += mr) {
+        const int valid = rows - s0 < mr ? rows - s0 : mr;
+        for (int k = 0; k < kc; k++) {
+            float *d = dst + (size_t)k * (size_t)mr;
+            for (int r = 0; r < valid; r++) d[r] = x[(size_t)(s0 + r) * ldx + (size_t)k];
+            for (int r = valid; r < mr; r++) d[r] = 0.0f;
+        }
+        dst += (size_t)kc * (size_t)mr;
+    }
+}
+
+/* The same with 8 x 4 and 8 x 2 transposes in registers (mr is a multiple
+ * of 2): the scalar loop's strided stores cost about 8% of a GEMM with
+ * N = 768.  Missing rows read as zero vectors. */
+S_AVX2_FN static void s_pack_x_avx2(const float *x, size_t ldx, int rows, int kc, int mr,
+                                    float *dst) {
+    const size_t smr = (size_t)mr;
+    const int kc8 = kc & ~7;
+    for (int s0 = 0; s0 < rows; s0 += mr) {
+        const int valid = rows - s0 < mr ? rows - s0 : mr;
+        const float *xs = x + (size_t)s0 * ldx;
+        for (int r0 = 0; r0 < mr; r0 += 4) {
+            const int four = mr - r0 >= 4;
+            const float *p[4];
+            for (int i = 0; i < 4; i++) p[i] = r0 + i < valid ? xs + (size_t)(r0 + i) * ldx : NULL;
+            for (int k = 0; k < kc8; k += 8) {
+                __m256 v[4];
+                for (int i = 0; i < 4; i++)
+                    v[i] = p[i] != NULL ? _mm256_loadu_ps(p[i] + k) : _mm256_setzero_ps();
+                /* t0 = k0 k1 | k4 k5 of rows 0,1 interleaved; t1 = k2 k3 | k6 k7 */
+                const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]);
+                const __m256 t1 = _mm256_unpackhi_ps(v[0], v[1]);
+                float *d = dst + (size_t)k * smr + (size_t)r0;
+                if (four) {
+                    const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]);
+                    const __m256 t3 = _mm256_unpackhi_ps(v[2], v[3]);
+                    const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44); /* k0 | k4 */
+                    const __m256 u1 = _mm256_shuffle_ps(t0, t2, 0xee); /* k1 | k5 */
+                    const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44); /* k2 | k6 */
+                    const __m256 u3 = _mm256_shuffle_ps(t1, t3, 0xee); /* k3 | k7 */
+                    _mm_storeu_ps(d, _mm256_castps256_ps128(u0));
+                    _mm_storeu_ps(d + smr, _mm256_castps256_ps128(u1));
+                    _mm_storeu_ps(d + 2 * smr, _mm256_castps256_ps128(u2));
+                    _mm_storeu_ps(d + 3 * smr, _mm256_castps256_ps128(u3));
+                    _mm_storeu_ps(d + 4 * smr, _mm256_extractf128_ps(u0, 1));
+                    _mm_storeu_ps(d + 5 * smr, _mm256_extractf128_ps(u1, 1));
+                    _mm_storeu_ps(d + 6 * smr, _mm256_extractf128_ps(u2, 1));
+                    _mm_storeu_ps(d + 7 * smr, _mm256_extractf128_ps(u3, 1));
+                } else { /* two rows: 64-bit pieces */
+                    const __m128 a0 = _mm256_castps256_ps128(t0), a1 = _mm256_castps256_ps128(t1);
+                    const __m128 b0 = _mm256_extractf128_ps(t0, 1);
+                    const __m128 b1 = _mm256_extractf128_ps(t1, 1);
+                    _mm_storel_pi((__m64 *)(void *)d, a0);
+                    _mm_storeh_pi((__m64 *)(void *)(d + smr), a0);
+                    _mm_storel_pi((__m64 *)(void *)(d + 2 * smr), a1);
+                    _mm_storeh_pi((__m64 *)(void *)(d + 3 * smr), a1);
+                    _mm_storel_pi((__m64 *)(void *)(d + 4 * smr), b0);
+                    _mm_storeh_pi((__m64 *)(void *)(d + 5 * smr), b0);
+                    _mm_storel_pi((__m64 *)(void *)(d + 6 * smr), b1);
+                    _mm_storeh_pi((__m64 *)(void *)(d + 7 * smr), b1);
+                }
+            }
+            const int n = four ? 4 : 2;
+            for (int k = kc8; k < kc; k++)
+                for (int i = 0; i < n; i++)
+                    dst[(size_t)k * smr + (size_t)(r0 + i)] = p[i] != NULL ? p[i][k] : 0.0f;
+        }
+        dst += (size_t)kc * smr;
+    }
+}
+
+static s_kern_t s_kernel(zb_gemm_isa_t isa) {
+    switch (isa) {
+    case ZB_GEMM_AVX512: return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2};
+    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2};
+    case ZB_GEMM_SCALAR: break;
+    }
+    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar};
+}
+
+/* --- driver ---------------------------------------------------------------- */
+
+typedef struct {
+    const zb_gemm_args_t *a;
+    s_kern_t kern;
+    int n_panels;
+} s_plan_t;
+
+/* One tile: rows x cols of y at c (row stride ldc), from a packed sliver and
+ * a panel slice.  A full tile goes straight to y; an edge tile runs the same
+ * kernel on a local tile (zero padding in, valid part out). */
+static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
+                   int rows, int cols, s_start_t start, const float *bias, int last) {
+    const zb_gemm_args_t *a = pl->a;
+    const size_t ldc = a->ldy;
+    if (rows == pl->kern.mr && cols == S_NR) {
+        pl->kern.fn(kc, ap, bp, c, ldc, start, bias);
+    } else {
+        float tile[S_MR_MAX * S_NR] __attribute__((aligned(64)));
+        float bpad[S_NR] __attribute__((aligned(64)));
+        memset(tile, 0, sizeof tile);
+        memset(bpad, 0, sizeof bpad);
+        if (start == S_START_C)
+            for (int r = 0; r < rows; r++)
+                memcpy(tile + r * S_NR, c + (size_t)r * ldc, (size_t)cols * sizeof *c);
+        if (start == S_START_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
+        pl->kern.fn(kc, ap, bp, tile, S_NR, start, bpad);
+        for (int r = 0; r < rows; r++)
+            memcpy(c + (size_t)r * ldc, tile + r * S_NR, (size_t)cols * sizeof *c);
+    }
+    if (last && a->epilogue != NULL)
+        for (int r = 0; r < rows; r++) a->epilogue(a->epilogue_ctx, c + (size_t)r * ldc, cols);
+}
+
+/* Rows [m0, m1) x panels [p0, p1) of the product, with apack as this
+ * thread's activation block. */
+static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apack) {
+    const zb_gemm_args_t *a = pl->a;
+    const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
+    const s_start_t first = a->init == ZB_GEMM_ZERO   ? S_START_ZERO
+                            : a->init == ZB_GEMM_BIAS ? S_START_BIAS
+                                                      : S_START_C;
+    if (m1 <= m0 || p1 <= p0) return;
+    for (int i0 = m0; i0 < m1; i0 += S_MC) {
+        const int mc = m1 - i0 < S_MC ? m1 - i0 : S_MC;
+        for (int k0 = 0; k0 < K; k0 += S_KC) {
+            const int kc = K - k0 < S_KC ? K - k0 : S_KC;
+            const s_start_t start = k0 == 0 ? first : S_START_C;
+            const int last = k0 + kc == K;
+            pl->kern.pack(a->x + (size_t)i0 * a->ldx + (size_t)k0, a->ldx, mc, kc, mr, apack);
+            for (int p = p0; p < p1; p++) {
+                const float *bp = a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)k0 * S_NR;
+                const int j0 = p * S_NR, cols = N - j0 < S_NR ? N - j0 : S_NR;
+                const float *bias = a->init == ZB_GEMM_BIAS ? a->bias + j0 : NULL;
+                float *yp = a->y + (size_t)i0 * a->ldy + (size_t)j0;
+                for (int s = 0; s < mc; s += mr) {
+                    const int rows = mc - s < mr ? mc - s : mr;
+                    s_tile(pl, kc, apack + (size_t)s * (size_t)kc, bp,
+                           yp + (size_t)s * a->ldy, rows, cols, start, bias, last);
+                }
+            }
+        }
+    }
+}
+
+size_t zb_gemm_work_floats(int threads) {
+    return (size_t)(threads > 0 ? threads : 1) * S_WORK_THREAD;
+}
+
+/* Slivers per thread from which the work is cut by rows (each unit a row
+ * block over every panel); below, by panels (each unit every row over a
+ * group of panels), so that the weights are still read once. */
+#ifndef S_SPLIT_M_SLIVERS
+#define S_SPLIT_M_SLIVERS 16
+#endif
+/* Work units per thread to aim for: threads take units as they finish, so
+ * one slowed by another process on its core does not hold the others up. */
+#define S_UNITS_PER_THREAD 4
+
+void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a) {
+    if (a->m <= 0) return;
+    s_plan_t pl = {.a = a, .kern = s_kernel(e->isa)};
+    pl.n_panels = (a->w->n + S_NR - 1) / S_NR;
+    const int mr = pl.kern.mr, slivers = (a->m + mr - 1) / mr;
+    int nt = e->threads > 0 ? e->threads : 1;
+    /* too little work to be worth waking a team */
+    if ((int64_t)a->m * a->w->n * a->w->k < 65536) nt = 1;
+    if (nt == 1) {
+        s_run(&pl, 0, a->m, 0, pl.n_panels, e->work);
+        return;
+    }
+    int mc, groups;
+    if (slivers >= S_SPLIT_M_SLIVERS * nt) {
+        /* row blocks of at most S_MC rows, at least S_UNITS_PER_THREAD per thread */
+        const int want = S_UNITS_PER_THREAD * nt;
+        mc = (slivers + want - 1) / want * mr;
+        if (mc > S_MC) mc = S_MC;
+        groups = 1;
+    } else {
+        mc = S_MC;
+        groups = S_UNITS_PER_THREAD * nt < pl.n_panels ? S_UNITS_PER_THREAD * nt : pl.n_panels;
+    }
+    const int blocks = (a->m + mc - 1) / mc, units = blocks * groups;
+#pragma omp parallel num_threads(nt)
+    {
+        float *apack = e->work + (size_t)omp_get_thread_num() * S_WORK_THREAD;
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < units; u++) {
+            const int r = u / groups, g = u % groups;
+            const int m0 = r * mc, m1 = m0 + mc < a->m ? m0 + mc : a->m;
+            const int p0 = (int)((int64_t)pl.n_panels * g / groups);
+            const int p1 = (int)((int64_t)pl.n_panels * (g + 1) / groups);
+            s_run(&pl, m0, m1, p0, p1, apack);
+        }
+    }
+}

@@ -1,0 +1,123 @@
+/*
+ * gemm.h -- the fp32 GEMM of the linear layers: y[M][N] (+)= x[M][K] W^T,
+ * with W held in a packed panel layout made once (at convert time) from the
+ * PyTorch [N][K] matrix.
+ *
+ * Packed layout ("panel", version 1): W is cut into ceil(N / ZB_GEMM_NR)
+ * panels of ZB_GEMM_NR consecutive output rows; panel p is K rows of
+ * ZB_GEMM_NR floats, element (k, c) = W[p * ZB_GEMM_NR + c][k], stored at
+ * p * K * ZB_GEMM_NR + k * ZB_GEMM_NR + c.  Rows of the last panel beyond N
+ * are zero.  Every panel row is one 64-byte cache line; the data must start
+ * 64-byte aligned.  The layout does not depend on the instruction set or on
+ * any blocking factor, so one bundle serves every CPU.
+ *
+ * Determinism (the contract the service relies on): every element is one
+ * chain of fused multiply-adds in increasing k,
+ *     acc = init;  for k = 0..K-1: acc = fma(x[i][k], W[j][k], acc);
+ *     y[i][j] = epilogue(acc)
+ * where init is 0, y[i][j] (accumulate) or bias[j].  So y[i][j] depends only
+ * on row i of x, on W and on init -- never on M, on the row's place in the
+ * batch, on the thread count, on the cache blocking or on the instruction
+ * set: the scalar variant (fmaf) and the SIMD variants give the same bits.
+ * Partial tiles run through the same micro-kernel on zero-padded rows and
+ * columns, never through a separate tail loop.
+ *
+ * Threads: zb_gemm opens one OpenMP parallel region of e->threads threads
+ * (or none, for one thread or little work) and splits whole tiles between
+ * them; no thread waits for another inside the GEMM.
+ *
+ * Thread-safety: no state.  Concurrent calls need distinct work buffers.
+ */
+#ifndef ZB_GEMM_H
+#define ZB_GEMM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Output rows per panel of the packed layout (16 floats = 64 bytes). */
+#define ZB_GEMM_NR 16
+
+/* The packed layout's name and version, as bundles record them. */
+#define ZB_GEMM_LAYOUT_NAME "panel"
+#define ZB_GEMM_LAYOUT_VERSION 1
+
+typedef enum zb_gemm_isa {
+    ZB_GEMM_SCALAR = 0, /* portable C (fmaf): the reference */
+    ZB_GEMM_AVX2 = 1,   /* AVX2 + FMA, 6 x 16 register tile */
+    ZB_GEMM_AVX512 = 2, /* AVX-512F, 12 x 16 register tile */
+} zb_gemm_isa_t;
+
+/* The fastest variant this CPU runs.  Environment ZB_GEMM_ISA=scalar|avx2|
+ * avx512 lowers it (never raises it past what the CPU has). */
+zb_gemm_isa_t zb_gemm_isa_best(void);
+
+/* Whether this CPU runs isa; its name ("scalar", "avx2", "avx512"). */
+bool zb_gemm_isa_supported(zb_gemm_isa_t isa);
+const char *zb_gemm_isa_name(zb_gemm_isa_t isa);
+
+/* Floats of the packed form of an [n][k] matrix: ceil(n / NR) * NR * k.
+ * n, k >= 1 and small enough that the product fits (limits.h bounds). */
+size_t zb_gemm_packed_floats(int n, int k);
+
+/* Packs w ([n][k], row stride ldw >= k) into packed (zb_gemm_packed_floats
+ * (n, k) floats), padding rows set to zero. */
+void zb_gemm_pack(const float *w, int n, int k, size_t ldw, float *packed);
+
+/* Packs rows [0, rows) of w (row stride ldw) as rows [row0, row0 + rows) of
+ * a packed matrix of n_total rows (row0 + rows <= n_total); writes nothing
+ * else.  Used to stack Q, K and V into one packed [3H][H]. */
+void zb_gemm_pack_rows(const float *w, int rows, int k, size_t ldw, int row0, int n_total,
+                       float *packed);
+
+/* The inverse: w[n][k] (row stride ldw) from a packed matrix. */
+void zb_gemm_unpack(const float *packed, int n, int k, float *w, size_t ldw);
+
+/* A packed weight matrix: a borrowed view. */
+typedef struct zb_gemm_w {
+    const float *p; /* zb_gemm_packed_floats(n, k) floats, 64-byte aligned */
+    int n;          /* output features (rows of the PyTorch matrix) */
+    int k;          /* input features */
+} zb_gemm_w_t;
+
+/* How y starts before the products are added. */
+typedef enum zb_gemm_init {
+    ZB_GEMM_ZERO = 0,       /* y = x W^T */
+    ZB_GEMM_ACCUMULATE = 1, /* y += x W^T (beta = 1: residuals) */
+    ZB_GEMM_BIAS = 2,       /* y = bias + x W^T, bias[n] broadcast to every row */
+} zb_gemm_init_t;
+
+/* Fused epilogue: called once for every finished segment y[0..n) of an
+ * output row, while it is still in cache.  It must be element-wise (each
+ * output depends on its own input only, whatever n and the segment's
+ * start), so that determinism holds; segments are at most ZB_GEMM_NR long. */
+typedef void (*zb_gemm_epilogue_fn)(void *ctx, float *y, int n);
+
+typedef struct zb_gemm_args {
+    int m;                        /* rows of x and y, >= 0 */
+    const float *x;               /* [m][w->k], row stride ldx */
+    size_t ldx;                   /* >= w->k */
+    const zb_gemm_w_t *w;         /* packed weights */
+    zb_gemm_init_t init;
+    const float *bias;            /* [w->n] for ZB_GEMM_BIAS, else unused */
+    float *y;                     /* [m][w->n], row stride ldy */
+    size_t ldy;                   /* >= w->n */
+    zb_gemm_epilogue_fn epilogue; /* NULL: none */
+    void *epilogue_ctx;
+} zb_gemm_args_t;
+
+/* How a GEMM runs. */
+typedef struct zb_gemm_exec {
+    int threads;       /* OpenMP threads, >= 1 */
+    zb_gemm_isa_t isa; /* must be one this CPU runs */
+    float *work;       /* zb_gemm_work_floats(threads) floats, 64-byte aligned */
+} zb_gemm_exec_t;
+
+/* Floats of work buffer a GEMM with this many threads needs (packed
+ * activation blocks and edge tiles), whatever the shapes. */
+size_t zb_gemm_work_floats(int threads);
+
+/* y (+)= x W^T as the arguments say.  x and y must not overlap.  Nothing is
+ * allocated; m == 0 does nothing. */
+void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a);
+
+#endif
