@@ -909,13 +909,15 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             (rc = s_get_str(c, mp, "model", true, &e->model)) < 0 ||
             (rc = s_get_u32(c, mp, "dim", true, &e->dim)) < 0 ||
             (rc = s_get_u32(c, mp, "threads", true, &e->threads)) < 0 ||
-            (rc = s_get_u32(c, mp, "credit", true, &e->credit)) < 0)
+            (rc = s_get_u32(c, mp, "credit", true, &e->credit)) < 0 ||
+            (rc = s_get_uint(c, mp, "epoch", true, UINT64_MAX, &e->epoch)) < 0)
             return rc;
         return 0;
     }
     case ZB_MSG_TASK: {
         zb_msg_task_t *t = &m->u.task;
         if ((rc = s_get_uint(c, mp, "shard", true, UINT64_MAX, &t->shard)) < 0 ||
+            (rc = s_get_uint(c, mp, "epoch", true, UINT64_MAX, &t->epoch)) < 0 ||
             (rc = s_dec_texts(c, mp, &t->texts, &t->n_texts)) < 0 ||
             (rc = s_dec_options(c, mp, &t->opt)) < 0)
             return rc;
@@ -924,6 +926,7 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
     case ZB_MSG_RESULT: {
         zb_msg_result_t *t = &m->u.result;
         if ((rc = s_get_uint(c, mp, "shard", true, UINT64_MAX, &t->shard)) < 0 ||
+            (rc = s_get_uint(c, mp, "epoch", true, UINT64_MAX, &t->epoch)) < 0 ||
             (rc = s_get_uint(c, mp, "tokens", true, UINT64_MAX, &t->tokens)) < 0)
             return rc;
         return s_dec_vectors(c, mp, false, &t->vec);
@@ -1239,26 +1242,29 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
     }
     case ZB_MSG_READY: {
         const zb_msg_ready_t *e = &m->u.ready;
-        s_write_head(pk, 5, m->type);
+        s_write_head(pk, 6, m->type);
         s_kstr(pk, "name", e->name);
         s_kstr(pk, "model", e->model);
         s_kuint(pk, "dim", e->dim);
         s_kuint(pk, "threads", e->threads);
         s_kuint(pk, "credit", e->credit);
+        s_kuint(pk, "epoch", e->epoch);
         break;
     }
     case ZB_MSG_TASK: {
         const zb_msg_task_t *t = &m->u.task;
-        s_write_head(pk, 2 + s_options_keys(&t->opt), m->type);
+        s_write_head(pk, 3 + s_options_keys(&t->opt), m->type);
         s_kuint(pk, "shard", t->shard);
+        s_kuint(pk, "epoch", t->epoch);
         s_write_texts(pk, t->texts, t->n_texts);
         s_write_options(pk, &t->opt);
         break;
     }
     case ZB_MSG_RESULT: {
         const zb_msg_result_t *t = &m->u.result;
-        s_write_head(pk, 2 + s_vectors_keys(&t->vec), m->type);
+        s_write_head(pk, 3 + s_vectors_keys(&t->vec), m->type);
         s_kuint(pk, "shard", t->shard);
+        s_kuint(pk, "epoch", t->epoch);
         s_kuint(pk, "tokens", t->tokens);
         s_write_vectors(pk, &t->vec);
         break;
@@ -1419,16 +1425,17 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
     case ZB_MSG_READY: {
         const zb_msg_ready_t *x = &a->u.ready, *y = &b->u.ready;
         return s_eq_str(x->name, y->name) && s_eq_str(x->model, y->model) && x->dim == y->dim &&
-               x->threads == y->threads && x->credit == y->credit;
+               x->threads == y->threads && x->credit == y->credit && x->epoch == y->epoch;
     }
     case ZB_MSG_TASK: {
         const zb_msg_task_t *x = &a->u.task, *y = &b->u.task;
-        return x->shard == y->shard && s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
-               s_eq_opt(&x->opt, &y->opt);
+        return x->shard == y->shard && x->epoch == y->epoch &&
+               s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) && s_eq_opt(&x->opt, &y->opt);
     }
     case ZB_MSG_RESULT: {
         const zb_msg_result_t *x = &a->u.result, *y = &b->u.result;
-        return x->shard == y->shard && x->tokens == y->tokens && s_eq_vec(&x->vec, &y->vec);
+        return x->shard == y->shard && x->epoch == y->epoch && x->tokens == y->tokens &&
+               s_eq_vec(&x->vec, &y->vec);
     }
     default: return true;
     }

@@ -218,16 +218,25 @@ typedef struct zb_msg_status_reply {
     uint64_t protocol_errors;
 } zb_msg_status_reply_t;
 
+/*
+ * Epochs (PROTOCOL.md section 6).  Each `ready` carries an epoch the worker
+ * chose, a new one at every announcement on a connection; a `task` carries
+ * the epoch of the `ready` it was dispatched under and its `result` echoes
+ * it, so a task or result from before the latest `ready` is told apart from
+ * a current one.  Any uint64 value; required in all three messages.
+ */
 typedef struct zb_msg_ready {
     zb_msg_str_t name;  /* 1..ZB_MSG_NAME_BYTES_MAX bytes of UTF-8 */
     zb_msg_str_t model; /* same */
     uint32_t dim;       /* 1..ZB_HIDDEN_MAX */
     uint32_t threads;   /* 1..ZB_THREADS_MAX */
     uint32_t credit;    /* 1..ZB_MSG_CREDIT_MAX */
+    uint64_t epoch;     /* this announcement's epoch */
 } zb_msg_ready_t;
 
 typedef struct zb_msg_task {
     uint64_t shard;
+    uint64_t epoch;            /* of the ready it was dispatched under */
     const zb_msg_str_t *texts; /* [n_texts] */
     size_t n_texts;            /* 1..ZB_MSG_TEXTS_MAX */
     zb_msg_options_t opt;
@@ -235,6 +244,7 @@ typedef struct zb_msg_task {
 
 typedef struct zb_msg_result {
     uint64_t shard;
+    uint64_t epoch;       /* the task's */
     uint64_t tokens;
     zb_msg_vectors_t vec; /* indices relative to the shard: 0 .. count-1 */
 } zb_msg_result_t;

@@ -229,15 +229,17 @@ static bool s_example(const char *name, zb_msg_t *m) {
                                       S("the queue holds 250000 texts; retry later")};
     } else if (!strcmp(name, "ready")) {
         m->type = ZB_MSG_READY;
-        m->u.ready = (zb_msg_ready_t){S("node1:4242"), S("bert-base-cased"), 768, 8, 4};
+        m->u.ready = (zb_msg_ready_t){S("node1:4242"), S("bert-base-cased"), 768, 8, 4, 1};
     } else if (!strcmp(name, "task")) {
         m->type = ZB_MSG_TASK;
         m->u.task = (zb_msg_task_t){
-            .shard = 7, .texts = s_ex_texts, .n_texts = 1, .opt = {.level = ZB_MSG_LEVEL_WORDPIECE}};
+            .shard = 7, .epoch = 1, .texts = s_ex_texts, .n_texts = 1,
+            .opt = {.level = ZB_MSG_LEVEL_WORDPIECE}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
         m->u.result = (zb_msg_result_t){
             .shard = 7,
+            .epoch = 1,
             .tokens = 6,
             .vec = {.level = ZB_MSG_LEVEL_WORDPIECE, .dim = 2, .count = 1, .rows = s_res_rows,
                     .n_rows = 6, .vectors = s_res_vec, .vectors_len = sizeof s_res_vec,
@@ -868,12 +870,13 @@ static void test_encode_smallest_forms(void **state) {
         size_t bytes = (size_t)bins[k].dim * 4 * bins[k].rows;
         m = (zb_msg_t){.type = ZB_MSG_RESULT};
         m.u.result = (zb_msg_result_t){
-            .shard = 3, .tokens = 9,
+            .shard = 3, .epoch = 70000, .tokens = 9,
             .vec = {.level = ZB_MSG_LEVEL_SENTENCE, .dim = bins[k].dim, .count = 1,
                     .rows = rows, .n_rows = bins[k].rows, .vectors = bytes ? vec : NULL,
                     .vectors_len = bytes}};
-        hb_head(&h, 6, "result");
+        hb_head(&h, 7, "result");
         hb_str(&h, 0, "shard"), hb_uint(&h, 0, 3);
+        hb_str(&h, 0, "epoch"), hb_uint(&h, 32, 70000);
         hb_str(&h, 0, "tokens"), hb_uint(&h, 0, 9);
         hb_str(&h, 0, "level"), hb_str(&h, 0, "sentence");
         hb_str(&h, 0, "dim"), hb_uint(&h, bins[k].dim < 128 ? 0 : 16, bins[k].dim);
@@ -997,12 +1000,13 @@ static void s_sample(const char *name, zb_msg_t *m) {
         assert_true(s_example("ready", m));
     } else if (!strcmp(name, "task")) {
         m->type = ZB_MSG_TASK;
-        m->u.task = (zb_msg_task_t){.shard = 42, .texts = s_texts3, .n_texts = 3,
+        m->u.task = (zb_msg_task_t){.shard = 42, .epoch = 3, .texts = s_texts3, .n_texts = 3,
                                     .opt = {ZB_MSG_LEVEL_SENTENCE, ZB_MSG_POOL_MEAN, true, true}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
         m->u.result = (zb_msg_result_t){
             .shard = (uint64_t)1 << 40,
+            .epoch = (uint64_t)1 << 35,
             .tokens = 17,
             .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 3, .rows = s_rows_res,
                     .n_rows = 3, .vectors = s_f_res, .vectors_len = sizeof s_f_res,
@@ -1156,7 +1160,7 @@ static void test_roundtrip_edges(void **state) {
     }
     m = (zb_msg_t){.type = ZB_MSG_RESULT};
     m.u.result = (zb_msg_result_t){
-        .shard = UINT64_MAX, .tokens = UINT64_MAX,
+        .shard = UINT64_MAX, .epoch = UINT64_MAX, .tokens = UINT64_MAX,
         .vec = {.level = ZB_MSG_LEVEL_WORDPIECE, .dim = dim, .count = 2, .rows = rows2,
                 .n_rows = nr, .vectors = vec, .vectors_len = (size_t)nr * dim * 4,
                 .offsets = off, .byte_offsets = off, .ids = ids}};
@@ -1180,9 +1184,9 @@ static void test_roundtrip_edges(void **state) {
     /* ready and status_reply at their limits; floats of every size */
     m = (zb_msg_t){.type = ZB_MSG_READY};
     m.u.ready = (zb_msg_ready_t){{name256, 256}, {name256, 256}, ZB_HIDDEN_MAX, ZB_THREADS_MAX,
-                                 ZB_MSG_CREDIT_MAX};
+                                 ZB_MSG_CREDIT_MAX, UINT64_MAX};
     free(s_roundtrip(&m, NULL));
-    m.u.ready = (zb_msg_ready_t){S("a"), S("\xc3\xa9"), 1, 1, 1};
+    m.u.ready = (zb_msg_ready_t){S("a"), S("\xc3\xa9"), 1, 1, 1, 0};
     free(s_roundtrip(&m, NULL));
     m = (zb_msg_t){.type = ZB_MSG_STATUS_REPLY};
     m.u.status_reply = (zb_msg_status_reply_t){.texts_per_s = 1e300, .tokens_per_s = 0.1,
@@ -1194,7 +1198,8 @@ static void test_roundtrip_edges(void **state) {
         for (int bits = 0; bits < 8; bits++) {
             m = (zb_msg_t){.type = ZB_MSG_TASK};
             m.u.task = (zb_msg_task_t){
-                .shard = (uint64_t)bits << 33, .texts = s_texts3, .n_texts = 1 + bits % 3,
+                .shard = (uint64_t)bits << 33, .epoch = (uint64_t)1 << (8 * (bits % 8)),
+                .texts = s_texts3, .n_texts = 1 + bits % 3,
                 .opt = {(zb_msg_level_t)lv, (zb_msg_pooling_t)(bits & 1), (bits & 2) != 0,
                         (bits & 4) != 0}};
             free(s_roundtrip(&m, NULL));
@@ -1719,6 +1724,13 @@ static void test_hostile_fields(void **state) {
          "workers[0].name: not valid UTF-8"},
         {"status_reply", OP_SET, "latency_ms", "90", false, "latency_ms: expected a map"},
         {"task", OP_SET, "shard", "ff", false, "shard: expected uint, found negative integer"},
+        {"task", OP_SET, "epoch", "c0", false, "epoch: required, but missing or nil"},
+        {"task", OP_SET, "epoch", "d0 ff", false, "epoch: expected uint, found negative integer"},
+        {"ready", OP_SET, "epoch", "a1 31", false, "epoch: expected uint, found str"},
+        {"ready", OP_SET, "epoch", "cf ff ff ff ff ff ff ff ff", true, NULL},
+        {"result", OP_SET, "epoch", "cb 3f f0 00 00 00 00 00 00", false,
+         "epoch: expected uint, found float"},
+        {"result", OP_SET, "epoch", "d3 00 00 00 00 00 00 00 05", true, NULL},
         {"cancel", OP_SET, "id", "d9 41 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
                                  "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
                                  "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
@@ -2058,6 +2070,17 @@ static void test_names(void **state) {
     s_sample("embed", &a);
     a.u.embed.opt.windows = false;
     assert_false(zb_msg_equal(&a, &b));
+    /* ... and by epoch alone */
+    static const char *const epoched[] = {"ready", "task", "result"};
+    for (size_t k = 0; k < 3; k++) {
+        s_sample(epoched[k], &a);
+        s_sample(epoched[k], &b);
+        assert_true(zb_msg_equal(&a, &b));
+        if (a.type == ZB_MSG_READY) b.u.ready.epoch++;
+        if (a.type == ZB_MSG_TASK) b.u.task.epoch++;
+        if (a.type == ZB_MSG_RESULT) b.u.result.epoch++;
+        assert_false(zb_msg_equal(&a, &b));
+    }
     zb_msg_free(NULL);
 }
 
