@@ -66,9 +66,9 @@
 
 /* --- forward pass ------------------------------------------------------ */
 
-/* Tokens of one forward batch: the scratch arena holds ~(4H + I) floats per
- * token (24 KB for bert-base, so 1.6 GB here), and n_tokens * width stays
- * far inside the int range OpenBLAS takes. */
+/* Tokens of one forward batch: the scratch arena holds ~(6H + I) floats per
+ * token (30 KB for bert-base, so 2 GB here), and n_tokens * width stays
+ * far inside the int range the GEMMs take. */
 #define ZB_BATCH_TOKENS_MAX 65536
 
 /* OpenMP threads of one engine context: beyond any machine we target; each

@@ -1,7 +1,9 @@
 /*
  * test_bert.c -- the forward pass against the float64 reference fixtures of
- * both tiny models, plus packing, thread-count and input-validation
- * properties.
+ * both tiny models, plus input validation and batch invariance: a
+ * sequence's rows are the same bits alone, in one big batch, in
+ * length-sorted batches, in reverse order, with any thread count, and from
+ * a packed bundle as from the directory it was converted from.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,14 +15,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bert.h"
+#include "bundle.h"
 #include "fixture.h"
 #include "limits.h"
 #include "model.h"
 
-#define TOL_REF 1e-4  /* float32 engine vs float64 reference */
-#define TOL_SELF 1e-5 /* the engine against itself: packing, threads */
+#define TOL_REF 1e-4 /* float32 engine vs float64 reference */
 
 typedef struct state {
     const char *name;
@@ -96,6 +99,13 @@ static double s_max_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
+/* The engine against itself must agree bit for bit (max abs diff is
+ * printed for the record; 0 is not enough: -0 vs 0 or NaN payloads). */
+static void s_same_bits(const float *a, const float *b, size_t n, const char *what) {
+    if (memcmp(a, b, n * sizeof *a) != 0)
+        fail_msg("%s: not bit-identical (max abs diff %.3g)", what, s_max_diff(a, b, n));
+}
+
 /* Every case alone vs the reference; keeps the rows for the later tests. */
 static void test_parity(void **st) {
     state_t *s = *st;
@@ -141,7 +151,7 @@ static void test_packed_batch(void **st) {
     double e = s_max_diff(out, s->single, n);
     printf("%s: one batch of %d tokens vs one at a time: max abs diff %.3g\n", s->name,
            s->total, e);
-    assert_true(e <= TOL_SELF);
+    s_same_bits(out, s->single, n, "one batch vs one at a time");
     zb_bert_destroy(&b);
     free(out);
 }
@@ -188,17 +198,19 @@ static void test_sorted_batches(void **st) {
                                   s->single + (size_t)c->offset * (size_t)hidden,
                                   (size_t)c->len * (size_t)hidden);
             worst = fmax(worst, e);
+            s_same_bits(out + (size_t)o * (size_t)hidden,
+                        s->single + (size_t)c->offset * (size_t)hidden,
+                        (size_t)c->len * (size_t)hidden, "sorted batch vs alone");
             o += c->len;
         }
     }
     printf("%s: sorted batches of 4 vs one at a time: max abs diff %.3g\n", s->name, worst);
-    assert_true(worst <= TOL_SELF);
     zb_bert_destroy(&b);
     free(ids);
     free(out);
 }
 
-/* One thread and two threads agree. */
+/* One, two and three threads agree bit for bit. */
 static void test_threads(void **st) {
     state_t *s = *st;
     const int hidden = zb_model_config(s->model)->hidden;
@@ -206,16 +218,85 @@ static void test_threads(void **st) {
     float *o1 = malloc(n * sizeof *o1), *o2 = malloc(n * sizeof *o2);
     assert_non_null(o1);
     assert_non_null(o2);
-    zb_bert_t *b1 = s_new(s->model, s->total, 512, 1), *b2 = s_new(s->model, s->total, 512, 2);
+    zb_bert_t *b1 = s_new(s->model, s->total, 512, 1);
     assert_int_equal(zb_bert_forward(b1, s->all_ids, s->all_len, s->fx.n, o1), 0);
-    assert_int_equal(zb_bert_forward(b2, s->all_ids, s->all_len, s->fx.n, o2), 0);
-    double e = s_max_diff(o1, o2, n);
-    printf("%s: threads 1 vs 2: max abs diff %.3g\n", s->name, e);
-    assert_true(e <= TOL_SELF);
+    for (int t = 2; t <= 3; t++) {
+        zb_bert_t *bt = s_new(s->model, s->total, 512, t);
+        assert_int_equal(zb_bert_forward(bt, s->all_ids, s->all_len, s->fx.n, o2), 0);
+        printf("%s: threads 1 vs %d: max abs diff %.3g\n", s->name, t, s_max_diff(o1, o2, n));
+        s_same_bits(o1, o2, n, "threads");
+        zb_bert_destroy(&bt);
+    }
     zb_bert_destroy(&b1);
-    zb_bert_destroy(&b2);
     free(o1);
     free(o2);
+}
+
+/* The 40 cases in reverse order, as one batch: each sequence's rows are
+ * the ones it gives alone. */
+static void test_reverse_order(void **st) {
+    state_t *s = *st;
+    assert_non_null(s->single);
+    const int hidden = zb_model_config(s->model)->hidden;
+    int32_t *ids = malloc((size_t)s->total * sizeof *ids);
+    int *lens = malloc((size_t)s->fx.n * sizeof *lens);
+    int *offs = malloc((size_t)s->fx.n * sizeof *offs);
+    float *out = malloc((size_t)s->total * (size_t)hidden * sizeof *out);
+    assert_non_null(ids);
+    assert_non_null(lens);
+    assert_non_null(offs);
+    assert_non_null(out);
+    for (int i = 0, o = 0; i < s->fx.n; i++) {
+        offs[i] = o;
+        o += s->all_len[i];
+    }
+    for (int j = 0, o = 0; j < s->fx.n; j++) {
+        const int i = s->fx.n - 1 - j;
+        memcpy(ids + o, s->all_ids + offs[i], (size_t)s->all_len[i] * sizeof *ids);
+        lens[j] = s->all_len[i];
+        o += lens[j];
+    }
+    zb_bert_t *b = s_new(s->model, s->total, 512, 2);
+    assert_int_equal(zb_bert_forward(b, ids, lens, s->fx.n, out), 0);
+    for (int j = 0, o = 0; j < s->fx.n; j++) {
+        const int i = s->fx.n - 1 - j;
+        s_same_bits(out + (size_t)o * (size_t)hidden, s->single + (size_t)offs[i] * (size_t)hidden,
+                    (size_t)lens[j] * (size_t)hidden, "reverse order vs alone");
+        o += lens[j];
+    }
+    printf("%s: 40 sequences in reverse order: bit-identical to one at a time\n", s->name);
+    zb_bert_destroy(&b);
+    free(ids);
+    free(lens);
+    free(offs);
+    free(out);
+}
+
+/* The directory (packed at load) and its bundle (packed at convert time,
+ * mapped) give the same bits. */
+static void test_bundle_same_bits(void **st) {
+    state_t *s = *st;
+    assert_non_null(s->single);
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/zb_test_bert_%d.zbm", (int)getpid());
+    zb_diag_t d = {{0}};
+    int rc = zb_bundle_write_model(path, s->model, "test_bert", &d);
+    if (rc != 0) fail_msg("%s", d.msg);
+    zb_model_t *m = NULL;
+    rc = zb_model_open(path, &m, &d);
+    unlink(path); /* the mapping stays valid */
+    if (rc != 0) fail_msg("%s", d.msg);
+    assert_false(zb_model_packed_at_load(m));
+    const int hidden = zb_model_config(m)->hidden;
+    size_t n = (size_t)s->total * (size_t)hidden;
+    float *out = malloc(n * sizeof *out);
+    assert_non_null(out);
+    zb_bert_t *b = s_new(m, s->total, 512, 2);
+    assert_int_equal(zb_bert_forward(b, s->all_ids, s->all_len, s->fx.n, out), 0);
+    s_same_bits(out, s->single, n, "bundle vs directory");
+    zb_bert_destroy(&b);
+    zb_model_close(&m);
+    free(out);
 }
 
 /* A rejected batch computes nothing: out keeps its sentinel. */
@@ -329,15 +410,18 @@ static void test_bad_new(void **st) {
 
 int main(void) {
     const struct CMUnitTest seed1[] = {
-        cmocka_unit_test(test_parity),       cmocka_unit_test(test_packed_batch),
+        cmocka_unit_test(test_parity),         cmocka_unit_test(test_packed_batch),
         cmocka_unit_test(test_sorted_batches), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_bad_inputs),   cmocka_unit_test(test_bad_new),
+        cmocka_unit_test(test_reverse_order),  cmocka_unit_test(test_bundle_same_bits),
+        cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_bad_new),
     };
     const struct CMUnitTest seed2[] = {
         cmocka_unit_test(test_parity),
         cmocka_unit_test(test_packed_batch),
         cmocka_unit_test(test_sorted_batches),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_reverse_order),
+        cmocka_unit_test(test_bundle_same_bits),
     };
     int fails = cmocka_run_group_tests_name("tiny-seed1", seed1, setup_seed1, teardown);
     fails += cmocka_run_group_tests_name("tiny-seed2-bert-gammabeta-f16", seed2, setup_seed2,

@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -27,13 +28,15 @@
 
 #include "bundle.h"
 #include "fixture.h"
+#include "gemm.h"
 #include "model.h"
 
 /* path buffers (Linux PATH_MAX; <limits.h> is shadowed by the project header) */
 #define S_PATH_MAX 4096
 
 static char s_dir[64];       /* this test's temporary directory */
-static char s_tiny[128];     /* a small valid bundle */
+static char s_tiny[128];     /* a small valid bundle (packed table) */
+static char s_tiny_plain[128]; /* the same with the plain table */
 static unsigned char *s_tiny_img; /* its bytes */
 static size_t s_tiny_len;
 
@@ -166,21 +169,26 @@ static void make_zip(const char *path, const char *manifest, const void *w, size
     assert_int_equal(zip_close(za), 0);
 }
 
-/* A bundle of a tiny model (16-entry vocabulary, hidden 8, 1 layer). */
-static void write_tiny(const char *path) {
+/* A bundle of a tiny model (16-entry vocabulary, hidden 8, 1 layer), with
+ * the packed table (what convert writes) or the plain one, as version 2;
+ * the manifest of a plain one can be turned into a version 1 bundle. */
+static void write_tiny(const char *path, bool packed) {
     zb_bert_config_t c = {.vocab_size = 16, .hidden = 8, .layers = 1, .heads = 2,
                           .intermediate = 16, .max_positions = 8, .type_vocab_size = 2,
                           .layer_norm_eps = 1e-12f};
     zb_tokenizer_config_t t = {.lowercase = false, .strip_accents = false};
     char vocab[256] = "";
     for (int i = 0; i < 16; i++) snprintf(vocab + strlen(vocab), 16, "t%d\n", i);
-    int n = 5 + 16;
+    int n = packed ? zb_model_n_packed(&c) : 5 + 16;
     zb_model_tensor_t ts[21];
     float *data[21];
     for (int i = 0; i < n; i++) {
-        assert_int_equal(zb_model_tensor_spec(&c, i, &ts[i]), 0);
-        data[i] = malloc(ts[i].n_elems * sizeof(float));
-        for (size_t k = 0; k < ts[i].n_elems; k++) data[i][k] = (float)i + (float)k / 1024.0f;
+        if (packed)
+            assert_int_equal(zb_model_packed_spec(&c, i, &ts[i]), 0);
+        else
+            assert_int_equal(zb_model_tensor_spec(&c, i, &ts[i]), 0);
+        data[i] = malloc(ts[i].n_stored * sizeof(float));
+        for (size_t k = 0; k < ts[i].n_stored; k++) data[i][k] = (float)i + (float)k / 1024.0f;
         ts[i].data = data[i];
     }
     zb_bundle_spec_t spec = {.config = &c, .tokenizer = &t, .vocab = vocab,
@@ -197,7 +205,9 @@ static int setup(void **state) {
     snprintf(s_dir, sizeof s_dir, "/tmp/zb_test_bundle_XXXXXX");
     if (mkdtemp(s_dir) == NULL) return -1;
     snprintf(s_tiny, sizeof s_tiny, "%s/tiny.zbm", s_dir);
-    write_tiny(s_tiny);
+    write_tiny(s_tiny, true);
+    snprintf(s_tiny_plain, sizeof s_tiny_plain, "%s/tiny-plain.zbm", s_dir);
+    write_tiny(s_tiny_plain, false);
     s_tiny_img = (unsigned char *)fx_read_file(s_tiny, &s_tiny_len);
     return s_tiny_img ? 0 : -1;
 }
@@ -258,21 +268,57 @@ static void roundtrip(const char *fixture, const char *bundle_name) {
     uintptr_t lo[8], hi[8];
     int n_maps = mapped_ranges(path, lo, hi, 8);
     assert_true(n_maps >= 1);
-    assert_int_equal(zb_model_n_tensors(hf), zb_model_n_tensors(bm));
-    for (int i = 0; i < zb_model_n_tensors(hf); i++) {
+    /* the directory was packed at load; the bundle holds the packed table
+     * and maps it: the same bytes, views into the file */
+    assert_true(zb_model_packed_at_load(hf));
+    assert_false(zb_model_packed_at_load(bm));
+    const zb_bert_config_t *c = zb_model_config(bm);
+    assert_int_equal(zb_model_n_tensors(bm), zb_model_n_packed(c));
+    assert_int_equal(zb_model_n_packed(c), 5 + 12 * c->layers);
+    int n_packed = 0;
+    for (int i = 0; i < zb_model_n_tensors(bm); i++) {
         zb_model_tensor_t a, b;
-        assert_int_equal(zb_model_tensor_at(hf, i, &a), 0);
+        assert_int_equal(zb_model_packed_at(hf, i, &a), 0);
         assert_int_equal(zb_model_tensor_at(bm, i, &b), 0);
         assert_string_equal(a.name, b.name);
         assert_int_equal(a.n_elems, b.n_elems);
-        if (memcmp(a.data, b.data, a.n_elems * sizeof(float)) != 0)
+        assert_int_equal(a.packed, b.packed);
+        assert_int_equal(a.n_stored, b.n_stored);
+        n_packed += b.packed;
+        if (memcmp(a.data, b.data, a.n_stored * sizeof(float)) != 0)
             fail_msg("%s: tensor %s differs after the round trip", fixture, a.name);
         if ((uintptr_t)b.data % 64 != 0) fail_msg("%s: %s not 64-byte aligned", fixture, b.name);
-        uintptr_t p = (uintptr_t)b.data, e = p + b.n_elems * sizeof(float);
+        uintptr_t p = (uintptr_t)b.data, e = p + b.n_stored * sizeof(float);
         int inside = 0;
         for (int k = 0; k < n_maps; k++) inside |= p >= lo[k] && e <= hi[k];
         if (!inside) fail_msg("%s: %s is not a view into the bundle mapping", fixture, b.name);
     }
+    assert_int_equal(n_packed, 4 * c->layers);
+    /* unpacked independently, the bundle's operands are the directory's plain
+     * matrices (Q, K, V stacked in that order) */
+    const int hd = c->hidden, in = c->intermediate;
+    float *u = malloc((size_t)3 * (size_t)hd * (size_t)(hd > in ? hd : in) * sizeof(float));
+    for (int l = 0; l < c->layers; l++) {
+        const zb_layer_weights_t *P = &zb_model_weights(hf)->layer[l];
+        const zb_layer_weights_t *B = &zb_model_weights(bm)->layer[l];
+        assert_null(B->q_w);
+        assert_null(B->ffn_out_w);
+        assert_int_equal(B->qkv.n, 3 * hd);
+        assert_int_equal(B->qkv.k, hd);
+        zb_gemm_unpack(B->qkv.p, 3 * hd, hd, u, (size_t)hd);
+        assert_memory_equal(u, P->q_w, (size_t)hd * (size_t)hd * sizeof(float));
+        assert_memory_equal(u + (size_t)hd * (size_t)hd, P->k_w, (size_t)hd * (size_t)hd * 4);
+        assert_memory_equal(u + 2 * (size_t)hd * (size_t)hd, P->v_w, (size_t)hd * (size_t)hd * 4);
+        assert_memory_equal(B->k_b, P->k_b, (size_t)hd * sizeof(float));
+        assert_ptr_equal(B->v_b, B->qkv_b + 2 * hd);
+        zb_gemm_unpack(B->ffn_out.p, hd, in, u, (size_t)in);
+        assert_memory_equal(u, P->ffn_out_w, (size_t)hd * (size_t)in * sizeof(float));
+        zb_gemm_unpack(B->ffn_in.p, in, hd, u, (size_t)hd);
+        assert_memory_equal(u, P->ffn_in_w, (size_t)hd * (size_t)in * sizeof(float));
+        zb_gemm_unpack(B->attn_out.p, hd, hd, u, (size_t)hd);
+        assert_memory_equal(u, P->attn_out_w, (size_t)hd * (size_t)hd * sizeof(float));
+    }
+    free(u);
 
     /* identity = first 16 hex digits of the sha256 of weights.bin, computed here */
     size_t wlen;
@@ -529,10 +575,50 @@ static void test_hostile_manifest(void **state) {
          "zbert.json: not a JSON object"},
         {"format", "\"format\":\"zbert-bundle\"", "\"format\":\"zip\"", NULL, 0, 0, ZB_EFORMAT,
          "format is not \"zbert-bundle\""},
-        {"version", "\"version\":1", "\"version\":2", NULL, 0, 0, ZB_EUNSUPPORTED,
-         "format version 2; this build reads version 1"},
-        {"version type", "\"version\":1", "\"version\":\"1\"", NULL, 0, 0, ZB_EFORMAT,
+        {"version", "\"format\":\"zbert-bundle\",\"version\":2",
+         "\"format\":\"zbert-bundle\",\"version\":3", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "format version 3; this build reads versions 1 to 2"},
+        {"version type", "\"format\":\"zbert-bundle\",\"version\":2",
+         "\"format\":\"zbert-bundle\",\"version\":\"2\"", NULL, 0, 0, ZB_EFORMAT,
          "version is not an integer"},
+        {"version 1 with packed tensors", "\"format\":\"zbert-bundle\",\"version\":2",
+         "\"format\":\"zbert-bundle\",\"version\":1", NULL, 0, 0, ZB_EFORMAT,
+         "layout \"panel\" needs format version 2"},
+        /* the packed layout must be the one this build computes on */
+        {"layout missing", "\"layout\":{", "\"layouts\":{", NULL, 0, 0, ZB_EFORMAT,
+         "version 2 needs a layout object"},
+        {"layout name", "\"name\":\"panel\"", "\"name\":\"tiles\"", NULL, 0, 0,
+         ZB_EUNSUPPORTED, "layout \"tiles\" is not one this build reads (\"panel\")"},
+        {"layout version", "\"name\":\"panel\",\"version\":1", "\"name\":\"panel\",\"version\":2",
+         NULL, 0, 0, ZB_EUNSUPPORTED,
+         "layout panel version 2 with 16-row panels; this build reads version 1"},
+        {"layout version type", "\"name\":\"panel\",\"version\":1",
+         "\"name\":\"panel\",\"version\":true", NULL, 0, 0, ZB_EFORMAT,
+         "layout needs integer version and panel_rows"},
+        {"panel rows", "\"panel_rows\":16", "\"panel_rows\":8", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "with 8-row panels; this build reads version 1 with 16-row panels"},
+        {"packed tensor of the wrong size", "\"shape\":[24,8]", "\"shape\":[16,8]", NULL, 0, 0,
+         ZB_EFORMAT, "qkv.weight: nbytes 1024 but its packed shape needs 512"},
+        {"packed tensor with 3 dims", "\"shape\":[24,8]", "\"shape\":[24,8,1]", NULL, 0, 0,
+         ZB_EFORMAT, "a panel tensor has 2 dimensions, not 3"},
+        {"packed tensor declared plain", "qkv.weight\",\"dtype\":\"F32\",\"layout\":\"panel\"",
+         "qkv.weight\",\"dtype\":\"F32\",\"layout\":\"plain\"", NULL, 0, 0, ZB_EFORMAT,
+         "qkv.weight: nbytes 1024 but its shape needs 768"},
+        {"vector declared packed", "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"plain\"",
+         "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"panel\"", NULL, 0, 0, ZB_EFORMAT,
+         "qkv.bias: a panel tensor has 2 dimensions, not 1"},
+        {"unknown tensor layout", "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"plain\"",
+         "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"csr\"", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "layout \"csr\" is neither \"plain\" nor \"panel\""},
+        {"tensor layout type", "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"plain\"",
+         "qkv.bias\",\"dtype\":\"F32\",\"layout\":7", NULL, 0, 0, ZB_EFORMAT,
+         "qkv.bias: layout is not a string"},
+        /* structurally fine, but the table is not the packed one the config describes */
+        {"missing packed tensor", "\"name\":\"encoder.layer.0.output.dense.weight\"",
+         "\"name\":\"encoder.layer.0.output.dense.weights\"", NULL, 1, 0, ZB_ENOTFOUND,
+         "missing tensor encoder.layer.0.output.dense.weight"},
+        {"packed stack of another width", "\"shape\":[24,8]", "\"shape\":[32,8]", NULL, 1, 0,
+         ZB_EFORMAT, "qkv.weight: expected shape [24,8] from the config, found [32,8]"},
         {"config missing", "\"config\":", "\"configs\":", NULL, 0, 0, ZB_EFORMAT,
          "config is not an object"},
         {"heads", "\"num_attention_heads\":2", "\"num_attention_heads\":3", NULL, 0, 0, ZB_EFORMAT,
@@ -614,6 +700,115 @@ static void test_hostile_manifest(void **state) {
     cJSON_free(manifest);
     free(w);
     zb_bundle_close(&b);
+}
+
+/* Rewrites src's manifest through edit() into a bundle at dst with the same
+ * weights and vocabulary. */
+static void rewrite_manifest(const char *src, const char *dst, void (*edit)(cJSON *root)) {
+    zb_diag_t d;
+    zb_bundle_t *b = NULL;
+    assert_int_equal(zb_bundle_open(src, &b, &d), 0);
+    size_t wlen = zb_bundle_weights_size(b), mlen;
+    unsigned char *w = malloc(wlen);
+    memcpy(w, (const unsigned char *)zb_bundle_map(b, NULL) + zb_bundle_weights_offset(b), wlen);
+    char *raw = (char *)zip_entry(src, "zbert.json", &mlen);
+    cJSON *root = cJSON_Parse(raw);
+    assert_non_null(root);
+    edit(root);
+    char *m = cJSON_PrintUnformatted(root);
+    make_zip(dst, m, w, wlen, zb_bundle_vocab(b, NULL), 0);
+    cJSON_free(m);
+    cJSON_Delete(root);
+    free(raw);
+    free(w);
+    zb_bundle_close(&b);
+}
+
+static cJSON *tensor_named(cJSON *root, const char *name) {
+    cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(root, "tensors")) {
+        if (strcmp(cJSON_GetObjectItem(e, "name")->valuestring, name) == 0) return e;
+    }
+    fail_msg("no tensor %s in the manifest", name);
+    return NULL;
+}
+
+/* A version 1 manifest: no layout anywhere. */
+static void edit_to_v1(cJSON *root) {
+    cJSON_ReplaceItemInObject(root, "version", cJSON_CreateNumber(1));
+    cJSON_DeleteItemFromObject(root, "layout");
+    cJSON *e;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(root, "tensors")) {
+        cJSON_DeleteItemFromObject(e, "layout");
+    }
+}
+
+/* The attention output matrix of a packed bundle declared plain (with its
+ * plain size): the archive is sound, the table is not the packed one. */
+static void edit_attn_out_plain(cJSON *root) {
+    cJSON *e = tensor_named(root, "encoder.layer.0.attention.output.dense.weight");
+    cJSON_ReplaceItemInObject(e, "layout", cJSON_CreateString("plain"));
+    cJSON_ReplaceItemInObject(e, "nbytes", cJSON_CreateNumber(8 * 8 * 4));
+}
+
+/* Packed and plain tables, old bundles: what opens, packed where, and the
+ * operands the forward pass gets are the same either way. */
+static void test_layouts(void **state) {
+    (void)state;
+    zb_diag_t d;
+    zb_model_t *mp = NULL, *m2 = NULL, *m1 = NULL;
+    zb_bundle_t *b = NULL;
+    const char *v1 = tmp_path("tiny-v1.zbm");
+    char v1p[256];
+    snprintf(v1p, sizeof v1p, "%s", v1);
+    rewrite_manifest(s_tiny_plain, v1p, edit_to_v1);
+    assert_int_equal(zb_bundle_open(v1p, &b, &d), 0);
+    assert_int_equal(zb_bundle_version(b), 1);
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) assert_false(zb_bundle_tensor_at(b, i)->packed);
+    zb_bundle_close(&b);
+
+    assert_int_equal(zb_model_open(s_tiny, &mp, &d), 0);
+    assert_int_equal(zb_model_open(s_tiny_plain, &m2, &d), 0);
+    assert_int_equal(zb_model_open(v1p, &m1, &d), 0);
+    assert_false(zb_model_packed_at_load(mp));
+    assert_true(zb_model_packed_at_load(m2));
+    assert_true(zb_model_packed_at_load(m1));
+    assert_int_equal(zb_model_n_tensors(mp), 5 + 12);
+    assert_int_equal(zb_model_n_tensors(m1), 5 + 16);
+    /* the plain bundles' operands are their own matrices packed; both equal */
+    const zb_layer_weights_t *a = &zb_model_weights(m2)->layer[0];
+    const zb_layer_weights_t *c = &zb_model_weights(m1)->layer[0];
+    float u[24 * 8];
+    zb_gemm_unpack(a->qkv.p, 24, 8, u, 8);
+    assert_memory_equal(u, a->q_w, 64 * sizeof(float));
+    assert_memory_equal(u + 64, a->k_w, 64 * sizeof(float));
+    assert_memory_equal(u + 128, a->v_w, 64 * sizeof(float));
+    assert_memory_equal(a->qkv_b + 8, a->k_b, 8 * sizeof(float));
+    assert_memory_equal(a->qkv.p, c->qkv.p, zb_gemm_packed_floats(24, 8) * sizeof(float));
+    assert_memory_equal(a->ffn_out.p, c->ffn_out.p, zb_gemm_packed_floats(8, 16) * sizeof(float));
+    assert_int_equal((uintptr_t)a->ffn_in.p % 64, 0);
+    zb_model_close(&mp);
+    zb_model_close(&m2);
+    zb_model_close(&m1);
+
+    /* a packed table with one matrix plain is refused when binding */
+    const char *bad = tmp_path("attn-out-plain.zbm");
+    char badp[256];
+    snprintf(badp, sizeof badp, "%s", bad);
+    rewrite_manifest(s_tiny, badp, edit_attn_out_plain);
+    assert_int_equal(zb_bundle_open(badp, &b, &d), 0);
+    zb_bundle_close(&b);
+    assert_int_equal(zb_model_open(badp, &mp, &d), ZB_EFORMAT);
+    assert_non_null(strstr(d.msg, "attention.output.dense.weight: stored in the plain layout, "
+                                  "expected panel"));
+
+    /* the programs: verify warns about the old layout, inspect names the layouts */
+    char err[1024];
+    assert_int_equal(run_model(err, sizeof err, "verify", v1p, NULL, NULL, NULL), 0);
+    assert_non_null(strstr(err, "warning: "));
+    assert_non_null(strstr(err, "plain layout of format version 1"));
+    assert_int_equal(run_model(err, sizeof err, "verify", s_tiny, NULL, NULL, NULL), 0);
+    assert_null(strstr(err, "warning"));
 }
 
 /* Every prefix of a valid bundle is refused with a message. */
@@ -839,8 +1034,10 @@ static void test_shared_pages(void **state) {
         assert_true(m[k].private_clean + m[k].private_dirty <= m[k].rss * 5 / 100);
         assert_true(m[k].pss <= m[k].rss * 55 / 100);
         assert_true(m[k].pss >= m[k].rss * 45 / 100);
-        /* and across the whole process the weights dominate the shared part */
+        /* and across the whole process the weights dominate the shared part;
+         * the packed linear layers are mapped too, not copied at load */
         assert_true(r[k].shared_clean + r[k].shared_dirty >= m[k].shared_clean + m[k].shared_dirty);
+        assert_true(r[k].private_clean + r[k].private_dirty <= weights_kb / 4);
     }
 }
 
@@ -853,6 +1050,7 @@ int main(void) {
         cmocka_unit_test(test_hostile_zip),
         cmocka_unit_test(test_hostile_layout),
         cmocka_unit_test(test_hostile_manifest),
+        cmocka_unit_test(test_layouts),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_byte_flips),
         cmocka_unit_test(test_verify_checksum),

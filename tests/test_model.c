@@ -517,6 +517,74 @@ static void test_random_models(void **state) {
     assert_int_not_equal(stat("/tmp/zb_should_not_exist", &sb), 0);
 }
 
+/* A directory is packed at load: the packed table's operands unpack to the
+ * plain weights (Q, K, V stacked), biases stacked, data 64-byte aligned;
+ * the tables and their specs agree. */
+static void test_packed_at_load(void **state) {
+    (void)state;
+    zb_model_t *m = NULL;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_model_open(s_seed1, &m, &d), 0);
+    assert_true(zb_model_packed_at_load(m));
+    const zb_bert_config_t *c = zb_model_config(m);
+    const int h = c->hidden, in = c->intermediate;
+    assert_int_equal(zb_model_n_packed(c), 5 + 12 * c->layers);
+    float *u = malloc((size_t)3 * (size_t)h * (size_t)in * sizeof *u);
+    assert_non_null(u);
+    for (int l = 0; l < c->layers; l++) {
+        const zb_layer_weights_t *L = &zb_model_weights(m)->layer[l];
+        const struct {
+            zb_gemm_w_t w;
+            int n, k;
+            const float *plain[3];
+        } ops[] = {
+            {L->qkv, 3 * h, h, {L->q_w, L->k_w, L->v_w}},
+            {L->attn_out, h, h, {L->attn_out_w, NULL, NULL}},
+            {L->ffn_in, in, h, {L->ffn_in_w, NULL, NULL}},
+            {L->ffn_out, h, in, {L->ffn_out_w, NULL, NULL}},
+        };
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+            assert_int_equal(ops[i].w.n, ops[i].n);
+            assert_int_equal(ops[i].w.k, ops[i].k);
+            assert_int_equal((uintptr_t)ops[i].w.p % 64, 0);
+            zb_gemm_unpack(ops[i].w.p, ops[i].n, ops[i].k, u, (size_t)ops[i].k);
+            const size_t part = (size_t)(ops[i].n / (i == 0 ? 3 : 1)) * (size_t)ops[i].k;
+            for (int j = 0; j < (i == 0 ? 3 : 1); j++)
+                assert_memory_equal(u + (size_t)j * part, ops[i].plain[j], part * sizeof *u);
+        }
+        assert_memory_equal(L->qkv_b, L->q_b, (size_t)h * sizeof(float));
+        assert_memory_equal(L->qkv_b + h, L->k_b, (size_t)h * sizeof(float));
+        assert_memory_equal(L->qkv_b + 2 * h, L->v_b, (size_t)h * sizeof(float));
+    }
+    free(u);
+    for (int i = 0; i < zb_model_n_packed(c); i++) {
+        zb_model_tensor_t t, spec;
+        assert_int_equal(zb_model_packed_at(m, i, &t), 0);
+        assert_int_equal(zb_model_packed_spec(c, i, &spec), 0);
+        assert_string_equal(t.name, spec.name);
+        assert_int_equal(t.packed, spec.packed);
+        assert_int_equal(t.n_stored, spec.n_stored);
+        assert_int_equal(t.n_elems, spec.n_elems);
+        assert_non_null(t.data);
+        assert_null(spec.data);
+        if (t.packed) assert_int_equal(t.n_stored, zb_gemm_packed_floats((int)t.shape[0],
+                                                                         (int)t.shape[1]));
+    }
+    zb_model_tensor_t t;
+    assert_int_equal(zb_model_packed_at(m, 5, &t), 0);
+    assert_string_equal(t.name, "encoder.layer.0.attention.self.qkv.weight");
+    assert_true(t.packed);
+    assert_int_equal(t.shape[0], 3 * h);
+    assert_int_equal(zb_model_packed_at(m, 5 + 12 * 2, &t), ZB_EINVAL);
+    assert_int_equal(zb_model_packed_spec(c, -1, &t), ZB_EINVAL);
+    /* the source table of a directory stays the plain one */
+    assert_int_equal(zb_model_tensor_at(m, 5, &t), 0);
+    assert_string_equal(t.name, "encoder.layer.0.attention.self.query.weight");
+    assert_false(t.packed);
+    assert_int_equal(t.n_stored, t.n_elems);
+    zb_model_close(&m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed1),
@@ -526,6 +594,7 @@ int main(void) {
         cmocka_unit_test(test_missing_files),
         cmocka_unit_test(test_views_and_misaligned),
         cmocka_unit_test(test_random_models),
+        cmocka_unit_test(test_packed_at_load),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

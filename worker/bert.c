@@ -4,41 +4,43 @@
  * Data flow of one batch of n tokens (H hidden, I intermediate):
  *   out <- LayerNorm(word[id] + position[i] + token_type[0])
  *   per layer:
- *     q, k, v <- out W^T + b      bias pre-filled, GEMM with beta = 1
- *     ctx     <- attention per (sequence, head)
- *     out     <- out + ctx Wo^T   GEMM accumulating into the residual
- *     out     <- LayerNorm(out + bo)              one pass
- *     ffn     <- out W1^T + b1    bias pre-filled
- *     ffn     <- gelu(ffn)                        one pass
- *     out     <- out + ffn W2^T   into the residual again
- *     out     <- LayerNorm(out + b2)              one pass
- * Every GEMM runs with beta = 1, so OpenBLAS never makes its own pass over
- * C to zero it, and the residual costs no extra read.  The caller's out
- * buffer is the hidden state throughout, so the result needs no copy.
+ *     qkv <- out Wqkv^T + bqkv    one GEMM for Q, K and V (stacked weights),
+ *                                 accumulators started from the bias
+ *     ctx <- attention per (sequence, head), reading q, k, v out of qkv
+ *     out <- out + ctx Wo^T       GEMM accumulating into the residual
+ *     out <- LayerNorm(out + bo)              one pass
+ *     ffn <- gelu(out W1^T + b1)  GELU fused into the GEMM's last k block
+ *     out <- out + ffn W2^T       into the residual again
+ *     out <- LayerNorm(out + b2)              one pass
+ * The linear layers run on zb_gemm (gemm.h) over weights packed at convert
+ * time; the caller's out buffer is the hidden state throughout, so the
+ * result needs no copy.
  *
- * Invariants: the scratch arena (q, k, v, ctx [n_tokens_max][H], ffn
- * [n_tokens_max][I], per-thread attention scores, sequence offsets and
- * positions) is allocated once in zb_bert_new; zb_bert_forward allocates
- * nothing and never writes to the model's weights (read-only views, possibly
- * into a shared mapping).
+ * Batch invariance: zb_gemm computes every element as one fma chain that
+ * depends on its own row only, the row kernels and attention likewise never
+ * mix rows of different sequences, so a sequence's output rows are the same
+ * bits alone, in any batch, at any position and with any thread count.
  *
- * Threads: the kernels open OpenMP regions of b->threads threads.  A GEMM
- * either splits its rows across such a region (each thread a single-threaded
- * sgemm) or, for few rows per thread, is one call on OpenBLAS's OpenMP team,
- * which the OpenMP build sizes from the calling thread's nthreads-var:
- * zb_bert_forward sets that to b->threads for its duration and restores the
- * caller's value.  Results do not depend on the thread count beyond the
- * GEMMs' own float rounding.
+ * Invariants: the scratch arena (qkv and ctx [n_tokens_max][3H], ffn
+ * [n_tokens_max][I], the GEMM work buffer, per-thread attention scores,
+ * sequence offsets and positions) is allocated once in zb_bert_new;
+ * zb_bert_forward allocates nothing and never writes to the model's weights
+ * (read-only views, possibly into a shared mapping).
+ *
+ * Threads: the GEMMs and kernels open OpenMP regions of b->threads threads.
+ * Attention calls single-threaded OpenBLAS GEMMs inside its region;
+ * zb_bert_forward sets the caller's nthreads-var to b->threads for its
+ * duration and restores it.
  */
 #include "bert.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "kernels.h"
 #include "limits.h"
 
@@ -53,8 +55,10 @@ struct zb_bert {
     int threads;                 /* OpenMP threads for kernels and GEMMs */
     int head_dim;                /* hidden / heads */
     zb_kern_exec_t ex;           /* threads + instruction set for the kernels */
+    zb_gemm_exec_t gx;           /* threads, instruction set and work buffer of the GEMMs */
     void *arena;                 /* the one allocation behind the pointers below */
-    float *q, *k, *v, *ctx;      /* [n_tokens_max][hidden] each */
+    float *qkv;                  /* [n_tokens_max][3 hidden]: q | k | v per row */
+    float *ctx;                  /* [n_tokens_max][3 hidden], first hidden columns used */
     float *ffn;                  /* [n_tokens_max][intermediate] */
     float *scores;               /* [threads][seq_len_max^2] attention scores */
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
@@ -97,12 +101,16 @@ static int s_check_config(const zb_bert_config_t *c, const zb_bert_weights_t *w,
         return zb_diag_set(d, ZB_EINVAL, "model has no embedding weights");
     for (int l = 0; l < c->layers; l++) {
         const zb_layer_weights_t *L = &w->layer[l];
-        const float *p[] = {L->q_w,        L->q_b,        L->k_w,        L->k_b,
-                            L->v_w,        L->v_b,        L->attn_out_w, L->attn_out_b,
-                            L->attn_ln_g,  L->attn_ln_b,  L->ffn_in_w,   L->ffn_in_b,
-                            L->ffn_out_w,  L->ffn_out_b,  L->ffn_ln_g,   L->ffn_ln_b};
+        const float *p[] = {L->qkv_b,     L->attn_out_b, L->attn_ln_g, L->attn_ln_b,
+                            L->ffn_in_b,  L->ffn_out_b,  L->ffn_ln_g,  L->ffn_ln_b,
+                            L->qkv.p,     L->attn_out.p, L->ffn_in.p,  L->ffn_out.p};
         for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
             if (p[i] == NULL) return zb_diag_set(d, ZB_EINVAL, "layer %d lacks a weight", l);
+        if (L->qkv.n != 3 * c->hidden || L->qkv.k != c->hidden || L->attn_out.n != c->hidden ||
+            L->attn_out.k != c->hidden || L->ffn_in.n != c->intermediate ||
+            L->ffn_in.k != c->hidden || L->ffn_out.n != c->hidden ||
+            L->ffn_out.k != c->intermediate)
+            return zb_diag_set(d, ZB_EINVAL, "layer %d has packed weights of the wrong shape", l);
     }
     return 0;
 }
@@ -137,20 +145,21 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     b->threads = threads;
     b->head_dim = c->hidden / c->heads;
     b->ex = (zb_kern_exec_t){.threads = threads, .isa = zb_kern_isa_best()};
+    b->gx = (zb_gemm_exec_t){.threads = threads, .isa = zb_gemm_isa_best()};
 
     /* Every factor is bounded by limits.h, but the products are still
      * checked: the limits may grow. */
-    const size_t n = (size_t)n_tokens_max, h = (size_t)c->hidden;
-    size_t nh, ni, per_thread, scores;
-    size_t off = 0, at_q, at_k, at_v, at_ctx, at_ffn, at_scores, at_seq, at_pos;
+    const size_t n = (size_t)n_tokens_max, h3 = 3 * (size_t)c->hidden;
+    size_t nh3, ni, per_thread, scores;
+    size_t off = 0, at_qkv, at_ctx, at_ffn, at_work, at_scores, at_seq, at_pos;
     per_thread = zb_kern_attention_scratch(seq_len_max);
-    if (__builtin_mul_overflow(n, h, &nh) ||
+    if (__builtin_mul_overflow(n, h3, &nh3) ||
         __builtin_mul_overflow(n, (size_t)c->intermediate, &ni) ||
         __builtin_mul_overflow(per_thread, (size_t)threads, &scores) ||
-        !s_layout(&off, nh, sizeof(float), &at_q) || !s_layout(&off, nh, sizeof(float), &at_k) ||
-        !s_layout(&off, nh, sizeof(float), &at_v) ||
-        !s_layout(&off, nh, sizeof(float), &at_ctx) ||
+        !s_layout(&off, nh3, sizeof(float), &at_qkv) ||
+        !s_layout(&off, nh3, sizeof(float), &at_ctx) ||
         !s_layout(&off, ni, sizeof(float), &at_ffn) ||
+        !s_layout(&off, zb_gemm_work_floats(threads), sizeof(float), &at_work) ||
         !s_layout(&off, scores, sizeof(float), &at_scores) ||
         !s_layout(&off, n + 1, sizeof(int), &at_seq) ||
         !s_layout(&off, n, sizeof(int32_t), &at_pos) ||
@@ -167,11 +176,10 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
         goto fail;
     }
     char *base = b->arena;
-    b->q = (float *)(void *)(base + at_q);
-    b->k = (float *)(void *)(base + at_k);
-    b->v = (float *)(void *)(base + at_v);
+    b->qkv = (float *)(void *)(base + at_qkv);
     b->ctx = (float *)(void *)(base + at_ctx);
     b->ffn = (float *)(void *)(base + at_ffn);
+    b->gx.work = (float *)(void *)(base + at_work);
     b->scores = (float *)(void *)(base + at_scores);
     b->seq_off = (int *)(void *)(base + at_seq);
     b->pos = (int32_t *)(void *)(base + at_pos);
@@ -193,44 +201,21 @@ int zb_bert_n_tokens_max(const zb_bert_t *b) { return b->n_tokens_max; }
 int zb_bert_seq_len_max(const zb_bert_t *b) { return b->seq_len_max; }
 int zb_bert_hidden(const zb_bert_t *b) { return b->cfg.hidden; }
 
-/* Rows per thread from which a GEMM is split by rows across our threads,
- * each running a single-threaded sgemm on its rows (measured 3-7% faster
- * than OpenBLAS's own threading on 2 cores: no synchronisation inside the
- * GEMM).  Below it, one OpenBLAS call with OpenBLAS's threads, which share
- * one packed copy of the weights instead of each packing all of it. */
-#define S_SPLIT_ROWS_MIN 256
-
-/* Rows [r0, r1) of y (+)= x W^T, W being [out_dim][in_dim] row-major.  With
- * a bias, y's rows are first set to it; without, y's content (the residual)
- * is accumulated into.  Either way beta is 1, so OpenBLAS skips its own
- * pass that scales (or zeroes) C. */
-static void s_gemm_rows(const float *x, int r0, int r1, int in_dim, const float *w,
-                        int out_dim, const float *bias, float *y) {
-    if (r1 <= r0) return;
-    float *yr = y + (size_t)r0 * (size_t)out_dim;
-    if (bias != NULL)
-        for (int r = r0; r < r1; r++)
-            memcpy(y + (size_t)r * (size_t)out_dim, bias, (size_t)out_dim * sizeof *y);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, out_dim, in_dim, 1.0f,
-                x + (size_t)r0 * (size_t)in_dim, in_dim, w, in_dim, 1.0f, yr, out_dim);
+/* y[n][w->n] (row stride ldy) = x W^T started from init (and bias), with
+ * an optional epilogue on every finished output segment. */
+static void s_linear(const zb_bert_t *b, const float *x, size_t ldx, int n, const zb_gemm_w_t *w,
+                     zb_gemm_init_t init, const float *bias, float *y, size_t ldy,
+                     zb_gemm_epilogue_fn epilogue) {
+    const zb_gemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = w, .init = init, .bias = bias,
+                              .y = y, .ldy = ldy, .epilogue = epilogue,
+                              .epilogue_ctx = (void *)(uintptr_t)&b->ex};
+    zb_gemm(&b->gx, &a);
 }
 
-/* y[n][out_dim] = x W^T + bias, or y += x W^T when bias is NULL. */
-static void s_linear(const zb_bert_t *b, const float *x, int n, int in_dim, const float *w,
-                     int out_dim, const float *bias, float *y) {
-    const int nt = b->threads;
-    if (nt > 1 && n / nt >= S_SPLIT_ROWS_MIN) {
-#pragma omp parallel num_threads(nt)
-        {
-            /* this implicit task's sgemm stays single-threaded */
-            omp_set_num_threads(1);
-            const int t = omp_get_thread_num(), team = omp_get_num_threads();
-            const int r0 = (int)((int64_t)n * t / team), r1 = (int)((int64_t)n * (t + 1) / team);
-            s_gemm_rows(x, r0, r1, in_dim, w, out_dim, bias, y);
-        }
-    } else {
-        s_gemm_rows(x, 0, n, in_dim, w, out_dim, bias, y);
-    }
+/* The FFN's GELU as a GEMM epilogue: the segment is still in L1. */
+static void s_gelu_epilogue(void *ctx, float *y, int n) {
+    const zb_kern_exec_t *ex = ctx;
+    zb_kern_gelu(ex->isa, y, y, (size_t)n);
 }
 
 /* Checks the batch and fills seq_off and pos; returns the token count or a
@@ -263,34 +248,33 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
     const zb_bert_config_t *c = &b->cfg;
     const zb_bert_weights_t *w = b->w;
     const zb_kern_exec_t *ex = &b->ex;
-    /* not H, I: <complex.h>, pulled in by cblas.h, defines I */
+    /* not H, I: <complex.h> (via cblas.h elsewhere) defines I */
     const int hid = c->hidden, inter = c->intermediate;
     const float eps = c->layer_norm_eps;
 
-    /* GEMMs outside our regions: OpenBLAS's OpenMP build takes its team
-     * size from this thread's nthreads-var (set for this call only);
-     * openblas_set_num_threads covers a build that keeps its own count. */
+    /* attention's single-threaded OpenBLAS calls run inside our regions; the
+     * nthreads-var keeps a stray OpenBLAS call outside them on our team */
     const int icv = omp_get_max_threads();
     omp_set_num_threads(b->threads);
-    openblas_set_num_threads(b->threads);
 
+    const size_t ld3 = 3 * (size_t)hid;
     zb_kern_embed_layernorm(ex, out, ids, b->pos, n, hid, w->word, w->position, w->token_type,
                             w->emb_ln_g, w->emb_ln_b, eps);
     for (int l = 0; l < c->layers; l++) {
         const zb_layer_weights_t *L = &w->layer[l];
-        s_linear(b, out, n, hid, L->q_w, hid, L->q_b, b->q);
-        s_linear(b, out, n, hid, L->k_w, hid, L->k_b, b->k);
-        s_linear(b, out, n, hid, L->v_w, hid, L->v_b, b->v);
-        zb_kern_attention(ex, b->q, b->k, b->v, b->ctx, hid, b->seq_off, n_seqs, c->heads,
-                          b->head_dim, b->seq_len_max, b->scores);
+        s_linear(b, out, (size_t)hid, n, &L->qkv, ZB_GEMM_BIAS, L->qkv_b, b->qkv, ld3, NULL);
+        zb_kern_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
+                          b->seq_off, n_seqs, c->heads, b->head_dim, b->seq_len_max, b->scores);
         /* out += ctx Wo^T, then out = LayerNorm(out + bo) */
-        s_linear(b, b->ctx, n, hid, L->attn_out_w, hid, NULL, out);
+        s_linear(b, b->ctx, ld3, n, &L->attn_out, ZB_GEMM_ACCUMULATE, NULL, out, (size_t)hid,
+                 NULL);
         zb_kern_bias_residual_layernorm(ex, out, NULL, n, hid, L->attn_out_b, L->attn_ln_g,
                                         L->attn_ln_b, eps);
-        s_linear(b, out, n, hid, L->ffn_in_w, inter, L->ffn_in_b, b->ffn);
-        zb_kern_bias_gelu(ex, b->ffn, n, inter, NULL);
+        s_linear(b, out, (size_t)hid, n, &L->ffn_in, ZB_GEMM_BIAS, L->ffn_in_b, b->ffn,
+                 (size_t)inter, s_gelu_epilogue);
         /* out += gelu(...) W2^T, then out = LayerNorm(out + b2) */
-        s_linear(b, b->ffn, n, inter, L->ffn_out_w, hid, NULL, out);
+        s_linear(b, b->ffn, (size_t)inter, n, &L->ffn_out, ZB_GEMM_ACCUMULATE, NULL, out,
+                 (size_t)hid, NULL);
         zb_kern_bias_residual_layernorm(ex, out, NULL, n, hid, L->ffn_out_b, L->ffn_ln_g,
                                         L->ffn_ln_b, eps);
     }

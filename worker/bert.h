@@ -3,8 +3,10 @@
  *
  * A batch is a list of sequences of token ids (each already framed with
  * [CLS] ... [SEP] by the caller), packed back to back: the linear layers
- * (QKV, attention output, FFN) see one [n_tokens x H] matrix and run as
- * OpenBLAS GEMMs; only attention is computed per sequence (and per head).
+ * (QKV, attention output, FFN) see one [n_tokens x H] matrix and run on
+ * zb_gemm over the model's packed weights; only attention is computed per
+ * sequence (and per head).  A sequence's output rows are bit-identical
+ * whatever else is in the batch, its place in it and the thread count.
  * Positions are 0..T-1 within each sequence; token type is 0.
  *
  * Math is Hugging Face BertModel in eval mode: embeddings + LayerNorm, then
@@ -15,8 +17,9 @@
  * Memory: zb_bert_new() sizes one scratch arena from n_tokens_max and
  * seq_len_max; zb_bert_forward() allocates nothing.
  *
- * Threads: OpenMP threads inside the kernels (num_threads set at creation);
- * OpenBLAS (the OpenMP build) uses the same pool.  One zb_bert_t serves one
+ * Threads: OpenMP threads inside the GEMMs and kernels (num_threads set at
+ * creation); attention's OpenBLAS calls (the OpenMP build) run
+ * single-threaded inside those regions.  One zb_bert_t serves one
  * caller thread at a time; the model it borrows may be shared.
  */
 #ifndef ZB_BERT_H

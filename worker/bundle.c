@@ -16,6 +16,8 @@
  */
 #include "bundle.h"
 
+#include "gemm.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -51,6 +53,7 @@ struct zb_bundle {
     char *source;
     char sha256[65];
     char identity[17];
+    int version;           /* manifest format version (1 or 2) */
     zb_bundle_tensor_t *t; /* [n], sorted by offset */
     size_t n;
     size_t *by_name;  /* [n] indices into t, sorted by name */
@@ -316,8 +319,8 @@ static int s_cmp_name(const void *a, const void *b) {
     return strcmp(((const s_name_ref_t *)a)->name, ((const s_name_ref_t *)b)->name);
 }
 
-static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, zb_bundle_tensor_t *t,
-                          zb_diag_t *d) {
+static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
+                          zb_bundle_tensor_t *t, zb_diag_t *d) {
     const cJSON *jn = cJSON_GetObjectItemCaseSensitive(e, "name");
     if (!cJSON_IsString(jn))
         return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensors[%zu] has no name", i);
@@ -353,6 +356,40 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, zb_bundle_ten
             return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: shape product overflows",
                                name);
     }
+    /* layout: plain unless it says panel (version 2 only) */
+    t->packed = false;
+    const cJSON *jl = cJSON_GetObjectItemCaseSensitive(e, "layout");
+    if (jl != NULL) {
+        if (!cJSON_IsString(jl))
+            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout is not a string",
+                               name);
+        char pl[80];
+        if (strcmp(jl->valuestring, ZB_GEMM_LAYOUT_NAME) == 0) {
+            if (version < 2)
+                return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
+                                   "format version 2", name, ZB_GEMM_LAYOUT_NAME);
+            t->packed = true;
+        } else if (strcmp(jl->valuestring, "plain") != 0) {
+            return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
+                               "neither \"plain\" nor \"%s\"", name,
+                               s_printable(jl->valuestring, pl, sizeof pl), ZB_GEMM_LAYOUT_NAME);
+        }
+    }
+    uint64_t want = n_elems * 4;
+    if (t->packed) {
+        /* whole panels of ZB_GEMM_NR rows, each [K][ZB_GEMM_NR] */
+        uint64_t panels, stored;
+        if (n_dims != 2)
+            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: a %s tensor has 2 "
+                               "dimensions, not %d", name, ZB_GEMM_LAYOUT_NAME, n_dims);
+        panels = ((uint64_t)t->shape[0] + ZB_GEMM_NR - 1) / ZB_GEMM_NR;
+        if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * (uint64_t)t->shape[1],
+                                   &stored) ||
+            stored > SIZE_MAX / 4)
+            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: packed size overflows",
+                               name);
+        want = stored * 4;
+    }
     uint64_t off, nbytes;
     if (!s_json_uint(cJSON_GetObjectItemCaseSensitive(e, "offset"), &off) ||
         !s_json_uint(cJSON_GetObjectItemCaseSensitive(e, "nbytes"), &nbytes))
@@ -360,10 +397,11 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, zb_bundle_ten
                            "zbert.json: tensor %s: offset and nbytes must be non-negative "
                            "integers",
                            name);
-    if (nbytes != n_elems * 4)
+    if (nbytes != want)
         return zb_diag_set(d, ZB_EFORMAT,
-                           "zbert.json: tensor %s: nbytes %llu but its shape needs %llu", name,
-                           (unsigned long long)nbytes, (unsigned long long)(n_elems * 4));
+                           "zbert.json: tensor %s: nbytes %llu but its %sshape needs %llu", name,
+                           (unsigned long long)nbytes, t->packed ? "packed " : "",
+                           (unsigned long long)want);
     if (off % ZB_BUNDLE_ALIGN != 0)
         return zb_diag_set(d, ZB_EFORMAT,
                            "zbert.json: tensor %s: offset %llu is not %d-byte aligned", name,
@@ -398,10 +436,44 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: version is not an integer");
         goto out;
     }
-    if (version != ZB_BUNDLE_VERSION) {
+    if (version < ZB_BUNDLE_VERSION_PLAIN || version > ZB_BUNDLE_VERSION) {
         rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: format version %llu; this build "
-                         "reads version %d", (unsigned long long)version, ZB_BUNDLE_VERSION);
+                         "reads versions %d to %d", (unsigned long long)version,
+                         ZB_BUNDLE_VERSION_PLAIN, ZB_BUNDLE_VERSION);
         goto out;
+    }
+    b->version = (int)version;
+    if (version >= 2) {
+        /* the packed layout must be exactly the one gemm.c computes on */
+        const cJSON *lay = cJSON_GetObjectItemCaseSensitive(root, "layout");
+        const cJSON *ln = cJSON_GetObjectItemCaseSensitive(lay, "name");
+        uint64_t lv, rows;
+        char pn[80];
+        if (!cJSON_IsObject(lay) || !cJSON_IsString(ln)) {
+            rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: version %llu needs a layout object "
+                             "with a name", (unsigned long long)version);
+            goto out;
+        }
+        if (strcmp(ln->valuestring, ZB_GEMM_LAYOUT_NAME) != 0) {
+            rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout \"%s\" is not one this "
+                             "build reads (\"%s\")", s_printable(ln->valuestring, pn, sizeof pn),
+                             ZB_GEMM_LAYOUT_NAME);
+            goto out;
+        }
+        if (!s_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
+            !s_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows)) {
+            rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: layout needs integer version and "
+                             "panel_rows");
+            goto out;
+        }
+        if (lv != ZB_GEMM_LAYOUT_VERSION || rows != ZB_GEMM_NR) {
+            rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout %s version %llu with "
+                             "%llu-row panels; this build reads version %d with %d-row panels "
+                             "(re-convert the model)", ZB_GEMM_LAYOUT_NAME,
+                             (unsigned long long)lv, (unsigned long long)rows,
+                             ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
+            goto out;
+        }
     }
     /* the config is Hugging Face's own keys, validated by the same code as config.json */
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
@@ -496,7 +568,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
     char *np = b->names;
     size_t i = 0;
     for (const cJSON *e = ts->child; e != NULL; e = e->next, i++) {
-        if ((rc = s_parse_tensor(e, i, b->w_size, &b->t[i], d)) != 0) goto out;
+        if ((rc = s_parse_tensor(e, i, b->w_size, b->version, &b->t[i], d)) != 0) goto out;
         const char *nm = cJSON_GetObjectItemCaseSensitive(e, "name")->valuestring;
         size_t nl = strlen(nm);
         memcpy(np, nm, nl + 1);
@@ -666,6 +738,12 @@ int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d) {
 
 /* --- writing ------------------------------------------------------------ */
 
+/* Floats a tensor of a spec occupies: plain ones their elements (whatever
+ * n_stored says), packed ones their packed size. */
+static size_t s_stored(const zb_model_tensor_t *t) {
+    return t->packed ? t->n_stored : t->n_elems;
+}
+
 int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
     int rc;
     unsigned char *blob = NULL;
@@ -694,13 +772,18 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
         for (int k = 0; k < t->n_dims && k < 2; k++) prod *= (size_t)t->shape[k];
         if (nl == 0 || nl >= sizeof t->name || t->n_dims < 1 || t->n_dims > 2 ||
             t->shape[0] < 0 || (t->n_dims == 2 && t->shape[1] < 0) || prod != t->n_elems ||
-            (t->data == NULL && t->n_elems > 0)) {
+            (t->data == NULL && t->n_elems > 0) ||
+            (t->packed && (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
+                           t->shape[0] > ZB_INTERMEDIATE_MAX * 3 ||
+                           t->shape[1] > ZB_INTERMEDIATE_MAX ||
+                           t->n_stored != zb_gemm_packed_floats((int)t->shape[0],
+                                                                (int)t->shape[1])))) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: tensor %zu is malformed", i);
             goto out;
         }
         size_t start = (total + ZB_BUNDLE_ALIGN - 1) / ZB_BUNDLE_ALIGN * ZB_BUNDLE_ALIGN;
         size_t nbytes;
-        if (start < total || __builtin_mul_overflow(t->n_elems, sizeof(float), &nbytes) ||
+        if (start < total || __builtin_mul_overflow(s_stored(t), sizeof(float), &nbytes) ||
             __builtin_add_overflow(start, nbytes, &total) || total > ZB_BUNDLE_WEIGHTS_MAX) {
             rc = zb_diag_set(d, ZB_ELIMIT, "bundle: weights exceed %u bytes (no zip64)",
                              ZB_BUNDLE_WEIGHTS_MAX);
@@ -714,8 +797,8 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
         goto out;
     }
     for (size_t i = 0; i < s->n_tensors; i++)
-        if (s->tensors[i].n_elems > 0)
-            memcpy(blob + offs[i], s->tensors[i].data, s->tensors[i].n_elems * sizeof(float));
+        if (s_stored(&s->tensors[i]) > 0)
+            memcpy(blob + offs[i], s->tensors[i].data, s_stored(&s->tensors[i]) * sizeof(float));
     unsigned char h[crypto_hash_sha256_BYTES];
     char hex[65];
     crypto_hash_sha256(h, blob, total);
@@ -727,10 +810,15 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     cJSON *tok = cJSON_AddObjectToObject(root, "tokenizer");
     cJSON *w = cJSON_AddObjectToObject(root, "weights");
+    cJSON *lay = cJSON_AddObjectToObject(root, "layout");
     cJSON *ts = cJSON_AddArrayToObject(root, "tensors");
-    if (root == NULL || cfg == NULL || tok == NULL || w == NULL || ts == NULL) goto oom;
+    if (root == NULL || cfg == NULL || tok == NULL || w == NULL || lay == NULL || ts == NULL)
+        goto oom;
     bool ok = cJSON_AddStringToObject(root, "format", ZB_BUNDLE_FORMAT) &&
               cJSON_AddNumberToObject(root, "version", ZB_BUNDLE_VERSION) &&
+              cJSON_AddStringToObject(lay, "name", ZB_GEMM_LAYOUT_NAME) &&
+              cJSON_AddNumberToObject(lay, "version", ZB_GEMM_LAYOUT_VERSION) &&
+              cJSON_AddNumberToObject(lay, "panel_rows", ZB_GEMM_NR) &&
               cJSON_AddStringToObject(root, "source", s->source ? s->source : "") &&
               cJSON_AddStringToObject(cfg, "model_type", "bert") &&
               cJSON_AddNumberToObject(cfg, "vocab_size", c->vocab_size) &&
@@ -763,8 +851,9 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
         }
         ok = ok && cJSON_AddStringToObject(e, "name", t->name) &&
              cJSON_AddStringToObject(e, "dtype", "F32") &&
+             cJSON_AddStringToObject(e, "layout", t->packed ? ZB_GEMM_LAYOUT_NAME : "plain") &&
              cJSON_AddNumberToObject(e, "offset", (double)offs[i]) &&
-             cJSON_AddNumberToObject(e, "nbytes", (double)(t->n_elems * sizeof(float)));
+             cJSON_AddNumberToObject(e, "nbytes", (double)(s_stored(t) * sizeof(float)));
     }
     if (!ok) goto oom;
     manifest = cJSON_Print(root);
@@ -835,10 +924,10 @@ out:
 int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
                           zb_diag_t *d) {
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
-    int n = zb_model_n_tensors(m);
+    int n = zb_model_n_packed(zb_model_config(m));
     zb_model_tensor_t *ts = calloc((size_t)n, sizeof *ts);
     if (ts == NULL) return zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory");
-    for (int i = 0; i < n; i++) zb_model_tensor_at(m, i, &ts[i]);
+    for (int i = 0; i < n; i++) zb_model_packed_at(m, i, &ts[i]);
     zb_bundle_spec_t spec = {
         .config = zb_model_config(m),
         .tokenizer = zb_model_tokenizer_config(m),
@@ -877,6 +966,10 @@ const char *zb_bundle_sha256(const zb_bundle_t *b) {
 
 const char *zb_bundle_identity(const zb_bundle_t *b) {
     return b->identity;
+}
+
+int zb_bundle_version(const zb_bundle_t *b) {
+    return b->version;
 }
 
 size_t zb_bundle_n_tensors(const zb_bundle_t *b) {

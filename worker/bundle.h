@@ -5,15 +5,22 @@
  * A bundle is a plain zip archive (no zip64) holding
  *   weights.bin  the first entry, STORED (never compressed): fp32 tensors,
  *                each starting 64-byte aligned inside the entry, whose data
- *                itself starts 64-byte aligned in the file.  The writer pads
+ *                itself starts 64-byte aligned in the file.  A tensor is
+ *                plain (row-major) or, for the linear layers' matrices,
+ *                in gemm.h's packed panel layout, ready for the GEMM.  The writer pads
  *                the entry's local header with an alignment extra field
  *                (id 0xD935: u16 alignment + zero bytes, the Android zipalign
  *                convention) so the data lands on the boundary.
- *   zbert.json   the manifest: {"format": "zbert-bundle", "version": 1,
+ *   zbert.json   the manifest: {"format": "zbert-bundle", "version": 2,
+ *                "layout": {"name": "panel", "version": 1, "panel_rows": 16},
  *                "config": {Hugging Face BertConfig keys}, "tokenizer":
  *                {"lowercase", "strip_accents"}, "weights": {"entry",
  *                "nbytes", "sha256"}, "tensors": [{"name", "dtype", "shape",
- *                "offset", "nbytes"}], "source": "..."}.
+ *                "layout": "plain" | "panel", "offset", "nbytes"}],
+ *                "source": "..."}.  "layout" names the packed layout of the
+ *                "panel" tensors (their shape is the logical [N, K], their
+ *                nbytes the packed size).  Version 1 bundles (no layout,
+ *                every tensor plain) are still read.
  *   vocab.txt    the WordPiece vocabulary, one token per line.
  * Tensor names are canonical (no "bert." prefix, LayerNorm weight/bias), so a
  * loader binds them by name without any mapping.
@@ -31,6 +38,7 @@
 #ifndef ZB_BUNDLE_H
 #define ZB_BUNDLE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,18 +48,20 @@
 #include "safetensors.h"
 
 #define ZB_BUNDLE_FORMAT "zbert-bundle"
-#define ZB_BUNDLE_VERSION 1
+#define ZB_BUNDLE_VERSION 2         /* written; versions 1 (all plain) and 2 are read */
+#define ZB_BUNDLE_VERSION_PLAIN 1   /* the oldest version read */
 #define ZB_BUNDLE_ALIGN 64          /* bytes; tensor data alignment */
 #define ZB_BUNDLE_ALIGN_FIELD 0xD935 /* zip extra field id padding the local header */
 
 typedef struct zb_bundle_tensor {
     const char *name;             /* canonical name, owned by the bundle */
-    zb_safetensors_dtype_t dtype; /* ZB_ST_F32 in version 1 */
+    zb_safetensors_dtype_t dtype; /* ZB_ST_F32 */
     int n_dims;
-    int64_t shape[ZB_TENSOR_DIMS_MAX];
+    int64_t shape[ZB_TENSOR_DIMS_MAX]; /* logical shape, also when packed */
     size_t n_elems;
+    bool packed;      /* panel layout (2 dims): nbytes is the packed size */
     size_t offset;    /* inside weights.bin, a multiple of ZB_BUNDLE_ALIGN */
-    size_t nbytes;    /* n_elems * 4 */
+    size_t nbytes;    /* n_elems * 4, or zb_gemm_packed_floats(shape) * 4 */
     const void *data; /* into the mapping, ZB_BUNDLE_ALIGN-aligned */
 } zb_bundle_tensor_t;
 
@@ -63,7 +73,7 @@ typedef struct zb_bundle_spec {
     const zb_tokenizer_config_t *tokenizer;
     const char *vocab; /* vocab.txt bytes */
     size_t vocab_len;
-    const zb_model_tensor_t *tensors; /* fp32, canonical names */
+    const zb_model_tensor_t *tensors; /* fp32, canonical names, plain or packed */
     size_t n_tensors;
     const char *source; /* free text describing where the weights came from */
 } zb_bundle_spec_t;
@@ -76,8 +86,9 @@ typedef struct zb_bundle_spec {
  */
 int zb_bundle_write(const char *path, const zb_bundle_spec_t *spec, zb_diag_t *d);
 
-/* zb_bundle_write() of every tensor, the config, tokenizer settings and
- * vocabulary of an open model. */
+/* zb_bundle_write() of an open model's packed table (zb_model_packed_at():
+ * the linear layers' matrices in the panel layout), config, tokenizer
+ * settings and vocabulary. */
 int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
                           zb_diag_t *d);
 
@@ -86,7 +97,8 @@ int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *sou
  * On success *out is the caller's (zb_bundle_close).  Errors: ZB_ENOTFOUND,
  * ZB_EIO, ZB_EFORMAT (malformed zip, manifest or table), ZB_EUNSUPPORTED
  * (other format version, compressed weights, zip64, dtype), ZB_ELIMIT,
- * ZB_ENOMEM; d names the problem.
+ * ZB_ENOMEM; d names the problem.  A packed tensor whose layout this build
+ * does not read is ZB_EUNSUPPORTED.
  */
 int zb_bundle_open(const char *path, zb_bundle_t **out, zb_diag_t *d);
 
@@ -107,6 +119,7 @@ const char *zb_bundle_vocab(const zb_bundle_t *b, size_t *len);
 const char *zb_bundle_source(const zb_bundle_t *b);   /* "" when absent */
 const char *zb_bundle_sha256(const zb_bundle_t *b);   /* 64 hex digits, from the manifest */
 const char *zb_bundle_identity(const zb_bundle_t *b); /* first 16 of them */
+int zb_bundle_version(const zb_bundle_t *b);          /* the manifest's format version */
 
 size_t zb_bundle_n_tensors(const zb_bundle_t *b);
 const zb_bundle_tensor_t *zb_bundle_tensor_at(const zb_bundle_t *b, size_t i);

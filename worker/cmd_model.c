@@ -146,6 +146,15 @@ static int s_cmd_convert(int argc, char **argv) {
 
 /* --- inspect / verify ------------------------------------------------------- */
 
+/* The warning for a bundle of the plain layout (format version 1): it
+ * works, at a cost in start-up time and shared memory. */
+static void s_warn_plain(const char *path, const zb_model_t *m) {
+    if (!zb_model_packed_at_load(m)) return;
+    fprintf(stderr, "%s: warning: %s has the plain layout of format version 1: its linear "
+            "layers are packed at every load, into memory each process owns; re-convert it "
+            "(zbert-model convert) to map them packed\n", s_prog, path);
+}
+
 static void s_print_config(const zb_bert_config_t *c, const zb_tokenizer_config_t *t) {
     printf("config: vocab_size %d, hidden %d, layers %d, heads %d, intermediate %d,\n"
            "        max_positions %d, type_vocab_size %d, layer_norm_eps %g, hidden_act gelu\n",
@@ -194,7 +203,7 @@ static int s_cmd_inspect(int argc, char **argv) {
     }
     zb_bundle_t *b = NULL;
     if ((rc = zb_bundle_open(path, &b, &d)) != 0) return s_fail(path, rc, &d);
-    printf("bundle %s (format %s version %d)\n", path, ZB_BUNDLE_FORMAT, ZB_BUNDLE_VERSION);
+    printf("bundle %s (format %s version %d)\n", path, ZB_BUNDLE_FORMAT, zb_bundle_version(b));
     printf("identity: %s\nsha256 of weights: %s (not checked here; see verify)\n",
            zb_bundle_identity(b), zb_bundle_sha256(b));
     printf("source: %s\n", zb_bundle_source(b));
@@ -202,11 +211,20 @@ static int s_cmd_inspect(int argc, char **argv) {
     size_t vlen;
     zb_bundle_vocab(b, &vlen);
     printf("vocab.txt: %zu bytes\n", vlen);
+    size_t n_packed = 0;
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) n_packed += zb_bundle_tensor_at(b, i)->packed;
+    if (n_packed > 0)
+        printf("layout: %zu matrices packed as %s version %d (%d-row panels), the rest plain\n",
+               n_packed, ZB_GEMM_LAYOUT_NAME, ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
+    else
+        printf("layout: plain (the engine packs the linear layers when it loads this bundle; "
+               "re-convert to map them packed)\n");
     printf("weights.bin: %zu bytes at file offset %zu, %zu tensors\n",
            zb_bundle_weights_size(b), zb_bundle_weights_offset(b), zb_bundle_n_tensors(b));
     for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
         const zb_bundle_tensor_t *t = zb_bundle_tensor_at(b, i);
-        printf("  %-5s", zb_safetensors_dtype_name(t->dtype));
+        printf("  %-5s %-5s", zb_safetensors_dtype_name(t->dtype),
+               t->packed ? ZB_GEMM_LAYOUT_NAME : "plain");
         s_print_shape(t->n_dims, t->shape);
         printf(" %12zu %12zu  %s\n", t->offset, t->nbytes, t->name);
     }
@@ -230,6 +248,7 @@ static int s_cmd_verify(int argc, char **argv) {
         /* and the encoder can bind every tensor it needs */
         zb_model_t *m = NULL;
         if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
+        s_warn_plain(path, m);
         zb_model_close(&m);
         printf("%s: ok (weights sha256 %s)\n", path, sha);
         return 0;

@@ -11,8 +11,17 @@
  * misaligned F32 -- Hugging Face directories only; a bundle is fp32 and
  * aligned by construction, anything else in one is an error).
  *
- * Invariants of an open model: every weight pointer of zb_bert_weights_t is
- * non-NULL and points to exactly the number of floats its shape implies; the
+ * Two tables exist: the plain one (Hugging Face names and layout, 16
+ * tensors per layer) and the packed one a bundle stores (12 per layer: Q, K
+ * and V stacked, linear weights in gemm.h's panel layout).  A source is
+ * bound through the table it holds; when that is the plain one, the linear
+ * weights are then packed into owned memory (and Q, K, V biases stacked),
+ * so the forward pass always finds the packed operands.
+ *
+ * Invariants of an open model: every packed operand, bias and LayerNorm
+ * pointer of zb_bert_weights_t is non-NULL and points to exactly the number
+ * of floats its shape implies (packed data 64-byte aligned); the plain
+ * matrix pointers are set exactly when the source is plain; the
  * config respects limits.h; vocab.txt has between 1 and vocab_size entries.
  *
  * Thread-safety: an open model is never written again.
@@ -30,11 +39,14 @@
 #include <unistd.h>
 
 #include "bundle.h"
+#include "gemm.h"
 #include "limits.h"
 #include "safetensors.h"
 
 #define S_EMB_TENSORS 5
 #define S_LAYER_TENSORS 16
+#define S_PACKED_LAYER_TENSORS 12
+#define S_PACKED_PER_LAYER 5 /* owned blocks when packing at load: 4 matrices + qkv bias */
 
 struct zb_model {
     zb_bert_config_t cfg;
@@ -46,50 +58,73 @@ struct zb_model {
     char identity[320];
     zb_safetensors_t *st;       /* Hugging Face source: views point into its mapping */
     zb_bundle_t *bundle;        /* bundle source: views point into its mapping */
-    void **owned;               /* widened tensors, 64-byte aligned, freed on close */
+    void **owned;               /* widened or packed tensors, 64-byte aligned, freed on close */
     int n_owned;
+    bool packed_source;         /* the source holds the packed table */
+    bool packed_at_load;        /* the packed operands were made here */
 };
 
 /* --- the tensor table ---------------------------------------------------- */
 
-typedef enum { S_D_NONE, S_D_V, S_D_P, S_D_T, S_D_H, S_D_I } s_dim_t;
+typedef enum { S_D_NONE, S_D_V, S_D_P, S_D_T, S_D_H, S_D_I, S_D_H3 } s_dim_t;
 
 typedef struct {
     const char *name; /* canonical name (under "encoder.layer.N." for layer slots) */
     s_dim_t d0, d1;   /* shape in terms of the config; d1 == S_D_NONE for vectors */
-    size_t field;     /* offset of the const float * in its struct */
+    size_t field;     /* offset in its struct of the const float *, or of the zb_gemm_w_t */
+    bool packed;      /* a panel-layout matrix bound to a zb_gemm_w_t */
 } s_slot_t;
 
 static const s_slot_t s_emb_slots[S_EMB_TENSORS] = {
-    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word)},
+    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word),
+     false},
     {"embeddings.position_embeddings.weight", S_D_P, S_D_H,
-     offsetof(zb_bert_weights_t, position)},
+     offsetof(zb_bert_weights_t, position), false},
     {"embeddings.token_type_embeddings.weight", S_D_T, S_D_H,
-     offsetof(zb_bert_weights_t, token_type)},
-    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g)},
-    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b)},
+     offsetof(zb_bert_weights_t, token_type), false},
+    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g),
+     false},
+    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b),
+     false},
 };
 
+#define S_LW(f) offsetof(zb_layer_weights_t, f)
+
 static const s_slot_t s_layer_slots[S_LAYER_TENSORS] = {
-    {"attention.self.query.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, q_w)},
-    {"attention.self.query.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, q_b)},
-    {"attention.self.key.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, k_w)},
-    {"attention.self.key.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, k_b)},
-    {"attention.self.value.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, v_w)},
-    {"attention.self.value.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, v_b)},
-    {"attention.output.dense.weight", S_D_H, S_D_H, offsetof(zb_layer_weights_t, attn_out_w)},
-    {"attention.output.dense.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, attn_out_b)},
-    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE,
-     offsetof(zb_layer_weights_t, attn_ln_g)},
-    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE,
-     offsetof(zb_layer_weights_t, attn_ln_b)},
-    {"intermediate.dense.weight", S_D_I, S_D_H, offsetof(zb_layer_weights_t, ffn_in_w)},
-    {"intermediate.dense.bias", S_D_I, S_D_NONE, offsetof(zb_layer_weights_t, ffn_in_b)},
-    {"output.dense.weight", S_D_H, S_D_I, offsetof(zb_layer_weights_t, ffn_out_w)},
-    {"output.dense.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_out_b)},
-    {"output.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_ln_g)},
-    {"output.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_layer_weights_t, ffn_ln_b)},
+    {"attention.self.query.weight", S_D_H, S_D_H, S_LW(q_w), false},
+    {"attention.self.query.bias", S_D_H, S_D_NONE, S_LW(q_b), false},
+    {"attention.self.key.weight", S_D_H, S_D_H, S_LW(k_w), false},
+    {"attention.self.key.bias", S_D_H, S_D_NONE, S_LW(k_b), false},
+    {"attention.self.value.weight", S_D_H, S_D_H, S_LW(v_w), false},
+    {"attention.self.value.bias", S_D_H, S_D_NONE, S_LW(v_b), false},
+    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out_w), false},
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), false},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), false},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), false},
+    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in_w), false},
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), false},
+    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out_w), false},
+    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), false},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), false},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), false},
 };
+
+static const s_slot_t s_packed_layer_slots[S_PACKED_LAYER_TENSORS] = {
+    {"attention.self.qkv.weight", S_D_H3, S_D_H, S_LW(qkv), true},
+    {"attention.self.qkv.bias", S_D_H3, S_D_NONE, S_LW(qkv_b), false},
+    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out), true},
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), false},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), false},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), false},
+    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in), true},
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), false},
+    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out), true},
+    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), false},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), false},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), false},
+};
+
+#undef S_LW
 
 static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
     switch (k) {
@@ -98,39 +133,58 @@ static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
     case S_D_T: return c->type_vocab_size;
     case S_D_H: return c->hidden;
     case S_D_I: return c->intermediate;
+    case S_D_H3: return 3 * (int64_t)c->hidden;
     case S_D_NONE: break;
     }
     return 0;
 }
 
-/* Describes tensor i of the canonical order: name, shape and the address of
- * the pointer it binds to (inside w / layers).  i must be in range. */
-static void s_describe(const zb_bert_config_t *c, int i, zb_model_tensor_t *t,
-                       const float ***slot, zb_bert_weights_t *w, zb_layer_weights_t *layers) {
+/* Describes tensor i of the plain or packed table: name, shape, layout; returns its slot and
+ * sets *layer (-1 for the embeddings).  i must be in range. */
+static const s_slot_t *s_describe(const zb_bert_config_t *c, bool packed_table, int i,
+                                  zb_model_tensor_t *t, int *layer) {
     const s_slot_t *s;
-    char *base;
+    const int per = packed_table ? S_PACKED_LAYER_TENSORS : S_LAYER_TENSORS;
     if (i < S_EMB_TENSORS) {
         s = &s_emb_slots[i];
         snprintf(t->name, sizeof t->name, "%s", s->name);
-        base = (char *)w;
+        *layer = -1;
     } else {
-        int l = (i - S_EMB_TENSORS) / S_LAYER_TENSORS;
-        s = &s_layer_slots[(i - S_EMB_TENSORS) % S_LAYER_TENSORS];
+        int l = (i - S_EMB_TENSORS) / per;
+        s = packed_table ? &s_packed_layer_slots[(i - S_EMB_TENSORS) % per]
+                         : &s_layer_slots[(i - S_EMB_TENSORS) % per];
         snprintf(t->name, sizeof t->name, "encoder.layer.%d.%s", l, s->name);
-        base = layers ? (char *)&layers[l] : NULL;
+        *layer = l;
     }
     t->n_dims = s->d1 == S_D_NONE ? 1 : 2;
     t->shape[0] = s_dim(c, s->d0);
     t->shape[1] = s->d1 == S_D_NONE ? 0 : s_dim(c, s->d1);
-    /* limits.h bounds every dim so that this product cannot overflow */
+    /* limits.h bounds every dim so that these products cannot overflow */
     t->n_elems = (size_t)t->shape[0] * (size_t)(t->n_dims == 2 ? t->shape[1] : 1);
+    t->packed = s->packed;
+    t->n_stored = s->packed ? zb_gemm_packed_floats((int)t->shape[0], (int)t->shape[1])
+                            : t->n_elems;
     t->data = NULL;
-    if (slot) *slot = base ? (const float **)(void *)(base + s->field) : NULL;
+    return s;
 }
 
-static int s_n_tensors(const zb_bert_config_t *c) {
-    return S_EMB_TENSORS + S_LAYER_TENSORS * c->layers;
+/* Address of a slot's field inside w (embeddings) or layers[layer]. */
+static void *s_slot_addr(const s_slot_t *s, int layer, const zb_bert_weights_t *w,
+                         const zb_layer_weights_t *layers) {
+    const char *base = layer < 0 ? (const char *)w : (const char *)&layers[layer];
+    return (void *)(uintptr_t)(base + s->field);
 }
+
+/* The data a bound slot points to. */
+static const float *s_slot_data(const s_slot_t *s, const void *addr) {
+    if (s->packed) return ((const zb_gemm_w_t *)addr)->p;
+    return *(const float *const *)addr;
+}
+
+static int s_n_table(const zb_bert_config_t *c, bool packed_table) {
+    return S_EMB_TENSORS + (packed_table ? S_PACKED_LAYER_TENSORS : S_LAYER_TENSORS) * c->layers;
+}
+
 
 /* --- small files ---------------------------------------------------------- */
 
@@ -361,6 +415,8 @@ typedef struct {
     int n_dims;
     const int64_t *shape;
     size_t n_elems;
+    bool packed;     /* stored in the panel layout (bundles only) */
+    size_t n_stored; /* elements stored: n_elems, or the packed size */
     const void *data;
 } s_src_tensor_t;
 
@@ -380,22 +436,32 @@ static void *s_own(zb_model_t *m, size_t nbytes) {
     return p;
 }
 
-/* Binds every tensor of the canonical table through lookup.  allow_widen
- * permits F16/BF16/misaligned F32 (copied into owned memory). */
-static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, int allow_widen, zb_diag_t *d) {
-    int n = s_n_tensors(&m->cfg);
+/* Binds every tensor of the plain or packed table through lookup.
+ * allow_widen permits F16/BF16/misaligned F32 (copied into owned memory);
+ * packed tensors must be F32, 64-byte aligned and exactly the packed size. */
+static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_table,
+                  int allow_widen, zb_diag_t *d) {
+    int n = s_n_table(&m->cfg, packed_table);
     m->layers = calloc((size_t)m->cfg.layers, sizeof *m->layers);
-    m->owned = calloc((size_t)n, sizeof *m->owned);
+    /* room for every tensor widened, plus the blocks of packing at load */
+    m->owned = calloc((size_t)n + (size_t)S_PACKED_PER_LAYER * (size_t)m->cfg.layers,
+                      sizeof *m->owned);
     if (m->layers == NULL || m->owned == NULL)
         return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
     m->w.layer = m->layers;
+    m->packed_source = packed_table;
     for (int i = 0; i < n; i++) {
         zb_model_tensor_t want;
-        const float **slot;
         s_src_tensor_t got;
-        s_describe(&m->cfg, i, &want, &slot, &m->w, m->layers);
+        int layer;
+        const s_slot_t *slot = s_describe(&m->cfg, packed_table, i, &want, &layer);
+        void *addr = s_slot_addr(slot, layer, &m->w, m->layers);
         int rc = lookup(ctx, want.name, &got, d);
         if (rc != 0) return rc;
+        if (got.packed != want.packed)
+            return zb_diag_set(d, ZB_EFORMAT, "tensor %s: stored in the %s layout, expected %s",
+                               got.stored_name, got.packed ? "panel" : "plain",
+                               want.packed ? "panel" : "plain");
         int same = got.n_dims == want.n_dims;
         for (int k = 0; same && k < want.n_dims; k++) same = got.shape[k] == want.shape[k];
         if (!same) {
@@ -405,6 +471,19 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, int allow_widen,
             return zb_diag_set(d, ZB_EFORMAT,
                                "tensor %s: expected shape %s from the config, found %s",
                                got.stored_name, ws, gs);
+        }
+        if (want.packed) {
+            /* the bundle reader checked the size against the shape; the GEMM's
+             * aligned loads need the alignment */
+            if (got.dtype != ZB_ST_F32 || got.n_stored != want.n_stored ||
+                (uintptr_t)got.data % 64 != 0)
+                return zb_diag_set(d, ZB_EFORMAT,
+                                   "tensor %s: packed data must be %zu aligned F32 values",
+                                   got.stored_name, want.n_stored);
+            *(zb_gemm_w_t *)addr = (zb_gemm_w_t){.p = got.data,
+                                                  .n = (int)want.shape[0],
+                                                  .k = (int)want.shape[1]};
+            continue;
         }
         const float *p;
         if (got.dtype == ZB_ST_F32 && ((uintptr_t)got.data % sizeof(float)) == 0) {
@@ -430,8 +509,51 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, int allow_widen,
             }
             p = q;
         }
-        *slot = p;
+        *(const float **)addr = p;
     }
+    if (packed_table) {
+        /* the separate Q, K, V biases are views into the stacked one */
+        const size_t h = (size_t)m->cfg.hidden;
+        for (int l = 0; l < m->cfg.layers; l++) {
+            zb_layer_weights_t *L = &m->layers[l];
+            L->q_b = L->qkv_b;
+            L->k_b = L->qkv_b + h;
+            L->v_b = L->qkv_b + 2 * h;
+        }
+    }
+    return 0;
+}
+
+/* Makes the packed operands of a plainly bound model in owned memory: Q, K
+ * and V stacked into one packed matrix (and their biases into one vector),
+ * the three other matrices packed alone. */
+static int s_pack_at_load(zb_model_t *m, zb_diag_t *d) {
+    const int h = m->cfg.hidden, in = m->cfg.intermediate;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        zb_layer_weights_t *L = &m->layers[l];
+        float *qkv = s_own(m, zb_gemm_packed_floats(3 * h, h) * sizeof(float));
+        float *qkv_b = qkv ? s_own(m, 3 * (size_t)h * sizeof(float)) : NULL;
+        float *ao = qkv_b ? s_own(m, zb_gemm_packed_floats(h, h) * sizeof(float)) : NULL;
+        float *fi = ao ? s_own(m, zb_gemm_packed_floats(in, h) * sizeof(float)) : NULL;
+        float *fo = fi ? s_own(m, zb_gemm_packed_floats(h, in) * sizeof(float)) : NULL;
+        if (fo == NULL) return zb_diag_set(d, ZB_ENOMEM, "model: out of memory packing weights");
+        memset(qkv, 0, zb_gemm_packed_floats(3 * h, h) * sizeof(float));
+        zb_gemm_pack_rows(L->q_w, h, h, (size_t)h, 0, 3 * h, qkv);
+        zb_gemm_pack_rows(L->k_w, h, h, (size_t)h, h, 3 * h, qkv);
+        zb_gemm_pack_rows(L->v_w, h, h, (size_t)h, 2 * h, 3 * h, qkv);
+        memcpy(qkv_b, L->q_b, (size_t)h * sizeof(float));
+        memcpy(qkv_b + h, L->k_b, (size_t)h * sizeof(float));
+        memcpy(qkv_b + 2 * h, L->v_b, (size_t)h * sizeof(float));
+        zb_gemm_pack(L->attn_out_w, h, h, (size_t)h, ao);
+        zb_gemm_pack(L->ffn_in_w, in, h, (size_t)h, fi);
+        zb_gemm_pack(L->ffn_out_w, h, in, (size_t)in, fo);
+        L->qkv = (zb_gemm_w_t){.p = qkv, .n = 3 * h, .k = h};
+        L->qkv_b = qkv_b;
+        L->attn_out = (zb_gemm_w_t){.p = ao, .n = h, .k = h};
+        L->ffn_in = (zb_gemm_w_t){.p = fi, .n = in, .k = h};
+        L->ffn_out = (zb_gemm_w_t){.p = fo, .n = h, .k = in};
+    }
+    m->packed_at_load = true;
     return 0;
 }
 
@@ -470,6 +592,8 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
     out->n_dims = found->n_dims;
     out->shape = found->shape;
     out->n_elems = found->n_elems;
+    out->packed = false;
+    out->n_stored = found->n_elems;
     out->data = found->data;
     return 0;
 }
@@ -483,6 +607,8 @@ static int s_bundle_lookup(void *ctx, const char *canonical, s_src_tensor_t *out
     out->n_dims = t->n_dims;
     out->shape = t->shape;
     out->n_elems = t->n_elems;
+    out->packed = t->packed;
+    out->n_stored = t->nbytes / sizeof(float);
     out->data = t->data;
     return 0;
 }
@@ -522,7 +648,8 @@ static int s_open_hf(zb_model_t *m, const char *dir, zb_diag_t *d) {
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if ((rc = zb_safetensors_open_file(path, &m->st, d)) != 0) goto out;
-    if ((rc = s_bind(m, s_hf_lookup, m->st, 1, d)) != 0) goto out;
+    if ((rc = s_bind(m, s_hf_lookup, m->st, false, 1, d)) != 0) goto out;
+    if ((rc = s_pack_at_load(m, d)) != 0) goto out;
 
     /* identity: "hf:" + the directory's last path component */
     size_t n = strlen(dir);
@@ -549,8 +676,13 @@ static int s_open_bundle(zb_model_t *m, const char *path, zb_diag_t *d) {
     m->vocab_len = vlen;
     rc = zb_model_vocab_check(m->vocab, m->vocab_len, m->cfg.vocab_size, "bundle vocab.txt", d);
     if (rc != 0) return rc;
-    /* a bundle holds aligned fp32 by construction: no widening, views only */
-    if ((rc = s_bind(m, s_bundle_lookup, m->bundle, 0, d)) != 0) return rc;
+    /* a bundle holds aligned fp32 by construction: no widening, views only.
+     * Its table is the packed one when the stacked QKV matrix is there; an
+     * older plain bundle is bound as such and packed here. */
+    const bool packed =
+        zb_bundle_find(m->bundle, "encoder.layer.0.attention.self.qkv.weight") != NULL;
+    if ((rc = s_bind(m, s_bundle_lookup, m->bundle, packed, 0, d)) != 0) return rc;
+    if (!packed && (rc = s_pack_at_load(m, d)) != 0) return rc;
     snprintf(m->identity, sizeof m->identity, "%s", zb_bundle_identity(m->bundle));
     return 0;
 }
@@ -610,22 +742,48 @@ const char *zb_model_identity(const zb_model_t *m) {
 }
 
 int zb_model_n_tensors(const zb_model_t *m) {
-    return s_n_tensors(&m->cfg);
+    return s_n_table(&m->cfg, m->packed_source);
+}
+
+/* Tensor i of a table, with its data from the model's bound weights. */
+static int s_model_tensor(const zb_model_t *m, bool packed_table, int i, zb_model_tensor_t *out) {
+    if (m == NULL || out == NULL || i < 0 || i >= s_n_table(&m->cfg, packed_table))
+        return ZB_EINVAL;
+    int layer;
+    const s_slot_t *s = s_describe(&m->cfg, packed_table, i, out, &layer);
+    out->data = s_slot_data(s, s_slot_addr(s, layer, &m->w, m->layers));
+    return 0;
 }
 
 int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
-    if (m == NULL || out == NULL || i < 0 || i >= s_n_tensors(&m->cfg)) return ZB_EINVAL;
-    const float **slot;
-    /* s_describe wants writable structs only to form the slot address; it
-     * never writes through them */
-    s_describe(&m->cfg, i, out, &slot, (zb_bert_weights_t *)&m->w, m->layers);
-    out->data = *slot;
-    return 0;
+    if (m == NULL) return ZB_EINVAL;
+    return s_model_tensor(m, m->packed_source, i, out);
 }
 
 int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
-    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_tensors(c))
+    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, false))
         return ZB_EINVAL;
-    s_describe(c, i, out, NULL, NULL, NULL);
+    int layer;
+    s_describe(c, false, i, out, &layer);
     return 0;
+}
+
+int zb_model_n_packed(const zb_bert_config_t *c) {
+    return c == NULL || c->layers < 0 ? 0 : s_n_table(c, true);
+}
+
+int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, true))
+        return ZB_EINVAL;
+    int layer;
+    s_describe(c, true, i, out, &layer);
+    return 0;
+}
+
+int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
+    return s_model_tensor(m, true, i, out);
+}
+
+bool zb_model_packed_at_load(const zb_model_t *m) {
+    return m != NULL && m->packed_at_load;
 }

@@ -11,6 +11,13 @@
  *     views into the mapped safetensors file; F16/BF16 ones are widened into
  *     memory the model owns.
  *
+ * The linear layers run on weights in the packed panel layout of gemm.h.  A
+ * bundle written by this version stores them packed (Q, K and V stacked into
+ * one [3H][H] matrix), so they are views into the mapping like every other
+ * tensor.  A Hugging Face directory, or a bundle of the older plain layout,
+ * is packed at load time into memory the model owns
+ * (zb_model_packed_at_load() tells; re-converting the bundle avoids it).
+ *
  * Everything read from disk is untrusted and validated (names, dtypes,
  * shapes, offsets) before a single weight pointer is handed out; a failure is
  * reported through zb_diag_t with the name of what is wrong.
@@ -26,6 +33,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "gemm.h"
 
 typedef struct zb_bert_config {
     int vocab_size;      /* rows of the word embedding */
@@ -43,17 +51,27 @@ typedef struct zb_tokenizer_config {
     bool strip_accents; /* NFD + drop Mn; defaults to lowercase, as in HF */
 } zb_tokenizer_config_t;
 
-/* Weights of one encoder layer. Linear weights are [out][in] row-major
- * (PyTorch layout): y = x W^T + b. */
+/* Weights of one encoder layer.  Plain linear weights are [out][in]
+ * row-major (PyTorch layout): y = x W^T + b. */
 typedef struct zb_layer_weights {
-    const float *q_w, *q_b;       /* [H][H], [H] */
-    const float *k_w, *k_b;       /* [H][H], [H] */
-    const float *v_w, *v_b;       /* [H][H], [H] */
+    /* Plain matrices: set when the source holds them plain (Hugging Face
+     * directory, plain-layout bundle); NULL for a packed bundle.  Biases
+     * and LayerNorm vectors are always set (q_b, k_b, v_b may be views into
+     * qkv_b). */
+    const float *q_w, *q_b;               /* [H][H], [H] */
+    const float *k_w, *k_b;               /* [H][H], [H] */
+    const float *v_w, *v_b;               /* [H][H], [H] */
     const float *attn_out_w, *attn_out_b; /* [H][H], [H] */
     const float *attn_ln_g, *attn_ln_b;   /* [H], [H] */
     const float *ffn_in_w, *ffn_in_b;     /* [I][H], [I] */
     const float *ffn_out_w, *ffn_out_b;   /* [H][I], [H] */
     const float *ffn_ln_g, *ffn_ln_b;     /* [H], [H] */
+    /* What the forward pass runs on; always set. */
+    zb_gemm_w_t qkv;      /* packed [3H][H]: rows of Q, then K, then V */
+    const float *qkv_b;   /* [3H]: q_b, k_b, v_b back to back */
+    zb_gemm_w_t attn_out; /* packed [H][H] */
+    zb_gemm_w_t ffn_in;   /* packed [I][H] */
+    zb_gemm_w_t ffn_out;  /* packed [H][I] */
 } zb_layer_weights_t;
 
 typedef struct zb_bert_weights {
@@ -94,25 +112,47 @@ const char *zb_model_identity(const zb_model_t *m);
 typedef struct zb_model_tensor {
     char name[96];     /* canonical name, NUL-terminated */
     int n_dims;        /* 1 or 2 */
-    int64_t shape[2];  /* shape[1] is 0 when n_dims == 1 */
+    int64_t shape[2];  /* logical shape; shape[1] is 0 when n_dims == 1 */
     size_t n_elems;    /* product of the shape */
+    bool packed;       /* a matrix in gemm.h's panel layout (n_dims == 2) */
+    size_t n_stored;   /* floats at data: n_elems, or zb_gemm_packed_floats() */
     const float *data; /* borrowed view, valid until zb_model_close() */
 } zb_model_tensor_t;
 
-/* Number of weight tensors: 5 embedding tensors + 16 per layer. */
+/* Number of weight tensors the model's source holds: 5 embedding tensors +
+ * 16 per layer (plain: Hugging Face directory or plain-layout bundle) or 12
+ * per layer (packed bundle). */
 int zb_model_n_tensors(const zb_model_t *m);
 
-/* Fills *out with tensor i (0 <= i < zb_model_n_tensors(m)), in canonical
- * order: embeddings (word, position, token type, LayerNorm weight, bias), then
- * each layer (query, key, value, attention output, attention LayerNorm,
- * intermediate, output, output LayerNorm; weight before bias).  Returns 0, or
- * ZB_EINVAL when i is out of range. */
+/* Fills *out with tensor i (0 <= i < zb_model_n_tensors(m)) of the source's
+ * table: the plain table of zb_model_tensor_spec(), or the packed table of
+ * zb_model_packed_spec().  Returns 0, or ZB_EINVAL when i is out of range. */
 int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
 
-/* The same table for a config alone (data is NULL): tensor i of
- * 5 + 16 * c->layers, with the shape the config implies.  Returns 0 or
- * ZB_EINVAL.  Writers use it to produce files a loader accepts. */
+/* The plain (Hugging Face) table for a config alone (data is NULL): tensor i
+ * of 5 + 16 * c->layers in canonical order: embeddings (word, position,
+ * token type, LayerNorm weight, bias), then each layer (query, key, value,
+ * attention output, attention LayerNorm, intermediate, output, output
+ * LayerNorm; weight before bias).  Returns 0 or ZB_EINVAL.  Writers use it
+ * to produce files a loader accepts. */
 int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+
+/* The packed table (what a bundle stores), 5 + 12 * c->layers tensors: the
+ * embeddings as above, then per layer attention.self.qkv.weight (packed
+ * [3H][H]) and .bias ([3H]), attention.output.dense.weight (packed) and
+ * .bias, attention.output.LayerNorm.weight/.bias, intermediate.dense.weight
+ * (packed) and .bias, output.dense.weight (packed) and .bias,
+ * output.LayerNorm.weight/.bias.  zb_model_packed_spec() describes tensor i
+ * for a config (data NULL); zb_model_packed_at() gives it with the data of
+ * an open model, whatever its source.  Both return 0 or ZB_EINVAL. */
+int zb_model_n_packed(const zb_bert_config_t *c);
+int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
+
+/* True when the linear weights were packed at load time (Hugging Face
+ * directory, plain-layout bundle) into memory this process owns, rather
+ * than mapped from a packed bundle. */
+bool zb_model_packed_at_load(const zb_model_t *m);
 
 /*
  * Parses and validates a Hugging Face BERT config.json held in json[0..len)

@@ -109,7 +109,9 @@ static void s_check(const char *path) {
         if (p != map + w0 + t->offset || t->offset > wn || t->nbytes > wn - t->offset)
             s_die("tensor outside weights.bin");
         if ((uintptr_t)p % ZB_BUNDLE_ALIGN != 0) s_die("tensor misaligned");
-        if (t->nbytes != t->n_elems * 4) s_die("nbytes");
+        /* packed tensors hold whole panels: at least the logical elements */
+        if (t->packed ? t->n_dims != 2 || t->nbytes < t->n_elems * 4 : t->nbytes != t->n_elems * 4)
+            s_die("nbytes");
         if (i > 0 && t->offset < prev_end) s_die("overlap or unsorted");
         prev_end = t->offset + t->nbytes;
         if (zb_bundle_find(b, t->name) != t) s_die("lookup");
@@ -125,7 +127,16 @@ static void s_check(const char *path) {
         for (int i = 0; i < zb_model_n_tensors(m); i++) {
             zb_model_tensor_t t;
             if (zb_model_tensor_at(m, i, &t) != 0) s_die("tensor_at");
-            volatile float f = t.data[0] + t.data[t.n_elems - 1];
+            volatile float f = t.data[0] + t.data[t.n_stored - 1];
+            (void)f;
+        }
+        /* the forward pass's operands, packed at load or mapped */
+        const zb_bert_weights_t *w = zb_model_weights(m);
+        for (int l = 0; l < zb_model_config(m)->layers; l++) {
+            const zb_layer_weights_t *L = &w->layer[l];
+            volatile float f = L->qkv.p[zb_gemm_packed_floats(L->qkv.n, L->qkv.k) - 1] +
+                               L->ffn_out.p[zb_gemm_packed_floats(L->ffn_out.n, L->ffn_out.k) - 1] +
+                               L->qkv_b[3 * zb_model_config(m)->hidden - 1];
             (void)f;
         }
         zb_model_close(&m);
