@@ -15,7 +15,9 @@
  *            lists point into its shard array.
  *   shard    in exactly one state: idle (never queued, or dropped), queued
  *            (in its client's lane), flight (on one worker's list) or done.
- *   worker   one per routing id of the backend that sent a valid `ready`.
+ *   worker   one per routing id of the backend that sent a valid `ready`,
+ *            with that ready's epoch: its tasks carry it, and only results
+ *            carrying it are taken (PROTOCOL.md 6, Epochs).
  *   ident    a model identity (model, dim), shared by the workers that have
  *            it and the requests bound to it; freed with its last user.
  */
@@ -233,8 +235,8 @@ typedef struct s_worker {
     s_shard_t *flight_head, *flight_tail; /* in dispatch order */
     uint64_t shards_done, tokens_done;
     uint64_t last_recv_ms, last_send_ms;
+    uint64_t epoch;         /* of the ready that registered it */
     uint64_t last_dispatch; /* dispatch sequence number, for ties */
-    uint64_t shard_id_base; /* the last shard id created before it registered */
     uint64_t skip_round;    /* nothing eligible for it in this dispatch round */
 } s_worker_t;
 
@@ -772,6 +774,7 @@ static void s_dispatch(zb_broker_t *b) {
         b->queued_texts -= sh->count;
 
         zb_msg_task_t t = {.shard = sh->id,
+                           .epoch = w->epoch,
                            .texts = r->msg.u.embed.texts + sh->first,
                            .n_texts = sh->count,
                            .opt = r->opt};
@@ -1159,11 +1162,20 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
      * A known worker saying ready again: either it lost what it held (its
      * shards must run elsewhere, or they would wait forever on a worker
      * that heartbeats), or it answered two reconnects that crossed its own
-     * messages, and still computes them (then its results come back for a
-     * registration that no longer holds them and are dropped as stale).
-     * Re-queue, without counting a failure against the shards.
+     * messages, and still computes them (then its results come back with
+     * the earlier epoch and are dropped as stale).  Re-queue, without
+     * counting a failure against the shards.  Tasks sent under the earlier
+     * epoch and still on their way are dropped by the worker, which counts
+     * credit per epoch.
      */
-    if (old != NULL) s_worker_forget(b, old, false, "sent ready again");
+    if (old != NULL) {
+        if (old->epoch == m->epoch)
+            ZB_LOG(ZB_LOG_WARN,
+                   "worker %s: sent ready again with the same epoch %llu; its stale tasks and "
+                   "results cannot be told from current ones",
+                   old->label, (unsigned long long)m->epoch);
+        s_worker_forget(b, old, false, "sent ready again");
+    }
     char label[ZB_MSG_NAME_BYTES_MAX + 1], model[ZB_MSG_NAME_BYTES_MAX + 1];
     s_clean(label, sizeof label, m->name.ptr, m->name.len);
     s_clean(model, sizeof model, m->model.ptr, m->model.len);
@@ -1190,14 +1202,14 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
     w->threads = m->threads;
     w->credit = m->credit;
     w->last_recv_ms = w->last_send_ms = now;
-    w->shard_id_base = b->next_shard_id;
+    w->epoch = m->epoch;
     w->next = b->workers;
     if (b->workers) b->workers->prev = w;
     b->workers = w;
     s_htab_add(&b->workers_by_rid, &w->h);
     b->n_workers++;
-    ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u", label, model,
-           m->dim, m->threads, m->credit);
+    ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u, epoch %llu",
+           label, model, m->dim, m->threads, m->credit, (unsigned long long)m->epoch);
     if (mixed)
         ZB_LOG(ZB_LOG_WARN, "workers of different models (or dims) are connected; each request "
                             "is served by one model, which one is not chosen by the client");
@@ -1283,19 +1295,20 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
 
 static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *res, const void *p,
                         size_t len, uint64_t now) {
+    if (res->epoch != w->epoch) {
+        /* A task of an earlier registration of this peer (before its
+         * latest ready): that shard was taken back then, and may even be
+         * in flight here again under the same id. */
+        ZB_LOG(ZB_LOG_DEBUG,
+               "worker %s: result for shard %llu of epoch %llu dropped (epoch %llu now)", w->label,
+               (unsigned long long)res->shard, (unsigned long long)res->epoch,
+               (unsigned long long)w->epoch);
+        return;
+    }
     s_shard_t *sh = w->flight_head;
     while (sh && sh->id != res->shard) sh = sh->wnext;
     char why[200];
     if (sh == NULL) {
-        /* A shard created before this registration may have been given to
-         * this peer under an earlier one (before an expiry or a second
-         * ready): a stale answer, dropped.  A later id was never given to
-         * it. */
-        if (res->shard <= w->shard_id_base) {
-            ZB_LOG(ZB_LOG_DEBUG, "worker %s: stale result for shard %llu dropped", w->label,
-                   (unsigned long long)res->shard);
-            return;
-        }
         snprintf(why, sizeof why, "result for shard %llu, which was never given to it",
                  (unsigned long long)res->shard);
         s_proto_error(b, "worker", &w->h.rid, p, len, why);

@@ -16,7 +16,9 @@
  * ZB_BROKER_WORKER_DEAD_MS, says `bye`, breaks the protocol or cannot be
  * sent to is forgotten and its in-flight shards go back to the head of
  * their lanes; a `result` is accepted only from the worker the shard is
- * in flight on, so a late answer of a forgotten worker is discarded.  A
+ * in flight on, and only with the epoch of that worker's latest `ready`
+ * (PROTOCOL.md 6), so a late answer of a forgotten worker, or one for a
+ * task sent before the worker announced itself again, is discarded.  A
  * shard on a worker whose request ended (cancel, timeout) stays counted on
  * that worker until its result comes back, so a worker never holds more
  * than its credit.

@@ -240,7 +240,7 @@ enum { FW_AUTO, FW_HOLD, FW_DEAD };
 #define S_TASK_TEXTS 64
 
 typedef struct task {
-    uint64_t shard;
+    uint64_t shard, epoch;
     uint32_t n;
     zb_msg_level_t level;
     char tag[16];
@@ -257,6 +257,12 @@ typedef struct fw {
     int delay_ms;
     bool wrong_dim; /* answer with dim + 1: a result not matching its task */
     bool ready_on_reconnect;
+    bool paused; /* reads and answers nothing; heartbeats on */
+    /* like zbert-worker: tasks of an epoch other than the latest ready's are
+     * dropped, and so are tasks beyond the credit of that epoch */
+    bool per_epoch;
+    uint64_t epoch; /* of the latest ready sent */
+    int n_stale, n_over;
     task_t pend[64];
     int n_pend, max_pend;
     int n_tasks, n_reconnects;
@@ -267,13 +273,15 @@ typedef struct fw {
 static fw_t *s_fw[16];
 static int s_n_fw;
 
+/* Announces w under a new epoch: what it held counts no more. */
 static void fw_send_ready(fw_t *w) {
     zb_msg_t m = {.type = ZB_MSG_READY};
     m.u.ready = (zb_msg_ready_t){.name = {w->name, strlen(w->name)},
                                  .model = {w->model, strlen(w->model)},
                                  .dim = w->dim,
                                  .threads = w->threads,
-                                 .credit = w->credit};
+                                 .credit = w->credit,
+                                 .epoch = ++w->epoch};
     s_send_msg(w->s, &m);
     w->last_send_ms = s_ms();
 }
@@ -340,6 +348,7 @@ static void fw_answer(fw_t *w, int k) {
             s_put_f32(vec + ((size_t)r * dim + 0) * 4, (float)t->num[i]);
             s_put_f32(vec + ((size_t)r * dim + 1) * 4, (float)j);
             s_put_f32(vec + ((size_t)r * dim + 2) * 4, (float)w->dim);
+            if (dim > 3) s_put_f32(vec + ((size_t)r * dim + 3) * 4, (float)t->epoch);
             off[2 * r] = j;
             off[2 * r + 1] = j + 1;
             boff[2 * r] = 2 * j;
@@ -351,6 +360,7 @@ static void fw_answer(fw_t *w, int k) {
     zb_msg_t m = {.type = ZB_MSG_RESULT};
     m.u.result =
         (zb_msg_result_t){.shard = t->shard,
+                          .epoch = t->epoch,
                           .tokens = (uint64_t)t->n * 5,
                           .vec = {.level = t->level,
                                   .dim = dim,
@@ -380,6 +390,7 @@ static void fw_answer(fw_t *w, int k) {
 static void s_parse_task(const zb_msg_task_t *t, task_t *out) {
     memset(out, 0, sizeof *out);
     out->shard = t->shard;
+    out->epoch = t->epoch;
     out->n = (uint32_t)t->n_texts;
     out->level = t->opt.level;
     out->at_ms = s_ms();
@@ -400,14 +411,25 @@ static void s_parse_task(const zb_msg_task_t *t, task_t *out) {
 }
 
 /* Reads everything waiting for w, answers (FW_AUTO) and heartbeats. */
+/* Tasks w holds of its current epoch. */
+static int fw_current(const fw_t *w) {
+    int n = 0;
+    for (int k = 0; k < w->n_pend; k++) n += w->pend[k].epoch == w->epoch;
+    return n;
+}
+
 static void fw_service(fw_t *w) {
     if (w->mode == FW_DEAD) return;
-    for (;;) {
+    while (!w->paused) {
         zmq_pollitem_t it = {w->s, 0, ZMQ_POLLIN, 0};
         if (zmq_poll(&it, 1, 0) != 1) break;
         rx_t rx;
         s_recv_now(w->s, &rx);
-        if (rx.m.type == ZB_MSG_TASK) {
+        if (rx.m.type == ZB_MSG_TASK && w->per_epoch && rx.m.u.task.epoch != w->epoch) {
+            w->n_stale++;
+        } else if (rx.m.type == ZB_MSG_TASK && w->per_epoch && fw_current(w) >= (int)w->credit) {
+            w->n_over++;
+        } else if (rx.m.type == ZB_MSG_TASK) {
             assert_true(w->n_pend < 64);
             s_parse_task(&rx.m.u.task, &w->pend[w->n_pend++]);
             if (w->n_pend > w->max_pend) w->max_pend = w->n_pend;
@@ -423,7 +445,8 @@ static void fw_service(fw_t *w) {
         rx_free(&rx);
     }
     uint64_t now = s_ms();
-    while (w->mode == FW_AUTO && w->n_pend > 0 && now - w->pend[0].at_ms >= (uint64_t)w->delay_ms)
+    while (w->mode == FW_AUTO && !w->paused && w->n_pend > 0 &&
+           now - w->pend[0].at_ms >= (uint64_t)w->delay_ms)
         fw_answer(w, 0);
     if (now - w->last_send_ms >= 400) {
         zb_msg_t hb = {.type = ZB_MSG_HEARTBEAT};
@@ -443,7 +466,8 @@ static bool s_pump(int ms, void *sock) {
         int n = 0;
         if (sock) it[n++] = (zmq_pollitem_t){sock, 0, ZMQ_POLLIN, 0};
         for (int i = 0; i < s_n_fw; i++)
-            if (s_fw[i]->mode != FW_DEAD) it[n++] = (zmq_pollitem_t){s_fw[i]->s, 0, ZMQ_POLLIN, 0};
+            if (s_fw[i]->mode != FW_DEAD && !s_fw[i]->paused)
+                it[n++] = (zmq_pollitem_t){s_fw[i]->s, 0, ZMQ_POLLIN, 0};
         uint64_t now = s_ms();
         long t = now >= end ? 0 : (long)(end - now < 20 ? end - now : 20);
         int rc = zmq_poll(it, n, t);
@@ -580,6 +604,10 @@ typedef struct outcome {
     zb_msg_code_t error;
 } outcome_t;
 
+/* When not 0: the epoch every row must come from (the fake workers write
+ * their task's epoch into the fourth float of a row). */
+static uint64_t s_want_epoch;
+
 /* Checks one part against its spec: every text's rows, first float,
  * offsets, per-text errors and truncation flags, indices absolute. */
 static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
@@ -601,6 +629,8 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
         for (uint32_t j = 0; j < v->rows[i]; j++, r++) {
             assert_true(s_get_f32(vec + (r * v->dim) * 4) == (float)idx);
             assert_true(s_get_f32(vec + (r * v->dim + 1) * 4) == (float)j);
+            if (s_want_epoch && v->dim > 3)
+                assert_true(s_get_f32(vec + (r * v->dim + 3) * 4) == (float)s_want_epoch);
             if (v->offsets) assert_int_equal(v->offsets[2 * r], j);
             if (v->ids) assert_int_equal(v->ids[r], 100 + j);
         }
@@ -737,6 +767,7 @@ static int s_setup(void **st) {
     (void)st;
     s_n_fw = s_n_fc = 0;
     s_admin = NULL;
+    s_want_epoch = 0;
     return 0;
 }
 
@@ -1327,6 +1358,90 @@ static void test_bad_results(void **st) {
     rx_free(&rx);
 }
 
+/* Waits until the broker counts n shards on workers. */
+static void s_wait_in_flight(uint64_t n) {
+    uint64_t end = s_ms() + S_TIMEOUT_MS;
+    for (;;) {
+        rx_t rx;
+        s_status(&rx);
+        uint64_t have = rx.m.u.status_reply.in_flight_shards;
+        rx_free(&rx);
+        if (have == n) return;
+        if (s_ms() > end)
+            fail_msg("%llu shards in flight, expected %llu", (unsigned long long)have,
+                     (unsigned long long)n);
+        s_pump(20, NULL);
+    }
+}
+
+/*
+ * A worker announcing itself again on the same connection while tasks are
+ * on their way to it.  Without epochs, those tasks arrived after both sides
+ * had reset their counts and used up credit of the new registration: the
+ * tasks dispatched after the ready were dropped as beyond the credit and
+ * never answered, and the request hung (with an old-style worker, request b
+ * below never finished).  Now the worker drops the earlier epoch's tasks
+ * and the broker drops the earlier epoch's results: both requests complete,
+ * every text once, every row from a task of the latest epoch.
+ */
+static void test_ready_race(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 4, FW_AUTO);
+    w->per_epoch = true;
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+
+    /* Two tasks of epoch 1 wait unread in the worker's socket when its
+     * second ready leaves; the broker takes them back, sends them again
+     * under epoch 2, and fills the credit with request b's. */
+    w->paused = true;
+    spec_t a = {.id = "a", .tag = "A", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t b = {.id = "b", .tag = "B", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &a);
+    s_wait_in_flight(2);
+    fw_send_ready(w);
+    S_PUMP_UNTIL(s_log_count("sent ready again") == 1);
+    s_wait_in_flight(2);
+    fc_embed(c, &b);
+    s_wait_in_flight(4);
+    w->paused = false;
+    s_want_epoch = 2;
+    outcome_t o[2];
+    const spec_t *ab[] = {&a, &b};
+    s_collect(c, o, ab, 2);
+    assert_true(o[0].done && o[1].done);
+    assert_int_equal(o[0].parts + o[1].parts, 4);
+    assert_int_equal(w->n_stale, 2); /* the epoch-1 copies, dropped on arrival */
+    assert_int_equal(w->n_over, 0);  /* the new epoch had its whole credit */
+
+    /* Results of the earlier epoch for shards in flight again under the
+     * same ids: discarded, not delivered. */
+    w->mode = FW_HOLD;
+    spec_t r = {.id = "r", .tag = "R", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &r);
+    S_PUMP_UNTIL(w->n_pend == 4);
+    fw_send_ready(w); /* epoch 3 */
+    S_PUMP_UNTIL(s_log_count("sent ready again") == 2);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(w->pend[0].epoch, 2);
+        fw_answer(w, 0);
+    }
+    s_want_epoch = 3;
+    w->mode = FW_AUTO;
+    s_collect_one(c, &r, o);
+    assert_int_equal(o[0].parts, 10);
+    assert_int_equal(w->n_over, 0);
+
+    rx_t rx;
+    s_wait_idle(&rx);
+    const zb_msg_status_reply_t *s = &rx.m.u.status_reply;
+    assert_int_equal(s->protocol_errors, 0); /* stale results are not errors */
+    assert_int_equal(s->n_workers, 1);
+    assert_int_equal(s->workers[0].shards, 10); /* since its latest ready */
+    rx_free(&rx);
+}
+
 /* A client that goes away: its requests are dropped at the first send that
  * fails, its queued shards with them. */
 static void test_client_gone(void **st) {
@@ -1452,6 +1567,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_malformed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_results, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
