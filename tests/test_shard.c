@@ -94,12 +94,18 @@ static int teardown(void **st) {
 /* --- helpers --------------------------------------------------------------- */
 
 /* A task as the worker gets it: encoded, then decoded from the bytes.  The
- * decoded message points into *body (the caller frees both). */
+ * decoded message points into *body (the caller frees both).  Its epoch is
+ * S_EPOCH(shard), which its result must echo. */
+#define S_EPOCH(shard) ((uint64_t)(shard) * 65537u + 3u)
 static void s_task(uint64_t shard, const char *const *texts, const size_t *lens, size_t n,
                    const zb_embed_options_t *o, uint8_t **body, zb_msg_t *m) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {.shard = shard, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
+    zb_msg_task_t t = {.shard = shard,
+                       .epoch = S_EPOCH(shard),
+                       .texts = v,
+                       .n_texts = n,
+                       .opt = rc_msg_options(o)};
     size_t len;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_msg_encode_task(&t, body, &len, &d), 0);
@@ -144,6 +150,7 @@ static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_embed_options_t 
     assert_int_equal(rc, 0);
     assert_int_equal(rm.type, ZB_MSG_RESULT);
     assert_int_equal(rm.u.result.shard, 42);
+    assert_int_equal(rm.u.result.epoch, S_EPOCH(42));
     assert_int_equal(rm.u.result.tokens, out.tokens);
     rc_compare(&rm.u.result.vec, 0, ref, n, o, cut, zb_embedder_dim(s->emb), 0, NULL);
     size_t n_failed = 0;
@@ -269,6 +276,7 @@ static void test_merged(void **st) {
             zb_msg_t rm = {0};
             assert_int_equal(zb_msg_decode(out[i].body, out[i].body_len, &rm, NULL), 0);
             assert_int_equal(rm.u.result.shard, 100 + (uint64_t)i);
+            assert_int_equal(rm.u.result.epoch, S_EPOCH(100 + (uint64_t)i));
             assert_int_equal(rm.u.result.tokens, alone_tokens[i]);
             rc_compare(&rm.u.result.vec, 0, ref + cuts[i], cuts[i + 1] - cuts[i], o, NULL,
                        zb_embedder_dim(s->emb), 0, NULL);
@@ -370,14 +378,20 @@ static void test_limit_unreachable(void **st) {
 /* A task that cannot run at all still gets a result for its credit. */
 static void test_fail_result(void **st) {
     (void)st;
-    zb_msg_options_t opt = {.level = ZB_MSG_LEVEL_TOKEN};
+    static const zb_msg_str_t texts[3] = {{"a", 1}, {"b", 1}, {"c", 1}};
+    zb_msg_task_t task = {.shard = 9,
+                          .epoch = 12,
+                          .texts = texts,
+                          .n_texts = 3,
+                          .opt = {.level = ZB_MSG_LEVEL_TOKEN}};
     zb_shard_out_t out;
-    assert_int_equal(
-        zb_shard_fail(9, 3, &opt, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL), 0);
+    assert_int_equal(zb_shard_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL),
+                     0);
     zb_msg_t m = {0};
     assert_int_equal(zb_msg_decode(out.body, out.body_len, &m, NULL), 0);
     assert_int_equal(m.type, ZB_MSG_RESULT);
     assert_int_equal(m.u.result.shard, 9);
+    assert_int_equal(m.u.result.epoch, 12);
     assert_int_equal(m.u.result.vec.count, 3);
     assert_int_equal(m.u.result.vec.n_rows, 0);
     assert_int_equal(m.u.result.vec.n_errors, 3);
@@ -388,8 +402,8 @@ static void test_fail_result(void **st) {
     assert_int_equal(out.n_failed, 3);
     zb_msg_free(&m);
     free(out.body);
-    assert_int_equal(zb_shard_fail(9, 0, &opt, 64, ZB_MSG_CODE_INTERNAL, "x", &out, NULL),
-                     ZB_EINVAL);
+    task.n_texts = 0;
+    assert_int_equal(zb_shard_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "x", &out, NULL), ZB_EINVAL);
     assert_null(out.body);
 }
 

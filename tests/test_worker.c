@@ -3,10 +3,11 @@
  * ($ZB_BIN/zbert-worker, default bin) runs tests/fixtures/tiny-seed1 against
  * a fake broker: a ROUTER socket in this process speaking proto/message.h
  * over ipc:// in a temporary directory.  Checked: `ready` (name, model
- * identity, dim, threads, credit), results bit-identical to an in-process
- * engine run, credit, heartbeats while idle and while a long task computes,
- * draining on SIGTERM, malformed messages, reconnection after silence and
- * on `reconnect`, two brokers.
+ * identity, dim, threads, credit, epoch), results bit-identical to an
+ * in-process engine run, credit, epochs (tasks of an earlier epoch dropped,
+ * credit counted per epoch), heartbeats while idle and while a long task
+ * computes, draining on SIGTERM, malformed messages, reconnection after
+ * silence and on `reconnect`, two brokers.
  *
  * Every worker started is registered and killed (SIGKILL, then waited for)
  * in the test's teardown and again at exit, whatever failed.  Waits have
@@ -170,6 +171,7 @@ typedef struct fake {
     char log[300];
     uint8_t id[256]; /* routing id of the worker's latest ready */
     size_t id_len;
+    uint64_t epoch; /* of the worker's latest ready: tasks carry it */
     int readies;
     int heartbeats; /* received */
     bool keepalive; /* send heartbeats while waiting */
@@ -230,17 +232,26 @@ static void s_send_empty(fake_t *f, zb_msg_type_t t) {
     free(b);
 }
 
-static void s_send_task(fake_t *f, uint64_t shard, const char *const *texts, const size_t *lens,
-                        size_t n, const zb_embed_options_t *o) {
+/* A task under the given epoch. */
+static void s_send_task_in(fake_t *f, uint64_t epoch, uint64_t shard, const char *const *texts,
+                           const size_t *lens, size_t n, const zb_embed_options_t *o) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {.shard = shard, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
+    zb_msg_task_t t = {
+        .shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
     uint8_t *b;
     size_t len;
     assert_int_equal(zb_msg_encode_task(&t, &b, &len, NULL), 0);
     s_send_raw(f, b, len);
     free(b);
     free(v);
+}
+
+/* A task under the epoch of the worker's latest ready, as a broker sends
+ * it. */
+static void s_send_task(fake_t *f, uint64_t shard, const char *const *texts, const size_t *lens,
+                        size_t n, const zb_embed_options_t *o) {
+    s_send_task_in(f, f->epoch, shard, texts, lens, n, o);
 }
 
 /*
@@ -287,6 +298,7 @@ static bool s_next(fake_t *f, int timeout_ms, got_t *g) {
         if (g->m.type == ZB_MSG_READY) {
             memcpy(f->id, g->id, g->id_len);
             f->id_len = g->id_len;
+            f->epoch = g->m.u.ready.epoch;
             f->readies++;
         }
         return true;
@@ -452,6 +464,7 @@ static void test_ready(void **st) {
     assert_int_equal(m->dim, zb_embedder_dim(s_emb));
     assert_int_equal(m->threads, 2);
     assert_int_equal(m->credit, 3);
+    assert_int_equal(m->epoch, 1); /* the first announcement */
     s_got_free(&r);
     assert_int_equal(s_end_children(), 0);
 
@@ -494,6 +507,7 @@ static void test_results_identical(void **st) {
         got_t g;
         s_expect(&f, ZB_MSG_RESULT, &g);
         assert_int_equal(g.m.u.result.shard, 10 + k);
+        assert_int_equal(g.m.u.result.epoch, 1);
         zb_result_t ref[S_TEXTS] = {{0}};
         zb_embed_stats_t a, b;
         zb_embedder_stats(s_emb, &a);
@@ -720,6 +734,7 @@ static void test_silence_reconnect(void **st) {
     s_expect(&f, ZB_MSG_READY, &r2);
     assert_int_equal(f.readies, 2);
     assert_false(r2.id_len == id1_len && memcmp(r2.id, id1, id1_len) == 0);
+    assert_int_equal(r2.m.u.ready.epoch, 2);
     s_got_free(&r2);
     f.keepalive = true;
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
@@ -742,7 +757,73 @@ static void test_reconnect_message(void **st) {
     got_t r;
     s_expect(&f, ZB_MSG_READY, &r);
     assert_int_equal(f.readies, 2);
+    assert_int_equal(r.m.u.ready.epoch, 2);
     s_got_free(&r);
+    s_fake_close(&f);
+}
+
+/*
+ * Epochs: after a second ready on the same connection, tasks of the first
+ * epoch still on their way are dropped without using credit; the new epoch
+ * gets its full credit; a task beyond it is dropped unanswered and logged
+ * at warn; results of the first epoch are not sent; a task of an epoch the
+ * worker never announced is malformed.
+ */
+static void test_epochs(void **st) {
+    (void)st;
+    fake_t f;
+    s_fake_open(&f, "epochs");
+    s_start(&f, (const char *[]){"--credit", "2", "--log-level", "debug", NULL}, NULL);
+    assert_int_equal(f.epoch, 1);
+    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    /* epoch 1: a heavy task that keeps the compute thread busy through
+     * what follows, and one queued behind it */
+    s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
+    s_send_task(&f, 2, s_texts, s_lens, 3, &o);
+    s_wait_log(f.log, "shard 2 queued", NULL);
+    s_send_empty(&f, ZB_MSG_RECONNECT);
+    got_t g;
+    s_expect(&f, ZB_MSG_READY, &g);
+    assert_int_equal(g.m.u.ready.epoch, 2);
+    s_got_free(&g);
+    /* tasks the broker sent before it read that ready: stale */
+    s_send_task_in(&f, 1, 3, s_texts + 3, s_lens + 3, 2, &o);
+    s_send_task_in(&f, 1, 4, s_texts + 5, s_lens + 5, 2, &o);
+    /* epoch 2: its whole credit, then one too many, then a future epoch */
+    s_send_task(&f, 5, s_texts + 7, s_lens + 7, 2, &o);
+    s_send_task(&f, 6, s_texts + 9, s_lens + 9, 2, &o);
+    s_send_task(&f, 7, s_texts + 11, s_lens + 11, 2, &o);
+    s_send_task_in(&f, 9, 8, s_texts + 13, s_lens + 13, 2, &o);
+    bool seen[2] = {false, false};
+    for (int k = 0; k < 2; k++) {
+        s_expect(&f, ZB_MSG_RESULT, &g);
+        uint64_t sh = g.m.u.result.shard;
+        assert_true(sh == 5 || sh == 6);
+        assert_false(seen[sh - 5]);
+        seen[sh - 5] = true;
+        assert_int_equal(g.m.u.result.epoch, 2);
+        assert_int_equal(g.m.u.result.vec.count, 2);
+        s_got_free(&g);
+    }
+    /* the heavy task ran before them: its result was not sent */
+    assert_int_equal(s_log_count(f.log, "shard 1: result dropped", NULL), 1);
+    assert_int_equal(s_log_count(f.log, "shard 3 of epoch 1 dropped", NULL), 1);
+    assert_int_equal(s_log_count(f.log, "shard 4 of epoch 1 dropped", NULL), 1);
+    assert_int_equal(s_log_count(f.log, "warn:", "shard 7 of epoch 2 is beyond the credit"), 1);
+    assert_int_equal(s_log_count(f.log, "warn:", "epoch 9, which we never announced"), 1);
+    assert_int_equal(s_log_count(f.log, "shard 2 queued", NULL), 1);
+    assert_int_equal(s_log_count(f.log, "shard 7 queued", NULL), 0);
+    /* credit came back within epoch 2: two more are taken */
+    s_send_task(&f, 10, s_texts, s_lens, 1, &o);
+    s_send_task(&f, 11, s_texts + 1, s_lens + 1, 1, &o);
+    for (int k = 0; k < 2; k++) {
+        s_expect(&f, ZB_MSG_RESULT, &g);
+        assert_true(g.m.u.result.shard == 10 || g.m.u.result.shard == 11);
+        assert_int_equal(g.m.u.result.epoch, 2);
+        s_got_free(&g);
+    }
+    /* nothing else comes: not 1 to 4, not 7, not 8 */
+    assert_false(s_next(&f, 500, &g));
     s_fake_close(&f);
 }
 
@@ -841,6 +922,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_malformed, teardown),
         cmocka_unit_test_teardown(test_silence_reconnect, teardown),
         cmocka_unit_test_teardown(test_reconnect_message, teardown),
+        cmocka_unit_test_teardown(test_epochs, teardown),
         cmocka_unit_test_teardown(test_two_brokers, teardown),
         cmocka_unit_test_teardown(test_config, teardown),
         cmocka_unit_test_teardown(test_bad_settings, teardown),

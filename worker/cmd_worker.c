@@ -29,7 +29,17 @@
  * us); each fruitless reconnect doubles the wait before the next, up to
  * S_DEAD_MAX_MS, and anything received resets it.  `reconnect` from a
  * broker (it does not know us) is answered with `ready`, dropping its tasks
- * likewise.  Results of tasks from an earlier connection are not sent.
+ * likewise.
+ *
+ * Epochs (PROTOCOL.md 6).  Every `ready` to a broker carries a new epoch
+ * (1, 2, 3, ... per broker); the broker stamps each task with the epoch it
+ * was dispatched under.  Credit is counted per epoch: a new `ready` starts
+ * the count at zero, and tasks of an earlier epoch that were already on
+ * their way when it left (the broker took them back when it read the
+ * `ready`) are dropped on arrival, at debug level, using no credit.  Results
+ * of tasks of an earlier epoch are not sent.  A task of the current epoch
+ * beyond the credit is a broker fault: dropped unanswered and logged at
+ * warn (the broker's shard timeout takes it back).
  *
  * Draining.  SIGTERM or SIGINT: tasks arriving from then on are dropped,
  * queued and running tasks are finished and their results sent, then every
@@ -38,8 +48,9 @@
  *
  * Hostile input.  Nothing a broker sends is trusted: a body that does not
  * decode, a message of several frames, a type a worker does not take, a
- * task beyond the credit: each is dropped, counted and logged (once per
- * broker connection at warn, with a sanitised sample; later ones at debug).
+ * task of an epoch we never announced: each is dropped, counted and logged
+ * (once per broker connection at warn, with a sanitised sample; later ones
+ * at debug).
  * ZMQ_MAXMSGSIZE bounds what reaches us; the receive HWM and the credit
  * bound what we hold.
  */
@@ -308,7 +319,7 @@ typedef struct s_job {
     zmq_msg_t frame;    /* the task's body: msg's views point into it */
     zb_msg_t msg;       /* the decoded task */
     int broker;         /* index of the broker it came from */
-    uint64_t gen;       /* that broker's connection generation at receipt */
+    uint64_t epoch;     /* the task's epoch, that broker's current at receipt */
     size_t bytes;       /* body bytes, for the merge limit */
     int64_t t_received; /* ms, monotonic */
     zb_shard_out_t out; /* filled by the compute thread */
@@ -361,8 +372,8 @@ static void *s_compute_main(void *arg) {
                 ZB_LOG(ZB_LOG_ERROR, "shard %llu: %s", (unsigned long long)tasks[i]->shard,
                        zb_diag_text(&d, rc));
                 zb_diag_t d2 = {{0}};
-                int rc2 = zb_shard_fail(tasks[i]->shard, tasks[i]->n_texts, &tasks[i]->opt, c->dim,
-                                        ZB_MSG_CODE_INTERNAL, zb_strerror(rc), &outs[i], &d2);
+                int rc2 = zb_shard_fail(tasks[i], c->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(rc),
+                                        &outs[i], &d2);
                 if (rc2 != 0)
                     ZB_LOG(ZB_LOG_ERROR, "shard %llu: no result at all: %s",
                            (unsigned long long)tasks[i]->shard, zb_diag_text(&d2, rc2));
@@ -382,14 +393,16 @@ static void *s_compute_main(void *arg) {
 typedef struct s_broker {
     const char *endpoint;
     void *sock;            /* DEALER, or NULL while it cannot be opened */
-    uint64_t gen;          /* bumped at each reconnect and `reconnect` */
+    uint64_t epoch;        /* of our latest ready: bumped at each announce */
     int64_t last_in;       /* ms: when we last heard from it (or reconnected) */
     int64_t last_out;      /* ms: when we last sent it anything */
     int64_t dead_ms;       /* silence allowed before reconnecting */
-    uint32_t in_flight;    /* tasks of this generation not answered yet */
+    uint32_t in_flight;    /* tasks of this epoch not answered yet */
     uint64_t malformed;    /* messages dropped as malformed, since start */
     bool malformed_logged; /* this connection's first was logged at warn */
     uint64_t dropped;      /* tasks dropped (over credit, draining) */
+    uint64_t stale;        /* tasks of an earlier epoch dropped */
+    bool over_logged;      /* a task beyond the credit was logged this epoch */
 } s_broker_t;
 
 typedef struct s_worker {
@@ -397,8 +410,7 @@ typedef struct s_worker {
     void *pipe; /* main end of the PAIR */
     s_broker_t *b;
     int n_b;
-    uint8_t *ready; /* encoded `ready`, sent at every (re)connect */
-    size_t ready_len;
+    zb_msg_ready_t ready; /* sent at every (re)connect, with that epoch */
     uint8_t *heartbeat, *bye;
     size_t heartbeat_len, bye_len;
     uint32_t credit;
@@ -485,16 +497,31 @@ static void s_drop_queued(s_worker_t *w, int bi) {
     }
 }
 
-/* A new connection generation: queued tasks dropped, credit restored,
- * `ready` sent. */
+/* A new epoch: queued tasks dropped, credit restored, `ready` sent with
+ * the new epoch. */
 static void s_announce(s_worker_t *w, int bi) {
     s_broker_t *b = &w->b[bi];
-    b->gen++;
+    b->epoch++;
     b->in_flight = 0;
     b->malformed_logged = false;
+    b->over_logged = false;
     s_drop_queued(w, bi);
-    if (!s_send_copy(b, w->ready, w->ready_len))
+    zb_msg_ready_t r = w->ready;
+    r.epoch = b->epoch;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d = {{0}};
+    int rc = zb_msg_encode_ready(&r, &body, &len, &d);
+    if (rc != 0) {
+        /* only out of memory: the silence timer retries with a new epoch */
+        ZB_LOG(ZB_LOG_ERROR, "broker %s: ready: %s", b->endpoint, zb_diag_text(&d, rc));
+        return;
+    }
+    if (!s_send_owned(b, body, len))
         ZB_LOG(ZB_LOG_WARN, "broker %s: cannot queue ready: %s", b->endpoint, zmq_strerror(errno));
+    else
+        ZB_LOG(ZB_LOG_DEBUG, "broker %s: ready, epoch %llu", b->endpoint,
+               (unsigned long long)b->epoch);
 }
 
 /* Closes and reopens broker bi's DEALER (Lazy Pirate), then `ready`. */
@@ -556,13 +583,40 @@ static void s_on_message(s_worker_t *w, int bi, zmq_msg_t *frame) {
                    (unsigned long long)j->msg.u.task.shard);
             break;
         }
-        if (b->in_flight >= w->credit) {
+        if (j->msg.u.task.epoch < b->epoch) {
+            /* Sent before the broker read our latest ready: it took the
+             * shard back then, and counts no credit for it. */
+            b->stale++;
+            ZB_LOG(ZB_LOG_DEBUG,
+                   "broker %s: shard %llu of epoch %llu dropped: we are at epoch %llu", b->endpoint,
+                   (unsigned long long)j->msg.u.task.shard, (unsigned long long)j->msg.u.task.epoch,
+                   (unsigned long long)b->epoch);
+            break;
+        }
+        if (j->msg.u.task.epoch > b->epoch) {
+            char why[96];
+            snprintf(why, sizeof why, "a task of epoch %llu, which we never announced (ours: %llu)",
+                     (unsigned long long)j->msg.u.task.epoch, (unsigned long long)b->epoch);
             b->dropped++;
-            s_malformed(b, "a task beyond the credit", body, len);
+            s_malformed(b, why, body, len);
+            break;
+        }
+        if (b->in_flight >= w->credit) {
+            /* The broker broke the credit of this very epoch.  Nothing is
+             * answered: a result would return a credit it never had; its
+             * shard timeout takes the shard back. */
+            b->dropped++;
+            b->malformed++;
+            ZB_LOG(b->over_logged ? ZB_LOG_DEBUG : ZB_LOG_WARN,
+                   "broker %s: shard %llu of epoch %llu is beyond the credit of %u; dropped "
+                   "unanswered (%llu task(s) dropped so far)",
+                   b->endpoint, (unsigned long long)j->msg.u.task.shard,
+                   (unsigned long long)b->epoch, w->credit, (unsigned long long)b->dropped);
+            b->over_logged = true;
             break;
         }
         j->broker = bi;
-        j->gen = b->gen;
+        j->epoch = b->epoch;
         j->bytes = len;
         j->t_received = s_now_ms();
         if (w->tail)
@@ -670,9 +724,9 @@ static void s_collect(s_worker_t *w) {
         s_job_t *j = batch[i];
         s_broker_t *b = &w->b[j->broker];
         unsigned long long shard = (unsigned long long)j->msg.u.task.shard;
-        if (j->gen != b->gen) {
-            ZB_LOG(ZB_LOG_DEBUG, "shard %llu: result dropped: broker %s reconnected since", shard,
-                   b->endpoint);
+        if (j->epoch != b->epoch) {
+            ZB_LOG(ZB_LOG_DEBUG, "shard %llu: result dropped: broker %s has a new epoch since",
+                   shard, b->endpoint);
         } else {
             if (b->in_flight > 0) b->in_flight--;
             if (j->out.body == NULL) {
@@ -733,14 +787,19 @@ static int s_tick(s_worker_t *w, int64_t now) {
 
 /* --- main -------------------------------------------------------------------- */
 
+/* The heartbeat and bye bodies, and the ready of every epoch (checked
+ * here once by encoding it, so an announce can only fail for memory). */
 static int s_encode_fixed(s_worker_t *w, const s_args_t *a, const char *model_id, int dim) {
     zb_diag_t d = {{0}};
-    zb_msg_ready_t r = {.name = {a->name, strlen(a->name)},
-                        .model = {model_id, strlen(model_id)},
-                        .dim = (uint32_t)dim,
-                        .threads = (uint32_t)a->threads,
-                        .credit = w->credit};
-    int rc = zb_msg_encode_ready(&r, &w->ready, &w->ready_len, &d);
+    w->ready = (zb_msg_ready_t){.name = {a->name, strlen(a->name)},
+                                .model = {model_id, strlen(model_id)},
+                                .dim = (uint32_t)dim,
+                                .threads = (uint32_t)a->threads,
+                                .credit = w->credit};
+    uint8_t *check = NULL;
+    size_t check_len = 0;
+    int rc = zb_msg_encode_ready(&w->ready, &check, &check_len, &d);
+    free(check);
     if (rc == 0) rc = zb_msg_encode_empty(ZB_MSG_HEARTBEAT, &w->heartbeat, &w->heartbeat_len, &d);
     if (rc == 0) rc = zb_msg_encode_empty(ZB_MSG_BYE, &w->bye, &w->bye_len, &d);
     if (rc != 0) fprintf(stderr, S_PROGRAM ": ready: %s\n", zb_diag_text(&d, rc));
@@ -911,10 +970,13 @@ out:
     if (comp.pipe) zmq_close(comp.pipe);
     for (int i = 0; w.b && i < w.n_b; i++) {
         s_broker_t *b = &w.b[i];
-        uint64_t lost = b->malformed + b->dropped;
+        uint64_t lost = b->malformed + b->dropped + b->stale;
         if (lost)
-            ZB_LOG(ZB_LOG_INFO, "broker %s: %llu malformed message(s), %llu task(s) dropped",
-                   b->endpoint, (unsigned long long)b->malformed, (unsigned long long)b->dropped);
+            ZB_LOG(ZB_LOG_INFO,
+                   "broker %s: %llu malformed message(s), %llu task(s) dropped, %llu of an "
+                   "earlier epoch",
+                   b->endpoint, (unsigned long long)b->malformed, (unsigned long long)b->dropped,
+                   (unsigned long long)b->stale);
         if (b->sock) {
             /* results and bye already queued get a bounded time to leave */
             s_setopt_int(b->sock, ZMQ_LINGER, status == 0 ? S_LINGER_BYE_MS : 0);
@@ -929,7 +991,6 @@ out:
     if (w.pipe) zmq_close(w.pipe);
     if (w.ctx) zmq_ctx_term(w.ctx);
     free(w.b);
-    free(w.ready);
     free(w.heartbeat);
     free(w.bye);
     zb_shard_destroy(&shard);

@@ -252,13 +252,14 @@ static uint64_t s_failed_bytes(zb_msg_level_t lv, uint32_t k, zb_msg_code_t code
 }
 
 /* The whole body: the map, the fixed keys and the aggregates. */
-static uint64_t s_body_bytes(uint64_t shard, uint64_t tokens, zb_msg_level_t lv, int dim,
+static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_msg_level_t lv, int dim,
                              uint32_t count, const s_sum_t *a) {
-    uint64_t keys = 6 + 2 * (lv != ZB_MSG_LEVEL_SENTENCE) + (lv == ZB_MSG_LEVEL_WORDPIECE) +
+    uint64_t keys = 7 + 2 * (lv != ZB_MSG_LEVEL_SENTENCE) + (lv == ZB_MSG_LEVEL_WORDPIECE) +
                     (a->n_trunc > 0) + (a->n_err > 0);
     uint64_t b = s_mp_count(keys + 2) + s_mp_key("v") + s_mp_uint(ZB_MSG_VERSION) +
                  s_mp_key("type") + s_mp_str(strlen(zb_msg_type_name(ZB_MSG_RESULT))) +
-                 s_mp_key("shard") + s_mp_uint(shard) + s_mp_key("tokens") + s_mp_uint(tokens) +
+                 s_mp_key("shard") + s_mp_uint(t->shard) + s_mp_key("epoch") +
+                 s_mp_uint(t->epoch) + s_mp_key("tokens") + s_mp_uint(tokens) +
                  s_mp_key("level") + s_mp_str(strlen(zb_msg_level_name(lv))) + s_mp_key("dim") +
                  s_mp_uint((uint64_t)dim) + s_mp_key("rows") + s_mp_count(count) +
                  s_mp_key("vectors") + s_mp_bin(a->vec_bytes);
@@ -343,7 +344,7 @@ static void s_put_floats(float *dst, const float *src, size_t n) {
 }
 
 /* Gathers the live texts' rows into the wire arrays and encodes. */
-static int s_encode(zb_shard_t *s, uint64_t shard, uint64_t tokens, zb_msg_level_t lv,
+static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_msg_level_t lv,
                     const zb_result_t *res, uint32_t count, const s_sum_t *a, uint8_t **body,
                     size_t *len, zb_diag_t *d) {
     const size_t H = (size_t)s->dim;
@@ -382,7 +383,8 @@ static int s_encode(zb_shard_t *s, uint64_t shard, uint64_t tokens, zb_msg_level
         at += t->rows;
     }
     zb_msg_result_t m = {
-        .shard = shard,
+        .shard = task->shard,
+        .epoch = task->epoch,
         .tokens = tokens,
         .vec = {.level = lv,
                 .dim = (uint32_t)s->dim,
@@ -402,8 +404,10 @@ static int s_encode(zb_shard_t *s, uint64_t shard, uint64_t tokens, zb_msg_level
 }
 
 /* Builds and encodes the result of one task from its engine results. */
-static int s_build(zb_shard_t *s, uint64_t shard, zb_msg_level_t lv, const zb_result_t *res,
-                   uint32_t count, uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
+static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *res,
+                   uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
+    zb_msg_level_t lv = task->opt.level;
+    uint32_t count = (uint32_t)task->n_texts;
     int rc = s_reserve_task(s, count);
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %u texts", count);
     s_sum_t a = {0};
@@ -437,7 +441,7 @@ static int s_build(zb_shard_t *s, uint64_t shard, zb_msg_level_t lv, const zb_re
      * guard that keeps the contract should the two ever disagree. */
     size_t n_order = 0, next = 0;
     bool ranked = false;
-    bool fits = s_body_bytes(shard, tokens, lv, s->dim, count, &a) <= s->body_max;
+    bool fits = s_body_bytes(task, tokens, lv, s->dim, count, &a) <= s->body_max;
     for (;;) {
         if (!fits) {
             if (!ranked) {
@@ -451,14 +455,14 @@ static int s_build(zb_shard_t *s, uint64_t shard, zb_msg_level_t lv, const zb_re
                 return zb_diag_set(d, ZB_ELIMIT,
                                    "shard %llu: the result exceeds %zu bytes with every text "
                                    "failed",
-                                   (unsigned long long)shard, s->body_max);
+                                   (unsigned long long)task->shard, s->body_max);
             uint32_t k = s->order[next++].index;
             s_cut(&s->tx[k], k, lv, s->dim, res[k].truncated, &a);
             out->n_cut++;
-            fits = s_body_bytes(shard, tokens, lv, s->dim, count, &a) <= s->body_max;
+            fits = s_body_bytes(task, tokens, lv, s->dim, count, &a) <= s->body_max;
             continue;
         }
-        rc = s_encode(s, shard, tokens, lv, res, count, &a, &out->body, &out->body_len, d);
+        rc = s_encode(s, task, tokens, lv, res, count, &a, &out->body, &out->body_len, d);
         if (rc == 0 && out->body_len <= s->body_max) break;
         if (rc != 0 && rc != ZB_ELIMIT) return rc;
         free(out->body);
@@ -472,11 +476,12 @@ static int s_build(zb_shard_t *s, uint64_t shard, zb_msg_level_t lv, const zb_re
 
 /* --- running tasks -------------------------------------------------------- */
 
-int zb_shard_fail(uint64_t shard, size_t n_texts, const zb_msg_options_t *opt, int dim,
-                  zb_msg_code_t code, const char *message, zb_shard_out_t *out, zb_diag_t *d) {
-    if (out == NULL || opt == NULL || message == NULL)
+int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
+                  zb_shard_out_t *out, zb_diag_t *d) {
+    if (out == NULL || task == NULL || message == NULL)
         return zb_diag_set(d, ZB_EINVAL, "zb_shard_fail: NULL argument");
     memset(out, 0, sizeof *out);
+    size_t n_texts = task->n_texts;
     if (n_texts == 0 || n_texts > ZB_MSG_TEXTS_MAX)
         return zb_diag_set(d, ZB_EINVAL, "zb_shard_fail: %zu texts outside 1..%u", n_texts,
                            ZB_MSG_TEXTS_MAX);
@@ -490,8 +495,9 @@ int zb_shard_fail(uint64_t shard, size_t n_texts, const zb_msg_options_t *opt, i
     for (size_t k = 0; k < n_texts; k++)
         errs[k] = (zb_msg_text_error_t){
             .index = (uint32_t)k, .code = code, .message = {message, strlen(message)}};
-    zb_msg_result_t m = {.shard = shard,
-                         .vec = {.level = opt->level,
+    zb_msg_result_t m = {.shard = task->shard,
+                         .epoch = task->epoch,
+                         .vec = {.level = task->opt.level,
                                  .dim = dim > 0 ? (uint32_t)dim : 0,
                                  .count = (uint32_t)n_texts,
                                  .rows = rows,
@@ -595,8 +601,8 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
             return 0;
         }
         int erc = rc;
-        rc = zb_shard_fail(tasks[0]->shard, tasks[0]->n_texts, &tasks[0]->opt, s->dim,
-                           ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0], d);
+        rc = zb_shard_fail(tasks[0], s->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0],
+                           d);
         if (rc == 0) outs[0].engine_rc = erc;
         return rc;
     }
@@ -616,8 +622,7 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
                 remainder = 0;
             }
         }
-        rc = s_build(s, t->shard, t->opt.level, s->res + at, (uint32_t)t->n_texts, tokens,
-                     &outs[i], d);
+        rc = s_build(s, t, s->res + at, tokens, &outs[i], d);
         if (rc != 0) {
             s_free_outs(outs, n);
             s_trim(s, total);

@@ -3,7 +3,8 @@
  * the embedder, a `result` message body out (proto/PROTOCOL.md section 6).
  *
  * This is the engine side of zbert-worker and knows nothing of ZeroMQ: it
- * takes decoded tasks and returns encoded bodies.  For each task it
+ * takes decoded tasks and returns encoded bodies, each result carrying its
+ * task's shard and epoch.  For each task it
  *   - runs the texts (str or bin, bytes unchecked by the decoder) through
  *     zb_embedder_run() with the task's options;
  *   - turns each text's zb_result_t into the wire shape of its level: rows,
@@ -94,14 +95,16 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
                  zb_shard_out_t *outs, zb_diag_t *d);
 
 /*
- * Encodes a result for a task none of whose texts could run: n_texts texts,
- * each with rows 0 and a per-text error {code, message} (message: at most
- * ZB_MSG_MESSAGE_BYTES_MAX bytes of UTF-8), tokens 0.  For a worker that
- * cannot compute a task at all but must return its credit.  Returns 0 and
- * out->body, or ZB_EINVAL / ZB_ENOMEM / ZB_ELIMIT with d saying why.
+ * Encodes a result for a task none of whose texts could run: the task's
+ * shard, epoch and number of texts (1..ZB_MSG_TEXTS_MAX), each text with
+ * rows 0 and a per-text error {code, message} (message: at most
+ * ZB_MSG_MESSAGE_BYTES_MAX bytes of UTF-8), tokens 0, at the task's level.
+ * For a worker that cannot compute a task at all but must return its
+ * credit.  Returns 0 and out->body, or ZB_EINVAL / ZB_ENOMEM / ZB_ELIMIT
+ * with d saying why.
  */
-int zb_shard_fail(uint64_t shard, size_t n_texts, const zb_msg_options_t *opt, int dim,
-                  zb_msg_code_t code, const char *message, zb_shard_out_t *out, zb_diag_t *d);
+int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
+                  zb_shard_out_t *out, zb_diag_t *d);
 
 /* The protocol code of a text's engine status: ZB_EUTF8 -> BAD_UTF8,
  * ZB_ELIMIT -> TOO_LARGE, any other failure -> INTERNAL, 0 -> NONE. */
