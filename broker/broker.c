@@ -56,6 +56,10 @@
 #define S_LOG_LINES_PER_S 10
 /* Peers remembered for the rate limit of `reconnect`. */
 #define S_RECONNECT_PEERS 64
+/* Shards a worker lost to the shard timeout, remembered per worker so that
+ * their late results are dropped quietly; a worker late on more than this
+ * many has the oldest ones' results counted as protocol errors. */
+#define S_LATE_IDS 64
 /* How long closing the frontend waits for the last errors to leave. */
 #define S_FRONT_LINGER_MS 1000
 
@@ -83,6 +87,7 @@ static const s_key_t s_keys[] = {
     {"client-hwm", S_OFF(client_hwm), K_U32, 1, 1000000u},
     {"drain-ms", S_OFF(drain_ms), K_U64, 0, 3600000u},
     {"no-worker-ms", S_OFF(no_worker_ms), K_U64, 0, 86400000u},
+    {"shard-timeout-ms", S_OFF(shard_timeout_ms), K_U64, 100, 86400000u},
 };
 #define S_N_KEYS (sizeof s_keys / sizeof *s_keys)
 
@@ -99,6 +104,9 @@ void zb_broker_config_default(zb_broker_config_t *c) {
     c->client_hwm = 1000;
     c->drain_ms = 10000;
     c->no_worker_ms = 10000;
+    /* Far above any shard's compute time (a full shard of bert-base takes
+     * seconds): only a shard a worker dropped ever reaches it. */
+    c->shard_timeout_ms = 300000;
 }
 
 const char *const *zb_broker_config_keys(void) {
@@ -190,7 +198,8 @@ typedef struct s_shard {
     struct s_shard *wprev, *wnext; /* the worker's in-flight list */
     uint64_t id;                   /* task id on the wire, unique per broker */
     uint32_t first, count;         /* texts first..first+count-1 of the request */
-    uint32_t failures;             /* workers lost while holding it */
+    uint32_t failures;             /* times lost (workers lost, timeouts) */
+    uint64_t sent_ms;              /* when it left for its worker */
     int state;
 } s_shard_t;
 
@@ -235,9 +244,11 @@ typedef struct s_worker {
     s_shard_t *flight_head, *flight_tail; /* in dispatch order */
     uint64_t shards_done, tokens_done;
     uint64_t last_recv_ms, last_send_ms;
-    uint64_t epoch;         /* of the ready that registered it */
-    uint64_t last_dispatch; /* dispatch sequence number, for ties */
-    uint64_t skip_round;    /* nothing eligible for it in this dispatch round */
+    uint64_t epoch;            /* of the ready that registered it */
+    uint64_t last_dispatch;    /* dispatch sequence number, for ties */
+    uint64_t late[S_LATE_IDS]; /* shards taken back by the timeout (0: free) */
+    size_t late_next;
+    uint64_t skip_round; /* nothing eligible for it in this dispatch round */
 } s_worker_t;
 
 struct zb_broker {
@@ -688,10 +699,29 @@ static bool s_shard_returned(s_shard_t *sh) {
 }
 
 /*
+ * A shard just detached from its worker goes back to the head of its lane
+ * (failed: it was lost, which counts towards ZB_BROKER_SHARD_FAILURES_MAX,
+ * and fails its request at the limit).  Nothing when its request is closed.
+ */
+static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
+    if (!s_shard_returned(sh)) return;
+    s_request_t *r = sh->req;
+    if (failed && ++sh->failures >= ZB_BROKER_SHARD_FAILURES_MAX) {
+        s_request_fail(b, r, ZB_MSG_CODE_INTERNAL,
+                       "texts %u to %u were lost %u times in turn (did workers crash on these "
+                       "texts, or take longer than shard-timeout-ms?)",
+                       sh->first, sh->first + sh->count - 1, sh->failures);
+        return;
+    }
+    s_shard_queue(b, sh, true);
+    /* Nothing of it has reached the client: any model may serve it. */
+    if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
+}
+
+/*
  * Forgets a worker: its in-flight shards go back to the head of their
- * lanes, in their order (failed: the worker was lost while holding them,
- * which counts towards ZB_BROKER_SHARD_FAILURES_MAX).  why is logged
- * (NULL: nothing is).
+ * lanes, in their order (failed: the worker was lost while holding them).
+ * why is logged (NULL: nothing is).
  */
 static void s_worker_forget(zb_broker_t *b, s_worker_t *w, bool failed, const char *why) {
     if (why != NULL)
@@ -702,18 +732,7 @@ static void s_worker_forget(zb_broker_t *b, s_worker_t *w, bool failed, const ch
     while (w->flight_tail) {
         s_shard_t *sh = w->flight_tail;
         s_flight_detach(b, sh);
-        if (!s_shard_returned(sh)) continue;
-        s_request_t *r = sh->req;
-        if (failed && ++sh->failures >= ZB_BROKER_SHARD_FAILURES_MAX) {
-            s_request_fail(b, r, ZB_MSG_CODE_INTERNAL,
-                           "texts %u to %u were lost with %u workers in turn (did they crash "
-                           "on these texts?)",
-                           sh->first, sh->first + sh->count - 1, sh->failures);
-            continue;
-        }
-        s_shard_queue(b, sh, true);
-        /* Nothing of it has reached the client: any model may serve it. */
-        if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
+        s_shard_take_back(b, sh, failed);
     }
     w->ident->n_workers--;
     s_ident_put(b, w->ident);
@@ -792,6 +811,7 @@ static void s_dispatch(zb_broker_t *b) {
             s_worker_forget(b, w, true, e == EAGAIN ? "not reading its messages" : "gone");
             continue;
         }
+        sh->sent_ms = now;
         s_flight_attach(b, w, sh);
         w->last_dispatch = ++b->dispatch_seq;
         if (r->ident == NULL) {
@@ -1309,6 +1329,16 @@ static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *re
     while (sh && sh->id != res->shard) sh = sh->wnext;
     char why[200];
     if (sh == NULL) {
+        for (size_t k = 0; k < S_LATE_IDS; k++) {
+            if (w->late[k] == res->shard) {
+                w->late[k] = 0;
+                ZB_LOG(ZB_LOG_INFO,
+                       "worker %s: late result for shard %llu dropped (taken back after "
+                       "shard-timeout-ms)",
+                       w->label, (unsigned long long)res->shard);
+                return;
+            }
+        }
         snprintf(why, sizeof why, "result for shard %llu, which was never given to it",
                  (unsigned long long)res->shard);
         s_proto_error(b, "worker", &w->h.rid, p, len, why);
@@ -1419,6 +1449,25 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
     }
 }
 
+/*
+ * Takes back the shards that have been on w for shard-timeout-ms (oldest
+ * first: the in-flight list is in dispatch order).  The worker keeps its
+ * registration; its credit for each is given back.
+ */
+static void s_check_shard_timeouts(zb_broker_t *b, s_worker_t *w, uint64_t now) {
+    while (w->flight_head && now - w->flight_head->sent_ms >= b->cfg.shard_timeout_ms) {
+        s_shard_t *sh = w->flight_head;
+        ZB_LOG(ZB_LOG_WARN,
+               "worker %s: shard %llu unanswered for %llu ms (shard-timeout-ms); it goes back to "
+               "the queue and the worker's credit for it is given back",
+               w->label, (unsigned long long)sh->id, (unsigned long long)(now - sh->sent_ms));
+        w->late[w->late_next] = sh->id;
+        w->late_next = (w->late_next + 1) % S_LATE_IDS;
+        s_flight_detach(b, sh);
+        s_shard_take_back(b, sh, true);
+    }
+}
+
 static void s_tick(zb_broker_t *b, uint64_t now) {
     while (b->heap_n > 0 && b->heap[0]->deadline_ms <= now) {
         s_request_t *r = b->heap[0];
@@ -1436,6 +1485,7 @@ static void s_tick(zb_broker_t *b, uint64_t now) {
                 s_worker_forget(b, w, true, why);
                 continue;
             }
+            s_check_shard_timeouts(b, w, now);
             if (now - w->last_send_ms < ZB_BROKER_HEARTBEAT_MS) continue;
             uint8_t *body = NULL;
             size_t len = 0;
@@ -1476,7 +1526,7 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     if (cfg->shard_texts_max < 1 || cfg->shard_texts_max > ZB_BROKER_SHARD_TEXTS_MAX ||
         cfg->request_texts_max < 1 || cfg->request_texts_max > ZB_MSG_TEXTS_MAX ||
         cfg->shard_tokens_max < 1 || cfg->client_requests_max < 1 || cfg->client_hwm < 1 ||
-        cfg->client_hwm > INT32_MAX)
+        cfg->shard_timeout_ms < 1 || cfg->client_hwm > INT32_MAX)
         return zb_diag_set(d, ZB_EINVAL, "broker settings out of range");
     zb_broker_t *b = calloc(1, sizeof *b);
     if (b == NULL) return zb_diag_set(d, ZB_ENOMEM, "out of memory");

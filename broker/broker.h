@@ -20,8 +20,15 @@
  * (PROTOCOL.md 6), so a late answer of a forgotten worker, or one for a
  * task sent before the worker announced itself again, is discarded.  A
  * shard on a worker whose request ended (cancel, timeout) stays counted on
- * that worker until its result comes back, so a worker never holds more
- * than its credit.
+ * that worker until its result comes back (or the shard timeout passes),
+ * so a worker never holds more than its credit.
+ *
+ * Shard timeout.  A shard in flight on one worker for shard-timeout-ms is
+ * taken back as if that worker had been lost while holding it (a loss
+ * towards ZB_BROKER_SHARD_FAILURES_MAX) and the worker's credit for it is
+ * given back; the worker stays registered, and the shard's late result, if
+ * it ever comes, is discarded.  This recovers a shard a live, heartbeating
+ * worker dropped (a protocol fault) instead of waiting on it forever.
  *
  * Models.  Each request is bound to the model identity (model name and dim
  * of `ready`) of the first worker that takes one of its shards; its other
@@ -80,9 +87,10 @@
 #define ZB_BROKER_HEARTBEAT_MS   1000u
 #define ZB_BROKER_WORKER_DEAD_MS 3000u
 
-/* A shard lost with this many workers (each died, broke the protocol or
- * vanished while holding it) fails its request with `internal`: a text that
- * crashes workers must not take down every worker in turn. */
+/* A shard lost this many times (its worker died, broke the protocol or
+ * vanished while holding it, or it passed the shard timeout) fails its
+ * request with `internal`: a text that crashes workers must not take down
+ * every worker in turn. */
 #define ZB_BROKER_SHARD_FAILURES_MAX 3u
 
 /* --- settings ----------------------------------------------------------- */
@@ -101,6 +109,7 @@ typedef struct zb_broker_config {
     uint32_t client_hwm;          /* messages queued towards one client */
     uint64_t drain_ms;            /* how long a stopping broker finishes work */
     uint64_t no_worker_ms;        /* how long a request waits for a worker */
+    uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */
 } zb_broker_config_t;
 
 /* The defaults of every setting. */

@@ -263,6 +263,9 @@ typedef struct fw {
     bool per_epoch;
     uint64_t epoch; /* of the latest ready sent */
     int n_stale, n_over;
+    int swallow;         /* tasks still to drop silently, as if lost */
+    task_t swallowed[4]; /* the first ones dropped so */
+    int n_swallowed;
     task_t pend[64];
     int n_pend, max_pend;
     int n_tasks, n_reconnects;
@@ -429,6 +432,10 @@ static void fw_service(fw_t *w) {
             w->n_stale++;
         } else if (rx.m.type == ZB_MSG_TASK && w->per_epoch && fw_current(w) >= (int)w->credit) {
             w->n_over++;
+        } else if (rx.m.type == ZB_MSG_TASK && w->swallow > 0) {
+            w->swallow--;
+            if (w->n_swallowed < 4) s_parse_task(&rx.m.u.task, &w->swallowed[w->n_swallowed]);
+            w->n_swallowed++;
         } else if (rx.m.type == ZB_MSG_TASK) {
             assert_true(w->n_pend < 64);
             s_parse_task(&rx.m.u.task, &w->pend[w->n_pend++]);
@@ -1442,6 +1449,57 @@ static void test_ready_race(void **st) {
     rx_free(&rx);
 }
 
+/*
+ * A live worker that drops a task without a word: after shard-timeout-ms
+ * the shard goes back to the queue and the worker's credit for it is given
+ * back; the request completes, every text once; a late answer is dropped.
+ * A shard lost to the timeout three times fails its request.
+ */
+static void test_shard_timeout(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_SHARD_TIMEOUT_MS=500", NULL};
+    s_broker_start(env);
+    fw_t *w = fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    w->per_epoch = true;
+    w->swallow = 1;
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "t", .tag = "T", .n = 320, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(o.parts, 5);
+    assert_int_equal(w->n_swallowed, 1);
+    assert_int_equal(w->n_tasks, 5); /* the lost shard ran again, once */
+    assert_int_equal(w->n_over, 0);  /* its credit came back with it */
+    assert_int_equal(s_log_count("shard-timeout-ms); it goes back"), 1);
+
+    /* The lost task's answer, long after: dropped, not an error. */
+    w->pend[w->n_pend++] = w->swallowed[0];
+    fw_answer(w, w->n_pend - 1);
+    S_PUMP_UNTIL(s_log_count("late result for shard") == 1);
+    fc_expect_silence(c, 300);
+    rx_t rx;
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    assert_int_equal(rx.m.u.status_reply.workers[0].in_flight, 0);
+    rx_free(&rx);
+
+    /* Lost three times: the request fails, the worker stays. */
+    w->swallow = 3;
+    spec_t lost = {.id = "x", .tag = "X", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &lost);
+    fc_expect_error(c, "x", ZB_MSG_CODE_INTERNAL);
+    assert_int_equal(w->n_swallowed, 4);
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.n_workers, 1);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    rx_free(&rx);
+    spec_t after = {.id = "y", .tag = "Y", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &after);
+    s_collect_one(c, &after, &o);
+}
+
 /* A client that goes away: its requests are dropped at the first send that
  * fails, its queued shards with them. */
 static void test_client_gone(void **st) {
@@ -1568,6 +1626,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reconnect, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_results, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
