@@ -79,6 +79,13 @@ busy_others() {
         END { o = 100 * (busy - ours * hz) / all; printf "%d", o < 0 ? 0 : o }'
 }
 
+# failed NAME -- NAME's program failed: its row says so and the run goes on.
+failed() {
+    rm -f "$out/$1.json"
+    echo "failed (see the messages printed before the table)" > "$out/$1.skip"
+    say "$1 failed"
+}
+
 # timed NAME CMD... -- runs CMD, recording its peak RSS in $out/NAME.rss.
 timed() {
     name=$1
@@ -116,11 +123,15 @@ say "machine idle ${idle0} % before the run (load average $load0)"
 [ "$idle0" -ge 85 ] || say "WARNING: other processes are using the CPU; figures will be low and noisy"
 
 # --- model and corpus -------------------------------------------------------
-if [ ! -f "$model.zbm" ] || [ ! -f "$model/model.safetensors" ]; then
-    say "making $model (random bert-base-shaped weights) and $model.zbm"
+if [ ! -f "$model/model.safetensors" ]; then
+    say "making $model (random bert-base-shaped weights)"
     rm -rf "$model" "$model.zbm" "$model.onnx"
     "$bin/zbert-model" random --layers 12 --hidden 768 --heads 12 --intermediate 3072 \
         --vocab "$vocab" --seed 7 -o "$model" >&2
+fi
+# A rebuilt converter may write a newer bundle format: convert again.
+if [ ! -f "$model.zbm" ] || [ "$bin/zbert-model" -nt "$model.zbm" ]; then
+    say "converting $model to $model.zbm"
     "$bin/zbert-model" convert "$model" -o "$model.zbm" >&2
 fi
 sh bench/corpus.sh "$texts" "$out/corpus.txt" >&2
@@ -196,10 +207,10 @@ fi
 if [ $have_torch -eq 1 ]; then
     say "PyTorch, batch 8: $texts texts"
     timed pt8 "$py" bench/bert_torch.py run "$model" "$out/ids.jsonl" "$out/pt8" \
-        --batch 8 --threads "$threads" --detail "$detail"
+        --batch 8 --threads "$threads" --detail "$detail" || failed pt8
     say "PyTorch, one at a time: every ${stride}th text"
     timed pt1 "$py" bench/bert_torch.py run "$model" "$out/ids.jsonl" "$out/pt1" \
-        --batch 1 --stride "$stride" --threads "$threads" --detail "$detail"
+        --batch 1 --stride "$stride" --threads "$threads" --detail "$detail" || failed pt1
 else
     echo "$torch_skip" > "$out/pt8.skip"
     echo "$torch_skip" > "$out/pt1.skip"
@@ -208,10 +219,10 @@ fi
 if [ $have_ort -eq 1 ]; then
     say "ONNX Runtime, batch 8: $texts texts"
     timed ort8 node bench/node/ort_peer.js run "$model.onnx" "$out/ids.jsonl" "$out/ort8" \
-        --batch 8 --threads "$threads" --detail "$detail"
+        --batch 8 --threads "$threads" --detail "$detail" || failed ort8
     say "ONNX Runtime, one at a time: every ${stride}th text"
     timed ort1 node bench/node/ort_peer.js run "$model.onnx" "$out/ids.jsonl" "$out/ort1" \
-        --batch 1 --stride "$stride" --threads "$threads" --detail "$detail"
+        --batch 1 --stride "$stride" --threads "$threads" --detail "$detail" || failed ort1
 else
     echo "$ort_skip" > "$out/ort8.skip"
     echo "$ort_skip" > "$out/ort1.skip"
@@ -230,11 +241,11 @@ for len in $lengths; do
     say "fixed length $len: $n texts, zbert engine"
     "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" --level sentence \
         --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert.err" ||
-        { cat "$f.zbert.err" >&2; die "zbert-embed failed"; }
+        { cat "$f.zbert.err" >&2; say "zbert-embed failed at length $len"; }
     if [ $have_ort -eq 1 ]; then
         say "fixed length $len: $n texts, ONNX Runtime batch 8"
         node bench/node/ort_peer.js run "$model.onnx" "$f.ids.jsonl" "$f.ort" --batch 8 \
-            --threads "$threads"
+            --threads "$threads" || failed "fixed.$len.ort"
     fi
     fixed_json="$fixed_json${fixed_json:+,}{\"length\":$len,\"texts\":$n}"
 done
@@ -242,12 +253,12 @@ done
 # --- latency of one short text ------------------------------------------------------------
 say "latency: one short text, $lat_runs runs"
 echo "$lat_text" | "$tools/zbert_latency" --model "$model.zbm" --threads "$threads" \
-    --runs "$lat_runs" > "$out/lat.zbert.json"
+    --runs "$lat_runs" > "$out/lat.zbert.json" || failed lat.zbert
 if [ $have_ort -eq 1 ]; then
     echo "$lat_text" > "$out/lat.txt"
     tokenize "$out/lat.txt" "$out/lat.ids.jsonl"
     node bench/node/ort_peer.js latency "$model.onnx" "$out/lat.ids.jsonl" "$out/lat.ort" \
-        --runs "$lat_runs" --threads "$threads"
+        --runs "$lat_runs" --threads "$threads" || failed lat.ort
 fi
 
 # --- the table ---------------------------------------------------------------------------
