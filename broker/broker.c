@@ -4,9 +4,10 @@
  * why the code is shaped the way it is.
  *
  * Records and who owns them:
- *   client   one per routing id of the frontend with open requests; owns
- *            its requests and its lane of the fair queue; freed when its
- *            last request closes.
+ *   client   one per routing id of the frontend with open requests or
+ *            messages held for it; owns its requests, its lane of the fair
+ *            queue and its held messages; freed when its last request has
+ *            closed and its last held message has left.
  *   request  owns its body (the embed message, whose texts the shards
  *            point into) and an array of shards.  Closing it (done, error,
  *            client gone) releases the body at once; the record itself
@@ -60,8 +61,12 @@
  * their late results are dropped quietly; a worker late on more than this
  * many has the oldest ones' results counted as protocol errors. */
 #define S_LATE_IDS 64
-/* How long closing the frontend waits for the last errors to leave. */
+/* How long closing the frontend waits for the last errors to leave (held
+ * ones included). */
 #define S_FRONT_LINGER_MS 1000
+/* While messages are held for clients, the loop wakes at least this often
+ * to retry them. */
+#define S_HELD_RETRY_MS 10
 
 /* --- settings ---------------------------------------------------------- */
 
@@ -226,11 +231,24 @@ typedef struct s_request {
     bool closed;
 } s_request_t;
 
+/* A message for a client that ZeroMQ had no room for. */
+typedef struct s_held {
+    struct s_held *next;
+    uint8_t *body;
+    size_t len;
+} s_held_t;
+
 struct s_client {
     s_hnode_t h; /* first */
     zb_queue_lane_t lane;
     s_request_t *reqs; /* open requests, newest first */
     uint32_t n_reqs;
+    /* Messages waiting for room in ZeroMQ's queue to the client, oldest
+     * first: while there are any, every message for it queues here too, so
+     * it gets them in order. */
+    s_held_t *held_head, *held_tail;
+    uint32_t n_held;
+    struct s_client *hprev, *hnext; /* in the broker's holding list */
 };
 
 typedef struct s_worker {
@@ -258,6 +276,7 @@ struct zb_broker {
     zb_stats_t *stats;
     s_htab_t clients, workers_by_rid;
     s_worker_t *workers; /* list */
+    s_client_t *holding; /* clients with held messages */
     uint32_t n_workers;
     s_ident_t *idents;
     s_request_t *open;  /* every open request */
@@ -409,15 +428,18 @@ static void s_free_body(void *data, void *hint) {
 }
 
 /*
- * Sends [rid][body] without blocking; body (malloc'd) is taken in every
- * case.  Returns 0, or -1 with errno: EHOSTUNREACH (the peer is gone) or
- * EAGAIN (its queue is full), both meaning the peer is lost to us.
+ * Sends [rid][*body] without blocking.  Returns 0 (sent; *body taken and
+ * nulled), or -1 with errno: when the routing frame is refused --
+ * EHOSTUNREACH (no such peer) or EAGAIN (its queue is full), the ROUTER
+ * being mandatory -- *body is left to the caller; after a later failure
+ * (out of memory) it is taken and nulled too.
  */
-static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
-    if (zmq_send(sock, rid->b, rid->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        free(body);
-        return -1;
-    }
+static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len) {
+    /* A mandatory ROUTER checks the peer's pipe on the routing frame and
+     * refuses it whole, so nothing of the message is queued then. */
+    if (zmq_send(sock, rid->b, rid->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
+    uint8_t *body = *pbody;
+    *pbody = NULL;
     zmq_msg_t m;
     if (zmq_msg_init_data(&m, body, len, s_free_body, NULL) < 0) {
         int e = errno;
@@ -435,6 +457,19 @@ static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
         return -1;
     }
     return 0;
+}
+
+/* s_send_keep(), body taken in every case: for workers and peers that get
+ * no second try.  EHOSTUNREACH and EAGAIN both mean the peer is lost to
+ * us. */
+static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
+    int rc = s_send_keep(sock, rid, &body, len);
+    if (rc < 0) {
+        int e = errno;
+        free(body);
+        errno = e;
+    }
+    return rc;
 }
 
 /* Encodes an `error`; NULL when encoding failed (only when out of memory,
@@ -591,21 +626,129 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
     if (r->n_flight == 0) s_request_free(r);
 }
 
-/* Frees a client that has no open request left. */
+/* Frees a client that has no open request and no held message left. */
 static void s_client_release(zb_broker_t *b, s_client_t *c) {
-    if (c == NULL || c->n_reqs > 0) return;
+    if (c == NULL || c->n_reqs > 0 || c->n_held > 0) return;
     s_htab_del(&b->clients, &c->h);
     free(c);
 }
 
+/* A record for a peer of the frontend: NULL when out of memory. */
+static s_client_t *s_client_new(zb_broker_t *b, const s_rid_t *rid) {
+    s_client_t *c = calloc(1, sizeof *c);
+    if (c == NULL) return NULL;
+    c->h.rid = *rid;
+    zb_queue_lane_init(&c->lane);
+    s_htab_add(&b->clients, &c->h);
+    return c;
+}
+
+/* Takes the first held message off c (sent, or given up). */
+static void s_held_pop(zb_broker_t *b, s_client_t *c) {
+    s_held_t *x = c->held_head;
+    c->held_head = x->next;
+    if (c->held_head == NULL) c->held_tail = NULL;
+    free(x->body);
+    free(x);
+    if (--c->n_held > 0) return;
+    if (c->hprev)
+        c->hprev->hnext = c->hnext;
+    else
+        b->holding = c->hnext;
+    if (c->hnext) c->hnext->hprev = c->hprev;
+    c->hprev = c->hnext = NULL;
+}
+
 /* A client we cannot send to (gone, or not reading): its requests are
- * dropped without answers, since none could reach it. */
+ * dropped without answers, and its held messages, since none could reach
+ * it. */
 static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
     char hex[40];
     ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests", s_rid_hex(&c->h.rid, hex),
-           err == EAGAIN ? "not reading its messages" : "gone", c->n_reqs);
+           err == EAGAIN         ? "not reading its messages"
+           : err == EHOSTUNREACH ? "gone"
+                                 : zmq_strerror(err),
+           c->n_reqs);
     while (c->reqs) s_request_close(b, c->reqs);
+    while (c->n_held > 0) s_held_pop(b, c);
     s_client_release(b, c);
+}
+
+/*
+ * Sends body (taken in every case) to the client at rid.  When ZeroMQ's
+ * queue to it is full (client-hwm messages wait unread), the message is
+ * held and retried by s_flush_held() at every turn of the loop; so is every
+ * later message for the client while any is held, to keep their order.
+ * Returns 0 (sent or held), or -1 with errno: EHOSTUNREACH (the client is
+ * gone), EAGAIN (client-hwm messages are held already: it is not reading)
+ * or ENOMEM; the caller then drops the client (s_client_drop) when it has
+ * a record.
+ */
+static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    if (c == NULL || c->n_held == 0) {
+        if (s_send_keep(b->front, rid, &body, len) == 0) return 0;
+        if (body == NULL) return -1; /* failed after the routing frame */
+        if (errno != EAGAIN) {
+            int e = errno;
+            free(body);
+            errno = e;
+            return -1;
+        }
+        /* A client without requests (a status, a refusal) is held for all
+         * the same: a record for it lives until its messages leave. */
+        if (c == NULL && (c = s_client_new(b, rid)) == NULL) {
+            free(body);
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    s_held_t *x = c->n_held < b->cfg.client_hwm ? malloc(sizeof *x) : NULL;
+    if (x == NULL) {
+        int e = c->n_held < b->cfg.client_hwm ? ENOMEM : EAGAIN;
+        free(body);
+        errno = e;
+        return -1;
+    }
+    *x = (s_held_t){.next = NULL, .body = body, .len = len};
+    if (c->held_tail)
+        c->held_tail->next = x;
+    else
+        c->held_head = x;
+    c->held_tail = x;
+    if (c->n_held++ == 0) {
+        c->hprev = NULL;
+        c->hnext = b->holding;
+        if (b->holding) b->holding->hprev = c;
+        b->holding = c;
+        char hex[40];
+        ZB_LOG(ZB_LOG_DEBUG, "client %s: its queue is full (%u messages); holding what follows",
+               s_rid_hex(rid, hex), b->cfg.client_hwm);
+    }
+    return 0;
+}
+
+/* Retries the held messages of every client, oldest first, until ZeroMQ's
+ * queue to that client is full again; a client found gone is dropped, one
+ * whose messages all left is released if it has no request either. */
+static void s_flush_held(zb_broker_t *b) {
+    for (s_client_t *c = b->holding, *next; c; c = next) {
+        next = c->hnext;
+        int err = 0;
+        while (c->n_held > 0) {
+            s_held_t *x = c->held_head;
+            if (s_send_keep(b->front, &c->h.rid, &x->body, x->len) == 0) {
+                s_held_pop(b, c);
+                continue;
+            }
+            if (errno != EAGAIN || x->body == NULL) err = errno ? errno : EIO;
+            break;
+        }
+        if (err != 0)
+            s_client_drop(b, c, err);
+        else
+            s_client_release(b, c);
+    }
 }
 
 /*
@@ -615,7 +758,7 @@ static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
  */
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
     s_client_t *c = r->client;
-    if (body != NULL && s_send(b->front, &c->h.rid, body, len) < 0) {
+    if (body != NULL && s_front_send(b, &c->h.rid, body, len) < 0) {
         s_client_drop(b, c, errno);
         return;
     }
@@ -836,7 +979,7 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     size_t len = 0;
     uint8_t *body = s_error_body(id.ptr, id.len, code, text, &len);
     if (body == NULL) return;
-    if (s_send(b->front, rid, body, len) < 0) {
+    if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
         s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
         if (c != NULL) s_client_drop(b, c, e);
@@ -1032,7 +1175,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the status could not be encoded");
         return;
     }
-    if (s_send(b->front, rid, body, len) < 0) {
+    if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
         s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
         if (c != NULL) s_client_drop(b, c, e);
@@ -1283,7 +1426,7 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
         return;
     }
     s_client_t *c = r->client;
-    if (s_send(b->front, &c->h.rid, body, len) < 0) {
+    if (s_front_send(b, &c->h.rid, body, len) < 0) {
         s_client_drop(b, c, errno);
         return;
     }
@@ -1576,8 +1719,10 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
                    (unsigned long long)b->n_requests, (unsigned long long)b->cfg.drain_ms);
         }
         if (*stop >= 2 || (b->draining && (b->n_requests == 0 || now >= b->drain_until_ms))) break;
+        s_flush_held(b);
         uint64_t wake = b->next_tick_ms;
         if (b->heap_n > 0 && b->heap[0]->deadline_ms < wake) wake = b->heap[0]->deadline_ms;
+        if (b->holding && now + S_HELD_RETRY_MS < wake) wake = now + S_HELD_RETRY_MS;
         long timeout = wake > now ? (long)(wake - now) : 0;
         if (zmq_poll(items, 2, timeout) < 0) {
             if (errno == EINTR) continue;
@@ -1596,6 +1741,12 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
     while (b->open)
         s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL,
                        "the broker stopped before the request finished; send it again");
+    /* Messages still held get the linger time to find room. */
+    for (uint64_t until = s_now() + S_FRONT_LINGER_MS; b->holding && s_now() < until;) {
+        s_flush_held(b);
+        if (b->holding) zmq_poll(NULL, 0, S_HELD_RETRY_MS);
+    }
+    if (b->holding) ZB_LOG(ZB_LOG_WARN, "stopping with messages for clients not reading them");
     /* Let those errors leave before the socket closes. */
     int linger = S_FRONT_LINGER_MS;
     zmq_setsockopt(b->front, ZMQ_LINGER, &linger, sizeof linger);
@@ -1614,6 +1765,11 @@ void zb_broker_destroy(zb_broker_t **pb) {
         s_client_release(b, c);
     }
     while (b->workers) s_worker_forget(b, b->workers, false, NULL);
+    while (b->holding) {
+        s_client_t *c = b->holding;
+        while (c->n_held > 0) s_held_pop(b, c); /* unlinks c at the last */
+        s_client_release(b, c);
+    }
     /* Requests re-queued by the last loop were all closed above: the
      * clients table is empty now. */
     if (b->front) zmq_close(b->front);

@@ -44,9 +44,19 @@
  * still open is answered with `error internal` ("the broker stopped"), so
  * no client is left waiting on work the broker silently dropped.
  *
+ * Slow clients.  A message for a client whose ZeroMQ queue is full
+ * (client-hwm messages unread) is held by the broker and retried at every
+ * turn of the loop, and so is every later one for that client while any
+ * is held, so nothing is lost and the order stays; a client with
+ * client-hwm messages held counts as not reading and is dropped, like a
+ * client ZeroMQ has no route to (gone, or reconnected under a new routing
+ * id): its requests end without a word, their queued shards leave the
+ * queue.
+ *
  * Memory is bounded by the limits of zb_broker_config_t: open texts and
  * held request bytes (each request keeps its body until it closes), open
- * requests per client, ZB_MSG_WORKERS_MAX workers.  Nothing received is
+ * requests per client, messages towards each client (2 x client-hwm),
+ * ZB_MSG_WORKERS_MAX workers.  Nothing received is
  * asserted; malformed messages are answered (clients) or dropped (workers),
  * counted in `protocol_errors`, and logged once per peer with a sanitised
  * sample.
@@ -106,7 +116,8 @@ typedef struct zb_broker_config {
     uint32_t client_requests_max; /* open requests of one client */
     uint32_t shard_texts_max;     /* 1..ZB_BROKER_SHARD_TEXTS_MAX */
     uint32_t shard_tokens_max;    /* estimated tokens per shard */
-    uint32_t client_hwm;          /* messages queued towards one client */
+    uint32_t client_hwm;          /* messages queued towards one client in
+                                   * ZeroMQ, and as many held by the broker */
     uint64_t drain_ms;            /* how long a stopping broker finishes work */
     uint64_t no_worker_ms;        /* how long a request waits for a worker */
     uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */

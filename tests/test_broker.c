@@ -57,6 +57,7 @@ typedef struct broker {
 } broker_t;
 
 static broker_t s_b;
+static const char *s_broker_level = "info"; /* --log-level of the next start */
 struct fc;
 static struct fc *s_admin; /* the client asking for status; NULL: none yet */
 static pid_t s_children[64];
@@ -175,8 +176,8 @@ static void s_broker_start(const char *const *env) {
             for (const char *const *e = env; e && *e; e++) putenv(strdup(*e));
             int fd = open(s_b.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
             if (fd >= 0) dup2(fd, 2);
-            execl(path, path, "--clients", s_b.front, "--workers", s_b.back, "--log-level", "info",
-                  (char *)NULL);
+            execl(path, path, "--clients", s_b.front, "--workers", s_b.back, "--log-level",
+                  s_broker_level, (char *)NULL);
             _exit(127);
         }
         s_children[s_n_children++] = pid;
@@ -775,6 +776,7 @@ static int s_setup(void **st) {
     s_n_fw = s_n_fc = 0;
     s_admin = NULL;
     s_want_epoch = 0;
+    s_broker_level = "info";
     return 0;
 }
 
@@ -1500,6 +1502,73 @@ static void test_shard_timeout(void **st) {
     s_collect_one(c, &after, &o);
 }
 
+/* A client that reads nothing yet: ZeroMQ queues 1 message for it and the
+ * kernel as little as it can. */
+static fc_t *fc_new_slow(void) {
+    fc_t *c = fc_new();
+    zmq_close(c->s);
+    c->s = zmq_socket(s_ctx, ZMQ_DEALER);
+    assert_non_null(c->s);
+    int zero = 0, one = 1, small = 4096;
+    zmq_setsockopt(c->s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(c->s, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt(c->s, ZMQ_RCVBUF, &small, sizeof small);
+    assert_int_equal(zmq_connect(c->s, s_b.front), 0);
+    return c;
+}
+
+/*
+ * A client slower than the workers: once ZeroMQ's queue to it is full
+ * (client-hwm messages), the broker holds its parts and sends them as room
+ * appears -- none is lost, each text arrives once.  A client that lets
+ * client-hwm more pile up in the broker counts as not reading: its
+ * requests are dropped.
+ */
+static void test_slow_client(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_CLIENT_HWM=20", NULL};
+    s_broker_level = "debug";
+    s_broker_start(env);
+    /* 64 texts x 4096 floats: 1 MiB parts, so the kernel's buffers take
+     * few of them */
+    fw_t *w = fw_new("w1", "model-a", 4096, 4, FW_AUTO);
+    s_wait_workers(1);
+
+    /* 34 parts and done: more than ZeroMQ and the kernel take, fewer than
+     * they and the broker's 20 take together */
+    fc_t *c = fc_new_slow();
+    spec_t sp = {.id = "slow", .tag = "S", .n = 34 * 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w->n_tasks == 34 && w->n_pend == 0);
+    S_PUMP_UNTIL(s_log_count("holding what follows") >= 1);
+    s_pump(200, NULL);
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(o.parts, 34);
+    assert_int_equal(s_log_count("not reading its messages"), 0);
+
+    /* 80 parts: the broker gives up on the client and drops its request */
+    fc_t *c2 = fc_new_slow();
+    spec_t big = {.id = "big", .tag = "B", .n = 80 * 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c2, &big);
+    S_PUMP_UNTIL(s_log_count("not reading its messages") == 1);
+    rx_t rx;
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 0);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    rx_free(&rx);
+    int parts = 0;
+    while (fc_recv(c2, &rx, 500)) {
+        assert_int_equal(rx.m.type, ZB_MSG_PART); /* never a done */
+        parts++;
+        rx_free(&rx);
+    }
+    assert_true(parts < 80);
+    /* the first client was not affected */
+    fc_embed(c, &sp);
+    s_collect_one(c, &sp, &o);
+}
+
 /* A client that goes away: its requests are dropped at the first send that
  * fails, its queued shards with them. */
 static void test_client_gone(void **st) {
@@ -1628,6 +1697,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_slow_client, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
