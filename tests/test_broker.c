@@ -1569,6 +1569,44 @@ static void test_slow_client(void **st) {
     s_collect_one(c, &sp, &o);
 }
 
+/*
+ * A client that reconnects (a new routing id) and sends its request again:
+ * the request under the old id is orphaned; the first message for it fails
+ * with no route, and it is dropped with its queued shards, so its texts are
+ * not computed for nobody.  The new one completes.
+ */
+static void test_client_reconnects(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    /* reconnect: a new socket, the same request */
+    zmq_close(c->s);
+    c->s = s_socket(ZMQ_DEALER, s_b.front);
+    fc_embed(c, &sp);
+    rx_t rx;
+    fc_sync_status(c, &rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 2); /* the old one is not known gone yet */
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 2 + 3);
+    rx_free(&rx);
+    s_pump(300, NULL); /* the broker sees the old connection close */
+    fw_answer(w, 0);   /* the old request's first shard: its part has no route */
+    w->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(o.parts, 3);
+    assert_int_equal(w->n_tasks, 1 + 3); /* nothing more of the old request ran */
+    assert_int_equal(s_log_count("gone; dropping its 1 open requests"), 1);
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    rx_free(&rx);
+}
+
 /* A client that goes away: its requests are dropped at the first send that
  * fails, its queued shards with them. */
 static void test_client_gone(void **st) {
@@ -1697,6 +1735,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_client_reconnects, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_slow_client, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
