@@ -32,6 +32,8 @@
 #include <unistd.h>
 #include <zip.h>
 
+#include "json.h"
+
 #define S_WEIGHTS "weights.bin"
 #define S_MANIFEST "zbert.json"
 #define S_VOCAB "vocab.txt"
@@ -71,20 +73,6 @@ static uint16_t s_u16(const unsigned char *p) {
 
 static uint32_t s_u32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static const char *s_printable(const char *s, char *buf, size_t cap) {
-    size_t i = 0;
-    for (; s[i] != '\0' && i + 4 < cap && i < 64; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (s[i] != '\0') {
-        memcpy(buf + i, "...", 3);
-        i += 3;
-    }
-    buf[i] = '\0';
-    return buf;
 }
 
 /* --- zip structure ------------------------------------------------------- */
@@ -282,27 +270,6 @@ out:
 
 /* --- manifest ----------------------------------------------------------- */
 
-static cJSON *s_json_parse(const char *json, size_t len) {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (root == NULL) return NULL;
-    for (; end < json + len; end++) {
-        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            cJSON_Delete(root);
-            return NULL;
-        }
-    }
-    return root;
-}
-
-static bool s_json_uint(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsNumber(v)) return false;
-    double x = v->valuedouble;
-    if (!isfinite(x) || x < 0 || x > 9007199254740992.0 || floor(x) != x) return false;
-    *out = (uint64_t)x;
-    return true;
-}
-
 static int s_cmp_offset(const void *a, const void *b) {
     const zb_bundle_tensor_t *x = a, *y = b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
@@ -325,7 +292,7 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
     if (!cJSON_IsString(jn))
         return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensors[%zu] has no name", i);
     char pn[80];
-    const char *name = s_printable(jn->valuestring, pn, sizeof pn);
+    const char *name = zb_json_printable(jn->valuestring, pn, sizeof pn);
     size_t nl = strlen(jn->valuestring);
     if (nl == 0 || nl >= ZB_TENSOR_NAME_MAX)
         return zb_diag_set(d, ZB_ELIMIT, "zbert.json: tensors[%zu] name has %zu bytes "
@@ -347,7 +314,7 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
     int k = 0;
     for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
         uint64_t dim;
-        if (!s_json_uint(v, &dim))
+        if (!zb_json_uint(v, &dim))
             return zb_diag_set(d, ZB_EFORMAT,
                                "zbert.json: tensor %s: shape[%d] is not a non-negative integer",
                                name, k);
@@ -372,7 +339,7 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
         } else if (strcmp(jl->valuestring, "plain") != 0) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
                                "neither \"plain\" nor \"%s\"", name,
-                               s_printable(jl->valuestring, pl, sizeof pl), ZB_GEMM_LAYOUT_NAME);
+                               zb_json_printable(jl->valuestring, pl, sizeof pl), ZB_GEMM_LAYOUT_NAME);
         }
     }
     uint64_t want = n_elems * 4;
@@ -391,8 +358,8 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
         want = stored * 4;
     }
     uint64_t off, nbytes;
-    if (!s_json_uint(cJSON_GetObjectItemCaseSensitive(e, "offset"), &off) ||
-        !s_json_uint(cJSON_GetObjectItemCaseSensitive(e, "nbytes"), &nbytes))
+    if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(e, "offset"), &off) ||
+        !zb_json_uint(cJSON_GetObjectItemCaseSensitive(e, "nbytes"), &nbytes))
         return zb_diag_set(d, ZB_EFORMAT,
                            "zbert.json: tensor %s: offset and nbytes must be non-negative "
                            "integers",
@@ -421,7 +388,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
     int rc;
     char *cfg_txt = NULL;
     s_name_ref_t *refs = NULL;
-    cJSON *root = s_json_parse(json, len);
+    cJSON *root = zb_json_parse_exact(json, len);
     if (root == NULL || !cJSON_IsObject(root)) {
         rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: not a JSON object");
         goto out;
@@ -432,7 +399,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         goto out;
     }
     uint64_t version;
-    if (!s_json_uint(cJSON_GetObjectItemCaseSensitive(root, "version"), &version)) {
+    if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(root, "version"), &version)) {
         rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: version is not an integer");
         goto out;
     }
@@ -456,12 +423,12 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         }
         if (strcmp(ln->valuestring, ZB_GEMM_LAYOUT_NAME) != 0) {
             rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout \"%s\" is not one this "
-                             "build reads (\"%s\")", s_printable(ln->valuestring, pn, sizeof pn),
+                             "build reads (\"%s\")", zb_json_printable(ln->valuestring, pn, sizeof pn),
                              ZB_GEMM_LAYOUT_NAME);
             goto out;
         }
-        if (!s_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
-            !s_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows)) {
+        if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
+            !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows)) {
             rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: layout needs integer version and "
                              "panel_rows");
             goto out;
@@ -504,7 +471,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(w, "sha256");
     uint64_t wn;
     if (!cJSON_IsObject(w) || !cJSON_IsString(we) || strcmp(we->valuestring, S_WEIGHTS) != 0 ||
-        !s_json_uint(cJSON_GetObjectItemCaseSensitive(w, "nbytes"), &wn)) {
+        !zb_json_uint(cJSON_GetObjectItemCaseSensitive(w, "nbytes"), &wn)) {
         rc = zb_diag_set(d, ZB_EFORMAT,
                          "zbert.json: weights needs entry \"%s\" and an integer nbytes",
                          S_WEIGHTS);
@@ -583,8 +550,8 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         if (x->offset + x->nbytes > y->offset) {
             char px[80], py[80];
             rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensors %s and %s overlap",
-                             s_printable(x->name, px, sizeof px),
-                             s_printable(y->name, py, sizeof py));
+                             zb_json_printable(x->name, px, sizeof px),
+                             zb_json_printable(y->name, py, sizeof py));
             goto out;
         }
     }
@@ -594,7 +561,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         if (k > 0 && strcmp(refs[k - 1].name, refs[k].name) == 0) {
             char pn[80];
             rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s appears twice",
-                             s_printable(refs[k].name, pn, sizeof pn));
+                             zb_json_printable(refs[k].name, pn, sizeof pn));
             goto out;
         }
         b->by_name[k] = refs[k].index;

@@ -40,6 +40,7 @@
 
 #include "bundle.h"
 #include "gemm.h"
+#include "json.h"
 #include "limits.h"
 #include "safetensors.h"
 
@@ -238,21 +239,6 @@ out:
 
 /* --- config ------------------------------------------------------------- */
 
-/* Parses one JSON value filling json[0..len) except for trailing whitespace:
- * cJSON alone would accept garbage after the value. */
-static cJSON *s_json_parse(const char *json, size_t len) {
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (root == NULL) return NULL;
-    for (; end < json + len; end++) {
-        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-            cJSON_Delete(root);
-            return NULL;
-        }
-    }
-    return root;
-}
-
 /* Config files are small flat objects: more keys than this is not a config. */
 #define S_JSON_KEYS_MAX 1024
 
@@ -294,7 +280,7 @@ static int s_cfg_int(const cJSON *root, const char *src, const char *key, int de
 int zb_model_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
                           zb_diag_t *d) {
     int rc;
-    cJSON *root = s_json_parse(json, len);
+    cJSON *root = zb_json_parse_exact(json, len);
     if (root == NULL || !cJSON_IsObject(root)) {
         rc = zb_diag_set(d, ZB_EFORMAT, "%s: not a JSON object", src);
         goto out;
@@ -361,7 +347,7 @@ out:
 static int s_parse_tokenizer_config(const char *json, size_t len, const char *src,
                                     zb_tokenizer_config_t *t, zb_diag_t *d) {
     int rc = 0;
-    cJSON *root = s_json_parse(json, len);
+    cJSON *root = zb_json_parse_exact(json, len);
     if (root == NULL || !cJSON_IsObject(root)) {
         rc = zb_diag_set(d, ZB_EFORMAT, "%s: not a JSON object", src);
         goto out;

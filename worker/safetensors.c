@@ -25,6 +25,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "json.h"
+
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "zbert reads little-endian tensor data in place: a little-endian host is required"
 #endif
@@ -138,32 +140,6 @@ uint16_t zb_safetensors_f32_to_bf16(float f) {
 
 /* --- parsing ------------------------------------------------------------ */
 
-/* Copies at most 64 bytes of an untrusted name into buf for a message,
- * replacing anything but printable ASCII, so diagnostics stay one clean line. */
-static const char *s_printable(const char *s, char *buf, size_t cap) {
-    size_t i = 0;
-    for (; s[i] != '\0' && i + 4 < cap && i < 64; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
-    }
-    if (s[i] != '\0') {
-        memcpy(buf + i, "...", 3);
-        i += 3;
-    }
-    buf[i] = '\0';
-    return buf;
-}
-
-/* A JSON number that is an exact non-negative integer <= 2^53 (the range
- * where a double holds every integer, and far beyond any file we accept). */
-static bool s_json_uint(const cJSON *v, uint64_t *out) {
-    if (!cJSON_IsNumber(v)) return false;
-    double x = v->valuedouble;
-    if (!isfinite(x) || x < 0 || x > 9007199254740992.0 || floor(x) != x) return false;
-    *out = (uint64_t)x;
-    return true;
-}
-
 static int s_cmp_offset(const void *a, const void *b) {
     const zb_safetensors_tensor_t *x = a, *y = b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
@@ -197,7 +173,7 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
     if (zb_safetensors_dtype_parse(jd->valuestring, &t->dtype) != 0) {
         char b[80];
         return zb_diag_set(d, ZB_EUNSUPPORTED, "safetensors: tensor %s: unknown dtype \"%s\"",
-                           pname, s_printable(jd->valuestring, b, sizeof b));
+                           pname, zb_json_printable(jd->valuestring, b, sizeof b));
     }
     if (!cJSON_IsArray(js))
         return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: missing or non-array shape",
@@ -211,7 +187,7 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
     int k = 0;
     for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
         uint64_t dim;
-        if (!s_json_uint(v, &dim))
+        if (!zb_json_uint(v, &dim))
             return zb_diag_set(d, ZB_EFORMAT,
                                "safetensors: tensor %s: shape[%d] is not a non-negative integer",
                                pname, k);
@@ -227,7 +203,7 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
         return zb_diag_set(d, ZB_EFORMAT,
                            "safetensors: tensor %s: data_offsets is not an array of two", pname);
     uint64_t begin, end;
-    if (!s_json_uint(jo->child, &begin) || !s_json_uint(jo->child->next, &end))
+    if (!zb_json_uint(jo->child, &begin) || !zb_json_uint(jo->child->next, &end))
         return zb_diag_set(d, ZB_EFORMAT,
                            "safetensors: tensor %s: data_offsets are not non-negative integers",
                            pname);
@@ -341,7 +317,7 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
         if (nl == 0 || nl >= ZB_TENSOR_NAME_MAX) {
             rc = zb_diag_set(d, ZB_ELIMIT,
                              "safetensors: tensor name \"%s\" has %zu bytes (allowed 1..%d)",
-                             s_printable(e->string, pb, sizeof pb), nl, ZB_TENSOR_NAME_MAX - 1);
+                             zb_json_printable(e->string, pb, sizeof pb), nl, ZB_TENSOR_NAME_MAX - 1);
             goto out;
         }
         if (n >= ZB_TENSORS_MAX) {
@@ -375,7 +351,7 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
     for (const cJSON *e = root->child; e != NULL; e = e->next) {
         if (e == meta) continue;
         char pb[80];
-        rc = s_parse_tensor(e, s_printable(e->string, pb, sizeof pb), data_len, data, &st->t[i],
+        rc = s_parse_tensor(e, zb_json_printable(e->string, pb, sizeof pb), data_len, data, &st->t[i],
                             d);
         if (rc != 0) goto out;
         size_t nl = strlen(e->string);
@@ -407,8 +383,8 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
             char pa[80], pb[80];
             rc = zb_diag_set(d, ZB_EFORMAT,
                              "safetensors: tensors %s [%zu,%zu) and %s [%zu,%zu) overlap",
-                             s_printable(a->name, pa, sizeof pa), a->offset,
-                             a->offset + a->nbytes, s_printable(b->name, pb, sizeof pb),
+                             zb_json_printable(a->name, pa, sizeof pa), a->offset,
+                             a->offset + a->nbytes, zb_json_printable(b->name, pb, sizeof pb),
                              b->offset, b->offset + b->nbytes);
             goto out;
         }
@@ -420,7 +396,7 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
         if (k > 0 && strcmp(refs[k - 1].name, refs[k].name) == 0) {
             char pb[80];
             rc = zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s appears twice",
-                             s_printable(refs[k].name, pb, sizeof pb));
+                             zb_json_printable(refs[k].name, pb, sizeof pb));
             goto out;
         }
         st->by_name[k] = refs[k].index;
