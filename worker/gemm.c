@@ -9,9 +9,10 @@
  *       for each panel p                            (this thread's panels)
  *         for each sliver: micro-kernel MR x 16 over kc steps (the panel's
  *         kc x 16 slice stays in L1 across the slivers)
- * The first k block starts the accumulators from 0, y or the bias, later
- * ones from the partial sums in y, so every element is one unbroken fma
- * chain in k order whatever the blocking (gemm.h, "Determinism").  Tiles cut
+ * Each k block's micro-kernel call starts its accumulators from 0 and adds
+ * their sums to 0, the bias (first block) or the partial result in y (later
+ * blocks) when it stores them: exactly gemm.h's "Determinism", whatever the
+ * rows, panels and threads.  Tiles cut
  * by the edge of y (rows past m, columns past n) run the same micro-kernel
  * on a local tile and copy the valid part, so no element ever takes a
  * different instruction sequence.
@@ -37,7 +38,7 @@
 #include <string.h>
 
 #define S_NR ZB_GEMM_NR
-#define S_KC 256 /* k block: a panel slice of 16 KiB stays in L1 */
+#define S_KC ZB_GEMM_KC /* k block: a panel slice of 16 KiB stays in L1 */
 #define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
 #define S_MR_MAX 12
 /* per-thread work: one packed activation block, cache-line aligned */
@@ -46,13 +47,14 @@
 #define S_AVX2_FN __attribute__((target("avx2,fma")))
 #define S_AVX512_FN __attribute__((target("avx512f")))
 
-/* how a micro-kernel call starts its accumulators */
-typedef enum { S_START_ZERO, S_START_C, S_START_BIAS } s_start_t;
+/* What a micro-kernel call adds its block sums to before storing them. */
+typedef enum { S_ADD_NONE, S_ADD_C, S_ADD_BIAS } s_add_t;
 
-/* c[MR][16] (row stride ldc) from kc steps of a[kc][MR] and b[kc][16]; bias
- * holds 16 readable floats when start is S_START_BIAS. */
+/* c[MR][16] (row stride ldc) = (add) + the fma chains from 0 over kc steps
+ * of a[kc][MR] and b[kc][16]; bias holds 16 readable floats for
+ * S_ADD_BIAS. */
 typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_start_t start, const float *bias);
+                          s_add_t add, const float *bias);
 
 typedef void (*s_pack_fn)(const float *x, size_t ldx, int rows, int kc, int mr, float *dst);
 
@@ -65,51 +67,35 @@ typedef struct {
 /* --- micro-kernels ------------------------------------------------------ */
 
 /* The reference: fmaf is the same correctly rounded fused operation as the
- * SIMD FMA instructions, so this gives the same bits as they do. */
+ * SIMD FMA instructions, and + the same rounded add, so this gives the
+ * same bits as they do. */
 #define S_MR_SCALAR 4
 static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_start_t start, const float *bias) {
+                          s_add_t add, const float *bias) {
     float acc[S_MR_SCALAR][S_NR];
-    for (int r = 0; r < S_MR_SCALAR; r++)
-        for (int j = 0; j < S_NR; j++)
-            acc[r][j] = start == S_START_ZERO   ? 0.0f
-                        : start == S_START_BIAS ? bias[j]
-                                                : c[(size_t)r * ldc + (size_t)j];
+    memset(acc, 0, sizeof acc);
     for (int k = 0; k < kc; k++) {
         const float *ak = a + (size_t)k * S_MR_SCALAR, *bk = b + (size_t)k * S_NR;
         for (int r = 0; r < S_MR_SCALAR; r++)
             for (int j = 0; j < S_NR; j++) acc[r][j] = fmaf(ak[r], bk[j], acc[r][j]);
     }
     for (int r = 0; r < S_MR_SCALAR; r++)
-        memcpy(c + (size_t)r * ldc, acc[r], sizeof acc[r]);
+        for (int j = 0; j < S_NR; j++) {
+            float *cj = c + (size_t)r * ldc + (size_t)j;
+            *cj = add == S_ADD_NONE ? acc[r][j]
+                  : add == S_ADD_C  ? *cj + acc[r][j]
+                                    : bias[j] + acc[r][j];
+        }
 }
 
 /* AVX2: 6 rows x 16 columns = 12 ymm accumulators, 2 for the panel row, 1
  * for the broadcast: 15 of the 16 registers. */
 #define S_MR_AVX2 6
 S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float *c, size_t ldc,
-                                  s_start_t start, const float *bias) {
+                                  s_add_t add, const float *bias) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-    if (start == S_START_C) {
-#define S_LOAD_ROW(r)                                                                          \
-    c##r##0 = _mm256_loadu_ps(c + (size_t)(r) * ldc);                                          \
-    c##r##1 = _mm256_loadu_ps(c + (size_t)(r) * ldc + 8)
-        S_LOAD_ROW(0);
-        S_LOAD_ROW(1);
-        S_LOAD_ROW(2);
-        S_LOAD_ROW(3);
-        S_LOAD_ROW(4);
-        S_LOAD_ROW(5);
-#undef S_LOAD_ROW
-    } else {
-        __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();
-        if (start == S_START_BIAS) {
-            z0 = _mm256_loadu_ps(bias);
-            z1 = _mm256_loadu_ps(bias + 8);
-        }
-        c00 = c10 = c20 = c30 = c40 = c50 = z0;
-        c01 = c11 = c21 = c31 = c41 = c51 = z1;
-    }
+    c00 = c10 = c20 = c30 = c40 = c50 = _mm256_setzero_ps();
+    c01 = c11 = c21 = c31 = c41 = c51 = _mm256_setzero_ps();
 #define S_STEP(r)                                                                              \
     x = _mm256_broadcast_ss(a + (r));                                                          \
     c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                 \
@@ -127,9 +113,26 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
         b += S_NR;
     }
 #undef S_STEP
+    __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();
+    if (add == S_ADD_BIAS) {
+        z0 = _mm256_loadu_ps(bias);
+        z1 = _mm256_loadu_ps(bias + 8);
+    }
+    /* NONE stores the sums as they are (no + 0, which would turn -0 to 0) */
 #define S_STORE_ROW(r)                                                                         \
-    _mm256_storeu_ps(c + (size_t)(r) * ldc, c##r##0);                                          \
-    _mm256_storeu_ps(c + (size_t)(r) * ldc + 8, c##r##1)
+    do {                                                                                       \
+        float *cr = c + (size_t)(r) * ldc;                                                     \
+        if (add == S_ADD_C) {                                                                  \
+            z0 = _mm256_loadu_ps(cr);                                                          \
+            z1 = _mm256_loadu_ps(cr + 8);                                                      \
+        }                                                                                      \
+        if (add != S_ADD_NONE) {                                                               \
+            c##r##0 = _mm256_add_ps(z0, c##r##0);                                              \
+            c##r##1 = _mm256_add_ps(z1, c##r##1);                                              \
+        }                                                                                      \
+        _mm256_storeu_ps(cr, c##r##0);                                                         \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                     \
+    } while (0)
     S_STORE_ROW(0);
     S_STORE_ROW(1);
     S_STORE_ROW(2);
@@ -144,25 +147,9 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
  * load feeds 12 FMAs. */
 #define S_MR_AVX512 12
 S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, float *c,
-                                      size_t ldc, s_start_t start, const float *bias) {
+                                      size_t ldc, s_add_t add, const float *bias) {
     __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
-    if (start == S_START_C) {
-        c0 = _mm512_loadu_ps(c);
-        c1 = _mm512_loadu_ps(c + ldc);
-        c2 = _mm512_loadu_ps(c + 2 * ldc);
-        c3 = _mm512_loadu_ps(c + 3 * ldc);
-        c4 = _mm512_loadu_ps(c + 4 * ldc);
-        c5 = _mm512_loadu_ps(c + 5 * ldc);
-        c6 = _mm512_loadu_ps(c + 6 * ldc);
-        c7 = _mm512_loadu_ps(c + 7 * ldc);
-        c8 = _mm512_loadu_ps(c + 8 * ldc);
-        c9 = _mm512_loadu_ps(c + 9 * ldc);
-        c10 = _mm512_loadu_ps(c + 10 * ldc);
-        c11 = _mm512_loadu_ps(c + 11 * ldc);
-    } else {
-        __m512 z = start == S_START_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-        c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = z;
-    }
+    c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         const __m512 w = _mm512_load_ps(b);
         c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), w, c0);
@@ -180,18 +167,26 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
         a += S_MR_AVX512;
         b += S_NR;
     }
-    _mm512_storeu_ps(c, c0);
-    _mm512_storeu_ps(c + ldc, c1);
-    _mm512_storeu_ps(c + 2 * ldc, c2);
-    _mm512_storeu_ps(c + 3 * ldc, c3);
-    _mm512_storeu_ps(c + 4 * ldc, c4);
-    _mm512_storeu_ps(c + 5 * ldc, c5);
-    _mm512_storeu_ps(c + 6 * ldc, c6);
-    _mm512_storeu_ps(c + 7 * ldc, c7);
-    _mm512_storeu_ps(c + 8 * ldc, c8);
-    _mm512_storeu_ps(c + 9 * ldc, c9);
-    _mm512_storeu_ps(c + 10 * ldc, c10);
-    _mm512_storeu_ps(c + 11 * ldc, c11);
+    __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+#define S_STORE_ROW(r)                                                                         \
+    do {                                                                                       \
+        float *cr = c + (size_t)(r) * ldc;                                                     \
+        if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                           \
+        _mm512_storeu_ps(cr, add == S_ADD_NONE ? c##r : _mm512_add_ps(z, c##r));               \
+    } while (0)
+    S_STORE_ROW(0);
+    S_STORE_ROW(1);
+    S_STORE_ROW(2);
+    S_STORE_ROW(3);
+    S_STORE_ROW(4);
+    S_STORE_ROW(5);
+    S_STORE_ROW(6);
+    S_STORE_ROW(7);
+    S_STORE_ROW(8);
+    S_STORE_ROW(9);
+    S_STORE_ROW(10);
+    S_STORE_ROW(11);
+#undef S_STORE_ROW
 }
 
 /* --- instruction sets ------------------------------------------------------ */
@@ -356,21 +351,21 @@ typedef struct {
  * a panel slice.  A full tile goes straight to y; an edge tile runs the same
  * kernel on a local tile (zero padding in, valid part out). */
 static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
-                   int rows, int cols, s_start_t start, const float *bias, int last) {
+                   int rows, int cols, s_add_t add, const float *bias, int last) {
     const zb_gemm_args_t *a = pl->a;
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
-        pl->kern.fn(kc, ap, bp, c, ldc, start, bias);
+        pl->kern.fn(kc, ap, bp, c, ldc, add, bias);
     } else {
         float tile[S_MR_MAX * S_NR] __attribute__((aligned(64)));
         float bpad[S_NR] __attribute__((aligned(64)));
         memset(tile, 0, sizeof tile);
         memset(bpad, 0, sizeof bpad);
-        if (start == S_START_C)
+        if (add == S_ADD_C)
             for (int r = 0; r < rows; r++)
                 memcpy(tile + r * S_NR, c + (size_t)r * ldc, (size_t)cols * sizeof *c);
-        if (start == S_START_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
-        pl->kern.fn(kc, ap, bp, tile, S_NR, start, bpad);
+        if (add == S_ADD_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
+        pl->kern.fn(kc, ap, bp, tile, S_NR, add, bpad);
         for (int r = 0; r < rows; r++)
             memcpy(c + (size_t)r * ldc, tile + r * S_NR, (size_t)cols * sizeof *c);
     }
@@ -383,15 +378,15 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
 static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apack) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
-    const s_start_t first = a->init == ZB_GEMM_ZERO   ? S_START_ZERO
-                            : a->init == ZB_GEMM_BIAS ? S_START_BIAS
-                                                      : S_START_C;
+    const s_add_t first = a->init == ZB_GEMM_ZERO   ? S_ADD_NONE
+                          : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
+                                                    : S_ADD_C;
     if (m1 <= m0 || p1 <= p0) return;
     for (int i0 = m0; i0 < m1; i0 += S_MC) {
         const int mc = m1 - i0 < S_MC ? m1 - i0 : S_MC;
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
-            const s_start_t start = k0 == 0 ? first : S_START_C;
+            const s_add_t add = k0 == 0 ? first : S_ADD_C;
             const int last = k0 + kc == K;
             pl->kern.pack(a->x + (size_t)i0 * a->ldx + (size_t)k0, a->ldx, mc, kc, mr, apack);
             for (int p = p0; p < p1; p++) {
@@ -422,7 +417,7 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
                         for (int l = l0; l < l1; l++) __builtin_prefetch(nb + (size_t)l * S_NR, 0, 2);
                     }
                     s_tile(pl, kc, apack + (size_t)s * (size_t)kc, bp,
-                           yp + (size_t)s * a->ldy, rows, cols, start, bias, last);
+                           yp + (size_t)s * a->ldy, rows, cols, add, bias, last);
                 }
             }
         }
