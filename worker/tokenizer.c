@@ -453,6 +453,13 @@ const char *zb_tok_token(const zb_tok_t *t, int32_t id, size_t *len) {
     return t->blob + t->off[id];
 }
 
+int32_t zb_tok_piece_id(const zb_tok_t *t, const char *piece, size_t n, bool continuation) {
+    if (t == NULL || (piece == NULL && n)) return -1;
+    if (n > (continuation ? t->cont_max : t->plain_max)) return -1;
+    const unsigned char *p = (const unsigned char *)piece;
+    return s_lookup(t, s_hash_bytes(p, n), continuation, p, n);
+}
+
 void zb_pieces_free(zb_pieces_t *p) {
     if (!p) return;
     free(p->v);

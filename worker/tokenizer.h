@@ -81,6 +81,13 @@ int32_t zb_tok_pad_id(const zb_tok_t *t);
 size_t zb_tok_vocab_size(const zb_tok_t *t);
 const char *zb_tok_token(const zb_tok_t *t, int32_t id, size_t *len);
 
+/* Id of the vocabulary entry piece[0..n) (UTF-8 bytes), looked up as a
+ * continuation ("##" + piece) when continuation is set; -1 when absent.
+ * For other WordPiece front ends (Spark NLP compatibility): the same table
+ * and duplicate rule as zb_tok_encode.  Cost O(n), and O(1) for a piece
+ * longer than every entry of its kind. */
+int32_t zb_tok_piece_id(const zb_tok_t *t, const char *piece, size_t n, bool continuation);
+
 /*
  * Tokenizes text[0..len) into wordpieces, appended to out after clearing it
  * (out->n = 0 first).  [CLS] and [SEP] are NOT added: the caller frames
