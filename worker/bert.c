@@ -69,6 +69,7 @@ struct zb_bert {
     float *scores;               /* [threads][seq_len_max^2] attention scores */
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
     int32_t *pos;                /* [n_tokens_max] position of each row */
+    zb_bert_gelu_t gelu;         /* FFN activation (erf unless set) */
 };
 
 /* Adds a block of count elements of size bytes to the arena layout at *off
@@ -217,6 +218,10 @@ int zb_bert_n_tokens_max(const zb_bert_t *b) { return b->n_tokens_max; }
 int zb_bert_seq_len_max(const zb_bert_t *b) { return b->seq_len_max; }
 int zb_bert_hidden(const zb_bert_t *b) { return b->cfg.hidden; }
 
+void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
+    if (b) b->gelu = g == ZB_BERT_GELU_TANH ? ZB_BERT_GELU_TANH : ZB_BERT_GELU_ERF;
+}
+
 /* y[n][w->n] (row stride ldy) = x W^T started from init (and bias), with
  * an optional epilogue on every finished output segment. */
 static void s_linear(const zb_bert_t *b, const float *x, size_t ldx, int n, const zb_gemm_w_t *w,
@@ -232,6 +237,11 @@ static void s_linear(const zb_bert_t *b, const float *x, size_t ldx, int n, cons
 static void s_gelu_epilogue(void *ctx, float *y, int n) {
     const zb_kern_exec_t *ex = ctx;
     zb_kern_gelu(ex->isa, y, y, (size_t)n);
+}
+
+static void s_gelu_tanh_epilogue(void *ctx, float *y, int n) {
+    const zb_kern_exec_t *ex = ctx;
+    zb_kern_gelu_tanh(ex->isa, y, y, (size_t)n);
 }
 
 /* Checks the batch and fills seq_off and pos; returns the token count or a
@@ -287,7 +297,8 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
         zb_kern_bias_residual_layernorm(ex, out, b->qkv, n, hid, L->attn_out_b, L->attn_ln_g,
                                         L->attn_ln_b, eps);
         s_linear(b, out, (size_t)hid, n, &L->ffn_in, ZB_GEMM_BIAS, L->ffn_in_b, b->ffn,
-                 b->ld_ffn, s_gelu_epilogue);
+                 b->ld_ffn,
+                 b->gelu == ZB_BERT_GELU_TANH ? s_gelu_tanh_epilogue : s_gelu_epilogue);
         /* t = gelu(...) W2^T, out = LayerNorm((t + b2) + out) */
         s_linear(b, b->ffn, b->ld_ffn, n, &L->ffn_out, ZB_GEMM_ZERO, NULL, b->qkv, (size_t)hid,
                  NULL);

@@ -53,6 +53,18 @@ void zb_bert_destroy(zb_bert_t **b);
 int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs,
                     float *out);
 
+/* The FFN activation: the exact erf GELU (Hugging Face, the default) or
+ * the tanh approximation of google-research/bert's TensorFlow graph, which
+ * Spark NLP's BertEmbeddings ran (they differ by up to ~5e-4 per
+ * activation). */
+typedef enum zb_bert_gelu {
+    ZB_BERT_GELU_ERF = 0,
+    ZB_BERT_GELU_TANH,
+} zb_bert_gelu_t;
+
+/* Sets the activation used by the following zb_bert_forward() calls. */
+void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g);
+
 /* Limits the context was created with, and the hidden width. */
 int zb_bert_n_tokens_max(const zb_bert_t *b);
 int zb_bert_seq_len_max(const zb_bert_t *b);

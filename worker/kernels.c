@@ -128,6 +128,17 @@ static float s_gelu1(float x) {
     return 0.5f * x * one_plus;
 }
 
+/* tanh GELU = x / (1 + exp(-2u)); exp's argument is clamped where the
+ * result is 0 (or x) in float anyway, to stay inside exp's domain. */
+#define GELU_TANH_C 0.7978845608f /* sqrt(2/pi) */
+#define GELU_TANH_A 0.044715f
+static float s_gelu_tanh1(float x) {
+    float u = GELU_TANH_C * (x + GELU_TANH_A * x * x * x);
+    float t = -2.0f * u;
+    t = t > EXP_HI ? EXP_HI : t < EXP_LO ? EXP_LO : t;
+    return x / (1.0f + s_exp1(t));
+}
+
 static void s_softmax_row1(float *x, int n) {
     float m = x[0];
     for (int i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
@@ -263,6 +274,16 @@ ZB_AVX2_FN static inline __m256 s_gelu8(__m256 x) {
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), one_plus);
 }
 
+ZB_AVX2_FN static inline __m256 s_gelu_tanh8(__m256 x) {
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 u = _mm256_mul_ps(_mm256_set1_ps(GELU_TANH_C),
+                             _mm256_fmadd_ps(_mm256_set1_ps(GELU_TANH_A), x3, x));
+    __m256 t = _mm256_mul_ps(_mm256_set1_ps(-2.0f), u);
+    t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+    __m256 d = _mm256_add_ps(_mm256_set1_ps(1.0f), s_exp8(t));
+    return _mm256_div_ps(x, d);
+}
+
 /* Applies f to n floats; the tail goes through masked loads and stores so
  * that every element takes the same vector path. */
 #define ZB_MAP8(f, x, y, n)                                                     \
@@ -286,6 +307,10 @@ ZB_AVX2_FN static void s_exp_avx2(const float *x, float *y, size_t n) {
 
 ZB_AVX2_FN static void s_gelu_avx2(const float *x, float *y, size_t n) {
     ZB_MAP8(s_gelu8, x, y, n);
+}
+
+ZB_AVX2_FN static void s_gelu_tanh_avx2(const float *x, float *y, size_t n) {
+    ZB_MAP8(s_gelu_tanh8, x, y, n);
 }
 
 ZB_AVX2_FN static void s_bias_gelu_row_avx2(float *x, const float *bias, int n) {
@@ -443,6 +468,14 @@ void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
         return;
     }
     for (size_t i = 0; i < n; i++) y[i] = s_gelu1(x[i]);
+}
+
+void zb_kern_gelu_tanh(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa == ZB_KERN_AVX2) {
+        s_gelu_tanh_avx2(x, y, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) y[i] = s_gelu_tanh1(x[i]);
 }
 
 void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int ld) {

@@ -57,6 +57,13 @@ void zb_kern_exp(zb_kern_isa_t isa, const float *x, float *y, size_t n);
  * be x. */
 void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n);
 
+/* y[i] = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh
+ * approximation of GELU that google-research/bert (and so TF-Hub's BERT
+ * modules and Spark NLP) uses; computed as x * sigmoid(2u) with this file's
+ * exp, relative error about 1e-7 (it differs from the exact GELU by up to
+ * ~5e-4).  y may be x. */
+void zb_kern_gelu_tanh(zb_kern_isa_t isa, const float *x, float *y, size_t n);
+
 /* Each of the rows (row stride ld >= cols) of x becomes softmax(x[r]):
  * max-subtracted exp, normalised to sum 1.  cols >= 1. */
 void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int ld);
