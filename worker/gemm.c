@@ -21,7 +21,7 @@
  * slice is S_KC * 64 bytes = 16 KiB (half of L1, the rest for the sliver and
  * the C tile); an activation block is S_MC * S_KC * 4 = 192 KiB of L2.
  * While a panel runs, the next panel's slice is prefetched into L2 and each
- * next C tile into L1 (together about 4% at BERT shapes).  Measured on the
+ * C tile before its kernel call ends (together about 4% at BERT shapes).  Measured on the
  * target (Zen 4, AVX-512 12 x 16): 105-110 GFLOP/s per core at BERT shapes,
  * about 95% of the FMA peak; kc 192/384 and mc 96/384 were no better.
  *
@@ -52,9 +52,14 @@ typedef enum { S_ADD_NONE, S_ADD_C, S_ADD_BIAS } s_add_t;
 
 /* c[MR][16] (row stride ldc) = (add) + the fma chains from 0 over kc steps
  * of a[kc][MR] and b[kc][16]; bias holds 16 readable floats for
- * S_ADD_BIAS. */
+ * S_ADD_BIAS.  On the way, the SIMD kernels prefetch into L2 the first
+ * min(pf_n, ceil(kc / 16)) cache lines at pf, one per 16 steps, and the
+ * tile's rows of c, which come back from L3 after the first k block (the
+ * row block's y outgrows L2): spread through the loop, these cost nothing,
+ * where bursts of prefetches between calls stalled on page walks (3% of the
+ * time). */
 typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_add_t add, const float *bias);
+                          s_add_t add, const float *bias, const float *pf, int pf_n);
 
 typedef void (*s_pack_fn)(const float *x, size_t ldx, int rows, int kc, int mr, float *dst);
 
@@ -71,7 +76,9 @@ typedef struct {
  * same bits as they do. */
 #define S_MR_SCALAR 4
 static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_add_t add, const float *bias) {
+                          s_add_t add, const float *bias, const float *pf, int pf_n) {
+    (void)pf; /* the reference has no use for prefetching */
+    (void)pf_n;
     float acc[S_MR_SCALAR][S_NR];
     memset(acc, 0, sizeof acc);
     for (int k = 0; k < kc; k++) {
@@ -92,7 +99,7 @@ static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size
  * for the broadcast: 15 of the 16 registers. */
 #define S_MR_AVX2 6
 S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float *c, size_t ldc,
-                                  s_add_t add, const float *bias) {
+                                  s_add_t add, const float *bias, const float *pf, int pf_n) {
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c10 = c20 = c30 = c40 = c50 = _mm256_setzero_ps();
     c01 = c11 = c21 = c31 = c41 = c51 = _mm256_setzero_ps();
@@ -100,17 +107,26 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
     x = _mm256_broadcast_ss(a + (r));                                                          \
     c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                 \
     c##r##1 = _mm256_fmadd_ps(x, w1, c##r##1)
-    for (int k = 0; k < kc; k++) {
-        const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);
-        __m256 x;
-        S_STEP(0);
-        S_STEP(1);
-        S_STEP(2);
-        S_STEP(3);
-        S_STEP(4);
-        S_STEP(5);
-        a += S_MR_AVX2;
-        b += S_NR;
+    for (int k0 = 0; k0 < kc; k0 += 16) {
+        if (pf_n > 0) {
+            __builtin_prefetch(pf, 0, 2);
+            pf += S_NR;
+            pf_n--;
+        }
+        if (k0 / 16 < S_MR_AVX2) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
+        const int k1 = kc - k0 < 16 ? kc : k0 + 16;
+        for (int k = k0; k < k1; k++) {
+            const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);
+            __m256 x;
+            S_STEP(0);
+            S_STEP(1);
+            S_STEP(2);
+            S_STEP(3);
+            S_STEP(4);
+            S_STEP(5);
+            a += S_MR_AVX2;
+            b += S_NR;
+        }
     }
 #undef S_STEP
     __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();
@@ -147,10 +163,20 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
  * load feeds 12 FMAs. */
 #define S_MR_AVX512 12
 S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, float *c,
-                                      size_t ldc, s_add_t add, const float *bias) {
+                                      size_t ldc, s_add_t add, const float *bias,
+                                      const float *pf, int pf_n) {
     __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
     c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_ps();
-    for (int k = 0; k < kc; k++) {
+    for (int k0 = 0; k0 < kc; k0 += 16) {
+        if (pf_n > 0) {
+            __builtin_prefetch(pf, 0, 2);
+            pf += S_NR;
+            pf_n--;
+        }
+        /* this tile's rows of y, needed at the end */
+        if (k0 / 16 < S_MR_AVX512) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
+        const int k1 = kc - k0 < 16 ? kc : k0 + 16;
+        for (int k = k0; k < k1; k++) {
         const __m512 w = _mm512_load_ps(b);
         c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), w, c0);
         c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), w, c1);
@@ -166,6 +192,7 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
         c11 = _mm512_fmadd_ps(_mm512_set1_ps(a[11]), w, c11);
         a += S_MR_AVX512;
         b += S_NR;
+        }
     }
     __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
 #define S_STORE_ROW(r)                                                                         \
@@ -351,11 +378,12 @@ typedef struct {
  * a panel slice.  A full tile goes straight to y; an edge tile runs the same
  * kernel on a local tile (zero padding in, valid part out). */
 static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
-                   int rows, int cols, s_add_t add, const float *bias, int last) {
+                   int rows, int cols, s_add_t add, const float *bias, int last,
+                   const float *pf, int pf_n) {
     const zb_gemm_args_t *a = pl->a;
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
-        pl->kern.fn(kc, ap, bp, c, ldc, add, bias);
+        pl->kern.fn(kc, ap, bp, c, ldc, add, bias, pf, pf_n);
     } else {
         float tile[S_MR_MAX * S_NR] __attribute__((aligned(64)));
         float bpad[S_NR] __attribute__((aligned(64)));
@@ -365,7 +393,7 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
             for (int r = 0; r < rows; r++)
                 memcpy(tile + r * S_NR, c + (size_t)r * ldc, (size_t)cols * sizeof *c);
         if (add == S_ADD_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
-        pl->kern.fn(kc, ap, bp, tile, S_NR, add, bpad);
+        pl->kern.fn(kc, ap, bp, tile, S_NR, add, bpad, pf, pf_n);
         for (int r = 0; r < rows; r++)
             memcpy(c + (size_t)r * ldc, tile + r * S_NR, (size_t)cols * sizeof *c);
     }
@@ -396,28 +424,22 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
                 float *yp = a->y + (size_t)i0 * a->ldy + (size_t)j0;
                 for (int s = 0; s < mc; s += mr) {
                     const int rows = mc - s < mr ? mc - s : mr;
-                    /* the next tile of y: after the first k block it comes
-                     * back from L3 (the row block's y outgrows L2), and its
-                     * loads would stall the kernel's start */
-                    const float *next = s + mr < mc ? yp + (size_t)(s + mr) * a->ldy
-                                        : p + 1 < p1 ? yp + S_NR
-                                                     : NULL;
-                    const int next_rows = s + mr < mc ? (mc - s - mr < mr ? mc - s - mr : mr)
-                                                      : (mc < mr ? mc : mr);
-                    for (int r = 0; next != NULL && r < next_rows; r++)
-                        __builtin_prefetch(next + (size_t)r * a->ldy, 1, 3);
                     /* the next panel's slice into L2, a share per sliver, so
                      * that its first sliver does not wait for L3 (4% at
-                     * BERT shapes) */
+                     * BERT shapes); the kernel spreads what it can */
+                    const float *pf = NULL;
+                    int pf_n = 0;
                     if (p + 1 < p1) {
-                        const int n_sl = (mc + mr - 1) / mr, lines = kc;
-                        const int l0 = (int)((int64_t)lines * (s / mr) / n_sl);
-                        const int l1 = (int)((int64_t)lines * (s / mr + 1) / n_sl);
-                        const float *nb = bp + (size_t)S_NR * (size_t)K;
-                        for (int l = l0; l < l1; l++) __builtin_prefetch(nb + (size_t)l * S_NR, 0, 2);
+                        const int n_sl = (mc + mr - 1) / mr;
+                        const int l0 = (int)((int64_t)kc * (s / mr) / n_sl);
+                        const int l1 = (int)((int64_t)kc * (s / mr + 1) / n_sl);
+                        pf = bp + (size_t)S_NR * (size_t)K + (size_t)l0 * S_NR;
+                        pf_n = l1 - l0;
+                        for (int l = (kc + 15) / 16; l < pf_n; l++)
+                            __builtin_prefetch(pf + (size_t)l * S_NR, 0, 2);
                     }
                     s_tile(pl, kc, apack + (size_t)s * (size_t)kc, bp,
-                           yp + (size_t)s * a->ldy, rows, cols, add, bias, last);
+                           yp + (size_t)s * a->ldy, rows, cols, add, bias, last, pf, pf_n);
                 }
             }
         }
