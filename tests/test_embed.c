@@ -14,9 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bert.h"
 #include "embed.h"
 #include "fixture.h"
 #include "model.h"
+#include "sentences.h"
+#include "sparknlp.h"
 
 #define TOL 1e-4 /* float32 engine vs float64 reference, tiny models */
 
@@ -311,12 +314,248 @@ static void test_tokenize_only(void **st) {
     s_free_all(s, res);
 }
 
+/* Runs one text; asserts success. */
+static void s_run1(state_t *s, const char *t, const zb_embed_options_t *o, zb_result_t *r) {
+    size_t l = strlen(t);
+    assert_int_equal(zb_embedder_run(s->emb, &t, &l, 1, o, r), 0);
+    assert_int_equal(r->status, 0);
+}
+
+/* --sentences: one sequence per sentence; each token's vector is the row it
+ * gets when its sentence is embedded alone, and every token has one. */
+static void test_sentences(void **st) {
+    state_t *s = *st;
+    const char *text = "Hello world. This is a test!  The U.S. Army is here.\n\n"
+                       "Caf\xc3\xa9 \xf0\x9f\x98\x80 ok. world.Today we go";
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
+    zb_result_t r = {0};
+    s_run1(s, text, &o, &r);
+    zb_sent_spans_t sp = {0};
+    assert_int_equal(zb_sent_split(text, strlen(text), &sp), 0);
+    assert_true(sp.n >= 4);
+    assert_int_equal(r.n_sentences, sp.n);
+    assert_non_null(r.meta);
+    zb_words_t w = {0};
+    size_t at = 0;
+    for (size_t k = 0; k < sp.n; k++) {
+        const char *sub = text + sp.v[k].byte_begin;
+        size_t sl = sp.v[k].byte_end - sp.v[k].byte_begin;
+        assert_int_equal(zb_tok_split_words(sub, sl, &w), 0);
+        /* the sentence alone, as a text of its own */
+        char *copy = strndup(sub, sl);
+        zb_embed_options_t one = {.level = ZB_LEVEL_TOKEN};
+        zb_result_t alone = {0};
+        s_run1(s, copy, &one, &alone);
+        assert_int_equal(alone.words.n, w.n);
+        for (size_t i = 0; i < w.n; i++, at++) {
+            assert_true(at < r.words.n);
+            assert_int_equal(r.meta[at].sentence, k);
+            assert_false(r.meta[at].oov);
+            assert_true(r.meta[at].word_start);
+            assert_int_equal(r.words.v[at].byte_begin, w.v[i].byte_begin + sp.v[k].byte_begin);
+            assert_int_equal(r.words.v[at].begin, w.v[i].begin + sp.v[k].begin);
+            /* bit for bit: rows do not depend on their batch */
+            assert_memory_equal(r.vectors + at * (size_t)r.dim,
+                                alone.vectors + i * (size_t)alone.dim,
+                                (size_t)r.dim * sizeof *r.vectors);
+        }
+        zb_result_free(&alone);
+        free(copy);
+    }
+    assert_int_equal(at, r.words.n); /* every token, none twice */
+    /* UTF-16 spans: the emoji counts two units */
+    for (size_t i = 0; i < r.words.n; i++) {
+        const zb_word_t *x = &r.words.v[i];
+        if (strncmp(text + x->byte_begin, "ok", 2) == 0) {
+            assert_int_equal(r.meta[i].begin16, (int32_t)x->begin + 1);
+            assert_int_equal(r.meta[i].end16, (int32_t)x->end);
+        }
+        if (x->begin < 10) assert_int_equal(r.meta[i].begin16, (int32_t)x->begin);
+    }
+    zb_words_free(&w);
+    zb_sent_spans_free(&sp);
+    zb_result_free(&r);
+}
+
+/* A sentence longer than the model's positions: windows, every token gets
+ * a vector, the same as the whole-text windows mode (one sentence). */
+static void test_sentences_long(void **st) {
+    state_t *s = *st;
+    size_t n = 700;
+    char *text = malloc(n * 13 + 2);
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) at += (size_t)sprintf(text + at, "%s ", i % 3 ? "word" : "unbelievable");
+    text[at - 1] = '.';
+    text[at] = '\0';
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
+    zb_result_t r = {0}, ref = {0};
+    s_run1(s, text, &o, &r);
+    assert_int_equal(r.n_sentences, 1);
+    assert_false(r.truncated);
+    assert_true(r.n_windows > 1);
+    assert_int_equal(r.words.n, n + 1); /* 700 words and the final "." */
+    zb_embed_options_t w = {.level = ZB_LEVEL_TOKEN, .windows = true};
+    s_run1(s, text, &w, &ref);
+    assert_int_equal(ref.words.n, r.words.n);
+    assert_memory_equal(r.vectors, ref.vectors, r.words.n * (size_t)r.dim * sizeof *r.vectors);
+    /* explicit truncation drops the tail and says so */
+    zb_embed_options_t t = {.level = ZB_LEVEL_TOKEN, .sentences = true};
+    zb_result_t tr = {0};
+    s_run1(s, text, &t, &tr);
+    assert_true(tr.truncated);
+    assert_true(tr.words.n < n);
+    zb_result_free(&tr);
+    zb_result_free(&ref);
+    zb_result_free(&r);
+    free(text);
+}
+
+/* --token-vector mean: the mean of the token's wordpiece rows. */
+static void test_token_vector_mean(void **st) {
+    state_t *s = *st;
+    const char *text = "unbelievable Johanson's house, NLP";
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKVEC_MEAN,
+                            .token_meta = true};
+    zb_embed_options_t wp = {.level = ZB_LEVEL_WORDPIECE};
+    zb_result_t r = {0}, p = {0};
+    s_run1(s, text, &o, &r);
+    s_run1(s, text, &wp, &p);
+    size_t H = (size_t)r.dim;
+    int multi = 0;
+    for (size_t i = 0; i < r.words.n; i++) {
+        const zb_word_t *w = &r.words.v[i];
+        double worst = 0;
+        size_t cnt = 0;
+        for (size_t j = 0; j < H; j++) {
+            double sum = 0;
+            cnt = 0;
+            for (size_t q = 1; q + 1 < p.pieces.n; q++)
+                if (p.pieces.v[q].byte_begin >= w->byte_begin &&
+                    p.pieces.v[q].byte_begin < w->byte_end) {
+                    sum += p.vectors[q * H + j];
+                    cnt++;
+                }
+            assert_true(cnt >= 1);
+            worst = fmax(worst, fabs(sum / (double)cnt - r.vectors[i * H + j]));
+        }
+        assert_true(worst < 1e-6);
+        multi += cnt > 1;
+        assert_int_equal(r.meta[i].sentence, 0);
+    }
+    assert_true(multi >= 2); /* unbelievable, Johanson: several pieces */
+    zb_result_free(&r);
+    zb_result_free(&p);
+}
+
+/* Spark NLP compatibility end to end on the tiny model: the structure is
+ * the port's (worker/sparknlp.c), and every vector is the row of a plain
+ * encoder run (tanh GELU) on the same fed ids. */
+static void test_compat_sparknlp(void **st) {
+    state_t *s = *st;
+    char long_text[1024];
+    size_t at = 0;
+    for (int i = 0; i < 130; i++) at += (size_t)sprintf(long_text + at, "word ");
+    sprintf(long_text + at - 1, ".");
+    const char *texts[] = {"I love NLP", "I don't like the e-mail from the U.S. government.",
+                           "He paid $10 (hello), then left... What?", long_text,
+                           "Caf\xc3\xa9 au lait costs \xe2\x82\xac" "3.50; it's na\xc3\xafve.",
+                           "\xef\xac\xb1\xef\xac\xb1 x y", ""};
+    size_t n = sizeof texts / sizeof *texts;
+    size_t lens[8];
+    for (size_t i = 0; i < n; i++) lens[i] = strlen(texts[i]);
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
+    zb_result_t r[8];
+    memset(r, 0, sizeof r);
+    assert_int_equal(zb_embedder_run(s->emb, texts, lens, n, &o, r), 0);
+
+    zb_bert_t *bert = NULL;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_bert_new(s->model, 512, 512, 2, &bert, &d), 0);
+    zb_snlp_doc_t doc = {0};
+    const int H = r[0].dim;
+    float *rows = malloc(sizeof *rows * 512 * (size_t)H);
+    float *rows_erf = malloc(sizeof *rows_erf * 512 * (size_t)H);
+    int n_sep = 0, n_twice = 0;
+    double erf_gap = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(r[i].status, 0);
+        assert_int_equal(zb_snlp_analyze(zb_embedder_tokenizer(s->emb), true, texts[i], lens[i],
+                                         &doc), 0);
+        assert_int_equal(r[i].words.n, doc.n_vectors);
+        assert_int_equal(r[i].n_vectors, doc.n_vectors);
+        assert_int_equal(r[i].n_sentences, doc.n_sentences);
+        for (size_t k = 0; k < doc.n_sentences; k++) {
+            int len = (int)(doc.seq_off[k + 1] - doc.seq_off[k]);
+            const int32_t *ids = doc.ids + doc.seq_off[k];
+            zb_bert_set_gelu(bert, ZB_BERT_GELU_TANH);
+            assert_int_equal(zb_bert_forward(bert, ids, &len, 1, rows), 0);
+            zb_bert_set_gelu(bert, ZB_BERT_GELU_ERF);
+            assert_int_equal(zb_bert_forward(bert, ids, &len, 1, rows_erf), 0);
+            for (size_t a = 0; a < doc.n_vectors; a++) {
+                const zb_snlp_vector_t *v = &doc.vectors[a];
+                const zb_snlp_token_t *t = &doc.tokens[v->token];
+                if (t->sentence != k) continue;
+                const zb_token_meta_t *m = &r[i].meta[a];
+                assert_int_equal(m->sentence, k);
+                assert_int_equal(m->row, v->row);
+                assert_int_equal(m->piece_id, v->piece_id);
+                assert_int_equal(m->word_start, v->word_start);
+                assert_int_equal(m->begin16, t->span.begin16);
+                assert_int_equal(m->end16, t->span.end16);
+                assert_false(m->oov);
+                assert_int_equal(r[i].words.v[a].begin, t->span.begin);
+                assert_int_equal(r[i].words.v[a].byte_end, t->span.byte_end);
+                const float *got = r[i].vectors + a * (size_t)H;
+                double diff = s_maxdiff(got, rows + (size_t)v->row * (size_t)H, (size_t)H);
+                if (diff > 1e-5) fail_msg("text %zu vector %zu: %g from the plain run", i, a, diff);
+                erf_gap = fmax(erf_gap, s_maxdiff(got, rows_erf + (size_t)v->row * (size_t)H,
+                                                  (size_t)H));
+                if (v->row_is_sep) {
+                    n_sep++;
+                    assert_int_equal(v->row, (uint32_t)len - 1); /* the [SEP] row */
+                }
+                n_twice += !v->word_start;
+            }
+        }
+    }
+    assert_int_equal(r[0].words.n, 3);
+    assert_int_equal(r[3].words.n, 127); /* 131 tokens, 127 vectors */
+    assert_int_equal(n_sep, 1);
+    assert_int_equal(n_twice, 1);
+    assert_int_equal(r[6].words.n, 0);
+    /* the tanh GELU is in use: the erf run differs */
+    printf("compat: tanh vs erf GELU rows differ by up to %.3g\n", erf_gap);
+    assert_true(erf_gap > 1e-7);
+    free(rows);
+    free(rows_erf);
+    zb_snlp_doc_free(&doc);
+    zb_bert_destroy(&bert);
+    for (size_t i = 0; i < n; i++) zb_result_free(&r[i]);
+
+    /* a text Spark would misplace fails alone, with a reason */
+    const char *bad[] = {"a\xe2\x95\x94" "b", "fine."};
+    size_t bl[] = {strlen(bad[0]), strlen(bad[1])};
+    zb_result_t br[2] = {{0}};
+    assert_int_equal(zb_embedder_run(s->emb, bad, bl, 2, &o, br), 0);
+    assert_int_equal(br[0].status, ZB_EUNSUPPORTED);
+    assert_non_null(strstr(br[0].detail, "sentence detector"));
+    assert_int_equal(br[1].status, 0);
+    assert_int_equal(br[1].words.n, 2);
+    zb_result_free(&br[0]);
+    zb_result_free(&br[1]);
+    /* compat is a token-level mode */
+    zb_embed_options_t bad_o = {.level = ZB_LEVEL_SENTENCE, .compat = ZB_COMPAT_SPARKNLP};
+    assert_int_equal(zb_embedder_run(s->emb, bad, bl, 1, &bad_o, br), ZB_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest seed1[] = {
         cmocka_unit_test(test_wordpiece_parity), cmocka_unit_test(test_sentence_pooling),
         cmocka_unit_test(test_token_level),      cmocka_unit_test(test_token_spans),
         cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_bad_text_isolated),
         cmocka_unit_test(test_windows),          cmocka_unit_test(test_tokenize_only),
+        cmocka_unit_test(test_sentences),        cmocka_unit_test(test_sentences_long),
+        cmocka_unit_test(test_token_vector_mean), cmocka_unit_test(test_compat_sparknlp),
     };
     const struct CMUnitTest seed2[] = {
         cmocka_unit_test(test_wordpiece_parity),

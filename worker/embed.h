@@ -13,6 +13,19 @@
  *              wordpieces without [CLS]/[SEP] (zeros for a text with none).
  * Optional L2 normalisation applies to every returned vector.
  *
+ * Sentences (options.sentences): the text is split by the default
+ * segmenter (worker/sentences.h) and each sentence is its own sequence (or
+ * windows of it); tokens are split per sentence and carry metadata (their
+ * sentence, first piece id, UTF-16 span).  A token's vector is its first
+ * wordpiece's row or, with ZB_TOKVEC_MEAN, the mean of its pieces' rows; a
+ * token whose characters all vanish in normalisation (no wordpiece) gets a
+ * zero vector flagged oov.
+ *
+ * Spark NLP compatibility (options.compat = ZB_COMPAT_SPARKNLP, token level):
+ * worker/sparknlp.h's pipeline decides sentences, tokens, the ids each
+ * sentence feeds and which row each token gets; the encoder runs with the
+ * tanh GELU; a token may get no vector or two, as in Spark NLP 2.6.4-2.7.5.
+ *
  * Texts longer than the model's positions are truncated (first P-2 pieces,
  * result flagged) or, with windows, covered by overlapping windows: each
  * wordpiece takes its row from the window where it sits farthest from an
@@ -50,13 +63,39 @@ typedef enum zb_pooling {
     ZB_POOL_MEAN,
 } zb_pooling_t;
 
+typedef enum zb_token_vector {
+    ZB_TOKVEC_FIRST = 0, /* the row of the token's first wordpiece */
+    ZB_TOKVEC_MEAN,      /* the mean of its wordpieces' rows */
+} zb_token_vector_t;
+
+typedef enum zb_compat {
+    ZB_COMPAT_NONE = 0,
+    ZB_COMPAT_SPARKNLP, /* Spark NLP 2.6.4-2.7.5 BertEmbeddings, quirks included */
+} zb_compat_t;
+
+/* Zero-initialised options are the defaults (fields are only ever added). */
 typedef struct zb_embed_options {
     zb_level_t level;
     zb_pooling_t pooling; /* sentence level only */
     bool normalize;       /* L2-normalise every returned vector */
     bool windows;         /* long texts: windows instead of truncation */
     bool tokenize_only;   /* pieces (and words) only, no forward pass */
+    bool sentences;       /* token/wordpiece level: one sequence per sentence */
+    bool token_meta;      /* token level: fill zb_result_t.meta (implied by
+                           * sentences and compat) */
+    zb_token_vector_t token_vector; /* token level */
+    zb_compat_t compat;   /* token level (or tokenize-only) */
 } zb_embed_options_t;
+
+/* What a token-level vector is, beyond its span (zb_result_t.meta). */
+typedef struct zb_token_meta {
+    uint32_t sentence;      /* 0-based sentence of the text (0 without sentences) */
+    int32_t piece_id;       /* id of the token's first piece (compat: of the piece fed at row) */
+    uint32_t row;           /* row of its sequence the vector came from (first piece) */
+    int32_t begin16, end16; /* the token's span in UTF-16 units, end INCLUSIVE */
+    bool word_start;        /* that piece is not a "##" continuation */
+    bool oov;               /* no wordpiece: the vector is zeros */
+} zb_token_meta_t;
 
 typedef struct zb_embedder_config {
     int threads;          /* OpenMP threads; <= 0: the OpenMP default */
@@ -77,6 +116,14 @@ typedef struct zb_result {
     size_t n_vectors;    /* rows in vectors */
     float *vectors;      /* [n_vectors][dim] */
     size_t vectors_cap;  /* floats allocated */
+    /* since options.sentences / compat / token_meta: */
+    zb_token_meta_t *meta; /* [words.n] when the options ask for it, else NULL */
+    size_t meta_cap;
+    size_t n_sentences;    /* sentences of the text (sequences when not windowed) */
+    uint32_t *seq_off;     /* [n_sentences + 1]: sentence k's framed pieces are
+                            * pieces.v[seq_off[k] .. seq_off[k+1]) */
+    size_t seq_off_cap;
+    char detail[160];      /* why status != 0, when more is known than the code */
 } zb_result_t;
 
 void zb_result_free(zb_result_t *r);
