@@ -152,6 +152,7 @@ zb_io_writer_t *zb_io_writer_new(FILE *f, zb_io_format_t format, zb_io_level_t l
                                  bool tokenize_only, bool pooling_mean, int dim) {
     if (format == ZB_IO_OUT_NPY && (level != ZB_IO_SENTENCE || tokenize_only || dim <= 0))
         return NULL;
+    if (format == ZB_IO_OUT_SPARKNLP_JSON && (level != ZB_IO_TOKEN || tokenize_only)) return NULL;
     zb_io_writer_t *w = calloc(1, sizeof *w);
     if (w == NULL) return NULL;
     *w = (zb_io_writer_t){.f = f, .format = format, .level = level,
@@ -239,14 +240,84 @@ static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
             uint32_t bb = t->byte_offsets[2 * i], be = t->byte_offsets[2 * i + 1];
             fputs(i ? ",{\"text\":" : "{\"text\":", f);
             s_put_json_string(f, t->text + bb, be - bb);
-            fprintf(f, ",\"begin\":%u,\"end\":%u,\"vector\":", t->offsets[2 * i],
-                    t->offsets[2 * i + 1]);
+            fprintf(f, ",\"begin\":%u,\"end\":%u,", t->offsets[2 * i], t->offsets[2 * i + 1]);
+            if (t->meta) {
+                const zb_io_token_meta_t *m = &t->meta[i];
+                fprintf(f, "\"sentence\":%u,\"pieceId\":%d,\"isWordStart\":%s,\"isOOV\":%s,",
+                        m->sentence, (int)m->piece_id, m->word_start ? "true" : "false",
+                        m->oov ? "true" : "false");
+            }
+            fputs("\"vector\":", f);
             s_put_vector(f, t->vectors + i * H, t->dim);
             putc('}', f);
         }
         putc(']', f);
     }
     fputs("}\n", f);
+}
+
+/* UTF-16 index of byte offset b of the text, walking on from (*at_b, *at_u)
+ * (restarting when b is behind). */
+static int32_t s_utf16_at(const zb_io_text_t *t, uint32_t b, uint32_t *at_b, int32_t *at_u) {
+    if (b < *at_b) *at_b = 0, *at_u = 0;
+    const unsigned char *s = (const unsigned char *)t->text;
+    while (*at_b < b && *at_b < t->text_len) {
+        unsigned c = s[*at_b];
+        uint32_t k = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        *at_b += k;
+        *at_u += k == 4 ? 2 : 1;
+    }
+    return *at_u;
+}
+
+/* One line of Spark NLP word_embeddings annotations. */
+static void s_write_sparknlp(zb_io_writer_t *w, const zb_io_text_t *t) {
+    FILE *f = w->f;
+    fprintf(f, "{\"index\":%zu", t->index);
+    if (t->error) {
+        fputs(",\"error\":", f);
+        s_put_json_string(f, t->error, strlen(t->error));
+        fputs("}\n", f);
+        return;
+    }
+    fputs(",\"annotations\":[", f);
+    uint32_t at_b = 0;
+    int32_t at_u = 0;
+    for (size_t i = 0; i < t->n_rows; i++) {
+        uint32_t bb = t->byte_offsets[2 * i], be = t->byte_offsets[2 * i + 1];
+        zb_io_token_meta_t m = {.piece_id = -1, .word_start = true};
+        if (t->meta) {
+            m = t->meta[i];
+        } else {
+            m.begin16 = s_utf16_at(t, bb, &at_b, &at_u);
+            m.end16 = s_utf16_at(t, be, &at_b, &at_u) - 1;
+        }
+        fprintf(f, "%s{\"annotatorType\":\"word_embeddings\",\"begin\":%d,\"end\":%d,\"result\":",
+                i ? "," : "", (int)m.begin16, (int)m.end16);
+        s_put_json_string(f, t->text + bb, be - bb);
+        fprintf(f, ",\"metadata\":{\"sentence\":\"%u\",\"token\":", m.sentence);
+        s_put_json_string(f, t->text + bb, be - bb);
+        fprintf(f, ",\"pieceId\":\"%d\",\"isWordStart\":\"%s\",\"isOOV\":\"%s\"},\"embeddings\":",
+                (int)m.piece_id, m.word_start ? "true" : "false", m.oov ? "true" : "false");
+        s_put_vector(f, t->vectors + i * (size_t)t->dim, t->dim);
+        putc('}', f);
+    }
+    fputs("]}\n", f);
+}
+
+void zb_io_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
+                                const char *error) {
+    fprintf(f, "{\"index\":%zu", index);
+    if (error) {
+        fputs(",\"error\":", f);
+        s_put_json_string(f, error, strlen(error));
+        fputs("}\n", f);
+        return;
+    }
+    fputs(",\"sentence_spans\":[", f);
+    for (size_t k = 0; k < n; k++)
+        fprintf(f, k ? ",[%u,%u]" : "[%u,%u]", spans[2 * k], spans[2 * k + 1]);
+    fputs("]}\n", f);
 }
 
 static void s_write_table(zb_io_writer_t *w, const zb_io_text_t *t) {
@@ -333,6 +404,7 @@ int zb_io_write(zb_io_writer_t *w, const zb_io_text_t *t) {
     case ZB_IO_OUT_JSONL: s_write_jsonl(w, t); return 0;
     case ZB_IO_OUT_TABLE: s_write_table(w, t); return 0;
     case ZB_IO_OUT_NPY: return s_write_npy(w, t);
+    case ZB_IO_OUT_SPARKNLP_JSON: s_write_sparknlp(w, t); return 0;
     }
     return -1;
 }

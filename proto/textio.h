@@ -15,6 +15,9 @@
  *   jsonl  one object per text, in input order, floats as %.9g (they
  *          round-trip float32):
  *            token      {"index":i,"tokens":[{"text","begin","end","vector"}]}
+ *                       and, when the text carries token metadata, each
+ *                       token {"text","begin","end","sentence","pieceId",
+ *                       "isWordStart","isOOV","vector"}
  *            wordpiece  {"index":i,"ids":[..],"offsets":[[b,e],..],"vectors":[[..],..]}
  *            sentence   {"index":i,"vector":[..]}
  *            tokenize-only: the wordpiece object without "vectors"
@@ -23,7 +26,19 @@
  *   npy    an N x dim float32 .npy of sentence vectors (NaN rows for
  *          failed texts); the header is patched at the end on a seekable
  *          stream, rows are buffered in memory on a pipe;
- *   table  for people: spans and the first values of each vector.
+ *   table  for people: spans and the first values of each vector;
+ *   sparknlp-json  token level only: one line per text,
+ *          {"index":i,"annotations":[A,...]} where each A is a Spark NLP
+ *          word_embeddings annotation {"annotatorType":"word_embeddings",
+ *          "begin":b,"end":e,"result":"token","metadata":{"sentence":"0",
+ *          "token":"token","pieceId":"146","isWordStart":"true",
+ *          "isOOV":"false"},"embeddings":[...]}: begin and end in UTF-16
+ *          units with the end INCLUSIVE (Java string indices), metadata
+ *          values strings; pieceId "-1" when the text carries no metadata;
+ *          a failed text is {"index":i,"error":"..."}.
+ *
+ * Sentence spans (zb_io_write_sentence_spans): {"index":i,
+ * "sentence_spans":[[begin,end],...]} in code points, end exclusive.
  *
  * Thread-safety: none needed; each object belongs to one thread.
  */
@@ -69,7 +84,22 @@ typedef enum zb_io_level {
     ZB_IO_SENTENCE,
 } zb_io_level_t;
 
-typedef enum zb_io_format { ZB_IO_OUT_JSONL = 0, ZB_IO_OUT_NPY, ZB_IO_OUT_TABLE } zb_io_format_t;
+typedef enum zb_io_format {
+    ZB_IO_OUT_JSONL = 0,
+    ZB_IO_OUT_NPY,
+    ZB_IO_OUT_TABLE,
+    ZB_IO_OUT_SPARKNLP_JSON,
+} zb_io_format_t;
+
+/* Token metadata (token level, optional): what a Spark NLP annotation
+ * carries beyond the span. */
+typedef struct zb_io_token_meta {
+    uint32_t sentence;      /* 0-based sentence of the text */
+    int32_t piece_id;       /* vocabulary id of the token's (first) piece; -1: none */
+    int32_t begin16, end16; /* UTF-16 units, end INCLUSIVE */
+    bool word_start;        /* the piece is not a "##" continuation */
+    bool oov;               /* no piece: the vector is zeros */
+} zb_io_token_meta_t;
 
 /* What one text came to, as views (nothing is copied or kept). */
 typedef struct zb_io_text {
@@ -84,6 +114,7 @@ typedef struct zb_io_text {
     const uint32_t *offsets; /* [n_rows][2] code points (token, wordpiece) */
     const uint32_t *byte_offsets; /* [n_rows][2] bytes (token, wordpiece) */
     const int32_t *ids;      /* [n_rows] (wordpiece level) */
+    const zb_io_token_meta_t *meta; /* [n_rows] token level, or NULL (not written) */
 } zb_io_text_t;
 
 typedef struct zb_io_writer zb_io_writer_t;
@@ -105,5 +136,11 @@ int zb_io_write(zb_io_writer_t *w, const zb_io_text_t *t);
 int zb_io_writer_finish(zb_io_writer_t *w);
 
 void zb_io_writer_destroy(zb_io_writer_t **w);
+
+/* Writes {"index":index,"sentence_spans":[[b,e],...]} (spans[2k], spans[2k+1]
+ * code points, end exclusive) or, when error is not NULL,
+ * {"index":index,"error":error}, and a newline. */
+void zb_io_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
+                                const char *error);
 
 #endif

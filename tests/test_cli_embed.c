@@ -297,11 +297,209 @@ static void test_tokenize_only_and_windows(void **st) {
     cJSON_Delete(o[0]);
 }
 
+static const cJSON *s_get(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (x == NULL) fail_msg("no field \"%s\"", k);
+    return x;
+}
+
+static void s_free_objs(cJSON **o, int n) {
+    for (int i = 0; i < n; i++) cJSON_Delete(o[i]);
+}
+
+/* --split-sentences needs no model: code-point spans, end exclusive, from
+ * the default segmenter or Spark NLP's detector. */
+static void test_split_sentences(void **st) {
+    (void)st;
+    const char *in = "{\"text\":\"Hello world. This is (really) fine.\"}\n"
+                     "{\"text\":\"Mix; of; semis \\ud83d\\ude00 ok.\"}\n"
+                     "{\"text\":\"\"}\n"
+                     "{\"text\":\"a\\u2554b\"}\n";
+    s_write("in.txt", in, strlen(in));
+    char cmd[1024], redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    snprintf(cmd, sizeof cmd, "%s/zbert-embed --split-sentences --input-format jsonl < %s %s 2> %s",
+             s_bin(), s_file("in.txt"), redirect, s_file("err.txt"));
+    assert_int_equal(WEXITSTATUS(system(cmd)), 0);
+    cJSON *o[8];
+    assert_int_equal(s_read_jsonl(o, 8), 4);
+    char *txt = cJSON_PrintUnformatted(s_get(o[0], "sentence_spans"));
+    assert_string_equal(txt, "[[0,12],[13,35]]");
+    free(txt);
+    txt = cJSON_PrintUnformatted(s_get(o[1], "sentence_spans"));
+    assert_string_equal(txt, "[[0,20]]"); /* our segmenter: `;` does not end one */
+    free(txt);
+    assert_int_equal(cJSON_GetArraySize(s_get(o[2], "sentence_spans")), 0);
+    assert_int_equal(cJSON_GetArraySize(s_get(o[3], "sentence_spans")), 1);
+    s_free_objs(o, 4);
+
+    snprintf(cmd, sizeof cmd,
+             "%s/zbert-embed --split-sentences --compat sparknlp --input-format jsonl < %s %s 2> %s",
+             s_bin(), s_file("in.txt"), redirect, s_file("err.txt"));
+    assert_int_equal(WEXITSTATUS(system(cmd)), 1); /* the marker text is refused */
+    assert_int_equal(s_read_jsonl(o, 8), 4);
+    txt = cJSON_PrintUnformatted(s_get(o[0], "sentence_spans"));
+    assert_string_equal(txt, "[[0,12],[13,20],[21,35]]"); /* "(really)" acts as a list item */
+    free(txt);
+    /* the emoji is one code point here (two UTF-16 units in Spark) */
+    txt = cJSON_PrintUnformatted(s_get(o[1], "sentence_spans"));
+    assert_string_equal(txt, "[[0,4],[5,8],[9,20]]");
+    free(txt);
+    assert_non_null(strstr(s_get(o[3], "error")->valuestring, "sentence detector"));
+    s_free_objs(o, 4);
+}
+
+/* --sentences: token objects carry their sentence and metadata; a long
+ * sentence takes windows so that no token is left without a vector. */
+static void test_sentences_cli(void **st) {
+    (void)st;
+    char *in = malloc(8000);
+    size_t at = (size_t)sprintf(in, "I love NLP. Don't stop.\n");
+    for (int i = 0; i < 600; i++) at += (size_t)sprintf(in + at, "word ");
+    sprintf(in + at - 1, ".\n");
+    s_write("in.txt", in, strlen(in));
+    free(in);
+    char redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    assert_int_equal(s_run("--sentences", redirect), 0);
+    cJSON *o[4];
+    assert_int_equal(s_read_jsonl(o, 4), 2);
+    const cJSON *toks = s_get(o[0], "tokens");
+    assert_int_equal(cJSON_GetArraySize(toks), 7);
+    const cJSON *t4 = cJSON_GetArrayItem(toks, 4); /* Don't */
+    assert_string_equal(s_get(t4, "text")->valuestring, "Don't");
+    assert_int_equal(s_get(t4, "sentence")->valueint, 1);
+    assert_int_equal(s_get(t4, "begin")->valueint, 12);
+    assert_int_equal(s_get(t4, "pieceId")->valueint, 1790);
+    assert_true(cJSON_IsTrue(s_get(t4, "isWordStart")));
+    assert_true(cJSON_IsFalse(s_get(t4, "isOOV")));
+    assert_int_equal(cJSON_GetArraySize(s_get(t4, "vector")), 64);
+    /* 600 words and "." in one sentence of > 510 pieces: all there */
+    assert_int_equal(cJSON_GetArraySize(s_get(o[1], "tokens")), 601);
+    assert_null(cJSON_GetObjectItem(o[1], "truncated"));
+    s_free_objs(o, 2);
+    /* with --truncate the tail goes, flagged */
+    assert_int_equal(s_run("--sentences --truncate", redirect), 0);
+    assert_int_equal(s_read_jsonl(o, 4), 2);
+    assert_true(cJSON_GetArraySize(s_get(o[1], "tokens")) < 601);
+    assert_true(cJSON_IsTrue(s_get(o[1], "truncated")));
+    s_free_objs(o, 2);
+}
+
+/* --token-vector mean: a one-piece token keeps its row, a several-piece
+ * token gets the mean of its pieces' rows (checked on the wordpiece output). */
+static void test_token_vector_mean_cli(void **st) {
+    (void)st;
+    s_write("in.txt", "unbelievable NLP\n", 17);
+    char redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    cJSON *m[2], *w[2];
+    assert_int_equal(s_run("--token-vector mean", redirect), 0);
+    assert_int_equal(s_read_jsonl(m, 2), 1);
+    assert_int_equal(s_run("--level wordpiece", redirect), 0);
+    assert_int_equal(s_read_jsonl(w, 2), 1);
+    const cJSON *ids = s_get(w[0], "ids"), *offs = s_get(w[0], "offsets");
+    const cJSON *rows = s_get(w[0], "vectors");
+    const cJSON *toks = s_get(m[0], "tokens");
+    int multi = 0;
+    for (int t = 0; t < cJSON_GetArraySize(toks); t++) {
+        const cJSON *tok = cJSON_GetArrayItem(toks, t);
+        int b = s_get(tok, "begin")->valueint, e = s_get(tok, "end")->valueint;
+        const cJSON *vec = s_get(tok, "vector");
+        double worst = 0;
+        int cnt = 0;
+        for (int j = 0; j < cJSON_GetArraySize(vec); j++) {
+            double sum = 0;
+            cnt = 0;
+            for (int p = 1; p + 1 < cJSON_GetArraySize(ids); p++) {
+                int pb = cJSON_GetArrayItem(cJSON_GetArrayItem(offs, p), 0)->valueint;
+                if (pb >= b && pb < e) {
+                    sum += (float)cJSON_GetArrayItem(cJSON_GetArrayItem(rows, p), j)->valuedouble;
+                    cnt++;
+                }
+            }
+            double d = fabs(sum / cnt - (float)cJSON_GetArrayItem(vec, j)->valuedouble);
+            if (d > worst) worst = d;
+        }
+        assert_true(worst < 1e-5);
+        multi += cnt > 1;
+    }
+    assert_int_equal(multi, 2); /* un ##believable, NL ##P */
+    s_free_objs(m, 1);
+    s_free_objs(w, 1);
+}
+
+/* --compat sparknlp end to end, in both output shapes. */
+static void test_compat_cli(void **st) {
+    (void)st;
+    const char *in = "I love NLP\nHe said \xf0\x9f\x98\x80 don't.\n";
+    s_write("in.txt", in, strlen(in));
+    char redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    cJSON *o[4];
+    assert_int_equal(s_run("--compat sparknlp", redirect), 0);
+    assert_int_equal(s_read_jsonl(o, 4), 2);
+    const cJSON *toks = s_get(o[0], "tokens");
+    assert_int_equal(cJSON_GetArraySize(toks), 3);
+    const int want_ids[] = {146, 1567, 21239};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s_get(cJSON_GetArrayItem(toks, i), "pieceId")->valueint, want_ids[i]);
+    /* "don't" feeds only "don" */
+    const cJSON *dont = cJSON_GetArrayItem(s_get(o[1], "tokens"), 3);
+    assert_string_equal(s_get(dont, "text")->valuestring, "don't");
+    assert_int_equal(s_get(dont, "pieceId")->valueint, 1274);
+    assert_int_equal(s_get(dont, "begin")->valueint, 10); /* code points here */
+    s_free_objs(o, 2);
+
+    assert_int_equal(s_run("--compat sparknlp --format sparknlp-json", redirect), 0);
+    assert_int_equal(s_read_jsonl(o, 4), 2);
+    assert_int_equal(s_get(o[0], "index")->valueint, 0);
+    const cJSON *ann = s_get(o[0], "annotations");
+    assert_int_equal(cJSON_GetArraySize(ann), 3);
+    const cJSON *a2 = cJSON_GetArrayItem(ann, 2);
+    assert_string_equal(s_get(a2, "annotatorType")->valuestring, "word_embeddings");
+    assert_int_equal(s_get(a2, "begin")->valueint, 7);
+    assert_int_equal(s_get(a2, "end")->valueint, 9); /* inclusive */
+    assert_string_equal(s_get(a2, "result")->valuestring, "NLP");
+    const cJSON *md = s_get(a2, "metadata");
+    assert_int_equal(cJSON_GetArraySize(md), 5);
+    assert_string_equal(s_get(md, "sentence")->valuestring, "0");
+    assert_string_equal(s_get(md, "token")->valuestring, "NLP");
+    assert_string_equal(s_get(md, "pieceId")->valuestring, "21239");
+    assert_string_equal(s_get(md, "isWordStart")->valuestring, "true");
+    assert_string_equal(s_get(md, "isOOV")->valuestring, "false");
+    assert_int_equal(cJSON_GetArraySize(s_get(a2, "embeddings")), 64);
+    assert_int_equal(cJSON_GetArraySize(a2), 6);
+    /* UTF-16: the emoji takes two units, so "don't" begins at 11 */
+    const cJSON *d2 = cJSON_GetArrayItem(s_get(o[1], "annotations"), 3);
+    assert_int_equal(s_get(d2, "begin")->valueint, 11);
+    assert_int_equal(s_get(d2, "end")->valueint, 15);
+    s_free_objs(o, 2);
+
+    /* sparknlp-json of the default pipeline: same shape, zbert's tokens */
+    assert_int_equal(s_run("--format sparknlp-json", redirect), 0);
+    assert_int_equal(s_read_jsonl(o, 4), 2);
+    const cJSON *dd = cJSON_GetArrayItem(s_get(o[1], "annotations"), 3);
+    assert_string_equal(s_get(dd, "result")->valuestring, "don't");
+    assert_int_equal(s_get(dd, "begin")->valueint, 11);
+    assert_string_equal(s_get(s_get(dd, "metadata"), "pieceId")->valuestring, "1274");
+    s_free_objs(o, 2);
+
+    /* combinations that cannot work are usage errors */
+    assert_int_equal(s_run("--compat sparknlp --level sentence", "> /dev/null"), 2);
+    assert_int_equal(s_run("--format sparknlp-json --level wordpiece", "> /dev/null"), 2);
+    assert_int_equal(s_run("--sentences --level sentence", "> /dev/null"), 2);
+    assert_int_equal(s_run("--compat spark", "> /dev/null"), 2);
+    assert_int_equal(s_run("--token-vector last", "> /dev/null"), 2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_default),   cmocka_unit_test(test_wordpiece_jsonl),
         cmocka_unit_test(test_bad_lines),       cmocka_unit_test(test_npy),
         cmocka_unit_test(test_usage_errors),    cmocka_unit_test(test_tokenize_only_and_windows),
+        cmocka_unit_test(test_split_sentences), cmocka_unit_test(test_sentences_cli),
+        cmocka_unit_test(test_token_vector_mean_cli), cmocka_unit_test(test_compat_cli),
     };
     return cmocka_run_group_tests_name("zbert-embed", tests, setup, teardown);
 }

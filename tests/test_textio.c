@@ -157,12 +157,66 @@ static void test_npy(void **st) {
     assert_null(zb_io_writer_new(stdout, ZB_IO_OUT_NPY, ZB_IO_SENTENCE, false, false, 0));
 }
 
+/* Token metadata in JSONL, the Spark NLP annotation shape, sentence spans. */
+static void test_sparknlp_json(void **st) {
+    (void)st;
+    const char *text = "\xf0\x9f\x98\x80 NLP"; /* an emoji: 4 bytes, 2 UTF-16 units */
+    float v[] = {0.5f, -2.0f};
+    uint32_t off[] = {2, 5}, boff[] = {5, 8};
+    zb_io_token_meta_t m = {.sentence = 1, .piece_id = 21239, .begin16 = 3, .end16 = 5,
+                            .word_start = true};
+    zb_io_text_t t = {.index = 3, .text = text, .text_len = strlen(text), .n_rows = 1, .dim = 2,
+                      .vectors = v, .offsets = off, .byte_offsets = boff, .meta = &m};
+    size_t len;
+    char *s = s_write(ZB_IO_OUT_JSONL, ZB_IO_TOKEN, false, &t, 1, &len);
+    assert_string_equal(s, "{\"index\":3,\"tokens\":[{\"text\":\"NLP\",\"begin\":2,\"end\":5,"
+                           "\"sentence\":1,\"pieceId\":21239,\"isWordStart\":true,"
+                           "\"isOOV\":false,\"vector\":[0.5,-2]}]}\n");
+    free(s);
+    s = s_write(ZB_IO_OUT_SPARKNLP_JSON, ZB_IO_TOKEN, false, &t, 1, &len);
+    assert_string_equal(s, "{\"index\":3,\"annotations\":[{\"annotatorType\":\"word_embeddings\","
+                           "\"begin\":3,\"end\":5,\"result\":\"NLP\",\"metadata\":{"
+                           "\"sentence\":\"1\",\"token\":\"NLP\",\"pieceId\":\"21239\","
+                           "\"isWordStart\":\"true\",\"isOOV\":\"false\"},"
+                           "\"embeddings\":[0.5,-2]}]}\n");
+    free(s);
+    /* without metadata: UTF-16 offsets from the text, sentence 0, pieceId -1 */
+    t.meta = NULL;
+    s = s_write(ZB_IO_OUT_SPARKNLP_JSON, ZB_IO_TOKEN, false, &t, 1, &len);
+    assert_non_null(strstr(s, "\"begin\":3,\"end\":5,"));
+    assert_non_null(strstr(s, "\"sentence\":\"0\""));
+    assert_non_null(strstr(s, "\"pieceId\":\"-1\""));
+    free(s);
+    zb_io_text_t bad = {.index = 4, .error = "no"};
+    s = s_write(ZB_IO_OUT_SPARKNLP_JSON, ZB_IO_TOKEN, false, &bad, 1, &len);
+    assert_string_equal(s, "{\"index\":4,\"error\":\"no\"}\n");
+    free(s);
+    /* the shape exists at token level only */
+    assert_null(zb_io_writer_new(stdout, ZB_IO_OUT_SPARKNLP_JSON, ZB_IO_SENTENCE, false, false, 2));
+    assert_null(zb_io_writer_new(stdout, ZB_IO_OUT_SPARKNLP_JSON, ZB_IO_TOKEN, true, false, 2));
+
+    FILE *f = tmpfile();
+    uint32_t spans[] = {0, 12, 13, 20};
+    zb_io_write_sentence_spans(f, 0, spans, 2, NULL);
+    zb_io_write_sentence_spans(f, 1, NULL, 0, NULL);
+    zb_io_write_sentence_spans(f, 2, NULL, 0, "bad \"x\"");
+    long end = ftell(f);
+    char buf[256] = {0};
+    rewind(f);
+    assert_int_equal(fread(buf, 1, (size_t)end, f), (size_t)end);
+    fclose(f);
+    assert_string_equal(buf, "{\"index\":0,\"sentence_spans\":[[0,12],[13,20]]}\n"
+                             "{\"index\":1,\"sentence_spans\":[]}\n"
+                             "{\"index\":2,\"error\":\"bad \\\"x\\\"\"}\n");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_lines),
         cmocka_unit_test(test_read_jsonl),
         cmocka_unit_test(test_jsonl_levels),
         cmocka_unit_test(test_npy),
+        cmocka_unit_test(test_sparknlp_json),
     };
     return cmocka_run_group_tests_name("textio", tests, NULL, NULL);
 }

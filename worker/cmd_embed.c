@@ -4,8 +4,21 @@
  *   zbert-embed --model PATH [--level wordpiece|token|sentence]
  *               [--pooling cls|mean] [--normalize] [--threads N]
  *               [--truncate|--windows] [--tokenize-only]
- *               [--input-format lines|jsonl] [--format jsonl|npy|table]
+ *               [--sentences] [--token-vector first|mean]
+ *               [--compat none|sparknlp]
+ *               [--input-format lines|jsonl]
+ *               [--format jsonl|npy|table|sparknlp-json]
  *               [--batch-tokens N] [--stats] < input > output
+ *   zbert-embed --split-sentences [--compat none|sparknlp]
+ *               [--input-format lines|jsonl] < input > output
+ *
+ * --sentences makes each sentence (worker/sentences.h) its own sequence and
+ * adds metadata to token objects; at token level it turns windows on unless
+ * --truncate is given, so that every token gets a vector.  --compat
+ * sparknlp reproduces Spark NLP 2.6.4-2.7.5's BertEmbeddings pipeline
+ * (worker/sparknlp.h), token level only.  --split-sentences needs no model:
+ * it prints each input's sentence spans (code points, end exclusive), from
+ * the default segmenter or, with --compat sparknlp, Spark's detector.
  *
  * --format table is for people: one row per token, piece or text with its
  * span, the first values of its vector and its L2 norm.  --stats prints
@@ -29,6 +42,8 @@
 #include "embed.h"
 #include "limits.h"
 #include "model.h"
+#include "sentences.h"
+#include "sparknlp.h"
 #include "textio.h"
 
 /* A chunk closes at this many texts or input bytes, whichever comes first:
@@ -46,14 +61,21 @@ typedef struct s_args {
     zb_io_input_t input;
     zb_io_format_t output;
     bool stats;
+    bool windows_set;     /* --truncate or --windows given */
+    bool split_sentences; /* --split-sentences: spans only, no model */
 } s_args_t;
 
 static void s_usage(FILE *f) {
     fputs("usage: zbert-embed --model PATH [--level wordpiece|token|sentence]\n"
           "                   [--pooling cls|mean] [--normalize] [--threads N]\n"
           "                   [--truncate|--windows] [--tokenize-only]\n"
-          "                   [--input-format lines|jsonl] [--format jsonl|npy|table]\n"
+          "                   [--sentences] [--token-vector first|mean]\n"
+          "                   [--compat none|sparknlp]\n"
+          "                   [--input-format lines|jsonl]\n"
+          "                   [--format jsonl|npy|table|sparknlp-json]\n"
           "                   [--batch-tokens N] [--stats] < input > output\n"
+          "       zbert-embed --split-sentences [--compat none|sparknlp]\n"
+          "                   [--input-format lines|jsonl] < input > output\n"
           "PATH is a .zbm bundle or a Hugging Face directory.\n",
           f);
 }
@@ -105,8 +127,24 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             if (s_parse_int(v, 1, 1 << 20, &a->batch_tokens)) goto bad_value;
         } else if (!strcmp(k, "--truncate")) {
             a->opt.windows = false;
+            a->windows_set = true;
         } else if (!strcmp(k, "--windows")) {
             a->opt.windows = true;
+            a->windows_set = true;
+        } else if (!strcmp(k, "--sentences")) {
+            a->opt.sentences = true;
+        } else if (!strcmp(k, "--split-sentences")) {
+            a->split_sentences = true;
+        } else if (!strcmp(k, "--token-vector")) {
+            NEEDS_VALUE;
+            if (!strcmp(v, "first")) a->opt.token_vector = ZB_TOKVEC_FIRST;
+            else if (!strcmp(v, "mean")) a->opt.token_vector = ZB_TOKVEC_MEAN;
+            else goto bad_value;
+        } else if (!strcmp(k, "--compat")) {
+            NEEDS_VALUE;
+            if (!strcmp(v, "none")) a->opt.compat = ZB_COMPAT_NONE;
+            else if (!strcmp(v, "sparknlp")) a->opt.compat = ZB_COMPAT_SPARKNLP;
+            else goto bad_value;
         } else if (!strcmp(k, "--stats")) {
             a->stats = true;
         } else if (!strcmp(k, "--tokenize-only")) {
@@ -121,6 +159,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             if (!strcmp(v, "jsonl")) a->output = ZB_IO_OUT_JSONL;
             else if (!strcmp(v, "npy")) a->output = ZB_IO_OUT_NPY;
             else if (!strcmp(v, "table")) a->output = ZB_IO_OUT_TABLE;
+            else if (!strcmp(v, "sparknlp-json")) a->output = ZB_IO_OUT_SPARKNLP_JSON;
             else goto bad_value;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
@@ -136,6 +175,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         return -1;
 #undef NEEDS_VALUE
     }
+    if (a->split_sentences) return 0; /* spans only: no model, other options unused */
     if (a->model == NULL) {
         fprintf(stderr, "zbert-embed: --model PATH is required\n");
         s_usage(stderr);
@@ -149,6 +189,27 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             return -1;
         }
     }
+    bool token = a->opt.level == ZB_LEVEL_TOKEN && !a->opt.tokenize_only;
+    if (a->opt.compat == ZB_COMPAT_SPARKNLP && a->opt.level != ZB_LEVEL_TOKEN) {
+        fprintf(stderr, "zbert-embed: --compat sparknlp gives token vectors (Spark NLP's "
+                        "BertEmbeddings); use it with --level token\n");
+        return -1;
+    }
+    if (a->output == ZB_IO_OUT_SPARKNLP_JSON && !token) {
+        fprintf(stderr, "zbert-embed: --format sparknlp-json writes token annotations; use it "
+                        "with --level token and without --tokenize-only\n");
+        return -1;
+    }
+    if (a->opt.sentences && a->opt.level == ZB_LEVEL_SENTENCE) {
+        fprintf(stderr, "zbert-embed: --sentences applies to the token and wordpiece levels\n");
+        return -1;
+    }
+    /* Token level done properly: with sentences every token gets a vector,
+     * so long sentences take windows unless truncation is asked for. */
+    if (a->opt.sentences && a->opt.level == ZB_LEVEL_TOKEN && !a->windows_set)
+        a->opt.windows = true;
+    /* sparknlp-json carries the metadata fields */
+    if (a->output == ZB_IO_OUT_SPARKNLP_JSON) a->opt.token_meta = true;
     return 0;
 }
 
@@ -163,6 +224,7 @@ _Static_assert((int)ZB_IO_TOKEN == (int)ZB_LEVEL_TOKEN &&
 typedef struct s_view_buf {
     uint32_t *offsets, *byte_offsets; /* [2 * cap] */
     int32_t *ids;                      /* [cap] */
+    zb_io_token_meta_t *meta;          /* [cap] */
     size_t cap;
 } s_view_buf_t;
 
@@ -174,7 +236,9 @@ static int s_view_reserve(s_view_buf_t *b, size_t n) {
     if (bo) b->byte_offsets = bo;
     int32_t *id = realloc(b->ids, n * sizeof *id);
     if (id) b->ids = id;
-    if (!o || !bo || !id) return -1;
+    zb_io_token_meta_t *m = realloc(b->meta, n * sizeof *m);
+    if (m) b->meta = m;
+    if (!o || !bo || !id || !m) return -1;
     b->cap = n;
     return 0;
 }
@@ -188,7 +252,7 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
         return 0;
     }
     if (r->status != 0) {
-        t->error = zb_strerror(r->status);
+        t->error = r->detail[0] ? r->detail : zb_strerror(r->status);
         return 0;
     }
     t->truncated = r->truncated;
@@ -203,6 +267,15 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
             b->offsets[2 * i + 1] = w->end;
             b->byte_offsets[2 * i] = w->byte_begin;
             b->byte_offsets[2 * i + 1] = w->byte_end;
+        }
+        bool meta = o->sentences || o->token_meta || o->compat != ZB_COMPAT_NONE;
+        if (meta && r->meta) {
+            for (size_t i = 0; i < t->n_rows; i++) {
+                const zb_token_meta_t *m = &r->meta[i];
+                b->meta[i] = (zb_io_token_meta_t){m->sentence, m->piece_id, m->begin16,
+                                                  m->end16,    m->word_start, m->oov};
+            }
+            t->meta = b->meta;
         }
     } else if (!o->tokenize_only && o->level == ZB_LEVEL_SENTENCE) {
         t->n_rows = r->n_vectors;
@@ -227,9 +300,77 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
 
 /* --- main --------------------------------------------------------------- */
 
+/* --split-sentences: one {"index","sentence_spans"} object per input. */
+static int s_split_sentences(const s_args_t *a) {
+    static char outbuf[1 << 16];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+    bool spark = a->opt.compat == ZB_COMPAT_SPARKNLP;
+    zb_io_reader_t *reader = zb_io_reader_new(stdin, a->input);
+    zb_io_item_t it = {0};
+    zb_sent_spans_t spans = {0};
+    zb_snlp_doc_t doc = {0};
+    uint32_t *sp = NULL;
+    size_t sp_cap = 0, index = 0, n_bad = 0;
+    int status = 0;
+    if (reader == NULL) goto oom;
+    for (;; index++) {
+        int got = zb_io_read(reader, &it);
+        if (got < 0) {
+            fprintf(stderr, "zbert-embed: cannot read input: %s\n", strerror(errno));
+            status = 1;
+            break;
+        }
+        if (got == 0) break;
+        const char *err = it.text ? NULL : it.error;
+        size_t n = 0;
+        if (err == NULL) {
+            int rc = spark ? zb_snlp_sentences(it.text, it.len, &doc)
+                           : zb_sent_split(it.text, it.len, &spans);
+            if (rc == ZB_ENOMEM) goto oom;
+            if (rc != 0) err = spark && doc.error[0] ? doc.error : zb_strerror(rc);
+            n = spark ? doc.n_sentences : spans.n;
+        }
+        if (err == NULL && n > sp_cap) {
+            uint32_t *p = realloc(sp, 2 * n * sizeof *p);
+            if (p == NULL) goto oom;
+            sp = p;
+            sp_cap = n;
+        }
+        for (size_t k = 0; err == NULL && k < n; k++) {
+            sp[2 * k] = spark ? doc.sentences[k].begin : spans.v[k].begin;
+            sp[2 * k + 1] = spark ? doc.sentences[k].end : spans.v[k].end;
+        }
+        zb_io_write_sentence_spans(stdout, index, sp, err ? 0 : n, err);
+        if (err) {
+            n_bad++;
+            fprintf(stderr, "zbert-embed: input line %zu: %s\n", index + 1, err);
+        }
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "zbert-embed: cannot write output: %s\n", strerror(errno));
+        status = 1;
+    }
+    if (n_bad) {
+        fprintf(stderr, "zbert-embed: %zu of %zu input lines rejected\n", n_bad, index);
+        status = 1;
+    }
+    goto out;
+oom:
+    fprintf(stderr, "zbert-embed: out of memory\n");
+    status = 1;
+out:
+    zb_io_item_clear(&it);
+    zb_io_reader_destroy(&reader);
+    zb_sent_spans_free(&spans);
+    zb_snlp_doc_free(&doc);
+    free(sp);
+    return status;
+}
+
 int main(int argc, char **argv) {
     s_args_t a;
     if (s_parse_args(argc, argv, &a) != 0) return 2;
+    if (a.split_sentences) return s_split_sentences(&a);
 
     zb_diag_t d = {{0}};
     zb_model_t *model = NULL;
@@ -344,6 +485,7 @@ out:
     free(vbuf.offsets);
     free(vbuf.byte_offsets);
     free(vbuf.ids);
+    free(vbuf.meta);
     zb_io_reader_destroy(&reader);
     zb_io_writer_destroy(&writer);
     zb_embedder_destroy(&emb);
