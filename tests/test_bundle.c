@@ -764,7 +764,8 @@ static void test_layouts(void **state) {
     rewrite_manifest(s_tiny_plain, v1p, edit_to_v1);
     assert_int_equal(zb_bundle_open(v1p, &b, &d), 0);
     assert_int_equal(zb_bundle_version(b), 1);
-    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) assert_false(zb_bundle_tensor_at(b, i)->packed);
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++)
+        assert_false(zb_bundle_tensor_at(b, i)->packed);
     zb_bundle_close(&b);
 
     assert_int_equal(zb_model_open(s_tiny, &mp, &d), 0);

@@ -339,7 +339,8 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
         } else if (strcmp(jl->valuestring, "plain") != 0) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
                                "neither \"plain\" nor \"%s\"", name,
-                               zb_json_printable(jl->valuestring, pl, sizeof pl), ZB_GEMM_LAYOUT_NAME);
+                               zb_json_printable(jl->valuestring, pl, sizeof pl),
+                               ZB_GEMM_LAYOUT_NAME);
         }
     }
     uint64_t want = n_elems * 4;
@@ -423,7 +424,8 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         }
         if (strcmp(ln->valuestring, ZB_GEMM_LAYOUT_NAME) != 0) {
             rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout \"%s\" is not one this "
-                             "build reads (\"%s\")", zb_json_printable(ln->valuestring, pn, sizeof pn),
+                             "build reads (\"%s\")",
+                             zb_json_printable(ln->valuestring, pn, sizeof pn),
                              ZB_GEMM_LAYOUT_NAME);
             goto out;
         }

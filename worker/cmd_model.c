@@ -212,7 +212,8 @@ static int s_cmd_inspect(int argc, char **argv) {
     zb_bundle_vocab(b, &vlen);
     printf("vocab.txt: %zu bytes\n", vlen);
     size_t n_packed = 0;
-    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) n_packed += zb_bundle_tensor_at(b, i)->packed;
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++)
+        n_packed += zb_bundle_tensor_at(b, i)->packed;
     if (n_packed > 0)
         printf("layout: %zu matrices packed as %s version %d (%d-row panels), the rest plain\n",
                n_packed, ZB_GEMM_LAYOUT_NAME, ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
