@@ -1,0 +1,1004 @@
+"""zbert_client -- a Python client for the zbert embedding service.
+
+Written from proto/PROTOCOL.md (version 1) alone: one DEALER socket connected to a broker's
+client endpoint, one MessagePack map per ZeroMQ frame, vectors as little-endian float32 `bin`.
+
+Library:
+
+    from zbert_client import Client
+    with Client("tcp://127.0.0.1:5555") as c:
+        results = c.embed(["I love NLP", b"caf\\xe9"], level="wordpiece")
+        results[0].vectors   # numpy float32 [rows, dim] (read-only)
+        results[0].offsets   # numpy uint32 [rows, 2], [begin, end) in code points
+        results[0].ids       # numpy uint32 [rows] (wordpiece level)
+        results[1].error     # TextError(code="bad_utf8", message=...)
+        c.status()           # the broker's status_reply as a dict
+
+Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run this file):
+
+    zbert_client.py [embed] [--broker EP] [--level sentence|wordpiece] [--pooling cls|mean]
+                    [--normalize] [--windows] [--format jsonl|npy] ... < lines > output
+    zbert_client.py status [--broker EP]
+
+`embed` reads one text per line and writes exactly what `zbert-embed` writes for the same
+options (JSONL with floats as %.9g, or an N x dim float32 .npy with NaN rows for rejected
+lines); the level defaults to `sentence`.
+
+Invariants: every request id is used once per Client (busy retries resend the same id, as
+the protocol asks); results reach the caller in text order; every received message is
+validated before it is used, and a malformed answer fails the call with code `protocol`.
+Thread-safety: a Client owns one ZeroMQ socket and must be used by one thread at a time.
+"""
+
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from collections import deque
+
+import msgpack
+import numpy as np
+import zmq
+
+__all__ = ["Client", "TextResult", "TextError", "ZbertError", "format_jsonl", "main"]
+
+PROTOCOL_VERSION = 1
+DEFAULT_BROKER = "tcp://127.0.0.1:5555"
+
+# Limits of PROTOCOL.md section 2.
+BODY_MAX = 256 << 20
+TEXTS_MAX = 100_000
+TEXT_BYTES_MAX = 1 << 20
+ID_MAX = 64
+KEYS_MAX = 64
+KEY_BYTES_MAX = 64
+DEPTH_MAX = 8
+DIM_MAX = 16_384
+MESSAGE_MAX = 1024
+WORKERS_MAX = 4096
+U32_LIMIT = 1 << 32
+
+LEVELS = ("token", "wordpiece", "sentence")
+POOLINGS = ("cls", "mean")
+
+
+class ZbertError(Exception):
+    """A call that failed as a whole.
+
+    code: the broker's error code (`busy`, `timeout`, `no_model`, ... or one this client
+    does not know), or a local one: `protocol` (a malformed or unexpected answer),
+    `client_timeout` (the call's own timeout passed), `usage` (bad arguments).
+    results: for embed(), a list as long as the texts with the results received before the
+    failure (the protocol keeps them valid) and None for the others; None otherwise.
+    """
+
+    def __init__(self, code, message, request_id=None):
+        super().__init__(f"{code}: {message}" + (f" (request {request_id})" if request_id else ""))
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.results = None
+        self.received = {}
+
+
+class TextError:
+    """A per-text failure: code `bad_utf8`, `too_large`, `internal` (or a newer one)."""
+
+    __slots__ = ("code", "message")
+
+    def __init__(self, code, message):
+        self.code = code
+        self.message = message
+
+    def __repr__(self):
+        return f"TextError({self.code!r}, {self.message!r})"
+
+
+class TextResult:
+    """What the service returned for one text.
+
+    vectors: float32 [rows, dim] (sentence level: one row; zero rows for a failed text).
+    offsets, byte_offsets: uint32 [rows, 2], [begin, end) in code points / UTF-8 bytes
+    (token and wordpiece levels, else None). ids: uint32 [rows] (wordpiece level, else None).
+    truncated: the text was cut to the model's positions. error: a TextError or None.
+    The arrays are read-only views into the message they came in.
+    """
+
+    __slots__ = ("vectors", "offsets", "byte_offsets", "ids", "truncated", "error")
+
+    def __init__(self, vectors, offsets=None, byte_offsets=None, ids=None, truncated=False,
+                 error=None):
+        self.vectors = vectors
+        self.offsets = offsets
+        self.byte_offsets = byte_offsets
+        self.ids = ids
+        self.truncated = truncated
+        self.error = error
+
+    @property
+    def ok(self):
+        return self.error is None
+
+    @property
+    def vector(self):
+        """The sentence vector (float32 [dim]); only for a sentence-level result."""
+        if self.error is not None or self.vectors.shape[0] != 1:
+            raise ValueError("no single vector in this result")
+        return self.vectors[0]
+
+    def __repr__(self):
+        if self.error is not None:
+            return f"TextResult(error={self.error!r})"
+        return f"TextResult(rows={self.vectors.shape[0]}, truncated={self.truncated})"
+
+
+# --- decoding and validation ----------------------------------------------------------------
+
+class _Malformed(Exception):
+    pass
+
+
+class _PairsMap:
+    """A map with unhashable keys: legal only inside keys a receiver ignores."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+
+def _pairs_hook(pairs):
+    # msgpack-python keeps the last of duplicate keys silently; the protocol rejects them.
+    try:
+        d = dict(pairs)
+    except TypeError:
+        return _PairsMap(pairs)
+    if len(d) != len(pairs):
+        raise _Malformed("a map holds the same key twice")
+    return d
+
+
+def _depth(v, left):
+    """Raises when v holds more than `left` levels of nested arrays and maps (scalars do
+    not count: the body map is depth 1, the `offsets` entries depth 3)."""
+    if isinstance(v, (list, dict, _PairsMap)):
+        if left <= 0:
+            raise _Malformed(f"nesting deeper than {DEPTH_MAX}")
+        items = v if isinstance(v, list) else (v.items() if isinstance(v, dict) else v.pairs)
+        for x in items:
+            if isinstance(v, list):
+                _depth(x, left - 1)
+            else:
+                _depth(x[0], left - 1)
+                _depth(x[1], left - 1)
+
+
+def _check_map(m, what, known):
+    """A map this client reads: str keys within the limits; depth of the ignored values."""
+    if not isinstance(m, dict):
+        raise _Malformed(f"{what} is not a map")
+    if len(m) > KEYS_MAX:
+        raise _Malformed(f"{what} has more than {KEYS_MAX} keys")
+    for k, v in m.items():
+        if type(k) is not str:
+            raise _Malformed(f"{what} has a key that is not a str")
+        if len(k.encode("utf-8")) > KEY_BYTES_MAX:
+            raise _Malformed(f"{what} has a key over {KEY_BYTES_MAX} bytes")
+        if k not in known:
+            _depth(v, known[None])
+
+
+def _get(m, key, what, required=True):
+    v = m.get(key)
+    if v is None and required:
+        raise _Malformed(f"{what}: `{key}` is missing")
+    return v
+
+
+def _uint(v, name, lo=0, hi=(1 << 64) - 1):
+    if type(v) is not int or v < lo or v > hi:
+        raise _Malformed(f"`{name}` is not a uint in {lo}..{hi}")
+    return v
+
+
+def _str(v, name, lo=0, hi=None):
+    if type(v) is not str:
+        raise _Malformed(f"`{name}` is not a str")
+    n = len(v.encode("utf-8"))
+    if n < lo or (hi is not None and n > hi):
+        raise _Malformed(f"`{name}` is {n} bytes, outside {lo}..{hi}")
+    return v
+
+
+def _float(v, name):
+    if type(v) not in (int, float) or not math.isfinite(v):
+        raise _Malformed(f"`{name}` is not a finite float")
+    return float(v)
+
+
+def _list(v, name, n=None):
+    if type(v) is not list:
+        raise _Malformed(f"`{name}` is not an array")
+    if n is not None and len(v) != n:
+        raise _Malformed(f"`{name}` has {len(v)} entries, not {n}")
+    return v
+
+
+def _u32_array(v, name, n):
+    """An array of exactly n uints below 2^32, as numpy uint32."""
+    _list(v, name, n)
+    for x in v:
+        if type(x) is not int or x < 0 or x >= U32_LIMIT:
+            raise _Malformed(f"`{name}` holds a value that is not a uint below 2^32")
+    return np.array(v, dtype=np.uint32)
+
+
+def _index_list(v, name, first, count):
+    """truncated / errors indices: increasing, each in first..first+count-1."""
+    prev = first - 1
+    for x in v:
+        if type(x) is not int or x <= prev or x >= first + count:
+            raise _Malformed(f"`{name}` indices are not increasing within the part")
+        prev = x
+
+
+# Body keys each message type defines; None maps to the depth an ignored value may use.
+_KNOWN = {
+    "part": {"v", "type", "id", "first", "count", "level", "dim", "rows", "vectors", "offsets",
+             "byte_offsets", "ids", "truncated", "errors"},
+    "done": {"v", "type", "id", "texts", "tokens", "parts", "elapsed_ms"},
+    "error": {"v", "type", "id", "code", "message"},
+    "status_reply": {"v", "type", "id", "uptime_ms", "workers", "requests", "queued_shards",
+                     "queued_texts", "in_flight_shards", "texts_per_s", "tokens_per_s",
+                     "latency_ms", "protocol_errors"},
+}
+
+
+def _decode(body):
+    """Decodes one body to a dict with `v` 1 and a str `type`; None for another version."""
+    if len(body) > BODY_MAX:
+        raise _Malformed("message over the body limit")
+    try:
+        m = msgpack.unpackb(body, raw=False, strict_map_key=False, use_list=True,
+                            object_pairs_hook=_pairs_hook)
+    except _Malformed:
+        raise
+    except Exception as e:  # any decoding failure: bad bytes, invalid UTF-8, trailing bytes
+        raise _Malformed(f"not one MessagePack map: {e}") from None
+    if not isinstance(m, dict):
+        raise _Malformed("the body is not a map")
+    v = m.get("v")
+    if v is None:
+        raise _Malformed("`v` is missing")
+    _uint(v, "v")
+    if v != PROTOCOL_VERSION:
+        return None
+    t = _str(_get(m, "type", "message"), "type")
+    known = {k: True for k in _KNOWN.get(t, {"v", "type", "id"})}
+    known[None] = DEPTH_MAX - 1
+    _check_map(m, t, known)
+    if "id" in m and m["id"] is not None:
+        _str(m["id"], "id", 1, ID_MAX)
+    return m
+
+
+def _parse_part(m, level_wanted):
+    """Validates a part; returns (first, [TextResult] of its texts)."""
+    first = _uint(_get(m, "first", "part"), "first", 0, TEXTS_MAX - 1)
+    count = _uint(_get(m, "count", "part"), "count", 1, TEXTS_MAX - first)
+    level = _str(_get(m, "level", "part"), "level")
+    if level not in LEVELS:
+        raise _Malformed(f"part level `{level}` is unknown")
+    if level != level_wanted:
+        raise _Malformed(f"part level `{level}` is not the requested `{level_wanted}`")
+    dim = _uint(_get(m, "dim", "part"), "dim", 1, DIM_MAX)
+    rows = _list(_get(m, "rows", "part"), "rows", count)
+    for r in rows:
+        _uint(r, "rows", 0, U32_LIMIT - 1)
+    total = sum(rows)
+    vec = _get(m, "vectors", "part")
+    if type(vec) is not bytes:
+        raise _Malformed("`vectors` is not a bin")
+    if len(vec) != total * dim * 4:
+        raise _Malformed(f"`vectors` has {len(vec)} bytes, not sum(rows) x dim x 4 = "
+                         f"{total * dim * 4}")
+    has_offsets = level in ("token", "wordpiece")
+    offsets = m.get("offsets")
+    byte_offsets = m.get("byte_offsets")
+    ids = m.get("ids")
+    if has_offsets:
+        _list(_get(m, "offsets", "part"), "offsets", count)
+        _list(_get(m, "byte_offsets", "part"), "byte_offsets", count)
+    elif offsets is not None or byte_offsets is not None:
+        raise _Malformed("offsets sent at the sentence level")
+    if level == "wordpiece":
+        _list(_get(m, "ids", "part"), "ids", count)
+    elif ids is not None:
+        raise _Malformed(f"ids sent at the {level} level")
+    truncated = m.get("truncated")
+    if truncated is not None:
+        _index_list(_list(truncated, "truncated"), "truncated", first, count)
+        truncated = set(truncated)
+    else:
+        truncated = set()
+    errors = {}
+    raw_errors = m.get("errors")
+    if raw_errors is not None:
+        idx = []
+        for e in _list(raw_errors, "errors"):
+            known = {"index": True, "code": True, "message": True, None: DEPTH_MAX - 3}
+            _check_map(e, "an `errors` entry", known)
+            i = _uint(_get(e, "index", "errors entry"), "errors.index")
+            code = _str(_get(e, "code", "errors entry"), "errors.code")
+            msg = _str(_get(e, "message", "errors entry"), "errors.message", 0, MESSAGE_MAX)
+            idx.append(i)
+            errors[i] = TextError(code, msg)
+        _index_list(idx, "errors", first, count)
+
+    # One read-only array per part; each text gets a view of its rows.
+    flat = np.frombuffer(vec, dtype="<f4").reshape(total, dim)
+    out = []
+    row = 0
+    for k in range(count):
+        n = rows[k]
+        i = first + k
+        err = errors.get(i)
+        if err is not None and n != 0:
+            raise _Malformed(f"text {i} failed but has {n} rows")
+        if level == "sentence" and n != (0 if err else 1):
+            raise _Malformed(f"text {i} has {n} rows at the sentence level")
+        r = TextResult(flat[row:row + n], truncated=i in truncated, error=err)
+        row += n
+        if has_offsets:
+            r.offsets = _u32_array(offsets[k], "offsets", 2 * n).reshape(n, 2)
+            r.byte_offsets = _u32_array(byte_offsets[k], "byte_offsets", 2 * n).reshape(n, 2)
+            for o in (r.offsets, r.byte_offsets):
+                if n and not bool((o[:, 0] <= o[:, 1]).all()):
+                    raise _Malformed(f"text {i} has an offset span with begin > end")
+        if level == "wordpiece":
+            r.ids = _u32_array(ids[k], "ids", n)
+        out.append(r)
+    return first, out
+
+
+def _parse_status(m):
+    for k in ("uptime_ms", "requests", "queued_shards", "queued_texts", "in_flight_shards",
+              "protocol_errors"):
+        _uint(_get(m, k, "status_reply"), k)
+    for k in ("texts_per_s", "tokens_per_s"):
+        if _float(_get(m, k, "status_reply"), k) < 0:
+            raise _Malformed(f"`{k}` is negative")
+    lat = _get(m, "latency_ms", "status_reply")
+    _check_map(lat, "`latency_ms`", {"p50": True, "p90": True, "p99": True, None: DEPTH_MAX - 2})
+    for k in ("p50", "p90", "p99"):
+        if _float(_get(lat, k, "latency_ms"), "latency_ms." + k) < 0:
+            raise _Malformed(f"`latency_ms.{k}` is negative")
+    workers = _list(_get(m, "workers", "status_reply"), "workers")
+    if len(workers) > WORKERS_MAX:
+        raise _Malformed(f"more than {WORKERS_MAX} workers")
+    wkeys = ("name", "model", "dim", "threads", "credit", "in_flight", "shards", "tokens",
+             "idle_ms")
+    for w in workers:
+        known = {k: True for k in wkeys}
+        known[None] = DEPTH_MAX - 3
+        _check_map(w, "a `workers` entry", known)
+        _str(_get(w, "name", "worker"), "name", 1, 256)
+        _str(_get(w, "model", "worker"), "model", 1, 256)
+        _uint(_get(w, "dim", "worker"), "dim", 1, DIM_MAX)
+        _uint(_get(w, "threads", "worker"), "threads", 1, 256)
+        _uint(_get(w, "credit", "worker"), "credit", 1, 1024)
+        for k in ("in_flight", "shards", "tokens", "idle_ms"):
+            _uint(_get(w, k, "worker"), k)
+    return {k: v for k, v in m.items() if k not in ("v", "type") and v is not None}
+
+
+# --- the client -----------------------------------------------------------------------------
+
+class _Request:
+    """One `embed` request: texts [start, start+n) of the call, or (sent False) one text
+    this client fails itself."""
+
+    __slots__ = ("id", "start", "n", "results", "parts", "done", "resend_at", "busy_since",
+                 "emitted")
+
+    def __init__(self, rid, start, n):
+        self.id = rid
+        self.start = start
+        self.n = n
+        self.results = [None] * n
+        self.parts = 0
+        self.done = False
+        self.resend_at = None  # set while waiting to resend after `busy`
+        self.busy_since = None
+        self.emitted = 0
+
+
+def _wire_text(t):
+    """Wire form of a text and its byte length: str when it is valid UTF-8, else bin (the
+    protocol takes both, and checks texts one by one)."""
+    if isinstance(t, str):
+        try:
+            return t, len(t.encode("utf-8"))
+        except UnicodeEncodeError:  # lone surrogates: the service reports bad_utf8
+            b = t.encode("utf-8", "surrogatepass")
+            return b, len(b)
+    if isinstance(t, (bytes, bytearray, memoryview)):
+        b = bytes(t)
+        return b, len(b)
+    raise TypeError(f"a text must be str or bytes, not {type(t).__name__}")
+
+
+def _embed_msg(rid, wire_texts, opts, deadline_ms=None):
+    """The `embed` map, keys in the order of PROTOCOL.md section 3."""
+    msg = {"v": PROTOCOL_VERSION, "type": "embed", "id": rid, "texts": wire_texts}
+    msg.update(opts)
+    if deadline_ms:
+        msg["deadline_ms"] = deadline_ms
+    return msg
+
+
+class _Call:
+    """The state of one embed_iter() call."""
+
+    def __init__(self, wire, opts, deadline, end):
+        self.wire = wire
+        self.opts = opts
+        self.level = opts["level"]
+        self.deadline = deadline  # time.monotonic() value, or None
+        self.end = end            # client-side timeout, or None
+        self.window = deque()     # _Request in text order: open, or done, not all emitted
+        self.by_id = {}
+        self.dim = None
+
+
+class Client:
+    """A connection to one broker's client endpoint.
+
+    batch: texts per `embed` request (1..100,000); inflight: requests open at once;
+    batch_bytes: text bytes per request (bodies stay far below the 256 MiB limit);
+    busy_retry_s: how long a request refused with `busy` is retried (with the same id, as
+    the protocol asks) before the call fails with `busy`.
+    """
+
+    def __init__(self, endpoint=None, *, batch=256, inflight=8, batch_bytes=32 << 20,
+                 busy_retry_s=60.0, context=None):
+        if not 1 <= batch <= TEXTS_MAX:
+            raise ValueError(f"batch must be 1..{TEXTS_MAX}")
+        if inflight < 1:
+            raise ValueError("inflight must be at least 1")
+        self.endpoint = endpoint or os.environ.get("ZBERT_BROKER") or DEFAULT_BROKER
+        self.batch = batch
+        self.inflight = inflight
+        self.batch_bytes = batch_bytes
+        self.busy_retry_s = busy_retry_s
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.setsockopt(zmq.LINGER, 0)
+        self._sock.setsockopt(zmq.MAXMSGSIZE, BODY_MAX)
+        self._sock.connect(self.endpoint)
+        # Ids are unique per socket; the random prefix also keeps them apart from answers
+        # to an earlier Client that reached this one (they are ignored as unknown).
+        self._prefix = secrets.token_hex(4)
+        self._seq = 0
+
+    def close(self):
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _next_id(self, kind):
+        self._seq += 1
+        return f"{kind}-{self._prefix}-{self._seq}"
+
+    def _send(self, msg):
+        self._sock.send(msgpack.packb(msg, use_bin_type=True), copy=False)
+
+    def _recv(self, timeout_s):
+        """One decoded message; None on timeout or for a message of another version."""
+        ms = None if timeout_s is None else max(0, int(timeout_s * 1000))
+        if not self._sock.poll(ms):
+            return None
+        body = self._sock.recv(copy=False)
+        try:
+            return _decode(body.buffer)
+        except _Malformed as e:
+            raise ZbertError("protocol", f"malformed message from the broker: {e}") from None
+
+    # --- status ---
+
+    def status(self, timeout=5.0):
+        """The broker's status_reply as a dict (without `v` and `type`).
+
+        Raises ZbertError `client_timeout` when no answer comes within timeout seconds.
+        Not to be called while an embed_iter() generator of this Client is open.
+        """
+        sid = self._next_id("status")
+        self._send({"v": PROTOCOL_VERSION, "type": "status", "id": sid})
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ZbertError("client_timeout", f"no status_reply within {timeout} s")
+            m = self._recv(left)
+            if m is None or m["type"] != "status_reply" or m.get("id") != sid:
+                continue  # an answer to an earlier call, or a type this client ignores
+            try:
+                return _parse_status(m)
+            except _Malformed as e:
+                raise ZbertError("protocol", f"malformed status_reply: {e}") from None
+
+    # --- embed ---
+
+    def embed(self, texts, level="token", pooling=None, normalize=False, windows=False,
+              deadline_ms=None, timeout=None):
+        """Embeds texts (str or bytes each); returns one TextResult per text, in order.
+
+        level: `token` (the protocol's default), `wordpiece` or `sentence`; pooling: `cls`
+        or `mean` (sentence level); normalize: L2-normalise each vector; windows: texts over
+        512 wordpieces get overlapping windows instead of truncation. deadline_ms: the
+        service gives up this long after the call starts (0/None: never); timeout: this
+        client gives up after that many seconds (None: never). A text that cannot be
+        embedded alone (invalid UTF-8, over 1 MiB) comes back with `error` set; a failure of
+        the call raises ZbertError, whose `results` hold what had arrived (None elsewhere).
+        """
+        texts = list(texts)
+        out = [None] * len(texts)
+        try:
+            for i, r in self.embed_iter(texts, level=level, pooling=pooling,
+                                        normalize=normalize, windows=windows,
+                                        deadline_ms=deadline_ms, timeout=timeout):
+                out[i] = r
+        except ZbertError as e:
+            for i, r in e.received.items():
+                out[i] = r
+            e.results = out
+            raise
+        return out
+
+    def embed_iter(self, texts, level="token", pooling=None, normalize=False, windows=False,
+                   deadline_ms=None, timeout=None):
+        """Like embed(), but a generator of (index, TextResult) in text order, as they come.
+
+        At most `inflight` requests are open, and results wait for in-order output only
+        within them, so memory stays bounded for any number of texts. Closing the generator
+        early cancels the open requests. On failure the ZbertError's `received` maps the
+        indices of results that had arrived but were not yielded yet to those results.
+        """
+        if level not in LEVELS:
+            raise ZbertError("usage", f"level must be one of {', '.join(LEVELS)}")
+        if pooling is not None and pooling not in POOLINGS:
+            raise ZbertError("usage", "pooling must be cls or mean")
+        if deadline_ms is not None and (type(deadline_ms) is not int or deadline_ms < 0):
+            raise ZbertError("usage", "deadline_ms must be a non-negative int")
+        wire = [_wire_text(t) for t in texts]
+        opts = {"level": level}
+        if pooling is not None:
+            opts["pooling"] = pooling
+        if normalize:
+            opts["normalize"] = True
+        if windows:
+            opts["windows"] = True
+        t0 = time.monotonic()
+        call = _Call(wire, opts, t0 + deadline_ms / 1000.0 if deadline_ms else None,
+                     None if timeout is None else t0 + timeout)
+        return self._run(call, timeout)
+
+    def _run(self, call, timeout):
+        pending = deque(self._chunks(call.wire))
+        window = call.window
+        failed = None
+        try:
+            while pending or window:
+                while pending and len(window) < self.inflight:
+                    start, n, local_error = pending.popleft()
+                    if local_error is not None:
+                        # Over 1 MiB: the service would fail it alone; do it here and keep
+                        # the body small.
+                        req = _Request(None, start, 1)
+                        req.results[0] = TextResult(np.zeros((0, 0), np.float32),
+                                                    error=local_error)
+                        req.done = True
+                        window.append(req)
+                        continue
+                    req = _Request(self._next_id("r"), start, n)
+                    window.append(req)
+                    call.by_id[req.id] = req
+                    self._send_embed(call, req)
+                # Yield what is contiguous at the head of the window.
+                while window:
+                    head = window[0]
+                    while head.emitted < head.n and head.results[head.emitted] is not None:
+                        k = head.emitted
+                        r = head.results[k]
+                        head.results[k] = None
+                        head.emitted += 1
+                        yield head.start + k, r
+                    if head.emitted < head.n or not head.done:
+                        break
+                    window.popleft()
+                if not window:
+                    continue
+                now = time.monotonic()
+                wake = None
+                for q in window:
+                    if q.resend_at is not None:
+                        if q.resend_at <= now:
+                            q.resend_at = None
+                            self._send_embed(call, q)
+                        else:
+                            wake = q.resend_at if wake is None else min(wake, q.resend_at)
+                if call.end is not None and now >= call.end:
+                    raise ZbertError("client_timeout", f"no complete answer within {timeout} s")
+                wait = 0.5
+                if call.end is not None:
+                    wait = min(wait, call.end - now)
+                if wake is not None:
+                    wait = min(wait, wake - now)
+                m = self._recv(max(0.0, wait))
+                if m is not None:
+                    self._handle(call, m)
+        except ZbertError as e:
+            failed = e
+            raise
+        finally:
+            # A failure, or the caller stopped early: cancel what is still open, and hand
+            # what arrived to the caller.
+            for q in window:
+                if q.id is not None and not q.done:
+                    self._cancel(q.id)
+                if failed is not None:
+                    for k in range(q.emitted, q.n):
+                        if q.results[k] is not None:
+                            failed.received[q.start + k] = q.results[k]
+
+    def _chunks(self, wire):
+        """(start, n, None) runs of texts for one request each, or (i, 1, TextError)."""
+        start, n, size = 0, 0, 0
+        for i, (_, blen) in enumerate(wire):
+            if blen > TEXT_BYTES_MAX:
+                if n:
+                    yield start, n, None
+                yield i, 1, TextError("too_large", f"the text is {blen} bytes, over the "
+                                                   f"limit of {TEXT_BYTES_MAX}")
+                start, n, size = i + 1, 0, 0
+                continue
+            # +6: a str header takes at most 5 bytes; the body stays below batch_bytes + 1 MiB.
+            if n and (n == self.batch or size + blen + 6 > self.batch_bytes):
+                yield start, n, None
+                start, n, size = i, 0, 0
+            n += 1
+            size += blen + 6
+        if n:
+            yield start, n, None
+
+    def _send_embed(self, call, req):
+        deadline_ms = None
+        if call.deadline is not None:
+            # The protocol's deadline counts from the broker's receipt of each request; a
+            # call of several requests gives each what is left of the call's deadline.
+            deadline_ms = int(math.ceil((call.deadline - time.monotonic()) * 1000))
+            if deadline_ms <= 0:
+                raise ZbertError("timeout", "the deadline passed", req.id)
+        wire = [w for w, _ in call.wire[req.start:req.start + req.n]]
+        self._send(_embed_msg(req.id, wire, call.opts, deadline_ms))
+
+    def _cancel(self, rid):
+        try:
+            self._send({"v": PROTOCOL_VERSION, "type": "cancel", "id": rid})
+        except zmq.ZMQError:
+            pass
+
+    def _handle(self, call, m):
+        t = m["type"]
+        rid = m.get("id")
+        if t == "error" and rid is None:
+            # An error without id answers a message the broker could not read; this client
+            # sends only well-formed ones, so it cannot tell which request failed.
+            raise ZbertError("protocol", "the broker could not read a request: "
+                                         f"{m.get('code')}: {m.get('message')}")
+        req = call.by_id.get(rid) if rid is not None else None
+        if req is None or t not in ("part", "done", "error"):
+            return  # an answer to an earlier call or a cancelled request, or a newer type
+        try:
+            if t == "part":
+                first, results = _parse_part(m, call.level)
+                if first + len(results) > req.n:
+                    raise _Malformed(f"it covers texts up to {first + len(results)} of a "
+                                     f"request of {req.n}")
+                for k, r in enumerate(results):
+                    if req.results[first + k] is not None or first + k < req.emitted:
+                        raise _Malformed(f"text {first + k} covered twice")
+                    if r.error is None:
+                        dim = r.vectors.shape[1]
+                        if call.dim is None:
+                            call.dim = dim
+                        elif dim != call.dim:
+                            raise _Malformed(f"dim {dim} after dim {call.dim} in one call")
+                    req.results[first + k] = r
+                req.parts += 1
+            elif t == "done":
+                texts = _uint(_get(m, "texts", "done"), "texts", 1, TEXTS_MAX)
+                _uint(_get(m, "tokens", "done"), "tokens")
+                parts = _uint(_get(m, "parts", "done"), "parts", 1)
+                _uint(_get(m, "elapsed_ms", "done"), "elapsed_ms")
+                missing = sum(1 for k in range(req.emitted, req.n) if req.results[k] is None)
+                if texts != req.n or missing:
+                    raise _Malformed(f"it comes after {req.n - missing} of {req.n} texts "
+                                     f"(and says {texts})")
+                if parts != req.parts:
+                    raise _Malformed(f"it counts {parts} parts; {req.parts} arrived")
+                req.done = True
+                del call.by_id[rid]
+            else:
+                code = _str(_get(m, "code", "error"), "code")
+                msg = _str(_get(m, "message", "error"), "message", 0, MESSAGE_MAX)
+                self._request_error(call, req, code, msg)
+        except _Malformed as e:
+            raise ZbertError("protocol", f"malformed {t}: {e}", rid) from None
+
+    def _request_error(self, call, req, code, msg):
+        now = time.monotonic()
+        if code == "busy" and req.parts == 0:
+            # Nothing of it was accepted: resend with the same id after a pause that grows
+            # from 50 ms to 2 s.
+            if req.busy_since is None:
+                req.busy_since = now
+            if now - req.busy_since > self.busy_retry_s:
+                del call.by_id[req.id]
+                req.done = True
+                raise ZbertError(code, msg, req.id)
+            req.resend_at = now + min(2.0, 0.05 * 2 ** int((now - req.busy_since) / 0.5))
+            return
+        del call.by_id[req.id]
+        req.done = True  # no message for this id follows an error
+        if code == "too_large" and req.n > 1 and req.parts == 0:
+            # Refused whole for its size (the broker's own limits may be below the
+            # protocol's): two halves take its place in the order.
+            half = req.n // 2
+            a = _Request(self._next_id("r"), req.start, half)
+            b = _Request(self._next_id("r"), req.start + half, req.n - half)
+            pos = call.window.index(req)
+            call.window[pos] = a
+            call.window.insert(pos + 1, b)
+            for q in (a, b):
+                call.by_id[q.id] = q
+                self._send_embed(call, q)
+            return
+        raise ZbertError(code, msg, req.id)
+
+
+# --- zbert-embed's JSONL ----------------------------------------------------------------------
+
+def _json_str(s):
+    """A JSON string as zbert-embed writes it: UTF-8 kept, `"` and `\\` escaped, control
+    characters (below U+0020, and U+007F) as \\u00XX."""
+    out = ['"']
+    for ch in s:
+        c = ord(ch)
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif c < 0x20 or c == 0x7F:
+            out.append(f"\\u{c:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _floats(row):
+    # %.9g round-trips float32; Python's % formatting rounds exactly as C's printf does.
+    return "[" + ",".join(["%.9g" % x for x in row.tolist()]) + "]"
+
+
+def format_jsonl(index, result, level):
+    """One line (without newline) of zbert-embed's JSONL output for a result.
+
+    Levels `sentence` and `wordpiece`; an error result gives {"index":i,"error":message}.
+    (The token level's objects carry the token's text as zbert-embed derives it, which the
+    protocol does not send.)
+    """
+    if result.error is not None:
+        return f'{{"index":{index},"error":{_json_str(result.error.message)}}}'
+    head = f'{{"index":{index}' + (',"truncated":true' if result.truncated else "")
+    if level == "sentence":
+        return f'{head},"vector":{_floats(result.vector)}}}'
+    if level == "wordpiece":
+        ids = ",".join(map(str, result.ids.tolist()))
+        offs = ",".join(f"[{b},{e}]" for b, e in result.offsets.tolist())
+        vecs = ",".join(_floats(v) for v in result.vectors)
+        return f'{head},"ids":[{ids}],"offsets":[{offs}],"vectors":[{vecs}]}}'
+    raise ValueError(f"format_jsonl: level {level!r} is not supported")
+
+
+# --- command line -----------------------------------------------------------------------------
+
+_PROG = "zbert_client"
+
+_USAGE = f"""usage: {_PROG} [embed] [--broker EP] [--level sentence|wordpiece] [--pooling cls|mean]
+                    [--normalize] [--truncate|--windows] [--format jsonl|npy]
+                    [--deadline-ms N] [--timeout S] [--batch N] [--inflight N] < lines > out
+       {_PROG} status [--broker EP] [--timeout S]
+
+embed: one UTF-8 text per line on stdin; writes what zbert-embed writes for the same
+options (JSONL, or with --format npy an N x dim float32 .npy, NaN rows for rejected lines).
+The broker defaults to $ZBERT_BROKER, then {DEFAULT_BROKER}.
+"""
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parse_args(argv):
+    a = {"cmd": "embed", "broker": None, "level": "sentence", "pooling": None,
+         "normalize": False, "windows": False, "format": "jsonl", "deadline_ms": None,
+         "timeout": None, "batch": 256, "inflight": 8}
+    args = list(argv)
+    if args and args[0] in ("embed", "status"):
+        a["cmd"] = args.pop(0)
+    values = {"--broker": ("broker", str), "--level": ("level", str),
+              "--pooling": ("pooling", str), "--format": ("format", str),
+              "--deadline-ms": ("deadline_ms", int), "--timeout": ("timeout", float),
+              "--batch": ("batch", int), "--inflight": ("inflight", int)}
+    while args:
+        opt = args.pop(0)
+        if opt in ("-h", "--help"):
+            raise _Usage("")
+        if opt == "--normalize":
+            a["normalize"] = True
+        elif opt == "--windows":
+            a["windows"] = True
+        elif opt == "--truncate":
+            a["windows"] = False
+        elif opt in values:
+            if not args:
+                raise _Usage(f"{opt} needs a value")
+            key, conv = values[opt]
+            try:
+                a[key] = conv(args.pop(0))
+            except ValueError:
+                raise _Usage(f"{opt}: not a valid value") from None
+        else:
+            raise _Usage(f"unknown option {opt}")
+    if a["level"] == "token":
+        raise _Usage("--level token is not available here: its objects carry the token's "
+                     "text, which the protocol does not send (use the library)")
+    if a["level"] not in ("sentence", "wordpiece"):
+        raise _Usage("--level must be sentence or wordpiece")
+    if a["pooling"] is not None and a["pooling"] not in POOLINGS:
+        raise _Usage("--pooling must be cls or mean")
+    if a["format"] not in ("jsonl", "npy"):
+        raise _Usage("--format must be jsonl or npy")
+    if a["format"] == "npy" and a["level"] != "sentence":
+        raise _Usage("--format npy holds one sentence vector per text; use it with "
+                     "--level sentence")
+    if not 1 <= a["batch"] <= TEXTS_MAX or a["inflight"] < 1:
+        raise _Usage(f"--batch must be 1..{TEXTS_MAX} and --inflight at least 1")
+    if a["deadline_ms"] is not None and a["deadline_ms"] < 0:
+        raise _Usage("--deadline-ms must be >= 0")
+    return a
+
+
+def _read_lines(data):
+    """Lines of stdin as zbert-embed reads them: split on LF, one trailing CR dropped, a
+    last line without LF kept."""
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+
+def _dim_from_status(client, timeout):
+    dims = {w["dim"] for w in client.status(timeout=timeout or 5.0)["workers"]}
+    if len(dims) != 1:
+        raise ZbertError("no_model", "no worker tells the vector width (needed for an "
+                                     "empty .npy)")
+    return dims.pop()
+
+
+def _cmd_embed(a):
+    lines = _read_lines(sys.stdin.buffer.read())
+    rejected = {}
+    texts, where = [], []
+    for i, ln in enumerate(lines):
+        if len(ln) > TEXT_BYTES_MAX:
+            rejected[i] = "limit exceeded"
+            continue
+        try:
+            texts.append(ln.decode("utf-8"))
+        except UnicodeDecodeError:
+            rejected[i] = "invalid UTF-8"
+            continue
+        where.append(i)
+    for i, msg in sorted(rejected.items()):
+        print(f"{_PROG}: input line {i + 1}: {msg}", file=sys.stderr)
+    out = sys.stdout.buffer
+    npy = a["format"] == "npy"
+    vecs = {}  # line -> sentence vector (npy)
+    dim = None
+    failed = len(rejected)
+    with Client(a["broker"], batch=a["batch"], inflight=a["inflight"]) as c:
+        it = c.embed_iter(texts, level=a["level"], pooling=a["pooling"],
+                          normalize=a["normalize"], windows=a["windows"],
+                          deadline_ms=a["deadline_ms"], timeout=a["timeout"])
+        written = 0  # lines written so far (jsonl)
+
+        def write_rejected(upto):
+            nonlocal written
+            while written < upto:
+                if not npy:
+                    r = TextResult(None, error=TextError("input", rejected[written]))
+                    out.write(format_jsonl(written, r, a["level"]).encode() + b"\n")
+                written += 1
+
+        for k, r in it:
+            i = where[k]
+            write_rejected(i)
+            if r.error is not None:
+                failed += 1
+                print(f"{_PROG}: input line {i + 1}: {r.error.code}: {r.error.message}",
+                      file=sys.stderr)
+            if npy:
+                if dim is None and r.vectors.shape[1]:
+                    dim = r.vectors.shape[1]
+                if r.error is None:
+                    vecs[i] = r.vector
+            else:
+                out.write(format_jsonl(i, r, a["level"]).encode("utf-8") + b"\n")
+            written = i + 1
+        write_rejected(len(lines))
+        if npy:
+            if dim is None:  # no vector came back: the workers tell the width
+                dim = _dim_from_status(c, a["timeout"])
+            mat = np.full((len(lines), dim), np.nan, np.float32)
+            for i, v in vecs.items():
+                mat[i] = v
+            np.save(out, mat)
+    out.flush()
+    if failed:
+        tail = " (their rows are NaN)" if npy else ""
+        print(f"{_PROG}: {failed} of {len(lines)} input lines rejected{tail}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(a):
+    with Client(a["broker"]) as c:
+        st = c.status(timeout=a["timeout"] or 5.0)
+    st.pop("id", None)
+    print(json.dumps(st, indent=1, ensure_ascii=False))
+    return 0
+
+
+def main(argv=None):
+    """The command line; returns the exit status (0, 1 on failure, 2 on usage errors)."""
+    try:
+        a = _parse_args(sys.argv[1:] if argv is None else argv)
+    except _Usage as e:
+        if not str(e):  # --help
+            sys.stdout.write(_USAGE)
+            return 0
+        print(f"{_PROG}: {e}", file=sys.stderr)
+        sys.stderr.write(_USAGE)
+        return 2
+    try:
+        return _cmd_status(a) if a["cmd"] == "status" else _cmd_embed(a)
+    except ZbertError as e:
+        print(f"{_PROG}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
