@@ -147,7 +147,8 @@ fuzz:
 
 # --- dependencies ------------------------------------------------------
 DEB_PACKAGES := build-essential pkg-config libopenblas-openmp-dev libzip-dev libutf8proc-dev \
-                libcjson-dev libsodium-dev libzmq3-dev libmsgpack-dev libcmocka-dev
+                libcjson-dev libsodium-dev libzmq3-dev libmsgpack-dev libcmocka-dev \
+                python3-zmq python3-msgpack python3-numpy
 deps:
 	sh deploy/install-deps.sh $(DEB_PACKAGES)
 deps-quiet:
