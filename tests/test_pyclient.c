@@ -15,7 +15,10 @@
  *   - its command line writes byte for byte what zbert-embed writes, exit status included;
  *   - it encodes and decodes the worked examples of PROTOCOL.md section 8 and rejects
  *     malformed variants;
- *   - its status lists the worker with the bundle's identity.
+ *   - its status lists the worker with the bundle's identity;
+ *   - against a broker with small limits it splits requests refused `too_large` and
+ *     retries `busy` ones, and gets the same vectors; a passing deadline keeps the results
+ *     that arrived; a generator closed early or a client timeout cancels what is open.
  * The client needs /usr/bin/python3 with pyzmq, msgpack and numpy (Debian python3-zmq,
  * python3-msgpack, python3-numpy, installed by `make deps`); without them every test is
  * skipped with a message saying so. Every child process is killed and reaped in teardown.
@@ -45,12 +48,13 @@
 #include "model.h"
 
 #define S_PYTHON "/usr/bin/python3"
-#define S_CHILDREN_MAX 4
+#define S_CHILDREN_MAX 4 /* two brokers, one worker */
 #define S_TOK_CASES 300
 
 static char s_dir[256];
 static char s_bundle[512];
 static char s_clients[64], s_backend[64];
+static char s_clients2[64], s_backend2[64]; /* a broker with small limits */
 static pid_t s_children[S_CHILDREN_MAX];
 static const char *s_skip_reason; /* non-NULL: the client cannot run here */
 
@@ -344,6 +348,56 @@ static const char s_spec[] =
     "assert zc._decode(example('8.3').replace(b'\\xa1v\\x01', b'\\xa1v\\x02')) is None\n"
     "print('spec examples: 8.1 encoded, 8.2-8.4 decoded, 5 malformed variants rejected')\n";
 
+/* Requests refused and failed: against the small broker every request of 64 texts is
+ * split down to 16 (too_large), the open ones retried on busy, and the vectors still equal
+ * the other broker's; a deadline that passes fails the call with `timeout` and keeps the
+ * results that had arrived, which are right; a generator left early and a client timeout
+ * leave no request open at the broker. */
+static const char s_errors[] =
+    "import sys, time\n"
+    "import zbert_client as zc\n"
+    "ep, ep_small = sys.argv[1], sys.argv[2]\n"
+    "texts = ['text %d: %s' % (i, 'word ' * (i % 40)) for i in range(600)]\n"
+    "with zc.Client(ep) as c:\n"
+    "    want = [r.vectors.tobytes() for r in c.embed(texts, level='sentence')]\n"
+    "with zc.Client(ep_small, batch=64, inflight=4) as c:\n"
+    "    got = c.embed(texts, level='sentence', timeout=120)\n"
+    "    requests = c._seq\n"
+    "assert [r.vectors.tobytes() for r in got] == want\n"
+    "assert requests >= 600 // 16 + 2 * 10, requests\n"
+    "print('small broker: 600 texts in %d requests after splits, identical' % requests)\n"
+    "def open_requests(c):\n"
+    "    for _ in range(50):\n"
+    "        n = c.status()['requests']\n"
+    "        if n == 0:\n"
+    "            return 0\n"
+    "        time.sleep(0.1)\n"
+    "    return n\n"
+    "with zc.Client(ep, batch=3000, inflight=4) as c:\n"
+    "    try:\n"
+    "        c.embed(texts * 20, level='sentence', deadline_ms=20)\n"
+    "        raise SystemExit('12,000 texts within 20 ms')\n"
+    "    except zc.ZbertError as e:\n"
+    "        assert e.code == 'timeout', e\n"
+    "        kept = [(i, r) for i, r in enumerate(e.results) if r is not None]\n"
+    "    assert all(r.vectors.tobytes() == want[i % 600] for i, r in kept)\n"
+    "    print('deadline: timeout, %d results kept, all right' % len(kept))\n"
+    "    assert open_requests(c) == 0\n"
+    "    it = c.embed_iter(texts * 20, level='sentence')\n"
+    "    for i, r in it:\n"
+    "        if i == 10:\n"
+    "            break\n"
+    "    it.close()\n"
+    "    assert open_requests(c) == 0, 'requests left open by a closed generator'\n"
+    "    try:\n"
+    "        c.embed(texts * 20, level='wordpiece', timeout=0.05)\n"
+    "        raise SystemExit('12,000 texts within 50 ms')\n"
+    "    except zc.ZbertError as e:\n"
+    "        assert e.code == 'client_timeout', e\n"
+    "    assert open_requests(c) == 0, 'requests left open by a client timeout'\n"
+    "    assert len(c.embed(['after all that'], level='sentence')) == 1\n"
+    "print('cancel: a closed generator and a client timeout leave no request open')\n";
+
 /* Writes a script into the temporary folder; returns its path (static buffer). */
 static const char *s_script(const char *name, const char *text) {
     static char p[600];
@@ -537,19 +591,28 @@ static int setup(void **st) {
              s_bundle))
         return -1;
     if (s_build_corpus() != 0 || s_write_corpus() != 0) return -1;
-    int pc = s_free_port(), pw = s_free_port();
-    if (pc < 0 || pw < 0) return -1;
+    int pc = s_free_port(), pw = s_free_port(), pc2 = s_free_port(), pw2 = s_free_port();
+    if (pc < 0 || pw < 0 || pc2 < 0 || pw2 < 0) return -1;
     snprintf(s_clients, sizeof s_clients, "tcp://127.0.0.1:%d", pc);
     snprintf(s_backend, sizeof s_backend, "tcp://127.0.0.1:%d", pw);
-    char broker[512], worker[512], blog[512], wlog[512];
+    snprintf(s_clients2, sizeof s_clients2, "tcp://127.0.0.1:%d", pc2);
+    snprintf(s_backend2, sizeof s_backend2, "tcp://127.0.0.1:%d", pw2);
+    char broker[512], worker[512], blog[512], blog2[512], wlog[512];
     snprintf(broker, sizeof broker, "%s/zbert-broker", s_bin());
     snprintf(worker, sizeof worker, "%s/zbert-worker", s_bin());
     snprintf(blog, sizeof blog, "%s/broker.log", s_dir);
+    snprintf(blog2, sizeof blog2, "%s/broker2.log", s_dir);
     snprintf(wlog, sizeof wlog, "%s/worker.log", s_dir);
     char *bargv[] = {broker, "--clients", s_clients, "--workers", s_backend, NULL};
-    char *wargv[] = {worker, "--model", s_bundle,  "--broker", s_backend,
-                     "--threads", "2", "--name", "py-test", NULL};
+    /* 16 texts per request, 40 texts open: bigger requests are refused too_large, more
+     * at once busy */
+    char *bargv2[] = {broker,        "--clients",         s_clients2, "--workers",
+                      s_backend2,    "--request-texts-max", "16",     "--queue-texts-max",
+                      "40",          NULL};
+    char *wargv[] = {worker,    "--model", s_bundle,   "--broker", s_backend, "--broker",
+                     s_backend2, "--threads", "2", "--name", "py-test", NULL};
     s_spawn(blog, bargv);
+    s_spawn(blog2, bargv2);
     s_spawn(wlog, wargv);
     return s_wait_worker() ? 0 : -1;
 }
@@ -654,6 +717,14 @@ static void test_library(void **st) {
     }
 }
 
+static void test_errors(void **st) {
+    (void)st;
+    S_NEED_PYTHON();
+    assert_int_equal(s_sh(S_RUN_PY " %s %s %s", s_script("errors.py", s_errors), s_clients,
+                          s_clients2),
+                     0);
+}
+
 /* The command line against zbert-embed on the one-line texts, an over-long line and a last
  * line without newline: the same bytes out, the same exit status (1: two rejected lines). */
 static void test_cli(void **st) {
@@ -687,6 +758,7 @@ int main(void) {
         cmocka_unit_test(test_status),
         cmocka_unit_test(test_library),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("pyclient", tests, setup, teardown);
 }
