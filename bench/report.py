@@ -142,6 +142,13 @@ def main():
             dd = float(np.abs(rows - ref).max())
         return dc, dd
 
+    def others(name):
+        """Share of the CPU other processes took while NAME ran, as text."""
+        t = read_text(p(name + ".others"))
+        if t is None or not t.isdigit():
+            return "?"
+        return ("**%s %%**" if int(t) >= 10 else "%s %%") % t
+
     def rss(name):
         t = read_text(p(name + ".rss"))
         try:
@@ -158,6 +165,7 @@ def main():
         sys.exit("report.py: the engine ran %d texts / %d tokens, the corpus ids have %d / %d"
                  % (z["texts"], z["tokens"], len(ids), tok_total))
     rows.append(dict(name="zbert engine (zbert-embed)", rss=rss("zbert"), dc=0.0, dd=0.0,
+                     others=others("zbert"),
                      note="length-sorted packed batches, no padding; %d encoder calls"
                      % z["batches"], **{k: z[k] for k in ("texts", "tokens", "seconds")}))
 
@@ -176,7 +184,7 @@ def main():
             note.append("padding %.0f %% extra" % (100.0 * (res["padded_tokens"] /
                                                              res["tokens"] - 1)))
         rows.append(dict(name=name, texts=res["texts"], tokens=res["tokens"],
-                         seconds=res["seconds"], rss=rss(key), dc=dc, dd=dd,
+                         seconds=res["seconds"], rss=rss(key), dc=dc, dd=dd, others=others(key),
                          note="; ".join(note)))
 
     peer("PyTorch, batch 8", "pt8")
@@ -219,26 +227,30 @@ def main():
               bound_rate, bound_m, fpt / 1e6, lin / 1e6, att / 1e6, fmt_num(corpus_bound)))
     w("")
     w("| system | tokens/s | texts/s | ratio to best ONNX Runtime | fraction of sgemm bound "
-      "| peak RSS (MiB) | max abs diff vs zbert ([CLS] rows / all rows of %d texts) | notes |"
-      % meta.get("detail", 0))
-    w("|---|---:|---:|---:|---:|---:|---|---|")
+      "| peak RSS (MiB) | max abs diff vs zbert ([CLS] rows / all rows of %d texts) "
+      "| other processes' CPU | notes |" % meta.get("detail", 0))
+    w("|---|---:|---:|---:|---:|---:|---|---:|---|")
     for r in rows:
         if "skip" in r:
-            w("| %s | – | – | – | – | – | – | skipped: %s |" % (r["name"], r["skip"]))
+            w("| %s | – | – | – | – | – | – | – | skipped: %s |" % (r["name"], r["skip"]))
             continue
         tps = r["tokens"] / r["seconds"]
-        w("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["name"], fmt_num(tps), fmt_num(r["texts"] / r["seconds"], 1),
             "%.2f×" % (tps / ort_best) if ort_best else "–",
             "%.0f %%" % (100 * tps / corpus_bound) if corpus_bound else "–",
             fmt_num(r["rss"]),
             "0 (reference)" if r["name"].startswith("zbert engine")
             else "%s / %s" % (fmt_diff(r["dc"]), fmt_diff(r["dd"])),
-            r.get("note", "")))
+            r["others"], r.get("note", "")))
     if corpus_bound:
-        w("| *sgemm bound (OpenBLAS, M = %d)* | %s | | %s | 100 %% | | | |"
+        w("| *sgemm bound (OpenBLAS, M = %d)* | %s | | %s | 100 %% | | | | |"
           % (bound_m, fmt_num(corpus_bound),
              "%.2f×" % (corpus_bound / ort_best) if ort_best else "–"))
+    w("")
+    w("Other processes' CPU: the share of the machine's CPU time (all cores) that processes "
+      "outside this benchmark used while that row ran; 10 % or more (bold) means the row's "
+      "figures are low and noisy.")
     w("")
     w("Timed spans: zbert-embed from the model being ready to the last output row (its `--stats`: "
       "tokenizing, encoding, writing sentence vectors); the peers from the first timed batch to "
@@ -252,8 +264,9 @@ def main():
         w("### Fixed sequence lengths (every text exactly L tokens, no padding anywhere)")
         w("")
         w("| L | texts | zbert tokens/s | ONNX Runtime batch 8 tokens/s | zbert / ORT "
-          "| sgemm bound at L | zbert fraction | ORT fraction |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| sgemm bound at L | zbert fraction | ORT fraction | other processes' CPU "
+          "(zbert / ORT) |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for f in fixed:
             n_len, n_texts = f["length"], f["texts"]
             zs = zbert_stats(p("fixed.%d.zbert.err" % n_len))
@@ -261,12 +274,13 @@ def main():
             zt = zs["tokens"] / zs["seconds"] if zs else None
             ot = o["tokens"] / o["seconds"] if o else None
             b = bound_tokens(sum(flops_per_token(meta, n_len)))
-            w("| %d | %d | %s | %s | %s | %s | %s | %s |" % (
+            w("| %d | %d | %s | %s | %s | %s | %s | %s | %s / %s |" % (
                 n_len, n_texts, fmt_num(zt),
                 fmt_num(ot) if o else "skipped",
                 "%.2f×" % (zt / ot) if zt and ot else "–", fmt_num(b),
                 "%.0f %%" % (100 * zt / b) if zt and b else "–",
-                "%.0f %%" % (100 * ot / b) if ot and b else "–"))
+                "%.0f %%" % (100 * ot / b) if ot and b else "–",
+                others("fixed.%d.zbert" % n_len), others("fixed.%d.ort" % n_len)))
 
     # --- latency ---------------------------------------------------------------
     lz = load_json(p("lat.zbert.json"))
@@ -276,15 +290,16 @@ def main():
         w("### Latency of one short text (%s; process start and model load excluded)"
           % meta.get("latency_text", "?"))
         w("")
-        w("| system | tokens | median ms | p90 ms | min ms | runs |")
-        w("|---|---:|---:|---:|---:|---:|")
-        for name, r in (("zbert engine (embedder API, batch of 1)", lz),
-                        ("ONNX Runtime (session.run, batch of 1)", lo)):
+        w("| system | tokens | median ms | p90 ms | min ms | runs | other processes' CPU |")
+        w("|---|---:|---:|---:|---:|---:|---:|")
+        for name, key, r in (("zbert engine (embedder API, batch of 1)", "lat.zbert", lz),
+                             ("ONNX Runtime (session.run, batch of 1)", "lat.ort", lo)):
             if r is None:
-                w("| %s | – | – | – | – | skipped |" % name)
+                w("| %s | – | – | – | – | skipped | – |" % name)
             else:
-                w("| %s | %d | %.2f | %.2f | %.2f | %d |" % (
-                    name, r["tokens"], r["median_ms"], r["p90_ms"], r["min_ms"], r["runs"]))
+                w("| %s | %d | %.2f | %.2f | %.2f | %d | %s |" % (
+                    name, r["tokens"], r["median_ms"], r["p90_ms"], r["min_ms"], r["runs"],
+                    others(key)))
     for note in meta.get("notes", []):
         w("")
         w(note)

@@ -86,15 +86,25 @@ failed() {
     say "$1 failed"
 }
 
-# timed NAME CMD... -- runs CMD, recording its peak RSS in $out/NAME.rss.
+# timed NAME CMD... -- runs CMD, recording its peak RSS in $out/NAME.rss and
+# the share of the CPU other processes took meanwhile in $out/NAME.others.
 timed() {
     name=$1
     shift
+    st0=$(head -n 1 /proc/stat)
+    times > "$out/$name.t0"
+    rc=0
     if [ -x /usr/bin/time ]; then
-        /usr/bin/time -f %M -o "$out/$name.rss" "$@"
+        /usr/bin/time -f %M -o "$out/$name.rss" "$@" || rc=$?
     else
-        "$@"
+        "$@" || rc=$?
     fi
+    st1=$(head -n 1 /proc/stat)
+    times > "$out/$name.t1"
+    used=$(echo "$(our_cpu "$out/$name.t1") $(our_cpu "$out/$name.t0")" | awk '{ print $1 - $2 }')
+    busy_others "$st0" "$st1" "$used" > "$out/$name.others"
+    rm -f "$out/$name.t0" "$out/$name.t1"
+    return $rc
 }
 
 # ids FILE_IN FILE_OUT -- zbert's tokenization, one {"index","ids",...} per line.
@@ -239,25 +249,25 @@ for len in $lengths; do
     got=$(sed 's/.*"ids":\[\([^]]*\)\].*/\1/' "$f.ids.jsonl" | awk -F, '{ print NF }' | sort -u)
     [ "$got" = "$len" ] || die "$f.txt: texts tokenize to $got pieces, not $len"
     say "fixed length $len: $n texts, zbert engine"
-    "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" --level sentence \
-        --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert.err" ||
+    timed "fixed.$len.zbert" "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" \
+        --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert.err" ||
         { cat "$f.zbert.err" >&2; say "zbert-embed failed at length $len"; }
     if [ $have_ort -eq 1 ]; then
         say "fixed length $len: $n texts, ONNX Runtime batch 8"
-        node bench/node/ort_peer.js run "$model.onnx" "$f.ids.jsonl" "$f.ort" --batch 8 \
-            --threads "$threads" || failed "fixed.$len.ort"
+        timed "fixed.$len.ort" node bench/node/ort_peer.js run "$model.onnx" "$f.ids.jsonl" \
+            "$f.ort" --batch 8 --threads "$threads" || failed "fixed.$len.ort"
     fi
     fixed_json="$fixed_json${fixed_json:+,}{\"length\":$len,\"texts\":$n}"
 done
 
 # --- latency of one short text ------------------------------------------------------------
 say "latency: one short text, $lat_runs runs"
-echo "$lat_text" | "$tools/zbert_latency" --model "$model.zbm" --threads "$threads" \
-    --runs "$lat_runs" > "$out/lat.zbert.json" || failed lat.zbert
+echo "$lat_text" > "$out/lat.txt"
+timed lat.zbert "$tools/zbert_latency" --model "$model.zbm" --threads "$threads" \
+    --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.zbert.json" || failed lat.zbert
 if [ $have_ort -eq 1 ]; then
-    echo "$lat_text" > "$out/lat.txt"
     tokenize "$out/lat.txt" "$out/lat.ids.jsonl"
-    node bench/node/ort_peer.js latency "$model.onnx" "$out/lat.ids.jsonl" "$out/lat.ort" \
+    timed lat.ort node bench/node/ort_peer.js latency "$model.onnx" "$out/lat.ids.jsonl" "$out/lat.ort" \
         --runs "$lat_runs" --threads "$threads" || failed lat.ort
 fi
 
