@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,6 +89,227 @@ static int s_set_text(zb_io_item_t *it, const char *s, size_t n) {
     return 0;
 }
 
+/* --- the "text" member of a JSONL line --------------------------------- */
+
+/* cJSON validates the line, but its strings end at their first NUL, so a
+ * text holding an escaped \u0000 would be cut.  The member is therefore
+ * located and decoded here, from the raw bytes, with explicit lengths.
+ * Every scan is bounded by the line's length; the scanner is also safe on
+ * input cJSON refused (it is then only used to name the problem). */
+
+enum {
+    S_JT_FOUND = 0,
+    S_JT_NONE = -1, /* an object without a "text" member */
+    S_JT_BAD = -2,  /* not a single top-level object */
+    S_JT_DUP = -3,  /* "text" more than once */
+};
+
+enum {
+    S_UN_OK = 0,
+    S_UN_ESCAPE = -1,    /* an escape JSON does not have */
+    S_UN_SURROGATE = -2, /* a \uD800-\uDFFF not part of a pair: no UTF-8 form */
+};
+
+static size_t s_ws(const char *s, size_t n, size_t i) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
+    return i;
+}
+
+/* i at an opening quote: the index after the closing one, or SIZE_MAX. */
+static size_t s_skip_string(const char *s, size_t n, size_t i) {
+    for (i++; i < n; i++) {
+        if (s[i] == '\\') i++; /* the escaped byte cannot close the string */
+        else if (s[i] == '"') return i + 1;
+    }
+    return SIZE_MAX;
+}
+
+/* i at a value: the index after it, or SIZE_MAX.  Arrays and objects are
+ * skipped by counting brackets outside strings; their inner syntax is
+ * cJSON's to check. */
+static size_t s_skip_value(const char *s, size_t n, size_t i) {
+    if (i >= n) return SIZE_MAX;
+    if (s[i] == '"') return s_skip_string(s, n, i);
+    if (s[i] == '{' || s[i] == '[') {
+        size_t depth = 0;
+        while (i < n) {
+            char c = s[i];
+            if (c == '"') {
+                i = s_skip_string(s, n, i);
+                if (i == SIZE_MAX) return SIZE_MAX;
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            else if (c == '}' || c == ']') {
+                if (--depth == 0) return i + 1;
+            }
+            i++;
+        }
+        return SIZE_MAX;
+    }
+    size_t b = i; /* number, true, false, null */
+    while (i < n && !strchr(",}] \t\r\n", s[i])) i++;
+    return i > b ? i : SIZE_MAX;
+}
+
+static int s_hex4(const char *s, uint32_t *out) {
+    uint32_t v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = s[k];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) return -1;
+        v = v << 4 | (uint32_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/*
+ * Decodes the n raw bytes between a JSON string's quotes.  Bytes past cap
+ * are counted in *out_len but not stored, so a caller can compare a key
+ * without a buffer of the key's size; the decoded form is never longer
+ * than the raw one, so cap = n always holds a whole value.  *bad_unit gets
+ * the offending surrogate on S_UN_SURROGATE.  Returns S_UN_*.
+ */
+static int s_unescape(const char *s, size_t n, char *out, size_t cap, size_t *out_len,
+                      uint32_t *bad_unit) {
+    size_t o = 0;
+#define S_PUT(b)                                                                           \
+    do {                                                                                   \
+        if (o < cap) out[o] = (char)(b);                                                   \
+        o++;                                                                               \
+    } while (0)
+    for (size_t i = 0; i < n;) {
+        if (s[i] != '\\') {
+            S_PUT(s[i]);
+            i++;
+            continue;
+        }
+        if (i + 1 >= n) return S_UN_ESCAPE;
+        char e = s[i + 1];
+        i += 2;
+        const char *simple = strchr("\"\\/bfnrt", e);
+        if (e != '\0' && simple != NULL) {
+            S_PUT("\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"]);
+            continue;
+        }
+        uint32_t cp;
+        if (e != 'u' || n - i < 4 || s_hex4(s + i, &cp) != 0) return S_UN_ESCAPE;
+        i += 4;
+        if (cp >= 0xDC00 && cp <= 0xDFFF) {
+            *bad_unit = cp;
+            return S_UN_SURROGATE;
+        }
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            uint32_t lo;
+            if (n - i < 6 || s[i] != '\\' || s[i + 1] != 'u' || s_hex4(s + i + 2, &lo) != 0 ||
+                lo < 0xDC00 || lo > 0xDFFF) {
+                *bad_unit = cp;
+                return S_UN_SURROGATE;
+            }
+            i += 6;
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        if (cp < 0x80) {
+            S_PUT(cp);
+        } else if (cp < 0x800) {
+            S_PUT(0xC0 | cp >> 6);
+            S_PUT(0x80 | (cp & 0x3F));
+        } else if (cp < 0x10000) {
+            S_PUT(0xE0 | cp >> 12);
+            S_PUT(0x80 | (cp >> 6 & 0x3F));
+            S_PUT(0x80 | (cp & 0x3F));
+        } else {
+            S_PUT(0xF0 | cp >> 18);
+            S_PUT(0x80 | (cp >> 12 & 0x3F));
+            S_PUT(0x80 | (cp >> 6 & 0x3F));
+            S_PUT(0x80 | (cp & 0x3F));
+        }
+    }
+#undef S_PUT
+    *out_len = o;
+    return S_UN_OK;
+}
+
+/* Finds the top-level member whose decoded name is exactly "text" (4 bytes,
+ * so "text\u0000" is another name); [*vb, *ve) is its raw value.  The line
+ * must be one object and nothing but whitespace after it.  Returns S_JT_*. */
+static int s_find_text(const char *s, size_t n, size_t *vb, size_t *ve) {
+    size_t i = s_ws(s, n, 0);
+    int found = 0;
+    if (i >= n || s[i] != '{') return S_JT_BAD;
+    i = s_ws(s, n, i + 1);
+    if (i < n && s[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            if (i >= n || s[i] != '"') return S_JT_BAD;
+            size_t kb = i + 1, ke = s_skip_string(s, n, i);
+            if (ke == SIZE_MAX) return S_JT_BAD;
+            i = s_ws(s, n, ke);
+            if (i >= n || s[i] != ':') return S_JT_BAD;
+            size_t b = s_ws(s, n, i + 1), e = s_skip_value(s, n, b);
+            if (e == SIZE_MAX) return S_JT_BAD;
+            char key[5];
+            size_t klen = 0;
+            uint32_t unit;
+            if (s_unescape(s + kb, ke - 1 - kb, key, sizeof key, &klen, &unit) == S_UN_OK &&
+                klen == 4 && memcmp(key, "text", 4) == 0) {
+                if (found) return S_JT_DUP;
+                found = 1;
+                *vb = b;
+                *ve = e;
+            }
+            i = s_ws(s, n, e);
+            if (i < n && s[i] == ',') {
+                i = s_ws(s, n, i + 1);
+                continue;
+            }
+            if (i < n && s[i] == '}') {
+                i++;
+                break;
+            }
+            return S_JT_BAD;
+        }
+    }
+    if (s_ws(s, n, i) != n) return S_JT_BAD;
+    return found ? S_JT_FOUND : S_JT_NONE;
+}
+
+/* Sets it->text from the raw value [vb, ve) of "text" (a string: its
+ * quotes included), or it->error.  Returns S_UN_OK, S_UN_*, or S_UN_ESCAPE
+ * also when the value is not a string or memory runs out (error says). */
+static int s_text_from_json(zb_io_item_t *it, const char *line, size_t vb, size_t ve) {
+    if (ve - vb < 2 || line[vb] != '"') {
+        snprintf(it->error, sizeof it->error, "JSON object has no string field \"text\"");
+        return S_UN_ESCAPE;
+    }
+    size_t n = ve - vb - 2, len = 0;
+    char *out = malloc(n + 1);
+    if (out == NULL) {
+        snprintf(it->error, sizeof it->error, "out of memory");
+        return S_UN_ESCAPE;
+    }
+    uint32_t unit = 0;
+    int rc = s_unescape(line + vb + 1, n, out, n, &len, &unit);
+    if (rc != S_UN_OK) {
+        if (rc == S_UN_SURROGATE)
+            snprintf(it->error, sizeof it->error,
+                     "\"text\" holds a lone UTF-16 surrogate \\u%04X: it has no UTF-8 form",
+                     (unsigned)unit);
+        else snprintf(it->error, sizeof it->error, "\"text\" holds an invalid escape");
+        free(out);
+        return rc;
+    }
+    out[len] = '\0';
+    it->text = out;
+    it->len = len;
+    return S_UN_OK;
+}
+
 int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
     zb_io_item_clear(it);
     size_t len = 0;
@@ -104,16 +326,26 @@ int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
         return 1;
     }
     cJSON *j = cJSON_ParseWithLength(line, len);
-    if (j == NULL) {
-        snprintf(it->error, sizeof it->error, "bad JSON");
+    bool valid = j != NULL, object = cJSON_IsObject(j);
+    cJSON_Delete(j); /* only the verdict is used: see s_find_text */
+    size_t vb = 0, ve = 0;
+    int found = s_find_text(line, len, &vb, &ve);
+    if (!valid) {
+        /* cJSON refuses a lone surrogate too; name it when it is in "text" */
+        if (found != S_JT_FOUND || s_text_from_json(it, line, vb, ve) != S_UN_SURROGATE) {
+            zb_io_item_clear(it);
+            snprintf(it->error, sizeof it->error, "bad JSON");
+        }
         return 1;
     }
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "text");
-    if (!cJSON_IsObject(j) || !cJSON_IsString(t))
-        snprintf(it->error, sizeof it->error, "JSON object has no string field \"text\"");
+    if (found == S_JT_FOUND)
+        s_text_from_json(it, line, vb, ve);
+    else if (found == S_JT_DUP) /* which one was meant is a guess: refuse */
+        snprintf(it->error, sizeof it->error, "JSON object has more than one field \"text\"");
+    else if (found == S_JT_BAD && object) /* cJSON ignores what follows the value */
+        snprintf(it->error, sizeof it->error, "bad JSON: bytes after the object");
     else
-        s_set_text(it, t->valuestring, strlen(t->valuestring));
-    cJSON_Delete(j);
+        snprintf(it->error, sizeof it->error, "JSON object has no string field \"text\"");
     return 1;
 }
 

@@ -10,6 +10,13 @@
  * Input: one text per line ("\n", a trailing "\r" dropped), or one JSON
  * object {"text": "..."} per line.  A line that cannot be read (too long,
  * bad JSON, no "text") becomes an item with an error; indices stay aligned.
+ * JSONL: the line must be exactly one object (whitespace around it allowed);
+ * only its top-level member named "text" counts (members nested in other
+ * values are skipped), and it must be a string.  Its value is decoded with
+ * its length, so an escaped \u0000 is a NUL byte of the text; surrogate
+ * pairs become one 4-byte UTF-8 sequence.  Refused lines: a lone surrogate
+ * (it has no UTF-8 form), and "text" present more than once (however its
+ * name is escaped), since which value was meant would be a guess.
  *
  * Output formats:
  *   jsonl  one object per text, in input order, floats as %.9g (they
@@ -57,7 +64,7 @@ typedef enum zb_io_input { ZB_IO_IN_LINES = 0, ZB_IO_IN_JSONL } zb_io_input_t;
 /* One input text. */
 typedef struct zb_io_item {
     char *text;       /* malloc'd, NUL-terminated (may hold NULs before
-                       * len in lines mode); NULL when the line was rejected */
+                       * len); NULL when the line was rejected */
     size_t len;       /* bytes */
     char error[160];  /* why the line was rejected */
 } zb_io_item_t;

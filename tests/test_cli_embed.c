@@ -297,6 +297,53 @@ static void test_tokenize_only_and_windows(void **st) {
     cJSON_Delete(o[0]);
 }
 
+/* Ids of the single text in out.jsonl; returns the count. */
+static int s_ids(int32_t *ids, int cap) {
+    cJSON *o[2];
+    assert_int_equal(s_read_jsonl(o, 2), 1);
+    const cJSON *arr = cJSON_GetObjectItem(o[0], "ids");
+    if (!cJSON_IsArray(arr)) fail_msg("no \"ids\" in the output");
+    int n = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, arr) {
+        assert_true(n < cap);
+        ids[n++] = (int32_t)x->valueint;
+    }
+    cJSON_Delete(o[0]);
+    return n;
+}
+
+/* An escaped \u0000 in a JSONL text is a NUL byte of the text, as a raw NUL
+ * in line input is (fixture tokenization case 45 "nul\0char"). */
+static void test_jsonl_nul(void **st) {
+    (void)st;
+    fx_file_t tok;
+    assert_int_equal(fx_load(fx_path("tokenization-2000.txt"), &tok), 0);
+    const fx_case_t *c = NULL;
+    for (int i = 0; i < tok.n; i++)
+        if (tok.cases[i].index == 45) c = &tok.cases[i];
+    assert_non_null(c);
+    assert_int_equal(c->text_len, 8);
+    assert_memory_equal(c->text, "nul\0char", 8);
+    char redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    int32_t ids[64];
+
+    s_write("in.txt", "nul\0char\n", 9);
+    assert_int_equal(s_run("--tokenize-only", redirect), 0);
+    assert_int_equal(s_ids(ids, 64), c->n_ids);
+    assert_memory_equal(ids, c->ids, (size_t)c->n_ids * sizeof *ids);
+
+    const char js[] = "{\"text\":\"nul\\u0000char\"}\n";
+    s_write("in.txt", js, sizeof js - 1);
+    assert_int_equal(s_run("--tokenize-only --input-format jsonl", redirect), 0);
+    assert_int_equal(s_ids(ids, 64), c->n_ids);
+    assert_memory_equal(ids, c->ids, (size_t)c->n_ids * sizeof *ids);
+    assert_int_equal(ids[0], 101);
+    assert_int_equal(ids[c->n_ids - 1], 102);
+    fx_free(&tok);
+}
+
 static const cJSON *s_get(const cJSON *o, const char *k) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
     if (x == NULL) fail_msg("no field \"%s\"", k);
@@ -500,6 +547,7 @@ int main(void) {
         cmocka_unit_test(test_usage_errors),    cmocka_unit_test(test_tokenize_only_and_windows),
         cmocka_unit_test(test_split_sentences), cmocka_unit_test(test_sentences_cli),
         cmocka_unit_test(test_token_vector_mean_cli), cmocka_unit_test(test_compat_cli),
+        cmocka_unit_test(test_jsonl_nul),
     };
     return cmocka_run_group_tests_name("zbert-embed", tests, setup, teardown);
 }

@@ -69,6 +69,94 @@ static void test_read_jsonl(void **st) {
     fclose(f);
 }
 
+/* Reads the single JSONL line in (n bytes) into *it; returns zb_io_read's result. */
+static int s_read_one(const char *in, size_t n, zb_io_item_t *it) {
+    FILE *f = s_input(in, n);
+    zb_io_reader_t *r = zb_io_reader_new(f, ZB_IO_IN_JSONL);
+    assert_non_null(r);
+    int rc = zb_io_read(r, it);
+    zb_io_reader_destroy(&r);
+    fclose(f);
+    return rc;
+}
+
+#define S_READ_OK(line, want)                                                              \
+    do {                                                                                   \
+        zb_io_item_t it_ = {0};                                                            \
+        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                      \
+        if (it_.text == NULL) fail_msg("%s: %s", line, it_.error);                         \
+        assert_int_equal(it_.len, sizeof want - 1);                                        \
+        assert_memory_equal(it_.text, want, sizeof want - 1);                              \
+        assert_int_equal(it_.text[it_.len], '\0');                                         \
+        zb_io_item_clear(&it_);                                                            \
+    } while (0)
+
+#define S_READ_ERR(line, msg_part)                                                         \
+    do {                                                                                   \
+        zb_io_item_t it_ = {0};                                                            \
+        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                      \
+        assert_null(it_.text);                                                             \
+        if (strstr(it_.error, msg_part) == NULL)                                           \
+            fail_msg("%s: error \"%s\" lacks \"%s\"", line, it_.error, msg_part);          \
+    } while (0)
+
+/* The "text" value is decoded with its length: escaped NULs are kept. */
+static void test_read_jsonl_strings(void **st) {
+    (void)st;
+    S_READ_OK("{\"text\":\"nul\\u0000char\"}", "nul\0char");
+    S_READ_OK("{\"text\":\"\\u0000\"}", "\0");
+    S_READ_OK("{\"text\":\"a\\u0000\\u0000b\\u0000\"}", "a\0\0b\0");
+    S_READ_OK("{\"text\":\"\"}", "");
+    S_READ_OK("{\"text\":\"\\\"\\\\\\/\\b\\f\\n\\r\\t\"}", "\"\\/\b\f\n\r\t");
+    S_READ_OK("{\"text\":\"\\u0041\\u00e9\\u20AC\\uffff\"}", "A\xc3\xa9\xe2\x82\xac\xef\xbf\xbf");
+    /* surrogate pairs: the lowest and highest supplementary code points */
+    S_READ_OK("{\"text\":\"\\ud800\\udc00|\\uDBFF\\uDFFF\"}", "\xf0\x90\x80\x80|\xf4\x8f\xbf\xbf");
+    S_READ_OK("{\"text\":\"x\\ud83d\\ude00y\"}", "x\xf0\x9f\x98\x80y");
+    /* raw UTF-8 passes through unchanged */
+    S_READ_OK("{\"text\":\"caf\xc3\xa9 \xf0\x9f\x98\x80\"}", "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    /* a lone surrogate has no UTF-8 form: the line is refused, saying why */
+    S_READ_ERR("{\"text\":\"a\\ud800b\"}", "lone UTF-16 surrogate \\uD800");
+    S_READ_ERR("{\"text\":\"a\\udc00\"}", "lone UTF-16 surrogate \\uDC00");
+    S_READ_ERR("{\"text\":\"\\ud83d\"}", "lone UTF-16 surrogate \\uD83D");
+    S_READ_ERR("{\"text\":\"\\ud83d\\u0041\"}", "lone UTF-16 surrogate \\uD83D");
+    S_READ_ERR("{\"text\":\"\\ude00\\ud83d\"}", "lone UTF-16 surrogate \\uDE00");
+    S_READ_ERR("{\"text\":\"\\x\"}", "bad JSON");
+    S_READ_ERR("{\"text\":\"\\u12\"}", "bad JSON");
+    S_READ_ERR("{\"text\":\"open}", "bad JSON");
+}
+
+/* Where "text" is in the object, and what is around it. */
+static void test_read_jsonl_members(void **st) {
+    (void)st;
+    /* nested objects and arrays before "text", with "text" keys, brackets
+     * and quotes inside them, are skipped whole */
+    S_READ_OK("{\"meta\":{\"text\":\"inner\",\"a\":[1,{\"b\":\"}]\\\"\"}]},"
+              "\"list\":[[\"text\"],{}],\"text\":\"outer\"}",
+              "outer");
+    S_READ_OK("{\"n\":-1.5e3,\"t\":true,\"f\":false,\"z\":null,\"text\":\"v\",\"after\":[1]}",
+              "v");
+    S_READ_OK(" \t{ \"text\" : \"sp\\u0000aced\" , \"x\" : [ ] } \t\r\n", "sp\0aced");
+    /* the name is compared decoded and whole */
+    S_READ_OK("{\"t\\u0065xt\":\"escaped name\"}", "escaped name");
+    S_READ_OK("{\"text\\u0000\":\"other\",\"texts\":\"other\",\"Text\":\"other\","
+              "\"text\":\"this\"}",
+              "this");
+    S_READ_ERR("{\"text\\u0000\":\"not it\"}", "no string field \"text\"");
+    S_READ_ERR("{\"inner\":{\"text\":\"nested only\"}}", "no string field \"text\"");
+    S_READ_ERR("{}", "no string field \"text\"");
+    S_READ_ERR("{\"text\":null}", "no string field \"text\"");
+    S_READ_ERR("{\"text\":[\"a\"]}", "no string field \"text\"");
+    S_READ_ERR("\"text\"", "no string field \"text\"");
+    /* a duplicate "text" is ambiguous: refused, however it is spelled */
+    S_READ_ERR("{\"text\":\"a\",\"text\":\"b\"}", "more than one field \"text\"");
+    S_READ_ERR("{\"text\":\"a\",\"x\":1,\"te\\u0078t\":\"a\"}", "more than one field \"text\"");
+    /* one object per line */
+    S_READ_ERR("{\"text\":\"a\"} {\"text\":\"b\"}", "bad JSON");
+    S_READ_ERR("{\"text\":\"a\"", "bad JSON");
+    S_READ_ERR("{\"text\" \"a\"}", "bad JSON");
+    S_READ_ERR("\n", "bad JSON"); /* an empty line */
+}
+
 /* Writes t with a new writer into a memory buffer; returns it (caller frees). */
 static char *s_write(zb_io_format_t fmt, zb_io_level_t level, bool tok_only, const zb_io_text_t *t,
                      size_t n, size_t *len) {
@@ -214,6 +302,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_read_lines),
         cmocka_unit_test(test_read_jsonl),
+        cmocka_unit_test(test_read_jsonl_strings),
+        cmocka_unit_test(test_read_jsonl_members),
         cmocka_unit_test(test_jsonl_levels),
         cmocka_unit_test(test_npy),
         cmocka_unit_test(test_sparknlp_json),
