@@ -12,23 +12,24 @@
  *     ffn <- gelu(out W1^T + b1)  GELU fused into the GEMM's last k block
  *     t   <- ffn W2^T
  *     out <- LayerNorm((t + b2) + out)        one pass
- * The two output projections do not accumulate into the residual: a GEMM
- * element is one fma chain, and a chain started from the residual (~1)
- * rounds every one of its K steps at the residual's magnitude rather than
- * the sum's, which cost 10x in accuracy against the float64 reference at
- * bert-base shapes.
+ * The two output projections do not accumulate into the residual:
+ * (t + b) + residual is the reference's association, and a sum started
+ * from the residual (~1) rounds at the residual's magnitude (as one fma
+ * chain over K, that was 10x less accurate against the float64 reference at
+ * bert-base shapes).
  * The linear layers run on zb_gemm (gemm.h) over weights packed at convert
  * time; the caller's out buffer is the hidden state throughout, so the
  * result needs no copy.
  *
- * Batch invariance: zb_gemm computes every element as one fma chain that
- * depends on its own row only, the row kernels and attention likewise never
- * mix rows of different sequences, so a sequence's output rows are the same
- * bits alone, in any batch, at any position and with any thread count.
+ * Batch invariance: zb_gemm computes every element by a fixed sequence of
+ * fma chains over its own row only (gemm.h), the row kernels and attention
+ * likewise never mix rows of different sequences, so a sequence's output
+ * rows are the same bits alone, in any batch, at any position and with any
+ * thread count.
  *
  * Invariants: the scratch arena (qkv and ctx [n_tokens_max][3H], ffn
- * [n_tokens_max][I, padded], the GEMM work buffer, per-thread attention scores,
- * sequence offsets and positions) is allocated once in zb_bert_new;
+ * [n_tokens_max][I, padded], the GEMM work buffer, per-thread attention
+ * scores, sequence offsets and positions) is allocated once in zb_bert_new;
  * zb_bert_forward allocates nothing and never writes to the model's weights
  * (read-only views, possibly into a shared mapping).
  *
