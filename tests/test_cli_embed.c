@@ -381,7 +381,8 @@ static void test_split_sentences(void **st) {
     s_free_objs(o, 4);
 
     snprintf(cmd, sizeof cmd,
-             "%s/zbert-embed --split-sentences --compat sparknlp --input-format jsonl < %s %s 2> %s",
+             "%s/zbert-embed --split-sentences --compat sparknlp --input-format jsonl "
+             "< %s %s 2> %s",
              s_bin(), s_file("in.txt"), redirect, s_file("err.txt"));
     assert_int_equal(WEXITSTATUS(system(cmd)), 1); /* the marker text is refused */
     assert_int_equal(s_read_jsonl(o, 8), 4);

@@ -384,7 +384,8 @@ static void test_sentences_long(void **st) {
     size_t n = 700;
     char *text = malloc(n * 13 + 2);
     size_t at = 0;
-    for (size_t i = 0; i < n; i++) at += (size_t)sprintf(text + at, "%s ", i % 3 ? "word" : "unbelievable");
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)sprintf(text + at, "%s ", i % 3 ? "word" : "unbelievable");
     text[at - 1] = '.';
     text[at] = '\0';
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};

@@ -434,6 +434,15 @@ static int32_t s_utf16_at(const char *text, uint32_t b, uint32_t *at_b, int32_t 
     return *at_u;
 }
 
+/* A row array for n vectors of h floats; never NULL for n = 0 (one row),
+ * so a text without tokens still has a vectors pointer, as before.  NULL
+ * when out of memory (or the size overflows). */
+static float *s_alloc_rows(size_t n, size_t h) {
+    size_t nf;
+    if (__builtin_mul_overflow(n ? n : 1, h, &nf) || nf > SIZE_MAX / sizeof(float)) return NULL;
+    return malloc(nf * sizeof(float));
+}
+
 /* Token level, first piece or mean, with or without metadata: the words of
  * r (grouped by frame) take rows from r->vectors into a new array. */
 static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, const char *text,
@@ -441,13 +450,8 @@ static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, 
     size_t H = (size_t)e->dim;
     bool meta = s_wants_meta(o);
     size_t nw = r->words.n;
-    float *out = NULL;
-    if (nw > 0) {
-        size_t nf;
-        if (__builtin_mul_overflow(nw, H, &nf)) return ZB_ELIMIT;
-        out = malloc(nf * sizeof *out);
-        if (out == NULL) return ZB_ENOMEM;
-    }
+    float *out = s_alloc_rows(nw, H);
+    if (out == NULL) return ZB_ENOMEM;
     const float *v = r->vectors;
     size_t kept = 0, w = 0;
     uint32_t at_b = 0;
@@ -499,26 +503,22 @@ static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, 
     r->n_vectors = kept;
     free(r->vectors);
     r->vectors = out;
-    r->vectors_cap = out ? nw * H : 0;
+    r->vectors_cap = (nw ? nw : 1) * H;
     return 0;
 }
 
 /* Spark NLP compatibility: each annotation takes its row as such. */
 static int s_reduce_sparknlp(const zb_embedder_t *e, zb_result_t *r) {
     size_t H = (size_t)e->dim, nw = r->words.n;
-    float *out = NULL;
-    if (nw > 0) {
-        size_t nf;
-        if (__builtin_mul_overflow(nw, H, &nf)) return ZB_ELIMIT;
-        if ((out = malloc(nf * sizeof *out)) == NULL) return ZB_ENOMEM;
-    }
+    float *out = s_alloc_rows(nw, H);
+    if (out == NULL) return ZB_ENOMEM;
     for (size_t i = 0; i < nw; i++) {
         size_t row = r->seq_off[r->meta[i].sentence] + r->meta[i].row;
         memcpy(out + i * H, r->vectors + row * H, H * sizeof *out);
     }
     free(r->vectors);
     r->vectors = out;
-    r->vectors_cap = out ? nw * H : 0;
+    r->vectors_cap = (nw ? nw : 1) * H;
     r->n_vectors = nw;
     return 0;
 }

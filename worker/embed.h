@@ -110,7 +110,9 @@ typedef struct zb_result {
     int n_windows;       /* sequences the text was run as (1 unless windows) */
     uint32_t n_pieces_total; /* wordpieces of the text before truncation */
     zb_pieces_t pieces;  /* wordpieces incl. [CLS] first and [SEP] last
-                          * (offsets [0,0]); after truncation */
+                          * (offsets [0,0]); after truncation; with
+                          * sentences or compat, one such frame per
+                          * sentence (see seq_off) */
     zb_words_t words;    /* token level: the tokens that have a vector */
     int dim;             /* vector width (hidden size) */
     size_t n_vectors;    /* rows in vectors */
