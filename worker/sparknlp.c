@@ -76,6 +76,7 @@ struct zb_snlp_scratch {
     int32_t *kmp;         /* failure table for the needle */
     size_t kmp_cap;
     s_buf_t word, nfd;    /* a token's content; a normalised sub-token */
+    s_buf_t tmp;          /* canonical ordering of a long run of marks */
     unsigned char *utf8;  /* the normalised sub-token as UTF-8 */
     uint32_t *at;         /* [m + 1] byte offset of its code points */
     uint32_t *at16;       /* [m + 1] UTF-16 offset of its code points */
@@ -127,6 +128,7 @@ void zb_snlp_doc_free(zb_snlp_doc_t *doc) {
         free(s->kmp);
         s_buf_free(&s->word);
         s_buf_free(&s->nfd);
+        s_buf_free(&s->tmp);
         free(s->utf8);
         free(s->at);
         free(s->at16);
@@ -194,6 +196,11 @@ static bool s_word_before(const int32_t *s, size_t i) {
 
 /* --- the rules ------------------------------------------------------------ */
 
+/* A rule: true when a match starts at i, with *end its end.  On false a
+ * rule may set *end (preset to i + 1) further, to the first position where
+ * a match could still start: the runs a greedy quantifier scans are then
+ * scanned once, not once per start (java.util.regex would backtrack
+ * quadratically there; the result is the same). */
 typedef bool (*s_rule_fn)(const int32_t *s, size_t n, size_t i, size_t *end);
 
 /* Length of the run of digits at j (stops counting at 3). */
@@ -458,7 +465,10 @@ static bool r_punct(const int32_t *s, size_t n, size_t i, size_t *end) {
     if ((s[i] != '!' && s[i] != '?') || i == 0 || s_ws(s[i - 1])) return false;
     size_t j = i;
     while (j < n && (s[j] == '!' || s[j] == '?')) j++;
-    if (!(j == n || s_ws(s[j]) || s[j] == '$')) return false;
+    if (!(j == n || s_ws(s[j]) || s[j] == '$')) {
+        *end = j; /* a later start in the run ends at the same place */
+        return false;
+    }
     *end = j;
     return true;
 }
@@ -521,6 +531,7 @@ static bool r_single_quote(const int32_t *s, size_t n, size_t i, size_t *end) {
             return true;
         }
     }
+    *end = r; /* a later start inside the run has fewer closings to choose from */
     return false;
 }
 
@@ -606,10 +617,10 @@ static int s_apply(s_buf_t **in, s_buf_t **out, s_rule_fn f, int how, int32_t sy
     o->n = 0;
     if (s_buf_reserve(o, n + 16)) return ZB_ENOMEM;
     for (size_t i = 0; i < n;) {
-        size_t e;
+        size_t e = i + 1;
         if (!f(s, n, i, &e)) {
-            if (o->n == o->cap && s_buf_reserve(o, 1)) return ZB_ENOMEM;
-            o->v[o->n++] = s[i++];
+            if (s_buf_reserve(o, e - i)) return ZB_ENOMEM;
+            while (i < e) o->v[o->n++] = s[i++];
             continue;
         }
         if (s_buf_reserve(o, e - i + 4)) return ZB_ENOMEM;
@@ -946,6 +957,46 @@ static bool s_bt_cjk(int32_t c) {
 
 static int s_units(int32_t c) { return c >= 0x10000 ? 2 : 1; }
 
+/* Canonical ordering of sc->nfd: each run of non-starters sorted by
+ * combining class, stably; long runs by counting sort, so that a hostile run
+ * of marks costs linear time. */
+static int s_canonical_order(struct zb_snlp_scratch *sc) {
+    int32_t *v = sc->nfd.v;
+    size_t n = sc->nfd.n;
+    for (size_t i = 0; i < n;) {
+        if (utf8proc_get_property(v[i])->combining_class == 0) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < n && utf8proc_get_property(v[j])->combining_class != 0) j++;
+        size_t len = j - i;
+        if (len <= 16) {
+            for (size_t a = i + 1; a < j; a++)
+                for (size_t b = a; b > i; b--) {
+                    int ca = utf8proc_get_property(v[b - 1])->combining_class;
+                    int cb = utf8proc_get_property(v[b])->combining_class;
+                    if (ca <= cb) break;
+                    int32_t t = v[b - 1];
+                    v[b - 1] = v[b];
+                    v[b] = t;
+                }
+        } else {
+            size_t count[257] = {0};
+            sc->tmp.n = 0;
+            if (s_buf_reserve(&sc->tmp, len)) return ZB_ENOMEM;
+            for (size_t a = i; a < j; a++)
+                count[utf8proc_get_property(v[a])->combining_class + 1]++;
+            for (int c = 1; c < 257; c++) count[c] += count[c - 1];
+            for (size_t a = i; a < j; a++)
+                sc->tmp.v[count[utf8proc_get_property(v[a])->combining_class]++] = v[a];
+            memcpy(v + i, sc->tmp.v, len * sizeof *v);
+        }
+        i = j;
+    }
+    return 0;
+}
+
 /* normalize(): Java trim, NFD, U+0300-U+036F removed, filtered characters
  * removed, into sc->nfd.  (Lower-casing happened before, on the token.) */
 static int s_normalize(struct zb_snlp_scratch *sc, const int32_t *w, size_t n) {
@@ -966,18 +1017,12 @@ static int s_normalize(struct zb_snlp_scratch *sc, const int32_t *w, size_t n) {
         if (s_buf_reserve(&sc->nfd, (size_t)k)) return ZB_ENOMEM;
         for (utf8proc_ssize_t j = 0; j < k; j++) sc->nfd.v[sc->nfd.n++] = d[j];
     }
-    /* canonical ordering of combining marks (part of NFD) */
+    /* canonical ordering (part of NFD), then U+0300-U+036F and filtered
+     * characters out, in Java's order: a removed control is a starter and
+     * keeps the marks around it apart while they are ordered */
+    int rc = s_canonical_order(sc);
+    if (rc) return rc;
     int32_t *v = sc->nfd.v;
-    for (size_t i = 1; i < sc->nfd.n; i++) {
-        for (size_t j = i; j > 0; j--) {
-            int ca = utf8proc_get_property(v[j - 1])->combining_class;
-            int cb = utf8proc_get_property(v[j])->combining_class;
-            if (cb == 0 || ca <= cb) break;
-            int32_t t = v[j - 1];
-            v[j - 1] = v[j];
-            v[j] = t;
-        }
-    }
     size_t m = 0;
     for (size_t i = 0; i < sc->nfd.n; i++)
         if (!(v[i] >= 0x300 && v[i] <= 0x36F) && !s_filtered(v[i])) v[m++] = v[i];
