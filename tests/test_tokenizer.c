@@ -453,6 +453,13 @@ static void test_vocab_parsing(void **state) {
     assert_int_equal(zb_tok_pad_id(t), -1);
     assert_null(zb_tok_token(t, 3, &len));
     assert_null(zb_tok_token(t, -1, &len));
+    /* direct lookups: plain and "##" entries are separate keys */
+    assert_int_equal(zb_tok_piece_id(t, "hello", 5, false), 1);
+    assert_int_equal(zb_tok_piece_id(t, "hello", 5, true), -1);
+    assert_int_equal(zb_tok_piece_id(t, "s", 1, true), 2);
+    assert_int_equal(zb_tok_piece_id(t, "s", 1, false), -1);
+    assert_int_equal(zb_tok_piece_id(t, "hellos", 6, false), -1); /* longer than any entry */
+    assert_int_equal(zb_tok_piece_id(t, "##s", 3, false), -1);
     /* Without [MASK] in the vocabulary, "[MASK]" is ordinary text. */
     assert_int_equal(zb_tok_encode(t, "[MASK]", 6, &p), 0);
     assert_int_equal(p.n, 3);
