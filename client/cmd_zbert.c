@@ -84,6 +84,7 @@ typedef struct s_args {
     char *broker_list; /* the config value, split in place */
     zbert_options_t opt;
     bool level_set;
+    bool windows_set; /* --truncate or --windows given */
     zb_io_input_t input;
     zb_io_format_t output;
     int batch, inflight;
@@ -198,8 +199,10 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             a->opt.normalize = true;
         } else if (embed && !strcmp(k, "--truncate")) {
             a->opt.windows = false;
+            a->windows_set = true;
         } else if (embed && !strcmp(k, "--windows")) {
             a->opt.windows = true;
+            a->windows_set = true;
         } else if (embed && !strcmp(k, "--input-format")) {
             NEEDS_VALUE;
             if (!strcmp(v, "lines"))
@@ -823,6 +826,9 @@ int main(int argc, char **argv) {
     if (rc == 0) {
         zb_log_init("zbert", zb_log_parse_level(a.log_level));
         if (a.output == ZB_IO_OUT_NPY && !a.level_set) a.opt.level = ZBERT_LEVEL_SENTENCE;
+        /* as zbert-embed: at token level every token gets a vector, so long
+         * texts take windows unless --truncate is given */
+        if (a.opt.level == ZBERT_LEVEL_TOKEN && !a.windows_set) a.opt.windows = true;
         status = !strcmp(a.cmd, "embed") ? s_cmd_embed(&a) : s_cmd_status(&a);
     }
     free(a.broker_list);

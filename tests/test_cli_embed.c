@@ -541,11 +541,41 @@ static void test_compat_cli(void **st) {
     assert_int_equal(s_run("--token-vector last", "> /dev/null"), 2);
 }
 
+/* Token level: every token gets a vector, however long the text (windows by
+ * default); --truncate drops the tokens past 510 pieces and says so. */
+static void test_token_level_long_text(void **st) {
+    (void)st;
+    size_t cap = 20000, n = 0;
+    char *text = malloc(cap);
+    for (int i = 0; i < 400; i++) n += (size_t)snprintf(text + n, cap - n, "word%d, ", i % 50);
+    text[n - 1] = '\n';
+    s_write("in.txt", text, n);
+    free(text);
+    char redirect[600];
+    snprintf(redirect, sizeof redirect, "> %s", s_file("out.jsonl"));
+    assert_int_equal(s_run("", redirect), 0);
+    cJSON *o[2];
+    assert_int_equal(s_read_jsonl(o, 2), 1);
+    const cJSON *toks = cJSON_GetObjectItem(o[0], "tokens");
+    assert_int_equal(cJSON_GetArraySize(toks), 800); /* 400 words + 400 commas */
+    const cJSON *t;
+    cJSON_ArrayForEach(t, toks) assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "vector")), 64);
+    assert_null(cJSON_GetObjectItem(o[0], "truncated"));
+    cJSON_Delete(o[0]);
+    assert_int_equal(s_run("--truncate", redirect), 0);
+    assert_int_equal(s_read_jsonl(o, 2), 1);
+    assert_true(cJSON_GetArraySize(cJSON_GetObjectItem(o[0], "tokens")) < 800);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(o[0], "truncated")));
+    cJSON_Delete(o[0]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_default),   cmocka_unit_test(test_wordpiece_jsonl),
         cmocka_unit_test(test_bad_lines),       cmocka_unit_test(test_npy),
-        cmocka_unit_test(test_usage_errors),    cmocka_unit_test(test_tokenize_only_and_windows),
+        cmocka_unit_test(test_usage_errors),
+        cmocka_unit_test(test_token_level_long_text),
+        cmocka_unit_test(test_tokenize_only_and_windows),
         cmocka_unit_test(test_split_sentences), cmocka_unit_test(test_sentences_cli),
         cmocka_unit_test(test_token_vector_mean_cli), cmocka_unit_test(test_compat_cli),
         cmocka_unit_test(test_jsonl_nul),

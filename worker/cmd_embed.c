@@ -13,7 +13,7 @@
  *               [--input-format lines|jsonl] < input > output
  *
  * --sentences makes each sentence (worker/sentences.h) its own sequence and
- * adds metadata to token objects; at token level it turns windows on unless
+ * adds metadata to token objects.  At token level windows are on unless
  * --truncate is given, so that every token gets a vector.  --compat
  * sparknlp reproduces Spark NLP 2.6.4-2.7.5's BertEmbeddings pipeline
  * (worker/sparknlp.h), token level only.  --split-sentences needs no model:
@@ -204,9 +204,11 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         fprintf(stderr, "zbert-embed: --sentences applies to the token and wordpiece levels\n");
         return -1;
     }
-    /* Token level done properly: with sentences every token gets a vector,
-     * so long sentences take windows unless truncation is asked for. */
-    if (a->opt.sentences && a->opt.level == ZB_LEVEL_TOKEN && !a->windows_set)
+    /* Token level done properly: every token gets a vector, so long texts
+     * (or sentences) take windows unless truncation is asked for.  The other
+     * levels truncate by default.  Spark NLP compatibility has its own cap. */
+    if (a->opt.level == ZB_LEVEL_TOKEN && !a->opt.tokenize_only && !a->windows_set &&
+        a->opt.compat == ZB_COMPAT_NONE)
         a->opt.windows = true;
     /* sparknlp-json carries the metadata fields */
     if (a->output == ZB_IO_OUT_SPARKNLP_JSON) a->opt.token_meta = true;
