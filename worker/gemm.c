@@ -41,6 +41,7 @@
 #define S_KC ZB_GEMM_KC /* k block: a panel slice of 16 KiB stays in L1 */
 #define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
 #define S_MR_MAX 12
+#define S_EPI_PANELS (ZB_GEMM_EPILOGUE_MAX / ZB_GEMM_NR) /* panels per epilogue call */
 /* per-thread work: one packed activation block, cache-line aligned */
 #define S_WORK_THREAD ((size_t)S_MC * S_KC)
 
@@ -378,8 +379,8 @@ typedef struct {
  * a panel slice.  A full tile goes straight to y; an edge tile runs the same
  * kernel on a local tile (zero padding in, valid part out). */
 static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
-                   int rows, int cols, s_add_t add, const float *bias, int last,
-                   const float *pf, int pf_n) {
+                   int rows, int cols, s_add_t add, const float *bias, const float *pf,
+                   int pf_n) {
     const zb_gemm_args_t *a = pl->a;
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
@@ -397,8 +398,6 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
         for (int r = 0; r < rows; r++)
             memcpy(c + (size_t)r * ldc, tile + r * S_NR, (size_t)cols * sizeof *c);
     }
-    if (last && a->epilogue != NULL)
-        for (int r = 0; r < rows; r++) a->epilogue(a->epilogue_ctx, c + (size_t)r * ldc, cols);
 }
 
 /* Rows [m0, m1) x panels [p0, p1) of the product, with apack as this
@@ -439,7 +438,18 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
                             __builtin_prefetch(pf + (size_t)l * S_NR, 0, 2);
                     }
                     s_tile(pl, kc, apack + (size_t)s * (size_t)kc, bp,
-                           yp + (size_t)s * a->ldy, rows, cols, add, bias, last, pf, pf_n);
+                           yp + (size_t)s * a->ldy, rows, cols, add, bias, pf, pf_n);
+                }
+                /* the epilogue, once a group of panels is final: its rows are
+                 * still in L2, and each call covers up to
+                 * ZB_GEMM_EPILOGUE_MAX columns rather than one tile's 16 */
+                if (last && a->epilogue != NULL &&
+                    ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
+                    const int g0 = p - (p - p0) % S_EPI_PANELS;
+                    const int c0 = g0 * S_NR, c1 = j0 + cols;
+                    for (int r = 0; r < mc; r++)
+                        a->epilogue(a->epilogue_ctx,
+                                    a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
                 }
             }
         }

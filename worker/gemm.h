@@ -95,10 +95,13 @@ typedef enum zb_gemm_init {
     ZB_GEMM_BIAS = 2,       /* y = bias + x W^T, bias[n] broadcast to every row */
 } zb_gemm_init_t;
 
+/* Longest segment an epilogue is called on. */
+#define ZB_GEMM_EPILOGUE_MAX 128
+
 /* Fused epilogue: called once for every finished segment y[0..n) of an
- * output row, while it is still in cache.  It must be element-wise (each
- * output depends on its own input only, whatever n and the segment's
- * start), so that determinism holds; segments are at most ZB_GEMM_NR long. */
+ * output row (1 <= n <= ZB_GEMM_EPILOGUE_MAX), while it is still in cache.
+ * It must be element-wise (each output depends on its own input only,
+ * whatever n and the segment's start), so that determinism holds. */
 typedef void (*zb_gemm_epilogue_fn)(void *ctx, float *y, int n);
 
 typedef struct zb_gemm_args {
