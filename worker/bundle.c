@@ -302,27 +302,10 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
         t->dtype != ZB_ST_F32)
         return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: dtype must be \"F32\"",
                            name);
-    const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
-    if (!cJSON_IsArray(js))
-        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: shape is not an array", name);
-    int n_dims = cJSON_GetArraySize(js);
-    if (n_dims > ZB_TENSOR_DIMS_MAX)
-        return zb_diag_set(d, ZB_ELIMIT, "zbert.json: tensor %s: %d dimensions, more than %d",
-                           name, n_dims, ZB_TENSOR_DIMS_MAX);
-    t->n_dims = n_dims;
-    uint64_t n_elems = 1;
-    int k = 0;
-    for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
-        uint64_t dim;
-        if (!zb_json_uint(v, &dim))
-            return zb_diag_set(d, ZB_EFORMAT,
-                               "zbert.json: tensor %s: shape[%d] is not a non-negative integer",
-                               name, k);
-        t->shape[k] = (int64_t)dim;
-        if (__builtin_mul_overflow(n_elems, dim, &n_elems) || n_elems > SIZE_MAX / 4)
-            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: shape product overflows",
-                               name);
-    }
+    uint64_t n_elems;
+    int rc = zb_json_shape(cJSON_GetObjectItemCaseSensitive(e, "shape"), 4, "zbert.json", name,
+                           t->shape, &t->n_dims, &n_elems, d);
+    if (rc != 0) return rc;
     /* layout: plain unless it says panel (version 2 only) */
     t->packed = false;
     const cJSON *jl = cJSON_GetObjectItemCaseSensitive(e, "layout");
@@ -347,9 +330,9 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
     if (t->packed) {
         /* whole panels of ZB_GEMM_NR rows, each [K][ZB_GEMM_NR] */
         uint64_t panels, stored;
-        if (n_dims != 2)
+        if (t->n_dims != 2)
             return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: a %s tensor has 2 "
-                               "dimensions, not %d", name, ZB_GEMM_LAYOUT_NAME, n_dims);
+                               "dimensions, not %d", name, ZB_GEMM_LAYOUT_NAME, t->n_dims);
         panels = ((uint64_t)t->shape[0] + ZB_GEMM_NR - 1) / ZB_GEMM_NR;
         if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * (uint64_t)t->shape[1],
                                    &stored) ||

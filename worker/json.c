@@ -6,6 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "limits.h"
+
 cJSON *zb_json_parse_exact(const char *json, size_t len) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
@@ -43,4 +45,30 @@ const char *zb_json_printable(const char *s, char *buf, size_t cap) {
     }
     buf[i] = '\0';
     return buf;
+}
+
+int zb_json_shape(const cJSON *js, size_t elem_size, const char *src, const char *name,
+                  int64_t *shape, int *n_dims, uint64_t *n_elems, zb_diag_t *d) {
+    if (!cJSON_IsArray(js))
+        return zb_diag_set(d, ZB_EFORMAT, "%s: tensor %s: missing or non-array shape", src, name);
+    int n = cJSON_GetArraySize(js);
+    if (n > ZB_TENSOR_DIMS_MAX)
+        return zb_diag_set(d, ZB_ELIMIT, "%s: tensor %s: %d dimensions, more than %d", src, name,
+                           n, ZB_TENSOR_DIMS_MAX);
+    uint64_t elems = 1;
+    int k = 0;
+    for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
+        uint64_t dim;
+        if (!zb_json_uint(v, &dim))
+            return zb_diag_set(d, ZB_EFORMAT,
+                               "%s: tensor %s: shape[%d] is not a non-negative integer", src,
+                               name, k);
+        shape[k] = (int64_t)dim;
+        if (__builtin_mul_overflow(elems, dim, &elems) || elems > SIZE_MAX / elem_size)
+            return zb_diag_set(d, ZB_EFORMAT, "%s: tensor %s: shape product overflows", src,
+                               name);
+    }
+    *n_dims = n;
+    *n_elems = elems;
+    return 0;
 }

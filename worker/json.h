@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
+
 /* Parses json[0..len) as exactly one JSON value (trailing whitespace
  * allowed, anything else refused: cJSON alone accepts trailing garbage).
  * Returns the tree (the caller's, cJSON_Delete it) or NULL. */
@@ -24,6 +26,15 @@ cJSON *zb_json_parse_exact(const char *json, size_t len);
 /* A JSON number that is an exact non-negative integer <= 2^53 (the range
  * where a double holds every integer, far beyond any size we accept). */
 bool zb_json_uint(const cJSON *v, uint64_t *out);
+
+/*
+ * Reads a tensor shape: js must be an array of at most ZB_TENSOR_DIMS_MAX
+ * exact non-negative integers whose product, times elem_size bytes, fits a
+ * size_t.  Fills shape[0..*n_dims) and *n_elems.  On failure returns a
+ * ZB_E* code with d naming "<src>: tensor <name>: ..." and what is wrong.
+ */
+int zb_json_shape(const cJSON *js, size_t elem_size, const char *src, const char *name,
+                  int64_t *shape, int *n_dims, uint64_t *n_elems, zb_diag_t *d);
 
 /* Copies at most 64 bytes of s into buf for an error message, printable
  * ASCII kept and every other byte shown as '?', "..." when cut.  Returns buf. */

@@ -175,27 +175,10 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
         return zb_diag_set(d, ZB_EUNSUPPORTED, "safetensors: tensor %s: unknown dtype \"%s\"",
                            pname, zb_json_printable(jd->valuestring, b, sizeof b));
     }
-    if (!cJSON_IsArray(js))
-        return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: missing or non-array shape",
-                           pname);
-    int n_dims = cJSON_GetArraySize(js);
-    if (n_dims > ZB_TENSOR_DIMS_MAX)
-        return zb_diag_set(d, ZB_ELIMIT, "safetensors: tensor %s: %d dimensions, more than %d",
-                           pname, n_dims, ZB_TENSOR_DIMS_MAX);
-    t->n_dims = n_dims;
-    uint64_t n_elems = 1;
-    int k = 0;
-    for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
-        uint64_t dim;
-        if (!zb_json_uint(v, &dim))
-            return zb_diag_set(d, ZB_EFORMAT,
-                               "safetensors: tensor %s: shape[%d] is not a non-negative integer",
-                               pname, k);
-        t->shape[k] = (int64_t)dim;
-        if (__builtin_mul_overflow(n_elems, dim, &n_elems) || n_elems > SIZE_MAX)
-            return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: shape product overflows",
-                               pname);
-    }
+    uint64_t n_elems;
+    int rc = zb_json_shape(js, 1, "safetensors", pname, t->shape, &t->n_dims,
+                           &n_elems, d);
+    if (rc != 0) return rc;
     size_t nbytes;
     if (__builtin_mul_overflow((size_t)n_elems, s_dtypes[t->dtype].size, &nbytes))
         return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: byte size overflows", pname);
