@@ -54,6 +54,7 @@ static const char *const s_code_names[ZB_MSG_CODE_COUNT] = {
     [ZB_MSG_CODE_NO_MODEL] = "no_model",
     [ZB_MSG_CODE_INTERNAL] = "internal",
     [ZB_MSG_CODE_BAD_UTF8] = "bad_utf8",
+    [ZB_MSG_CODE_UNSUPPORTED] = "unsupported",
     [ZB_MSG_CODE_UNKNOWN] = "?",
 };
 
@@ -66,6 +67,16 @@ static const char *const s_level_names[ZB_MSG_LEVEL_COUNT] = {
 static const char *const s_pooling_names[ZB_MSG_POOL_COUNT] = {
     [ZB_MSG_POOL_CLS] = "cls",
     [ZB_MSG_POOL_MEAN] = "mean",
+};
+
+static const char *const s_token_vector_names[ZB_MSG_TOKVEC_COUNT] = {
+    [ZB_MSG_TOKVEC_FIRST] = "first",
+    [ZB_MSG_TOKVEC_MEAN] = "mean",
+};
+
+static const char *const s_compat_names[ZB_MSG_COMPAT_COUNT] = {
+    [ZB_MSG_COMPAT_NONE] = "none",
+    [ZB_MSG_COMPAT_SPARKNLP] = "sparknlp",
 };
 
 const char *zb_msg_type_name(zb_msg_type_t t) {
@@ -82,6 +93,19 @@ const char *zb_msg_level_name(zb_msg_level_t l) {
 
 const char *zb_msg_pooling_name(zb_msg_pooling_t p) {
     return (unsigned)p < ZB_MSG_POOL_COUNT ? s_pooling_names[p] : "?";
+}
+
+const char *zb_msg_token_vector_name(zb_msg_token_vector_t v) {
+    return (unsigned)v < ZB_MSG_TOKVEC_COUNT ? s_token_vector_names[v] : "?";
+}
+
+const char *zb_msg_compat_name(zb_msg_compat_t c) {
+    return (unsigned)c < ZB_MSG_COMPAT_COUNT ? s_compat_names[c] : "?";
+}
+
+bool zb_msg_options_meta(const zb_msg_options_t *o) {
+    return o != NULL && o->level == ZB_MSG_LEVEL_TOKEN &&
+           (o->sentences || o->token_meta || o->compat != ZB_MSG_COMPAT_NONE);
 }
 
 /* Index of s[0..len) in names[first..n), or -1. */
@@ -218,6 +242,17 @@ static int s_check_options(s_ctx_t *c, const zb_msg_options_t *o) {
         return s_fail(c, S_BAD, "level: %d is not a level", (int)o->level);
     if ((unsigned)o->pooling >= ZB_MSG_POOL_COUNT)
         return s_fail(c, S_BAD, "pooling: %d is not a pooling", (int)o->pooling);
+    if ((unsigned)o->token_vector >= ZB_MSG_TOKVEC_COUNT)
+        return s_fail(c, S_BAD, "token_vector: %d is not a token vector", (int)o->token_vector);
+    if ((unsigned)o->compat >= ZB_MSG_COMPAT_COUNT)
+        return s_fail(c, S_BAD, "compat: %d is not a compatibility mode", (int)o->compat);
+    /* What the engine cannot honour is refused here, by name, rather than
+     * failing every text on a worker. */
+    if (o->compat != ZB_MSG_COMPAT_NONE && o->level != ZB_MSG_LEVEL_TOKEN)
+        return s_fail(c, S_BAD, "compat: %s gives token vectors, not the %s level",
+                      s_compat_names[o->compat], s_level_names[o->level]);
+    if (o->sentences && o->level == ZB_MSG_LEVEL_SENTENCE)
+        return s_fail(c, S_BAD, "sentences: applies to the token and wordpiece levels");
     return 0;
 }
 
@@ -247,6 +282,27 @@ static int s_check_spans(s_ctx_t *c, const char *field, const uint32_t *sp, uint
         if (sp[2 * k] > sp[2 * k + 1])
             return s_fail(c, S_BAD, "%s: row %llu spans [%u, %u), which ends before it begins",
                           field, (unsigned long long)k, sp[2 * k], sp[2 * k + 1]);
+    return 0;
+}
+
+/* Token metadata: all four arrays or none, at the token level only; an
+ * oov row has no piece, so its piece_id is 0 (one encoding per message). */
+static int s_check_meta(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t n_rows) {
+    bool any = v->sentence || v->piece_id || v->word_start || v->oov;
+    if (!v->token_meta) {
+        if (any) return s_fail(c, S_BAD, "sentence: metadata arrays without token_meta");
+        return 0;
+    }
+    if (v->level != ZB_MSG_LEVEL_TOKEN)
+        return s_fail(c, S_BAD, "sentence: token metadata is sent at the token level only");
+    if (n_rows == 0) return 0;
+    if (!v->sentence || !v->piece_id || !v->word_start || !v->oov)
+        return s_fail(c, S_BAD, "sentence: token metadata needs all four arrays for %llu rows",
+                      (unsigned long long)n_rows);
+    for (uint64_t k = 0; k < n_rows; k++)
+        if (v->oov[k] && v->piece_id[k] != 0)
+            return s_fail(c, S_BAD, "piece_id: row %llu is oov but has piece %u (0 expected)",
+                          (unsigned long long)k, v->piece_id[k]);
     return 0;
 }
 
@@ -298,6 +354,7 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
         if ((rc = s_check_spans(c, "offsets", v->offsets, sum)) < 0) return rc;
         if ((rc = s_check_spans(c, "byte_offsets", v->byte_offsets, sum)) < 0) return rc;
     }
+    if ((rc = s_check_meta(c, v, sum)) < 0) return rc;
 
     if (v->n_truncated > 0 && v->truncated == NULL)
         return s_fail(c, S_BAD, "truncated: NULL with %zu entries", v->n_truncated);
@@ -641,16 +698,28 @@ static int s_dec_options(s_ctx_t *c, const s_map_t *mp, zb_msg_options_t *o) {
     o->pooling = (zb_msg_pooling_t)k;
     if ((rc = s_get_bool(c, mp, "normalize", &o->normalize)) < 0) return rc;
     if ((rc = s_get_bool(c, mp, "windows", &o->windows)) < 0) return rc;
+    if ((rc = s_get_bool(c, mp, "sentences", &o->sentences)) < 0) return rc;
+    k = 0;
+    rc = s_get_name(c, mp, "token_vector", false, s_token_vector_names, 0, ZB_MSG_TOKVEC_COUNT,
+                    &k);
+    if (rc < 0) return rc;
+    o->token_vector = (zb_msg_token_vector_t)k;
+    k = 0;
+    rc = s_get_name(c, mp, "compat", false, s_compat_names, 0, ZB_MSG_COMPAT_COUNT, &k);
+    if (rc < 0) return rc;
+    o->compat = (zb_msg_compat_t)k;
+    if ((rc = s_get_bool(c, mp, "token_meta", &o->token_meta)) < 0) return rc;
     return 0;
 }
 
 /*
- * An array of count arrays of uint, the i-th of per_text * rows[i]
- * entries, into one flat [per_text * n_rows] array.  Absent: *out NULL.
+ * An array of count arrays of uint (or, with as_bool, of bool), the i-th of
+ * per_text * rows[i] entries, into one flat [per_text * n_rows] array of
+ * uint32_t (bool).  Absent: *out NULL.
  */
-static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool want,
-                         const zb_msg_vectors_t *v, uint32_t *rows, unsigned per_text,
-                         const uint32_t **out) {
+static int s_dec_per_row_of(s_ctx_t *c, const s_map_t *mp, const char *key, bool want,
+                            const zb_msg_vectors_t *v, uint32_t *rows, unsigned per_text,
+                            bool as_bool, const void **out) {
     zb_mp_reader_t r;
     size_t n;
     *out = NULL;
@@ -668,7 +737,11 @@ static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool wa
     uint64_t total = v->n_rows * per_text;
     bool lie = total > zb_mp_left(&r);
     uint32_t *a = NULL;
-    if (!lie && (rc = s_alloc(c->m, (size_t)total, sizeof *a, (void **)&a)) < 0) return rc;
+    bool *ab = NULL;
+    if (!lie && !as_bool && (rc = s_alloc(c->m, (size_t)total, sizeof *a, (void **)&a)) < 0)
+        return rc;
+    if (!lie && as_bool && (rc = s_alloc(c->m, (size_t)total, sizeof *ab, (void **)&ab)) < 0)
+        return rc;
     size_t at = 0;
     for (uint32_t i = 0; i < v->count; i++) {
         size_t m;
@@ -679,6 +752,14 @@ static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool wa
                           i, rows[i], (unsigned long long)rows[i] * per_text);
         for (size_t k = 0; k < m; k++) {
             uint64_t x;
+            if (as_bool) {
+                bool b;
+                if (zb_mp_read_bool(&r, &b) < 0)
+                    return s_fail(c, S_BAD, "%s[%u][%zu]: expected bool, found %s", key, i, k,
+                                  s_found(&r));
+                if (!lie) ab[at++] = b;
+                continue;
+            }
             if (zb_mp_read_uint(&r, &x) < 0)
                 return s_fail(c, S_BAD, "%s[%u][%zu]: expected uint, found %s", key, i, k,
                               s_found(&r));
@@ -691,7 +772,42 @@ static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool wa
     if (lie)
         return s_fail(c, S_BAD, "%s: %llu entries cannot fit in its %zu bytes", key,
                       (unsigned long long)total, zb_mp_left(&r));
-    *out = a;
+    *out = as_bool ? (const void *)ab : (const void *)a;
+    return 0;
+}
+
+static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool want,
+                         const zb_msg_vectors_t *v, uint32_t *rows, unsigned per_text,
+                         const uint32_t **out) {
+    const void *p = NULL;
+    int rc = s_dec_per_row_of(c, mp, key, want, v, rows, per_text, false, &p);
+    *out = p;
+    return rc;
+}
+
+/* The keys of token metadata, in the order they are written. */
+static const char *const s_meta_keys[4] = {"sentence", "piece_id", "word_start", "oov"};
+
+/* Token metadata: present when any of its keys is (then all four are
+ * required), at the token level only. */
+static int s_dec_meta(s_ctx_t *c, const s_map_t *mp, zb_msg_vectors_t *v, uint32_t *rows) {
+    const char *first = NULL;
+    for (int k = 0; k < 4 && first == NULL; k++)
+        if (s_find(mp, s_meta_keys[k])) first = s_meta_keys[k];
+    v->token_meta = first != NULL;
+    if (first == NULL) return 0;
+    if (v->level != ZB_MSG_LEVEL_TOKEN)
+        return s_fail(c, S_BAD, "%s: token metadata is sent at the token level only, not %s",
+                      first, s_level_names[v->level]);
+    int rc;
+    const void *p;
+    if ((rc = s_dec_per_row(c, mp, "sentence", true, v, rows, 1, &v->sentence)) < 0 ||
+        (rc = s_dec_per_row(c, mp, "piece_id", true, v, rows, 1, &v->piece_id)) < 0)
+        return rc;
+    if ((rc = s_dec_per_row_of(c, mp, "word_start", true, v, rows, 1, true, &p)) < 0) return rc;
+    v->word_start = p;
+    if ((rc = s_dec_per_row_of(c, mp, "oov", true, v, rows, 1, true, &p)) < 0) return rc;
+    v->oov = p;
     return 0;
 }
 
@@ -777,6 +893,7 @@ static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_v
     rc = s_dec_per_row(c, mp, "byte_offsets", spans, v, rows, 2, &v->byte_offsets);
     if (rc < 0) return rc;
     if ((rc = s_dec_per_row(c, mp, "ids", ids, v, rows, 1, &v->ids)) < 0) return rc;
+    if ((rc = s_dec_meta(c, mp, v, rows)) < 0) return rc;
 
     if ((rc = s_get_array(c, mp, "truncated", false, &r, &n)) < 0) return rc;
     if (rc > 0) {
@@ -979,7 +1096,14 @@ int zb_msg_decode(const void *body, size_t len, zb_msg_t *out, zb_diag_t *d) {
     }
     int t = 0;
     rc = s_get_name(&c, top, "type", true, s_type_names, ZB_MSG_EMBED, ZB_MSG_TYPE_COUNT, &t);
-    if (rc < 0) goto out;
+    if (rc < 0) {
+        /* A str that names no type (a later revision's): the one failure a
+         * client may ignore (PROTOCOL.md section 2). */
+        zb_msg_str_t ts = {NULL, 0};
+        if (s_get_str(&quiet, top, "type", true, &ts) > 0 && zb_mp_utf8_valid(ts.ptr, ts.len))
+            out->unknown_type = true;
+        goto out;
+    }
     out->type = (zb_msg_type_t)t;
     c.what = s_type_names[t];
     if ((rc = s_dec_fields(&c, top, out)) < 0) goto out;
@@ -991,7 +1115,8 @@ out:
         /* Keep what the caller needs to answer; drop the rest. */
         zb_msg_t keep = {.type = out->type,
                          .reject = rc == ZB_EPROTO ? out->reject : ZB_MSG_CODE_NONE,
-                         .reject_id = out->reject_id};
+                         .reject_id = out->reject_id,
+                         .unknown_type = out->unknown_type};
         size_t mem_bytes = out->mem_bytes;
         s_release(out);
         *out = keep;
@@ -1092,7 +1217,9 @@ static void s_write_texts(msgpack_packer *pk, const zb_msg_str_t *texts, size_t 
 
 /* Keys written for options: level always, the others when not default. */
 static uint32_t s_options_keys(const zb_msg_options_t *o) {
-    return 1u + (o->pooling != ZB_MSG_POOL_CLS) + o->normalize + o->windows;
+    return 1u + (o->pooling != ZB_MSG_POOL_CLS) + o->normalize + o->windows + o->sentences +
+           (o->token_vector != ZB_MSG_TOKVEC_FIRST) + (o->compat != ZB_MSG_COMPAT_NONE) +
+           o->token_meta;
 }
 
 static void s_write_options(msgpack_packer *pk, const zb_msg_options_t *o) {
@@ -1106,11 +1233,22 @@ static void s_write_options(msgpack_packer *pk, const zb_msg_options_t *o) {
         s_key(pk, "windows");
         msgpack_pack_true(pk);
     }
+    if (o->sentences) {
+        s_key(pk, "sentences");
+        msgpack_pack_true(pk);
+    }
+    if (o->token_vector != ZB_MSG_TOKVEC_FIRST)
+        s_kname(pk, "token_vector", s_token_vector_names[o->token_vector]);
+    if (o->compat != ZB_MSG_COMPAT_NONE) s_kname(pk, "compat", s_compat_names[o->compat]);
+    if (o->token_meta) {
+        s_key(pk, "token_meta");
+        msgpack_pack_true(pk);
+    }
 }
 
 static uint32_t s_vectors_keys(const zb_msg_vectors_t *v) {
     return 4u + 2u * (v->level != ZB_MSG_LEVEL_SENTENCE) + (v->level == ZB_MSG_LEVEL_WORDPIECE) +
-           (v->n_truncated > 0) + (v->n_errors > 0);
+           4u * v->token_meta + (v->n_truncated > 0) + (v->n_errors > 0);
 }
 
 static void s_write_per_row(msgpack_packer *pk, const char *k, const zb_msg_vectors_t *v,
@@ -1122,6 +1260,20 @@ static void s_write_per_row(msgpack_packer *pk, const char *k, const zb_msg_vect
         uint32_t m = v->rows[i] * per_text; /* rows[i] <= n_rows <= 2^30 */
         msgpack_pack_array(pk, m);
         for (uint32_t k2 = 0; k2 < m; k2++) msgpack_pack_uint64(pk, a[at++]);
+    }
+}
+
+static void s_write_per_row_bool(msgpack_packer *pk, const char *k, const zb_msg_vectors_t *v,
+                                 const bool *a) {
+    s_key(pk, k);
+    msgpack_pack_array(pk, v->count);
+    size_t at = 0;
+    for (uint32_t i = 0; i < v->count; i++) {
+        msgpack_pack_array(pk, v->rows[i]);
+        for (uint32_t k2 = 0; k2 < v->rows[i]; k2++) {
+            if (a[at++]) msgpack_pack_true(pk);
+            else msgpack_pack_false(pk);
+        }
     }
 }
 
@@ -1138,6 +1290,12 @@ static void s_write_vectors(msgpack_packer *pk, const zb_msg_vectors_t *v) {
         s_write_per_row(pk, "byte_offsets", v, v->byte_offsets, 2);
     }
     if (v->level == ZB_MSG_LEVEL_WORDPIECE) s_write_per_row(pk, "ids", v, v->ids, 1);
+    if (v->token_meta) {
+        s_write_per_row(pk, s_meta_keys[0], v, v->sentence, 1);
+        s_write_per_row(pk, s_meta_keys[1], v, v->piece_id, 1);
+        s_write_per_row_bool(pk, s_meta_keys[2], v, v->word_start);
+        s_write_per_row_bool(pk, s_meta_keys[3], v, v->oov);
+    }
     if (v->n_truncated > 0) {
         s_key(pk, "truncated");
         msgpack_pack_array(pk, v->n_truncated);
@@ -1355,7 +1513,9 @@ static bool s_eq_texts(const zb_msg_str_t *a, size_t na, const zb_msg_str_t *b, 
 
 static bool s_eq_opt(const zb_msg_options_t *a, const zb_msg_options_t *b) {
     return a->level == b->level && a->pooling == b->pooling && a->normalize == b->normalize &&
-           a->windows == b->windows;
+           a->windows == b->windows && a->sentences == b->sentences &&
+           a->token_vector == b->token_vector && a->compat == b->compat &&
+           a->token_meta == b->token_meta;
 }
 
 static bool s_eq_vec(const zb_msg_vectors_t *a, const zb_msg_vectors_t *b) {
@@ -1371,6 +1531,13 @@ static bool s_eq_vec(const zb_msg_vectors_t *a, const zb_msg_vectors_t *b) {
                   a->byte_offsets || b->byte_offsets ? spans : 0) ||
         !s_eq_mem(a->ids, b->ids, a->ids || b->ids ? spans / 2 : 0) ||
         !s_eq_mem(a->truncated, b->truncated, a->n_truncated * sizeof(uint32_t)))
+        return false;
+    if (a->token_meta != b->token_meta) return false;
+    size_t nr = a->token_meta ? (size_t)a->n_rows : 0;
+    if (!s_eq_mem(a->sentence, b->sentence, nr * sizeof(uint32_t)) ||
+        !s_eq_mem(a->piece_id, b->piece_id, nr * sizeof(uint32_t)) ||
+        !s_eq_mem(a->word_start, b->word_start, nr * sizeof(bool)) ||
+        !s_eq_mem(a->oov, b->oov, nr * sizeof(bool)))
         return false;
     for (size_t k = 0; k < a->n_errors; k++)
         if (a->errors[k].index != b->errors[k].index || a->errors[k].code != b->errors[k].code ||

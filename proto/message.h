@@ -25,12 +25,12 @@
  * (strings, texts and the vectors bin are pointer + length, never copied,
  * never NUL-terminated, the vectors not aligned): the body must outlive the
  * message.  The few arrays that need converting (texts' views, rows,
- * offsets, ids, truncated, errors, workers) live in memory the message owns,
- * released by zb_msg_free().  Their size is bounded by the body's length
- * (each element takes at least one byte of the body, and counts are checked
- * against the bytes present before anything is allocated), so hostile bytes
- * cannot make the decoder allocate more than a small multiple of their own
- * size.
+ * offsets, ids, token metadata, truncated, errors, workers) live in memory
+ * the message owns, released by zb_msg_free().  Their size is bounded by
+ * the body's length (each element takes at least one byte of the body, and
+ * counts are checked against the bytes present before anything is
+ * allocated), so hostile bytes cannot make the decoder allocate more than a
+ * small multiple of their own size.
  *
  * Cost.  Decoding is linear in the number of MessagePack values: the
  * vectors are not touched (no per-float work), texts are not copied.
@@ -90,6 +90,8 @@ typedef enum zb_msg_code {
     ZB_MSG_CODE_NO_MODEL,
     ZB_MSG_CODE_INTERNAL,
     ZB_MSG_CODE_BAD_UTF8,    /* one text is not valid UTF-8 */
+    ZB_MSG_CODE_UNSUPPORTED, /* one text the options cannot take (Spark NLP
+                              * would misplace its sentences, ...) */
     ZB_MSG_CODE_UNKNOWN,     /* decoded: a code this version does not know */
     ZB_MSG_CODE_COUNT
 } zb_msg_code_t;
@@ -107,13 +109,39 @@ typedef enum zb_msg_pooling {
     ZB_MSG_POOL_COUNT
 } zb_msg_pooling_t;
 
-/* Options of an embed, carried on by its tasks. */
+typedef enum zb_msg_token_vector {
+    ZB_MSG_TOKVEC_FIRST = 0, /* the default: the token's first wordpiece's row */
+    ZB_MSG_TOKVEC_MEAN,      /* the mean of its wordpieces' rows */
+    ZB_MSG_TOKVEC_COUNT
+} zb_msg_token_vector_t;
+
+typedef enum zb_msg_compat {
+    ZB_MSG_COMPAT_NONE = 0, /* the default */
+    ZB_MSG_COMPAT_SPARKNLP, /* Spark NLP 2.6.4-2.7.5 BertEmbeddings, quirks included */
+    ZB_MSG_COMPAT_COUNT
+} zb_msg_compat_t;
+
+/* Options of an embed, carried on by its tasks.  Zero is the default of
+ * every field (an absent key); fields are only ever added.  Rules checked
+ * by the codec: compat SPARKNLP only at the token level; sentences not at
+ * the sentence level.  pooling is ignored but at the sentence level,
+ * token_vector and token_meta but at the token level. */
 typedef struct zb_msg_options {
     zb_msg_level_t level;
     zb_msg_pooling_t pooling; /* meaningful at sentence level only */
     bool normalize;
     bool windows;
+    bool sentences;           /* token, wordpiece: one sequence per sentence */
+    zb_msg_token_vector_t token_vector; /* token level */
+    zb_msg_compat_t compat;   /* token level only */
+    bool token_meta;          /* token level: rows carry token metadata even
+                               * without sentences or compat */
 } zb_msg_options_t;
+
+/* True when the parts (results) answering options o carry token metadata
+ * (zb_msg_vectors_t.token_meta): token level with sentences, compat or
+ * token_meta. */
+bool zb_msg_options_meta(const zb_msg_options_t *o);
 
 typedef struct zb_msg_embed {
     zb_msg_str_t id;          /* 1..ZB_MSG_ID_BYTES_MAX bytes of UTF-8 */
@@ -147,6 +175,9 @@ typedef struct zb_msg_text_error {
  *   offsets, byte_offsets: [2 x n_rows] (begin, end) pairs with begin <= end,
  *     present at token and wordpiece level, NULL at sentence level;
  *   ids: [n_rows] at wordpiece level, else NULL;
+ *   token_meta (token level only): sentence, piece_id, word_start and oov
+ *     are [n_rows] each (NULL only when n_rows is 0); an oov row has
+ *     piece_id 0; without token_meta all four are NULL;
  *   truncated and errors: indices strictly increasing, inside the texts
  *     covered; a text with an error has rows 0.
  */
@@ -162,6 +193,12 @@ typedef struct zb_msg_vectors {
     const uint32_t *offsets;       /* [2 * n_rows] code points, or NULL */
     const uint32_t *byte_offsets;  /* [2 * n_rows] UTF-8 bytes, or NULL */
     const uint32_t *ids;           /* [n_rows] vocabulary ids, or NULL */
+    bool token_meta;               /* the rows carry token metadata: */
+    const uint32_t *sentence;      /* [n_rows] 0-based sentence of the text */
+    const uint32_t *piece_id;      /* [n_rows] vocabulary id of the token's
+                                    * (first, or fed) piece; 0 when oov */
+    const bool *word_start;        /* [n_rows] that piece is not a "##" one */
+    const bool *oov;               /* [n_rows] the token has no piece: zeros */
     const uint32_t *truncated;     /* [n_truncated] text indices */
     size_t n_truncated;
     const zb_msg_text_error_t *errors; /* [n_errors] */
@@ -269,6 +306,9 @@ typedef struct zb_msg {
                              * VERSION, what the broker answers; else NONE */
     zb_msg_str_t reject_id; /* after a failure: the body's id when it had a
                              * well-formed one (to address the error) */
+    bool unknown_type;      /* after a failure: the body's `type` is a str
+                             * naming no type this version knows (a later
+                             * revision's: clients ignore such messages) */
     void *mem;              /* blocks owned by the message */
     size_t mem_bytes;       /* bytes the decode allocated (kept after a
                              * failure, for accounting) */
@@ -284,7 +324,8 @@ typedef struct zb_msg {
  * Returns 0 (free *out with zb_msg_free), ZB_ENOMEM, or ZB_EPROTO: then d
  * says which field is wrong and why, out->type is the type when it was
  * readable, out->reject the error code to answer (zb_msg_decode_failure),
- * out->reject_id the id when readable, and nothing is left allocated.
+ * out->reject_id the id when readable, out->unknown_type whether the
+ * failure is only that the type is unknown, and nothing is left allocated.
  * ZB_EINVAL when body is NULL with len > 0 or out is NULL.
  */
 int zb_msg_decode(const void *body, size_t len, zb_msg_t *out, zb_diag_t *d);
@@ -333,5 +374,7 @@ const char *zb_msg_type_name(zb_msg_type_t t);
 const char *zb_msg_code_name(zb_msg_code_t c);
 const char *zb_msg_level_name(zb_msg_level_t l);
 const char *zb_msg_pooling_name(zb_msg_pooling_t p);
+const char *zb_msg_token_vector_name(zb_msg_token_vector_t v);
+const char *zb_msg_compat_name(zb_msg_compat_t c);
 
 #endif

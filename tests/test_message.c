@@ -21,7 +21,13 @@
  *     key missing, every key duplicated, nesting past the limit, invalid
  *     UTF-8, v != 1, unknown type, cross-field mismatches, trailing bytes;
  *     each fails with ZB_EPROTO, a sentence naming the field, the right
- *     protocol code, and allocates nothing or a bounded amount.
+ *     protocol code, and allocates nothing or a bounded amount;
+ *   - the later options (sentences, token_vector, compat, token_meta) and
+ *     token metadata (sentence, piece_id, word_start, oov): every rule of
+ *     PROTOCOL.md (all four arrays or none, token level, lengths per text,
+ *     an oov row's piece 0, options the engine cannot honour refused);
+ *   - an unknown type is flagged (unknown_type) and nothing else is, so a
+ *     client can ignore later revisions' messages.
  *
  * Run from the repository root (the examples are read from
  * proto/PROTOCOL.md).  ZB_PRINT_EXAMPLES=1 prints the examples' annotated
@@ -203,6 +209,14 @@ static const float s_res_vec[12] = {0.125f, -0.25f, 1, 0, -2, 0.75f, 3, -1, 0.5f
 static const uint32_t s_res_rows[1] = {6};
 static const uint32_t s_res_off[12] = {0, 0, 0, 1, 2, 6, 7, 9, 9, 10, 0, 0};
 static const uint32_t s_res_ids[6] = {101, 146, 1567, 21239, 2101, 102};
+static const zb_msg_str_t s_meta_texts[1] = {{"Hi. Don't", 9}};
+static const float s_meta_vec[6] = {0.5f, 1.0f, -0.25f, 0.75f, 2.0f, -1.5f};
+static const uint32_t s_meta_rows[1] = {3};
+static const uint32_t s_meta_off[6] = {0, 2, 2, 3, 4, 9};
+static const uint32_t s_meta_sent[3] = {0, 0, 1};
+static const uint32_t s_meta_piece[3] = {8790, 119, 1790};
+static const bool s_meta_start[3] = {true, true, true};
+static const bool s_meta_oov[3] = {false, false, false};
 
 /* The example called name, as a struct. */
 static bool s_example(const char *name, zb_msg_t *m) {
@@ -246,14 +260,34 @@ static bool s_example(const char *name, zb_msg_t *m) {
                     .offsets = s_res_off, .byte_offsets = s_res_off, .ids = s_res_ids}};
     } else if (!strcmp(name, "heartbeat")) {
         m->type = ZB_MSG_HEARTBEAT;
+    } else if (!strcmp(name, "embed_meta")) {
+        m->type = ZB_MSG_EMBED;
+        m->u.embed = (zb_msg_embed_t){
+            .id = S("r3"), .texts = s_meta_texts, .n_texts = 1,
+            .opt = {.sentences = true, .token_vector = ZB_MSG_TOKVEC_MEAN}};
+    } else if (!strcmp(name, "part_meta")) {
+        m->type = ZB_MSG_PART;
+        m->u.part = (zb_msg_part_t){
+            .id = S("r3"),
+            .first = 0,
+            .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 1, .rows = s_meta_rows,
+                    .n_rows = 3, .vectors = s_meta_vec, .vectors_len = sizeof s_meta_vec,
+                    .offsets = s_meta_off, .byte_offsets = s_meta_off, .token_meta = true,
+                    .sentence = s_meta_sent, .piece_id = s_meta_piece,
+                    .word_start = s_meta_start, .oov = s_meta_oov}};
     } else {
         return false;
     }
     return true;
 }
 
-static const char *const s_example_names[] = {"embed", "part",   "done",   "error",
-                                              "ready", "task",   "result", "heartbeat"};
+/* The examples of section 8: its heading number and the example's name. */
+static const struct {
+    const char *section, *name;
+} s_examples[] = {{"8.1", "embed"},      {"8.2", "part"},     {"8.3", "done"},
+                  {"8.4", "error"},      {"8.5", "ready"},    {"8.6", "task"},
+                  {"8.7", "result"},     {"8.8", "heartbeat"}, {"8.9", "embed_meta"},
+                  {"8.10", "part_meta"}};
 
 /* Annotated hex of one value (as section 8 shows it): one line per header
  * or scalar, long payloads 16 bytes a line, comments after ';'. */
@@ -289,13 +323,21 @@ static void s_hexdump(FILE *f, zb_mp_reader_t *r, int depth) {
         break;
     case ZB_MP_ARRAY: {
         assert_int_equal(zb_mp_read_array(r, &n), 0);
-        /* A short array of uints fits on one line. */
+        /* A short array of uints or bools fits on one line. */
         zb_mp_reader_t r2 = *r;
         char q[80] = "";
         size_t at = 0, k = 0;
-        for (; k < n && zb_mp_read_uint(&r2, &u) == 0 && r2.p - p0 <= 16; k++)
-            at += (size_t)snprintf(q + at, sizeof q - at, "%s%llu", k ? ", " : "",
-                                   (unsigned long long)u);
+        for (; k < n && r2.p - p0 < 16; k++) {
+            if (zb_mp_read_uint(&r2, &u) == 0)
+                at += (size_t)snprintf(q + at, sizeof q - at, "%s%llu", k ? ", " : "",
+                                       (unsigned long long)u);
+            else if (zb_mp_read_bool(&r2, &b) == 0)
+                at += (size_t)snprintf(q + at, sizeof q - at, "%s%s", k ? ", " : "",
+                                       b ? "true" : "false");
+            else
+                break;
+            if (r2.p - p0 > 16) break;
+        }
         if (k == n) {
             r->p = r2.p;
             s_hexline(f, p0, (size_t)(r->p - p0), depth, "[%s]", q);
@@ -356,18 +398,13 @@ static void s_hexdump(FILE *f, zb_mp_reader_t *r, int depth) {
     }
 }
 
-/* The hex block after the heading "### 8.N `name`" of PROTOCOL.md. */
-static uint8_t *s_doc_example(const char *doc, const char *name, size_t *len) {
+/* The hex block after the heading "### <section> " of PROTOCOL.md. */
+static uint8_t *s_doc_example(const char *doc, const char *section, size_t *len) {
     char heading[64];
-    snprintf(heading, sizeof heading, " `%s`\n", name);
-    const char *h = doc;
-    while ((h = strstr(h, heading)) != NULL) {
-        const char *line = h;
-        while (line > doc && line[-1] != '\n') line--;
-        if (strncmp(line, "### 8.", 6) == 0) break;
-        h++;
-    }
+    snprintf(heading, sizeof heading, "\n### %s ", section);
+    const char *h = strstr(doc, heading);
     if (h == NULL) return NULL;
+    const char *name = section;
     const char *fence = strstr(h, "\n```hex\n");
     if (fence == NULL) return NULL;
     const char *p = fence + 8, *end = strstr(p, "\n```");
@@ -405,13 +442,13 @@ static void test_doc_examples(void **state) {
     (void)state;
     char *doc = s_read_file("proto/PROTOCOL.md");
     if (doc == NULL) fail_msg("proto/PROTOCOL.md not found: run from the repository root");
-    size_t n_examples = sizeof s_example_names / sizeof *s_example_names;
+    size_t n_examples = sizeof s_examples / sizeof *s_examples;
     for (size_t k = 0; k < n_examples && getenv("ZB_PRINT_EXAMPLES"); k++) {
         zb_msg_t m;
-        assert_true(s_example(s_example_names[k], &m));
+        assert_true(s_example(s_examples[k].name, &m));
         size_t len;
         uint8_t *body = s_roundtrip(&m, &len);
-        printf("### %s\n```hex\n", s_example_names[k]);
+        printf("### %s %s\n```hex\n", s_examples[k].section, s_examples[k].name);
         zb_mp_reader_t r;
         zb_mp_reader_init(&r, body, len);
         s_hexdump(stdout, &r, 0);
@@ -421,15 +458,16 @@ static void test_doc_examples(void **state) {
     }
     for (size_t k = 0; k < n_examples; k++) {
         zb_msg_t m;
-        assert_true(s_example(s_example_names[k], &m));
+        const char *name = s_examples[k].name, *sec = s_examples[k].section;
+        assert_true(s_example(name, &m));
         size_t len;
         uint8_t *body = s_roundtrip(&m, &len);
         size_t dlen = 0;
-        uint8_t *dbytes = s_doc_example(doc, s_example_names[k], &dlen);
-        if (dbytes == NULL) fail_msg("PROTOCOL.md has no example `%s`", s_example_names[k]);
+        uint8_t *dbytes = s_doc_example(doc, sec, &dlen);
+        if (dbytes == NULL) fail_msg("PROTOCOL.md has no example %s (`%s`)", sec, name);
         if (dlen != len || memcmp(dbytes, body, len) != 0)
-            fail_msg("PROTOCOL.md example `%s` differs from the encoder's %zu bytes",
-                     s_example_names[k], len);
+            fail_msg("PROTOCOL.md example %s (`%s`) differs from the encoder's %zu bytes", sec,
+                     name, len);
         zb_msg_t back;
         s_accept(dbytes, dlen, &back);
         assert_true(zb_msg_equal(&m, &back));
@@ -937,10 +975,24 @@ static const zb_msg_worker_info_t s_workers[2] = {
     {{"a:1", 3}, {"bert-base-cased", 15}, 768, 8, 4, 2, 100, 123456, 15},
     {{"b:2", 3}, {"bert-base-cased", 15}, 768, 16, 8, 0, 0, 0, 999999}};
 
+static const zb_msg_str_t s_texts_opt[2] = {{"Hi. Don't", 9}, {"", 0}};
+static const float s_f_meta[6] = {1, 2, 0, 0, -3, 4};
+static const uint32_t s_rows_meta[3] = {2, 0, 1};
+static const uint32_t s_off_meta[6] = {0, 2, 4, 5, 3, 8};
+static const uint32_t s_boff_meta[6] = {0, 2, 4, 6, 3, 9};
+static const uint32_t s_sent_meta[3] = {0, 1, 0};
+static const uint32_t s_piece_meta[3] = {146, 0, 1790};
+static const bool s_start_meta[3] = {true, false, true};
+static const bool s_oov_meta[3] = {false, true, false};
+static const uint32_t s_trunc_meta[1] = {5};
+static const zb_msg_text_error_t s_err_meta[1] = {
+    {4, ZB_MSG_CODE_UNSUPPORTED, {"Spark NLP would place a sentence at -1", 38}}};
+
 static const char *const s_sample_names[] = {
     "embed",  "cancel",         "status",       "part_token",   "part_wordpiece",
     "part_sentence", "done",    "error",        "status_reply", "ready",
-    "task",   "result",         "heartbeat",    "bye",          "reconnect"};
+    "task",   "result",         "heartbeat",    "bye",          "reconnect",
+    "embed_opts", "task_opts",  "part_meta",    "result_meta"};
 #define S_N_SAMPLES (sizeof s_sample_names / sizeof *s_sample_names)
 
 /* Samples carry every optional key, so that removing one tests its
@@ -1012,6 +1064,41 @@ static void s_sample(const char *name, zb_msg_t *m) {
                     .n_rows = 3, .vectors = s_f_res, .vectors_len = sizeof s_f_res,
                     .offsets = s_off_res, .byte_offsets = s_boff_res, .truncated = s_trunc_res,
                     .n_truncated = 1, .errors = s_err_res, .n_errors = 1}};
+    } else if (!strcmp(name, "embed_opts")) {
+        /* every option, at the one level where all of them apply */
+        m->type = ZB_MSG_EMBED;
+        m->u.embed = (zb_msg_embed_t){
+            .id = S("opt"), .texts = s_texts_opt, .n_texts = 2,
+            .opt = {ZB_MSG_LEVEL_TOKEN, ZB_MSG_POOL_MEAN, true, true, true, ZB_MSG_TOKVEC_MEAN,
+                    ZB_MSG_COMPAT_SPARKNLP, true},
+            .deadline_ms = 1};
+    } else if (!strcmp(name, "task_opts")) {
+        m->type = ZB_MSG_TASK;
+        m->u.task = (zb_msg_task_t){.shard = 9, .epoch = 2, .texts = s_texts_opt, .n_texts = 2,
+                                    .opt = {.level = ZB_MSG_LEVEL_WORDPIECE, .sentences = true,
+                                            .token_vector = ZB_MSG_TOKVEC_MEAN,
+                                            .token_meta = true}};
+    } else if (!strcmp(name, "part_meta") || !strcmp(name, "result_meta")) {
+        zb_msg_vectors_t v = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 3,
+                              .rows = s_rows_meta, .n_rows = 3, .vectors = s_f_meta,
+                              .vectors_len = sizeof s_f_meta, .offsets = s_off_meta,
+                              .byte_offsets = s_boff_meta, .token_meta = true,
+                              .sentence = s_sent_meta, .piece_id = s_piece_meta,
+                              .word_start = s_start_meta, .oov = s_oov_meta,
+                              .truncated = s_trunc_meta, .n_truncated = 1,
+                              .errors = s_err_meta, .n_errors = 1};
+        if (name[0] == 'p') {
+            m->type = ZB_MSG_PART;
+            m->u.part = (zb_msg_part_t){.id = S("m"), .first = 3, .vec = v};
+        } else {
+            m->type = ZB_MSG_RESULT;
+            static const uint32_t trunc0[1] = {2};
+            static const zb_msg_text_error_t err0[1] = {
+                {1, ZB_MSG_CODE_UNSUPPORTED, {"Spark NLP would place a sentence at -1", 38}}};
+            v.truncated = trunc0;
+            v.errors = err0;
+            m->u.result = (zb_msg_result_t){.shard = 4, .epoch = 1, .tokens = 12, .vec = v};
+        }
     } else if (!strcmp(name, "heartbeat")) {
         m->type = ZB_MSG_HEARTBEAT;
     } else if (!strcmp(name, "bye")) {
@@ -1025,8 +1112,9 @@ static void s_sample(const char *name, zb_msg_t *m) {
 
 /* Keys a sample may lose and still be valid. */
 static bool s_optional(zb_msg_type_t t, const char *path) {
-    static const char *const opt_embed[] = {"level", "pooling", "normalize", "windows",
-                                            "deadline_ms", NULL};
+    static const char *const opt_embed[] = {"level",        "pooling", "normalize",  "windows",
+                                            "sentences",    "compat",  "token_meta", "deadline_ms",
+                                            "token_vector", NULL};
     static const char *const opt_vec[] = {"truncated", "errors", NULL};
     const char *const *opt = NULL;
     switch (t) {
@@ -1192,6 +1280,52 @@ static void test_roundtrip_edges(void **state) {
     m.u.status_reply = (zb_msg_status_reply_t){.texts_per_s = 1e300, .tokens_per_s = 0.1,
                                                .latency_p50_ms = 5e-324, .uptime_ms = UINT64_MAX};
     free(s_roundtrip(&m, NULL));
+
+    /* task: every combination of the later options the codec accepts; the
+     * others are refused by both sides */
+    for (int lv = 0; lv < ZB_MSG_LEVEL_COUNT; lv++)
+        for (int bits = 0; bits < 16; bits++) {
+            m = (zb_msg_t){.type = ZB_MSG_TASK};
+            zb_msg_options_t o = {.level = (zb_msg_level_t)lv,
+                                  .sentences = (bits & 1) != 0,
+                                  .token_vector = (zb_msg_token_vector_t)((bits >> 1) & 1),
+                                  .compat = (zb_msg_compat_t)((bits >> 2) & 1),
+                                  .token_meta = (bits & 8) != 0};
+            m.u.task = (zb_msg_task_t){.shard = 1, .texts = s_texts3, .n_texts = 3, .opt = o};
+            bool valid = !(o.compat && lv != ZB_MSG_LEVEL_TOKEN) &&
+                         !(o.sentences && lv == ZB_MSG_LEVEL_SENTENCE);
+            if (valid) {
+                free(s_roundtrip(&m, NULL));
+            } else {
+                uint8_t *o_body = NULL;
+                size_t o_len = 0;
+                assert_int_equal(zb_msg_encode(&m, &o_body, &o_len, NULL), ZB_EINVAL);
+            }
+            assert_int_equal(zb_msg_options_meta(&o),
+                             lv == ZB_MSG_LEVEL_TOKEN && (bits & (1 | 4 | 8)) != 0);
+        }
+    assert_false(zb_msg_options_meta(NULL));
+
+    /* token metadata over texts without rows: flag set, arrays NULL */
+    m = (zb_msg_t){.type = ZB_MSG_PART};
+    m.u.part = (zb_msg_part_t){.id = S("e"), .first = 1,
+                               .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 4, .count = 3,
+                                       .rows = zeros, .token_meta = true}};
+    body = s_roundtrip(&m, &len);
+    s_accept(body, len, &back);
+    assert_true(back.u.part.vec.token_meta);
+    assert_null(back.u.part.vec.sentence);
+    zb_msg_free(&back);
+    free(body);
+    m.u.part.vec.token_meta = false; /* not the same message */
+    body = NULL;
+    assert_int_equal(zb_msg_encode(&m, &body, &len, NULL), 0);
+    s_accept(body, len, &back);
+    assert_false(back.u.part.vec.token_meta);
+    m.u.part.vec.token_meta = true;
+    assert_false(zb_msg_equal(&m, &back));
+    zb_msg_free(&back);
+    free(body);
 
     /* task: every option combination */
     for (int lv = 0; lv < ZB_MSG_LEVEL_COUNT; lv++)
@@ -1731,6 +1865,42 @@ static void test_hostile_fields(void **state) {
         {"result", OP_SET, "epoch", "cb 3f f0 00 00 00 00 00 00", false,
          "epoch: expected uint, found float"},
         {"result", OP_SET, "epoch", "d3 00 00 00 00 00 00 00 05", true, NULL},
+        /* options a worker cannot honour, and their names */
+        {"embed_opts", OP_SET, "level", "a9 77 6f 72 64 70 69 65 63 65", false,
+         "compat: sparknlp gives token vectors, not the wordpiece level"},
+        {"embed_opts", OP_SET, "compat", "a4 6e 6f 6e 65", true, NULL},
+        {"embed_opts", OP_SET, "compat", "a5 73 70 61 72 6b", false, "compat: `spark` is not one"},
+        {"embed_opts", OP_SET, "token_vector", "a3 6d 61 78", false,
+         "token_vector: `max` is not one of"},
+        {"embed_opts", OP_SET, "token_vector", "a5 66 69 72 73 74", true, NULL},
+        {"embed", OP_ADD, "sentences", "c3", false,
+         "sentences: applies to the token and wordpiece levels"},
+        {"embed", OP_ADD, "sentences", "c2", true, NULL},
+        {"embed", OP_ADD, "token_vector", "a4 6d 65 61 6e", true, NULL}, /* ignored there */
+        {"task", OP_ADD, "compat", "a8 73 70 61 72 6b 6e 6c 70", false,
+         "compat: sparknlp gives token vectors, not the sentence level"},
+        {"task_opts", OP_SET, "sentences", "01", false, "sentences: expected bool, found uint"},
+        /* token metadata: lengths, types, the oov rule, the level */
+        {"part_meta", OP_SET, "piece_id[0]", "92 cc 92 05", false,
+         "piece_id: row 1 is oov but has piece 5"},
+        {"part_meta", OP_SET, "oov", "93 92 c2 c2 90 91 c2", true, NULL},
+        {"part_meta", OP_SET, "sentence", "92 92 00 01 90", false, "sentence: 2 entries for 3 "},
+        {"part_meta", OP_SET, "sentence[2]", "92 00 00", false,
+         "sentence[2]: 2 entries, rows[2] = 1 needs 1"},
+        {"part_meta", OP_SET, "word_start[2]", "91 07", false,
+         "word_start[2][0]: expected bool, found uint"},
+        {"part_meta", OP_SET, "oov[0]", "92 c2 01", false, "oov[0][1]: expected bool, found uint"},
+        {"part_meta", OP_SET, "piece_id[0]", "92 c3 00", false,
+         "piece_id[0][0]: expected uint, found bool"},
+        {"part_meta", OP_SET, "sentence[0][0]", "cf 00 00 00 01 00 00 00 00", false,
+         "sentence[0][0]: 4294967296 is out of range"},
+        {"part_meta", OP_SET, "level", "a8 73 65 6e 74 65 6e 63 65", false,
+         "offsets: not sent at the sentence level"},
+        {"part_wordpiece", OP_ADD, "oov", "93 94 c2 c2 c2 c2 90 93 c2 c2 c2", false,
+         "oov: token metadata is sent at the token level only, not wordpiece"},
+        {"part_token", OP_ADD, "word_start", "92 93 c3 c3 c3 90", false,
+         "sentence: required, but missing or nil"},
+        {"result_meta", OP_SET, "sentence", "c0", false, "sentence: required, but missing"},
         {"cancel", OP_SET, "id", "d9 41 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
                                  "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
                                  "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
@@ -1935,6 +2105,60 @@ static void test_truncations(void **state) {
     assert_true(checked > 1000);
 }
 
+/* A type this version does not know is flagged, so that a client can
+ * ignore the message (PROTOCOL.md section 2); nothing else is. */
+static void test_unknown_type(void **state) {
+    (void)state;
+    static const struct {
+        const char *hex;
+        bool unknown;
+        zb_msg_code_t reject;
+        const char *id;
+    } cases[] = {
+        /* {"v":1,"type":"later"} and with an id */
+        {"82 a1 76 01 a4 74 79 70 65 a5 6c 61 74 65 72", true, ZB_MSG_CODE_BAD_REQUEST, NULL},
+        {"83 a1 76 01 a4 74 79 70 65 a5 6c 61 74 65 72 a2 69 64 a2 72 31", true,
+         ZB_MSG_CODE_BAD_REQUEST, "r1"},
+        /* "?" names no type either */
+        {"82 a1 76 01 a4 74 79 70 65 a1 3f", true, ZB_MSG_CODE_BAD_REQUEST, NULL},
+        /* not a type name at all: a uint, invalid UTF-8, missing */
+        {"82 a1 76 01 a4 74 79 70 65 05", false, ZB_MSG_CODE_BAD_REQUEST, NULL},
+        {"82 a1 76 01 a4 74 79 70 65 a1 ff", false, ZB_MSG_CODE_BAD_REQUEST, NULL},
+        {"81 a1 76 01", false, ZB_MSG_CODE_BAD_REQUEST, NULL},
+        /* another version: its types are not ours to judge */
+        {"82 a1 76 02 a4 74 79 70 65 a5 6c 61 74 65 72", false, ZB_MSG_CODE_VERSION, NULL},
+        /* a known type, malformed: {"v":1,"type":"part","id":"r1"} */
+        {"83 a1 76 01 a4 74 79 70 65 a4 70 61 72 74 a2 69 64 a2 72 31", false,
+         ZB_MSG_CODE_BAD_REQUEST, "r1"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        size_t n;
+        const uint8_t *b = s_hex(cases[k].hex, &n);
+        zb_msg_t m;
+        zb_diag_t d = {{0}};
+        assert_int_equal(zb_msg_decode(b, n, &m, &d), ZB_EPROTO);
+        if (m.unknown_type != cases[k].unknown)
+            fail_msg("case %zu: unknown_type %d (%s)", k, m.unknown_type, d.msg);
+        assert_int_equal(m.reject, cases[k].reject);
+        if (cases[k].id) {
+            assert_int_equal(m.reject_id.len, strlen(cases[k].id));
+            assert_memory_equal(m.reject_id.ptr, cases[k].id, m.reject_id.len);
+        }
+        assert_null(m.mem);
+        zb_msg_free(&m);
+    }
+    /* decoded messages never carry the flag */
+    zb_msg_t m;
+    s_sample("part_meta", &m);
+    size_t len;
+    uint8_t *body = s_roundtrip(&m, &len);
+    zb_msg_t back;
+    s_accept(body, len, &back);
+    assert_false(back.unknown_type);
+    zb_msg_free(&back);
+    free(body);
+}
+
 static void s_enc_fails(const zb_msg_t *m, int rc_want, const char *needle) {
     uint8_t *out = (uint8_t *)"x";
     size_t len = 5;
@@ -2026,6 +2250,41 @@ static void test_encoder_rejects(void **state) {
                                       .vectors_len = (size_t)4097 * ZB_HIDDEN_MAX * 4};
     s_enc_fails(&m, ZB_ELIMIT, "vectors: 268500992 bytes exceed the body limit");
 
+    /* options out of range or that cannot be honoured */
+    s_sample("embed_opts", &m);
+    m.u.embed.opt.token_vector = (zb_msg_token_vector_t)9;
+    s_enc_fails(&m, ZB_EINVAL, "token_vector: 9 is not a token vector");
+    s_sample("embed_opts", &m);
+    m.u.embed.opt.compat = (zb_msg_compat_t)5;
+    s_enc_fails(&m, ZB_EINVAL, "compat: 5 is not a compatibility mode");
+    s_sample("embed_opts", &m);
+    m.u.embed.opt.level = ZB_MSG_LEVEL_SENTENCE;
+    s_enc_fails(&m, ZB_EINVAL, "compat: sparknlp gives token vectors, not the sentence level");
+    m.u.embed.opt.compat = ZB_MSG_COMPAT_NONE;
+    s_enc_fails(&m, ZB_EINVAL, "sentences: applies to the token and wordpiece levels");
+    s_sample("task_opts", &m);
+    m.u.task.opt.compat = ZB_MSG_COMPAT_SPARKNLP;
+    s_enc_fails(&m, ZB_EINVAL, "task: compat: sparknlp gives token vectors, not the wordpiece");
+
+    /* token metadata: all four arrays with the flag, none without, token level */
+    s_sample("part_meta", &m);
+    m.u.part.vec.piece_id = NULL;
+    s_enc_fails(&m, ZB_EINVAL, "sentence: token metadata needs all four arrays for 3 rows");
+    s_sample("part_meta", &m);
+    m.u.part.vec.token_meta = false;
+    s_enc_fails(&m, ZB_EINVAL, "sentence: metadata arrays without token_meta");
+    s_sample("part_token", &m);
+    m.u.part.vec.oov = s_oov_meta;
+    s_enc_fails(&m, ZB_EINVAL, "sentence: metadata arrays without token_meta");
+    s_sample("part_meta", &m);
+    m.u.part.vec.level = ZB_MSG_LEVEL_WORDPIECE;
+    m.u.part.vec.ids = s_piece_meta;
+    s_enc_fails(&m, ZB_EINVAL, "sentence: token metadata is sent at the token level only");
+    s_sample("result_meta", &m);
+    static const uint32_t piece_bad[3] = {146, 7, 1790};
+    m.u.result.vec.piece_id = piece_bad;
+    s_enc_fails(&m, ZB_EINVAL, "piece_id: row 1 is oov but has piece 7 (0 expected)");
+
     s_sample("error", &m);
     m.u.error.code = ZB_MSG_CODE_NONE;
     s_enc_fails(&m, ZB_EINVAL, "code: 0 is not an error code");
@@ -2057,6 +2316,12 @@ static void test_names(void **state) {
     assert_string_equal(zb_msg_level_name(ZB_MSG_LEVEL_WORDPIECE), "wordpiece");
     assert_string_equal(zb_msg_pooling_name(ZB_MSG_POOL_MEAN), "mean");
     assert_string_equal(zb_msg_pooling_name((zb_msg_pooling_t)5), "?");
+    assert_string_equal(zb_msg_code_name(ZB_MSG_CODE_UNSUPPORTED), "unsupported");
+    assert_string_equal(zb_msg_token_vector_name(ZB_MSG_TOKVEC_MEAN), "mean");
+    assert_string_equal(zb_msg_token_vector_name(ZB_MSG_TOKVEC_FIRST), "first");
+    assert_string_equal(zb_msg_token_vector_name((zb_msg_token_vector_t)2), "?");
+    assert_string_equal(zb_msg_compat_name(ZB_MSG_COMPAT_SPARKNLP), "sparknlp");
+    assert_string_equal(zb_msg_compat_name((zb_msg_compat_t)-1), "?");
     /* zb_msg_equal tells messages apart */
     zb_msg_t a, b;
     s_sample("part_wordpiece", &a);
@@ -2070,6 +2335,28 @@ static void test_names(void **state) {
     s_sample("embed", &a);
     a.u.embed.opt.windows = false;
     assert_false(zb_msg_equal(&a, &b));
+    /* ... by each later option and each metadata array */
+    s_sample("embed_opts", &a);
+    for (int k = 0; k < 4; k++) {
+        s_sample("embed_opts", &b);
+        assert_true(zb_msg_equal(&a, &b));
+        if (k == 0) b.u.embed.opt.sentences = false;
+        if (k == 1) b.u.embed.opt.token_vector = ZB_MSG_TOKVEC_FIRST;
+        if (k == 2) b.u.embed.opt.compat = ZB_MSG_COMPAT_NONE;
+        if (k == 3) b.u.embed.opt.token_meta = false;
+        assert_false(zb_msg_equal(&a, &b));
+    }
+    s_sample("part_meta", &a);
+    static const uint32_t other_u32[3] = {0, 1, 1};
+    static const bool other_bool[3] = {true, true, true};
+    for (int k = 0; k < 4; k++) {
+        s_sample("part_meta", &b);
+        if (k == 0) b.u.part.vec.sentence = other_u32;
+        if (k == 1) b.u.part.vec.piece_id = other_u32;
+        if (k == 2) b.u.part.vec.word_start = other_bool;
+        if (k == 3) b.u.part.vec.oov = other_bool;
+        assert_false(zb_msg_equal(&a, &b));
+    }
     /* ... and by epoch alone */
     static const char *const epoched[] = {"ready", "task", "result"};
     for (size_t k = 0; k < 3; k++) {
@@ -2102,6 +2389,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_keys),
         cmocka_unit_test(test_hostile_fields),
         cmocka_unit_test(test_hostile_bodies),
+        cmocka_unit_test(test_unknown_type),
         cmocka_unit_test(test_truncations),
         cmocka_unit_test(test_encoder_rejects),
         cmocka_unit_test(test_names),

@@ -8,12 +8,18 @@
  *     input and is a well-formed id;
  *   - the decoder never allocates more than 16 bytes per input byte (plus
  *     block headers);
+ *   - only a rejection of an unknown type is flagged unknown_type (what a
+ *     client may ignore), always as bad_request with no type decoded;
+ *   - decoded token metadata (part, result) is at the token level, all four
+ *     arrays present when there are rows, every oov row with piece 0; and
+ *     options decode only in combinations the engine honours;
  *   - whatever decodes is one complete MessagePack object to msgpack-c too,
  *     re-encodes (unless it holds an error code this version cannot name),
  *     decodes again to an equal message, and that message re-encodes to the
  *     same bytes (the encoding is canonical).
  *
- * Seeds in tests/fuzz/corpus/message: one body of every message type, as
+ * Seeds in tests/fuzz/corpus/message: one body of every message type, and
+ * bodies with every later option and with token metadata, as
  * tests/test_message.c writes them (ZB_WRITE_CORPUS=dir).  A dictionary of
  * the protocol's keys and names is tests/fuzz/fuzz_message.dict:
  *   mkdir -p /tmp/m && build/fuzz/bin/fuzz_message \
@@ -33,6 +39,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static void s_die(const char *what, const zb_diag_t *d) {
     fprintf(stderr, "invariant broken: %s (%s)\n", what, d ? d->msg : "");
     abort();
+}
+
+/* The invariants of token metadata and options on a decoded message. */
+static void s_check_meta(const zb_msg_t *m, const zb_diag_t *d) {
+    const zb_msg_vectors_t *v = NULL;
+    const zb_msg_options_t *o = NULL;
+    if (m->type == ZB_MSG_PART) v = &m->u.part.vec;
+    if (m->type == ZB_MSG_RESULT) v = &m->u.result.vec;
+    if (m->type == ZB_MSG_EMBED) o = &m->u.embed.opt;
+    if (m->type == ZB_MSG_TASK) o = &m->u.task.opt;
+    if (o && o->compat != ZB_MSG_COMPAT_NONE && o->level != ZB_MSG_LEVEL_TOKEN)
+        s_die("compat decoded at another level than token", d);
+    if (o && o->sentences && o->level == ZB_MSG_LEVEL_SENTENCE)
+        s_die("sentences decoded at the sentence level", d);
+    if (v == NULL) return;
+    if (!v->token_meta) {
+        if (v->sentence || v->piece_id || v->word_start || v->oov)
+            s_die("metadata arrays without token_meta", d);
+        return;
+    }
+    if (v->level != ZB_MSG_LEVEL_TOKEN) s_die("token metadata at another level", d);
+    if (v->n_rows == 0) return;
+    if (!v->sentence || !v->piece_id || !v->word_start || !v->oov)
+        s_die("token metadata with an array missing", d);
+    for (uint64_t k = 0; k < v->n_rows; k++)
+        if (v->oov[k] && v->piece_id[k] != 0) s_die("an oov row with a piece", d);
 }
 
 static bool s_has_unknown_code(const zb_msg_t *m) {
@@ -59,6 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (c != ZB_MSG_CODE_BAD_REQUEST && c != ZB_MSG_CODE_TOO_LARGE &&
             c != ZB_MSG_CODE_VERSION)
             s_die("rejection code", &d);
+        if (m.unknown_type && (c != ZB_MSG_CODE_BAD_REQUEST || m.type != ZB_MSG_NONE))
+            s_die("unknown type flagged with a type or another code", &d);
         if (m.reject_id.len > 0) {
             const uint8_t *p = (const uint8_t *)m.reject_id.ptr;
             if (p < data || p + m.reject_id.len > data + size) s_die("echoed id outside", &d);
@@ -69,6 +103,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     if (m.reject != ZB_MSG_CODE_NONE) s_die("success with a rejection code", &d);
+    if (m.unknown_type) s_die("success flagged unknown_type", &d);
+    s_check_meta(&m, &d);
 
     /* msgpack-c, an independent reader, sees one complete object.  Safe on
      * these bytes: every declared count was checked against the bytes. */
