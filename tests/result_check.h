@@ -4,8 +4,10 @@
  * cmocka.h).
  *
  * rc_compare() checks, text by text: rows, the code-point and byte offsets
- * of each row (token: the word's span; wordpiece: the piece's), ids,
- * truncated indices, per-text errors (code from the engine status, message
+ * of each row (token: the word's span; wordpiece: the piece's), ids, token
+ * metadata (present exactly when the options ask for it: sentence, piece
+ * id, 0 for an oov row, word start, oov), truncated indices, per-text
+ * errors (code from the engine status, message the engine's detail or
  * zb_strerror()), and the vectors: bit for bit when tol is 0, else within
  * tol (absolute), reporting the largest difference seen.
  */
@@ -32,7 +34,14 @@ __attribute__((unused)) static zb_msg_options_t rc_msg_options(const zb_embed_op
                               .pooling = o->pooling == ZB_POOL_MEAN ? ZB_MSG_POOL_MEAN
                                                                     : ZB_MSG_POOL_CLS,
                               .normalize = o->normalize,
-                              .windows = o->windows};
+                              .windows = o->windows,
+                              .sentences = o->sentences,
+                              .token_vector = o->token_vector == ZB_TOKVEC_MEAN
+                                                  ? ZB_MSG_TOKVEC_MEAN
+                                                  : ZB_MSG_TOKVEC_FIRST,
+                              .compat = o->compat == ZB_COMPAT_SPARKNLP ? ZB_MSG_COMPAT_SPARKNLP
+                                                                        : ZB_MSG_COMPAT_NONE,
+                              .token_meta = o->token_meta};
 }
 
 __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
@@ -59,6 +68,9 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
     assert_int_equal(v->dim, dim);
     size_t row = 0, n_err = 0, n_trunc = 0;
     double worst = 0;
+    zb_msg_options_t mo = rc_msg_options(o);
+    bool meta = zb_msg_options_meta(&mo);
+    assert_int_equal(v->token_meta, meta);
     for (size_t i = 0; i < n; i++) {
         const zb_result_t *r = &ref[i];
         bool failed = r->status != 0 || (cut && cut[i]);
@@ -69,7 +81,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
             assert_int_equal(e->index, base + i);
             if (r->status != 0) {
                 assert_int_equal(e->code, zb_shard_text_code(r->status));
-                const char *want = zb_strerror(r->status);
+                const char *want = r->detail[0] ? r->detail : zb_strerror(r->status);
                 assert_int_equal(e->message.len, strlen(want));
                 assert_memory_equal(e->message.ptr, want, e->message.len);
             } else {
@@ -104,6 +116,13 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
                 assert_int_equal(of[1], w->end);
                 assert_int_equal(bo[0], w->byte_begin);
                 assert_int_equal(bo[1], w->byte_end);
+                if (meta) {
+                    const zb_token_meta_t *tm = &r->meta[j];
+                    assert_int_equal(v->sentence[row + j], tm->sentence);
+                    assert_int_equal(v->piece_id[row + j], tm->oov ? 0u : (uint32_t)tm->piece_id);
+                    assert_int_equal(v->word_start[row + j], tm->word_start);
+                    assert_int_equal(v->oov[row + j], tm->oov);
+                }
             } else if (o->level == ZB_LEVEL_WORDPIECE) {
                 const zb_piece_t *p = &r->pieces.v[j];
                 assert_non_null(of);
@@ -125,6 +144,10 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
         assert_null(v->ids);
     } else if (o->level == ZB_LEVEL_TOKEN) {
         assert_null(v->ids);
+    }
+    if (!meta) {
+        assert_null(v->sentence);
+        assert_null(v->oov);
     }
     if (maxdiff) *maxdiff = worst;
 }

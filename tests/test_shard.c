@@ -2,8 +2,10 @@
  * test_shard.c -- tasks through worker/shard: every result is decoded back
  * with the protocol's own decoder and compared with zb_embedder_run() on the
  * same texts: rows, offsets, ids, truncation and per-text errors identical,
- * vectors bit for bit.  Also the tokens a result reports, merged runs, the
- * exact body-size limit (texts failed as too_large, biggest first, only as
+ * vectors bit for bit, token metadata included (sentences, mean token
+ * vectors, Spark NLP compatibility; a text Spark would misplace fails with
+ * the engine's sentence).  Also the tokens a result reports, merged runs,
+ * the exact body-size limit (texts failed as too_large, biggest first, only as
  * many as needed), the all-failed result and bad arguments.
  */
 #include <setjmp.h>
@@ -188,6 +190,83 @@ static void test_levels_identical(void **st) {
     zb_shard_destroy(&sh);
     assert_null(sh);
     zb_shard_destroy(&sh); /* NULL-safe */
+}
+
+/* The later options: sentences, mean token vectors, Spark NLP
+ * compatibility and token metadata, identical to the engine run directly
+ * (metadata included); a text Spark NLP would misplace fails alone with
+ * code unsupported and the engine's sentence. */
+static void test_token_options(void **st) {
+    state_t *s = *st;
+    zb_shard_t *sh = NULL;
+    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    const zb_embed_options_t opts[] = {
+        {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true},
+        {.level = ZB_LEVEL_TOKEN, .sentences = true, .token_vector = ZB_TOKVEC_MEAN},
+        {.level = ZB_LEVEL_TOKEN, .token_meta = true, .windows = true},
+        {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKVEC_MEAN, .normalize = true},
+        {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP},
+        {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP, .sentences = true,
+         .token_meta = true},
+        {.level = ZB_LEVEL_WORDPIECE, .sentences = true},
+        {.level = ZB_LEVEL_WORDPIECE, .sentences = true, .windows = true},
+    };
+    for (size_t k = 0; k < sizeof opts / sizeof *opts; k++)
+        s_check_task(s, sh, &opts[k], s->texts, s->lens, s->n, NULL);
+
+    /* U+2554 is one of the characters Spark's detector rewrites: refused */
+    const char *t[] = {"abc\xe2\x95\x94 x. Y", "I love NLP"};
+    size_t l[] = {strlen(t[0]), strlen(t[1])};
+    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
+    s_check_task(s, sh, &o, t, l, 2, NULL);
+    uint8_t *tb;
+    zb_msg_t tm;
+    s_task(8, t, l, 2, &o, &tb, &tm);
+    const zb_msg_task_t *tp = &tm.u.task;
+    zb_shard_out_t out;
+    assert_int_equal(zb_shard_run(sh, &tp, 1, &out, NULL), 0);
+    zb_msg_t rm = {0};
+    assert_int_equal(zb_msg_decode(out.body, out.body_len, &rm, NULL), 0);
+    const zb_msg_vectors_t *v = &rm.u.result.vec;
+    assert_true(v->token_meta);
+    assert_int_equal(v->n_errors, 1);
+    assert_int_equal(v->errors[0].code, ZB_MSG_CODE_UNSUPPORTED);
+    const char *generic = zb_strerror(ZB_EUNSUPPORTED);
+    assert_true(v->errors[0].message.len > 0);
+    assert_false(v->errors[0].message.len == strlen(generic) &&
+                 memcmp(v->errors[0].message.ptr, generic, v->errors[0].message.len) == 0);
+    assert_int_equal(v->rows[1], 3);
+    assert_int_equal(v->piece_id[0], 146); /* I */
+    assert_true(v->word_start[0]);
+    assert_false(v->oov[0]);
+    zb_msg_free(&rm);
+    free(out.body);
+    zb_msg_free(&tm);
+    free(tb);
+
+    /* tasks with different later options are not merged */
+    zb_msg_options_t a = {.level = ZB_MSG_LEVEL_TOKEN}, b = a;
+    assert_true(zb_shard_same_options(&a, &b));
+    b.sentences = true;
+    assert_false(zb_shard_same_options(&a, &b));
+    b = a;
+    b.token_vector = ZB_MSG_TOKVEC_MEAN;
+    assert_false(zb_shard_same_options(&a, &b));
+    b = a;
+    b.compat = ZB_MSG_COMPAT_SPARKNLP;
+    assert_false(zb_shard_same_options(&a, &b));
+    b = a;
+    b.token_meta = true;
+    assert_false(zb_shard_same_options(&a, &b));
+    zb_embed_options_t eo;
+    b = (zb_msg_options_t){.level = ZB_MSG_LEVEL_TOKEN, .sentences = true,
+                           .token_vector = ZB_MSG_TOKVEC_MEAN,
+                           .compat = ZB_MSG_COMPAT_SPARKNLP, .token_meta = true};
+    zb_shard_options(&b, &eo);
+    assert_true(eo.sentences && eo.token_meta);
+    assert_int_equal(eo.token_vector, ZB_TOKVEC_MEAN);
+    assert_int_equal(eo.compat, ZB_COMPAT_SPARKNLP);
+    zb_shard_destroy(&sh);
 }
 
 /* The hard cases come out as the protocol says. */
@@ -441,6 +520,7 @@ static void test_bad_arguments(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels_identical), cmocka_unit_test(test_text_cases),
+        cmocka_unit_test(test_token_options),
         cmocka_unit_test(test_merged),           cmocka_unit_test(test_too_large),
         cmocka_unit_test(test_cut_truncated),    cmocka_unit_test(test_limit_unreachable),
         cmocka_unit_test(test_fail_result),      cmocka_unit_test(test_bad_arguments),

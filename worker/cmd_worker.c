@@ -21,6 +21,14 @@
  * thread only, bounded by the credit advertised to each broker.  Because the
  * main thread never computes, it keeps heartbeating while a batch runs.
  *
+ * Options.  A task's options go to the engine as they came, the later ones
+ * included (sentences, token vector, Spark NLP compatibility, token
+ * metadata: PROTOCOL.md 3 and 5), and its result carries the token
+ * metadata they ask for.  Queued tasks share a run only when all their
+ * options agree (zb_shard_same_options): the engine takes one options
+ * struct per call, and Spark NLP compatibility switches the encoder's GELU
+ * for the whole call.
+ *
  * Liveness (PROTOCOL.md 6, Lazy Pirate style).  A broker that has had
  * nothing from us for 1 s gets a heartbeat.  A broker silent for 3 s is
  * presumed gone: its DEALER is closed and reopened (a new routing id, so a
@@ -710,7 +718,11 @@ static void s_dispatch(s_worker_t *w) {
         return;
     }
     w->running = n;
-    ZB_LOG(ZB_LOG_DEBUG, "run of %zu task(s), %zu texts", n, texts);
+    ZB_LOG(ZB_LOG_DEBUG, "run of %zu task(s), %zu texts, level %s%s%s%s%s", n, texts,
+           zb_msg_level_name(opt->level), opt->sentences ? ", sentences" : "",
+           opt->token_vector == ZB_MSG_TOKVEC_MEAN ? ", mean token vectors" : "",
+           opt->compat == ZB_MSG_COMPAT_SPARKNLP ? ", Spark NLP compatibility" : "",
+           zb_msg_options_meta(opt) ? ", token metadata" : "");
 }
 
 /* Takes a finished batch back and sends each result to its broker. */

@@ -62,6 +62,8 @@ struct zb_shard {
     zb_msg_text_error_t *errs;
     size_t task_cap;  /* texts the five arrays above hold */
     uint32_t *offs, *boffs, *ids; /* [2 x row_cap], [2 x row_cap], [row_cap] */
+    uint32_t *sent, *piece;       /* token metadata: [row_cap] each */
+    bool *wstart, *oov;
     size_t row_cap;
     float *vec;       /* [vec_cap] */
     size_t vec_cap;
@@ -103,13 +105,20 @@ void zb_shard_options(const zb_msg_options_t *in, zb_embed_options_t *out) {
     out->normalize = in->normalize;
     out->windows = in->windows;
     out->tokenize_only = false;
+    out->sentences = in->sentences;
+    out->token_vector = in->token_vector == ZB_MSG_TOKVEC_MEAN ? ZB_TOKVEC_MEAN : ZB_TOKVEC_FIRST;
+    out->compat = in->compat == ZB_MSG_COMPAT_SPARKNLP ? ZB_COMPAT_SPARKNLP : ZB_COMPAT_NONE;
+    out->token_meta = in->token_meta;
 }
 
 bool zb_shard_same_options(const zb_msg_options_t *a, const zb_msg_options_t *b) {
-    /* pooling only matters at the sentence level, but a run takes one
-     * options struct, so tasks must agree on it anyway */
+    /* pooling only matters at the sentence level (token_vector and
+     * token_meta at the token level), but a run takes one options struct,
+     * so tasks must agree on all of them anyway */
     return a->level == b->level && a->pooling == b->pooling && a->normalize == b->normalize &&
-           a->windows == b->windows;
+           a->windows == b->windows && a->sentences == b->sentences &&
+           a->token_vector == b->token_vector && a->compat == b->compat &&
+           a->token_meta == b->token_meta;
 }
 
 zb_msg_code_t zb_shard_text_code(int status) {
@@ -117,6 +126,7 @@ zb_msg_code_t zb_shard_text_code(int status) {
     case 0: return ZB_MSG_CODE_NONE;
     case ZB_EUTF8: return ZB_MSG_CODE_BAD_UTF8;
     case ZB_ELIMIT: return ZB_MSG_CODE_TOO_LARGE;
+    case ZB_EUNSUPPORTED: return ZB_MSG_CODE_UNSUPPORTED;
     default: return ZB_MSG_CODE_INTERNAL;
     }
 }
@@ -159,7 +169,11 @@ static int s_reserve_rows(zb_shard_t *s, uint64_t n_rows, uint64_t n_floats) {
         if (n_rows > SIZE_MAX / 8) return ZB_ENOMEM;
         if (s_grow((void **)&s->offs, 2 * (size_t)n_rows, sizeof *s->offs) ||
             s_grow((void **)&s->boffs, 2 * (size_t)n_rows, sizeof *s->boffs) ||
-            s_grow((void **)&s->ids, (size_t)n_rows, sizeof *s->ids))
+            s_grow((void **)&s->ids, (size_t)n_rows, sizeof *s->ids) ||
+            s_grow((void **)&s->sent, (size_t)n_rows, sizeof *s->sent) ||
+            s_grow((void **)&s->piece, (size_t)n_rows, sizeof *s->piece) ||
+            s_grow((void **)&s->wstart, (size_t)n_rows, sizeof *s->wstart) ||
+            s_grow((void **)&s->oov, (size_t)n_rows, sizeof *s->oov))
             return ZB_ENOMEM;
         s->row_cap = (size_t)n_rows;
     }
@@ -222,6 +236,10 @@ void zb_shard_destroy(zb_shard_t **ps) {
     free(s->offs);
     free(s->boffs);
     free(s->ids);
+    free(s->sent);
+    free(s->piece);
+    free(s->wstart);
+    free(s->oov);
     free(s->vec);
     free(s);
     *ps = NULL;
@@ -238,13 +256,14 @@ typedef struct s_sum {
     uint64_t n_err;      /* failed texts */
 } s_sum_t;
 
-/* Bytes a failed text takes: rows 0, empty offsets/ids entries and its
- * errors map {index, code, message}. */
-static uint64_t s_failed_bytes(zb_msg_level_t lv, uint32_t k, zb_msg_code_t code,
+/* Bytes a failed text takes: rows 0, empty offsets/ids/metadata entries
+ * and its errors map {index, code, message}. */
+static uint64_t s_failed_bytes(zb_msg_level_t lv, bool meta, uint32_t k, zb_msg_code_t code,
                                const char *message) {
     uint64_t b = 1; /* rows[k] = 0 */
     if (lv != ZB_MSG_LEVEL_SENTENCE) b += 2;
     if (lv == ZB_MSG_LEVEL_WORDPIECE) b += 1;
+    if (meta) b += 4;
     b += s_mp_count(3) + s_mp_key("index") + s_mp_uint(k) + s_mp_key("code") +
          s_mp_str(strlen(zb_msg_code_name(code))) + s_mp_key("message") +
          s_mp_str(strlen(message));
@@ -254,8 +273,9 @@ static uint64_t s_failed_bytes(zb_msg_level_t lv, uint32_t k, zb_msg_code_t code
 /* The whole body: the map, the fixed keys and the aggregates. */
 static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_msg_level_t lv, int dim,
                              uint32_t count, const s_sum_t *a) {
+    bool meta = zb_msg_options_meta(&t->opt);
     uint64_t keys = 7 + 2 * (lv != ZB_MSG_LEVEL_SENTENCE) + (lv == ZB_MSG_LEVEL_WORDPIECE) +
-                    (a->n_trunc > 0) + (a->n_err > 0);
+                    4 * meta + (a->n_trunc > 0) + (a->n_err > 0);
     uint64_t b = s_mp_count(keys + 2) + s_mp_key("v") + s_mp_uint(ZB_MSG_VERSION) +
                  s_mp_key("type") + s_mp_str(strlen(zb_msg_type_name(ZB_MSG_RESULT))) +
                  s_mp_key("shard") + s_mp_uint(t->shard) + s_mp_key("epoch") +
@@ -267,6 +287,9 @@ static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_msg_lev
         b += s_mp_key("offsets") + s_mp_count(count) + s_mp_key("byte_offsets") +
              s_mp_count(count);
     if (lv == ZB_MSG_LEVEL_WORDPIECE) b += s_mp_key("ids") + s_mp_count(count);
+    if (meta)
+        b += s_mp_key("sentence") + s_mp_key("piece_id") + s_mp_key("word_start") +
+             s_mp_key("oov") + 4 * s_mp_count(count);
     if (a->n_trunc > 0) b += s_mp_key("truncated") + s_mp_count(a->n_trunc) + a->trunc;
     if (a->n_err > 0) b += s_mp_key("errors") + s_mp_count(a->n_err);
     return b + a->texts;
@@ -279,7 +302,7 @@ static int s_by_rows(const void *pa, const void *pb) {
 }
 
 /* Fails text k so the body fits: moves it from live to failed. */
-static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, int dim, bool truncated,
+static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, bool meta, int dim, bool truncated,
                   s_sum_t *a) {
     a->texts -= t->live;
     a->vec_bytes -= (uint64_t)t->rows * (uint64_t)dim * 4u;
@@ -289,7 +312,7 @@ static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, int dim, bool trun
     }
     t->code = ZB_MSG_CODE_TOO_LARGE;
     t->message = S_CUT_MESSAGE;
-    a->texts += s_failed_bytes(lv, k, t->code, t->message);
+    a->texts += s_failed_bytes(lv, meta, k, t->code, t->message);
     a->n_err++;
 }
 
@@ -297,9 +320,10 @@ static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, int dim, bool trun
 
 /* The rows a successful result has at its level; -1 when it is inconsistent
  * (which the engine's contract rules out; it is reported, not trusted). */
-static int64_t s_rows_of(const zb_result_t *r, zb_msg_level_t lv, int dim) {
+static int64_t s_rows_of(const zb_result_t *r, zb_msg_level_t lv, bool meta, int dim) {
     if (r->dim != dim || r->n_vectors > UINT32_MAX) return -1;
     if (r->n_vectors > 0 && r->vectors == NULL) return -1;
+    if (meta && r->n_vectors > 0 && r->meta == NULL) return -1;
     switch (lv) {
     case ZB_MSG_LEVEL_TOKEN: return r->words.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
     case ZB_MSG_LEVEL_WORDPIECE:
@@ -308,8 +332,14 @@ static int64_t s_rows_of(const zb_result_t *r, zb_msg_level_t lv, int dim) {
     }
 }
 
-/* Bytes a live text's rows, offsets and ids take (vectors aside). */
-static uint64_t s_live_bytes(const zb_result_t *r, zb_msg_level_t lv, uint32_t rows) {
+/* A row's piece id on the wire: 0 for an oov row (it has none). */
+static uint32_t s_piece_of(const zb_token_meta_t *m) {
+    return m->oov || m->piece_id < 0 ? 0 : (uint32_t)m->piece_id;
+}
+
+/* Bytes a live text's rows, offsets, ids and metadata take (vectors
+ * aside). */
+static uint64_t s_live_bytes(const zb_result_t *r, zb_msg_level_t lv, bool meta, uint32_t rows) {
     uint64_t b = s_mp_uint(rows);
     if (lv == ZB_MSG_LEVEL_TOKEN) {
         b += 2 * s_mp_count(2 * (uint64_t)rows);
@@ -317,6 +347,11 @@ static uint64_t s_live_bytes(const zb_result_t *r, zb_msg_level_t lv, uint32_t r
             const zb_word_t *w = &r->words.v[j];
             b += s_mp_uint(w->begin) + s_mp_uint(w->end) + s_mp_uint(w->byte_begin) +
                  s_mp_uint(w->byte_end);
+        }
+        if (meta) {
+            b += 4 * s_mp_count(rows) + 2 * (uint64_t)rows; /* two bools a row */
+            for (uint32_t j = 0; j < rows; j++)
+                b += s_mp_uint(r->meta[j].sentence) + s_mp_uint(s_piece_of(&r->meta[j]));
         }
     } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
         b += 2 * s_mp_count(2 * (uint64_t)rows) + s_mp_count(rows);
@@ -352,6 +387,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
     int rc = s_reserve_rows(s, n_rows, n_rows * H);
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %llu rows",
                                     (unsigned long long)n_rows);
+    bool meta = zb_msg_options_meta(&task->opt);
     size_t at = 0, n_trunc = 0, n_err = 0;
     for (uint32_t k = 0; k < count; k++) {
         const s_text_t *t = &s->tx[k];
@@ -373,6 +409,13 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
                 const zb_word_t *w = &r->words.v[j];
                 s->offs[o] = w->begin, s->offs[o + 1] = w->end;
                 s->boffs[o] = w->byte_begin, s->boffs[o + 1] = w->byte_end;
+                if (meta) {
+                    const zb_token_meta_t *tm = &r->meta[j];
+                    s->sent[at + j] = tm->sentence;
+                    s->piece[at + j] = s_piece_of(tm);
+                    s->wstart[at + j] = tm->word_start;
+                    s->oov[at + j] = tm->oov;
+                }
             } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
                 const zb_piece_t *p = &r->pieces.v[j];
                 s->offs[o] = p->begin, s->offs[o + 1] = p->end;
@@ -396,6 +439,11 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
                 .offsets = lv != ZB_MSG_LEVEL_SENTENCE ? s->offs : NULL,
                 .byte_offsets = lv != ZB_MSG_LEVEL_SENTENCE ? s->boffs : NULL,
                 .ids = lv == ZB_MSG_LEVEL_WORDPIECE ? s->ids : NULL,
+                .token_meta = meta,
+                .sentence = meta ? s->sent : NULL,
+                .piece_id = meta ? s->piece : NULL,
+                .word_start = meta ? s->wstart : NULL,
+                .oov = meta ? s->oov : NULL,
                 .truncated = s->trunc,
                 .n_truncated = n_trunc,
                 .errors = s->errs,
@@ -407,6 +455,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
 static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *res,
                    uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
     zb_msg_level_t lv = task->opt.level;
+    bool meta = zb_msg_options_meta(&task->opt);
     uint32_t count = (uint32_t)task->n_texts;
     int rc = s_reserve_task(s, count);
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %u texts", count);
@@ -415,16 +464,19 @@ static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *
         const zb_result_t *r = &res[k];
         s_text_t *t = &s->tx[k];
         *t = (s_text_t){0};
-        int64_t rows = r->status == 0 ? s_rows_of(r, lv, s->dim) : 0;
+        int64_t rows = r->status == 0 ? s_rows_of(r, lv, meta, s->dim) : 0;
         if (r->status != 0 || rows < 0) {
             t->code = r->status != 0 ? zb_shard_text_code(r->status) : ZB_MSG_CODE_INTERNAL;
-            t->message = zb_strerror(r->status != 0 ? r->status : ZB_EFORMAT);
-            a.texts += s_failed_bytes(lv, k, t->code, t->message);
+            /* the engine's sentence when it has one, as zbert-embed prints it */
+            t->message = r->status != 0 && r->detail[0]
+                             ? r->detail
+                             : zb_strerror(r->status != 0 ? r->status : ZB_EFORMAT);
+            a.texts += s_failed_bytes(lv, meta, k, t->code, t->message);
             a.n_err++;
             continue;
         }
         t->rows = (uint32_t)rows;
-        t->live = s_live_bytes(r, lv, t->rows);
+        t->live = s_live_bytes(r, lv, meta, t->rows);
         a.texts += t->live;
         a.vec_bytes += (uint64_t)t->rows * (uint64_t)s->dim * 4u;
         if (r->truncated) {
@@ -457,7 +509,7 @@ static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *
                                    "failed",
                                    (unsigned long long)task->shard, s->body_max);
             uint32_t k = s->order[next++].index;
-            s_cut(&s->tx[k], k, lv, s->dim, res[k].truncated, &a);
+            s_cut(&s->tx[k], k, lv, meta, s->dim, res[k].truncated, &a);
             out->n_cut++;
             fits = s_body_bytes(task, tokens, lv, s->dim, count, &a) <= s->body_max;
             continue;
@@ -498,6 +550,7 @@ int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const 
     zb_msg_result_t m = {.shard = task->shard,
                          .epoch = task->epoch,
                          .vec = {.level = task->opt.level,
+                                 .token_meta = zb_msg_options_meta(&task->opt),
                                  .dim = dim > 0 ? (uint32_t)dim : 0,
                                  .count = (uint32_t)n_texts,
                                  .rows = rows,
@@ -531,7 +584,9 @@ static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *to
             return zb_diag_set(d, ZB_EINVAL, "task %zu: %zu texts outside 1..%u", i,
                                t->n_texts, ZB_MSG_TEXTS_MAX);
         if ((unsigned)t->opt.level >= ZB_MSG_LEVEL_COUNT ||
-            (unsigned)t->opt.pooling >= ZB_MSG_POOL_COUNT)
+            (unsigned)t->opt.pooling >= ZB_MSG_POOL_COUNT ||
+            (unsigned)t->opt.token_vector >= ZB_MSG_TOKVEC_COUNT ||
+            (unsigned)t->opt.compat >= ZB_MSG_COMPAT_COUNT)
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options out of range", i);
         if (!zb_shard_same_options(&t->opt, &tasks[0]->opt))
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options differ from task 0's", i);
@@ -542,20 +597,22 @@ static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *to
 }
 
 /*
- * Splits the call's encoder tokens between the texts.  A text run as one
- * sequence put pieces.n tokens through ([CLS] and [SEP] included); a text
- * run as windows put n_windows full windows through, all of one length,
- * which the call's total tells: (total - single-sequence tokens) / windows.
- * Any remainder (none, while windows are full) goes to the first windowed
- * text, so the tasks' tokens always add up to the call's.
+ * Splits the call's encoder tokens between the texts.  A text whose every
+ * frame (one, or one per sentence) ran as one sequence put pieces.n tokens
+ * through ([CLS] and [SEP] included); a text with a frame run as windows
+ * put n_windows sequences through, which share what the call's total
+ * leaves: (total - those tokens) / windows (exact while every sequence of
+ * such texts is a full window; a windowed text's short sentences make it
+ * an estimate).  Any remainder goes to the first windowed text, so the
+ * tasks' tokens always add up to the call's.
  */
 static void s_split_tokens(const zb_result_t *res, size_t total, uint64_t call_tokens,
                            uint64_t *per_window, uint64_t *remainder) {
     uint64_t single = 0, windows = 0;
     for (size_t i = 0; i < total; i++) {
         if (res[i].status != 0) continue;
-        if (res[i].n_windows == 1) single += res[i].pieces.n;
-        else if (res[i].n_windows > 1) windows += (uint64_t)res[i].n_windows;
+        if ((size_t)res[i].n_windows == res[i].n_sentences) single += res[i].pieces.n;
+        else if (res[i].n_windows > 0) windows += (uint64_t)res[i].n_windows;
     }
     *per_window = 0;
     *remainder = 0;
@@ -615,9 +672,9 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
         for (size_t k = 0; k < t->n_texts; k++) {
             const zb_result_t *r = &s->res[at + k];
             if (r->status != 0) continue;
-            if (r->n_windows == 1) {
+            if ((size_t)r->n_windows == r->n_sentences) {
                 tokens += r->pieces.n;
-            } else if (r->n_windows > 1) {
+            } else if (r->n_windows > 0) {
                 tokens += (uint64_t)r->n_windows * per_window + remainder;
                 remainder = 0;
             }

@@ -6,13 +6,17 @@
  * takes decoded tasks and returns encoded bodies, each result carrying its
  * task's shard and epoch.  For each task it
  *   - runs the texts (str or bin, bytes unchecked by the decoder) through
- *     zb_embedder_run() with the task's options;
+ *     zb_embedder_run() with the task's options, the later ones (sentences,
+ *     token vector, Spark NLP compatibility, token metadata) included;
  *   - turns each text's zb_result_t into the wire shape of its level: rows,
  *     little-endian float32 vectors, code-point and byte offsets (token and
- *     wordpiece), vocabulary ids (wordpiece), truncated indices;
+ *     wordpiece), vocabulary ids (wordpiece), token metadata (token level,
+ *     when the options ask for it: zb_msg_options_meta), truncated indices;
  *   - reports a text that failed alone as a per-text error whose message is
- *     zb_strerror() of the engine's code, as zbert-embed prints it
- *     (ZB_EUTF8: bad_utf8, ZB_ELIMIT: too_large, anything else: internal);
+ *     what zbert-embed prints for it: the engine's sentence (zb_result_t
+ *     detail) when it has one, else zb_strerror() of its code (ZB_EUTF8:
+ *     bad_utf8, ZB_ELIMIT: too_large, ZB_EUNSUPPORTED: unsupported,
+ *     anything else: internal);
  *   - keeps the body within the size limit: when the result would not fit,
  *     the texts with the most rows are failed one by one as too_large until
  *     it fits (PROTOCOL.md section 6), computed from the exact MessagePack
@@ -107,7 +111,8 @@ int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const 
                   zb_shard_out_t *out, zb_diag_t *d);
 
 /* The protocol code of a text's engine status: ZB_EUTF8 -> BAD_UTF8,
- * ZB_ELIMIT -> TOO_LARGE, any other failure -> INTERNAL, 0 -> NONE. */
+ * ZB_ELIMIT -> TOO_LARGE, ZB_EUNSUPPORTED -> UNSUPPORTED, any other
+ * failure -> INTERNAL, 0 -> NONE. */
 zb_msg_code_t zb_shard_text_code(int status);
 
 #endif
