@@ -156,7 +156,7 @@ static void test_seed2_f16(void **state) {
         const unsigned char *b = r->data;
         for (size_t k = 0; k < t.n_elems; k++) {
             float want = ref_f16((uint16_t)(b[2 * k] | b[2 * k + 1] << 8));
-            if (s_bits(want) != s_bits(t.data[k])) fail_msg("%s[%zu] differs", name, k);
+            if (s_bits(want) != s_bits(((const float *)t.data)[k])) fail_msg("%s[%zu] differs", name, k);
         }
         checked += t.n_elems;
     }
@@ -478,11 +478,12 @@ static void test_random_models(void **state) {
                                                                   ? 2
                                                                   : 0;
         for (size_t e = 0; e < t[0].n_elems; e++) {
-            float x = t[0].data[e];
+            float x = ((const float *)t[0].data)[e];
             float h = zb_safetensors_f16_to_f32(zb_safetensors_f32_to_f16(x));
             float bf = zb_safetensors_bf16_to_f32(zb_safetensors_f32_to_bf16(x));
-            if (s_bits(t[1].data[e]) != s_bits(h) || s_bits(t[2].data[e]) != s_bits(bf) ||
-                s_bits(t[3].data[e]) != s_bits(x))
+            if (s_bits(((const float *)t[1].data)[e]) != s_bits(h) ||
+                s_bits(((const float *)t[2].data)[e]) != s_bits(bf) ||
+                s_bits(((const float *)t[3].data)[e]) != s_bits(x))
                 fail_msg("%s[%zu] differs between dtypes or namings", t[0].name, e);
             sum[cls] += x;
             sq[cls] += (double)x * x;

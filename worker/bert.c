@@ -48,6 +48,7 @@
 
 #include "gemm.h"
 #include "kernels.h"
+#include "qgemm.h"
 #include "limits.h"
 
 #define S_ALIGN 64 /* cache line; also the widest vector load */
@@ -62,6 +63,8 @@ struct zb_bert {
     int head_dim;                /* hidden / heads */
     zb_kern_exec_t ex;           /* threads + instruction set for the kernels */
     zb_gemm_exec_t gx;           /* threads, instruction set and work buffer of the GEMMs */
+    zb_qgemm_exec_t qx;          /* the same for int8 models (work NULL otherwise) */
+    bool int8;                   /* the model's linear layers are int8 */
     void *arena;                 /* the one allocation behind the pointers below */
     float *qkv;                  /* [n_tokens_max][3 hidden]: q | k | v per row */
     float *ctx;                  /* [n_tokens_max][3 hidden], first hidden columns used */
@@ -118,16 +121,27 @@ static int s_check_config(const zb_bert_config_t *c, const zb_bert_weights_t *w,
         return zb_diag_set(d, ZB_EINVAL, "model has no embedding weights");
     for (int l = 0; l < c->layers; l++) {
         const zb_layer_weights_t *L = &w->layer[l];
-        const float *p[] = {L->qkv_b,     L->attn_out_b, L->attn_ln_g, L->attn_ln_b,
-                            L->ffn_in_b,  L->ffn_out_b,  L->ffn_ln_g,  L->ffn_ln_b,
-                            L->qkv.p,     L->attn_out.p, L->ffn_in.p,  L->ffn_out.p};
+        const float *p[] = {L->qkv_b,    L->attn_out_b, L->attn_ln_g, L->attn_ln_b,
+                            L->ffn_in_b, L->ffn_out_b,  L->ffn_ln_g,  L->ffn_ln_b};
         for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
             if (p[i] == NULL) return zb_diag_set(d, ZB_EINVAL, "layer %d lacks a weight", l);
-        if (L->qkv.n != 3 * c->hidden || L->qkv.k != c->hidden || L->attn_out.n != c->hidden ||
-            L->attn_out.k != c->hidden || L->ffn_in.n != c->intermediate ||
-            L->ffn_in.k != c->hidden || L->ffn_out.n != c->hidden ||
-            L->ffn_out.k != c->intermediate)
-            return zb_diag_set(d, ZB_EINVAL, "layer %d has packed weights of the wrong shape", l);
+        if (L->int8 != w->layer[0].int8)
+            return zb_diag_set(d, ZB_EINVAL, "layer %d: int8 and fp32 layers mixed", l);
+        /* the four linear operands: [n][k] as the architecture says */
+        const int want[4][2] = {{3 * c->hidden, c->hidden},
+                                {c->hidden, c->hidden},
+                                {c->intermediate, c->hidden},
+                                {c->hidden, c->intermediate}};
+        const zb_gemm_w_t *f[4] = {&L->qkv, &L->attn_out, &L->ffn_in, &L->ffn_out};
+        const zb_qgemm_w_t *q[4] = {&L->qkv_q8, &L->attn_out_q8, &L->ffn_in_q8, &L->ffn_out_q8};
+        for (int i = 0; i < 4; i++) {
+            const bool set = L->int8 ? q[i]->q && q[i]->scale && q[i]->sum : f[i]->p != NULL;
+            const int n = L->int8 ? q[i]->n : f[i]->n, k = L->int8 ? q[i]->k : f[i]->k;
+            if (!set) return zb_diag_set(d, ZB_EINVAL, "layer %d lacks a weight", l);
+            if (n != want[i][0] || k != want[i][1])
+                return zb_diag_set(d, ZB_EINVAL, "layer %d has packed weights of the wrong "
+                                   "shape", l);
+        }
     }
     return 0;
 }
@@ -163,12 +177,15 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     b->head_dim = c->hidden / c->heads;
     b->ex = (zb_kern_exec_t){.threads = threads, .isa = zb_kern_isa_best()};
     b->gx = (zb_gemm_exec_t){.threads = threads, .isa = zb_gemm_isa_best()};
+    b->int8 = w->layer[0].int8;
+    b->qx = (zb_qgemm_exec_t){.threads = threads, .isa = zb_qgemm_isa_best()};
+    const int k_max = c->hidden > c->intermediate ? c->hidden : c->intermediate;
 
     /* Every factor is bounded by limits.h, but the products are still
      * checked: the limits may grow. */
     const size_t n = (size_t)n_tokens_max, h3 = 3 * (size_t)c->hidden;
     size_t nh3, ni, per_thread, scores;
-    size_t off = 0, at_qkv, at_ctx, at_ffn, at_work, at_scores, at_seq, at_pos;
+    size_t off = 0, at_qkv, at_ctx, at_ffn, at_work, at_qwork, at_scores, at_seq, at_pos;
     per_thread = zb_kern_attention_scratch(seq_len_max);
     if (__builtin_mul_overflow(n, h3, &nh3) ||
         __builtin_mul_overflow(n, s_row_stride(c->intermediate), &ni) ||
@@ -177,6 +194,7 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
         !s_layout(&off, nh3, sizeof(float), &at_ctx) ||
         !s_layout(&off, ni, sizeof(float), &at_ffn) ||
         !s_layout(&off, zb_gemm_work_floats(threads), sizeof(float), &at_work) ||
+        !s_layout(&off, b->int8 ? zb_qgemm_work_bytes(threads, k_max) : 0, 1, &at_qwork) ||
         !s_layout(&off, scores, sizeof(float), &at_scores) ||
         !s_layout(&off, n + 1, sizeof(int), &at_seq) ||
         !s_layout(&off, n, sizeof(int32_t), &at_pos) ||
@@ -198,6 +216,7 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     b->ffn = (float *)(void *)(base + at_ffn);
     b->ld_ffn = s_row_stride(c->intermediate);
     b->gx.work = (float *)(void *)(base + at_work);
+    b->qx.work = b->int8 ? base + at_qwork : NULL;
     b->scores = (float *)(void *)(base + at_scores);
     b->seq_off = (int *)(void *)(base + at_seq);
     b->pos = (int32_t *)(void *)(base + at_pos);
@@ -224,13 +243,21 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
 }
 
 /* y[n][w->n] (row stride ldy) = x W^T started from init (and bias), with
- * an optional epilogue on every finished output segment. */
+ * an optional epilogue on every finished output segment: on the fp32
+ * operand w, or on q for an int8 model. */
 static void s_linear(const zb_bert_t *b, const float *x, size_t ldx, int n, const zb_gemm_w_t *w,
-                     zb_gemm_init_t init, const float *bias, float *y, size_t ldy,
-                     zb_gemm_epilogue_fn epilogue) {
+                     const zb_qgemm_w_t *q, zb_gemm_init_t init, const float *bias, float *y,
+                     size_t ldy, zb_gemm_epilogue_fn epilogue) {
+    void *ctx = (void *)(uintptr_t)&b->ex;
+    if (b->int8) {
+        const zb_qgemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = q, .init = init,
+                                   .bias = bias, .y = y, .ldy = ldy, .epilogue = epilogue,
+                                   .epilogue_ctx = ctx};
+        zb_qgemm(&b->qx, &a);
+        return;
+    }
     const zb_gemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = w, .init = init, .bias = bias,
-                              .y = y, .ldy = ldy, .epilogue = epilogue,
-                              .epilogue_ctx = (void *)(uintptr_t)&b->ex};
+                              .y = y, .ldy = ldy, .epilogue = epilogue, .epilogue_ctx = ctx};
     zb_gemm(&b->gx, &a);
 }
 
@@ -289,20 +316,21 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                             w->emb_ln_g, w->emb_ln_b, eps);
     for (int l = 0; l < c->layers; l++) {
         const zb_layer_weights_t *L = &w->layer[l];
-        s_linear(b, out, (size_t)hid, n, &L->qkv, ZB_GEMM_BIAS, L->qkv_b, b->qkv, ld3, NULL);
+        s_linear(b, out, (size_t)hid, n, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, b->qkv, ld3,
+                 NULL);
         zb_kern_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
                           b->seq_off, n_seqs, c->heads, b->head_dim, b->seq_len_max, b->scores);
         /* t = ctx Wo^T (into the spent qkv buffer), out = LayerNorm((t + bo) + out) */
-        s_linear(b, b->ctx, ld3, n, &L->attn_out, ZB_GEMM_ZERO, NULL, b->qkv, (size_t)hid,
-                 NULL);
+        s_linear(b, b->ctx, ld3, n, &L->attn_out, &L->attn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
+                 (size_t)hid, NULL);
         zb_kern_bias_residual_layernorm(ex, out, b->qkv, n, hid, L->attn_out_b, L->attn_ln_g,
                                         L->attn_ln_b, eps);
-        s_linear(b, out, (size_t)hid, n, &L->ffn_in, ZB_GEMM_BIAS, L->ffn_in_b, b->ffn,
-                 b->ld_ffn,
+        s_linear(b, out, (size_t)hid, n, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS, L->ffn_in_b,
+                 b->ffn, b->ld_ffn,
                  b->gelu == ZB_BERT_GELU_TANH ? s_gelu_tanh_epilogue : s_gelu_epilogue);
         /* t = gelu(...) W2^T, out = LayerNorm((t + b2) + out) */
-        s_linear(b, b->ffn, b->ld_ffn, n, &L->ffn_out, ZB_GEMM_ZERO, NULL, b->qkv, (size_t)hid,
-                 NULL);
+        s_linear(b, b->ffn, b->ld_ffn, n, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
+                 (size_t)hid, NULL);
         zb_kern_bias_residual_layernorm(ex, out, b->qkv, n, hid, L->ffn_out_b, L->ffn_ln_g,
                                         L->ffn_ln_b, eps);
     }

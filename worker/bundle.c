@@ -17,6 +17,7 @@
 #include "bundle.h"
 
 #include "gemm.h"
+#include "qgemm.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -286,7 +287,9 @@ static int s_cmp_name(const void *a, const void *b) {
     return strcmp(((const s_name_ref_t *)a)->name, ((const s_name_ref_t *)b)->name);
 }
 
-static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
+/* Parses tensors[i].  q8 says whether the manifest declared the panel-q8
+ * layout this build computes on. */
+static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, bool q8,
                           zb_bundle_tensor_t *t, zb_diag_t *d) {
     const cJSON *jn = cJSON_GetObjectItemCaseSensitive(e, "name");
     if (!cJSON_IsString(jn))
@@ -299,15 +302,15 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
                            "(allowed 1..%d)", i, nl, ZB_TENSOR_NAME_MAX - 1);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     if (!cJSON_IsString(jd) || zb_safetensors_dtype_parse(jd->valuestring, &t->dtype) != 0 ||
-        t->dtype != ZB_ST_F32)
-        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: dtype must be \"F32\"",
-                           name);
+        (t->dtype != ZB_ST_F32 && t->dtype != ZB_ST_I8 && t->dtype != ZB_ST_I32))
+        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: dtype must be \"F32\", "
+                           "\"I8\" or \"I32\"", name);
     uint64_t n_elems;
     int rc = zb_json_shape(cJSON_GetObjectItemCaseSensitive(e, "shape"), 4, "zbert.json", name,
                            t->shape, &t->n_dims, &n_elems, d);
     if (rc != 0) return rc;
-    /* layout: plain unless it says panel (version 2 only) */
-    t->packed = false;
+    /* layout: plain unless it says panel (version 2 on) or panel-q8 (declared) */
+    t->layout = ZB_LAYOUT_PLAIN;
     const cJSON *jl = cJSON_GetObjectItemCaseSensitive(e, "layout");
     if (jl != NULL) {
         if (!cJSON_IsString(jl))
@@ -318,28 +321,46 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
             if (version < 2)
                 return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
                                    "format version 2", name, ZB_GEMM_LAYOUT_NAME);
-            t->packed = true;
+            t->layout = ZB_LAYOUT_PANEL;
+        } else if (strcmp(jl->valuestring, ZB_QGEMM_LAYOUT_NAME) == 0) {
+            if (!q8)
+                return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
+                                   "the manifest's layout_q8 object", name, ZB_QGEMM_LAYOUT_NAME);
+            t->layout = ZB_LAYOUT_PANEL_Q8;
         } else if (strcmp(jl->valuestring, "plain") != 0) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
-                               "neither \"plain\" nor \"%s\"", name,
+                               "not \"plain\", \"%s\" or \"%s\"", name,
                                zb_json_printable(jl->valuestring, pl, sizeof pl),
-                               ZB_GEMM_LAYOUT_NAME);
+                               ZB_GEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_NAME);
         }
     }
-    uint64_t want = n_elems * 4;
+    t->packed = t->layout != ZB_LAYOUT_PLAIN;
+    /* int8 data is a panel-q8 matrix; panels of floats are F32 */
+    const zb_safetensors_dtype_t want_dtype = t->layout == ZB_LAYOUT_PANEL_Q8 ? ZB_ST_I8
+                                              : t->layout == ZB_LAYOUT_PANEL  ? ZB_ST_F32
+                                              : t->dtype == ZB_ST_I8          ? ZB_ST_F32
+                                                                              : t->dtype;
+    if (t->dtype != want_dtype)
+        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: dtype %s in the %s layout",
+                           name, zb_safetensors_dtype_name(t->dtype),
+                           zb_tensor_layout_name(t->layout));
+    uint64_t want = n_elems * zb_safetensors_dtype_size(t->dtype);
     if (t->packed) {
-        /* whole panels of ZB_GEMM_NR rows, each [K][ZB_GEMM_NR] */
+        /* whole panels of ZB_GEMM_NR rows: [K][16] floats, or [K4 / 4][16][4] bytes */
         uint64_t panels, stored;
         if (t->n_dims != 2)
             return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: a %s tensor has 2 "
-                               "dimensions, not %d", name, ZB_GEMM_LAYOUT_NAME, t->n_dims);
+                               "dimensions, not %d", name, zb_tensor_layout_name(t->layout),
+                               t->n_dims);
         panels = ((uint64_t)t->shape[0] + ZB_GEMM_NR - 1) / ZB_GEMM_NR;
-        if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * (uint64_t)t->shape[1],
-                                   &stored) ||
-            stored > SIZE_MAX / 4)
+        const uint64_t k = t->layout == ZB_LAYOUT_PANEL
+                               ? (uint64_t)t->shape[1] * 4
+                               : ((uint64_t)t->shape[1] + 3) / 4 * 4;
+        if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * k, &stored) ||
+            stored > SIZE_MAX)
             return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: packed size overflows",
                                name);
-        want = stored * 4;
+        want = stored;
     }
     uint64_t off, nbytes;
     if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(e, "offset"), &off) ||
@@ -365,6 +386,34 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version,
     t->n_elems = (size_t)n_elems;
     t->offset = (size_t)off;
     t->nbytes = (size_t)nbytes;
+    return 0;
+}
+
+/* Checks a layout object {"name", "version", "panel_rows"[, "k_group"]} of
+ * the manifest (under key) against the one this build computes on; k_group 0:
+ * the layout has none. */
+static int s_check_layout(const cJSON *lay, const char *key, const char *name, int version,
+                          int k_group, zb_diag_t *d) {
+    const cJSON *ln = cJSON_GetObjectItemCaseSensitive(lay, "name");
+    uint64_t lv, rows, kg = 0;
+    char pn[80];
+    if (!cJSON_IsObject(lay) || !cJSON_IsString(ln))
+        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: %s needs to be an object with a name",
+                           key);
+    if (strcmp(ln->valuestring, name) != 0)
+        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: %s \"%s\" is not one this build "
+                           "reads (\"%s\")", key,
+                           zb_json_printable(ln->valuestring, pn, sizeof pn), name);
+    if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
+        !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows) ||
+        (k_group > 0 && !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "k_group"), &kg)))
+        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: %s needs integer version and "
+                           "panel_rows%s", key, k_group > 0 ? " and k_group" : "");
+    if (lv != (uint64_t)version || rows != ZB_GEMM_NR || kg != (uint64_t)k_group)
+        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: %s %s version %llu with %llu-row "
+                           "panels; this build reads version %d with %d-row panels "
+                           "(re-convert the model)", key, name, (unsigned long long)lv,
+                           (unsigned long long)rows, version, ZB_GEMM_NR);
     return 0;
 }
 
@@ -394,39 +443,16 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         goto out;
     }
     b->version = (int)version;
-    if (version >= 2) {
-        /* the packed layout must be exactly the one gemm.c computes on */
-        const cJSON *lay = cJSON_GetObjectItemCaseSensitive(root, "layout");
-        const cJSON *ln = cJSON_GetObjectItemCaseSensitive(lay, "name");
-        uint64_t lv, rows;
-        char pn[80];
-        if (!cJSON_IsObject(lay) || !cJSON_IsString(ln)) {
-            rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: version %llu needs a layout object "
-                             "with a name", (unsigned long long)version);
-            goto out;
-        }
-        if (strcmp(ln->valuestring, ZB_GEMM_LAYOUT_NAME) != 0) {
-            rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout \"%s\" is not one this "
-                             "build reads (\"%s\")",
-                             zb_json_printable(ln->valuestring, pn, sizeof pn),
-                             ZB_GEMM_LAYOUT_NAME);
-            goto out;
-        }
-        if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
-            !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows)) {
-            rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: layout needs integer version and "
-                             "panel_rows");
-            goto out;
-        }
-        if (lv != ZB_GEMM_LAYOUT_VERSION || rows != ZB_GEMM_NR) {
-            rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: layout %s version %llu with "
-                             "%llu-row panels; this build reads version %d with %d-row panels "
-                             "(re-convert the model)", ZB_GEMM_LAYOUT_NAME,
-                             (unsigned long long)lv, (unsigned long long)rows,
-                             ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
-            goto out;
-        }
-    }
+    if (version >= 2 &&
+        (rc = s_check_layout(cJSON_GetObjectItemCaseSensitive(root, "layout"), "layout",
+                             ZB_GEMM_LAYOUT_NAME, ZB_GEMM_LAYOUT_VERSION, 0, d)) != 0)
+        goto out;
+    /* int8 matrices need their layout declared too (an absent object: none) */
+    const cJSON *lay_q8 = cJSON_GetObjectItemCaseSensitive(root, "layout_q8");
+    const bool q8 = lay_q8 != NULL;
+    if (q8 && (rc = s_check_layout(lay_q8, "layout_q8", ZB_QGEMM_LAYOUT_NAME,
+                                   ZB_QGEMM_LAYOUT_VERSION, ZB_QGEMM_KGROUP, d)) != 0)
+        goto out;
     /* the config is Hugging Face's own keys, validated by the same code as config.json */
     const cJSON *cfg = cJSON_GetObjectItemCaseSensitive(root, "config");
     if (!cJSON_IsObject(cfg)) {
@@ -520,7 +546,7 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
     char *np = b->names;
     size_t i = 0;
     for (const cJSON *e = ts->child; e != NULL; e = e->next, i++) {
-        if ((rc = s_parse_tensor(e, i, b->w_size, b->version, &b->t[i], d)) != 0) goto out;
+        if ((rc = s_parse_tensor(e, i, b->w_size, b->version, q8, &b->t[i], d)) != 0) goto out;
         const char *nm = cJSON_GetObjectItemCaseSensitive(e, "name")->valuestring;
         size_t nl = strlen(nm);
         memcpy(np, nm, nl + 1);
@@ -690,10 +716,29 @@ int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d) {
 
 /* --- writing ------------------------------------------------------------ */
 
-/* Floats a tensor of a spec occupies: plain ones their elements (whatever
+/* Bytes a tensor of a spec occupies: plain ones their elements (whatever
  * n_stored says), packed ones their packed size. */
-static size_t s_stored(const zb_model_tensor_t *t) {
-    return t->packed ? t->n_stored : t->n_elems;
+static size_t s_stored_bytes(const zb_model_tensor_t *t) {
+    return (t->layout != ZB_LAYOUT_PLAIN ? t->n_stored : t->n_elems) *
+           zb_safetensors_dtype_size(t->dtype);
+}
+
+/* Whether a spec tensor's dtype, layout and stored size agree. */
+static bool s_spec_tensor_ok(const zb_model_tensor_t *t) {
+    switch (t->layout) {
+    case ZB_LAYOUT_PLAIN: return t->dtype == ZB_ST_F32 || t->dtype == ZB_ST_I32;
+    case ZB_LAYOUT_PANEL:
+    case ZB_LAYOUT_PANEL_Q8:
+        if (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
+            t->shape[0] > ZB_INTERMEDIATE_MAX * 3 || t->shape[1] > ZB_INTERMEDIATE_MAX)
+            return false;
+        if (t->layout == ZB_LAYOUT_PANEL)
+            return t->dtype == ZB_ST_F32 &&
+                   t->n_stored == zb_gemm_packed_floats((int)t->shape[0], (int)t->shape[1]);
+        return t->dtype == ZB_ST_I8 &&
+               t->n_stored == zb_qgemm_packed_bytes((int)t->shape[0], (int)t->shape[1]);
+    }
+    return false;
 }
 
 int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
@@ -717,6 +762,7 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
     offs = calloc(s->n_tensors ? s->n_tensors : 1, sizeof *offs);
     if (offs == NULL) return zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory");
     size_t total = 0;
+    bool any_q8 = false;
     for (size_t i = 0; i < s->n_tensors; i++) {
         const zb_model_tensor_t *t = &s->tensors[i];
         size_t nl = strnlen(t->name, sizeof t->name);
@@ -724,19 +770,15 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
         for (int k = 0; k < t->n_dims && k < 2; k++) prod *= (size_t)t->shape[k];
         if (nl == 0 || nl >= sizeof t->name || t->n_dims < 1 || t->n_dims > 2 ||
             t->shape[0] < 0 || (t->n_dims == 2 && t->shape[1] < 0) || prod != t->n_elems ||
-            (t->data == NULL && t->n_elems > 0) ||
-            (t->packed && (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
-                           t->shape[0] > ZB_INTERMEDIATE_MAX * 3 ||
-                           t->shape[1] > ZB_INTERMEDIATE_MAX ||
-                           t->n_stored != zb_gemm_packed_floats((int)t->shape[0],
-                                                                (int)t->shape[1])))) {
+            (t->data == NULL && t->n_elems > 0) || !s_spec_tensor_ok(t)) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: tensor %zu is malformed", i);
             goto out;
         }
         size_t start = (total + ZB_BUNDLE_ALIGN - 1) / ZB_BUNDLE_ALIGN * ZB_BUNDLE_ALIGN;
         size_t nbytes;
-        if (start < total || __builtin_mul_overflow(s_stored(t), sizeof(float), &nbytes) ||
-            __builtin_add_overflow(start, nbytes, &total) || total > ZB_BUNDLE_WEIGHTS_MAX) {
+        if (t->layout == ZB_LAYOUT_PANEL_Q8) any_q8 = true;
+        nbytes = s_stored_bytes(t);
+        if (start < total || __builtin_add_overflow(start, nbytes, &total) || total > ZB_BUNDLE_WEIGHTS_MAX) {
             rc = zb_diag_set(d, ZB_ELIMIT, "bundle: weights exceed %u bytes (no zip64)",
                              ZB_BUNDLE_WEIGHTS_MAX);
             goto out;
@@ -749,8 +791,8 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
         goto out;
     }
     for (size_t i = 0; i < s->n_tensors; i++)
-        if (s_stored(&s->tensors[i]) > 0)
-            memcpy(blob + offs[i], s->tensors[i].data, s_stored(&s->tensors[i]) * sizeof(float));
+        if (s_stored_bytes(&s->tensors[i]) > 0)
+            memcpy(blob + offs[i], s->tensors[i].data, s_stored_bytes(&s->tensors[i]));
     unsigned char h[crypto_hash_sha256_BYTES];
     char hex[65];
     crypto_hash_sha256(h, blob, total);
@@ -802,10 +844,17 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *s, zb_diag_t *d) {
             ok = v != NULL && cJSON_AddItemToArray(sh, v);
         }
         ok = ok && cJSON_AddStringToObject(e, "name", t->name) &&
-             cJSON_AddStringToObject(e, "dtype", "F32") &&
-             cJSON_AddStringToObject(e, "layout", t->packed ? ZB_GEMM_LAYOUT_NAME : "plain") &&
+             cJSON_AddStringToObject(e, "dtype", zb_safetensors_dtype_name(t->dtype)) &&
+             cJSON_AddStringToObject(e, "layout", zb_tensor_layout_name(t->layout)) &&
              cJSON_AddNumberToObject(e, "offset", (double)offs[i]) &&
-             cJSON_AddNumberToObject(e, "nbytes", (double)(s_stored(t) * sizeof(float)));
+             cJSON_AddNumberToObject(e, "nbytes", (double)s_stored_bytes(t));
+    }
+    if (ok && any_q8) {
+        cJSON *lq = cJSON_AddObjectToObject(root, "layout_q8");
+        ok = lq != NULL && cJSON_AddStringToObject(lq, "name", ZB_QGEMM_LAYOUT_NAME) &&
+             cJSON_AddNumberToObject(lq, "version", ZB_QGEMM_LAYOUT_VERSION) &&
+             cJSON_AddNumberToObject(lq, "panel_rows", ZB_GEMM_NR) &&
+             cJSON_AddNumberToObject(lq, "k_group", ZB_QGEMM_KGROUP);
     }
     if (!ok) goto oom;
     manifest = cJSON_Print(root);
@@ -876,6 +925,9 @@ out:
 int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
                           zb_diag_t *d) {
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
+    if (zb_model_is_int8(m))
+        return zb_diag_set(d, ZB_EINVAL, "bundle: the model is int8; its fp32 weights are gone "
+                           "(convert from the fp32 source)");
     int n = zb_model_n_packed(zb_model_config(m));
     zb_model_tensor_t *ts = calloc((size_t)n, sizeof *ts);
     if (ts == NULL) return zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory");
@@ -889,6 +941,88 @@ int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *sou
     };
     spec.vocab = zb_model_vocab(m, &spec.vocab_len);
     int rc = zb_bundle_write(path, &spec, d);
+    free(ts);
+    return rc;
+}
+
+/* The packed-table tensor of a given name, or NULL. */
+static const zb_model_tensor_t *s_find_spec(const zb_model_tensor_t *ts, int n,
+                                            const char *name) {
+    for (int i = 0; i < n; i++)
+        if (strcmp(ts[i].name, name) == 0) return &ts[i];
+    return NULL;
+}
+
+int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char *source,
+                               zb_diag_t *d) {
+    if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
+    const zb_bert_config_t *c = zb_model_config(m);
+    const int n = zb_model_n_int8(c), np = zb_model_n_packed(c);
+    const bool again = zb_model_is_int8(m); /* already quantized: written as it is */
+    int rc = 0;
+    zb_model_tensor_t *ts = calloc((size_t)n, sizeof *ts);
+    zb_model_tensor_t *pts = calloc((size_t)np, sizeof *pts);
+    void **owned = calloc((size_t)n, sizeof *owned);
+    float *plain = NULL;
+    if (ts == NULL || pts == NULL || owned == NULL) {
+        rc = zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory");
+        goto out;
+    }
+    for (int i = 0; i < np && !again; i++) zb_model_packed_at(m, i, &pts[i]);
+    for (int i = 0; i < n; i++) {
+        if (again) {
+            zb_model_int8_at(m, i, &ts[i]);
+            continue;
+        }
+        zb_model_int8_spec(c, i, &ts[i]);
+        if (ts[i].layout != ZB_LAYOUT_PANEL_Q8) {
+            const zb_model_tensor_t *p = s_find_spec(pts, np, ts[i].name);
+            if (p != NULL) ts[i].data = p->data; /* weight_scale, weight_sum: below */
+            continue;
+        }
+        /* W, then W_scale and W_sum (model.h's order): quantized from the packed fp32 W */
+        const zb_model_tensor_t *p = s_find_spec(pts, np, ts[i].name);
+        const int rows = (int)ts[i].shape[0], cols = (int)ts[i].shape[1];
+        if (p == NULL || i + 2 >= n || p->layout != ZB_LAYOUT_PANEL) {
+            rc = zb_diag_set(d, ZB_EINVAL, "bundle: no fp32 matrix %s to quantize", ts[i].name);
+            goto out;
+        }
+        zb_model_int8_spec(c, i + 1, &ts[i + 1]);
+        zb_model_int8_spec(c, i + 2, &ts[i + 2]);
+        free(plain);
+        plain = malloc((size_t)rows * (size_t)cols * sizeof *plain);
+        int8_t *q = NULL;
+        if (plain == NULL || posix_memalign(&owned[i], 64, ts[i].nbytes) != 0 ||
+            (owned[i + 1] = malloc(ts[i + 1].nbytes)) == NULL ||
+            (owned[i + 2] = malloc(ts[i + 2].nbytes)) == NULL) {
+            rc = zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory quantizing %s", ts[i].name);
+            goto out;
+        }
+        q = owned[i];
+        memset(q, 0, ts[i].nbytes);
+        zb_gemm_unpack(p->data, rows, cols, plain, (size_t)cols);
+        if (zb_qgemm_quantize_rows(plain, rows, cols, (size_t)cols, 0, q, owned[i + 1],
+                                   owned[i + 2]) != 0) {
+            rc = zb_diag_set(d, ZB_EINVAL, "bundle: %s holds an infinity or NaN", ts[i].name);
+            goto out;
+        }
+        for (int k = 0; k < 3; k++) ts[i + k].data = owned[i + k];
+        i += 2;
+    }
+    zb_bundle_spec_t spec = {
+        .config = c,
+        .tokenizer = zb_model_tokenizer_config(m),
+        .tensors = ts,
+        .n_tensors = (size_t)n,
+        .source = source,
+    };
+    spec.vocab = zb_model_vocab(m, &spec.vocab_len);
+    rc = zb_bundle_write(path, &spec, d);
+out:
+    for (int i = 0; owned != NULL && i < n; i++) free(owned[i]);
+    free(owned);
+    free(plain);
+    free(pts);
     free(ts);
     return rc;
 }

@@ -55,13 +55,15 @@
 
 typedef struct zb_bundle_tensor {
     const char *name;             /* canonical name, owned by the bundle */
-    zb_safetensors_dtype_t dtype; /* ZB_ST_F32 */
+    zb_safetensors_dtype_t dtype; /* F32; I8 (panel-q8 layout); I32 (plain) */
     int n_dims;
     int64_t shape[ZB_TENSOR_DIMS_MAX]; /* logical shape, also when packed */
     size_t n_elems;
-    bool packed;      /* panel layout (2 dims): nbytes is the packed size */
+    bool packed;      /* a panel layout (2 dims): nbytes is the packed size */
+    zb_tensor_layout_t layout;
     size_t offset;    /* inside weights.bin, a multiple of ZB_BUNDLE_ALIGN */
-    size_t nbytes;    /* n_elems * 4, or zb_gemm_packed_floats(shape) * 4 */
+    size_t nbytes;    /* n_elems x dtype size, zb_gemm_packed_floats(shape) x 4 or
+                       * zb_qgemm_packed_bytes(shape) */
     const void *data; /* into the mapping, ZB_BUNDLE_ALIGN-aligned */
 } zb_bundle_tensor_t;
 
@@ -91,6 +93,12 @@ int zb_bundle_write(const char *path, const zb_bundle_spec_t *spec, zb_diag_t *d
  * settings and vocabulary. */
 int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
                           zb_diag_t *d);
+
+/* The same with the linear layers quantized to int8 (qgemm.h; model.h's
+ * int8 table), from an fp32 model, or rewritten as they are from an int8 one.
+ * ZB_EINVAL if a matrix holds an infinity or NaN. */
+int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char *source,
+                               zb_diag_t *d);
 
 /*
  * Opens and validates a bundle; maps the whole file read-only (MAP_SHARED).

@@ -1,7 +1,8 @@
 /*
  * zbert-model -- build, inspect and check model files.
  *
- *   zbert-model convert HF_DIR -o NAME.zbm
+ *   zbert-model convert SOURCE -o NAME.zbm [--quantize int8]
+ *               (SOURCE: a Hugging Face directory or an fp32 bundle)
  *   zbert-model inspect FILE            (bundle or Hugging Face directory)
  *   zbert-model verify FILE             (exit 0 when sound, 1 otherwise)
  *   zbert-model random --layers L --hidden H --heads A --intermediate I
@@ -44,15 +45,16 @@
 static const char *s_prog = "zbert-model";
 
 static void s_usage(FILE *f) {
-    fputs("usage: zbert-model convert HF_DIR -o NAME.zbm\n"
+    fputs("usage: zbert-model convert SOURCE -o NAME.zbm [--quantize int8]\n"
           "       zbert-model inspect FILE\n"
           "       zbert-model verify FILE\n"
           "       zbert-model random --layers L --hidden H --heads A --intermediate I\n"
           "                   --vocab FILE --seed S -o DIR [--dtype f32|f16|bf16]\n"
           "                   [--names plain|bert-gammabeta] [--max-positions N]\n"
           "       zbert-model fetch MODEL_ID DIR\n"
-          "FILE is a .zbm bundle or a Hugging Face directory (config.json, vocab.txt,\n"
-          "model.safetensors).\n",
+          "FILE and SOURCE are a .zbm bundle or a Hugging Face directory (config.json,\n"
+          "vocab.txt, model.safetensors).  --quantize int8 stores the linear layers as int8\n"
+          "with a scale per output row (activations are quantized per row as they run).\n",
           f);
 }
 
@@ -98,10 +100,16 @@ static int s_sha256_file(const char *path, char hex[65]) {
 
 static int s_cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL;
+    bool int8 = false;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
             if (i + 1 >= argc) return s_usage_error("convert: -o needs a file name");
             out = argv[++i];
+        } else if (strcmp(argv[i], "--quantize") == 0) {
+            if (i + 1 >= argc || strcmp(argv[i + 1], "int8") != 0)
+                return s_usage_error("convert: --quantize takes int8");
+            int8 = true;
+            i++;
         } else if (argv[i][0] == '-') {
             return s_usage_error("convert: unknown option");
         } else if (in == NULL) {
@@ -110,23 +118,30 @@ static int s_cmd_convert(int argc, char **argv) {
             return s_usage_error("convert: more than one input");
         }
     }
-    if (in == NULL || out == NULL) return s_usage_error("convert needs HF_DIR and -o NAME.zbm");
-    if (!s_is_dir(in)) {
-        fprintf(stderr, "%s: convert: %s is not a Hugging Face model directory\n", s_prog, in);
-        return 1;
-    }
+    if (in == NULL || out == NULL) return s_usage_error("convert needs SOURCE and -o NAME.zbm");
     zb_diag_t d = {{0}};
     zb_model_t *m = NULL;
     int rc = zb_model_open(in, &m, &d);
     if (rc != 0) return s_fail(in, rc, &d);
 
-    /* provenance: the directory and the exact safetensors file it came from */
+    /* provenance: the directory and the exact safetensors file, or the bundle */
     char path[4200], hex[65] = "unknown", source[4400];
-    snprintf(path, sizeof path, "%s/model.safetensors", in);
-    if (sodium_init() < 0 || s_sha256_file(path, hex) != 0) snprintf(hex, sizeof hex, "unknown");
-    snprintf(source, sizeof source, "Hugging Face directory %s; model.safetensors sha256 %s", in,
-             hex);
-    rc = zb_bundle_write_model(out, m, source, &d);
+    if (s_is_dir(in)) {
+        snprintf(path, sizeof path, "%s/model.safetensors", in);
+        if (sodium_init() < 0 || s_sha256_file(path, hex) != 0)
+            snprintf(hex, sizeof hex, "unknown");
+        snprintf(source, sizeof source, "Hugging Face directory %s; model.safetensors sha256 %s",
+                 in, hex);
+    } else {
+        snprintf(source, sizeof source, "bundle %s (weights %s)", in, zb_model_identity(m));
+    }
+    if (int8) {
+        size_t k = strlen(source);
+        snprintf(source + k, sizeof source - k, "; linear layers quantized to int8 (%s)",
+                 ZB_QGEMM_LAYOUT_NAME);
+    }
+    rc = int8 ? zb_bundle_write_model_int8(out, m, source, &d)
+              : zb_bundle_write_model(out, m, source, &d);
     if (rc != 0) {
         zb_model_close(&m);
         return s_fail(out, rc, &d);
@@ -211,10 +226,16 @@ static int s_cmd_inspect(int argc, char **argv) {
     size_t vlen;
     zb_bundle_vocab(b, &vlen);
     printf("vocab.txt: %zu bytes\n", vlen);
-    size_t n_packed = 0;
-    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++)
-        n_packed += zb_bundle_tensor_at(b, i)->packed;
-    if (n_packed > 0)
+    size_t n_packed = 0, n_q8 = 0;
+    for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
+        n_packed += zb_bundle_tensor_at(b, i)->layout == ZB_LAYOUT_PANEL;
+        n_q8 += zb_bundle_tensor_at(b, i)->layout == ZB_LAYOUT_PANEL_Q8;
+    }
+    if (n_q8 > 0)
+        printf("layout: %zu matrices int8 in %s version %d (%d-row panels, scale per row), "
+               "the rest plain\n", n_q8, ZB_QGEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_VERSION,
+               ZB_GEMM_NR);
+    else if (n_packed > 0)
         printf("layout: %zu matrices packed as %s version %d (%d-row panels), the rest plain\n",
                n_packed, ZB_GEMM_LAYOUT_NAME, ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
     else
@@ -224,8 +245,8 @@ static int s_cmd_inspect(int argc, char **argv) {
            zb_bundle_weights_size(b), zb_bundle_weights_offset(b), zb_bundle_n_tensors(b));
     for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
         const zb_bundle_tensor_t *t = zb_bundle_tensor_at(b, i);
-        printf("  %-5s %-5s", zb_safetensors_dtype_name(t->dtype),
-               t->packed ? ZB_GEMM_LAYOUT_NAME : "plain");
+        printf("  %-5s %-8s", zb_safetensors_dtype_name(t->dtype),
+               zb_tensor_layout_name(t->layout));
         s_print_shape(t->n_dims, t->shape);
         printf(" %12zu %12zu  %s\n", t->offset, t->nbytes, t->name);
     }
@@ -250,6 +271,20 @@ static int s_cmd_verify(int argc, char **argv) {
         zb_model_t *m = NULL;
         if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
         s_warn_plain(path, m);
+        /* int8 matrices: their row sums (which the VNNI kernel relies on) agree */
+        const zb_bert_weights_t *w = zb_model_weights(m);
+        for (int l = 0; zb_model_is_int8(m) && l < zb_model_config(m)->layers; l++) {
+            const zb_layer_weights_t *L = &w->layer[l];
+            const zb_qgemm_w_t *q[4] = {&L->qkv_q8, &L->attn_out_q8, &L->ffn_in_q8,
+                                        &L->ffn_out_q8};
+            for (int i = 0; i < 4; i++)
+                if (!zb_qgemm_check_sums(q[i])) {
+                    fprintf(stderr, "%s: %s: layer %d: int8 matrix %d disagrees with its row "
+                            "sums\n", s_prog, path, l, i);
+                    zb_model_close(&m);
+                    return 1;
+                }
+        }
         zb_model_close(&m);
         printf("%s: ok (weights sha256 %s)\n", path, sha);
         return 0;

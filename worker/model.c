@@ -47,7 +47,12 @@
 #define S_EMB_TENSORS 5
 #define S_LAYER_TENSORS 16
 #define S_PACKED_LAYER_TENSORS 12
+#define S_INT8_LAYER_TENSORS 20
 #define S_PACKED_PER_LAYER 5 /* owned blocks when packing at load: 4 matrices + qkv bias */
+
+/* The three tables a source may hold: Hugging Face names and layout; the
+ * packed fp32 one; the int8 one (model.h). */
+typedef enum { S_TABLE_PLAIN, S_TABLE_PACKED, S_TABLE_INT8 } s_table_t;
 
 struct zb_model {
     zb_bert_config_t cfg;
@@ -61,7 +66,7 @@ struct zb_model {
     zb_bundle_t *bundle;        /* bundle source: views point into its mapping */
     void **owned;               /* widened or packed tensors, 64-byte aligned, freed on close */
     int n_owned;
-    bool packed_source;         /* the source holds the packed table */
+    s_table_t table;            /* the table the source holds */
     bool packed_at_load;        /* the packed operands were made here */
 };
 
@@ -72,59 +77,85 @@ typedef enum { S_D_NONE, S_D_V, S_D_P, S_D_T, S_D_H, S_D_I, S_D_H3 } s_dim_t;
 typedef struct {
     const char *name; /* canonical name (under "encoder.layer.N." for layer slots) */
     s_dim_t d0, d1;   /* shape in terms of the config; d1 == S_D_NONE for vectors */
-    size_t field;     /* offset in its struct of the const float *, or of the zb_gemm_w_t */
-    bool packed;      /* a panel-layout matrix bound to a zb_gemm_w_t */
+    size_t field;     /* offset in its struct of the const float * / const int32_t *, or of
+                       * the zb_gemm_w_t (panel) or zb_qgemm_w_t (panel-q8) */
+    zb_tensor_layout_t layout;
+    zb_safetensors_dtype_t dtype; /* F32, or I8 (panel-q8), I32 (row sums) */
 } s_slot_t;
 
+#define S_PLAIN ZB_LAYOUT_PLAIN, ZB_ST_F32
+
 static const s_slot_t s_emb_slots[S_EMB_TENSORS] = {
-    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word),
-     false},
+    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word), S_PLAIN},
     {"embeddings.position_embeddings.weight", S_D_P, S_D_H,
-     offsetof(zb_bert_weights_t, position), false},
+     offsetof(zb_bert_weights_t, position), S_PLAIN},
     {"embeddings.token_type_embeddings.weight", S_D_T, S_D_H,
-     offsetof(zb_bert_weights_t, token_type), false},
-    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g),
-     false},
-    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b),
-     false},
+     offsetof(zb_bert_weights_t, token_type), S_PLAIN},
+    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g), S_PLAIN},
+    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b), S_PLAIN},
 };
 
 #define S_LW(f) offsetof(zb_layer_weights_t, f)
+#define S_PANEL ZB_LAYOUT_PANEL, ZB_ST_F32
+#define S_Q8 ZB_LAYOUT_PANEL_Q8, ZB_ST_I8
+#define S_SUM ZB_LAYOUT_PLAIN, ZB_ST_I32
 
 static const s_slot_t s_layer_slots[S_LAYER_TENSORS] = {
-    {"attention.self.query.weight", S_D_H, S_D_H, S_LW(q_w), false},
-    {"attention.self.query.bias", S_D_H, S_D_NONE, S_LW(q_b), false},
-    {"attention.self.key.weight", S_D_H, S_D_H, S_LW(k_w), false},
-    {"attention.self.key.bias", S_D_H, S_D_NONE, S_LW(k_b), false},
-    {"attention.self.value.weight", S_D_H, S_D_H, S_LW(v_w), false},
-    {"attention.self.value.bias", S_D_H, S_D_NONE, S_LW(v_b), false},
-    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out_w), false},
-    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), false},
-    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), false},
-    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), false},
-    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in_w), false},
-    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), false},
-    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out_w), false},
-    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), false},
-    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), false},
-    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), false},
+    {"attention.self.query.weight", S_D_H, S_D_H, S_LW(q_w), S_PLAIN},
+    {"attention.self.query.bias", S_D_H, S_D_NONE, S_LW(q_b), S_PLAIN},
+    {"attention.self.key.weight", S_D_H, S_D_H, S_LW(k_w), S_PLAIN},
+    {"attention.self.key.bias", S_D_H, S_D_NONE, S_LW(k_b), S_PLAIN},
+    {"attention.self.value.weight", S_D_H, S_D_H, S_LW(v_w), S_PLAIN},
+    {"attention.self.value.bias", S_D_H, S_D_NONE, S_LW(v_b), S_PLAIN},
+    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out_w), S_PLAIN},
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), S_PLAIN},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), S_PLAIN},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), S_PLAIN},
+    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in_w), S_PLAIN},
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), S_PLAIN},
+    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out_w), S_PLAIN},
+    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), S_PLAIN},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), S_PLAIN},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), S_PLAIN},
 };
 
 static const s_slot_t s_packed_layer_slots[S_PACKED_LAYER_TENSORS] = {
-    {"attention.self.qkv.weight", S_D_H3, S_D_H, S_LW(qkv), true},
-    {"attention.self.qkv.bias", S_D_H3, S_D_NONE, S_LW(qkv_b), false},
-    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out), true},
-    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), false},
-    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), false},
-    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), false},
-    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in), true},
-    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), false},
-    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out), true},
-    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), false},
-    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), false},
-    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), false},
+    {"attention.self.qkv.weight", S_D_H3, S_D_H, S_LW(qkv), S_PANEL},
+    {"attention.self.qkv.bias", S_D_H3, S_D_NONE, S_LW(qkv_b), S_PLAIN},
+    {"attention.output.dense.weight", S_D_H, S_D_H, S_LW(attn_out), S_PANEL},
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), S_PLAIN},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), S_PLAIN},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), S_PLAIN},
+    {"intermediate.dense.weight", S_D_I, S_D_H, S_LW(ffn_in), S_PANEL},
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), S_PLAIN},
+    {"output.dense.weight", S_D_H, S_D_I, S_LW(ffn_out), S_PANEL},
+    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), S_PLAIN},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), S_PLAIN},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), S_PLAIN},
 };
 
+/* A quantized linear layer: the panel-q8 matrix, its scales, its row sums. */
+#define S_Q8_SLOTS(nm, d0, d1, f)                                                              \
+    {nm ".weight", d0, d1, S_LW(f), S_Q8}, {nm ".weight_scale", d0, S_D_NONE, S_LW(f.scale),   \
+                                            S_PLAIN},                                          \
+        {nm ".weight_sum", d0, S_D_NONE, S_LW(f.sum), S_SUM}
+
+static const s_slot_t s_int8_layer_slots[S_INT8_LAYER_TENSORS] = {
+    S_Q8_SLOTS("attention.self.qkv", S_D_H3, S_D_H, qkv_q8),
+    {"attention.self.qkv.bias", S_D_H3, S_D_NONE, S_LW(qkv_b), S_PLAIN},
+    S_Q8_SLOTS("attention.output.dense", S_D_H, S_D_H, attn_out_q8),
+    {"attention.output.dense.bias", S_D_H, S_D_NONE, S_LW(attn_out_b), S_PLAIN},
+    {"attention.output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(attn_ln_g), S_PLAIN},
+    {"attention.output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(attn_ln_b), S_PLAIN},
+    S_Q8_SLOTS("intermediate.dense", S_D_I, S_D_H, ffn_in_q8),
+    {"intermediate.dense.bias", S_D_I, S_D_NONE, S_LW(ffn_in_b), S_PLAIN},
+    S_Q8_SLOTS("output.dense", S_D_H, S_D_I, ffn_out_q8),
+    {"output.dense.bias", S_D_H, S_D_NONE, S_LW(ffn_out_b), S_PLAIN},
+    {"output.LayerNorm.weight", S_D_H, S_D_NONE, S_LW(ffn_ln_g), S_PLAIN},
+    {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), S_PLAIN},
+};
+
+#undef S_Q8_SLOTS
 #undef S_LW
 
 static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
@@ -140,31 +171,44 @@ static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
     return 0;
 }
 
-/* Describes tensor i of the plain or packed table: name, shape, layout; returns its slot and
- * sets *layer (-1 for the embeddings).  i must be in range. */
-static const s_slot_t *s_describe(const zb_bert_config_t *c, bool packed_table, int i,
+static int s_per_layer(s_table_t table) {
+    return table == S_TABLE_PLAIN    ? S_LAYER_TENSORS
+           : table == S_TABLE_PACKED ? S_PACKED_LAYER_TENSORS
+                                     : S_INT8_LAYER_TENSORS;
+}
+
+/* Describes tensor i of a table: name, shape, dtype, layout; returns its
+ * slot and sets *layer (-1 for the embeddings).  i must be in range. */
+static const s_slot_t *s_describe(const zb_bert_config_t *c, s_table_t table, int i,
                                   zb_model_tensor_t *t, int *layer) {
     const s_slot_t *s;
-    const int per = packed_table ? S_PACKED_LAYER_TENSORS : S_LAYER_TENSORS;
+    const int per = s_per_layer(table);
+    memset(t, 0, sizeof *t);
     if (i < S_EMB_TENSORS) {
         s = &s_emb_slots[i];
         snprintf(t->name, sizeof t->name, "%s", s->name);
         *layer = -1;
     } else {
-        int l = (i - S_EMB_TENSORS) / per;
-        s = packed_table ? &s_packed_layer_slots[(i - S_EMB_TENSORS) % per]
-                         : &s_layer_slots[(i - S_EMB_TENSORS) % per];
+        int l = (i - S_EMB_TENSORS) / per, k = (i - S_EMB_TENSORS) % per;
+        s = table == S_TABLE_PLAIN    ? &s_layer_slots[k]
+            : table == S_TABLE_PACKED ? &s_packed_layer_slots[k]
+                                      : &s_int8_layer_slots[k];
         snprintf(t->name, sizeof t->name, "encoder.layer.%d.%s", l, s->name);
         *layer = l;
     }
+    t->dtype = s->dtype;
     t->n_dims = s->d1 == S_D_NONE ? 1 : 2;
     t->shape[0] = s_dim(c, s->d0);
     t->shape[1] = s->d1 == S_D_NONE ? 0 : s_dim(c, s->d1);
     /* limits.h bounds every dim so that these products cannot overflow */
     t->n_elems = (size_t)t->shape[0] * (size_t)(t->n_dims == 2 ? t->shape[1] : 1);
-    t->packed = s->packed;
-    t->n_stored = s->packed ? zb_gemm_packed_floats((int)t->shape[0], (int)t->shape[1])
-                            : t->n_elems;
+    t->layout = s->layout;
+    t->packed = s->layout != ZB_LAYOUT_PLAIN;
+    const int n = (int)t->shape[0], k = (int)t->shape[1];
+    t->n_stored = s->layout == ZB_LAYOUT_PANEL      ? zb_gemm_packed_floats(n, k)
+                  : s->layout == ZB_LAYOUT_PANEL_Q8 ? zb_qgemm_packed_bytes(n, k)
+                                                    : t->n_elems;
+    t->nbytes = t->n_stored * zb_safetensors_dtype_size(s->dtype);
     t->data = NULL;
     return s;
 }
@@ -177,13 +221,23 @@ static void *s_slot_addr(const s_slot_t *s, int layer, const zb_bert_weights_t *
 }
 
 /* The data a bound slot points to. */
-static const float *s_slot_data(const s_slot_t *s, const void *addr) {
-    if (s->packed) return ((const zb_gemm_w_t *)addr)->p;
-    return *(const float *const *)addr;
+static const void *s_slot_data(const s_slot_t *s, const void *addr) {
+    if (s->layout == ZB_LAYOUT_PANEL) return ((const zb_gemm_w_t *)addr)->p;
+    if (s->layout == ZB_LAYOUT_PANEL_Q8) return ((const zb_qgemm_w_t *)addr)->q;
+    return *(const void *const *)addr;
 }
 
-static int s_n_table(const zb_bert_config_t *c, bool packed_table) {
-    return S_EMB_TENSORS + (packed_table ? S_PACKED_LAYER_TENSORS : S_LAYER_TENSORS) * c->layers;
+static int s_n_table(const zb_bert_config_t *c, s_table_t table) {
+    return S_EMB_TENSORS + s_per_layer(table) * c->layers;
+}
+
+const char *zb_tensor_layout_name(zb_tensor_layout_t l) {
+    switch (l) {
+    case ZB_LAYOUT_PLAIN: return "plain";
+    case ZB_LAYOUT_PANEL: return ZB_GEMM_LAYOUT_NAME;
+    case ZB_LAYOUT_PANEL_Q8: return ZB_QGEMM_LAYOUT_NAME;
+    }
+    return "?";
 }
 
 
@@ -401,7 +455,7 @@ typedef struct {
     int n_dims;
     const int64_t *shape;
     size_t n_elems;
-    bool packed;     /* stored in the panel layout (bundles only) */
+    zb_tensor_layout_t layout; /* a panel layout: bundles only */
     size_t n_stored; /* elements stored: n_elems, or the packed size */
     const void *data;
 } s_src_tensor_t;
@@ -425,9 +479,9 @@ static void *s_own(zb_model_t *m, size_t nbytes) {
 /* Binds every tensor of the plain or packed table through lookup.
  * allow_widen permits F16/BF16/misaligned F32 (copied into owned memory);
  * packed tensors must be F32, 64-byte aligned and exactly the packed size. */
-static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_table,
+static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
                   int allow_widen, zb_diag_t *d) {
-    int n = s_n_table(&m->cfg, packed_table);
+    int n = s_n_table(&m->cfg, table);
     m->layers = calloc((size_t)m->cfg.layers, sizeof *m->layers);
     /* room for every tensor widened, plus the blocks of packing at load */
     m->owned = calloc((size_t)n + (size_t)S_PACKED_PER_LAYER * (size_t)m->cfg.layers,
@@ -435,19 +489,19 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_tabl
     if (m->layers == NULL || m->owned == NULL)
         return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
     m->w.layer = m->layers;
-    m->packed_source = packed_table;
+    m->table = table;
     for (int i = 0; i < n; i++) {
         zb_model_tensor_t want;
         s_src_tensor_t got;
         int layer;
-        const s_slot_t *slot = s_describe(&m->cfg, packed_table, i, &want, &layer);
+        const s_slot_t *slot = s_describe(&m->cfg, table, i, &want, &layer);
         void *addr = s_slot_addr(slot, layer, &m->w, m->layers);
         int rc = lookup(ctx, want.name, &got, d);
         if (rc != 0) return rc;
-        if (got.packed != want.packed)
+        if (got.layout != want.layout)
             return zb_diag_set(d, ZB_EFORMAT, "tensor %s: stored in the %s layout, expected %s",
-                               got.stored_name, got.packed ? "panel" : "plain",
-                               want.packed ? "panel" : "plain");
+                               got.stored_name, zb_tensor_layout_name(got.layout),
+                               zb_tensor_layout_name(want.layout));
         int same = got.n_dims == want.n_dims;
         for (int k = 0; same && k < want.n_dims; k++) same = got.shape[k] == want.shape[k];
         if (!same) {
@@ -458,17 +512,28 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_tabl
                                "tensor %s: expected shape %s from the config, found %s",
                                got.stored_name, ws, gs);
         }
-        if (want.packed) {
-            /* the bundle reader checked the size against the shape; the GEMM's
-             * aligned loads need the alignment */
-            if (got.dtype != ZB_ST_F32 || got.n_stored != want.n_stored ||
-                (uintptr_t)got.data % 64 != 0)
+        if (want.packed || want.dtype != ZB_ST_F32) {
+            /* panels and int8 data come from bundles only, which checked the
+             * size against the shape; the GEMMs' aligned loads need the
+             * alignment */
+            const size_t align = want.packed ? 64 : sizeof(int32_t);
+            if (got.dtype != want.dtype || got.n_stored != want.n_stored ||
+                (uintptr_t)got.data % align != 0)
                 return zb_diag_set(d, ZB_EFORMAT,
-                                   "tensor %s: packed data must be %zu aligned F32 values",
-                                   got.stored_name, want.n_stored);
-            *(zb_gemm_w_t *)addr = (zb_gemm_w_t){.p = got.data,
-                                                  .n = (int)want.shape[0],
-                                                  .k = (int)want.shape[1]};
+                                   "tensor %s: must be %zu %zu-byte aligned %s values",
+                                   got.stored_name, want.n_stored, align,
+                                   zb_safetensors_dtype_name(want.dtype));
+            const int rows = (int)want.shape[0], cols = (int)want.shape[1];
+            if (want.layout == ZB_LAYOUT_PANEL) {
+                *(zb_gemm_w_t *)addr = (zb_gemm_w_t){.p = got.data, .n = rows, .k = cols};
+            } else if (want.layout == ZB_LAYOUT_PANEL_Q8) {
+                zb_qgemm_w_t *q = addr;
+                q->q = got.data;
+                q->n = rows;
+                q->k = cols;
+            } else {
+                *(const void **)addr = got.data; /* the row sums */
+            }
             continue;
         }
         const float *p;
@@ -497,7 +562,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_tabl
         }
         *(const float **)addr = p;
     }
-    if (packed_table) {
+    if (table != S_TABLE_PLAIN) {
         /* the separate Q, K, V biases are views into the stacked one */
         const size_t h = (size_t)m->cfg.hidden;
         for (int l = 0; l < m->cfg.layers; l++) {
@@ -505,6 +570,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, bool packed_tabl
             L->q_b = L->qkv_b;
             L->k_b = L->qkv_b + h;
             L->v_b = L->qkv_b + 2 * h;
+            L->int8 = table == S_TABLE_INT8;
         }
     }
     return 0;
@@ -578,7 +644,7 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
     out->n_dims = found->n_dims;
     out->shape = found->shape;
     out->n_elems = found->n_elems;
-    out->packed = false;
+    out->layout = ZB_LAYOUT_PLAIN;
     out->n_stored = found->n_elems;
     out->data = found->data;
     return 0;
@@ -593,8 +659,8 @@ static int s_bundle_lookup(void *ctx, const char *canonical, s_src_tensor_t *out
     out->n_dims = t->n_dims;
     out->shape = t->shape;
     out->n_elems = t->n_elems;
-    out->packed = t->packed;
-    out->n_stored = t->nbytes / sizeof(float);
+    out->layout = t->layout;
+    out->n_stored = t->nbytes / zb_safetensors_dtype_size(t->dtype);
     out->data = t->data;
     return 0;
 }
@@ -634,7 +700,7 @@ static int s_open_hf(zb_model_t *m, const char *dir, zb_diag_t *d) {
 
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     if ((rc = zb_safetensors_open_file(path, &m->st, d)) != 0) goto out;
-    if ((rc = s_bind(m, s_hf_lookup, m->st, false, 1, d)) != 0) goto out;
+    if ((rc = s_bind(m, s_hf_lookup, m->st, S_TABLE_PLAIN, 1, d)) != 0) goto out;
     if ((rc = s_pack_at_load(m, d)) != 0) goto out;
 
     /* identity: "hf:" + the directory's last path component */
@@ -662,13 +728,18 @@ static int s_open_bundle(zb_model_t *m, const char *path, zb_diag_t *d) {
     m->vocab_len = vlen;
     rc = zb_model_vocab_check(m->vocab, m->vocab_len, m->cfg.vocab_size, "bundle vocab.txt", d);
     if (rc != 0) return rc;
-    /* a bundle holds aligned fp32 by construction: no widening, views only.
-     * Its table is the packed one when the stacked QKV matrix is there; an
-     * older plain bundle is bound as such and packed here. */
-    const bool packed =
-        zb_bundle_find(m->bundle, "encoder.layer.0.attention.self.qkv.weight") != NULL;
-    if ((rc = s_bind(m, s_bundle_lookup, m->bundle, packed, 0, d)) != 0) return rc;
-    if (!packed && (rc = s_pack_at_load(m, d)) != 0) return rc;
+    /* a bundle holds aligned data by construction: no widening, views only.
+     * Its table is the int8 one when the stacked QKV matrix has scales, the
+     * packed one when that matrix is there alone; an older plain bundle is
+     * bound as such and packed here. */
+    const s_table_t table =
+        zb_bundle_find(m->bundle, "encoder.layer.0.attention.self.qkv.weight_scale") != NULL
+            ? S_TABLE_INT8
+        : zb_bundle_find(m->bundle, "encoder.layer.0.attention.self.qkv.weight") != NULL
+            ? S_TABLE_PACKED
+            : S_TABLE_PLAIN;
+    if ((rc = s_bind(m, s_bundle_lookup, m->bundle, table, 0, d)) != 0) return rc;
+    if (table == S_TABLE_PLAIN && (rc = s_pack_at_load(m, d)) != 0) return rc;
     snprintf(m->identity, sizeof m->identity, "%s", zb_bundle_identity(m->bundle));
     return 0;
 }
@@ -728,46 +799,65 @@ const char *zb_model_identity(const zb_model_t *m) {
 }
 
 int zb_model_n_tensors(const zb_model_t *m) {
-    return s_n_table(&m->cfg, m->packed_source);
+    return s_n_table(&m->cfg, m->table);
 }
 
 /* Tensor i of a table, with its data from the model's bound weights. */
-static int s_model_tensor(const zb_model_t *m, bool packed_table, int i, zb_model_tensor_t *out) {
-    if (m == NULL || out == NULL || i < 0 || i >= s_n_table(&m->cfg, packed_table))
+static int s_model_tensor(const zb_model_t *m, s_table_t table, int i, zb_model_tensor_t *out) {
+    if (m == NULL || out == NULL || i < 0 || i >= s_n_table(&m->cfg, table)) return ZB_EINVAL;
+    int layer;
+    const s_slot_t *s = s_describe(&m->cfg, table, i, out, &layer);
+    out->data = s_slot_data(s, s_slot_addr(s, layer, &m->w, m->layers));
+    return 0;
+}
+
+/* Tensor i of a table for a config alone. */
+static int s_spec(const zb_bert_config_t *c, s_table_t table, int i, zb_model_tensor_t *out) {
+    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, table))
         return ZB_EINVAL;
     int layer;
-    const s_slot_t *s = s_describe(&m->cfg, packed_table, i, out, &layer);
-    out->data = s_slot_data(s, s_slot_addr(s, layer, &m->w, m->layers));
+    s_describe(c, table, i, out, &layer);
     return 0;
 }
 
 int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
     if (m == NULL) return ZB_EINVAL;
-    return s_model_tensor(m, m->packed_source, i, out);
+    return s_model_tensor(m, m->table, i, out);
 }
 
 int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
-    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, false))
-        return ZB_EINVAL;
-    int layer;
-    s_describe(c, false, i, out, &layer);
-    return 0;
+    return s_spec(c, S_TABLE_PLAIN, i, out);
 }
 
 int zb_model_n_packed(const zb_bert_config_t *c) {
-    return c == NULL || c->layers < 0 ? 0 : s_n_table(c, true);
+    return c == NULL || c->layers < 0 ? 0 : s_n_table(c, S_TABLE_PACKED);
 }
 
 int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
-    if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, true))
-        return ZB_EINVAL;
-    int layer;
-    s_describe(c, true, i, out, &layer);
-    return 0;
+    return s_spec(c, S_TABLE_PACKED, i, out);
 }
 
 int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
-    return s_model_tensor(m, true, i, out);
+    /* an int8 model has no fp32 matrices to give */
+    if (m == NULL || m->table == S_TABLE_INT8) return ZB_EINVAL;
+    return s_model_tensor(m, S_TABLE_PACKED, i, out);
+}
+
+int zb_model_n_int8(const zb_bert_config_t *c) {
+    return c == NULL || c->layers < 0 ? 0 : s_n_table(c, S_TABLE_INT8);
+}
+
+int zb_model_int8_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+    return s_spec(c, S_TABLE_INT8, i, out);
+}
+
+int zb_model_int8_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
+    if (m == NULL || m->table != S_TABLE_INT8) return ZB_EINVAL;
+    return s_model_tensor(m, S_TABLE_INT8, i, out);
+}
+
+bool zb_model_is_int8(const zb_model_t *m) {
+    return m != NULL && m->table == S_TABLE_INT8;
 }
 
 bool zb_model_packed_at_load(const zb_model_t *m) {

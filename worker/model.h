@@ -34,6 +34,8 @@
 
 #include "error.h"
 #include "gemm.h"
+#include "qgemm.h"
+#include "safetensors.h"
 
 typedef struct zb_bert_config {
     int vocab_size;      /* rows of the word embedding */
@@ -66,12 +68,15 @@ typedef struct zb_layer_weights {
     const float *ffn_in_w, *ffn_in_b;     /* [I][H], [I] */
     const float *ffn_out_w, *ffn_out_b;   /* [H][I], [H] */
     const float *ffn_ln_g, *ffn_ln_b;     /* [H], [H] */
-    /* What the forward pass runs on; always set. */
+    /* What the forward pass runs on: the fp32 packed operands, or (int8
+     * set: a quantized bundle) the int8 ones; the other four are zero. */
     zb_gemm_w_t qkv;      /* packed [3H][H]: rows of Q, then K, then V */
     const float *qkv_b;   /* [3H]: q_b, k_b, v_b back to back */
     zb_gemm_w_t attn_out; /* packed [H][H] */
     zb_gemm_w_t ffn_in;   /* packed [I][H] */
     zb_gemm_w_t ffn_out;  /* packed [H][I] */
+    bool int8;
+    zb_qgemm_w_t qkv_q8, attn_out_q8, ffn_in_q8, ffn_out_q8; /* same shapes, qgemm.h */
 } zb_layer_weights_t;
 
 typedef struct zb_bert_weights {
@@ -107,16 +112,29 @@ const char *zb_model_vocab(const zb_model_t *m, size_t *len);
  * SHA-256 for a bundle, "hf:<dir basename>" for a directory. */
 const char *zb_model_identity(const zb_model_t *m);
 
+/* How a tensor's elements are laid out. */
+typedef enum zb_tensor_layout {
+    ZB_LAYOUT_PLAIN = 0,    /* row-major, as in PyTorch */
+    ZB_LAYOUT_PANEL = 1,    /* F32 matrix in gemm.h's panel layout */
+    ZB_LAYOUT_PANEL_Q8 = 2, /* I8 matrix in qgemm.h's panel-q8 layout */
+} zb_tensor_layout_t;
+
+/* Name of a layout as bundles spell it: "plain", "panel", "panel-q8". */
+const char *zb_tensor_layout_name(zb_tensor_layout_t l);
+
 /* One weight tensor under its canonical name: no "bert." prefix, LayerNorm
  * parameters as weight/bias ("encoder.layer.0.attention.self.query.weight"). */
 typedef struct zb_model_tensor {
-    char name[96];     /* canonical name, NUL-terminated */
-    int n_dims;        /* 1 or 2 */
-    int64_t shape[2];  /* logical shape; shape[1] is 0 when n_dims == 1 */
-    size_t n_elems;    /* product of the shape */
-    bool packed;       /* a matrix in gemm.h's panel layout (n_dims == 2) */
-    size_t n_stored;   /* floats at data: n_elems, or zb_gemm_packed_floats() */
-    const float *data; /* borrowed view, valid until zb_model_close() */
+    char name[96];                /* canonical name, NUL-terminated */
+    zb_safetensors_dtype_t dtype; /* F32; I8 (panel-q8 matrices); I32 (their row sums) */
+    int n_dims;                   /* 1 or 2 */
+    int64_t shape[2];             /* logical shape; shape[1] is 0 when n_dims == 1 */
+    size_t n_elems;               /* product of the shape */
+    bool packed;                  /* layout is a panel one (n_dims == 2) */
+    zb_tensor_layout_t layout;
+    size_t n_stored; /* elements at data: n_elems, zb_gemm_packed_floats(), zb_qgemm_packed_bytes() */
+    size_t nbytes;   /* bytes at data: n_stored x the dtype's size */
+    const void *data; /* borrowed view, valid until zb_model_close() */
 } zb_model_tensor_t;
 
 /* Number of weight tensors the model's source holds: 5 embedding tensors +
@@ -148,6 +166,18 @@ int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *ou
 int zb_model_n_packed(const zb_bert_config_t *c);
 int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
 int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
+
+/* The int8 table (what a quantized bundle stores), 5 + 20 * c->layers
+ * tensors: the packed table with each packed matrix W replaced by three
+ * tensors: W in the panel-q8 layout (I8), W_scale ([N] F32: "...weight_scale")
+ * and W_sum ([N] I32: "...weight_sum"), see qgemm.h.  As above. */
+int zb_model_n_int8(const zb_bert_config_t *c);
+int zb_model_int8_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+int zb_model_int8_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
+
+/* True when the model's linear layers are int8 (a quantized bundle): its
+ * packed fp32 table is then unavailable (zb_model_packed_at() fails). */
+bool zb_model_is_int8(const zb_model_t *m);
 
 /* True when the linear weights were packed at load time (Hugging Face
  * directory, plain-layout bundle) into memory this process owns, rather

@@ -127,7 +127,8 @@ static void s_check(const char *path) {
         for (int i = 0; i < zb_model_n_tensors(m); i++) {
             zb_model_tensor_t t;
             if (zb_model_tensor_at(m, i, &t) != 0) s_die("tensor_at");
-            volatile float f = t.data[0] + t.data[t.n_stored - 1];
+            const unsigned char *bytes = t.data;
+            volatile unsigned char f = (unsigned char)(bytes[0] + bytes[t.nbytes - 1]);
             (void)f;
         }
         /* the forward pass's operands, packed at load or mapped */

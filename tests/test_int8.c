@@ -1,0 +1,227 @@
+/*
+ * test_int8.c -- quantized models end to end: an fp32 fixture model
+ * converted to an int8 bundle (zb_bundle_write_model_int8), opened, run on
+ * the 40 fixture cases.  Checks: the bundle's table and refusals, accuracy
+ * against the fixture's float64-derived hidden states (min cosine per row),
+ * and the same bits whatever the batching, thread count and int8 GEMM
+ * variant (what the service's determinism relies on).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bert.h"
+#include "bundle.h"
+#include "fixture.h"
+#include "model.h"
+#include "qgemm.h"
+
+#define MIN_COSINE 0.999 /* int8 rows against the reference rows */
+
+typedef struct {
+    const char *dir;
+    char path[64];     /* the int8 bundle */
+    zb_model_t *fp32;
+    zb_model_t *int8;
+    fx_file_t fx;
+    int total;
+    int32_t *ids;      /* every case back to back */
+    int *len;
+} state_t;
+
+static int s_setup(void **st, const char *dir, const char *fixture) {
+    state_t *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->dir = dir;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_model_open(fx_path(dir), &s->fp32, &d), 0);
+    snprintf(s->path, sizeof s->path, "/tmp/zb-int8-%d.zbm", (int)getpid());
+    int rc = zb_bundle_write_model_int8(s->path, s->fp32, "test", &d);
+    if (rc != 0) fprintf(stderr, "write int8: %s\n", zb_diag_text(&d, rc));
+    assert_int_equal(rc, 0);
+    rc = zb_model_open(s->path, &s->int8, &d);
+    if (rc != 0) fprintf(stderr, "open int8: %s\n", zb_diag_text(&d, rc));
+    assert_int_equal(rc, 0);
+    assert_int_equal(fx_load(fx_path(fixture), &s->fx), 0);
+    for (int i = 0; i < s->fx.n; i++) s->total += s->fx.cases[i].n_ids;
+    s->ids = malloc((size_t)s->total * sizeof *s->ids);
+    s->len = malloc((size_t)s->fx.n * sizeof *s->len);
+    assert_non_null(s->ids);
+    assert_non_null(s->len);
+    for (int i = 0, o = 0; i < s->fx.n; i++) {
+        memcpy(s->ids + o, s->fx.cases[i].ids, (size_t)s->fx.cases[i].n_ids * sizeof *s->ids);
+        s->len[i] = s->fx.cases[i].n_ids;
+        o += s->len[i];
+    }
+    *st = s;
+    return 0;
+}
+
+static int setup_seed1(void **st) {
+    return s_setup(st, "tiny-seed1", "embeddings-tiny-seed1.txt");
+}
+
+static int setup_seed2(void **st) {
+    return s_setup(st, "tiny-seed2-bert-gammabeta-f16",
+                   "embeddings-tiny-seed2-bert-gammabeta-f16.txt");
+}
+
+static int teardown(void **st) {
+    state_t *s = *st;
+    zb_model_close(&s->fp32);
+    zb_model_close(&s->int8);
+    unlink(s->path);
+    fx_free(&s->fx);
+    free(s->ids);
+    free(s->len);
+    free(s);
+    return 0;
+}
+
+/* All cases in one batch (or each alone), threads as given. */
+static float *s_run(const zb_model_t *m, const state_t *s, int threads, int alone) {
+    const int h = zb_model_config(m)->hidden;
+    zb_bert_t *b = NULL;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_bert_new(m, s->total, 512, threads, &b, &d), 0);
+    float *out = malloc((size_t)s->total * (size_t)h * sizeof *out);
+    assert_non_null(out);
+    if (alone) {
+        for (int i = 0, o = 0; i < s->fx.n; i++) {
+            assert_int_equal(zb_bert_forward(b, s->ids + o, &s->len[i], 1,
+                                             out + (size_t)o * (size_t)h), 0);
+            o += s->len[i];
+        }
+    } else {
+        assert_int_equal(zb_bert_forward(b, s->ids, s->len, s->fx.n, out), 0);
+    }
+    zb_bert_destroy(&b);
+    return out;
+}
+
+static void test_table(void **st) {
+    state_t *s = *st;
+    const zb_bert_config_t *c = zb_model_config(s->int8);
+    assert_true(zb_model_is_int8(s->int8));
+    assert_false(zb_model_is_int8(s->fp32));
+    assert_int_equal(zb_model_n_tensors(s->int8), 5 + 20 * c->layers);
+    int n_q8 = 0;
+    for (int i = 0; i < zb_model_n_tensors(s->int8); i++) {
+        zb_model_tensor_t t, spec;
+        assert_int_equal(zb_model_tensor_at(s->int8, i, &t), 0);
+        assert_int_equal(zb_model_int8_spec(c, i, &spec), 0);
+        assert_string_equal(t.name, spec.name);
+        assert_int_equal(t.dtype, spec.dtype);
+        assert_int_equal(t.layout, spec.layout);
+        assert_int_equal(t.nbytes, spec.nbytes);
+        assert_non_null(t.data);
+        if (t.layout == ZB_LAYOUT_PANEL_Q8) {
+            n_q8++;
+            assert_int_equal(t.dtype, ZB_ST_I8);
+            assert_int_equal(t.nbytes, zb_qgemm_packed_bytes((int)t.shape[0], (int)t.shape[1]));
+            assert_int_equal((uintptr_t)t.data % 64, 0);
+        }
+    }
+    assert_int_equal(n_q8, 4 * c->layers);
+    for (int l = 0; l < c->layers; l++) {
+        const zb_layer_weights_t *L = &zb_model_weights(s->int8)->layer[l];
+        assert_true(L->int8);
+        assert_null(L->qkv.p);
+        assert_true(zb_qgemm_check_sums(&L->qkv_q8));
+        assert_true(zb_qgemm_check_sums(&L->ffn_out_q8));
+    }
+    /* its fp32 table is gone: no fp32 bundle from it; an int8 one again is the same bytes */
+    zb_model_tensor_t t;
+    assert_int_equal(zb_model_packed_at(s->int8, 0, &t), ZB_EINVAL);
+    zb_diag_t d = {{0}};
+    char again[80];
+    snprintf(again, sizeof again, "%s.again", s->path);
+    assert_int_equal(zb_bundle_write_model(again, s->int8, "x", &d), ZB_EINVAL);
+    assert_non_null(strstr(zb_diag_text(&d, ZB_EINVAL), "int8"));
+    assert_int_equal(zb_bundle_write_model_int8(again, s->int8, "x", &d), 0);
+    zb_model_t *m2 = NULL;
+    assert_int_equal(zb_model_open(again, &m2, &d), 0);
+    assert_string_equal(zb_model_identity(m2), zb_model_identity(s->int8));
+    zb_model_close(&m2);
+    unlink(again);
+}
+
+/* Per-row cosine of int8 against the reference, and of fp32 for scale. */
+static void test_accuracy(void **st) {
+    state_t *s = *st;
+    const int h = zb_model_config(s->fp32)->hidden;
+    float *q = s_run(s->int8, s, 2, 0);
+    float *f = s_run(s->fp32, s, 2, 0);
+    double min_cos = 1.0, max_abs = 0.0, max_abs_fp32 = 0.0;
+    for (int i = 0, o = 0; i < s->fx.n; i++) {
+        const fx_case_t *c = &s->fx.cases[i];
+        for (int r = 0; r < c->n_ids; r++) {
+            const float *ref = c->hidden + (size_t)r * (size_t)h;
+            const float *x = q + (size_t)(o + r) * (size_t)h;
+            const float *y = f + (size_t)(o + r) * (size_t)h;
+            double dot = 0, na = 0, nb = 0;
+            for (int k = 0; k < h; k++) {
+                dot += (double)x[k] * ref[k];
+                na += (double)x[k] * x[k];
+                nb += (double)ref[k] * ref[k];
+                max_abs = fmax(max_abs, fabs((double)x[k] - ref[k]));
+                max_abs_fp32 = fmax(max_abs_fp32, fabs((double)y[k] - ref[k]));
+            }
+            const double cs = dot / sqrt(na * nb);
+            if (!(cs >= min_cos)) min_cos = cs;
+        }
+        o += c->n_ids;
+    }
+    printf("%s int8: %d rows, min cosine %.8f, max abs diff %.4g (fp32: %.3g)\n", s->dir,
+           s->total, min_cos, max_abs, max_abs_fp32);
+    assert_true(min_cos >= MIN_COSINE);
+    assert_true(max_abs_fp32 < 1e-4);
+    free(q);
+    free(f);
+}
+
+/* One batch on 2 threads == each case alone on 1 thread == every int8
+ * GEMM variant this CPU runs. */
+static void test_same_bits(void **st) {
+    state_t *s = *st;
+    const size_t bytes =
+        (size_t)s->total * (size_t)zb_model_config(s->int8)->hidden * sizeof(float);
+    float *batch = s_run(s->int8, s, 2, 0);
+    float *alone = s_run(s->int8, s, 1, 1);
+    assert_memory_equal(batch, alone, bytes);
+    static const char *const isas[] = {"scalar", "avx2", "vnni"};
+    for (int i = 0; i < 3; i++) {
+        if (!zb_qgemm_isa_supported((zb_qgemm_isa_t)i)) continue;
+        setenv("ZB_QGEMM_ISA", isas[i], 1);
+        assert_int_equal(zb_qgemm_isa_best(), (zb_qgemm_isa_t)i);
+        float *v = s_run(s->int8, s, 2, 0);
+        if (memcmp(v, batch, bytes) != 0) fail_msg("int8 variant %s differs", isas[i]);
+        free(v);
+    }
+    unsetenv("ZB_QGEMM_ISA");
+    free(batch);
+    free(alone);
+}
+
+int main(void) {
+    const struct CMUnitTest seed1[] = {
+        cmocka_unit_test(test_table),
+        cmocka_unit_test(test_accuracy),
+        cmocka_unit_test(test_same_bits),
+    };
+    const struct CMUnitTest seed2[] = {
+        cmocka_unit_test(test_accuracy),
+        cmocka_unit_test(test_same_bits),
+    };
+    int failed = cmocka_run_group_tests_name("tiny-seed1", seed1, setup_seed1, teardown);
+    failed += cmocka_run_group_tests_name("tiny-seed2", seed2, setup_seed2, teardown);
+    return failed;
+}
