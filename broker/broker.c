@@ -1393,6 +1393,12 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
     else if (v->dim != w->ident->dim)
         snprintf(why, cap, "result of shard %llu has dim %u, the worker announced %u",
                  (unsigned long long)sh->id, v->dim, w->ident->dim);
+    else if (v->token_meta != zb_msg_options_meta(&sh->req->opt))
+        /* an older worker ignores the options that ask for metadata: its
+         * rows are not what the client asked for (PROTOCOL.md 9) */
+        snprintf(why, cap, "result of shard %llu %s token metadata, which the task %s",
+                 (unsigned long long)sh->id, v->token_meta ? "carries" : "lacks",
+                 v->token_meta ? "did not ask for" : "asked for");
     else if (v->n_truncated > v->count || v->n_errors > v->count)
         snprintf(why, cap, "result of shard %llu lists more texts than it covers",
                  (unsigned long long)sh->id);

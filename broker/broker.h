@@ -11,6 +11,14 @@
  * closes the request with `done` after its last shard, or with `error`
  * (timeout, canceled, no_model, internal) -- exactly one of them.
  *
+ * Options and results pass through unchanged: every task of a request
+ * carries the request's options as they were decoded (the later ones, such
+ * as sentences or Spark NLP compatibility, included), and each part carries
+ * its result's payload as it came (token metadata included) with indices
+ * made absolute.  A result whose token metadata does not match what its
+ * task asked for breaks the protocol, like one of the wrong level or width
+ * (an older worker ignoring the options: PROTOCOL.md 9).
+ *
  * Exactly-once delivery: every shard is in one place at a time (queued, in
  * flight on one worker, or finished).  A worker that stops talking for
  * ZB_BROKER_WORKER_DEAD_MS, says `bye`, breaks the protocol or cannot be

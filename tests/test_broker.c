@@ -6,7 +6,10 @@
  * Fake workers need no engine: a text "<tag>:<n>" (n its index in the
  * request, "!" after it for a text that must fail, padding after that) gets
  * rows whose first float is n, so every row a client receives can be traced
- * to exactly one text.  Checks count shards and messages, never time:
+ * to exactly one text (and token metadata, when a task asks for it, that
+ * is traceable too: the later options reach every task unchanged, and
+ * each part's metadata is its text's).  Checks count shards and messages,
+ * never time:
  * durations appear only as generous timeouts against hangs.
  *
  * Every test starts its own broker; the teardown stops it with SIGTERM and
@@ -244,6 +247,7 @@ typedef struct task {
     uint64_t shard, epoch;
     uint32_t n;
     zb_msg_level_t level;
+    zb_msg_options_t opt; /* as the task carried them */
     char tag[16];
     uint32_t num[S_TASK_TEXTS];
     bool bad[S_TASK_TEXTS];
@@ -257,6 +261,8 @@ typedef struct fw {
     int mode; /* FW_AUTO answers tasks older than delay_ms */
     int delay_ms;
     bool wrong_dim; /* answer with dim + 1: a result not matching its task */
+    bool drop_meta; /* answer without the token metadata a task asks for */
+    zb_msg_options_t last_opt; /* options of the last task received */
     bool ready_on_reconnect;
     bool paused; /* reads and answers nothing; heartbeats on */
     /* like zbert-worker: tasks of an epoch other than the latest ready's are
@@ -324,6 +330,16 @@ static uint32_t s_rows_of(zb_msg_level_t level, bool bad) {
     return bad ? 0 : level == ZB_MSG_LEVEL_SENTENCE ? 1 : 2;
 }
 
+/* The token metadata the fake worker gives row j of text n: traceable to
+ * the text, with an oov row (piece 0) in every odd text. */
+static void s_meta_of(uint32_t n, uint32_t j, uint32_t *sentence, uint32_t *piece, bool *start,
+                      bool *oov) {
+    *oov = j == 1 && n % 2 == 1;
+    *sentence = n % 7 + j;
+    *piece = *oov ? 0 : 1000 + n;
+    *start = j == 0;
+}
+
 /* Answers pending task k and forgets it. */
 static void fw_answer(fw_t *w, int k) {
     assert_true(k < w->n_pend);
@@ -345,7 +361,11 @@ static void fw_answer(fw_t *w, int k) {
     uint32_t *off = calloc((size_t)n_rows * 2 + 1, sizeof *off);
     uint32_t *boff = calloc((size_t)n_rows * 2 + 1, sizeof *boff);
     uint32_t *ids = calloc((size_t)n_rows + 1, sizeof *ids);
-    assert_true(vec && off && boff && ids);
+    uint32_t *sent = calloc((size_t)n_rows + 1, sizeof *sent);
+    uint32_t *piece = calloc((size_t)n_rows + 1, sizeof *piece);
+    bool *start = calloc((size_t)n_rows + 1, sizeof *start);
+    bool *oov = calloc((size_t)n_rows + 1, sizeof *oov);
+    assert_true(vec && off && boff && ids && sent && piece && start && oov);
     uint32_t r = 0;
     for (uint32_t i = 0; i < t->n; i++) {
         for (uint32_t j = 0; j < rows[i]; j++, r++) {
@@ -358,8 +378,10 @@ static void fw_answer(fw_t *w, int k) {
             boff[2 * r] = 2 * j;
             boff[2 * r + 1] = 2 * j + 2;
             ids[r] = 100 + j;
+            s_meta_of(t->num[i], j, &sent[r], &piece[r], &start[r], &oov[r]);
         }
     }
+    bool meta = zb_msg_options_meta(&t->opt) && !w->drop_meta;
     bool spans = t->level != ZB_MSG_LEVEL_SENTENCE && n_rows > 0;
     zb_msg_t m = {.type = ZB_MSG_RESULT};
     m.u.result =
@@ -376,6 +398,11 @@ static void fw_answer(fw_t *w, int k) {
                                   .offsets = spans ? off : NULL,
                                   .byte_offsets = spans ? boff : NULL,
                                   .ids = t->level == ZB_MSG_LEVEL_WORDPIECE && n_rows ? ids : NULL,
+                                  .token_meta = meta,
+                                  .sentence = meta && n_rows ? sent : NULL,
+                                  .piece_id = meta && n_rows ? piece : NULL,
+                                  .word_start = meta && n_rows ? start : NULL,
+                                  .oov = meta && n_rows ? oov : NULL,
                                   .truncated = n_trunc ? trunc : NULL,
                                   .n_truncated = n_trunc,
                                   .errors = n_errs ? errs : NULL,
@@ -386,6 +413,10 @@ static void fw_answer(fw_t *w, int k) {
     free(off);
     free(boff);
     free(ids);
+    free(sent);
+    free(piece);
+    free(start);
+    free(oov);
     memmove(&w->pend[k], &w->pend[k + 1], (size_t)(w->n_pend - k - 1) * sizeof *w->pend);
     w->n_pend--;
 }
@@ -397,6 +428,7 @@ static void s_parse_task(const zb_msg_task_t *t, task_t *out) {
     out->epoch = t->epoch;
     out->n = (uint32_t)t->n_texts;
     out->level = t->opt.level;
+    out->opt = t->opt;
     out->at_ms = s_ms();
     assert_true(t->n_texts <= S_TASK_TEXTS);
     for (size_t i = 0; i < t->n_texts; i++) {
@@ -440,6 +472,7 @@ static void fw_service(fw_t *w) {
         } else if (rx.m.type == ZB_MSG_TASK) {
             assert_true(w->n_pend < 64);
             s_parse_task(&rx.m.u.task, &w->pend[w->n_pend++]);
+            w->last_opt = rx.m.u.task.opt;
             if (w->n_pend > w->max_pend) w->max_pend = w->n_pend;
             size_t o = strlen(w->order);
             if (o + 2 < sizeof w->order) w->order[o] = w->pend[w->n_pend - 1].tag[0];
@@ -564,12 +597,20 @@ typedef struct spec {
     uint32_t n;
     zb_msg_level_t level;
     bool windows, errors;
+    zb_msg_options_t later; /* sentences, token_vector, compat, token_meta */
     uint64_t deadline_ms;
     size_t pad;
 } spec_t;
 
 static bool s_spec_bad(const spec_t *sp, uint32_t i) {
     return sp->errors && i % 13 == 5;
+}
+
+static zb_msg_options_t s_spec_options(const spec_t *sp) {
+    zb_msg_options_t o = sp->later;
+    o.level = sp->level;
+    o.windows = sp->windows;
+    return o;
 }
 
 static void fc_embed(fc_t *c, const spec_t *sp) {
@@ -588,7 +629,7 @@ static void fc_embed(fc_t *c, const spec_t *sp) {
     m.u.embed = (zb_msg_embed_t){.id = {sp->id, strlen(sp->id)},
                                  .texts = texts,
                                  .n_texts = sp->n,
-                                 .opt = {.level = sp->level, .windows = sp->windows},
+                                 .opt = s_spec_options(sp),
                                  .deadline_ms = sp->deadline_ms};
     s_send_msg(c->s, &m);
     for (uint32_t i = 0; i < sp->n; i++) free((void *)texts[i].ptr);
@@ -625,6 +666,9 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
     assert_int_equal(v->level, sp->level);
     if (o->parts == 0) o->dim = v->dim;
     assert_int_equal(v->dim, o->dim);
+    zb_msg_options_t so = s_spec_options(sp);
+    bool meta = zb_msg_options_meta(&so);
+    assert_int_equal(v->token_meta, meta);
     const uint8_t *vec = v->vectors;
     uint64_t r = 0;
     size_t ke = 0, kt = 0;
@@ -641,6 +685,15 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
                 assert_true(s_get_f32(vec + (r * v->dim + 3) * 4) == (float)s_want_epoch);
             if (v->offsets) assert_int_equal(v->offsets[2 * r], j);
             if (v->ids) assert_int_equal(v->ids[r], 100 + j);
+            if (meta) {
+                uint32_t sentence, piece;
+                bool start, oov;
+                s_meta_of(idx, j, &sentence, &piece, &start, &oov);
+                assert_int_equal(v->sentence[r], sentence);
+                assert_int_equal(v->piece_id[r], piece);
+                assert_int_equal(v->word_start[r], start);
+                assert_int_equal(v->oov[r], oov);
+            }
         }
         if (bad) {
             assert_true(ke < v->n_errors);
@@ -1367,6 +1420,104 @@ static void test_bad_results(void **st) {
     rx_free(&rx);
 }
 
+/* The later options reach every task as the request had them, token
+ * metadata reaches the client with every part, re-based to the request;
+ * options no worker can honour are refused at once. */
+static void test_token_options(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    outcome_t o;
+    const zb_msg_options_t later[] = {
+        {.sentences = true, .token_vector = ZB_MSG_TOKVEC_MEAN},
+        {.compat = ZB_MSG_COMPAT_SPARKNLP},
+        {.token_meta = true, .token_vector = ZB_MSG_TOKVEC_MEAN},
+        {.token_vector = ZB_MSG_TOKVEC_MEAN}, /* no metadata */
+    };
+    char id[8];
+    for (size_t k = 0; k < sizeof later / sizeof *later; k++) {
+        snprintf(id, sizeof id, "t%zu", k);
+        spec_t sp = {.id = id, .tag = "T", .n = 300, .level = ZB_MSG_LEVEL_TOKEN,
+                     .errors = true, .windows = k % 2 == 0, .later = later[k]};
+        fc_embed(c, &sp);
+        s_collect_one(c, &sp, &o);
+        assert_true(o.parts > 1);
+        zb_msg_options_t want = s_spec_options(&sp), got = w->last_opt;
+        assert_int_equal(got.level, want.level);
+        assert_int_equal(got.windows, want.windows);
+        assert_int_equal(got.sentences, want.sentences);
+        assert_int_equal(got.token_vector, want.token_vector);
+        assert_int_equal(got.compat, want.compat);
+        assert_int_equal(got.token_meta, want.token_meta);
+    }
+    /* wordpiece level with sentences: no metadata, options passed on */
+    spec_t wp = {.id = "wp", .tag = "W", .n = 100, .level = ZB_MSG_LEVEL_WORDPIECE,
+                 .later = {.sentences = true, .token_meta = true}};
+    fc_embed(c, &wp);
+    s_collect_one(c, &wp, &o);
+    assert_true(w->last_opt.sentences && w->last_opt.token_meta);
+    /* what the engine cannot honour (our encoder refuses to write it):
+     * bad_request naming the option */
+    static const zb_msg_str_t three[1] = {{"B:0", 3}};
+    zb_msg_embed_t e = {.id = {"bad", 3}, .texts = three, .n_texts = 1,
+                        .opt = {.compat = ZB_MSG_COMPAT_SPARKNLP}};
+    uint8_t *body = NULL;
+    size_t len = 0;
+    assert_int_equal(zb_msg_encode_embed(&e, &body, &len, NULL), 0);
+    uint8_t *lv = s_find_bytes(body, len, "\xa5level\xa5token", 12);
+    assert_non_null(lv);
+    uint8_t *bad = malloc(len + 4);
+    size_t at = (size_t)(lv - body) + 6;
+    memcpy(bad, body, at);
+    memcpy(bad + at, "\xa9wordpiece", 10);
+    memcpy(bad + at + 10, body + at + 6, len - at - 6);
+    s_send_raw(c->s, bad, len + 4, 0);
+    free(bad);
+    free(body);
+    rx_t rx;
+    fc_expect(c, &rx, ZB_MSG_ERROR);
+    assert_int_equal(rx.m.u.error.code, ZB_MSG_CODE_BAD_REQUEST);
+    assert_true(s_str_is(rx.m.u.error.id, "bad"));
+    assert_non_null(s_find_bytes((uint8_t *)rx.m.u.error.message.ptr, rx.m.u.error.message.len,
+                                 "compat", 6));
+    rx_free(&rx);
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 1);
+    rx_free(&rx);
+}
+
+/* A worker that ignores the options asking for token metadata (an older
+ * one) breaks the protocol: it is forgotten each time, and the request
+ * fails after three losses instead of reaching the client without it. */
+static void test_meta_mismatch(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_AUTO);
+    w->drop_meta = true;
+    w->ready_on_reconnect = true;
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "m", .tag = "M", .n = 10, .level = ZB_MSG_LEVEL_TOKEN,
+                 .later = {.sentences = true}};
+    fc_embed(c, &sp);
+    fc_expect_error(c, "m", ZB_MSG_CODE_INTERNAL);
+    S_PUMP_UNTIL(w->n_reconnects >= 3);
+    assert_int_equal(s_log_count("lacks token metadata, which the task asked for"), 1);
+    /* requests that do not ask for metadata are served by it */
+    w->drop_meta = false;
+    s_wait_workers(1);
+    spec_t ok = {.id = "ok", .tag = "K", .n = 10, .level = ZB_MSG_LEVEL_TOKEN};
+    outcome_t o;
+    fc_embed(c, &ok);
+    s_collect_one(c, &ok, &o);
+    rx_t rx;
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 3);
+    rx_free(&rx);
+}
+
 /* Waits until the broker counts n shards on workers. */
 static void s_wait_in_flight(uint64_t n) {
     uint64_t end = s_ms() + S_TIMEOUT_MS;
@@ -1731,6 +1882,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_status, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_malformed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_reconnect, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_token_options, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_meta_mismatch, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_results, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
