@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cliopt.h"
 #include "embed.h"
 #include "limits.h"
 #include "model.h"
@@ -54,14 +55,11 @@
 
 typedef struct s_args {
     const char *model;
-    zb_embed_options_t opt;
-    bool level_set;
+    zb_cli_embed_t cli;    /* the options `zbert embed` shares (proto/cliopt) */
+    zb_embed_options_t opt; /* the engine's, from cli */
     int threads;
     int batch_tokens;
-    zb_io_input_t input;
-    zb_io_format_t output;
     bool stats;
-    bool windows_set;     /* --truncate or --windows given */
     bool split_sentences; /* --split-sentences: spans only, no model */
 } s_args_t;
 
@@ -91,7 +89,11 @@ static int s_parse_int(const char *s, int lo, int hi, int *out) {
 
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
     memset(a, 0, sizeof *a);
+    zb_cli_embed_init(&a->cli);
     for (int i = 1; i < argc; i++) {
+        int shared = zb_cli_embed_arg(&a->cli, argc, argv, &i, "zbert-embed");
+        if (shared < 0) return -1;
+        if (shared > 0) continue;
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 #define NEEDS_VALUE                                                                   \
@@ -105,62 +107,18 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         if (!strcmp(k, "--model")) {
             NEEDS_VALUE;
             a->model = v;
-        } else if (!strcmp(k, "--level")) {
-            NEEDS_VALUE;
-            a->level_set = true;
-            if (!strcmp(v, "wordpiece")) a->opt.level = ZB_LEVEL_WORDPIECE;
-            else if (!strcmp(v, "token")) a->opt.level = ZB_LEVEL_TOKEN;
-            else if (!strcmp(v, "sentence")) a->opt.level = ZB_LEVEL_SENTENCE;
-            else goto bad_value;
-        } else if (!strcmp(k, "--pooling")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "cls")) a->opt.pooling = ZB_POOL_CLS;
-            else if (!strcmp(v, "mean")) a->opt.pooling = ZB_POOL_MEAN;
-            else goto bad_value;
-        } else if (!strcmp(k, "--normalize")) {
-            a->opt.normalize = true;
         } else if (!strcmp(k, "--threads")) {
             NEEDS_VALUE;
             if (s_parse_int(v, 1, 1024, &a->threads)) goto bad_value;
         } else if (!strcmp(k, "--batch-tokens")) {
             NEEDS_VALUE;
             if (s_parse_int(v, 1, 1 << 20, &a->batch_tokens)) goto bad_value;
-        } else if (!strcmp(k, "--truncate")) {
-            a->opt.windows = false;
-            a->windows_set = true;
-        } else if (!strcmp(k, "--windows")) {
-            a->opt.windows = true;
-            a->windows_set = true;
-        } else if (!strcmp(k, "--sentences")) {
-            a->opt.sentences = true;
         } else if (!strcmp(k, "--split-sentences")) {
             a->split_sentences = true;
-        } else if (!strcmp(k, "--token-vector")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "first")) a->opt.token_vector = ZB_TOKVEC_FIRST;
-            else if (!strcmp(v, "mean")) a->opt.token_vector = ZB_TOKVEC_MEAN;
-            else goto bad_value;
-        } else if (!strcmp(k, "--compat")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "none")) a->opt.compat = ZB_COMPAT_NONE;
-            else if (!strcmp(v, "sparknlp")) a->opt.compat = ZB_COMPAT_SPARKNLP;
-            else goto bad_value;
         } else if (!strcmp(k, "--stats")) {
             a->stats = true;
         } else if (!strcmp(k, "--tokenize-only")) {
-            a->opt.tokenize_only = true;
-        } else if (!strcmp(k, "--input-format")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "lines")) a->input = ZB_IO_IN_LINES;
-            else if (!strcmp(v, "jsonl")) a->input = ZB_IO_IN_JSONL;
-            else goto bad_value;
-        } else if (!strcmp(k, "--format")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "jsonl")) a->output = ZB_IO_OUT_JSONL;
-            else if (!strcmp(v, "npy")) a->output = ZB_IO_OUT_NPY;
-            else if (!strcmp(v, "table")) a->output = ZB_IO_OUT_TABLE;
-            else if (!strcmp(v, "sparknlp-json")) a->output = ZB_IO_OUT_SPARKNLP_JSON;
-            else goto bad_value;
+            a->cli.tokenize_only = true;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
             exit(0);
@@ -181,37 +139,18 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         s_usage(stderr);
         return -1;
     }
-    if (a->output == ZB_IO_OUT_NPY) {
-        if (!a->level_set) a->opt.level = ZB_LEVEL_SENTENCE;
-        if (a->opt.level != ZB_LEVEL_SENTENCE || a->opt.tokenize_only) {
-            fprintf(stderr, "zbert-embed: --format npy holds one sentence vector per text; "
-                            "use it with --level sentence\n");
-            return -1;
-        }
-    }
-    bool token = a->opt.level == ZB_LEVEL_TOKEN && !a->opt.tokenize_only;
-    if (a->opt.compat == ZB_COMPAT_SPARKNLP && a->opt.level != ZB_LEVEL_TOKEN) {
-        fprintf(stderr, "zbert-embed: --compat sparknlp gives token vectors (Spark NLP's "
-                        "BertEmbeddings); use it with --level token\n");
-        return -1;
-    }
-    if (a->output == ZB_IO_OUT_SPARKNLP_JSON && !token) {
-        fprintf(stderr, "zbert-embed: --format sparknlp-json writes token annotations; use it "
-                        "with --level token and without --tokenize-only\n");
-        return -1;
-    }
-    if (a->opt.sentences && a->opt.level == ZB_LEVEL_SENTENCE) {
-        fprintf(stderr, "zbert-embed: --sentences applies to the token and wordpiece levels\n");
-        return -1;
-    }
-    /* Token level done properly: every token gets a vector, so long texts
-     * (or sentences) take windows unless truncation is asked for.  The other
-     * levels truncate by default.  Spark NLP compatibility has its own cap. */
-    if (a->opt.level == ZB_LEVEL_TOKEN && !a->opt.tokenize_only && !a->windows_set &&
-        a->opt.compat == ZB_COMPAT_NONE)
-        a->opt.windows = true;
-    /* sparknlp-json carries the metadata fields */
-    if (a->output == ZB_IO_OUT_SPARKNLP_JSON) a->opt.token_meta = true;
+    if (zb_cli_embed_finish(&a->cli, "zbert-embed") != 0) return -1;
+    const zb_cli_embed_t *c = &a->cli;
+    a->opt = (zb_embed_options_t){
+        .level = (zb_level_t)c->level,
+        .pooling = c->pooling_mean ? ZB_POOL_MEAN : ZB_POOL_CLS,
+        .normalize = c->normalize,
+        .windows = c->windows,
+        .tokenize_only = c->tokenize_only,
+        .sentences = c->sentences,
+        .token_meta = c->token_meta,
+        .token_vector = c->token_vector_mean ? ZB_TOKVEC_MEAN : ZB_TOKVEC_FIRST,
+        .compat = c->compat_sparknlp ? ZB_COMPAT_SPARKNLP : ZB_COMPAT_NONE};
     return 0;
 }
 
@@ -306,8 +245,8 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
 static int s_split_sentences(const s_args_t *a) {
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    bool spark = a->opt.compat == ZB_COMPAT_SPARKNLP;
-    zb_io_reader_t *reader = zb_io_reader_new(stdin, a->input);
+    bool spark = a->cli.compat_sparknlp;
+    zb_io_reader_t *reader = zb_io_reader_new(stdin, a->cli.input);
     zb_io_item_t it = {0};
     zb_sent_spans_t spans = {0};
     zb_snlp_doc_t doc = {0};
@@ -400,9 +339,9 @@ int main(int argc, char **argv) {
     const char **texts = calloc(S_CHUNK_TEXTS, sizeof *texts);
     size_t *lens = calloc(S_CHUNK_TEXTS, sizeof *lens);
     s_view_buf_t vbuf = {0};
-    zb_io_reader_t *reader = zb_io_reader_new(stdin, a.input);
+    zb_io_reader_t *reader = zb_io_reader_new(stdin, a.cli.input);
     zb_io_writer_t *writer =
-        zb_io_writer_new(out, a.output, (zb_io_level_t)a.opt.level, a.opt.tokenize_only,
+        zb_io_writer_new(out, a.cli.output, (zb_io_level_t)a.opt.level, a.opt.tokenize_only,
                          a.opt.pooling == ZB_POOL_MEAN, zb_embedder_dim(emb));
     size_t index = 0, n_bad = 0;
     int status = 0;
@@ -472,7 +411,7 @@ int main(int argc, char **argv) {
     }
     if (n_bad) {
         fprintf(stderr, "zbert-embed: %zu of %zu input lines rejected%s\n", n_bad, index,
-                a.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
+                a.cli.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
         status = 1;
     }
 out:

@@ -1,0 +1,189 @@
+/*
+ * test_cliopt.c -- proto/cliopt, the embedding options zbert-embed and
+ * `zbert embed` share: every flag and value, the defaults that depend on
+ * other options (npy's level, windows at the token level), the refusals
+ * with their messages, and that arguments not its own are left alone.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cliopt.h"
+
+/* stderr of the code under test, captured into a temporary file. */
+static FILE *s_err;
+static int s_saved = -1;
+
+static void s_capture(void) {
+    fflush(stderr);
+    s_err = tmpfile();
+    assert_non_null(s_err);
+    s_saved = dup(2);
+    dup2(fileno(s_err), 2);
+}
+
+/* Restores stderr; returns what was written (static buffer). */
+static const char *s_captured(void) {
+    static char buf[1024];
+    fflush(stderr);
+    dup2(s_saved, 2);
+    close(s_saved);
+    rewind(s_err);
+    size_t n = fread(buf, 1, sizeof buf - 1, s_err);
+    buf[n] = '\0';
+    fclose(s_err);
+    return buf;
+}
+
+/* Parses the words of line (space separated) as a program does: shared
+ * options through zb_cli_embed_arg, "--tokenize-only" and "--mine V" as a
+ * program's own, anything else an error; then zb_cli_embed_finish.
+ * Returns 0 or -1; *msg gets stderr. */
+static int s_parse(const char *line, zb_cli_embed_t *o, const char **msg) {
+    char buf[512];
+    snprintf(buf, sizeof buf, "prog %s", line);
+    char *argv[32];
+    int argc = 0;
+    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && argc < 32;
+         t = strtok_r(NULL, " ", &save))
+        argv[argc++] = t;
+    zb_cli_embed_init(o);
+    s_capture();
+    int rc = 0;
+    for (int i = 1; i < argc && rc == 0; i++) {
+        int r = zb_cli_embed_arg(o, argc, argv, &i, "prog");
+        if (r < 0) rc = -1;
+        else if (r > 0) continue;
+        else if (!strcmp(argv[i], "--tokenize-only")) o->tokenize_only = true;
+        else if (!strcmp(argv[i], "--mine") && i + 1 < argc) i++;
+        else rc = -1;
+    }
+    if (rc == 0) rc = zb_cli_embed_finish(o, "prog");
+    *msg = s_captured();
+    return rc;
+}
+
+static void test_defaults(void **st) {
+    (void)st;
+    zb_cli_embed_t o, z;
+    const char *msg;
+    assert_int_equal(s_parse("", &o, &msg), 0);
+    assert_string_equal(msg, "");
+    assert_int_equal(o.level, ZB_IO_TOKEN);
+    assert_true(o.windows); /* token level: every token gets a vector */
+    assert_false(o.windows_set || o.level_set || o.sentences || o.token_meta);
+    assert_false(o.pooling_mean || o.normalize || o.token_vector_mean || o.compat_sparknlp);
+    assert_int_equal(o.input, ZB_IO_IN_LINES);
+    assert_int_equal(o.output, ZB_IO_OUT_JSONL);
+    memset(&z, 0, sizeof z);
+    zb_cli_embed_init(&o);
+    assert_memory_equal(&o, &z, sizeof o); /* zero is the default */
+}
+
+static void test_every_option(void **st) {
+    (void)st;
+    zb_cli_embed_t o;
+    const char *msg;
+    assert_int_equal(s_parse("--level sentence --pooling mean --normalize --windows "
+                             "--input-format jsonl --format npy --mine x",
+                             &o, &msg),
+                     0);
+    assert_int_equal(o.level, ZB_IO_SENTENCE);
+    assert_true(o.level_set && o.pooling_mean && o.normalize && o.windows && o.windows_set);
+    assert_int_equal(o.input, ZB_IO_IN_JSONL);
+    assert_int_equal(o.output, ZB_IO_OUT_NPY);
+    assert_int_equal(s_parse("--level wordpiece --sentences --truncate --format table", &o, &msg),
+                     0);
+    assert_int_equal(o.level, ZB_IO_WORDPIECE);
+    assert_true(o.sentences && o.windows_set && !o.windows);
+    assert_int_equal(o.output, ZB_IO_OUT_TABLE);
+    /* the last word wins, as with any flag given twice */
+    assert_int_equal(s_parse("--windows --truncate --pooling mean --pooling cls", &o, &msg), 0);
+    assert_false(o.windows || o.pooling_mean);
+    assert_int_equal(s_parse("--token-vector mean --compat sparknlp --format sparknlp-json",
+                             &o, &msg),
+                     0);
+    assert_true(o.token_vector_mean && o.compat_sparknlp && o.token_meta);
+    assert_false(o.windows); /* Spark NLP has its own cap */
+    assert_int_equal(o.output, ZB_IO_OUT_SPARKNLP_JSON);
+    assert_int_equal(s_parse("--token-vector first --compat none --sentences", &o, &msg), 0);
+    assert_false(o.token_vector_mean || o.compat_sparknlp || o.token_meta);
+    assert_true(o.sentences && o.windows);
+    /* windows stay off where truncation is the default */
+    assert_int_equal(s_parse("--level wordpiece", &o, &msg), 0);
+    assert_false(o.windows);
+    assert_int_equal(s_parse("--tokenize-only", &o, &msg), 0);
+    assert_false(o.windows);
+    /* npy without a level is the sentence level */
+    assert_int_equal(s_parse("--format npy", &o, &msg), 0);
+    assert_int_equal(o.level, ZB_IO_SENTENCE);
+}
+
+/* Arguments that are not shared options are not consumed. */
+static void test_not_mine(void **st) {
+    (void)st;
+    zb_cli_embed_t o;
+    zb_cli_embed_init(&o);
+    char *argv[] = {"prog", "--model", "x", "--levels", "-o", "--format"};
+    for (int i = 1; i < 5; i++) {
+        int at = i;
+        assert_int_equal(zb_cli_embed_arg(&o, 6, argv, &at, "prog"), 0);
+        assert_int_equal(at, i);
+    }
+}
+
+static void test_refusals(void **st) {
+    (void)st;
+    static const struct {
+        const char *line, *msg;
+    } cases[] = {
+        {"--level char", "prog: bad value 'char' for --level\n"},
+        {"--pooling max", "prog: bad value 'max' for --pooling\n"},
+        {"--token-vector last", "prog: bad value 'last' for --token-vector\n"},
+        {"--compat spark", "prog: bad value 'spark' for --compat\n"},
+        {"--format csv", "prog: bad value 'csv' for --format\n"},
+        {"--input-format xml", "prog: bad value 'xml' for --input-format\n"},
+        {"--format", "prog: --format needs a value\n"},
+        {"--compat", "prog: --compat needs a value\n"},
+        {"--format npy --level token",
+         "prog: --format npy holds one sentence vector per text; use it with --level "
+         "sentence\n"},
+        {"--format npy --tokenize-only", "prog: --format npy holds one sentence vector"},
+        {"--compat sparknlp --level wordpiece",
+         "prog: --compat sparknlp gives token vectors (Spark NLP's BertEmbeddings); use it "
+         "with --level token\n"},
+        {"--format sparknlp-json --level sentence",
+         "prog: --format sparknlp-json writes token annotations; use it with --level token "
+         "and without --tokenize-only\n"},
+        {"--format sparknlp-json --tokenize-only", "prog: --format sparknlp-json writes"},
+        {"--sentences --level sentence",
+         "prog: --sentences applies to the token and wordpiece levels\n"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        zb_cli_embed_t o;
+        const char *msg;
+        int rc = s_parse(cases[k].line, &o, &msg);
+        if (rc != -1) fail_msg("`%s` was accepted", cases[k].line);
+        if (strncmp(msg, cases[k].msg, strlen(cases[k].msg)) != 0)
+            fail_msg("`%s`: message `%s`, expected `%s`", cases[k].line, msg, cases[k].msg);
+        assert_non_null(strchr(msg, '\n'));
+        assert_ptr_equal(strchr(msg, '\n'), msg + strlen(msg) - 1); /* one line */
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_option),
+        cmocka_unit_test(test_not_mine),
+        cmocka_unit_test(test_refusals),
+    };
+    return cmocka_run_group_tests_name("cliopt", tests, NULL, NULL);
+}
