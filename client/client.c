@@ -61,8 +61,12 @@ _Static_assert((int)ZBERT_LEVEL_TOKEN == (int)ZB_MSG_LEVEL_TOKEN &&
                    (int)ZBERT_LEVEL_WORDPIECE == (int)ZB_MSG_LEVEL_WORDPIECE &&
                    (int)ZBERT_LEVEL_SENTENCE == (int)ZB_MSG_LEVEL_SENTENCE &&
                    (int)ZBERT_POOLING_CLS == (int)ZB_MSG_POOL_CLS &&
-                   (int)ZBERT_POOLING_MEAN == (int)ZB_MSG_POOL_MEAN,
-               "the public levels and poolings are the wire's");
+                   (int)ZBERT_POOLING_MEAN == (int)ZB_MSG_POOL_MEAN &&
+                   (int)ZBERT_TOKEN_VECTOR_FIRST == (int)ZB_MSG_TOKVEC_FIRST &&
+                   (int)ZBERT_TOKEN_VECTOR_MEAN == (int)ZB_MSG_TOKVEC_MEAN &&
+                   (int)ZBERT_COMPAT_NONE == (int)ZB_MSG_COMPAT_NONE &&
+                   (int)ZBERT_COMPAT_SPARKNLP == (int)ZB_MSG_COMPAT_SPARKNLP,
+               "the public levels, poolings, token vectors and compat modes are the wire's");
 
 /* Defaults of zbert_config_t (documented in zbert.h). */
 #define S_RETRY_MS_DEFAULT 3000u
@@ -122,6 +126,11 @@ typedef struct s_event {
     const uint32_t *offsets; /* [2 * n_rows] or NULL */
     const uint32_t *byte_offsets;
     const uint32_t *ids; /* [n_rows] or NULL */
+    /* token metadata, [n_rows] each, or NULL */
+    const uint32_t *sentence;
+    const int32_t *piece_id; /* -1 for an oov row */
+    const bool *word_start;
+    const bool *oov;
     char id[ZB_MSG_ID_BYTES_MAX + 1];
 } s_event_t;
 
@@ -170,6 +179,7 @@ struct zbert_client {
     uint64_t quiet_since;
     uint64_t ping_at; /* last ping since the broker last spoke; 0: none */
     bool warned;      /* a malformed message was logged on this socket */
+    bool warned_unknown; /* an ignored message (unknown type, other v) was */
     /* zbert_status() in progress */
     bool st_wait, st_want_send;
     uint64_t st_sent_at;
@@ -223,6 +233,8 @@ static int s_code_err(zb_msg_code_t code) {
         return ZBERT_EIO;
     case ZB_MSG_CODE_BAD_UTF8:
         return ZBERT_EUTF8;
+    case ZB_MSG_CODE_UNSUPPORTED:
+        return ZBERT_EUNSUPPORTED;
     default:
         return ZBERT_EPROTO; /* bad_request, duplicate_id, unknown */
     }
@@ -230,6 +242,18 @@ static int s_code_err(zb_msg_code_t code) {
 
 static const char *s_code_name(zb_msg_code_t code) {
     return code == ZB_MSG_CODE_UNKNOWN ? "unknown" : zb_msg_code_name(code);
+}
+
+/* The wire options of a request's options. */
+static zb_msg_options_t s_msg_options(const zbert_options_t *o) {
+    return (zb_msg_options_t){.level = (zb_msg_level_t)o->level,
+                              .pooling = (zb_msg_pooling_t)o->pooling,
+                              .normalize = o->normalize,
+                              .windows = o->windows,
+                              .sentences = o->sentences,
+                              .token_vector = (zb_msg_token_vector_t)o->token_vector,
+                              .compat = (zb_msg_compat_t)o->compat,
+                              .token_meta = o->token_meta};
 }
 
 static bool s_bit(const uint8_t *bits, size_t i) {
@@ -265,6 +289,7 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
     c->quiet_since = s_now_ms();
     c->ping_at = 0;
     c->warned = false;
+    c->warned_unknown = false;
     return 0;
 }
 
@@ -541,6 +566,12 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
     size_t o_off = v->offsets ? s_take(&size, pairs * sizeof(uint32_t), 8, &ovf) : 0;
     size_t o_boff = v->byte_offsets ? s_take(&size, pairs * sizeof(uint32_t), 8, &ovf) : 0;
     size_t o_ids = v->ids ? s_take(&size, (size_t)n_rows * sizeof(uint32_t), 8, &ovf) : 0;
+    /* token metadata: present for every run of a part that has it */
+    bool meta = v->token_meta;
+    size_t o_sent = meta ? s_take(&size, (size_t)n_rows * sizeof(uint32_t), 8, &ovf) : 0;
+    size_t o_piece = meta ? s_take(&size, (size_t)n_rows * sizeof(int32_t), 8, &ovf) : 0;
+    size_t o_wstart = meta ? s_take(&size, (size_t)n_rows * sizeof(bool), 1, &ovf) : 0;
+    size_t o_oov = meta ? s_take(&size, (size_t)n_rows * sizeof(bool), 1, &ovf) : 0;
     size_t o_trunc = s_take(&size, count, 1, &ovf);
     size_t o_text = s_take(&size, msg_bytes, 1, &ovf);
     if (ovf) return ZBERT_ENOMEM;
@@ -590,6 +621,23 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
         e->ids = (const uint32_t *)(base + o_ids);
         memcpy(base + o_ids, v->ids + p_row0, (size_t)n_rows * sizeof(uint32_t));
     }
+    if (meta) {
+        uint32_t *sent = (uint32_t *)(base + o_sent);
+        int32_t *piece = (int32_t *)(base + o_piece);
+        bool *wstart = (bool *)(base + o_wstart), *oov = (bool *)(base + o_oov);
+        for (uint64_t k = 0; k < n_rows; k++) {
+            sent[k] = v->sentence[p_row0 + k];
+            oov[k] = v->oov[p_row0 + k];
+            wstart[k] = v->word_start[p_row0 + k];
+            /* the wire's 0 of an oov row is "no piece", as zbert-embed
+             * shows it; ids are below 2^31 (vocabularies hold ~10^5) */
+            piece[k] = oov[k] ? -1 : (int32_t)(v->piece_id[p_row0 + k] & 0x7fffffffu);
+        }
+        e->sentence = sent;
+        e->piece_id = piece;
+        e->word_start = wstart;
+        e->oov = oov;
+    }
     for (size_t k = t0; k < t1; k++) trunc[v->truncated[k] - p->first - a] = 1;
     for (size_t k = e0; k < e1; k++) {
         const zb_msg_text_error_t *er = &v->errors[k];
@@ -630,6 +678,13 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
     if ((int)v->level != (int)r->opt.level)
         return s_fail(c, r, ZBERT_EPROTO, "client", "the broker sent %s rows for a %s request",
                       zb_msg_level_name(v->level), zb_msg_level_name((zb_msg_level_t)r->opt.level));
+    zb_msg_options_t mo = s_msg_options(&r->opt);
+    if (v->token_meta != zb_msg_options_meta(&mo))
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      v->token_meta ? "the broker sent token metadata the request did not ask for"
+                                    : "the broker sent no token metadata for a request that "
+                                      "asked for it (are its broker and workers older than "
+                                      "protocol 1.1?)");
     if ((uint64_t)p->first + v->count > r->n_texts)
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker sent texts %u..%u of a request of %u texts", p->first,
@@ -790,6 +845,17 @@ static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t no
     zb_diag_t dg = {{0}};
     int rc = zb_msg_decode(body, len, &m, &dg);
     if (rc == ZB_ENOMEM) return ZBERT_ENOMEM;
+    if (rc != 0 && (m.unknown_type || m.reject == ZB_MSG_CODE_VERSION)) {
+        /* A type of a later revision, or a version we do not speak: the
+         * protocol has clients ignore (drop) them, whatever id they carry
+         * (PROTOCOL.md 2).  Logged once per connection. */
+        if (!c->warned_unknown) {
+            ZB_LOG(ZB_LOG_INFO, "ignored a message from broker %s: %s", c->brokers[c->cur],
+                   dg.msg);
+            c->warned_unknown = true;
+        }
+        return 0;
+    }
     if (rc != 0) {
         if (!c->warned) {
             char sample[600];
@@ -798,6 +864,7 @@ static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t no
                    c->brokers[c->cur], dg.msg, sample);
             c->warned = true;
         }
+        /* A known type that is malformed: the request it names failed. */
         s_req_t *r = m.reject_id.len ? s_req_by_id(c, m.reject_id) : NULL;
         if (r)
             return s_fail(c, r, ZBERT_EPROTO, "client", "malformed message from the broker: %s",
@@ -1104,6 +1171,13 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     if (opt == NULL) opt = &defaults;
     if ((unsigned)opt->level > ZBERT_LEVEL_SENTENCE || (unsigned)opt->pooling > ZBERT_POOLING_MEAN)
         return s_diag(d, ZBERT_EINVAL, "level or pooling out of range");
+    if ((unsigned)opt->token_vector > ZBERT_TOKEN_VECTOR_MEAN ||
+        (unsigned)opt->compat > ZBERT_COMPAT_SPARKNLP)
+        return s_diag(d, ZBERT_EINVAL, "token_vector or compat out of range");
+    if (opt->compat == ZBERT_COMPAT_SPARKNLP && opt->level != ZBERT_LEVEL_TOKEN)
+        return s_diag(d, ZBERT_EINVAL, "compat sparknlp gives token vectors: use the token level");
+    if (opt->sentences && opt->level == ZBERT_LEVEL_SENTENCE)
+        return s_diag(d, ZBERT_EINVAL, "sentences applies to the token and wordpiece levels");
     if (n > ZB_MSG_TEXTS_MAX || n > c->texts_max)
         return s_diag(d, ZBERT_ELIMIT, "%zu texts in one request; the limit is %zu", n,
                       c->texts_max < ZB_MSG_TEXTS_MAX ? c->texts_max : (size_t)ZB_MSG_TEXTS_MAX);
@@ -1142,10 +1216,7 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     zb_msg_embed_t m = {.id = {r->id, r->id_len},
                         .texts = views,
                         .n_texts = n,
-                        .opt = {.level = (zb_msg_level_t)opt->level,
-                                .pooling = (zb_msg_pooling_t)opt->pooling,
-                                .normalize = opt->normalize,
-                                .windows = opt->windows},
+                        .opt = s_msg_options(opt),
                         .deadline_ms = opt->deadline_ms};
     zb_diag_t dg = {{0}};
     rc = zb_msg_encode_embed(&m, &r->body, &r->body_len, &dg);
@@ -1242,7 +1313,11 @@ int zbert_event_text(const zbert_event_t *ev, uint32_t i, zbert_text_t *t) {
                         .vectors = ev->vectors + r0 * ev->dim,
                         .offsets = e->offsets ? e->offsets + 2 * r0 : NULL,
                         .byte_offsets = e->byte_offsets ? e->byte_offsets + 2 * r0 : NULL,
-                        .ids = e->ids ? e->ids + r0 : NULL};
+                        .ids = e->ids ? e->ids + r0 : NULL,
+                        .sentence = e->sentence ? e->sentence + r0 : NULL,
+                        .piece_id = e->piece_id ? e->piece_id + r0 : NULL,
+                        .word_start = e->word_start ? e->word_start + r0 : NULL,
+                        .oov = e->oov ? e->oov + r0 : NULL};
     return 0;
 }
 

@@ -3,16 +3,21 @@
  *
  *   zbert embed  --broker EP [--broker EP2 ...] [--level wordpiece|token|sentence]
  *                [--pooling cls|mean] [--normalize] [--truncate|--windows]
- *                [--input-format lines|jsonl] [--format jsonl|npy|table]
+ *                [--sentences] [--token-vector first|mean] [--compat none|sparknlp]
+ *                [--input-format lines|jsonl] [--format jsonl|npy|table|sparknlp-json]
  *                [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]
  *                [--tries N] [--progress auto|always|never] [--config F]
  *                [--log-level L] [-o OUTPUT] [INPUT]   (default: stdin, stdout)
  *   zbert status --broker EP [--json] [--timeout-ms N] [--config F] [--log-level L]
  *
  * `zbert embed` reads and writes exactly what zbert-embed reads and writes
- * (proto/textio): for the same texts, options and model the output bytes
+ * (proto/textio), and takes its embedding options through the same parser
+ * (proto/cliopt): for the same texts, options and model the output bytes
  * are the same, and so are the per-line error messages on stderr and the
- * exit status (1 when a line was rejected).  It sends the input as
+ * exit status (1 when a line was rejected).  Token metadata (--sentences,
+ * --compat sparknlp, --format sparknlp-json) comes with the parts; the
+ * UTF-16 spans Spark NLP annotations show are computed here from the
+ * texts, as the protocol has clients do.  It sends the input as
  * requests of --batch texts, keeps up to --inflight of them at the broker,
  * and writes each text as soon as every text before it is written, so a
  * corpus of any size streams through memory bounded by --inflight x
@@ -42,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cliopt.h"
 #include "config.h"
 #include "error.h"
 #include "limits.h"
@@ -54,6 +60,11 @@
 #define S_BATCH_DEFAULT          64
 #define S_INFLIGHT_DEFAULT       8
 #define S_STATUS_TIMEOUT_DEFAULT 5000
+
+_Static_assert((int)ZB_IO_TOKEN == (int)ZBERT_LEVEL_TOKEN &&
+                   (int)ZB_IO_WORDPIECE == (int)ZBERT_LEVEL_WORDPIECE &&
+                   (int)ZB_IO_SENTENCE == (int)ZBERT_LEVEL_SENTENCE,
+               "textio levels mirror the client's");
 
 /* A request also closes at this many input bytes, so that its message
  * stays far below the 256 MiB body limit whatever the lines hold. */
@@ -82,11 +93,8 @@ typedef struct s_args {
     const char *brokers[S_BROKERS_MAX];
     size_t n_brokers;
     char *broker_list; /* the config value, split in place */
-    zbert_options_t opt;
-    bool level_set;
-    bool windows_set; /* --truncate or --windows given */
-    zb_io_input_t input;
-    zb_io_format_t output;
+    zb_cli_embed_t cli;  /* embedding options shared with zbert-embed */
+    zbert_options_t opt; /* the request's, from cli (and --deadline-ms) */
     int batch, inflight;
     int retry_ms, tries, timeout_ms;
     s_progress_t progress;
@@ -102,7 +110,9 @@ typedef struct s_args {
 static void s_usage(FILE *f) {
     fputs("usage: zbert embed --broker EP [--level wordpiece|token|sentence]\n"
           "                   [--pooling cls|mean] [--normalize] [--truncate|--windows]\n"
-          "                   [--input-format lines|jsonl] [--format jsonl|npy|table]\n"
+          "                   [--sentences] [--token-vector first|mean]\n"
+          "                   [--compat none|sparknlp] [--input-format lines|jsonl]\n"
+          "                   [--format jsonl|npy|table|sparknlp-json]\n"
           "                   [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]\n"
           "                   [--tries N] [--progress auto|always|never] [--config FILE]\n"
           "                   [--log-level error|warn|info|debug] [-o OUTPUT] [INPUT]\n"
@@ -136,10 +146,16 @@ static int s_parse_progress(const char *v, s_progress_t *p) {
 }
 
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
+    zb_cli_embed_init(&a->cli);
     for (int i = 2; i < argc; i++) {
+        bool embed = !strcmp(a->cmd, "embed");
+        if (embed) {
+            int shared = zb_cli_embed_arg(&a->cli, argc, argv, &i, "zbert");
+            if (shared < 0) return -1;
+            if (shared > 0) continue;
+        }
         const char *k = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool embed = !strcmp(a->cmd, "embed");
 #define NEEDS_VALUE                                                                                \
     do {                                                                                           \
         if (v == NULL) {                                                                           \
@@ -176,51 +192,6 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
             NEEDS_VALUE;
             if (s_parse_int(v, 1, 86400000, &a->timeout_ms)) goto bad_value;
             a->timeout_set = true;
-        } else if (embed && !strcmp(k, "--level")) {
-            NEEDS_VALUE;
-            a->level_set = true;
-            if (!strcmp(v, "wordpiece"))
-                a->opt.level = ZBERT_LEVEL_WORDPIECE;
-            else if (!strcmp(v, "token"))
-                a->opt.level = ZBERT_LEVEL_TOKEN;
-            else if (!strcmp(v, "sentence"))
-                a->opt.level = ZBERT_LEVEL_SENTENCE;
-            else
-                goto bad_value;
-        } else if (embed && !strcmp(k, "--pooling")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "cls"))
-                a->opt.pooling = ZBERT_POOLING_CLS;
-            else if (!strcmp(v, "mean"))
-                a->opt.pooling = ZBERT_POOLING_MEAN;
-            else
-                goto bad_value;
-        } else if (embed && !strcmp(k, "--normalize")) {
-            a->opt.normalize = true;
-        } else if (embed && !strcmp(k, "--truncate")) {
-            a->opt.windows = false;
-            a->windows_set = true;
-        } else if (embed && !strcmp(k, "--windows")) {
-            a->opt.windows = true;
-            a->windows_set = true;
-        } else if (embed && !strcmp(k, "--input-format")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "lines"))
-                a->input = ZB_IO_IN_LINES;
-            else if (!strcmp(v, "jsonl"))
-                a->input = ZB_IO_IN_JSONL;
-            else
-                goto bad_value;
-        } else if (embed && !strcmp(k, "--format")) {
-            NEEDS_VALUE;
-            if (!strcmp(v, "jsonl"))
-                a->output = ZB_IO_OUT_JSONL;
-            else if (!strcmp(v, "npy"))
-                a->output = ZB_IO_OUT_NPY;
-            else if (!strcmp(v, "table"))
-                a->output = ZB_IO_OUT_TABLE;
-            else
-                goto bad_value;
         } else if (embed && !strcmp(k, "--batch")) {
             NEEDS_VALUE;
             if (s_parse_int(v, 1, (int)ZB_MSG_TEXTS_MAX, &a->batch)) goto bad_value;
@@ -423,6 +394,8 @@ typedef struct s_embed {
     size_t n_written, n_bad;
     const char **texts; /* [batch] scratch for submitting */
     size_t *lens;
+    zb_io_token_meta_t *meta; /* [meta_cap] one text's token metadata */
+    size_t meta_cap;
     bool seekable_input;
     s_bar_t bar;
 } s_embed_t;
@@ -493,8 +466,9 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
     const zb_io_item_t *it = &b->items[t->seq - b->seq0];
     if (e->writer == NULL) {
         /* npy needs the width, which the first result tells. */
-        e->writer = zb_io_writer_new(stdout, e->a->output, (zb_io_level_t)e->a->opt.level, false,
-                                     e->a->opt.pooling == ZBERT_POOLING_MEAN, (int)t->dim);
+        e->writer =
+            zb_io_writer_new(stdout, e->a->cli.output, (zb_io_level_t)e->a->opt.level, false,
+                             e->a->opt.pooling == ZBERT_POOLING_MEAN, (int)t->dim);
         if (e->writer == NULL) {
             fprintf(stderr, "zbert: cannot write %u-dimensional vectors\n", t->dim);
             return -1;
@@ -517,6 +491,25 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
         /* ids are below 2^31 (vocabularies have ~10^5 entries); int32 and
          * uint32 may alias */
         v.ids = (const int32_t *)t->ids;
+        if (t->sentence && t->n_rows > 0) {
+            if (t->n_rows > e->meta_cap) {
+                zb_io_token_meta_t *m = realloc(e->meta, t->n_rows * sizeof *m);
+                if (m == NULL) {
+                    fprintf(stderr, "zbert: out of memory\n");
+                    return -1;
+                }
+                e->meta = m;
+                e->meta_cap = t->n_rows;
+            }
+            for (uint32_t i = 0; i < t->n_rows; i++)
+                e->meta[i] = (zb_io_token_meta_t){.sentence = t->sentence[i],
+                                                  .piece_id = t->piece_id[i],
+                                                  .word_start = t->word_start[i],
+                                                  .oov = t->oov[i]};
+            /* the service sends byte spans only: UTF-16 from our text */
+            zb_io_utf16_spans(it->text, it->len, t->byte_offsets, t->n_rows, e->meta);
+            v.meta = e->meta;
+        }
     }
     if (zb_io_write(e->writer, &v) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
@@ -555,11 +548,6 @@ static int s_dim_from_status(s_embed_t *e) {
 }
 
 static int s_cmd_embed(const s_args_t *a) {
-    if (a->output == ZB_IO_OUT_NPY && a->opt.level != ZBERT_LEVEL_SENTENCE) {
-        fprintf(stderr, "zbert: --format npy holds one sentence vector per text; "
-                        "use it with --level sentence\n");
-        return 2;
-    }
     if (a->input_path && strcmp(a->input_path, "-") && !freopen(a->input_path, "rb", stdin)) {
         fprintf(stderr, "zbert: %s: %s\n", a->input_path, strerror(errno));
         return 1;
@@ -584,12 +572,13 @@ static int s_cmd_embed(const s_args_t *a) {
     e.ring = calloc(e.cap, sizeof *e.ring);
     e.texts = calloc((size_t)a->batch, sizeof *e.texts);
     e.lens = calloc((size_t)a->batch, sizeof *e.lens);
-    e.reader = zb_io_reader_new(stdin, a->input);
-    if (a->output != ZB_IO_OUT_NPY)
-        e.writer = zb_io_writer_new(stdout, a->output, (zb_io_level_t)a->opt.level, false,
+    e.reader = zb_io_reader_new(stdin, a->cli.input);
+    if (a->cli.output != ZB_IO_OUT_NPY)
+        e.writer = zb_io_writer_new(stdout, a->cli.output, (zb_io_level_t)a->opt.level, false,
                                     a->opt.pooling == ZBERT_POOLING_MEAN, 0);
     if (e.c == NULL) goto out;
-    if (!e.ring || !e.texts || !e.lens || !e.reader || (a->output != ZB_IO_OUT_NPY && !e.writer) ||
+    if (!e.ring || !e.texts || !e.lens || !e.reader ||
+        (a->cli.output != ZB_IO_OUT_NPY && !e.writer) ||
         zbert_reorder_new(&e.ro) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
         goto out;
@@ -633,7 +622,7 @@ static int s_cmd_embed(const s_args_t *a) {
     if (e.writer == NULL) { /* npy of no text at all */
         int dim = s_dim_from_status(&e);
         if (dim <= 0) goto out;
-        e.writer = zb_io_writer_new(stdout, a->output, (zb_io_level_t)a->opt.level, false,
+        e.writer = zb_io_writer_new(stdout, a->cli.output, (zb_io_level_t)a->opt.level, false,
                                     a->opt.pooling == ZBERT_POOLING_MEAN, dim);
         if (e.writer == NULL) goto out;
     }
@@ -646,7 +635,7 @@ static int s_cmd_embed(const s_args_t *a) {
     status = 0;
     if (e.n_bad) {
         fprintf(stderr, "zbert: %zu of %zu input lines rejected%s\n", e.n_bad, e.n_written,
-                a->output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
+                a->cli.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
         status = 1;
     }
 out:
@@ -660,6 +649,7 @@ out:
     free(e.ring);
     free(e.texts);
     free(e.lens);
+    free(e.meta);
     zb_io_reader_destroy(&e.reader);
     zb_io_writer_destroy(&e.writer);
     zbert_reorder_destroy(&e.ro);
@@ -825,11 +815,23 @@ int main(int argc, char **argv) {
     int status = 2;
     if (rc == 0) {
         zb_log_init("zbert", zb_log_parse_level(a.log_level));
-        if (a.output == ZB_IO_OUT_NPY && !a.level_set) a.opt.level = ZBERT_LEVEL_SENTENCE;
-        /* as zbert-embed: at token level every token gets a vector, so long
-         * texts take windows unless --truncate is given */
-        if (a.opt.level == ZBERT_LEVEL_TOKEN && !a.windows_set) a.opt.windows = true;
-        status = !strcmp(a.cmd, "embed") ? s_cmd_embed(&a) : s_cmd_status(&a);
+        bool embed = !strcmp(a.cmd, "embed");
+        /* the defaults and refusals zbert-embed has, from the same code */
+        if (embed && zb_cli_embed_finish(&a.cli, "zbert") == 0) {
+            const zb_cli_embed_t *c = &a.cli;
+            a.opt.level = (zbert_level_t)c->level;
+            a.opt.pooling = c->pooling_mean ? ZBERT_POOLING_MEAN : ZBERT_POOLING_CLS;
+            a.opt.normalize = c->normalize;
+            a.opt.windows = c->windows;
+            a.opt.sentences = c->sentences;
+            a.opt.token_vector =
+                c->token_vector_mean ? ZBERT_TOKEN_VECTOR_MEAN : ZBERT_TOKEN_VECTOR_FIRST;
+            a.opt.compat = c->compat_sparknlp ? ZBERT_COMPAT_SPARKNLP : ZBERT_COMPAT_NONE;
+            a.opt.token_meta = c->token_meta;
+            status = s_cmd_embed(&a);
+        } else if (!embed) {
+            status = s_cmd_status(&a);
+        }
     }
     free(a.broker_list);
     zb_conf_destroy(&conf);

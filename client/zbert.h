@@ -81,7 +81,8 @@ enum {
     ZBERT_ELIMIT = -5,       /* a limit exceeded: message, texts, one text */
     ZBERT_EUTF8 = -6,        /* a text is not valid UTF-8 */
     ZBERT_ENOTFOUND = -7,    /* no worker serves the model (`no_model`) */
-    ZBERT_EUNSUPPORTED = -8, /* the broker speaks another protocol version */
+    ZBERT_EUNSUPPORTED = -8, /* the broker speaks another protocol version; or,
+                              * for one text, the options cannot take it */
     ZBERT_EPROTO = -10,      /* the broker broke, or refused, the protocol */
     ZBERT_EBUSY = -11,       /* too much open: take events first */
     ZBERT_ETIMEOUT = -12,    /* a deadline passed, or no answer after every try */
@@ -109,14 +110,32 @@ typedef enum zbert_pooling {
     ZBERT_POOLING_MEAN,    /* the mean of the wordpiece rows */
 } zbert_pooling_t;
 
+typedef enum zbert_token_vector {
+    ZBERT_TOKEN_VECTOR_FIRST = 0, /* a token's row is its first wordpiece's (default) */
+    ZBERT_TOKEN_VECTOR_MEAN,      /* the mean of its wordpieces' rows */
+} zbert_token_vector_t;
+
+typedef enum zbert_compat {
+    ZBERT_COMPAT_NONE = 0, /* default */
+    ZBERT_COMPAT_SPARKNLP, /* Spark NLP 2.6.4-2.7.5 BertEmbeddings, quirks included */
+} zbert_compat_t;
+
 /* What to compute for a request.  All zero: token level, no normalisation,
- * truncation at 512 wordpieces, no deadline. */
+ * truncation at 512 wordpieces, no deadline.  The fields after deadline_ms
+ * need brokers and workers of protocol 1.1 (PROTOCOL.md 9): an older one
+ * ignores them, which the client notices only for token metadata (the
+ * request fails with ZBERT_EPROTO). */
 typedef struct zbert_options {
     zbert_level_t level;
     zbert_pooling_t pooling; /* sentence level only */
     bool normalize;          /* L2-normalise every vector */
     bool windows;            /* long texts: overlapping windows, not truncation */
     uint32_t deadline_ms;    /* give up this long after submitting; 0: never */
+    bool sentences;          /* token, wordpiece: each sentence its own sequence */
+    zbert_token_vector_t token_vector; /* token level */
+    zbert_compat_t compat;   /* token level only */
+    bool token_meta;         /* token level: rows carry metadata (implied by
+                              * sentences and compat) */
 } zbert_options_t;
 
 /* --- the client ---------------------------------------------------------- */
@@ -235,7 +254,8 @@ typedef struct zbert_text {
                             * in a blocking result: index in the call;
                             * else equal to index */
     int status;            /* 0, or ZBERT_E* when the text failed (alone:
-                            * EUTF8, ELIMIT, EIO; or with its request) */
+                            * EUTF8, ELIMIT, EUNSUPPORTED, EIO; or with
+                            * its request) */
     const char *code_name; /* NULL, or the protocol's name of the failure */
     const char *error;     /* NULL, or one sentence: why it failed */
     bool truncated;        /* wordpieces past the model's positions dropped */
@@ -249,6 +269,13 @@ typedef struct zbert_text {
     const uint32_t *byte_offsets; /* [2 * n_rows] the same in UTF-8 bytes */
     const uint32_t *ids;          /* [n_rows] vocabulary ids (wordpiece),
                                    * else NULL */
+    /* Token metadata: token level when the options ask for it (sentences,
+     * compat or token_meta), else NULL. */
+    const uint32_t *sentence;     /* [n_rows] 0-based sentence of the text */
+    const int32_t *piece_id;      /* [n_rows] vocabulary id of the token's
+                                   * (first, or fed) piece; -1 when oov */
+    const bool *word_start;       /* [n_rows] that piece is not a "##" one */
+    const bool *oov;              /* [n_rows] the token has no piece: zeros */
 } zbert_text_t;
 
 /*

@@ -502,6 +502,17 @@ static int32_t s_utf16_at(const zb_io_text_t *t, uint32_t b, uint32_t *at_b, int
     return *at_u;
 }
 
+void zb_io_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
+                       zb_io_token_meta_t *meta) {
+    zb_io_text_t t = {.text = text, .text_len = len};
+    uint32_t at_b = 0;
+    int32_t at_u = 0;
+    for (size_t i = 0; i < n; i++) {
+        meta[i].begin16 = s_utf16_at(&t, byte_offsets[2 * i], &at_b, &at_u);
+        meta[i].end16 = s_utf16_at(&t, byte_offsets[2 * i + 1], &at_b, &at_u) - 1;
+    }
+}
+
 /* One line of Spark NLP word_embeddings annotations. */
 static void s_write_sparknlp(zb_io_writer_t *w, const zb_io_text_t *t) {
     FILE *f = w->f;

@@ -144,6 +144,15 @@ int zb_io_writer_finish(zb_io_writer_t *w);
 
 void zb_io_writer_destroy(zb_io_writer_t **w);
 
+/* Fills meta[i].begin16 and meta[i].end16 for i < n: the UTF-16 units of
+ * text[0..len) before byte_offsets[2i], and before byte_offsets[2i+1]
+ * minus one (end INCLUSIVE, as Spark NLP writes it).  For rows whose
+ * metadata came without its UTF-16 span (the service sends the byte spans
+ * only: PROTOCOL.md 4).  Spans may come in any order; offsets past len
+ * count to len.  The text is taken as valid UTF-8 (a text with rows is). */
+void zb_io_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
+                       zb_io_token_meta_t *meta);
+
 /* Writes {"index":index,"sentence_spans":[[b,e],...]} (spans[2k], spans[2k+1]
  * code points, end exclusive) or, when error is not NULL,
  * {"index":index,"error":error}, and a newline. */

@@ -74,6 +74,11 @@ typedef struct fk {
     float vec[ROWS_MAX * DIM];
     uint32_t off[2 * ROWS_MAX]; /* code points = bytes: tests use ASCII */
     uint32_t ids[ROWS_MAX];
+    /* token metadata (token level): the sentence is the word's index / 2;
+     * the word "x" has no piece (oov), a word opening with '"' is not a
+     * word start */
+    uint32_t sent[ROWS_MAX], piece[ROWS_MAX];
+    bool wstart[ROWS_MAX], oov[ROWS_MAX];
     bool truncated;
     zb_msg_code_t code; /* NONE, or the per-text error */
     const char *message;
@@ -115,6 +120,14 @@ static void fk_text(const char *t, size_t n, zb_msg_level_t level, fk_t *o) {
     } else if (level == ZB_MSG_LEVEL_TOKEN) {
         o->rows = w;
         memcpy(o->off, spans, 2 * w * sizeof *spans);
+        for (uint32_t k = 0; k < w; k++) {
+            const char *wd = t + spans[2 * k];
+            uint32_t wl = spans[2 * k + 1] - spans[2 * k];
+            o->sent[k] = k / 2;
+            o->oov[k] = wl == 1 && wd[0] == 'x';
+            o->piece[k] = o->oov[k] ? 0 : 1000 + s_hash(wd, wl) % 5000;
+            o->wstart[k] = !o->oov[k] && wd[0] != '"';
+        }
     } else {
         o->rows = w + 2;
         o->ids[0] = 101;
@@ -147,6 +160,7 @@ struct fb {
     /* behaviour, set before the thread starts */
     fb_fn on_embed;
     bool silent;        /* ignores everything */
+    bool meta_wrong;    /* sends token metadata exactly when not asked */
     bool status_ignore; /* ignores status requests */
     /* state and log, under mu */
     pthread_mutex_t mu;
@@ -178,7 +192,11 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
     uint32_t *ids = malloc((size_t)count * ROWS_MAX * sizeof *ids);
     uint32_t *trunc = malloc(count * sizeof *trunc);
     zb_msg_text_error_t *errs = calloc(count, sizeof *errs);
-    assert_true(rows && vec && off && ids && trunc && errs);
+    uint32_t *sent = malloc((size_t)count * ROWS_MAX * sizeof *sent);
+    uint32_t *piece = malloc((size_t)count * ROWS_MAX * sizeof *piece);
+    bool *wstart = malloc((size_t)count * ROWS_MAX * sizeof *wstart);
+    bool *oov = malloc((size_t)count * ROWS_MAX * sizeof *oov);
+    assert_true(rows && vec && off && ids && trunc && errs && sent && piece && wstart && oov);
     uint64_t nr = 0;
     size_t nt = 0, ne = 0;
     fk_t f;
@@ -189,12 +207,18 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
         memcpy(vec + nr * DIM, f.vec, f.rows * DIM * sizeof *vec);
         memcpy(off + 2 * nr, f.off, 2 * f.rows * sizeof *off);
         memcpy(ids + nr, f.ids, f.rows * sizeof *ids);
+        memcpy(sent + nr, f.sent, f.rows * sizeof *sent);
+        memcpy(piece + nr, f.piece, f.rows * sizeof *piece);
+        memcpy(wstart + nr, f.wstart, f.rows * sizeof *wstart);
+        memcpy(oov + nr, f.oov, f.rows * sizeof *oov);
         nr += f.rows;
         if (f.truncated) trunc[nt++] = a + i;
         if (f.code)
             errs[ne++] = (zb_msg_text_error_t){a + i, f.code, {f.message, strlen(f.message)}};
     }
-    bool sent = e->opt.level == ZB_MSG_LEVEL_SENTENCE;
+    bool sl = e->opt.level == ZB_MSG_LEVEL_SENTENCE;
+    bool meta =
+        zb_msg_options_meta(&e->opt) != fb->meta_wrong && e->opt.level == ZB_MSG_LEVEL_TOKEN;
     zb_msg_part_t p = {.id = e->id,
                        .first = a,
                        .vec = {.level = e->opt.level,
@@ -204,9 +228,14 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                                .n_rows = nr,
                                .vectors = nr ? vec : NULL,
                                .vectors_len = nr * DIM * sizeof(float),
-                               .offsets = sent ? NULL : off,
-                               .byte_offsets = sent ? NULL : off,
+                               .offsets = sl ? NULL : off,
+                               .byte_offsets = sl ? NULL : off,
                                .ids = e->opt.level == ZB_MSG_LEVEL_WORDPIECE ? ids : NULL,
+                               .token_meta = meta,
+                               .sentence = meta ? sent : NULL,
+                               .piece_id = meta ? piece : NULL,
+                               .word_start = meta ? wstart : NULL,
+                               .oov = meta ? oov : NULL,
                                .truncated = trunc,
                                .n_truncated = nt,
                                .errors = errs,
@@ -223,6 +252,10 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
     free(ids);
     free(trunc);
     free(errs);
+    free(sent);
+    free(piece);
+    free(wstart);
+    free(oov);
 }
 
 static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
@@ -523,6 +556,30 @@ static void h_malformed(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_
     fb_send(fb, rid, rlen, b, n);
 }
 
+/* Before the answer proper, messages a client must ignore although they
+ * carry the request's id: a type of a later revision and a body of
+ * another version. */
+static void h_unknown_first(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    for (int k = 0; k < 2; k++) {
+        /* {"v":1,"type":"later","id":<id>,"more":[1]} / {"v":2,"type":"part","id":<id>} */
+        uint8_t body[128];
+        size_t n = 0;
+        static const char later[] = "\x84\xa1v\x01\xa4type\xa5later\xa4more\x91\x01\xa2id";
+        static const char v2[] = "\x83\xa1v\x02\xa4type\xa4part\xa2id";
+        const char *head = k == 0 ? later : v2;
+        size_t hl = k == 0 ? sizeof later - 1 : sizeof v2 - 1;
+        memcpy(body, head, hl);
+        n = hl;
+        body[n++] = (uint8_t)(0xa0 | e->id.len);
+        memcpy(body + n, e->id.ptr, e->id.len);
+        n += e->id.len;
+        uint8_t *b = malloc(n);
+        memcpy(b, body, n);
+        fb_send(fb, rid, rlen, b, n);
+    }
+    h_shuffle(fb, rid, rlen, e);
+}
+
 /* --- client helpers -------------------------------------------------------------- */
 
 static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms, uint32_t tries,
@@ -546,6 +603,7 @@ typedef struct req {
     const char **texts;
     size_t n;
     zbert_level_t level;
+    bool meta;          /* the options ask for token metadata */
     int *seen;          /* [n] deliveries of each text */
     int ended;          /* DONE or ERROR events */
     zbert_event_t *end; /* the DONE or ERROR */
@@ -581,6 +639,20 @@ static void s_check_text(const req_t *r, const zbert_text_t *t) {
         assert_memory_equal(t->ids, f.ids, f.rows * 4);
     else
         assert_null(t->ids);
+    if (!r->meta) {
+        assert_null(t->sentence);
+        assert_null(t->piece_id);
+        assert_null(t->word_start);
+        assert_null(t->oov);
+        return;
+    }
+    assert_true(t->sentence && t->piece_id && t->word_start && t->oov);
+    for (uint32_t k = 0; k < f.rows; k++) {
+        assert_int_equal(t->sentence[k], f.sent[k]);
+        assert_int_equal(t->piece_id[k], f.oov[k] ? -1 : (int32_t)f.piece[k]);
+        assert_int_equal(t->word_start[k], f.wstart[k]);
+        assert_int_equal(t->oov[k], f.oov[k]);
+    }
 }
 
 static req_t *s_find_req(req_t *rs, size_t n, uint64_t handle) {
@@ -642,14 +714,26 @@ static void s_run_until_ended(zbert_client_t *c, req_t *rs, size_t n, zbert_reor
     }
 }
 
-static void s_submit(zbert_client_t *c, req_t *r, const char **texts, size_t n, zbert_level_t level,
-                     uint32_t deadline_ms) {
-    zbert_options_t opt = {.level = level, .deadline_ms = deadline_ms};
-    *r = (req_t){.texts = texts, .n = n, .level = level, .seen = calloc(n, sizeof(int))};
+static void s_submit_opt(zbert_client_t *c, req_t *r, const char **texts, size_t n,
+                         const zbert_options_t *o) {
+    zbert_options_t opt = *o;
+    zb_msg_options_t mo = {.level = (zb_msg_level_t)o->level, .sentences = o->sentences,
+                           .compat = (zb_msg_compat_t)o->compat, .token_meta = o->token_meta};
+    *r = (req_t){.texts = texts,
+                 .n = n,
+                 .level = o->level,
+                 .meta = zb_msg_options_meta(&mo),
+                 .seen = calloc(n, sizeof(int))};
     zbert_diag_t d = {{0}};
     int rc = zbert_submit(c, texts, NULL, n, &opt, r, &r->handle, &d);
     if (rc != 0) fail_msg("submit: %s", d.msg);
     assert_true(r->handle != 0);
+}
+
+static void s_submit(zbert_client_t *c, req_t *r, const char **texts, size_t n, zbert_level_t level,
+                     uint32_t deadline_ms) {
+    zbert_options_t opt = {.level = level, .deadline_ms = deadline_ms};
+    s_submit_opt(c, r, texts, n, &opt);
 }
 
 static void s_req_free(req_t *r) {
@@ -1031,6 +1115,111 @@ static void test_malformed_messages_fail_their_request(void **st) {
     fb_stop(&fb);
 }
 
+/* Messages of a type this version does not know, or of another version,
+ * are ignored even when they carry a request's id (PROTOCOL.md 2): the
+ * request completes as if they had not come. */
+static void test_unknown_types_ignored(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_unknown_first);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(12, "u");
+    req_t rs[2];
+    s_submit(c, &rs[0], texts, 12, ZBERT_LEVEL_TOKEN, 0);
+    s_submit(c, &rs[1], texts, 5, ZBERT_LEVEL_WORDPIECE, 0);
+    s_run_until_ended(c, rs, 2, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_DONE);
+        s_all_seen(&rs[k]);
+        s_req_free_ev(&rs[k]);
+    }
+    assert_int_equal(fb_count(fb, &fb->n_cancel), 0);
+    s_texts_free(texts, 12);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+/* Token metadata: the later options reach the broker as given; parts
+ * answering a request that asked for metadata carry it per text (piece -1
+ * for an oov row), others carry none; options that cannot work are
+ * refused before sending. */
+static void test_token_meta(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *texts[] = {"hello x world", "\"quoted\" x y z", "BAD one", "x", "", "a b c d e"};
+    const zbert_options_t opts[] = {
+        {.level = ZBERT_LEVEL_TOKEN, .sentences = true, .token_vector = ZBERT_TOKEN_VECTOR_MEAN},
+        {.level = ZBERT_LEVEL_TOKEN, .compat = ZBERT_COMPAT_SPARKNLP},
+        {.level = ZBERT_LEVEL_TOKEN, .token_meta = true},
+        {.level = ZBERT_LEVEL_TOKEN, .token_vector = ZBERT_TOKEN_VECTOR_MEAN},
+        {.level = ZBERT_LEVEL_WORDPIECE, .sentences = true, .token_meta = true},
+    };
+    enum { N = sizeof opts / sizeof *opts };
+    req_t rs[N];
+    for (int k = 0; k < N; k++) s_submit_opt(c, &rs[k], texts, 6, &opts[k]);
+    s_run_until_ended(c, rs, N, NULL);
+    for (int k = 0; k < N; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_DONE);
+        s_all_seen(&rs[k]);
+        s_req_free_ev(&rs[k]);
+    }
+    assert_true(rs[0].meta && rs[1].meta && rs[2].meta && !rs[3].meta && !rs[4].meta);
+    assert_int_equal(fb_count(fb, &fb->n_embed), N);
+    for (int k = 0; k < N; k++) {
+        const zb_msg_options_t *o = &fb->opts[k];
+        assert_int_equal(o->sentences, opts[k].sentences);
+        assert_int_equal((int)o->token_vector, (int)opts[k].token_vector);
+        assert_int_equal((int)o->compat, (int)opts[k].compat);
+        assert_int_equal(o->token_meta, opts[k].token_meta);
+    }
+    /* refused locally, by name */
+    uint64_t h;
+    zbert_diag_t d = {{0}};
+    zbert_options_t bad = {.level = ZBERT_LEVEL_WORDPIECE, .compat = ZBERT_COMPAT_SPARKNLP};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "compat"));
+    bad = (zbert_options_t){.level = ZBERT_LEVEL_SENTENCE, .sentences = true};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "sentences"));
+    bad = (zbert_options_t){.token_vector = (zbert_token_vector_t)7};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+/* A broker that does not carry token metadata (older than 1.1), or sends
+ * it unasked, fails the request: the client cannot write what was asked
+ * for. */
+static void test_meta_mismatch(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_shuffle);
+    fb->meta_wrong = true;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char *texts[] = {"one two", "three"};
+    req_t rs[2];
+    zbert_options_t asks = {.level = ZBERT_LEVEL_TOKEN, .sentences = true};
+    s_submit_opt(c, &rs[0], texts, 2, &asks);
+    s_submit(c, &rs[1], texts, 2, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, rs, 2, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_ERROR);
+        assert_int_equal(rs[k].end->code, ZBERT_EPROTO);
+    }
+    assert_non_null(strstr(rs[0].end->message, "no token metadata"));
+    assert_non_null(strstr(rs[1].end->message, "did not ask for"));
+    s_req_free_ev(&rs[0]);
+    s_req_free_ev(&rs[1]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
 static void test_deadline(void **st) {
     (void)st;
     fb_t *fb = fb_start(h_ignore);
@@ -1371,7 +1560,7 @@ static int s_sh(const char *fmt, ...) {
 
 /* What textio writes for the fake model's results of the input. */
 static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fmt,
-                      zb_msg_level_t level, size_t *len) {
+                      zb_msg_level_t level, bool meta, size_t *len) {
     FILE *in = fmemopen((void *)input, strlen(input), "r");
     FILE *out = tmpfile();
     assert_true(in && out);
@@ -1381,6 +1570,7 @@ static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fm
     zb_io_item_t it = {0};
     static fk_t f;
     int32_t ids[ROWS_MAX];
+    zb_io_token_meta_t tm[ROWS_MAX];
     for (size_t i = 0; zb_io_read(rd, &it) == 1; i++) {
         zb_io_text_t v = {.index = i, .text = it.text, .text_len = it.len};
         if (it.text == NULL) {
@@ -1398,6 +1588,13 @@ static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fm
                 v.offsets = f.off;
                 v.byte_offsets = f.off;
                 v.ids = ids;
+                /* ASCII: UTF-16 units are bytes; the end is inclusive */
+                for (uint32_t k = 0; meta && k < f.rows; k++)
+                    tm[k] = (zb_io_token_meta_t){f.sent[k], f.oov[k] ? -1 : (int32_t)f.piece[k],
+                                                 (int32_t)f.off[2 * k],
+                                                 (int32_t)f.off[2 * k + 1] - 1, f.wstart[k],
+                                                 f.oov[k]};
+                if (meta) v.meta = tm;
             }
         }
         assert_int_equal(zb_io_write(w, &v), 0);
@@ -1466,6 +1663,12 @@ static void test_cli_embed_jsonl_levels(void **st) {
          ZB_IO_OUT_JSONL},
         {"--level token --format table", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_TABLE},
         {"--level wordpiece --format table --truncate", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_TABLE},
+        {"--sentences --token-vector mean", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
+        {"--format sparknlp-json", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_SPARKNLP_JSON},
+        {"--compat sparknlp --format sparknlp-json", ZB_MSG_LEVEL_TOKEN,
+         ZB_IO_OUT_SPARKNLP_JSON},
+        {"--compat sparknlp", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
+        {"--sentences --level wordpiece", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_JSONL},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         int rc =
@@ -1473,7 +1676,10 @@ static void test_cli_embed_jsonl_levels(void **st) {
                  fb->ep, cases[k].args, s_file("in.txt"), s_file("out"), s_file("err"));
         assert_int_equal(rc, 1); /* a line was rejected, as zbert-embed says */
         size_t len;
-        char *want = s_expect(s_input, ZB_IO_IN_LINES, cases[k].fmt, cases[k].level, &len);
+        bool meta = cases[k].level == ZB_MSG_LEVEL_TOKEN &&
+                    (strstr(cases[k].args, "sparknlp") || strstr(cases[k].args, "--sentences"));
+        char *want =
+            s_expect(s_input, ZB_IO_IN_LINES, cases[k].fmt, cases[k].level, meta, &len);
         s_same_file("out", want, len);
         free(want);
         size_t elen;
@@ -1485,7 +1691,14 @@ static void test_cli_embed_jsonl_levels(void **st) {
     }
     /* 8 texts in requests of 2: 4 requests per run, options passed on */
     int n = fb_count(fb, &fb->n_embed);
-    assert_int_equal(n, 20);
+    assert_int_equal(n, 40);
+    assert_true(fb->opts[20].sentences && fb->opts[20].windows);
+    assert_int_equal(fb->opts[20].token_vector, ZB_MSG_TOKVEC_MEAN);
+    assert_true(fb->opts[24].token_meta && !fb->opts[24].sentences); /* sparknlp-json */
+    assert_int_equal(fb->opts[28].compat, ZB_MSG_COMPAT_SPARKNLP);
+    assert_false(fb->opts[28].windows); /* Spark NLP has its own cap */
+    assert_false(fb->opts[32].token_meta);
+    assert_true(fb->opts[36].sentences && !fb->opts[36].windows);
     assert_int_equal(fb->opts[8].level, ZB_MSG_LEVEL_SENTENCE);
     assert_int_equal(fb->opts[8].pooling, ZB_MSG_POOL_MEAN);
     assert_true(fb->opts[8].normalize && fb->opts[8].windows);
@@ -1500,7 +1713,8 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     fb_run(fb);
     s_write("in.txt", s_input);
     size_t len;
-    char *want = s_expect(s_input, ZB_IO_IN_LINES, ZB_IO_OUT_NPY, ZB_MSG_LEVEL_SENTENCE, &len);
+    char *want =
+        s_expect(s_input, ZB_IO_IN_LINES, ZB_IO_OUT_NPY, ZB_MSG_LEVEL_SENTENCE, false, &len);
     /* to a file (header patched in place) and to a pipe (rows buffered) */
     assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy --batch 3 < %s > %s 2> %s",
                           s_bin(), fb->ep, s_file("in.txt"), s_file("out.npy"), s_file("err")),
@@ -1537,7 +1751,7 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --broker %s --input-format jsonl < %s > %s 2> %s",
                           s_bin(), fb->ep, s_file("in.jsonl"), s_file("out"), s_file("err")),
                      1);
-    want = s_expect(jin, ZB_IO_IN_JSONL, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, &len);
+    want = s_expect(jin, ZB_IO_IN_JSONL, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, false, &len);
     s_same_file("out", want, len);
     free(want);
     err = fx_read_file(s_file("err"), &elen);
@@ -1571,7 +1785,8 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
                           s_file("clean.txt"), s_file("out"), s_file("err")),
                      0);
-    want = s_expect("one two\nthree\n", ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, &len);
+    want = s_expect("one two\nthree\n", ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN,
+                    false, &len);
     s_same_file("out", want, len);
     free(want);
     assert_int_equal(s_sh("%s/zbert embed --broker %s < /dev/null > %s 2> %s", s_bin(), fb->ep,
@@ -1604,7 +1819,8 @@ static void test_cli_embed_many_texts_in_order(void **st) {
                           s_bin(), fb->ep, s_file("many.txt"), s_file("out"), s_file("err")),
                      0);
     size_t len;
-    char *want = s_expect(input, ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_SENTENCE, &len);
+    char *want =
+        s_expect(input, ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_SENTENCE, false, &len);
     s_same_file("out", want, len);
     free(want);
     free(input);
@@ -1805,6 +2021,9 @@ int main(void) {
         cmocka_unit_test(test_restart_noticed_from_uptime),
         cmocka_unit_test(test_duplicate_id_of_own_resend_is_ignored),
         cmocka_unit_test(test_malformed_messages_fail_their_request),
+        cmocka_unit_test(test_unknown_types_ignored),
+        cmocka_unit_test(test_token_meta),
+        cmocka_unit_test(test_meta_mismatch),
         cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_cancel_drops_queued_parts),
