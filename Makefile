@@ -121,11 +121,11 @@ demo: deps-quiet
 
 bench: deps-quiet
 	@sh deploy/install-deps.sh fortunes time
-	$(MAKE) --no-print-directory all $(ENGINE_LIB) $(PROTO_LIB)
+	$(MAKE) --no-print-directory all $(ENGINE_LIB) $(PROTO_LIB) $(CLIENT_LIB)
 	@mkdir -p $(BUILD)/bench
 	$(CC) $(CFLAGS) bench/sgemm_probe.c $(LDFLAGS) -lopenblas -o $(BUILD)/bench/sgemm_probe
-	$(CC) $(CFLAGS) bench/latency.c $(ENGINE_LIB) $(PROTO_LIB) $(LDFLAGS) \
-	    $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $(BUILD)/bench/zbert_latency
+	$(CC) $(CFLAGS) bench/latency.c $(ENGINE_LIB) $(CLIENT_LIB) $(PROTO_LIB) $(LDFLAGS) \
+	    $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $(BUILD)/bench/zbert_latency
 	sh bench/run.sh $(BIN) $(BUILD)/bench
 bench-deps: deps-quiet
 	sh deploy/install-deps.sh fortunes time python3-torch python3-numpy

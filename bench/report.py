@@ -10,11 +10,12 @@ optional except the corpus ids and the engine's run):
     sgemm.json              bench/sgemm_probe.c output
     zbert.err, zbert.npy    the engine run (--stats line, [CLS] rows)
     zbert.detail.jsonl      the engine's wordpiece rows of the first texts
+    zbert8.err, zbert8.npy, zbert8.detail.jsonl   the same for the int8 bundle
     NAME.json, NAME.cls.f32, NAME.detail.f32   a peer's run (bert_torch.py / ort_peer.js)
     NAME.rss                peak RSS in KiB (/usr/bin/time -f %M)
     NAME.skip               why a row did not run
-    fixed.L.zbert.err, fixed.L.ort.json        fixed-length runs
-    lat.zbert.json, lat.ort.json               one-short-text latency
+    fixed.L.zbert.err, fixed.L.zbert8.err, fixed.L.ort.json   fixed-length runs
+    lat.zbert.json, lat.zbert8.json, lat.service.json, lat.ort.json   latency
 numpy is needed only for the vector differences.
 """
 import json
@@ -108,18 +109,42 @@ def main():
     corpus_bound = bound_tokens(fpt)
 
     # --- vectors -------------------------------------------------------------
+    def load_detail(name):
+        rows = {}
+        if os.path.exists(p(name)):
+            with open(p(name)) as f:
+                for line in f:
+                    o = json.loads(line)
+                    if o.get("ids") != ids[o["index"]]:
+                        sys.exit("report.py: %s text %d: ids differ from ids.jsonl"
+                                 % (name, o["index"]))
+                    rows[o["index"]] = np.asarray(o["vectors"], dtype=np.float32)
+        return rows
+
     zcls = None
     zdetail = {}
     if np is not None and os.path.exists(p("zbert.npy")):
         zcls = np.load(p("zbert.npy"))
-        if os.path.exists(p("zbert.detail.jsonl")):
-            with open(p("zbert.detail.jsonl")) as f:
-                for line in f:
-                    o = json.loads(line)
-                    if o.get("ids") != ids[o["index"]]:
-                        sys.exit("report.py: zbert.detail.jsonl text %d: ids differ from ids.jsonl"
-                                 % o["index"])
-                    zdetail[o["index"]] = np.asarray(o["vectors"], dtype=np.float32)
+        zdetail = load_detail("zbert.detail.jsonl")
+
+    def int8_accuracy():
+        """min cosine and max abs diff of the int8 rows against fp32's: the
+        [CLS] rows of the corpus, all rows of the detail texts."""
+        if np is None or zcls is None or not os.path.exists(p("zbert8.npy")):
+            return None
+        q = np.load(p("zbert8.npy")).astype(np.float64)
+        f = zcls.astype(np.float64)
+        d8 = load_detail("zbert8.detail.jsonl")
+        keys = sorted(k for k in d8 if k in zdetail)
+        qa = np.concatenate([d8[k] for k in keys]).astype(np.float64)
+        fa = np.concatenate([zdetail[k] for k in keys]).astype(np.float64)
+
+        def cos(a, b):
+            return float(((a * b).sum(1) / np.linalg.norm(a, axis=1)
+                          / np.linalg.norm(b, axis=1)).min())
+        return dict(cls_cos=cos(q, f), cls_abs=float(np.abs(q - f).max()),
+                    all_cos=cos(qa, fa), all_abs=float(np.abs(qa - fa).max()),
+                    n_cls=q.shape[0], n_all=qa.shape[0], n_texts=len(keys))
 
     def diffs(name, res, cls_path, detail_path):
         """Max abs difference of the [CLS] rows and of all rows of the detail
@@ -168,6 +193,17 @@ def main():
                      others=others("zbert"),
                      note="length-sorted packed batches, no padding; %d encoder calls"
                      % z["batches"], **{k: z[k] for k in ("texts", "tokens", "seconds")}))
+    z8 = zbert_stats(p("zbert8.err"))
+    acc8 = int8_accuracy()
+    if z8 is not None:
+        note = "int8 bundle (per-row weight scales, dynamic per-row activations)"
+        if acc8:
+            note += "; min cosine vs fp32 %.5f ([CLS] rows) / %.5f (all rows)" % (
+                acc8["cls_cos"], acc8["all_cos"])
+        rows.append(dict(name="zbert engine int8", rss=rss("zbert8"),
+                         dc=acc8["cls_abs"] if acc8 else None,
+                         dd=acc8["all_abs"] if acc8 else None, others=others("zbert8"),
+                         note=note, **{k: z8[k] for k in ("texts", "tokens", "seconds")}))
 
     def peer(name, key):
         skip = read_text(p(key + ".skip"))
@@ -240,13 +276,20 @@ def main():
             "%.2f×" % (tps / ort_best) if ort_best else "–",
             "%.0f %%" % (100 * tps / corpus_bound) if corpus_bound else "–",
             fmt_num(r["rss"]),
-            "0 (reference)" if r["name"].startswith("zbert engine")
+            "0 (reference)" if r["name"] == "zbert engine (zbert-embed)"
             else "%s / %s" % (fmt_diff(r["dc"]), fmt_diff(r["dd"])),
             r["others"], r.get("note", "")))
     if corpus_bound:
         w("| *sgemm bound (OpenBLAS, M = %d)* | %s | | %s | 100 %% | | | | |"
           % (bound_m, fmt_num(corpus_bound),
              "%.2f×" % (corpus_bound / ort_best) if ort_best else "–"))
+    if acc8:
+        w("")
+        w("int8 accuracy against the fp32 engine: min cosine %.6f and max abs diff %.3g over the "
+          "%d [CLS] rows of the corpus; min cosine %.6f and max abs diff %.3g over all %d rows of "
+          "the first %d texts." % (acc8["cls_cos"], acc8["cls_abs"], acc8["n_cls"],
+                                   acc8["all_cos"], acc8["all_abs"], acc8["n_all"],
+                                   acc8["n_texts"]))
     w("")
     w("Other processes' CPU: the share of the machine's CPU time (all cores) that processes "
       "outside this benchmark used while that row ran; 10 % or more (bold) means the row's "
@@ -263,28 +306,34 @@ def main():
         w("")
         w("### Fixed sequence lengths (every text exactly L tokens, no padding anywhere)")
         w("")
-        w("| L | texts | zbert tokens/s | ONNX Runtime batch 8 tokens/s | zbert / ORT "
-          "| sgemm bound at L | zbert fraction | ORT fraction | other processes' CPU "
-          "(zbert / ORT) |")
-        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w("| L | texts | zbert tokens/s | zbert int8 tokens/s | ONNX Runtime batch 8 tokens/s "
+          "| zbert / ORT | int8 / ORT | sgemm bound at L | zbert fraction | ORT fraction "
+          "| other processes' CPU (zbert / int8 / ORT) |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for f in fixed:
             n_len, n_texts = f["length"], f["texts"]
             zs = zbert_stats(p("fixed.%d.zbert.err" % n_len))
+            z8s = zbert_stats(p("fixed.%d.zbert8.err" % n_len))
             o = load_json(p("fixed.%d.ort.json" % n_len))
             zt = zs["tokens"] / zs["seconds"] if zs else None
+            z8t = z8s["tokens"] / z8s["seconds"] if z8s else None
             ot = o["tokens"] / o["seconds"] if o else None
             b = bound_tokens(sum(flops_per_token(meta, n_len)))
-            w("| %d | %d | %s | %s | %s | %s | %s | %s | %s / %s |" % (
-                n_len, n_texts, fmt_num(zt),
+            w("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s |" % (
+                n_len, n_texts, fmt_num(zt), fmt_num(z8t),
                 fmt_num(ot) if o else "skipped",
-                "%.2f×" % (zt / ot) if zt and ot else "–", fmt_num(b),
+                "%.2f×" % (zt / ot) if zt and ot else "–",
+                "%.2f×" % (z8t / ot) if z8t and ot else "–", fmt_num(b),
                 "%.0f %%" % (100 * zt / b) if zt and b else "–",
                 "%.0f %%" % (100 * ot / b) if ot and b else "–",
-                others("fixed.%d.zbert" % n_len), others("fixed.%d.ort" % n_len)))
+                others("fixed.%d.zbert" % n_len), others("fixed.%d.zbert8" % n_len),
+                others("fixed.%d.ort" % n_len)))
 
     # --- latency ---------------------------------------------------------------
     lz = load_json(p("lat.zbert.json"))
     lo = load_json(p("lat.ort.json"))
+    lz8 = load_json(p("lat.zbert8.json"))
+    ls = load_json(p("lat.service.json"))
     if lz or lo:
         w("")
         w("### Latency of one short text (%s; process start and model load excluded)"
@@ -293,6 +342,9 @@ def main():
         w("| system | tokens | median ms | p90 ms | min ms | runs | other processes' CPU |")
         w("|---|---:|---:|---:|---:|---:|---:|")
         for name, key, r in (("zbert engine (embedder API, batch of 1)", "lat.zbert", lz),
+                             ("zbert engine int8", "lat.zbert8", lz8),
+                             ("zbert service end to end (client → broker → one worker → "
+                              "client)", "lat.service", ls),
                              ("ONNX Runtime (session.run, batch of 1)", "lat.ort", lo)):
             if r is None:
                 w("| %s | – | – | – | – | skipped | – |" % name)

@@ -14,11 +14,13 @@
 # the peers get those ids.  Throughput counts real tokens: each text's
 # wordpieces plus [CLS] and [SEP], never padding.
 #
-# Rows: the engine; the service (placeholder until bin/zbert-broker and
-# bin/zbert-worker exist, then bench/service.sh); PyTorch (bench/bert_torch.py)
-# and ONNX Runtime (bench/node/ort_peer.js), each in length-sorted batches of
-# 8 and one text at a time.  Then fixed sequence lengths (zbert, ONNX Runtime)
-# and the latency of one short text.  A peer that is not installed is
+# Rows: the engine, fp32 and int8 (bench-base-int8.zbm, made by
+# zbert-model convert --quantize int8, with its accuracy against fp32); the
+# service (bench/service.sh); PyTorch (bench/bert_torch.py) and ONNX Runtime
+# (bench/node/ort_peer.js), each in length-sorted batches of 8 and one text
+# at a time.  Then fixed sequence lengths (zbert fp32 and int8, ONNX Runtime)
+# and the latency of one short text (engine fp32 and int8, the service end
+# to end with one worker of all the threads, ONNX Runtime).  A peer that is not installed is
 # skipped with a message saying how to install it (make bench-deps).
 #
 # Knobs (environment): ZB_BENCH_TEXTS (2000), ZB_BENCH_THREADS (2),
@@ -144,6 +146,10 @@ if [ ! -f "$model.zbm" ] || [ "$bin/zbert-model" -nt "$model.zbm" ]; then
     say "converting $model to $model.zbm"
     "$bin/zbert-model" convert "$model" -o "$model.zbm" >&2
 fi
+if [ ! -f "$model-int8.zbm" ] || [ "$model.zbm" -nt "$model-int8.zbm" ]; then
+    say "quantizing $model.zbm to $model-int8.zbm"
+    "$bin/zbert-model" convert "$model.zbm" -o "$model-int8.zbm" --quantize int8 >&2
+fi
 sh bench/corpus.sh "$texts" "$out/corpus.txt" >&2
 tokenize "$out/corpus.txt" "$out/ids.jsonl"
 [ "$(wc -l < "$out/ids.jsonl")" -eq "$texts" ] || die "corpus has fewer than $texts texts"
@@ -195,6 +201,15 @@ sed -n 's/^zbert-embed: stats /    /p' "$out/zbert.err" >&2
 head -n $((detail * stride)) "$out/corpus.txt" |
     "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" --level wordpiece \
         > "$out/zbert.detail.jsonl"
+
+say "zbert engine int8: $texts texts"
+timed zbert8 "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" --level sentence \
+    --pooling cls --format npy --stats < "$out/corpus.txt" > "$out/zbert8.npy" 2> "$out/zbert8.err" ||
+    { cat "$out/zbert8.err" >&2; die "zbert-embed (int8) failed"; }
+sed -n 's/^zbert-embed: stats /    /p' "$out/zbert8.err" >&2
+head -n $((detail * stride)) "$out/corpus.txt" |
+    "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" --level wordpiece \
+        > "$out/zbert8.detail.jsonl"
 
 # The service: enabled once its programs exist.  bench/service.sh BIN MODEL
 # CORPUS OUT THREADS starts a broker and workers with THREADS threads in all,
@@ -252,6 +267,10 @@ for len in $lengths; do
     timed "fixed.$len.zbert" "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" \
         --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert.err" ||
         { cat "$f.zbert.err" >&2; say "zbert-embed failed at length $len"; }
+    say "fixed length $len: $n texts, zbert engine int8"
+    timed "fixed.$len.zbert8" "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" \
+        --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert8.err" ||
+        { cat "$f.zbert8.err" >&2; say "zbert-embed (int8) failed at length $len"; }
     if [ $have_ort -eq 1 ]; then
         say "fixed length $len: $n texts, ONNX Runtime batch 8"
         timed "fixed.$len.ort" node bench/node/ort_peer.js run "$model.onnx" "$f.ids.jsonl" \
@@ -265,6 +284,24 @@ say "latency: one short text, $lat_runs runs"
 echo "$lat_text" > "$out/lat.txt"
 timed lat.zbert "$tools/zbert_latency" --model "$model.zbm" --threads "$threads" \
     --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.zbert.json" || failed lat.zbert
+timed lat.zbert8 "$tools/zbert_latency" --model "$model-int8.zbm" --threads "$threads" \
+    --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.zbert8.json" || failed lat.zbert8
+# end to end through the service: a broker and one worker with every thread
+# (one text cannot be split between workers)
+if [ -x "$bin/zbert-broker" ] && [ -x "$bin/zbert-worker" ]; then
+    ldir=$(mktemp -d /tmp/zbert-bench-latency.XXXXXX)
+    lport=$((30000 + $$ % 10000))
+    if deploy/local-cluster start --model "$model.zbm" --workers 1 --threads "$threads" \
+            --bin "$bin" --clients "tcp://127.0.0.1:$lport" \
+            --backend "tcp://127.0.0.1:$((lport + 1))" --dir "$ldir" > /dev/null; then
+        timed lat.service "$tools/zbert_latency" --broker "tcp://127.0.0.1:$lport" \
+            --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.service.json" || failed lat.service
+        deploy/local-cluster stop --dir "$ldir" > /dev/null 2>&1 || true
+    else
+        failed lat.service
+    fi
+    rm -rf "$ldir"
+fi
 if [ $have_ort -eq 1 ]; then
     tokenize "$out/lat.txt" "$out/lat.ids.jsonl"
     timed lat.ort node bench/node/ort_peer.js latency "$model.onnx" "$out/lat.ids.jsonl" "$out/lat.ort" \

@@ -42,8 +42,10 @@
 #define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
 #define S_MR_MAX 12
 #define S_EPI_PANELS (ZB_GEMM_EPILOGUE_MAX / ZB_GEMM_NR) /* panels per epilogue call */
-/* per-thread work: one packed activation block, cache-line aligned */
-#define S_WORK_THREAD ((size_t)S_MC * S_KC)
+/* per-thread work: one packed activation block, or every k block of a few
+ * rows (s_run); a multiple of 16 floats, so each thread's part stays
+ * cache-line aligned */
+#define S_WORK_THREAD ((size_t)S_MC * S_KC * 2)
 
 #define S_AVX2_FN __attribute__((target("avx2,fma")))
 #define S_AVX512_FN __attribute__((target("avx512f")))
@@ -68,6 +70,10 @@ typedef struct {
     int mr;
     s_kern_fn fn;
     s_pack_fn pack;
+    /* kernels for the first r rows of an mr-row sliver (index r, 1 <= r <
+     * mr; NULL: none, the edge runs fn on a zero-padded local tile).  Each
+     * row's sums are the same fma chains as in fn, so the bits are too. */
+    const s_kern_fn *part;
 } s_kern_t;
 
 /* --- micro-kernels ------------------------------------------------------ */
@@ -217,6 +223,57 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
 #undef S_STORE_ROW
 }
 
+/* The AVX-512 kernel on the first R rows of a 12-row sliver: a batch of a
+ * few tokens (one short text: 15 rows) would otherwise spend most of its
+ * time on the zero rows of its last sliver. */
+#define S_AVX512_PART(R)                                                                       \
+    S_AVX512_FN static void s_kern_avx512_##R(int kc, const float *a, const float *b,         \
+                                              float *c, size_t ldc, s_add_t add,               \
+                                              const float *bias, const float *pf, int pf_n) {  \
+        __m512 acc[R];                                                                         \
+        _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();   \
+        for (int k0 = 0; k0 < kc; k0 += 16) {                                                  \
+            if (pf_n > 0) {                                                                    \
+                __builtin_prefetch(pf, 0, 2);                                                  \
+                pf += S_NR;                                                                    \
+                pf_n--;                                                                        \
+            }                                                                                  \
+            if (k0 / 16 < (R)) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);         \
+            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
+            for (int k = k0; k < k1; k++) {                                                    \
+                const __m512 w = _mm512_load_ps(b);                                            \
+                _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) acc[r] =                \
+                    _mm512_fmadd_ps(_mm512_set1_ps(a[r]), w, acc[r]);                          \
+                a += S_MR_AVX512;                                                              \
+                b += S_NR;                                                                     \
+            }                                                                                  \
+        }                                                                                      \
+        __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();            \
+        _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) {                               \
+            float *cr = c + (size_t)r * ldc;                                                   \
+            if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                       \
+            _mm512_storeu_ps(cr, add == S_ADD_NONE ? acc[r] : _mm512_add_ps(z, acc[r]));       \
+        }                                                                                      \
+    }
+S_AVX512_PART(1)
+S_AVX512_PART(2)
+S_AVX512_PART(3)
+S_AVX512_PART(4)
+S_AVX512_PART(5)
+S_AVX512_PART(6)
+S_AVX512_PART(7)
+S_AVX512_PART(8)
+S_AVX512_PART(9)
+S_AVX512_PART(10)
+S_AVX512_PART(11)
+#undef S_AVX512_PART
+
+static const s_kern_fn s_avx512_part[S_MR_AVX512] = {
+    NULL,             s_kern_avx512_1, s_kern_avx512_2, s_kern_avx512_3,
+    s_kern_avx512_4,  s_kern_avx512_5, s_kern_avx512_6, s_kern_avx512_7,
+    s_kern_avx512_8,  s_kern_avx512_9, s_kern_avx512_10, s_kern_avx512_11,
+};
+
 /* --- instruction sets ------------------------------------------------------ */
 
 bool zb_gemm_isa_supported(zb_gemm_isa_t isa) {
@@ -360,11 +417,12 @@ S_AVX2_FN static void s_pack_x_avx2(const float *x, size_t ldx, int rows, int kc
 
 static s_kern_t s_kernel(zb_gemm_isa_t isa) {
     switch (isa) {
-    case ZB_GEMM_AVX512: return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2};
-    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2};
+    case ZB_GEMM_AVX512:
+        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_part};
+    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2, NULL};
     case ZB_GEMM_SCALAR: break;
     }
-    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar};
+    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL};
 }
 
 /* --- driver ---------------------------------------------------------------- */
@@ -385,6 +443,8 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
         pl->kern.fn(kc, ap, bp, c, ldc, add, bias, pf, pf_n);
+    } else if (cols == S_NR && pl->kern.part != NULL) {
+        pl->kern.part[rows](kc, ap, bp, c, ldc, add, bias, pf, pf_n);
     } else {
         float tile[S_MR_MAX * S_NR] __attribute__((aligned(64)));
         float bpad[S_NR] __attribute__((aligned(64)));
@@ -400,57 +460,94 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
     }
 }
 
-/* Rows [m0, m1) x panels [p0, p1) of the product, with apack as this
- * thread's activation block. */
-static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apack) {
+/* One k block of panel p over the mc rows of a row block starting at row
+ * i0: the tiles of every sliver (packed at ap, [kc][mr] each), then, when
+ * that was the panel's last k block, the epilogue of its group. */
+static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int p1, int k0,
+                          int kc, const float *ap, const float *pf_end) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
-    const s_add_t first = a->init == ZB_GEMM_ZERO   ? S_ADD_NONE
-                          : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
-                                                    : S_ADD_C;
+    const s_add_t add = k0 > 0                   ? S_ADD_C
+                        : a->init == ZB_GEMM_ZERO ? S_ADD_NONE
+                        : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
+                                                  : S_ADD_C;
+    const float *bp = a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)k0 * S_NR;
+    const int j0 = p * S_NR, cols = N - j0 < S_NR ? N - j0 : S_NR;
+    const float *bias = a->init == ZB_GEMM_BIAS ? a->bias + j0 : NULL;
+    float *yp = a->y + (size_t)i0 * a->ldy + (size_t)j0;
+    /* what runs next, for the prefetches: pf_end is where it starts */
+    const float *next = pf_end;
+    for (int s = 0; s < mc; s += mr) {
+        const int rows = mc - s < mr ? mc - s : mr;
+        /* the next slice into L2, a share per sliver, so that its first
+         * sliver does not wait for L3 (4% at BERT shapes); the kernel
+         * spreads what it can */
+        const float *pf = NULL;
+        int pf_n = 0;
+        if (next != NULL) {
+            const int n_sl = (mc + mr - 1) / mr;
+            const int l0 = (int)((int64_t)kc * (s / mr) / n_sl);
+            const int l1 = (int)((int64_t)kc * (s / mr + 1) / n_sl);
+            pf = next + (size_t)l0 * S_NR;
+            pf_n = l1 - l0;
+            for (int l = (kc + 15) / 16; l < pf_n; l++)
+                __builtin_prefetch(pf + (size_t)l * S_NR, 0, 2);
+        }
+        s_tile(pl, kc, ap + (size_t)s * (size_t)kc, bp, yp + (size_t)s * a->ldy, rows, cols, add,
+               bias, pf, pf_n);
+    }
+    /* the epilogue, once a group of panels is final: its rows are still in
+     * L2, and each call covers up to ZB_GEMM_EPILOGUE_MAX columns rather
+     * than one tile's 16 */
+    if (k0 + kc == K && a->epilogue != NULL &&
+        ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
+        const int g0 = p - (p - p0) % S_EPI_PANELS;
+        const int c0 = g0 * S_NR, c1 = j0 + cols;
+        for (int r = 0; r < mc; r++)
+            a->epilogue(a->epilogue_ctx, a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
+    }
+}
+
+/* Rows [m0, m1) x panels [p0, p1) of the product, with apack as this
+ * thread's activation block.
+ * Few rows (every k block of the row block fits the work area at once):
+ * the activations are packed once, and each panel runs its k blocks in
+ * turn, so the weights stream through in the order they are stored -- at
+ * a handful of tokens the GEMM waits on memory, not on FMAs.
+ * Else, per k block: pack that block, run every panel over it. */
+static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apack) {
+    const zb_gemm_args_t *a = pl->a;
+    const int K = a->w->k, mr = pl->kern.mr;
     if (m1 <= m0 || p1 <= p0) return;
+    const float *w_end = a->w->p + (size_t)p1 * S_NR * (size_t)K;
     for (int i0 = m0; i0 < m1; i0 += S_MC) {
         const int mc = m1 - i0 < S_MC ? m1 - i0 : S_MC;
+        const size_t padded = (size_t)((mc + mr - 1) / mr * mr);
+        if (padded * (size_t)K <= S_WORK_THREAD) {
+            for (int k0 = 0; k0 < K; k0 += S_KC) {
+                const int kc = K - k0 < S_KC ? K - k0 : S_KC;
+                pl->kern.pack(a->x + (size_t)i0 * a->ldx + (size_t)k0, a->ldx, mc, kc, mr,
+                              apack + padded * (size_t)k0);
+            }
+            for (int p = p0; p < p1; p++)
+                for (int k0 = 0; k0 < K; k0 += S_KC) {
+                    const int kc = K - k0 < S_KC ? K - k0 : S_KC;
+                    /* the next slice is the next in memory */
+                    const float *next =
+                        a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)(k0 + kc) * S_NR;
+                    s_panel_block(pl, i0, mc, p, p0, p1, k0, kc, apack + padded * (size_t)k0,
+                                  next < w_end ? next : NULL);
+                }
+            continue;
+        }
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
-            const s_add_t add = k0 == 0 ? first : S_ADD_C;
-            const int last = k0 + kc == K;
             pl->kern.pack(a->x + (size_t)i0 * a->ldx + (size_t)k0, a->ldx, mc, kc, mr, apack);
             for (int p = p0; p < p1; p++) {
-                const float *bp = a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)k0 * S_NR;
-                const int j0 = p * S_NR, cols = N - j0 < S_NR ? N - j0 : S_NR;
-                const float *bias = a->init == ZB_GEMM_BIAS ? a->bias + j0 : NULL;
-                float *yp = a->y + (size_t)i0 * a->ldy + (size_t)j0;
-                for (int s = 0; s < mc; s += mr) {
-                    const int rows = mc - s < mr ? mc - s : mr;
-                    /* the next panel's slice into L2, a share per sliver, so
-                     * that its first sliver does not wait for L3 (4% at
-                     * BERT shapes); the kernel spreads what it can */
-                    const float *pf = NULL;
-                    int pf_n = 0;
-                    if (p + 1 < p1) {
-                        const int n_sl = (mc + mr - 1) / mr;
-                        const int l0 = (int)((int64_t)kc * (s / mr) / n_sl);
-                        const int l1 = (int)((int64_t)kc * (s / mr + 1) / n_sl);
-                        pf = bp + (size_t)S_NR * (size_t)K + (size_t)l0 * S_NR;
-                        pf_n = l1 - l0;
-                        for (int l = (kc + 15) / 16; l < pf_n; l++)
-                            __builtin_prefetch(pf + (size_t)l * S_NR, 0, 2);
-                    }
-                    s_tile(pl, kc, apack + (size_t)s * (size_t)kc, bp,
-                           yp + (size_t)s * a->ldy, rows, cols, add, bias, pf, pf_n);
-                }
-                /* the epilogue, once a group of panels is final: its rows are
-                 * still in L2, and each call covers up to
-                 * ZB_GEMM_EPILOGUE_MAX columns rather than one tile's 16 */
-                if (last && a->epilogue != NULL &&
-                    ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
-                    const int g0 = p - (p - p0) % S_EPI_PANELS;
-                    const int c0 = g0 * S_NR, c1 = j0 + cols;
-                    for (int r = 0; r < mc; r++)
-                        a->epilogue(a->epilogue_ctx,
-                                    a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
-                }
+                const float *next =
+                    p + 1 < p1 ? a->w->p + (size_t)(p + 1) * S_NR * (size_t)K + (size_t)k0 * S_NR
+                               : NULL;
+                s_panel_block(pl, i0, mc, p, p0, p1, k0, kc, apack, next);
             }
         }
     }
