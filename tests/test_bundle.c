@@ -613,6 +613,21 @@ static void test_hostile_manifest(void **state) {
         {"tensor layout type", "qkv.bias\",\"dtype\":\"F32\",\"layout\":\"plain\"",
          "qkv.bias\",\"dtype\":\"F32\",\"layout\":7", NULL, 0, 0, ZB_EFORMAT,
          "qkv.bias: layout is not a string"},
+        /* int8 tensors: only as panel-q8 matrices (declared) and I32 vectors */
+        {"panel-q8 undeclared", "qkv.weight\",\"dtype\":\"F32\",\"layout\":\"panel\"",
+         "qkv.weight\",\"dtype\":\"I8\",\"layout\":\"panel-q8\"", NULL, 0, 0, ZB_EFORMAT,
+         "layout \"panel-q8\" needs the manifest's layout_q8 object"},
+        {"I8 vector", "qkv.bias\",\"dtype\":\"F32\"", "qkv.bias\",\"dtype\":\"I8\"", NULL, 0, 0,
+         ZB_EFORMAT, "qkv.bias: dtype I8 in the plain layout"},
+        {"I32 panel", "qkv.weight\",\"dtype\":\"F32\"", "qkv.weight\",\"dtype\":\"I32\"", NULL,
+         0, 0, ZB_EFORMAT, "qkv.weight: dtype I32 in the panel layout"},
+        {"layout_q8 k_group", "\"format\":\"zbert-bundle\"",
+         "\"layout_q8\":{\"name\":\"panel-q8\",\"version\":1,\"panel_rows\":16,\"k_group\":8},"
+         "\"format\":\"zbert-bundle\"", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "layout_q8 panel-q8 version 1 with 16-row panels; this build reads"},
+        {"layout_q8 type", "\"format\":\"zbert-bundle\"",
+         "\"layout_q8\":3,\"format\":\"zbert-bundle\"", NULL, 0, 0, ZB_EFORMAT,
+         "layout_q8 needs to be an object with a name"},
         /* structurally fine, but the table is not the packed one the config describes */
         {"missing packed tensor", "\"name\":\"encoder.layer.0.output.dense.weight\"",
          "\"name\":\"encoder.layer.0.output.dense.weights\"", NULL, 1, 0, ZB_ENOTFOUND,

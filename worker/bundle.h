@@ -3,11 +3,14 @@
  * and runs from, sharing its pages with every other worker on the node.
  *
  * A bundle is a plain zip archive (no zip64) holding
- *   weights.bin  the first entry, STORED (never compressed): fp32 tensors,
- *                each starting 64-byte aligned inside the entry, whose data
+ *   weights.bin  the first entry, STORED (never compressed): tensors, each
+ *                starting 64-byte aligned inside the entry, whose data
  *                itself starts 64-byte aligned in the file.  A tensor is
  *                plain (row-major) or, for the linear layers' matrices,
- *                in gemm.h's packed panel layout, ready for the GEMM.  The writer pads
+ *                packed ready for the GEMM: F32 in gemm.h's panel layout,
+ *                or, in an int8 bundle, I8 in qgemm.h's panel-q8 layout
+ *                beside its F32 row scales and I32 row sums (model.h's
+ *                int8 table).  The writer pads
  *                the entry's local header with an alignment extra field
  *                (id 0xD935: u16 alignment + zero bytes, the Android zipalign
  *                convention) so the data lands on the boundary.
@@ -16,7 +19,9 @@
  *                "config": {Hugging Face BertConfig keys}, "tokenizer":
  *                {"lowercase", "strip_accents"}, "weights": {"entry",
  *                "nbytes", "sha256"}, "tensors": [{"name", "dtype", "shape",
- *                "layout": "plain" | "panel", "offset", "nbytes"}],
+ *                "layout": "plain" | "panel" | "panel-q8", "offset", "nbytes"}],
+ *                and, when any tensor is panel-q8, "layout_q8": {"name":
+ *                "panel-q8", "version": 1, "panel_rows": 16, "k_group": 4},
  *                "source": "..."}.  "layout" names the packed layout of the
  *                "panel" tensors (their shape is the logical [N, K], their
  *                nbytes the packed size).  Version 1 bundles (no layout,

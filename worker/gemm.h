@@ -20,8 +20,9 @@
  * or bias[j].  So y[i][j] depends only on row i of x, on W and on init --
  * never on M, on the row's place in the batch, on the thread count or on the
  * instruction set: the scalar variant (fmaf) and the SIMD variants give the
- * same bits.  Partial tiles run through the same micro-kernel on
- * zero-padded rows and columns, never through a separate tail loop.
+ * same bits.  Partial tiles run through the same fma chains: the micro-kernel
+ * on zero-padded rows and columns, or (AVX-512, a sliver of r < 12 rows) a
+ * kernel of exactly r rows whose every row is the same chain.
  * (Chains of ZB_GEMM_KC rather than K keep the rounding error near a
  * blocked BLAS's: a 3072-long chain started from a residual was 10x worse
  * against a float64 reference.)
