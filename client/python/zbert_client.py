@@ -1,7 +1,8 @@
 """zbert_client -- a Python client for the zbert embedding service.
 
-Written from proto/PROTOCOL.md (version 1) alone: one DEALER socket connected to a broker's
-client endpoint, one MessagePack map per ZeroMQ frame, vectors as little-endian float32 `bin`.
+Written from proto/PROTOCOL.md (version 1, revision 1.1) alone: one DEALER socket connected to
+a broker's client endpoint, one MessagePack map per ZeroMQ frame, vectors as little-endian
+float32 `bin`.
 
 Library:
 
@@ -12,12 +13,17 @@ Library:
         results[0].offsets   # numpy uint32 [rows, 2], [begin, end) in code points
         results[0].ids       # numpy uint32 [rows] (wordpiece level)
         results[1].error     # TextError(code="bad_utf8", message=...)
+        toks = c.embed(["Hi. Don't"], sentences=True, token_vector="mean")
+        toks[0].sentence     # numpy uint32 [rows]: each token's sentence (token metadata)
+        toks[0].piece_id     # numpy int32 [rows]: its first wordpiece's id, -1 when oov
         c.status()           # the broker's status_reply as a dict
 
 Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run this file):
 
-    zbert_client.py [embed] [--broker EP] [--level sentence|wordpiece] [--pooling cls|mean]
-                    [--normalize] [--windows] [--format jsonl|npy] ... < lines > output
+    zbert_client.py [embed] [--broker EP] [--level sentence|wordpiece|token]
+                    [--pooling cls|mean] [--normalize] [--windows] [--sentences]
+                    [--token-vector first|mean] [--compat none|sparknlp]
+                    [--format jsonl|npy] ... < lines > output
     zbert_client.py status [--broker EP]
 
 `embed` reads one text per line and writes exactly what `zbert-embed` writes for the same
@@ -62,6 +68,9 @@ U32_LIMIT = 1 << 32
 
 LEVELS = ("token", "wordpiece", "sentence")
 POOLINGS = ("cls", "mean")
+TOKEN_VECTORS = ("first", "mean")
+COMPATS = ("none", "sparknlp")
+META_KEYS = ("sentence", "piece_id", "word_start", "oov")
 
 
 class ZbertError(Exception):
@@ -84,7 +93,8 @@ class ZbertError(Exception):
 
 
 class TextError:
-    """A per-text failure: code `bad_utf8`, `too_large`, `internal` (or a newer one)."""
+    """A per-text failure: code `bad_utf8`, `too_large`, `unsupported`, `internal` (or a
+    newer one)."""
 
     __slots__ = ("code", "message")
 
@@ -102,11 +112,17 @@ class TextResult:
     vectors: float32 [rows, dim] (sentence level: one row; zero rows for a failed text).
     offsets, byte_offsets: uint32 [rows, 2], [begin, end) in code points / UTF-8 bytes
     (token and wordpiece levels, else None). ids: uint32 [rows] (wordpiece level, else None).
+    Token metadata (token level, when the call asked for it with sentences, compat or
+    token_meta; else None): sentence uint32 [rows], the 0-based sentence of each token;
+    piece_id int32 [rows], the vocabulary id of its first (with compat: fed) wordpiece, -1
+    when the token has none; word_start bool [rows], that piece is not a `##` one; oov bool
+    [rows], the token has no wordpiece (its vector is zeros).
     truncated: the text was cut to the model's positions. error: a TextError or None.
-    The arrays are read-only views into the message they came in.
+    The float arrays are read-only views into the message they came in.
     """
 
-    __slots__ = ("vectors", "offsets", "byte_offsets", "ids", "truncated", "error")
+    __slots__ = ("vectors", "offsets", "byte_offsets", "ids", "truncated", "error", "sentence",
+                 "piece_id", "word_start", "oov")
 
     def __init__(self, vectors, offsets=None, byte_offsets=None, ids=None, truncated=False,
                  error=None):
@@ -116,6 +132,10 @@ class TextResult:
         self.ids = ids
         self.truncated = truncated
         self.error = error
+        self.sentence = None
+        self.piece_id = None
+        self.word_start = None
+        self.oov = None
 
     @property
     def ok(self):
@@ -235,6 +255,15 @@ def _u32_array(v, name, n):
     return np.array(v, dtype=np.uint32)
 
 
+def _bool_array(v, name, n):
+    """An array of exactly n bools, as numpy bool."""
+    _list(v, name, n)
+    for x in v:
+        if type(x) is not bool:
+            raise _Malformed(f"`{name}` holds a value that is not a bool")
+    return np.array(v, dtype=bool)
+
+
 def _index_list(v, name, first, count):
     """truncated / errors indices: increasing, each in first..first+count-1."""
     prev = first - 1
@@ -247,7 +276,8 @@ def _index_list(v, name, first, count):
 # Body keys each message type defines; None maps to the depth an ignored value may use.
 _KNOWN = {
     "part": {"v", "type", "id", "first", "count", "level", "dim", "rows", "vectors", "offsets",
-             "byte_offsets", "ids", "truncated", "errors"},
+             "byte_offsets", "ids", "sentence", "piece_id", "word_start", "oov", "truncated",
+             "errors"},
     "done": {"v", "type", "id", "texts", "tokens", "parts", "elapsed_ms"},
     "error": {"v", "type", "id", "code", "message"},
     "status_reply": {"v", "type", "id", "uptime_ms", "workers", "requests", "queued_shards",
@@ -284,8 +314,16 @@ def _decode(body):
     return m
 
 
-def _parse_part(m, level_wanted):
-    """Validates a part; returns (first, [TextResult] of its texts)."""
+def _wants_meta(opts):
+    """Whether parts answering these embed options carry token metadata (PROTOCOL.md 4)."""
+    return opts.get("level", "token") == "token" and (
+        bool(opts.get("sentences")) or opts.get("compat", "none") != "none"
+        or bool(opts.get("token_meta")))
+
+
+def _parse_part(m, level_wanted, meta_wanted=False):
+    """Validates a part; returns (first, [TextResult] of its texts). meta_wanted: the request
+    asked for token metadata, which the part must then carry (and otherwise must not)."""
     first = _uint(_get(m, "first", "part"), "first", 0, TEXTS_MAX - 1)
     count = _uint(_get(m, "count", "part"), "count", 1, TEXTS_MAX - first)
     level = _str(_get(m, "level", "part"), "level")
@@ -317,6 +355,17 @@ def _parse_part(m, level_wanted):
         _list(_get(m, "ids", "part"), "ids", count)
     elif ids is not None:
         raise _Malformed(f"ids sent at the {level} level")
+    meta = {k: m.get(k) for k in META_KEYS}
+    has_meta = any(v is not None for v in meta.values())
+    if has_meta:
+        if level != "token":
+            raise _Malformed(f"token metadata sent at the {level} level")
+        for k in META_KEYS:
+            _list(_get(m, k, "part"), k, count)
+    if has_meta != meta_wanted:
+        raise _Malformed("token metadata sent to a request that did not ask for it"
+                         if has_meta else "no token metadata for a request that asked for it "
+                         "(are the broker and workers older than protocol 1.1?)")
     truncated = m.get("truncated")
     if truncated is not None:
         _index_list(_list(truncated, "truncated"), "truncated", first, count)
@@ -359,6 +408,15 @@ def _parse_part(m, level_wanted):
                     raise _Malformed(f"text {i} has an offset span with begin > end")
         if level == "wordpiece":
             r.ids = _u32_array(ids[k], "ids", n)
+        if has_meta:
+            r.sentence = _u32_array(meta["sentence"][k], "sentence", n)
+            piece = _u32_array(meta["piece_id"][k], "piece_id", n)
+            r.word_start = _bool_array(meta["word_start"][k], "word_start", n)
+            r.oov = _bool_array(meta["oov"][k], "oov", n)
+            if bool((piece[r.oov] != 0).any()):
+                raise _Malformed(f"text {i} has an oov row whose piece_id is not 0")
+            # the protocol's 0 of an oov row means "no piece", shown as -1 (ids < 2^31)
+            r.piece_id = np.where(r.oov, -1, piece.astype(np.int64)).astype(np.int32)
         out.append(r)
     return first, out
 
@@ -430,6 +488,28 @@ def _wire_text(t):
     raise TypeError(f"a text must be str or bytes, not {type(t).__name__}")
 
 
+def _embed_opts(level="token", pooling=None, normalize=False, windows=False, sentences=False,
+                token_vector=None, compat=None, token_meta=False):
+    """The options of an `embed`: keys in the order of PROTOCOL.md section 3, each written only
+    when it is not the default (level always)."""
+    opts = {"level": level}
+    if pooling is not None:
+        opts["pooling"] = pooling
+    if normalize:
+        opts["normalize"] = True
+    if windows:
+        opts["windows"] = True
+    if sentences:
+        opts["sentences"] = True
+    if token_vector not in (None, "first"):
+        opts["token_vector"] = token_vector
+    if compat not in (None, "none"):
+        opts["compat"] = compat
+    if token_meta:
+        opts["token_meta"] = True
+    return opts
+
+
 def _embed_msg(rid, wire_texts, opts, deadline_ms=None):
     """The `embed` map, keys in the order of PROTOCOL.md section 3."""
     msg = {"v": PROTOCOL_VERSION, "type": "embed", "id": rid, "texts": wire_texts}
@@ -446,6 +526,7 @@ class _Call:
         self.wire = wire
         self.opts = opts
         self.level = opts["level"]
+        self.meta = _wants_meta(opts)
         self.deadline = deadline  # time.monotonic() value, or None
         self.end = end            # client-side timeout, or None
         self.window = deque()     # _Request in text order: open, or done, not all emitted
@@ -538,12 +619,17 @@ class Client:
     # --- embed ---
 
     def embed(self, texts, level="token", pooling=None, normalize=False, windows=False,
-              deadline_ms=None, timeout=None):
+              deadline_ms=None, timeout=None, sentences=False, token_vector=None, compat=None,
+              token_meta=False):
         """Embeds texts (str or bytes each); returns one TextResult per text, in order.
 
         level: `token` (the protocol's default), `wordpiece` or `sentence`; pooling: `cls`
         or `mean` (sentence level); normalize: L2-normalise each vector; windows: texts over
-        512 wordpieces get overlapping windows instead of truncation. deadline_ms: the
+        512 wordpieces get overlapping windows instead of truncation. sentences (token and
+        wordpiece levels): each sentence of a text is its own sequence; token_vector (token
+        level): `first` or `mean` of a token's wordpiece rows; compat (token level): `none` or
+        `sparknlp` (Spark NLP 2.6.4-2.7.5's BertEmbeddings); token_meta: token metadata
+        without sentences or compat (they imply it). deadline_ms: the
         service gives up this long after the call starts (0/None: never); timeout: this
         client gives up after that many seconds (None: never). A text that cannot be
         embedded alone (invalid UTF-8, over 1 MiB) comes back with `error` set; a failure of
@@ -554,7 +640,9 @@ class Client:
         try:
             for i, r in self.embed_iter(texts, level=level, pooling=pooling,
                                         normalize=normalize, windows=windows,
-                                        deadline_ms=deadline_ms, timeout=timeout):
+                                        deadline_ms=deadline_ms, timeout=timeout,
+                                        sentences=sentences, token_vector=token_vector,
+                                        compat=compat, token_meta=token_meta):
                 out[i] = r
         except ZbertError as e:
             for i, r in e.received.items():
@@ -564,7 +652,8 @@ class Client:
         return out
 
     def embed_iter(self, texts, level="token", pooling=None, normalize=False, windows=False,
-                   deadline_ms=None, timeout=None):
+                   deadline_ms=None, timeout=None, sentences=False, token_vector=None,
+                   compat=None, token_meta=False):
         """Like embed(), but a generator of (index, TextResult) in text order, as they come.
 
         At most `inflight` requests are open, and results wait for in-order output only
@@ -578,14 +667,17 @@ class Client:
             raise ZbertError("usage", "pooling must be cls or mean")
         if deadline_ms is not None and (type(deadline_ms) is not int or deadline_ms < 0):
             raise ZbertError("usage", "deadline_ms must be a non-negative int")
+        if token_vector is not None and token_vector not in TOKEN_VECTORS:
+            raise ZbertError("usage", "token_vector must be first or mean")
+        if compat is not None and compat not in COMPATS:
+            raise ZbertError("usage", "compat must be none or sparknlp")
+        if compat == "sparknlp" and level != "token":
+            raise ZbertError("usage", "compat sparknlp gives token vectors: use level token")
+        if sentences and level == "sentence":
+            raise ZbertError("usage", "sentences applies to the token and wordpiece levels")
         wire = [_wire_text(t) for t in texts]
-        opts = {"level": level}
-        if pooling is not None:
-            opts["pooling"] = pooling
-        if normalize:
-            opts["normalize"] = True
-        if windows:
-            opts["windows"] = True
+        opts = _embed_opts(level, pooling, normalize, windows, sentences, token_vector, compat,
+                           token_meta)
         t0 = time.monotonic()
         call = _Call(wire, opts, t0 + deadline_ms / 1000.0 if deadline_ms else None,
                      None if timeout is None else t0 + timeout)
@@ -709,7 +801,7 @@ class Client:
             return  # an answer to an earlier call or a cancelled request, or a newer type
         try:
             if t == "part":
-                first, results = _parse_part(m, call.level)
+                first, results = _parse_part(m, call.level, call.meta)
                 if first + len(results) > req.n:
                     raise _Malformed(f"it covers texts up to {first + len(results)} of a "
                                      f"request of {req.n}")
@@ -778,13 +870,17 @@ class Client:
 # --- zbert-embed's JSONL ----------------------------------------------------------------------
 
 def _json_str(s):
-    """A JSON string as zbert-embed writes it: UTF-8 kept, `"` and `\\` escaped, control
-    characters (below U+0020, and U+007F) as \\u00XX."""
+    """A JSON string as zbert-embed writes it: UTF-8 kept, `"` and `\\` escaped, newline, tab
+    and carriage return as \\n \\t \\r, other control characters (below U+0020, and
+    U+007F) as \\u00XX."""
     out = ['"']
+    short = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
     for ch in s:
         c = ord(ch)
         if ch == '"' or ch == "\\":
             out.append("\\" + ch)
+        elif ch in short:
+            out.append(short[ch])
         elif c < 0x20 or c == 0x7F:
             out.append(f"\\u{c:04x}")
         else:
@@ -798,12 +894,13 @@ def _floats(row):
     return "[" + ",".join(["%.9g" % x for x in row.tolist()]) + "]"
 
 
-def format_jsonl(index, result, level):
+def format_jsonl(index, result, level, text=None):
     """One line (without newline) of zbert-embed's JSONL output for a result.
 
-    Levels `sentence` and `wordpiece`; an error result gives {"index":i,"error":message}.
-    (The token level's objects carry the token's text as zbert-embed derives it, which the
-    protocol does not send.)
+    An error result gives {"index":i,"error":message}. The token level needs the text the
+    result is for (str, or bytes of valid UTF-8): its token objects carry each token's text,
+    which the protocol does not send (it is the text's bytes over the token's
+    byte_offsets), and, with token metadata, its sentence, pieceId, isWordStart and isOOV.
     """
     if result.error is not None:
         return f'{{"index":{index},"error":{_json_str(result.error.message)}}}'
@@ -815,6 +912,22 @@ def format_jsonl(index, result, level):
         offs = ",".join(f"[{b},{e}]" for b, e in result.offsets.tolist())
         vecs = ",".join(_floats(v) for v in result.vectors)
         return f'{head},"ids":[{ids}],"offsets":[{offs}],"vectors":[{vecs}]}}'
+    if level == "token":
+        if text is None:
+            raise ValueError("format_jsonl: the token level needs the text")
+        raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        toks = []
+        for k in range(result.vectors.shape[0]):
+            bb, be = result.byte_offsets[k].tolist()
+            b, e = result.offsets[k].tolist()
+            t = f'{{"text":{_json_str(raw[bb:be].decode("utf-8"))},"begin":{b},"end":{e},'
+            if result.sentence is not None:
+                t += (f'"sentence":{int(result.sentence[k])},'
+                      f'"pieceId":{int(result.piece_id[k])},'
+                      f'"isWordStart":{"true" if result.word_start[k] else "false"},'
+                      f'"isOOV":{"true" if result.oov[k] else "false"},')
+            toks.append(t + f'"vector":{_floats(result.vectors[k])}}}')
+        return f'{head},"tokens":[{",".join(toks)}]}}'
     raise ValueError(f"format_jsonl: level {level!r} is not supported")
 
 
@@ -822,8 +935,9 @@ def format_jsonl(index, result, level):
 
 _PROG = "zbert_client"
 
-_USAGE = f"""usage: {_PROG} [embed] [--broker EP] [--level sentence|wordpiece] [--pooling cls|mean]
-                    [--normalize] [--truncate|--windows] [--format jsonl|npy]
+_USAGE = f"""usage: {_PROG} [embed] [--broker EP] [--level sentence|wordpiece|token]
+                    [--pooling cls|mean] [--normalize] [--truncate|--windows] [--sentences]
+                    [--token-vector first|mean] [--compat none|sparknlp] [--format jsonl|npy]
                     [--deadline-ms N] [--timeout S] [--batch N] [--inflight N] < lines > out
        {_PROG} status [--broker EP] [--timeout S]
 
@@ -839,13 +953,15 @@ class _Usage(Exception):
 
 def _parse_args(argv):
     a = {"cmd": "embed", "broker": None, "level": "sentence", "pooling": None,
-         "normalize": False, "windows": False, "format": "jsonl", "deadline_ms": None,
+         "normalize": False, "windows": None, "sentences": False, "token_vector": None,
+         "compat": None, "format": "jsonl", "deadline_ms": None,
          "timeout": None, "batch": 256, "inflight": 8}
     args = list(argv)
     if args and args[0] in ("embed", "status"):
         a["cmd"] = args.pop(0)
     values = {"--broker": ("broker", str), "--level": ("level", str),
               "--pooling": ("pooling", str), "--format": ("format", str),
+              "--token-vector": ("token_vector", str), "--compat": ("compat", str),
               "--deadline-ms": ("deadline_ms", int), "--timeout": ("timeout", float),
               "--batch": ("batch", int), "--inflight": ("inflight", int)}
     while args:
@@ -858,6 +974,8 @@ def _parse_args(argv):
             a["windows"] = True
         elif opt == "--truncate":
             a["windows"] = False
+        elif opt == "--sentences":
+            a["sentences"] = True
         elif opt in values:
             if not args:
                 raise _Usage(f"{opt} needs a value")
@@ -868,13 +986,22 @@ def _parse_args(argv):
                 raise _Usage(f"{opt}: not a valid value") from None
         else:
             raise _Usage(f"unknown option {opt}")
-    if a["level"] == "token":
-        raise _Usage("--level token is not available here: its objects carry the token's "
-                     "text, which the protocol does not send (use the library)")
-    if a["level"] not in ("sentence", "wordpiece"):
-        raise _Usage("--level must be sentence or wordpiece")
+    if a["level"] not in LEVELS:
+        raise _Usage("--level must be token, wordpiece or sentence")
+    if a["token_vector"] is not None and a["token_vector"] not in TOKEN_VECTORS:
+        raise _Usage("--token-vector must be first or mean")
+    if a["compat"] is not None and a["compat"] not in COMPATS:
+        raise _Usage("--compat must be none or sparknlp")
+    if a["compat"] == "sparknlp" and a["level"] != "token":
+        raise _Usage("--compat sparknlp gives token vectors; use it with --level token")
+    if a["windows"] is None:
+        # as zbert-embed: at the token level every token gets a vector (windows), unless
+        # --truncate; Spark NLP compatibility has its own cap
+        a["windows"] = a["level"] == "token" and a["compat"] in (None, "none")
     if a["pooling"] is not None and a["pooling"] not in POOLINGS:
         raise _Usage("--pooling must be cls or mean")
+    if a["sentences"] and a["level"] == "sentence":
+        raise _Usage("--sentences applies to the token and wordpiece levels")
     if a["format"] not in ("jsonl", "npy"):
         raise _Usage("--format must be jsonl or npy")
     if a["format"] == "npy" and a["level"] != "sentence":
@@ -930,7 +1057,9 @@ def _cmd_embed(a):
     with Client(a["broker"], batch=a["batch"], inflight=a["inflight"]) as c:
         it = c.embed_iter(texts, level=a["level"], pooling=a["pooling"],
                           normalize=a["normalize"], windows=a["windows"],
-                          deadline_ms=a["deadline_ms"], timeout=a["timeout"])
+                          sentences=a["sentences"], token_vector=a["token_vector"],
+                          compat=a["compat"], deadline_ms=a["deadline_ms"],
+                          timeout=a["timeout"])
         written = 0  # lines written so far (jsonl)
 
         def write_rejected(upto):
@@ -954,7 +1083,8 @@ def _cmd_embed(a):
                 if r.error is None:
                     vecs[i] = r.vector
             else:
-                out.write(format_jsonl(i, r, a["level"]).encode("utf-8") + b"\n")
+                line = format_jsonl(i, r, a["level"], texts[k])
+                out.write(line.encode("utf-8") + b"\n")
             written = i + 1
         write_rejected(len(lines))
         if npy:
