@@ -97,9 +97,10 @@ $(BIN)/zbert: $(BUILD)/client/cmd_zbert.o $(CLIENT_LIB) $(PROTO_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 
-# Tests link every library, so any module can be tested.
+# Tests link every library, so any module can be tested, and the helpers
+# tests/fixture.c (fixture files) and tests/proc.c (child processes).
 TEST_LIBS := $(BROKER_LIB) $(CLIENT_LIB) $(ENGINE_LIB) $(PROTO_LIB)
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(TEST_LIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/proc.o $(TEST_LIBS)
 	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -lpthread -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------

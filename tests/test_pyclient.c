@@ -29,33 +29,27 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <cjson/cJSON.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "fixture.h"
 #include "message.h"
 #include "model.h"
+#include "proc.h"
 
 #define S_PYTHON "/usr/bin/python3"
-#define S_CHILDREN_MAX 4 /* two brokers, one worker */
 #define S_TOK_CASES 300
 
 static char s_dir[256];
 static char s_bundle[512];
 static char s_clients[64], s_backend[64];
 static char s_clients2[64], s_backend2[64]; /* a broker with small limits */
-static pid_t s_children[S_CHILDREN_MAX];
 static const char *s_skip_reason; /* non-NULL: the client cannot run here */
 
 /* The corpus: texts point into the fixtures or into s_extra. */
@@ -71,57 +65,6 @@ static size_t s_n;
 static size_t s_bad, s_long; /* indices of the invalid and the long text */
 static char *s_long_text;
 
-static const char *s_bin(void) {
-    const char *b = getenv("ZB_BIN");
-    return b && *b ? b : "bin";
-}
-
-static int s_sh(const char *fmt, ...) {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int s_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0) close(fd);
-    return port;
-}
-
-/* Starts argv (NULL-terminated) with stdout/stderr to log; remembers it. */
-static pid_t s_spawn(const char *log, char *const argv[]) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        dup2(2, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] == 0) {
-            s_children[i] = pid;
-            break;
-        }
-    return pid;
-}
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* Asks the broker's status (through the C codec, independent of the client under test)
  * until one worker is listed; returns whether it was. */
 static bool s_wait_worker(void) {
@@ -131,7 +74,7 @@ static bool s_wait_worker(void) {
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_connect(s, s_clients);
     size_t have = 0;
-    for (double end = s_now() + 30; have != 1 && s_now() < end;) {
+    for (double end = proc_now() + 30; have != 1 && proc_now() < end;) {
         uint8_t *body;
         size_t len;
         zb_msg_status_t st = {.id = {"w", 1}};
@@ -271,14 +214,20 @@ static const char s_driver[] =
     "        ('sentence-mean', 256, raw, dict(level='sentence', pooling='mean', "
     "normalize=True)),\n"
     "        ('wordpiece', 50, texts, dict(level='wordpiece')),\n"
-    "        ('wordpiece-windows', 256, raw, dict(level='wordpiece', windows=True))]\n"
+    "        ('wordpiece-windows', 256, raw, dict(level='wordpiece', windows=True)),\n"
+    "        ('token-sentences-mean', 50, raw, dict(level='token', windows=True, sentences=True,\n"
+    "                                               token_vector='mean')),\n"
+    "        ('token-sparknlp', 256, texts, dict(level='token', compat='sparknlp'))]\n"
     "for name, batch, items, kw in runs:\n"
     "    with zc.Client(ep, batch=batch, inflight=3) as c:\n"
     "        res = c.embed(items, timeout=240, **kw)\n"
     "    assert len(res) == len(items)\n"
     "    with open(od + '/py-' + name + '.jsonl', 'w', encoding='utf-8') as f:\n"
     "        for i, r in enumerate(res):\n"
-    "            f.write(zc.format_jsonl(i, r, kw['level']) + '\\n')\n"
+    "            f.write(zc.format_jsonl(i, r, kw['level'], items[i]) + '\\n')\n"
+    "            if kw['level'] == 'token' and r.ok:\n"
+    "                assert r.sentence is not None and r.piece_id.dtype == np.int32\n"
+    "                assert len(r.oov) == len(r.word_start) == r.vectors.shape[0]\n"
     "    with open(od + '/py-' + name + '.info', 'w') as f:\n"
     "        for i, r in enumerate(res):\n"
     "            f.write('%d %s %d %d' % (i, r.error.code if r.error else 'ok',\n"
@@ -297,7 +246,9 @@ static const char s_driver[] =
 
 /* PROTOCOL.md section 8 through the client's codec: 8.1 encoded (its second text, not
  * UTF-8, travels as bin: the only byte that differs), 8.2-8.4 decoded, then the same done
- * with keys reversed and wide encodings, and malformed variants. */
+ * with keys reversed and wide encodings, and malformed variants; 8.9 encoded from the
+ * library's options and 8.10 decoded with its token metadata, which a request that did not
+ * ask for it refuses, as it refuses the metadata incomplete or at another level. */
 static const char s_spec[] =
     "import sys\n"
     "import msgpack\n"
@@ -346,7 +297,36 @@ static const char s_spec[] =
     "except zc._Malformed:\n"
     "    pass\n"
     "assert zc._decode(example('8.3').replace(b'\\xa1v\\x01', b'\\xa1v\\x02')) is None\n"
-    "print('spec examples: 8.1 encoded, 8.2-8.4 decoded, 5 malformed variants rejected')\n";
+    "emb = zc._embed_msg('r3', [zc._wire_text(\"Hi. Don't\")[0]],\n"
+    "                    zc._embed_opts('token', sentences=True, token_vector='mean'))\n"
+    "assert msgpack.packb(emb, use_bin_type=True) == example('8.9'), 'embed differs from 8.9'\n"
+    "part = zc._decode(example('8.10'))\n"
+    "first, res = zc._parse_part(part, 'token', True)\n"
+    "r = res[0]\n"
+    "assert r.sentence.tolist() == [0, 0, 1] and r.piece_id.tolist() == [8790, 119, 1790]\n"
+    "assert r.word_start.tolist() == [True] * 3 and r.oov.tolist() == [False] * 3\n"
+    "line = zc.format_jsonl(0, r, 'token', \"Hi. Don't\")\n"
+    "want = '\"text\":\"Don\\'t\",\"begin\":4,\"end\":9,\"sentence\":1,\"pieceId\":1790'\n"
+    "assert want in line, line\n"
+    "def bad_part(m, want, why):\n"
+    "    try:\n"
+    "        zc._parse_part(m, 'token', want)\n"
+    "    except zc._Malformed:\n"
+    "        return\n"
+    "    raise SystemExit('accepted a part with ' + why)\n"
+    "bad_part(zc._decode(example('8.10')), False, 'metadata not asked for')\n"
+    "bad_part(zc._decode(example('8.2')), True, 'no metadata when asked for')\n"
+    "m = zc._decode(example('8.10'))\n"
+    "del m['oov']\n"
+    "bad_part(m, True, 'three of the four metadata keys')\n"
+    "m = zc._decode(example('8.10'))\n"
+    "m['oov'] = [[False, True, False]]\n"
+    "bad_part(m, True, 'an oov row with a piece')\n"
+    "m = zc._decode(example('8.10'))\n"
+    "m['word_start'] = [[1, 1, 1]]\n"
+    "bad_part(m, True, 'word_start not bool')\n"
+    "print('spec examples: 8.1 and 8.9 encoded, 8.2-8.4 and 8.10 decoded, 10 malformed variants '\n"
+    "      'rejected')\n";
 
 /* Requests refused and failed: against the small broker every request of 64 texts is
  * split down to 16 (too_large), the open ones retried on busy, and the vectors still equal
@@ -579,7 +559,7 @@ static int setup(void **st) {
                         "and python3-numpy, or run `make deps`)";
         return 0;
     }
-    if (s_sh(S_PYTHON " -c 'import zmq, msgpack, numpy' 2> /dev/null") != 0) {
+    if (proc_sh(S_PYTHON " -c 'import zmq, msgpack, numpy' 2> /dev/null") != 0) {
         s_skip_reason = S_PYTHON " lacks zmq, msgpack or numpy (install python3-zmq, "
                         "python3-msgpack and python3-numpy, or run `make deps`)";
         return 0;
@@ -587,19 +567,20 @@ static int setup(void **st) {
     snprintf(s_dir, sizeof s_dir, "/tmp/zbert-pyclient-XXXXXX");
     if (!mkdtemp(s_dir)) return -1;
     snprintf(s_bundle, sizeof s_bundle, "%s/tiny.zbm", s_dir);
-    if (s_sh("%s/zbert-model convert %s -o %s > /dev/null", s_bin(), fx_path("tiny-seed1"),
-             s_bundle))
+    if (proc_sh("%s/zbert-model convert %s -o %s > /dev/null", proc_bin(), fx_path("tiny-seed1"),
+                s_bundle))
         return -1;
     if (s_build_corpus() != 0 || s_write_corpus() != 0) return -1;
-    int pc = s_free_port(), pw = s_free_port(), pc2 = s_free_port(), pw2 = s_free_port();
+    int pc = proc_free_port(), pw = proc_free_port();
+    int pc2 = proc_free_port(), pw2 = proc_free_port();
     if (pc < 0 || pw < 0 || pc2 < 0 || pw2 < 0) return -1;
     snprintf(s_clients, sizeof s_clients, "tcp://127.0.0.1:%d", pc);
     snprintf(s_backend, sizeof s_backend, "tcp://127.0.0.1:%d", pw);
     snprintf(s_clients2, sizeof s_clients2, "tcp://127.0.0.1:%d", pc2);
     snprintf(s_backend2, sizeof s_backend2, "tcp://127.0.0.1:%d", pw2);
     char broker[512], worker[512], blog[512], blog2[512], wlog[512];
-    snprintf(broker, sizeof broker, "%s/zbert-broker", s_bin());
-    snprintf(worker, sizeof worker, "%s/zbert-worker", s_bin());
+    snprintf(broker, sizeof broker, "%s/zbert-broker", proc_bin());
+    snprintf(worker, sizeof worker, "%s/zbert-worker", proc_bin());
     snprintf(blog, sizeof blog, "%s/broker.log", s_dir);
     snprintf(blog2, sizeof blog2, "%s/broker2.log", s_dir);
     snprintf(wlog, sizeof wlog, "%s/worker.log", s_dir);
@@ -611,21 +592,16 @@ static int setup(void **st) {
                       "40",          NULL};
     char *wargv[] = {worker,    "--model", s_bundle,   "--broker", s_backend, "--broker",
                      s_backend2, "--threads", "2", "--name", "py-test", NULL};
-    s_spawn(blog, bargv);
-    s_spawn(blog2, bargv2);
-    s_spawn(wlog, wargv);
+    proc_spawn(blog, bargv);
+    proc_spawn(blog2, bargv2);
+    proc_spawn(wlog, wargv);
     return s_wait_worker() ? 0 : -1;
 }
 
 static int teardown(void **st) {
     (void)st;
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] > 0) {
-            kill(s_children[i], SIGKILL);
-            waitpid(s_children[i], NULL, 0);
-            s_children[i] = 0;
-        }
-    if (s_dir[0] && getenv("ZB_KEEP_LOGS") == NULL) s_sh("rm -rf '%s'", s_dir);
+    proc_kill_all();
+    if (s_dir[0] && getenv("ZB_KEEP_LOGS") == NULL) proc_sh("rm -rf '%s'", s_dir);
     fx_free(&s_fx_emb);
     fx_free(&s_fx_tok);
     free(s_texts);
@@ -646,7 +622,7 @@ static int teardown(void **st) {
 static void test_spec_examples(void **st) {
     (void)st;
     S_NEED_PYTHON();
-    assert_int_equal(s_sh(S_RUN_PY " %s proto/PROTOCOL.md", s_script("spec.py", s_spec)), 0);
+    assert_int_equal(proc_sh(S_RUN_PY " %s proto/PROTOCOL.md", s_script("spec.py", s_spec)), 0);
 }
 
 static void test_status(void **st) {
@@ -654,7 +630,7 @@ static void test_status(void **st) {
     S_NEED_PYTHON();
     char out[600];
     snprintf(out, sizeof out, "%s/status.json", s_dir);
-    assert_int_equal(s_sh(S_RUN_PY " -m zbert_client status --broker %s > %s", s_clients, out),
+    assert_int_equal(proc_sh(S_RUN_PY " -m zbert_client status --broker %s > %s", s_clients, out),
                      0);
     size_t len;
     char *text = fx_read_file(out, &len);
@@ -677,34 +653,39 @@ static void test_status(void **st) {
     free(text);
 }
 
-/* The library API on the whole corpus, four ways, against zbert-embed on the same texts. */
+/* The library API on the whole corpus, six ways (two at the token level with token
+ * metadata), against zbert-embed on the same texts. */
 static void test_library(void **st) {
     (void)st;
     S_NEED_PYTHON();
-    assert_int_equal(s_sh(S_RUN_PY " %s %s %s/corpus.bin %s", s_script("driver.py", s_driver),
-                          s_clients, s_dir, s_dir),
+    assert_int_equal(proc_sh(S_RUN_PY " %s %s %s/corpus.bin %s", s_script("driver.py", s_driver),
+                             s_clients, s_dir, s_dir),
                      0);
     static const struct {
         const char *name, *opts;
-        bool wordpiece, windows;
+        bool wordpiece, windows, token;
     } runs[] = {
-        {"sentence", "--level sentence", false, false},
-        {"sentence-mean", "--level sentence --pooling mean --normalize", false, false},
-        {"wordpiece", "--level wordpiece", true, false},
-        {"wordpiece-windows", "--level wordpiece --windows", true, true},
+        {"sentence", "--level sentence", false, false, false},
+        {"sentence-mean", "--level sentence --pooling mean --normalize", false, false, false},
+        {"wordpiece", "--level wordpiece", true, false, false},
+        {"wordpiece-windows", "--level wordpiece --windows", true, true, false},
+        {"token-sentences-mean", "--sentences --token-vector mean", false, true, true},
+        {"token-sparknlp", "--compat sparknlp", false, false, true},
     };
     for (size_t r = 0; r < sizeof runs / sizeof *runs; r++) {
         const char *name = runs[r].name;
-        for (int npy = 0; npy <= !runs[r].wordpiece; npy++) {
+        for (int npy = 0; npy <= (!runs[r].wordpiece && !runs[r].token); npy++) {
             const char *fmt = npy ? "--format npy" : "", *ext = npy ? "npy" : "jsonl";
             /* zbert-embed rejects the invalid line: exit status 1 */
-            assert_int_equal(s_sh("%s/zbert-embed --model %s --input-format jsonl %s %s < "
-                                  "%s/corpus.jsonl > %s/ref-%s.%s 2> /dev/null",
-                                  s_bin(), s_bundle, runs[r].opts, fmt, s_dir, s_dir, name, ext),
+            assert_int_equal(proc_sh("%s/zbert-embed --model %s --input-format jsonl %s %s < "
+                                     "%s/corpus.jsonl > %s/ref-%s.%s 2> /dev/null",
+                                     proc_bin(), s_bundle, runs[r].opts, fmt, s_dir, s_dir, name,
+                                     ext),
                              1);
-            assert_int_equal(s_sh("%s/zbert-embed --model %s %s %s < %s/nul-lines.txt > "
-                                  "%s/refnul-%s.%s",
-                                  s_bin(), s_bundle, runs[r].opts, fmt, s_dir, s_dir, name, ext),
+            assert_int_equal(proc_sh("%s/zbert-embed --model %s %s %s < %s/nul-lines.txt > "
+                                     "%s/refnul-%s.%s",
+                                     proc_bin(), s_bundle, runs[r].opts, fmt, s_dir, s_dir, name,
+                                     ext),
                              0);
             char ref[600], nul[600], py[600];
             snprintf(ref, sizeof ref, "%s/ref-%s.%s", s_dir, name, ext);
@@ -713,15 +694,15 @@ static void test_library(void **st) {
             if (npy) s_compare_npy(ref, nul, py);
             else s_compare_jsonl(ref, nul, py);
         }
-        s_check_info(name, runs[r].wordpiece, runs[r].windows);
+        if (!runs[r].token) s_check_info(name, runs[r].wordpiece, runs[r].windows);
     }
 }
 
 static void test_errors(void **st) {
     (void)st;
     S_NEED_PYTHON();
-    assert_int_equal(s_sh(S_RUN_PY " %s %s %s", s_script("errors.py", s_errors), s_clients,
-                          s_clients2),
+    assert_int_equal(proc_sh(S_RUN_PY " %s %s %s", s_script("errors.py", s_errors), s_clients,
+                             s_clients2),
                      0);
 }
 
@@ -736,16 +717,20 @@ static void test_cli(void **st) {
         "--level sentence --format npy --windows",
         "--level wordpiece",
         "--level wordpiece --windows --normalize",
+        "--level wordpiece --sentences",
+        "--level token --sentences --token-vector mean",
+        "--level token --compat sparknlp",
+        "--level token --truncate --normalize",
     };
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
-        int a = s_sh("%s/zbert-embed --model %s %s < %s/lines.txt > %s/cli-a.out 2> /dev/null",
-                     s_bin(), s_bundle, opts[i], s_dir, s_dir);
-        int b = s_sh(S_RUN_PY " -m zbert_client --broker %s %s --batch 40 < %s/lines.txt > "
-                     "%s/cli-b.out 2> %s/cli-b.err",
-                     s_clients, opts[i], s_dir, s_dir, s_dir);
+        int a = proc_sh("%s/zbert-embed --model %s %s < %s/lines.txt > %s/cli-a.out 2> /dev/null",
+                        proc_bin(), s_bundle, opts[i], s_dir, s_dir);
+        int b = proc_sh(S_RUN_PY " -m zbert_client --broker %s %s --batch 40 < %s/lines.txt > "
+                        "%s/cli-b.out 2> %s/cli-b.err",
+                        s_clients, opts[i], s_dir, s_dir, s_dir);
         assert_int_equal(a, 1);
         assert_int_equal(b, a);
-        int same = s_sh("cmp %s/cli-a.out %s/cli-b.out", s_dir, s_dir);
+        int same = proc_sh("cmp %s/cli-a.out %s/cli-b.out", s_dir, s_dir);
         assert_int_equal(same, 0);
         printf("zbert_client %s: identical to zbert-embed\n", opts[i]);
     }

@@ -23,30 +23,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #include "embed.h"
 #include "fixture.h"
 #include "model.h"
+#include "proc.h"
 
 #define TOL 1e-4
 
 static char s_dir[256];
-
-static const char *s_bin(void) {
-    const char *b = getenv("ZB_BIN");
-    return b && *b ? b : "bin";
-}
-
-static int s_sh(const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 static int setup(void **st) {
     (void)st;
@@ -56,7 +41,7 @@ static int setup(void **st) {
 
 static int teardown(void **st) {
     (void)st;
-    return s_sh("rm -rf '%s'", s_dir);
+    return proc_sh("rm -rf '%s'", s_dir);
 }
 
 static void s_sha256_hex(const char *path, char hex[65]) {
@@ -150,17 +135,17 @@ static void s_check(const char *path, const char *expected) {
 }
 
 static void s_make(const char *dtype, const char *sha256) {
-    assert_int_equal(s_sh("%s/zbert-model random --layers 3 --hidden 96 --heads 6 "
-                          "--intermediate 384 --vocab %s --seed 11 --names bert-gammabeta "
-                          "--dtype %s -o %s/%s > /dev/null",
-                          s_bin(), fx_path("vocab-bert-base-cased.txt"), dtype, s_dir, dtype),
+    assert_int_equal(proc_sh("%s/zbert-model random --layers 3 --hidden 96 --heads 6 "
+                             "--intermediate 384 --vocab %s --seed 11 --names bert-gammabeta "
+                             "--dtype %s -o %s/%s > /dev/null",
+                             proc_bin(), fx_path("vocab-bert-base-cased.txt"), dtype, s_dir, dtype),
                      0);
     char path[512], hex[65];
     snprintf(path, sizeof path, "%s/%s/model.safetensors", s_dir, dtype);
     s_sha256_hex(path, hex);
     assert_string_equal(hex, sha256);
-    assert_int_equal(s_sh("%s/zbert-model convert %s/%s -o %s/%s.zbm > /dev/null", s_bin(), s_dir,
-                          dtype, s_dir, dtype),
+    assert_int_equal(proc_sh("%s/zbert-model convert %s/%s -o %s/%s.zbm > /dev/null", proc_bin(),
+                             s_dir, dtype, s_dir, dtype),
                      0);
 }
 

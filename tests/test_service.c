@@ -6,7 +6,10 @@
  *
  * What it holds the service to:
  *   - `zbert embed` output is byte-identical to `zbert-embed` for the same
- *     texts and options (so vectors are bit-identical);
+ *     texts and options (so vectors are bit-identical), the later options
+ *     included: sentences, mean token vectors, Spark NLP compatibility,
+ *     token metadata in JSONL and sparknlp-json, with the same per-line
+ *     errors and exit status;
  *   - a 10,000-text request is answered with every text exactly once, and
  *     its vectors equal an in-process run;
  *   - two clients using the same request id concurrently each get their own
@@ -22,16 +25,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -39,75 +37,13 @@
 #include "fixture.h"
 #include "message.h"
 #include "model.h"
-
-#define S_CHILDREN_MAX 16
+#include "proc.h"
 
 static char s_dir[256];
 static char s_bundle[512];
 static char s_clients[64], s_backend[64];
-static pid_t s_children[S_CHILDREN_MAX];
 static pid_t s_broker, s_workers[3];
 static void *s_ctx;
-
-static const char *s_bin(void) {
-    const char *b = getenv("ZB_BIN");
-    return b && *b ? b : "bin";
-}
-
-static int s_sh(const char *fmt, ...) {
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int s_free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-        return -1;
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-/* Starts argv (NULL-terminated) with stdout/stderr to log; remembers it. */
-static pid_t s_spawn(const char *log, char *const argv[]) {
-    pid_t pid = fork();
-    if (pid == 0) {
-        FILE *f = freopen(log, "w", stderr);
-        (void)f;
-        dup2(2, 1);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] == 0) {
-            s_children[i] = pid;
-            break;
-        }
-    return pid;
-}
-
-static void s_kill(pid_t pid, int sig) {
-    if (pid <= 0) return;
-    kill(pid, sig);
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] == pid) {
-            waitpid(pid, NULL, 0);
-            s_children[i] = 0;
-        }
-}
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* --- a raw protocol client ---------------------------------------------- */
 
@@ -165,8 +101,8 @@ typedef struct s_answer {
 
 /* Reads messages for id until done/error or timeout; fails on anything odd. */
 static void s_collect(void *s, const char *id, s_answer_t *a, int timeout_s) {
-    double end = s_now() + timeout_s;
-    while (!a->done && s_now() < end) {
+    double end = proc_now() + timeout_s;
+    while (!a->done && proc_now() < end) {
         size_t len;
         uint8_t *b = s_recv(s, 200, &len);
         if (!b) continue;
@@ -226,18 +162,18 @@ static pid_t s_start_worker(int k) {
     snprintf(name, sizeof name, "test-%d", k);
     snprintf(log, sizeof log, "%s/worker-%d.log", s_dir, k);
     char exe[512];
-    snprintf(exe, sizeof exe, "%s/zbert-worker", s_bin());
+    snprintf(exe, sizeof exe, "%s/zbert-worker", proc_bin());
     char *argv[] = {exe,       "--model", s_bundle, "--broker", s_backend, "--threads",
                     "1",       "--name",  name,     NULL};
-    return s_spawn(log, argv);
+    return proc_spawn(log, argv);
 }
 
 /* Asks the broker's status until n workers are listed (or fails). */
 static void s_wait_workers(size_t n) {
     void *s = s_dealer();
-    double end = s_now() + 30;
+    double end = proc_now() + 30;
     size_t have = 0;
-    while (s_now() < end) {
+    while (proc_now() < end) {
         uint8_t *body;
         size_t len;
         zb_msg_status_t st = {.id = {"w", 1}};
@@ -263,17 +199,17 @@ static int setup(void **st) {
     snprintf(s_dir, sizeof s_dir, "/tmp/zbert-service-XXXXXX");
     if (!mkdtemp(s_dir)) return -1;
     snprintf(s_bundle, sizeof s_bundle, "%s/tiny.zbm", s_dir);
-    if (s_sh("%s/zbert-model convert %s -o %s > /dev/null", s_bin(), fx_path("tiny-seed1"),
-             s_bundle))
+    if (proc_sh("%s/zbert-model convert %s -o %s > /dev/null", proc_bin(), fx_path("tiny-seed1"),
+                s_bundle))
         return -1;
-    snprintf(s_clients, sizeof s_clients, "tcp://127.0.0.1:%d", s_free_port());
-    snprintf(s_backend, sizeof s_backend, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(s_clients, sizeof s_clients, "tcp://127.0.0.1:%d", proc_free_port());
+    snprintf(s_backend, sizeof s_backend, "tcp://127.0.0.1:%d", proc_free_port());
     s_ctx = zmq_ctx_new();
     char exe[512], log[512];
-    snprintf(exe, sizeof exe, "%s/zbert-broker", s_bin());
+    snprintf(exe, sizeof exe, "%s/zbert-broker", proc_bin());
     snprintf(log, sizeof log, "%s/broker.log", s_dir);
     char *argv[] = {exe, "--clients", s_clients, "--workers", s_backend, NULL};
-    s_broker = s_spawn(log, argv);
+    s_broker = proc_spawn(log, argv);
     s_workers[0] = s_start_worker(1);
     s_workers[1] = s_start_worker(2);
     s_wait_workers(2);
@@ -282,20 +218,32 @@ static int setup(void **st) {
 
 static int teardown(void **st) {
     (void)st;
-    for (int i = 0; i < S_CHILDREN_MAX; i++)
-        if (s_children[i] > 0) s_kill(s_children[i], SIGKILL);
+    proc_kill_all();
     if (s_ctx) zmq_ctx_term(s_ctx);
-    if (getenv("ZB_KEEP_LOGS") == NULL) s_sh("rm -rf '%s'", s_dir);
+    if (getenv("ZB_KEEP_LOGS") == NULL) proc_sh("rm -rf '%s'", s_dir);
     return 0;
 }
 
 /* --- tests -------------------------------------------------------------- */
 
+/* A file of the test's folder (static buffer). */
+static const char *s_path(const char *name) {
+    static char p[600];
+    snprintf(p, sizeof p, "%s/%s", s_dir, name);
+    return p;
+}
+
 /* Writes the fixture texts (40 embedding cases + 2000 tokenization lines)
- * as JSONL input. */
-static void s_write_corpus(const char *path) {
+ * as JSONL input, then the lines of the Spark NLP fixtures as they are (94
+ * objects whose "text" members are the Spark NLP examples and the Golden
+ * Rules: emoji, quotes, lists), and a few hard cases: a Latin-1 text (fails
+ * alone), one Spark NLP refuses (a detector marker), one with an emoji
+ * (UTF-16 spans), one of over 512 wordpieces.  Returns the number of
+ * texts. */
+static size_t s_write_corpus(const char *path) {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
+    size_t n = 0;
     const char *files[] = {"embeddings-tiny-seed1.txt", "tokenization-2000.txt"};
     for (int k = 0; k < 2; k++) {
         fx_file_t fx;
@@ -309,31 +257,82 @@ static void s_write_corpus(const char *path) {
                 else fputc(c, f);
             }
             fputs("\"}\n", f);
+            n++;
         }
         fx_free(&fx);
     }
+    const char *spark[] = {"sparknlp-examples.jsonl", "sparknlp-golden-sbd.jsonl"};
+    for (int k = 0; k < 2; k++) {
+        size_t len;
+        char *data = fx_read_file(fx_path(spark[k]), &len);
+        assert_non_null(data);
+        assert_int_equal(fwrite(data, 1, len, f), len);
+        for (size_t i = 0; i < len; i++) n += data[i] == '\n';
+        free(data);
+    }
+    fputs("{\"text\":\"caf\xe9 au lait\"}\n", f);
+    fputs("{\"text\":\"abc\\u2554 x. Y\"}\n", f);
+    fputs("{\"text\":\"Emoji \\ud83d\\ude00 test. Don't stop \xf0\x9f\x98\x80 here.\"}\n", f);
+    fputs("{\"text\":\"", f);
+    for (int k = 0; k < 300; k++) fputs(k % 50 == 49 ? "Tokenization. " : "Tokenization ", f);
+    fputs("\"}\n", f);
     fclose(f);
+    return n + 4;
 }
 
+/*
+ * zbert embed through the broker and two workers against zbert-embed, for
+ * each option set: the same exit status, the same output bytes, the same
+ * per-line error messages (program name aside).  Token metadata is carried
+ * by the parts (sentences, compat) and written by the same writers; the
+ * Spark NLP option sets also cover texts it refuses (errors in both).
+ */
 static void test_cli_identical(void **st) {
     (void)st;
     char in[600];
     snprintf(in, sizeof in, "%s/corpus.jsonl", s_dir);
-    s_write_corpus(in);
-    const char *opts[] = {"--level wordpiece", "", "--level sentence --pooling mean --normalize",
-                          "--level sentence --format npy", "--level wordpiece --windows"};
+    size_t n = s_write_corpus(in);
+    const char *opts[] = {
+        "--level wordpiece",
+        "",
+        "--level sentence --pooling mean --normalize",
+        "--level sentence --format npy",
+        "--level wordpiece --windows",
+        "--sentences",
+        "--sentences --token-vector mean --format sparknlp-json",
+        "--token-vector mean --truncate --normalize",
+        "--format sparknlp-json",
+        "--compat sparknlp --format sparknlp-json",
+        "--compat sparknlp",
+        "--sentences --level wordpiece --windows",
+        "--sentences --format table",
+    };
     for (size_t i = 0; i < sizeof opts / sizeof *opts; i++) {
-        int a = s_sh("%s/zbert-embed --model %s --input-format jsonl %s < %s > %s/a.out "
-                     "2> %s/a.err",
-                     s_bin(), s_bundle, opts[i], in, s_dir, s_dir);
-        int b = s_sh("%s/zbert embed --broker %s --input-format jsonl %s < %s > %s/b.out "
-                     "2> %s/b.err",
-                     s_bin(), s_clients, opts[i], in, s_dir, s_dir);
+        int a = proc_sh("%s/zbert-embed --model %s --input-format jsonl %s < %s > %s/a.out "
+                        "2> %s/a.err",
+                        proc_bin(), s_bundle, opts[i], in, s_dir, s_dir);
+        int b = proc_sh("%s/zbert embed --broker %s --input-format jsonl %s < %s > %s/b.out "
+                        "2> %s/b.err",
+                        proc_bin(), s_clients, opts[i], in, s_dir, s_dir);
+        if (a != b) fprintf(stderr, "options '%s': exit status %d vs %d\n", opts[i], a, b);
         assert_int_equal(a, b);
-        int same = s_sh("cmp -s %s/a.out %s/b.out", s_dir, s_dir);
+        int same = proc_sh("cmp -s %s/a.out %s/b.out", s_dir, s_dir);
         if (same) fprintf(stderr, "options '%s': outputs differ\n", opts[i]);
         assert_int_equal(same, 0);
-        printf("zbert embed %s: identical to zbert-embed on 2040 texts\n", opts[i]);
+        /* the per-line errors, as each program names itself */
+        int errs = proc_sh("sed -n 's/^zbert-embed: //p' %s/a.err > %s/a.lines && "
+                           "sed -n 's/^zbert: \\(input line\\|[0-9]* of\\)/\\1/p' %s/b.err "
+                           "> %s/b.lines && cmp -s %s/a.lines %s/b.lines",
+                           s_dir, s_dir, s_dir, s_dir, s_dir, s_dir);
+        if (errs) fprintf(stderr, "options '%s': error lines differ\n", opts[i]);
+        assert_int_equal(errs, 0);
+        long errors = 0;
+        FILE *el = fopen(s_path("a.lines"), "r");
+        for (int c; el && (c = fgetc(el)) != EOF;) errors += c == '\n';
+        if (el) fclose(el);
+        printf("zbert embed %s: identical to zbert-embed on %zu texts (exit %d, %ld error "
+               "lines)\n",
+               opts[i], n, a, errors);
     }
 }
 
@@ -461,7 +460,8 @@ static void test_worker_killed(void **st) {
     for (int i = 0; i < N; i++) {
         char buf[400];
         int k = snprintf(buf, sizeof buf, "%d:", i);
-        for (int j = 0; j < 30; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, " word%d", (i + j) % 97);
+        for (int j = 0; j < 30; j++)
+            k += snprintf(buf + k, sizeof buf - (size_t)k, " word%d", (i + j) % 97);
         texts[i] = strdup(buf);
     }
     void *s = s_dealer();
@@ -470,7 +470,7 @@ static void test_worker_killed(void **st) {
     size_t len;
     uint8_t *first = s_recv(s, 60000, &len);
     assert_non_null(first);
-    s_kill(s_workers[0], SIGKILL);
+    proc_kill(s_workers[0], SIGKILL);
     s_workers[0] = 0;
     s_answer_t a;
     s_answer_init(&a, N);
