@@ -21,9 +21,15 @@
  *     a copy we sent twice, busy retried;
  *   - deadlines (sent to the broker, enforced locally), cancel, bounded
  *     in-flight requests and texts, the blocking call;
+ *   - the later options reach the broker as given, token metadata reaches
+ *     the caller per text (piece -1 when oov), a part whose metadata does
+ *     not match its request fails it; messages of an unknown type or
+ *     another version are ignored even with a request's id, while a
+ *     malformed message of a known type fails its request;
  *   - bin/zbert embed writes byte for byte what proto/textio writes for the
- *     same results (jsonl, npy to a file and to a pipe, table, JSONL input
- *     with a bad line), error lines and exit status as zbert-embed's;
+ *     same results (jsonl, npy to a file and to a pipe, table, sparknlp-json
+ *     and token metadata with UTF-16 spans, JSONL input with a bad line),
+ *     error lines and exit status as zbert-embed's;
  *   - bin/zbert status as a table and as JSON.
  *
  * Timing is never asserted, except generous upper bounds against hangs.
