@@ -110,8 +110,11 @@ static void s_check(const char *path) {
             s_die("tensor outside weights.bin");
         if ((uintptr_t)p % ZB_BUNDLE_ALIGN != 0) s_die("tensor misaligned");
         /* packed tensors hold whole panels: at least the logical elements */
-        if (t->packed ? t->n_dims != 2 || t->nbytes < t->n_elems * 4 : t->nbytes != t->n_elems * 4)
+        const size_t es = zb_safetensors_dtype_size(t->dtype);
+        if (es == 0 || (t->packed ? t->n_dims != 2 || t->nbytes < t->n_elems * es
+                                  : t->nbytes != t->n_elems * es))
             s_die("nbytes");
+        if ((t->layout == ZB_LAYOUT_PANEL_Q8) != (t->dtype == ZB_ST_I8)) s_die("int8 layout");
         if (i > 0 && t->offset < prev_end) s_die("overlap or unsorted");
         prev_end = t->offset + t->nbytes;
         if (zb_bundle_find(b, t->name) != t) s_die("lookup");
@@ -135,9 +138,16 @@ static void s_check(const char *path) {
         const zb_bert_weights_t *w = zb_model_weights(m);
         for (int l = 0; l < zb_model_config(m)->layers; l++) {
             const zb_layer_weights_t *L = &w->layer[l];
-            volatile float f = L->qkv.p[zb_gemm_packed_floats(L->qkv.n, L->qkv.k) - 1] +
-                               L->ffn_out.p[zb_gemm_packed_floats(L->ffn_out.n, L->ffn_out.k) - 1] +
-                               L->qkv_b[3 * zb_model_config(m)->hidden - 1];
+            volatile float f = L->qkv_b[3 * zb_model_config(m)->hidden - 1];
+            if (L->int8) {
+                const zb_qgemm_w_t *q[2] = {&L->qkv_q8, &L->ffn_out_q8};
+                for (int k = 0; k < 2; k++)
+                    f += (float)q[k]->q[zb_qgemm_packed_bytes(q[k]->n, q[k]->k) - 1] +
+                         q[k]->scale[q[k]->n - 1] + (float)q[k]->sum[q[k]->n - 1];
+            } else {
+                f += L->qkv.p[zb_gemm_packed_floats(L->qkv.n, L->qkv.k) - 1] +
+                     L->ffn_out.p[zb_gemm_packed_floats(L->ffn_out.n, L->ffn_out.k) - 1];
+            }
             (void)f;
         }
         zb_model_close(&m);
