@@ -66,12 +66,6 @@ typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size
 
 typedef void (*s_pack_fn)(const float *x, size_t ldx, int rows, int kc, int mr, float *dst);
 
-/* The same on two panels side by side: b the first panel's slice, b + bs
- * the second's; c[MR][32], bias 32 floats. */
-typedef void (*s_kern2_fn)(int kc, const float *a, const float *b, size_t bs, float *c,
-                           size_t ldc, s_add_t add, const float *bias, const float *pf,
-                           int pf_n);
-
 typedef struct {
     int mr;
     s_kern_fn fn;
@@ -80,9 +74,6 @@ typedef struct {
      * mr; NULL: none, the edge runs fn on a zero-padded local tile).  Each
      * row's sums are the same fma chains as in fn, so the bits are too. */
     const s_kern_fn *part;
-    /* full slivers on two full panels at once (NULL: none): one broadcast
-     * of each activation feeds two FMAs */
-    s_kern2_fn pair;
 } s_kern_t;
 
 /* --- micro-kernels ------------------------------------------------------ */
@@ -230,53 +221,6 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
     S_STORE_ROW(10);
     S_STORE_ROW(11);
 #undef S_STORE_ROW
-}
-
-/* AVX-512 on two panels: 12 rows x 32 columns = 24 zmm accumulators, two
- * for the panel rows, one broadcast (27 of 32 registers).  Each row's sums
- * are the same fma chains as s_kern_avx512's. */
-S_AVX512_FN static void s_kern_avx512_x2(int kc, const float *a, const float *b, size_t bs,
-                                         float *c, size_t ldc, s_add_t add, const float *bias,
-                                         const float *pf, int pf_n) {
-    __m512 l[S_MR_AVX512], h[S_MR_AVX512];
-#pragma GCC unroll 12
-    for (int r = 0; r < S_MR_AVX512; r++) l[r] = h[r] = _mm512_setzero_ps();
-    for (int k0 = 0; k0 < kc; k0 += 16) {
-        if (pf_n > 0) {
-            __builtin_prefetch(pf, 0, 2);
-            __builtin_prefetch(pf + bs, 0, 2);
-            pf += S_NR;
-            pf_n--;
-        }
-        if (k0 / 16 < S_MR_AVX512) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
-        const int k1 = kc - k0 < 16 ? kc : k0 + 16;
-        for (int k = k0; k < k1; k++) {
-            const __m512 w0 = _mm512_load_ps(b), w1 = _mm512_load_ps(b + bs);
-#pragma GCC unroll 12
-            for (int r = 0; r < S_MR_AVX512; r++) {
-                const __m512 x = _mm512_set1_ps(a[r]);
-                l[r] = _mm512_fmadd_ps(x, w0, l[r]);
-                h[r] = _mm512_fmadd_ps(x, w1, h[r]);
-            }
-            a += S_MR_AVX512;
-            b += S_NR;
-        }
-    }
-    __m512 z0 = _mm512_setzero_ps(), z1 = z0;
-    if (add == S_ADD_BIAS) {
-        z0 = _mm512_loadu_ps(bias);
-        z1 = _mm512_loadu_ps(bias + S_NR);
-    }
-#pragma GCC unroll 12
-    for (int r = 0; r < S_MR_AVX512; r++) {
-        float *cr = c + (size_t)r * ldc;
-        if (add == S_ADD_C) {
-            z0 = _mm512_loadu_ps(cr);
-            z1 = _mm512_loadu_ps(cr + S_NR);
-        }
-        _mm512_storeu_ps(cr, add == S_ADD_NONE ? l[r] : _mm512_add_ps(z0, l[r]));
-        _mm512_storeu_ps(cr + S_NR, add == S_ADD_NONE ? h[r] : _mm512_add_ps(z1, h[r]));
-    }
 }
 
 /* The AVX-512 kernel on the first R rows of a 12-row sliver: a batch of a
@@ -474,12 +418,11 @@ S_AVX2_FN static void s_pack_x_avx2(const float *x, size_t ldx, int rows, int kc
 static s_kern_t s_kernel(zb_gemm_isa_t isa) {
     switch (isa) {
     case ZB_GEMM_AVX512:
-        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_part,
-                          s_kern_avx512_x2};
-    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2, NULL, NULL};
+        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_part};
+    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2, NULL};
     case ZB_GEMM_SCALAR: break;
     }
-    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, NULL};
+    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL};
 }
 
 /* --- driver ---------------------------------------------------------------- */
@@ -520,8 +463,8 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
 /* One k block of panel p over the mc rows of a row block starting at row
  * i0: the tiles of every sliver (packed at ap, [kc][mr] each), then, when
  * that was the panel's last k block, the epilogue of its group. */
-static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int npan, int p0, int p1,
-                          int k0, int kc, const float *ap, const float *pf_end) {
+static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int p1, int k0,
+                          int kc, const float *ap, const float *pf_end) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
     const s_add_t add = k0 > 0                   ? S_ADD_C
@@ -550,26 +493,16 @@ static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int npan, i
             for (int l = (kc + 15) / 16; l < pf_n; l++)
                 __builtin_prefetch(pf + (size_t)l * S_NR, 0, 2);
         }
-        const float *as = ap + (size_t)s * (size_t)kc;
-        float *ys = yp + (size_t)s * a->ldy;
-        if (npan == 2 && rows == mr) {
-            pl->kern.pair(kc, as, bp, S_NR * (size_t)K, ys, a->ldy, add, bias, pf, pf_n);
-        } else {
-            s_tile(pl, kc, as, bp, ys, rows, cols, add, bias, pf, pf_n);
-            if (npan == 2)
-                s_tile(pl, kc, as, bp + S_NR * (size_t)K, ys + S_NR, rows, S_NR, add,
-                       bias ? bias + S_NR : NULL, NULL, 0);
-        }
+        s_tile(pl, kc, ap + (size_t)s * (size_t)kc, bp, yp + (size_t)s * a->ldy, rows, cols, add,
+               bias, pf, pf_n);
     }
     /* the epilogue, once a group of panels is final: its rows are still in
      * L2, and each call covers up to ZB_GEMM_EPILOGUE_MAX columns rather
      * than one tile's 16 */
-    for (int q = p; q < p + npan; q++) {
-        if (k0 + kc != K || a->epilogue == NULL ||
-            ((q - p0 + 1) % S_EPI_PANELS != 0 && q + 1 != p1))
-            continue;
-        const int g0 = q - (q - p0) % S_EPI_PANELS;
-        const int c0 = g0 * S_NR, c1 = q * S_NR + (N - q * S_NR < S_NR ? N - q * S_NR : S_NR);
+    if (k0 + kc == K && a->epilogue != NULL &&
+        ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
+        const int g0 = p - (p - p0) % S_EPI_PANELS;
+        const int c0 = g0 * S_NR, c1 = j0 + cols;
         for (int r = 0; r < mc; r++)
             a->epilogue(a->epilogue_ctx, a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
     }
@@ -584,7 +517,7 @@ static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int npan, i
  * Else, per k block: pack that block, run every panel over it. */
 static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apack) {
     const zb_gemm_args_t *a = pl->a;
-    const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
+    const int K = a->w->k, mr = pl->kern.mr;
     if (m1 <= m0 || p1 <= p0) return;
     const float *w_end = a->w->p + (size_t)p1 * S_NR * (size_t)K;
     for (int i0 = m0; i0 < m1; i0 += S_MC) {
@@ -602,7 +535,7 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
                     /* the next slice is the next in memory */
                     const float *next =
                         a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)(k0 + kc) * S_NR;
-                    s_panel_block(pl, i0, mc, p, 1, p0, p1, k0, kc, apack + padded * (size_t)k0,
+                    s_panel_block(pl, i0, mc, p, p0, p1, k0, kc, apack + padded * (size_t)k0,
                                   next < w_end ? next : NULL);
                 }
             continue;
@@ -610,15 +543,11 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
             pl->kern.pack(a->x + (size_t)i0 * a->ldx + (size_t)k0, a->ldx, mc, kc, mr, apack);
-            for (int p = p0; p < p1;) {
-                /* two full panels at once where the kernel can */
-                const int npan =
-                    pl->kern.pair != NULL && p + 1 < p1 && (p + 2) * S_NR <= N ? 2 : 1;
-                const float *next = p + npan < p1 ? a->w->p + (size_t)(p + npan) * S_NR * (size_t)K +
-                                                        (size_t)k0 * S_NR
-                                                  : NULL;
-                s_panel_block(pl, i0, mc, p, npan, p0, p1, k0, kc, apack, next);
-                p += npan;
+            for (int p = p0; p < p1; p++) {
+                const float *next =
+                    p + 1 < p1 ? a->w->p + (size_t)(p + 1) * S_NR * (size_t)K + (size_t)k0 * S_NR
+                               : NULL;
+                s_panel_block(pl, i0, mc, p, p0, p1, k0, kc, apack, next);
             }
         }
     }
