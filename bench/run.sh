@@ -219,8 +219,15 @@ head -n $((detail * stride)) "$out/corpus.txt" |
 if [ -x "$bin/zbert-broker" ] && [ -x "$bin/zbert-worker" ]; then
     if [ -f bench/service.sh ]; then
         say "zbert service: $texts texts"
+        svc0=$(head -n 1 /proc/stat)
+        times > "$out/service.t0"
         sh bench/service.sh "$bin" "$model.zbm" "$out/corpus.txt" "$out/service" "$threads" ||
             echo "bench/service.sh failed (see the log above)" > "$out/service.skip"
+        times > "$out/service.t1"
+        svc_cpu=$(echo "$(our_cpu "$out/service.t1") $(our_cpu "$out/service.t0") \
+            $(cat "$out/service.cpu" 2>/dev/null || echo 0)" | awk '{ print $1 - $2 + $3 }')
+        busy_others "$svc0" "$(head -n 1 /proc/stat)" "$svc_cpu" > "$out/service.others"
+        rm -f "$out/service.t0" "$out/service.t1"
     else
         echo "bin/zbert-broker and bin/zbert-worker exist, bench/service.sh not written yet" \
             > "$out/service.skip"
@@ -294,8 +301,22 @@ if [ -x "$bin/zbert-broker" ] && [ -x "$bin/zbert-worker" ]; then
     if deploy/local-cluster start --model "$model.zbm" --workers 1 --threads "$threads" \
             --bin "$bin" --clients "tcp://127.0.0.1:$lport" \
             --backend "tcp://127.0.0.1:$((lport + 1))" --dir "$ldir" > /dev/null; then
-        timed lat.service "$tools/zbert_latency" --broker "tcp://127.0.0.1:$lport" \
-            --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.service.json" || failed lat.service
+        lat0=$(head -n 1 /proc/stat)
+        times > "$out/lat.service.t0"
+        "$tools/zbert_latency" --broker "tcp://127.0.0.1:$lport" --runs "$lat_runs" \
+            < "$out/lat.txt" > "$out/lat.service.json" || failed lat.service
+        times > "$out/lat.service.t1"
+        # the broker's and the worker's CPU count as ours (they run detached)
+        lat_cpu=0
+        for f in "$ldir"/*.pid; do
+            t=$(sed 's/^.*) //' "/proc/$(cat "$f")/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+            lat_cpu=$((lat_cpu + ${t:-0}))
+        done
+        lat_cpu=$(echo "$lat_cpu $(getconf CLK_TCK) $(our_cpu "$out/lat.service.t1") \
+            $(our_cpu "$out/lat.service.t0")" | awk '{ print $1 / $2 + $3 - $4 }')
+        busy_others "$lat0" "$(head -n 1 /proc/stat)" "$lat_cpu" > "$out/lat.service.others"
+        rm -f "$out/lat.service.t0" "$out/lat.service.t1"
+        svc_cpu=$(echo "${svc_cpu:-0} $lat_cpu" | awk '{ print $1 + $2 }')
         deploy/local-cluster stop --dir "$ldir" > /dev/null 2>&1 || true
     else
         failed lat.service
@@ -311,7 +332,9 @@ fi
 # --- the table ---------------------------------------------------------------------------
 stat1=$(head -n 1 /proc/stat)
 times > "$out/times1"
-ours=$(echo "$(our_cpu "$out/times1") $(our_cpu "$out/times0")" | awk '{ print $1 - $2 }')
+# ours: this script's children, plus the detached brokers and workers of the service rows
+ours=$(echo "$(our_cpu "$out/times1") $(our_cpu "$out/times0") ${svc_cpu:-0}" |
+    awk '{ print $1 - $2 + $3 }')
 others=$(busy_others "$stat0" "$stat1" "$ours")
 say "other processes used ${others} % of the CPU during the measurements"
 busy=false

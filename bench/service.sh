@@ -9,6 +9,8 @@
 #                them: wordpieces + [CLS]/[SEP], no padding)
 #   OUT.cls.f32  the [CLS] rows in input order (the .npy data)
 #   OUT.rss      peak RSS in KiB of broker + workers, summed
+#   OUT.cpu      CPU seconds broker + workers used (they run detached, so the
+#                caller's `times` does not count them)
 # The wall time runs from the first text sent to the last vector written.
 set -eu
 bin=$1
@@ -35,6 +37,13 @@ for f in "$dir"/*.pid; do
     rss=$((rss + ${kb:-0}))
 done
 echo "$rss" > "$out.rss"
+# utime + stime (fields 14, 15 after the parenthesised name) in clock ticks
+ticks=0
+for f in "$dir"/*.pid; do
+    t=$(sed 's/^.*) //' "/proc/$(cat "$f")/stat" 2>/dev/null | awk '{ print $12 + $13 }')
+    ticks=$((ticks + ${t:-0}))
+done
+echo "$ticks $(getconf CLK_TCK)" | awk '{ printf "%.2f\n", $1 / $2 }' > "$out.cpu"
 tokens=$(tr ',' '\n' < "$dir/status.json" | sed -n 's/.*"tokens":[^0-9]*\([0-9]*\).*/\1/p' |
     awk '{ s += $1 } END { print s + 0 }')
 texts=$(wc -l < "$corpus")
