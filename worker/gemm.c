@@ -295,18 +295,20 @@ const char *zb_gemm_isa_name(zb_gemm_isa_t isa) {
     return "?";
 }
 
+int zb_gemm_isa_ceiling(const char *env, const char *const *names, int n, int best) {
+    const char *cap = getenv(env);
+    for (int i = 0; cap != NULL && i < n; i++)
+        if (strcmp(cap, names[i]) == 0 && i < best) best = i;
+    return best;
+}
+
 zb_gemm_isa_t zb_gemm_isa_best(void) {
     zb_gemm_isa_t best = ZB_GEMM_SCALAR;
     if (zb_gemm_isa_supported(ZB_GEMM_AVX2)) best = ZB_GEMM_AVX2;
     if (zb_gemm_isa_supported(ZB_GEMM_AVX512)) best = ZB_GEMM_AVX512;
     /* a ceiling for measurements and tests; results are the same bits */
-    const char *cap = getenv("ZB_GEMM_ISA");
-    if (cap != NULL) {
-        for (int i = ZB_GEMM_SCALAR; i <= ZB_GEMM_AVX512; i++)
-            if (strcmp(cap, zb_gemm_isa_name((zb_gemm_isa_t)i)) == 0 && i < (int)best)
-                best = (zb_gemm_isa_t)i;
-    }
-    return best;
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    return (zb_gemm_isa_t)zb_gemm_isa_ceiling("ZB_GEMM_ISA", names, 3, (int)best);
 }
 
 /* --- packing ------------------------------------------------------------- */
@@ -564,11 +566,34 @@ size_t zb_gemm_work_floats(int threads) {
 /* Panel groups per thread when cutting by panels. */
 #define S_GROUPS_PER_THREAD 4
 
+zb_gemm_split_t zb_gemm_split(int m, int mr, int per_block, int n_panels, int nt) {
+    zb_gemm_split_t s = {.m = m, .mr = mr, .slivers = (m + mr - 1) / mr, .n_panels = n_panels};
+    if (s.slivers >= S_SPLIT_M_SLIVERS * nt) {
+        /* row blocks of at most per_block slivers, as equal as can be, a
+         * multiple of the thread count: equally fast threads finish together */
+        const int per_thread = (s.slivers + nt * per_block - 1) / (nt * per_block);
+        s.blocks = per_thread * nt;
+        s.groups = 1;
+    } else {
+        s.blocks = (s.slivers + per_block - 1) / per_block;
+        s.groups = S_GROUPS_PER_THREAD * nt < n_panels ? S_GROUPS_PER_THREAD * nt : n_panels;
+    }
+    return s;
+}
+
+void zb_gemm_split_unit(const zb_gemm_split_t *s, int u, int *m0, int *m1, int *p0, int *p1) {
+    const int r = u / s->groups, g = u % s->groups;
+    *m0 = (int)((int64_t)s->slivers * r / s->blocks) * s->mr;
+    const int m1e = (int)((int64_t)s->slivers * (r + 1) / s->blocks) * s->mr;
+    *m1 = m1e < s->m ? m1e : s->m;
+    *p0 = (int)((int64_t)s->n_panels * g / s->groups);
+    *p1 = (int)((int64_t)s->n_panels * (g + 1) / s->groups);
+}
+
 void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a) {
     if (a->m <= 0) return;
     s_plan_t pl = {.a = a, .kern = s_kernel(e->isa)};
     pl.n_panels = (a->w->n + S_NR - 1) / S_NR;
-    const int mr = pl.kern.mr, slivers = (a->m + mr - 1) / mr;
     int nt = e->threads > 0 ? e->threads : 1;
     /* too little work to be worth waking a team */
     if ((int64_t)a->m * a->w->n * a->w->k < 65536) nt = 1;
@@ -576,34 +601,16 @@ void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a) {
         s_run(&pl, 0, a->m, 0, pl.n_panels, e->work);
         return;
     }
-    /* Units: row blocks of at most S_MC rows (whole slivers, as equal as
-     * can be), a multiple of the thread count, so that equally fast threads
-     * finish together; or, for few rows, groups of panels.  Threads take
-     * units as they finish, so one slowed down by another process on its
-     * core does not hold the others up. */
-    int blocks, groups;
-    const int per_block = S_MC / mr;
-    if (slivers >= S_SPLIT_M_SLIVERS * nt) {
-        const int per_thread = (slivers + nt * per_block - 1) / (nt * per_block);
-        blocks = per_thread * nt;
-        groups = 1;
-    } else {
-        blocks = (slivers + per_block - 1) / per_block;
-        groups = S_GROUPS_PER_THREAD * nt < pl.n_panels ? S_GROUPS_PER_THREAD * nt
-                                                        : pl.n_panels;
-    }
-    const int units = blocks * groups;
+    const zb_gemm_split_t sp =
+        zb_gemm_split(a->m, pl.kern.mr, S_MC / pl.kern.mr, pl.n_panels, nt);
+    const int units = sp.blocks * sp.groups;
 #pragma omp parallel num_threads(nt)
     {
         float *apack = e->work + (size_t)omp_get_thread_num() * S_WORK_THREAD;
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
-            const int r = u / groups, g = u % groups;
-            const int m0 = (int)((int64_t)slivers * r / blocks) * mr;
-            const int m1e = (int)((int64_t)slivers * (r + 1) / blocks) * mr;
-            const int m1 = m1e < a->m ? m1e : a->m;
-            const int p0 = (int)((int64_t)pl.n_panels * g / groups);
-            const int p1 = (int)((int64_t)pl.n_panels * (g + 1) / groups);
+            int m0, m1, p0, p1;
+            zb_gemm_split_unit(&sp, u, &m0, &m1, &p0, &p1);
             s_run(&pl, m0, m1, p0, p1, apack);
         }
     }

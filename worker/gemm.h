@@ -82,6 +82,27 @@ void zb_gemm_pack_rows(const float *w, int rows, int k, size_t ldw, int row0, in
 /* The inverse: w[n][k] (row stride ldw) from a packed matrix. */
 void zb_gemm_unpack(const float *packed, int n, int k, float *w, size_t ldw);
 
+/* The lowest of best and the variant that environment variable env names
+ * (names[0..n), indexed by variant): a ceiling for measurements and tests,
+ * never raising a variant past what the CPU has.  Shared with qgemm.h. */
+int zb_gemm_isa_ceiling(const char *env, const char *const *names, int n, int best);
+
+/* How a GEMM of m rows (slivers of mr rows, row blocks of per_block
+ * slivers) over n_panels panels is cut into units for nt threads: row
+ * blocks, a multiple of nt of them, when rows are many; else groups of
+ * panels over every row, so that the weights are still read once.  Threads
+ * take units as they finish, so one slowed down by another process on its
+ * core does not hold the others up.  Shared with qgemm.h. */
+typedef struct zb_gemm_split {
+    int m, mr, slivers, n_panels;
+    int blocks, groups; /* units: blocks x groups */
+} zb_gemm_split_t;
+
+zb_gemm_split_t zb_gemm_split(int m, int mr, int per_block, int n_panels, int nt);
+
+/* Unit u's rows [*m0, *m1) and panels [*p0, *p1). */
+void zb_gemm_split_unit(const zb_gemm_split_t *s, int u, int *m0, int *m1, int *p0, int *p1);
+
 /* A packed weight matrix: a borrowed view. */
 typedef struct zb_gemm_w {
     const float *p; /* zb_gemm_packed_floats(n, k) floats, 64-byte aligned */

@@ -359,13 +359,8 @@ zb_qgemm_isa_t zb_qgemm_isa_best(void) {
     zb_qgemm_isa_t best = ZB_QGEMM_SCALAR;
     if (zb_qgemm_isa_supported(ZB_QGEMM_AVX2)) best = ZB_QGEMM_AVX2;
     if (zb_qgemm_isa_supported(ZB_QGEMM_VNNI)) best = ZB_QGEMM_VNNI;
-    const char *cap = getenv("ZB_QGEMM_ISA");
-    if (cap != NULL) {
-        for (int i = ZB_QGEMM_SCALAR; i <= ZB_QGEMM_VNNI; i++)
-            if (strcmp(cap, zb_qgemm_isa_name((zb_qgemm_isa_t)i)) == 0 && i < (int)best)
-                best = (zb_qgemm_isa_t)i;
-    }
-    return best;
+    static const char *const names[] = {"scalar", "avx2", "vnni"};
+    return (zb_qgemm_isa_t)zb_gemm_isa_ceiling("ZB_QGEMM_ISA", names, 3, (int)best);
 }
 
 static s_variant_t s_variant(zb_qgemm_isa_t isa) {
@@ -543,16 +538,12 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, uint8_t *w
     }
 }
 
-#define S_SPLIT_M_SLIVERS 16
-#define S_GROUPS_PER_THREAD 4
-
 void zb_qgemm(const zb_qgemm_exec_t *e, const zb_qgemm_args_t *a) {
     if (a->m <= 0) return;
     s_plan_t pl = {.a = a, .v = s_variant(e->isa)};
     pl.n_panels = (a->w->n + S_NR - 1) / S_NR;
     pl.k4 = s_k4(a->w->k);
     pl.mc = s_mc(pl.k4);
-    const int mr = pl.v.mr, slivers = (a->m + mr - 1) / mr;
     const size_t stride = s_thread_bytes(a->w->k);
     int nt = e->threads > 0 ? e->threads : 1;
     if ((int64_t)a->m * a->w->n * a->w->k < 65536) nt = 1;
@@ -560,29 +551,16 @@ void zb_qgemm(const zb_qgemm_exec_t *e, const zb_qgemm_args_t *a) {
         s_run(&pl, 0, a->m, 0, pl.n_panels, e->work);
         return;
     }
-    int blocks, groups;
-    const int per_block = pl.mc / mr;
-    if (slivers >= S_SPLIT_M_SLIVERS * nt) {
-        const int per_thread = (slivers + nt * per_block - 1) / (nt * per_block);
-        blocks = per_thread * nt;
-        groups = 1;
-    } else {
-        blocks = (slivers + per_block - 1) / per_block;
-        groups = S_GROUPS_PER_THREAD * nt < pl.n_panels ? S_GROUPS_PER_THREAD * nt
-                                                        : pl.n_panels;
-    }
-    const int units = blocks * groups;
+    /* the fp32 GEMM's split (gemm.h): units of row blocks or panel groups */
+    const zb_gemm_split_t sp = zb_gemm_split(a->m, pl.v.mr, pl.mc / pl.v.mr, pl.n_panels, nt);
+    const int units = sp.blocks * sp.groups;
 #pragma omp parallel num_threads(nt)
     {
         uint8_t *work = (uint8_t *)e->work + (size_t)omp_get_thread_num() * stride;
 #pragma omp for schedule(dynamic, 1)
         for (int u = 0; u < units; u++) {
-            const int r = u / groups, g = u % groups;
-            const int m0 = (int)((int64_t)slivers * r / blocks) * mr;
-            const int m1e = (int)((int64_t)slivers * (r + 1) / blocks) * mr;
-            const int m1 = m1e < a->m ? m1e : a->m;
-            const int p0 = (int)((int64_t)pl.n_panels * g / groups);
-            const int p1 = (int)((int64_t)pl.n_panels * (g + 1) / groups);
+            int m0, m1, p0, p1;
+            zb_gemm_split_unit(&sp, u, &m0, &m1, &p0, &p1);
             s_run(&pl, m0, m1, p0, p1, work);
         }
     }
