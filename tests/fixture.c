@@ -202,3 +202,10 @@ void fx_free(fx_file_t *f) {
     free(f->cases);
     memset(f, 0, sizeof *f);
 }
+
+uint64_t fx_rng_next(fx_rng_t *r) {
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}

@@ -45,4 +45,12 @@ char *fx_read_file(const char *path, size_t *len);
 int fx_load(const char *path, fx_file_t *out);
 void fx_free(fx_file_t *f);
 
+/* splitmix64: random numbers that are the same on every platform, unlike
+ * rand(), for tests that draw their data. */
+typedef struct fx_rng {
+    uint64_t s; /* the seed, then the state */
+} fx_rng_t;
+
+uint64_t fx_rng_next(fx_rng_t *r);
+
 #endif

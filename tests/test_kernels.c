@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -20,16 +22,10 @@
 
 /* --- helpers ----------------------------------------------------------- */
 
-typedef struct rng {
-    uint64_t s;
-} rng_t;
+typedef fx_rng_t rng_t;
 
-/* splitmix64: reproducible across platforms, unlike rand(). */
 static uint64_t s_next(rng_t *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return fx_rng_next(r);
 }
 
 /* Uniform in [lo, hi). */

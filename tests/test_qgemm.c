@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,15 +22,10 @@
 #include "error.h"
 #include "qgemm.h"
 
-typedef struct {
-    uint64_t s;
-} rng_t;
+typedef fx_rng_t rng_t;
 
 static uint64_t s_next(rng_t *r) {
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return fx_rng_next(r);
 }
 
 static float s_unif(rng_t *r, float lo, float hi) {
