@@ -6,6 +6,7 @@
  *   BERTFIX 1   embedding cases: the same plus last_hidden_state, the
  *               Spark-style token rows and the pooled vectors.
  * A fixture file is read whole; cases point into arrays it owns.
+ * Also the tests' one random generator (fx_rng_t), for data they draw.
  */
 #ifndef ZB_TEST_FIXTURE_H
 #define ZB_TEST_FIXTURE_H
