@@ -15,7 +15,8 @@ optional except the corpus ids and the engine's run):
     NAME.rss                peak RSS in KiB (/usr/bin/time -f %M)
     NAME.skip               why a row did not run
     fixed.L.zbert.err, fixed.L.zbert8.err, fixed.L.ort.json   fixed-length runs
-    lat.zbert.json, lat.zbert8.json, lat.service.json, lat.ort.json   latency
+    lat.zbert.json, lat.zbert8.json, lat.service.json, lat.service8.json, lat.ort.json
+                                               latency
 numpy is needed only for the vector differences.
 """
 import json
@@ -334,6 +335,7 @@ def main():
     lo = load_json(p("lat.ort.json"))
     lz8 = load_json(p("lat.zbert8.json"))
     ls = load_json(p("lat.service.json"))
+    ls8 = load_json(p("lat.service8.json"))
     if lz or lo:
         w("")
         w("### Latency of one short text (%s; process start and model load excluded)"
@@ -345,6 +347,7 @@ def main():
                              ("zbert engine int8", "lat.zbert8", lz8),
                              ("zbert service end to end (client → broker → one worker → "
                               "client)", "lat.service", ls),
+                             ("zbert service end to end, int8 bundle", "lat.service8", ls8),
                              ("ONNX Runtime (session.run, batch of 1)", "lat.ort", lo)):
             if r is None:
                 w("| %s | – | – | – | – | skipped | – |" % name)

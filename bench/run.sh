@@ -293,35 +293,40 @@ timed lat.zbert "$tools/zbert_latency" --model "$model.zbm" --threads "$threads"
     --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.zbert.json" || failed lat.zbert
 timed lat.zbert8 "$tools/zbert_latency" --model "$model-int8.zbm" --threads "$threads" \
     --runs "$lat_runs" < "$out/lat.txt" > "$out/lat.zbert8.json" || failed lat.zbert8
-# end to end through the service: a broker and one worker with every thread
-# (one text cannot be split between workers)
-if [ -x "$bin/zbert-broker" ] && [ -x "$bin/zbert-worker" ]; then
+# service_latency NAME BUNDLE PORT -- one short text end to end through the
+# service: a broker and one worker with every thread (one text cannot be
+# split between workers); writes $out/NAME.json and $out/NAME.others.
+service_latency() {
     ldir=$(mktemp -d /tmp/zbert-bench-latency.XXXXXX)
-    lport=$((30000 + $$ % 10000))
-    if deploy/local-cluster start --model "$model.zbm" --workers 1 --threads "$threads" \
-            --bin "$bin" --clients "tcp://127.0.0.1:$lport" \
-            --backend "tcp://127.0.0.1:$((lport + 1))" --dir "$ldir" > /dev/null; then
+    if deploy/local-cluster start --model "$2" --workers 1 --threads "$threads" \
+            --bin "$bin" --clients "tcp://127.0.0.1:$3" \
+            --backend "tcp://127.0.0.1:$(($3 + 1))" --dir "$ldir" > /dev/null; then
         lat0=$(head -n 1 /proc/stat)
-        times > "$out/lat.service.t0"
-        "$tools/zbert_latency" --broker "tcp://127.0.0.1:$lport" --runs "$lat_runs" \
-            < "$out/lat.txt" > "$out/lat.service.json" || failed lat.service
-        times > "$out/lat.service.t1"
+        times > "$out/$1.t0"
+        "$tools/zbert_latency" --broker "tcp://127.0.0.1:$3" --runs "$lat_runs" \
+            < "$out/lat.txt" > "$out/$1.json" || failed "$1"
+        times > "$out/$1.t1"
         # the broker's and the worker's CPU count as ours (they run detached)
         lat_cpu=0
         for f in "$ldir"/*.pid; do
             t=$(sed 's/^.*) //' "/proc/$(cat "$f")/stat" 2>/dev/null | awk '{ print $12 + $13 }')
             lat_cpu=$((lat_cpu + ${t:-0}))
         done
-        lat_cpu=$(echo "$lat_cpu $(getconf CLK_TCK) $(our_cpu "$out/lat.service.t1") \
-            $(our_cpu "$out/lat.service.t0")" | awk '{ print $1 / $2 + $3 - $4 }')
-        busy_others "$lat0" "$(head -n 1 /proc/stat)" "$lat_cpu" > "$out/lat.service.others"
-        rm -f "$out/lat.service.t0" "$out/lat.service.t1"
+        lat_cpu=$(echo "$lat_cpu $(getconf CLK_TCK) $(our_cpu "$out/$1.t1") \
+            $(our_cpu "$out/$1.t0")" | awk '{ print $1 / $2 + $3 - $4 }')
+        busy_others "$lat0" "$(head -n 1 /proc/stat)" "$lat_cpu" > "$out/$1.others"
+        rm -f "$out/$1.t0" "$out/$1.t1"
         svc_cpu=$(echo "${svc_cpu:-0} $lat_cpu" | awk '{ print $1 + $2 }')
         deploy/local-cluster stop --dir "$ldir" > /dev/null 2>&1 || true
     else
-        failed lat.service
+        failed "$1"
     fi
     rm -rf "$ldir"
+}
+if [ -x "$bin/zbert-broker" ] && [ -x "$bin/zbert-worker" ]; then
+    lport=$((30000 + $$ % 10000))
+    service_latency lat.service "$model.zbm" "$lport"
+    service_latency lat.service8 "$model-int8.zbm" $((lport + 2))
 fi
 if [ $have_ort -eq 1 ]; then
     tokenize "$out/lat.txt" "$out/lat.ids.jsonl"
