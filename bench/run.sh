@@ -146,7 +146,8 @@ if [ ! -f "$model.zbm" ] || [ "$bin/zbert-model" -nt "$model.zbm" ]; then
     say "converting $model to $model.zbm"
     "$bin/zbert-model" convert "$model" -o "$model.zbm" >&2
 fi
-if [ ! -f "$model-int8.zbm" ] || [ "$model.zbm" -nt "$model-int8.zbm" ]; then
+if [ ! -f "$model-int8.zbm" ] || [ "$model.zbm" -nt "$model-int8.zbm" ] ||
+        [ "$bin/zbert-model" -nt "$model-int8.zbm" ]; then
     say "quantizing $model.zbm to $model-int8.zbm"
     "$bin/zbert-model" convert "$model.zbm" -o "$model-int8.zbm" --quantize int8 >&2
 fi

@@ -61,6 +61,10 @@
 /* One input text: 1 MiB is ~2000 pages; beyond it a caller should split. */
 #define ZB_TEXT_BYTES_MAX (1u << 20)
 
+/* Texts a calibration file (zbert-model convert --calibrate) may hold: a few
+ * hundred are plenty; the cap keeps a wrong file from running for hours. */
+#define ZB_CALIB_TEXTS_MAX 100000
+
 /* One input line of zbert-embed (a JSON object holding a text). */
 #define ZB_INPUT_LINE_MAX (8u << 20)
 

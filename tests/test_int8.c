@@ -4,7 +4,9 @@
  * the 40 fixture cases.  Checks: the bundle's table and refusals, accuracy
  * against the fixture's float64-derived hidden states (min cosine per row),
  * and the same bits whatever the batching, thread count and int8 GEMM
- * variant (what the service's determinism relies on).
+ * variant (what the service's determinism relies on); and a bundle
+ * calibrated on the even cases (SmoothQuant multipliers), judged on the odd
+ * ones.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,6 +22,7 @@
 
 #include "bert.h"
 #include "bundle.h"
+#include "calibrate.h"
 #include "fixture.h"
 #include "model.h"
 #include "qgemm.h"
@@ -44,7 +47,7 @@ static int s_setup(void **st, const char *dir, const char *fixture) {
     zb_diag_t d = {{0}};
     assert_int_equal(zb_model_open(fx_path(dir), &s->fp32, &d), 0);
     snprintf(s->path, sizeof s->path, "/tmp/zb-int8-%d.zbm", (int)getpid());
-    int rc = zb_bundle_write_model_int8(s->path, s->fp32, "test", &d);
+    int rc = zb_bundle_write_model_int8(s->path, s->fp32, "test", NULL, &d);
     if (rc != 0) fprintf(stderr, "write int8: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     rc = zb_model_open(s->path, &s->int8, &d);
@@ -112,7 +115,7 @@ static void test_table(void **st) {
     const zb_bert_config_t *c = zb_model_config(s->int8);
     assert_true(zb_model_is_int8(s->int8));
     assert_false(zb_model_is_int8(s->fp32));
-    assert_int_equal(zb_model_n_tensors(s->int8), 5 + 20 * c->layers);
+    assert_int_equal(zb_model_n_tensors(s->int8), 5 + 24 * c->layers);
     int n_q8 = 0;
     for (int i = 0; i < zb_model_n_tensors(s->int8); i++) {
         zb_model_tensor_t t, spec;
@@ -146,7 +149,7 @@ static void test_table(void **st) {
     snprintf(again, sizeof again, "%s.again", s->path);
     assert_int_equal(zb_bundle_write_model(again, s->int8, "x", &d), ZB_EINVAL);
     assert_non_null(strstr(zb_diag_text(&d, ZB_EINVAL), "int8"));
-    assert_int_equal(zb_bundle_write_model_int8(again, s->int8, "x", &d), 0);
+    assert_int_equal(zb_bundle_write_model_int8(again, s->int8, "x", NULL, &d), 0);
     zb_model_t *m2 = NULL;
     assert_int_equal(zb_model_open(again, &m2, &d), 0);
     assert_string_equal(zb_model_identity(m2), zb_model_identity(s->int8));
@@ -211,11 +214,76 @@ static void test_same_bits(void **st) {
     free(alone);
 }
 
+/* Calibrated on the even cases' texts: multipliers that are not all 1, the
+ * same accuracy bar on the odd cases, the same bits across variants. */
+static void test_calibrated(void **st) {
+    state_t *s = *st;
+    const char *texts[64];
+    size_t lens[64], n = 0;
+    for (int i = 0; i < s->fx.n && n < 64; i += 2) {
+        texts[n] = s->fx.cases[i].text;
+        lens[n++] = s->fx.cases[i].text_len;
+    }
+    zb_diag_t d = {{0}};
+    zb_calib_t *calib = NULL;
+    int rc = zb_calib_run(s->fp32, texts, lens, n, 2, &calib, &d);
+    if (rc != 0) fprintf(stderr, "calibrate: %s\n", zb_diag_text(&d, rc));
+    assert_int_equal(rc, 0);
+    assert_true(zb_calib_texts(calib) > 0);
+    assert_int_equal(zb_calib_run(s->int8, texts, lens, n, 2, &(zb_calib_t *){NULL}, &d),
+                     ZB_EINVAL); /* an int8 model has no fp32 activations to measure */
+    char path[80];
+    snprintf(path, sizeof path, "%s.cal", s->path);
+    assert_int_equal(zb_bundle_write_model_int8(path, s->fp32, "test", zb_calib_act_max(calib), &d),
+                     0);
+    zb_calib_destroy(&calib);
+    assert_null(calib);
+    zb_model_t *m = NULL;
+    assert_int_equal(zb_model_open(path, &m, &d), 0);
+    const zb_layer_weights_t *L = &zb_model_weights(m)->layer[0];
+    int not_one = 0;
+    for (int k = 0; k < L->qkv_q8.k; k++) not_one += L->qkv_q8.smooth[k] != 1.0f;
+    assert_true(not_one > 0);
+    assert_true(zb_qgemm_check_sums(&L->ffn_out_q8));
+
+    const int h = zb_model_config(m)->hidden;
+    float *q = s_run(m, s, 2, 0);
+    double min_cos = 1.0;
+    for (int i = 0, o = 0; i < s->fx.n; i++) {
+        const fx_case_t *c = &s->fx.cases[i];
+        for (int r = 0; i % 2 == 1 && r < c->n_ids; r++) {
+            const float *ref = c->hidden + (size_t)r * (size_t)h;
+            const float *x = q + (size_t)(o + r) * (size_t)h;
+            double dot = 0, na = 0, nb = 0;
+            for (int k = 0; k < h; k++) {
+                dot += (double)x[k] * ref[k];
+                na += (double)x[k] * x[k];
+                nb += (double)ref[k] * ref[k];
+            }
+            const double cs = dot / sqrt(na * nb);
+            if (!(cs >= min_cos)) min_cos = cs;
+        }
+        o += c->n_ids;
+    }
+    printf("%s int8, calibrated on %zu texts: min cosine %.8f on the other cases\n", s->dir, n,
+           min_cos);
+    assert_true(min_cos >= MIN_COSINE);
+    setenv("ZB_QGEMM_ISA", "scalar", 1);
+    float *v = s_run(m, s, 1, 1);
+    unsetenv("ZB_QGEMM_ISA");
+    assert_memory_equal(v, q, (size_t)s->total * (size_t)h * sizeof(float));
+    free(v);
+    free(q);
+    zb_model_close(&m);
+    unlink(path);
+}
+
 int main(void) {
     const struct CMUnitTest seed1[] = {
         cmocka_unit_test(test_table),
         cmocka_unit_test(test_accuracy),
         cmocka_unit_test(test_same_bits),
+        cmocka_unit_test(test_calibrated),
     };
     const struct CMUnitTest seed2[] = {
         cmocka_unit_test(test_accuracy),

@@ -45,9 +45,11 @@ typedef struct {
     int8_t *q;
     float *scale;
     int32_t *sum;
+    float *col;    /* column multipliers the weights were quantized with, or NULL */
+    float *smooth; /* 1 / col */
 } s_mat_t;
 
-static void s_mat_new(s_mat_t *m, rng_t *r, int n, int k, int zero_rows) {
+static void s_mat_new(s_mat_t *m, rng_t *r, int n, int k, int zero_rows, int smoothed) {
     m->plain = malloc((size_t)n * (size_t)k * sizeof(float));
     assert_non_null(m->plain);
     for (size_t i = 0; i < (size_t)n * (size_t)k; i++) m->plain[i] = s_unif(r, -0.1f, 0.1f);
@@ -60,9 +62,22 @@ static void s_mat_new(s_mat_t *m, rng_t *r, int n, int k, int zero_rows) {
     m->sum = malloc((size_t)n * sizeof(int32_t));
     assert_non_null(m->scale);
     assert_non_null(m->sum);
-    assert_int_equal(zb_qgemm_quantize_rows(m->plain, n, k, (size_t)k, 0, m->q, m->scale, m->sum),
+    m->col = m->smooth = NULL;
+    if (smoothed) {
+        m->col = malloc((size_t)k * sizeof(float));
+        m->smooth = malloc((size_t)k * sizeof(float));
+        assert_non_null(m->col);
+        assert_non_null(m->smooth);
+        for (int c = 0; c < k; c++) {
+            m->col[c] = s_unif(r, 0.25f, 4.0f);
+            m->smooth[c] = 1.0f / m->col[c];
+        }
+    }
+    assert_int_equal(zb_qgemm_quantize_rows(m->plain, n, k, (size_t)k, m->col, 0, m->q, m->scale,
+                                            m->sum),
                      0);
-    m->w = (zb_qgemm_w_t){.q = m->q, .scale = m->scale, .sum = m->sum, .n = n, .k = k};
+    m->w = (zb_qgemm_w_t){.q = m->q, .scale = m->scale, .sum = m->sum, .smooth = m->smooth,
+                          .n = n, .k = k};
 }
 
 static void s_mat_free(s_mat_t *m) {
@@ -70,6 +85,8 @@ static void s_mat_free(s_mat_t *m) {
     free(m->q);
     free(m->scale);
     free(m->sum);
+    free(m->col);
+    free(m->smooth);
 }
 
 /* The definition, written out independently of qgemm.c: quantize the row,
@@ -83,8 +100,14 @@ static void s_reference(const s_mat_t *m, const float *x, size_t ldx, int rows,
     assert_non_null(a);
     /* q[j][kk] back from the dequantized matrix: exact, q * s / s */
     zb_qgemm_dequantize(m->q, m->scale, n, k, deq, (size_t)k);
+    float *xsm = malloc((size_t)k * sizeof(float));
+    assert_non_null(xsm);
     for (int i = 0; i < rows; i++) {
         const float *xr = x + (size_t)i * ldx;
+        if (m->smooth != NULL) {
+            for (int kk = 0; kk < k; kk++) xsm[kk] = xr[kk] * m->smooth[kk];
+            xr = xsm;
+        }
         float amax = 0.0f;
         int bad = 0;
         for (int kk = 0; kk < k; kk++) {
@@ -110,6 +133,7 @@ static void s_reference(const s_mat_t *m, const float *x, size_t ldx, int rows,
     }
     free(deq);
     free(a);
+    free(xsm);
 }
 
 static int s_isas(zb_qgemm_isa_t out[3]) {
@@ -154,7 +178,7 @@ static void test_exact_against_definition(void **state) {
         for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
             const int n = ns[ni], k = ks[ki];
             s_mat_t m;
-            s_mat_new(&m, &r, n, k, n > 4 ? 2 : 0);
+            s_mat_new(&m, &r, n, k, n > 4 ? 2 : 0, (int)((ni + ki) % 2));
             float *bias = malloc((size_t)n * sizeof(float));
             for (int j = 0; j < n; j++) bias[j] = s_unif(&r, -1, 1);
             for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++) {
@@ -204,7 +228,7 @@ static void test_bert_shapes_and_batch_invariance(void **state) {
     for (size_t s = 0; s < 2; s++) {
         const int n = shapes[s][0], k = shapes[s][1], rows = 421;
         s_mat_t m;
-        s_mat_new(&m, &r, n, k, 0);
+        s_mat_new(&m, &r, n, k, 0, (int)s);
         float *x = malloc((size_t)rows * (size_t)k * sizeof(float));
         for (size_t i = 0; i < (size_t)rows * (size_t)k; i++) x[i] = s_unif(&r, -2, 2);
         float *bias = calloc((size_t)n, sizeof(float));
@@ -263,7 +287,7 @@ static void test_epilogue_and_nan(void **state) {
     const int n_isa = s_isas(isas);
     const int n = 300, k = 100, rows = 30;
     s_mat_t m;
-    s_mat_new(&m, &r, n, k, 0);
+    s_mat_new(&m, &r, n, k, 0, 1);
     float *x = malloc((size_t)rows * (size_t)k * sizeof(float));
     for (size_t i = 0; i < (size_t)rows * (size_t)k; i++) x[i] = s_unif(&r, -1, 1);
     x[5 * k + 17] = NAN;
@@ -305,7 +329,7 @@ static void test_weight_quantization(void **state) {
     rng_t r = {3};
     const int n = 37, k = 53;
     s_mat_t m;
-    s_mat_new(&m, &r, n, k, 1);
+    s_mat_new(&m, &r, n, k, 1, 0);
     float *deq = malloc((size_t)n * (size_t)k * sizeof(float));
     zb_qgemm_dequantize(m.q, m.scale, n, k, deq, (size_t)k);
     for (int j = 0; j < n; j++) {
@@ -329,7 +353,7 @@ static void test_weight_quantization(void **state) {
     assert_false(zb_qgemm_check_sums(&m.w));
     /* a non-finite weight is refused */
     m.plain[10] = NAN;
-    assert_int_equal(zb_qgemm_quantize_rows(m.plain, 1, k, (size_t)k, 0, m.q, m.scale, m.sum),
+    assert_int_equal(zb_qgemm_quantize_rows(m.plain, 1, k, (size_t)k, NULL, 0, m.q, m.scale, m.sum),
                      ZB_EINVAL);
     free(deq);
     s_mat_free(&m);

@@ -74,6 +74,8 @@ struct zb_bert {
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
     int32_t *pos;                /* [n_tokens_max] position of each row */
     zb_bert_gelu_t gelu;         /* FFN activation (erf unless set) */
+    zb_bert_observer_fn observer; /* NULL, or called with every linear layer's input */
+    void *observer_ctx;
 };
 
 /* Adds a block of count elements of size bytes to the arena layout at *off
@@ -238,6 +240,12 @@ int zb_bert_n_tokens_max(const zb_bert_t *b) { return b->n_tokens_max; }
 int zb_bert_seq_len_max(const zb_bert_t *b) { return b->seq_len_max; }
 int zb_bert_hidden(const zb_bert_t *b) { return b->cfg.hidden; }
 
+void zb_bert_set_observer(zb_bert_t *b, zb_bert_observer_fn fn, void *ctx) {
+    if (b == NULL) return;
+    b->observer = fn;
+    b->observer_ctx = ctx;
+}
+
 void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
     if (b) b->gelu = g == ZB_BERT_GELU_TANH ? ZB_BERT_GELU_TANH : ZB_BERT_GELU_ERF;
 }
@@ -245,10 +253,12 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
 /* y[n][w->n] (row stride ldy) = x W^T started from init (and bias), with
  * an optional epilogue on every finished output segment: on the fp32
  * operand w, or on q for an int8 model. */
-static void s_linear(const zb_bert_t *b, const float *x, size_t ldx, int n, const zb_gemm_w_t *w,
-                     const zb_qgemm_w_t *q, zb_gemm_init_t init, const float *bias, float *y,
-                     size_t ldy, zb_gemm_epilogue_fn epilogue) {
+static void s_linear(const zb_bert_t *b, int layer, int which, const float *x, size_t ldx, int n,
+                     const zb_gemm_w_t *w, const zb_qgemm_w_t *q, zb_gemm_init_t init,
+                     const float *bias, float *y, size_t ldy, zb_gemm_epilogue_fn epilogue) {
     void *ctx = (void *)(uintptr_t)&b->ex;
+    if (b->observer != NULL)
+        b->observer(b->observer_ctx, layer, which, x, ldx, n, b->int8 ? q->k : w->k);
     if (b->int8) {
         const zb_qgemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = q, .init = init,
                                    .bias = bias, .y = y, .ldy = ldy, .epilogue = epilogue,
@@ -316,20 +326,20 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                             w->emb_ln_g, w->emb_ln_b, eps);
     for (int l = 0; l < c->layers; l++) {
         const zb_layer_weights_t *L = &w->layer[l];
-        s_linear(b, out, (size_t)hid, n, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, b->qkv, ld3,
+        s_linear(b, l, 0, out, (size_t)hid, n, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, b->qkv, ld3,
                  NULL);
         zb_kern_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
                           b->seq_off, n_seqs, c->heads, b->head_dim, b->seq_len_max, b->scores);
         /* t = ctx Wo^T (into the spent qkv buffer), out = LayerNorm((t + bo) + out) */
-        s_linear(b, b->ctx, ld3, n, &L->attn_out, &L->attn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
+        s_linear(b, l, 1, b->ctx, ld3, n, &L->attn_out, &L->attn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
                  (size_t)hid, NULL);
         zb_kern_bias_residual_layernorm(ex, out, b->qkv, n, hid, L->attn_out_b, L->attn_ln_g,
                                         L->attn_ln_b, eps);
-        s_linear(b, out, (size_t)hid, n, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS, L->ffn_in_b,
+        s_linear(b, l, 2, out, (size_t)hid, n, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS, L->ffn_in_b,
                  b->ffn, b->ld_ffn,
                  b->gelu == ZB_BERT_GELU_TANH ? s_gelu_tanh_epilogue : s_gelu_epilogue);
         /* t = gelu(...) W2^T, out = LayerNorm((t + b2) + out) */
-        s_linear(b, b->ffn, b->ld_ffn, n, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
+        s_linear(b, l, 3, b->ffn, b->ld_ffn, n, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL, b->qkv,
                  (size_t)hid, NULL);
         zb_kern_bias_residual_layernorm(ex, out, b->qkv, n, hid, L->ffn_out_b, L->ffn_ln_g,
                                         L->ffn_ln_b, eps);

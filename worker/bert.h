@@ -70,4 +70,12 @@ int zb_bert_n_tokens_max(const zb_bert_t *b);
 int zb_bert_seq_len_max(const zb_bert_t *b);
 int zb_bert_hidden(const zb_bert_t *b);
 
+/* Called with the input of every linear layer of the encoder before it
+ * runs: layer l, which (0 QKV, 1 attention output, 2 FFN in, 3 FFN out),
+ * x [rows][cols] with row stride ldx.  For calibration (calibrate.h);
+ * NULL (the default) calls nothing.  Runs on the calling thread. */
+typedef void (*zb_bert_observer_fn)(void *ctx, int layer, int which, const float *x, size_t ldx,
+                                    int rows, int cols);
+void zb_bert_set_observer(zb_bert_t *b, zb_bert_observer_fn fn, void *ctx);
+
 #endif

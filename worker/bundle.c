@@ -953,8 +953,27 @@ static const zb_model_tensor_t *s_find_spec(const zb_model_tensor_t *ts, int n,
     return NULL;
 }
 
+/* SmoothQuant's column multipliers (alpha 0.5) for a matrix w [rows][cols]
+ * whose inputs reached act_max[cols]: c_k = sqrt(max|x_k| / max_j |w_jk|),
+ * so that both sides of the product end up with the same range per channel;
+ * 1 where either is 0. */
+static void s_smooth_cols(const float *w, int rows, int cols, const float *act_max,
+                          float *col) {
+    for (int k = 0; k < cols; k++) col[k] = 0.0f;
+    for (int j = 0; j < rows; j++)
+        for (int k = 0; k < cols; k++) {
+            const float v = fabsf(w[(size_t)j * (size_t)cols + (size_t)k]);
+            if (v > col[k]) col[k] = v;
+        }
+    for (int k = 0; k < cols; k++) {
+        const double c = act_max[k] > 0.0f && col[k] > 0.0f ? sqrt((double)act_max[k] / col[k])
+                                                           : 1.0;
+        col[k] = (float)(c < 1e-4 ? 1e-4 : c > 1e4 ? 1e4 : c);
+    }
+}
+
 int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char *source,
-                               zb_diag_t *d) {
+                               const float *const *act_max, zb_diag_t *d) {
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
     const zb_bert_config_t *c = zb_model_config(m);
     const int n = zb_model_n_int8(c), np = zb_model_n_packed(c);
@@ -963,7 +982,8 @@ int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char
     zb_model_tensor_t *ts = calloc((size_t)n, sizeof *ts);
     zb_model_tensor_t *pts = calloc((size_t)np, sizeof *pts);
     void **owned = calloc((size_t)n, sizeof *owned);
-    float *plain = NULL;
+    float *plain = NULL, *col = NULL;
+    int lin = 0; /* quantized matrices so far: layer * 4 + which */
     if (ts == NULL || pts == NULL || owned == NULL) {
         rc = zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory");
         goto out;
@@ -980,34 +1000,45 @@ int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char
             if (p != NULL) ts[i].data = p->data; /* weight_scale, weight_sum: below */
             continue;
         }
-        /* W, then W_scale and W_sum (model.h's order): quantized from the packed fp32 W */
+        /* W, then W_scale, W_sum and W_smooth (model.h's order): quantized
+         * from the packed fp32 W, its columns smoothed when calibrated */
         const zb_model_tensor_t *p = s_find_spec(pts, np, ts[i].name);
         const int rows = (int)ts[i].shape[0], cols = (int)ts[i].shape[1];
-        if (p == NULL || i + 2 >= n || p->layout != ZB_LAYOUT_PANEL) {
+        if (p == NULL || i + 3 >= n || p->layout != ZB_LAYOUT_PANEL) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: no fp32 matrix %s to quantize", ts[i].name);
             goto out;
         }
-        zb_model_int8_spec(c, i + 1, &ts[i + 1]);
-        zb_model_int8_spec(c, i + 2, &ts[i + 2]);
+        for (int k = 1; k <= 3; k++) zb_model_int8_spec(c, i + k, &ts[i + k]);
         free(plain);
+        free(col);
         plain = malloc((size_t)rows * (size_t)cols * sizeof *plain);
+        col = malloc((size_t)cols * sizeof *col);
         int8_t *q = NULL;
-        if (plain == NULL || posix_memalign(&owned[i], 64, ts[i].nbytes) != 0 ||
+        if (plain == NULL || col == NULL || posix_memalign(&owned[i], 64, ts[i].nbytes) != 0 ||
             (owned[i + 1] = malloc(ts[i + 1].nbytes)) == NULL ||
-            (owned[i + 2] = malloc(ts[i + 2].nbytes)) == NULL) {
+            (owned[i + 2] = malloc(ts[i + 2].nbytes)) == NULL ||
+            (owned[i + 3] = malloc(ts[i + 3].nbytes)) == NULL) {
             rc = zb_diag_set(d, ZB_ENOMEM, "bundle: out of memory quantizing %s", ts[i].name);
             goto out;
         }
         q = owned[i];
         memset(q, 0, ts[i].nbytes);
         zb_gemm_unpack(p->data, rows, cols, plain, (size_t)cols);
-        if (zb_qgemm_quantize_rows(plain, rows, cols, (size_t)cols, 0, q, owned[i + 1],
-                                   owned[i + 2]) != 0) {
+        float *smooth = owned[i + 3];
+        if (act_max != NULL) {
+            s_smooth_cols(plain, rows, cols, act_max[lin], col);
+            for (int k = 0; k < cols; k++) smooth[k] = 1.0f / col[k];
+        } else {
+            for (int k = 0; k < cols; k++) smooth[k] = 1.0f;
+        }
+        if (zb_qgemm_quantize_rows(plain, rows, cols, (size_t)cols, act_max ? col : NULL, 0, q,
+                                   owned[i + 1], owned[i + 2]) != 0) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: %s holds an infinity or NaN", ts[i].name);
             goto out;
         }
-        for (int k = 0; k < 3; k++) ts[i + k].data = owned[i + k];
-        i += 2;
+        for (int k = 0; k < 4; k++) ts[i + k].data = owned[i + k];
+        i += 3;
+        lin++;
     }
     zb_bundle_spec_t spec = {
         .config = c,
@@ -1022,6 +1053,7 @@ out:
     for (int i = 0; owned != NULL && i < n; i++) free(owned[i]);
     free(owned);
     free(plain);
+    free(col);
     free(pts);
     free(ts);
     return rc;

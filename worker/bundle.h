@@ -9,8 +9,8 @@
  *                plain (row-major) or, for the linear layers' matrices,
  *                packed ready for the GEMM: F32 in gemm.h's panel layout,
  *                or, in an int8 bundle, I8 in qgemm.h's panel-q8 layout
- *                beside its F32 row scales and I32 row sums (model.h's
- *                int8 table).  The writer pads
+ *                beside its F32 row scales, I32 row sums and F32 activation
+ *                multipliers (model.h's int8 table).  The writer pads
  *                the entry's local header with an alignment extra field
  *                (id 0xD935: u16 alignment + zero bytes, the Android zipalign
  *                convention) so the data lands on the boundary.
@@ -101,9 +101,12 @@ int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *sou
 
 /* The same with the linear layers quantized to int8 (qgemm.h; model.h's
  * int8 table), from an fp32 model, or rewritten as they are from an int8 one.
+ * act_max (NULL: none) holds, for linear layer l * 4 + j (j: QKV, attention
+ * output, FFN in, FFN out), the largest |input| seen per input channel in a
+ * calibration run (calibrate.h): the matrices are then smoothed (qgemm.h).
  * ZB_EINVAL if a matrix holds an infinity or NaN. */
 int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char *source,
-                               zb_diag_t *d);
+                               const float *const *act_max, zb_diag_t *d);
 
 /*
  * Opens and validates a bundle; maps the whole file read-only (MAP_SHARED).

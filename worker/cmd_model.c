@@ -1,7 +1,7 @@
 /*
  * zbert-model -- build, inspect and check model files.
  *
- *   zbert-model convert SOURCE -o NAME.zbm [--quantize int8]
+ *   zbert-model convert SOURCE -o NAME.zbm [--quantize int8 [--calibrate TEXTS]]
  *               (SOURCE: a Hugging Face directory or an fp32 bundle)
  *   zbert-model inspect FILE            (bundle or Hugging Face directory)
  *   zbert-model verify FILE             (exit 0 when sound, 1 otherwise)
@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "bundle.h"
+#include "calibrate.h"
 #include "limits.h"
 #include "model.h"
 #include "safetensors.h"
@@ -45,7 +46,7 @@
 static const char *s_prog = "zbert-model";
 
 static void s_usage(FILE *f) {
-    fputs("usage: zbert-model convert SOURCE -o NAME.zbm [--quantize int8]\n"
+    fputs("usage: zbert-model convert SOURCE -o NAME.zbm [--quantize int8 [--calibrate TEXTS]]\n"
           "       zbert-model inspect FILE\n"
           "       zbert-model verify FILE\n"
           "       zbert-model random --layers L --hidden H --heads A --intermediate I\n"
@@ -54,7 +55,9 @@ static void s_usage(FILE *f) {
           "       zbert-model fetch MODEL_ID DIR\n"
           "FILE and SOURCE are a .zbm bundle or a Hugging Face directory (config.json,\n"
           "vocab.txt, model.safetensors).  --quantize int8 stores the linear layers as int8\n"
-          "with a scale per output row (activations are quantized per row as they run).\n",
+          "with a scale per output row (activations are quantized per row as they run);\n"
+          "--calibrate TEXTS (one text per line) first runs the fp32 model on them and\n"
+          "moves the range of outlier activation channels into the weights (SmoothQuant).\n",
           f);
 }
 
@@ -98,8 +101,63 @@ static int s_sha256_file(const char *path, char hex[65]) {
 
 /* --- convert -------------------------------------------------------------- */
 
+/* Calibration texts: the lines of path (at most ZB_CALIB_TEXTS_MAX, each at
+ * most ZB_TEXT_BYTES_MAX bytes; empty lines skipped), run through the fp32
+ * model. */
+static int s_calibrate(const zb_model_t *m, const char *path, zb_calib_t **out) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "%s: %s: %s\n", s_prog, path, strerror(errno));
+        return 1;
+    }
+    char **texts = NULL, *line = NULL;
+    size_t *lens = NULL, n = 0, cap = 0, lcap = 0;
+    ssize_t got;
+    int status = 1;
+    while ((got = getline(&line, &lcap, f)) >= 0) {
+        size_t len = (size_t)got;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
+        if (len == 0) continue;
+        if (len > ZB_TEXT_BYTES_MAX || n == ZB_CALIB_TEXTS_MAX) {
+            fprintf(stderr, "%s: %s: more than %d texts, or a line over %d bytes\n", s_prog,
+                    path, ZB_CALIB_TEXTS_MAX, ZB_TEXT_BYTES_MAX);
+            goto out;
+        }
+        if (n == cap) {
+            cap = cap ? 2 * cap : 256;
+            char **t = realloc(texts, cap * sizeof *t);
+            size_t *l = t ? realloc(lens, cap * sizeof *l) : NULL;
+            if (t) texts = t;
+            if (l) lens = l;
+            if (t == NULL || l == NULL) goto oom;
+        }
+        if ((texts[n] = malloc(len + 1)) == NULL) goto oom;
+        memcpy(texts[n], line, len);
+        texts[n][len] = '\0';
+        lens[n++] = len;
+    }
+    zb_diag_t d = {{0}};
+    int rc = zb_calib_run(m, (const char *const *)texts, lens, n, 0, out, &d);
+    if (rc != 0) {
+        s_fail(path, rc, &d);
+        goto out;
+    }
+    printf("calibrated on %zu texts, %zu tokens\n", zb_calib_texts(*out), zb_calib_tokens(*out));
+    status = 0;
+    goto out;
+oom:
+    fprintf(stderr, "%s: out of memory reading %s\n", s_prog, path);
+out:
+    for (size_t i = 0; i < n; i++) free(texts[i]);
+    free(texts);
+    free(lens);
+    free(line);
+    fclose(f);
+    return status;
+}
+
 static int s_cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL;
+    const char *in = NULL, *out = NULL, *calib_path = NULL;
     bool int8 = false;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
@@ -110,6 +168,9 @@ static int s_cmd_convert(int argc, char **argv) {
                 return s_usage_error("convert: --quantize takes int8");
             int8 = true;
             i++;
+        } else if (strcmp(argv[i], "--calibrate") == 0) {
+            if (i + 1 >= argc) return s_usage_error("convert: --calibrate needs a file of texts");
+            calib_path = argv[++i];
         } else if (argv[i][0] == '-') {
             return s_usage_error("convert: unknown option");
         } else if (in == NULL) {
@@ -119,6 +180,8 @@ static int s_cmd_convert(int argc, char **argv) {
         }
     }
     if (in == NULL || out == NULL) return s_usage_error("convert needs SOURCE and -o NAME.zbm");
+    if (calib_path != NULL && !int8)
+        return s_usage_error("convert: --calibrate goes with --quantize int8");
     zb_diag_t d = {{0}};
     zb_model_t *m = NULL;
     int rc = zb_model_open(in, &m, &d);
@@ -135,13 +198,20 @@ static int s_cmd_convert(int argc, char **argv) {
     } else {
         snprintf(source, sizeof source, "bundle %s (weights %s)", in, zb_model_identity(m));
     }
+    zb_calib_t *calib = NULL;
+    if (calib_path != NULL && s_calibrate(m, calib_path, &calib) != 0) {
+        zb_model_close(&m);
+        return 1;
+    }
     if (int8) {
         size_t k = strlen(source);
-        snprintf(source + k, sizeof source - k, "; linear layers quantized to int8 (%s)",
-                 ZB_QGEMM_LAYOUT_NAME);
+        snprintf(source + k, sizeof source - k, "; linear layers quantized to int8 (%s)%s",
+                 ZB_QGEMM_LAYOUT_NAME, calib ? ", smoothed by calibration" : "");
     }
-    rc = int8 ? zb_bundle_write_model_int8(out, m, source, &d)
+    rc = int8 ? zb_bundle_write_model_int8(out, m, source,
+                                           calib ? zb_calib_act_max(calib) : NULL, &d)
               : zb_bundle_write_model(out, m, source, &d);
+    zb_calib_destroy(&calib);
     if (rc != 0) {
         zb_model_close(&m);
         return s_fail(out, rc, &d);

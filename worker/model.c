@@ -47,7 +47,7 @@
 #define S_EMB_TENSORS 5
 #define S_LAYER_TENSORS 16
 #define S_PACKED_LAYER_TENSORS 12
-#define S_INT8_LAYER_TENSORS 20
+#define S_INT8_LAYER_TENSORS 24
 #define S_PACKED_PER_LAYER 5 /* owned blocks when packing at load: 4 matrices + qkv bias */
 
 /* The three tables a source may hold: Hugging Face names and layout; the
@@ -134,11 +134,13 @@ static const s_slot_t s_packed_layer_slots[S_PACKED_LAYER_TENSORS] = {
     {"output.LayerNorm.bias", S_D_H, S_D_NONE, S_LW(ffn_ln_b), S_PLAIN},
 };
 
-/* A quantized linear layer: the panel-q8 matrix, its scales, its row sums. */
+/* A quantized linear layer: the panel-q8 matrix, its scales, its row sums,
+ * its activation multipliers (qgemm.h). */
 #define S_Q8_SLOTS(nm, d0, d1, f)                                                              \
     {nm ".weight", d0, d1, S_LW(f), S_Q8}, {nm ".weight_scale", d0, S_D_NONE, S_LW(f.scale),   \
                                             S_PLAIN},                                          \
-        {nm ".weight_sum", d0, S_D_NONE, S_LW(f.sum), S_SUM}
+        {nm ".weight_sum", d0, S_D_NONE, S_LW(f.sum), S_SUM},                                  \
+        {nm ".weight_smooth", d1, S_D_NONE, S_LW(f.smooth), S_PLAIN}
 
 static const s_slot_t s_int8_layer_slots[S_INT8_LAYER_TENSORS] = {
     S_Q8_SLOTS("attention.self.qkv", S_D_H3, S_D_H, qkv_q8),

@@ -167,10 +167,11 @@ int zb_model_n_packed(const zb_bert_config_t *c);
 int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
 int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
 
-/* The int8 table (what a quantized bundle stores), 5 + 20 * c->layers
- * tensors: the packed table with each packed matrix W replaced by three
- * tensors: W in the panel-q8 layout (I8), W_scale ([N] F32: "...weight_scale")
- * and W_sum ([N] I32: "...weight_sum"), see qgemm.h.  As above. */
+/* The int8 table (what a quantized bundle stores), 5 + 24 * c->layers
+ * tensors: the packed table with each packed matrix W replaced by four
+ * tensors: W in the panel-q8 layout (I8), W_scale ([N] F32: "...weight_scale"),
+ * W_sum ([N] I32: "...weight_sum") and W_smooth ([K] F32: "...weight_smooth",
+ * the activation multipliers), see qgemm.h.  As above. */
 int zb_model_n_int8(const zb_bert_config_t *c);
 int zb_model_int8_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
 int zb_model_int8_at(const zb_model_t *m, int i, zb_model_tensor_t *out);

@@ -387,15 +387,23 @@ static size_t s_at(int row, int kk, int k4) {
            (size_t)(row % S_NR) * 4 + (size_t)(kk % 4);
 }
 
-int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, int row0,
-                           int8_t *packed, float *scale, int32_t *sum) {
+int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col,
+                           int row0, int8_t *packed, float *scale, int32_t *sum) {
     const int k4 = s_k4(k);
+    float *row = malloc((size_t)k * sizeof *row);
+    if (row == NULL) return ZB_ENOMEM;
     for (int r = 0; r < rows; r++) {
-        const float *src = w + (size_t)r * ldw;
+        const float *src = row;
+        for (int kk = 0; kk < k; kk++)
+            row[kk] = col != NULL ? w[(size_t)r * ldw + (size_t)kk] * col[kk]
+                                  : w[(size_t)r * ldw + (size_t)kk];
         float amax = 0.0f;
         for (int kk = 0; kk < k; kk++) {
             const float v = fabsf(src[kk]);
-            if (!(v <= FLT_MAX)) return ZB_EINVAL;
+            if (!(v <= FLT_MAX)) {
+                free(row);
+                return ZB_EINVAL;
+            }
             if (v > amax) amax = v;
         }
         const float s = amax / 127.0f;
@@ -409,6 +417,7 @@ int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, int row0
         scale[row0 + r] = s;
         sum[row0 + r] = total;
     }
+    free(row);
     return 0;
 }
 
@@ -461,7 +470,8 @@ static size_t s_block_bytes(int k4) {
 
 static size_t s_thread_bytes(int k_max) {
     const int k4 = s_k4(k_max < 1 ? 1 : k_max);
-    return s_block_bytes(k4) + (size_t)S_MC_MAX * sizeof(float) + ((size_t)k4 + 63) / 64 * 64;
+    return s_block_bytes(k4) + (size_t)S_MC_MAX * sizeof(float) + ((size_t)k4 + 63) / 64 * 64 +
+           ((size_t)k4 * sizeof(float) + 63) / 64 * 64;
 }
 
 size_t zb_qgemm_work_bytes(int threads, int k_max) {
@@ -479,7 +489,7 @@ typedef struct {
 /* Quantizes rows [i0, i0 + rows) of x into slivers of mr rows at dst
  * ([k4 / 4][mr][4] each, missing rows zero), their scales into sx. */
 static void s_pack_block(const s_plan_t *pl, int i0, int rows, uint8_t *dst, float *sx,
-                         int8_t *tmp) {
+                         int8_t *tmp, float *xs) {
     const zb_qgemm_args_t *a = pl->a;
     const int mr = pl->v.mr, k4 = pl->k4, groups = k4 / 4;
     const uint32_t off = pl->v.offset * 0x01010101u;
@@ -487,7 +497,12 @@ static void s_pack_block(const s_plan_t *pl, int i0, int rows, uint8_t *dst, flo
     for (int r = 0; r < padded; r++) {
         uint8_t *base = dst + (size_t)(r / mr) * (size_t)k4 * (size_t)mr + (size_t)(r % mr) * 4;
         if (r < rows) {
-            sx[r] = pl->v.quant(a->x + (size_t)(i0 + r) * a->ldx, a->w->k, k4, tmp);
+            const float *x = a->x + (size_t)(i0 + r) * a->ldx;
+            if (a->w->smooth != NULL) { /* the same multiply in every variant */
+                for (int c = 0; c < a->w->k; c++) xs[c] = x[c] * a->w->smooth[c];
+                x = xs;
+            }
+            sx[r] = pl->v.quant(x, a->w->k, k4, tmp);
         } else {
             memset(tmp, 0, (size_t)k4);
             sx[r] = 0.0f;
@@ -508,11 +523,12 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, uint8_t *w
     uint8_t *apack = work;
     float *sx = (float *)(void *)(work + s_block_bytes(k4));
     int8_t *tmp = (int8_t *)(work + s_block_bytes(k4) + (size_t)S_MC_MAX * sizeof(float));
+    float *xs = (float *)(void *)((uint8_t *)tmp + ((size_t)k4 + 63) / 64 * 64);
     int32_t d[S_MR_MAX * S_NR] __attribute__((aligned(64)));
     if (m1 <= m0 || p1 <= p0) return;
     for (int i0 = m0; i0 < m1; i0 += pl->mc) {
         const int mc = m1 - i0 < pl->mc ? m1 - i0 : pl->mc;
-        s_pack_block(pl, i0, mc, apack, sx, tmp);
+        s_pack_block(pl, i0, mc, apack, sx, tmp, xs);
         for (int p = p0; p < p1; p++) {
             const int8_t *bp = a->w->q + (size_t)p * S_NR * (size_t)k4;
             const int j0 = p * S_NR, cols = N - j0 < S_NR ? N - j0 : S_NR;

@@ -14,6 +14,12 @@
  *                where D[i][j] = sum_k a[i][k] q[j][k] is exact (|D| < 2^31
  *                for K <= ZB_INTERMEDIATE_MAX), "init +" is absent for
  *                ZB_GEMM_ZERO, and every operation is one float rounding.
+ * Smoothing (optional, per input channel): a matrix quantized from W with
+ * its columns scaled, W'[j][k] = W[j][k] * c_k, carries smooth[k] = 1 / c_k,
+ * and every activation row is first multiplied by it, x'[k] = x[k] *
+ * smooth[k] (one rounding), then quantized as above: x' W'^T = x W^T.
+ * Calibrated c_k move the range of a few outlier channels of x into the
+ * weights, where per-row scales cope (SmoothQuant).  smooth all 1: none.
  * So y[i][j] depends only on row i of x, on the quantized weights and on
  * init: never on M, the row's place in the batch, the thread count or the
  * instruction set (the scalar, AVX2 and AVX-512 VNNI variants give the same
@@ -64,12 +70,13 @@ const char *zb_qgemm_isa_name(zb_qgemm_isa_t isa);
 size_t zb_qgemm_packed_bytes(int n, int k);
 
 /* Quantizes rows [0, rows) of the fp32 matrix w (row stride ldw, k
- * columns) as rows [row0, row0 + rows) of a packed matrix: their bytes in
- * packed (zb_qgemm_packed_bytes of the whole matrix, zero-filled by the
- * caller beforehand), scale[row0 ..] and sum[row0 ..].  Returns 0, or
- * ZB_EINVAL if w holds an infinity or NaN (nothing sensible quantizes it). */
-int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, int row0,
-                           int8_t *packed, float *scale, int32_t *sum);
+ * columns), each column first multiplied by col[k] (NULL: 1), as rows
+ * [row0, row0 + rows) of a packed matrix: their bytes in packed
+ * (zb_qgemm_packed_bytes of the whole matrix, zero-filled by the caller
+ * beforehand), scale[row0 ..] and sum[row0 ..].  Returns 0, or ZB_EINVAL if
+ * w holds an infinity or NaN (nothing sensible quantizes it). */
+int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col,
+                           int row0, int8_t *packed, float *scale, int32_t *sum);
 
 /* The dequantized matrix: w[j][k] = q[j][k] * s_w[j] (row stride ldw). */
 void zb_qgemm_dequantize(const int8_t *packed, const float *scale, int n, int k, float *w,
@@ -80,6 +87,7 @@ typedef struct zb_qgemm_w {
     const int8_t *q;     /* zb_qgemm_packed_bytes(n, k) bytes, 64-byte aligned */
     const float *scale;  /* [n] */
     const int32_t *sum;  /* [n] */
+    const float *smooth; /* [k] activation multipliers, or NULL: none */
     int n;               /* output features */
     int k;               /* input features */
 } zb_qgemm_w_t;
