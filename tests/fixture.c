@@ -209,3 +209,23 @@ uint64_t fx_rng_next(fx_rng_t *r) {
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
 }
+
+int fx_all_ids(const fx_file_t *f, int32_t **ids, int **lens) {
+    int total = 0;
+    for (int i = 0; i < f->n; i++) total += f->cases[i].n_ids;
+    *ids = malloc((size_t)(total > 0 ? total : 1) * sizeof **ids);
+    *lens = malloc((size_t)(f->n > 0 ? f->n : 1) * sizeof **lens);
+    if (*ids == NULL || *lens == NULL) {
+        free(*ids);
+        free(*lens);
+        *ids = NULL;
+        *lens = NULL;
+        return -1;
+    }
+    for (int i = 0, o = 0; i < f->n; i++) {
+        memcpy(*ids + o, f->cases[i].ids, (size_t)f->cases[i].n_ids * sizeof **ids);
+        (*lens)[i] = f->cases[i].n_ids;
+        o += f->cases[i].n_ids;
+    }
+    return total;
+}

@@ -46,6 +46,11 @@ char *fx_read_file(const char *path, size_t *len);
 int fx_load(const char *path, fx_file_t *out);
 void fx_free(fx_file_t *f);
 
+/* Every case's ids back to back in *ids and each case's count in *lens
+ * (both malloc'd, the caller's); returns the total, or -1 when out of
+ * memory.  A batch of all the cases, ready for zb_bert_forward(). */
+int fx_all_ids(const fx_file_t *f, int32_t **ids, int **lens);
+
 /* splitmix64: random numbers that are the same on every platform, unlike
  * rand(), for tests that draw their data. */
 typedef struct fx_rng {

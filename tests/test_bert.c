@@ -45,17 +45,8 @@ static int s_setup(void **st, const char *dir, const char *fixture) {
     assert_int_equal(rc, 0);
     assert_int_equal(fx_load(fx_path(fixture), &s->fx), 0);
     assert_int_equal(s->fx.n, 40);
-    for (int i = 0; i < s->fx.n; i++) s->total += s->fx.cases[i].n_ids;
-    s->all_ids = malloc((size_t)s->total * sizeof *s->all_ids);
-    s->all_len = malloc((size_t)s->fx.n * sizeof *s->all_len);
-    assert_non_null(s->all_ids);
-    assert_non_null(s->all_len);
-    for (int i = 0, o = 0; i < s->fx.n; i++) {
-        const fx_case_t *c = &s->fx.cases[i];
-        memcpy(s->all_ids + o, c->ids, (size_t)c->n_ids * sizeof *c->ids);
-        s->all_len[i] = c->n_ids;
-        o += c->n_ids;
-    }
+    s->total = fx_all_ids(&s->fx, &s->all_ids, &s->all_len);
+    assert_true(s->total > 0);
     *st = s;
     return 0;
 }

@@ -54,16 +54,8 @@ static int s_setup(void **st, const char *dir, const char *fixture) {
     if (rc != 0) fprintf(stderr, "open int8: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     assert_int_equal(fx_load(fx_path(fixture), &s->fx), 0);
-    for (int i = 0; i < s->fx.n; i++) s->total += s->fx.cases[i].n_ids;
-    s->ids = malloc((size_t)s->total * sizeof *s->ids);
-    s->len = malloc((size_t)s->fx.n * sizeof *s->len);
-    assert_non_null(s->ids);
-    assert_non_null(s->len);
-    for (int i = 0, o = 0; i < s->fx.n; i++) {
-        memcpy(s->ids + o, s->fx.cases[i].ids, (size_t)s->fx.cases[i].n_ids * sizeof *s->ids);
-        s->len[i] = s->fx.cases[i].n_ids;
-        o += s->len[i];
-    }
+    s->total = fx_all_ids(&s->fx, &s->ids, &s->len);
+    assert_true(s->total > 0);
     *st = s;
     return 0;
 }
