@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "bert.h"
+#include "grow.h"
 #include "limits.h"
 #include "sentences.h"
 #include "sparknlp.h"
@@ -168,21 +169,6 @@ static int s_push_seq(zb_embedder_t *e, size_t *n, s_seq_t s) {
     return 0;
 }
 
-/* Grows an array of elem-size items to hold need. */
-static int s_grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap : 16;
-    while (nc < need)
-        if (__builtin_mul_overflow(nc, (size_t)2, &nc)) return ZB_ENOMEM;
-    size_t bytes;
-    if (__builtin_mul_overflow(nc, elem, &bytes)) return ZB_ENOMEM;
-    void *q = realloc(*p, bytes);
-    if (q == NULL) return ZB_ENOMEM;
-    *p = q;
-    *cap = nc;
-    return 0;
-}
-
 static bool s_wants_meta(const zb_embed_options_t *o) {
     return o->level == ZB_LEVEL_TOKEN &&
            (o->sentences || o->token_meta || o->compat == ZB_COMPAT_SPARKNLP);
@@ -199,8 +185,8 @@ static int s_push_frame(zb_embedder_t *e, zb_result_t *r, const zb_piece_t *src,
         n = content_max;
         r->truncated = true;
     }
-    if (s_grow((void **)&r->seq_off, &r->seq_off_cap, r->n_sentences + 2, sizeof *r->seq_off) ||
-        s_grow((void **)&r->pieces.v, &r->pieces.cap, r->pieces.n + n + 2, sizeof *r->pieces.v))
+    if (zb_grow((void **)&r->seq_off, &r->seq_off_cap, r->n_sentences + 2, sizeof *r->seq_off) ||
+        zb_grow((void **)&r->pieces.v, &r->pieces.cap, r->pieces.n + n + 2, sizeof *r->pieces.v))
         return ZB_ENOMEM;
     r->seq_off[r->n_sentences++] = (uint32_t)r->pieces.n;
     zb_piece_t *d = r->pieces.v + r->pieces.n;
@@ -222,9 +208,9 @@ static int s_push_frame(zb_embedder_t *e, zb_result_t *r, const zb_piece_t *src,
 /* Appends words[0..n) shifted by (cp, bb) to r->words, sentence k. */
 static int s_push_words(zb_result_t *r, const zb_word_t *w, size_t n, uint32_t cp, uint32_t bb,
                         uint32_t k, bool meta) {
-    if (s_grow((void **)&r->words.v, &r->words.cap, r->words.n + n, sizeof *r->words.v))
+    if (zb_grow((void **)&r->words.v, &r->words.cap, r->words.n + n, sizeof *r->words.v))
         return ZB_ENOMEM;
-    if (meta && s_grow((void **)&r->meta, &r->meta_cap, r->words.n + n, sizeof *r->meta))
+    if (meta && zb_grow((void **)&r->meta, &r->meta_cap, r->words.n + n, sizeof *r->meta))
         return ZB_ENOMEM;
     for (size_t i = 0; i < n; i++) {
         zb_word_t x = w[i];
@@ -256,10 +242,10 @@ static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, z
         return 0;
     }
     size_t n_ids = doc->n_sentences ? doc->seq_off[doc->n_sentences] : 0;
-    if (s_grow((void **)&r->pieces.v, &r->pieces.cap, n_ids, sizeof *r->pieces.v) ||
-        s_grow((void **)&r->seq_off, &r->seq_off_cap, doc->n_sentences + 1, sizeof *r->seq_off) ||
-        s_grow((void **)&r->words.v, &r->words.cap, doc->n_vectors, sizeof *r->words.v) ||
-        s_grow((void **)&r->meta, &r->meta_cap, doc->n_vectors, sizeof *r->meta))
+    if (zb_grow((void **)&r->pieces.v, &r->pieces.cap, n_ids, sizeof *r->pieces.v) ||
+        zb_grow((void **)&r->seq_off, &r->seq_off_cap, doc->n_sentences + 1, sizeof *r->seq_off) ||
+        zb_grow((void **)&r->words.v, &r->words.cap, doc->n_vectors, sizeof *r->words.v) ||
+        zb_grow((void **)&r->meta, &r->meta_cap, doc->n_vectors, sizeof *r->meta))
         return ZB_ENOMEM;
     for (size_t i = 0; i < n_ids; i++) {
         /* a fed piece is shown with the span of the token that fed it */

@@ -33,6 +33,7 @@
 
 #include <utf8proc.h>
 
+#include "grow.h"
 #include "limits.h"
 
 /* --- marker characters of the detector ------------------------------------ */
@@ -84,24 +85,10 @@ struct zb_snlp_scratch {
     s_piece_t *pc;        /* pieces of the current sentence (<= 128 kept) */
 };
 
-static int s_grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap : 64;
-    while (nc < need)
-        if (__builtin_mul_overflow(nc, (size_t)2, &nc)) return ZB_ENOMEM;
-    size_t bytes;
-    if (__builtin_mul_overflow(nc, elem, &bytes)) return ZB_ENOMEM;
-    void *q = realloc(*p, bytes);
-    if (q == NULL) return ZB_ENOMEM;
-    *p = q;
-    *cap = nc;
-    return 0;
-}
-
 static int s_buf_reserve(s_buf_t *b, size_t extra) {
     size_t need;
     if (__builtin_add_overflow(b->n, extra, &need)) return ZB_ENOMEM;
-    return s_grow((void **)&b->v, &b->cap, need, sizeof *b->v);
+    return zb_grow((void **)&b->v, &b->cap, need, sizeof *b->v);
 }
 
 static void s_buf_free(s_buf_t *b) {
@@ -696,7 +683,7 @@ static int s_decode_text(struct zb_snlp_scratch *sc, const char *text, size_t le
     const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)text;
     sc->cp.n = 0;
     if (s_buf_reserve(&sc->cp, len + 1)) return ZB_ENOMEM;
-    if (s_grow((void **)&sc->u16, &sc->pos_cap, len + 1, sizeof *sc->u16)) return ZB_ENOMEM;
+    if (zb_grow((void **)&sc->u16, &sc->pos_cap, len + 1, sizeof *sc->u16)) return ZB_ENOMEM;
     size_t cap = sc->pos_cap;
     uint32_t *b = realloc(sc->byte, cap * sizeof *b);
     if (b == NULL) return ZB_ENOMEM;
@@ -742,7 +729,7 @@ static long s_index_of(struct zb_snlp_scratch *sc, const int32_t *hay, size_t n,
     const int32_t *p = sc->needle.v;
     size_t m = sc->needle.n;
     if (m == 0) return (long)(from <= n ? from : n);
-    if (s_grow((void **)&sc->kmp, &sc->kmp_cap, m, sizeof *sc->kmp)) return -2;
+    if (zb_grow((void **)&sc->kmp, &sc->kmp_cap, m, sizeof *sc->kmp)) return -2;
     int32_t *f = sc->kmp;
     f[0] = 0;
     for (size_t i = 1, k = 0; i < m; i++) {
@@ -771,7 +758,7 @@ static const char *s_recover(int32_t c) {
 }
 
 static int s_push_sentence(zb_snlp_doc_t *doc, zb_snlp_span_t sp) {
-    if (s_grow((void **)&doc->sentences, &doc->caps[0], doc->n_sentences + 1,
+    if (zb_grow((void **)&doc->sentences, &doc->caps[0], doc->n_sentences + 1,
                sizeof *doc->sentences))
         return ZB_ENOMEM;
     doc->sentences[doc->n_sentences++] = sp;
@@ -883,7 +870,7 @@ static bool s_context(int32_t c) {
 static int s_push_token(zb_snlp_doc_t *doc, const struct zb_snlp_scratch *sc, size_t b, size_t e,
                         uint32_t sentence) {
     if (sc->u16[e] - sc->u16[b] > ZB_SNLP_LENGTH_MAX) return 0; /* maxLength */
-    if (s_grow((void **)&doc->tokens, &doc->caps[1], doc->n_tokens + 1, sizeof *doc->tokens))
+    if (zb_grow((void **)&doc->tokens, &doc->caps[1], doc->n_tokens + 1, sizeof *doc->tokens))
         return ZB_ENOMEM;
     doc->tokens[doc->n_tokens++] = (zb_snlp_token_t){s_span(sc, b, e), sentence};
     return 0;
@@ -1045,10 +1032,10 @@ static int s_wordpiece(struct zb_snlp_scratch *sc, const zb_tok_t *t, int32_t be
         return 0;
     }
     size_t need = 4 * m + 1;
-    if (s_grow((void **)&sc->utf8, &sc->utf8_cap, need, 1)) return ZB_ENOMEM;
+    if (zb_grow((void **)&sc->utf8, &sc->utf8_cap, need, 1)) return ZB_ENOMEM;
     size_t acap = sc->at_cap;
-    if (s_grow((void **)&sc->at, &acap, m + 1, sizeof *sc->at)) return ZB_ENOMEM;
-    if (s_grow((void **)&sc->at16, &sc->at_cap, m + 1, sizeof *sc->at16)) return ZB_ENOMEM;
+    if (zb_grow((void **)&sc->at, &acap, m + 1, sizeof *sc->at)) return ZB_ENOMEM;
+    if (zb_grow((void **)&sc->at16, &sc->at_cap, m + 1, sizeof *sc->at16)) return ZB_ENOMEM;
     if (acap != sc->at_cap) { /* keep both arrays the same size */
         uint32_t *a = realloc(sc->at, sc->at_cap * sizeof *a);
         if (a == NULL) return ZB_ENOMEM;
@@ -1148,9 +1135,9 @@ static long s_find_token(const zb_snlp_doc_t *doc, size_t lo, size_t hi, int32_t
 }
 
 static int s_push_id(zb_snlp_doc_t *doc, size_t *n, int32_t id, uint32_t token) {
-    if (s_grow((void **)&doc->ids, &doc->caps[2], *n + 1, sizeof *doc->ids)) return ZB_ENOMEM;
+    if (zb_grow((void **)&doc->ids, &doc->caps[2], *n + 1, sizeof *doc->ids)) return ZB_ENOMEM;
     size_t cap = doc->caps[2];
-    if (s_grow((void **)&doc->piece_token, &doc->caps[4], cap, sizeof *doc->piece_token))
+    if (zb_grow((void **)&doc->piece_token, &doc->caps[4], cap, sizeof *doc->piece_token))
         return ZB_ENOMEM;
     doc->ids[*n] = id;
     doc->piece_token[*n] = token;
@@ -1171,7 +1158,7 @@ int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, si
     if ((rc = s_detect(doc, sc))) goto out;
     size_t ns = doc->n_sentences;
     doc->n_tokens = 0;
-    if (s_grow((void **)&doc->seq_off, &doc->caps[3], ns + 1, sizeof *doc->seq_off)) {
+    if (zb_grow((void **)&doc->seq_off, &doc->caps[3], ns + 1, sizeof *doc->seq_off)) {
         rc = ZB_ENOMEM;
         goto out;
     }
@@ -1206,7 +1193,7 @@ int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, si
         for (size_t p = 0; p < rows; p++) {
             long tok = s_find_token(doc, t0, t1, sc->pc[p].begin16);
             if (tok < 0) continue; /* a piece nobody begins at: dropped */
-            if (s_grow((void **)&doc->vectors, &doc->caps[5], doc->n_vectors + 1,
+            if (zb_grow((void **)&doc->vectors, &doc->caps[5], doc->n_vectors + 1,
                        sizeof *doc->vectors)) {
                 rc = ZB_ENOMEM;
                 goto out;

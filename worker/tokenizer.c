@@ -32,6 +32,7 @@
 
 #include <utf8proc.h>
 
+#include "grow.h"
 #include "limits.h"
 
 /* --- character classes ------------------------------------------------- */
@@ -474,25 +475,9 @@ void zb_words_free(zb_words_t *w) {
     w->n = w->cap = 0;
 }
 
-/* Grows an array of elem-byte items so that one more fits. */
-static int s_grow(void **v, size_t *cap, size_t n, size_t elem) {
-    if (n < *cap) return 0;
-    size_t nc = *cap ? *cap : 64;
-    while (nc <= n) {
-        if (__builtin_mul_overflow(nc, (size_t)2, &nc)) return ZB_ENOMEM;
-    }
-    size_t bytes;
-    if (__builtin_mul_overflow(nc, elem, &bytes)) return ZB_ENOMEM;
-    void *p = realloc(*v, bytes);
-    if (!p) return ZB_ENOMEM;
-    *v = p;
-    *cap = nc;
-    return 0;
-}
-
 static inline int s_push(zb_pieces_t *out, int32_t id, uint32_t b, uint32_t e, uint32_t bb,
                          uint32_t be) {
-    if (out->n == out->cap && s_grow((void **)&out->v, &out->cap, out->n, sizeof *out->v))
+    if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
     zb_piece_t *p = &out->v[out->n++];
     p->id = id;
@@ -723,7 +708,7 @@ out:
 /* --- Spark NLP-style word split ----------------------------------------- */
 
 static int s_word_push(zb_words_t *out, uint32_t b, uint32_t e, uint32_t bb, uint32_t be) {
-    if (out->n == out->cap && s_grow((void **)&out->v, &out->cap, out->n, sizeof *out->v))
+    if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
     zb_word_t *x = &out->v[out->n++];
     x->begin = b;
