@@ -102,6 +102,19 @@ static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size
         }
 }
 
+/* The prefetches of a SIMD kernel at the start of each run of 16 k steps
+ * (see s_kern_fn): one line of the next slice while pf_n lasts, and row
+ * k0 / 16 of the tile's mr rows of c. */
+static inline void s_prefetch_step(const float **pf, int *pf_n, const float *c, size_t ldc,
+                                   int k0, int mr) {
+    if (*pf_n > 0) {
+        __builtin_prefetch(*pf, 0, 2);
+        *pf += S_NR;
+        (*pf_n)--;
+    }
+    if (k0 / 16 < mr) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
+}
+
 /* AVX2: 6 rows x 16 columns = 12 ymm accumulators, 2 for the panel row, 1
  * for the broadcast: 15 of the 16 registers. */
 #define S_MR_AVX2 6
@@ -115,12 +128,7 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
     c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                 \
     c##r##1 = _mm256_fmadd_ps(x, w1, c##r##1)
     for (int k0 = 0; k0 < kc; k0 += 16) {
-        if (pf_n > 0) {
-            __builtin_prefetch(pf, 0, 2);
-            pf += S_NR;
-            pf_n--;
-        }
-        if (k0 / 16 < S_MR_AVX2) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
+        s_prefetch_step(&pf, &pf_n, c, ldc, k0, S_MR_AVX2);
         const int k1 = kc - k0 < 16 ? kc : k0 + 16;
         for (int k = k0; k < k1; k++) {
             const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);
@@ -175,13 +183,7 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
     __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
     c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_ps();
     for (int k0 = 0; k0 < kc; k0 += 16) {
-        if (pf_n > 0) {
-            __builtin_prefetch(pf, 0, 2);
-            pf += S_NR;
-            pf_n--;
-        }
-        /* this tile's rows of y, needed at the end */
-        if (k0 / 16 < S_MR_AVX512) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);
+        s_prefetch_step(&pf, &pf_n, c, ldc, k0, S_MR_AVX512);
         const int k1 = kc - k0 < 16 ? kc : k0 + 16;
         for (int k = k0; k < k1; k++) {
         const __m512 w = _mm512_load_ps(b);
@@ -233,12 +235,7 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
         __m512 acc[R];                                                                         \
         _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();   \
         for (int k0 = 0; k0 < kc; k0 += 16) {                                                  \
-            if (pf_n > 0) {                                                                    \
-                __builtin_prefetch(pf, 0, 2);                                                  \
-                pf += S_NR;                                                                    \
-                pf_n--;                                                                        \
-            }                                                                                  \
-            if (k0 / 16 < (R)) __builtin_prefetch(c + (size_t)(k0 / 16) * ldc, 1, 3);         \
+            s_prefetch_step(&pf, &pf_n, c, ldc, k0, (R));                                      \
             const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
             for (int k = k0; k < k1; k++) {                                                    \
                 const __m512 w = _mm512_load_ps(b);                                            \
