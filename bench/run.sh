@@ -193,24 +193,21 @@ say "sgemm probe (OpenBLAS, $threads threads, M = 32, 128, 512)"
 "$tools/sgemm_probe" --threads "$threads" > "$out/sgemm.json"
 
 # --- corpus throughput ------------------------------------------------------------
-say "zbert engine: $texts texts"
-timed zbert "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" --level sentence \
-    --pooling cls --format npy --stats < "$out/corpus.txt" > "$out/zbert.npy" 2> "$out/zbert.err" ||
-    { cat "$out/zbert.err" >&2; die "zbert-embed failed"; }
-sed -n 's/^zbert-embed: stats /    /p' "$out/zbert.err" >&2
-# Every row of the first texts, for the all-rows comparison (not timed).
-head -n $((detail * stride)) "$out/corpus.txt" |
-    "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" --level wordpiece \
-        > "$out/zbert.detail.jsonl"
-
-say "zbert engine int8: $texts texts"
-timed zbert8 "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" --level sentence \
-    --pooling cls --format npy --stats < "$out/corpus.txt" > "$out/zbert8.npy" 2> "$out/zbert8.err" ||
-    { cat "$out/zbert8.err" >&2; die "zbert-embed (int8) failed"; }
-sed -n 's/^zbert-embed: stats /    /p' "$out/zbert8.err" >&2
-head -n $((detail * stride)) "$out/corpus.txt" |
-    "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" --level wordpiece \
-        > "$out/zbert8.detail.jsonl"
+# engine NAME BUNDLE -- the corpus through zbert-embed ($out/NAME.npy, the
+# [CLS] rows; NAME.err, its --stats line), then every row of the first
+# texts, for the all-rows comparisons (not timed).
+engine() {
+    say "zbert engine ($2): $texts texts"
+    timed "$1" "$bin/zbert-embed" --model "$2" --threads "$threads" --level sentence \
+        --pooling cls --format npy --stats < "$out/corpus.txt" > "$out/$1.npy" \
+        2> "$out/$1.err" || { cat "$out/$1.err" >&2; die "zbert-embed ($2) failed"; }
+    sed -n 's/^zbert-embed: stats /    /p' "$out/$1.err" >&2
+    head -n $((detail * stride)) "$out/corpus.txt" |
+        "$bin/zbert-embed" --model "$2" --threads "$threads" --level wordpiece \
+            > "$out/$1.detail.jsonl"
+}
+engine zbert "$model.zbm"
+engine zbert8 "$model-int8.zbm"
 
 # The service: enabled once its programs exist.  bench/service.sh BIN MODEL
 # CORPUS OUT THREADS starts a broker and workers with THREADS threads in all,
@@ -271,14 +268,13 @@ for len in $lengths; do
     tokenize "$f.txt" "$f.ids.jsonl"
     got=$(sed 's/.*"ids":\[\([^]]*\)\].*/\1/' "$f.ids.jsonl" | awk -F, '{ print NF }' | sort -u)
     [ "$got" = "$len" ] || die "$f.txt: texts tokenize to $got pieces, not $len"
-    say "fixed length $len: $n texts, zbert engine"
-    timed "fixed.$len.zbert" "$bin/zbert-embed" --model "$model.zbm" --threads "$threads" \
-        --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert.err" ||
-        { cat "$f.zbert.err" >&2; say "zbert-embed failed at length $len"; }
-    say "fixed length $len: $n texts, zbert engine int8"
-    timed "fixed.$len.zbert8" "$bin/zbert-embed" --model "$model-int8.zbm" --threads "$threads" \
-        --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.zbert8.err" ||
-        { cat "$f.zbert8.err" >&2; say "zbert-embed (int8) failed at length $len"; }
+    for v in zbert:"$model.zbm" zbert8:"$model-int8.zbm"; do
+        name=${v%%:*}
+        say "fixed length $len: $n texts, zbert engine (${v#*:})"
+        timed "fixed.$len.$name" "$bin/zbert-embed" --model "${v#*:}" --threads "$threads" \
+            --level sentence --format npy --stats < "$f.txt" > /dev/null 2> "$f.$name.err" ||
+            { cat "$f.$name.err" >&2; say "zbert-embed (${v#*:}) failed at length $len"; }
+    done
     if [ $have_ort -eq 1 ]; then
         say "fixed length $len: $n texts, ONNX Runtime batch 8"
         timed "fixed.$len.ort" node bench/node/ort_peer.js run "$model.onnx" "$f.ids.jsonl" \
