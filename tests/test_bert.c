@@ -115,6 +115,7 @@ static void test_parity(void **st) {
         assert_int_equal(c->hidden_cols, hidden);
         float *rows = s->single + (size_t)o * (size_t)hidden;
         assert_int_equal(zb_bert_forward(b, c->ids, &c->n_ids, 1, rows), 0);
+        assert_int_equal(zb_bert_last_lanes(b), 1); /* one text: the threads share */
         double e = s_max_diff(rows, c->hidden, (size_t)c->n_ids * (size_t)hidden);
         if (e > TOL_REF) fprintf(stderr, "case %d %s: max abs diff %.3g\n", i, c->name, e);
         assert_true(e <= TOL_REF);
@@ -201,26 +202,53 @@ static void test_sorted_batches(void **st) {
     free(out);
 }
 
-/* One, two and three threads agree bit for bit. */
+/* One, two and three threads agree bit for bit with each case alone
+ * (test_parity, the threads sharing every operation): the whole batch,
+ * whose one 512-token case leaves no even cut, and the other 39 cases in
+ * length order, which run as one lane per thread. */
 static void test_threads(void **st) {
     state_t *s = *st;
+    assert_non_null(s->single);
     const int hidden = zb_model_config(s->model)->hidden;
-    size_t n = (size_t)s->total * (size_t)hidden;
-    float *o1 = malloc(n * sizeof *o1), *o2 = malloc(n * sizeof *o2);
-    assert_non_null(o1);
-    assert_non_null(o2);
-    zb_bert_t *b1 = s_new(s->model, s->total, 512, 1);
-    assert_int_equal(zb_bert_forward(b1, s->all_ids, s->all_len, s->fx.n, o1), 0);
-    for (int t = 2; t <= 3; t++) {
-        zb_bert_t *bt = s_new(s->model, s->total, 512, t);
-        assert_int_equal(zb_bert_forward(bt, s->all_ids, s->all_len, s->fx.n, o2), 0);
-        printf("%s: threads 1 vs %d: max abs diff %.3g\n", s->name, t, s_max_diff(o1, o2, n));
-        s_same_bits(o1, o2, n, "threads");
-        zb_bert_destroy(&bt);
+    const size_t n = (size_t)s->total * (size_t)hidden;
+    float *o = malloc(n * sizeof *o);
+    int32_t *ids = malloc((size_t)s->total * sizeof *ids);
+    int lens[40], where[40], k = 0, rows = 0;
+    assert_non_null(o);
+    assert_non_null(ids);
+    assert_true(s->fx.n <= 40);
+    /* sorted by length, as the batcher sends them: an even cut is then
+     * near a short sequence */
+    by_len_t order[40];
+    for (int i = 0, off = 0; i < s->fx.n; off += s->all_len[i], i++)
+        order[i] = (by_len_t){s->all_len[i], i, off};
+    qsort(order, (size_t)s->fx.n, sizeof order[0], s_cmp_len);
+    for (int i = 0; i < s->fx.n; i++) {
+        if (order[i].len == 512) continue;
+        memcpy(ids + rows, s->all_ids + order[i].offset, (size_t)order[i].len * sizeof *ids);
+        where[k] = order[i].offset;
+        lens[k++] = order[i].len;
+        rows += order[i].len;
     }
-    zb_bert_destroy(&b1);
-    free(o1);
-    free(o2);
+    assert_int_equal(k, s->fx.n - 1);
+    for (int t = 1; t <= 3; t++) {
+        zb_bert_t *b = s_new(s->model, s->total, 512, t);
+        assert_int_equal(zb_bert_forward(b, s->all_ids, s->all_len, s->fx.n, o), 0);
+        assert_int_equal(zb_bert_last_lanes(b), 1);
+        printf("%s: all 40 on %d threads vs alone: max abs diff %.3g\n", s->name, t,
+               s_max_diff(o, s->single, n));
+        s_same_bits(o, s->single, n, "threads, shared operations");
+        assert_int_equal(zb_bert_forward(b, ids, lens, k, o), 0);
+        assert_int_equal(zb_bert_last_lanes(b), t);
+        for (int c = 0, r = 0; c < k; r += lens[c], c++)
+            s_same_bits(o + (size_t)r * (size_t)hidden,
+                        s->single + (size_t)where[c] * (size_t)hidden,
+                        (size_t)lens[c] * (size_t)hidden, "threads, one lane each");
+        printf("%s: 39 cases as %d lanes: bit-identical to each alone\n", s->name, t);
+        zb_bert_destroy(&b);
+    }
+    free(o);
+    free(ids);
 }
 
 /* The 40 cases in reverse order, as one batch: each sequence's rows are

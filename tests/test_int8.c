@@ -81,22 +81,54 @@ static int teardown(void **st) {
     return 0;
 }
 
-/* All cases in one batch (or each alone), threads as given. */
-static float *s_run(const zb_model_t *m, const state_t *s, int threads, int alone) {
+/* How s_run feeds the cases to the encoder. */
+enum { S_BATCH, S_ALONE, S_LANES };
+
+/* All cases in one batch, each alone, or (S_LANES) those under 512 tokens
+ * in length order as one batch that must run as one lane per thread and
+ * the rest alone; threads as given.  Rows come back in case order. */
+static float *s_run(const zb_model_t *m, const state_t *s, int threads, int how) {
     const int h = zb_model_config(m)->hidden;
     zb_bert_t *b = NULL;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_bert_new(m, s->total, 512, threads, &b, &d), 0);
     float *out = malloc((size_t)s->total * (size_t)h * sizeof *out);
     assert_non_null(out);
-    if (alone) {
-        for (int i = 0, o = 0; i < s->fx.n; i++) {
+    if (how == S_BATCH) {
+        assert_int_equal(zb_bert_forward(b, s->ids, s->len, s->fx.n, out), 0);
+        zb_bert_destroy(&b);
+        return out;
+    }
+    int off[64], order[64], lens[64], k = 0, rows = 0;
+    assert_true(s->fx.n <= 64);
+    for (int i = 0, o = 0; i < s->fx.n; o += s->len[i], i++) {
+        off[i] = o;
+        if (how == S_ALONE || s->len[i] == 512) {
             assert_int_equal(zb_bert_forward(b, s->ids + o, &s->len[i], 1,
                                              out + (size_t)o * (size_t)h), 0);
-            o += s->len[i];
+            continue;
         }
-    } else {
-        assert_int_equal(zb_bert_forward(b, s->ids, s->len, s->fx.n, out), 0);
+        int j = k++; /* insertion by length, ties in case order */
+        for (; j > 0 && s->len[order[j - 1]] > s->len[i]; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    if (how == S_LANES) {
+        int32_t *ids = malloc((size_t)s->total * sizeof *ids);
+        float *rows_out = malloc((size_t)s->total * (size_t)h * sizeof *rows_out);
+        assert_non_null(ids);
+        assert_non_null(rows_out);
+        for (int j = 0; j < k; j++) {
+            memcpy(ids + rows, s->ids + off[order[j]], (size_t)s->len[order[j]] * sizeof *ids);
+            lens[j] = s->len[order[j]];
+            rows += lens[j];
+        }
+        assert_int_equal(zb_bert_forward(b, ids, lens, k, rows_out), 0);
+        assert_int_equal(zb_bert_last_lanes(b), threads);
+        for (int j = 0, r = 0; j < k; r += lens[j], j++)
+            memcpy(out + (size_t)off[order[j]] * (size_t)h, rows_out + (size_t)r * (size_t)h,
+                   (size_t)lens[j] * (size_t)h * sizeof *out);
+        free(ids);
+        free(rows_out);
     }
     zb_bert_destroy(&b);
     return out;
@@ -153,8 +185,8 @@ static void test_table(void **st) {
 static void test_accuracy(void **st) {
     state_t *s = *st;
     const int h = zb_model_config(s->fp32)->hidden;
-    float *q = s_run(s->int8, s, 2, 0);
-    float *f = s_run(s->fp32, s, 2, 0);
+    float *q = s_run(s->int8, s, 2, S_BATCH);
+    float *f = s_run(s->fp32, s, 2, S_BATCH);
     double min_cos = 1.0, max_abs = 0.0, max_abs_fp32 = 0.0;
     for (int i = 0, o = 0; i < s->fx.n; i++) {
         const fx_case_t *c = &s->fx.cases[i];
@@ -183,21 +215,27 @@ static void test_accuracy(void **st) {
     free(f);
 }
 
-/* One batch on 2 threads == each case alone on 1 thread == every int8
- * GEMM variant this CPU runs. */
+/* One batch on 2 threads == each case alone on 1 thread == the short cases
+ * as one lane per thread on 2 and 3 threads == every int8 GEMM variant this
+ * CPU runs. */
 static void test_same_bits(void **st) {
     state_t *s = *st;
     const size_t bytes =
         (size_t)s->total * (size_t)zb_model_config(s->int8)->hidden * sizeof(float);
-    float *batch = s_run(s->int8, s, 2, 0);
-    float *alone = s_run(s->int8, s, 1, 1);
+    float *batch = s_run(s->int8, s, 2, S_BATCH);
+    float *alone = s_run(s->int8, s, 1, S_ALONE);
     assert_memory_equal(batch, alone, bytes);
+    for (int t = 2; t <= 3; t++) {
+        float *lanes = s_run(s->int8, s, t, S_LANES);
+        assert_memory_equal(lanes, alone, bytes);
+        free(lanes);
+    }
     static const char *const isas[] = {"scalar", "avx2", "vnni"};
     for (int i = 0; i < 3; i++) {
         if (!zb_qgemm_isa_supported((zb_qgemm_isa_t)i)) continue;
         setenv("ZB_QGEMM_ISA", isas[i], 1);
         assert_int_equal(zb_qgemm_isa_best(), (zb_qgemm_isa_t)i);
-        float *v = s_run(s->int8, s, 2, 0);
+        float *v = s_run(s->int8, s, 2, S_BATCH);
         if (memcmp(v, batch, bytes) != 0) fail_msg("int8 variant %s differs", isas[i]);
         free(v);
     }
@@ -239,7 +277,7 @@ static void test_calibrated(void **st) {
     assert_true(zb_qgemm_check_sums(&L->ffn_out_q8));
 
     const int h = zb_model_config(m)->hidden;
-    float *q = s_run(m, s, 2, 0);
+    float *q = s_run(m, s, 2, S_BATCH);
     double min_cos = 1.0;
     for (int i = 0, o = 0; i < s->fx.n; i++) {
         const fx_case_t *c = &s->fx.cases[i];
@@ -261,7 +299,7 @@ static void test_calibrated(void **st) {
            min_cos);
     assert_true(min_cos >= MIN_COSINE);
     setenv("ZB_QGEMM_ISA", "scalar", 1);
-    float *v = s_run(m, s, 1, 1);
+    float *v = s_run(m, s, 1, S_ALONE);
     unsetenv("ZB_QGEMM_ISA");
     assert_memory_equal(v, q, (size_t)s->total * (size_t)h * sizeof(float));
     free(v);

@@ -17,9 +17,13 @@
  * Memory: zb_bert_new() sizes one scratch arena from n_tokens_max and
  * seq_len_max; zb_bert_forward() allocates nothing.
  *
- * Threads: OpenMP threads inside the GEMMs and kernels (num_threads set at
- * creation); attention's OpenBLAS calls (the OpenMP build) run
- * single-threaded inside those regions.  One zb_bert_t serves one
+ * Threads (num_threads set at creation): a batch of several sequences is cut
+ * into one contiguous group of whole sequences per thread, of about equal
+ * cost, and each thread runs the whole encoder on its group alone (a
+ * "lane"); a batch too small or too uneven for that (one text) runs every
+ * operation on all the threads instead.  Either way the bits are the same.
+ * Attention's OpenBLAS calls (the OpenMP build) run single-threaded inside
+ * our regions.  One zb_bert_t serves one
  * caller thread at a time; the model it borrows may be shared.
  */
 #ifndef ZB_BERT_H
@@ -69,6 +73,10 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g);
 int zb_bert_n_tokens_max(const zb_bert_t *b);
 int zb_bert_seq_len_max(const zb_bert_t *b);
 int zb_bert_hidden(const zb_bert_t *b);
+
+/* How the last zb_bert_forward() ran: the number of lanes (threads each on
+ * its own sequences), or 1 when all threads shared every operation. */
+int zb_bert_last_lanes(const zb_bert_t *b);
 
 /* Called with the input of every linear layer of the encoder before it
  * runs: layer l, which (0 QKV, 1 attention output, 2 FFN in, 3 FFN out),
