@@ -41,17 +41,15 @@ static float *s_rand_vec(rng_t *r, size_t n, float lo, float hi) {
 }
 
 /* The variants this CPU can run. */
-static int s_isas(zb_kern_isa_t out[2]) {
-    out[0] = ZB_KERN_SCALAR;
-    if (zb_kern_isa_best() == ZB_KERN_AVX2) {
-        out[1] = ZB_KERN_AVX2;
-        return 2;
-    }
-    return 1;
+static int s_isas(zb_kern_isa_t out[3]) {
+    int n = 0;
+    for (int i = ZB_KERN_SCALAR; i <= ZB_KERN_AVX512; i++)
+        if (zb_kern_isa_supported((zb_kern_isa_t)i)) out[n++] = (zb_kern_isa_t)i;
+    return n;
 }
 
 static const char *s_isa_name(zb_kern_isa_t isa) {
-    return isa == ZB_KERN_AVX2 ? "avx2" : "scalar";
+    return isa == ZB_KERN_AVX512 ? "avx512" : isa == ZB_KERN_AVX2 ? "avx2" : "scalar";
 }
 
 /* Largest |got - want| / max(1, |want|) over n values. */
@@ -75,7 +73,7 @@ static void test_erf_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -6.0f + 12.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_erf(isas[k], x, y, n);
         double worst = 0.0;
@@ -100,7 +98,7 @@ static void test_erf_special(void **st) {
     size_t n = sizeof x / sizeof x[0];
     float y[sizeof x / sizeof x[0]], yn[sizeof x / sizeof x[0]], xn[sizeof x / sizeof x[0]];
     for (size_t i = 0; i < n; i++) xn[i] = -x[i];
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_erf(isas[k], x, y, n);
         zb_kern_erf(isas[k], xn, yn, n);
@@ -122,7 +120,7 @@ static void test_exp_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -87.0f + 175.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_exp(isas[k], x, y, n);
         double worst = 0.0;
@@ -149,7 +147,7 @@ static void test_gelu_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -8.0f + 16.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_gelu(isas[k], x, y, n);
         double worst = 0.0, worst_neg_rel = 0.0;
@@ -187,7 +185,7 @@ static void test_gelu_tanh_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_gelu_tanh(isas[k], x, y, n);
         double worst = 0.0, vs_erf = 0.0;
@@ -212,24 +210,52 @@ static void test_gelu_tanh_accuracy(void **st) {
     free(y);
 }
 
-/* The AVX2 tail path (masked) must give the same values as full vectors:
+/* The SIMD tail paths (masked) must give the same values as full vectors:
  * an element's result may not depend on where it sits. */
 static void test_tail_independence(void **st) {
     (void)st;
-    if (zb_kern_isa_best() != ZB_KERN_AVX2) skip();
     rng_t r = {7};
     float *x = s_rand_vec(&r, 64, -5.0f, 5.0f);
     float full[64], part[64];
-    zb_kern_gelu(ZB_KERN_AVX2, x, full, 64);
-    for (size_t len = 1; len < 64; len++) {
-        memset(part, 0x7f, sizeof part);
-        zb_kern_gelu(ZB_KERN_AVX2, x, part, len);
-        assert_memory_equal(part, full, len * sizeof(float));
-        uint32_t guard; /* nothing written past the end */
-        memcpy(&guard, &part[len], sizeof guard);
-        assert_int_equal(guard, 0x7f7f7f7fu);
+    int ran = 0;
+    for (int isa = ZB_KERN_AVX2; isa <= ZB_KERN_AVX512; isa++) {
+        if (!zb_kern_isa_supported((zb_kern_isa_t)isa)) continue;
+        ran++;
+        zb_kern_gelu((zb_kern_isa_t)isa, x, full, 64);
+        for (size_t len = 1; len < 64; len++) {
+            memset(part, 0x7f, sizeof part);
+            zb_kern_gelu((zb_kern_isa_t)isa, x, part, len);
+            assert_memory_equal(part, full, len * sizeof(float));
+            uint32_t guard; /* nothing written past the end */
+            memcpy(&guard, &part[len], sizeof guard);
+            assert_int_equal(guard, 0x7f7f7f7fu);
+        }
     }
     free(x);
+    if (ran == 0) skip();
+}
+
+/* The AVX-512 GELU is the AVX2 one sixteen lanes wide: the same bits for
+ * every input, specials and both branches (|x / sqrt 2| below and above 1,
+ * past erfc's zero) included. */
+static void test_gelu_avx512_bits(void **st) {
+    (void)st;
+    if (!zb_kern_isa_supported(ZB_KERN_AVX512)) skip();
+    const size_t n = 400003;
+    float *x = malloc(n * sizeof *x), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    assert_non_null(x);
+    assert_non_null(a);
+    assert_non_null(b);
+    for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)((double)i / (double)(n - 1));
+    const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.41421356f, -1.41421356f,
+                        6.36396103f, -6.36396103f, 1e-30f, -1e-30f, 3e38f, -3e38f};
+    memcpy(x, sp, sizeof sp);
+    zb_kern_gelu(ZB_KERN_AVX2, x, a, n);
+    zb_kern_gelu(ZB_KERN_AVX512, x, b, n);
+    assert_memory_equal(a, b, n * sizeof *a);
+    free(x);
+    free(a);
+    free(b);
 }
 
 /* --- softmax ------------------------------------------------------------ */
@@ -238,7 +264,7 @@ static void test_softmax(void **st) {
     (void)st;
     rng_t r = {11};
     const int cols_list[] = {1, 3, 8, 9, 17, 40, 130, 512};
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof cols_list / sizeof cols_list[0]; c++) {
             const int rows = 5, cols = cols_list[c], ld = cols + 3;
@@ -298,7 +324,7 @@ static void s_ln_ref(const double *v, int n, const float *g, const float *b, dou
 static void test_layernorm(void **st) {
     (void)st;
     rng_t r = {13};
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof s_ln_cases / sizeof s_ln_cases[0]; c++) {
             const ln_case_t *lc = &s_ln_cases[c];
@@ -337,7 +363,7 @@ static void test_layernorm_offset(void **st) {
     rng_t r = {17};
     const int rows = 4, cols = 768;
     size_t n = (size_t)rows * cols;
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         float *x = s_rand_vec(&r, n, 998.0f, 1002.0f);
         float *g = s_rand_vec(&r, cols, 0.5f, 1.5f);
@@ -364,7 +390,7 @@ static void test_layernorm_offset(void **st) {
 static void test_bias_residual_layernorm(void **st) {
     (void)st;
     rng_t r = {19};
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof s_ln_cases / sizeof s_ln_cases[0]; c++) {
             const ln_case_t *lc = &s_ln_cases[c];
@@ -430,7 +456,7 @@ static void test_embed_layernorm(void **st) {
         s_ln_ref(v, cols, g, b, 1e-12, want + i * cols);
     }
     float out[30 * 72];
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
         memset(out, 0, sizeof out);
@@ -452,7 +478,7 @@ static void test_bias_gelu(void **st) {
     float *bias = s_rand_vec(&r, cols, -1.0f, 1.0f);
     double *want = malloc(n * sizeof *want);
     assert_non_null(want);
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
         float *x = s_rand_vec(&r, n, -6.0f, 6.0f);
@@ -481,7 +507,7 @@ static void test_row_kernels_thread_independent(void **st) {
     float *x1 = malloc(n * sizeof *x1), *x3 = malloc(n * sizeof *x3);
     assert_non_null(x1);
     assert_non_null(x3);
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         zb_kern_exec_t e1 = {.threads = 1, .isa = isas[k]}, e3 = {.threads = 3, .isa = isas[k]};
         memcpy(x1, a, n * sizeof *a);
@@ -537,10 +563,12 @@ static void test_attention(void **st) {
         {4, 16, 3, {5, 1, 17}},
         {2, 64, 2, {40, 33}},
         {12, 64, 1, {130}},
+        {2, 128, 2, {70, 16}},
+        {3, 48, 3, {31, 32, 33}},
         {3, 5, 6, {2, 9, 4, 1, 12, 3}},
     };
     rng_t r = {37};
-    zb_kern_isa_t isas[2];
+    zb_kern_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
             const attn_case_t *ac = &cases[c];
@@ -558,7 +586,7 @@ static void test_attention(void **st) {
             float *ctx1 = calloc(n, sizeof *ctx1), *ctx2 = calloc(n, sizeof *ctx2);
             assert_non_null(ctx1);
             assert_non_null(ctx2);
-            size_t per = zb_kern_attention_scratch(t_max);
+            size_t per = zb_kern_attention_scratch(t_max, ac->head_dim);
             float *scratch = malloc(2 * per * sizeof *scratch);
             assert_non_null(scratch);
             const int icv = omp_get_max_threads();
@@ -608,6 +636,7 @@ int main(void) {
         cmocka_unit_test(test_gelu_accuracy),
         cmocka_unit_test(test_gelu_tanh_accuracy),
         cmocka_unit_test(test_tail_independence),
+        cmocka_unit_test(test_gelu_avx512_bits),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_layernorm_offset),

@@ -190,7 +190,7 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     const size_t n = (size_t)n_tokens_max, h3 = 3 * (size_t)c->hidden;
     size_t nh3, ni, per_thread, scores;
     size_t off = 0, at_qkv, at_ctx, at_ffn, at_work, at_qwork, at_scores, at_seq, at_pos;
-    per_thread = zb_kern_attention_scratch(seq_len_max);
+    per_thread = zb_kern_attention_scratch(seq_len_max, c->hidden / c->heads);
     if (__builtin_mul_overflow(n, h3, &nh3) ||
         __builtin_mul_overflow(n, s_row_stride(c->intermediate), &ni) ||
         __builtin_mul_overflow(per_thread, (size_t)threads, &scores) ||
@@ -434,7 +434,7 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                                   .work = b->gx.work + (size_t)g * zb_gemm_work_floats(1)},
                            .qx = {.threads = 1, .isa = b->qx.isa, .work = NULL},
                            .scores = b->scores + (size_t)g * zb_kern_attention_scratch(
-                                                                 b->seq_len_max),
+                                                                 b->seq_len_max, b->head_dim),
                            .r0 = b->seq_off[cut[g]],
                            .n = b->seq_off[cut[g + 1]] - b->seq_off[cut[g]],
                            .s0 = cut[g],

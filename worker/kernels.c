@@ -29,7 +29,10 @@
 #include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
+
 #define ZB_AVX2_FN __attribute__((target("avx2,fma")))
+#define ZB_AVX512_FN __attribute__((target("avx512f,avx2,fma")))
 
 /* exp: Cody-Waite split of ln 2 (the high part has 9 significant bits, so
  * n * LN2_HI is exact for |n| < 2^15). */
@@ -57,10 +60,24 @@ static const float s_erfc_g[8] = {-1.319322773e-04f, 2.845774612e-01f, 2.6182986
 #define ERFC_ZERO 4.5f /* erfc below 2e-10 from here on: taken as 0 */
 #define SQRT1_2 0.707106781f
 
-zb_kern_isa_t zb_kern_isa_best(void) {
+bool zb_kern_isa_supported(zb_kern_isa_t isa) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return ZB_KERN_AVX2;
-    return ZB_KERN_SCALAR;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    switch (isa) {
+    case ZB_KERN_SCALAR: return true;
+    case ZB_KERN_AVX2: return avx2;
+    case ZB_KERN_AVX512: return avx2 && __builtin_cpu_supports("avx512f");
+    }
+    return false;
+}
+
+zb_kern_isa_t zb_kern_isa_best(void) {
+    zb_kern_isa_t best = ZB_KERN_SCALAR;
+    if (zb_kern_isa_supported(ZB_KERN_AVX2)) best = ZB_KERN_AVX2;
+    if (zb_kern_isa_supported(ZB_KERN_AVX512)) best = ZB_KERN_AVX512;
+    /* a ceiling for measurements and tests */
+    static const char *const names[] = {"scalar", "avx2", "avx512"};
+    return (zb_kern_isa_t)zb_gemm_isa_ceiling("ZB_KERN_ISA", names, 3, (int)best);
 }
 
 /* ===================================================================== */
@@ -443,11 +460,259 @@ ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, c
 }
 
 /* ===================================================================== */
+/* AVX-512 variant                                                       */
+/* ===================================================================== */
+
+/* The AVX2 variant's formulas, operation for operation, sixteen lanes at a
+ * time: an element's result is the same bits in both.  Functions without
+ * an AVX-512 form here run their AVX2 form. */
+
+ZB_AVX512_FN static inline __m512 s_exp16(__m512 x) {
+    /* constant first: a NaN input stays NaN (see s_exp8) */
+    x = _mm512_min_ps(_mm512_set1_ps(EXP_HI), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+    __m512 p = _mm512_set1_ps(s_exp_p[4]);
+    for (int i = 3; i >= 0; i--) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(s_exp_p[i]));
+    __m512 er = _mm512_add_ps(_mm512_set1_ps(1.0f),
+                              _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n),
+                                                   _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(er, _mm512_castsi512_ps(e));
+}
+
+ZB_AVX512_FN static inline __m512 s_erf_small16(__m512 x) {
+    __m512 u = _mm512_mul_ps(x, x);
+    __m512 p = _mm512_set1_ps(s_erf_a[6]);
+    for (int i = 5; i >= 0; i--) p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(s_erf_a[i]));
+    return _mm512_fmadd_ps(x, p, x);
+}
+
+ZB_AVX512_FN static inline __m512 s_erfc_big16(__m512 a) {
+    __m512 ab = _mm512_min_ps(_mm512_set1_ps(ERFC_ZERO),
+                              _mm512_max_ps(_mm512_set1_ps(ERF_SPLIT), a));
+    __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                             _mm512_fmadd_ps(ab, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
+    __m512 g = _mm512_set1_ps(s_erfc_g[7]);
+    for (int i = 6; i >= 0; i--) g = _mm512_fmadd_ps(g, t, _mm512_set1_ps(s_erfc_g[i]));
+    __m512 hi = _mm512_mul_ps(ab, ab);
+    __m512 lo = _mm512_fmsub_ps(ab, ab, hi);
+    __m512 e = _mm512_mul_ps(s_exp16(_mm512_sub_ps(_mm512_setzero_ps(), hi)),
+                             _mm512_fnmadd_ps(lo, _mm512_set1_ps(1.0f), _mm512_set1_ps(1.0f)));
+    __m512 r = _mm512_mul_ps(e, g);
+    __mmask16 zero = _mm512_cmp_ps_mask(a, _mm512_set1_ps(ERFC_ZERO), _CMP_GE_OQ);
+    return _mm512_mask_blend_ps(zero, r, _mm512_setzero_ps());
+}
+
+ZB_AVX512_FN static inline __m512 s_gelu16(__m512 x) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(SQRT1_2));
+    __m512 a = _mm512_abs_ps(z);
+    __m512 small = _mm512_add_ps(one, s_erf_small16(z));
+    __m512 c = s_erfc_big16(a);
+    __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512 big = _mm512_mask_blend_ps(neg, _mm512_sub_ps(_mm512_set1_ps(2.0f), c), c);
+    __mmask16 is_small = _mm512_cmp_ps_mask(a, _mm512_set1_ps(ERF_SPLIT), _CMP_LT_OQ);
+    __m512 one_plus = _mm512_mask_blend_ps(is_small, big, small);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), one_plus);
+}
+
+ZB_AVX512_FN static void s_gelu_avx512(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, s_gelu16(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, m, s_gelu16(_mm512_maskz_loadu_ps(m, x + i)));
+    }
+}
+
+/* --- attention, AVX-512 (head_dim a multiple of 16) ----------------------
+ *
+ * Per (sequence, head) of t tokens, with lds = the scratch's row stride:
+ *   kt[d][j] = k[j][d]              16 x 16 register transposes, zero
+ *                                   columns past t
+ *   s[i][j]  = scale * q_i . k_j    tiles of up to 8 rows x 16 columns: one
+ *                                   kt row load feeds 8 FMAs whose q operand
+ *                                   is a broadcast from memory
+ *   p[i]     = softmax(s[i][0..t))
+ *   ctx_i    = sum_j p[i][j] v_j    tiles of up to 6 rows x 64 columns
+ * Every element is a fixed fma chain over its own operands (d in order for
+ * s, j in order for ctx), so a sequence's result does not depend on the
+ * batch.  This replaces two OpenBLAS calls per block whose fixed cost
+ * dominated at BERT's short lengths. */
+
+#define S_QK_ROWS 8
+#define S_PV_ROWS 6
+
+/* in[0..16) rows of 16 -> out[c] = column c of the block. */
+ZB_AVX512_FN static inline void s_transpose16(__m512 r[16]) {
+    __m512 t[16], u[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    /* u[4g + c], lane l: column 4l + c of rows 4g .. 4g+3 */
+    for (int g = 0; g < 4; g++) {
+        const __m512 *tg = t + 4 * g;
+        u[4 * g + 0] = _mm512_shuffle_ps(tg[0], tg[2], 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(tg[0], tg[2], 0xee);
+        u[4 * g + 2] = _mm512_shuffle_ps(tg[1], tg[3], 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(tg[1], tg[3], 0xee);
+    }
+    for (int c = 0; c < 4; c++) {
+        const __m512 xl = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44);
+        const __m512 xh = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xee);
+        const __m512 yl = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44);
+        const __m512 yh = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xee);
+        r[c] = _mm512_shuffle_f32x4(xl, yl, 0x88);
+        r[c + 4] = _mm512_shuffle_f32x4(xl, yl, 0xdd);
+        r[c + 8] = _mm512_shuffle_f32x4(xh, yh, 0x88);
+        r[c + 12] = _mm512_shuffle_f32x4(xh, yh, 0xdd);
+    }
+}
+
+/* kt[d][j] (row stride lds) = k[j][d] for j < t, d < dh; 0 for t <= j <
+ * round16(t). */
+ZB_AVX512_FN static void s_transpose_k(const float *k, int ld, int t, int dh, float *kt,
+                                       int lds) {
+    for (int j0 = 0; j0 < t; j0 += 16)
+        for (int d0 = 0; d0 < dh; d0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++)
+                r[i] = j0 + i < t ? _mm512_loadu_ps(k + (size_t)(j0 + i) * (size_t)ld + d0)
+                                  : _mm512_setzero_ps();
+            s_transpose16(r);
+            for (int c = 0; c < 16; c++)
+                _mm512_storeu_ps(kt + (size_t)(d0 + c) * (size_t)lds + j0, r[c]);
+        }
+}
+
+/* s[r][0..16) = scale * sum_d q_r[d] kt[d][0..16) for R rows. */
+#define S_QK_TILE(R)                                                                           \
+    ZB_AVX512_FN static void s_qk_tile_##R(const float *q, int ld, const float *kt, int lds,  \
+                                           int dh, float scale, float *s, int ldso) {          \
+        __m512 acc[R];                                                                         \
+        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();    \
+        for (int d = 0; d < dh; d++) {                                                         \
+            const __m512 w = _mm512_loadu_ps(kt + (size_t)d * (size_t)lds);                    \
+            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] =                     \
+                _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)r * (size_t)ld + (size_t)d]), w,      \
+                                acc[r]);                                                       \
+        }                                                                                      \
+        const __m512 sc = _mm512_set1_ps(scale);                                               \
+        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                  \
+            _mm512_storeu_ps(s + (size_t)r * (size_t)ldso, _mm512_mul_ps(acc[r], sc));         \
+    }
+S_QK_TILE(1)
+S_QK_TILE(2)
+S_QK_TILE(3)
+S_QK_TILE(4)
+S_QK_TILE(5)
+S_QK_TILE(6)
+S_QK_TILE(7)
+S_QK_TILE(8)
+#undef S_QK_TILE
+
+typedef void (*s_qk_fn)(const float *, int, const float *, int, int, float, float *, int);
+static const s_qk_fn s_qk_tiles[S_QK_ROWS + 1] = {
+    NULL, s_qk_tile_1, s_qk_tile_2, s_qk_tile_3, s_qk_tile_4,
+    s_qk_tile_5, s_qk_tile_6, s_qk_tile_7, s_qk_tile_8,
+};
+
+/* ctx_r[0..16 C) = sum_{j < t} p[r][j] v_j[0..16 C) for R rows. */
+#define S_PV_TILE(R, C)                                                                        \
+    ZB_AVX512_FN static void s_pv_tile_##R##_##C(const float *p, int lds, const float *v,      \
+                                                 int ld, int t, float *ctx) {                  \
+        __m512 acc[R][C];                                                                      \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                  \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] =                  \
+                _mm512_setzero_ps();                                                           \
+        for (int j = 0; j < t; j++) {                                                          \
+            __m512 w[C];                                                                       \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) w[c] =                       \
+                _mm512_loadu_ps(v + (size_t)j * (size_t)ld + 16 * c);                          \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
+                const __m512 b = _mm512_set1_ps(p[(size_t)r * (size_t)lds + (size_t)j]);       \
+                _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] =              \
+                    _mm512_fmadd_ps(b, w[c], acc[r][c]);                                       \
+            }                                                                                  \
+        }                                                                                      \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                  \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++)                              \
+                _mm512_storeu_ps(ctx + (size_t)r * (size_t)ld + 16 * c, acc[r][c]);            \
+    }
+#define S_PV_ROW(R) S_PV_TILE(R, 1) S_PV_TILE(R, 2) S_PV_TILE(R, 3) S_PV_TILE(R, 4)
+S_PV_ROW(1)
+S_PV_ROW(2)
+S_PV_ROW(3)
+S_PV_ROW(4)
+S_PV_ROW(5)
+S_PV_ROW(6)
+#undef S_PV_ROW
+#undef S_PV_TILE
+
+typedef void (*s_pv_fn)(const float *, int, const float *, int, int, float *);
+#define S_PV_ROW(R) {NULL, s_pv_tile_##R##_1, s_pv_tile_##R##_2, s_pv_tile_##R##_3, s_pv_tile_##R##_4}
+static const s_pv_fn s_pv_tiles[S_PV_ROWS + 1][5] = {
+    {NULL, NULL, NULL, NULL, NULL}, S_PV_ROW(1), S_PV_ROW(2), S_PV_ROW(3),
+    S_PV_ROW(4), S_PV_ROW(5), S_PV_ROW(6),
+};
+#undef S_PV_ROW
+
+/* softmax of s[0..t) in place; lanes t .. round16(t) become 0. */
+ZB_AVX512_FN static void s_softmax_row_avx512(float *s, int t) {
+    const int tf = t & ~15;
+    const __mmask16 mt = (__mmask16)((1u << (t - tf)) - 1);
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < tf; j += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(s + j));
+    if (mt) vm = _mm512_mask_max_ps(vm, mt, vm, _mm512_loadu_ps(s + tf));
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+    __m512 vs = _mm512_setzero_ps();
+    for (int j = 0; j < tf; j += 16) {
+        const __m512 e = s_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + j), m));
+        _mm512_storeu_ps(s + j, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    if (mt) {
+        const __m512 e = _mm512_maskz_mov_ps(mt, s_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + tf), m)));
+        _mm512_storeu_ps(s + tf, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
+    for (int j = 0; j < t; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
+}
+
+/* One (sequence, head) block: q, k, v, ctx at its first row and column. */
+ZB_AVX512_FN static void s_attention_block_avx512(const float *q, const float *k,
+                                                  const float *v, float *ctx, int ld, int t,
+                                                  int dh, float scale, float *s, float *kt,
+                                                  int lds) {
+    s_transpose_k(k, ld, t, dh, kt, lds);
+    for (int i0 = 0; i0 < t; i0 += S_QK_ROWS) {
+        const int rows = t - i0 < S_QK_ROWS ? t - i0 : S_QK_ROWS;
+        for (int j0 = 0; j0 < t; j0 += 16)
+            s_qk_tiles[rows](q + (size_t)i0 * (size_t)ld, ld, kt + j0, lds, dh, scale,
+                             s + (size_t)i0 * (size_t)lds + j0, lds);
+    }
+    for (int i = 0; i < t; i++) s_softmax_row_avx512(s + (size_t)i * (size_t)lds, t);
+    for (int i0 = 0; i0 < t; i0 += S_PV_ROWS) {
+        const int rows = t - i0 < S_PV_ROWS ? t - i0 : S_PV_ROWS;
+        for (int d0 = 0; d0 < dh; d0 += 64) {
+            const int c = dh - d0 < 64 ? (dh - d0) / 16 : 4;
+            s_pv_tiles[rows][c](s + (size_t)i0 * (size_t)lds, lds, v + d0, ld, t,
+                                ctx + (size_t)i0 * (size_t)ld + d0);
+        }
+    }
+}
+
+/* ===================================================================== */
 /* public functions                                                      */
 /* ===================================================================== */
 
 void zb_kern_erf(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa == ZB_KERN_AVX2) {
+    if (isa >= ZB_KERN_AVX2) {
         s_erf_avx2(x, y, n);
         return;
     }
@@ -455,7 +720,7 @@ void zb_kern_erf(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
 }
 
 void zb_kern_exp(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa == ZB_KERN_AVX2) {
+    if (isa >= ZB_KERN_AVX2) {
         s_exp_avx2(x, y, n);
         return;
     }
@@ -463,7 +728,11 @@ void zb_kern_exp(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
 }
 
 void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa == ZB_KERN_AVX2) {
+    if (isa == ZB_KERN_AVX512) {
+        s_gelu_avx512(x, y, n);
+        return;
+    }
+    if (isa >= ZB_KERN_AVX2) {
         s_gelu_avx2(x, y, n);
         return;
     }
@@ -471,7 +740,7 @@ void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
 }
 
 void zb_kern_gelu_tanh(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa == ZB_KERN_AVX2) {
+    if (isa >= ZB_KERN_AVX2) {
         s_gelu_tanh_avx2(x, y, n);
         return;
     }
@@ -481,7 +750,7 @@ void zb_kern_gelu_tanh(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
 void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * (size_t)ld;
-        if (isa == ZB_KERN_AVX2)
+        if (isa >= ZB_KERN_AVX2)
             s_softmax_row_avx2(row, cols);
         else
             s_softmax_row1(row, cols);
@@ -494,7 +763,7 @@ void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * (size_t)cols;
-        if (isa == ZB_KERN_AVX2) {
+        if (isa >= ZB_KERN_AVX2) {
             s_bias_gelu_row_avx2(row, bias, cols);
         } else {
             for (int i = 0; i < cols; i++) row[i] = s_gelu1(bias ? row[i] + bias[i] : row[i]);
@@ -505,7 +774,7 @@ void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
 /* One LayerNorm row in the chosen variant. */
 static void s_ln_row(zb_kern_isa_t isa, float *y, const float *a, const float *b,
                      const float *c, int n, const float *gamma, const float *beta, float eps) {
-    if (isa == ZB_KERN_AVX2)
+    if (isa >= ZB_KERN_AVX2)
         s_ln_row_avx2(y, a, b, c, n, gamma, beta, eps);
     else
         s_ln_row1(y, a, b, c, n, gamma, beta, eps);
@@ -549,17 +818,25 @@ void zb_kern_embed_layernorm(const zb_kern_exec_t *e, float *out, const int32_t 
     }
 }
 
-size_t zb_kern_attention_scratch(int seq_len_max) {
-    return (size_t)seq_len_max * (size_t)seq_len_max;
+/* Row stride of the score matrix: whole vectors, for the AVX-512 tiles. */
+static int s_round16(int n) {
+    return (n + 15) / 16 * 16;
+}
+
+size_t zb_kern_attention_scratch(int seq_len_max, int head_dim) {
+    /* scores [seq_len_max][lds], then the transposed keys [head_dim][lds] */
+    return ((size_t)seq_len_max + (size_t)head_dim) * (size_t)s_round16(seq_len_max);
 }
 
 void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
                        const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
                        int heads, int head_dim, int seq_len_max, float *scratch) {
     const float scale = 1.0f / sqrtf((float)head_dim);
-    const size_t per_thread = zb_kern_attention_scratch(seq_len_max);
+    const size_t per_thread = zb_kern_attention_scratch(seq_len_max, head_dim);
     const int pairs = n_seqs * heads;
     const zb_kern_isa_t isa = e->isa;
+    const bool own = isa == ZB_KERN_AVX512 && head_dim % 16 == 0;
+    const int lds = s_round16(seq_len_max);
 #pragma omp parallel num_threads(e->threads)
     {
         float *s = scratch + (size_t)omp_get_thread_num() * per_thread;
@@ -575,6 +852,12 @@ void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
             int sq = p / heads, h = p % heads;
             int o = seq_off[sq], t = seq_off[sq + 1] - o;
             size_t base = (size_t)o * (size_t)ld + (size_t)h * (size_t)head_dim;
+            if (own) {
+                s_attention_block_avx512(q + base, k + base, v + base, ctx + base, ld, t,
+                                         head_dim, scale, s, s + (size_t)seq_len_max * lds,
+                                         lds);
+                continue;
+            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, head_dim, scale, q + base,
                         ld, k + base, ld, 0.0f, s, t);
             zb_kern_softmax_rows(isa, s, t, t, t);

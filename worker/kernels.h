@@ -3,13 +3,15 @@
  *
  * Element-wise functions (erf, exp, GELU), fused row epilogues (bias + GELU,
  * bias + residual + LayerNorm, embedding gather + LayerNorm), row softmax and
- * per-(sequence, head) attention over packed batches.  The GEMMs themselves
- * are the caller's (OpenBLAS).
+ * per-(sequence, head) attention over packed batches.  The linear layers'
+ * GEMMs are gemm.h's.
  *
- * Every function exists in two instruction-set variants chosen by the caller
- * through zb_kern_isa_t: a portable scalar one and an AVX2+FMA one (compiled
- * with a target attribute, so the build needs no -march flag).  Callers take
- * zb_kern_isa_best() once and pass it down; tests run both.
+ * Every function exists in instruction-set variants chosen by the caller
+ * through zb_kern_isa_t: a portable scalar one, an AVX2+FMA one and, for
+ * GELU and attention, an AVX-512 one (compiled with target attributes, so
+ * the build needs no -march flag).  The AVX-512 GELU gives the AVX2 one's
+ * bits.  Callers take zb_kern_isa_best() once and pass it down; tests run
+ * every variant the CPU has.
  *
  * Determinism: row kernels split whole rows between threads (static
  * schedule) and compute each row with the same instruction sequence whatever
@@ -26,15 +28,22 @@
 #ifndef ZB_KERNELS_H
 #define ZB_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 typedef enum zb_kern_isa {
     ZB_KERN_SCALAR = 0, /* portable C */
     ZB_KERN_AVX2 = 1,   /* AVX2 + FMA intrinsics */
+    ZB_KERN_AVX512 = 2, /* AVX-512F where it pays (GELU, attention), AVX2 elsewhere */
 } zb_kern_isa_t;
 
-/* The best variant this CPU runs (AVX2 needs both the avx2 and fma flags). */
+/* Whether this CPU runs the variant. */
+bool zb_kern_isa_supported(zb_kern_isa_t isa);
+
+/* The best variant this CPU runs (AVX2 needs both the avx2 and fma flags),
+ * capped by the environment variable ZB_KERN_ISA (scalar, avx2, avx512) for
+ * measurements and tests. */
 zb_kern_isa_t zb_kern_isa_best(void);
 
 /* How a multi-threaded kernel runs. */
@@ -98,16 +107,17 @@ void zb_kern_embed_layernorm(const zb_kern_exec_t *e, float *out, const int32_t 
 /* --- attention ---------------------------------------------------------- */
 
 /* Floats of scratch one thread needs for sequences of up to seq_len_max
- * tokens (the score matrix). */
-size_t zb_kern_attention_scratch(int seq_len_max);
+ * tokens and heads of head_dim (the score matrix, the transposed keys). */
+size_t zb_kern_attention_scratch(int seq_len_max, int head_dim);
 
 /*
  * Multi-head self-attention over a packed batch.  q, k, v and ctx are
  * [n_tokens][ld] with head h in columns [h*head_dim, (h+1)*head_dim);
  * sequence s is rows [seq_off[s], seq_off[s+1]) and attends only to itself.
  * For every (s, h): ctx = softmax(q k^T / sqrt(head_dim)) v, computed by
- * one thread with single-threaded OpenBLAS GEMMs.  scratch holds
- * e->threads * zb_kern_attention_scratch(seq_len_max) floats, and every
+ * one thread: with this file's AVX-512 tiles (ZB_KERN_AVX512, head_dim a
+ * multiple of 16), else with single-threaded OpenBLAS GEMMs.  scratch holds
+ * e->threads * zb_kern_attention_scratch(seq_len_max, head_dim) floats, and every
  * sequence is at most seq_len_max long.
  */
 void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
