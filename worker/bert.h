@@ -17,10 +17,9 @@
  * Memory: zb_bert_new() sizes one scratch arena from n_tokens_max and
  * seq_len_max; zb_bert_forward() allocates nothing.
  *
- * Threads (num_threads set at creation): a batch of several sequences is cut
- * into one contiguous group of whole sequences per thread, of about equal
- * cost, and each thread runs the whole encoder on its group alone (a
- * "lane"); a batch too small or too uneven for that (one text) runs every
+ * Threads (num_threads set at creation): a batch of several sequences is
+ * split into one group of whole sequences per thread, of about equal cost,
+ * and each thread runs the whole encoder on its group alone (a "lane"); a batch too small or too uneven for that (one text) runs every
  * operation on all the threads instead.  Either way the bits are the same.
  * Attention's OpenBLAS calls (the OpenMP build) run single-threaded inside
  * our regions.  One zb_bert_t serves one
