@@ -29,14 +29,20 @@
  *
  * Invariants: the scratch arena (qkv and ctx [n_tokens_max][3H], ffn
  * [n_tokens_max][I, padded], the GEMM work buffer, per-thread attention
- * scores, sequence offsets and positions) is allocated once in zb_bert_new;
- * zb_bert_forward allocates nothing and never writes to the model's weights
- * (read-only views, possibly into a shared mapping).
+ * scratch, sequence offsets and positions, the lane split's arrays) is
+ * allocated once in zb_bert_new; zb_bert_forward allocates nothing and
+ * never writes to the model's weights (read-only views, possibly into a
+ * shared mapping).
  *
- * Threads: the GEMMs and kernels open OpenMP regions of b->threads threads.
- * Attention calls single-threaded OpenBLAS GEMMs inside its region;
- * zb_bert_forward sets the caller's nthreads-var to b->threads for its
- * duration and restores it.
+ * Threads: a batch of enough sequences runs as b->threads lanes, one
+ * OpenMP region for the whole pass: the sequences are regrouped per lane
+ * (s_plan_lanes), each thread runs s_encode on its lane's rows with
+ * one-thread GEMMs and kernels and its own parts of the work buffers, and
+ * the rows go back to the caller's order at the end.  Otherwise every GEMM
+ * and kernel opens its own region of b->threads threads.  Attention's
+ * OpenBLAS calls (when it uses them) run single-threaded inside those
+ * regions; zb_bert_forward sets the caller's nthreads-var to b->threads for
+ * its duration and restores it.
  */
 #include "bert.h"
 
@@ -78,7 +84,7 @@ struct zb_bert {
     float *ctx;                  /* [n_tokens_max][3 hidden], first hidden columns used */
     float *ffn;                  /* [n_tokens_max][ld_ffn] */
     size_t ld_ffn;               /* row stride of ffn, >= intermediate (see s_row_stride) */
-    float *scores;               /* [threads][seq_len_max^2] attention scores */
+    float *scores;               /* [threads][zb_kern_attention_scratch] attention scratch */
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
     int32_t *pos;                /* [n_tokens_max] position of each row */
     /* lanes (zb_bert_forward): the batch's sequences regrouped per lane */
@@ -279,7 +285,8 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
 
 /* The rows one team of threads works on, and how: all rows with every
  * thread splitting each operation (one text, small batches), or one thread
- * alone on a contiguous group of whole sequences (see zb_bert_forward). */
+ * alone on its group of whole sequences, contiguous in the regrouped batch
+ * (see zb_bert_forward). */
 typedef struct {
     zb_kern_exec_t ex;  /* threads + instruction set of the kernels */
     zb_gemm_exec_t gx;  /* of the fp32 GEMMs, with this lane's work buffer */
@@ -400,11 +407,35 @@ static int64_t s_seq_cost(const zb_bert_config_t *c, int len) {
     return (int64_t)len * (2 * (int64_t)c->hidden + c->intermediate + 3 * (int64_t)len);
 }
 
-/* Heaviest first; ties in batch order, so the split is deterministic. */
-static int s_by_cost_cmp(const void *pa, const void *pb) {
-    const struct s_by_cost *x = pa, *y = pb;
-    if (x->cost != y->cost) return x->cost > y->cost ? -1 : 1;
-    return (x->seq > y->seq) - (x->seq < y->seq);
+/* Whether x goes before y: heaviest first, ties in batch order (a total
+ * order, so the split is deterministic). */
+static bool s_by_cost_before(const struct s_by_cost *x, const struct s_by_cost *y) {
+    return x->cost != y->cost ? x->cost > y->cost : x->seq < y->seq;
+}
+
+/* Heap sort by s_by_cost_before: in place, where glibc's qsort may call
+ * malloc, and zb_bert_forward allocates nothing. */
+static void s_sort_by_cost(struct s_by_cost *v, int n) {
+    for (int end = n, start = n / 2 - 1;;) {
+        int root;
+        if (start >= 0) {
+            root = start--;
+        } else {
+            if (--end <= 0) return;
+            const struct s_by_cost t = v[0];
+            v[0] = v[end];
+            v[end] = t;
+            root = 0;
+        }
+        /* sift down: the heap's top is the element that goes last */
+        for (int child; (child = 2 * root + 1) < end; root = child) {
+            if (child + 1 < end && s_by_cost_before(&v[child], &v[child + 1])) child++;
+            if (!s_by_cost_before(&v[root], &v[child])) break;
+            const struct s_by_cost t = v[root];
+            v[root] = v[child];
+            v[child] = t;
+        }
+    }
 }
 
 /* Splits the batch's sequences between nt lanes of about equal cost:
@@ -426,7 +457,7 @@ static bool s_plan_lanes(zb_bert_t *b, const int *seq_len, int n_seqs, int nt, i
         b->by_cost[s] = (struct s_by_cost){s_seq_cost(&b->cfg, seq_len[s]), s};
         total += b->by_cost[s].cost;
     }
-    qsort(b->by_cost, (size_t)n_seqs, sizeof *b->by_cost, s_by_cost_cmp);
+    s_sort_by_cost(b->by_cost, n_seqs);
     for (int g = 0; g < nt; g++) {
         load[g] = 0;
         count[g] = 0;
