@@ -20,6 +20,8 @@
 #include "bert.h"
 #include "bundle.h"
 #include "fixture.h"
+#include "gemm.h"
+#include "kernels.h"
 #include "limits.h"
 #include "model.h"
 
@@ -251,6 +253,31 @@ static void test_threads(void **st) {
     free(ids);
 }
 
+/* An AVX2 node and an AVX-512 node give the same bits: the GEMM variants
+ * by their definition, GELU and attention by sharing their arithmetic
+ * (kernels.c).  Runs each case alone and all in lanes under both ceilings. */
+static void test_isa_same_bits(void **st) {
+    state_t *s = *st;
+    if (!zb_kern_isa_supported(ZB_KERN_AVX512) || !zb_gemm_isa_supported(ZB_GEMM_AVX512)) skip();
+    assert_non_null(s->single); /* test_parity ran, at the best variants */
+    const int hidden = zb_model_config(s->model)->hidden;
+    const size_t n = (size_t)s->total * (size_t)hidden;
+    float *o = malloc(n * sizeof *o);
+    assert_non_null(o);
+    setenv("ZB_KERN_ISA", "avx2", 1);
+    setenv("ZB_GEMM_ISA", "avx2", 1);
+    zb_bert_t *b = s_new(s->model, s->total, 512, 2);
+    unsetenv("ZB_KERN_ISA");
+    unsetenv("ZB_GEMM_ISA");
+    for (int i = 0, off = 0; i < s->fx.n; off += s->all_len[i], i++)
+        assert_int_equal(zb_bert_forward(b, s->all_ids + off, &s->all_len[i], 1,
+                                         o + (size_t)off * (size_t)hidden), 0);
+    s_same_bits(o, s->single, n, "AVX2 vs AVX-512, each case alone");
+    printf("%s: AVX2 and AVX-512 give the same bits (40 cases)\n", s->name);
+    zb_bert_destroy(&b);
+    free(o);
+}
+
 /* The 40 cases in reverse order, as one batch: each sequence's rows are
  * the ones it gives alone. */
 static void test_reverse_order(void **st) {
@@ -431,6 +458,7 @@ int main(void) {
     const struct CMUnitTest seed1[] = {
         cmocka_unit_test(test_parity),         cmocka_unit_test(test_packed_batch),
         cmocka_unit_test(test_sorted_batches), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_isa_same_bits),
         cmocka_unit_test(test_reverse_order),  cmocka_unit_test(test_bundle_same_bits),
         cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_bad_new),
     };
@@ -439,6 +467,7 @@ int main(void) {
         cmocka_unit_test(test_packed_batch),
         cmocka_unit_test(test_sorted_batches),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_isa_same_bits),
         cmocka_unit_test(test_reverse_order),
         cmocka_unit_test(test_bundle_same_bits),
     };

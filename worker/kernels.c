@@ -528,6 +528,15 @@ ZB_AVX512_FN static void s_gelu_avx512(const float *x, float *y, size_t n) {
     }
 }
 
+/* The sum of a softmax row's 16 lane sums (lane l holds the terms j with
+ * j % 16 == l, in order), in one fixed order: the AVX2 attention keeps the
+ * same 16 lane sums in two registers, so both give the same bits. */
+static inline float s_sum16(const float l[16]) {
+    float s = 0.0f;
+    for (int i = 0; i < 16; i++) s += l[i];
+    return s;
+}
+
 /* --- attention, AVX-512 (head_dim a multiple of 16) ----------------------
  *
  * Per (sequence, head) of t tokens, with lds = the scratch's row stride:
@@ -540,8 +549,9 @@ ZB_AVX512_FN static void s_gelu_avx512(const float *x, float *y, size_t n) {
  *   ctx_i    = sum_j p[i][j] v_j    tiles of up to 6 rows x 64 columns
  * Every element is a fixed fma chain over its own operands (d in order for
  * s, j in order for ctx), so a sequence's result does not depend on the
- * batch.  This replaces two OpenBLAS calls per block whose fixed cost
- * dominated at BERT's short lengths. */
+ * batch, and the AVX2 twin below (8-column tiles, the softmax sum kept as
+ * the same 16 lane sums) gives the same bits.  This replaces two OpenBLAS
+ * calls per block whose fixed cost dominated at BERT's short lengths. */
 
 #define S_QK_ROWS 8
 #define S_PV_ROWS 6
@@ -654,7 +664,8 @@ S_PV_ROW(6)
 #undef S_PV_TILE
 
 typedef void (*s_pv_fn)(const float *, int, const float *, int, int, float *);
-#define S_PV_ROW(R) {NULL, s_pv_tile_##R##_1, s_pv_tile_##R##_2, s_pv_tile_##R##_3, s_pv_tile_##R##_4}
+#define S_PV_ROW(R)                                                                            \
+    { NULL, s_pv_tile_##R##_1, s_pv_tile_##R##_2, s_pv_tile_##R##_3, s_pv_tile_##R##_4 }
 static const s_pv_fn s_pv_tiles[S_PV_ROWS + 1][5] = {
     {NULL, NULL, NULL, NULL, NULL}, S_PV_ROW(1), S_PV_ROW(2), S_PV_ROW(3),
     S_PV_ROW(4), S_PV_ROW(5), S_PV_ROW(6),
@@ -676,12 +687,16 @@ ZB_AVX512_FN static void s_softmax_row_avx512(float *s, int t) {
         vs = _mm512_add_ps(vs, e);
     }
     if (mt) {
-        const __m512 e = _mm512_maskz_mov_ps(mt, s_exp16(_mm512_sub_ps(_mm512_loadu_ps(s + tf), m)));
+        const __m512 x = _mm512_loadu_ps(s + tf);
+        const __m512 e = _mm512_maskz_mov_ps(mt, s_exp16(_mm512_sub_ps(x, m)));
         _mm512_storeu_ps(s + tf, e);
         vs = _mm512_add_ps(vs, e);
     }
-    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(vs));
-    for (int j = 0; j < t; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
+    float lanes[16];
+    _mm512_storeu_ps(lanes, vs);
+    const __m512 inv = _mm512_set1_ps(1.0f / s_sum16(lanes));
+    for (int j = 0; j < t; j += 16)
+        _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
 }
 
 /* One (sequence, head) block: q, k, v, ctx at its first row and column. */
@@ -704,6 +719,161 @@ ZB_AVX512_FN static void s_attention_block_avx512(const float *q, const float *k
             s_pv_tiles[rows][c](s + (size_t)i0 * (size_t)lds, lds, v + d0, ld, t,
                                 ctx + (size_t)i0 * (size_t)ld + d0);
         }
+    }
+}
+
+/* --- attention, AVX2 (head_dim a multiple of 16): the AVX-512 tiles' twin */
+
+/* kt[d][j] = k[j][d] for j < t, d < dh; 0 for t <= j < round16(t): 8 x 8
+ * register transposes. */
+ZB_AVX2_FN static void s_transpose_k_avx2(const float *k, int ld, int t, int dh, float *kt,
+                                          int lds) {
+    const int tp = (t + 15) / 16 * 16;
+    for (int j0 = 0; j0 < tp; j0 += 8)
+        for (int d0 = 0; d0 < dh; d0 += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = j0 + i < t ? _mm256_loadu_ps(k + (size_t)(j0 + i) * (size_t)ld + d0)
+                                  : _mm256_setzero_ps();
+            const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            const __m256 c[8] = {
+                _mm256_permute2f128_ps(u0, u4, 0x20), _mm256_permute2f128_ps(u1, u5, 0x20),
+                _mm256_permute2f128_ps(u2, u6, 0x20), _mm256_permute2f128_ps(u3, u7, 0x20),
+                _mm256_permute2f128_ps(u0, u4, 0x31), _mm256_permute2f128_ps(u1, u5, 0x31),
+                _mm256_permute2f128_ps(u2, u6, 0x31), _mm256_permute2f128_ps(u3, u7, 0x31),
+            };
+            for (int i = 0; i < 8; i++)
+                _mm256_storeu_ps(kt + (size_t)(d0 + i) * (size_t)lds + j0, c[i]);
+        }
+}
+
+/* s[r][0..16) = scale * sum_d q_r[d] kt[d][0..16) for R rows (<= 6: 12
+ * accumulators). */
+#define S_QK16_ROWS 6
+#define S_QK16_TILE(R)                                                                         \
+    ZB_AVX2_FN static void s_qk16_tile_##R(const float *q, int ld, const float *kt, int lds,  \
+                                           int dh, float scale, float *s, int ldso) {          \
+        __m256 lo[R], hi[R];                                                                   \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
+            _mm256_setzero_ps();                                                               \
+        for (int d = 0; d < dh; d++) {                                                         \
+            const __m256 w0 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds);                   \
+            const __m256 w1 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds + 8);               \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
+                const __m256 x =                                                               \
+                    _mm256_broadcast_ss(q + (size_t)r * (size_t)ld + (size_t)d);               \
+                lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                         \
+                hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                         \
+            }                                                                                  \
+        }                                                                                      \
+        const __m256 sc = _mm256_set1_ps(scale);                                               \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso, _mm256_mul_ps(lo[r], sc));          \
+            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso + 8, _mm256_mul_ps(hi[r], sc));      \
+        }                                                                                      \
+    }
+S_QK16_TILE(1)
+S_QK16_TILE(2)
+S_QK16_TILE(3)
+S_QK16_TILE(4)
+S_QK16_TILE(5)
+S_QK16_TILE(6)
+#undef S_QK16_TILE
+
+static const s_qk_fn s_qk16_tiles[S_QK16_ROWS + 1] = {
+    NULL, s_qk16_tile_1, s_qk16_tile_2, s_qk16_tile_3, s_qk16_tile_4, s_qk16_tile_5,
+    s_qk16_tile_6,
+};
+
+/* ctx_r[0..16) = sum_{j < t} p[r][j] v_j[0..16) for R rows. */
+#define S_PV16_TILE(R)                                                                         \
+    ZB_AVX2_FN static void s_pv16_tile_##R(const float *p, int lds, const float *v, int ld,   \
+                                           int t, float *ctx) {                                \
+        __m256 lo[R], hi[R];                                                                   \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
+            _mm256_setzero_ps();                                                               \
+        for (int j = 0; j < t; j++) {                                                          \
+            const __m256 w0 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld);                     \
+            const __m256 w1 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld + 8);                 \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
+                const __m256 b = _mm256_broadcast_ss(p + (size_t)r * (size_t)lds + (size_t)j); \
+                lo[r] = _mm256_fmadd_ps(b, w0, lo[r]);                                         \
+                hi[r] = _mm256_fmadd_ps(b, w1, hi[r]);                                         \
+            }                                                                                  \
+        }                                                                                      \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld, lo[r]);                             \
+            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld + 8, hi[r]);                         \
+        }                                                                                      \
+    }
+S_PV16_TILE(1)
+S_PV16_TILE(2)
+S_PV16_TILE(3)
+S_PV16_TILE(4)
+S_PV16_TILE(5)
+S_PV16_TILE(6)
+#undef S_PV16_TILE
+
+typedef void (*s_pv16_fn)(const float *, int, const float *, int, int, float *);
+static const s_pv16_fn s_pv16_tiles[S_PV_ROWS + 1] = {
+    NULL, s_pv16_tile_1, s_pv16_tile_2, s_pv16_tile_3, s_pv16_tile_4, s_pv16_tile_5,
+    s_pv16_tile_6,
+};
+
+/* s_softmax_row_avx512's arithmetic: the 16 lane sums as two registers. */
+ZB_AVX2_FN static void s_softmax_row16_avx2(float *s, int t) {
+    const int tp = (t + 15) / 16 * 16;
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 vm = ninf;
+    for (int j = 0; j < tp; j += 8) {
+        const __m256i m = s_mask8(t - j < 0 ? 0 : t - j);
+        vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_loadu_ps(s + j),
+                                                _mm256_castsi256_ps(m)));
+    }
+    const __m256 m = _mm256_set1_ps(s_hmax8(vm));
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int j = 0; j < tp; j += 16) {
+        const __m256 m0 = _mm256_castsi256_ps(s_mask8(t - j < 0 ? 0 : t - j));
+        const __m256 m1 = _mm256_castsi256_ps(s_mask8(t - j - 8 < 0 ? 0 : t - j - 8));
+        const __m256 e0 = _mm256_and_ps(m0, s_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m)));
+        const __m256 e1 =
+            _mm256_and_ps(m1, s_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), m)));
+        _mm256_storeu_ps(s + j, e0);
+        _mm256_storeu_ps(s + j + 8, e1);
+        lo = _mm256_add_ps(lo, e0);
+        hi = _mm256_add_ps(hi, e1);
+    }
+    float lanes[16];
+    _mm256_storeu_ps(lanes, lo);
+    _mm256_storeu_ps(lanes + 8, hi);
+    const __m256 inv = _mm256_set1_ps(1.0f / s_sum16(lanes));
+    for (int j = 0; j < t; j += 8)
+        _mm256_storeu_ps(s + j, _mm256_mul_ps(_mm256_loadu_ps(s + j), inv));
+}
+
+ZB_AVX2_FN static void s_attention_block_avx2(const float *q, const float *k, const float *v,
+                                              float *ctx, int ld, int t, int dh, float scale,
+                                              float *s, float *kt, int lds) {
+    s_transpose_k_avx2(k, ld, t, dh, kt, lds);
+    for (int i0 = 0; i0 < t; i0 += S_QK16_ROWS) {
+        const int rows = t - i0 < S_QK16_ROWS ? t - i0 : S_QK16_ROWS;
+        for (int j0 = 0; j0 < t; j0 += 16)
+            s_qk16_tiles[rows](q + (size_t)i0 * (size_t)ld, ld, kt + j0, lds, dh, scale,
+                               s + (size_t)i0 * (size_t)lds + j0, lds);
+    }
+    for (int i = 0; i < t; i++) s_softmax_row16_avx2(s + (size_t)i * (size_t)lds, t);
+    for (int i0 = 0; i0 < t; i0 += S_PV_ROWS) {
+        const int rows = t - i0 < S_PV_ROWS ? t - i0 : S_PV_ROWS;
+        for (int d0 = 0; d0 < dh; d0 += 16)
+            s_pv16_tiles[rows](s + (size_t)i0 * (size_t)lds, lds, v + d0, ld, t,
+                               ctx + (size_t)i0 * (size_t)ld + d0);
     }
 }
 
@@ -835,7 +1005,7 @@ void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
     const size_t per_thread = zb_kern_attention_scratch(seq_len_max, head_dim);
     const int pairs = n_seqs * heads;
     const zb_kern_isa_t isa = e->isa;
-    const bool own = isa == ZB_KERN_AVX512 && head_dim % 16 == 0;
+    const bool own = isa >= ZB_KERN_AVX2 && head_dim % 16 == 0;
     const int lds = s_round16(seq_len_max);
 #pragma omp parallel num_threads(e->threads)
     {
@@ -853,9 +1023,9 @@ void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
             int o = seq_off[sq], t = seq_off[sq + 1] - o;
             size_t base = (size_t)o * (size_t)ld + (size_t)h * (size_t)head_dim;
             if (own) {
-                s_attention_block_avx512(q + base, k + base, v + base, ctx + base, ld, t,
-                                         head_dim, scale, s, s + (size_t)seq_len_max * lds,
-                                         lds);
+                (isa == ZB_KERN_AVX512 ? s_attention_block_avx512 : s_attention_block_avx2)(
+                    q + base, k + base, v + base, ctx + base, ld, t, head_dim, scale, s,
+                    s + (size_t)seq_len_max * lds, lds);
                 continue;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, head_dim, scale, q + base,

@@ -9,9 +9,11 @@
  * Every function exists in instruction-set variants chosen by the caller
  * through zb_kern_isa_t: a portable scalar one, an AVX2+FMA one and, for
  * GELU and attention, an AVX-512 one (compiled with target attributes, so
- * the build needs no -march flag).  The AVX-512 GELU gives the AVX2 one's
- * bits.  Callers take zb_kern_isa_best() once and pass it down; tests run
- * every variant the CPU has.
+ * the build needs no -march flag).  The AVX-512 variant gives the AVX2
+ * one's bits everywhere (attention when head_dim is a multiple of 16), so
+ * an AVX2 node and an AVX-512 node compute the same vectors.  Callers take
+ * zb_kern_isa_best() once and pass it down; tests run every variant the CPU
+ * has.
  *
  * Determinism: row kernels split whole rows between threads (static
  * schedule) and compute each row with the same instruction sequence whatever
@@ -115,8 +117,9 @@ size_t zb_kern_attention_scratch(int seq_len_max, int head_dim);
  * [n_tokens][ld] with head h in columns [h*head_dim, (h+1)*head_dim);
  * sequence s is rows [seq_off[s], seq_off[s+1]) and attends only to itself.
  * For every (s, h): ctx = softmax(q k^T / sqrt(head_dim)) v, computed by
- * one thread: with this file's AVX-512 tiles (ZB_KERN_AVX512, head_dim a
- * multiple of 16), else with single-threaded OpenBLAS GEMMs.  scratch holds
+ * one thread: with this file's SIMD tiles (AVX2 or AVX-512, head_dim a
+ * multiple of 16; the same bits in both), else with single-threaded
+ * OpenBLAS GEMMs.  scratch holds
  * e->threads * zb_kern_attention_scratch(seq_len_max, head_dim) floats, and every
  * sequence is at most seq_len_max long.
  */
