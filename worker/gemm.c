@@ -25,14 +25,15 @@
  * target (Zen 4, AVX-512 12 x 16): 105-110 GFLOP/s per core at BERT shapes,
  * about 95% of the FMA peak; kc 192/384 and mc 96/384 were no better.
  *
- * A few rows (up to S_TALL_ROWS, one short text) take another road on
- * AVX-512: packed once before the team starts, they run as one to three
- * slivers of about equal height (up to S_TALL_MAX) on kernels of that
- * height, so each weight is loaded once for up to 24 rows, and the next
- * slice's prefetches are spread over the k loop.  One 15-token text:
- * 21 -> 14.5 ms on 2 cores, 27 tokens 30 -> 23 ms (the 12-row tile plus a
- * short remainder read each slice twice and ran the remainder at FMA
- * latency; every thread repacked the rows; bursts of prefetches stalled).
+ * A few rows (one short text: up to S_TALL_ROWS on AVX-512,
+ * S_TALL_ROWS_AVX2 on AVX2) take another road: packed once before the team
+ * starts, they run as slivers of about equal height (up to S_TALL_MAX, or
+ * S_TALL_MAX_AVX2) on kernels of that height, and the next slice's
+ * prefetches are spread over the k loop.  One 15-token text on 2 cores:
+ * 21 -> 14.5 ms with AVX-512, 25 -> 18 ms with AVX2; 27 tokens 30 -> 23 ms
+ * with AVX-512 (the 12-row tile plus a short remainder read each slice
+ * twice and ran the remainder at FMA latency; every thread repacked the
+ * rows; bursts of prefetches stalled).
  *
  * Threads take work units (row blocks, or panel groups when rows are few)
  * from a dynamic schedule; the split never changes a result.
@@ -88,8 +89,9 @@ typedef struct {
      * row's sums are the same fma chains as in fn, so the bits are too. */
     const s_kern_fn *part;
     /* kernels for one sliver of r rows at any row stride (index r, 1 <= r
-     * <= S_TALL_MAX), or NULL */
+     * <= tall_max), used for products of up to tall_rows rows; or NULL */
     const s_tall_fn *tall;
+    int tall_max, tall_rows;
 } s_kern_t;
 
 /* --- micro-kernels ------------------------------------------------------ */
@@ -295,6 +297,9 @@ static const s_kern_fn s_avx512_part[S_MR_AVX512] = {
  * row's sums are the same fma chains as in s_kern_avx512, so the bits are
  * too. */
 #define S_TALL_MAX 24
+#define S_TALL_ROWS 64 /* rows that take the tall road (AVX-512) */
+#define S_TALL_ROWS_AVX2 24
+#define S_TALL_SLIVERS 4 /* the most slivers either road cuts */
 #define S_AVX512_TALL(R)                                                                       \
     S_AVX512_FN static void s_tall_avx512_##R(int kc, const float *a, int stride,             \
                                               const float *b, float *c, size_t ldc, s_add_t add, \
@@ -356,6 +361,62 @@ static const s_tall_fn s_avx512_tall[S_TALL_MAX + 1] = {
     s_tall_avx512_10,   s_tall_avx512_11, s_tall_avx512_12, s_tall_avx512_13, s_tall_avx512_14,
     s_tall_avx512_15,   s_tall_avx512_16, s_tall_avx512_17, s_tall_avx512_18, s_tall_avx512_19,
     s_tall_avx512_20,   s_tall_avx512_21, s_tall_avx512_22, s_tall_avx512_23, s_tall_avx512_24,
+};
+
+/* The AVX2 form: R rows x 16 columns in 2R registers (R <= 6, as the
+ * 6-row kernel), for up to S_TALL_ROWS_AVX2 rows. */
+#define S_TALL_MAX_AVX2 6
+#define S_AVX2_TALL(R)                                                                         \
+    S_AVX2_FN static void s_tall_avx2_##R(int kc, const float *a, int stride, const float *b, \
+                                          float *c, size_t ldc, s_add_t add, const float *bias, \
+                                          const float *pf, int pf_n) {                         \
+        __m256 lo[R], hi[R];                                                                   \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
+            _mm256_setzero_ps();                                                               \
+        const int blocks = (kc + 15) / 16;                                                     \
+        for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                  \
+            for (int n = (pf_n + blocks - blk - 1) / (blocks - blk); n > 0; n--, pf_n--) {     \
+                __builtin_prefetch(pf, 0, 2);                                                  \
+                pf += S_NR;                                                                    \
+            }                                                                                  \
+            if (blk < (R)) __builtin_prefetch(c + (size_t)blk * ldc, 1, 3);                    \
+            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
+            for (int k = k0; k < k1; k++) {                                                    \
+                const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);               \
+                _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                        \
+                    const __m256 x = _mm256_broadcast_ss(a + r);                               \
+                    lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                     \
+                    hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                     \
+                }                                                                              \
+                a += stride;                                                                   \
+                b += S_NR;                                                                     \
+            }                                                                                  \
+        }                                                                                      \
+        __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();                             \
+        if (add == S_ADD_BIAS) {                                                               \
+            z0 = _mm256_loadu_ps(bias);                                                        \
+            z1 = _mm256_loadu_ps(bias + 8);                                                    \
+        }                                                                                      \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+            float *cr = c + (size_t)r * ldc;                                                   \
+            if (add == S_ADD_C) {                                                              \
+                z0 = _mm256_loadu_ps(cr);                                                      \
+                z1 = _mm256_loadu_ps(cr + 8);                                                  \
+            }                                                                                  \
+            _mm256_storeu_ps(cr, add == S_ADD_NONE ? lo[r] : _mm256_add_ps(z0, lo[r]));        \
+            _mm256_storeu_ps(cr + 8, add == S_ADD_NONE ? hi[r] : _mm256_add_ps(z1, hi[r]));    \
+        }                                                                                      \
+    }
+S_AVX2_TALL(1)
+S_AVX2_TALL(2)
+S_AVX2_TALL(3)
+S_AVX2_TALL(4)
+S_AVX2_TALL(5)
+S_AVX2_TALL(6)
+#undef S_AVX2_TALL
+
+static const s_tall_fn s_avx2_tall[S_TALL_MAX_AVX2 + 1] = {
+    NULL, s_tall_avx2_1, s_tall_avx2_2, s_tall_avx2_3, s_tall_avx2_4, s_tall_avx2_5, s_tall_avx2_6,
 };
 
 /* --- instruction sets ------------------------------------------------------ */
@@ -505,11 +566,13 @@ static s_kern_t s_kernel(zb_gemm_isa_t isa) {
     switch (isa) {
     case ZB_GEMM_AVX512:
         return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_part,
-                          s_avx512_tall};
-    case ZB_GEMM_AVX2: return (s_kern_t){S_MR_AVX2, s_kern_avx2, s_pack_x_avx2, NULL, NULL};
+                          s_avx512_tall, S_TALL_MAX, S_TALL_ROWS};
+    case ZB_GEMM_AVX2:
+        return (s_kern_t){S_MR_AVX2,      s_kern_avx2,     s_pack_x_avx2, NULL,
+                          s_avx2_tall,    S_TALL_MAX_AVX2, S_TALL_ROWS_AVX2};
     case ZB_GEMM_SCALAR: break;
     }
-    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, NULL};
+    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, NULL, 0, 0};
 }
 
 /* --- driver ---------------------------------------------------------------- */
@@ -640,22 +703,20 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
     }
 }
 
-/* Up to S_TALL_ROWS rows as at most S_TALL_ROWS / S_TALL_MAX + 1 slivers of
- * about equal height, each packed for every k block with an even row
- * stride (the pack's transposes take row pairs). */
-#define S_TALL_ROWS 64
-#define S_TALL_SLIVERS 3
+/* A few rows as at most S_TALL_SLIVERS slivers of about equal height (at
+ * most the kernel's tall_max), each packed for every k block with an even
+ * row stride (the pack's transposes take row pairs). */
 typedef struct {
     int n;                        /* slivers */
     int row[S_TALL_SLIVERS];      /* first row */
-    int rows[S_TALL_SLIVERS];     /* height, <= S_TALL_MAX */
+    int rows[S_TALL_SLIVERS];     /* height, <= the kernel's tall_max */
     int stride[S_TALL_SLIVERS];   /* packed row stride, >= rows */
     size_t at[S_TALL_SLIVERS];    /* offset of its packed [K][stride] in apack */
     size_t floats;                /* the whole pack */
 } s_tall_t;
 
-static s_tall_t s_tall_plan(int m, int k) {
-    s_tall_t t = {.n = (m + S_TALL_MAX - 1) / S_TALL_MAX};
+static s_tall_t s_tall_plan(int m, int k, int tall_max) {
+    s_tall_t t = {.n = (m + tall_max - 1) / tall_max};
     for (int i = 0, row = 0; i < t.n; i++) {
         t.row[i] = row;
         t.rows[i] = m / t.n + (i < m % t.n);
@@ -802,8 +863,8 @@ void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a) {
     int nt = e->threads > 0 ? e->threads : 1;
     /* too little work to be worth waking a team */
     if ((int64_t)a->m * a->w->n * a->w->k < 65536) nt = 1;
-    if (pl.kern.tall != NULL && a->m <= S_TALL_ROWS) {
-        const s_tall_t tp = s_tall_plan(a->m, a->w->k);
+    if (pl.kern.tall != NULL && a->m <= pl.kern.tall_rows) {
+        const s_tall_t tp = s_tall_plan(a->m, a->w->k, pl.kern.tall_max);
         if (tp.floats <= S_WORK_THREAD) {
             s_gemm_tall(e, &pl, &tp, nt);
             return;
