@@ -532,9 +532,10 @@ ZB_AVX512_FN static void s_gelu_avx512(const float *x, float *y, size_t n) {
  * j % 16 == l, in order), in one fixed order: the AVX2 attention keeps the
  * same 16 lane sums in two registers, so both give the same bits. */
 static inline float s_sum16(const float l[16]) {
-    float s = 0.0f;
-    for (int i = 0; i < 16; i++) s += l[i];
-    return s;
+    float p[8]; /* pairwise: rounding grows with log2(16), not 16 */
+    for (int i = 0; i < 8; i++) p[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) p[i] += p[i + 4];
+    return (p[0] + p[2]) + (p[1] + p[3]);
 }
 
 /* --- attention, AVX-512 (head_dim a multiple of 16) ----------------------
