@@ -50,7 +50,6 @@
 #define S_NR ZB_GEMM_NR
 #define S_KC ZB_GEMM_KC /* k block: a panel slice of 16 KiB stays in L1 */
 #define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
-#define S_MR_MAX 12
 #define S_EPI_PANELS (ZB_GEMM_EPILOGUE_MAX / ZB_GEMM_NR) /* panels per epilogue call */
 /* per-thread work: one packed activation block, or every k block of a few
  * rows (s_run); a multiple of 16 floats, so each thread's part stays
@@ -84,12 +83,11 @@ typedef struct {
     int mr;
     s_kern_fn fn;
     s_pack_fn pack;
-    /* kernels for the first r rows of an mr-row sliver (index r, 1 <= r <
-     * mr; NULL: none, the edge runs fn on a zero-padded local tile).  Each
-     * row's sums are the same fma chains as in fn, so the bits are too. */
-    const s_kern_fn *part;
     /* kernels for one sliver of r rows at any row stride (index r, 1 <= r
-     * <= tall_max), used for products of up to tall_rows rows; or NULL */
+     * <= tall_max >= mr), used for products of up to tall_rows rows and for
+     * the first r < mr rows of a sliver (the last of a row block); NULL:
+     * none, such an edge runs fn on a zero-padded local tile.  Each row's
+     * sums are the same fma chains as in fn, so the bits are too. */
     const s_tall_fn *tall;
     int tall_max, tall_rows;
 } s_kern_t;
@@ -243,51 +241,17 @@ S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, fl
 #undef S_STORE_ROW
 }
 
-/* The AVX-512 kernel on the first R rows of a 12-row sliver: a batch of a
- * few tokens (one short text: 15 rows) would otherwise spend most of its
- * time on the zero rows of its last sliver. */
-#define S_AVX512_PART(R)                                                                       \
-    S_AVX512_FN static void s_kern_avx512_##R(int kc, const float *a, const float *b,         \
-                                              float *c, size_t ldc, s_add_t add,               \
-                                              const float *bias, const float *pf, int pf_n) {  \
-        __m512 acc[R];                                                                         \
-        _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();   \
-        for (int k0 = 0; k0 < kc; k0 += 16) {                                                  \
-            s_prefetch_step(&pf, &pf_n, c, ldc, k0, (R));                                      \
-            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
-            for (int k = k0; k < k1; k++) {                                                    \
-                const __m512 w = _mm512_load_ps(b);                                            \
-                _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) acc[r] =                \
-                    _mm512_fmadd_ps(_mm512_set1_ps(a[r]), w, acc[r]);                          \
-                a += S_MR_AVX512;                                                              \
-                b += S_NR;                                                                     \
-            }                                                                                  \
-        }                                                                                      \
-        __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();            \
-        _Pragma("GCC unroll 12") for (int r = 0; r < (R); r++) {                               \
-            float *cr = c + (size_t)r * ldc;                                                   \
-            if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                       \
-            _mm512_storeu_ps(cr, add == S_ADD_NONE ? acc[r] : _mm512_add_ps(z, acc[r]));       \
-        }                                                                                      \
+/* The tall kernels' prefetches at the start of run blk of 16 k steps, with
+ * `left` runs to go: an even share of the next slice's remaining pf_n
+ * lines, and row blk of the tile's rows of c. */
+static inline void s_prefetch_spread(const float **pf, int *pf_n, int left, const float *c,
+                                     size_t ldc, int blk, int rows) {
+    for (int n = (*pf_n + left - 1) / left; n > 0; n--, (*pf_n)--) {
+        __builtin_prefetch(*pf, 0, 2);
+        *pf += S_NR;
     }
-S_AVX512_PART(1)
-S_AVX512_PART(2)
-S_AVX512_PART(3)
-S_AVX512_PART(4)
-S_AVX512_PART(5)
-S_AVX512_PART(6)
-S_AVX512_PART(7)
-S_AVX512_PART(8)
-S_AVX512_PART(9)
-S_AVX512_PART(10)
-S_AVX512_PART(11)
-#undef S_AVX512_PART
-
-static const s_kern_fn s_avx512_part[S_MR_AVX512] = {
-    NULL,             s_kern_avx512_1, s_kern_avx512_2, s_kern_avx512_3,
-    s_kern_avx512_4,  s_kern_avx512_5, s_kern_avx512_6, s_kern_avx512_7,
-    s_kern_avx512_8,  s_kern_avx512_9, s_kern_avx512_10, s_kern_avx512_11,
-};
+    if (blk < rows) __builtin_prefetch(c + (size_t)blk * ldc, 1, 3);
+}
 
 /* A few rows (one short text) as one sliver of R rows, up to
  * S_TALL_MAX, packed with row stride `stride` (>= R): each panel row load
@@ -308,11 +272,7 @@ static const s_kern_fn s_avx512_part[S_MR_AVX512] = {
         _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();   \
         const int blocks = (kc + 15) / 16;                                                     \
         for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                  \
-            for (int n = (pf_n + blocks - blk - 1) / (blocks - blk); n > 0; n--, pf_n--) {     \
-                __builtin_prefetch(pf, 0, 2);                                                  \
-                pf += S_NR;                                                                    \
-            }                                                                                  \
-            if (blk < (R)) __builtin_prefetch(c + (size_t)blk * ldc, 1, 3);                    \
+            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                     \
             const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
             for (int k = k0; k < k1; k++) {                                                    \
                 const __m512 w = _mm512_load_ps(b);                                            \
@@ -375,11 +335,7 @@ static const s_tall_fn s_avx512_tall[S_TALL_MAX + 1] = {
             _mm256_setzero_ps();                                                               \
         const int blocks = (kc + 15) / 16;                                                     \
         for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                  \
-            for (int n = (pf_n + blocks - blk - 1) / (blocks - blk); n > 0; n--, pf_n--) {     \
-                __builtin_prefetch(pf, 0, 2);                                                  \
-                pf += S_NR;                                                                    \
-            }                                                                                  \
-            if (blk < (R)) __builtin_prefetch(c + (size_t)blk * ldc, 1, 3);                    \
+            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                     \
             const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
             for (int k = k0; k < k1; k++) {                                                    \
                 const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);               \
@@ -565,14 +521,14 @@ S_AVX2_FN static void s_pack_x_avx2(const float *x, size_t ldx, int rows, int kc
 static s_kern_t s_kernel(zb_gemm_isa_t isa) {
     switch (isa) {
     case ZB_GEMM_AVX512:
-        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_part,
-                          s_avx512_tall, S_TALL_MAX, S_TALL_ROWS};
+        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_tall,
+                          S_TALL_MAX,  S_TALL_ROWS};
     case ZB_GEMM_AVX2:
-        return (s_kern_t){S_MR_AVX2,      s_kern_avx2,     s_pack_x_avx2, NULL,
-                          s_avx2_tall,    S_TALL_MAX_AVX2, S_TALL_ROWS_AVX2};
+        return (s_kern_t){S_MR_AVX2,       s_kern_avx2, s_pack_x_avx2, s_avx2_tall,
+                          S_TALL_MAX_AVX2, S_TALL_ROWS_AVX2};
     case ZB_GEMM_SCALAR: break;
     }
-    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, NULL, 0, 0};
+    return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, 0, 0};
 }
 
 /* --- driver ---------------------------------------------------------------- */
@@ -583,9 +539,54 @@ typedef struct {
     int n_panels;
 } s_plan_t;
 
+/* What the micro-kernels add their sums of the k block at k0 to: the
+ * partial result after the first block, else what init says. */
+static s_add_t s_add_mode(const zb_gemm_args_t *a, int k0) {
+    return k0 > 0                    ? S_ADD_C
+           : a->init == ZB_GEMM_ZERO ? S_ADD_NONE
+           : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
+                                     : S_ADD_C;
+}
+
+/* Panel p of a unit's panels [p0, p1) is final for rows [i0, i0 + rows):
+ * when it closes a group of S_EPI_PANELS (or the unit), the epilogue runs
+ * on the group's columns of those rows, still in cache, each call covering
+ * up to ZB_GEMM_EPILOGUE_MAX columns rather than one tile's 16. */
+static void s_epilogue_group(const zb_gemm_args_t *a, int i0, int rows, int p, int p0, int p1) {
+    if (a->epilogue == NULL || ((p - p0 + 1) % S_EPI_PANELS != 0 && p + 1 != p1)) return;
+    const int c0 = (p - (p - p0) % S_EPI_PANELS) * S_NR;
+    const int c1 = p * S_NR + S_NR < a->w->n ? p * S_NR + S_NR : a->w->n;
+    for (int r = 0; r < rows; r++)
+        a->epilogue(a->epilogue_ctx, a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
+}
+
+/* A tile cut by the edge of y (cols < 16 of rows rows at c) runs on a
+ * local 16-wide tile: zero padding in, with what the kernel adds to (y
+ * or the bias), then the valid part out.  Rows up to S_TALL_MAX, which is
+ * >= every mr. */
+typedef struct {
+    float y[S_TALL_MAX * S_NR] __attribute__((aligned(64)));
+    float bias[S_NR] __attribute__((aligned(64)));
+} s_edge_t;
+
+static void s_edge_in(s_edge_t *e, const float *c, size_t ldc, int rows, int cols, s_add_t add,
+                      const float *bias) {
+    memset(e, 0, sizeof *e);
+    if (add == S_ADD_C)
+        for (int r = 0; r < rows; r++)
+            memcpy(e->y + r * S_NR, c + (size_t)r * ldc, (size_t)cols * sizeof *c);
+    if (add == S_ADD_BIAS) memcpy(e->bias, bias, (size_t)cols * sizeof *bias);
+}
+
+static void s_edge_out(const s_edge_t *e, float *c, size_t ldc, int rows, int cols) {
+    for (int r = 0; r < rows; r++)
+        memcpy(c + (size_t)r * ldc, e->y + r * S_NR, (size_t)cols * sizeof *c);
+}
+
 /* One tile: rows x cols of y at c (row stride ldc), from a packed sliver and
- * a panel slice.  A full tile goes straight to y; an edge tile runs the same
- * kernel on a local tile (zero padding in, valid part out). */
+ * a panel slice.  A full tile goes straight to y, on fn or, for the first
+ * rows < mr of a sliver, on the tall kernel of that height; an edge tile
+ * runs fn on a local tile (s_edge_t). */
 static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
                    int rows, int cols, s_add_t add, const float *bias, const float *pf,
                    int pf_n) {
@@ -593,20 +594,16 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
         pl->kern.fn(kc, ap, bp, c, ldc, add, bias, pf, pf_n);
-    } else if (cols == S_NR && pl->kern.part != NULL) {
-        pl->kern.part[rows](kc, ap, bp, c, ldc, add, bias, pf, pf_n);
+    } else if (cols == S_NR && pl->kern.tall != NULL) {
+        /* one line per 16 steps, as fn: s_panel_block issued the rest */
+        const int blocks = (kc + 15) / 16;
+        pl->kern.tall[rows](kc, ap, pl->kern.mr, bp, c, ldc, add, bias, pf,
+                            pf_n < blocks ? pf_n : blocks);
     } else {
-        float tile[S_MR_MAX * S_NR] __attribute__((aligned(64)));
-        float bpad[S_NR] __attribute__((aligned(64)));
-        memset(tile, 0, sizeof tile);
-        memset(bpad, 0, sizeof bpad);
-        if (add == S_ADD_C)
-            for (int r = 0; r < rows; r++)
-                memcpy(tile + r * S_NR, c + (size_t)r * ldc, (size_t)cols * sizeof *c);
-        if (add == S_ADD_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
-        pl->kern.fn(kc, ap, bp, tile, S_NR, add, bpad, pf, pf_n);
-        for (int r = 0; r < rows; r++)
-            memcpy(c + (size_t)r * ldc, tile + r * S_NR, (size_t)cols * sizeof *c);
+        s_edge_t e;
+        s_edge_in(&e, c, ldc, rows, cols, add, bias);
+        pl->kern.fn(kc, ap, bp, e.y, S_NR, add, e.bias, pf, pf_n);
+        s_edge_out(&e, c, ldc, rows, cols);
     }
 }
 
@@ -617,10 +614,7 @@ static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int
                           int kc, const float *ap, const float *pf_end) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
-    const s_add_t add = k0 > 0                   ? S_ADD_C
-                        : a->init == ZB_GEMM_ZERO ? S_ADD_NONE
-                        : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
-                                                  : S_ADD_C;
+    const s_add_t add = s_add_mode(a, k0);
     const float *bp = a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)k0 * S_NR;
     const int j0 = p * S_NR, cols = N - j0 < S_NR ? N - j0 : S_NR;
     const float *bias = a->init == ZB_GEMM_BIAS ? a->bias + j0 : NULL;
@@ -646,16 +640,7 @@ static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int
         s_tile(pl, kc, ap + (size_t)s * (size_t)kc, bp, yp + (size_t)s * a->ldy, rows, cols, add,
                bias, pf, pf_n);
     }
-    /* the epilogue, once a group of panels is final: its rows are still in
-     * L2, and each call covers up to ZB_GEMM_EPILOGUE_MAX columns rather
-     * than one tile's 16 */
-    if (k0 + kc == K && a->epilogue != NULL &&
-        ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
-        const int g0 = p - (p - p0) % S_EPI_PANELS;
-        const int c0 = g0 * S_NR, c1 = j0 + cols;
-        for (int r = 0; r < mc; r++)
-            a->epilogue(a->epilogue_ctx, a->y + (size_t)(i0 + r) * a->ldy + (size_t)c0, c1 - c0);
-    }
+    if (k0 + kc == K) s_epilogue_group(a, i0, mc, p, p0, p1);
 }
 
 /* Rows [m0, m1) x panels [p0, p1) of the product, with apack as this
@@ -744,10 +729,7 @@ static void s_run_tall(const s_plan_t *pl, const s_tall_t *tp, int p0, int p1,
         const float *bias = a->init == ZB_GEMM_BIAS ? a->bias + j0 : NULL;
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
-            const s_add_t add = k0 > 0                   ? S_ADD_C
-                                : a->init == ZB_GEMM_ZERO ? S_ADD_NONE
-                                : a->init == ZB_GEMM_BIAS ? S_ADD_BIAS
-                                                          : S_ADD_C;
+            const s_add_t add = s_add_mode(a, k0);
             const float *bp = a->w->p + (size_t)p * S_NR * (size_t)K + (size_t)k0 * S_NR;
             /* the next slice is the next in memory, one line per k step */
             const float *next = bp + (size_t)kc * S_NR;
@@ -764,26 +746,13 @@ static void s_run_tall(const s_plan_t *pl, const s_tall_t *tp, int p0, int p1,
                        l1 - l0);
                     continue;
                 }
-                /* the edge: a local tile, as s_tile */
-                float tile[S_TALL_MAX * S_NR] __attribute__((aligned(64)));
-                float bpad[S_NR] __attribute__((aligned(64)));
-                memset(tile, 0, sizeof tile);
-                memset(bpad, 0, sizeof bpad);
-                if (add == S_ADD_C)
-                    for (int r = 0; r < rows; r++)
-                        memcpy(tile + r * S_NR, yp + (size_t)r * a->ldy, (size_t)cols * sizeof *yp);
-                if (add == S_ADD_BIAS) memcpy(bpad, bias, (size_t)cols * sizeof *bias);
-                fn(kc, ap, stride, bp, tile, S_NR, add, bpad, next + (size_t)l0 * S_NR, l1 - l0);
-                for (int r = 0; r < rows; r++)
-                    memcpy(yp + (size_t)r * a->ldy, tile + r * S_NR, (size_t)cols * sizeof *yp);
+                s_edge_t e; /* the edge of y */
+                s_edge_in(&e, yp, a->ldy, rows, cols, add, bias);
+                fn(kc, ap, stride, bp, e.y, S_NR, add, e.bias, next + (size_t)l0 * S_NR, l1 - l0);
+                s_edge_out(&e, yp, a->ldy, rows, cols);
             }
         }
-        if (a->epilogue != NULL && ((p - p0 + 1) % S_EPI_PANELS == 0 || p + 1 == p1)) {
-            const int g0 = p - (p - p0) % S_EPI_PANELS;
-            const int c0 = g0 * S_NR, c1 = j0 + cols;
-            for (int r = 0; r < M; r++)
-                a->epilogue(a->epilogue_ctx, a->y + (size_t)r * a->ldy + (size_t)c0, c1 - c0);
-        }
+        s_epilogue_group(a, 0, M, p, p0, p1);
     }
 }
 
