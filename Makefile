@@ -19,96 +19,134 @@ BLAS_DIR := /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS_INC := /usr/include/x86_64-linux-gnu/openblas-openmp
 
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror
-# Project headers are found with -iquote ("limits.h"), so that proto/limits.h
-# never shadows the system <limits.h> (msgpack.h and PATH_MAX need it).
-CFLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fPIC $(WARN) \
-           -fopenmp -iquote proto -iquote worker -iquote broker -iquote client -I$(BLAS_INC) $(EXTRA_CFLAGS)
+BASE_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fPIC $(WARN) \
+           -fopenmp -I$(BLAS_INC) $(EXTRA_CFLAGS)
 LDFLAGS := -fopenmp -L$(BLAS_DIR) -Wl,-rpath,$(BLAS_DIR) $(EXTRA_LDFLAGS)
-ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lsodium
+ifneq ($(SANITIZE),)
+BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+# --- layers --------------------------------------------------------------
+# One folder, one library; a folder sees only the headers of the folders
+# below it (project headers are found with -iquote, so proto/limits.h never
+# shadows the system <limits.h>):
+#
+#   proto/       libzbert-proto.a   the wire codec, and the base every process
+#                                   shares (errors, limits, log, settings, options)
+#   engine/      libzbert-engine.a  model, tokenizer, forward pass (no ZeroMQ,
+#                                   no wire codec)                     sees proto
+#   worker/      libzbert-worker.a  the worker agent and its shard runner
+#                                                              sees engine, proto
+#   broker/      libzbert-broker.a  the broker                          sees proto
+#   client/      libzbert.{a,so}    the C client library                sees proto
+#   client/cli/  libzbert-cli.a     the command-line option parser and text
+#                                   formats, linked only by programs    sees proto
+#
+# Programs are each folder's cmd_<name>.c; they sit above every library and
+# see them all.  tests/layers.sh checks what the compiler cannot: that the
+# engine includes no wire header and references no zmq_* symbol, and that
+# no module includes a header of a folder above it.
+LAYER_proto  := proto
+LAYER_engine := engine proto
+LAYER_worker := worker engine proto
+LAYER_broker := broker proto
+LAYER_client := client proto
+LAYER_cli    := client/cli proto
+ALL_DIRS     := client/cli worker engine broker client proto
+iquote = $(addprefix -iquote ,$(1))
+CFLAGS := $(BASE_CFLAGS) $(call iquote,$(ALL_DIRS))
+
+# Sources of a library: its folder's .c files but cmd_*.c.
+lib_src = $(filter-out $(1)/cmd_%.c,$(wildcard $(1)/*.c))
+PROTO_SRC  := $(call lib_src,proto)
+ENGINE_SRC := $(call lib_src,engine)
+WORKER_SRC := $(call lib_src,worker)
+BROKER_SRC := $(call lib_src,broker)
+CLIENT_SRC := $(call lib_src,client)
+CLI_SRC    := $(call lib_src,client/cli)
+
+PROTO_LIB  := $(BUILD)/libzbert-proto.a
+ENGINE_LIB := $(BUILD)/libzbert-engine.a
+WORKER_LIB := $(BUILD)/libzbert-worker.a
+BROKER_LIB := $(BUILD)/libzbert-broker.a
+CLIENT_LIB := $(BUILD)/libzbert.a
+CLIENT_SO  := $(BUILD)/libzbert.so
+CLI_LIB    := $(BUILD)/libzbert-cli.a
+
 # The protocol library encodes with msgpack-c's packer (a kept library
 # rather than a writer of our own) and decodes with its own bounded reader
 # (proto/mp.c: msgpack-c's unpacker allocates from declared counts, unsafe
 # on untrusted bytes), so everything linking it links msgpack-c (the
 # packer is inline in <msgpack.h> today; the flag keeps the dependency
 # declared should a release move it into the library).
-PROTO_LIBS := -lmsgpackc
-ifneq ($(SANITIZE),)
-CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LDFLAGS += -fsanitize=address,undefined
-endif
+PROTO_LIBS  := -lmsgpackc -lm
+ENGINE_LIBS := -lopenblas -lzip -lutf8proc -lsodium -lcjson -lm
+CLI_LIBS    := -lcjson
+ZMQ_LIBS    := -lzmq
 
-# --- sources -----------------------------------------------------------
-# Each component folder gives a static library of its modules (every .c
-# but cmd_*.c) and programs from its cmd_<name>.c files:
-#   proto/   libzbert-proto.a   wire codec, error space, text formats
-#   worker/  libzbert-engine.a  model, tokenizer, forward pass (no ZeroMQ)
-#   broker/  libzbert-broker.a  broker modules
-#   client/  libzbert.a, libzbert.so  the client library
-PROTO_SRC  := $(filter-out proto/cmd_%.c,$(wildcard proto/*.c))
-ENGINE_SRC := $(filter-out worker/cmd_%.c,$(wildcard worker/*.c))
-BROKER_SRC := $(filter-out broker/cmd_%.c,$(wildcard broker/*.c))
-CLIENT_SRC := $(filter-out client/cmd_%.c,$(wildcard client/*.c))
-PROTO_LIB  := $(BUILD)/libzbert-proto.a
-ENGINE_LIB := $(BUILD)/libzbert-engine.a
-BROKER_LIB := $(BUILD)/libzbert-broker.a
-CLIENT_LIB := $(BUILD)/libzbert.a
-CLIENT_SO  := $(BUILD)/libzbert.so
-ZMQ_LIBS   := -lzmq
-BASE_LIBS  := -lcjson -lm
+# A module is compiled with the include path of its folder's layer;
+# programs (cmd_*.c) and tests see every folder.
+$(BUILD)/proto/%.o:      CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_proto))
+$(BUILD)/engine/%.o:     CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_engine))
+$(BUILD)/worker/%.o:     CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_worker))
+$(BUILD)/broker/%.o:     CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_broker))
+$(BUILD)/client/%.o:     CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_client))
+$(BUILD)/client/cli/%.o: CFLAGS = $(BASE_CFLAGS) $(call iquote,$(LAYER_cli))
+$(foreach d,engine worker broker client,\
+  $(eval $(BUILD)/$(d)/cmd_%.o: CFLAGS = $(BASE_CFLAGS) $(call iquote,$(ALL_DIRS))))
 
-# worker/cmd_X.c -> zbert-X, broker/cmd_broker.c -> zbert-broker,
-# client/cmd_zbert.c -> zbert
-PROGRAMS := $(patsubst worker/cmd_%.c,$(BIN)/zbert-%,$(wildcard worker/cmd_*.c)) \
-            $(patsubst broker/cmd_%.c,$(BIN)/zbert-%,$(wildcard broker/cmd_broker.c)) \
-            $(patsubst client/cmd_%.c,$(BIN)/%,$(wildcard client/cmd_zbert.c))
+PROGRAMS := $(BIN)/zbert-embed $(BIN)/zbert-model $(BIN)/zbert-worker $(BIN)/zbert-broker \
+            $(BIN)/zbert
 TEST_SRC := $(wildcard tests/test_*.c)
 .SECONDARY:
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check demo fuzz bench deps format clean unit integration
-all: $(PROGRAMS) $(if $(CLIENT_SRC),$(CLIENT_SO))
+.PHONY: all test check demo fuzz bench deps format format-check clean unit integration layers
+all: $(PROGRAMS) $(CLIENT_SO)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# archive NAME: objects of the sources listed in $(NAME_SRC)
-$(PROTO_LIB): $(PROTO_SRC:%.c=$(BUILD)/%.o)
-	rm -f $@ && ar rcs $@ $^
+$(PROTO_LIB):  $(PROTO_SRC:%.c=$(BUILD)/%.o)
 $(ENGINE_LIB): $(ENGINE_SRC:%.c=$(BUILD)/%.o)
-	rm -f $@ && ar rcs $@ $^
+$(WORKER_LIB): $(WORKER_SRC:%.c=$(BUILD)/%.o)
 $(BROKER_LIB): $(BROKER_SRC:%.c=$(BUILD)/%.o)
-	rm -f $@ && ar rcs $@ $^
 $(CLIENT_LIB): $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+$(CLI_LIB):    $(CLI_SRC:%.c=$(BUILD)/%.o)
+$(BUILD)/%.a:
 	rm -f $@ && ar rcs $@ $^
-$(CLIENT_SO): $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(PROTO_SRC:%.c=$(BUILD)/%.o)
-	$(CC) -shared $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
 
-$(BIN)/zbert-embed $(BIN)/zbert-model: $(BIN)/zbert-%: $(BUILD)/worker/cmd_%.o $(ENGINE_LIB) $(PROTO_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
-$(BIN)/zbert-worker: $(BUILD)/worker/cmd_worker.o $(ENGINE_LIB) $(PROTO_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -lpthread -o $@
+# The shared client library exports the public API (client/zbert.h) and
+# nothing else: the version script makes every other symbol local, and
+# --as-needed drops a library no object of it uses.
+$(CLIENT_SO): $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(PROTO_LIB) client/libzbert.map
+	$(CC) -shared -Wl,--version-script=client/libzbert.map -Wl,--as-needed $(LDFLAGS) \
+	    $(CLIENT_SRC:%.c=$(BUILD)/%.o) $(PROTO_LIB) $(ZMQ_LIBS) $(PROTO_LIBS) -o $@
+
+$(BIN)/zbert-embed: $(BUILD)/engine/cmd_embed.o $(ENGINE_LIB) $(CLI_LIB) $(PROTO_LIB)
+$(BIN)/zbert-model: $(BUILD)/engine/cmd_model.o $(ENGINE_LIB) $(PROTO_LIB)
+$(BIN)/zbert-worker: $(BUILD)/worker/cmd_worker.o $(WORKER_LIB) $(ENGINE_LIB) $(PROTO_LIB)
 $(BIN)/zbert-broker: $(BUILD)/broker/cmd_broker.o $(BROKER_LIB) $(PROTO_LIB)
+$(BIN)/zbert: $(BUILD)/client/cmd_zbert.o $(CLIENT_LIB) $(CLI_LIB) $(PROTO_LIB)
+$(PROGRAMS):
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
-$(BIN)/zbert: $(BUILD)/client/cmd_zbert.o $(CLIENT_LIB) $(PROTO_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) $^ $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(CLI_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -lpthread -o $@
 
 # Tests link every library, so any module can be tested, and the helpers
 # tests/fixture.c (fixture files) and tests/proc.c (child processes).
-TEST_LIBS := $(BROKER_LIB) $(CLIENT_LIB) $(ENGINE_LIB) $(PROTO_LIB)
+TEST_LIBS := $(WORKER_LIB) $(BROKER_LIB) $(CLIENT_LIB) $(CLI_LIB) $(ENGINE_LIB) $(PROTO_LIB)
+$(BUILD)/tests/%.o: CFLAGS = $(BASE_CFLAGS) $(call iquote,$(ALL_DIRS))
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/proc.o $(TEST_LIBS)
-	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -lpthread -lcmocka -o $@
+	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(CLI_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -lpthread -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------
 # Each test binary runs in its own process with a timeout, from the repo
 # root; ZB_BIN tells integration tests where the programs are.
 test: deps-quiet
 	$(MAKE) --no-print-directory unit
-unit: $(PROGRAMS) $(TESTS)
+unit: $(PROGRAMS) $(CLIENT_SO) $(TESTS)
 	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
 
 check: deps-quiet
@@ -126,7 +164,7 @@ bench: deps-quiet
 	@mkdir -p $(BUILD)/bench
 	$(CC) $(CFLAGS) bench/sgemm_probe.c $(LDFLAGS) -lopenblas -o $(BUILD)/bench/sgemm_probe
 	$(CC) $(CFLAGS) bench/latency.c $(ENGINE_LIB) $(CLIENT_LIB) $(PROTO_LIB) $(LDFLAGS) \
-	    $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o $(BUILD)/bench/zbert_latency
+	    $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -o $(BUILD)/bench/zbert_latency
 	sh bench/run.sh $(BIN) $(BUILD)/bench
 bench-deps: deps-quiet
 	sh deploy/install-deps.sh fortunes time python3-torch python3-numpy
@@ -142,7 +180,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_LIBS) $(BASE_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 

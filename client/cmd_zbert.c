@@ -11,8 +11,8 @@
  *   zbert status --broker EP [--json] [--timeout-ms N] [--config F] [--log-level L]
  *
  * `zbert embed` reads and writes exactly what zbert-embed reads and writes
- * (proto/textio), and takes its embedding options through the same parser
- * (proto/cliopt): for the same texts, options and model the output bytes
+ * (client/cli/textio), and takes its embedding options through the same parser
+ * (client/cli/cliopt): for the same texts, options and model the output bytes
  * are the same, and so are the per-line error messages on stderr and the
  * exit status (1 when a line was rejected).  Token metadata (--sentences,
  * --compat sparknlp, --format sparknlp-json) comes with the parts; the

@@ -17,7 +17,7 @@ if [ ! -f "$model.zbm" ]; then
     echo "making the demo model $model.zbm (random weights, real bert-base-cased vocabulary)"
     mkdir -p "$(dirname "$model")"
     "$bin/zbert-model" random --layers 2 --hidden 128 --heads 4 --intermediate 512 \
-        --vocab worker/vocab/bert-base-cased.txt --seed 1 -o "$model"
+        --vocab engine/vocab/bert-base-cased.txt --seed 1 -o "$model"
     "$bin/zbert-model" convert "$model" -o "$model.zbm"
 fi
 dir=run/demo

@@ -26,7 +26,7 @@
  *     not match its request fails it; messages of an unknown type or
  *     another version are ignored even with a request's id, while a
  *     malformed message of a known type fails its request;
- *   - bin/zbert embed writes byte for byte what proto/textio writes for the
+ *   - bin/zbert embed writes byte for byte what client/cli/textio writes for the
  *     same results (jsonl, npy to a file and to a pipe, table, sparknlp-json
  *     and token metadata with UTF-16 spans, JSONL input with a bad line),
  *     error lines and exit status as zbert-embed's;

@@ -1,5 +1,5 @@
 /*
- * test_cliopt.c -- proto/cliopt, the embedding options zbert-embed and
+ * test_cliopt.c -- client/cli/cliopt, the embedding options zbert-embed and
  * `zbert embed` share: every flag and value, the defaults that depend on
  * other options (npy's level, windows at the token level), the refusals
  * with their messages, and that arguments not its own are left alone.

@@ -449,7 +449,7 @@ static void test_token_vector_mean(void **st) {
 }
 
 /* Spark NLP compatibility end to end on the tiny model: the structure is
- * the port's (worker/sparknlp.c), and every vector is the row of a plain
+ * the port's (engine/sparknlp.c), and every vector is the row of a plain
  * encoder run (tanh GELU) on the same fed ids. */
 static void test_compat_sparknlp(void **st) {
     state_t *s = *st;

@@ -1,5 +1,5 @@
 /*
- * test_sparknlp.c -- the Spark NLP 2.6 pipeline port (worker/sparknlp.h)
+ * test_sparknlp.c -- the Spark NLP 2.6 pipeline port (engine/sparknlp.h)
  * against worked examples, field by field.
  *
  * Where the fixtures come from (our own derived data):

@@ -6,7 +6,7 @@
  *      [CLS] pieces [SEP] (truncated unless windows are asked for); with
  *      sentences, one such frame per sentence back to back (seq_off says
  *      where each starts); in Spark NLP compatibility, the frames are the
- *      ids worker/sparknlp.c says each sentence feeds;
+ *      ids engine/sparknlp.c says each sentence feeds;
  *   2. cut each frame into sequences: one, or overlapping windows;
  *   3. sort sequences by length and pack them into encoder batches under
  *      the token budget (no padding anywhere);
@@ -224,7 +224,7 @@ static int s_push_words(zb_result_t *r, const zb_word_t *w, size_t n, uint32_t c
     return 0;
 }
 
-/* Spark NLP compatibility: frames and annotations from worker/sparknlp.c. */
+/* Spark NLP compatibility: frames and annotations from engine/sparknlp.c. */
 static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, zb_result_t *r) {
     zb_snlp_doc_t *doc = &e->snlp;
     if (e->seq_len_max < ZB_SNLP_PIECES_MAX) {

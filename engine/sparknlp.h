@@ -5,8 +5,8 @@
  * sentences and tokens; caseSensitive as the model says).
  *
  * This is a port of that pipeline's rules, quirks included, not a good
- * segmenter or tokenizer (worker/sentences.h and worker/tokenizer.h are
- * those).  What it reproduces (worker/sparknlp.c says why for each):
+ * segmenter or tokenizer (engine/sentences.h and engine/tokenizer.h are
+ * those).  What it reproduces (engine/sparknlp.c says why for each):
  *   - the sentence detector: a rewrite of the text by eleven fixed steps of
  *     regular-expression rules that insert private marker characters
  *     (lists, numbers, abbreviations, punctuation, ellipses, quotes), a split

@@ -14,7 +14,7 @@
  * Optional L2 normalisation applies to every returned vector.
  *
  * Sentences (options.sentences): the text is split by the default
- * segmenter (worker/sentences.h) and each sentence is its own sequence (or
+ * segmenter (engine/sentences.h) and each sentence is its own sequence (or
  * windows of it); tokens are split per sentence and carry metadata (their
  * sentence, first piece id, UTF-16 span).  A token's vector is its first
  * wordpiece's row or, with ZB_TOKVEC_MEAN, the mean of its pieces' rows; a
@@ -22,7 +22,7 @@
  * zero vector flagged oov.
  *
  * Spark NLP compatibility (options.compat = ZB_COMPAT_SPARKNLP, token level):
- * worker/sparknlp.h's pipeline decides sentences, tokens, the ids each
+ * engine/sparknlp.h's pipeline decides sentences, tokens, the ids each
  * sentence feeds and which row each token gets; the encoder runs with the
  * tanh GELU; a token may get no vector or two, as in Spark NLP 2.6.4-2.7.5.
  *

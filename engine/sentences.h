@@ -2,7 +2,7 @@
  * sentences.h -- rule-based sentence segmentation (English first, with the
  * terminators of other scripts), giving spans into the original text.
  *
- * What ends a sentence (worker/sentences.c states every rule and its why):
+ * What ends a sentence (engine/sentences.c states every rule and its why):
  *   - `.` `!` `?` and their clusters ("?!", "....") followed by whitespace and
  *     a word that can open a sentence, with trailing closing quotes and
  *     brackets kept in the sentence ("great." She);

@@ -12,11 +12,11 @@
  *   zbert-embed --split-sentences [--compat none|sparknlp]
  *               [--input-format lines|jsonl] < input > output
  *
- * --sentences makes each sentence (worker/sentences.h) its own sequence and
+ * --sentences makes each sentence (engine/sentences.h) its own sequence and
  * adds metadata to token objects.  At token level windows are on unless
  * --truncate is given, so that every token gets a vector.  --compat
  * sparknlp reproduces Spark NLP 2.6.4-2.7.5's BertEmbeddings pipeline
- * (worker/sparknlp.h), token level only.  --split-sentences needs no model:
+ * (engine/sparknlp.h), token level only.  --split-sentences needs no model:
  * it prints each input's sentence spans (code points, end exclusive), from
  * the default segmenter or, with --compat sparknlp, Spark's detector.
  *
@@ -55,7 +55,7 @@
 
 typedef struct s_args {
     const char *model;
-    zb_cli_embed_t cli;    /* the options `zbert embed` shares (proto/cliopt) */
+    zb_cli_embed_t cli;    /* the options `zbert embed` shares (client/cli/cliopt) */
     zb_embed_options_t opt; /* the engine's, from cli */
     int threads;
     int batch_tokens;
