@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "broker.h"
-#include "config.h"
+#include "settings.h"
 #include "log.h"
 
 /* The only mutable global: written by the signal handler, read by the

@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #include "cliopt.h"
-#include "config.h"
+#include "settings.h"
 #include "error.h"
 #include "limits.h"
 #include "log.h"

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
+#include "settings.h"
 #include "log.h"
 
 static const char *s_write(const char *text) {

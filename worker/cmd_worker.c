@@ -73,7 +73,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "config.h"
+#include "settings.h"
 #include "embed.h"
 #include "error.h"
 #include "limits.h"

@@ -1,7 +1,7 @@
 /*
- * config.c -- key = value config files with environment overrides.
+ * settings.c -- key = value config files with environment overrides.
  */
-#include "config.h"
+#include "settings.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -1,5 +1,5 @@
 /*
- * config.h -- settings from a config file and ZBERT_* environment variables.
+ * settings.h -- settings from a config file and ZBERT_* environment variables.
  *
  * A config file holds `key = value` lines; `#` starts a comment; blank lines
  * are ignored; keys are [a-z0-9_-]; values are trimmed and taken literally
@@ -13,8 +13,8 @@
  *
  * Thread-safety: a loaded config is immutable.
  */
-#ifndef ZB_CONFIG_H
-#define ZB_CONFIG_H
+#ifndef ZB_SETTINGS_H
+#define ZB_SETTINGS_H
 
 #include "error.h"
 
