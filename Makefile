@@ -147,7 +147,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/pro
 test: deps-quiet
 	$(MAKE) --no-print-directory unit
 unit: $(PROGRAMS) $(CLIENT_SO) $(TESTS)
-	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS)
+	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS) tests/layers.py
 
 check: deps-quiet
 	$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SANITIZE=1 OPT=-O1 unit

@@ -47,9 +47,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "error.h"
 #include "limits.h"
-#include "model.h"
 #include "safetensors.h"
 
 #define ZB_BUNDLE_FORMAT "zbert-bundle"
@@ -57,6 +57,20 @@
 #define ZB_BUNDLE_VERSION_PLAIN 1   /* the oldest version read */
 #define ZB_BUNDLE_ALIGN 64          /* bytes; tensor data alignment */
 #define ZB_BUNDLE_ALIGN_FIELD 0xD935 /* zip extra field id padding the local header */
+#define ZB_BUNDLE_ENTRY_WEIGHTS "weights.bin"
+#define ZB_BUNDLE_ENTRY_MANIFEST "zbert.json"
+#define ZB_BUNDLE_ENTRY_VOCAB "vocab.txt"
+#define ZB_BUNDLE_ZIP_LOCAL_LEN 30u /* bytes of a zip local header before its name */
+
+/* How a tensor's elements are laid out. */
+typedef enum zb_tensor_layout {
+    ZB_LAYOUT_PLAIN = 0,    /* row-major, as in PyTorch */
+    ZB_LAYOUT_PANEL = 1,    /* F32 matrix in gemm.h's panel layout */
+    ZB_LAYOUT_PANEL_Q8 = 2, /* I8 matrix in qgemm.h's panel-q8 layout */
+} zb_tensor_layout_t;
+
+/* Name of a layout as bundles spell it: "plain", "panel", "panel-q8". */
+const char *zb_tensor_layout_name(zb_tensor_layout_t l);
 
 typedef struct zb_bundle_tensor {
     const char *name;             /* canonical name, owned by the bundle */
@@ -73,40 +87,6 @@ typedef struct zb_bundle_tensor {
 } zb_bundle_tensor_t;
 
 typedef struct zb_bundle zb_bundle_t;
-
-/* What a bundle is written from; everything is borrowed. */
-typedef struct zb_bundle_spec {
-    const zb_bert_config_t *config;
-    const zb_tokenizer_config_t *tokenizer;
-    const char *vocab; /* vocab.txt bytes */
-    size_t vocab_len;
-    const zb_model_tensor_t *tensors; /* fp32, canonical names, plain or packed */
-    size_t n_tensors;
-    const char *source; /* free text describing where the weights came from */
-} zb_bundle_spec_t;
-
-/*
- * Writes a bundle to path (replaced if it exists; libzip writes a temporary
- * file and renames it).  Returns 0, ZB_EINVAL (spec outside the limits),
- * ZB_ELIMIT (weights over ZB_BUNDLE_WEIGHTS_MAX), ZB_ENOMEM or ZB_EIO.  After
- * writing, the file is reopened to check that weights.bin landed aligned.
- */
-int zb_bundle_write(const char *path, const zb_bundle_spec_t *spec, zb_diag_t *d);
-
-/* zb_bundle_write() of an open model's packed table (zb_model_packed_at():
- * the linear layers' matrices in the panel layout), config, tokenizer
- * settings and vocabulary. */
-int zb_bundle_write_model(const char *path, const zb_model_t *m, const char *source,
-                          zb_diag_t *d);
-
-/* The same with the linear layers quantized to int8 (qgemm.h; model.h's
- * int8 table), from an fp32 model, or rewritten as they are from an int8 one.
- * act_max (NULL: none) holds, for linear layer l * 4 + j (j: QKV, attention
- * output, FFN in, FFN out), the largest |input| seen per input channel in a
- * calibration run (calibrate.h): the matrices are then smoothed (qgemm.h).
- * ZB_EINVAL if a matrix holds an infinity or NaN. */
-int zb_bundle_write_model_int8(const char *path, const zb_model_t *m, const char *source,
-                               const float *const *act_max, zb_diag_t *d);
 
 /*
  * Opens and validates a bundle; maps the whole file read-only (MAP_SHARED).

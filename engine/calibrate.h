@@ -2,7 +2,7 @@
  * calibrate.h -- what int8 quantization needs to know about activations:
  * the largest |input| each channel of each linear layer sees when the fp32
  * model runs on sample texts.  zbert-model convert --quantize int8
- * --calibrate FILE feeds it to zb_bundle_write_model_int8(), which smooths
+ * --calibrate FILE feeds it to zb_convert_model_int8(), which smooths
  * the matrices with it (qgemm.h): a few channels of real BERT activations
  * are tens of times larger than the rest, and a per-row scale set by them
  * leaves the others only a few levels.

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "bundle.h"
+#include "convert.h"
 #include "calibrate.h"
 #include "limits.h"
 #include "model.h"
@@ -208,9 +209,9 @@ static int s_cmd_convert(int argc, char **argv) {
         snprintf(source + k, sizeof source - k, "; linear layers quantized to int8 (%s)%s",
                  ZB_QGEMM_LAYOUT_NAME, calib ? ", smoothed by calibration" : "");
     }
-    rc = int8 ? zb_bundle_write_model_int8(out, m, source,
+    rc = int8 ? zb_convert_model_int8(out, m, source,
                                            calib ? zb_calib_act_max(calib) : NULL, &d)
-              : zb_bundle_write_model(out, m, source, &d);
+              : zb_convert_model(out, m, source, &d);
     zb_calib_destroy(&calib);
     if (rc != 0) {
         zb_model_close(&m);
@@ -549,7 +550,7 @@ static int s_cmd_random(int argc, char **argv) {
         goto out;
     }
     zb_bert_config_t c;
-    int crc = zb_model_config_parse(cfg_txt, strlen(cfg_txt), "config", &c, &d);
+    int crc = zb_config_parse(cfg_txt, strlen(cfg_txt), "config", &c, &d);
     if (crc != 0) {
         s_fail("random", crc, &d);
         goto out;

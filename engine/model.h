@@ -32,26 +32,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bundle.h"
+#include "config.h"
 #include "error.h"
 #include "gemm.h"
 #include "qgemm.h"
 #include "safetensors.h"
-
-typedef struct zb_bert_config {
-    int vocab_size;      /* rows of the word embedding */
-    int hidden;          /* H, width of every activation row */
-    int layers;          /* encoder layers */
-    int heads;           /* attention heads; hidden % heads == 0 */
-    int intermediate;    /* FFN width */
-    int max_positions;   /* rows of the position embedding (512) */
-    int type_vocab_size; /* rows of the token type embedding (2) */
-    float layer_norm_eps;
-} zb_bert_config_t;
-
-typedef struct zb_tokenizer_config {
-    bool lowercase;     /* do_lower_case (uncased models) */
-    bool strip_accents; /* NFD + drop Mn; defaults to lowercase, as in HF */
-} zb_tokenizer_config_t;
 
 /* Weights of one encoder layer.  Plain linear weights are [out][in]
  * row-major (PyTorch layout): y = x W^T + b. */
@@ -111,16 +97,6 @@ const char *zb_model_vocab(const zb_model_t *m, size_t *len);
 /* A short identity of the weights: hex of the first 8 bytes of their
  * SHA-256 for a bundle, "hf:<dir basename>" for a directory. */
 const char *zb_model_identity(const zb_model_t *m);
-
-/* How a tensor's elements are laid out. */
-typedef enum zb_tensor_layout {
-    ZB_LAYOUT_PLAIN = 0,    /* row-major, as in PyTorch */
-    ZB_LAYOUT_PANEL = 1,    /* F32 matrix in gemm.h's panel layout */
-    ZB_LAYOUT_PANEL_Q8 = 2, /* I8 matrix in qgemm.h's panel-q8 layout */
-} zb_tensor_layout_t;
-
-/* Name of a layout as bundles spell it: "plain", "panel", "panel-q8". */
-const char *zb_tensor_layout_name(zb_tensor_layout_t l);
 
 /* One weight tensor under its canonical name: no "bert." prefix, LayerNorm
  * parameters as weight/bias ("encoder.layer.0.attention.self.query.weight"). */
@@ -184,21 +160,5 @@ bool zb_model_is_int8(const zb_model_t *m);
  * directory, plain-layout bundle) into memory this process owns, rather
  * than mapped from a packed bundle. */
 bool zb_model_packed_at_load(const zb_model_t *m);
-
-/*
- * Parses and validates a Hugging Face BERT config.json held in json[0..len)
- * into *c (src names the file in messages).  Every field is checked against
- * limits.h, hidden % heads == 0, hidden_act must be "gelu", model_type (if
- * present) "bert"; absent optional fields take BertConfig's defaults
- * (max_position_embeddings 512, type_vocab_size 2, layer_norm_eps 1e-12).
- * Returns 0 or ZB_EFORMAT / ZB_ELIMIT / ZB_EUNSUPPORTED with d set.
- */
-int zb_model_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
-                          zb_diag_t *d);
-
-/* Checks a vocab.txt image: 1..vocab_size lines, no NUL byte, no line longer
- * than ZB_VOCAB_ENTRY_BYTES_MAX.  Returns 0 or ZB_EFORMAT / ZB_ELIMIT. */
-int zb_model_vocab_check(const char *v, size_t len, int vocab_size, const char *src,
-                         zb_diag_t *d);
 
 #endif

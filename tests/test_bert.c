@@ -19,6 +19,7 @@
 
 #include "bert.h"
 #include "bundle.h"
+#include "convert.h"
 #include "fixture.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -326,7 +327,7 @@ static void test_bundle_same_bits(void **st) {
     char path[64];
     snprintf(path, sizeof path, "/tmp/zb_test_bert_%d.zbm", (int)getpid());
     zb_diag_t d = {{0}};
-    int rc = zb_bundle_write_model(path, s->model, "test_bert", &d);
+    int rc = zb_convert_model(path, s->model, "test_bert", &d);
     if (rc != 0) fail_msg("%s", d.msg);
     zb_model_t *m = NULL;
     rc = zb_model_open(path, &m, &d);

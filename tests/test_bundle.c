@@ -27,6 +27,7 @@
 #include <zip.h>
 
 #include "bundle.h"
+#include "convert.h"
 #include "fixture.h"
 #include "gemm.h"
 #include "model.h"
@@ -191,11 +192,11 @@ static void write_tiny(const char *path, bool packed) {
         for (size_t k = 0; k < ts[i].n_stored; k++) data[i][k] = (float)i + (float)k / 1024.0f;
         ts[i].data = data[i];
     }
-    zb_bundle_spec_t spec = {.config = &c, .tokenizer = &t, .vocab = vocab,
+    zb_convert_spec_t spec = {.config = &c, .tokenizer = &t, .vocab = vocab,
                              .vocab_len = strlen(vocab), .tensors = ts, .n_tensors = (size_t)n,
                              .source = "test tiny model"};
     zb_diag_t d = {{0}};
-    int rc = zb_bundle_write(path, &spec, &d);
+    int rc = zb_convert_write(path, &spec, &d);
     if (rc) fail_msg("write_tiny: %s", d.msg);
     for (int i = 0; i < n; i++) free(data[i]);
 }
@@ -250,7 +251,7 @@ static void roundtrip(const char *fixture, const char *bundle_name) {
     char path[256];
     snprintf(path, sizeof path, "%s", bpath);
     assert_int_equal(zb_model_open(fx_path(fixture), &hf, &d), 0);
-    int rc = zb_bundle_write_model(path, hf, "round trip test", &d);
+    int rc = zb_convert_model(path, hf, "round trip test", &d);
     if (rc) fail_msg("%s", d.msg);
     rc = zb_model_open(path, &bm, &d);
     if (rc) fail_msg("%s", d.msg);

@@ -1,6 +1,6 @@
 /*
  * test_int8.c -- quantized models end to end: an fp32 fixture model
- * converted to an int8 bundle (zb_bundle_write_model_int8), opened, run on
+ * converted to an int8 bundle (zb_convert_model_int8), opened, run on
  * the 40 fixture cases.  Checks: the bundle's table and refusals, accuracy
  * against the fixture's float64-derived hidden states (min cosine per row),
  * and the same bits whatever the batching, thread count and int8 GEMM
@@ -22,6 +22,7 @@
 
 #include "bert.h"
 #include "bundle.h"
+#include "convert.h"
 #include "calibrate.h"
 #include "fixture.h"
 #include "model.h"
@@ -47,7 +48,7 @@ static int s_setup(void **st, const char *dir, const char *fixture) {
     zb_diag_t d = {{0}};
     assert_int_equal(zb_model_open(fx_path(dir), &s->fp32, &d), 0);
     snprintf(s->path, sizeof s->path, "/tmp/zb-int8-%d.zbm", (int)getpid());
-    int rc = zb_bundle_write_model_int8(s->path, s->fp32, "test", NULL, &d);
+    int rc = zb_convert_model_int8(s->path, s->fp32, "test", NULL, &d);
     if (rc != 0) fprintf(stderr, "write int8: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     rc = zb_model_open(s->path, &s->int8, &d);
@@ -171,9 +172,9 @@ static void test_table(void **st) {
     zb_diag_t d = {{0}};
     char again[80];
     snprintf(again, sizeof again, "%s.again", s->path);
-    assert_int_equal(zb_bundle_write_model(again, s->int8, "x", &d), ZB_EINVAL);
+    assert_int_equal(zb_convert_model(again, s->int8, "x", &d), ZB_EINVAL);
     assert_non_null(strstr(zb_diag_text(&d, ZB_EINVAL), "int8"));
-    assert_int_equal(zb_bundle_write_model_int8(again, s->int8, "x", NULL, &d), 0);
+    assert_int_equal(zb_convert_model_int8(again, s->int8, "x", NULL, &d), 0);
     zb_model_t *m2 = NULL;
     assert_int_equal(zb_model_open(again, &m2, &d), 0);
     assert_string_equal(zb_model_identity(m2), zb_model_identity(s->int8));
@@ -264,7 +265,7 @@ static void test_calibrated(void **st) {
                      ZB_EINVAL); /* an int8 model has no fp32 activations to measure */
     char path[80];
     snprintf(path, sizeof path, "%s.cal", s->path);
-    assert_int_equal(zb_bundle_write_model_int8(path, s->fp32, "test", zb_calib_act_max(calib), &d),
+    assert_int_equal(zb_convert_model_int8(path, s->fp32, "test", zb_calib_act_max(calib), &d),
                      0);
     zb_calib_destroy(&calib);
     assert_null(calib);

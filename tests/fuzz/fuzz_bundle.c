@@ -22,6 +22,7 @@
 #include <zip.h>
 
 #include "bundle.h"
+#include "convert.h"
 #include "model.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -52,10 +53,10 @@ static void s_init(void) {
         ts[i].data = vals;
     }
     const char *vocab = "[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\nc\nd\n";
-    zb_bundle_spec_t spec = {&c, &t, vocab, strlen(vocab), ts, 21, "fuzz seed"};
+    zb_convert_spec_t spec = {&c, &t, vocab, strlen(vocab), ts, 21, "fuzz seed"};
     zb_diag_t d;
     zb_bundle_t *b = NULL;
-    if (zb_bundle_write(s_seed, &spec, &d) != 0 || zb_bundle_open(s_seed, &b, &d) != 0)
+    if (zb_convert_write(s_seed, &spec, &d) != 0 || zb_bundle_open(s_seed, &b, &d) != 0)
         s_die(d.msg);
     s_weights_len = zb_bundle_weights_size(b);
     s_weights = malloc(s_weights_len);
