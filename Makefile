@@ -7,7 +7,7 @@
 #   make fuzz       build libFuzzer targets (clang) into build/fuzz
 #   make bench      throughput on a real corpus (never part of the tests)
 #   make deps       install the Debian packages the build needs (apt-get)
-#   make format     clang-format every source file
+#   make format     clang-format every source file (format-check: only check)
 
 CC      ?= cc
 BUILD   ?= build
@@ -193,8 +193,14 @@ deps:
 deps-quiet:
 	@sh deploy/install-deps.sh $(DEB_PACKAGES)
 
+# The whole tree follows .clang-format; CI runs format-check.
 format:
+	@sh deploy/install-deps.sh clang-format
 	clang-format -i $$(git ls-files '*.c' '*.h')
+format-check:
+	@sh deploy/install-deps.sh clang-format
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "format-check: clean"
+
 
 clean:
 	rm -rf build bin

@@ -9,7 +9,7 @@
  * Reads one text (the first line of stdin), embeds it alone at sentence
  * level ([CLS] row) 5 times untimed, then N times (default 50) timing each
  * call, and prints one JSON object on stdout: {"runs", "tokens", "min_ms",
- * "median_ms", "p90_ms"}.  With --model each call is zb_embedder_run; with
+ * "median_ms", "p90_ms"}.  With --model each call is zb_embed_run; with
  * --broker it is libzbert's blocking zbert_embed (client -> broker ->
  * worker -> broker -> client, ZeroMQ over the endpoint), and "tokens" is the
  * broker's count.
@@ -140,8 +140,8 @@ int main(int argc, char **argv) {
     int status = 1;
     zb_diag_t d = {{0}};
     zb_model_t *model = NULL;
-    zb_embedder_t *emb = NULL;
-    zb_result_t res = {0};
+    zb_embed_t *emb = NULL;
+    zb_embed_result_t res = {0};
     double *ms = calloc((size_t)runs, sizeof *ms);
     if (ms == NULL) {
         fprintf(stderr, "zbert_latency: out of memory\n");
@@ -156,8 +156,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "zbert_latency: %s: %s\n", path, zb_diag_text(&d, rc));
         goto out;
     }
-    zb_embedder_config_t cfg = {.threads = threads};
-    rc = zb_embedder_new(model, &cfg, &emb, &d);
+    zb_embed_config_t cfg = {.threads = threads};
+    rc = zb_embed_new(model, &cfg, &emb, &d);
     if (rc != 0) {
         fprintf(stderr, "zbert_latency: %s\n", zb_diag_text(&d, rc));
         goto out;
@@ -166,7 +166,7 @@ int main(int argc, char **argv) {
     const char *texts[1] = {text};
     for (int i = 0; i < S_WARMUP + runs; i++) {
         double t0 = s_now_ms();
-        rc = zb_embedder_run(emb, texts, &len, 1, &opt, &res);
+        rc = zb_embed_run(emb, texts, &len, 1, &opt, &res);
         if (rc == 0 && res.status != 0) rc = res.status;
         if (rc != 0) {
             fprintf(stderr, "zbert_latency: %s\n", zb_strerror(rc));
@@ -177,8 +177,8 @@ int main(int argc, char **argv) {
     s_report(ms, runs, (unsigned)res.pieces.n);
     status = 0;
 out:
-    zb_result_free(&res);
-    zb_embedder_destroy(&emb);
+    zb_embed_result_free(&res);
+    zb_embed_destroy(&emb);
     zb_model_close(&model);
     free(ms);
     return status;

@@ -67,13 +67,13 @@ struct s_by_cost {
 
 struct zb_bert {
     const zb_model_t *model;
-    zb_bert_config_t cfg;        /* copy of the model's architecture */
-    const zb_bert_weights_t *w;  /* borrowed from the model */
+    zb_config_t cfg;        /* copy of the model's architecture */
+    const zb_model_weights_t *w;  /* borrowed from the model */
     int n_tokens_max;            /* tokens per batch */
     int seq_len_max;             /* tokens per sequence */
     int threads;                 /* OpenMP threads for kernels and GEMMs */
     int head_dim;                /* hidden / heads */
-    zb_kern_exec_t ex;           /* threads + instruction set for the kernels */
+    zb_kernels_exec_t ex;           /* threads + instruction set for the kernels */
     zb_gemm_exec_t gx;           /* threads, instruction set and work buffer of the GEMMs */
     zb_qgemm_exec_t qx;          /* the same for int8 models (work NULL otherwise) */
     size_t qwork_lane;           /* bytes of qx.work one thread needs */
@@ -84,7 +84,7 @@ struct zb_bert {
     float *ctx;                  /* [n_tokens_max][3 hidden], first hidden columns used */
     float *ffn;                  /* [n_tokens_max][ld_ffn] */
     size_t ld_ffn;               /* row stride of ffn, >= intermediate (see s_row_stride) */
-    float *scores;               /* [threads][zb_kern_attention_scratch] attention scratch */
+    float *scores;               /* [threads][zb_kernels_attention_scratch] attention scratch */
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
     int32_t *pos;                /* [n_tokens_max] position of each row */
     /* lanes (zb_bert_forward): the batch's sequences regrouped per lane */
@@ -123,7 +123,7 @@ static size_t s_row_stride(int cols) {
 
 /* Checks the architecture against what the kernels assume; the model
  * loader validates too, but a zb_bert_t must not trust a caller's model. */
-static int s_check_config(const zb_bert_config_t *c, const zb_bert_weights_t *w, zb_diag_t *d) {
+static int s_check_config(const zb_config_t *c, const zb_model_weights_t *w, zb_diag_t *d) {
     if (c->hidden < 1 || c->hidden > ZB_HIDDEN_MAX || c->heads < 1 || c->heads > ZB_HEADS_MAX ||
         c->hidden % c->heads != 0)
         return zb_diag_set(d, ZB_EINVAL, "model has hidden %d and %d heads: unusable", c->hidden,
@@ -142,7 +142,7 @@ static int s_check_config(const zb_bert_config_t *c, const zb_bert_weights_t *w,
         !w->emb_ln_b || !w->layer)
         return zb_diag_set(d, ZB_EINVAL, "model has no embedding weights");
     for (int l = 0; l < c->layers; l++) {
-        const zb_layer_weights_t *L = &w->layer[l];
+        const zb_model_layer_t *L = &w->layer[l];
         const float *p[] = {L->qkv_b,    L->attn_out_b, L->attn_ln_g, L->attn_ln_b,
                             L->ffn_in_b, L->ffn_out_b,  L->ffn_ln_g,  L->ffn_ln_b};
         for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
@@ -173,8 +173,8 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "no place for the context");
     *out = NULL;
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "no model");
-    const zb_bert_config_t *c = zb_model_config(m);
-    const zb_bert_weights_t *w = zb_model_weights(m);
+    const zb_config_t *c = zb_model_config(m);
+    const zb_model_weights_t *w = zb_model_weights(m);
     if (c == NULL) return zb_diag_set(d, ZB_EINVAL, "model has no configuration");
     int rc = s_check_config(c, w, d);
     if (rc != 0) return rc;
@@ -197,7 +197,7 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     b->seq_len_max = seq_len_max;
     b->threads = threads;
     b->head_dim = c->hidden / c->heads;
-    b->ex = (zb_kern_exec_t){.threads = threads, .isa = zb_kern_isa_best()};
+    b->ex = (zb_kernels_exec_t){.threads = threads, .isa = zb_kernels_isa_best()};
     b->gx = (zb_gemm_exec_t){.threads = threads, .isa = zb_gemm_isa_best()};
     b->int8 = w->layer[0].int8;
     b->qx = (zb_qgemm_exec_t){.threads = threads, .isa = zb_qgemm_isa_best()};
@@ -209,7 +209,7 @@ int zb_bert_new(const zb_model_t *m, int n_tokens_max, int seq_len_max, int thre
     size_t nh3, ni, per_thread, scores;
     size_t off = 0, at_qkv, at_ctx, at_ffn, at_work, at_qwork, at_scores, at_seq, at_pos;
     size_t at_by_cost, at_lane_seq, at_lane_len, at_lane_ids, at_lane_off;
-    per_thread = zb_kern_attention_scratch(seq_len_max, c->hidden / c->heads);
+    per_thread = zb_kernels_attention_scratch(seq_len_max, c->hidden / c->heads);
     if (__builtin_mul_overflow(n, h3, &nh3) ||
         __builtin_mul_overflow(n, s_row_stride(c->intermediate), &ni) ||
         __builtin_mul_overflow(per_thread, (size_t)threads, &scores) ||
@@ -288,7 +288,7 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
  * alone on its group of whole sequences, contiguous in the regrouped batch
  * (see zb_bert_forward). */
 typedef struct {
-    zb_kern_exec_t ex;  /* threads + instruction set of the kernels */
+    zb_kernels_exec_t ex;  /* threads + instruction set of the kernels */
     zb_gemm_exec_t gx;  /* of the fp32 GEMMs, with this lane's work buffer */
     zb_qgemm_exec_t qx; /* of the int8 GEMMs, likewise */
     float *scores;      /* attention scratch for ex.threads threads */
@@ -321,13 +321,13 @@ static void s_linear(const zb_bert_t *b, const s_lane_t *ln, int layer, int whic
 
 /* The FFN's GELU as a GEMM epilogue: the segment is still in L1. */
 static void s_gelu_epilogue(void *ctx, float *y, int n) {
-    const zb_kern_exec_t *ex = ctx;
-    zb_kern_gelu(ex->isa, y, y, (size_t)n);
+    const zb_kernels_exec_t *ex = ctx;
+    zb_kernels_gelu(ex->isa, y, y, (size_t)n);
 }
 
 static void s_gelu_tanh_epilogue(void *ctx, float *y, int n) {
-    const zb_kern_exec_t *ex = ctx;
-    zb_kern_gelu_tanh(ex->isa, y, y, (size_t)n);
+    const zb_kernels_exec_t *ex = ctx;
+    zb_kernels_gelu_tanh(ex->isa, y, y, (size_t)n);
 }
 
 /* seq_off and pos for sequences of these lengths, back to back. */
@@ -362,9 +362,9 @@ static int s_check_batch(zb_bert_t *b, const int32_t *ids, const int *seq_len, i
  * sequences, so a lane reads and writes only its own rows of out and the
  * scratch matrices. */
 static void s_encode(const zb_bert_t *b, const s_lane_t *ln, const int32_t *ids, float *out) {
-    const zb_bert_config_t *c = &b->cfg;
-    const zb_bert_weights_t *w = b->w;
-    const zb_kern_exec_t *ex = &ln->ex;
+    const zb_config_t *c = &b->cfg;
+    const zb_model_weights_t *w = b->w;
+    const zb_kernels_exec_t *ex = &ln->ex;
     /* not H, I: <complex.h> (via cblas.h elsewhere) defines I */
     const int hid = c->hidden, n = ln->n;
     const float eps = c->layer_norm_eps;
@@ -373,21 +373,21 @@ static void s_encode(const zb_bert_t *b, const s_lane_t *ln, const int32_t *ids,
     float *qkv = b->qkv + r0 * ld3, *ctx = b->ctx + r0 * ld3;
     float *t = qkv;                            /* [n][hid] in the spent qkv rows */
     float *ffn = b->ffn + r0 * b->ld_ffn;
-    zb_kern_embed_layernorm(ex, x, ids + r0, b->pos + r0, n, hid, w->word, w->position,
+    zb_kernels_embed_layernorm(ex, x, ids + r0, b->pos + r0, n, hid, w->word, w->position,
                             w->token_type, w->emb_ln_g, w->emb_ln_b, eps);
     for (int l = 0; l < c->layers; l++) {
-        const zb_layer_weights_t *L = &w->layer[l];
+        const zb_model_layer_t *L = &w->layer[l];
         s_linear(b, ln, l, 0, x, (size_t)hid, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, qkv,
                  ld3, NULL);
         /* attention addresses rows by the batch's own offsets: base pointers
          * of row 0, this lane's sequences */
-        zb_kern_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
+        zb_kernels_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
                           b->seq_off + ln->s0, ln->n_seqs, c->heads, b->head_dim,
                           b->seq_len_max, ln->scores);
         /* t = ctx Wo^T, x = LayerNorm((t + bo) + x) */
         s_linear(b, ln, l, 1, ctx, ld3, &L->attn_out, &L->attn_out_q8, ZB_GEMM_ZERO, NULL, t,
                  (size_t)hid, NULL);
-        zb_kern_bias_residual_layernorm(ex, x, t, n, hid, L->attn_out_b, L->attn_ln_g,
+        zb_kernels_bias_residual_layernorm(ex, x, t, n, hid, L->attn_out_b, L->attn_ln_g,
                                         L->attn_ln_b, eps);
         s_linear(b, ln, l, 2, x, (size_t)hid, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS,
                  L->ffn_in_b, ffn, b->ld_ffn,
@@ -395,7 +395,7 @@ static void s_encode(const zb_bert_t *b, const s_lane_t *ln, const int32_t *ids,
         /* t = gelu(...) W2^T, x = LayerNorm((t + b2) + x) */
         s_linear(b, ln, l, 3, ffn, b->ld_ffn, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL,
                  t, (size_t)hid, NULL);
-        zb_kern_bias_residual_layernorm(ex, x, t, n, hid, L->ffn_out_b, L->ffn_ln_g,
+        zb_kernels_bias_residual_layernorm(ex, x, t, n, hid, L->ffn_out_b, L->ffn_ln_g,
                                         L->ffn_ln_b, eps);
     }
 }
@@ -403,7 +403,7 @@ static void s_encode(const zb_bert_t *b, const s_lane_t *ln, const int32_t *ids,
 /* The relative cost of a sequence of len tokens: per token, the linear
  * layers' 8H^2 + 4HI FLOPs and attention's 4 len H, the latter weighted 3x
  * for its small GEMMs' lower efficiency; divided by 4H. */
-static int64_t s_seq_cost(const zb_bert_config_t *c, int len) {
+static int64_t s_seq_cost(const zb_config_t *c, int len) {
     return (int64_t)len * (2 * (int64_t)c->hidden + c->intermediate + 3 * (int64_t)len);
 }
 
@@ -525,7 +525,7 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                            .gx = {.threads = 1, .isa = b->gx.isa,
                                   .work = b->gx.work + (size_t)g * zb_gemm_work_floats(1)},
                            .qx = {.threads = 1, .isa = b->qx.isa, .work = NULL},
-                           .scores = b->scores + (size_t)g * zb_kern_attention_scratch(
+                           .scores = b->scores + (size_t)g * zb_kernels_attention_scratch(
                                                                  b->seq_len_max, b->head_dim),
                            .r0 = b->seq_off[cut[g]],
                            .n = rows[g],

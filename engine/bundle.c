@@ -40,8 +40,8 @@
 #define S_EOCD_LEN 22u
 
 struct zb_bundle {
-    zb_bert_config_t cfg;
-    zb_tokenizer_config_t tok;
+    zb_config_t cfg;
+    zb_config_tokenizer_t tok;
     char *vocab; /* vocab.txt bytes, NUL appended */
     size_t vocab_len;
     char *source;
@@ -59,11 +59,11 @@ struct zb_bundle {
     uint32_t w_crc;
 };
 
-const char *zb_tensor_layout_name(zb_tensor_layout_t l) {
+const char *zb_bundle_layout_name(zb_bundle_layout_t l) {
     switch (l) {
-    case ZB_LAYOUT_PLAIN: return "plain";
-    case ZB_LAYOUT_PANEL: return ZB_GEMM_LAYOUT_NAME;
-    case ZB_LAYOUT_PANEL_Q8: return ZB_QGEMM_LAYOUT_NAME;
+    case ZB_BUNDLE_LAYOUT_PLAIN: return "plain";
+    case ZB_BUNDLE_LAYOUT_PANEL: return ZB_GEMM_LAYOUT_NAME;
+    case ZB_BUNDLE_LAYOUT_PANEL_Q8: return ZB_QGEMM_LAYOUT_NAME;
     }
     return "?";
 }
@@ -302,7 +302,7 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
                            "(allowed 1..%d)", i, nl, ZB_TENSOR_NAME_MAX - 1);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     if (!cJSON_IsString(jd) || zb_safetensors_dtype_parse(jd->valuestring, &t->dtype) != 0 ||
-        (t->dtype != ZB_ST_F32 && t->dtype != ZB_ST_I8 && t->dtype != ZB_ST_I32))
+        (t->dtype != ZB_SAFETENSORS_F32 && t->dtype != ZB_SAFETENSORS_I8 && t->dtype != ZB_SAFETENSORS_I32))
         return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: dtype must be \"F32\", "
                            "\"I8\" or \"I32\"", name);
     uint64_t n_elems;
@@ -310,7 +310,7 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
                            t->shape, &t->n_dims, &n_elems, d);
     if (rc != 0) return rc;
     /* layout: plain unless it says panel (version 2 on) or panel-q8 (declared) */
-    t->layout = ZB_LAYOUT_PLAIN;
+    t->layout = ZB_BUNDLE_LAYOUT_PLAIN;
     const cJSON *jl = cJSON_GetObjectItemCaseSensitive(e, "layout");
     if (jl != NULL) {
         if (!cJSON_IsString(jl))
@@ -321,12 +321,12 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
             if (version < 2)
                 return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
                                    "format version 2", name, ZB_GEMM_LAYOUT_NAME);
-            t->layout = ZB_LAYOUT_PANEL;
+            t->layout = ZB_BUNDLE_LAYOUT_PANEL;
         } else if (strcmp(jl->valuestring, ZB_QGEMM_LAYOUT_NAME) == 0) {
             if (!q8)
                 return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
                                    "the manifest's layout_q8 object", name, ZB_QGEMM_LAYOUT_NAME);
-            t->layout = ZB_LAYOUT_PANEL_Q8;
+            t->layout = ZB_BUNDLE_LAYOUT_PANEL_Q8;
         } else if (strcmp(jl->valuestring, "plain") != 0) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
                                "not \"plain\", \"%s\" or \"%s\"", name,
@@ -334,26 +334,26 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
                                ZB_GEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_NAME);
         }
     }
-    t->packed = t->layout != ZB_LAYOUT_PLAIN;
+    t->packed = t->layout != ZB_BUNDLE_LAYOUT_PLAIN;
     /* int8 data is a panel-q8 matrix; panels of floats are F32 */
-    const zb_safetensors_dtype_t want_dtype = t->layout == ZB_LAYOUT_PANEL_Q8 ? ZB_ST_I8
-                                              : t->layout == ZB_LAYOUT_PANEL  ? ZB_ST_F32
-                                              : t->dtype == ZB_ST_I8          ? ZB_ST_F32
+    const zb_safetensors_dtype_t want_dtype = t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8 ? ZB_SAFETENSORS_I8
+                                              : t->layout == ZB_BUNDLE_LAYOUT_PANEL  ? ZB_SAFETENSORS_F32
+                                              : t->dtype == ZB_SAFETENSORS_I8          ? ZB_SAFETENSORS_F32
                                                                               : t->dtype;
     if (t->dtype != want_dtype)
         return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: dtype %s in the %s layout",
                            name, zb_safetensors_dtype_name(t->dtype),
-                           zb_tensor_layout_name(t->layout));
+                           zb_bundle_layout_name(t->layout));
     uint64_t want = n_elems * zb_safetensors_dtype_size(t->dtype);
     if (t->packed) {
         /* whole panels of ZB_GEMM_NR rows: [K][16] floats, or [K4 / 4][16][4] bytes */
         uint64_t panels, stored;
         if (t->n_dims != 2)
             return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: a %s tensor has 2 "
-                               "dimensions, not %d", name, zb_tensor_layout_name(t->layout),
+                               "dimensions, not %d", name, zb_bundle_layout_name(t->layout),
                                t->n_dims);
         panels = ((uint64_t)t->shape[0] + ZB_GEMM_NR - 1) / ZB_GEMM_NR;
-        const uint64_t k = t->layout == ZB_LAYOUT_PANEL
+        const uint64_t k = t->layout == ZB_BUNDLE_LAYOUT_PANEL
                                ? (uint64_t)t->shape[1] * 4
                                : ((uint64_t)t->shape[1] + 3) / 4 * 4;
         if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * k, &stored) ||
@@ -716,11 +716,11 @@ int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d) {
 
 /* --- accessors ------------------------------------------------------------- */
 
-const zb_bert_config_t *zb_bundle_config(const zb_bundle_t *b) {
+const zb_config_t *zb_bundle_config(const zb_bundle_t *b) {
     return &b->cfg;
 }
 
-const zb_tokenizer_config_t *zb_bundle_tokenizer_config(const zb_bundle_t *b) {
+const zb_config_tokenizer_t *zb_bundle_tokenizer_config(const zb_bundle_t *b) {
     return &b->tok;
 }
 

@@ -63,14 +63,14 @@
 #define ZB_BUNDLE_ZIP_LOCAL_LEN 30u /* bytes of a zip local header before its name */
 
 /* How a tensor's elements are laid out. */
-typedef enum zb_tensor_layout {
-    ZB_LAYOUT_PLAIN = 0,    /* row-major, as in PyTorch */
-    ZB_LAYOUT_PANEL = 1,    /* F32 matrix in gemm.h's panel layout */
-    ZB_LAYOUT_PANEL_Q8 = 2, /* I8 matrix in qgemm.h's panel-q8 layout */
-} zb_tensor_layout_t;
+typedef enum zb_bundle_layout {
+    ZB_BUNDLE_LAYOUT_PLAIN = 0,    /* row-major, as in PyTorch */
+    ZB_BUNDLE_LAYOUT_PANEL = 1,    /* F32 matrix in gemm.h's panel layout */
+    ZB_BUNDLE_LAYOUT_PANEL_Q8 = 2, /* I8 matrix in qgemm.h's panel-q8 layout */
+} zb_bundle_layout_t;
 
 /* Name of a layout as bundles spell it: "plain", "panel", "panel-q8". */
-const char *zb_tensor_layout_name(zb_tensor_layout_t l);
+const char *zb_bundle_layout_name(zb_bundle_layout_t l);
 
 typedef struct zb_bundle_tensor {
     const char *name;             /* canonical name, owned by the bundle */
@@ -79,7 +79,7 @@ typedef struct zb_bundle_tensor {
     int64_t shape[ZB_TENSOR_DIMS_MAX]; /* logical shape, also when packed */
     size_t n_elems;
     bool packed;      /* a panel layout (2 dims): nbytes is the packed size */
-    zb_tensor_layout_t layout;
+    zb_bundle_layout_t layout;
     size_t offset;    /* inside weights.bin, a multiple of ZB_BUNDLE_ALIGN */
     size_t nbytes;    /* n_elems x dtype size, zb_gemm_packed_floats(shape) x 4 or
                        * zb_qgemm_packed_bytes(shape) */
@@ -109,8 +109,8 @@ void zb_bundle_close(zb_bundle_t **b);
 int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d);
 
 /* Borrowed views, valid until zb_bundle_close(). */
-const zb_bert_config_t *zb_bundle_config(const zb_bundle_t *b);
-const zb_tokenizer_config_t *zb_bundle_tokenizer_config(const zb_bundle_t *b);
+const zb_config_t *zb_bundle_config(const zb_bundle_t *b);
+const zb_config_tokenizer_t *zb_bundle_tokenizer_config(const zb_bundle_t *b);
 const char *zb_bundle_vocab(const zb_bundle_t *b, size_t *len);
 const char *zb_bundle_source(const zb_bundle_t *b);   /* "" when absent */
 const char *zb_bundle_sha256(const zb_bundle_t *b);   /* 64 hex digits, from the manifest */

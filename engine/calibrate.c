@@ -20,7 +20,7 @@ struct zb_calib {
 
 static void s_observe(void *ctx, int layer, int which, const float *x, size_t ldx, int rows,
                       int cols) {
-    zb_calib_t *c = ctx;
+    zb_calibrate_t *c = ctx;
     float *m = c->max[layer * 4 + which];
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * ldx;
@@ -31,20 +31,20 @@ static void s_observe(void *ctx, int layer, int which, const float *x, size_t ld
     }
 }
 
-int zb_calib_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
-                 int threads, zb_calib_t **out, zb_diag_t *d) {
+int zb_calibrate_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
+                 int threads, zb_calibrate_t **out, zb_diag_t *d) {
     int rc = 0;
-    zb_tok_t *tok = NULL;
+    zb_tokenizer_t *tok = NULL;
     zb_bert_t *bert = NULL;
-    zb_pieces_t pieces = {0};
+    zb_tokenizer_pieces_t pieces = {0};
     int32_t *ids = NULL;
     if (out == NULL || m == NULL || (texts == NULL && n > 0))
         return zb_diag_set(d, ZB_EINVAL, "calibration: no model or texts");
     *out = NULL;
     if (zb_model_is_int8(m))
         return zb_diag_set(d, ZB_EINVAL, "calibration needs the fp32 model, not an int8 one");
-    const zb_bert_config_t *cfg = zb_model_config(m);
-    zb_calib_t *c = calloc(1, sizeof *c);
+    const zb_config_t *cfg = zb_model_config(m);
+    zb_calibrate_t *c = calloc(1, sizeof *c);
     if (c == NULL) return zb_diag_set(d, ZB_ENOMEM, "calibration: out of memory");
     c->n_arrays = cfg->layers * 4;
     c->max = calloc((size_t)c->n_arrays, sizeof *c->max);
@@ -55,9 +55,9 @@ int zb_calib_run(const zb_model_t *m, const char *const *texts, const size_t *le
     }
     size_t vlen;
     const char *vocab = zb_model_vocab(m, &vlen);
-    const zb_tokenizer_config_t *tc = zb_model_tokenizer_config(m);
-    const zb_tok_options_t to = {.lowercase = tc->lowercase, .strip_accents = tc->strip_accents};
-    if ((rc = zb_tok_new(vocab, vlen, &to, &tok, d)) != 0) goto fail;
+    const zb_config_tokenizer_t *tc = zb_model_tokenizer_config(m);
+    const zb_tokenizer_options_t to = {.lowercase = tc->lowercase, .strip_accents = tc->strip_accents};
+    if ((rc = zb_tokenizer_new(vocab, vlen, &to, &tok, d)) != 0) goto fail;
     const int seq_max = cfg->max_positions;
     if ((rc = zb_bert_new(m, seq_max, seq_max, threads, &bert, d)) != 0) goto fail;
     zb_bert_set_observer(bert, s_observe, c);
@@ -68,11 +68,11 @@ int zb_calib_run(const zb_model_t *m, const char *const *texts, const size_t *le
         goto oom;
     }
     for (size_t i = 0; i < n; i++) {
-        if (zb_tok_encode(tok, texts[i], lens[i], &pieces) != 0 || pieces.n == 0) continue;
+        if (zb_tokenizer_encode(tok, texts[i], lens[i], &pieces) != 0 || pieces.n == 0) continue;
         int len = 0;
-        ids[len++] = zb_tok_cls_id(tok);
+        ids[len++] = zb_tokenizer_cls_id(tok);
         for (size_t p = 0; p < pieces.n && len < seq_max - 1; p++) ids[len++] = pieces.v[p].id;
-        ids[len++] = zb_tok_sep_id(tok);
+        ids[len++] = zb_tokenizer_sep_id(tok);
         if ((rc = zb_bert_forward(bert, ids, &len, 1, hidden)) != 0) {
             free(hidden);
             rc = zb_diag_set(d, rc, "calibration: the encoder failed on text %zu", i);
@@ -92,30 +92,30 @@ int zb_calib_run(const zb_model_t *m, const char *const *texts, const size_t *le
 oom:
     rc = zb_diag_set(d, ZB_ENOMEM, "calibration: out of memory");
 fail:
-    zb_calib_destroy(&c);
+    zb_calibrate_destroy(&c);
 done:
-    zb_pieces_free(&pieces);
+    zb_tokenizer_pieces_free(&pieces);
     free(ids);
     zb_bert_destroy(&bert);
-    zb_tok_destroy(&tok);
+    zb_tokenizer_destroy(&tok);
     return rc;
 }
 
-const float *const *zb_calib_act_max(const zb_calib_t *c) {
+const float *const *zb_calibrate_act_max(const zb_calibrate_t *c) {
     return (const float *const *)c->max;
 }
 
-size_t zb_calib_texts(const zb_calib_t *c) {
+size_t zb_calibrate_texts(const zb_calibrate_t *c) {
     return c->texts;
 }
 
-size_t zb_calib_tokens(const zb_calib_t *c) {
+size_t zb_calibrate_tokens(const zb_calibrate_t *c) {
     return c->tokens;
 }
 
-void zb_calib_destroy(zb_calib_t **pc) {
+void zb_calibrate_destroy(zb_calibrate_t **pc) {
     if (pc == NULL || *pc == NULL) return;
-    zb_calib_t *c = *pc;
+    zb_calibrate_t *c = *pc;
     for (int i = 0; c->max != NULL && i < c->n_arrays; i++) free(c->max[i]);
     free(c->max);
     free(c);

@@ -17,28 +17,28 @@
 #include "error.h"
 #include "model.h"
 
-typedef struct zb_calib zb_calib_t;
+typedef struct zb_calib zb_calibrate_t;
 
 /*
  * Runs the fp32 model m (not an int8 one) over texts[0..n) (lens[i] bytes
  * each), one sequence per text ([CLS] pieces [SEP], cut to the model's
  * positions), on threads threads (0: OpenMP's default), recording the
  * maxima.  Texts that are not valid UTF-8, or have no piece, are skipped.
- * Returns 0 and *out (the caller's, zb_calib_destroy), ZB_EINVAL (an int8
+ * Returns 0 and *out (the caller's, zb_calibrate_destroy), ZB_EINVAL (an int8
  * model, no usable text), ZB_ENOMEM, or what the engine reports; d says why.
  */
-int zb_calib_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
-                 int threads, zb_calib_t **out, zb_diag_t *d);
+int zb_calibrate_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
+                 int threads, zb_calibrate_t **out, zb_diag_t *d);
 
 /* The maxima: [layers * 4] arrays, array l * 4 + j (j: QKV, attention
  * output, FFN in, FFN out) with one float per input channel. */
-const float *const *zb_calib_act_max(const zb_calib_t *c);
+const float *const *zb_calibrate_act_max(const zb_calibrate_t *c);
 
 /* Texts used and tokens run. */
-size_t zb_calib_texts(const zb_calib_t *c);
-size_t zb_calib_tokens(const zb_calib_t *c);
+size_t zb_calibrate_texts(const zb_calibrate_t *c);
+size_t zb_calibrate_tokens(const zb_calibrate_t *c);
 
 /* NULL-safe; nulls *c. */
-void zb_calib_destroy(zb_calib_t **c);
+void zb_calibrate_destroy(zb_calibrate_t **c);
 
 #endif

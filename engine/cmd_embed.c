@@ -185,7 +185,7 @@ static int s_view_reserve(s_view_buf_t *b, size_t n) {
 }
 
 /* Describes result r of input item it for the writer. */
-static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_options_t *o,
+static int s_view(const zb_io_item_t *it, const zb_embed_result_t *r, const zb_embed_options_t *o,
                   size_t index, s_view_buf_t *b, zb_io_text_t *t) {
     *t = (zb_io_text_t){.index = index, .text = it->text, .text_len = it->len};
     if (it->text == NULL) {
@@ -203,7 +203,7 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
         t->n_rows = r->words.n;
         if (s_view_reserve(b, t->n_rows)) return -1;
         for (size_t i = 0; i < t->n_rows; i++) {
-            const zb_word_t *w = &r->words.v[i];
+            const zb_tokenizer_word_t *w = &r->words.v[i];
             b->offsets[2 * i] = w->begin;
             b->offsets[2 * i + 1] = w->end;
             b->byte_offsets[2 * i] = w->byte_begin;
@@ -224,7 +224,7 @@ static int s_view(const zb_io_item_t *it, const zb_result_t *r, const zb_embed_o
         t->n_rows = r->pieces.n;
         if (s_view_reserve(b, t->n_rows)) return -1;
         for (size_t i = 0; i < t->n_rows; i++) {
-            const zb_piece_t *pc = &r->pieces.v[i];
+            const zb_tokenizer_piece_t *pc = &r->pieces.v[i];
             b->ids[i] = pc->id;
             b->offsets[2 * i] = pc->begin;
             b->offsets[2 * i + 1] = pc->end;
@@ -248,8 +248,8 @@ static int s_split_sentences(const s_args_t *a) {
     bool spark = a->cli.compat_sparknlp;
     zb_io_reader_t *reader = zb_io_reader_new(stdin, a->cli.input);
     zb_io_item_t it = {0};
-    zb_sent_spans_t spans = {0};
-    zb_snlp_doc_t doc = {0};
+    zb_sentences_spans_t spans = {0};
+    zb_sparknlp_doc_t doc = {0};
     uint32_t *sp = NULL;
     size_t sp_cap = 0, index = 0, n_bad = 0;
     int status = 0;
@@ -265,8 +265,8 @@ static int s_split_sentences(const s_args_t *a) {
         const char *err = it.text ? NULL : it.error;
         size_t n = 0;
         if (err == NULL) {
-            int rc = spark ? zb_snlp_sentences(it.text, it.len, &doc)
-                           : zb_sent_split(it.text, it.len, &spans);
+            int rc = spark ? zb_sparknlp_sentences(it.text, it.len, &doc)
+                           : zb_sentences_split(it.text, it.len, &spans);
             if (rc == ZB_ENOMEM) goto oom;
             if (rc != 0) err = spark && doc.error[0] ? doc.error : zb_strerror(rc);
             n = spark ? doc.n_sentences : spans.n;
@@ -302,8 +302,8 @@ oom:
 out:
     zb_io_item_clear(&it);
     zb_io_reader_destroy(&reader);
-    zb_sent_spans_free(&spans);
-    zb_snlp_doc_free(&doc);
+    zb_sentences_spans_free(&spans);
+    zb_sparknlp_doc_free(&doc);
     free(sp);
     return status;
 }
@@ -315,14 +315,14 @@ int main(int argc, char **argv) {
 
     zb_diag_t d = {{0}};
     zb_model_t *model = NULL;
-    zb_embedder_t *emb = NULL;
+    zb_embed_t *emb = NULL;
     int rc = zb_model_open(a.model, &model, &d);
     if (rc != 0) {
         fprintf(stderr, "zbert-embed: %s: %s\n", a.model, zb_diag_text(&d, rc));
         return 1;
     }
-    zb_embedder_config_t cfg = {.threads = a.threads, .batch_tokens_max = a.batch_tokens};
-    rc = zb_embedder_new(model, &cfg, &emb, &d);
+    zb_embed_config_t cfg = {.threads = a.threads, .batch_tokens_max = a.batch_tokens};
+    rc = zb_embed_new(model, &cfg, &emb, &d);
     if (rc != 0) {
         fprintf(stderr, "zbert-embed: %s\n", zb_diag_text(&d, rc));
         zb_model_close(&model);
@@ -335,14 +335,14 @@ int main(int argc, char **argv) {
     setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
 
     zb_io_item_t *items = calloc(S_CHUNK_TEXTS, sizeof *items);
-    zb_result_t *res = calloc(S_CHUNK_TEXTS, sizeof *res);
+    zb_embed_result_t *res = calloc(S_CHUNK_TEXTS, sizeof *res);
     const char **texts = calloc(S_CHUNK_TEXTS, sizeof *texts);
     size_t *lens = calloc(S_CHUNK_TEXTS, sizeof *lens);
     s_view_buf_t vbuf = {0};
     zb_io_reader_t *reader = zb_io_reader_new(stdin, a.cli.input);
     zb_io_writer_t *writer =
         zb_io_writer_new(out, a.cli.output, (zb_io_level_t)a.opt.level, a.opt.tokenize_only,
-                         a.opt.pooling == ZB_POOL_MEAN, zb_embedder_dim(emb));
+                         a.opt.pooling == ZB_POOL_MEAN, zb_embed_dim(emb));
     size_t index = 0, n_bad = 0;
     int status = 0;
     if (!items || !res || !texts || !lens || !reader || !writer) {
@@ -372,7 +372,7 @@ int main(int argc, char **argv) {
             texts[i] = items[i].text ? items[i].text : "";
             lens[i] = items[i].text ? items[i].len : 0;
         }
-        rc = zb_embedder_run(emb, texts, lens, n, &a.opt, res);
+        rc = zb_embed_run(emb, texts, lens, n, &a.opt, res);
         if (rc != 0) {
             fprintf(stderr, "zbert-embed: %s\n", zb_strerror(rc));
             status = 1;
@@ -401,7 +401,7 @@ int main(int argc, char **argv) {
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
         zb_embed_stats_t st;
-        zb_embedder_stats(emb, &st);
+        zb_embed_stats(emb, &st);
         fprintf(stderr,
                 "zbert-embed: stats texts=%llu sequences=%llu tokens=%llu batches=%llu "
                 "seconds=%.3f tokens_per_s=%.1f texts_per_s=%.1f\n",
@@ -417,7 +417,7 @@ int main(int argc, char **argv) {
 out:
     for (size_t i = 0; items && i < S_CHUNK_TEXTS; i++) {
         zb_io_item_clear(&items[i]);
-        if (res) zb_result_free(&res[i]);
+        if (res) zb_embed_result_free(&res[i]);
     }
     free(items);
     free(res);
@@ -429,7 +429,7 @@ out:
     free(vbuf.meta);
     zb_io_reader_destroy(&reader);
     zb_io_writer_destroy(&writer);
-    zb_embedder_destroy(&emb);
+    zb_embed_destroy(&emb);
     zb_model_close(&model);
     return status;
 }

@@ -105,7 +105,7 @@ static int s_sha256_file(const char *path, char hex[65]) {
 /* Calibration texts: the lines of path (at most ZB_CALIB_TEXTS_MAX, each at
  * most ZB_TEXT_BYTES_MAX bytes; empty lines skipped), run through the fp32
  * model. */
-static int s_calibrate(const zb_model_t *m, const char *path, zb_calib_t **out) {
+static int s_calibrate(const zb_model_t *m, const char *path, zb_calibrate_t **out) {
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
         fprintf(stderr, "%s: %s: %s\n", s_prog, path, strerror(errno));
@@ -138,12 +138,12 @@ static int s_calibrate(const zb_model_t *m, const char *path, zb_calib_t **out) 
         lens[n++] = len;
     }
     zb_diag_t d = {{0}};
-    int rc = zb_calib_run(m, (const char *const *)texts, lens, n, 0, out, &d);
+    int rc = zb_calibrate_run(m, (const char *const *)texts, lens, n, 0, out, &d);
     if (rc != 0) {
         s_fail(path, rc, &d);
         goto out;
     }
-    printf("calibrated on %zu texts, %zu tokens\n", zb_calib_texts(*out), zb_calib_tokens(*out));
+    printf("calibrated on %zu texts, %zu tokens\n", zb_calibrate_texts(*out), zb_calibrate_tokens(*out));
     status = 0;
     goto out;
 oom:
@@ -199,7 +199,7 @@ static int s_cmd_convert(int argc, char **argv) {
     } else {
         snprintf(source, sizeof source, "bundle %s (weights %s)", in, zb_model_identity(m));
     }
-    zb_calib_t *calib = NULL;
+    zb_calibrate_t *calib = NULL;
     if (calib_path != NULL && s_calibrate(m, calib_path, &calib) != 0) {
         zb_model_close(&m);
         return 1;
@@ -210,9 +210,9 @@ static int s_cmd_convert(int argc, char **argv) {
                  ZB_QGEMM_LAYOUT_NAME, calib ? ", smoothed by calibration" : "");
     }
     rc = int8 ? zb_convert_model_int8(out, m, source,
-                                           calib ? zb_calib_act_max(calib) : NULL, &d)
+                                           calib ? zb_calibrate_act_max(calib) : NULL, &d)
               : zb_convert_model(out, m, source, &d);
-    zb_calib_destroy(&calib);
+    zb_calibrate_destroy(&calib);
     if (rc != 0) {
         zb_model_close(&m);
         return s_fail(out, rc, &d);
@@ -241,7 +241,7 @@ static void s_warn_plain(const char *path, const zb_model_t *m) {
             "(zbert-model convert) to map them packed\n", s_prog, path);
 }
 
-static void s_print_config(const zb_bert_config_t *c, const zb_tokenizer_config_t *t) {
+static void s_print_config(const zb_config_t *c, const zb_config_tokenizer_t *t) {
     printf("config: vocab_size %d, hidden %d, layers %d, heads %d, intermediate %d,\n"
            "        max_positions %d, type_vocab_size %d, layer_norm_eps %g, hidden_act gelu\n",
            c->vocab_size, c->hidden, c->layers, c->heads, c->intermediate, c->max_positions,
@@ -299,8 +299,8 @@ static int s_cmd_inspect(int argc, char **argv) {
     printf("vocab.txt: %zu bytes\n", vlen);
     size_t n_packed = 0, n_q8 = 0;
     for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
-        n_packed += zb_bundle_tensor_at(b, i)->layout == ZB_LAYOUT_PANEL;
-        n_q8 += zb_bundle_tensor_at(b, i)->layout == ZB_LAYOUT_PANEL_Q8;
+        n_packed += zb_bundle_tensor_at(b, i)->layout == ZB_BUNDLE_LAYOUT_PANEL;
+        n_q8 += zb_bundle_tensor_at(b, i)->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8;
     }
     if (n_q8 > 0)
         printf("layout: %zu matrices int8 in %s version %d (%d-row panels, scale per row), "
@@ -317,7 +317,7 @@ static int s_cmd_inspect(int argc, char **argv) {
     for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
         const zb_bundle_tensor_t *t = zb_bundle_tensor_at(b, i);
         printf("  %-5s %-8s", zb_safetensors_dtype_name(t->dtype),
-               zb_tensor_layout_name(t->layout));
+               zb_bundle_layout_name(t->layout));
         s_print_shape(t->n_dims, t->shape);
         printf(" %12zu %12zu  %s\n", t->offset, t->nbytes, t->name);
     }
@@ -343,9 +343,9 @@ static int s_cmd_verify(int argc, char **argv) {
         if ((rc = zb_model_open(path, &m, &d)) != 0) return s_fail(path, rc, &d);
         s_warn_plain(path, m);
         /* int8 matrices: their row sums (which the VNNI kernel relies on) agree */
-        const zb_bert_weights_t *w = zb_model_weights(m);
+        const zb_model_weights_t *w = zb_model_weights(m);
         for (int l = 0; zb_model_is_int8(m) && l < zb_model_config(m)->layers; l++) {
-            const zb_layer_weights_t *L = &w->layer[l];
+            const zb_model_layer_t *L = &w->layer[l];
             const zb_qgemm_w_t *q[4] = {&L->qkv_q8, &L->attn_out_q8, &L->ffn_in_q8,
                                         &L->ffn_out_q8};
             for (int i = 0; i < 4; i++)
@@ -474,9 +474,9 @@ static int s_cmd_random(int argc, char **argv) {
         return s_usage_error("random needs --layers --hidden --heads --intermediate --vocab "
                              "--seed and -o");
     zb_safetensors_dtype_t dt;
-    if (strcmp(dtype, "f32") == 0) dt = ZB_ST_F32;
-    else if (strcmp(dtype, "f16") == 0) dt = ZB_ST_F16;
-    else if (strcmp(dtype, "bf16") == 0) dt = ZB_ST_BF16;
+    if (strcmp(dtype, "f32") == 0) dt = ZB_SAFETENSORS_F32;
+    else if (strcmp(dtype, "f16") == 0) dt = ZB_SAFETENSORS_F16;
+    else if (strcmp(dtype, "bf16") == 0) dt = ZB_SAFETENSORS_BF16;
     else return s_usage_error("random: --dtype must be f32, f16 or bf16");
     bool gammabeta;
     if (strcmp(names, "plain") == 0) gammabeta = false;
@@ -542,14 +542,14 @@ static int s_cmd_random(int argc, char **argv) {
         !cJSON_AddNumberToObject(cfg, "type_vocab_size", 2) ||
         !cJSON_AddNumberToObject(cfg, "layer_norm_eps", 1e-12) ||
         !cJSON_AddStringToObject(cfg, "position_embedding_type", "absolute") ||
-        !cJSON_AddStringToObject(cfg, "torch_dtype", dt == ZB_ST_F32   ? "float32"
-                                                     : dt == ZB_ST_F16 ? "float16"
+        !cJSON_AddStringToObject(cfg, "torch_dtype", dt == ZB_SAFETENSORS_F32   ? "float32"
+                                                     : dt == ZB_SAFETENSORS_F16 ? "float16"
                                                                        : "bfloat16") ||
         (cfg_txt = cJSON_Print(cfg)) == NULL) {
         fprintf(stderr, "%s: random: out of memory\n", s_prog);
         goto out;
     }
-    zb_bert_config_t c;
+    zb_config_t c;
     int crc = zb_config_parse(cfg_txt, strlen(cfg_txt), "config", &c, &d);
     if (crc != 0) {
         s_fail("random", crc, &d);
@@ -587,10 +587,10 @@ static int s_cmd_random(int argc, char **argv) {
         double sd = (ln_g || ln_b) ? 0.1 : 0.02, mean = ln_g ? 1.0 : 0.0;
         for (size_t k = 0; k < t.n_elems; k++) {
             float v = (float)(mean + sd * s_normal(&rng));
-            if (dt == ZB_ST_F32) {
+            if (dt == ZB_SAFETENSORS_F32) {
                 memcpy(buf + 4 * k, &v, 4);
             } else {
-                uint16_t h = dt == ZB_ST_F16 ? zb_safetensors_f32_to_f16(v)
+                uint16_t h = dt == ZB_SAFETENSORS_F16 ? zb_safetensors_f32_to_f16(v)
                                              : zb_safetensors_f32_to_bf16(v);
                 buf[2 * k] = (unsigned char)(h & 0xff);
                 buf[2 * k + 1] = (unsigned char)(h >> 8);

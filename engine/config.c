@@ -53,7 +53,7 @@ static int s_cfg_int(const cJSON *root, const char *src, const char *key, int de
     return 0;
 }
 
-int zb_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
+int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c,
                     zb_diag_t *d) {
     int rc;
     cJSON *root = zb_json_parse_exact(json, len);
@@ -121,7 +121,7 @@ out:
  * models zbert targets are cased; strip_accents follows do_lower_case unless
  * set (Hugging Face BertTokenizer semantics). */
 int zb_config_parse_tokenizer(const char *json, size_t len, const char *src,
-                              zb_tokenizer_config_t *t, zb_diag_t *d) {
+                              zb_config_tokenizer_t *t, zb_diag_t *d) {
     int rc = 0;
     cJSON *root = zb_json_parse_exact(json, len);
     if (root == NULL || !cJSON_IsObject(root)) {

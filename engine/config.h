@@ -17,7 +17,7 @@
 
 #include "error.h"
 
-typedef struct zb_bert_config {
+typedef struct zb_config {
     int vocab_size;      /* rows of the word embedding */
     int hidden;          /* H, width of every activation row */
     int layers;          /* encoder layers */
@@ -26,12 +26,12 @@ typedef struct zb_bert_config {
     int max_positions;   /* rows of the position embedding (512) */
     int type_vocab_size; /* rows of the token type embedding (2) */
     float layer_norm_eps;
-} zb_bert_config_t;
+} zb_config_t;
 
-typedef struct zb_tokenizer_config {
+typedef struct zb_config_tokenizer {
     bool lowercase;     /* do_lower_case (uncased models) */
     bool strip_accents; /* NFD + drop Mn; defaults to lowercase, as in HF */
-} zb_tokenizer_config_t;
+} zb_config_tokenizer_t;
 
 /*
  * Parses and validates a Hugging Face BERT config.json held in json[0..len)
@@ -41,7 +41,7 @@ typedef struct zb_tokenizer_config {
  * (max_position_embeddings 512, type_vocab_size 2, layer_norm_eps 1e-12).
  * Returns 0 or ZB_EFORMAT / ZB_ELIMIT / ZB_EUNSUPPORTED with d set.
  */
-int zb_config_parse(const char *json, size_t len, const char *src, zb_bert_config_t *c,
+int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c,
                     zb_diag_t *d);
 
 /* Checks a vocab.txt image: 1..vocab_size lines, no NUL byte, no line longer
@@ -54,6 +54,6 @@ int zb_config_vocab_check(const char *v, size_t len, int vocab_size, const char 
  * do_lower_case unless set (BertTokenizer semantics).  Returns 0 or
  * ZB_EFORMAT / ZB_ELIMIT with d set. */
 int zb_config_parse_tokenizer(const char *json, size_t len, const char *src,
-                              zb_tokenizer_config_t *t, zb_diag_t *d);
+                              zb_config_tokenizer_t *t, zb_diag_t *d);
 
 #endif

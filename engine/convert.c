@@ -28,23 +28,23 @@
 /* Bytes a tensor of a spec occupies: plain ones their elements (whatever
  * n_stored says), packed ones their packed size. */
 static size_t s_stored_bytes(const zb_model_tensor_t *t) {
-    return (t->layout != ZB_LAYOUT_PLAIN ? t->n_stored : t->n_elems) *
+    return (t->layout != ZB_BUNDLE_LAYOUT_PLAIN ? t->n_stored : t->n_elems) *
            zb_safetensors_dtype_size(t->dtype);
 }
 
 /* Whether a spec tensor's dtype, layout and stored size agree. */
 static bool s_spec_tensor_ok(const zb_model_tensor_t *t) {
     switch (t->layout) {
-    case ZB_LAYOUT_PLAIN: return t->dtype == ZB_ST_F32 || t->dtype == ZB_ST_I32;
-    case ZB_LAYOUT_PANEL:
-    case ZB_LAYOUT_PANEL_Q8:
+    case ZB_BUNDLE_LAYOUT_PLAIN: return t->dtype == ZB_SAFETENSORS_F32 || t->dtype == ZB_SAFETENSORS_I32;
+    case ZB_BUNDLE_LAYOUT_PANEL:
+    case ZB_BUNDLE_LAYOUT_PANEL_Q8:
         if (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
             t->shape[0] > ZB_INTERMEDIATE_MAX * 3 || t->shape[1] > ZB_INTERMEDIATE_MAX)
             return false;
-        if (t->layout == ZB_LAYOUT_PANEL)
-            return t->dtype == ZB_ST_F32 &&
+        if (t->layout == ZB_BUNDLE_LAYOUT_PANEL)
+            return t->dtype == ZB_SAFETENSORS_F32 &&
                    t->n_stored == zb_gemm_packed_floats((int)t->shape[0], (int)t->shape[1]);
-        return t->dtype == ZB_ST_I8 &&
+        return t->dtype == ZB_SAFETENSORS_I8 &&
                t->n_stored == zb_qgemm_packed_bytes((int)t->shape[0], (int)t->shape[1]);
     }
     return false;
@@ -85,7 +85,7 @@ int zb_convert_write(const char *path, const zb_convert_spec_t *s, zb_diag_t *d)
         }
         size_t start = (total + ZB_BUNDLE_ALIGN - 1) / ZB_BUNDLE_ALIGN * ZB_BUNDLE_ALIGN;
         size_t nbytes;
-        if (t->layout == ZB_LAYOUT_PANEL_Q8) any_q8 = true;
+        if (t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) any_q8 = true;
         nbytes = s_stored_bytes(t);
         if (start < total || __builtin_add_overflow(start, nbytes, &total) || total > ZB_BUNDLE_WEIGHTS_MAX) {
             rc = zb_diag_set(d, ZB_ELIMIT, "bundle: weights exceed %u bytes (no zip64)",
@@ -108,7 +108,7 @@ int zb_convert_write(const char *path, const zb_convert_spec_t *s, zb_diag_t *d)
     sodium_bin2hex(hex, sizeof hex, h, sizeof h);
 
     /* manifest */
-    const zb_bert_config_t *c = s->config;
+    const zb_config_t *c = s->config;
     root = cJSON_CreateObject();
     cJSON *cfg = cJSON_AddObjectToObject(root, "config");
     cJSON *tok = cJSON_AddObjectToObject(root, "tokenizer");
@@ -154,7 +154,7 @@ int zb_convert_write(const char *path, const zb_convert_spec_t *s, zb_diag_t *d)
         }
         ok = ok && cJSON_AddStringToObject(e, "name", t->name) &&
              cJSON_AddStringToObject(e, "dtype", zb_safetensors_dtype_name(t->dtype)) &&
-             cJSON_AddStringToObject(e, "layout", zb_tensor_layout_name(t->layout)) &&
+             cJSON_AddStringToObject(e, "layout", zb_bundle_layout_name(t->layout)) &&
              cJSON_AddNumberToObject(e, "offset", (double)offs[i]) &&
              cJSON_AddNumberToObject(e, "nbytes", (double)s_stored_bytes(t));
     }
@@ -283,7 +283,7 @@ static void s_smooth_cols(const float *w, int rows, int cols, const float *act_m
 int zb_convert_model_int8(const char *path, const zb_model_t *m, const char *source,
                           const float *const *act_max, zb_diag_t *d) {
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
-    const zb_bert_config_t *c = zb_model_config(m);
+    const zb_config_t *c = zb_model_config(m);
     const int n = zb_model_n_int8(c), np = zb_model_n_packed(c);
     const bool again = zb_model_is_int8(m); /* already quantized: written as it is */
     int rc = 0;
@@ -303,7 +303,7 @@ int zb_convert_model_int8(const char *path, const zb_model_t *m, const char *sou
             continue;
         }
         zb_model_int8_spec(c, i, &ts[i]);
-        if (ts[i].layout != ZB_LAYOUT_PANEL_Q8) {
+        if (ts[i].layout != ZB_BUNDLE_LAYOUT_PANEL_Q8) {
             const zb_model_tensor_t *p = s_find_spec(pts, np, ts[i].name);
             if (p != NULL) ts[i].data = p->data; /* weight_scale, weight_sum: below */
             continue;
@@ -312,7 +312,7 @@ int zb_convert_model_int8(const char *path, const zb_model_t *m, const char *sou
          * from the packed fp32 W, its columns smoothed when calibrated */
         const zb_model_tensor_t *p = s_find_spec(pts, np, ts[i].name);
         const int rows = (int)ts[i].shape[0], cols = (int)ts[i].shape[1];
-        if (p == NULL || i + 3 >= n || p->layout != ZB_LAYOUT_PANEL) {
+        if (p == NULL || i + 3 >= n || p->layout != ZB_BUNDLE_LAYOUT_PANEL) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: no fp32 matrix %s to quantize", ts[i].name);
             goto out;
         }

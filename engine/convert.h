@@ -21,8 +21,8 @@
 
 /* What a bundle is written from; everything is borrowed. */
 typedef struct zb_convert_spec {
-    const zb_bert_config_t *config;
-    const zb_tokenizer_config_t *tokenizer;
+    const zb_config_t *config;
+    const zb_config_tokenizer_t *tokenizer;
     const char *vocab; /* vocab.txt bytes */
     size_t vocab_len;
     const zb_model_tensor_t *tensors; /* fp32, canonical names, plain or packed */

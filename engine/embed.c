@@ -1,7 +1,7 @@
 /*
  * embed.c -- tokenise, frame, batch, encode and pool.
  *
- * The flow of one zb_embedder_run() call:
+ * The flow of one zb_embed_run() call:
  *   1. tokenise every text into its result's pieces, framed as
  *      [CLS] pieces [SEP] (truncated unless windows are asked for); with
  *      sentences, one such frame per sentence back to back (seq_off says
@@ -41,9 +41,9 @@ typedef struct s_seq {
     int n_windows; /* windows of the text */
 } s_seq_t;
 
-struct zb_embedder {
+struct zb_embed {
     const zb_model_t *model;
-    zb_tok_t *tok;
+    zb_tokenizer_t *tok;
     zb_bert_t *bert;
     int dim;
     int seq_len_max;      /* tokens per sequence, [CLS] and [SEP] included */
@@ -55,28 +55,28 @@ struct zb_embedder {
     size_t seqs_cap;
     zb_embed_stats_t stats;
     bool lowercase;       /* the model's tokenizer lower-cases (uncased) */
-    zb_snlp_doc_t snlp;   /* Spark NLP analysis of the current text */
-    zb_sent_spans_t spans; /* sentences of the current text */
-    zb_pieces_t sub_pieces; /* pieces of one sentence */
-    zb_words_t sub_words;   /* tokens of one sentence */
+    zb_sparknlp_doc_t snlp;   /* Spark NLP analysis of the current text */
+    zb_sentences_spans_t spans; /* sentences of the current text */
+    zb_tokenizer_pieces_t sub_pieces; /* pieces of one sentence */
+    zb_tokenizer_words_t sub_words;   /* tokens of one sentence */
 };
 
-void zb_result_free(zb_result_t *r) {
+void zb_embed_result_free(zb_embed_result_t *r) {
     if (r == NULL) return;
-    zb_pieces_free(&r->pieces);
-    zb_words_free(&r->words);
+    zb_tokenizer_pieces_free(&r->pieces);
+    zb_tokenizer_words_free(&r->words);
     free(r->vectors);
     free(r->meta);
     free(r->seq_off);
     memset(r, 0, sizeof *r);
 }
 
-int zb_embedder_new(const zb_model_t *m, const zb_embedder_config_t *cfg, zb_embedder_t **out,
+int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg, zb_embed_t **out,
                     zb_diag_t *d) {
     *out = NULL;
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "no model");
-    const zb_bert_config_t *c = zb_model_config(m);
-    zb_embedder_t *e = calloc(1, sizeof *e);
+    const zb_config_t *c = zb_model_config(m);
+    zb_embed_t *e = calloc(1, sizeof *e);
     if (e == NULL) return zb_diag_set(d, ZB_ENOMEM, "out of memory");
     int rc;
     e->model = m;
@@ -94,12 +94,12 @@ int zb_embedder_new(const zb_model_t *m, const zb_embedder_config_t *cfg, zb_emb
     size_t vlen;
     const char *vocab = zb_model_vocab(m, &vlen);
     e->lowercase = zb_model_tokenizer_config(m)->lowercase;
-    rc = zb_tok_new(vocab, vlen, &(zb_tok_options_t){
+    rc = zb_tokenizer_new(vocab, vlen, &(zb_tokenizer_options_t){
                                      .lowercase = zb_model_tokenizer_config(m)->lowercase,
                                      .strip_accents = zb_model_tokenizer_config(m)->strip_accents},
                     &e->tok, d);
     if (rc != 0) goto fail;
-    if (zb_tok_cls_id(e->tok) < 0 || zb_tok_sep_id(e->tok) < 0) {
+    if (zb_tokenizer_cls_id(e->tok) < 0 || zb_tokenizer_sep_id(e->tok) < 0) {
         rc = zb_diag_set(d, ZB_EFORMAT, "vocabulary lacks [CLS] or [SEP]");
         goto fail;
     }
@@ -115,40 +115,40 @@ int zb_embedder_new(const zb_model_t *m, const zb_embedder_config_t *cfg, zb_emb
     *out = e;
     return 0;
 fail:
-    zb_embedder_destroy(&e);
+    zb_embed_destroy(&e);
     return rc;
 }
 
-void zb_embedder_destroy(zb_embedder_t **pe) {
+void zb_embed_destroy(zb_embed_t **pe) {
     if (pe == NULL || *pe == NULL) return;
-    zb_embedder_t *e = *pe;
-    zb_tok_destroy(&e->tok);
+    zb_embed_t *e = *pe;
+    zb_tokenizer_destroy(&e->tok);
     zb_bert_destroy(&e->bert);
     free(e->ids);
     free(e->seq_len);
     free(e->out);
     free(e->seqs);
-    zb_snlp_doc_free(&e->snlp);
-    zb_sent_spans_free(&e->spans);
-    zb_pieces_free(&e->sub_pieces);
-    zb_words_free(&e->sub_words);
+    zb_sparknlp_doc_free(&e->snlp);
+    zb_sentences_spans_free(&e->spans);
+    zb_tokenizer_pieces_free(&e->sub_pieces);
+    zb_tokenizer_words_free(&e->sub_words);
     free(e);
     *pe = NULL;
 }
 
-const zb_tok_t *zb_embedder_tokenizer(const zb_embedder_t *e) {
+const zb_tokenizer_t *zb_embed_tokenizer(const zb_embed_t *e) {
     return e->tok;
 }
 
-void zb_embedder_stats(const zb_embedder_t *e, zb_embed_stats_t *out) {
+void zb_embed_stats(const zb_embed_t *e, zb_embed_stats_t *out) {
     *out = e->stats;
 }
 
-int zb_embedder_dim(const zb_embedder_t *e) {
+int zb_embed_dim(const zb_embed_t *e) {
     return e->dim;
 }
 
-static int s_reserve_floats(zb_result_t *r, size_t n) {
+static int s_reserve_floats(zb_embed_result_t *r, size_t n) {
     if (n <= r->vectors_cap) return 0;
     float *p = realloc(r->vectors, n * sizeof *p);
     if (p == NULL) return ZB_ENOMEM;
@@ -157,7 +157,7 @@ static int s_reserve_floats(zb_result_t *r, size_t n) {
     return 0;
 }
 
-static int s_push_seq(zb_embedder_t *e, size_t *n, s_seq_t s) {
+static int s_push_seq(zb_embed_t *e, size_t *n, s_seq_t s) {
     if (*n == e->seqs_cap) {
         size_t cap = e->seqs_cap ? 2 * e->seqs_cap : 256;
         s_seq_t *p = realloc(e->seqs, cap * sizeof *p);
@@ -177,7 +177,7 @@ static bool s_wants_meta(const zb_embed_options_t *o) {
 /* Appends one frame, [CLS] src[0..n) [SEP], with offsets shifted by the
  * frame's start in the text (cp code points, bb bytes), truncated to the
  * model's positions unless windows are on. */
-static int s_push_frame(zb_embedder_t *e, zb_result_t *r, const zb_piece_t *src, size_t n,
+static int s_push_frame(zb_embed_t *e, zb_embed_result_t *r, const zb_tokenizer_piece_t *src, size_t n,
                         uint32_t cp, uint32_t bb, const zb_embed_options_t *o) {
     size_t content_max = (size_t)e->seq_len_max - 2;
     r->n_pieces_total += (uint32_t)n;
@@ -189,31 +189,31 @@ static int s_push_frame(zb_embedder_t *e, zb_result_t *r, const zb_piece_t *src,
         zb_grow((void **)&r->pieces.v, &r->pieces.cap, r->pieces.n + n + 2, sizeof *r->pieces.v))
         return ZB_ENOMEM;
     r->seq_off[r->n_sentences++] = (uint32_t)r->pieces.n;
-    zb_piece_t *d = r->pieces.v + r->pieces.n;
-    d[0] = (zb_piece_t){.id = zb_tok_cls_id(e->tok)};
+    zb_tokenizer_piece_t *d = r->pieces.v + r->pieces.n;
+    d[0] = (zb_tokenizer_piece_t){.id = zb_tokenizer_cls_id(e->tok)};
     for (size_t i = 0; i < n; i++) {
-        zb_piece_t p = src[i];
+        zb_tokenizer_piece_t p = src[i];
         p.begin += cp;
         p.end += cp;
         p.byte_begin += bb;
         p.byte_end += bb;
         d[1 + i] = p;
     }
-    d[n + 1] = (zb_piece_t){.id = zb_tok_sep_id(e->tok)};
+    d[n + 1] = (zb_tokenizer_piece_t){.id = zb_tokenizer_sep_id(e->tok)};
     r->pieces.n += n + 2;
     r->seq_off[r->n_sentences] = (uint32_t)r->pieces.n;
     return 0;
 }
 
 /* Appends words[0..n) shifted by (cp, bb) to r->words, sentence k. */
-static int s_push_words(zb_result_t *r, const zb_word_t *w, size_t n, uint32_t cp, uint32_t bb,
+static int s_push_words(zb_embed_result_t *r, const zb_tokenizer_word_t *w, size_t n, uint32_t cp, uint32_t bb,
                         uint32_t k, bool meta) {
     if (zb_grow((void **)&r->words.v, &r->words.cap, r->words.n + n, sizeof *r->words.v))
         return ZB_ENOMEM;
     if (meta && zb_grow((void **)&r->meta, &r->meta_cap, r->words.n + n, sizeof *r->meta))
         return ZB_ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        zb_word_t x = w[i];
+        zb_tokenizer_word_t x = w[i];
         x.begin += cp;
         x.end += cp;
         x.byte_begin += bb;
@@ -225,16 +225,16 @@ static int s_push_words(zb_result_t *r, const zb_word_t *w, size_t n, uint32_t c
 }
 
 /* Spark NLP compatibility: frames and annotations from engine/sparknlp.c. */
-static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, zb_result_t *r) {
-    zb_snlp_doc_t *doc = &e->snlp;
-    if (e->seq_len_max < ZB_SNLP_PIECES_MAX) {
+static int s_tokenize_sparknlp(zb_embed_t *e, const char *text, size_t len, zb_embed_result_t *r) {
+    zb_sparknlp_doc_t *doc = &e->snlp;
+    if (e->seq_len_max < ZB_SPARKNLP_PIECES_MAX) {
         r->status = ZB_EUNSUPPORTED;
         snprintf(r->detail, sizeof r->detail,
                  "Spark NLP compatibility needs a model of at least %d positions (this one "
-                 "has %d)", ZB_SNLP_PIECES_MAX, e->seq_len_max);
+                 "has %d)", ZB_SPARKNLP_PIECES_MAX, e->seq_len_max);
         return 0;
     }
-    int rc = zb_snlp_analyze(e->tok, !e->lowercase, text, len, doc);
+    int rc = zb_sparknlp_analyze(e->tok, !e->lowercase, text, len, doc);
     if (rc == ZB_ENOMEM) return rc;
     if (rc != 0) {
         r->status = rc;
@@ -249,10 +249,10 @@ static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, z
         return ZB_ENOMEM;
     for (size_t i = 0; i < n_ids; i++) {
         /* a fed piece is shown with the span of the token that fed it */
-        zb_piece_t p = {.id = doc->ids[i]};
+        zb_tokenizer_piece_t p = {.id = doc->ids[i]};
         if (doc->piece_token[i] != UINT32_MAX) {
-            const zb_snlp_span_t *sp = &doc->tokens[doc->piece_token[i]].span;
-            p = (zb_piece_t){doc->ids[i], sp->begin, sp->end, sp->byte_begin, sp->byte_end};
+            const zb_sparknlp_span_t *sp = &doc->tokens[doc->piece_token[i]].span;
+            p = (zb_tokenizer_piece_t){doc->ids[i], sp->begin, sp->end, sp->byte_begin, sp->byte_end};
         }
         r->pieces.v[i] = p;
     }
@@ -262,9 +262,9 @@ static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, z
     for (size_t k = 0; k <= doc->n_sentences; k++)
         r->seq_off[k] = doc->n_sentences ? doc->seq_off[k] : 0;
     for (size_t i = 0; i < doc->n_vectors; i++) {
-        const zb_snlp_vector_t *v = &doc->vectors[i];
-        const zb_snlp_token_t *t = &doc->tokens[v->token];
-        r->words.v[i] = (zb_word_t){t->span.begin, t->span.end, t->span.byte_begin,
+        const zb_sparknlp_vector_t *v = &doc->vectors[i];
+        const zb_sparknlp_token_t *t = &doc->tokens[v->token];
+        r->words.v[i] = (zb_tokenizer_word_t){t->span.begin, t->span.end, t->span.byte_begin,
                                     t->span.byte_end};
         r->meta[i] = (zb_token_meta_t){.sentence = t->sentence,
                                        .piece_id = v->piece_id,
@@ -278,8 +278,8 @@ static int s_tokenize_sparknlp(zb_embedder_t *e, const char *text, size_t len, z
 }
 
 /* Tokenises one text into r->pieces: frames of [CLS] pieces [SEP]. */
-static int s_tokenize(zb_embedder_t *e, const char *text, size_t len, const zb_embed_options_t *o,
-                      zb_result_t *r) {
+static int s_tokenize(zb_embed_t *e, const char *text, size_t len, const zb_embed_options_t *o,
+                      zb_embed_result_t *r) {
     r->status = 0;
     r->detail[0] = '\0';
     r->truncated = false;
@@ -294,7 +294,7 @@ static int s_tokenize(zb_embedder_t *e, const char *text, size_t len, const zb_e
     bool meta = s_wants_meta(o);
     int rc;
     if (!o->sentences) {
-        rc = zb_tok_encode(e->tok, text, len, &e->sub_pieces);
+        rc = zb_tokenizer_encode(e->tok, text, len, &e->sub_pieces);
         if (rc == ZB_ENOMEM) return rc;
         if (rc != 0) {
             r->status = rc;
@@ -302,7 +302,7 @@ static int s_tokenize(zb_embedder_t *e, const char *text, size_t len, const zb_e
         }
         if ((rc = s_push_frame(e, r, e->sub_pieces.v, e->sub_pieces.n, 0, 0, o))) return rc;
         if (o->level == ZB_LEVEL_TOKEN) {
-            rc = zb_tok_split_words(text, len, &e->sub_words);
+            rc = zb_tokenizer_split_words(text, len, &e->sub_words);
             if (rc == ZB_ENOMEM) return rc;
             if (rc == 0 && (rc = s_push_words(r, e->sub_words.v, e->sub_words.n, 0, 0, 0, meta)))
                 return rc;
@@ -312,23 +312,23 @@ static int s_tokenize(zb_embedder_t *e, const char *text, size_t len, const zb_e
     /* One frame per sentence; tokens are split inside their sentence, so
      * none straddles two (the segmenter ends sentences without spaces too:
      * "world.Today", "。"). */
-    rc = zb_sent_split(text, len, &e->spans);
+    rc = zb_sentences_split(text, len, &e->spans);
     if (rc == ZB_ENOMEM) return rc;
     if (rc != 0) {
         r->status = rc;
         return 0;
     }
     for (size_t k = 0; k < e->spans.n; k++) {
-        const zb_sent_span_t *sp = &e->spans.v[k];
+        const zb_sentences_span_t *sp = &e->spans.v[k];
         const char *sub = text + sp->byte_begin;
         size_t sl = sp->byte_end - sp->byte_begin;
-        rc = zb_tok_encode(e->tok, sub, sl, &e->sub_pieces);
+        rc = zb_tokenizer_encode(e->tok, sub, sl, &e->sub_pieces);
         if (rc) return rc == ZB_ENOMEM ? rc : (r->status = rc, 0);
         if ((rc = s_push_frame(e, r, e->sub_pieces.v, e->sub_pieces.n, sp->begin, sp->byte_begin,
                                o)))
             return rc;
         if (o->level == ZB_LEVEL_TOKEN) {
-            rc = zb_tok_split_words(sub, sl, &e->sub_words);
+            rc = zb_tokenizer_split_words(sub, sl, &e->sub_words);
             if (rc) return rc == ZB_ENOMEM ? rc : (r->status = rc, 0);
             if ((rc = s_push_words(r, e->sub_words.v, e->sub_words.n, sp->begin, sp->byte_begin,
                                    (uint32_t)k, meta)))
@@ -362,8 +362,8 @@ static int s_seq_cmp(const void *a, const void *b) {
 
 /* Copies the rows a sequence owns into its text's row buffer (the rows of
  * its frame start at the frame's first piece). */
-static void s_scatter(const zb_embedder_t *e, const s_seq_t *s, const float *rows,
-                      zb_result_t *r) {
+static void s_scatter(const zb_embed_t *e, const s_seq_t *s, const float *rows,
+                      zb_embed_result_t *r) {
     size_t H = (size_t)e->dim;
     size_t base = r->seq_off[s->seg];
     float *v = r->vectors + base * H;
@@ -431,8 +431,8 @@ static float *s_alloc_rows(size_t n, size_t h) {
 
 /* Token level, first piece or mean, with or without metadata: the words of
  * r (grouped by frame) take rows from r->vectors into a new array. */
-static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, const char *text,
-                           zb_result_t *r) {
+static int s_reduce_tokens(const zb_embed_t *e, const zb_embed_options_t *o, const char *text,
+                           zb_embed_result_t *r) {
     size_t H = (size_t)e->dim;
     bool meta = s_wants_meta(o);
     size_t nw = r->words.n;
@@ -446,7 +446,7 @@ static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, 
         size_t p = r->seq_off[k] + 1, end = r->seq_off[k + 1] - 1; /* content pieces */
         /* frame k holds the words of sentence k (all words without sentences) */
         for (; w < nw && (!meta || r->meta[w].sentence == k); w++) {
-            zb_word_t wd = r->words.v[w];
+            zb_tokenizer_word_t wd = r->words.v[w];
             while (p < end && r->pieces.v[p].byte_begin < wd.byte_begin) p++;
             bool has = p < end && r->pieces.v[p].byte_begin < wd.byte_end;
             /* past the pieces of a truncated frame: dropped, as before */
@@ -471,7 +471,7 @@ static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, 
                     memcpy(dst, v + p * H, H * sizeof *dst);
                 }
                 size_t tl = 0;
-                const char *tt = zb_tok_token(e->tok, r->pieces.v[p].id, &tl);
+                const char *tt = zb_tokenizer_token(e->tok, r->pieces.v[p].id, &tl);
                 m.piece_id = r->pieces.v[p].id;
                 m.row = (uint32_t)(p - r->seq_off[k]);
                 m.word_start = !(tt && tl >= 2 && tt[0] == '#' && tt[1] == '#');
@@ -494,7 +494,7 @@ static int s_reduce_tokens(const zb_embedder_t *e, const zb_embed_options_t *o, 
 }
 
 /* Spark NLP compatibility: each annotation takes its row as such. */
-static int s_reduce_sparknlp(const zb_embedder_t *e, zb_result_t *r) {
+static int s_reduce_sparknlp(const zb_embed_t *e, zb_embed_result_t *r) {
     size_t H = (size_t)e->dim, nw = r->words.n;
     float *out = s_alloc_rows(nw, H);
     if (out == NULL) return ZB_ENOMEM;
@@ -510,8 +510,8 @@ static int s_reduce_sparknlp(const zb_embedder_t *e, zb_result_t *r) {
 }
 
 /* Reduces a text's full rows ([pieces][dim]) to the requested level. */
-static int s_reduce(const zb_embedder_t *e, const zb_embed_options_t *o, const char *text,
-                    zb_result_t *r) {
+static int s_reduce(const zb_embed_t *e, const zb_embed_options_t *o, const char *text,
+                    zb_embed_result_t *r) {
     size_t H = (size_t)e->dim;
     size_t T = r->pieces.n;
     float *v = r->vectors;
@@ -548,8 +548,8 @@ static bool s_options_valid(const zb_embed_options_t *o) {
     return true;
 }
 
-int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_embed_options_t *opt, zb_result_t *results) {
+int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
+                    const zb_embed_options_t *opt, zb_embed_result_t *results) {
     static const zb_embed_options_t defaults = {0};
     const zb_embed_options_t *o = opt ? opt : &defaults;
     if (!s_options_valid(o)) return ZB_EINVAL;
@@ -557,7 +557,7 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
     size_t n_seqs = 0;
     int C = e->seq_len_max - 2;
     for (size_t i = 0; i < n; i++) {
-        zb_result_t *r = &results[i];
+        zb_embed_result_t *r = &results[i];
         rc = s_tokenize(e, texts[i], lens[i], o, r);
         if (rc != 0) return rc;
         if (r->status != 0 || o->tokenize_only) continue;
@@ -590,8 +590,8 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
         int total = 0, k = 0;
         while (end < n_seqs && total + e->seqs[end].n + 2 <= e->batch_tokens_max) {
             const s_seq_t *s = &e->seqs[end];
-            const zb_result_t *r = &results[s->text];
-            const zb_piece_t *pc = r->pieces.v + r->seq_off[s->seg];
+            const zb_embed_result_t *r = &results[s->text];
+            const zb_tokenizer_piece_t *pc = r->pieces.v + r->seq_off[s->seg];
             e->ids[total] = pc[0].id;
             for (int i = 0; i < s->n; i++) e->ids[total + 1 + i] = pc[1 + s->first + i].id;
             e->ids[total + s->n + 1] = r->pieces.v[r->seq_off[s->seg + 1] - 1].id;
@@ -617,7 +617,7 @@ int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *le
     }
     zb_bert_set_gelu(e->bert, ZB_BERT_GELU_ERF);
     for (size_t i = 0; i < n; i++) {
-        zb_result_t *r = &results[i];
+        zb_embed_result_t *r = &results[i];
         if (r->status != 0 || o->tokenize_only) continue;
         if ((rc = s_reduce(e, o, texts[i], r))) return rc;
     }

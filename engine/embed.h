@@ -79,13 +79,13 @@ typedef struct zb_embed_options {
     bool windows;         /* long texts: windows instead of truncation */
     bool tokenize_only;   /* pieces (and words) only, no forward pass */
     bool sentences;       /* token/wordpiece level: one sequence per sentence */
-    bool token_meta;      /* token level: fill zb_result_t.meta (implied by
+    bool token_meta;      /* token level: fill zb_embed_result_t.meta (implied by
                            * sentences and compat) */
     zb_token_vector_t token_vector; /* token level */
     zb_compat_t compat;   /* token level (or tokenize-only) */
 } zb_embed_options_t;
 
-/* What a token-level vector is, beyond its span (zb_result_t.meta). */
+/* What a token-level vector is, beyond its span (zb_embed_result_t.meta). */
 typedef struct zb_token_meta {
     uint32_t sentence;      /* 0-based sentence of the text (0 without sentences) */
     int32_t piece_id;       /* id of the token's first piece (compat: of the piece fed at row) */
@@ -95,23 +95,23 @@ typedef struct zb_token_meta {
     bool oov;               /* no wordpiece: the vector is zeros */
 } zb_token_meta_t;
 
-typedef struct zb_embedder_config {
+typedef struct zb_embed_config {
     int threads;          /* OpenMP threads; <= 0: the OpenMP default */
     int batch_tokens_max; /* encoder batch budget in tokens; <= 0: default */
-} zb_embedder_config_t;
+} zb_embed_config_t;
 
 /* The result for one text; owned by the caller, reusable across calls,
- * zero-initialise and release with zb_result_free(). */
-typedef struct zb_result {
+ * zero-initialise and release with zb_embed_result_free(). */
+typedef struct zb_embed_result {
     int status;          /* 0, or ZB_EUTF8 / ZB_ELIMIT for this text alone */
     bool truncated;      /* pieces were dropped (truncate mode) */
     int n_windows;       /* sequences the text was run as (1 unless windows) */
     uint32_t n_pieces_total; /* wordpieces of the text before truncation */
-    zb_pieces_t pieces;  /* wordpieces incl. [CLS] first and [SEP] last
+    zb_tokenizer_pieces_t pieces;  /* wordpieces incl. [CLS] first and [SEP] last
                           * (offsets [0,0]); after truncation; with
                           * sentences or compat, one such frame per
                           * sentence (see seq_off) */
-    zb_words_t words;    /* token level: the tokens that have a vector */
+    zb_tokenizer_words_t words;    /* token level: the tokens that have a vector */
     int dim;             /* vector width (hidden size) */
     size_t n_vectors;    /* rows in vectors */
     float *vectors;      /* [n_vectors][dim] */
@@ -124,34 +124,34 @@ typedef struct zb_result {
                             * pieces.v[seq_off[k] .. seq_off[k+1]) */
     size_t seq_off_cap;
     char detail[160];      /* why status != 0, when more is known than the code */
-} zb_result_t;
+} zb_embed_result_t;
 
-void zb_result_free(zb_result_t *r);
+void zb_embed_result_free(zb_embed_result_t *r);
 
-typedef struct zb_embedder zb_embedder_t;
+typedef struct zb_embed zb_embed_t;
 
 /* Creates an embedder over m (borrowed, must outlive it). cfg may be NULL. */
-int zb_embedder_new(const zb_model_t *m, const zb_embedder_config_t *cfg,
-                    zb_embedder_t **out, zb_diag_t *d);
+int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg,
+                    zb_embed_t **out, zb_diag_t *d);
 
-void zb_embedder_destroy(zb_embedder_t **e);
+void zb_embed_destroy(zb_embed_t **e);
 
 /* The tokenizer the embedder uses (borrowed). */
-const zb_tok_t *zb_embedder_tokenizer(const zb_embedder_t *e);
+const zb_tokenizer_t *zb_embed_tokenizer(const zb_embed_t *e);
 
 /* Work done since creation, for throughput figures. */
 typedef struct zb_embed_stats {
-    uint64_t texts;     /* texts passed to zb_embedder_run */
+    uint64_t texts;     /* texts passed to zb_embed_run */
     uint64_t sequences; /* encoder sequences (windows count one each) */
     uint64_t tokens;    /* tokens through the encoder, [CLS]/[SEP] included,
                          * no padding (there is none) */
     uint64_t batches;   /* encoder calls */
 } zb_embed_stats_t;
 
-void zb_embedder_stats(const zb_embedder_t *e, zb_embed_stats_t *out);
+void zb_embed_stats(const zb_embed_t *e, zb_embed_stats_t *out);
 
 /* Hidden width of the model. */
-int zb_embedder_dim(const zb_embedder_t *e);
+int zb_embed_dim(const zb_embed_t *e);
 
 /*
  * Embeds n texts (texts[i] of lens[i] bytes) into results[0..n).  A text
@@ -159,7 +159,7 @@ int zb_embedder_dim(const zb_embedder_t *e);
  * and no vectors; the others are unaffected.  Returns 0, or a ZB_E* code
  * for a failure of the whole call (out of memory, encoder error).
  */
-int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_embed_options_t *opt, zb_result_t *results);
+int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
+                    const zb_embed_options_t *opt, zb_embed_result_t *results);
 
 #endif

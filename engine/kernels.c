@@ -60,24 +60,24 @@ static const float s_erfc_g[8] = {-1.319322773e-04f, 2.845774612e-01f, 2.6182986
 #define ERFC_ZERO 4.5f /* erfc below 2e-10 from here on: taken as 0 */
 #define SQRT1_2 0.707106781f
 
-bool zb_kern_isa_supported(zb_kern_isa_t isa) {
+bool zb_kernels_isa_supported(zb_kernels_isa_t isa) {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     switch (isa) {
-    case ZB_KERN_SCALAR: return true;
-    case ZB_KERN_AVX2: return avx2;
-    case ZB_KERN_AVX512: return avx2 && __builtin_cpu_supports("avx512f");
+    case ZB_KERNELS_SCALAR: return true;
+    case ZB_KERNELS_AVX2: return avx2;
+    case ZB_KERNELS_AVX512: return avx2 && __builtin_cpu_supports("avx512f");
     }
     return false;
 }
 
-zb_kern_isa_t zb_kern_isa_best(void) {
-    zb_kern_isa_t best = ZB_KERN_SCALAR;
-    if (zb_kern_isa_supported(ZB_KERN_AVX2)) best = ZB_KERN_AVX2;
-    if (zb_kern_isa_supported(ZB_KERN_AVX512)) best = ZB_KERN_AVX512;
+zb_kernels_isa_t zb_kernels_isa_best(void) {
+    zb_kernels_isa_t best = ZB_KERNELS_SCALAR;
+    if (zb_kernels_isa_supported(ZB_KERNELS_AVX2)) best = ZB_KERNELS_AVX2;
+    if (zb_kernels_isa_supported(ZB_KERNELS_AVX512)) best = ZB_KERNELS_AVX512;
     /* a ceiling for measurements and tests */
     static const char *const names[] = {"scalar", "avx2", "avx512"};
-    return (zb_kern_isa_t)zb_gemm_isa_ceiling("ZB_KERN_ISA", names, 3, (int)best);
+    return (zb_kernels_isa_t)zb_gemm_isa_ceiling("ZB_KERNELS_ISA", names, 3, (int)best);
 }
 
 /* ===================================================================== */
@@ -882,59 +882,59 @@ ZB_AVX2_FN static void s_attention_block_avx2(const float *q, const float *k, co
 /* public functions                                                      */
 /* ===================================================================== */
 
-void zb_kern_erf(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa >= ZB_KERN_AVX2) {
+void zb_kernels_erf(zb_kernels_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa >= ZB_KERNELS_AVX2) {
         s_erf_avx2(x, y, n);
         return;
     }
     for (size_t i = 0; i < n; i++) y[i] = s_erf1(x[i]);
 }
 
-void zb_kern_exp(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa >= ZB_KERN_AVX2) {
+void zb_kernels_exp(zb_kernels_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa >= ZB_KERNELS_AVX2) {
         s_exp_avx2(x, y, n);
         return;
     }
     for (size_t i = 0; i < n; i++) y[i] = s_exp1(x[i]);
 }
 
-void zb_kern_gelu(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa == ZB_KERN_AVX512) {
+void zb_kernels_gelu(zb_kernels_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa == ZB_KERNELS_AVX512) {
         s_gelu_avx512(x, y, n);
         return;
     }
-    if (isa >= ZB_KERN_AVX2) {
+    if (isa >= ZB_KERNELS_AVX2) {
         s_gelu_avx2(x, y, n);
         return;
     }
     for (size_t i = 0; i < n; i++) y[i] = s_gelu1(x[i]);
 }
 
-void zb_kern_gelu_tanh(zb_kern_isa_t isa, const float *x, float *y, size_t n) {
-    if (isa >= ZB_KERN_AVX2) {
+void zb_kernels_gelu_tanh(zb_kernels_isa_t isa, const float *x, float *y, size_t n) {
+    if (isa >= ZB_KERNELS_AVX2) {
         s_gelu_tanh_avx2(x, y, n);
         return;
     }
     for (size_t i = 0; i < n; i++) y[i] = s_gelu_tanh1(x[i]);
 }
 
-void zb_kern_softmax_rows(zb_kern_isa_t isa, float *x, int rows, int cols, int ld) {
+void zb_kernels_softmax_rows(zb_kernels_isa_t isa, float *x, int rows, int cols, int ld) {
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * (size_t)ld;
-        if (isa >= ZB_KERN_AVX2)
+        if (isa >= ZB_KERNELS_AVX2)
             s_softmax_row_avx2(row, cols);
         else
             s_softmax_row1(row, cols);
     }
 }
 
-void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
+void zb_kernels_bias_gelu(const zb_kernels_exec_t *e, float *x, int rows, int cols,
                        const float *bias) {
-    const zb_kern_isa_t isa = e->isa;
+    const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * (size_t)cols;
-        if (isa >= ZB_KERN_AVX2) {
+        if (isa >= ZB_KERNELS_AVX2) {
             s_bias_gelu_row_avx2(row, bias, cols);
         } else {
             for (int i = 0; i < cols; i++) row[i] = s_gelu1(bias ? row[i] + bias[i] : row[i]);
@@ -943,17 +943,17 @@ void zb_kern_bias_gelu(const zb_kern_exec_t *e, float *x, int rows, int cols,
 }
 
 /* One LayerNorm row in the chosen variant. */
-static void s_ln_row(zb_kern_isa_t isa, float *y, const float *a, const float *b,
+static void s_ln_row(zb_kernels_isa_t isa, float *y, const float *a, const float *b,
                      const float *c, int n, const float *gamma, const float *beta, float eps) {
-    if (isa >= ZB_KERN_AVX2)
+    if (isa >= ZB_KERNELS_AVX2)
         s_ln_row_avx2(y, a, b, c, n, gamma, beta, eps);
     else
         s_ln_row1(y, a, b, c, n, gamma, beta, eps);
 }
 
-void zb_kern_layernorm(const zb_kern_exec_t *e, float *x, int rows, int cols,
+void zb_kernels_layernorm(const zb_kernels_exec_t *e, float *x, int rows, int cols,
                        const float *gamma, const float *beta, float eps) {
-    const zb_kern_isa_t isa = e->isa;
+    const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
         float *row = x + (size_t)r * (size_t)cols;
@@ -961,10 +961,10 @@ void zb_kern_layernorm(const zb_kern_exec_t *e, float *x, int rows, int cols,
     }
 }
 
-void zb_kern_bias_residual_layernorm(const zb_kern_exec_t *e, float *io, const float *t,
+void zb_kernels_bias_residual_layernorm(const zb_kernels_exec_t *e, float *io, const float *t,
                                      int rows, int cols, const float *bias,
                                      const float *gamma, const float *beta, float eps) {
-    const zb_kern_isa_t isa = e->isa;
+    const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
         size_t off = (size_t)r * (size_t)cols;
@@ -977,11 +977,11 @@ void zb_kern_bias_residual_layernorm(const zb_kern_exec_t *e, float *io, const f
     }
 }
 
-void zb_kern_embed_layernorm(const zb_kern_exec_t *e, float *out, const int32_t *ids,
+void zb_kernels_embed_layernorm(const zb_kernels_exec_t *e, float *out, const int32_t *ids,
                              const int32_t *pos, int rows, int cols, const float *word,
                              const float *position, const float *type0,
                              const float *gamma, const float *beta, float eps) {
-    const zb_kern_isa_t isa = e->isa;
+    const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
         s_ln_row(isa, out + (size_t)r * (size_t)cols, word + (size_t)ids[r] * (size_t)cols,
@@ -994,19 +994,19 @@ static int s_round16(int n) {
     return (n + 15) / 16 * 16;
 }
 
-size_t zb_kern_attention_scratch(int seq_len_max, int head_dim) {
+size_t zb_kernels_attention_scratch(int seq_len_max, int head_dim) {
     /* scores [seq_len_max][lds], then the transposed keys [head_dim][lds] */
     return ((size_t)seq_len_max + (size_t)head_dim) * (size_t)s_round16(seq_len_max);
 }
 
-void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
+void zb_kernels_attention(const zb_kernels_exec_t *e, const float *q, const float *k,
                        const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
                        int heads, int head_dim, int seq_len_max, float *scratch) {
     const float scale = 1.0f / sqrtf((float)head_dim);
-    const size_t per_thread = zb_kern_attention_scratch(seq_len_max, head_dim);
+    const size_t per_thread = zb_kernels_attention_scratch(seq_len_max, head_dim);
     const int pairs = n_seqs * heads;
-    const zb_kern_isa_t isa = e->isa;
-    const bool own = isa >= ZB_KERN_AVX2 && head_dim % 16 == 0;
+    const zb_kernels_isa_t isa = e->isa;
+    const bool own = isa >= ZB_KERNELS_AVX2 && head_dim % 16 == 0;
     const int lds = s_round16(seq_len_max);
 #pragma omp parallel num_threads(e->threads)
     {
@@ -1024,14 +1024,14 @@ void zb_kern_attention(const zb_kern_exec_t *e, const float *q, const float *k,
             int o = seq_off[sq], t = seq_off[sq + 1] - o;
             size_t base = (size_t)o * (size_t)ld + (size_t)h * (size_t)head_dim;
             if (own) {
-                (isa == ZB_KERN_AVX512 ? s_attention_block_avx512 : s_attention_block_avx2)(
+                (isa == ZB_KERNELS_AVX512 ? s_attention_block_avx512 : s_attention_block_avx2)(
                     q + base, k + base, v + base, ctx + base, ld, t, head_dim, scale, s,
                     s + (size_t)seq_len_max * lds, lds);
                 continue;
             }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t, t, head_dim, scale, q + base,
                         ld, k + base, ld, 0.0f, s, t);
-            zb_kern_softmax_rows(isa, s, t, t, t);
+            zb_kernels_softmax_rows(isa, s, t, t, t);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, t, head_dim, t, 1.0f, s, t,
                         v + base, ld, 0.0f, ctx + base, ld);
         }

@@ -1,6 +1,6 @@
 /*
  * model.c -- opens a BERT model from a Hugging Face directory or a zbert
- * bundle and binds its tensors to zb_bert_weights_t (see model.h).
+ * bundle and binds its tensors to zb_model_weights_t (see model.h).
  *
  * One table (s_emb_slots, s_layer_slots) says which tensors the encoder
  * needs, under which canonical name, with which shape in terms of the
@@ -19,7 +19,7 @@
  * so the forward pass always finds the packed operands.
  *
  * Invariants of an open model: every packed operand, bias and LayerNorm
- * pointer of zb_bert_weights_t is non-NULL and points to exactly the number
+ * pointer of zb_model_weights_t is non-NULL and points to exactly the number
  * of floats its shape implies (packed data 64-byte aligned); the plain
  * matrix pointers are set exactly when the source is plain; the
  * config respects limits.h; vocab.txt has between 1 and vocab_size entries.
@@ -55,10 +55,10 @@
 typedef enum { S_TABLE_PLAIN, S_TABLE_PACKED, S_TABLE_INT8 } s_table_t;
 
 struct zb_model {
-    zb_bert_config_t cfg;
-    zb_tokenizer_config_t tok;
-    zb_bert_weights_t w;
-    zb_layer_weights_t *layers; /* [cfg.layers], pointed to by w.layer */
+    zb_config_t cfg;
+    zb_config_tokenizer_t tok;
+    zb_model_weights_t w;
+    zb_model_layer_t *layers; /* [cfg.layers], pointed to by w.layer */
     char *vocab;                /* vocab.txt bytes (NUL appended, not counted) */
     size_t vocab_len;
     char identity[320];
@@ -79,26 +79,26 @@ typedef struct {
     s_dim_t d0, d1;   /* shape in terms of the config; d1 == S_D_NONE for vectors */
     size_t field;     /* offset in its struct of the const float * / const int32_t *, or of
                        * the zb_gemm_w_t (panel) or zb_qgemm_w_t (panel-q8) */
-    zb_tensor_layout_t layout;
+    zb_bundle_layout_t layout;
     zb_safetensors_dtype_t dtype; /* F32, or I8 (panel-q8), I32 (row sums) */
 } s_slot_t;
 
-#define S_PLAIN ZB_LAYOUT_PLAIN, ZB_ST_F32
+#define S_PLAIN ZB_BUNDLE_LAYOUT_PLAIN, ZB_SAFETENSORS_F32
 
 static const s_slot_t s_emb_slots[S_EMB_TENSORS] = {
-    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_bert_weights_t, word), S_PLAIN},
+    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_model_weights_t, word), S_PLAIN},
     {"embeddings.position_embeddings.weight", S_D_P, S_D_H,
-     offsetof(zb_bert_weights_t, position), S_PLAIN},
+     offsetof(zb_model_weights_t, position), S_PLAIN},
     {"embeddings.token_type_embeddings.weight", S_D_T, S_D_H,
-     offsetof(zb_bert_weights_t, token_type), S_PLAIN},
-    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_g), S_PLAIN},
-    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_bert_weights_t, emb_ln_b), S_PLAIN},
+     offsetof(zb_model_weights_t, token_type), S_PLAIN},
+    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_model_weights_t, emb_ln_g), S_PLAIN},
+    {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_model_weights_t, emb_ln_b), S_PLAIN},
 };
 
-#define S_LW(f) offsetof(zb_layer_weights_t, f)
-#define S_PANEL ZB_LAYOUT_PANEL, ZB_ST_F32
-#define S_Q8 ZB_LAYOUT_PANEL_Q8, ZB_ST_I8
-#define S_SUM ZB_LAYOUT_PLAIN, ZB_ST_I32
+#define S_LW(f) offsetof(zb_model_layer_t, f)
+#define S_PANEL ZB_BUNDLE_LAYOUT_PANEL, ZB_SAFETENSORS_F32
+#define S_Q8 ZB_BUNDLE_LAYOUT_PANEL_Q8, ZB_SAFETENSORS_I8
+#define S_SUM ZB_BUNDLE_LAYOUT_PLAIN, ZB_SAFETENSORS_I32
 
 static const s_slot_t s_layer_slots[S_LAYER_TENSORS] = {
     {"attention.self.query.weight", S_D_H, S_D_H, S_LW(q_w), S_PLAIN},
@@ -160,7 +160,7 @@ static const s_slot_t s_int8_layer_slots[S_INT8_LAYER_TENSORS] = {
 #undef S_Q8_SLOTS
 #undef S_LW
 
-static int64_t s_dim(const zb_bert_config_t *c, s_dim_t k) {
+static int64_t s_dim(const zb_config_t *c, s_dim_t k) {
     switch (k) {
     case S_D_V: return c->vocab_size;
     case S_D_P: return c->max_positions;
@@ -181,7 +181,7 @@ static int s_per_layer(s_table_t table) {
 
 /* Describes tensor i of a table: name, shape, dtype, layout; returns its
  * slot and sets *layer (-1 for the embeddings).  i must be in range. */
-static const s_slot_t *s_describe(const zb_bert_config_t *c, s_table_t table, int i,
+static const s_slot_t *s_describe(const zb_config_t *c, s_table_t table, int i,
                                   zb_model_tensor_t *t, int *layer) {
     const s_slot_t *s;
     const int per = s_per_layer(table);
@@ -205,10 +205,10 @@ static const s_slot_t *s_describe(const zb_bert_config_t *c, s_table_t table, in
     /* limits.h bounds every dim so that these products cannot overflow */
     t->n_elems = (size_t)t->shape[0] * (size_t)(t->n_dims == 2 ? t->shape[1] : 1);
     t->layout = s->layout;
-    t->packed = s->layout != ZB_LAYOUT_PLAIN;
+    t->packed = s->layout != ZB_BUNDLE_LAYOUT_PLAIN;
     const int n = (int)t->shape[0], k = (int)t->shape[1];
-    t->n_stored = s->layout == ZB_LAYOUT_PANEL      ? zb_gemm_packed_floats(n, k)
-                  : s->layout == ZB_LAYOUT_PANEL_Q8 ? zb_qgemm_packed_bytes(n, k)
+    t->n_stored = s->layout == ZB_BUNDLE_LAYOUT_PANEL      ? zb_gemm_packed_floats(n, k)
+                  : s->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8 ? zb_qgemm_packed_bytes(n, k)
                                                     : t->n_elems;
     t->nbytes = t->n_stored * zb_safetensors_dtype_size(s->dtype);
     t->data = NULL;
@@ -216,20 +216,20 @@ static const s_slot_t *s_describe(const zb_bert_config_t *c, s_table_t table, in
 }
 
 /* Address of a slot's field inside w (embeddings) or layers[layer]. */
-static void *s_slot_addr(const s_slot_t *s, int layer, const zb_bert_weights_t *w,
-                         const zb_layer_weights_t *layers) {
+static void *s_slot_addr(const s_slot_t *s, int layer, const zb_model_weights_t *w,
+                         const zb_model_layer_t *layers) {
     const char *base = layer < 0 ? (const char *)w : (const char *)&layers[layer];
     return (void *)(uintptr_t)(base + s->field);
 }
 
 /* The data a bound slot points to. */
 static const void *s_slot_data(const s_slot_t *s, const void *addr) {
-    if (s->layout == ZB_LAYOUT_PANEL) return ((const zb_gemm_w_t *)addr)->p;
-    if (s->layout == ZB_LAYOUT_PANEL_Q8) return ((const zb_qgemm_w_t *)addr)->q;
+    if (s->layout == ZB_BUNDLE_LAYOUT_PANEL) return ((const zb_gemm_w_t *)addr)->p;
+    if (s->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) return ((const zb_qgemm_w_t *)addr)->q;
     return *(const void *const *)addr;
 }
 
-static int s_n_table(const zb_bert_config_t *c, s_table_t table) {
+static int s_n_table(const zb_config_t *c, s_table_t table) {
     return S_EMB_TENSORS + s_per_layer(table) * c->layers;
 }
 
@@ -294,7 +294,7 @@ typedef struct {
     int n_dims;
     const int64_t *shape;
     size_t n_elems;
-    zb_tensor_layout_t layout; /* a panel layout: bundles only */
+    zb_bundle_layout_t layout; /* a panel layout: bundles only */
     size_t n_stored; /* elements stored: n_elems, or the packed size */
     const void *data;
 } s_src_tensor_t;
@@ -339,8 +339,8 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
         if (rc != 0) return rc;
         if (got.layout != want.layout)
             return zb_diag_set(d, ZB_EFORMAT, "tensor %s: stored in the %s layout, expected %s",
-                               got.stored_name, zb_tensor_layout_name(got.layout),
-                               zb_tensor_layout_name(want.layout));
+                               got.stored_name, zb_bundle_layout_name(got.layout),
+                               zb_bundle_layout_name(want.layout));
         int same = got.n_dims == want.n_dims;
         for (int k = 0; same && k < want.n_dims; k++) same = got.shape[k] == want.shape[k];
         if (!same) {
@@ -351,7 +351,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
                                "tensor %s: expected shape %s from the config, found %s",
                                got.stored_name, ws, gs);
         }
-        if (want.packed || want.dtype != ZB_ST_F32) {
+        if (want.packed || want.dtype != ZB_SAFETENSORS_F32) {
             /* panels and int8 data come from bundles only, which checked the
              * size against the shape; the GEMMs' aligned loads need the
              * alignment */
@@ -363,9 +363,9 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
                                    got.stored_name, want.n_stored, align,
                                    zb_safetensors_dtype_name(want.dtype));
             const int rows = (int)want.shape[0], cols = (int)want.shape[1];
-            if (want.layout == ZB_LAYOUT_PANEL) {
+            if (want.layout == ZB_BUNDLE_LAYOUT_PANEL) {
                 *(zb_gemm_w_t *)addr = (zb_gemm_w_t){.p = got.data, .n = rows, .k = cols};
-            } else if (want.layout == ZB_LAYOUT_PANEL_Q8) {
+            } else if (want.layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) {
                 zb_qgemm_w_t *q = addr;
                 q->q = got.data;
                 q->n = rows;
@@ -376,24 +376,24 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
             continue;
         }
         const float *p;
-        if (got.dtype == ZB_ST_F32 && ((uintptr_t)got.data % sizeof(float)) == 0) {
+        if (got.dtype == ZB_SAFETENSORS_F32 && ((uintptr_t)got.data % sizeof(float)) == 0) {
             p = got.data;
-        } else if (!allow_widen || (got.dtype != ZB_ST_F32 && got.dtype != ZB_ST_F16 &&
-                                    got.dtype != ZB_ST_BF16)) {
+        } else if (!allow_widen || (got.dtype != ZB_SAFETENSORS_F32 && got.dtype != ZB_SAFETENSORS_F16 &&
+                                    got.dtype != ZB_SAFETENSORS_BF16)) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "tensor %s: dtype %s%s, expected %s",
                                got.stored_name, zb_safetensors_dtype_name(got.dtype),
-                               got.dtype == ZB_ST_F32 ? " (misaligned)" : "",
+                               got.dtype == ZB_SAFETENSORS_F32 ? " (misaligned)" : "",
                                allow_widen ? "F32, F16 or BF16" : "aligned F32");
         } else {
             float *q = s_own(m, want.n_elems * sizeof(float));
             if (q == NULL) return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
             const unsigned char *b = got.data;
-            if (got.dtype == ZB_ST_F32) {
+            if (got.dtype == ZB_SAFETENSORS_F32) {
                 memcpy(q, b, want.n_elems * sizeof(float));
             } else {
                 for (size_t k = 0; k < want.n_elems; k++) {
                     uint16_t h = (uint16_t)(b[2 * k] | (b[2 * k + 1] << 8));
-                    q[k] = got.dtype == ZB_ST_F16 ? zb_safetensors_f16_to_f32(h)
+                    q[k] = got.dtype == ZB_SAFETENSORS_F16 ? zb_safetensors_f16_to_f32(h)
                                                   : zb_safetensors_bf16_to_f32(h);
                 }
             }
@@ -405,7 +405,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
         /* the separate Q, K, V biases are views into the stacked one */
         const size_t h = (size_t)m->cfg.hidden;
         for (int l = 0; l < m->cfg.layers; l++) {
-            zb_layer_weights_t *L = &m->layers[l];
+            zb_model_layer_t *L = &m->layers[l];
             L->q_b = L->qkv_b;
             L->k_b = L->qkv_b + h;
             L->v_b = L->qkv_b + 2 * h;
@@ -421,7 +421,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
 static int s_pack_at_load(zb_model_t *m, zb_diag_t *d) {
     const int h = m->cfg.hidden, in = m->cfg.intermediate;
     for (int l = 0; l < m->cfg.layers; l++) {
-        zb_layer_weights_t *L = &m->layers[l];
+        zb_model_layer_t *L = &m->layers[l];
         float *qkv = s_own(m, zb_gemm_packed_floats(3 * h, h) * sizeof(float));
         float *qkv_b = qkv ? s_own(m, 3 * (size_t)h * sizeof(float)) : NULL;
         float *ao = qkv_b ? s_own(m, zb_gemm_packed_floats(h, h) * sizeof(float)) : NULL;
@@ -483,7 +483,7 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
     out->n_dims = found->n_dims;
     out->shape = found->shape;
     out->n_elems = found->n_elems;
-    out->layout = ZB_LAYOUT_PLAIN;
+    out->layout = ZB_BUNDLE_LAYOUT_PLAIN;
     out->n_stored = found->n_elems;
     out->data = found->data;
     return 0;
@@ -616,15 +616,15 @@ void zb_model_close(zb_model_t **pm) {
     *pm = NULL;
 }
 
-const zb_bert_config_t *zb_model_config(const zb_model_t *m) {
+const zb_config_t *zb_model_config(const zb_model_t *m) {
     return &m->cfg;
 }
 
-const zb_tokenizer_config_t *zb_model_tokenizer_config(const zb_model_t *m) {
+const zb_config_tokenizer_t *zb_model_tokenizer_config(const zb_model_t *m) {
     return &m->tok;
 }
 
-const zb_bert_weights_t *zb_model_weights(const zb_model_t *m) {
+const zb_model_weights_t *zb_model_weights(const zb_model_t *m) {
     return &m->w;
 }
 
@@ -651,7 +651,7 @@ static int s_model_tensor(const zb_model_t *m, s_table_t table, int i, zb_model_
 }
 
 /* Tensor i of a table for a config alone. */
-static int s_spec(const zb_bert_config_t *c, s_table_t table, int i, zb_model_tensor_t *out) {
+static int s_spec(const zb_config_t *c, s_table_t table, int i, zb_model_tensor_t *out) {
     if (c == NULL || out == NULL || i < 0 || c->layers < 0 || i >= s_n_table(c, table))
         return ZB_EINVAL;
     int layer;
@@ -664,15 +664,15 @@ int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
     return s_model_tensor(m, m->table, i, out);
 }
 
-int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+int zb_model_tensor_spec(const zb_config_t *c, int i, zb_model_tensor_t *out) {
     return s_spec(c, S_TABLE_PLAIN, i, out);
 }
 
-int zb_model_n_packed(const zb_bert_config_t *c) {
+int zb_model_n_packed(const zb_config_t *c) {
     return c == NULL || c->layers < 0 ? 0 : s_n_table(c, S_TABLE_PACKED);
 }
 
-int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+int zb_model_packed_spec(const zb_config_t *c, int i, zb_model_tensor_t *out) {
     return s_spec(c, S_TABLE_PACKED, i, out);
 }
 
@@ -682,11 +682,11 @@ int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out) {
     return s_model_tensor(m, S_TABLE_PACKED, i, out);
 }
 
-int zb_model_n_int8(const zb_bert_config_t *c) {
+int zb_model_n_int8(const zb_config_t *c) {
     return c == NULL || c->layers < 0 ? 0 : s_n_table(c, S_TABLE_INT8);
 }
 
-int zb_model_int8_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out) {
+int zb_model_int8_spec(const zb_config_t *c, int i, zb_model_tensor_t *out) {
     return s_spec(c, S_TABLE_INT8, i, out);
 }
 

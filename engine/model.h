@@ -41,7 +41,7 @@
 
 /* Weights of one encoder layer.  Plain linear weights are [out][in]
  * row-major (PyTorch layout): y = x W^T + b. */
-typedef struct zb_layer_weights {
+typedef struct zb_model_layer {
     /* Plain matrices: set when the source holds them plain (Hugging Face
      * directory, plain-layout bundle); NULL for a packed bundle.  Biases
      * and LayerNorm vectors are always set (q_b, k_b, v_b may be views into
@@ -63,15 +63,15 @@ typedef struct zb_layer_weights {
     zb_gemm_w_t ffn_out;  /* packed [H][I] */
     bool int8;
     zb_qgemm_w_t qkv_q8, attn_out_q8, ffn_in_q8, ffn_out_q8; /* same shapes, qgemm.h */
-} zb_layer_weights_t;
+} zb_model_layer_t;
 
-typedef struct zb_bert_weights {
+typedef struct zb_model_weights {
     const float *word;       /* [vocab_size][H] */
     const float *position;   /* [max_positions][H] */
     const float *token_type; /* [type_vocab_size][H] */
     const float *emb_ln_g, *emb_ln_b; /* [H], [H] */
-    const zb_layer_weights_t *layer;  /* [layers] */
-} zb_bert_weights_t;
+    const zb_model_layer_t *layer;  /* [layers] */
+} zb_model_weights_t;
 
 typedef struct zb_model zb_model_t;
 
@@ -87,9 +87,9 @@ int zb_model_open(const char *path, zb_model_t **out, zb_diag_t *d);
 void zb_model_close(zb_model_t **m);
 
 /* Borrowed views, valid until zb_model_close(). */
-const zb_bert_config_t *zb_model_config(const zb_model_t *m);
-const zb_tokenizer_config_t *zb_model_tokenizer_config(const zb_model_t *m);
-const zb_bert_weights_t *zb_model_weights(const zb_model_t *m);
+const zb_config_t *zb_model_config(const zb_model_t *m);
+const zb_config_tokenizer_t *zb_model_tokenizer_config(const zb_model_t *m);
+const zb_model_weights_t *zb_model_weights(const zb_model_t *m);
 
 /* The vocabulary file's bytes (vocab.txt: one token per line, id = line). */
 const char *zb_model_vocab(const zb_model_t *m, size_t *len);
@@ -107,7 +107,7 @@ typedef struct zb_model_tensor {
     int64_t shape[2];             /* logical shape; shape[1] is 0 when n_dims == 1 */
     size_t n_elems;               /* product of the shape */
     bool packed;                  /* layout is a panel one (n_dims == 2) */
-    zb_tensor_layout_t layout;
+    zb_bundle_layout_t layout;
     size_t n_stored; /* elements at data: n_elems, zb_gemm_packed_floats(), zb_qgemm_packed_bytes() */
     size_t nbytes;   /* bytes at data: n_stored x the dtype's size */
     const void *data; /* borrowed view, valid until zb_model_close() */
@@ -129,7 +129,7 @@ int zb_model_tensor_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
  * attention output, attention LayerNorm, intermediate, output, output
  * LayerNorm; weight before bias).  Returns 0 or ZB_EINVAL.  Writers use it
  * to produce files a loader accepts. */
-int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+int zb_model_tensor_spec(const zb_config_t *c, int i, zb_model_tensor_t *out);
 
 /* The packed table (what a bundle stores), 5 + 12 * c->layers tensors: the
  * embeddings as above, then per layer attention.self.qkv.weight (packed
@@ -139,8 +139,8 @@ int zb_model_tensor_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *ou
  * output.LayerNorm.weight/.bias.  zb_model_packed_spec() describes tensor i
  * for a config (data NULL); zb_model_packed_at() gives it with the data of
  * an open model, whatever its source.  Both return 0 or ZB_EINVAL. */
-int zb_model_n_packed(const zb_bert_config_t *c);
-int zb_model_packed_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+int zb_model_n_packed(const zb_config_t *c);
+int zb_model_packed_spec(const zb_config_t *c, int i, zb_model_tensor_t *out);
 int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
 
 /* The int8 table (what a quantized bundle stores), 5 + 24 * c->layers
@@ -148,8 +148,8 @@ int zb_model_packed_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
  * tensors: W in the panel-q8 layout (I8), W_scale ([N] F32: "...weight_scale"),
  * W_sum ([N] I32: "...weight_sum") and W_smooth ([K] F32: "...weight_smooth",
  * the activation multipliers), see qgemm.h.  As above. */
-int zb_model_n_int8(const zb_bert_config_t *c);
-int zb_model_int8_spec(const zb_bert_config_t *c, int i, zb_model_tensor_t *out);
+int zb_model_n_int8(const zb_config_t *c);
+int zb_model_int8_spec(const zb_config_t *c, int i, zb_model_tensor_t *out);
 int zb_model_int8_at(const zb_model_t *m, int i, zb_model_tensor_t *out);
 
 /* True when the model's linear layers are int8 (a quantized bundle): its

@@ -45,27 +45,27 @@ struct zb_safetensors {
 static const struct {
     const char *name;
     size_t size;
-} s_dtypes[ZB_ST_DTYPE_COUNT] = {
-    [ZB_ST_BOOL] = {"BOOL", 1}, [ZB_ST_U8] = {"U8", 1},     [ZB_ST_I8] = {"I8", 1},
-    [ZB_ST_I16] = {"I16", 2},   [ZB_ST_U16] = {"U16", 2},   [ZB_ST_F16] = {"F16", 2},
-    [ZB_ST_BF16] = {"BF16", 2}, [ZB_ST_I32] = {"I32", 4},   [ZB_ST_U32] = {"U32", 4},
-    [ZB_ST_F32] = {"F32", 4},   [ZB_ST_I64] = {"I64", 8},   [ZB_ST_U64] = {"U64", 8},
-    [ZB_ST_F64] = {"F64", 8},
+} s_dtypes[ZB_SAFETENSORS_DTYPE_COUNT] = {
+    [ZB_SAFETENSORS_BOOL] = {"BOOL", 1}, [ZB_SAFETENSORS_U8] = {"U8", 1},     [ZB_SAFETENSORS_I8] = {"I8", 1},
+    [ZB_SAFETENSORS_I16] = {"I16", 2},   [ZB_SAFETENSORS_U16] = {"U16", 2},   [ZB_SAFETENSORS_F16] = {"F16", 2},
+    [ZB_SAFETENSORS_BF16] = {"BF16", 2}, [ZB_SAFETENSORS_I32] = {"I32", 4},   [ZB_SAFETENSORS_U32] = {"U32", 4},
+    [ZB_SAFETENSORS_F32] = {"F32", 4},   [ZB_SAFETENSORS_I64] = {"I64", 8},   [ZB_SAFETENSORS_U64] = {"U64", 8},
+    [ZB_SAFETENSORS_F64] = {"F64", 8},
 };
 
 size_t zb_safetensors_dtype_size(zb_safetensors_dtype_t dtype) {
-    if ((int)dtype < 0 || dtype >= ZB_ST_DTYPE_COUNT) return 0;
+    if ((int)dtype < 0 || dtype >= ZB_SAFETENSORS_DTYPE_COUNT) return 0;
     return s_dtypes[dtype].size;
 }
 
 const char *zb_safetensors_dtype_name(zb_safetensors_dtype_t dtype) {
-    if ((int)dtype < 0 || dtype >= ZB_ST_DTYPE_COUNT) return "?";
+    if ((int)dtype < 0 || dtype >= ZB_SAFETENSORS_DTYPE_COUNT) return "?";
     return s_dtypes[dtype].name;
 }
 
 int zb_safetensors_dtype_parse(const char *s, zb_safetensors_dtype_t *out) {
     if (s == NULL) return ZB_EUNSUPPORTED;
-    for (int i = 0; i < ZB_ST_DTYPE_COUNT; i++) {
+    for (int i = 0; i < ZB_SAFETENSORS_DTYPE_COUNT; i++) {
         if (strcmp(s, s_dtypes[i].name) == 0) {
             *out = (zb_safetensors_dtype_t)i;
             return 0;

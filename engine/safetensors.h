@@ -30,20 +30,20 @@
 #include "limits.h"
 
 typedef enum zb_safetensors_dtype {
-    ZB_ST_BOOL,
-    ZB_ST_U8,
-    ZB_ST_I8,
-    ZB_ST_I16,
-    ZB_ST_U16,
-    ZB_ST_F16,
-    ZB_ST_BF16,
-    ZB_ST_I32,
-    ZB_ST_U32,
-    ZB_ST_F32,
-    ZB_ST_I64,
-    ZB_ST_U64,
-    ZB_ST_F64,
-    ZB_ST_DTYPE_COUNT
+    ZB_SAFETENSORS_BOOL,
+    ZB_SAFETENSORS_U8,
+    ZB_SAFETENSORS_I8,
+    ZB_SAFETENSORS_I16,
+    ZB_SAFETENSORS_U16,
+    ZB_SAFETENSORS_F16,
+    ZB_SAFETENSORS_BF16,
+    ZB_SAFETENSORS_I32,
+    ZB_SAFETENSORS_U32,
+    ZB_SAFETENSORS_F32,
+    ZB_SAFETENSORS_I64,
+    ZB_SAFETENSORS_U64,
+    ZB_SAFETENSORS_F64,
+    ZB_SAFETENSORS_DTYPE_COUNT
 } zb_safetensors_dtype_t;
 
 typedef struct zb_safetensors_tensor {

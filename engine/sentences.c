@@ -157,7 +157,7 @@ static inline unsigned s_class(int32_t u) {
     return u < 128 ? s_ascii[u] : s_class_wide(u);
 }
 
-bool zb_sent_is_space(int32_t c) {
+bool zb_sentences_is_space(int32_t c) {
     return c >= 0 && c <= 0x10FFFF && (s_class(c) & K_SPACE) != 0;
 }
 
@@ -796,7 +796,7 @@ typedef struct seg {
     size_t len;
     bool semi_ends;
     bool para_term; /* the current paragraph has a terminator */
-    zb_sent_spans_t *out;
+    zb_sentences_spans_t *out;
     /* the open sentence */
     size_t sb, se;     /* bytes [sb, se) so far */
     unsigned n_pieces; /* pieces so far */
@@ -812,7 +812,7 @@ typedef struct seg {
 } seg_t;
 
 /* Grows the output so that one more span fits. */
-static int s_push(zb_sent_spans_t *o, size_t b, size_t e) {
+static int s_push(zb_sentences_spans_t *o, size_t b, size_t e) {
     if (o->n == o->cap) {
         size_t nc = o->cap ? o->cap : 16, bytes;
         if (__builtin_mul_overflow(nc, (size_t)2, &nc) ||
@@ -823,7 +823,7 @@ static int s_push(zb_sent_spans_t *o, size_t b, size_t e) {
         o->v = v;
         o->cap = nc;
     }
-    zb_sent_span_t *sp = &o->v[o->n++];
+    zb_sentences_span_t *sp = &o->v[o->n++];
     sp->byte_begin = (uint32_t)b;
     sp->byte_end = (uint32_t)e;
     sp->begin = sp->end = 0;
@@ -1062,11 +1062,11 @@ static int s_run(seg_t *x) {
 }
 
 /* Fills the code-point offsets of the spans (in text order) in one pass. */
-static void s_code_points(const uint8_t *s, zb_sent_spans_t *o) {
+static void s_code_points(const uint8_t *s, zb_sentences_spans_t *o) {
     size_t bi = 0;
     uint32_t ci = 0;
     for (size_t k = 0; k < o->n; k++) {
-        zb_sent_span_t *sp = &o->v[k];
+        zb_sentences_span_t *sp = &o->v[k];
         for (; bi < sp->byte_begin; bi++) ci += (s[bi] & 0xC0) != 0x80;
         sp->begin = ci;
         for (; bi < sp->byte_end; bi++) ci += (s[bi] & 0xC0) != 0x80;
@@ -1074,15 +1074,15 @@ static void s_code_points(const uint8_t *s, zb_sent_spans_t *o) {
     }
 }
 
-void zb_sent_spans_free(zb_sent_spans_t *s) {
+void zb_sentences_spans_free(zb_sentences_spans_t *s) {
     if (!s) return;
     free(s->v);
     s->v = NULL;
     s->n = s->cap = 0;
 }
 
-int zb_sent_split_opts(const char *text, size_t len, const zb_sent_options_t *opt,
-                       zb_sent_spans_t *out) {
+int zb_sentences_split_opts(const char *text, size_t len, const zb_sentences_options_t *opt,
+                       zb_sentences_spans_t *out) {
     if (!out) return ZB_EINVAL;
     out->n = 0;
     if (!text && len) return ZB_EINVAL;
@@ -1105,6 +1105,6 @@ int zb_sent_split_opts(const char *text, size_t len, const zb_sent_options_t *op
     return 0;
 }
 
-int zb_sent_split(const char *text, size_t len, zb_sent_spans_t *out) {
-    return zb_sent_split_opts(text, len, NULL, out);
+int zb_sentences_split(const char *text, size_t len, zb_sentences_spans_t *out) {
+    return zb_sentences_split_opts(text, len, NULL, out);
 }

@@ -33,7 +33,7 @@
  *     pragmatic segmenter keeps a quoted passage whole; BERT sequences are
  *     better short), but a terminator followed by a closer and a lower-case
  *     word does not end one ("'This is great.' she said");
- *   - `;` only when zb_sent_options_t.semicolon_ends is set (Spark NLP's
+ *   - `;` only when zb_sentences_options_t.semicolon_ends is set (Spark NLP's
  *     detector ends sentences there; the Golden Rules and zbert's default
  *     do not).
  *
@@ -57,24 +57,24 @@
 #include "error.h"
 
 /* One sentence. */
-typedef struct zb_sent_span {
+typedef struct zb_sentences_span {
     uint32_t begin, end;           /* [begin, end) in code points of the text */
     uint32_t byte_begin, byte_end; /* [begin, end) in bytes of the text */
-} zb_sent_span_t;
+} zb_sentences_span_t;
 
 /* A growable array of sentences, owned by the caller; reuse it across texts
- * to avoid allocation.  Zero-initialise, release with zb_sent_spans_free(). */
-typedef struct zb_sent_spans {
-    zb_sent_span_t *v;
+ * to avoid allocation.  Zero-initialise, release with zb_sentences_spans_free(). */
+typedef struct zb_sentences_spans {
+    zb_sentences_span_t *v;
     size_t n, cap;
-} zb_sent_spans_t;
+} zb_sentences_spans_t;
 
 /* Frees s->v and zeroes s (s may be NULL). */
-void zb_sent_spans_free(zb_sent_spans_t *s);
+void zb_sentences_spans_free(zb_sentences_spans_t *s);
 
-typedef struct zb_sent_options {
+typedef struct zb_sentences_options {
     bool semicolon_ends; /* `;` at the end of a word ends a sentence (Spark NLP) */
-} zb_sent_options_t;
+} zb_sentences_options_t;
 
 /*
  * Splits text[0..len) into sentences, written to out after clearing it
@@ -83,14 +83,14 @@ typedef struct zb_sent_options {
  * exceeds ZB_TEXT_BYTES_MAX, ZB_EINVAL when out is NULL or text is NULL with
  * len > 0, or ZB_ENOMEM; out is empty after any error.
  */
-int zb_sent_split(const char *text, size_t len, zb_sent_spans_t *out);
+int zb_sentences_split(const char *text, size_t len, zb_sentences_spans_t *out);
 
 /* The same with options (opt NULL = defaults, all false). */
-int zb_sent_split_opts(const char *text, size_t len, const zb_sent_options_t *opt,
-                       zb_sent_spans_t *out);
+int zb_sentences_split_opts(const char *text, size_t len, const zb_sentences_options_t *opt,
+                       zb_sentences_spans_t *out);
 
 /* True when code point c is whitespace to the segmenter (Unicode White_Space):
  * the characters spans are trimmed of and need not cover. */
-bool zb_sent_is_space(int32_t c);
+bool zb_sentences_is_space(int32_t c);
 
 #endif

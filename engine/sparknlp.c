@@ -67,7 +67,7 @@ typedef struct s_piece {
     bool word_start;
 } s_piece_t;
 
-struct zb_snlp_scratch {
+struct zb_sparknlp_scratch {
     uint32_t *u16;  /* [n + 1] UTF-16 index of code point i */
     uint32_t *byte; /* [n + 1] byte offset of code point i */
     size_t pos_cap;
@@ -96,7 +96,7 @@ static void s_buf_free(s_buf_t *b) {
     memset(b, 0, sizeof *b);
 }
 
-void zb_snlp_doc_free(zb_snlp_doc_t *doc) {
+void zb_sparknlp_doc_free(zb_sparknlp_doc_t *doc) {
     if (doc == NULL) return;
     free(doc->sentences);
     free(doc->tokens);
@@ -104,7 +104,7 @@ void zb_snlp_doc_free(zb_snlp_doc_t *doc) {
     free(doc->seq_off);
     free(doc->piece_token);
     free(doc->vectors);
-    struct zb_snlp_scratch *s = doc->scratch;
+    struct zb_sparknlp_scratch *s = doc->scratch;
     if (s) {
         free(s->u16);
         free(s->byte);
@@ -679,7 +679,7 @@ static const s_step_t s_steps[] = {
 /* --- text decoding ------------------------------------------------------- */
 
 /* Decodes text into scratch cp with UTF-16 and byte positions. */
-static int s_decode_text(struct zb_snlp_scratch *sc, const char *text, size_t len) {
+static int s_decode_text(struct zb_sparknlp_scratch *sc, const char *text, size_t len) {
     const utf8proc_uint8_t *p = (const utf8proc_uint8_t *)text;
     sc->cp.n = 0;
     if (s_buf_reserve(&sc->cp, len + 1)) return ZB_ENOMEM;
@@ -707,13 +707,13 @@ static int s_decode_text(struct zb_snlp_scratch *sc, const char *text, size_t le
     return 0;
 }
 
-static struct zb_snlp_scratch *s_scratch(zb_snlp_doc_t *doc) {
+static struct zb_sparknlp_scratch *s_scratch(zb_sparknlp_doc_t *doc) {
     if (doc->scratch == NULL) doc->scratch = calloc(1, sizeof *doc->scratch);
     return doc->scratch;
 }
 
-static zb_snlp_span_t s_span(const struct zb_snlp_scratch *sc, size_t b, size_t e) {
-    return (zb_snlp_span_t){.begin16 = (int32_t)sc->u16[b],
+static zb_sparknlp_span_t s_span(const struct zb_sparknlp_scratch *sc, size_t b, size_t e) {
+    return (zb_sparknlp_span_t){.begin16 = (int32_t)sc->u16[b],
                             .end16 = (int32_t)sc->u16[e] - 1,
                             .begin = (uint32_t)b,
                             .end = (uint32_t)e,
@@ -725,7 +725,7 @@ static zb_snlp_span_t s_span(const struct zb_snlp_scratch *sc, size_t b, size_t 
 
 /* Java String.indexOf(needle, from) over code points, by Knuth-Morris-Pratt
  * (linear even when the needle is not there).  Returns the index or -1. */
-static long s_index_of(struct zb_snlp_scratch *sc, const int32_t *hay, size_t n, size_t from) {
+static long s_index_of(struct zb_sparknlp_scratch *sc, const int32_t *hay, size_t n, size_t from) {
     const int32_t *p = sc->needle.v;
     size_t m = sc->needle.n;
     if (m == 0) return (long)(from <= n ? from : n);
@@ -757,7 +757,7 @@ static const char *s_recover(int32_t c) {
     }
 }
 
-static int s_push_sentence(zb_snlp_doc_t *doc, zb_snlp_span_t sp) {
+static int s_push_sentence(zb_sparknlp_doc_t *doc, zb_sparknlp_span_t sp) {
     if (zb_grow((void **)&doc->sentences, &doc->caps[0], doc->n_sentences + 1,
                sizeof *doc->sentences))
         return ZB_ENOMEM;
@@ -766,7 +766,7 @@ static int s_push_sentence(zb_snlp_doc_t *doc, zb_snlp_span_t sp) {
 }
 
 /* The detector on the decoded text in sc->cp. */
-static int s_detect(zb_snlp_doc_t *doc, struct zb_snlp_scratch *sc) {
+static int s_detect(zb_sparknlp_doc_t *doc, struct zb_sparknlp_scratch *sc) {
     doc->n_sentences = 0;
     size_t n = sc->cp.n;
     s_buf_t *in = &sc->a, *out = &sc->b;
@@ -825,19 +825,19 @@ static int s_detect(zb_snlp_doc_t *doc, struct zb_snlp_scratch *sc) {
         size_t sb = (size_t)at, se = sb + sc->needle.n;
         last = se;
         /* maxLength 99999 (the Python wrapper's default): longer ones dropped */
-        if (sc->u16[se] - sc->u16[sb] > ZB_SNLP_LENGTH_MAX) continue;
+        if (sc->u16[se] - sc->u16[sb] > ZB_SPARKNLP_LENGTH_MAX) continue;
         if (s_push_sentence(doc, s_span(sc, sb, se))) return ZB_ENOMEM;
     }
     return 0;
 }
 
-static int s_begin(zb_snlp_doc_t *doc, const char *text, size_t len,
-                   struct zb_snlp_scratch **out) {
+static int s_begin(zb_sparknlp_doc_t *doc, const char *text, size_t len,
+                   struct zb_sparknlp_scratch **out) {
     doc->n_sentences = doc->n_tokens = doc->n_vectors = 0;
     doc->error[0] = '\0';
     if (text == NULL && len) return ZB_EINVAL;
     if (len > ZB_TEXT_BYTES_MAX) return ZB_ELIMIT;
-    struct zb_snlp_scratch *sc = s_scratch(doc);
+    struct zb_sparknlp_scratch *sc = s_scratch(doc);
     if (sc == NULL) return ZB_ENOMEM;
     int rc = s_decode_text(sc, text ? text : "", len);
     if (rc) return rc;
@@ -845,9 +845,9 @@ static int s_begin(zb_snlp_doc_t *doc, const char *text, size_t len,
     return 0;
 }
 
-int zb_snlp_sentences(const char *text, size_t len, zb_snlp_doc_t *doc) {
+int zb_sparknlp_sentences(const char *text, size_t len, zb_sparknlp_doc_t *doc) {
     if (doc == NULL) return ZB_EINVAL;
-    struct zb_snlp_scratch *sc;
+    struct zb_sparknlp_scratch *sc;
     int rc = s_begin(doc, text, len, &sc);
     if (rc == 0) rc = s_detect(doc, sc);
     if (rc) doc->n_sentences = 0;
@@ -867,18 +867,18 @@ static bool s_context(int32_t c) {
     }
 }
 
-static int s_push_token(zb_snlp_doc_t *doc, const struct zb_snlp_scratch *sc, size_t b, size_t e,
+static int s_push_token(zb_sparknlp_doc_t *doc, const struct zb_sparknlp_scratch *sc, size_t b, size_t e,
                         uint32_t sentence) {
-    if (sc->u16[e] - sc->u16[b] > ZB_SNLP_LENGTH_MAX) return 0; /* maxLength */
+    if (sc->u16[e] - sc->u16[b] > ZB_SPARKNLP_LENGTH_MAX) return 0; /* maxLength */
     if (zb_grow((void **)&doc->tokens, &doc->caps[1], doc->n_tokens + 1, sizeof *doc->tokens))
         return ZB_ENOMEM;
-    doc->tokens[doc->n_tokens++] = (zb_snlp_token_t){s_span(sc, b, e), sentence};
+    doc->tokens[doc->n_tokens++] = (zb_sparknlp_token_t){s_span(sc, b, e), sentence};
     return 0;
 }
 
 /* Spark's Tokenizer on sentence k: candidates split at \s (and at U+2187,
  * its internal break character), then \A([C]*)([^C](?:.*[^C])*)([C]*)\z. */
-static int s_tokenize(zb_snlp_doc_t *doc, const struct zb_snlp_scratch *sc, uint32_t k) {
+static int s_tokenize(zb_sparknlp_doc_t *doc, const struct zb_sparknlp_scratch *sc, uint32_t k) {
     const int32_t *s = sc->cp.v;
     size_t i = doc->sentences[k].begin, end = doc->sentences[k].end;
     int rc;
@@ -919,7 +919,7 @@ static bool s_filtered(int32_t c) {
     return c <= 0x1F || (c >= 0x7F && c <= 0x9F);
 }
 
-bool zb_snlp_is_punct(int32_t c) {
+bool zb_sparknlp_is_punct(int32_t c) {
     static const int32_t lo[] = {0x05BE, 0x05C0, 0x05C3, 0x05C6, 0x05F3, 0x061E, 0x0830, 0x0837,
                                  0x085E, 0x0DF4, 0x16EB, 0x1735, 0x1C3B, 0x1C7E, 0x1CC0, 0x2008,
                                  0x2055, 0x2058, 0x2E2A, 0xA4FE, 0xAA5C};
@@ -933,7 +933,7 @@ bool zb_snlp_is_punct(int32_t c) {
 
 static bool s_bt_punct(int32_t c) {
     return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
-           (c >= 123 && c <= 126) || zb_snlp_is_punct(c);
+           (c >= 123 && c <= 126) || zb_sparknlp_is_punct(c);
 }
 
 /* CJK as Spark tests it, on UTF-16 units: the BMP blocks only. */
@@ -947,7 +947,7 @@ static int s_units(int32_t c) { return c >= 0x10000 ? 2 : 1; }
 /* Canonical ordering of sc->nfd: each run of non-starters sorted by
  * combining class, stably; long runs by counting sort, so that a hostile run
  * of marks costs linear time. */
-static int s_canonical_order(struct zb_snlp_scratch *sc) {
+static int s_canonical_order(struct zb_sparknlp_scratch *sc) {
     int32_t *v = sc->nfd.v;
     size_t n = sc->nfd.n;
     for (size_t i = 0; i < n;) {
@@ -986,7 +986,7 @@ static int s_canonical_order(struct zb_snlp_scratch *sc) {
 
 /* normalize(): Java trim, NFD, U+0300-U+036F removed, filtered characters
  * removed, into sc->nfd.  (Lower-casing happened before, on the token.) */
-static int s_normalize(struct zb_snlp_scratch *sc, const int32_t *w, size_t n) {
+static int s_normalize(struct zb_sparknlp_scratch *sc, const int32_t *w, size_t n) {
     while (n > 0 && w[0] <= 0x20) {
         w++;
         n--;
@@ -1018,17 +1018,17 @@ static int s_normalize(struct zb_snlp_scratch *sc, const int32_t *w, size_t n) {
 }
 
 /* WordPiece on sc->nfd (the head sub-token, which begins at begin16):
- * appends pieces to sc->pc[*np..] up to ZB_SNLP_PIECES_MAX. */
-static int s_wordpiece(struct zb_snlp_scratch *sc, const zb_tok_t *t, int32_t begin16,
+ * appends pieces to sc->pc[*np..] up to ZB_SPARKNLP_PIECES_MAX. */
+static int s_wordpiece(struct zb_sparknlp_scratch *sc, const zb_tokenizer_t *t, int32_t begin16,
                        uint32_t token, size_t *np) {
     const int32_t *w = sc->nfd.v;
     size_t m = sc->nfd.n;
     size_t units = 0;
     for (size_t i = 0; i < m; i++) units += (size_t)s_units(w[i]);
     s_piece_t *pc = sc->pc;
-    if (units > ZB_SNLP_WORD_UNITS_MAX) {
-        if (*np < ZB_SNLP_PIECES_MAX)
-            pc[(*np)++] = (s_piece_t){zb_tok_unk_id(t), begin16, token, true};
+    if (units > ZB_SPARKNLP_WORD_UNITS_MAX) {
+        if (*np < ZB_SPARKNLP_PIECES_MAX)
+            pc[(*np)++] = (s_piece_t){zb_tokenizer_unk_id(t), begin16, token, true};
         return 0;
     }
     size_t need = 4 * m + 1;
@@ -1055,17 +1055,17 @@ static int s_wordpiece(struct zb_snlp_scratch *sc, const zb_tok_t *t, int32_t be
         size_t e = m;
         int32_t id = -1;
         for (; e > s; e--) {
-            id = zb_tok_piece_id(t, (const char *)sc->utf8 + sc->at[s], sc->at[e] - sc->at[s],
+            id = zb_tokenizer_piece_id(t, (const char *)sc->utf8 + sc->at[s], sc->at[e] - sc->at[s],
                                  s > 0);
             if (id >= 0) break;
         }
         if (id < 0) { /* one unmatched position: the whole word is [UNK] */
             *np = first;
-            if (*np < ZB_SNLP_PIECES_MAX)
-                pc[(*np)++] = (s_piece_t){zb_tok_unk_id(t), begin16, token, true};
+            if (*np < ZB_SPARKNLP_PIECES_MAX)
+                pc[(*np)++] = (s_piece_t){zb_tokenizer_unk_id(t), begin16, token, true};
             return 0;
         }
-        if (*np < ZB_SNLP_PIECES_MAX)
+        if (*np < ZB_SPARKNLP_PIECES_MAX)
             pc[(*np)++] = (s_piece_t){id, begin16 + (int32_t)sc->at16[s], token, s == 0};
         s = e;
     }
@@ -1089,9 +1089,9 @@ static int s_lower_into(s_buf_t *w, const int32_t *s, size_t n) {
 }
 
 /* The feed of one token: its first basic sub-token, WordPiece'd. */
-static int s_feed_token(const zb_tok_t *t, bool case_sensitive, zb_snlp_doc_t *doc,
-                        struct zb_snlp_scratch *sc, uint32_t ti, size_t *np) {
-    const zb_snlp_token_t *tk = &doc->tokens[ti];
+static int s_feed_token(const zb_tokenizer_t *t, bool case_sensitive, zb_sparknlp_doc_t *doc,
+                        struct zb_sparknlp_scratch *sc, uint32_t ti, size_t *np) {
+    const zb_sparknlp_token_t *tk = &doc->tokens[ti];
     const int32_t *w = sc->cp.v + tk->span.begin;
     size_t m = tk->span.end - tk->span.begin;
     if (m == 1 && w[0] == ' ') return 0; /* Spark skips a " " token (never happens) */
@@ -1125,7 +1125,7 @@ static int s_feed_token(const zb_tok_t *t, bool case_sensitive, zb_snlp_doc_t *d
 }
 
 /* The first token of tokens[lo, hi) (increasing begins) beginning at b16. */
-static long s_find_token(const zb_snlp_doc_t *doc, size_t lo, size_t hi, int32_t b16) {
+static long s_find_token(const zb_sparknlp_doc_t *doc, size_t lo, size_t hi, int32_t b16) {
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
         if (doc->tokens[mid].span.begin16 < b16) lo = mid + 1;
@@ -1134,7 +1134,7 @@ static long s_find_token(const zb_snlp_doc_t *doc, size_t lo, size_t hi, int32_t
     return lo < doc->n_tokens && doc->tokens[lo].span.begin16 == b16 ? (long)lo : -1;
 }
 
-static int s_push_id(zb_snlp_doc_t *doc, size_t *n, int32_t id, uint32_t token) {
+static int s_push_id(zb_sparknlp_doc_t *doc, size_t *n, int32_t id, uint32_t token) {
     if (zb_grow((void **)&doc->ids, &doc->caps[2], *n + 1, sizeof *doc->ids)) return ZB_ENOMEM;
     size_t cap = doc->caps[2];
     if (zb_grow((void **)&doc->piece_token, &doc->caps[4], cap, sizeof *doc->piece_token))
@@ -1145,13 +1145,13 @@ static int s_push_id(zb_snlp_doc_t *doc, size_t *n, int32_t id, uint32_t token) 
     return 0;
 }
 
-int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, size_t len,
-                    zb_snlp_doc_t *doc) {
+int zb_sparknlp_analyze(const zb_tokenizer_t *t, bool case_sensitive, const char *text, size_t len,
+                    zb_sparknlp_doc_t *doc) {
     if (doc == NULL || t == NULL) return ZB_EINVAL;
-    struct zb_snlp_scratch *sc;
+    struct zb_sparknlp_scratch *sc;
     int rc = s_begin(doc, text, len, &sc);
     if (rc) goto out;
-    if (zb_tok_cls_id(t) < 0 || zb_tok_sep_id(t) < 0) {
+    if (zb_tokenizer_cls_id(t) < 0 || zb_tokenizer_sep_id(t) < 0) {
         rc = ZB_EINVAL;
         goto out;
     }
@@ -1162,7 +1162,7 @@ int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, si
         rc = ZB_ENOMEM;
         goto out;
     }
-    if (sc->pc == NULL && (sc->pc = malloc(ZB_SNLP_PIECES_MAX * sizeof *sc->pc)) == NULL) {
+    if (sc->pc == NULL && (sc->pc = malloc(ZB_SPARKNLP_PIECES_MAX * sizeof *sc->pc)) == NULL) {
         rc = ZB_ENOMEM;
         goto out;
     }
@@ -1179,16 +1179,16 @@ int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, si
             goto out;
         }
         size_t np = 0;
-        for (size_t ti = t0; ti < t1 && np < ZB_SNLP_PIECES_MAX; ti++)
+        for (size_t ti = t0; ti < t1 && np < ZB_SPARKNLP_PIECES_MAX; ti++)
             if ((rc = s_feed_token(t, case_sensitive, doc, sc, (uint32_t)ti, &np))) goto out;
         /* [CLS] + first min(n, 126) + [SEP]; piece k takes row k for
          * k <= min(n, 127), so the 127th takes the [SEP] row. */
-        size_t fed = np < ZB_SNLP_PIECES_MAX - 2 ? np : ZB_SNLP_PIECES_MAX - 2;
+        size_t fed = np < ZB_SPARKNLP_PIECES_MAX - 2 ? np : ZB_SPARKNLP_PIECES_MAX - 2;
         doc->seq_off[k] = (uint32_t)n_ids;
-        if ((rc = s_push_id(doc, &n_ids, zb_tok_cls_id(t), UINT32_MAX))) goto out;
+        if ((rc = s_push_id(doc, &n_ids, zb_tokenizer_cls_id(t), UINT32_MAX))) goto out;
         for (size_t p = 0; p < fed; p++)
             if ((rc = s_push_id(doc, &n_ids, sc->pc[p].id, sc->pc[p].token))) goto out;
-        if ((rc = s_push_id(doc, &n_ids, zb_tok_sep_id(t), UINT32_MAX))) goto out;
+        if ((rc = s_push_id(doc, &n_ids, zb_tokenizer_sep_id(t), UINT32_MAX))) goto out;
         size_t rows = np < fed + 1 ? np : fed + 1;
         for (size_t p = 0; p < rows; p++) {
             long tok = s_find_token(doc, t0, t1, sc->pc[p].begin16);
@@ -1198,7 +1198,7 @@ int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, si
                 rc = ZB_ENOMEM;
                 goto out;
             }
-            doc->vectors[doc->n_vectors++] = (zb_snlp_vector_t){
+            doc->vectors[doc->n_vectors++] = (zb_sparknlp_vector_t){
                 .token = (uint32_t)tok,
                 .piece_id = sc->pc[p].id,
                 .row = (uint32_t)(p + 1),

@@ -38,7 +38,7 @@
  * U+2554/255E/255F/2564/2565/2566, or the backslash quirk of its quote
  * rule), and a sentence without tokens (Spark's pipeline throws there).
  *
- * Thread-safety: no shared state; a zb_snlp_doc_t belongs to one thread.
+ * Thread-safety: no shared state; a zb_sparknlp_doc_t belongs to one thread.
  * The tokenizer passed in is only read.
  */
 #ifndef ZB_SPARKNLP_H
@@ -52,50 +52,50 @@
 #include "tokenizer.h"
 
 /* Spark NLP's limits, as its defaults set them. */
-#define ZB_SNLP_PIECES_MAX 128      /* BertEmbeddings maxSentenceLength */
-#define ZB_SNLP_WORD_UNITS_MAX 200  /* WordpieceEncoder maxInputCharsPerWord */
-#define ZB_SNLP_LENGTH_MAX 99999    /* sentence and token maxLength (UTF-16) */
+#define ZB_SPARKNLP_PIECES_MAX 128      /* BertEmbeddings maxSentenceLength */
+#define ZB_SPARKNLP_WORD_UNITS_MAX 200  /* WordpieceEncoder maxInputCharsPerWord */
+#define ZB_SPARKNLP_LENGTH_MAX 99999    /* sentence and token maxLength (UTF-16) */
 
 /* A span of the text in the three units. */
-typedef struct zb_snlp_span {
+typedef struct zb_sparknlp_span {
     int32_t begin16, end16;        /* UTF-16 units, end INCLUSIVE (Spark's) */
     uint32_t begin, end;           /* code points, [begin, end) */
     uint32_t byte_begin, byte_end; /* bytes, [begin, end) */
-} zb_snlp_span_t;
+} zb_sparknlp_span_t;
 
 /* One token of Spark's Tokenizer. */
-typedef struct zb_snlp_token {
-    zb_snlp_span_t span;
+typedef struct zb_sparknlp_token {
+    zb_sparknlp_span_t span;
     uint32_t sentence; /* index of its sentence */
-} zb_snlp_token_t;
+} zb_sparknlp_token_t;
 
 /* One word_embeddings annotation: a token and the model row it gets. */
-typedef struct zb_snlp_vector {
+typedef struct zb_sparknlp_vector {
     uint32_t token;     /* index into doc->tokens */
     int32_t piece_id;   /* vocabulary id of the piece fed at that row */
     uint32_t row;       /* row of its sentence's sequence, 1..127 */
     bool word_start;    /* the piece is not a "##" continuation */
     bool row_is_sep;    /* the row is the sequence's [SEP] (the cap quirk) */
-} zb_snlp_vector_t;
+} zb_sparknlp_vector_t;
 
 /* The analysis of one text.  Zero-initialise, reuse across texts, release
- * with zb_snlp_doc_free(). */
-typedef struct zb_snlp_doc {
-    zb_snlp_span_t *sentences; /* in text order, numbered 0.. */
+ * with zb_sparknlp_doc_free(). */
+typedef struct zb_sparknlp_doc {
+    zb_sparknlp_span_t *sentences; /* in text order, numbered 0.. */
     size_t n_sentences;
-    zb_snlp_token_t *tokens;   /* in text order */
+    zb_sparknlp_token_t *tokens;   /* in text order */
     size_t n_tokens;
     int32_t *ids;              /* every sentence's sequence, framed [CLS]..[SEP] */
     uint32_t *seq_off;         /* sentence k's sequence is ids[seq_off[k]..seq_off[k+1]) */
     uint32_t *piece_token;     /* per id: the token that fed it (UINT32_MAX for CLS/SEP) */
-    zb_snlp_vector_t *vectors; /* annotations, sentence by sentence, piece order */
+    zb_sparknlp_vector_t *vectors; /* annotations, sentence by sentence, piece order */
     size_t n_vectors;
     char error[160];           /* why the text was refused */
-    struct zb_snlp_scratch *scratch; /* working memory, reused */
+    struct zb_sparknlp_scratch *scratch; /* working memory, reused */
     size_t caps[6];            /* capacities of the arrays above */
-} zb_snlp_doc_t;
+} zb_sparknlp_doc_t;
 
-void zb_snlp_doc_free(zb_snlp_doc_t *doc);
+void zb_sparknlp_doc_free(zb_sparknlp_doc_t *doc);
 
 /*
  * Runs Spark's SentenceDetector on text[0..len): fills doc->sentences only.
@@ -103,7 +103,7 @@ void zb_snlp_doc_free(zb_snlp_doc_t *doc);
  * ZB_EUNSUPPORTED (a sentence Spark would misplace; doc->error says why),
  * ZB_EINVAL or ZB_ENOMEM.  The doc is empty after an error.
  */
-int zb_snlp_sentences(const char *text, size_t len, zb_snlp_doc_t *doc);
+int zb_sparknlp_sentences(const char *text, size_t len, zb_sparknlp_doc_t *doc);
 
 /*
  * The whole pipeline on text[0..len): sentences, tokens, the ids each
@@ -111,14 +111,14 @@ int zb_snlp_sentences(const char *text, size_t len, zb_snlp_doc_t *doc);
  * and the annotations.  case_sensitive false lower-cases tokens before the
  * basic tokenizer, as Spark does for uncased models (simple per-character
  * mapping; Java's final-sigma rule is not reproduced).  Returns as
- * zb_snlp_sentences.
+ * zb_sparknlp_sentences.
  */
-int zb_snlp_analyze(const zb_tok_t *t, bool case_sensitive, const char *text, size_t len,
-                    zb_snlp_doc_t *doc);
+int zb_sparknlp_analyze(const zb_tokenizer_t *t, bool case_sensitive, const char *text, size_t len,
+                    zb_sparknlp_doc_t *doc);
 
 /* True when code point c is one of the 58 characters beyond ASCII that
  * Spark's basic tokenizer treats as punctuation (its Unicode name contains
  * "PUNCTUATION"). */
-bool zb_snlp_is_punct(int32_t c);
+bool zb_sparknlp_is_punct(int32_t c);
 
 #endif

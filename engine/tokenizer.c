@@ -11,7 +11,7 @@
  * WordPiece.  Nothing is allocated per text except growth of the caller's
  * output array.
  *
- * Vocabulary: an open-addressing hash table built once in zb_tok_new().
+ * Vocabulary: an open-addressing hash table built once in zb_tokenizer_new().
  * Keys are (is_continuation, piece bytes): a vocabulary entry "##xy" is
  * stored as the continuation key "xy", so a lookup never has to build the
  * "##" string.  Hashes are polynomial (mod 2^64) so that the hash of any
@@ -22,7 +22,7 @@
  * Invariants: every piece has begin <= end, offsets are within the text and
  * pieces are in text order (non-decreasing begins, non-overlapping).
  *
- * Thread-safety: a zb_tok_t is read-only after zb_tok_new(); all scratch
+ * Thread-safety: a zb_tokenizer_t is read-only after zb_tokenizer_new(); all scratch
  * state of an encode lives on the caller's stack or in its output array.
  */
 #include "tokenizer.h"
@@ -283,7 +283,7 @@ struct zb_tok {
 
 /* Finds the slot of key (cont, p[0..n)) with mixed hash m: either the
  * slot holding it or the empty slot where it would go. */
-static size_t s_find(const zb_tok_t *t, uint64_t m, bool cont, const unsigned char *p,
+static size_t s_find(const zb_tokenizer_t *t, uint64_t m, bool cont, const unsigned char *p,
                      size_t n) {
     uint32_t tag = (uint32_t)(m >> 32);
     size_t i = (size_t)m & t->mask;
@@ -306,13 +306,13 @@ static size_t s_find(const zb_tok_t *t, uint64_t m, bool cont, const unsigned ch
 }
 
 /* Id of piece p[0..n) with polynomial hash h, or -1. */
-static inline int32_t s_lookup(const zb_tok_t *t, uint64_t h, bool cont, const unsigned char *p,
+static inline int32_t s_lookup(const zb_tokenizer_t *t, uint64_t h, bool cont, const unsigned char *p,
                                size_t n) {
     uint64_t m = s_mix(cont ? h ^ HASH_CONT_SALT : h);
     return t->slots[s_find(t, m, cont, p, n)].id;
 }
 
-static int32_t s_lookup_str(const zb_tok_t *t, const char *s) {
+static int32_t s_lookup_str(const zb_tokenizer_t *t, const char *s) {
     size_t n = strlen(s);
     const unsigned char *p = (const unsigned char *)s;
     return s_lookup(t, s_hash_bytes(p, n), false, p, n);
@@ -330,9 +330,9 @@ static bool s_valid_utf8(const unsigned char *p, size_t n) {
     return true;
 }
 
-void zb_tok_destroy(zb_tok_t **tp) {
+void zb_tokenizer_destroy(zb_tokenizer_t **tp) {
     if (!tp || !*tp) return;
-    zb_tok_t *t = *tp;
+    zb_tokenizer_t *t = *tp;
     free(t->blob);
     free(t->off);
     free(t->len);
@@ -341,11 +341,11 @@ void zb_tok_destroy(zb_tok_t **tp) {
     *tp = NULL;
 }
 
-int zb_tok_new(const char *vocab, size_t vocab_len, const zb_tok_options_t *opt,
-               zb_tok_t **out, zb_diag_t *d) {
+int zb_tokenizer_new(const char *vocab, size_t vocab_len, const zb_tokenizer_options_t *opt,
+               zb_tokenizer_t **out, zb_diag_t *d) {
     int rc = 0;
-    zb_tok_t *t = NULL;
-    if (!out || (!vocab && vocab_len)) return zb_diag_set(d, ZB_EINVAL, "zb_tok_new: no vocab");
+    zb_tokenizer_t *t = NULL;
+    if (!out || (!vocab && vocab_len)) return zb_diag_set(d, ZB_EINVAL, "zb_tokenizer_new: no vocab");
     *out = NULL;
     if (vocab_len == 0) return zb_diag_set(d, ZB_EFORMAT, "vocabulary is empty");
     if (vocab_len > ZB_MODEL_TEXT_FILE_MAX)
@@ -438,48 +438,48 @@ int zb_tok_new(const char *vocab, size_t vocab_len, const zb_tok_options_t *opt,
     t = NULL;
     zb_diag_set(d, 0, "%s", "");
 out:
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
     return rc;
 }
 
-int32_t zb_tok_cls_id(const zb_tok_t *t) { return t->cls_id; }
-int32_t zb_tok_sep_id(const zb_tok_t *t) { return t->sep_id; }
-int32_t zb_tok_unk_id(const zb_tok_t *t) { return t->unk_id; }
-int32_t zb_tok_pad_id(const zb_tok_t *t) { return t->pad_id; }
-size_t zb_tok_vocab_size(const zb_tok_t *t) { return t->n; }
+int32_t zb_tokenizer_cls_id(const zb_tokenizer_t *t) { return t->cls_id; }
+int32_t zb_tokenizer_sep_id(const zb_tokenizer_t *t) { return t->sep_id; }
+int32_t zb_tokenizer_unk_id(const zb_tokenizer_t *t) { return t->unk_id; }
+int32_t zb_tokenizer_pad_id(const zb_tokenizer_t *t) { return t->pad_id; }
+size_t zb_tokenizer_vocab_size(const zb_tokenizer_t *t) { return t->n; }
 
-const char *zb_tok_token(const zb_tok_t *t, int32_t id, size_t *len) {
+const char *zb_tokenizer_token(const zb_tokenizer_t *t, int32_t id, size_t *len) {
     if (id < 0 || (size_t)id >= t->n) return NULL;
     if (len) *len = t->len[id];
     return t->blob + t->off[id];
 }
 
-int32_t zb_tok_piece_id(const zb_tok_t *t, const char *piece, size_t n, bool continuation) {
+int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n, bool continuation) {
     if (t == NULL || (piece == NULL && n)) return -1;
     if (n > (continuation ? t->cont_max : t->plain_max)) return -1;
     const unsigned char *p = (const unsigned char *)piece;
     return s_lookup(t, s_hash_bytes(p, n), continuation, p, n);
 }
 
-void zb_pieces_free(zb_pieces_t *p) {
+void zb_tokenizer_pieces_free(zb_tokenizer_pieces_t *p) {
     if (!p) return;
     free(p->v);
     p->v = NULL;
     p->n = p->cap = 0;
 }
 
-void zb_words_free(zb_words_t *w) {
+void zb_tokenizer_words_free(zb_tokenizer_words_t *w) {
     if (!w) return;
     free(w->v);
     w->v = NULL;
     w->n = w->cap = 0;
 }
 
-static inline int s_push(zb_pieces_t *out, int32_t id, uint32_t b, uint32_t e, uint32_t bb,
+static inline int s_push(zb_tokenizer_pieces_t *out, int32_t id, uint32_t b, uint32_t e, uint32_t bb,
                          uint32_t be) {
     if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
-    zb_piece_t *p = &out->v[out->n++];
+    zb_tokenizer_piece_t *p = &out->v[out->n++];
     p->id = id;
     p->begin = b;
     p->end = e;
@@ -532,7 +532,7 @@ static inline void s_word_add(word_t *w, int32_t u, uint32_t cp, uint32_t byte, 
 }
 
 /* Runs WordPiece on the collected word, appends its pieces, resets it. */
-static int s_word_flush(const zb_tok_t *t, word_t *w, zb_pieces_t *out) {
+static int s_word_flush(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_t *out) {
     size_t n = w->n;
     if (n == 0 && !w->too_long) return 0;
     w->n = 0;
@@ -579,7 +579,7 @@ static int s_word_flush(const zb_tok_t *t, word_t *w, zb_pieces_t *out) {
 
 /* Appends normalized code point u (from the original character at cp/byte)
  * to the pipeline: separators flush, punctuation is a word of its own. */
-static inline int s_feed(const zb_tok_t *t, word_t *w, zb_pieces_t *out, int32_t u, int cls,
+static inline int s_feed(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_t *out, int32_t u, int cls,
                          uint32_t cp, uint32_t byte, uint32_t blen) {
     int rc;
     switch (cls) {
@@ -602,7 +602,7 @@ static inline int s_feed(const zb_tok_t *t, word_t *w, zb_pieces_t *out, int32_t
  * mapping: U+0130 becomes "i" + U+0307), then canonical decomposition with
  * the nonspacing marks removed.  Writes up to cap code points to d;
  * returns the count. */
-static int s_normalize(const zb_tok_t *t, int32_t u, int32_t *d, int cap) {
+static int s_normalize(const zb_tokenizer_t *t, int32_t u, int32_t *d, int cap) {
     int32_t low[2];
     int nl = 1;
     low[0] = u;
@@ -633,7 +633,7 @@ static int s_normalize(const zb_tok_t *t, int32_t u, int32_t *d, int cap) {
     return n;
 }
 
-int zb_tok_encode(const zb_tok_t *t, const char *text, size_t len, zb_pieces_t *out) {
+int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, zb_tokenizer_pieces_t *out) {
     if (!t || !out || (!text && len)) return ZB_EINVAL;
     out->n = 0;
     if (len > ZB_TEXT_BYTES_MAX) return ZB_ELIMIT;
@@ -707,10 +707,10 @@ out:
 
 /* --- Spark NLP-style word split ----------------------------------------- */
 
-static int s_word_push(zb_words_t *out, uint32_t b, uint32_t e, uint32_t bb, uint32_t be) {
+static int s_word_push(zb_tokenizer_words_t *out, uint32_t b, uint32_t e, uint32_t bb, uint32_t be) {
     if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
-    zb_word_t *x = &out->v[out->n++];
+    zb_tokenizer_word_t *x = &out->v[out->n++];
     x->begin = b;
     x->end = e;
     x->byte_begin = bb;
@@ -721,7 +721,7 @@ static int s_word_push(zb_words_t *out, uint32_t b, uint32_t e, uint32_t bb, uin
 /* Emits the punctuation characters of s[b..e) (code point index cp at b) as
  * one-character tokens; removed characters are skipped. */
 static int s_emit_punct(const unsigned char *s, size_t b, size_t e, uint32_t cp,
-                        zb_words_t *out) {
+                        zb_tokenizer_words_t *out) {
     while (b < e) {
         int32_t u;
         int k = s_decode(s + b, e - b, &u); /* already validated */
@@ -735,7 +735,7 @@ static int s_emit_punct(const unsigned char *s, size_t b, size_t e, uint32_t cp,
     return 0;
 }
 
-int zb_tok_split_words(const char *text, size_t len, zb_words_t *out) {
+int zb_tokenizer_split_words(const char *text, size_t len, zb_tokenizer_words_t *out) {
     if (!out || (!text && len)) return ZB_EINVAL;
     out->n = 0;
     if (len > ZB_TEXT_BYTES_MAX) return ZB_ELIMIT;

@@ -21,7 +21,7 @@
  * its first character to its last + 1, including removed characters between
  * them; an [UNK] word covers the whole word.
  *
- * Thread-safety: a zb_tok_t is immutable after zb_tok_new(); encode from any
+ * Thread-safety: a zb_tokenizer_t is immutable after zb_tokenizer_new(); encode from any
  * number of threads, each with its own output buffer.
  */
 #ifndef ZB_TOKENIZER_H
@@ -33,28 +33,28 @@
 
 #include "error.h"
 
-typedef struct zb_tok zb_tok_t;
+typedef struct zb_tok zb_tokenizer_t;
 
-typedef struct zb_tok_options {
+typedef struct zb_tokenizer_options {
     bool lowercase;     /* lower-case before WordPiece (uncased models) */
     bool strip_accents; /* NFD and drop combining marks (Mn) */
-} zb_tok_options_t;
+} zb_tokenizer_options_t;
 
 /* One wordpiece. */
-typedef struct zb_piece {
+typedef struct zb_tokenizer_piece {
     int32_t id;          /* vocabulary id */
     uint32_t begin, end; /* [begin, end) in code points of the text */
     uint32_t byte_begin, byte_end; /* [begin, end) in bytes of the text */
-} zb_piece_t;
+} zb_tokenizer_piece_t;
 
 /* A growable array of pieces, owned by the caller; reuse it across texts
- * to avoid allocation. Zero-initialise, release with zb_pieces_free(). */
-typedef struct zb_pieces {
-    zb_piece_t *v;
+ * to avoid allocation. Zero-initialise, release with zb_tokenizer_pieces_free(). */
+typedef struct zb_tokenizer_pieces {
+    zb_tokenizer_piece_t *v;
     size_t n, cap;
-} zb_pieces_t;
+} zb_tokenizer_pieces_t;
 
-void zb_pieces_free(zb_pieces_t *p);
+void zb_tokenizer_pieces_free(zb_tokenizer_pieces_t *p);
 
 /*
  * Builds a tokenizer from vocab.txt bytes (one token per line, id = line
@@ -62,31 +62,31 @@ void zb_pieces_free(zb_pieces_t *p);
  * The vocabulary must hold [UNK]; [CLS], [SEP], [PAD], [MASK] are looked up
  * when present.  A duplicated token takes its last id, as Hugging Face's
  * vocab.txt readers do (they fill a map line by line).
- * Returns 0 and *out (the caller's; zb_tok_destroy() it) or a ZB_E* code
+ * Returns 0 and *out (the caller's; zb_tokenizer_destroy() it) or a ZB_E* code
  * with d saying why.
  */
-int zb_tok_new(const char *vocab, size_t vocab_len, const zb_tok_options_t *opt,
-               zb_tok_t **out, zb_diag_t *d);
+int zb_tokenizer_new(const char *vocab, size_t vocab_len, const zb_tokenizer_options_t *opt,
+               zb_tokenizer_t **out, zb_diag_t *d);
 
-void zb_tok_destroy(zb_tok_t **t);
+void zb_tokenizer_destroy(zb_tokenizer_t **t);
 
 /* Ids of the special tokens (-1 when the vocabulary lacks one). */
-int32_t zb_tok_cls_id(const zb_tok_t *t);
-int32_t zb_tok_sep_id(const zb_tok_t *t);
-int32_t zb_tok_unk_id(const zb_tok_t *t);
-int32_t zb_tok_pad_id(const zb_tok_t *t);
+int32_t zb_tokenizer_cls_id(const zb_tokenizer_t *t);
+int32_t zb_tokenizer_sep_id(const zb_tokenizer_t *t);
+int32_t zb_tokenizer_unk_id(const zb_tokenizer_t *t);
+int32_t zb_tokenizer_pad_id(const zb_tokenizer_t *t);
 
 /* Vocabulary size and the token text of an id (NULL when out of range;
  * not NUL-terminated: *len gets its length). */
-size_t zb_tok_vocab_size(const zb_tok_t *t);
-const char *zb_tok_token(const zb_tok_t *t, int32_t id, size_t *len);
+size_t zb_tokenizer_vocab_size(const zb_tokenizer_t *t);
+const char *zb_tokenizer_token(const zb_tokenizer_t *t, int32_t id, size_t *len);
 
 /* Id of the vocabulary entry piece[0..n) (UTF-8 bytes), looked up as a
  * continuation ("##" + piece) when continuation is set; -1 when absent.
  * For other WordPiece front ends (Spark NLP compatibility): the same table
- * and duplicate rule as zb_tok_encode.  Cost O(n), and O(1) for a piece
+ * and duplicate rule as zb_tokenizer_encode.  Cost O(n), and O(1) for a piece
  * longer than every entry of its kind. */
-int32_t zb_tok_piece_id(const zb_tok_t *t, const char *piece, size_t n, bool continuation);
+int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n, bool continuation);
 
 /*
  * Tokenizes text[0..len) into wordpieces, appended to out after clearing it
@@ -95,20 +95,20 @@ int32_t zb_tok_piece_id(const zb_tok_t *t, const char *piece, size_t n, bool con
  * the text is not valid UTF-8 (out is then empty), ZB_ELIMIT when len exceeds
  * ZB_TEXT_BYTES_MAX, or ZB_ENOMEM.
  */
-int zb_tok_encode(const zb_tok_t *t, const char *text, size_t len, zb_pieces_t *out);
+int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, zb_tokenizer_pieces_t *out);
 
-/* A token of the Spark NLP-style word split (see zb_tok_split_words). */
-typedef struct zb_word {
+/* A token of the Spark NLP-style word split (see zb_tokenizer_split_words). */
+typedef struct zb_tokenizer_word {
     uint32_t begin, end;           /* [begin, end) code points */
     uint32_t byte_begin, byte_end; /* [begin, end) bytes */
-} zb_word_t;
+} zb_tokenizer_word_t;
 
-typedef struct zb_words {
-    zb_word_t *v;
+typedef struct zb_tokenizer_words {
+    zb_tokenizer_word_t *v;
     size_t n, cap;
-} zb_words_t;
+} zb_tokenizer_words_t;
 
-void zb_words_free(zb_words_t *w);
+void zb_tokenizer_words_free(zb_tokenizer_words_t *w);
 
 /*
  * Splits text into tokens the way Spark NLP's default Tokenizer does: on
@@ -122,6 +122,6 @@ void zb_words_free(zb_words_t *w);
  * ZB_ENOMEM when out cannot grow.  out is cleared first (and left empty on
  * any error).
  */
-int zb_tok_split_words(const char *text, size_t len, zb_words_t *out);
+int zb_tokenizer_split_words(const char *text, size_t len, zb_tokenizer_words_t *out);
 
 #endif

@@ -54,13 +54,13 @@ __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
 
 /*
  * v: a decoded payload covering texts 0..n-1 (indices relative to base);
- * ref[0..n): zb_embedder_run() results for the same texts and options o;
+ * ref[0..n): zb_embed_run() results for the same texts and options o;
  * cut[i] (NULL: none): text i is expected to be failed as too_large for
  * size.  tol 0: vectors bit-identical.  *maxdiff (may be NULL) gets the
  * largest absolute difference.
  */
 __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32_t base,
-                                               const zb_result_t *ref, size_t n,
+                                               const zb_embed_result_t *ref, size_t n,
                                                const zb_embed_options_t *o, const bool *cut,
                                                int dim, double tol, double *maxdiff) {
     assert_int_equal(v->count, n);
@@ -72,7 +72,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
     bool meta = zb_msg_options_meta(&mo);
     assert_int_equal(v->token_meta, meta);
     for (size_t i = 0; i < n; i++) {
-        const zb_result_t *r = &ref[i];
+        const zb_embed_result_t *r = &ref[i];
         bool failed = r->status != 0 || (cut && cut[i]);
         if (failed) {
             assert_int_equal(v->rows[i], 0);
@@ -109,7 +109,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
             const uint32_t *of = v->offsets ? v->offsets + 2 * (row + j) : NULL;
             const uint32_t *bo = v->byte_offsets ? v->byte_offsets + 2 * (row + j) : NULL;
             if (o->level == ZB_LEVEL_TOKEN) {
-                const zb_word_t *w = &r->words.v[j];
+                const zb_tokenizer_word_t *w = &r->words.v[j];
                 assert_non_null(of);
                 assert_non_null(bo);
                 assert_int_equal(of[0], w->begin);
@@ -124,7 +124,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
                     assert_int_equal(v->oov[row + j], tm->oov);
                 }
             } else if (o->level == ZB_LEVEL_WORDPIECE) {
-                const zb_piece_t *p = &r->pieces.v[j];
+                const zb_tokenizer_piece_t *p = &r->pieces.v[j];
                 assert_non_null(of);
                 assert_non_null(bo);
                 assert_int_equal(of[0], p->begin);

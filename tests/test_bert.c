@@ -259,16 +259,16 @@ static void test_threads(void **st) {
  * (kernels.c).  Runs each case alone and all in lanes under both ceilings. */
 static void test_isa_same_bits(void **st) {
     state_t *s = *st;
-    if (!zb_kern_isa_supported(ZB_KERN_AVX512) || !zb_gemm_isa_supported(ZB_GEMM_AVX512)) skip();
+    if (!zb_kernels_isa_supported(ZB_KERNELS_AVX512) || !zb_gemm_isa_supported(ZB_GEMM_AVX512)) skip();
     assert_non_null(s->single); /* test_parity ran, at the best variants */
     const int hidden = zb_model_config(s->model)->hidden;
     const size_t n = (size_t)s->total * (size_t)hidden;
     float *o = malloc(n * sizeof *o);
     assert_non_null(o);
-    setenv("ZB_KERN_ISA", "avx2", 1);
+    setenv("ZB_KERNELS_ISA", "avx2", 1);
     setenv("ZB_GEMM_ISA", "avx2", 1);
     zb_bert_t *b = s_new(s->model, s->total, 512, 2);
-    unsetenv("ZB_KERN_ISA");
+    unsetenv("ZB_KERNELS_ISA");
     unsetenv("ZB_GEMM_ISA");
     for (int i = 0, off = 0; i < s->fx.n; off += s->all_len[i], i++)
         assert_int_equal(zb_bert_forward(b, s->all_ids + off, &s->all_len[i], 1,
@@ -356,7 +356,7 @@ static void s_expect_rejected(zb_bert_t *b, const int32_t *ids, const int *len, 
 
 static void test_bad_inputs(void **st) {
     state_t *s = *st;
-    const zb_bert_config_t *c = zb_model_config(s->model);
+    const zb_config_t *c = zb_model_config(s->model);
     const int hidden = c->hidden;
     zb_bert_t *b = s_new(s->model, 16, 8, 2);
     size_t n_out = (size_t)16 * (size_t)hidden;

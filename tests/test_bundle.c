@@ -174,10 +174,10 @@ static void make_zip(const char *path, const char *manifest, const void *w, size
  * the packed table (what convert writes) or the plain one, as version 2;
  * the manifest of a plain one can be turned into a version 1 bundle. */
 static void write_tiny(const char *path, bool packed) {
-    zb_bert_config_t c = {.vocab_size = 16, .hidden = 8, .layers = 1, .heads = 2,
+    zb_config_t c = {.vocab_size = 16, .hidden = 8, .layers = 1, .heads = 2,
                           .intermediate = 16, .max_positions = 8, .type_vocab_size = 2,
                           .layer_norm_eps = 1e-12f};
-    zb_tokenizer_config_t t = {.lowercase = false, .strip_accents = false};
+    zb_config_tokenizer_t t = {.lowercase = false, .strip_accents = false};
     char vocab[256] = "";
     for (int i = 0; i < 16; i++) snprintf(vocab + strlen(vocab), 16, "t%d\n", i);
     int n = packed ? zb_model_n_packed(&c) : 5 + 16;
@@ -256,7 +256,7 @@ static void roundtrip(const char *fixture, const char *bundle_name) {
     rc = zb_model_open(path, &bm, &d);
     if (rc) fail_msg("%s", d.msg);
 
-    assert_memory_equal(zb_model_config(hf), zb_model_config(bm), sizeof(zb_bert_config_t));
+    assert_memory_equal(zb_model_config(hf), zb_model_config(bm), sizeof(zb_config_t));
     assert_int_equal(zb_model_tokenizer_config(hf)->lowercase,
                      zb_model_tokenizer_config(bm)->lowercase);
     assert_int_equal(zb_model_tokenizer_config(hf)->strip_accents,
@@ -273,7 +273,7 @@ static void roundtrip(const char *fixture, const char *bundle_name) {
      * and maps it: the same bytes, views into the file */
     assert_true(zb_model_packed_at_load(hf));
     assert_false(zb_model_packed_at_load(bm));
-    const zb_bert_config_t *c = zb_model_config(bm);
+    const zb_config_t *c = zb_model_config(bm);
     assert_int_equal(zb_model_n_tensors(bm), zb_model_n_packed(c));
     assert_int_equal(zb_model_n_packed(c), 5 + 12 * c->layers);
     int n_packed = 0;
@@ -300,8 +300,8 @@ static void roundtrip(const char *fixture, const char *bundle_name) {
     const int hd = c->hidden, in = c->intermediate;
     float *u = malloc((size_t)3 * (size_t)hd * (size_t)(hd > in ? hd : in) * sizeof(float));
     for (int l = 0; l < c->layers; l++) {
-        const zb_layer_weights_t *P = &zb_model_weights(hf)->layer[l];
-        const zb_layer_weights_t *B = &zb_model_weights(bm)->layer[l];
+        const zb_model_layer_t *P = &zb_model_weights(hf)->layer[l];
+        const zb_model_layer_t *B = &zb_model_weights(bm)->layer[l];
         assert_null(B->q_w);
         assert_null(B->ffn_out_w);
         assert_int_equal(B->qkv.n, 3 * hd);
@@ -793,8 +793,8 @@ static void test_layouts(void **state) {
     assert_int_equal(zb_model_n_tensors(mp), 5 + 12);
     assert_int_equal(zb_model_n_tensors(m1), 5 + 16);
     /* the plain bundles' operands are their own matrices packed; both equal */
-    const zb_layer_weights_t *a = &zb_model_weights(m2)->layer[0];
-    const zb_layer_weights_t *c = &zb_model_weights(m1)->layer[0];
+    const zb_model_layer_t *a = &zb_model_weights(m2)->layer[0];
+    const zb_model_layer_t *c = &zb_model_weights(m1)->layer[0];
     float u[24 * 8];
     zb_gemm_unpack(a->qkv.p, 24, 8, u, 8);
     assert_memory_equal(u, a->q_w, 64 * sizeof(float));

@@ -25,7 +25,7 @@
 
 typedef struct state {
     zb_model_t *model;
-    zb_embedder_t *emb;
+    zb_embed_t *emb;
     fx_file_t fx;
 } state_t;
 
@@ -35,8 +35,8 @@ static int s_setup_model(void **st, const char *dir, const char *fixture, int ba
     int rc = zb_model_open(fx_path(dir), &s->model, &d);
     if (rc != 0) fprintf(stderr, "open %s: %s\n", dir, zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
-    zb_embedder_config_t cfg = {.threads = 2, .batch_tokens_max = batch_tokens};
-    rc = zb_embedder_new(s->model, &cfg, &s->emb, &d);
+    zb_embed_config_t cfg = {.threads = 2, .batch_tokens_max = batch_tokens};
+    rc = zb_embed_new(s->model, &cfg, &s->emb, &d);
     if (rc != 0) fprintf(stderr, "embedder: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     assert_int_equal(fx_load(fx_path(fixture), &s->fx), 0);
@@ -57,7 +57,7 @@ static int setup_seed2(void **st) {
 
 static int teardown(void **st) {
     state_t *s = *st;
-    zb_embedder_destroy(&s->emb);
+    zb_embed_destroy(&s->emb);
     assert_null(s->emb);
     zb_model_close(&s->model);
     assert_null(s->model);
@@ -67,23 +67,23 @@ static int teardown(void **st) {
 }
 
 /* Runs every fixture text in one call. */
-static zb_result_t *s_run_all(state_t *s, const zb_embed_options_t *o) {
+static zb_embed_result_t *s_run_all(state_t *s, const zb_embed_options_t *o) {
     size_t n = (size_t)s->fx.n;
     const char **texts = malloc(n * sizeof *texts);
     size_t *lens = malloc(n * sizeof *lens);
-    zb_result_t *res = calloc(n, sizeof *res);
+    zb_embed_result_t *res = calloc(n, sizeof *res);
     for (size_t i = 0; i < n; i++) {
         texts[i] = s->fx.cases[i].text;
         lens[i] = s->fx.cases[i].text_len;
     }
-    assert_int_equal(zb_embedder_run(s->emb, texts, lens, n, o, res), 0);
+    assert_int_equal(zb_embed_run(s->emb, texts, lens, n, o, res), 0);
     free(texts);
     free(lens);
     return res;
 }
 
-static void s_free_all(state_t *s, zb_result_t *res) {
-    for (int i = 0; i < s->fx.n; i++) zb_result_free(&res[i]);
+static void s_free_all(state_t *s, zb_embed_result_t *res) {
+    for (int i = 0; i < s->fx.n; i++) zb_embed_result_free(&res[i]);
     free(res);
 }
 
@@ -100,11 +100,11 @@ static double s_maxdiff(const float *a, const float *b, size_t n) {
 static void test_wordpiece_parity(void **st) {
     state_t *s = *st;
     zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    zb_result_t *res = s_run_all(s, &o);
+    zb_embed_result_t *res = s_run_all(s, &o);
     double worst = 0;
     for (int i = 0; i < s->fx.n; i++) {
         const fx_case_t *k = &s->fx.cases[i];
-        const zb_result_t *r = &res[i];
+        const zb_embed_result_t *r = &res[i];
         assert_int_equal(r->status, 0);
         assert_int_equal((int)r->pieces.n, k->n_ids);
         assert_int_equal((int)r->n_vectors, k->hidden_rows);
@@ -132,7 +132,7 @@ static void test_sentence_pooling(void **st) {
     state_t *s = *st;
     for (int pool = 0; pool < 2; pool++) {
         zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE, .pooling = pool ? ZB_POOL_MEAN : ZB_POOL_CLS};
-        zb_result_t *res = s_run_all(s, &o);
+        zb_embed_result_t *res = s_run_all(s, &o);
         for (int i = 0; i < s->fx.n; i++) {
             const fx_case_t *k = &s->fx.cases[i];
             assert_int_equal((int)res[i].n_vectors, 1);
@@ -159,14 +159,14 @@ static void test_sentence_pooling(void **st) {
 static void test_token_level(void **st) {
     state_t *s = *st;
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
-    zb_result_t *res = s_run_all(s, &o);
+    zb_embed_result_t *res = s_run_all(s, &o);
     int checked = 0;
     for (int i = 0; i < s->fx.n; i++) {
         const fx_case_t *k = &s->fx.cases[i];
-        const zb_result_t *r = &res[i];
+        const zb_embed_result_t *r = &res[i];
         assert_int_equal(r->n_vectors, r->words.n);
         for (size_t w = 0; w < r->words.n; w++) {
-            const zb_word_t *wd = &r->words.v[w];
+            const zb_tokenizer_word_t *wd = &r->words.v[w];
             assert_true(wd->byte_begin < wd->byte_end);
             if (w) assert_true(wd->byte_begin >= r->words.v[w - 1].byte_end);
             for (int t = 0; t < k->n_tokens; t++) {
@@ -188,9 +188,9 @@ static void test_token_spans(void **st) {
     state_t *s = *st;
     const char *t[] = {"I love NLP", "(hello), don't U.S."};
     size_t l[] = {strlen(t[0]), strlen(t[1])};
-    zb_result_t r[2] = {{0}};
+    zb_embed_result_t r[2] = {{0}};
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
-    assert_int_equal(zb_embedder_run(s->emb, t, l, 2, &o, r), 0);
+    assert_int_equal(zb_embed_run(s->emb, t, l, 2, &o, r), 0);
     assert_int_equal(r[0].words.n, 3);
     assert_int_equal(r[0].words.v[2].begin, 7);
     assert_int_equal(r[0].words.v[2].end, 10);
@@ -199,21 +199,21 @@ static void test_token_spans(void **st) {
     assert_int_equal(r[1].words.v[4].begin, 9);
     assert_int_equal(r[1].words.v[4].end, 14);
     assert_int_equal(r[1].words.v[5].end, 18);
-    zb_result_free(&r[0]);
-    zb_result_free(&r[1]);
+    zb_embed_result_free(&r[0]);
+    zb_embed_result_free(&r[1]);
 }
 
 /* One text at a time gives the same vectors as the whole batch. */
 static void test_batch_invariance(void **st) {
     state_t *s = *st;
     zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    zb_result_t *all = s_run_all(s, &o);
+    zb_embed_result_t *all = s_run_all(s, &o);
     double worst = 0;
     for (int i = 0; i < s->fx.n; i++) {
-        zb_result_t one = {0};
+        zb_embed_result_t one = {0};
         const char *t = s->fx.cases[i].text;
         size_t l = s->fx.cases[i].text_len;
-        assert_int_equal(zb_embedder_run(s->emb, &t, &l, 1, &o, &one), 0);
+        assert_int_equal(zb_embed_run(s->emb, &t, &l, 1, &o, &one), 0);
         assert_int_equal(one.n_vectors, all[i].n_vectors);
         double m = s_maxdiff(one.vectors, all[i].vectors, one.n_vectors * (size_t)one.dim);
         if (m > worst) worst = m;
@@ -221,7 +221,7 @@ static void test_batch_invariance(void **st) {
         if (memcmp(one.vectors, all[i].vectors,
                    one.n_vectors * (size_t)one.dim * sizeof *one.vectors) != 0)
             fail_msg("text %d: vectors alone differ from the batch's (max abs diff %.3g)", i, m);
-        zb_result_free(&one);
+        zb_embed_result_free(&one);
     }
     printf("batch vs single: max abs diff %.3g (bit-identical)\n", worst);
     assert_true(worst == 0);
@@ -233,15 +233,15 @@ static void test_bad_text_isolated(void **st) {
     state_t *s = *st;
     const char *t[] = {"Hello, world.", "bad \xff\xfe bytes", "I love NLP"};
     size_t l[] = {13, 13, 10};
-    zb_result_t r[3] = {{0}};
+    zb_embed_result_t r[3] = {{0}};
     zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
-    assert_int_equal(zb_embedder_run(s->emb, t, l, 3, &o, r), 0);
+    assert_int_equal(zb_embed_run(s->emb, t, l, 3, &o, r), 0);
     assert_int_equal(r[0].status, 0);
     assert_int_equal(r[1].status, ZB_EUTF8);
     assert_int_equal(r[1].n_vectors, 0);
     assert_int_equal(r[2].status, 0);
     assert_true(s_maxdiff(r[0].vectors, s->fx.cases[0].pooled_cls, (size_t)r[0].dim) <= TOL);
-    for (int i = 0; i < 3; i++) zb_result_free(&r[i]);
+    for (int i = 0; i < 3; i++) zb_embed_result_free(&r[i]);
 }
 
 /* Builds a text of about n_words distinct words. */
@@ -262,14 +262,14 @@ static void test_windows(void **st) {
     size_t len;
     char *text = s_long_text(700, &len);
     const char *t = text;
-    zb_result_t tr = {0}, wr = {0};
+    zb_embed_result_t tr = {0}, wr = {0};
     zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    assert_int_equal(zb_embedder_run(s->emb, &t, &len, 1, &o, &tr), 0);
+    assert_int_equal(zb_embed_run(s->emb, &t, &len, 1, &o, &tr), 0);
     assert_true(tr.truncated);
     assert_int_equal(tr.pieces.n, 512);
     assert_true(tr.n_pieces_total > 1000);
     o.windows = true;
-    assert_int_equal(zb_embedder_run(s->emb, &t, &len, 1, &o, &wr), 0);
+    assert_int_equal(zb_embed_run(s->emb, &t, &len, 1, &o, &wr), 0);
     assert_false(wr.truncated);
     assert_int_equal(wr.pieces.n, tr.n_pieces_total + 2);
     assert_int_equal(wr.n_vectors, wr.pieces.n);
@@ -280,44 +280,44 @@ static void test_windows(void **st) {
     /* a window row differs from the truncated run's row past the first
      * window's centre (other context), but all rows are finite */
     for (size_t i = 0; i < wr.n_vectors * H; i++) assert_true(isfinite(wr.vectors[i]));
-    zb_result_free(&tr);
-    zb_result_free(&wr);
+    zb_embed_result_free(&tr);
+    zb_embed_result_free(&wr);
     free(text);
 
     /* short text: windows and truncation agree exactly */
     const char *sh = s->fx.cases[0].text;
     size_t shl = s->fx.cases[0].text_len;
-    zb_result_t a = {0}, b = {0};
+    zb_embed_result_t a = {0}, b = {0};
     o.windows = false;
-    assert_int_equal(zb_embedder_run(s->emb, &sh, &shl, 1, &o, &a), 0);
+    assert_int_equal(zb_embed_run(s->emb, &sh, &shl, 1, &o, &a), 0);
     o.windows = true;
-    assert_int_equal(zb_embedder_run(s->emb, &sh, &shl, 1, &o, &b), 0);
+    assert_int_equal(zb_embed_run(s->emb, &sh, &shl, 1, &o, &b), 0);
     assert_int_equal(b.n_windows, 1);
     assert_true(s_maxdiff(a.vectors, b.vectors, a.n_vectors * (size_t)a.dim) == 0);
-    zb_result_free(&a);
-    zb_result_free(&b);
+    zb_embed_result_free(&a);
+    zb_embed_result_free(&b);
 }
 
 /* Tokenize-only computes no vectors but gives the pieces. */
 static void test_tokenize_only(void **st) {
     state_t *s = *st;
     zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE, .tokenize_only = true};
-    zb_result_t *res = s_run_all(s, &o);
+    zb_embed_result_t *res = s_run_all(s, &o);
     zb_embed_stats_t before, after;
-    zb_embedder_stats(s->emb, &before);
+    zb_embed_stats(s->emb, &before);
     for (int i = 0; i < s->fx.n; i++) {
         assert_int_equal(res[i].n_vectors, 0);
         assert_int_equal((int)res[i].pieces.n, s->fx.cases[i].n_ids);
     }
-    zb_embedder_stats(s->emb, &after);
+    zb_embed_stats(s->emb, &after);
     assert_int_equal(after.tokens, before.tokens);
     s_free_all(s, res);
 }
 
 /* Runs one text; asserts success. */
-static void s_run1(state_t *s, const char *t, const zb_embed_options_t *o, zb_result_t *r) {
+static void s_run1(state_t *s, const char *t, const zb_embed_options_t *o, zb_embed_result_t *r) {
     size_t l = strlen(t);
-    assert_int_equal(zb_embedder_run(s->emb, &t, &l, 1, o, r), 0);
+    assert_int_equal(zb_embed_run(s->emb, &t, &l, 1, o, r), 0);
     assert_int_equal(r->status, 0);
 }
 
@@ -328,23 +328,23 @@ static void test_sentences(void **st) {
     const char *text = "Hello world. This is a test!  The U.S. Army is here.\n\n"
                        "Caf\xc3\xa9 \xf0\x9f\x98\x80 ok. world.Today we go";
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
-    zb_result_t r = {0};
+    zb_embed_result_t r = {0};
     s_run1(s, text, &o, &r);
-    zb_sent_spans_t sp = {0};
-    assert_int_equal(zb_sent_split(text, strlen(text), &sp), 0);
+    zb_sentences_spans_t sp = {0};
+    assert_int_equal(zb_sentences_split(text, strlen(text), &sp), 0);
     assert_true(sp.n >= 4);
     assert_int_equal(r.n_sentences, sp.n);
     assert_non_null(r.meta);
-    zb_words_t w = {0};
+    zb_tokenizer_words_t w = {0};
     size_t at = 0;
     for (size_t k = 0; k < sp.n; k++) {
         const char *sub = text + sp.v[k].byte_begin;
         size_t sl = sp.v[k].byte_end - sp.v[k].byte_begin;
-        assert_int_equal(zb_tok_split_words(sub, sl, &w), 0);
+        assert_int_equal(zb_tokenizer_split_words(sub, sl, &w), 0);
         /* the sentence alone, as a text of its own */
         char *copy = strndup(sub, sl);
         zb_embed_options_t one = {.level = ZB_LEVEL_TOKEN};
-        zb_result_t alone = {0};
+        zb_embed_result_t alone = {0};
         s_run1(s, copy, &one, &alone);
         assert_int_equal(alone.words.n, w.n);
         for (size_t i = 0; i < w.n; i++, at++) {
@@ -359,22 +359,22 @@ static void test_sentences(void **st) {
                                 alone.vectors + i * (size_t)alone.dim,
                                 (size_t)r.dim * sizeof *r.vectors);
         }
-        zb_result_free(&alone);
+        zb_embed_result_free(&alone);
         free(copy);
     }
     assert_int_equal(at, r.words.n); /* every token, none twice */
     /* UTF-16 spans: the emoji counts two units */
     for (size_t i = 0; i < r.words.n; i++) {
-        const zb_word_t *x = &r.words.v[i];
+        const zb_tokenizer_word_t *x = &r.words.v[i];
         if (strncmp(text + x->byte_begin, "ok", 2) == 0) {
             assert_int_equal(r.meta[i].begin16, (int32_t)x->begin + 1);
             assert_int_equal(r.meta[i].end16, (int32_t)x->end);
         }
         if (x->begin < 10) assert_int_equal(r.meta[i].begin16, (int32_t)x->begin);
     }
-    zb_words_free(&w);
-    zb_sent_spans_free(&sp);
-    zb_result_free(&r);
+    zb_tokenizer_words_free(&w);
+    zb_sentences_spans_free(&sp);
+    zb_embed_result_free(&r);
 }
 
 /* A sentence longer than the model's positions: windows, every token gets
@@ -389,7 +389,7 @@ static void test_sentences_long(void **st) {
     text[at - 1] = '.';
     text[at] = '\0';
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
-    zb_result_t r = {0}, ref = {0};
+    zb_embed_result_t r = {0}, ref = {0};
     s_run1(s, text, &o, &r);
     assert_int_equal(r.n_sentences, 1);
     assert_false(r.truncated);
@@ -401,13 +401,13 @@ static void test_sentences_long(void **st) {
     assert_memory_equal(r.vectors, ref.vectors, r.words.n * (size_t)r.dim * sizeof *r.vectors);
     /* explicit truncation drops the tail and says so */
     zb_embed_options_t t = {.level = ZB_LEVEL_TOKEN, .sentences = true};
-    zb_result_t tr = {0};
+    zb_embed_result_t tr = {0};
     s_run1(s, text, &t, &tr);
     assert_true(tr.truncated);
     assert_true(tr.words.n < n);
-    zb_result_free(&tr);
-    zb_result_free(&ref);
-    zb_result_free(&r);
+    zb_embed_result_free(&tr);
+    zb_embed_result_free(&ref);
+    zb_embed_result_free(&r);
     free(text);
 }
 
@@ -418,13 +418,13 @@ static void test_token_vector_mean(void **st) {
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKVEC_MEAN,
                             .token_meta = true};
     zb_embed_options_t wp = {.level = ZB_LEVEL_WORDPIECE};
-    zb_result_t r = {0}, p = {0};
+    zb_embed_result_t r = {0}, p = {0};
     s_run1(s, text, &o, &r);
     s_run1(s, text, &wp, &p);
     size_t H = (size_t)r.dim;
     int multi = 0;
     for (size_t i = 0; i < r.words.n; i++) {
-        const zb_word_t *w = &r.words.v[i];
+        const zb_tokenizer_word_t *w = &r.words.v[i];
         double worst = 0;
         size_t cnt = 0;
         for (size_t j = 0; j < H; j++) {
@@ -444,8 +444,8 @@ static void test_token_vector_mean(void **st) {
         assert_int_equal(r.meta[i].sentence, 0);
     }
     assert_true(multi >= 2); /* unbelievable, Johanson: several pieces */
-    zb_result_free(&r);
-    zb_result_free(&p);
+    zb_embed_result_free(&r);
+    zb_embed_result_free(&p);
 }
 
 /* Spark NLP compatibility end to end on the tiny model: the structure is
@@ -465,14 +465,14 @@ static void test_compat_sparknlp(void **st) {
     size_t lens[8];
     for (size_t i = 0; i < n; i++) lens[i] = strlen(texts[i]);
     zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
-    zb_result_t r[8];
+    zb_embed_result_t r[8];
     memset(r, 0, sizeof r);
-    assert_int_equal(zb_embedder_run(s->emb, texts, lens, n, &o, r), 0);
+    assert_int_equal(zb_embed_run(s->emb, texts, lens, n, &o, r), 0);
 
     zb_bert_t *bert = NULL;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_bert_new(s->model, 512, 512, 2, &bert, &d), 0);
-    zb_snlp_doc_t doc = {0};
+    zb_sparknlp_doc_t doc = {0};
     const int H = r[0].dim;
     float *rows = malloc(sizeof *rows * 512 * (size_t)H);
     float *rows_erf = malloc(sizeof *rows_erf * 512 * (size_t)H);
@@ -480,7 +480,7 @@ static void test_compat_sparknlp(void **st) {
     double erf_gap = 0;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(r[i].status, 0);
-        assert_int_equal(zb_snlp_analyze(zb_embedder_tokenizer(s->emb), true, texts[i], lens[i],
+        assert_int_equal(zb_sparknlp_analyze(zb_embed_tokenizer(s->emb), true, texts[i], lens[i],
                                          &doc), 0);
         assert_int_equal(r[i].words.n, doc.n_vectors);
         assert_int_equal(r[i].n_vectors, doc.n_vectors);
@@ -493,8 +493,8 @@ static void test_compat_sparknlp(void **st) {
             zb_bert_set_gelu(bert, ZB_BERT_GELU_ERF);
             assert_int_equal(zb_bert_forward(bert, ids, &len, 1, rows_erf), 0);
             for (size_t a = 0; a < doc.n_vectors; a++) {
-                const zb_snlp_vector_t *v = &doc.vectors[a];
-                const zb_snlp_token_t *t = &doc.tokens[v->token];
+                const zb_sparknlp_vector_t *v = &doc.vectors[a];
+                const zb_sparknlp_token_t *t = &doc.tokens[v->token];
                 if (t->sentence != k) continue;
                 const zb_token_meta_t *m = &r[i].meta[a];
                 assert_int_equal(m->sentence, k);
@@ -529,24 +529,24 @@ static void test_compat_sparknlp(void **st) {
     assert_true(erf_gap > 1e-7);
     free(rows);
     free(rows_erf);
-    zb_snlp_doc_free(&doc);
+    zb_sparknlp_doc_free(&doc);
     zb_bert_destroy(&bert);
-    for (size_t i = 0; i < n; i++) zb_result_free(&r[i]);
+    for (size_t i = 0; i < n; i++) zb_embed_result_free(&r[i]);
 
     /* a text Spark would misplace fails alone, with a reason */
     const char *bad[] = {"a\xe2\x95\x94" "b", "fine."};
     size_t bl[] = {strlen(bad[0]), strlen(bad[1])};
-    zb_result_t br[2] = {{0}};
-    assert_int_equal(zb_embedder_run(s->emb, bad, bl, 2, &o, br), 0);
+    zb_embed_result_t br[2] = {{0}};
+    assert_int_equal(zb_embed_run(s->emb, bad, bl, 2, &o, br), 0);
     assert_int_equal(br[0].status, ZB_EUNSUPPORTED);
     assert_non_null(strstr(br[0].detail, "sentence detector"));
     assert_int_equal(br[1].status, 0);
     assert_int_equal(br[1].words.n, 2);
-    zb_result_free(&br[0]);
-    zb_result_free(&br[1]);
+    zb_embed_result_free(&br[0]);
+    zb_embed_result_free(&br[1]);
     /* compat is a token-level mode */
     zb_embed_options_t bad_o = {.level = ZB_LEVEL_SENTENCE, .compat = ZB_COMPAT_SPARKNLP};
-    assert_int_equal(zb_embedder_run(s->emb, bad, bl, 1, &bad_o, br), ZB_EINVAL);
+    assert_int_equal(zb_embed_run(s->emb, bad, bl, 1, &bad_o, br), ZB_EINVAL);
 }
 
 int main(void) {

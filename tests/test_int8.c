@@ -137,7 +137,7 @@ static float *s_run(const zb_model_t *m, const state_t *s, int threads, int how)
 
 static void test_table(void **st) {
     state_t *s = *st;
-    const zb_bert_config_t *c = zb_model_config(s->int8);
+    const zb_config_t *c = zb_model_config(s->int8);
     assert_true(zb_model_is_int8(s->int8));
     assert_false(zb_model_is_int8(s->fp32));
     assert_int_equal(zb_model_n_tensors(s->int8), 5 + 24 * c->layers);
@@ -151,16 +151,16 @@ static void test_table(void **st) {
         assert_int_equal(t.layout, spec.layout);
         assert_int_equal(t.nbytes, spec.nbytes);
         assert_non_null(t.data);
-        if (t.layout == ZB_LAYOUT_PANEL_Q8) {
+        if (t.layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) {
             n_q8++;
-            assert_int_equal(t.dtype, ZB_ST_I8);
+            assert_int_equal(t.dtype, ZB_SAFETENSORS_I8);
             assert_int_equal(t.nbytes, zb_qgemm_packed_bytes((int)t.shape[0], (int)t.shape[1]));
             assert_int_equal((uintptr_t)t.data % 64, 0);
         }
     }
     assert_int_equal(n_q8, 4 * c->layers);
     for (int l = 0; l < c->layers; l++) {
-        const zb_layer_weights_t *L = &zb_model_weights(s->int8)->layer[l];
+        const zb_model_layer_t *L = &zb_model_weights(s->int8)->layer[l];
         assert_true(L->int8);
         assert_null(L->qkv.p);
         assert_true(zb_qgemm_check_sums(&L->qkv_q8));
@@ -256,22 +256,22 @@ static void test_calibrated(void **st) {
         lens[n++] = s->fx.cases[i].text_len;
     }
     zb_diag_t d = {{0}};
-    zb_calib_t *calib = NULL;
-    int rc = zb_calib_run(s->fp32, texts, lens, n, 2, &calib, &d);
+    zb_calibrate_t *calib = NULL;
+    int rc = zb_calibrate_run(s->fp32, texts, lens, n, 2, &calib, &d);
     if (rc != 0) fprintf(stderr, "calibrate: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
-    assert_true(zb_calib_texts(calib) > 0);
-    assert_int_equal(zb_calib_run(s->int8, texts, lens, n, 2, &(zb_calib_t *){NULL}, &d),
+    assert_true(zb_calibrate_texts(calib) > 0);
+    assert_int_equal(zb_calibrate_run(s->int8, texts, lens, n, 2, &(zb_calibrate_t *){NULL}, &d),
                      ZB_EINVAL); /* an int8 model has no fp32 activations to measure */
     char path[80];
     snprintf(path, sizeof path, "%s.cal", s->path);
-    assert_int_equal(zb_convert_model_int8(path, s->fp32, "test", zb_calib_act_max(calib), &d),
+    assert_int_equal(zb_convert_model_int8(path, s->fp32, "test", zb_calibrate_act_max(calib), &d),
                      0);
-    zb_calib_destroy(&calib);
+    zb_calibrate_destroy(&calib);
     assert_null(calib);
     zb_model_t *m = NULL;
     assert_int_equal(zb_model_open(path, &m, &d), 0);
-    const zb_layer_weights_t *L = &zb_model_weights(m)->layer[0];
+    const zb_model_layer_t *L = &zb_model_weights(m)->layer[0];
     int not_one = 0;
     for (int k = 0; k < L->qkv_q8.k; k++) not_one += L->qkv_q8.smooth[k] != 1.0f;
     assert_true(not_one > 0);

@@ -41,15 +41,15 @@ static float *s_rand_vec(rng_t *r, size_t n, float lo, float hi) {
 }
 
 /* The variants this CPU can run. */
-static int s_isas(zb_kern_isa_t out[3]) {
+static int s_isas(zb_kernels_isa_t out[3]) {
     int n = 0;
-    for (int i = ZB_KERN_SCALAR; i <= ZB_KERN_AVX512; i++)
-        if (zb_kern_isa_supported((zb_kern_isa_t)i)) out[n++] = (zb_kern_isa_t)i;
+    for (int i = ZB_KERNELS_SCALAR; i <= ZB_KERNELS_AVX512; i++)
+        if (zb_kernels_isa_supported((zb_kernels_isa_t)i)) out[n++] = (zb_kernels_isa_t)i;
     return n;
 }
 
-static const char *s_isa_name(zb_kern_isa_t isa) {
-    return isa == ZB_KERN_AVX512 ? "avx512" : isa == ZB_KERN_AVX2 ? "avx2" : "scalar";
+static const char *s_isa_name(zb_kernels_isa_t isa) {
+    return isa == ZB_KERNELS_AVX512 ? "avx512" : isa == ZB_KERNELS_AVX2 ? "avx2" : "scalar";
 }
 
 /* Largest |got - want| / max(1, |want|) over n values. */
@@ -73,9 +73,9 @@ static void test_erf_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -6.0f + 12.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_erf(isas[k], x, y, n);
+        zb_kernels_erf(isas[k], x, y, n);
         double worst = 0.0;
         float at = 0.0f;
         for (size_t i = 0; i < n; i++) {
@@ -98,10 +98,10 @@ static void test_erf_special(void **st) {
     size_t n = sizeof x / sizeof x[0];
     float y[sizeof x / sizeof x[0]], yn[sizeof x / sizeof x[0]], xn[sizeof x / sizeof x[0]];
     for (size_t i = 0; i < n; i++) xn[i] = -x[i];
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_erf(isas[k], x, y, n);
-        zb_kern_erf(isas[k], xn, yn, n);
+        zb_kernels_erf(isas[k], x, y, n);
+        zb_kernels_erf(isas[k], xn, yn, n);
         assert_true(y[0] == 0.0f);
         assert_true(y[2] == 1.0f && y[3] == -1.0f);
         assert_true(isnan(y[4]));
@@ -120,9 +120,9 @@ static void test_exp_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -87.0f + 175.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_exp(isas[k], x, y, n);
+        zb_kernels_exp(isas[k], x, y, n);
         double worst = 0.0;
         for (size_t i = 0; i < n; i++) {
             double e = exp((double)x[i]);
@@ -131,7 +131,7 @@ static void test_exp_accuracy(void **st) {
         printf("exp %s: max rel error %.3g\n", s_isa_name(isas[k]), worst);
         assert_true(worst < 2e-7);
         float s[] = {0.0f, -1000.0f, NAN};
-        zb_kern_exp(isas[k], s, s, 3);
+        zb_kernels_exp(isas[k], s, s, 3);
         assert_true(s[0] == 1.0f);
         assert_true(s[1] >= 0.0f && s[1] < 1e-37f);
         assert_true(isnan(s[2]));
@@ -147,9 +147,9 @@ static void test_gelu_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -8.0f + 16.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_gelu(isas[k], x, y, n);
+        zb_kernels_gelu(isas[k], x, y, n);
         double worst = 0.0, worst_neg_rel = 0.0;
         for (size_t i = 0; i < n; i++) {
             double g = s_gelu_ref((double)x[i]);
@@ -166,7 +166,7 @@ static void test_gelu_accuracy(void **st) {
         assert_true(worst <= 1.0);
         assert_true(worst_neg_rel < 3e-6);
         float s[] = {0.0f, NAN, -INFINITY, INFINITY};
-        zb_kern_gelu(isas[k], s, s, 4);
+        zb_kernels_gelu(isas[k], s, s, 4);
         assert_true(s[0] == 0.0f);
         assert_true(isnan(s[1]));
         assert_true(s[3] == INFINITY);
@@ -185,9 +185,9 @@ static void test_gelu_tanh_accuracy(void **st) {
     assert_non_null(x);
     assert_non_null(y);
     for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)((double)i / (double)(n - 1));
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_gelu_tanh(isas[k], x, y, n);
+        zb_kernels_gelu_tanh(isas[k], x, y, n);
         double worst = 0.0, vs_erf = 0.0;
         for (size_t i = 0; i < n; i++) {
             double v = (double)x[i];
@@ -201,7 +201,7 @@ static void test_gelu_tanh_accuracy(void **st) {
         assert_true(worst <= 1.0);
         assert_true(vs_erf > 1e-4 && vs_erf < 1e-3);
         float s[] = {0.0f, -100.0f, 100.0f};
-        zb_kern_gelu_tanh(isas[k], s, s, 3);
+        zb_kernels_gelu_tanh(isas[k], s, s, 3);
         assert_true(s[0] == 0.0f);
         assert_true(fabsf(s[1]) < 1e-30f);
         assert_true(s[2] == 100.0f);
@@ -218,13 +218,13 @@ static void test_tail_independence(void **st) {
     float *x = s_rand_vec(&r, 64, -5.0f, 5.0f);
     float full[64], part[64];
     int ran = 0;
-    for (int isa = ZB_KERN_AVX2; isa <= ZB_KERN_AVX512; isa++) {
-        if (!zb_kern_isa_supported((zb_kern_isa_t)isa)) continue;
+    for (int isa = ZB_KERNELS_AVX2; isa <= ZB_KERNELS_AVX512; isa++) {
+        if (!zb_kernels_isa_supported((zb_kernels_isa_t)isa)) continue;
         ran++;
-        zb_kern_gelu((zb_kern_isa_t)isa, x, full, 64);
+        zb_kernels_gelu((zb_kernels_isa_t)isa, x, full, 64);
         for (size_t len = 1; len < 64; len++) {
             memset(part, 0x7f, sizeof part);
-            zb_kern_gelu((zb_kern_isa_t)isa, x, part, len);
+            zb_kernels_gelu((zb_kernels_isa_t)isa, x, part, len);
             assert_memory_equal(part, full, len * sizeof(float));
             uint32_t guard; /* nothing written past the end */
             memcpy(&guard, &part[len], sizeof guard);
@@ -240,7 +240,7 @@ static void test_tail_independence(void **st) {
  * past erfc's zero) included. */
 static void test_gelu_avx512_bits(void **st) {
     (void)st;
-    if (!zb_kern_isa_supported(ZB_KERN_AVX512)) skip();
+    if (!zb_kernels_isa_supported(ZB_KERNELS_AVX512)) skip();
     const size_t n = 400003;
     float *x = malloc(n * sizeof *x), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
     assert_non_null(x);
@@ -250,8 +250,8 @@ static void test_gelu_avx512_bits(void **st) {
     const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.41421356f, -1.41421356f,
                         6.36396103f, -6.36396103f, 1e-30f, -1e-30f, 3e38f, -3e38f};
     memcpy(x, sp, sizeof sp);
-    zb_kern_gelu(ZB_KERN_AVX2, x, a, n);
-    zb_kern_gelu(ZB_KERN_AVX512, x, b, n);
+    zb_kernels_gelu(ZB_KERNELS_AVX2, x, a, n);
+    zb_kernels_gelu(ZB_KERNELS_AVX512, x, b, n);
     assert_memory_equal(a, b, n * sizeof *a);
     free(x);
     free(a);
@@ -264,7 +264,7 @@ static void test_softmax(void **st) {
     (void)st;
     rng_t r = {11};
     const int cols_list[] = {1, 3, 8, 9, 17, 40, 130, 512};
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof cols_list / sizeof cols_list[0]; c++) {
             const int rows = 5, cols = cols_list[c], ld = cols + 3;
@@ -274,7 +274,7 @@ static void test_softmax(void **st) {
             assert_non_null(orig);
             assert_non_null(want);
             memcpy(orig, x, (size_t)rows * (size_t)ld * sizeof *x);
-            zb_kern_softmax_rows(isas[k], x, rows, cols, ld);
+            zb_kernels_softmax_rows(isas[k], x, rows, cols, ld);
             for (int i = 0; i < rows; i++) {
                 const float *o = orig + (size_t)i * (size_t)ld;
                 double mx = o[0], sum = 0.0, got_sum = 0.0;
@@ -324,7 +324,7 @@ static void s_ln_ref(const double *v, int n, const float *g, const float *b, dou
 static void test_layernorm(void **st) {
     (void)st;
     rng_t r = {13};
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof s_ln_cases / sizeof s_ln_cases[0]; c++) {
             const ln_case_t *lc = &s_ln_cases[c];
@@ -339,8 +339,8 @@ static void test_layernorm(void **st) {
             for (int i = 0; i < lc->rows; i++)
                 s_ln_ref(v + (size_t)i * (size_t)lc->cols, lc->cols, g, b, 1e-12,
                          want + (size_t)i * (size_t)lc->cols);
-            zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
-            zb_kern_layernorm(&e, x, lc->rows, lc->cols, g, b, 1e-12f);
+            zb_kernels_exec_t e = {.threads = 2, .isa = isas[k]};
+            zb_kernels_layernorm(&e, x, lc->rows, lc->cols, g, b, 1e-12f);
             double err = s_max_rel(x, want, n);
             if (lc->cols == 1) { /* zero variance: (x - mean) = 0 exactly -> beta */
                 for (int i = 0; i < lc->rows; i++) assert_true(x[i] == b[0]);
@@ -363,7 +363,7 @@ static void test_layernorm_offset(void **st) {
     rng_t r = {17};
     const int rows = 4, cols = 768;
     size_t n = (size_t)rows * cols;
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         float *x = s_rand_vec(&r, n, 998.0f, 1002.0f);
         float *g = s_rand_vec(&r, cols, 0.5f, 1.5f);
@@ -374,8 +374,8 @@ static void test_layernorm_offset(void **st) {
         for (size_t i = 0; i < n; i++) v[i] = x[i];
         for (int i = 0; i < rows; i++)
             s_ln_ref(v + (size_t)i * cols, cols, g, b, 1e-12, want + (size_t)i * cols);
-        zb_kern_exec_t e = {.threads = 1, .isa = isas[k]};
-        zb_kern_layernorm(&e, x, rows, cols, g, b, 1e-12f);
+        zb_kernels_exec_t e = {.threads = 1, .isa = isas[k]};
+        zb_kernels_layernorm(&e, x, rows, cols, g, b, 1e-12f);
         double err = s_max_rel(x, want, n);
         printf("layernorm %s, mean 1000: max rel error %.3g\n", s_isa_name(isas[k]), err);
         assert_true(err < 1e-5);
@@ -390,7 +390,7 @@ static void test_layernorm_offset(void **st) {
 static void test_bias_residual_layernorm(void **st) {
     (void)st;
     rng_t r = {19};
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
         for (size_t c = 0; c < sizeof s_ln_cases / sizeof s_ln_cases[0]; c++) {
             const ln_case_t *lc = &s_ln_cases[c];
@@ -409,18 +409,18 @@ static void test_bias_residual_layernorm(void **st) {
             for (int i = 0; i < lc->rows; i++)
                 s_ln_ref(v + (size_t)i * (size_t)lc->cols, lc->cols, g, b, 1e-12,
                          want + (size_t)i * (size_t)lc->cols);
-            zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
+            zb_kernels_exec_t e = {.threads = 2, .isa = isas[k]};
             float *io2 = malloc(n * sizeof *io2);
             assert_non_null(io2);
             for (size_t i = 0; i < n; i++) io2[i] = t[i] + io[i]; /* GEMM accumulated */
-            zb_kern_bias_residual_layernorm(&e, io, t, lc->rows, lc->cols, bias, g, b, 1e-12f);
+            zb_kernels_bias_residual_layernorm(&e, io, t, lc->rows, lc->cols, bias, g, b, 1e-12f);
             assert_true(s_max_rel(io, want, n) < 1e-5);
             /* t NULL: the residual already holds t, the bias is still added */
             for (size_t i = 0; i < n; i++) v[i] = (double)io2[i] + bias[i % (size_t)lc->cols];
             for (int i = 0; i < lc->rows; i++)
                 s_ln_ref(v + (size_t)i * (size_t)lc->cols, lc->cols, g, b, 1e-12,
                          want + (size_t)i * (size_t)lc->cols);
-            zb_kern_bias_residual_layernorm(&e, io2, NULL, lc->rows, lc->cols, bias, g, b,
+            zb_kernels_bias_residual_layernorm(&e, io2, NULL, lc->rows, lc->cols, bias, g, b,
                                             1e-12f);
             assert_true(s_max_rel(io2, want, n) < 1e-5);
             free(io2);
@@ -456,11 +456,11 @@ static void test_embed_layernorm(void **st) {
         s_ln_ref(v, cols, g, b, 1e-12, want + i * cols);
     }
     float out[30 * 72];
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
+        zb_kernels_exec_t e = {.threads = 2, .isa = isas[k]};
         memset(out, 0, sizeof out);
-        zb_kern_embed_layernorm(&e, out, ids, p, rows, cols, word, pos, type0, g, b, 1e-12f);
+        zb_kernels_embed_layernorm(&e, out, ids, p, rows, cols, word, pos, type0, g, b, 1e-12f);
         assert_true(s_max_rel(out, want, (size_t)rows * cols) < 1e-5);
     }
     free(word);
@@ -478,17 +478,17 @@ static void test_bias_gelu(void **st) {
     float *bias = s_rand_vec(&r, cols, -1.0f, 1.0f);
     double *want = malloc(n * sizeof *want);
     assert_non_null(want);
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_exec_t e = {.threads = 2, .isa = isas[k]};
+        zb_kernels_exec_t e = {.threads = 2, .isa = isas[k]};
         float *x = s_rand_vec(&r, n, -6.0f, 6.0f);
         for (size_t i = 0; i < n; i++)
             want[i] = s_gelu_ref((double)(x[i] + bias[i % cols])); /* sum rounded in float */
-        zb_kern_bias_gelu(&e, x, rows, cols, bias);
+        zb_kernels_bias_gelu(&e, x, rows, cols, bias);
         assert_true(s_max_rel(x, want, n) < 1e-6);
         /* no bias: plain GELU */
         for (size_t i = 0; i < n; i++) want[i] = s_gelu_ref((double)x[i]);
-        zb_kern_bias_gelu(&e, x, rows, cols, NULL);
+        zb_kernels_bias_gelu(&e, x, rows, cols, NULL);
         assert_true(s_max_rel(x, want, n) < 1e-6);
         free(x);
     }
@@ -507,15 +507,15 @@ static void test_row_kernels_thread_independent(void **st) {
     float *x1 = malloc(n * sizeof *x1), *x3 = malloc(n * sizeof *x3);
     assert_non_null(x1);
     assert_non_null(x3);
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     for (int k = 0, m = s_isas(isas); k < m; k++) {
-        zb_kern_exec_t e1 = {.threads = 1, .isa = isas[k]}, e3 = {.threads = 3, .isa = isas[k]};
+        zb_kernels_exec_t e1 = {.threads = 1, .isa = isas[k]}, e3 = {.threads = 3, .isa = isas[k]};
         memcpy(x1, a, n * sizeof *a);
         memcpy(x3, a, n * sizeof *a);
-        zb_kern_bias_residual_layernorm(&e1, x1, t, rows, cols, b, g, b, 1e-12f);
-        zb_kern_bias_residual_layernorm(&e3, x3, t, rows, cols, b, g, b, 1e-12f);
-        zb_kern_bias_gelu(&e1, x1, rows, cols, b);
-        zb_kern_bias_gelu(&e3, x3, rows, cols, b);
+        zb_kernels_bias_residual_layernorm(&e1, x1, t, rows, cols, b, g, b, 1e-12f);
+        zb_kernels_bias_residual_layernorm(&e3, x3, t, rows, cols, b, g, b, 1e-12f);
+        zb_kernels_bias_gelu(&e1, x1, rows, cols, b);
+        zb_kernels_bias_gelu(&e3, x3, rows, cols, b);
         assert_memory_equal(x1, x3, n * sizeof *x1);
     }
     free(a);
@@ -567,7 +567,7 @@ static void test_attention(void **st) {
         {3, 48, 3, {31, 32, 33}},
         {3, 5, 6, {2, 9, 4, 1, 12, 3}},
     };
-    zb_kern_isa_t isas[3];
+    zb_kernels_isa_t isas[3];
     /* per case: the AVX2 result, which the AVX-512 one must equal bit for
      * bit when head_dim is a multiple of 16 (both run the own tiles) */
     float *avx2_ctx[sizeof cases / sizeof cases[0]] = {NULL};
@@ -590,14 +590,14 @@ static void test_attention(void **st) {
             float *ctx1 = calloc(n, sizeof *ctx1), *ctx2 = calloc(n, sizeof *ctx2);
             assert_non_null(ctx1);
             assert_non_null(ctx2);
-            size_t per = zb_kern_attention_scratch(t_max, ac->head_dim);
+            size_t per = zb_kernels_attention_scratch(t_max, ac->head_dim);
             float *scratch = malloc(2 * per * sizeof *scratch);
             assert_non_null(scratch);
             const int icv = omp_get_max_threads();
-            zb_kern_exec_t e1 = {.threads = 1, .isa = isas[k]}, e2 = {.threads = 2, .isa = isas[k]};
-            zb_kern_attention(&e1, q, kk, v, ctx1, ld, off, ac->n_seqs, ac->heads,
+            zb_kernels_exec_t e1 = {.threads = 1, .isa = isas[k]}, e2 = {.threads = 2, .isa = isas[k]};
+            zb_kernels_attention(&e1, q, kk, v, ctx1, ld, off, ac->n_seqs, ac->heads,
                               ac->head_dim, t_max, scratch);
-            zb_kern_attention(&e2, q, kk, v, ctx2, ld, off, ac->n_seqs, ac->heads,
+            zb_kernels_attention(&e2, q, kk, v, ctx2, ld, off, ac->n_seqs, ac->heads,
                               ac->head_dim, t_max, scratch);
             assert_int_equal(omp_get_max_threads(), icv); /* settings did not leak */
             /* one thread per block: identical whatever the team size */
@@ -621,10 +621,10 @@ static void test_attention(void **st) {
             printf("attention %s heads=%d dh=%d seqs=%d: max rel error %.3g\n",
                    s_isa_name(isas[k]), ac->heads, ac->head_dim, ac->n_seqs, worst);
             assert_true(worst < 1e-5);
-            if (ac->head_dim % 16 == 0 && isas[k] == ZB_KERN_AVX2) {
+            if (ac->head_dim % 16 == 0 && isas[k] == ZB_KERNELS_AVX2) {
                 avx2_ctx[c] = ctx1;
                 ctx1 = NULL;
-            } else if (ac->head_dim % 16 == 0 && isas[k] == ZB_KERN_AVX512 &&
+            } else if (ac->head_dim % 16 == 0 && isas[k] == ZB_KERNELS_AVX512 &&
                        avx2_ctx[c] != NULL) {
                 if (memcmp(avx2_ctx[c], ctx1, n * sizeof *ctx1) != 0)
                     fail_msg("attention heads=%d dh=%d: AVX-512 and AVX2 differ", ac->heads,
@@ -641,7 +641,7 @@ static void test_attention(void **st) {
         }
     }
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) free(avx2_ctx[c]);
-    if (zb_kern_isa_supported(ZB_KERN_AVX512)) assert_int_equal(compared, 5);
+    if (zb_kernels_isa_supported(ZB_KERNELS_AVX512)) assert_int_equal(compared, 5);
     printf("attention: AVX-512 == AVX2 bit for bit in %d cases\n", compared);
 }
 

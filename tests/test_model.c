@@ -41,7 +41,7 @@ static int setup(void **state) {
 }
 
 static void check_tiny_config(const zb_model_t *m) {
-    const zb_bert_config_t *c = zb_model_config(m);
+    const zb_config_t *c = zb_model_config(m);
     assert_int_equal(c->vocab_size, 28996);
     assert_int_equal(c->hidden, 64);
     assert_int_equal(c->layers, 2);
@@ -50,7 +50,7 @@ static void check_tiny_config(const zb_model_t *m) {
     assert_int_equal(c->max_positions, 512);
     assert_int_equal(c->type_vocab_size, 2);
     assert_true(c->layer_norm_eps == 1e-12f);
-    const zb_tokenizer_config_t *t = zb_model_tokenizer_config(m);
+    const zb_config_tokenizer_t *t = zb_model_tokenizer_config(m);
     assert_false(t->lowercase);
     assert_false(t->strip_accents);
     size_t vlen = 0;
@@ -70,7 +70,7 @@ static void test_seed1(void **state) {
     assert_non_null(m);
     check_tiny_config(m);
     assert_string_equal(zb_model_identity(m), "hf:tiny-seed1");
-    const zb_bert_weights_t *w = zb_model_weights(m);
+    const zb_model_weights_t *w = zb_model_weights(m);
     assert_int_equal(s_bits(w->word[0]), 0x3d0510fe);
     assert_int_equal(s_bits(w->word[28995 * 64 + 63]), 0xbc0ad589);
     assert_int_equal(s_bits(w->word[101 * 64 + 7]), 0x3b514e39);
@@ -121,7 +121,7 @@ static void test_seed2_f16(void **state) {
     assert_int_equal(rc, 0);
     check_tiny_config(m);
     assert_string_equal(zb_model_identity(m), "hf:tiny-seed2-bert-gammabeta-f16");
-    const zb_bert_weights_t *w = zb_model_weights(m);
+    const zb_model_weights_t *w = zb_model_weights(m);
     /* numpy float16 -> float32 values (bits), including a subnormal at (0,38) */
     assert_true(w->word[0] == -0.00833892822265625f);
     assert_true(w->word[28995 * 64 + 63] == 0.00333404541015625f);
@@ -527,13 +527,13 @@ static void test_packed_at_load(void **state) {
     zb_diag_t d = {{0}};
     assert_int_equal(zb_model_open(s_seed1, &m, &d), 0);
     assert_true(zb_model_packed_at_load(m));
-    const zb_bert_config_t *c = zb_model_config(m);
+    const zb_config_t *c = zb_model_config(m);
     const int h = c->hidden, in = c->intermediate;
     assert_int_equal(zb_model_n_packed(c), 5 + 12 * c->layers);
     float *u = malloc((size_t)3 * (size_t)h * (size_t)in * sizeof *u);
     assert_non_null(u);
     for (int l = 0; l < c->layers; l++) {
-        const zb_layer_weights_t *L = &zb_model_weights(m)->layer[l];
+        const zb_model_layer_t *L = &zb_model_weights(m)->layer[l];
         const struct {
             zb_gemm_w_t w;
             int n, k;

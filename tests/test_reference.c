@@ -88,15 +88,15 @@ static void s_check(const char *path, const char *expected) {
     int rc = zb_model_open(path, &m, &d);
     if (rc) fprintf(stderr, "%s: %s\n", path, zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
-    zb_embedder_t *e = NULL;
-    zb_embedder_config_t cfg = {.threads = 2};
-    assert_int_equal(zb_embedder_new(m, &cfg, &e, &d), 0);
+    zb_embed_t *e = NULL;
+    zb_embed_config_t cfg = {.threads = 2};
+    assert_int_equal(zb_embed_new(m, &cfg, &e, &d), 0);
     char **texts;
     size_t *lens;
     int n = s_texts(&texts, &lens);
-    zb_result_t *res = calloc((size_t)n, sizeof *res);
+    zb_embed_result_t *res = calloc((size_t)n, sizeof *res);
     zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    assert_int_equal(zb_embedder_run(e, (const char *const *)texts, lens, (size_t)n, &o, res), 0);
+    assert_int_equal(zb_embed_run(e, (const char *const *)texts, lens, (size_t)n, &o, res), 0);
     double worst = 0;
     int matched = 0, truncated = 0;
     for (int c = 0; c < fx.n; c++) {
@@ -109,7 +109,7 @@ static void s_check(const char *path, const char *expected) {
             if (same) hit = i;
         }
         assert_true(hit >= 0); /* the tokenizer still gives the ids the reference ran */
-        const zb_result_t *r = &res[hit];
+        const zb_embed_result_t *r = &res[hit];
         assert_int_equal(r->dim, k->hidden_cols);
         truncated += r->truncated;
         for (size_t j = 0; j < (size_t)k->hidden_rows * (size_t)k->hidden_cols; j++) {
@@ -123,13 +123,13 @@ static void s_check(const char *path, const char *expected) {
     assert_true(worst <= TOL);
     assert_int_equal(truncated, 1);
     for (int i = 0; i < n; i++) {
-        zb_result_free(&res[i]);
+        zb_embed_result_free(&res[i]);
         free(texts[i]);
     }
     free(res);
     free(texts);
     free(lens);
-    zb_embedder_destroy(&e);
+    zb_embed_destroy(&e);
     zb_model_close(&m);
     fx_free(&fx);
 }

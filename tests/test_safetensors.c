@@ -55,7 +55,7 @@ static void test_valid(void **state) {
     assert_null(zb_safetensors_at(st, 5));
     const zb_safetensors_tensor_t *a = zb_safetensors_find(st, "a");
     assert_non_null(a);
-    assert_int_equal(a->dtype, ZB_ST_F32);
+    assert_int_equal(a->dtype, ZB_SAFETENSORS_F32);
     assert_int_equal(a->n_dims, 2);
     assert_int_equal(a->shape[0], 2);
     assert_int_equal(a->shape[1], 2);
@@ -64,7 +64,7 @@ static void test_valid(void **state) {
     size_t data0 = 8 + strlen(s_valid);
     assert_ptr_equal(a->data, p + data0);
     const zb_safetensors_tensor_t *b = zb_safetensors_find(st, "b");
-    assert_int_equal(b->dtype, ZB_ST_F16);
+    assert_int_equal(b->dtype, ZB_SAFETENSORS_F16);
     assert_int_equal(b->offset, 16);
     assert_ptr_equal(b->data, p + data0 + 16);
     assert_int_equal(((const unsigned char *)b->data)[0], 16);
@@ -74,7 +74,7 @@ static void test_valid(void **state) {
     const zb_safetensors_tensor_t *e = zb_safetensors_find(st, "empty");
     assert_int_equal(e->n_elems, 0);
     assert_int_equal(e->nbytes, 0);
-    assert_int_equal(zb_safetensors_find(st, "ids")->dtype, ZB_ST_I64);
+    assert_int_equal(zb_safetensors_find(st, "ids")->dtype, ZB_SAFETENSORS_I64);
     assert_null(zb_safetensors_find(st, "c"));
     assert_null(zb_safetensors_find(st, "__metadata__"));
     assert_string_equal(zb_safetensors_metadata(st, "format"), "pt");
@@ -271,9 +271,9 @@ static void test_files(void **state) {
     uint16_t h[3] = {0x3c00, 0x8001, 0x7bff};
     uint16_t bf[2] = {0x3f80, 0xc000};
     zb_safetensors_out_t out[3] = {
-        {.name = "x.weight", .dtype = ZB_ST_F32, .n_dims = 2, .shape = {2, 3}, .data = a},
-        {.name = "y", .dtype = ZB_ST_F16, .n_dims = 1, .shape = {3}, .data = h},
-        {.name = "z\"quoted\"", .dtype = ZB_ST_BF16, .n_dims = 1, .shape = {2}, .data = bf},
+        {.name = "x.weight", .dtype = ZB_SAFETENSORS_F32, .n_dims = 2, .shape = {2, 3}, .data = a},
+        {.name = "y", .dtype = ZB_SAFETENSORS_F16, .n_dims = 1, .shape = {3}, .data = h},
+        {.name = "z\"quoted\"", .dtype = ZB_SAFETENSORS_BF16, .n_dims = 1, .shape = {2}, .data = bf},
     };
     const char *meta[] = {"format", "pt", "note", "written by a test"};
     assert_int_equal(zb_safetensors_write(path, out, 3, meta, 2, &d), 0);
@@ -287,7 +287,7 @@ static void test_files(void **state) {
     assert_memory_equal(t->data, h, sizeof h);
     t = zb_safetensors_find(st, "z\"quoted\"");
     assert_non_null(t);
-    assert_int_equal(t->dtype, ZB_ST_BF16);
+    assert_int_equal(t->dtype, ZB_SAFETENSORS_BF16);
     assert_memory_equal(t->data, bf, sizeof bf);
     assert_string_equal(zb_safetensors_metadata(st, "note"), "written by a test");
     zb_safetensors_close(&st);
@@ -305,7 +305,7 @@ static void test_files(void **state) {
     assert_int_equal(zb_safetensors_count(st), 47); /* 37 encoder + 10 others */
     t = zb_safetensors_find(st, "bert.embeddings.position_ids");
     assert_non_null(t);
-    assert_int_equal(t->dtype, ZB_ST_I64);
+    assert_int_equal(t->dtype, ZB_SAFETENSORS_I64);
     assert_string_equal(zb_safetensors_metadata(st, "seed"), "2");
     zb_safetensors_close(&st);
 }
@@ -429,7 +429,7 @@ static void test_f32_rounding(void **state) {
 
 static void test_dtype_names(void **state) {
     (void)state;
-    for (int i = 0; i < ZB_ST_DTYPE_COUNT; i++) {
+    for (int i = 0; i < ZB_SAFETENSORS_DTYPE_COUNT; i++) {
         zb_safetensors_dtype_t t;
         assert_int_equal(zb_safetensors_dtype_parse(zb_safetensors_dtype_name(i), &t), 0);
         assert_int_equal(t, i);
@@ -437,10 +437,10 @@ static void test_dtype_names(void **state) {
     }
     zb_safetensors_dtype_t t;
     assert_int_equal(zb_safetensors_dtype_parse("f32", &t), ZB_EUNSUPPORTED);
-    assert_int_equal(zb_safetensors_dtype_size(ZB_ST_DTYPE_COUNT), 0);
-    assert_string_equal(zb_safetensors_dtype_name(ZB_ST_DTYPE_COUNT), "?");
-    assert_int_equal(zb_safetensors_dtype_size(ZB_ST_BF16), 2);
-    assert_int_equal(zb_safetensors_dtype_size(ZB_ST_I64), 8);
+    assert_int_equal(zb_safetensors_dtype_size(ZB_SAFETENSORS_DTYPE_COUNT), 0);
+    assert_string_equal(zb_safetensors_dtype_name(ZB_SAFETENSORS_DTYPE_COUNT), "?");
+    assert_int_equal(zb_safetensors_dtype_size(ZB_SAFETENSORS_BF16), 2);
+    assert_int_equal(zb_safetensors_dtype_size(ZB_SAFETENSORS_I64), 8);
 }
 
 int main(void) {

@@ -32,14 +32,14 @@ static size_t s_cp(const unsigned char *p, int32_t *u) {
 /* The span invariants: in order, disjoint, inside the text, non-empty,
  * trimmed, every non-space character covered, code-point offsets naming
  * the same characters as the byte offsets.  Returns NULL or what broke. */
-static const char *s_check(const char *text, size_t len, const zb_sent_spans_t *sp) {
+static const char *s_check(const char *text, size_t len, const zb_sentences_spans_t *sp) {
     const unsigned char *p = (const unsigned char *)text;
     size_t k = 0, b = 0;
     uint32_t cp = 0;
     while (b < len) {
         int32_t u;
         size_t n = s_cp(p + b, &u);
-        bool space = zb_sent_is_space(u);
+        bool space = zb_sentences_is_space(u);
         while (k < sp->n && sp->v[k].byte_end <= b) k++;
         if (k < sp->n && sp->v[k].byte_begin == b && sp->v[k].begin != cp)
             return "code-point begin does not match the byte begin";
@@ -53,7 +53,7 @@ static const char *s_check(const char *text, size_t len, const zb_sent_spans_t *
         cp++;
     }
     for (size_t i = 0; i < sp->n; i++) {
-        const zb_sent_span_t *s = &sp->v[i];
+        const zb_sentences_span_t *s = &sp->v[i];
         if (s->byte_begin >= s->byte_end || s->begin >= s->end) return "an empty span";
         if (s->byte_end > len) return "a span runs past the text";
         if (i && s->byte_begin < sp->v[i - 1].byte_end) return "spans overlap or are out of order";
@@ -65,8 +65,8 @@ static const char *s_check(const char *text, size_t len, const zb_sent_spans_t *
 }
 
 /* Splits text (with options) and checks the invariants. */
-static void s_split(const char *text, size_t len, const zb_sent_options_t *o, zb_sent_spans_t *sp) {
-    int rc = zb_sent_split_opts(text, len, o, sp);
+static void s_split(const char *text, size_t len, const zb_sentences_options_t *o, zb_sentences_spans_t *sp) {
+    int rc = zb_sentences_split_opts(text, len, o, sp);
     assert_int_equal(rc, 0);
     const char *why = s_check(text, len, sp);
     if (why) fprintf(stderr, "invariant broken on \"%.*s\": %s\n", (int)len, text, why);
@@ -81,7 +81,7 @@ static void s_norm(const char *s, size_t n, char *out, size_t cap) {
     for (size_t i = 0; i < n && o + 1 < cap;) {
         int32_t u;
         size_t k = s_cp((const unsigned char *)s + i, &u);
-        if (zb_sent_is_space(u)) {
+        if (zb_sentences_is_space(u)) {
             sp = true;
         } else {
             if (sp && o && o + 1 < cap) out[o++] = ' ';
@@ -96,8 +96,8 @@ static void s_norm(const char *s, size_t n, char *out, size_t cap) {
 /* Whether text splits into exactly the sentences want[] (NULL-terminated),
  * compared with whitespace runs collapsed.  Prints the difference. */
 static bool s_same(const char *label, const char *text, const char *const *want,
-                   const zb_sent_options_t *o, bool quiet) {
-    zb_sent_spans_t sp = {0};
+                   const zb_sentences_options_t *o, bool quiet) {
+    zb_sentences_spans_t sp = {0};
     size_t len = strlen(text);
     s_split(text, len, o, &sp);
     size_t nw = 0;
@@ -117,7 +117,7 @@ static bool s_same(const char *label, const char *text, const char *const *want,
         fprintf(stderr, "  want %zu:\n", nw);
         for (size_t i = 0; i < nw; i++) fprintf(stderr, "    [%s]\n", want[i]);
     }
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
     return ok;
 }
 
@@ -374,7 +374,7 @@ static void test_semicolon(void **state) {
     (void)state;
     const char *t = "I came; I saw; I conquered.";
     assert_true(s_same("default", t, WANT("I came; I saw; I conquered."), NULL, false));
-    zb_sent_options_t o = {.semicolon_ends = true};
+    zb_sentences_options_t o = {.semicolon_ends = true};
     assert_true(s_same("semicolon", t, WANT("I came;", "I saw;", "I conquered."), &o, false));
     /* still one sentence when nothing follows the semicolon */
     assert_true(s_same("semicolon end", "Done;", WANT("Done;"), &o, false));
@@ -384,10 +384,10 @@ static void test_semicolon(void **state) {
 
 static void test_empty_and_blank(void **state) {
     (void)state;
-    zb_sent_spans_t sp = {0};
-    assert_int_equal(zb_sent_split("", 0, &sp), 0);
+    zb_sentences_spans_t sp = {0};
+    assert_int_equal(zb_sentences_split("", 0, &sp), 0);
     assert_int_equal(sp.n, 0);
-    assert_int_equal(zb_sent_split(NULL, 0, &sp), 0);
+    assert_int_equal(zb_sentences_split(NULL, 0, &sp), 0);
     assert_int_equal(sp.n, 0);
     const char *blank = " \t\n\r\n\v\f\xc2\xa0\xe3\x80\x80\xe2\x80\xa8\xe2\x80\xa9\xc2\x85";
     s_split(blank, strlen(blank), NULL, &sp);
@@ -403,11 +403,11 @@ static void test_empty_and_blank(void **state) {
     /* zero-width space is not White_Space: it is text and is covered */
     s_split("\xe2\x80\x8b", 3, NULL, &sp);
     assert_int_equal(sp.n, 1);
-    assert_int_equal(zb_sent_split(NULL, 3, &sp), ZB_EINVAL);
-    assert_int_equal(zb_sent_split("a", 1, NULL), ZB_EINVAL);
-    zb_sent_spans_free(&sp);
-    zb_sent_spans_free(&sp); /* twice is harmless */
-    zb_sent_spans_free(NULL);
+    assert_int_equal(zb_sentences_split(NULL, 3, &sp), ZB_EINVAL);
+    assert_int_equal(zb_sentences_split("a", 1, NULL), ZB_EINVAL);
+    zb_sentences_spans_free(&sp);
+    zb_sentences_spans_free(&sp); /* twice is harmless */
+    zb_sentences_spans_free(NULL);
 }
 
 /* --- exact offsets on multi-byte text ---------------------------------------- */
@@ -418,7 +418,7 @@ static void test_offsets_multibyte(void **state) {
     const char *t = "Caf\xc3\xa9 cr\xc3\xa8me. \xc3\x87"
                     "a va? "
                     "\xe6\x9d\xb1\xe4\xba\xac\xe3\x81\xb8\xe8\xa1\x8c\xe3\x81\x8f\xe3\x80\x82";
-    zb_sent_spans_t sp = {0};
+    zb_sentences_spans_t sp = {0};
     s_split(t, strlen(t), NULL, &sp);
     assert_int_equal(sp.n, 3);
     /* code points: "Café crème." = 0..11, "Ça va?" = 12..18, "東京へ行く。" = 19..25 */
@@ -440,7 +440,7 @@ static void test_offsets_multibyte(void **state) {
     assert_int_equal(sp.v[1].byte_begin, 12);
     assert_int_equal(sp.v[1].end, 14);
     assert_int_equal(sp.v[1].byte_end, 17);
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
 }
 
 /* --- other scripts -------------------------------------------------------- */
@@ -552,11 +552,11 @@ static void test_invalid_utf8(void **state) {
         "ok. \xe6\x97", "\xe6\x97 ok",      "\xf0\x9f\x98",
         "\xc3",         "Hello.\xc3\x28",
     };
-    zb_sent_spans_t sp = {0};
+    zb_sentences_spans_t sp = {0};
     s_split("Some text. More.", 16, NULL, &sp);
     assert_int_equal(sp.n, 2);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        int rc = zb_sent_split(bad[i], strlen(bad[i]), &sp);
+        int rc = zb_sentences_split(bad[i], strlen(bad[i]), &sp);
         if (rc != ZB_EUTF8) fprintf(stderr, "bad[%zu] gave %d\n", i, rc);
         assert_int_equal(rc, ZB_EUTF8);
         assert_int_equal(sp.n, 0);
@@ -566,7 +566,7 @@ static void test_invalid_utf8(void **state) {
     assert_int_equal(sp.n, 1);
     s_split("a\0b. C", 6, NULL, &sp);
     assert_int_equal(sp.n, 2);
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
 }
 
 static void test_limit(void **state) {
@@ -575,15 +575,15 @@ static void test_limit(void **state) {
     char *t = malloc(n);
     assert_non_null(t);
     memset(t, 'a', n);
-    zb_sent_spans_t sp = {0};
-    assert_int_equal(zb_sent_split(t, n, &sp), ZB_ELIMIT);
+    zb_sentences_spans_t sp = {0};
+    assert_int_equal(zb_sentences_split(t, n, &sp), ZB_ELIMIT);
     assert_int_equal(sp.n, 0);
     s_split(t, n - 1, NULL, &sp); /* exactly the limit is fine: one long word */
     assert_int_equal(sp.n, 1);
     assert_int_equal(sp.v[0].byte_end, n - 1);
     assert_int_equal(sp.v[0].end, n - 1);
     free(t);
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
 }
 
 /* --- long and hostile text --------------------------------------------------- */
@@ -596,7 +596,7 @@ static double s_now(void) {
 
 /* Fills a ZB_TEXT_BYTES_MAX buffer with copies of unit and splits it;
  * returns the number of sentences and checks the time stays linear-ish. */
-static size_t s_fill_split(const char *unit, zb_sent_spans_t *sp) {
+static size_t s_fill_split(const char *unit, zb_sentences_spans_t *sp) {
     size_t n = ZB_TEXT_BYTES_MAX, u = strlen(unit), len = n - n % u;
     char *t = malloc(n);
     assert_non_null(t);
@@ -613,7 +613,7 @@ static size_t s_fill_split(const char *unit, zb_sent_spans_t *sp) {
 
 static void test_long_and_hostile(void **state) {
     (void)state;
-    zb_sent_spans_t sp = {0};
+    zb_sentences_spans_t sp = {0};
     const char *unit = "Hello world. ";
     size_t n = ZB_TEXT_BYTES_MAX / strlen(unit);
     assert_int_equal(s_fill_split(unit, &sp), n);
@@ -648,20 +648,20 @@ static void test_long_and_hostile(void **state) {
         "\xef\xbc\x8e\xef\xbc\x91",
     };
     for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) s_fill_split(shapes[i], &sp);
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
 }
 
 /* The output array is reused: n is reset, memory kept. */
 static void test_reuse(void **state) {
     (void)state;
-    zb_sent_spans_t sp = {0};
+    zb_sentences_spans_t sp = {0};
     s_split("One. Two. Three.", 16, NULL, &sp);
     assert_int_equal(sp.n, 3);
-    zb_sent_span_t *v = sp.v;
+    zb_sentences_span_t *v = sp.v;
     s_split("Only one", 8, NULL, &sp);
     assert_int_equal(sp.n, 1);
     assert_ptr_equal(sp.v, v);
-    zb_sent_spans_free(&sp);
+    zb_sentences_spans_free(&sp);
     assert_null(sp.v);
     assert_int_equal(sp.cap, 0);
 }

@@ -361,11 +361,11 @@ static void test_ten_thousand(void **st) {
 
     zb_model_t *m = NULL;
     assert_int_equal(zb_model_open(s_bundle, &m, NULL), 0);
-    zb_embedder_t *e = NULL;
-    assert_int_equal(zb_embedder_new(m, &(zb_embedder_config_t){.threads = 1}, &e, NULL), 0);
-    zb_result_t *r = calloc(N, sizeof *r);
+    zb_embed_t *e = NULL;
+    assert_int_equal(zb_embed_new(m, &(zb_embed_config_t){.threads = 1}, &e, NULL), 0);
+    zb_embed_result_t *r = calloc(N, sizeof *r);
     zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
-    assert_int_equal(zb_embedder_run(e, (const char *const *)texts, lens, N, &o, r), 0);
+    assert_int_equal(zb_embed_run(e, (const char *const *)texts, lens, N, &o, r), 0);
     size_t differ = 0;
     for (int i = 0; i < N; i++)
         differ += memcmp(r[i].vectors, a.vec + (size_t)i * a.dim, (size_t)a.dim * 4) != 0;
@@ -373,13 +373,13 @@ static void test_ten_thousand(void **st) {
            differ);
     assert_int_equal(differ, 0);
     for (int i = 0; i < N; i++) {
-        zb_result_free(&r[i]);
+        zb_embed_result_free(&r[i]);
         free(texts[i]);
     }
     free(r);
     free(texts);
     free(lens);
-    zb_embedder_destroy(&e);
+    zb_embed_destroy(&e);
     zb_model_close(&m);
     s_answer_free(&a);
     zmq_close(s);

@@ -1,6 +1,6 @@
 /*
  * test_shard.c -- tasks through worker/shard: every result is decoded back
- * with the protocol's own decoder and compared with zb_embedder_run() on the
+ * with the protocol's own decoder and compared with zb_embed_run() on the
  * same texts: rows, offsets, ids, truncation and per-text errors identical,
  * vectors bit for bit, token metadata included (sentences, mean token
  * vectors, Spark NLP compatibility; a text Spark would misplace fails with
@@ -30,7 +30,7 @@
 
 typedef struct state {
     zb_model_t *model;
-    zb_embedder_t *emb;
+    zb_embed_t *emb;
     fx_file_t fx;
     /* the texts of the main task */
     const char *texts[S_MAX_TEXTS];
@@ -58,8 +58,8 @@ static int setup(void **st) {
     int rc = zb_model_open(fx_path("tiny-seed1"), &s->model, &d);
     if (rc != 0) fprintf(stderr, "open: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
-    zb_embedder_config_t cfg = {.threads = 2};
-    assert_int_equal(zb_embedder_new(s->model, &cfg, &s->emb, &d), 0);
+    zb_embed_config_t cfg = {.threads = 2};
+    assert_int_equal(zb_embed_new(s->model, &cfg, &s->emb, &d), 0);
     assert_int_equal(fx_load(fx_path("embeddings-tiny-seed1.txt"), &s->fx), 0);
     /* 20 fixture texts, then the hard cases */
     for (int i = 0; i < 20 && i < s->fx.n; i++) {
@@ -85,7 +85,7 @@ static int setup(void **st) {
 
 static int teardown(void **st) {
     state_t *s = *st;
-    zb_embedder_destroy(&s->emb);
+    zb_embed_destroy(&s->emb);
     zb_model_close(&s->model);
     fx_free(&s->fx);
     free(s->long_text);
@@ -117,8 +117,8 @@ static void s_task(uint64_t shard, const char *const *texts, const size_t *lens,
     assert_int_equal(m->type, ZB_MSG_TASK);
 }
 
-static void s_free_results(zb_result_t *r, size_t n) {
-    for (size_t i = 0; i < n; i++) zb_result_free(&r[i]);
+static void s_free_results(zb_embed_result_t *r, size_t n) {
+    for (size_t i = 0; i < n; i++) zb_embed_result_free(&r[i]);
 }
 
 /* Runs texts through the shard as one task and through the engine
@@ -133,18 +133,18 @@ static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_embed_options_t 
     zb_shard_out_t out;
     zb_diag_t d = {{0}};
     zb_embed_stats_t st0, st1;
-    zb_embedder_stats(s->emb, &st0);
+    zb_embed_stats(s->emb, &st0);
     int rc = zb_shard_run(sh, &tp, 1, &out, &d);
-    zb_embedder_stats(s->emb, &st1);
+    zb_embed_stats(s->emb, &st1);
     if (rc != 0) fprintf(stderr, "shard: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     assert_non_null(out.body);
     assert_int_equal(out.n_texts, n);
     assert_int_equal(out.tokens, st1.tokens - st0.tokens);
 
-    zb_result_t ref[S_MAX_TEXTS] = {{0}};
+    zb_embed_result_t ref[S_MAX_TEXTS] = {{0}};
     assert_true(n <= S_MAX_TEXTS);
-    assert_int_equal(zb_embedder_run(s->emb, texts, lens, n, o, ref), 0);
+    assert_int_equal(zb_embed_run(s->emb, texts, lens, n, o, ref), 0);
 
     zb_msg_t rm = {0};
     rc = zb_msg_decode(out.body, out.body_len, &rm, &d);
@@ -154,7 +154,7 @@ static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_embed_options_t 
     assert_int_equal(rm.u.result.shard, 42);
     assert_int_equal(rm.u.result.epoch, S_EPOCH(42));
     assert_int_equal(rm.u.result.tokens, out.tokens);
-    rc_compare(&rm.u.result.vec, 0, ref, n, o, cut, zb_embedder_dim(s->emb), 0, NULL);
+    rc_compare(&rm.u.result.vec, 0, ref, n, o, cut, zb_embed_dim(s->emb), 0, NULL);
     size_t n_failed = 0;
     for (size_t i = 0; i < n; i++) n_failed += ref[i].status != 0 || (cut && cut[i]);
     assert_int_equal(out.n_failed, n_failed);
@@ -331,25 +331,25 @@ static void test_merged(void **st) {
                    cuts[i + 1] - cuts[i], o, &tb[i], &tm[i]);
             tp[i] = &tm[i].u.task;
             /* tokens do not depend on batching: a run of the task alone */
-            zb_result_t r[S_MAX_TEXTS] = {{0}};
+            zb_embed_result_t r[S_MAX_TEXTS] = {{0}};
             zb_embed_stats_t a, b;
-            zb_embedder_stats(s->emb, &a);
-            assert_int_equal(zb_embedder_run(s->emb, s->texts + cuts[i], s->lens + cuts[i],
+            zb_embed_stats(s->emb, &a);
+            assert_int_equal(zb_embed_run(s->emb, s->texts + cuts[i], s->lens + cuts[i],
                                              cuts[i + 1] - cuts[i], o, r),
                              0);
-            zb_embedder_stats(s->emb, &b);
+            zb_embed_stats(s->emb, &b);
             alone_tokens[i] = b.tokens - a.tokens;
             s_free_results(r, cuts[i + 1] - cuts[i]);
         }
         zb_shard_out_t out[3];
         zb_embed_stats_t st0, st1;
-        zb_embedder_stats(s->emb, &st0);
+        zb_embed_stats(s->emb, &st0);
         assert_int_equal(zb_shard_run(sh, tp, 3, out, NULL), 0);
-        zb_embedder_stats(s->emb, &st1);
+        zb_embed_stats(s->emb, &st1);
         assert_int_equal(st1.texts - st0.texts, s->n); /* one call for the three */
 
-        zb_result_t ref[S_MAX_TEXTS] = {{0}};
-        assert_int_equal(zb_embedder_run(s->emb, s->texts, s->lens, s->n, o, ref), 0);
+        zb_embed_result_t ref[S_MAX_TEXTS] = {{0}};
+        assert_int_equal(zb_embed_run(s->emb, s->texts, s->lens, s->n, o, ref), 0);
         uint64_t sum = 0;
         for (int i = 0; i < 3; i++) {
             zb_msg_t rm = {0};
@@ -358,7 +358,7 @@ static void test_merged(void **st) {
             assert_int_equal(rm.u.result.epoch, S_EPOCH(100 + (uint64_t)i));
             assert_int_equal(rm.u.result.tokens, alone_tokens[i]);
             rc_compare(&rm.u.result.vec, 0, ref + cuts[i], cuts[i + 1] - cuts[i], o, NULL,
-                       zb_embedder_dim(s->emb), 0, NULL);
+                       zb_embed_dim(s->emb), 0, NULL);
             sum += out[i].tokens;
             zb_msg_free(&rm);
             free(out[i].body);
@@ -388,8 +388,8 @@ static void test_too_large(void **st) {
         zb_shard_destroy(&sh);
 
         /* rows of each text, to know which should go first */
-        zb_result_t ref[S_MAX_TEXTS] = {{0}};
-        assert_int_equal(zb_embedder_run(s->emb, s->texts, s->lens, s->n, o, ref), 0);
+        zb_embed_result_t ref[S_MAX_TEXTS] = {{0}};
+        assert_int_equal(zb_embed_run(s->emb, s->texts, s->lens, s->n, o, ref), 0);
         bool cut[S_MAX_TEXTS] = {0};
         for (int step = 0; step < 3; step++) {
             /* the next victim: most rows, lowest index among equals */

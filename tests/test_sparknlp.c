@@ -34,7 +34,7 @@
 #include "sparknlp.h"
 #include "tokenizer.h"
 
-static zb_tok_t *s_tok;
+static zb_tokenizer_t *s_tok;
 
 static int setup(void **st) {
     (void)st;
@@ -42,14 +42,14 @@ static int setup(void **st) {
     char *v = fx_read_file(fx_path("vocab-bert-base-cased.txt"), &len);
     if (v == NULL) return -1;
     zb_diag_t d = {{0}};
-    int rc = zb_tok_new(v, len, &(zb_tok_options_t){0}, &s_tok, &d);
+    int rc = zb_tokenizer_new(v, len, &(zb_tokenizer_options_t){0}, &s_tok, &d);
     free(v);
     return rc;
 }
 
 static int teardown(void **st) {
     (void)st;
-    zb_tok_destroy(&s_tok);
+    zb_tokenizer_destroy(&s_tok);
     return 0;
 }
 
@@ -85,7 +85,7 @@ static const char *s_str(const cJSON *o, const char *k) {
 }
 
 /* The span's text must be what the fixture names it. */
-static void s_check_span(const char *text, int ex, const char *what, const zb_snlp_span_t *sp,
+static void s_check_span(const char *text, int ex, const char *what, const zb_sparknlp_span_t *sp,
                          const cJSON *want) {
     const char *res = s_str(want, "result");
     size_t n = sp->byte_end - sp->byte_begin;
@@ -106,12 +106,12 @@ static void test_examples(void **st) {
     cJSON *ex[64];
     int n = s_load("sparknlp-examples.jsonl", ex, 64);
     assert_int_equal(n, 46);
-    zb_snlp_doc_t doc = {0};
+    zb_sparknlp_doc_t doc = {0};
     int n_vectors = 0, n_sep = 0, n_collision = 0;
     for (int e = 0; e < n; e++) {
         const char *text = s_str(ex[e], "text");
         size_t len = strlen(text);
-        int rc = zb_snlp_analyze(s_tok, true, text, len, &doc);
+        int rc = zb_sparknlp_analyze(s_tok, true, text, len, &doc);
         if (rc != 0) fail_msg("example %d: %s (%s)", e, zb_strerror(rc), doc.error);
 
         const cJSON *sents = cJSON_GetObjectItemCaseSensitive(ex[e], "sentences");
@@ -148,8 +148,8 @@ static void test_examples(void **st) {
                      cJSON_GetArraySize(vecs));
         for (size_t k = 0; k < doc.n_vectors; k++) {
             const cJSON *w = cJSON_GetArrayItem(vecs, (int)k);
-            const zb_snlp_vector_t *v = &doc.vectors[k];
-            const zb_snlp_token_t *t = &doc.tokens[v->token];
+            const zb_sparknlp_vector_t *v = &doc.vectors[k];
+            const zb_sparknlp_token_t *t = &doc.tokens[v->token];
             s_check_span(text, e, "vector token", &t->span, w);
             assert_int_equal(t->sentence, s_int(w, "sentence"));
             assert_int_equal(v->piece_id, s_int(w, "pieceId"));
@@ -171,7 +171,7 @@ static void test_examples(void **st) {
     assert_int_equal(n_sep, 2);
     assert_int_equal(n_collision, 1);
     assert_true(n_vectors > 400);
-    zb_snlp_doc_free(&doc);
+    zb_sparknlp_doc_free(&doc);
     for (int e = 0; e < n; e++) cJSON_Delete(ex[e]);
 }
 
@@ -180,11 +180,11 @@ static void test_golden_rules(void **st) {
     cJSON *g[64];
     int n = s_load("sparknlp-golden-sbd.jsonl", g, 64);
     assert_int_equal(n, 48);
-    zb_snlp_doc_t doc = {0};
+    zb_sparknlp_doc_t doc = {0};
     int agree = 0;
     for (int e = 0; e < n; e++) {
         const char *text = s_str(g[e], "text");
-        assert_int_equal(zb_snlp_sentences(text, strlen(text), &doc), 0);
+        assert_int_equal(zb_sparknlp_sentences(text, strlen(text), &doc), 0);
         const cJSON *want = cJSON_GetObjectItemCaseSensitive(g[e], "sparknlp26");
         if ((int)doc.n_sentences != cJSON_GetArraySize(want))
             fail_msg("rule %d: %zu sentences, want %d", s_int(g[e], "rule"), doc.n_sentences,
@@ -200,7 +200,7 @@ static void test_golden_rules(void **st) {
         agree += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(g[e], "agrees_with_golden"));
     }
     assert_int_equal(agree, 34); /* the fixture's own count: Spark's detector is not ours */
-    zb_snlp_doc_free(&doc);
+    zb_sparknlp_doc_free(&doc);
     for (int e = 0; e < n; e++) cJSON_Delete(g[e]);
 }
 
@@ -227,13 +227,13 @@ static void test_detector_quirks(void **st) {
         {"", ""},
         {"   ", ""},
     };
-    zb_snlp_doc_t doc = {0};
+    zb_sparknlp_doc_t doc = {0};
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         const char *t = cases[c].text;
-        assert_int_equal(zb_snlp_sentences(t, strlen(t), &doc), 0);
+        assert_int_equal(zb_sparknlp_sentences(t, strlen(t), &doc), 0);
         char got[256] = "";
         for (size_t k = 0; k < doc.n_sentences; k++) {
-            const zb_snlp_span_t *sp = &doc.sentences[k];
+            const zb_sparknlp_span_t *sp = &doc.sentences[k];
             size_t at = strlen(got);
             snprintf(got + at, sizeof got - at, "%s%.*s", k ? "|" : "",
                      (int)(sp->byte_end - sp->byte_begin), t + sp->byte_begin);
@@ -244,39 +244,39 @@ static void test_detector_quirks(void **st) {
     /* The list rule's `.` takes a backslash, which Spark's replacement
      * string then eats: the sentence is not in the text any more. */
     const char *bs = "-5\\) x";
-    assert_int_equal(zb_snlp_sentences(bs, strlen(bs), &doc), ZB_EUNSUPPORTED);
+    assert_int_equal(zb_sparknlp_sentences(bs, strlen(bs), &doc), ZB_EUNSUPPORTED);
     assert_non_null(strstr(doc.error, "sentence detector"));
     assert_int_equal(doc.n_sentences, 0);
     /* a marker character in the text comes back as a period */
     const char *mk = "a\u2554b";
-    assert_int_equal(zb_snlp_sentences(mk, strlen(mk), &doc), ZB_EUNSUPPORTED);
+    assert_int_equal(zb_sparknlp_sentences(mk, strlen(mk), &doc), ZB_EUNSUPPORTED);
     /* invalid UTF-8 */
-    assert_int_equal(zb_snlp_sentences("\xff", 1, &doc), ZB_EUTF8);
-    zb_snlp_doc_free(&doc);
+    assert_int_equal(zb_sparknlp_sentences("\xff", 1, &doc), ZB_EUTF8);
+    zb_sparknlp_doc_free(&doc);
 }
 
 static void test_punct_set(void **st) {
     (void)st;
     int n = 0;
-    for (int32_t c = 0x80; c < 0x10000; c++) n += zb_snlp_is_punct(c);
+    for (int32_t c = 0x80; c < 0x10000; c++) n += zb_sparknlp_is_punct(c);
     assert_int_equal(n, 58);
-    assert_true(zb_snlp_is_punct(0x2008));
-    assert_false(zb_snlp_is_punct(0x2019)); /* ’ is P* but not "PUNCTUATION" by name */
-    assert_false(zb_snlp_is_punct(0x3002));
+    assert_true(zb_sparknlp_is_punct(0x2008));
+    assert_false(zb_sparknlp_is_punct(0x2019)); /* ’ is P* but not "PUNCTUATION" by name */
+    assert_false(zb_sparknlp_is_punct(0x3002));
 }
 
 /* A sentence without a token: Spark's pipeline throws, so the text is refused. */
 static void test_sentence_without_token(void **st) {
     (void)st;
-    zb_snlp_doc_t doc = {0};
+    zb_sparknlp_doc_t doc = {0};
     const char *t = "\u2187";
-    assert_int_equal(zb_snlp_analyze(s_tok, true, t, strlen(t), &doc), ZB_EUNSUPPORTED);
+    assert_int_equal(zb_sparknlp_analyze(s_tok, true, t, strlen(t), &doc), ZB_EUNSUPPORTED);
     assert_non_null(strstr(doc.error, "no token"));
     /* the doc is reusable after a refusal */
-    assert_int_equal(zb_snlp_analyze(s_tok, true, "I love NLP", 10, &doc), 0);
+    assert_int_equal(zb_sparknlp_analyze(s_tok, true, "I love NLP", 10, &doc), 0);
     assert_int_equal(doc.n_vectors, 3);
-    zb_snlp_doc_free(&doc);
-    zb_snlp_doc_free(&doc); /* twice is harmless */
+    zb_sparknlp_doc_free(&doc);
+    zb_sparknlp_doc_free(&doc); /* twice is harmless */
 }
 
 int main(void) {

@@ -19,25 +19,25 @@
 
 /* --- helpers ----------------------------------------------------------- */
 
-static zb_tok_t *s_load_cased(void) {
+static zb_tokenizer_t *s_load_cased(void) {
     size_t n;
     char *v = fx_read_file(fx_path("vocab-bert-base-cased.txt"), &n);
     assert_non_null(v);
-    zb_tok_t *t = NULL;
+    zb_tokenizer_t *t = NULL;
     zb_diag_t d = {{0}};
-    zb_tok_options_t opt = {false, false};
-    int rc = zb_tok_new(v, n, &opt, &t, &d);
-    if (rc) fprintf(stderr, "zb_tok_new: %s\n", zb_diag_text(&d, rc));
+    zb_tokenizer_options_t opt = {false, false};
+    int rc = zb_tokenizer_new(v, n, &opt, &t, &d);
+    if (rc) fprintf(stderr, "zb_tokenizer_new: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
     free(v);
     return t;
 }
 
-static int32_t s_id(const zb_tok_t *t, const char *tok) {
+static int32_t s_id(const zb_tokenizer_t *t, const char *tok) {
     size_t n = strlen(tok);
-    for (size_t i = 0; i < zb_tok_vocab_size(t); i++) {
+    for (size_t i = 0; i < zb_tokenizer_vocab_size(t); i++) {
         size_t l;
-        const char *s = zb_tok_token(t, (int32_t)i, &l);
+        const char *s = zb_tokenizer_token(t, (int32_t)i, &l);
         if (l == n && memcmp(s, tok, n) == 0) return (int32_t)i;
     }
     return -1;
@@ -46,7 +46,7 @@ static int32_t s_id(const zb_tok_t *t, const char *tok) {
 /* Compares one encoding with a fixture case (which has [CLS]/[SEP] at the
  * ends).  Returns 0 when equal; prints the first difference otherwise.  When
  * `truncated_ok`, the fixture may hold only the first T-2 pieces. */
-static int s_compare(const fx_case_t *k, const zb_pieces_t *p, int truncated_ok) {
+static int s_compare(const fx_case_t *k, const zb_tokenizer_pieces_t *p, int truncated_ok) {
     size_t inner = (size_t)(k->n_ids - 2);
     if (p->n != inner && !(truncated_ok && p->n > inner)) {
         fprintf(stderr, "case %d (%s): %zu pieces, expected %zu\n", k->index, k->name, p->n,
@@ -54,7 +54,7 @@ static int s_compare(const fx_case_t *k, const zb_pieces_t *p, int truncated_ok)
         goto show;
     }
     for (size_t i = 0; i < inner; i++) {
-        const zb_piece_t *x = &p->v[i];
+        const zb_tokenizer_piece_t *x = &p->v[i];
         const uint32_t *bo = &k->byte_off[2 * (i + 1)], *co = &k->char_off[2 * (i + 1)];
         if (x->id != k->ids[i + 1] || x->begin != co[0] || x->end != co[1] ||
             x->byte_begin != bo[0] || x->byte_end != bo[1]) {
@@ -81,39 +81,39 @@ show:
 
 static void test_fixture_tokenization_2000(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
+    zb_tokenizer_t *t = s_load_cased();
     fx_file_t f;
     assert_int_equal(fx_load(fx_path("tokenization-2000.txt"), &f), 0);
     assert_int_equal(f.n, 2000);
-    zb_pieces_t p = {0};
+    zb_tokenizer_pieces_t p = {0};
     int bad = 0;
     for (int i = 0; i < f.n; i++) {
         const fx_case_t *k = &f.cases[i];
-        int rc = zb_tok_encode(t, k->text, k->text_len, &p);
+        int rc = zb_tokenizer_encode(t, k->text, k->text_len, &p);
         assert_int_equal(rc, 0);
-        assert_int_equal(k->ids[0], zb_tok_cls_id(t));
-        assert_int_equal(k->ids[k->n_ids - 1], zb_tok_sep_id(t));
+        assert_int_equal(k->ids[0], zb_tokenizer_cls_id(t));
+        assert_int_equal(k->ids[k->n_ids - 1], zb_tokenizer_sep_id(t));
         if (s_compare(k, &p, 0) != 0 && ++bad > 20) break;
     }
     fprintf(stderr, "tokenization-2000: %d of %d cases differ\n", bad, f.n);
     assert_int_equal(bad, 0);
-    zb_pieces_free(&p);
+    zb_tokenizer_pieces_free(&p);
     fx_free(&f);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
     assert_null(t);
 }
 
 static void test_fixture_embeddings(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
+    zb_tokenizer_t *t = s_load_cased();
     fx_file_t f;
     assert_int_equal(fx_load(fx_path("embeddings-tiny-seed1.txt"), &f), 0);
     assert_int_equal(f.n, 40);
-    zb_pieces_t p = {0};
+    zb_tokenizer_pieces_t p = {0};
     int bad = 0, truncated = 0;
     for (int i = 0; i < f.n; i++) {
         const fx_case_t *k = &f.cases[i];
-        assert_int_equal(zb_tok_encode(t, k->text, k->text_len, &p), 0);
+        assert_int_equal(zb_tokenizer_encode(t, k->text, k->text_len, &p), 0);
         /* The embeddings fixtures cut at 510 pieces + [CLS] + [SEP]. */
         int trunc = k->n_ids == 512 && p.n > 510;
         truncated += trunc;
@@ -128,9 +128,9 @@ static void test_fixture_embeddings(void **state) {
     }
     assert_int_equal(bad, 0);
     assert_int_equal(truncated, 1); /* over_512_wordpieces */
-    zb_pieces_free(&p);
+    zb_tokenizer_pieces_free(&p);
     fx_free(&f);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 }
 
 /* --- hand-checked hard cases (bert-base-cased vocabulary) ------------- */
@@ -205,15 +205,15 @@ static const hard_case_t s_hard[] = {
     {"trailing zero-width", "x\xe2\x80\x8b", 0, 1, {{193, 0, 1, 0, 1}}},
 };
 
-static void s_check_case(const zb_tok_t *t, const hard_case_t *c, zb_pieces_t *p) {
+static void s_check_case(const zb_tokenizer_t *t, const hard_case_t *c, zb_tokenizer_pieces_t *p) {
     size_t len = c->len ? c->len : strlen(c->text);
-    int rc = zb_tok_encode(t, c->text, len, p);
+    int rc = zb_tokenizer_encode(t, c->text, len, p);
     if (rc != 0 || p->n != (size_t)c->n) {
         fprintf(stderr, "%s: rc %d, %zu pieces, expected %d\n", c->what, rc, p->n, c->n);
         fail();
     }
     for (int i = 0; i < c->n; i++) {
-        const zb_piece_t *x = &p->v[i];
+        const zb_tokenizer_piece_t *x = &p->v[i];
         const exp_piece_t *e = &c->p[i];
         if (x->id != e->id || x->begin != e->b || x->end != e->e || x->byte_begin != e->bb ||
             x->byte_end != e->be) {
@@ -227,23 +227,23 @@ static void s_check_case(const zb_tok_t *t, const hard_case_t *c, zb_pieces_t *p
 
 static void test_hard_cases(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
-    zb_pieces_t p = {0};
+    zb_tokenizer_t *t = s_load_cased();
+    zb_tokenizer_pieces_t p = {0};
     for (size_t i = 0; i < sizeof s_hard / sizeof *s_hard; i++) s_check_case(t, &s_hard[i], &p);
-    zb_pieces_free(&p);
+    zb_tokenizer_pieces_free(&p);
     assert_null(p.v);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 }
 
 /* 100 code points after cleaning are still split; 101 are one [UNK]. */
 static void test_word_length_limit(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
-    zb_pieces_t p = {0};
+    zb_tokenizer_t *t = s_load_cased();
+    zb_tokenizer_pieces_t p = {0};
     char buf[512];
     /* "x" * 100: "x" then 99 x "##x" (1775), one per code point. */
     memset(buf, 'x', 100);
-    assert_int_equal(zb_tok_encode(t, buf, 100, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, buf, 100, &p), 0);
     assert_int_equal(p.n, 100);
     assert_int_equal(p.v[0].id, 193);
     for (size_t i = 1; i < 100; i++) {
@@ -254,7 +254,7 @@ static void test_word_length_limit(void **state) {
     /* 101: one [UNK] over the whole word, even with a word after it. */
     memset(buf, 'x', 101);
     memcpy(buf + 101, " a", 2);
-    assert_int_equal(zb_tok_encode(t, buf, 103, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, buf, 103, &p), 0);
     assert_int_equal(p.n, 2);
     assert_int_equal(p.v[0].id, 100);
     assert_int_equal(p.v[0].begin, 0);
@@ -267,7 +267,7 @@ static void test_word_length_limit(void **state) {
     memset(buf, 'x', 50);
     memcpy(buf + 50, "\xe2\x80\x8b", 3);
     memset(buf + 53, 'x', 50);
-    assert_int_equal(zb_tok_encode(t, buf, 103, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, buf, 103, &p), 0);
     assert_int_equal(p.n, 100);
     assert_int_equal(p.v[49].begin, 49);
     assert_int_equal(p.v[50].begin, 51);
@@ -276,13 +276,13 @@ static void test_word_length_limit(void **state) {
     assert_int_equal(p.v[99].byte_end, 103);
     /* 101 multi-byte code points: [UNK] with byte offsets of the whole. */
     for (int i = 0; i < 101; i++) memcpy(buf + 2 * i, "\xc3\xa9", 2);
-    assert_int_equal(zb_tok_encode(t, buf, 202, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, buf, 202, &p), 0);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.v[0].id, 100);
     assert_int_equal(p.v[0].end, 101);
     assert_int_equal(p.v[0].byte_end, 202);
-    zb_pieces_free(&p);
-    zb_tok_destroy(&t);
+    zb_tokenizer_pieces_free(&p);
+    zb_tokenizer_destroy(&t);
 }
 
 static void test_invalid_utf8(void **state) {
@@ -307,42 +307,42 @@ static void test_invalid_utf8(void **state) {
         {"FF byte", "Hello \xff world"},
         {"invalid after a special", "[MASK]\xfe"},
     };
-    zb_tok_t *t = s_load_cased();
-    zb_pieces_t p = {0};
-    zb_words_t w = {0};
+    zb_tokenizer_t *t = s_load_cased();
+    zb_tokenizer_pieces_t p = {0};
+    zb_tokenizer_words_t w = {0};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         /* Fill the outputs first: an error must leave them empty. */
-        assert_int_equal(zb_tok_encode(t, "Hello world", 11, &p), 0);
-        assert_int_equal(zb_tok_split_words("Hello world", 11, &w), 0);
+        assert_int_equal(zb_tokenizer_encode(t, "Hello world", 11, &p), 0);
+        assert_int_equal(zb_tokenizer_split_words("Hello world", 11, &w), 0);
         assert_true(p.n > 0 && w.n > 0);
-        int rc = zb_tok_encode(t, bad[i].s, strlen(bad[i].s), &p);
+        int rc = zb_tokenizer_encode(t, bad[i].s, strlen(bad[i].s), &p);
         if (rc != ZB_EUTF8 || p.n != 0) {
             fprintf(stderr, "%s: rc %d, %zu pieces\n", bad[i].what, rc, p.n);
             fail();
         }
-        assert_int_equal(zb_tok_split_words(bad[i].s, strlen(bad[i].s), &w), ZB_EUTF8);
+        assert_int_equal(zb_tokenizer_split_words(bad[i].s, strlen(bad[i].s), &w), ZB_EUTF8);
         assert_int_equal(w.n, 0);
     }
     /* The extremes of each length are valid. */
     static const char *good = "\x7f\xc2\x80\xdf\xbf\xe0\xa0\x80\xed\x9f\xbf\xee\x80\x80"
                               "\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf";
-    assert_int_equal(zb_tok_encode(t, good, strlen(good), &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, good, strlen(good), &p), 0);
     /* The length limit. */
     size_t big = (size_t)ZB_TEXT_BYTES_MAX + 1;
     char *huge = malloc(big);
     assert_non_null(huge);
     memset(huge, 'a', big);
-    assert_int_equal(zb_tok_encode(t, huge, big, &p), ZB_ELIMIT);
-    assert_int_equal(zb_tok_split_words(huge, big, &w), ZB_ELIMIT);
+    assert_int_equal(zb_tokenizer_encode(t, huge, big, &p), ZB_ELIMIT);
+    assert_int_equal(zb_tokenizer_split_words(huge, big, &w), ZB_ELIMIT);
     /* At the limit: one long word, one [UNK]. */
-    assert_int_equal(zb_tok_encode(t, huge, big - 1, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, huge, big - 1, &p), 0);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.v[0].end, big - 1);
     free(huge);
-    zb_pieces_free(&p);
-    zb_words_free(&w);
-    zb_words_free(&w); /* freeing twice is harmless */
-    zb_tok_destroy(&t);
+    zb_tokenizer_pieces_free(&p);
+    zb_tokenizer_words_free(&w);
+    zb_tokenizer_words_free(&w); /* freeing twice is harmless */
+    zb_tokenizer_destroy(&t);
 }
 
 /* --- uncased mode ------------------------------------------------------- */
@@ -363,10 +363,10 @@ static const char s_small_vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" /* 0-
                                     "\xcf\x83\n"                          /* 19 σ */
                                     "i\n##\xcc\x87\n##stanbul\n";         /* 20-22 */
 
-static zb_tok_t *s_small(bool lower, bool strip) {
-    zb_tok_t *t = NULL;
-    zb_tok_options_t opt = {lower, strip};
-    assert_int_equal(zb_tok_new(s_small_vocab, sizeof s_small_vocab - 1, &opt, &t, NULL), 0);
+static zb_tokenizer_t *s_small(bool lower, bool strip) {
+    zb_tokenizer_t *t = NULL;
+    zb_tokenizer_options_t opt = {lower, strip};
+    assert_int_equal(zb_tokenizer_new(s_small_vocab, sizeof s_small_vocab - 1, &opt, &t, NULL), 0);
     return t;
 }
 
@@ -390,11 +390,11 @@ static const hard_case_t s_uncased[] = {
 
 static void test_uncased(void **state) {
     (void)state;
-    zb_tok_t *t = s_small(true, true);
-    zb_pieces_t p = {0};
+    zb_tokenizer_t *t = s_small(true, true);
+    zb_tokenizer_pieces_t p = {0};
     for (size_t i = 0; i < sizeof s_uncased / sizeof *s_uncased; i++)
         s_check_case(t, &s_uncased[i], &p);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 
     /* Lower-casing alone keeps the accent: h ##é ##llo. */
     t = s_small(true, false);
@@ -406,88 +406,88 @@ static void test_uncased(void **state) {
     hard_case_t dotted = {"lowercase dotted I", "\xc4\xb0stanbul", 0, 3,
                           {{20, 0, 1, 0, 2}, {21, 0, 1, 0, 2}, {22, 1, 8, 2, 9}}};
     s_check_case(t, &dotted, &p);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 
     /* Accent stripping alone keeps the case. */
     t = s_small(false, true);
     hard_case_t strip = {"strip only", "H\xc3\xa9llo", 0, 1, {{18, 0, 5, 0, 6}}};
     s_check_case(t, &strip, &p);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 
     /* Cased: neither. */
     t = s_small(false, false);
     hard_case_t cased = {"cased", "H\xc3\xa9llo", 0, 1, {{1, 0, 5, 0, 6}}};
     s_check_case(t, &cased, &p);
-    zb_tok_destroy(&t);
-    zb_pieces_free(&p);
+    zb_tokenizer_destroy(&t);
+    zb_tokenizer_pieces_free(&p);
 }
 
 /* --- vocabulary parsing -------------------------------------------------- */
 
-static int s_new(const char *v, size_t n, zb_tok_t **t, zb_diag_t *d) {
-    zb_tok_options_t opt = {false, false};
-    return zb_tok_new(v, n, &opt, t, d);
+static int s_new(const char *v, size_t n, zb_tokenizer_t **t, zb_diag_t *d) {
+    zb_tokenizer_options_t opt = {false, false};
+    return zb_tokenizer_new(v, n, &opt, t, d);
 }
 
 static void test_vocab_parsing(void **state) {
     (void)state;
-    zb_tok_t *t = NULL;
+    zb_tokenizer_t *t = NULL;
     zb_diag_t d = {{0}};
-    zb_pieces_t p = {0};
+    zb_tokenizer_pieces_t p = {0};
     size_t len;
 
     /* CRLF endings: the \r is not part of the token. */
     const char crlf[] = "[UNK]\r\nhello\r\n##s\r\n";
     assert_int_equal(s_new(crlf, sizeof crlf - 1, &t, &d), 0);
-    assert_int_equal(zb_tok_vocab_size(t), 3);
-    const char *tok = zb_tok_token(t, 1, &len);
+    assert_int_equal(zb_tokenizer_vocab_size(t), 3);
+    const char *tok = zb_tokenizer_token(t, 1, &len);
     assert_int_equal(len, 5);
     assert_memory_equal(tok, "hello", 5);
-    assert_int_equal(zb_tok_encode(t, "hellos", 6, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, "hellos", 6, &p), 0);
     assert_int_equal(p.n, 2);
     assert_int_equal(p.v[0].id, 1);
     assert_int_equal(p.v[1].id, 2);
-    assert_int_equal(zb_tok_unk_id(t), 0);
-    assert_int_equal(zb_tok_cls_id(t), -1);
-    assert_int_equal(zb_tok_sep_id(t), -1);
-    assert_int_equal(zb_tok_pad_id(t), -1);
-    assert_null(zb_tok_token(t, 3, &len));
-    assert_null(zb_tok_token(t, -1, &len));
+    assert_int_equal(zb_tokenizer_unk_id(t), 0);
+    assert_int_equal(zb_tokenizer_cls_id(t), -1);
+    assert_int_equal(zb_tokenizer_sep_id(t), -1);
+    assert_int_equal(zb_tokenizer_pad_id(t), -1);
+    assert_null(zb_tokenizer_token(t, 3, &len));
+    assert_null(zb_tokenizer_token(t, -1, &len));
     /* direct lookups: plain and "##" entries are separate keys */
-    assert_int_equal(zb_tok_piece_id(t, "hello", 5, false), 1);
-    assert_int_equal(zb_tok_piece_id(t, "hello", 5, true), -1);
-    assert_int_equal(zb_tok_piece_id(t, "s", 1, true), 2);
-    assert_int_equal(zb_tok_piece_id(t, "s", 1, false), -1);
-    assert_int_equal(zb_tok_piece_id(t, "hellos", 6, false), -1); /* longer than any entry */
-    assert_int_equal(zb_tok_piece_id(t, "##s", 3, false), -1);
+    assert_int_equal(zb_tokenizer_piece_id(t, "hello", 5, false), 1);
+    assert_int_equal(zb_tokenizer_piece_id(t, "hello", 5, true), -1);
+    assert_int_equal(zb_tokenizer_piece_id(t, "s", 1, true), 2);
+    assert_int_equal(zb_tokenizer_piece_id(t, "s", 1, false), -1);
+    assert_int_equal(zb_tokenizer_piece_id(t, "hellos", 6, false), -1); /* longer than any entry */
+    assert_int_equal(zb_tokenizer_piece_id(t, "##s", 3, false), -1);
     /* Without [MASK] in the vocabulary, "[MASK]" is ordinary text. */
-    assert_int_equal(zb_tok_encode(t, "[MASK]", 6, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, "[MASK]", 6, &p), 0);
     assert_int_equal(p.n, 3);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
     assert_null(t);
-    zb_tok_destroy(&t); /* NULL is fine */
-    zb_tok_destroy(NULL);
+    zb_tokenizer_destroy(&t); /* NULL is fine */
+    zb_tokenizer_destroy(NULL);
 
     /* No final newline; an empty line still takes an id. */
     const char nofinal[] = "[UNK]\n\nhello";
     assert_int_equal(s_new(nofinal, sizeof nofinal - 1, &t, &d), 0);
-    assert_int_equal(zb_tok_vocab_size(t), 3);
-    assert_int_equal(zb_tok_encode(t, "hello", 5, &p), 0);
+    assert_int_equal(zb_tokenizer_vocab_size(t), 3);
+    assert_int_equal(zb_tokenizer_encode(t, "hello", 5, &p), 0);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.v[0].id, 2);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 
     /* A duplicated entry takes its last id. */
     const char dup[] = "[UNK]\nab\nx\nab\n";
     assert_int_equal(s_new(dup, sizeof dup - 1, &t, &d), 0);
-    assert_int_equal(zb_tok_encode(t, "ab", 2, &p), 0);
+    assert_int_equal(zb_tokenizer_encode(t, "ab", 2, &p), 0);
     assert_int_equal(p.n, 1);
     assert_int_equal(p.v[0].id, 3);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 
     /* Failures: the code, a message, and no object. */
     const char nounk[] = "[CLS]\n[SEP]\nhello\n";
-    t = (zb_tok_t *)&d; /* must be overwritten with NULL */
+    t = (zb_tokenizer_t *)&d; /* must be overwritten with NULL */
     assert_int_equal(s_new(nounk, sizeof nounk - 1, &t, &d), ZB_EFORMAT);
     assert_null(t);
     assert_non_null(strstr(d.msg, "[UNK]"));
@@ -503,24 +503,24 @@ static void test_vocab_parsing(void **state) {
     memset(longline + 6, 'a', ZB_VOCAB_ENTRY_BYTES_MAX + 1);
     assert_int_equal(s_new(longline, 6 + ZB_VOCAB_ENTRY_BYTES_MAX + 1, &t, &d), ZB_ELIMIT);
     assert_null(t);
-    assert_int_equal(zb_tok_new(NULL, 5, NULL, &t, &d), ZB_EINVAL);
-    zb_pieces_free(&p);
+    assert_int_equal(zb_tokenizer_new(NULL, 5, NULL, &t, &d), ZB_EINVAL);
+    zb_tokenizer_pieces_free(&p);
 }
 
 static void test_real_vocab_ids(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
-    assert_int_equal(zb_tok_vocab_size(t), 28996);
-    assert_int_equal(zb_tok_pad_id(t), 0);
-    assert_int_equal(zb_tok_unk_id(t), 100);
-    assert_int_equal(zb_tok_cls_id(t), 101);
-    assert_int_equal(zb_tok_sep_id(t), 102);
+    zb_tokenizer_t *t = s_load_cased();
+    assert_int_equal(zb_tokenizer_vocab_size(t), 28996);
+    assert_int_equal(zb_tokenizer_pad_id(t), 0);
+    assert_int_equal(zb_tokenizer_unk_id(t), 100);
+    assert_int_equal(zb_tokenizer_cls_id(t), 101);
+    assert_int_equal(zb_tokenizer_sep_id(t), 102);
     assert_int_equal(s_id(t, "[MASK]"), 103);
     size_t len;
-    const char *s = zb_tok_token(t, 28995, &len);
+    const char *s = zb_tokenizer_token(t, 28995, &len);
     assert_non_null(s);
     assert_true(len > 0);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 }
 
 /* --- Spark NLP-style split ---------------------------------------------- */
@@ -556,17 +556,17 @@ static const split_case_t s_split[] = {
 
 static void test_split_words(void **state) {
     (void)state;
-    zb_words_t w = {0};
+    zb_tokenizer_words_t w = {0};
     for (size_t i = 0; i < sizeof s_split / sizeof *s_split; i++) {
         const split_case_t *c = &s_split[i];
-        int rc = zb_tok_split_words(c->text, strlen(c->text), &w);
+        int rc = zb_tokenizer_split_words(c->text, strlen(c->text), &w);
         if (rc != 0 || w.n != (size_t)c->n) {
             fprintf(stderr, "split \"%s\": rc %d, %zu tokens, expected %d\n", c->text, rc, w.n,
                     c->n);
             fail();
         }
         for (int j = 0; j < c->n; j++) {
-            const zb_word_t *x = &w.v[j];
+            const zb_tokenizer_word_t *x = &w.v[j];
             if (x->begin != c->w[j][0] || x->end != c->w[j][1] ||
                 x->byte_begin != c->w[j][2] || x->byte_end != c->w[j][3]) {
                 fprintf(stderr, "split \"%s\" token %d: [%u,%u) b[%u,%u)\n", c->text, j,
@@ -575,23 +575,23 @@ static void test_split_words(void **state) {
             }
         }
     }
-    zb_words_free(&w);
+    zb_tokenizer_words_free(&w);
 }
 
 /* Every Spark-style token of the embedding texts that starts where a BERT
  * word starts begins exactly at a wordpiece: the token-row lookup works. */
 static void test_split_words_vs_pieces(void **state) {
     (void)state;
-    zb_tok_t *t = s_load_cased();
+    zb_tokenizer_t *t = s_load_cased();
     fx_file_t f;
     assert_int_equal(fx_load(fx_path("embeddings-tiny-seed1.txt"), &f), 0);
-    zb_pieces_t p = {0};
-    zb_words_t w = {0};
+    zb_tokenizer_pieces_t p = {0};
+    zb_tokenizer_words_t w = {0};
     size_t matched = 0, total = 0;
     for (int i = 0; i < f.n; i++) {
         const fx_case_t *k = &f.cases[i];
-        assert_int_equal(zb_tok_encode(t, k->text, k->text_len, &p), 0);
-        assert_int_equal(zb_tok_split_words(k->text, k->text_len, &w), 0);
+        assert_int_equal(zb_tokenizer_encode(t, k->text, k->text_len, &p), 0);
+        assert_int_equal(zb_tokenizer_split_words(k->text, k->text_len, &w), 0);
         size_t j = 0;
         for (size_t x = 0; x < w.n; x++) {
             assert_true(w.v[x].begin < w.v[x].end);
@@ -606,10 +606,10 @@ static void test_split_words_vs_pieces(void **state) {
     fprintf(stderr, "split_words: %zu of %zu tokens start at a wordpiece\n", matched, total);
     assert_true(total > 500);
     assert_int_equal(matched, total);
-    zb_words_free(&w);
-    zb_pieces_free(&p);
+    zb_tokenizer_words_free(&w);
+    zb_tokenizer_pieces_free(&p);
     fx_free(&f);
-    zb_tok_destroy(&t);
+    zb_tokenizer_destroy(&t);
 }
 
 int main(void) {

@@ -43,7 +43,7 @@
 static char s_dir[256];
 static void *s_ctx;
 static zb_model_t *s_model;
-static zb_embedder_t *s_emb;
+static zb_embed_t *s_emb;
 static fx_file_t s_fx;
 static pid_t s_children[32];
 static char s_child_logs[32][300];
@@ -361,12 +361,12 @@ static void s_make_long(void) {
 
 /* The engine run directly on the same texts (same call composition). */
 static void s_reference(const char *const *texts, const size_t *lens, size_t n,
-                        const zb_embed_options_t *o, zb_result_t *ref) {
-    assert_int_equal(zb_embedder_run(s_emb, texts, lens, n, o, ref), 0);
+                        const zb_embed_options_t *o, zb_embed_result_t *ref) {
+    assert_int_equal(zb_embed_run(s_emb, texts, lens, n, o, ref), 0);
 }
 
-static void s_free_refs(zb_result_t *ref, size_t n) {
-    for (size_t i = 0; i < n; i++) zb_result_free(&ref[i]);
+static void s_free_refs(zb_embed_result_t *ref, size_t n) {
+    for (size_t i = 0; i < n; i++) zb_embed_result_free(&ref[i]);
 }
 
 /* --- fixtures -------------------------------------------------------------------- */
@@ -379,8 +379,8 @@ static int group_setup(void **st) {
     s_ctx = zmq_ctx_new();
     zb_diag_t d = {{0}};
     if (zb_model_open(fx_path("tiny-seed1"), &s_model, &d) != 0) return -1;
-    zb_embedder_config_t cfg = {.threads = atoi(S_THREADS)};
-    if (zb_embedder_new(s_model, &cfg, &s_emb, &d) != 0) return -1;
+    zb_embed_config_t cfg = {.threads = atoi(S_THREADS)};
+    if (zb_embed_new(s_model, &cfg, &s_emb, &d) != 0) return -1;
     if (fx_load(fx_path("embeddings-tiny-seed1.txt"), &s_fx) != 0) return -1;
     int n = 0;
     for (int i = 0; i < 20; i++) {
@@ -402,7 +402,7 @@ static int group_setup(void **st) {
 static int group_teardown(void **st) {
     (void)st;
     s_kill_children();
-    zb_embedder_destroy(&s_emb);
+    zb_embed_destroy(&s_emb);
     zb_model_close(&s_model);
     fx_free(&s_fx);
     free(s_long_pool);
@@ -461,7 +461,7 @@ static void test_ready(void **st) {
     const char *id = zb_model_identity(s_model);
     assert_int_equal(m->model.len, strlen(id));
     assert_memory_equal(m->model.ptr, id, m->model.len);
-    assert_int_equal(m->dim, zb_embedder_dim(s_emb));
+    assert_int_equal(m->dim, zb_embed_dim(s_emb));
     assert_int_equal(m->threads, 2);
     assert_int_equal(m->credit, 3);
     assert_int_equal(m->epoch, 1); /* the first announcement */
@@ -508,13 +508,13 @@ static void test_results_identical(void **st) {
         s_expect(&f, ZB_MSG_RESULT, &g);
         assert_int_equal(g.m.u.result.shard, 10 + k);
         assert_int_equal(g.m.u.result.epoch, 1);
-        zb_result_t ref[S_TEXTS] = {{0}};
+        zb_embed_result_t ref[S_TEXTS] = {{0}};
         zb_embed_stats_t a, b;
-        zb_embedder_stats(s_emb, &a);
+        zb_embed_stats(s_emb, &a);
         s_reference(s_texts, s_lens, S_TEXTS, &opts[k], ref);
-        zb_embedder_stats(s_emb, &b);
+        zb_embed_stats(s_emb, &b);
         assert_int_equal(g.m.u.result.tokens, b.tokens - a.tokens);
-        rc_compare(&g.m.u.result.vec, 0, ref, S_TEXTS, &opts[k], NULL, zb_embedder_dim(s_emb), 0,
+        rc_compare(&g.m.u.result.vec, 0, ref, S_TEXTS, &opts[k], NULL, zb_embed_dim(s_emb), 0,
                    NULL);
         s_free_refs(ref, S_TEXTS);
         s_got_free(&g);
@@ -563,10 +563,10 @@ static void test_credit(void **st) {
         const char *const *t = sh == 1 ? s_long : s_texts + 3 * sh;
         const size_t *l = sh == 1 ? s_long_lens : s_lens + 3 * sh;
         size_t n = sh == 1 ? 100 : 3;
-        zb_result_t *ref = calloc(n, sizeof *ref);
+        zb_embed_result_t *ref = calloc(n, sizeof *ref);
         s_reference(t, l, n, &o, ref);
         double md;
-        rc_compare(&res[sh].m.u.result.vec, 0, ref, n, &o, NULL, zb_embedder_dim(s_emb), 1e-5, &md);
+        rc_compare(&res[sh].m.u.result.vec, 0, ref, n, &o, NULL, zb_embed_dim(s_emb), 1e-5, &md);
         if (md > worst) worst = md;
         s_free_refs(ref, n);
         free(ref);
@@ -697,9 +697,9 @@ static void test_malformed(void **st) {
     got_t g;
     s_expect(&f, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 7);
-    zb_result_t ref[4] = {{0}};
+    zb_embed_result_t ref[4] = {{0}};
     s_reference(s_texts, s_lens, 4, &o, ref);
-    rc_compare(&g.m.u.result.vec, 0, ref, 4, &o, NULL, zb_embedder_dim(s_emb), 0, NULL);
+    rc_compare(&g.m.u.result.vec, 0, ref, 4, &o, NULL, zb_embed_dim(s_emb), 0, NULL);
     s_free_refs(ref, 4);
     s_got_free(&g);
     assert_true(s_alive(pid));

@@ -826,7 +826,7 @@ int main(int argc, char **argv) {
     int status = 1;
     zb_diag_t d = {{0}};
     zb_model_t *model = NULL;
-    zb_embedder_t *emb = NULL;
+    zb_embed_t *emb = NULL;
     zb_shard_t *shard = NULL;
     s_worker_t w = {.credit = (uint32_t)a.credit, .batch_texts = (size_t)a.batch_texts};
     s_compute_t comp = {0};
@@ -838,15 +838,15 @@ int main(int argc, char **argv) {
         ZB_LOG(ZB_LOG_ERROR, "model %s: %s", a.model, zb_diag_text(&d, rc));
         goto out;
     }
-    zb_embedder_config_t ecfg = {.threads = a.threads, .batch_tokens_max = a.batch_tokens};
-    if ((rc = zb_embedder_new(model, &ecfg, &emb, &d)) != 0 ||
+    zb_embed_config_t ecfg = {.threads = a.threads, .batch_tokens_max = a.batch_tokens};
+    if ((rc = zb_embed_new(model, &ecfg, &emb, &d)) != 0 ||
         (rc = zb_shard_new(emb, NULL, &shard, &d)) != 0) {
         ZB_LOG(ZB_LOG_ERROR, "embedder: %s", zb_diag_text(&d, rc));
         goto out;
     }
-    const zb_bert_config_t *mc = zb_model_config(model);
+    const zb_config_t *mc = zb_model_config(model);
     const char *model_id = zb_model_identity(model);
-    int dim = zb_embedder_dim(emb);
+    int dim = zb_embed_dim(emb);
     if (s_encode_fixed(&w, &a, model_id, dim) != 0) goto out;
     ZB_LOG(ZB_LOG_INFO,
            "model %s: identity %s, dim %d, %d layers, vocabulary %d; threads %d, credit %u, "
@@ -1006,7 +1006,7 @@ out:
     free(w.heartbeat);
     free(w.bye);
     zb_shard_destroy(&shard);
-    zb_embedder_destroy(&emb);
+    zb_embed_destroy(&emb);
     zb_model_close(&model);
     free((char *)a.model);
     s_free_brokers(&a);

@@ -3,7 +3,7 @@
  *
  * One zb_shard_run() call:
  *   1. lays the texts of its tasks end to end and runs them through one
- *      zb_embedder_run() call (results in input order whatever the
+ *      zb_embed_run() call (results in input order whatever the
  *      batching);
  *   2. splits the call's encoder tokens between the tasks;
  *   3. for each task, sizes its result exactly, fails its biggest texts
@@ -46,13 +46,13 @@ typedef struct s_rank {
 } s_rank_t;
 
 struct zb_shard {
-    zb_embedder_t *e;
+    zb_embed_t *e;
     size_t body_max;
     int dim;
     /* inputs and outputs of one embedder call */
     const char **texts;
     size_t *lens;
-    zb_result_t *res; /* zero-initialised up to cap */
+    zb_embed_result_t *res; /* zero-initialised up to cap */
     size_t cap;       /* texts the three arrays above hold */
     /* per-task build scratch */
     s_text_t *tx;
@@ -191,7 +191,7 @@ static int s_reserve_rows(zb_shard_t *s, uint64_t n_rows, uint64_t n_floats) {
 /* Releases what an exceptional call left behind (see S_KEEP_FLOATS). */
 static void s_trim(zb_shard_t *s, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (s->res[i].vectors_cap > S_KEEP_FLOATS) zb_result_free(&s->res[i]);
+        if (s->res[i].vectors_cap > S_KEEP_FLOATS) zb_embed_result_free(&s->res[i]);
     if (s->vec_cap > S_KEEP_FLOATS) {
         free(s->vec);
         s->vec = NULL;
@@ -201,12 +201,12 @@ static void s_trim(zb_shard_t *s, size_t n) {
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-int zb_shard_new(zb_embedder_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
+int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
                  zb_diag_t *d) {
     if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: NULL out");
     *out = NULL;
     if (e == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: no embedder");
-    int dim = zb_embedder_dim(e);
+    int dim = zb_embed_dim(e);
     if (dim < 1 || dim > ZB_HIDDEN_MAX)
         return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: embedder width %d outside 1..%d", dim,
                            ZB_HIDDEN_MAX);
@@ -224,7 +224,7 @@ int zb_shard_new(zb_embedder_t *e, const zb_shard_config_t *cfg, zb_shard_t **ou
 void zb_shard_destroy(zb_shard_t **ps) {
     if (ps == NULL || *ps == NULL) return;
     zb_shard_t *s = *ps;
-    for (size_t i = 0; i < s->cap; i++) zb_result_free(&s->res[i]);
+    for (size_t i = 0; i < s->cap; i++) zb_embed_result_free(&s->res[i]);
     free(s->texts);
     free(s->lens);
     free(s->res);
@@ -320,7 +320,7 @@ static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, bool meta, int dim
 
 /* The rows a successful result has at its level; -1 when it is inconsistent
  * (which the engine's contract rules out; it is reported, not trusted). */
-static int64_t s_rows_of(const zb_result_t *r, zb_msg_level_t lv, bool meta, int dim) {
+static int64_t s_rows_of(const zb_embed_result_t *r, zb_msg_level_t lv, bool meta, int dim) {
     if (r->dim != dim || r->n_vectors > UINT32_MAX) return -1;
     if (r->n_vectors > 0 && r->vectors == NULL) return -1;
     if (meta && r->n_vectors > 0 && r->meta == NULL) return -1;
@@ -339,12 +339,12 @@ static uint32_t s_piece_of(const zb_token_meta_t *m) {
 
 /* Bytes a live text's rows, offsets, ids and metadata take (vectors
  * aside). */
-static uint64_t s_live_bytes(const zb_result_t *r, zb_msg_level_t lv, bool meta, uint32_t rows) {
+static uint64_t s_live_bytes(const zb_embed_result_t *r, zb_msg_level_t lv, bool meta, uint32_t rows) {
     uint64_t b = s_mp_uint(rows);
     if (lv == ZB_MSG_LEVEL_TOKEN) {
         b += 2 * s_mp_count(2 * (uint64_t)rows);
         for (uint32_t j = 0; j < rows; j++) {
-            const zb_word_t *w = &r->words.v[j];
+            const zb_tokenizer_word_t *w = &r->words.v[j];
             b += s_mp_uint(w->begin) + s_mp_uint(w->end) + s_mp_uint(w->byte_begin) +
                  s_mp_uint(w->byte_end);
         }
@@ -356,7 +356,7 @@ static uint64_t s_live_bytes(const zb_result_t *r, zb_msg_level_t lv, bool meta,
     } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
         b += 2 * s_mp_count(2 * (uint64_t)rows) + s_mp_count(rows);
         for (uint32_t j = 0; j < rows; j++) {
-            const zb_piece_t *p = &r->pieces.v[j];
+            const zb_tokenizer_piece_t *p = &r->pieces.v[j];
             b += s_mp_uint(p->begin) + s_mp_uint(p->end) + s_mp_uint(p->byte_begin) +
                  s_mp_uint(p->byte_end) + s_mp_uint((uint32_t)p->id);
         }
@@ -380,7 +380,7 @@ static void s_put_floats(float *dst, const float *src, size_t n) {
 
 /* Gathers the live texts' rows into the wire arrays and encodes. */
 static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_msg_level_t lv,
-                    const zb_result_t *res, uint32_t count, const s_sum_t *a, uint8_t **body,
+                    const zb_embed_result_t *res, uint32_t count, const s_sum_t *a, uint8_t **body,
                     size_t *len, zb_diag_t *d) {
     const size_t H = (size_t)s->dim;
     uint64_t n_rows = a->vec_bytes / (4u * H);
@@ -391,7 +391,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
     size_t at = 0, n_trunc = 0, n_err = 0;
     for (uint32_t k = 0; k < count; k++) {
         const s_text_t *t = &s->tx[k];
-        const zb_result_t *r = &res[k];
+        const zb_embed_result_t *r = &res[k];
         if (t->code != ZB_MSG_CODE_NONE) {
             s->rows[k] = 0;
             s->errs[n_err++] = (zb_msg_text_error_t){
@@ -406,7 +406,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
         for (uint32_t j = 0; j < t->rows; j++) {
             size_t o = 2 * (at + j);
             if (lv == ZB_MSG_LEVEL_TOKEN) {
-                const zb_word_t *w = &r->words.v[j];
+                const zb_tokenizer_word_t *w = &r->words.v[j];
                 s->offs[o] = w->begin, s->offs[o + 1] = w->end;
                 s->boffs[o] = w->byte_begin, s->boffs[o + 1] = w->byte_end;
                 if (meta) {
@@ -417,7 +417,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
                     s->oov[at + j] = tm->oov;
                 }
             } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
-                const zb_piece_t *p = &r->pieces.v[j];
+                const zb_tokenizer_piece_t *p = &r->pieces.v[j];
                 s->offs[o] = p->begin, s->offs[o + 1] = p->end;
                 s->boffs[o] = p->byte_begin, s->boffs[o + 1] = p->byte_end;
                 s->ids[at + j] = (uint32_t)p->id;
@@ -452,7 +452,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
 }
 
 /* Builds and encodes the result of one task from its engine results. */
-static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *res,
+static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_embed_result_t *res,
                    uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
     zb_msg_level_t lv = task->opt.level;
     bool meta = zb_msg_options_meta(&task->opt);
@@ -461,7 +461,7 @@ static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_result_t *
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %u texts", count);
     s_sum_t a = {0};
     for (uint32_t k = 0; k < count; k++) {
-        const zb_result_t *r = &res[k];
+        const zb_embed_result_t *r = &res[k];
         s_text_t *t = &s->tx[k];
         *t = (s_text_t){0};
         int64_t rows = r->status == 0 ? s_rows_of(r, lv, meta, s->dim) : 0;
@@ -606,7 +606,7 @@ static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *to
  * an estimate).  Any remainder goes to the first windowed text, so the
  * tasks' tokens always add up to the call's.
  */
-static void s_split_tokens(const zb_result_t *res, size_t total, uint64_t call_tokens,
+static void s_split_tokens(const zb_embed_result_t *res, size_t total, uint64_t call_tokens,
                            uint64_t *per_window, uint64_t *remainder) {
     uint64_t single = 0, windows = 0;
     for (size_t i = 0; i < total; i++) {
@@ -641,9 +641,9 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
     zb_embed_options_t eo;
     zb_shard_options(&tasks[0]->opt, &eo);
     zb_embed_stats_t st0, st1;
-    zb_embedder_stats(s->e, &st0);
-    rc = zb_embedder_run(s->e, s->texts, s->lens, total, &eo, s->res);
-    zb_embedder_stats(s->e, &st1);
+    zb_embed_stats(s->e, &st0);
+    rc = zb_embed_run(s->e, s->texts, s->lens, total, &eo, s->res);
+    zb_embed_stats(s->e, &st1);
     if (rc != 0) {
         s_trim(s, total);
         if (n > 1) {
@@ -670,7 +670,7 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
         const zb_msg_task_t *t = tasks[i];
         uint64_t tokens = 0;
         for (size_t k = 0; k < t->n_texts; k++) {
-            const zb_result_t *r = &s->res[at + k];
+            const zb_embed_result_t *r = &s->res[at + k];
             if (r->status != 0) continue;
             if ((size_t)r->n_windows == r->n_sentences) {
                 tokens += r->pieces.n;

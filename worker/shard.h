@@ -6,14 +6,14 @@
  * takes decoded tasks and returns encoded bodies, each result carrying its
  * task's shard and epoch.  For each task it
  *   - runs the texts (str or bin, bytes unchecked by the decoder) through
- *     zb_embedder_run() with the task's options, the later ones (sentences,
+ *     zb_embed_run() with the task's options, the later ones (sentences,
  *     token vector, Spark NLP compatibility, token metadata) included;
- *   - turns each text's zb_result_t into the wire shape of its level: rows,
+ *   - turns each text's zb_embed_result_t into the wire shape of its level: rows,
  *     little-endian float32 vectors, code-point and byte offsets (token and
  *     wordpiece), vocabulary ids (wordpiece), token metadata (token level,
  *     when the options ask for it: zb_msg_options_meta), truncated indices;
  *   - reports a text that failed alone as a per-text error whose message is
- *     what zbert-embed prints for it: the engine's sentence (zb_result_t
+ *     what zbert-embed prints for it: the engine's sentence (zb_embed_result_t
  *     detail) when it has one, else zb_strerror() of its code (ZB_EUTF8:
  *     bad_utf8, ZB_ELIMIT: too_large, ZB_EUNSUPPORTED: unsupported,
  *     anything else: internal);
@@ -73,7 +73,7 @@ typedef struct zb_shard_out {
  * a time).  cfg may be NULL.  Returns 0 and *out (the caller's, released
  * with zb_shard_destroy) or ZB_ENOMEM / ZB_EINVAL with d saying why.
  */
-int zb_shard_new(zb_embedder_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
+int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
                  zb_diag_t *d);
 
 /* Releases the runner and nulls *s.  Accepts NULL and *s == NULL. */

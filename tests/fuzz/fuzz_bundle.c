@@ -41,10 +41,10 @@ static void s_die(const char *what) {
 static void s_init(void) {
     snprintf(s_path, sizeof s_path, "/tmp/zb_fuzz_bundle_%d.zbm", (int)getpid());
     snprintf(s_seed, sizeof s_seed, "/tmp/zb_fuzz_bundle_seed_%d.zbm", (int)getpid());
-    zb_bert_config_t c = {.vocab_size = 8, .hidden = 4, .layers = 1, .heads = 2,
+    zb_config_t c = {.vocab_size = 8, .hidden = 4, .layers = 1, .heads = 2,
                           .intermediate = 8, .max_positions = 4, .type_vocab_size = 2,
                           .layer_norm_eps = 1e-12f};
-    zb_tokenizer_config_t t = {false, false};
+    zb_config_tokenizer_t t = {false, false};
     static zb_model_tensor_t ts[21];
     static float vals[1024];
     for (int i = 0; i < 1024; i++) vals[i] = (float)i / 64.0f;
@@ -115,7 +115,7 @@ static void s_check(const char *path) {
         if (es == 0 || (t->packed ? t->n_dims != 2 || t->nbytes < t->n_elems * es
                                   : t->nbytes != t->n_elems * es))
             s_die("nbytes");
-        if ((t->layout == ZB_LAYOUT_PANEL_Q8) != (t->dtype == ZB_ST_I8)) s_die("int8 layout");
+        if ((t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) != (t->dtype == ZB_SAFETENSORS_I8)) s_die("int8 layout");
         if (i > 0 && t->offset < prev_end) s_die("overlap or unsorted");
         prev_end = t->offset + t->nbytes;
         if (zb_bundle_find(b, t->name) != t) s_die("lookup");
@@ -136,9 +136,9 @@ static void s_check(const char *path) {
             (void)f;
         }
         /* the forward pass's operands, packed at load or mapped */
-        const zb_bert_weights_t *w = zb_model_weights(m);
+        const zb_model_weights_t *w = zb_model_weights(m);
         for (int l = 0; l < zb_model_config(m)->layers; l++) {
-            const zb_layer_weights_t *L = &w->layer[l];
+            const zb_model_layer_t *L = &w->layer[l];
             volatile float f = L->qkv_b[3 * zb_model_config(m)->hidden - 1];
             if (L->int8) {
                 const zb_qgemm_w_t *q[2] = {&L->qkv_q8, &L->ffn_out_q8};

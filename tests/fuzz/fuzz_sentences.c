@@ -1,7 +1,7 @@
 /*
  * fuzz_sentences.c -- libFuzzer target for the sentence segmenter.
  *
- * Arbitrary bytes go through zb_sent_split() (and, when the first byte is
+ * Arbitrary bytes go through zb_sentences_split() (and, when the first byte is
  * odd, with semicolons ending sentences).  Checked invariants: the result
  * is 0 exactly when the bytes are valid UTF-8 (utf8proc is the independent
  * judge) and ZB_EUTF8 otherwise, with no spans; spans are non-empty, in
@@ -35,8 +35,8 @@ static int s_space(int32_t u) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static zb_sent_spans_t sp; /* reused across runs, as callers do */
-    zb_sent_options_t opt = {.semicolon_ends = size > 0 && (data[0] & 1)};
+    static zb_sentences_spans_t sp; /* reused across runs, as callers do */
+    zb_sentences_options_t opt = {.semicolon_ends = size > 0 && (data[0] & 1)};
 
     /* validity by utf8proc */
     int valid = 1;
@@ -51,7 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     sp.n = 12345; /* must be reset */
-    int rc = zb_sent_split_opts((const char *)data, size, &opt, &sp);
+    int rc = zb_sentences_split_opts((const char *)data, size, &opt, &sp);
     if (size > ZB_TEXT_BYTES_MAX) {
         if (rc != ZB_ELIMIT) s_die("text over the limit not refused");
         return 0;
@@ -64,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc != 0) s_die("valid text refused");
 
     for (size_t k = 0; k < sp.n; k++) {
-        const zb_sent_span_t *s = &sp.v[k];
+        const zb_sentences_span_t *s = &sp.v[k];
         if (s->byte_begin >= s->byte_end || s->begin >= s->end) s_die("empty span");
         if (s->byte_end > size) s_die("span past the end");
         if (k && s->byte_begin < sp.v[k - 1].byte_end) s_die("spans overlap or out of order");
@@ -82,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         while (k < sp.n && sp.v[k].byte_end <= i) k++;
         int in = k < sp.n && sp.v[k].byte_begin <= i;
         int sp_ = s_space(u);
-        if (!!sp_ != !!zb_sent_is_space(u)) s_die("zb_sent_is_space disagrees with White_Space");
+        if (!!sp_ != !!zb_sentences_is_space(u)) s_die("zb_sentences_is_space disagrees with White_Space");
         if (!sp_ && !in) s_die("non-space character not covered");
         if (in && sp.v[k].byte_begin == i) {
             if (sp_) s_die("span starts with whitespace");

@@ -1,7 +1,7 @@
 /*
  * fuzz_sparknlp.c -- libFuzzer target for the Spark NLP pipeline port.
  *
- * Arbitrary bytes go through zb_snlp_analyze() with a small vocabulary
+ * Arbitrary bytes go through zb_sparknlp_analyze() with a small vocabulary
  * built here.  Checked invariants: invalid UTF-8 gives ZB_EUTF8 and an
  * empty doc; otherwise 0 or ZB_EUNSUPPORTED (with a message and an empty
  * doc); on success sentences are non-empty, in order, disjoint, inside the
@@ -10,7 +10,7 @@
  * their sentence, in order, without ASCII whitespace; every sentence feeds
  * [CLS] + at most 126 pieces + [SEP]; every vector names a token of its
  * sentence that begins where its piece begins, a row in 1..127, and the
- * [SEP] row only as row 127.  zb_snlp_sentences() must agree with the
+ * [SEP] row only as row 127.  zb_sparknlp_sentences() must agree with the
  * sentences of the full analysis.
  */
 #include <stdint.h>
@@ -34,11 +34,11 @@ static const char s_vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\na\nb\nab\n##a\n##b\n#
                               "(\n)\n'\nI\nMr\nU\n##S\n\xc3\xa9\n##\xc3\xa9\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static zb_tok_t *tok;
-    static zb_snlp_doc_t doc, doc2; /* reused across runs, as callers do */
+    static zb_tokenizer_t *tok;
+    static zb_sparknlp_doc_t doc, doc2; /* reused across runs, as callers do */
     if (tok == NULL) {
         zb_diag_t d = {{0}};
-        if (zb_tok_new(s_vocab, sizeof s_vocab - 1, &(zb_tok_options_t){0}, &tok, &d) != 0)
+        if (zb_tokenizer_new(s_vocab, sizeof s_vocab - 1, &(zb_tokenizer_options_t){0}, &tok, &d) != 0)
             s_die("vocabulary");
     }
     if (size > 4096) return 0; /* the rules are linear; keep runs quick */
@@ -53,8 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         i += (size_t)k;
     }
     bool cased = size == 0 || !(data[0] & 1);
-    int rc = zb_snlp_analyze(tok, cased, (const char *)data, size, &doc);
-    int rc2 = zb_snlp_sentences((const char *)data, size, &doc2);
+    int rc = zb_sparknlp_analyze(tok, cased, (const char *)data, size, &doc);
+    int rc2 = zb_sparknlp_sentences((const char *)data, size, &doc2);
     if (!valid) {
         if (rc != ZB_EUTF8 || rc2 != ZB_EUTF8) s_die("invalid UTF-8 accepted");
         if (doc.n_sentences || doc.n_tokens || doc.n_vectors) s_die("doc left after an error");
@@ -69,7 +69,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc2 != 0 || doc2.n_sentences != doc.n_sentences) s_die("sentences disagree");
 
     for (size_t k = 0; k < doc.n_sentences; k++) {
-        const zb_snlp_span_t *s = &doc.sentences[k];
+        const zb_sparknlp_span_t *s = &doc.sentences[k];
         if (memcmp(s, &doc2.sentences[k], sizeof *s) != 0) s_die("sentence spans disagree");
         if (s->byte_begin >= s->byte_end || s->begin >= s->end || s->begin16 > s->end16)
             s_die("empty sentence");
@@ -88,14 +88,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (cps != s->end - s->begin || (int32_t)u16 != s->end16 - s->begin16 + 1)
             s_die("sentence units disagree");
         uint32_t off = doc.seq_off[k], len = doc.seq_off[k + 1] - off;
-        if (len < 2 || len > ZB_SNLP_PIECES_MAX || doc.ids[off] != zb_tok_cls_id(tok) ||
-            doc.ids[off + len - 1] != zb_tok_sep_id(tok))
+        if (len < 2 || len > ZB_SPARKNLP_PIECES_MAX || doc.ids[off] != zb_tokenizer_cls_id(tok) ||
+            doc.ids[off + len - 1] != zb_tokenizer_sep_id(tok))
             s_die("sequence not framed");
     }
     for (size_t t = 0; t < doc.n_tokens; t++) {
-        const zb_snlp_token_t *tk = &doc.tokens[t];
+        const zb_sparknlp_token_t *tk = &doc.tokens[t];
         if (tk->sentence >= doc.n_sentences) s_die("token sentence");
-        const zb_snlp_span_t *s = &doc.sentences[tk->sentence];
+        const zb_sparknlp_span_t *s = &doc.sentences[tk->sentence];
         if (tk->span.byte_begin < s->byte_begin || tk->span.byte_end > s->byte_end ||
             tk->span.byte_begin >= tk->span.byte_end)
             s_die("token outside its sentence");
@@ -104,12 +104,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (data[i] == ' ' || (data[i] >= 9 && data[i] <= 13)) s_die("whitespace in token");
     }
     for (size_t v = 0; v < doc.n_vectors; v++) {
-        const zb_snlp_vector_t *x = &doc.vectors[v];
+        const zb_sparknlp_vector_t *x = &doc.vectors[v];
         if (x->token >= doc.n_tokens) s_die("vector token");
         uint32_t k = doc.tokens[x->token].sentence;
         uint32_t len = doc.seq_off[k + 1] - doc.seq_off[k];
-        if (x->row < 1 || x->row > ZB_SNLP_PIECES_MAX - 1) s_die("row out of range");
-        if (x->row_is_sep != (x->row == len - 1 && x->row == ZB_SNLP_PIECES_MAX - 1))
+        if (x->row < 1 || x->row > ZB_SPARKNLP_PIECES_MAX - 1) s_die("row out of range");
+        if (x->row_is_sep != (x->row == len - 1 && x->row == ZB_SPARKNLP_PIECES_MAX - 1))
             s_die("[SEP] row wrong");
         if (!x->row_is_sep && doc.ids[doc.seq_off[k] + x->row] != x->piece_id)
             s_die("row does not hold the piece");

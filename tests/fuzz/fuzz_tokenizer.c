@@ -1,8 +1,8 @@
 /*
  * fuzz_tokenizer.c -- libFuzzer target for the tokenizer.
  *
- * Arbitrary bytes go through zb_tok_encode() (bert-base-cased vocabulary,
- * cased and uncased) and zb_tok_split_words().  Checked invariants: the
+ * Arbitrary bytes go through zb_tokenizer_encode() (bert-base-cased vocabulary,
+ * cased and uncased) and zb_tokenizer_split_words().  Checked invariants: the
  * result is 0 exactly when the bytes are valid UTF-8 (utf8proc is the
  * independent judge), ids are in the vocabulary, every offset lies inside
  * the text on a code point boundary, begin < end, code-point and byte
@@ -23,7 +23,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static zb_tok_t *s_cased, *s_uncased;
+static zb_tokenizer_t *s_cased, *s_uncased;
 static uint32_t *s_cp_at; /* code point index of each byte offset */
 
 static void s_die(const char *what) {
@@ -58,9 +58,9 @@ static void s_init(void) {
     size_t n = 0;
     char *v = s_read(path, &n);
     if (!v) s_die("cannot read the vocabulary (run from the repo root or set ZB_FIXTURES)");
-    zb_tok_options_t cased = {false, false}, uncased = {true, true};
-    if (zb_tok_new(v, n, &cased, &s_cased, NULL) || zb_tok_new(v, n, &uncased, &s_uncased, NULL))
-        s_die("zb_tok_new on the real vocabulary");
+    zb_tokenizer_options_t cased = {false, false}, uncased = {true, true};
+    if (zb_tokenizer_new(v, n, &cased, &s_cased, NULL) || zb_tokenizer_new(v, n, &uncased, &s_uncased, NULL))
+        s_die("zb_tokenizer_new on the real vocabulary");
     free(v);
     s_cp_at = malloc(sizeof *s_cp_at * ((size_t)ZB_TEXT_BYTES_MAX + 1));
     if (!s_cp_at) s_die("out of memory");
@@ -90,9 +90,9 @@ static void s_check_span(uint32_t b, uint32_t e, uint32_t bb, uint32_t be, size_
     if (s_cp_at[bb] != b || s_cp_at[be] != e) s_die("code point and byte offsets disagree");
 }
 
-static void s_check_encode(const zb_tok_t *t, const uint8_t *d, size_t n, int valid,
-                           int may_share, zb_pieces_t *p) {
-    int rc = zb_tok_encode(t, (const char *)d, n, p);
+static void s_check_encode(const zb_tokenizer_t *t, const uint8_t *d, size_t n, int valid,
+                           int may_share, zb_tokenizer_pieces_t *p) {
+    int rc = zb_tokenizer_encode(t, (const char *)d, n, p);
     if (n > ZB_TEXT_BYTES_MAX) {
         if (rc != ZB_ELIMIT) s_die("oversized text accepted");
         return;
@@ -102,13 +102,13 @@ static void s_check_encode(const zb_tok_t *t, const uint8_t *d, size_t n, int va
         return;
     }
     if (rc != 0) s_die("valid text rejected");
-    size_t vocab = zb_tok_vocab_size(t);
+    size_t vocab = zb_tokenizer_vocab_size(t);
     for (size_t i = 0; i < p->n; i++) {
-        const zb_piece_t *x = &p->v[i];
+        const zb_tokenizer_piece_t *x = &p->v[i];
         if (x->id < 0 || (size_t)x->id >= vocab) s_die("id out of the vocabulary");
         s_check_span(x->begin, x->end, x->byte_begin, x->byte_end, n);
         if (i == 0) continue;
-        const zb_piece_t *y = &p->v[i - 1];
+        const zb_tokenizer_piece_t *y = &p->v[i - 1];
         /* Uncased normalization can turn one code point into several
          * pieces (Hangul jamo), which then share its span. */
         if (may_share ? (x->begin < y->begin || x->end < y->end) : x->begin < y->end)
@@ -119,30 +119,30 @@ static void s_check_encode(const zb_tok_t *t, const uint8_t *d, size_t n, int va
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!s_cased) s_init();
     if (size >= 2 && data[0] == 1 && data[1] == 'V') {
-        zb_tok_t *t = NULL;
+        zb_tokenizer_t *t = NULL;
         zb_diag_t d;
-        zb_tok_options_t opt = {size > 2 && (data[2] & 1), size > 2 && (data[2] & 2)};
-        int rc = zb_tok_new((const char *)data + 2, size - 2, &opt, &t, &d);
+        zb_tokenizer_options_t opt = {size > 2 && (data[2] & 1), size > 2 && (data[2] & 2)};
+        int rc = zb_tokenizer_new((const char *)data + 2, size - 2, &opt, &t, &d);
         if (rc == 0) {
-            zb_pieces_t p = {0};
+            zb_tokenizer_pieces_t p = {0};
             static const char text[] = "Hello [UNK] wor\xc3\xa9ld, \xe4\xb8\xad x";
             if (!s_valid((const uint8_t *)text, sizeof text - 1)) s_die("test text");
             s_check_encode(t, (const uint8_t *)text, sizeof text - 1, 1, 1, &p);
-            zb_pieces_free(&p);
-            zb_tok_destroy(&t);
+            zb_tokenizer_pieces_free(&p);
+            zb_tokenizer_destroy(&t);
         } else if (t || !d.msg[0]) {
-            s_die("failed zb_tok_new left an object or said nothing");
+            s_die("failed zb_tokenizer_new left an object or said nothing");
         }
         return 0;
     }
     int valid = size <= ZB_TEXT_BYTES_MAX && s_valid(data, size);
-    zb_pieces_t p = {0};
+    zb_tokenizer_pieces_t p = {0};
     s_check_encode(s_cased, data, size, valid, 0, &p);
     s_check_encode(s_uncased, data, size, valid, 1, &p);
-    zb_pieces_free(&p);
+    zb_tokenizer_pieces_free(&p);
 
-    zb_words_t w = {0};
-    int rc = zb_tok_split_words((const char *)data, size, &w);
+    zb_tokenizer_words_t w = {0};
+    int rc = zb_tokenizer_split_words((const char *)data, size, &w);
     if (size > ZB_TEXT_BYTES_MAX) {
         if (rc != ZB_ELIMIT) s_die("split: oversized text accepted");
     } else if (!valid) {
@@ -150,11 +150,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else {
         if (rc != 0) s_die("split: valid text rejected");
         for (size_t i = 0; i < w.n; i++) {
-            const zb_word_t *x = &w.v[i];
+            const zb_tokenizer_word_t *x = &w.v[i];
             s_check_span(x->begin, x->end, x->byte_begin, x->byte_end, size);
             if (i && x->begin < w.v[i - 1].end) s_die("split: tokens out of order");
         }
     }
-    zb_words_free(&w);
+    zb_tokenizer_words_free(&w);
     return 0;
 }
