@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "broker.h"
-#include "config.h"
+#include "settings.h"
 #include "log.h"
 
 /* The only mutable global: written by the signal handler, read by the
@@ -82,10 +82,10 @@ int main(int argc, char **argv) {
     }
 
     zb_diag_t d = {{0}};
-    zb_conf_t *conf = NULL;
+    zb_settings_file_t *conf = NULL;
     const char *path = s_arg(argc, argv, "config");
-    if (path == NULL) path = zb_conf_get(NULL, "config");
-    int rc = zb_conf_load(path, &conf, &d);
+    if (path == NULL) path = zb_settings_file_get(NULL, "config");
+    int rc = zb_settings_file_load(path, &conf, &d);
     if (rc < 0) {
         fprintf(stderr, "zbert-broker: %s\n", zb_diag_text(&d, rc));
         return 2;
@@ -93,7 +93,7 @@ int main(int argc, char **argv) {
 
     int status = 2;
     const char *level = s_arg(argc, argv, "log-level");
-    if (level == NULL) level = zb_conf_get(conf, "log-level");
+    if (level == NULL) level = zb_settings_file_get(conf, "log-level");
     int lvl = level ? zb_log_parse_level(level) : ZB_LOG_INFO;
     if (lvl < 0) {
         fprintf(stderr, "zbert-broker: log-level: `%s` is not error, warn, info or debug\n", level);
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
     zb_broker_config_default(&cfg);
     for (const char *const *k = zb_broker_config_keys(); *k; k++) {
         const char *v = s_arg(argc, argv, *k);
-        if (v == NULL) v = zb_conf_get(conf, *k);
+        if (v == NULL) v = zb_settings_file_get(conf, *k);
         if (v == NULL) continue;
         if ((rc = zb_broker_config_set(&cfg, *k, v, &d)) < 0) {
             fprintf(stderr, "zbert-broker: %s\n", zb_diag_text(&d, rc));
@@ -132,6 +132,6 @@ int main(int argc, char **argv) {
     zb_broker_destroy(&b);
     status = rc < 0 ? 1 : 0;
 out:
-    zb_conf_destroy(&conf);
+    zb_settings_file_destroy(&conf);
     return status;
 }
