@@ -24,6 +24,7 @@
  */
 #include "broker.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -70,90 +71,129 @@
 
 /* --- settings ---------------------------------------------------------- */
 
-enum { K_STR, K_U32, K_U64 };
-
-typedef struct s_key {
-    const char *name;
-    size_t off;
-    int kind;
-    uint64_t min, max;
-} s_key_t;
-
-#define S_OFF(f) offsetof(zb_broker_config_t, f)
-static const s_key_t s_keys[] = {
-    {"clients", S_OFF(clients), K_STR, 1, 255},
-    {"workers", S_OFF(workers), K_STR, 1, 255},
-    {"queue-texts-max", S_OFF(queue_texts_max), K_U64, 1, 1000000000u},
-    {"queue-bytes-max", S_OFF(queue_bytes_max), K_U64, 1u << 20, (uint64_t)1 << 40},
-    {"request-texts-max", S_OFF(request_texts_max), K_U32, 1, ZB_MSG_TEXTS_MAX},
-    {"client-requests-max", S_OFF(client_requests_max), K_U32, 1, 1000000u},
-    {"shard-texts-max", S_OFF(shard_texts_max), K_U32, 1, ZB_BROKER_SHARD_TEXTS_MAX},
-    {"shard-tokens-max", S_OFF(shard_tokens_max), K_U32, 1, 1000000u},
-    {"client-hwm", S_OFF(client_hwm), K_U32, 1, 1000000u},
-    {"drain-ms", S_OFF(drain_ms), K_U64, 0, 3600000u},
-    {"no-worker-ms", S_OFF(no_worker_ms), K_U64, 0, 86400000u},
-    {"shard-timeout-ms", S_OFF(shard_timeout_ms), K_U64, 100, 86400000u},
+#define S_AT(f) ZB_SETTINGS_AT(zb_broker_config_t, f)
+/* Defaults are text, parsed like any value; zb_broker_config_default()
+ * asserts that the ones named in broker.h agree with their macros. */
+static const zb_settings_t s_table[] = {
+    {.name = "clients",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(clients),
+     .min = 1,
+     .max = 255,
+     .def = "tcp://127.0.0.1:5555",
+     .value_name = "EP",
+     .help = "endpoint to bind for clients"},
+    {.name = "workers",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(workers),
+     .min = 1,
+     .max = 255,
+     .def = "tcp://127.0.0.1:5556",
+     .value_name = "EP",
+     .help = "endpoint to bind for workers"},
+    {.name = "queue-texts-max",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(queue_texts_max),
+     .min = 1,
+     .max = 1000000000,
+     .def = "4000000",
+     .value_name = "N",
+     .help = "texts of open requests not yet returned"},
+    {.name = "queue-bytes-max",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(queue_bytes_max),
+     .min = 1 << 20,
+     .max = (int64_t)1 << 40,
+     .def = "1073741824",
+     .value_name = "N",
+     .help = "bytes of open requests' bodies"},
+    {.name = "request-texts-max",
+     .kind = ZB_SETTINGS_U32,
+     S_AT(request_texts_max),
+     .min = 1,
+     .max = ZB_MSG_TEXTS_MAX,
+     .def = "100000",
+     .value_name = "N",
+     .help = "texts of one embed"},
+    {.name = "client-requests-max",
+     .kind = ZB_SETTINGS_U32,
+     S_AT(client_requests_max),
+     .min = 1,
+     .max = 1000000,
+     .def = "1024",
+     .value_name = "N",
+     .help = "open requests of one client"},
+    {.name = "shard-texts-max",
+     .kind = ZB_SETTINGS_U32,
+     S_AT(shard_texts_max),
+     .min = 1,
+     .max = ZB_BROKER_SHARD_TEXTS_MAX,
+     .def = "64",
+     .value_name = "N",
+     .help = "texts per shard"},
+    {.name = "shard-tokens-max",
+     .kind = ZB_SETTINGS_U32,
+     S_AT(shard_tokens_max),
+     .min = 1,
+     .max = 1000000,
+     .def = "8192",
+     .value_name = "N",
+     .help = "estimated tokens per shard"},
+    {.name = "client-hwm",
+     .kind = ZB_SETTINGS_U32,
+     S_AT(client_hwm),
+     .min = 1,
+     .max = 1000000,
+     .def = "1000",
+     .value_name = "N",
+     .help = "messages queued towards one client"},
+    {.name = "drain-ms",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(drain_ms),
+     .min = 0,
+     .max = 3600000,
+     .def = "10000",
+     .value_name = "MS",
+     .help = "how long a stopping broker serves open requests"},
+    {.name = "no-worker-ms",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(no_worker_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "10000",
+     .value_name = "MS",
+     .help = "how long a request waits for a worker, 0: no limit"},
+    /* Far above any shard's compute time (a full shard of bert-base takes
+     * seconds): only a shard a worker dropped ever reaches it. */
+    {.name = "shard-timeout-ms",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(shard_timeout_ms),
+     .min = 100,
+     .max = 86400000,
+     .def = "300000",
+     .value_name = "MS",
+     .help = "how long a shard may stay on one worker"},
 };
-#define S_N_KEYS (sizeof s_keys / sizeof *s_keys)
+#undef S_AT
+#define S_N_SETTINGS (sizeof s_table / sizeof *s_table)
+
+const zb_settings_t *zb_broker_config_table(size_t *n) {
+    *n = S_N_SETTINGS;
+    return s_table;
+}
 
 void zb_broker_config_default(zb_broker_config_t *c) {
     memset(c, 0, sizeof *c);
-    snprintf(c->clients, sizeof c->clients, "tcp://127.0.0.1:5555");
-    snprintf(c->workers, sizeof c->workers, "tcp://127.0.0.1:5556");
-    c->queue_texts_max = 4000000;
-    c->queue_bytes_max = (uint64_t)1 << 30;
-    c->request_texts_max = ZB_MSG_TEXTS_MAX;
-    c->client_requests_max = 1024;
-    c->shard_texts_max = ZB_BROKER_SHARD_TEXTS_MAX;
-    c->shard_tokens_max = ZB_BROKER_SHARD_TOKENS_DEFAULT;
-    c->client_hwm = 1000;
-    c->drain_ms = 10000;
-    c->no_worker_ms = 10000;
-    /* Far above any shard's compute time (a full shard of bert-base takes
-     * seconds): only a shard a worker dropped ever reaches it. */
-    c->shard_timeout_ms = 300000;
-}
-
-const char *const *zb_broker_config_keys(void) {
-    static const char *names[S_N_KEYS + 1];
-    for (size_t i = 0; i < S_N_KEYS; i++) names[i] = s_keys[i].name;
-    names[S_N_KEYS] = NULL;
-    return names;
+    int rc = zb_settings_default(s_table, S_N_SETTINGS, c, NULL);
+    assert(rc == 0);
+    (void)rc;
+    assert(c->request_texts_max == ZB_MSG_TEXTS_MAX);
+    assert(c->shard_texts_max == ZB_BROKER_SHARD_TEXTS_MAX);
+    assert(c->shard_tokens_max == ZB_BROKER_SHARD_TOKENS_DEFAULT);
 }
 
 int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *value, zb_diag_t *d) {
-    const s_key_t *k = NULL;
-    for (size_t i = 0; i < S_N_KEYS; i++)
-        if (strcmp(s_keys[i].name, key) == 0) k = &s_keys[i];
-    if (k == NULL) return zb_diag_set(d, ZB_ENOTFOUND, "%s: not a setting of the broker", key);
-    char *field = (char *)c + k->off;
-    if (k->kind == K_STR) {
-        size_t n = strlen(value);
-        if (n < k->min || n > k->max)
-            return zb_diag_set(d, ZB_EINVAL, "%s: %zu characters, expected %llu to %llu", key, n,
-                               (unsigned long long)k->min, (unsigned long long)k->max);
-        memcpy(field, value, n + 1);
-        return 0;
-    }
-    uint64_t v = 0;
-    if (*value == '\0') return zb_diag_set(d, ZB_EINVAL, "%s: empty, expected a whole number", key);
-    for (const char *p = value; *p; p++) {
-        if (*p < '0' || *p > '9' || __builtin_mul_overflow(v, 10u, &v) ||
-            __builtin_add_overflow(v, (uint64_t)(*p - '0'), &v))
-            return zb_diag_set(d, ZB_EINVAL, "%s: `%.40s` is not a whole number in range", key,
-                               value);
-    }
-    if (v < k->min || v > k->max)
-        return zb_diag_set(d, ZB_EINVAL, "%s: %llu is outside %llu..%llu", key,
-                           (unsigned long long)v, (unsigned long long)k->min,
-                           (unsigned long long)k->max);
-    if (k->kind == K_U32) {
-        uint32_t v32 = (uint32_t)v;
-        memcpy(field, &v32, sizeof v32);
-    } else {
-        memcpy(field, &v, sizeof v);
-    }
-    return 0;
+    return zb_settings_set(s_table, S_N_SETTINGS, c, key, value, d);
 }
 
 /* --- records ------------------------------------------------------------ */

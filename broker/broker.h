@@ -79,6 +79,7 @@
 #include <stdint.h>
 
 #include "error.h"
+#include "settings.h"
 
 /* --- fixed bounds (PROTOCOL.md sections 6 and 7) ----------------------- */
 
@@ -113,8 +114,9 @@
 
 /* --- settings ----------------------------------------------------------- */
 
-/* Every setting of zbert-broker (deploy/zbert-broker.conf.example names
- * the keys: clients, workers, queue-texts-max, ...). */
+/* Every setting of the broker (deploy/zbert-broker.conf.example names the
+ * keys: clients, workers, queue-texts-max, ...; zb_broker_config_table()
+ * holds their ranges and defaults). */
 typedef struct zb_broker_config {
     char clients[256];            /* frontend endpoint to bind */
     char workers[256];            /* backend endpoint to bind */
@@ -131,7 +133,16 @@ typedef struct zb_broker_config {
     uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */
 } zb_broker_config_t;
 
-/* The defaults of every setting. */
+/*
+ * The table of these settings (proto/settings.h): one entry per key, with
+ * its offset in zb_broker_config_t, range, default and help line.  Static;
+ * *n is its length.  zbert-broker parses its command line, environment and
+ * config file with it; deploy/zbert-broker.conf.example documents the same
+ * keys.
+ */
+const zb_settings_t *zb_broker_config_table(size_t *n);
+
+/* The defaults of every setting (the table's). */
 void zb_broker_config_default(zb_broker_config_t *c);
 
 /*
@@ -140,9 +151,6 @@ void zb_broker_config_default(zb_broker_config_t *c);
  * (no such key) or ZB_EINVAL (bad value); d names the problem.
  */
 int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *value, zb_diag_t *d);
-
-/* The keys zb_broker_config_set() knows, NULL-terminated (static). */
-const char *const *zb_broker_config_keys(void);
 
 /* --- the broker --------------------------------------------------------- */
 

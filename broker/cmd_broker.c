@@ -6,7 +6,9 @@
  *   zbert-broker [--clients EP] [--workers EP] [--config FILE]
  *                [--log-level error|warn|info|debug] [--KEY VALUE ...]
  *
- * Every key of deploy/zbert-broker.conf.example is also an option --KEY.
+ * The settings are the broker's table (zb_broker_config_table) and
+ * log-level, parsed by proto/settings; --help is generated from them, and
+ * deploy/zbert-broker.conf.example documents the same keys.
  * SIGINT or SIGTERM once: stop taking requests, finish the open ones
  * (drain-ms at most), answer what is left with an error, exit 0.  A second
  * signal: answer everything open with an error now and exit.
@@ -21,8 +23,8 @@
 #include <string.h>
 
 #include "broker.h"
-#include "settings.h"
 #include "log.h"
+#include "settings.h"
 
 /* The only mutable global: written by the signal handler, read by the
  * loop. */
@@ -33,85 +35,53 @@ static void s_on_signal(int sig) {
     if (s_stop < 2) s_stop++;
 }
 
-static void s_usage(FILE *f) {
-    fprintf(f, "usage: zbert-broker [--clients EP] [--workers EP] [--config FILE]\n"
-               "                    [--log-level error|warn|info|debug] [--KEY VALUE ...]\n"
-               "  --clients EP    endpoint to bind for clients (default tcp://127.0.0.1:5555)\n"
-               "  --workers EP    endpoint to bind for workers (default tcp://127.0.0.1:5556)\n"
-               "  --config FILE   key = value settings; ZBERT_<KEY> variables override them,\n"
-               "                  options override both\n"
-               "  other keys:");
-    for (const char *const *k = zb_broker_config_keys(); *k; k++)
-        if (strcmp(*k, "clients") != 0 && strcmp(*k, "workers") != 0) fprintf(f, " --%s", *k);
-    fprintf(f, "\n  (see deploy/zbert-broker.conf.example)\n");
-}
+/* Settings of the process rather than of the broker. */
+typedef struct s_opts {
+    int log_level;
+} s_opts_t;
 
-/* The command-line value of --key, or NULL. */
-static const char *s_arg(int argc, char **argv, const char *key) {
-    const char *v = NULL;
-    for (int i = 1; i + 1 < argc; i += 2)
-        if (strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i] + 2, key) == 0) v = argv[i + 1];
-    return v;
-}
+static const zb_settings_t s_table[] = {
+    {.name = "log-level",
+     .kind = ZB_SETTINGS_ENUM,
+     ZB_SETTINGS_AT(s_opts_t, log_level),
+     .def = "info",
+     .choices = zb_log_level_names,
+     .value_name = "LEVEL",
+     .help = "what to log"},
+};
 
-static bool s_known(const char *key) {
-    if (strcmp(key, "config") == 0 || strcmp(key, "log-level") == 0) return true;
-    for (const char *const *k = zb_broker_config_keys(); *k; k++)
-        if (strcmp(*k, key) == 0) return true;
-    return false;
-}
+static const char s_about[] =
+    "SIGINT or SIGTERM: stop taking requests, finish the open ones (drain-ms at most),\n"
+    "answer what is left with an error, exit 0; a second signal stops at once.\n"
+    "The keys are documented in deploy/zbert-broker.conf.example.\n";
 
 int main(int argc, char **argv) {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            s_usage(stdout);
-            return 0;
-        }
-    }
-    /* Options come in pairs: --key value. */
-    for (int i = 1; i < argc; i += 2) {
-        if (strncmp(argv[i], "--", 2) != 0 || !s_known(argv[i] + 2)) {
-            fprintf(stderr, "zbert-broker: unknown option %s\n", argv[i]);
-            s_usage(stderr);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "zbert-broker: %s needs a value\n", argv[i]);
-            return 2;
-        }
-    }
-
-    zb_diag_t d = {{0}};
-    zb_conf_t *conf = NULL;
-    const char *path = s_arg(argc, argv, "config");
-    if (path == NULL) path = zb_conf_get(NULL, "config");
-    int rc = zb_conf_load(path, &conf, &d);
-    if (rc < 0) {
-        fprintf(stderr, "zbert-broker: %s\n", zb_diag_text(&d, rc));
-        return 2;
-    }
-
-    int status = 2;
-    const char *level = s_arg(argc, argv, "log-level");
-    if (level == NULL) level = zb_conf_get(conf, "log-level");
-    int lvl = level ? zb_log_parse_level(level) : ZB_LOG_INFO;
-    if (lvl < 0) {
-        fprintf(stderr, "zbert-broker: log-level: `%s` is not error, warn, info or debug\n", level);
-        goto out;
-    }
-    zb_log_init("zbert-broker", lvl);
-
     zb_broker_config_t cfg;
     zb_broker_config_default(&cfg);
-    for (const char *const *k = zb_broker_config_keys(); *k; k++) {
-        const char *v = s_arg(argc, argv, *k);
-        if (v == NULL) v = zb_conf_get(conf, *k);
-        if (v == NULL) continue;
-        if ((rc = zb_broker_config_set(&cfg, *k, v, &d)) < 0) {
-            fprintf(stderr, "zbert-broker: %s\n", zb_diag_text(&d, rc));
-            goto out;
-        }
+    s_opts_t opts;
+    memset(&opts, 0, sizeof opts);
+    size_t n_broker;
+    const zb_settings_t *broker_table = zb_broker_config_table(&n_broker);
+    const zb_settings_group_t groups[] = {
+        {broker_table, n_broker, &cfg, false},
+        {s_table, sizeof s_table / sizeof *s_table, &opts, false},
+    };
+    const zb_settings_program_t prog = {
+        .name = "zbert-broker", .about = s_about, .groups = groups, .n_groups = 2};
+    zb_settings_result_t res;
+    zb_diag_t d = {{0}};
+    int rc = zb_settings_parse(&prog, argc, argv, &res, &d);
+    /* The broker's settings hold no list: nothing stays allocated. */
+    zb_settings_release(&prog);
+    if (rc < 0) {
+        fprintf(stderr, "zbert-broker: %s (see zbert-broker --help)\n", zb_diag_text(&d, rc));
+        return 2;
     }
+    if (res.help) {
+        zb_settings_help(&prog, stdout);
+        return 0;
+    }
+    zb_log_init("zbert-broker", opts.log_level);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -125,13 +95,9 @@ int main(int argc, char **argv) {
     zb_broker_t *b = NULL;
     if ((rc = zb_broker_new(&cfg, &b, &d)) < 0) {
         ZB_LOG(ZB_LOG_ERROR, "%s", zb_diag_text(&d, rc));
-        status = 1;
-        goto out;
+        return 1;
     }
     rc = zb_broker_run(b, &s_stop);
     zb_broker_destroy(&b);
-    status = rc < 0 ? 1 : 0;
-out:
-    zb_conf_destroy(&conf);
-    return status;
+    return rc < 0 ? 1 : 0;
 }

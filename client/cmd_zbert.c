@@ -234,10 +234,10 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
 
 /* Fills what the command line left unset from the environment, the config
  * file and the defaults. */
-static int s_settings(s_args_t *a, const zb_conf_t *conf) {
+static int s_settings(s_args_t *a, const zb_settings_file_t *conf) {
     const char *v;
     if (a->n_brokers == 0) {
-        v = zb_conf_get(conf, "broker");
+        v = zb_settings_file_get(conf, "broker");
         if (v && *v) {
             a->broker_list = strdup(v);
             if (a->broker_list == NULL) return -1;
@@ -255,7 +255,7 @@ static int s_settings(s_args_t *a, const zb_conf_t *conf) {
 #define S_INT_SETTING(flag, field, key, lo, hi, def)                                               \
     do {                                                                                           \
         if (!a->flag) {                                                                            \
-            v = zb_conf_get(conf, key);                                                            \
+            v = zb_settings_file_get(conf, key);                                                   \
             if (v == NULL)                                                                         \
                 a->field = def;                                                                    \
             else if (s_parse_int(v, lo, hi, &a->field)) {                                          \
@@ -270,7 +270,7 @@ static int s_settings(s_args_t *a, const zb_conf_t *conf) {
     S_INT_SETTING(tries_set, tries, "tries", 1, 1000, 0);
     S_INT_SETTING(timeout_set, timeout_ms, "timeout_ms", 1, 86400000, S_STATUS_TIMEOUT_DEFAULT);
 #undef S_INT_SETTING
-    if (!a->deadline_set && (v = zb_conf_get(conf, "deadline_ms"))) {
+    if (!a->deadline_set && (v = zb_settings_file_get(conf, "deadline_ms"))) {
         int ms;
         if (s_parse_int(v, 0, 2000000000, &ms)) {
             fprintf(stderr, "zbert: bad value '%s' for setting deadline_ms\n", v);
@@ -278,13 +278,13 @@ static int s_settings(s_args_t *a, const zb_conf_t *conf) {
         }
         a->opt.deadline_ms = (uint32_t)ms;
     }
-    if (!a->progress_set && (v = zb_conf_get(conf, "progress")) &&
+    if (!a->progress_set && (v = zb_settings_file_get(conf, "progress")) &&
         s_parse_progress(v, &a->progress)) {
         fprintf(stderr, "zbert: bad value '%s' for setting progress\n", v);
         return -1;
     }
     if (a->log_level == NULL) {
-        v = zb_conf_get(conf, "log_level");
+        v = zb_settings_file_get(conf, "log_level");
         if (v && zb_log_parse_level(v) < 0) {
             fprintf(stderr, "zbert: bad value '%s' for setting log_level\n", v);
             return -1;
@@ -805,9 +805,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (s_parse_args(argc, argv, &a) != 0) return 2;
-    zb_conf_t *conf = NULL;
+    zb_settings_file_t *conf = NULL;
     zb_diag_t d = {{0}};
-    if (zb_conf_load(a.config, &conf, &d) != 0) {
+    if (zb_settings_file_load(a.config, &conf, &d) != 0) {
         fprintf(stderr, "zbert: %s\n", d.msg);
         return 2;
     }
@@ -834,6 +834,6 @@ int main(int argc, char **argv) {
         }
     }
     free(a.broker_list);
-    zb_conf_destroy(&conf);
+    zb_settings_file_destroy(&conf);
     return status;
 }

@@ -11,7 +11,9 @@
  *   zbert-model fetch MODEL_ID DIR      (e.g. bert-base-cased, with curl)
  *
  * Every failure prints one line "zbert-model: ..." on stderr and exits 1;
- * usage errors exit 2.
+ * usage errors exit 2.  The options of convert and random are tables of
+ * proto/settings (command line only): `zbert-model convert --help` and
+ * `zbert-model random --help` are generated from them.
  *
  * random writes a Hugging Face directory whose weights follow the fixtures'
  * distributions (matrices, embeddings, biases N(0, 0.02); LayerNorm gamma
@@ -43,6 +45,7 @@
 #include "limits.h"
 #include "model.h"
 #include "safetensors.h"
+#include "settings.h"
 
 static const char *s_prog = "zbert-model";
 
@@ -58,7 +61,8 @@ static void s_usage(FILE *f) {
           "vocab.txt, model.safetensors).  --quantize int8 stores the linear layers as int8\n"
           "with a scale per output row (activations are quantized per row as they run);\n"
           "--calibrate TEXTS (one text per line) first runs the fp32 model on them and\n"
-          "moves the range of outlier activation channels into the weights (SmoothQuant).\n",
+          "moves the range of outlier activation channels into the weights (SmoothQuant).\n"
+          "zbert-model convert --help and zbert-model random --help list their options.\n",
           f);
 }
 
@@ -75,6 +79,37 @@ static int s_fail(const char *what, int rc, const zb_diag_t *d) {
 static int s_usage_error(const char *msg) {
     fprintf(stderr, "%s: %s (run without arguments for usage)\n", s_prog, msg);
     return 2;
+}
+
+/*
+ * Parses the options of a subcommand (argv[-1] is its name) with its table
+ * into o: command line only (zbert-model reads no variables and no file).
+ * Returns -1 when the caller goes on, else the exit status: 0 after --help
+ * (printed), 2 after a usage error (said on stderr).
+ */
+static int s_parse(const char *cmd, const char *args, int args_min, const zb_settings_t *table,
+                   size_t n, void *o, int argc, char **argv, zb_settings_result_t *res) {
+    char name[64];
+    snprintf(name, sizeof name, "%s %s", s_prog, cmd);
+    const zb_settings_group_t group = {table, n, o, true};
+    const zb_settings_program_t p = {.name = name,
+                                     .args = args,
+                                     .args_min = args_min,
+                                     .args_max = args_min,
+                                     .groups = &group,
+                                     .n_groups = 1};
+    zb_diag_t d = {{0}};
+    int rc = zb_settings_parse(&p, argc + 1, argv - 1, res, &d);
+    zb_settings_release(&p); /* no lists in these tables */
+    if (rc != 0) {
+        fprintf(stderr, "%s: %s (see %s --help)\n", name, zb_diag_text(&d, rc), name);
+        return 2;
+    }
+    if (res->help) {
+        zb_settings_help(&p, stdout);
+        return 0;
+    }
+    return -1;
 }
 
 static bool s_is_dir(const char *path) {
@@ -157,30 +192,51 @@ out:
     return status;
 }
 
+typedef struct s_convert_opts {
+    char output[4096];
+    int quantize; /* 1: int8 */
+    char calibrate[4096];
+} s_convert_opts_t;
+
+static const int s_quantize_values[] = {1};
+#define S_AT(f) ZB_SETTINGS_AT(s_convert_opts_t, f)
+static const zb_settings_t s_convert_table[] = {
+    {.name = "output",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(output),
+     .min = 1,
+     .max = 4095,
+     .short_name = 'o',
+     .value_name = "NAME.zbm",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "the bundle to write"},
+    {.name = "quantize",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(quantize),
+     .choices = (const char *const[]){"int8", NULL},
+     .values = s_quantize_values,
+     .def_help = "none",
+     .help = "store the linear layers as int8 with a scale per output row"},
+    {.name = "calibrate",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(calibrate),
+     .min = 1,
+     .max = 4095,
+     .value_name = "TEXTS",
+     .help = "with --quantize int8: smooth outlier channels on these texts (one per line)"},
+};
+#undef S_AT
+
 static int s_cmd_convert(int argc, char **argv) {
-    const char *in = NULL, *out = NULL, *calib_path = NULL;
-    bool int8 = false;
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) {
-            if (i + 1 >= argc) return s_usage_error("convert: -o needs a file name");
-            out = argv[++i];
-        } else if (strcmp(argv[i], "--quantize") == 0) {
-            if (i + 1 >= argc || strcmp(argv[i + 1], "int8") != 0)
-                return s_usage_error("convert: --quantize takes int8");
-            int8 = true;
-            i++;
-        } else if (strcmp(argv[i], "--calibrate") == 0) {
-            if (i + 1 >= argc) return s_usage_error("convert: --calibrate needs a file of texts");
-            calib_path = argv[++i];
-        } else if (argv[i][0] == '-') {
-            return s_usage_error("convert: unknown option");
-        } else if (in == NULL) {
-            in = argv[i];
-        } else {
-            return s_usage_error("convert: more than one input");
-        }
-    }
-    if (in == NULL || out == NULL) return s_usage_error("convert needs SOURCE and -o NAME.zbm");
+    s_convert_opts_t o;
+    memset(&o, 0, sizeof o);
+    zb_settings_result_t res;
+    int st = s_parse("convert", "SOURCE", 1, s_convert_table,
+                     sizeof s_convert_table / sizeof *s_convert_table, &o, argc, argv, &res);
+    if (st >= 0) return st;
+    const char *in = res.args[0], *out = o.output;
+    const char *calib_path = o.calibrate[0] ? o.calibrate : NULL;
+    bool int8 = o.quantize == 1;
     if (calib_path != NULL && !int8)
         return s_usage_error("convert: --calibrate goes with --quantize int8");
     zb_diag_t d = {{0}};
@@ -410,15 +466,6 @@ static double s_normal(s_rng_t *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-static int s_parse_int(const char *s, long lo, long hi, long *out) {
-    char *e;
-    errno = 0;
-    long v = strtol(s, &e, 10);
-    if (errno || *e || e == s || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 static int s_write_text(const char *path, const char *txt, size_t len) {
     FILE *f = fopen(path, "wb");
     if (f == NULL) return -1;
@@ -427,52 +474,109 @@ static int s_write_text(const char *path, const char *txt, size_t len) {
     return ok ? 0 : -1;
 }
 
+typedef struct s_random_opts {
+    int layers, hidden, heads, intermediate, max_positions;
+    uint64_t seed;
+    char vocab[4096], output[4096];
+    int dtype, names; /* indices into s_dtypes, s_names */
+} s_random_opts_t;
+
+static const char *const s_dtypes[] = {"f32", "f16", "bf16", NULL};
+static const char *const s_names[] = {"plain", "bert-gammabeta", NULL};
+#define S_AT(f) ZB_SETTINGS_AT(s_random_opts_t, f)
+static const zb_settings_t s_random_table[] = {
+    {.name = "layers",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(layers),
+     .min = 1,
+     .max = ZB_LAYERS_MAX,
+     .value_name = "L",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "encoder layers"},
+    {.name = "hidden",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(hidden),
+     .min = 1,
+     .max = ZB_HIDDEN_MAX,
+     .value_name = "H",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "hidden size"},
+    {.name = "heads",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(heads),
+     .min = 1,
+     .max = ZB_HEADS_MAX,
+     .value_name = "A",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "attention heads"},
+    {.name = "intermediate",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(intermediate),
+     .min = 1,
+     .max = ZB_INTERMEDIATE_MAX,
+     .value_name = "I",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "feed-forward size"},
+    {.name = "vocab",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(vocab),
+     .min = 1,
+     .max = 4095,
+     .value_name = "FILE",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "vocab.txt to copy (its line count is the vocabulary size)"},
+    {.name = "seed",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(seed),
+     .max = UINT64_MAX,
+     .value_name = "S",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "PRNG seed: the same arguments give the same bytes"},
+    {.name = "output",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(output),
+     .min = 1,
+     .max = 4095,
+     .short_name = 'o',
+     .value_name = "DIR",
+     .flags = ZB_SETTINGS_REQUIRED,
+     .help = "the Hugging Face directory to write"},
+    {.name = "dtype",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(dtype),
+     .def = "f32",
+     .choices = s_dtypes,
+     .help = "weight type"},
+    {.name = "names",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(names),
+     .def = "plain",
+     .choices = s_names,
+     .help = "LayerNorm tensor names (bert-gammabeta: gamma/beta)"},
+    {.name = "max-positions",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(max_positions),
+     .min = 1,
+     .max = ZB_POSITIONS_MAX,
+     .def = "512",
+     .value_name = "N",
+     .help = "position embeddings"},
+};
+#undef S_AT
+
 static int s_cmd_random(int argc, char **argv) {
-    long layers = -1, hidden = -1, heads = -1, inter = -1, maxpos = 512;
-    unsigned long long seed = 0;
-    bool have_seed = false;
-    const char *vocab_path = NULL, *out = NULL, *dtype = "f32", *names = "plain";
-    for (int i = 0; i < argc; i++) {
-        const char *k = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (v == NULL) return s_usage_error("random: every option needs a value");
-        long *dst = NULL;
-        long hi = 0;
-        if (strcmp(k, "--layers") == 0) dst = &layers, hi = ZB_LAYERS_MAX;
-        else if (strcmp(k, "--hidden") == 0) dst = &hidden, hi = ZB_HIDDEN_MAX;
-        else if (strcmp(k, "--heads") == 0) dst = &heads, hi = ZB_HEADS_MAX;
-        else if (strcmp(k, "--intermediate") == 0) dst = &inter, hi = ZB_INTERMEDIATE_MAX;
-        else if (strcmp(k, "--max-positions") == 0) dst = &maxpos, hi = ZB_POSITIONS_MAX;
-        if (dst != NULL) {
-            if (s_parse_int(v, 1, hi, dst) != 0) {
-                fprintf(stderr, "%s: random: %s must be an integer in [1, %ld]\n", s_prog, k, hi);
-                return 2;
-            }
-        } else if (strcmp(k, "--seed") == 0) {
-            char *e;
-            errno = 0;
-            seed = strtoull(v, &e, 10);
-            if (errno || *e || e == v || v[0] == '-')
-                return s_usage_error("random: --seed must be a non-negative integer");
-            have_seed = true;
-        } else if (strcmp(k, "--vocab") == 0) {
-            vocab_path = v;
-        } else if (strcmp(k, "-o") == 0 || strcmp(k, "--output") == 0) {
-            out = v;
-        } else if (strcmp(k, "--dtype") == 0) {
-            dtype = v;
-        } else if (strcmp(k, "--names") == 0) {
-            names = v;
-        } else {
-            fprintf(stderr, "%s: random: unknown option %s\n", s_prog, k);
-            return 2;
-        }
-        i++;
-    }
-    if (layers < 0 || hidden < 0 || heads < 0 || inter < 0 || !have_seed || vocab_path == NULL ||
-        out == NULL)
-        return s_usage_error("random needs --layers --hidden --heads --intermediate --vocab "
-                             "--seed and -o");
+    s_random_opts_t o;
+    memset(&o, 0, sizeof o);
+    zb_settings_result_t res;
+    int st = s_parse("random", NULL, 0, s_random_table,
+                     sizeof s_random_table / sizeof *s_random_table, &o, argc, argv, &res);
+    if (st >= 0) return st;
+    long layers = o.layers, hidden = o.hidden, heads = o.heads, inter = o.intermediate,
+         maxpos = o.max_positions;
+    unsigned long long seed = o.seed;
+    const char *vocab_path = o.vocab, *out = o.output;
+    /* the table took only these names: the checks below always pass */
+    const char *dtype = s_dtypes[o.dtype], *names = s_names[o.names];
     zb_safetensors_dtype_t dt;
     if (strcmp(dtype, "f32") == 0) dt = ZB_SAFETENSORS_F32;
     else if (strcmp(dtype, "f16") == 0) dt = ZB_SAFETENSORS_F16;

@@ -12,20 +12,20 @@
 int zb_log_level = ZB_LOG_INFO;
 static char s_program[32] = "zbert";
 
+const char *const zb_log_level_names[] = {"error", "warn", "info", "debug", NULL};
+
 void zb_log_init(const char *program, int level) {
     snprintf(s_program, sizeof s_program, "%s", program ? program : "zbert");
     zb_log_level = level;
 }
 
 int zb_log_parse_level(const char *s) {
-    static const char *names[] = {"error", "warn", "info", "debug"};
     for (int i = 0; i < 4; i++)
-        if (s && strcmp(s, names[i]) == 0) return i;
+        if (s && strcmp(s, zb_log_level_names[i]) == 0) return i;
     return -1;
 }
 
 void zb_log_write(int level, const char *fmt, ...) {
-    static const char *names[] = {"error", "warn", "info", "debug"};
     char line[1024], stamp[32];
     struct timespec ts;
     struct tm tm;
@@ -37,7 +37,7 @@ void zb_log_write(int level, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s.%03ldZ %s[%ld] %s: %s\n", stamp, ts.tv_nsec / 1000000L, s_program,
-            (long)getpid(), names[level < 0 ? 0 : level > 3 ? 3 : level], line);
+            (long)getpid(), zb_log_level_names[level < 0 ? 0 : level > 3 ? 3 : level], line);
 }
 
 void zb_log_sample(char *out, size_t cap, const void *bytes, size_t n) {

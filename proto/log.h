@@ -31,6 +31,10 @@ extern int zb_log_level; /* messages above this level are skipped */
 /* Sets the program name shown on each line and the level. */
 void zb_log_init(const char *program, int level);
 
+/* The levels' names, indexed by zb_log_level_t, NULL-terminated: the
+ * choices of every program's log-level setting. */
+extern const char *const zb_log_level_names[];
+
 /* Parses "error", "warn", "info" or "debug"; -1 for anything else. */
 int zb_log_parse_level(const char *s);
 

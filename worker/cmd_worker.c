@@ -192,9 +192,9 @@ static int s_add_broker_list(s_args_t *a, const char *list) {
 
 /* One numeric setting: the command line's value, else the config's
  * (environment, then file), else def. */
-static int s_setting_int(const zb_conf_t *conf, const char *key, const char *cli, int lo, int hi,
+static int s_setting_int(const zb_settings_file_t *conf, const char *key, const char *cli, int lo, int hi,
                          int def, int *out) {
-    const char *v = cli ? cli : zb_conf_get(conf, key);
+    const char *v = cli ? cli : zb_settings_file_get(conf, key);
     if (v == NULL) {
         *out = def;
         return 0;
@@ -211,7 +211,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
     const char *cli_threads = NULL, *cli_credit = NULL, *cli_batch_texts = NULL,
                *cli_batch_tokens = NULL, *cli_name = NULL, *cli_level = NULL, *config = NULL;
     int rc = -1;
-    zb_conf_t *conf = NULL;
+    zb_settings_file_t *conf = NULL;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i];
         if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
@@ -249,19 +249,19 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         }
     }
     zb_diag_t d = {{0}};
-    int crc = zb_conf_load(config, &conf, &d);
+    int crc = zb_settings_file_load(config, &conf, &d);
     if (crc != 0) {
         fprintf(stderr, S_PROGRAM ": config: %s\n", zb_diag_text(&d, crc));
         goto out;
     }
-    if (a->model == NULL) a->model = zb_conf_get(conf, "model");
+    if (a->model == NULL) a->model = zb_settings_file_get(conf, "model");
     if (a->model == NULL || *a->model == '\0') {
         fprintf(stderr, S_PROGRAM ": --model PATH is required\n");
         s_usage(stderr);
         goto out;
     }
     if (a->n_brokers == 0) {
-        const char *list = zb_conf_get(conf, "broker");
+        const char *list = zb_settings_file_get(conf, "broker");
         if (s_add_broker_list(a, list ? list : S_DEFAULT_BROKER) != 0) goto oom;
         if (a->n_brokers == 0) {
             fprintf(stderr, S_PROGRAM ": broker: no endpoint in '%s'\n", list);
@@ -285,7 +285,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         if (a->credit < 2) a->credit = 2;
         if (a->credit > (int)ZB_MSG_CREDIT_MAX) a->credit = (int)ZB_MSG_CREDIT_MAX;
     }
-    const char *name = cli_name ? cli_name : zb_conf_get(conf, "name");
+    const char *name = cli_name ? cli_name : zb_settings_file_get(conf, "name");
     if (name) {
         size_t n = strlen(name);
         if (n == 0 || n > ZB_MSG_NAME_BYTES_MAX) {
@@ -299,13 +299,13 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         host[sizeof host - 1] = '\0';
         snprintf(a->name, sizeof a->name, "%s:%ld", host, (long)getpid());
     }
-    const char *lv = cli_level ? cli_level : zb_conf_get(conf, "log-level");
+    const char *lv = cli_level ? cli_level : zb_settings_file_get(conf, "log-level");
     a->log_level = lv ? zb_log_parse_level(lv) : ZB_LOG_INFO;
     if (a->log_level < 0) {
         fprintf(stderr, S_PROGRAM ": log-level: '%s' is not error, warn, info or debug\n", lv);
         goto out;
     }
-    /* zb_conf_get's value lives in the config (or environment), which is
+    /* zb_settings_file_get's value lives in the config (or environment), which is
      * released below: keep a copy. */
     if ((a->model = strdup(a->model)) == NULL) goto oom;
     rc = 0;
@@ -313,7 +313,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
 oom:
     fprintf(stderr, S_PROGRAM ": out of memory\n");
 out:
-    zb_conf_destroy(&conf);
+    zb_settings_file_destroy(&conf);
     if (rc != 0) s_free_brokers(a);
     return rc;
 }
