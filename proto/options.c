@@ -76,8 +76,7 @@ int zb_options_pooling_parse(const char *s, size_t len, zb_pooling_t *out, zb_di
     return 0;
 }
 
-int zb_options_token_vector_parse(const char *s, size_t len, zb_token_vector_t *out,
-                                  zb_diag_t *d) {
+int zb_options_token_vector_parse(const char *s, size_t len, zb_token_vector_t *out, zb_diag_t *d) {
     int k = s_parse(s_token_vector_names, ZB_TOKEN_VECTOR_COUNT, "token vector", s, len, d);
     if (k < 0) return ZB_EINVAL;
     *out = (zb_token_vector_t)k;
@@ -108,7 +107,8 @@ zb_options_rule_t zb_options_broken(const zb_options_t *o) {
 
 int zb_options_check(const zb_options_t *o, zb_diag_t *d) {
     switch (zb_options_broken(o)) {
-    case ZB_OPTIONS_RULE_NONE: return 0;
+    case ZB_OPTIONS_RULE_NONE:
+        return 0;
     case ZB_OPTIONS_RULE_LEVEL:
         return zb_diag_set(d, ZB_EINVAL, "level: %d is not a level", (int)o->level);
     case ZB_OPTIONS_RULE_POOLING:
@@ -117,14 +117,14 @@ int zb_options_check(const zb_options_t *o, zb_diag_t *d) {
         return zb_diag_set(d, ZB_EINVAL, "token_vector: %d is not a token vector",
                            (int)o->token_vector);
     case ZB_OPTIONS_RULE_COMPAT:
-        return zb_diag_set(d, ZB_EINVAL, "compat: %d is not a compatibility mode",
-                           (int)o->compat);
+        return zb_diag_set(d, ZB_EINVAL, "compat: %d is not a compatibility mode", (int)o->compat);
     case ZB_OPTIONS_RULE_COMPAT_LEVEL:
         return zb_diag_set(d, ZB_EINVAL, "compat: %s gives token vectors, not the %s level",
                            s_compat_names[o->compat], s_level_names[o->level]);
     case ZB_OPTIONS_RULE_SENTENCES_LEVEL:
         return zb_diag_set(d, ZB_EINVAL, "sentences: applies to the token and wordpiece levels");
-    case ZB_OPTIONS_RULE_COUNT: break;
+    case ZB_OPTIONS_RULE_COUNT:
+        break;
     }
     return zb_diag_set(d, ZB_EINVAL, "options: broken");
 }

@@ -120,8 +120,7 @@ const char *zb_options_compat_name(zb_compat_t v);
  */
 int zb_options_level_parse(const char *s, size_t len, zb_level_t *out, zb_diag_t *d);
 int zb_options_pooling_parse(const char *s, size_t len, zb_pooling_t *out, zb_diag_t *d);
-int zb_options_token_vector_parse(const char *s, size_t len, zb_token_vector_t *out,
-                                  zb_diag_t *d);
+int zb_options_token_vector_parse(const char *s, size_t len, zb_token_vector_t *out, zb_diag_t *d);
 int zb_options_compat_parse(const char *s, size_t len, zb_compat_t *out, zb_diag_t *d);
 
 /* The first rule o breaks (ZB_OPTIONS_RULE_NONE: none).  tokenize_only is
