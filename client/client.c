@@ -294,7 +294,8 @@ int zb_client_options_from_public(const zbert_options_t *in, zb_options_t *out, 
     switch (zb_options_broken(out)) {
     case ZB_OPTIONS_RULE_NONE: return 0;
     case ZB_OPTIONS_RULE_COMPAT_LEVEL:
-        return zb_diag_set(d, ZB_EINVAL, "compat sparknlp gives token vectors: use the token level");
+        return zb_diag_set(d, ZB_EINVAL,
+                           "compat sparknlp gives token vectors: use the token level");
     case ZB_OPTIONS_RULE_SENTENCES_LEVEL:
         return zb_diag_set(d, ZB_EINVAL, "sentences applies to the token and wordpiece levels");
     default: return zb_options_check(out, d); /* a range: ruled out above */

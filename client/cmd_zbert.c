@@ -89,7 +89,7 @@ typedef struct s_args {
     const char *brokers[S_BROKERS_MAX];
     size_t n_brokers;
     char *broker_list; /* the config value, split in place */
-    zb_cliopt_t cli;     /* embedding options shared with zbert-embed */
+    zb_cliopt_t cli;   /* embedding options shared with zbert-embed */
     zbert_options_t opt; /* the request's: cli.opt through the client
                           * library's conversion, and --deadline-ms */
     int batch, inflight;
@@ -568,8 +568,7 @@ static int s_cmd_embed(const s_args_t *a) {
         e.writer = zb_textio_writer_new(stdout, a->cli.output, &a->cli.opt, 0);
     if (e.c == NULL) goto out;
     if (!e.ring || !e.texts || !e.lens || !e.reader ||
-        (a->cli.output != ZB_TEXTIO_OUT_NPY && !e.writer) ||
-        zbert_reorder_new(&e.ro) != 0) {
+        (a->cli.output != ZB_TEXTIO_OUT_NPY && !e.writer) || zbert_reorder_new(&e.ro) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
         goto out;
     }

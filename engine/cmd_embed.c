@@ -148,7 +148,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
 /* Per-text scratch arrays in the layout textio reads. */
 typedef struct s_view_buf {
     uint32_t *offsets, *byte_offsets; /* [2 * cap] */
-    int32_t *ids;                      /* [cap] */
+    int32_t *ids;                     /* [cap] */
     size_t cap;
 } s_view_buf_t;
 

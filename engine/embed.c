@@ -539,8 +539,8 @@ static int s_reduce(const zb_embedder_t *e, const zb_options_t *o, const char *t
 static bool s_options_valid(const zb_options_t *o) {
     zb_options_rule_t broken = zb_options_broken(o);
     if (broken == ZB_OPTIONS_RULE_NONE) return true;
-    return o->tokenize_only && (broken == ZB_OPTIONS_RULE_COMPAT_LEVEL ||
-                                broken == ZB_OPTIONS_RULE_SENTENCES_LEVEL);
+    return o->tokenize_only &&
+           (broken == ZB_OPTIONS_RULE_COMPAT_LEVEL || broken == ZB_OPTIONS_RULE_SENTENCES_LEVEL);
 }
 
 int zb_embedder_run(zb_embedder_t *e, const char *const *texts, const size_t *lens, size_t n,

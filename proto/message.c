@@ -606,8 +606,7 @@ static int s_get_level(s_ctx_t *c, const s_map_t *mp, bool required, zb_level_t 
     zb_msg_str_t s;
     int rc = s_get_str(c, mp, "level", required, &s);
     if (rc <= 0) return rc;
-    if (zb_options_level_parse(s.ptr, s.len, v, NULL) < 0)
-        return s_unknown_name(c, mp, "level", s);
+    if (zb_options_level_parse(s.ptr, s.len, v, NULL) < 0) return s_unknown_name(c, mp, "level", s);
     return 1;
 }
 
@@ -769,8 +768,8 @@ static int s_dec_meta(s_ctx_t *c, const s_map_t *mp, zb_msg_vectors_t *v, uint32
     v->token_meta = first != NULL;
     if (first == NULL) return 0;
     if (v->level != ZB_LEVEL_TOKEN)
-        return s_fail(c, S_BAD, "%s: token metadata is sent at the token level only, not %s",
-                      first, zb_options_level_name(v->level));
+        return s_fail(c, S_BAD, "%s: token metadata is sent at the token level only, not %s", first,
+                      zb_options_level_name(v->level));
     int rc;
     const uint32_t *sent, *piece;
     const void *start, *oov;
@@ -1219,8 +1218,7 @@ static void s_kflag(msgpack_packer *pk, const char *k) {
 
 static void s_write_options(msgpack_packer *pk, const zb_options_t *o) {
     s_kname(pk, "level", zb_options_level_name(o->level));
-    if (o->pooling != ZB_POOLING_CLS)
-        s_kname(pk, "pooling", zb_options_pooling_name(o->pooling));
+    if (o->pooling != ZB_POOLING_CLS) s_kname(pk, "pooling", zb_options_pooling_name(o->pooling));
     if (o->normalize) s_kflag(pk, "normalize");
     if (o->windows) s_kflag(pk, "windows");
     if (o->sentences) s_kflag(pk, "sentences");
@@ -1589,7 +1587,8 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
     case ZB_MSG_TASK: {
         const zb_msg_task_t *x = &a->u.task, *y = &b->u.task;
         return x->shard == y->shard && x->epoch == y->epoch &&
-               s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) && zb_options_equal(&x->opt, &y->opt);
+               s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
+               zb_options_equal(&x->opt, &y->opt);
     }
     case ZB_MSG_RESULT: {
         const zb_msg_result_t *x = &a->u.result, *y = &b->u.result;

@@ -40,8 +40,8 @@ __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
  */
 __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32_t base,
                                                const zb_result_t *ref, size_t n,
-                                               const zb_options_t *o, const bool *cut,
-                                               int dim, double tol, double *maxdiff) {
+                                               const zb_options_t *o, const bool *cut, int dim,
+                                               double tol, double *maxdiff) {
     assert_int_equal(v->count, n);
     assert_int_equal(v->level, o->level);
     assert_int_equal(v->dim, dim);

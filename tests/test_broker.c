@@ -1122,8 +1122,7 @@ static void test_cancel_deadline(void **st) {
     fc_expect_silence(c, 300);
     assert_int_equal(w->n_tasks, 1); /* the other shards were dropped */
 
-    spec_t d = {
-        .id = "d", .tag = "D", .n = 128, .level = ZB_LEVEL_SENTENCE, .deadline_ms = 1500};
+    spec_t d = {.id = "d", .tag = "D", .n = 128, .level = ZB_LEVEL_SENTENCE, .deadline_ms = 1500};
     fc_embed(c, &d);
     S_PUMP_UNTIL(w->n_pend == 1);
     fw_answer(w, 0);
@@ -1453,8 +1452,8 @@ static void test_token_options(void **st) {
     /* what the engine cannot honour (our encoder refuses to write it):
      * bad_request naming the option */
     static const zb_msg_str_t three[1] = {{"B:0", 3}};
-    zb_msg_embed_t e = {.id = {"bad", 3}, .texts = three, .n_texts = 1,
-                        .opt = {.compat = ZB_COMPAT_SPARKNLP}};
+    zb_msg_embed_t e = {
+        .id = {"bad", 3}, .texts = three, .n_texts = 1, .opt = {.compat = ZB_COMPAT_SPARKNLP}};
     uint8_t *body = NULL;
     size_t len = 0;
     assert_int_equal(zb_msg_encode_embed(&e, &body, &len, NULL), 0);
@@ -1491,8 +1490,8 @@ static void test_meta_mismatch(void **st) {
     w->ready_on_reconnect = true;
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "m", .tag = "M", .n = 10, .level = ZB_LEVEL_TOKEN,
-                 .later = {.sentences = true}};
+    spec_t sp = {
+        .id = "m", .tag = "M", .n = 10, .level = ZB_LEVEL_TOKEN, .later = {.sentences = true}};
     fc_embed(c, &sp);
     fc_expect_error(c, "m", ZB_MSG_CODE_INTERNAL);
     S_PUMP_UNTIL(w->n_reconnects >= 3);

@@ -222,8 +222,7 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
             errs[ne++] = (zb_msg_text_error_t){a + i, f.code, {f.message, strlen(f.message)}};
     }
     bool sl = e->opt.level == ZB_LEVEL_SENTENCE;
-    bool meta =
-        zb_options_meta(&e->opt) != fb->meta_wrong && e->opt.level == ZB_LEVEL_TOKEN;
+    bool meta = zb_options_meta(&e->opt) != fb->meta_wrong && e->opt.level == ZB_LEVEL_TOKEN;
     zb_msg_part_t p = {.id = e->id,
                        .first = a,
                        .vec = {.level = e->opt.level,
@@ -1675,8 +1674,7 @@ static void test_cli_embed_jsonl_levels(void **st) {
         {"--level wordpiece --format table --truncate", ZB_LEVEL_WORDPIECE, ZB_TEXTIO_OUT_TABLE},
         {"--sentences --token-vector mean", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_JSONL},
         {"--format sparknlp-json", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_SPARKNLP_JSON},
-        {"--compat sparknlp --format sparknlp-json", ZB_LEVEL_TOKEN,
-         ZB_TEXTIO_OUT_SPARKNLP_JSON},
+        {"--compat sparknlp --format sparknlp-json", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_SPARKNLP_JSON},
         {"--compat sparknlp", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_JSONL},
         {"--sentences --level wordpiece", ZB_LEVEL_WORDPIECE, ZB_TEXTIO_OUT_JSONL},
     };

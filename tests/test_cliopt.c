@@ -61,7 +61,8 @@ static int s_parse(const char *line, zb_cliopt_t *o, const char **msg) {
         int r = zb_cliopt_arg(o, argc, argv, &i, "prog");
         if (r < 0) rc = -1;
         else if (r > 0) continue;
-        else if (!strcmp(argv[i], "--tokenize-only")) o->opt.tokenize_only = true;
+        else if (!strcmp(argv[i], "--tokenize-only"))
+            o->opt.tokenize_only = true;
         else if (!strcmp(argv[i], "--mine") && i + 1 < argc) i++;
         else rc = -1;
     }
@@ -79,7 +80,10 @@ static void test_defaults(void **st) {
     assert_int_equal(o.opt.level, ZB_LEVEL_TOKEN);
     assert_true(o.opt.windows); /* token level: every token gets a vector */
     assert_false(o.windows_set || o.level_set || o.opt.sentences || o.opt.token_meta);
-    assert_false((o.opt.pooling == ZB_POOLING_MEAN) || o.opt.normalize || (o.opt.token_vector == ZB_TOKEN_VECTOR_MEAN) || (o.opt.compat == ZB_COMPAT_SPARKNLP));
+    assert_int_equal(o.opt.pooling, ZB_POOLING_CLS);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_FIRST);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_NONE);
+    assert_false(o.opt.normalize || o.opt.tokenize_only);
     assert_int_equal(o.input, ZB_TEXTIO_IN_LINES);
     assert_int_equal(o.output, ZB_TEXTIO_OUT_JSONL);
     memset(&z, 0, sizeof z);
@@ -96,7 +100,8 @@ static void test_every_option(void **st) {
                              &o, &msg),
                      0);
     assert_int_equal(o.opt.level, ZB_LEVEL_SENTENCE);
-    assert_true(o.level_set && (o.opt.pooling == ZB_POOLING_MEAN) && o.opt.normalize && o.opt.windows && o.windows_set);
+    assert_true(o.level_set && (o.opt.pooling == ZB_POOLING_MEAN) && o.opt.normalize &&
+                o.opt.windows && o.windows_set);
     assert_int_equal(o.input, ZB_TEXTIO_IN_JSONL);
     assert_int_equal(o.output, ZB_TEXTIO_OUT_NPY);
     assert_int_equal(s_parse("--level wordpiece --sentences --truncate --format table", &o, &msg),
@@ -106,15 +111,20 @@ static void test_every_option(void **st) {
     assert_int_equal(o.output, ZB_TEXTIO_OUT_TABLE);
     /* the last word wins, as with any flag given twice */
     assert_int_equal(s_parse("--windows --truncate --pooling mean --pooling cls", &o, &msg), 0);
-    assert_false(o.opt.windows || (o.opt.pooling == ZB_POOLING_MEAN));
+    assert_false(o.opt.windows);
+    assert_int_equal(o.opt.pooling, ZB_POOLING_CLS);
     assert_int_equal(s_parse("--token-vector mean --compat sparknlp --format sparknlp-json",
                              &o, &msg),
                      0);
-    assert_true((o.opt.token_vector == ZB_TOKEN_VECTOR_MEAN) && (o.opt.compat == ZB_COMPAT_SPARKNLP) && o.opt.token_meta);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_MEAN);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_SPARKNLP);
+    assert_true(o.opt.token_meta);
     assert_false(o.opt.windows); /* Spark NLP has its own cap */
     assert_int_equal(o.output, ZB_TEXTIO_OUT_SPARKNLP_JSON);
     assert_int_equal(s_parse("--token-vector first --compat none --sentences", &o, &msg), 0);
-    assert_false((o.opt.token_vector == ZB_TOKEN_VECTOR_MEAN) || (o.opt.compat == ZB_COMPAT_SPARKNLP) || o.opt.token_meta);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_FIRST);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_NONE);
+    assert_false(o.opt.token_meta);
     assert_true(o.opt.sentences && o.opt.windows);
     /* windows stay off where truncation is the default */
     assert_int_equal(s_parse("--level wordpiece", &o, &msg), 0);

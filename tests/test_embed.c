@@ -131,7 +131,8 @@ static void test_wordpiece_parity(void **st) {
 static void test_sentence_pooling(void **st) {
     state_t *s = *st;
     for (int pool = 0; pool < 2; pool++) {
-        zb_options_t o = {.level = ZB_LEVEL_SENTENCE, .pooling = pool ? ZB_POOLING_MEAN : ZB_POOLING_CLS};
+        zb_options_t o = {.level = ZB_LEVEL_SENTENCE,
+                          .pooling = pool ? ZB_POOLING_MEAN : ZB_POOLING_CLS};
         zb_result_t *res = s_run_all(s, &o);
         for (int i = 0; i < s->fx.n; i++) {
             const fx_case_t *k = &s->fx.cases[i];
@@ -415,8 +416,8 @@ static void test_sentences_long(void **st) {
 static void test_token_vector_mean(void **st) {
     state_t *s = *st;
     const char *text = "unbelievable Johanson's house, NLP";
-    zb_options_t o = {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKEN_VECTOR_MEAN,
-                            .token_meta = true};
+    zb_options_t o = {
+        .level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKEN_VECTOR_MEAN, .token_meta = true};
     zb_options_t wp = {.level = ZB_LEVEL_WORDPIECE};
     zb_result_t r = {0}, p = {0};
     s_run1(s, text, &o, &r);

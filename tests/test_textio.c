@@ -80,24 +80,24 @@ static int s_read_one(const char *in, size_t n, zb_textio_item_t *it) {
     return rc;
 }
 
-#define S_READ_OK(line, want)                                                              \
-    do {                                                                                   \
-        zb_textio_item_t it_ = {0};                                                            \
-        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                      \
-        if (it_.text == NULL) fail_msg("%s: %s", line, it_.error);                         \
-        assert_int_equal(it_.len, sizeof want - 1);                                        \
-        assert_memory_equal(it_.text, want, sizeof want - 1);                              \
-        assert_int_equal(it_.text[it_.len], '\0');                                         \
-        zb_textio_item_clear(&it_);                                                            \
+#define S_READ_OK(line, want)                                                                      \
+    do {                                                                                           \
+        zb_textio_item_t it_ = {0};                                                                \
+        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                              \
+        if (it_.text == NULL) fail_msg("%s: %s", line, it_.error);                                 \
+        assert_int_equal(it_.len, sizeof want - 1);                                                \
+        assert_memory_equal(it_.text, want, sizeof want - 1);                                      \
+        assert_int_equal(it_.text[it_.len], '\0');                                                 \
+        zb_textio_item_clear(&it_);                                                                \
     } while (0)
 
-#define S_READ_ERR(line, msg_part)                                                         \
-    do {                                                                                   \
-        zb_textio_item_t it_ = {0};                                                            \
-        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                      \
-        assert_null(it_.text);                                                             \
-        if (strstr(it_.error, msg_part) == NULL)                                           \
-            fail_msg("%s: error \"%s\" lacks \"%s\"", line, it_.error, msg_part);          \
+#define S_READ_ERR(line, msg_part)                                                                 \
+    do {                                                                                           \
+        zb_textio_item_t it_ = {0};                                                                \
+        assert_int_equal(s_read_one(line, sizeof line - 1, &it_), 1);                              \
+        assert_null(it_.text);                                                                     \
+        if (strstr(it_.error, msg_part) == NULL)                                                   \
+            fail_msg("%s: error \"%s\" lacks \"%s\"", line, it_.error, msg_part);                  \
     } while (0)
 
 /* The "text" value is decoded with its length: escaped NULs are kept. */

@@ -237,8 +237,7 @@ static void s_send_task_in(fake_t *f, uint64_t epoch, uint64_t shard, const char
                            const size_t *lens, size_t n, const zb_options_t *o) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {
-        .shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = *o};
+    zb_msg_task_t t = {.shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = *o};
     uint8_t *b;
     size_t len;
     assert_int_equal(zb_msg_encode_task(&t, &b, &len, NULL), 0);

@@ -29,9 +29,8 @@ static int s_value(zb_cliopt_t *o, const char *k, const char *v, const char *pro
     static const char *const inputs[] = {"lines", "jsonl"};
     static const zb_textio_input_t input_of[] = {ZB_TEXTIO_IN_LINES, ZB_TEXTIO_IN_JSONL};
     static const char *const formats[] = {"jsonl", "npy", "table", "sparknlp-json"};
-    static const zb_textio_format_t format_of[] = {ZB_TEXTIO_OUT_JSONL, ZB_TEXTIO_OUT_NPY,
-                                                   ZB_TEXTIO_OUT_TABLE,
-                                                   ZB_TEXTIO_OUT_SPARKNLP_JSON};
+    static const zb_textio_format_t format_of[] = {
+        ZB_TEXTIO_OUT_JSONL, ZB_TEXTIO_OUT_NPY, ZB_TEXTIO_OUT_TABLE, ZB_TEXTIO_OUT_SPARKNLP_JSON};
     size_t len = strlen(v);
     int rc = 0, x;
     if (!strcmp(k, "--level")) {

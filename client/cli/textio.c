@@ -380,8 +380,8 @@ static void s_npy_header(FILE *f, size_t rows, int dim) {
     fwrite(h, 1, sizeof h, f);
 }
 
-zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format,
-                                         const zb_options_t *o, int dim) {
+zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format, const zb_options_t *o,
+                                         int dim) {
     zb_level_t level = o->level;
     bool tokenize_only = o->tokenize_only;
     if (format == ZB_TEXTIO_OUT_NPY && (level != ZB_LEVEL_SENTENCE || tokenize_only || dim <= 0))
@@ -509,7 +509,7 @@ static int32_t s_utf16_at(const zb_textio_text_t *t, uint32_t b, uint32_t *at_b,
 }
 
 void zb_textio_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
-                       zb_token_meta_t *meta) {
+                           zb_token_meta_t *meta) {
     zb_textio_text_t t = {.text = text, .text_len = len};
     uint32_t at_b = 0;
     int32_t at_u = 0;
@@ -555,7 +555,7 @@ static void s_write_sparknlp(zb_textio_writer_t *w, const zb_textio_text_t *t) {
 }
 
 void zb_textio_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
-                                const char *error) {
+                                    const char *error) {
     fprintf(f, "{\"index\":%zu", index);
     if (error) {
         fputs(",\"error\":", f);
@@ -580,9 +580,10 @@ static void s_write_table(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     bool vectors = !w->tokenize_only;
     fprintf(f, "text %zu%s, %d-dimensional vectors\n", t->index,
             t->truncated ? " (truncated)" : "", t->dim);
-    fprintf(f, "  %-16s %6s %6s", sentence ? "sentence"
-                                  : w->level == ZB_LEVEL_TOKEN && vectors ? "token"
-                                                                       : "wordpiece",
+    fprintf(f, "  %-16s %6s %6s",
+            sentence                                ? "sentence"
+            : w->level == ZB_LEVEL_TOKEN && vectors ? "token"
+                                                    : "wordpiece",
             "begin", "end");
     if (vectors) {
         for (int j = 0; j < SHOW && j < t->dim; j++) fprintf(f, "  %10s%d", "v", j);

@@ -119,8 +119,8 @@ typedef struct zb_textio_writer zb_textio_writer_t;
  * npy needs dim (> 0) and sentence level.  NULL when out of memory or the
  * combination is invalid.
  */
-zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format,
-                                         const zb_options_t *o, int dim);
+zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format, const zb_options_t *o,
+                                         int dim);
 
 /* Writes one text's result; texts must come in index order.  Returns 0 or
  * -1 when out of memory. */
@@ -139,12 +139,12 @@ void zb_textio_writer_destroy(zb_textio_writer_t **w);
  * only: PROTOCOL.md 4).  Spans may come in any order; offsets past len
  * count to len.  The text is taken as valid UTF-8 (a text with rows is). */
 void zb_textio_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
-                       zb_token_meta_t *meta);
+                           zb_token_meta_t *meta);
 
 /* Writes {"index":index,"sentence_spans":[[b,e],...]} (spans[2k], spans[2k+1]
  * code points, end exclusive) or, when error is not NULL,
  * {"index":index,"error":error}, and a newline. */
 void zb_textio_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
-                                const char *error);
+                                    const char *error);
 
 #endif
