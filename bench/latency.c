@@ -162,7 +162,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "zbert_latency: %s\n", zb_diag_text(&d, rc));
         goto out;
     }
-    zb_embed_options_t opt = {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_CLS};
+    zb_options_t opt = {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_CLS};
     const char *texts[1] = {text};
     for (int i = 0; i < S_WARMUP + runs; i++) {
         double t0 = s_now_ms();

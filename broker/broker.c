@@ -259,7 +259,7 @@ typedef struct s_request {
     zmq_msg_t *body; /* the embed's bytes; NULL once closed */
     size_t body_len;
     zb_msg_t msg; /* decoded embed: views into body */
-    zb_msg_options_t opt;
+    zb_options_t opt;
     uint32_t n_texts, texts_left; /* texts_left: not yet in a part */
     s_shard_t *shards;
     uint32_t n_shards, n_done, n_flight, n_queued;
@@ -1428,12 +1428,12 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
                  (unsigned long long)sh->id, v->count, sh->count);
     else if (v->level != sh->req->opt.level)
         snprintf(why, cap, "result of shard %llu is at the %s level, the task asked %s",
-                 (unsigned long long)sh->id, zb_msg_level_name(v->level),
-                 zb_msg_level_name(sh->req->opt.level));
+                 (unsigned long long)sh->id, zb_options_level_name(v->level),
+                 zb_options_level_name(sh->req->opt.level));
     else if (v->dim != w->ident->dim)
         snprintf(why, cap, "result of shard %llu has dim %u, the worker announced %u",
                  (unsigned long long)sh->id, v->dim, w->ident->dim);
-    else if (v->token_meta != zb_msg_options_meta(&sh->req->opt))
+    else if (v->token_meta != zb_options_meta(&sh->req->opt))
         /* an older worker ignores the options that ask for metadata: its
          * rows are not what the client asked for (PROTOCOL.md 9) */
         snprintf(why, cap, "result of shard %llu %s token metadata, which the task %s",

@@ -31,7 +31,7 @@
  *
  * Thread-safety: a client belongs to one thread at a time.
  */
-#include "zbert.h"
+#include "client.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -47,6 +47,8 @@
 #include "limits.h"
 #include "log.h"
 #include "message.h"
+#include "options.h"
+#include "zbert.h"
 
 _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)ZB_EINVAL &&
                    (int)ZBERT_EIO == (int)ZB_EIO && (int)ZBERT_EFORMAT == (int)ZB_EFORMAT &&
@@ -57,17 +59,6 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
                    (int)ZBERT_ETIMEOUT == (int)ZB_ETIMEOUT &&
                    (int)ZBERT_ECANCELED == (int)ZB_ECANCELED,
                "the public error codes are the service's");
-_Static_assert((int)ZBERT_LEVEL_TOKEN == (int)ZB_MSG_LEVEL_TOKEN &&
-                   (int)ZBERT_LEVEL_WORDPIECE == (int)ZB_MSG_LEVEL_WORDPIECE &&
-                   (int)ZBERT_LEVEL_SENTENCE == (int)ZB_MSG_LEVEL_SENTENCE &&
-                   (int)ZBERT_POOLING_CLS == (int)ZB_MSG_POOL_CLS &&
-                   (int)ZBERT_POOLING_MEAN == (int)ZB_MSG_POOL_MEAN &&
-                   (int)ZBERT_TOKEN_VECTOR_FIRST == (int)ZB_MSG_TOKVEC_FIRST &&
-                   (int)ZBERT_TOKEN_VECTOR_MEAN == (int)ZB_MSG_TOKVEC_MEAN &&
-                   (int)ZBERT_COMPAT_NONE == (int)ZB_MSG_COMPAT_NONE &&
-                   (int)ZBERT_COMPAT_SPARKNLP == (int)ZB_MSG_COMPAT_SPARKNLP,
-               "the public levels, poolings, token vectors and compat modes are the wire's");
-
 /* Defaults of zbert_config_t (documented in zbert.h). */
 #define S_RETRY_MS_DEFAULT 3000u
 #define S_RETRY_MS_MIN     50u
@@ -139,7 +130,8 @@ typedef struct s_req {
     char id[ZB_MSG_ID_BYTES_MAX + 1];
     size_t id_len;
     void *user;
-    zbert_options_t opt;
+    zb_options_t opt;
+    uint32_t deadline_ms; /* the public options' */
     uint32_t n_texts;
     size_t text_bytes;
     uint8_t *body; /* the `embed` as last encoded (kept for resends) */
@@ -244,16 +236,96 @@ static const char *s_code_name(zb_msg_code_t code) {
     return code == ZB_MSG_CODE_UNKNOWN ? "unknown" : zb_msg_code_name(code);
 }
 
-/* The wire options of a request's options. */
-static zb_msg_options_t s_msg_options(const zbert_options_t *o) {
-    return (zb_msg_options_t){.level = (zb_msg_level_t)o->level,
-                              .pooling = (zb_msg_pooling_t)o->pooling,
-                              .normalize = o->normalize,
-                              .windows = o->windows,
-                              .sentences = o->sentences,
-                              .token_vector = (zb_msg_token_vector_t)o->token_vector,
-                              .compat = (zb_msg_compat_t)o->compat,
-                              .token_meta = o->token_meta};
+/* --- public <-> internal: the one place (client.h) ----------------------------- */
+
+/* Each enum value by name on both sides: the public values equal the
+ * internal ones, but nothing here relies on it. */
+static bool s_level_in(zbert_level_t v, zb_level_t *out) {
+    switch (v) {
+    case ZBERT_LEVEL_TOKEN: *out = ZB_LEVEL_TOKEN; return true;
+    case ZBERT_LEVEL_WORDPIECE: *out = ZB_LEVEL_WORDPIECE; return true;
+    case ZBERT_LEVEL_SENTENCE: *out = ZB_LEVEL_SENTENCE; return true;
+    }
+    return false;
+}
+
+static bool s_pooling_in(zbert_pooling_t v, zb_pooling_t *out) {
+    switch (v) {
+    case ZBERT_POOLING_CLS: *out = ZB_POOLING_CLS; return true;
+    case ZBERT_POOLING_MEAN: *out = ZB_POOLING_MEAN; return true;
+    }
+    return false;
+}
+
+static bool s_token_vector_in(zbert_token_vector_t v, zb_token_vector_t *out) {
+    switch (v) {
+    case ZBERT_TOKEN_VECTOR_FIRST: *out = ZB_TOKEN_VECTOR_FIRST; return true;
+    case ZBERT_TOKEN_VECTOR_MEAN: *out = ZB_TOKEN_VECTOR_MEAN; return true;
+    }
+    return false;
+}
+
+static bool s_compat_in(zbert_compat_t v, zb_compat_t *out) {
+    switch (v) {
+    case ZBERT_COMPAT_NONE: *out = ZB_COMPAT_NONE; return true;
+    case ZBERT_COMPAT_SPARKNLP: *out = ZB_COMPAT_SPARKNLP; return true;
+    }
+    return false;
+}
+
+zbert_level_t zb_client_level_to_public(zb_level_t level) {
+    switch (level) {
+    case ZB_LEVEL_WORDPIECE: return ZBERT_LEVEL_WORDPIECE;
+    case ZB_LEVEL_SENTENCE: return ZBERT_LEVEL_SENTENCE;
+    default: return ZBERT_LEVEL_TOKEN;
+    }
+}
+
+int zb_client_options_from_public(const zbert_options_t *in, zb_options_t *out, zb_diag_t *d) {
+    *out = (zb_options_t){.normalize = in->normalize,
+                          .windows = in->windows,
+                          .sentences = in->sentences,
+                          .token_meta = in->token_meta};
+    if (!s_level_in(in->level, &out->level) || !s_pooling_in(in->pooling, &out->pooling))
+        return zb_diag_set(d, ZB_EINVAL, "level or pooling out of range");
+    if (!s_token_vector_in(in->token_vector, &out->token_vector) ||
+        !s_compat_in(in->compat, &out->compat))
+        return zb_diag_set(d, ZB_EINVAL, "token_vector or compat out of range");
+    switch (zb_options_broken(out)) {
+    case ZB_OPTIONS_RULE_NONE: return 0;
+    case ZB_OPTIONS_RULE_COMPAT_LEVEL:
+        return zb_diag_set(d, ZB_EINVAL,
+                           "compat sparknlp gives token vectors: use the token level");
+    case ZB_OPTIONS_RULE_SENTENCES_LEVEL:
+        return zb_diag_set(d, ZB_EINVAL, "sentences applies to the token and wordpiece levels");
+    default: return zb_options_check(out, d); /* a range: ruled out above */
+    }
+}
+
+void zb_client_options_to_public(const zb_options_t *in, zbert_options_t *out) {
+    *out = (zbert_options_t){
+        .level = zb_client_level_to_public(in->level),
+        .pooling = in->pooling == ZB_POOLING_MEAN ? ZBERT_POOLING_MEAN : ZBERT_POOLING_CLS,
+        .normalize = in->normalize,
+        .windows = in->windows,
+        .sentences = in->sentences,
+        .token_vector = in->token_vector == ZB_TOKEN_VECTOR_MEAN ? ZBERT_TOKEN_VECTOR_MEAN
+                                                                 : ZBERT_TOKEN_VECTOR_FIRST,
+        .compat = in->compat == ZB_COMPAT_SPARKNLP ? ZBERT_COMPAT_SPARKNLP : ZBERT_COMPAT_NONE,
+        .token_meta = in->token_meta};
+}
+
+bool zb_client_token_meta(const zbert_text_t *t, zb_token_meta_t *meta) {
+    if (t->sentence == NULL || t->piece_id == NULL || t->word_start == NULL || t->oov == NULL)
+        return false;
+    for (uint32_t i = 0; i < t->n_rows; i++)
+        meta[i] = (zb_token_meta_t){.sentence = t->sentence[i],
+                                    .piece_id = t->piece_id[i],
+                                    .begin16 = -1,
+                                    .end16 = -1,
+                                    .word_start = t->word_start[i],
+                                    .oov = t->oov[i]};
+    return true;
 }
 
 static bool s_bit(const uint8_t *bits, size_t i) {
@@ -622,16 +694,17 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
         memcpy(base + o_ids, v->ids + p_row0, (size_t)n_rows * sizeof(uint32_t));
     }
     if (meta) {
+        /* the public API's per-row arrays (zbert_text_t) of the rows'
+         * metadata; an oov row's piece is -1 there as here */
         uint32_t *sent = (uint32_t *)(base + o_sent);
         int32_t *piece = (int32_t *)(base + o_piece);
         bool *wstart = (bool *)(base + o_wstart), *oov = (bool *)(base + o_oov);
         for (uint64_t k = 0; k < n_rows; k++) {
-            sent[k] = v->sentence[p_row0 + k];
-            oov[k] = v->oov[p_row0 + k];
-            wstart[k] = v->word_start[p_row0 + k];
-            /* the wire's 0 of an oov row is "no piece", as zbert-embed
-             * shows it; ids are below 2^31 (vocabularies hold ~10^5) */
-            piece[k] = oov[k] ? -1 : (int32_t)(v->piece_id[p_row0 + k] & 0x7fffffffu);
+            const zb_token_meta_t *m = &v->meta[p_row0 + k];
+            sent[k] = m->sentence;
+            piece[k] = m->piece_id;
+            wstart[k] = m->word_start;
+            oov[k] = m->oov;
         }
         e->sentence = sent;
         e->piece_id = piece;
@@ -662,7 +735,7 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
                              .user = r->user,
                              .first = p->first + a,
                              .count = count,
-                             .level = (zbert_level_t)v->level,
+                             .level = zb_client_level_to_public(v->level),
                              .dim = v->dim,
                              .n_rows = n_rows,
                              .vectors = vec};
@@ -675,11 +748,10 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
 
 static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
     const zb_msg_vectors_t *v = &p->vec;
-    if ((int)v->level != (int)r->opt.level)
+    if (v->level != r->opt.level)
         return s_fail(c, r, ZBERT_EPROTO, "client", "the broker sent %s rows for a %s request",
-                      zb_msg_level_name(v->level), zb_msg_level_name((zb_msg_level_t)r->opt.level));
-    zb_msg_options_t mo = s_msg_options(&r->opt);
-    if (v->token_meta != zb_msg_options_meta(&mo))
+                      zb_options_level_name(v->level), zb_options_level_name(r->opt.level));
+    if (v->token_meta != zb_options_meta(&r->opt))
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       v->token_meta ? "the broker sent token metadata the request did not ask for"
                                     : "the broker sent no token metadata for a request that "
@@ -1007,7 +1079,7 @@ static int s_tick(zbert_client_t *c, uint64_t now) {
         s_req_t *r = c->reqs[i];
         if (r->deadline_at && now >= r->deadline_at) {
             int rc = s_fail(c, r, ZBERT_ETIMEOUT, "client", "the deadline of %u ms passed",
-                            r->opt.deadline_ms);
+                            r->deadline_ms);
             if (rc != 0) return rc;
             continue;
         }
@@ -1169,15 +1241,10 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
         return s_diag(d, ZBERT_EINVAL, "NULL argument");
     if (n == 0) return s_diag(d, ZBERT_EINVAL, "a request needs at least one text");
     if (opt == NULL) opt = &defaults;
-    if ((unsigned)opt->level > ZBERT_LEVEL_SENTENCE || (unsigned)opt->pooling > ZBERT_POOLING_MEAN)
-        return s_diag(d, ZBERT_EINVAL, "level or pooling out of range");
-    if ((unsigned)opt->token_vector > ZBERT_TOKEN_VECTOR_MEAN ||
-        (unsigned)opt->compat > ZBERT_COMPAT_SPARKNLP)
-        return s_diag(d, ZBERT_EINVAL, "token_vector or compat out of range");
-    if (opt->compat == ZBERT_COMPAT_SPARKNLP && opt->level != ZBERT_LEVEL_TOKEN)
-        return s_diag(d, ZBERT_EINVAL, "compat sparknlp gives token vectors: use the token level");
-    if (opt->sentences && opt->level == ZBERT_LEVEL_SENTENCE)
-        return s_diag(d, ZBERT_EINVAL, "sentences applies to the token and wordpiece levels");
+    zb_options_t o;
+    zb_diag_t od = {{0}};
+    if (zb_client_options_from_public(opt, &o, &od) != 0)
+        return s_diag(d, ZBERT_EINVAL, "%s", od.msg);
     if (n > ZB_MSG_TEXTS_MAX || n > c->texts_max)
         return s_diag(d, ZBERT_ELIMIT, "%zu texts in one request; the limit is %zu", n,
                       c->texts_max < ZB_MSG_TEXTS_MAX ? c->texts_max : (size_t)ZB_MSG_TEXTS_MAX);
@@ -1208,7 +1275,8 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     r->id_len =
         (size_t)snprintf(r->id, sizeof r->id, "%s%llu", c->prefix, (unsigned long long)r->handle);
     r->user = user;
-    r->opt = *opt;
+    r->opt = o;
+    r->deadline_ms = opt->deadline_ms;
     r->n_texts = (uint32_t)n;
     r->text_bytes = bytes;
     uint64_t now = s_now_ms();
@@ -1216,7 +1284,7 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     zb_msg_embed_t m = {.id = {r->id, r->id_len},
                         .texts = views,
                         .n_texts = n,
-                        .opt = s_msg_options(opt),
+                        .opt = o,
                         .deadline_ms = opt->deadline_ms};
     zb_diag_t dg = {{0}};
     rc = zb_msg_encode_embed(&m, &r->body, &r->body_len, &dg);

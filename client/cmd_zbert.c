@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "cliopt.h"
 #include "settings.h"
 #include "error.h"
@@ -60,11 +61,6 @@
 #define S_BATCH_DEFAULT          64
 #define S_INFLIGHT_DEFAULT       8
 #define S_STATUS_TIMEOUT_DEFAULT 5000
-
-_Static_assert((int)ZB_IO_TOKEN == (int)ZBERT_LEVEL_TOKEN &&
-                   (int)ZB_IO_WORDPIECE == (int)ZBERT_LEVEL_WORDPIECE &&
-                   (int)ZB_IO_SENTENCE == (int)ZBERT_LEVEL_SENTENCE,
-               "textio levels mirror the client's");
 
 /* A request also closes at this many input bytes, so that its message
  * stays far below the 256 MiB body limit whatever the lines hold. */
@@ -93,8 +89,9 @@ typedef struct s_args {
     const char *brokers[S_BROKERS_MAX];
     size_t n_brokers;
     char *broker_list; /* the config value, split in place */
-    zb_cli_embed_t cli;  /* embedding options shared with zbert-embed */
-    zbert_options_t opt; /* the request's, from cli (and --deadline-ms) */
+    zb_cliopt_t cli;   /* embedding options shared with zbert-embed */
+    zbert_options_t opt; /* the request's: cli.opt through the client
+                          * library's conversion, and --deadline-ms */
     int batch, inflight;
     int retry_ms, tries, timeout_ms;
     s_progress_t progress;
@@ -146,11 +143,11 @@ static int s_parse_progress(const char *v, s_progress_t *p) {
 }
 
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
-    zb_cli_embed_init(&a->cli);
+    zb_cliopt_init(&a->cli);
     for (int i = 2; i < argc; i++) {
         bool embed = !strcmp(a->cmd, "embed");
         if (embed) {
-            int shared = zb_cli_embed_arg(&a->cli, argc, argv, &i, "zbert");
+            int shared = zb_cliopt_arg(&a->cli, argc, argv, &i, "zbert");
             if (shared < 0) return -1;
             if (shared > 0) continue;
         }
@@ -375,7 +372,7 @@ static void s_bar_draw(s_bar_t *b, bool force) {
 
 /* Texts read together and sent as one request. */
 typedef struct s_batch {
-    zb_io_item_t *items; /* [n] */
+    zb_textio_item_t *items; /* [n] */
     size_t n;
     size_t seq0; /* input index of items[0] */
     off_t end;   /* input offset after its last line (-1: unknown) */
@@ -386,22 +383,22 @@ typedef struct s_embed {
     const s_args_t *a;
     zbert_client_t *c;
     zbert_reorder_t *ro;
-    zb_io_reader_t *reader;
-    zb_io_writer_t *writer;
+    zb_textio_reader_t *reader;
+    zb_textio_writer_t *writer;
     s_batch_t *ring; /* [cap] batches read and not all written */
     size_t cap, head, n_batches;
     size_t n_read; /* texts read */
     size_t n_written, n_bad;
     const char **texts; /* [batch] scratch for submitting */
     size_t *lens;
-    zb_io_token_meta_t *meta; /* [meta_cap] one text's token metadata */
+    zb_token_meta_t *meta; /* [meta_cap] one text's token metadata */
     size_t meta_cap;
     bool seekable_input;
     s_bar_t bar;
 } s_embed_t;
 
 static void s_batch_clear(s_batch_t *b) {
-    for (size_t i = 0; b->items && i < b->n; i++) zb_io_item_clear(&b->items[i]);
+    for (size_t i = 0; b->items && i < b->n; i++) zb_textio_item_clear(&b->items[i]);
     free(b->items);
     *b = (s_batch_t){0};
 }
@@ -418,7 +415,7 @@ static int s_send_batch(s_embed_t *e) {
     }
     size_t bytes = 0;
     while (b->n < (size_t)a->batch && bytes < S_BATCH_BYTES) {
-        int got = zb_io_read(e->reader, &b->items[b->n]);
+        int got = zb_textio_read(e->reader, &b->items[b->n]);
         if (got < 0 && s_stop) {
             s_batch_clear(b);
             return -1;
@@ -429,7 +426,7 @@ static int s_send_batch(s_embed_t *e) {
             return -1;
         }
         if (got == 0) break;
-        zb_io_item_t *it = &b->items[b->n];
+        zb_textio_item_t *it = &b->items[b->n];
         /* A rejected line, or a text the engine refuses for its size, goes
          * as an empty text so that indices stay aligned; its result is
          * replaced by the error, as zbert-embed does. */
@@ -463,18 +460,16 @@ static int s_send_batch(s_embed_t *e) {
 /* Writes one text that came out of the reorder.  Returns 0 or -1. */
 static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
     s_batch_t *b = &e->ring[e->head];
-    const zb_io_item_t *it = &b->items[t->seq - b->seq0];
+    const zb_textio_item_t *it = &b->items[t->seq - b->seq0];
     if (e->writer == NULL) {
         /* npy needs the width, which the first result tells. */
-        e->writer =
-            zb_io_writer_new(stdout, e->a->cli.output, (zb_io_level_t)e->a->opt.level, false,
-                             e->a->opt.pooling == ZBERT_POOLING_MEAN, (int)t->dim);
+        e->writer = zb_textio_writer_new(stdout, e->a->cli.output, &e->a->cli.opt, (int)t->dim);
         if (e->writer == NULL) {
             fprintf(stderr, "zbert: cannot write %u-dimensional vectors\n", t->dim);
             return -1;
         }
     }
-    zb_io_text_t v = {.index = t->seq, .text = it->text, .text_len = it->len};
+    zb_textio_text_t v = {.index = t->seq, .text = it->text, .text_len = it->len};
     if (it->text == NULL)
         v.error = it->error;
     else if (it->len > ZB_TEXT_BYTES_MAX)
@@ -493,7 +488,7 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
         v.ids = (const int32_t *)t->ids;
         if (t->sentence && t->n_rows > 0) {
             if (t->n_rows > e->meta_cap) {
-                zb_io_token_meta_t *m = realloc(e->meta, t->n_rows * sizeof *m);
+                zb_token_meta_t *m = realloc(e->meta, t->n_rows * sizeof *m);
                 if (m == NULL) {
                     fprintf(stderr, "zbert: out of memory\n");
                     return -1;
@@ -501,17 +496,13 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
                 e->meta = m;
                 e->meta_cap = t->n_rows;
             }
-            for (uint32_t i = 0; i < t->n_rows; i++)
-                e->meta[i] = (zb_io_token_meta_t){.sentence = t->sentence[i],
-                                                  .piece_id = t->piece_id[i],
-                                                  .word_start = t->word_start[i],
-                                                  .oov = t->oov[i]};
+            zb_client_token_meta(t, e->meta);
             /* the service sends byte spans only: UTF-16 from our text */
-            zb_io_utf16_spans(it->text, it->len, t->byte_offsets, t->n_rows, e->meta);
+            zb_textio_utf16_spans(it->text, it->len, t->byte_offsets, t->n_rows, e->meta);
             v.meta = e->meta;
         }
     }
-    if (zb_io_write(e->writer, &v) != 0) {
+    if (zb_textio_write(e->writer, &v) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
         return -1;
     }
@@ -572,14 +563,12 @@ static int s_cmd_embed(const s_args_t *a) {
     e.ring = calloc(e.cap, sizeof *e.ring);
     e.texts = calloc((size_t)a->batch, sizeof *e.texts);
     e.lens = calloc((size_t)a->batch, sizeof *e.lens);
-    e.reader = zb_io_reader_new(stdin, a->cli.input);
-    if (a->cli.output != ZB_IO_OUT_NPY)
-        e.writer = zb_io_writer_new(stdout, a->cli.output, (zb_io_level_t)a->opt.level, false,
-                                    a->opt.pooling == ZBERT_POOLING_MEAN, 0);
+    e.reader = zb_textio_reader_new(stdin, a->cli.input);
+    if (a->cli.output != ZB_TEXTIO_OUT_NPY)
+        e.writer = zb_textio_writer_new(stdout, a->cli.output, &a->cli.opt, 0);
     if (e.c == NULL) goto out;
     if (!e.ring || !e.texts || !e.lens || !e.reader ||
-        (a->cli.output != ZB_IO_OUT_NPY && !e.writer) ||
-        zbert_reorder_new(&e.ro) != 0) {
+        (a->cli.output != ZB_TEXTIO_OUT_NPY && !e.writer) || zbert_reorder_new(&e.ro) != 0) {
         fprintf(stderr, "zbert: out of memory\n");
         goto out;
     }
@@ -622,20 +611,19 @@ static int s_cmd_embed(const s_args_t *a) {
     if (e.writer == NULL) { /* npy of no text at all */
         int dim = s_dim_from_status(&e);
         if (dim <= 0) goto out;
-        e.writer = zb_io_writer_new(stdout, a->cli.output, (zb_io_level_t)a->opt.level, false,
-                                    a->opt.pooling == ZBERT_POOLING_MEAN, dim);
+        e.writer = zb_textio_writer_new(stdout, a->cli.output, &a->cli.opt, dim);
         if (e.writer == NULL) goto out;
     }
     s_bar_draw(&e.bar, true);
     s_bar_clear(&e.bar);
-    if (zb_io_writer_finish(e.writer) != 0) {
+    if (zb_textio_writer_finish(e.writer) != 0) {
         fprintf(stderr, "zbert: cannot write output: %s\n", strerror(errno));
         goto out;
     }
     status = 0;
     if (e.n_bad) {
         fprintf(stderr, "zbert: %zu of %zu input lines rejected%s\n", e.n_bad, e.n_written,
-                a->cli.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
+                a->cli.output == ZB_TEXTIO_OUT_NPY ? " (their rows are NaN)" : "");
         status = 1;
     }
 out:
@@ -650,8 +638,8 @@ out:
     free(e.texts);
     free(e.lens);
     free(e.meta);
-    zb_io_reader_destroy(&e.reader);
-    zb_io_writer_destroy(&e.writer);
+    zb_textio_reader_destroy(&e.reader);
+    zb_textio_writer_destroy(&e.writer);
     zbert_reorder_destroy(&e.ro);
     zbert_client_destroy(&e.c);
     return status;
@@ -817,17 +805,10 @@ int main(int argc, char **argv) {
         zb_log_init("zbert", zb_log_parse_level(a.log_level));
         bool embed = !strcmp(a.cmd, "embed");
         /* the defaults and refusals zbert-embed has, from the same code */
-        if (embed && zb_cli_embed_finish(&a.cli, "zbert") == 0) {
-            const zb_cli_embed_t *c = &a.cli;
-            a.opt.level = (zbert_level_t)c->level;
-            a.opt.pooling = c->pooling_mean ? ZBERT_POOLING_MEAN : ZBERT_POOLING_CLS;
-            a.opt.normalize = c->normalize;
-            a.opt.windows = c->windows;
-            a.opt.sentences = c->sentences;
-            a.opt.token_vector =
-                c->token_vector_mean ? ZBERT_TOKEN_VECTOR_MEAN : ZBERT_TOKEN_VECTOR_FIRST;
-            a.opt.compat = c->compat_sparknlp ? ZBERT_COMPAT_SPARKNLP : ZBERT_COMPAT_NONE;
-            a.opt.token_meta = c->token_meta;
+        if (embed && zb_cliopt_finish(&a.cli, "zbert") == 0) {
+            uint32_t deadline_ms = a.opt.deadline_ms;
+            zb_client_options_to_public(&a.cli.opt, &a.opt);
+            a.opt.deadline_ms = deadline_ms;
             status = s_cmd_embed(&a);
         } else if (!embed) {
             status = s_cmd_status(&a);

@@ -55,8 +55,8 @@
 
 typedef struct s_args {
     const char *model;
-    zb_cli_embed_t cli;    /* the options `zbert embed` shares (client/cli/cliopt) */
-    zb_embed_options_t opt; /* the engine's, from cli */
+    zb_cliopt_t cli; /* the options `zbert embed` shares (client/cli/cliopt);
+                      * cli.opt goes to the engine as it is */
     int threads;
     int batch_tokens;
     bool stats;
@@ -89,9 +89,9 @@ static int s_parse_int(const char *s, int lo, int hi, int *out) {
 
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
     memset(a, 0, sizeof *a);
-    zb_cli_embed_init(&a->cli);
+    zb_cliopt_init(&a->cli);
     for (int i = 1; i < argc; i++) {
-        int shared = zb_cli_embed_arg(&a->cli, argc, argv, &i, "zbert-embed");
+        int shared = zb_cliopt_arg(&a->cli, argc, argv, &i, "zbert-embed");
         if (shared < 0) return -1;
         if (shared > 0) continue;
         const char *k = argv[i];
@@ -118,7 +118,7 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         } else if (!strcmp(k, "--stats")) {
             a->stats = true;
         } else if (!strcmp(k, "--tokenize-only")) {
-            a->cli.tokenize_only = true;
+            a->cli.opt.tokenize_only = true;
         } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
             s_usage(stdout);
             exit(0);
@@ -139,33 +139,16 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         s_usage(stderr);
         return -1;
     }
-    if (zb_cli_embed_finish(&a->cli, "zbert-embed") != 0) return -1;
-    const zb_cli_embed_t *c = &a->cli;
-    a->opt = (zb_embed_options_t){
-        .level = (zb_level_t)c->level,
-        .pooling = c->pooling_mean ? ZB_POOL_MEAN : ZB_POOL_CLS,
-        .normalize = c->normalize,
-        .windows = c->windows,
-        .tokenize_only = c->tokenize_only,
-        .sentences = c->sentences,
-        .token_meta = c->token_meta,
-        .token_vector = c->token_vector_mean ? ZB_TOKVEC_MEAN : ZB_TOKVEC_FIRST,
-        .compat = c->compat_sparknlp ? ZB_COMPAT_SPARKNLP : ZB_COMPAT_NONE};
+    if (zb_cliopt_finish(&a->cli, "zbert-embed") != 0) return -1;
     return 0;
 }
-
-_Static_assert((int)ZB_IO_TOKEN == (int)ZB_LEVEL_TOKEN &&
-                   (int)ZB_IO_WORDPIECE == (int)ZB_LEVEL_WORDPIECE &&
-                   (int)ZB_IO_SENTENCE == (int)ZB_LEVEL_SENTENCE,
-               "textio levels mirror the engine's");
 
 /* --- results as textio views ------------------------------------------ */
 
 /* Per-text scratch arrays in the layout textio reads. */
 typedef struct s_view_buf {
     uint32_t *offsets, *byte_offsets; /* [2 * cap] */
-    int32_t *ids;                      /* [cap] */
-    zb_io_token_meta_t *meta;          /* [cap] */
+    int32_t *ids;                     /* [cap] */
     size_t cap;
 } s_view_buf_t;
 
@@ -177,17 +160,15 @@ static int s_view_reserve(s_view_buf_t *b, size_t n) {
     if (bo) b->byte_offsets = bo;
     int32_t *id = realloc(b->ids, n * sizeof *id);
     if (id) b->ids = id;
-    zb_io_token_meta_t *m = realloc(b->meta, n * sizeof *m);
-    if (m) b->meta = m;
-    if (!o || !bo || !id || !m) return -1;
+    if (!o || !bo || !id) return -1;
     b->cap = n;
     return 0;
 }
 
 /* Describes result r of input item it for the writer. */
-static int s_view(const zb_io_item_t *it, const zb_embed_result_t *r, const zb_embed_options_t *o,
-                  size_t index, s_view_buf_t *b, zb_io_text_t *t) {
-    *t = (zb_io_text_t){.index = index, .text = it->text, .text_len = it->len};
+static int s_view(const zb_textio_item_t *it, const zb_embed_result_t *r, const zb_options_t *o,
+                  size_t index, s_view_buf_t *b, zb_textio_text_t *t) {
+    *t = (zb_textio_text_t){.index = index, .text = it->text, .text_len = it->len};
     if (it->text == NULL) {
         t->error = it->error;
         return 0;
@@ -209,15 +190,8 @@ static int s_view(const zb_io_item_t *it, const zb_embed_result_t *r, const zb_e
             b->byte_offsets[2 * i] = w->byte_begin;
             b->byte_offsets[2 * i + 1] = w->byte_end;
         }
-        bool meta = o->sentences || o->token_meta || o->compat != ZB_COMPAT_NONE;
-        if (meta && r->meta) {
-            for (size_t i = 0; i < t->n_rows; i++) {
-                const zb_token_meta_t *m = &r->meta[i];
-                b->meta[i] = (zb_io_token_meta_t){m->sentence, m->piece_id, m->begin16,
-                                                  m->end16,    m->word_start, m->oov};
-            }
-            t->meta = b->meta;
-        }
+        /* the engine's rows are the writer's: [words.n] */
+        if (zb_options_meta(o)) t->meta = r->meta;
     } else if (!o->tokenize_only && o->level == ZB_LEVEL_SENTENCE) {
         t->n_rows = r->n_vectors;
     } else {
@@ -245,9 +219,9 @@ static int s_view(const zb_io_item_t *it, const zb_embed_result_t *r, const zb_e
 static int s_split_sentences(const s_args_t *a) {
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    bool spark = a->cli.compat_sparknlp;
-    zb_io_reader_t *reader = zb_io_reader_new(stdin, a->cli.input);
-    zb_io_item_t it = {0};
+    bool spark = a->cli.opt.compat == ZB_COMPAT_SPARKNLP;
+    zb_textio_reader_t *reader = zb_textio_reader_new(stdin, a->cli.input);
+    zb_textio_item_t it = {0};
     zb_sentences_spans_t spans = {0};
     zb_sparknlp_doc_t doc = {0};
     uint32_t *sp = NULL;
@@ -255,7 +229,7 @@ static int s_split_sentences(const s_args_t *a) {
     int status = 0;
     if (reader == NULL) goto oom;
     for (;; index++) {
-        int got = zb_io_read(reader, &it);
+        int got = zb_textio_read(reader, &it);
         if (got < 0) {
             fprintf(stderr, "zbert-embed: cannot read input: %s\n", strerror(errno));
             status = 1;
@@ -281,7 +255,7 @@ static int s_split_sentences(const s_args_t *a) {
             sp[2 * k] = spark ? doc.sentences[k].begin : spans.v[k].begin;
             sp[2 * k + 1] = spark ? doc.sentences[k].end : spans.v[k].end;
         }
-        zb_io_write_sentence_spans(stdout, index, sp, err ? 0 : n, err);
+        zb_textio_write_sentence_spans(stdout, index, sp, err ? 0 : n, err);
         if (err) {
             n_bad++;
             fprintf(stderr, "zbert-embed: input line %zu: %s\n", index + 1, err);
@@ -300,8 +274,8 @@ oom:
     fprintf(stderr, "zbert-embed: out of memory\n");
     status = 1;
 out:
-    zb_io_item_clear(&it);
-    zb_io_reader_destroy(&reader);
+    zb_textio_item_clear(&it);
+    zb_textio_reader_destroy(&reader);
     zb_sentences_spans_free(&spans);
     zb_sparknlp_doc_free(&doc);
     free(sp);
@@ -334,15 +308,14 @@ int main(int argc, char **argv) {
     static char outbuf[1 << 16];
     setvbuf(out, outbuf, _IOFBF, sizeof outbuf);
 
-    zb_io_item_t *items = calloc(S_CHUNK_TEXTS, sizeof *items);
+    zb_textio_item_t *items = calloc(S_CHUNK_TEXTS, sizeof *items);
     zb_embed_result_t *res = calloc(S_CHUNK_TEXTS, sizeof *res);
     const char **texts = calloc(S_CHUNK_TEXTS, sizeof *texts);
     size_t *lens = calloc(S_CHUNK_TEXTS, sizeof *lens);
     s_view_buf_t vbuf = {0};
-    zb_io_reader_t *reader = zb_io_reader_new(stdin, a.cli.input);
-    zb_io_writer_t *writer =
-        zb_io_writer_new(out, a.cli.output, (zb_io_level_t)a.opt.level, a.opt.tokenize_only,
-                         a.opt.pooling == ZB_POOL_MEAN, zb_embed_dim(emb));
+    zb_textio_reader_t *reader = zb_textio_reader_new(stdin, a.cli.input);
+    zb_textio_writer_t *writer =
+        zb_textio_writer_new(out, a.cli.output, &a.cli.opt, zb_embed_dim(emb));
     size_t index = 0, n_bad = 0;
     int status = 0;
     if (!items || !res || !texts || !lens || !reader || !writer) {
@@ -353,7 +326,7 @@ int main(int argc, char **argv) {
     for (bool eof = false; !eof;) {
         size_t n = 0, bytes = 0;
         while (n < S_CHUNK_TEXTS && bytes < S_CHUNK_BYTES) {
-            int got = zb_io_read(reader, &items[n]);
+            int got = zb_textio_read(reader, &items[n]);
             if (got < 0) {
                 fprintf(stderr, "zbert-embed: cannot read input: %s\n", strerror(errno));
                 status = 1;
@@ -372,16 +345,16 @@ int main(int argc, char **argv) {
             texts[i] = items[i].text ? items[i].text : "";
             lens[i] = items[i].text ? items[i].len : 0;
         }
-        rc = zb_embed_run(emb, texts, lens, n, &a.opt, res);
+        rc = zb_embed_run(emb, texts, lens, n, &a.cli.opt, res);
         if (rc != 0) {
             fprintf(stderr, "zbert-embed: %s\n", zb_strerror(rc));
             status = 1;
             goto out;
         }
         for (size_t i = 0; i < n; i++, index++) {
-            zb_io_text_t view;
-            if (s_view(&items[i], &res[i], &a.opt, index, &vbuf, &view) != 0 ||
-                zb_io_write(writer, &view) != 0) {
+            zb_textio_text_t view;
+            if (s_view(&items[i], &res[i], &a.cli.opt, index, &vbuf, &view) != 0 ||
+                zb_textio_write(writer, &view) != 0) {
                 fprintf(stderr, "zbert-embed: out of memory\n");
                 status = 1;
                 goto out;
@@ -390,10 +363,10 @@ int main(int argc, char **argv) {
                 n_bad++;
                 fprintf(stderr, "zbert-embed: input line %zu: %s\n", index + 1, view.error);
             }
-            zb_io_item_clear(&items[i]);
+            zb_textio_item_clear(&items[i]);
         }
     }
-    if (zb_io_writer_finish(writer) != 0) {
+    if (zb_textio_writer_finish(writer) != 0) {
         fprintf(stderr, "zbert-embed: cannot write output: %s\n", strerror(errno));
         status = 1;
     }
@@ -411,12 +384,12 @@ int main(int argc, char **argv) {
     }
     if (n_bad) {
         fprintf(stderr, "zbert-embed: %zu of %zu input lines rejected%s\n", n_bad, index,
-                a.cli.output == ZB_IO_OUT_NPY ? " (their rows are NaN)" : "");
+                a.cli.output == ZB_TEXTIO_OUT_NPY ? " (their rows are NaN)" : "");
         status = 1;
     }
 out:
     for (size_t i = 0; items && i < S_CHUNK_TEXTS; i++) {
-        zb_io_item_clear(&items[i]);
+        zb_textio_item_clear(&items[i]);
         if (res) zb_embed_result_free(&res[i]);
     }
     free(items);
@@ -426,9 +399,8 @@ out:
     free(vbuf.offsets);
     free(vbuf.byte_offsets);
     free(vbuf.ids);
-    free(vbuf.meta);
-    zb_io_reader_destroy(&reader);
-    zb_io_writer_destroy(&writer);
+    zb_textio_reader_destroy(&reader);
+    zb_textio_writer_destroy(&writer);
     zb_embed_destroy(&emb);
     zb_model_close(&model);
     return status;

@@ -169,16 +169,11 @@ static int s_push_seq(zb_embed_t *e, size_t *n, s_seq_t s) {
     return 0;
 }
 
-static bool s_wants_meta(const zb_embed_options_t *o) {
-    return o->level == ZB_LEVEL_TOKEN &&
-           (o->sentences || o->token_meta || o->compat == ZB_COMPAT_SPARKNLP);
-}
-
 /* Appends one frame, [CLS] src[0..n) [SEP], with offsets shifted by the
  * frame's start in the text (cp code points, bb bytes), truncated to the
  * model's positions unless windows are on. */
 static int s_push_frame(zb_embed_t *e, zb_embed_result_t *r, const zb_tokenizer_piece_t *src, size_t n,
-                        uint32_t cp, uint32_t bb, const zb_embed_options_t *o) {
+                        uint32_t cp, uint32_t bb, const zb_options_t *o) {
     size_t content_max = (size_t)e->seq_len_max - 2;
     r->n_pieces_total += (uint32_t)n;
     if (!o->windows && n > content_max) {
@@ -278,7 +273,7 @@ static int s_tokenize_sparknlp(zb_embed_t *e, const char *text, size_t len, zb_e
 }
 
 /* Tokenises one text into r->pieces: frames of [CLS] pieces [SEP]. */
-static int s_tokenize(zb_embed_t *e, const char *text, size_t len, const zb_embed_options_t *o,
+static int s_tokenize(zb_embed_t *e, const char *text, size_t len, const zb_options_t *o,
                       zb_embed_result_t *r) {
     r->status = 0;
     r->detail[0] = '\0';
@@ -291,7 +286,7 @@ static int s_tokenize(zb_embed_t *e, const char *text, size_t len, const zb_embe
     r->words.n = 0;
     r->dim = e->dim;
     if (o->compat == ZB_COMPAT_SPARKNLP) return s_tokenize_sparknlp(e, text, len, r);
-    bool meta = s_wants_meta(o);
+    bool meta = zb_options_meta(o);
     int rc;
     if (!o->sentences) {
         rc = zb_tokenizer_encode(e->tok, text, len, &e->sub_pieces);
@@ -431,10 +426,10 @@ static float *s_alloc_rows(size_t n, size_t h) {
 
 /* Token level, first piece or mean, with or without metadata: the words of
  * r (grouped by frame) take rows from r->vectors into a new array. */
-static int s_reduce_tokens(const zb_embed_t *e, const zb_embed_options_t *o, const char *text,
+static int s_reduce_tokens(const zb_embed_t *e, const zb_options_t *o, const char *text,
                            zb_embed_result_t *r) {
     size_t H = (size_t)e->dim;
-    bool meta = s_wants_meta(o);
+    bool meta = zb_options_meta(o);
     size_t nw = r->words.n;
     float *out = s_alloc_rows(nw, H);
     if (out == NULL) return ZB_ENOMEM;
@@ -461,7 +456,7 @@ static int s_reduce_tokens(const zb_embed_t *e, const zb_embed_options_t *o, con
             } else {
                 size_t q = p + 1;
                 while (q < end && r->pieces.v[q].byte_begin < wd.byte_end) q++;
-                if (o->token_vector == ZB_TOKVEC_MEAN && q - p > 1) {
+                if (o->token_vector == ZB_TOKEN_VECTOR_MEAN && q - p > 1) {
                     for (size_t j = 0; j < H; j++) {
                         double sum = 0;
                         for (size_t x = p; x < q; x++) sum += v[x * H + j];
@@ -510,7 +505,7 @@ static int s_reduce_sparknlp(const zb_embed_t *e, zb_embed_result_t *r) {
 }
 
 /* Reduces a text's full rows ([pieces][dim]) to the requested level. */
-static int s_reduce(const zb_embed_t *e, const zb_embed_options_t *o, const char *text,
+static int s_reduce(const zb_embed_t *e, const zb_options_t *o, const char *text,
                     zb_embed_result_t *r) {
     size_t H = (size_t)e->dim;
     size_t T = r->pieces.n;
@@ -519,7 +514,7 @@ static int s_reduce(const zb_embed_t *e, const zb_embed_options_t *o, const char
     if (o->level == ZB_LEVEL_WORDPIECE) {
         r->n_vectors = T;
     } else if (o->level == ZB_LEVEL_SENTENCE) {
-        if (o->pooling == ZB_POOL_MEAN) {
+        if (o->pooling == ZB_POOLING_MEAN) {
             /* Sum in double: a mean over hundreds of rows keeps float32 parity. */
             for (size_t j = 0; j < H; j++) {
                 double s = 0;
@@ -539,19 +534,19 @@ static int s_reduce(const zb_embed_t *e, const zb_embed_options_t *o, const char
     return 0;
 }
 
-/* Options that cannot be honoured together. */
-static bool s_options_valid(const zb_embed_options_t *o) {
-    if (o->compat == ZB_COMPAT_SPARKNLP && o->level != ZB_LEVEL_TOKEN && !o->tokenize_only)
-        return false;
-    if (o->compat != ZB_COMPAT_NONE && o->compat != ZB_COMPAT_SPARKNLP) return false;
-    if (o->sentences && o->level == ZB_LEVEL_SENTENCE && !o->tokenize_only) return false;
-    return true;
+/* Options that can be honoured: the shared rules, but a tokenize-only run
+ * computes no vectors, so what the level makes of them does not matter. */
+static bool s_options_valid(const zb_options_t *o) {
+    zb_options_rule_t broken = zb_options_broken(o);
+    if (broken == ZB_OPTIONS_RULE_NONE) return true;
+    return o->tokenize_only &&
+           (broken == ZB_OPTIONS_RULE_COMPAT_LEVEL || broken == ZB_OPTIONS_RULE_SENTENCES_LEVEL);
 }
 
 int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_embed_options_t *opt, zb_embed_result_t *results) {
-    static const zb_embed_options_t defaults = {0};
-    const zb_embed_options_t *o = opt ? opt : &defaults;
+                    const zb_options_t *opt, zb_embed_result_t *results) {
+    static const zb_options_t defaults = {0};
+    const zb_options_t *o = opt ? opt : &defaults;
     if (!s_options_valid(o)) return ZB_EINVAL;
     int rc;
     size_t n_seqs = 0;

@@ -17,7 +17,7 @@
  * segmenter (engine/sentences.h) and each sentence is its own sequence (or
  * windows of it); tokens are split per sentence and carry metadata (their
  * sentence, first piece id, UTF-16 span).  A token's vector is its first
- * wordpiece's row or, with ZB_TOKVEC_MEAN, the mean of its pieces' rows; a
+ * wordpiece's row or, with ZB_TOKEN_VECTOR_MEAN, the mean of its pieces' rows; a
  * token whose characters all vanish in normalisation (no wordpiece) gets a
  * zero vector flagged oov.
  *
@@ -48,52 +48,12 @@
 
 #include "error.h"
 #include "model.h"
+#include "options.h"
 #include "tokenizer.h"
 
-typedef enum zb_level {
-    ZB_LEVEL_TOKEN = 0, /* default, Spark NLP BertEmbeddings semantics */
-    ZB_LEVEL_WORDPIECE,
-    ZB_LEVEL_SENTENCE,
-} zb_level_t;
-
-typedef enum zb_pooling {
-    ZB_POOL_CLS = 0,
-    ZB_POOL_MEAN,
-} zb_pooling_t;
-
-typedef enum zb_token_vector {
-    ZB_TOKVEC_FIRST = 0, /* the row of the token's first wordpiece */
-    ZB_TOKVEC_MEAN,      /* the mean of its wordpieces' rows */
-} zb_token_vector_t;
-
-typedef enum zb_compat {
-    ZB_COMPAT_NONE = 0,
-    ZB_COMPAT_SPARKNLP, /* Spark NLP 2.6.4-2.7.5 BertEmbeddings, quirks included */
-} zb_compat_t;
-
-/* Zero-initialised options are the defaults (fields are only ever added). */
-typedef struct zb_embed_options {
-    zb_level_t level;
-    zb_pooling_t pooling; /* sentence level only */
-    bool normalize;       /* L2-normalise every returned vector */
-    bool windows;         /* long texts: windows instead of truncation */
-    bool tokenize_only;   /* pieces (and words) only, no forward pass */
-    bool sentences;       /* token/wordpiece level: one sequence per sentence */
-    bool token_meta;      /* token level: fill zb_embed_result_t.meta (implied by
-                           * sentences and compat) */
-    zb_token_vector_t token_vector; /* token level */
-    zb_compat_t compat;   /* token level (or tokenize-only) */
-} zb_embed_options_t;
-
-/* What a token-level vector is, beyond its span (zb_embed_result_t.meta). */
-typedef struct zb_token_meta {
-    uint32_t sentence;      /* 0-based sentence of the text (0 without sentences) */
-    int32_t piece_id;       /* id of the token's first piece (compat: of the piece fed at row) */
-    uint32_t row;           /* row of its sequence the vector came from (first piece) */
-    int32_t begin16, end16; /* the token's span in UTF-16 units, end INCLUSIVE */
-    bool word_start;        /* that piece is not a "##" continuation */
-    bool oov;               /* no wordpiece: the vector is zeros */
-} zb_token_meta_t;
+/* The options of a run are zb_options_t (options.h), the same from the
+ * command line and the wire; a token-level vector's metadata beyond its
+ * span is a zb_token_meta_t (zb_embed_result_t.meta). */
 
 typedef struct zb_embed_config {
     int threads;          /* OpenMP threads; <= 0: the OpenMP default */
@@ -160,6 +120,6 @@ int zb_embed_dim(const zb_embed_t *e);
  * for a failure of the whole call (out of memory, encoder error).
  */
 int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_embed_options_t *opt, zb_embed_result_t *results);
+                    const zb_options_t *opt, zb_embed_result_t *results);
 
 #endif

@@ -58,54 +58,12 @@ static const char *const s_code_names[ZB_MSG_CODE_COUNT] = {
     [ZB_MSG_CODE_UNKNOWN] = "?",
 };
 
-static const char *const s_level_names[ZB_MSG_LEVEL_COUNT] = {
-    [ZB_MSG_LEVEL_TOKEN] = "token",
-    [ZB_MSG_LEVEL_WORDPIECE] = "wordpiece",
-    [ZB_MSG_LEVEL_SENTENCE] = "sentence",
-};
-
-static const char *const s_pooling_names[ZB_MSG_POOL_COUNT] = {
-    [ZB_MSG_POOL_CLS] = "cls",
-    [ZB_MSG_POOL_MEAN] = "mean",
-};
-
-static const char *const s_token_vector_names[ZB_MSG_TOKVEC_COUNT] = {
-    [ZB_MSG_TOKVEC_FIRST] = "first",
-    [ZB_MSG_TOKVEC_MEAN] = "mean",
-};
-
-static const char *const s_compat_names[ZB_MSG_COMPAT_COUNT] = {
-    [ZB_MSG_COMPAT_NONE] = "none",
-    [ZB_MSG_COMPAT_SPARKNLP] = "sparknlp",
-};
-
 const char *zb_msg_type_name(zb_msg_type_t t) {
     return (unsigned)t < ZB_MSG_TYPE_COUNT ? s_type_names[t] : "?";
 }
 
 const char *zb_msg_code_name(zb_msg_code_t c) {
     return (unsigned)c < ZB_MSG_CODE_COUNT ? s_code_names[c] : "?";
-}
-
-const char *zb_msg_level_name(zb_msg_level_t l) {
-    return (unsigned)l < ZB_MSG_LEVEL_COUNT ? s_level_names[l] : "?";
-}
-
-const char *zb_msg_pooling_name(zb_msg_pooling_t p) {
-    return (unsigned)p < ZB_MSG_POOL_COUNT ? s_pooling_names[p] : "?";
-}
-
-const char *zb_msg_token_vector_name(zb_msg_token_vector_t v) {
-    return (unsigned)v < ZB_MSG_TOKVEC_COUNT ? s_token_vector_names[v] : "?";
-}
-
-const char *zb_msg_compat_name(zb_msg_compat_t c) {
-    return (unsigned)c < ZB_MSG_COMPAT_COUNT ? s_compat_names[c] : "?";
-}
-
-bool zb_msg_options_meta(const zb_msg_options_t *o) {
-    return o != NULL && o->level == ZB_MSG_LEVEL_TOKEN &&
-           (o->sentences || o->token_meta || o->compat != ZB_MSG_COMPAT_NONE);
 }
 
 /* Index of s[0..len) in names[first..n), or -1. */
@@ -237,22 +195,14 @@ static int s_check_texts(s_ctx_t *c, const zb_msg_str_t *texts, size_t n) {
     return 0;
 }
 
-static int s_check_options(s_ctx_t *c, const zb_msg_options_t *o) {
-    if ((unsigned)o->level >= ZB_MSG_LEVEL_COUNT)
-        return s_fail(c, S_BAD, "level: %d is not a level", (int)o->level);
-    if ((unsigned)o->pooling >= ZB_MSG_POOL_COUNT)
-        return s_fail(c, S_BAD, "pooling: %d is not a pooling", (int)o->pooling);
-    if ((unsigned)o->token_vector >= ZB_MSG_TOKVEC_COUNT)
-        return s_fail(c, S_BAD, "token_vector: %d is not a token vector", (int)o->token_vector);
-    if ((unsigned)o->compat >= ZB_MSG_COMPAT_COUNT)
-        return s_fail(c, S_BAD, "compat: %d is not a compatibility mode", (int)o->compat);
+static int s_check_options(s_ctx_t *c, const zb_options_t *o) {
     /* What the engine cannot honour is refused here, by name, rather than
      * failing every text on a worker. */
-    if (o->compat != ZB_MSG_COMPAT_NONE && o->level != ZB_MSG_LEVEL_TOKEN)
-        return s_fail(c, S_BAD, "compat: %s gives token vectors, not the %s level",
-                      s_compat_names[o->compat], s_level_names[o->level]);
-    if (o->sentences && o->level == ZB_MSG_LEVEL_SENTENCE)
-        return s_fail(c, S_BAD, "sentences: applies to the token and wordpiece levels");
+    zb_diag_t why = {{0}};
+    if (zb_options_check(o, &why) < 0) return s_fail(c, S_BAD, "%s", why.msg);
+    /* in process only: a worker must not run what was meant to be
+     * tokenized alone (the decoder never sets it) */
+    if (o->tokenize_only) return s_fail(c, S_BAD, "tokenize_only: not carried by the protocol");
     return 0;
 }
 
@@ -285,31 +235,36 @@ static int s_check_spans(s_ctx_t *c, const char *field, const uint32_t *sp, uint
     return 0;
 }
 
-/* Token metadata: all four arrays or none, at the token level only; an
- * oov row has no piece, so its piece_id is 0 (one encoding per message). */
+/* Token metadata: rows with the flag, none without, at the token level
+ * only; an oov row has no piece (-1), any other a vocabulary id, so that a
+ * row has one wire encoding (an oov row's piece_id 0). */
 static int s_check_meta(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t n_rows) {
-    bool any = v->sentence || v->piece_id || v->word_start || v->oov;
     if (!v->token_meta) {
-        if (any) return s_fail(c, S_BAD, "sentence: metadata arrays without token_meta");
+        if (v->meta) return s_fail(c, S_BAD, "meta: metadata rows without token_meta");
         return 0;
     }
-    if (v->level != ZB_MSG_LEVEL_TOKEN)
+    if (v->level != ZB_LEVEL_TOKEN)
         return s_fail(c, S_BAD, "sentence: token metadata is sent at the token level only");
     if (n_rows == 0) return 0;
-    if (!v->sentence || !v->piece_id || !v->word_start || !v->oov)
-        return s_fail(c, S_BAD, "sentence: token metadata needs all four arrays for %llu rows",
+    if (!v->meta)
+        return s_fail(c, S_BAD, "meta: NULL with token_meta and %llu rows",
                       (unsigned long long)n_rows);
-    for (uint64_t k = 0; k < n_rows; k++)
-        if (v->oov[k] && v->piece_id[k] != 0)
-            return s_fail(c, S_BAD, "piece_id: row %llu is oov but has piece %u (0 expected)",
-                          (unsigned long long)k, v->piece_id[k]);
+    for (uint64_t k = 0; k < n_rows; k++) {
+        const zb_token_meta_t *m = &v->meta[k];
+        if (m->oov && m->piece_id != -1)
+            return s_fail(c, S_BAD, "piece_id: row %llu is oov but has piece %d (-1 expected)",
+                          (unsigned long long)k, (int)m->piece_id);
+        if (!m->oov && m->piece_id < 0)
+            return s_fail(c, S_BAD, "piece_id: row %llu has piece %d, not a vocabulary id",
+                          (unsigned long long)k, (int)m->piece_id);
+    }
     return 0;
 }
 
 /* The shared payload of part and result; indices count from base. */
 static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base) {
     int rc;
-    if ((unsigned)v->level >= ZB_MSG_LEVEL_COUNT)
+    if ((unsigned)v->level >= ZB_LEVEL_COUNT)
         return s_fail(c, S_BAD, "level: %d is not a level", (int)v->level);
     if ((rc = s_check_range(c, "dim", v->dim, 1, ZB_HIDDEN_MAX)) < 0) return rc;
     if (v->count == 0) return s_fail(c, S_BAD, "rows: a message covers at least one text");
@@ -325,7 +280,7 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
     uint64_t sum = 0;
     for (uint32_t i = 0; i < v->count; i++) {
         sum += v->rows[i]; /* < 2^17 terms below 2^32: cannot overflow */
-        if (v->level == ZB_MSG_LEVEL_SENTENCE && v->rows[i] > 1)
+        if (v->level == ZB_LEVEL_SENTENCE && v->rows[i] > 1)
             return s_fail(c, S_BAD, "rows[%u]: %u rows, the sentence level has 0 or 1", i,
                           v->rows[i]);
     }
@@ -341,8 +296,8 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
     if (v->vectors == NULL && v->vectors_len > 0)
         return s_fail(c, S_BAD, "vectors: NULL with %zu bytes", v->vectors_len);
 
-    bool spans = v->level != ZB_MSG_LEVEL_SENTENCE, ids = v->level == ZB_MSG_LEVEL_WORDPIECE;
-    const char *lv = s_level_names[v->level];
+    bool spans = v->level != ZB_LEVEL_SENTENCE, ids = v->level == ZB_LEVEL_WORDPIECE;
+    const char *lv = zb_options_level_name(v->level);
     if (!spans && (v->offsets != NULL || v->byte_offsets != NULL))
         return s_fail(c, S_BAD, "offsets: not sent at the sentence level");
     if (!ids && v->ids != NULL) return s_fail(c, S_BAD, "ids: sent at the wordpiece level only");
@@ -640,6 +595,21 @@ static int s_get_name(s_ctx_t *c, const s_map_t *mp, const char *key, bool requi
     return 1;
 }
 
+/* Refuses s, the value of key, as naming nothing this version knows. */
+static int s_unknown_name(s_ctx_t *c, const s_map_t *mp, const char *key, zb_msg_str_t s) {
+    return s_fail(c, S_BAD, "%s%s: `%.*s` is not one of the known values", mp->pre, key,
+                  (int)(s.len > 32 ? 32 : s.len), s.ptr);
+}
+
+/* The level, named by key (options.h's names). */
+static int s_get_level(s_ctx_t *c, const s_map_t *mp, bool required, zb_level_t *v) {
+    zb_msg_str_t s;
+    int rc = s_get_str(c, mp, "level", required, &s);
+    if (rc <= 0) return rc;
+    if (zb_options_level_parse(s.ptr, s.len, v, NULL) < 0) return s_unknown_name(c, mp, "level", s);
+    return 1;
+}
+
 /* An error code: a name this version does not know decodes as UNKNOWN
  * (later versions may add codes; the request failed all the same). */
 static int s_get_code(s_ctx_t *c, const s_map_t *mp, const char *key, zb_msg_code_t *v) {
@@ -686,28 +656,26 @@ static int s_dec_texts(s_ctx_t *c, const s_map_t *mp, const zb_msg_str_t **texts
     return 0;
 }
 
-static int s_dec_options(s_ctx_t *c, const s_map_t *mp, zb_msg_options_t *o) {
-    int rc, k = 0;
+/* The options of embed and task: absent keys keep their zero defaults.
+ * The conversion from the wire (names, flags) is here and in
+ * s_write_options, nowhere else. */
+static int s_dec_options(s_ctx_t *c, const s_map_t *mp, zb_options_t *o) {
+    int rc;
+    zb_msg_str_t s;
     memset(o, 0, sizeof *o);
-    rc = s_get_name(c, mp, "level", false, s_level_names, 0, ZB_MSG_LEVEL_COUNT, &k);
-    if (rc < 0) return rc;
-    o->level = (zb_msg_level_t)k;
-    k = 0;
-    rc = s_get_name(c, mp, "pooling", false, s_pooling_names, 0, ZB_MSG_POOL_COUNT, &k);
-    if (rc < 0) return rc;
-    o->pooling = (zb_msg_pooling_t)k;
+    if ((rc = s_get_level(c, mp, false, &o->level)) < 0) return rc;
+    if ((rc = s_get_str(c, mp, "pooling", false, &s)) < 0) return rc;
+    if (rc > 0 && zb_options_pooling_parse(s.ptr, s.len, &o->pooling, NULL) < 0)
+        return s_unknown_name(c, mp, "pooling", s);
     if ((rc = s_get_bool(c, mp, "normalize", &o->normalize)) < 0) return rc;
     if ((rc = s_get_bool(c, mp, "windows", &o->windows)) < 0) return rc;
     if ((rc = s_get_bool(c, mp, "sentences", &o->sentences)) < 0) return rc;
-    k = 0;
-    rc = s_get_name(c, mp, "token_vector", false, s_token_vector_names, 0, ZB_MSG_TOKVEC_COUNT,
-                    &k);
-    if (rc < 0) return rc;
-    o->token_vector = (zb_msg_token_vector_t)k;
-    k = 0;
-    rc = s_get_name(c, mp, "compat", false, s_compat_names, 0, ZB_MSG_COMPAT_COUNT, &k);
-    if (rc < 0) return rc;
-    o->compat = (zb_msg_compat_t)k;
+    if ((rc = s_get_str(c, mp, "token_vector", false, &s)) < 0) return rc;
+    if (rc > 0 && zb_options_token_vector_parse(s.ptr, s.len, &o->token_vector, NULL) < 0)
+        return s_unknown_name(c, mp, "token_vector", s);
+    if ((rc = s_get_str(c, mp, "compat", false, &s)) < 0) return rc;
+    if (rc > 0 && zb_options_compat_parse(s.ptr, s.len, &o->compat, NULL) < 0)
+        return s_unknown_name(c, mp, "compat", s);
     if ((rc = s_get_bool(c, mp, "token_meta", &o->token_meta)) < 0) return rc;
     return 0;
 }
@@ -727,7 +695,8 @@ static int s_dec_per_row_of(s_ctx_t *c, const s_map_t *mp, const char *key, bool
     if (rc < 0) return rc;
     if (rc == 0) return want ? s_missing(c, mp, key) : 0;
     if (!want)
-        return s_fail(c, S_BAD, "%s: not sent at the %s level", key, s_level_names[v->level]);
+        return s_fail(c, S_BAD, "%s: not sent at the %s level", key,
+                      zb_options_level_name(v->level));
     if (n != v->count)
         return s_fail(c, S_BAD, "%s: %zu entries for %u texts", key, n, v->count);
     /* n_rows * per_text <= 2 * 100000 * 2^32: no overflow.  Each entry
@@ -789,25 +758,47 @@ static int s_dec_per_row(s_ctx_t *c, const s_map_t *mp, const char *key, bool wa
 static const char *const s_meta_keys[4] = {"sentence", "piece_id", "word_start", "oov"};
 
 /* Token metadata: present when any of its keys is (then all four are
- * required), at the token level only. */
+ * required), at the token level only.  The four per-row arrays of the wire
+ * become one zb_token_meta_t per row here: an oov row's wire piece 0 is
+ * -1, the fields the wire does not carry are row 0 and spans -1. */
 static int s_dec_meta(s_ctx_t *c, const s_map_t *mp, zb_msg_vectors_t *v, uint32_t *rows) {
     const char *first = NULL;
     for (int k = 0; k < 4 && first == NULL; k++)
         if (s_find(mp, s_meta_keys[k])) first = s_meta_keys[k];
     v->token_meta = first != NULL;
     if (first == NULL) return 0;
-    if (v->level != ZB_MSG_LEVEL_TOKEN)
-        return s_fail(c, S_BAD, "%s: token metadata is sent at the token level only, not %s",
-                      first, s_level_names[v->level]);
+    if (v->level != ZB_LEVEL_TOKEN)
+        return s_fail(c, S_BAD, "%s: token metadata is sent at the token level only, not %s", first,
+                      zb_options_level_name(v->level));
     int rc;
-    const void *p;
-    if ((rc = s_dec_per_row(c, mp, "sentence", true, v, rows, 1, &v->sentence)) < 0 ||
-        (rc = s_dec_per_row(c, mp, "piece_id", true, v, rows, 1, &v->piece_id)) < 0)
+    const uint32_t *sent, *piece;
+    const void *start, *oov;
+    if ((rc = s_dec_per_row(c, mp, "sentence", true, v, rows, 1, &sent)) < 0 ||
+        (rc = s_dec_per_row(c, mp, "piece_id", true, v, rows, 1, &piece)) < 0 ||
+        (rc = s_dec_per_row_of(c, mp, "word_start", true, v, rows, 1, true, &start)) < 0 ||
+        (rc = s_dec_per_row_of(c, mp, "oov", true, v, rows, 1, true, &oov)) < 0)
         return rc;
-    if ((rc = s_dec_per_row_of(c, mp, "word_start", true, v, rows, 1, true, &p)) < 0) return rc;
-    v->word_start = p;
-    if ((rc = s_dec_per_row_of(c, mp, "oov", true, v, rows, 1, true, &p)) < 0) return rc;
-    v->oov = p;
+    const bool *ws = start, *ov = oov;
+    for (uint64_t k = 0; k < v->n_rows; k++) {
+        if (ov[k] && piece[k] != 0)
+            return s_fail(c, S_BAD, "piece_id: row %llu is oov but has piece %u (0 expected)",
+                          (unsigned long long)k, piece[k]);
+        if (piece[k] > INT32_MAX)
+            return s_fail(c, S_BAD, "piece_id: row %llu has piece %u, not a vocabulary id",
+                          (unsigned long long)k, piece[k]);
+    }
+    /* Rows were counted against the bytes of the arrays just read: each
+     * took at least one byte of the body. */
+    zb_token_meta_t *m;
+    if ((rc = s_alloc(c->m, (size_t)v->n_rows, sizeof *m, (void **)&m)) < 0) return rc;
+    for (uint64_t k = 0; k < v->n_rows; k++)
+        m[k] = (zb_token_meta_t){.sentence = sent[k],
+                                 .piece_id = ov[k] ? -1 : (int32_t)piece[k],
+                                 .begin16 = -1,
+                                 .end16 = -1,
+                                 .word_start = ws[k],
+                                 .oov = ov[k]};
+    v->meta = m;
     return 0;
 }
 
@@ -839,11 +830,9 @@ static int s_dec_errors(s_ctx_t *c, const s_map_t *mp, zb_msg_vectors_t *v) {
 
 /* The payload of part (count given) and result (count = len(rows)). */
 static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_vectors_t *v) {
-    int rc, lv = 0;
+    int rc;
     uint64_t count = 0;
-    if ((rc = s_get_name(c, mp, "level", true, s_level_names, 0, ZB_MSG_LEVEL_COUNT, &lv)) < 0)
-        return rc;
-    v->level = (zb_msg_level_t)lv;
+    if ((rc = s_get_level(c, mp, true, &v->level)) < 0) return rc;
     if ((rc = s_get_u32(c, mp, "dim", true, &v->dim)) < 0) return rc;
     /* Now rather than in the check: dim sizes the vectors' check below. */
     if ((rc = s_check_range(c, "dim", v->dim, 1, ZB_HIDDEN_MAX)) < 0) return rc;
@@ -888,7 +877,7 @@ static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_v
                       v->vectors_len, (unsigned long long)v->n_rows, v->dim,
                       (unsigned long long)v->n_rows * v->dim * 4u);
 
-    bool spans = v->level != ZB_MSG_LEVEL_SENTENCE, ids = v->level == ZB_MSG_LEVEL_WORDPIECE;
+    bool spans = v->level != ZB_LEVEL_SENTENCE, ids = v->level == ZB_LEVEL_WORDPIECE;
     if ((rc = s_dec_per_row(c, mp, "offsets", spans, v, rows, 2, &v->offsets)) < 0) return rc;
     rc = s_dec_per_row(c, mp, "byte_offsets", spans, v, rows, 2, &v->byte_offsets);
     if (rc < 0) return rc;
@@ -1216,38 +1205,31 @@ static void s_write_texts(msgpack_packer *pk, const zb_msg_str_t *texts, size_t 
 }
 
 /* Keys written for options: level always, the others when not default. */
-static uint32_t s_options_keys(const zb_msg_options_t *o) {
-    return 1u + (o->pooling != ZB_MSG_POOL_CLS) + o->normalize + o->windows + o->sentences +
-           (o->token_vector != ZB_MSG_TOKVEC_FIRST) + (o->compat != ZB_MSG_COMPAT_NONE) +
+static uint32_t s_options_keys(const zb_options_t *o) {
+    return 1u + (o->pooling != ZB_POOLING_CLS) + o->normalize + o->windows + o->sentences +
+           (o->token_vector != ZB_TOKEN_VECTOR_FIRST) + (o->compat != ZB_COMPAT_NONE) +
            o->token_meta;
 }
 
-static void s_write_options(msgpack_packer *pk, const zb_msg_options_t *o) {
-    s_kname(pk, "level", s_level_names[o->level]);
-    if (o->pooling != ZB_MSG_POOL_CLS) s_kname(pk, "pooling", s_pooling_names[o->pooling]);
-    if (o->normalize) {
-        s_key(pk, "normalize");
-        msgpack_pack_true(pk);
-    }
-    if (o->windows) {
-        s_key(pk, "windows");
-        msgpack_pack_true(pk);
-    }
-    if (o->sentences) {
-        s_key(pk, "sentences");
-        msgpack_pack_true(pk);
-    }
-    if (o->token_vector != ZB_MSG_TOKVEC_FIRST)
-        s_kname(pk, "token_vector", s_token_vector_names[o->token_vector]);
-    if (o->compat != ZB_MSG_COMPAT_NONE) s_kname(pk, "compat", s_compat_names[o->compat]);
-    if (o->token_meta) {
-        s_key(pk, "token_meta");
-        msgpack_pack_true(pk);
-    }
+static void s_kflag(msgpack_packer *pk, const char *k) {
+    s_key(pk, k);
+    msgpack_pack_true(pk);
+}
+
+static void s_write_options(msgpack_packer *pk, const zb_options_t *o) {
+    s_kname(pk, "level", zb_options_level_name(o->level));
+    if (o->pooling != ZB_POOLING_CLS) s_kname(pk, "pooling", zb_options_pooling_name(o->pooling));
+    if (o->normalize) s_kflag(pk, "normalize");
+    if (o->windows) s_kflag(pk, "windows");
+    if (o->sentences) s_kflag(pk, "sentences");
+    if (o->token_vector != ZB_TOKEN_VECTOR_FIRST)
+        s_kname(pk, "token_vector", zb_options_token_vector_name(o->token_vector));
+    if (o->compat != ZB_COMPAT_NONE) s_kname(pk, "compat", zb_options_compat_name(o->compat));
+    if (o->token_meta) s_kflag(pk, "token_meta");
 }
 
 static uint32_t s_vectors_keys(const zb_msg_vectors_t *v) {
-    return 4u + 2u * (v->level != ZB_MSG_LEVEL_SENTENCE) + (v->level == ZB_MSG_LEVEL_WORDPIECE) +
+    return 4u + 2u * (v->level != ZB_LEVEL_SENTENCE) + (v->level == ZB_LEVEL_WORDPIECE) +
            4u * v->token_meta + (v->n_truncated > 0) + (v->n_errors > 0);
 }
 
@@ -1263,38 +1245,45 @@ static void s_write_per_row(msgpack_packer *pk, const char *k, const zb_msg_vect
     }
 }
 
-static void s_write_per_row_bool(msgpack_packer *pk, const char *k, const zb_msg_vectors_t *v,
-                                 const bool *a) {
-    s_key(pk, k);
+static void s_pack_bool(msgpack_packer *pk, bool b) {
+    if (b) msgpack_pack_true(pk);
+    else msgpack_pack_false(pk);
+}
+
+/* One field of the token metadata rows, as the wire's per-text arrays:
+ * sentence, piece_id (0 for an oov row), word_start or oov. */
+static void s_write_meta(msgpack_packer *pk, int field, const zb_msg_vectors_t *v) {
+    s_key(pk, s_meta_keys[field]);
     msgpack_pack_array(pk, v->count);
-    size_t at = 0;
+    const zb_token_meta_t *m = v->meta;
     for (uint32_t i = 0; i < v->count; i++) {
         msgpack_pack_array(pk, v->rows[i]);
-        for (uint32_t k2 = 0; k2 < v->rows[i]; k2++) {
-            if (a[at++]) msgpack_pack_true(pk);
-            else msgpack_pack_false(pk);
+        for (uint32_t k = 0; k < v->rows[i]; k++, m++) {
+            switch (field) {
+            case 0: msgpack_pack_uint64(pk, m->sentence); break;
+            case 1: msgpack_pack_uint64(pk, m->oov ? 0u : (uint32_t)m->piece_id); break;
+            case 2: s_pack_bool(pk, m->word_start); break;
+            default: s_pack_bool(pk, m->oov); break;
+            }
         }
     }
 }
 
 static void s_write_vectors(msgpack_packer *pk, const zb_msg_vectors_t *v) {
-    s_kname(pk, "level", s_level_names[v->level]);
+    s_kname(pk, "level", zb_options_level_name(v->level));
     s_kuint(pk, "dim", v->dim);
     s_key(pk, "rows");
     msgpack_pack_array(pk, v->count);
     for (uint32_t i = 0; i < v->count; i++) msgpack_pack_uint64(pk, v->rows[i]);
     s_key(pk, "vectors");
     s_pack_bin(pk, v->vectors, v->vectors_len);
-    if (v->level != ZB_MSG_LEVEL_SENTENCE) {
+    if (v->level != ZB_LEVEL_SENTENCE) {
         s_write_per_row(pk, "offsets", v, v->offsets, 2);
         s_write_per_row(pk, "byte_offsets", v, v->byte_offsets, 2);
     }
-    if (v->level == ZB_MSG_LEVEL_WORDPIECE) s_write_per_row(pk, "ids", v, v->ids, 1);
+    if (v->level == ZB_LEVEL_WORDPIECE) s_write_per_row(pk, "ids", v, v->ids, 1);
     if (v->token_meta) {
-        s_write_per_row(pk, s_meta_keys[0], v, v->sentence, 1);
-        s_write_per_row(pk, s_meta_keys[1], v, v->piece_id, 1);
-        s_write_per_row_bool(pk, s_meta_keys[2], v, v->word_start);
-        s_write_per_row_bool(pk, s_meta_keys[3], v, v->oov);
+        for (int field = 0; field < 4; field++) s_write_meta(pk, field, v);
     }
     if (v->n_truncated > 0) {
         s_key(pk, "truncated");
@@ -1511,11 +1500,16 @@ static bool s_eq_texts(const zb_msg_str_t *a, size_t na, const zb_msg_str_t *b, 
     return true;
 }
 
-static bool s_eq_opt(const zb_msg_options_t *a, const zb_msg_options_t *b) {
-    return a->level == b->level && a->pooling == b->pooling && a->normalize == b->normalize &&
-           a->windows == b->windows && a->sentences == b->sentences &&
-           a->token_vector == b->token_vector && a->compat == b->compat &&
-           a->token_meta == b->token_meta;
+/* Two rows' metadata as the wire carries it (row and UTF-16 spans do not
+ * travel). */
+static bool s_eq_meta(const zb_token_meta_t *a, const zb_token_meta_t *b, size_t n) {
+    if (n == 0) return true;
+    if (a == NULL || b == NULL) return a == b;
+    for (size_t k = 0; k < n; k++)
+        if (a[k].sentence != b[k].sentence || a[k].piece_id != b[k].piece_id ||
+            a[k].word_start != b[k].word_start || a[k].oov != b[k].oov)
+            return false;
+    return true;
 }
 
 static bool s_eq_vec(const zb_msg_vectors_t *a, const zb_msg_vectors_t *b) {
@@ -1534,11 +1528,7 @@ static bool s_eq_vec(const zb_msg_vectors_t *a, const zb_msg_vectors_t *b) {
         return false;
     if (a->token_meta != b->token_meta) return false;
     size_t nr = a->token_meta ? (size_t)a->n_rows : 0;
-    if (!s_eq_mem(a->sentence, b->sentence, nr * sizeof(uint32_t)) ||
-        !s_eq_mem(a->piece_id, b->piece_id, nr * sizeof(uint32_t)) ||
-        !s_eq_mem(a->word_start, b->word_start, nr * sizeof(bool)) ||
-        !s_eq_mem(a->oov, b->oov, nr * sizeof(bool)))
-        return false;
+    if (!s_eq_meta(a->meta, b->meta, nr)) return false;
     for (size_t k = 0; k < a->n_errors; k++)
         if (a->errors[k].index != b->errors[k].index || a->errors[k].code != b->errors[k].code ||
             !s_eq_str(a->errors[k].message, b->errors[k].message))
@@ -1559,7 +1549,7 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
     case ZB_MSG_EMBED: {
         const zb_msg_embed_t *x = &a->u.embed, *y = &b->u.embed;
         return s_eq_str(x->id, y->id) && s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
-               s_eq_opt(&x->opt, &y->opt) && x->deadline_ms == y->deadline_ms;
+               zb_options_equal(&x->opt, &y->opt) && x->deadline_ms == y->deadline_ms;
     }
     case ZB_MSG_CANCEL: return s_eq_str(a->u.cancel.id, b->u.cancel.id);
     case ZB_MSG_STATUS: return s_eq_str(a->u.status.id, b->u.status.id);
@@ -1597,7 +1587,8 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
     case ZB_MSG_TASK: {
         const zb_msg_task_t *x = &a->u.task, *y = &b->u.task;
         return x->shard == y->shard && x->epoch == y->epoch &&
-               s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) && s_eq_opt(&x->opt, &y->opt);
+               s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
+               zb_options_equal(&x->opt, &y->opt);
     }
     case ZB_MSG_RESULT: {
         const zb_msg_result_t *x = &a->u.result, *y = &b->u.result;

@@ -47,6 +47,7 @@
 
 #include "error.h"
 #include "limits.h"
+#include "options.h"
 
 /* The protocol version this codec speaks. */
 #define ZB_MSG_VERSION 1
@@ -96,58 +97,16 @@ typedef enum zb_msg_code {
     ZB_MSG_CODE_COUNT
 } zb_msg_code_t;
 
-typedef enum zb_msg_level {
-    ZB_MSG_LEVEL_TOKEN = 0, /* the default */
-    ZB_MSG_LEVEL_WORDPIECE,
-    ZB_MSG_LEVEL_SENTENCE,
-    ZB_MSG_LEVEL_COUNT
-} zb_msg_level_t;
-
-typedef enum zb_msg_pooling {
-    ZB_MSG_POOL_CLS = 0, /* the default */
-    ZB_MSG_POOL_MEAN,
-    ZB_MSG_POOL_COUNT
-} zb_msg_pooling_t;
-
-typedef enum zb_msg_token_vector {
-    ZB_MSG_TOKVEC_FIRST = 0, /* the default: the token's first wordpiece's row */
-    ZB_MSG_TOKVEC_MEAN,      /* the mean of its wordpieces' rows */
-    ZB_MSG_TOKVEC_COUNT
-} zb_msg_token_vector_t;
-
-typedef enum zb_msg_compat {
-    ZB_MSG_COMPAT_NONE = 0, /* the default */
-    ZB_MSG_COMPAT_SPARKNLP, /* Spark NLP 2.6.4-2.7.5 BertEmbeddings, quirks included */
-    ZB_MSG_COMPAT_COUNT
-} zb_msg_compat_t;
-
-/* Options of an embed, carried on by its tasks.  Zero is the default of
- * every field (an absent key); fields are only ever added.  Rules checked
- * by the codec: compat SPARKNLP only at the token level; sentences not at
- * the sentence level.  pooling is ignored but at the sentence level,
- * token_vector and token_meta but at the token level. */
-typedef struct zb_msg_options {
-    zb_msg_level_t level;
-    zb_msg_pooling_t pooling; /* meaningful at sentence level only */
-    bool normalize;
-    bool windows;
-    bool sentences;           /* token, wordpiece: one sequence per sentence */
-    zb_msg_token_vector_t token_vector; /* token level */
-    zb_msg_compat_t compat;   /* token level only */
-    bool token_meta;          /* token level: rows carry token metadata even
-                               * without sentences or compat */
-} zb_msg_options_t;
-
-/* True when the parts (results) answering options o carry token metadata
- * (zb_msg_vectors_t.token_meta): token level with sentences, compat or
- * token_meta. */
-bool zb_msg_options_meta(const zb_msg_options_t *o);
+/* The options of embed and task are zb_options_t (options.h): the codec
+ * writes each field under its PROTOCOL.md key when it differs from its
+ * default, and checks zb_options_check()'s rules both ways.  tokenize_only
+ * never travels: the encoders refuse it, the decoder leaves it false. */
 
 typedef struct zb_msg_embed {
     zb_msg_str_t id;          /* 1..ZB_MSG_ID_BYTES_MAX bytes of UTF-8 */
     const zb_msg_str_t *texts; /* [n_texts]; bytes not checked (see below) */
     size_t n_texts;           /* 1..ZB_MSG_TEXTS_MAX */
-    zb_msg_options_t opt;
+    zb_options_t opt;
     uint64_t deadline_ms;     /* 0: none */
 } zb_msg_embed_t;
 
@@ -175,14 +134,17 @@ typedef struct zb_msg_text_error {
  *   offsets, byte_offsets: [2 x n_rows] (begin, end) pairs with begin <= end,
  *     present at token and wordpiece level, NULL at sentence level;
  *   ids: [n_rows] at wordpiece level, else NULL;
- *   token_meta (token level only): sentence, piece_id, word_start and oov
- *     are [n_rows] each (NULL only when n_rows is 0); an oov row has
- *     piece_id 0; without token_meta all four are NULL;
+ *   token_meta (token level only): meta is [n_rows] (NULL only when
+ *     n_rows is 0), NULL without token_meta.  The wire carries a row's
+ *     sentence, piece_id, word_start and oov (PROTOCOL.md 4: per-row
+ *     arrays, an oov row's piece 0); decoded rows have piece_id -1 when
+ *     oov, row 0 and begin16 = end16 = -1; an encoded oov row must have
+ *     piece_id -1, any other a piece_id >= 0;
  *   truncated and errors: indices strictly increasing, inside the texts
  *     covered; a text with an error has rows 0.
  */
 typedef struct zb_msg_vectors {
-    zb_msg_level_t level;
+    zb_level_t level;
     uint32_t dim;                  /* 1..ZB_HIDDEN_MAX floats per row */
     uint32_t count;                /* texts covered */
     const uint32_t *rows;          /* [count] rows per text */
@@ -194,11 +156,7 @@ typedef struct zb_msg_vectors {
     const uint32_t *byte_offsets;  /* [2 * n_rows] UTF-8 bytes, or NULL */
     const uint32_t *ids;           /* [n_rows] vocabulary ids, or NULL */
     bool token_meta;               /* the rows carry token metadata: */
-    const uint32_t *sentence;      /* [n_rows] 0-based sentence of the text */
-    const uint32_t *piece_id;      /* [n_rows] vocabulary id of the token's
-                                    * (first, or fed) piece; 0 when oov */
-    const bool *word_start;        /* [n_rows] that piece is not a "##" one */
-    const bool *oov;               /* [n_rows] the token has no piece: zeros */
+    const zb_token_meta_t *meta;   /* [n_rows], or NULL */
     const uint32_t *truncated;     /* [n_truncated] text indices */
     size_t n_truncated;
     const zb_msg_text_error_t *errors; /* [n_errors] */
@@ -276,7 +234,7 @@ typedef struct zb_msg_task {
     uint64_t epoch;            /* of the ready it was dispatched under */
     const zb_msg_str_t *texts; /* [n_texts] */
     size_t n_texts;            /* 1..ZB_MSG_TEXTS_MAX */
-    zb_msg_options_t opt;
+    zb_options_t opt;
 } zb_msg_task_t;
 
 typedef struct zb_msg_result {
@@ -368,13 +326,9 @@ int zb_msg_encode_empty(zb_msg_type_t type, uint8_t **out, size_t *out_len, zb_d
  * (reject, mem) is not compared. */
 bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b);
 
-/* Wire names ("embed", "bad_request", "token", "cls"); "?" when out of
- * range.  Static strings. */
+/* Wire names ("embed", "bad_request"); "?" when out of range.  Static
+ * strings.  The names of option values are zb_options_*_name(). */
 const char *zb_msg_type_name(zb_msg_type_t t);
 const char *zb_msg_code_name(zb_msg_code_t c);
-const char *zb_msg_level_name(zb_msg_level_t l);
-const char *zb_msg_pooling_name(zb_msg_pooling_t p);
-const char *zb_msg_token_vector_name(zb_msg_token_vector_t v);
-const char *zb_msg_compat_name(zb_msg_compat_t c);
 
 #endif

@@ -6,7 +6,7 @@
  * rc_compare() checks, text by text: rows, the code-point and byte offsets
  * of each row (token: the word's span; wordpiece: the piece's), ids, token
  * metadata (present exactly when the options ask for it: sentence, piece
- * id, 0 for an oov row, word start, oov), truncated indices, per-text
+ * id, -1 for an oov row, word start, oov), truncated indices, per-text
  * errors (code from the engine status, message the engine's detail or
  * zb_strerror()), and the vectors: bit for bit when tol is 0, else within
  * tol (absolute), reporting the largest difference seen.
@@ -22,27 +22,6 @@
 #include "embed.h"
 #include "message.h"
 #include "shard.h"
-
-__attribute__((unused)) static zb_msg_level_t rc_level(zb_level_t l) {
-    return l == ZB_LEVEL_WORDPIECE  ? ZB_MSG_LEVEL_WORDPIECE
-           : l == ZB_LEVEL_SENTENCE ? ZB_MSG_LEVEL_SENTENCE
-                                    : ZB_MSG_LEVEL_TOKEN;
-}
-
-__attribute__((unused)) static zb_msg_options_t rc_msg_options(const zb_embed_options_t *o) {
-    return (zb_msg_options_t){.level = rc_level(o->level),
-                              .pooling = o->pooling == ZB_POOL_MEAN ? ZB_MSG_POOL_MEAN
-                                                                    : ZB_MSG_POOL_CLS,
-                              .normalize = o->normalize,
-                              .windows = o->windows,
-                              .sentences = o->sentences,
-                              .token_vector = o->token_vector == ZB_TOKVEC_MEAN
-                                                  ? ZB_MSG_TOKVEC_MEAN
-                                                  : ZB_MSG_TOKVEC_FIRST,
-                              .compat = o->compat == ZB_COMPAT_SPARKNLP ? ZB_MSG_COMPAT_SPARKNLP
-                                                                        : ZB_MSG_COMPAT_NONE,
-                              .token_meta = o->token_meta};
-}
 
 __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
     uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -61,15 +40,14 @@ __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
  */
 __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32_t base,
                                                const zb_embed_result_t *ref, size_t n,
-                                               const zb_embed_options_t *o, const bool *cut,
-                                               int dim, double tol, double *maxdiff) {
+                                               const zb_options_t *o, const bool *cut, int dim,
+                                               double tol, double *maxdiff) {
     assert_int_equal(v->count, n);
-    assert_int_equal(v->level, rc_level(o->level));
+    assert_int_equal(v->level, o->level);
     assert_int_equal(v->dim, dim);
     size_t row = 0, n_err = 0, n_trunc = 0;
     double worst = 0;
-    zb_msg_options_t mo = rc_msg_options(o);
-    bool meta = zb_msg_options_meta(&mo);
+    bool meta = zb_options_meta(o);
     assert_int_equal(v->token_meta, meta);
     for (size_t i = 0; i < n; i++) {
         const zb_embed_result_t *r = &ref[i];
@@ -118,10 +96,11 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
                 assert_int_equal(bo[1], w->byte_end);
                 if (meta) {
                     const zb_token_meta_t *tm = &r->meta[j];
-                    assert_int_equal(v->sentence[row + j], tm->sentence);
-                    assert_int_equal(v->piece_id[row + j], tm->oov ? 0u : (uint32_t)tm->piece_id);
-                    assert_int_equal(v->word_start[row + j], tm->word_start);
-                    assert_int_equal(v->oov[row + j], tm->oov);
+                    const zb_token_meta_t *vm = &v->meta[row + j];
+                    assert_int_equal(vm->sentence, tm->sentence);
+                    assert_int_equal(vm->piece_id, tm->oov ? -1 : tm->piece_id);
+                    assert_int_equal(vm->word_start, tm->word_start);
+                    assert_int_equal(vm->oov, tm->oov);
                 }
             } else if (o->level == ZB_LEVEL_WORDPIECE) {
                 const zb_tokenizer_piece_t *p = &r->pieces.v[j];
@@ -146,8 +125,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
         assert_null(v->ids);
     }
     if (!meta) {
-        assert_null(v->sentence);
-        assert_null(v->oov);
+        assert_null(v->meta);
     }
     if (maxdiff) *maxdiff = worst;
 }

@@ -246,8 +246,8 @@ enum { FW_AUTO, FW_HOLD, FW_DEAD };
 typedef struct task {
     uint64_t shard, epoch;
     uint32_t n;
-    zb_msg_level_t level;
-    zb_msg_options_t opt; /* as the task carried them */
+    zb_level_t level;
+    zb_options_t opt; /* as the task carried them */
     char tag[16];
     uint32_t num[S_TASK_TEXTS];
     bool bad[S_TASK_TEXTS];
@@ -262,7 +262,7 @@ typedef struct fw {
     int delay_ms;
     bool wrong_dim; /* answer with dim + 1: a result not matching its task */
     bool drop_meta; /* answer without the token metadata a task asks for */
-    zb_msg_options_t last_opt; /* options of the last task received */
+    zb_options_t last_opt; /* options of the last task received */
     bool ready_on_reconnect;
     bool paused; /* reads and answers nothing; heartbeats on */
     /* like zbert-worker: tasks of an epoch other than the latest ready's are
@@ -326,18 +326,20 @@ static float s_get_f32(const uint8_t *p) {
 }
 
 /* The rows the fake worker gives a text at a level. */
-static uint32_t s_rows_of(zb_msg_level_t level, bool bad) {
-    return bad ? 0 : level == ZB_MSG_LEVEL_SENTENCE ? 1 : 2;
+static uint32_t s_rows_of(zb_level_t level, bool bad) {
+    return bad ? 0 : level == ZB_LEVEL_SENTENCE ? 1 : 2;
 }
 
 /* The token metadata the fake worker gives row j of text n: traceable to
  * the text, with an oov row (piece 0) in every odd text. */
-static void s_meta_of(uint32_t n, uint32_t j, uint32_t *sentence, uint32_t *piece, bool *start,
-                      bool *oov) {
-    *oov = j == 1 && n % 2 == 1;
-    *sentence = n % 7 + j;
-    *piece = *oov ? 0 : 1000 + n;
-    *start = j == 0;
+static void s_meta_of(uint32_t n, uint32_t j, zb_token_meta_t *m) {
+    bool oov = j == 1 && n % 2 == 1;
+    *m = (zb_token_meta_t){.sentence = n % 7 + j,
+                           .piece_id = oov ? -1 : (int32_t)(1000 + n),
+                           .begin16 = -1,
+                           .end16 = -1,
+                           .word_start = j == 0,
+                           .oov = oov};
 }
 
 /* Answers pending task k and forgets it. */
@@ -361,11 +363,8 @@ static void fw_answer(fw_t *w, int k) {
     uint32_t *off = calloc((size_t)n_rows * 2 + 1, sizeof *off);
     uint32_t *boff = calloc((size_t)n_rows * 2 + 1, sizeof *boff);
     uint32_t *ids = calloc((size_t)n_rows + 1, sizeof *ids);
-    uint32_t *sent = calloc((size_t)n_rows + 1, sizeof *sent);
-    uint32_t *piece = calloc((size_t)n_rows + 1, sizeof *piece);
-    bool *start = calloc((size_t)n_rows + 1, sizeof *start);
-    bool *oov = calloc((size_t)n_rows + 1, sizeof *oov);
-    assert_true(vec && off && boff && ids && sent && piece && start && oov);
+    zb_token_meta_t *tm = calloc((size_t)n_rows + 1, sizeof *tm);
+    assert_true(vec && off && boff && ids && tm);
     uint32_t r = 0;
     for (uint32_t i = 0; i < t->n; i++) {
         for (uint32_t j = 0; j < rows[i]; j++, r++) {
@@ -378,11 +377,11 @@ static void fw_answer(fw_t *w, int k) {
             boff[2 * r] = 2 * j;
             boff[2 * r + 1] = 2 * j + 2;
             ids[r] = 100 + j;
-            s_meta_of(t->num[i], j, &sent[r], &piece[r], &start[r], &oov[r]);
+            s_meta_of(t->num[i], j, &tm[r]);
         }
     }
-    bool meta = zb_msg_options_meta(&t->opt) && !w->drop_meta;
-    bool spans = t->level != ZB_MSG_LEVEL_SENTENCE && n_rows > 0;
+    bool meta = zb_options_meta(&t->opt) && !w->drop_meta;
+    bool spans = t->level != ZB_LEVEL_SENTENCE && n_rows > 0;
     zb_msg_t m = {.type = ZB_MSG_RESULT};
     m.u.result =
         (zb_msg_result_t){.shard = t->shard,
@@ -397,12 +396,9 @@ static void fw_answer(fw_t *w, int k) {
                                   .vectors_len = (size_t)n_rows * dim * 4,
                                   .offsets = spans ? off : NULL,
                                   .byte_offsets = spans ? boff : NULL,
-                                  .ids = t->level == ZB_MSG_LEVEL_WORDPIECE && n_rows ? ids : NULL,
+                                  .ids = t->level == ZB_LEVEL_WORDPIECE && n_rows ? ids : NULL,
                                   .token_meta = meta,
-                                  .sentence = meta && n_rows ? sent : NULL,
-                                  .piece_id = meta && n_rows ? piece : NULL,
-                                  .word_start = meta && n_rows ? start : NULL,
-                                  .oov = meta && n_rows ? oov : NULL,
+                                  .meta = meta && n_rows ? tm : NULL,
                                   .truncated = n_trunc ? trunc : NULL,
                                   .n_truncated = n_trunc,
                                   .errors = n_errs ? errs : NULL,
@@ -413,10 +409,7 @@ static void fw_answer(fw_t *w, int k) {
     free(off);
     free(boff);
     free(ids);
-    free(sent);
-    free(piece);
-    free(start);
-    free(oov);
+    free(tm);
     memmove(&w->pend[k], &w->pend[k + 1], (size_t)(w->n_pend - k - 1) * sizeof *w->pend);
     w->n_pend--;
 }
@@ -595,9 +588,9 @@ static void fc_expect_silence(fc_t *c, int ms) {
 typedef struct spec {
     const char *id, *tag;
     uint32_t n;
-    zb_msg_level_t level;
+    zb_level_t level;
     bool windows, errors;
-    zb_msg_options_t later; /* sentences, token_vector, compat, token_meta */
+    zb_options_t later; /* sentences, token_vector, compat, token_meta */
     uint64_t deadline_ms;
     size_t pad;
 } spec_t;
@@ -606,8 +599,8 @@ static bool s_spec_bad(const spec_t *sp, uint32_t i) {
     return sp->errors && i % 13 == 5;
 }
 
-static zb_msg_options_t s_spec_options(const spec_t *sp) {
-    zb_msg_options_t o = sp->later;
+static zb_options_t s_spec_options(const spec_t *sp) {
+    zb_options_t o = sp->later;
     o.level = sp->level;
     o.windows = sp->windows;
     return o;
@@ -666,8 +659,8 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
     assert_int_equal(v->level, sp->level);
     if (o->parts == 0) o->dim = v->dim;
     assert_int_equal(v->dim, o->dim);
-    zb_msg_options_t so = s_spec_options(sp);
-    bool meta = zb_msg_options_meta(&so);
+    zb_options_t so = s_spec_options(sp);
+    bool meta = zb_options_meta(&so);
     assert_int_equal(v->token_meta, meta);
     const uint8_t *vec = v->vectors;
     uint64_t r = 0;
@@ -686,13 +679,12 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
             if (v->offsets) assert_int_equal(v->offsets[2 * r], j);
             if (v->ids) assert_int_equal(v->ids[r], 100 + j);
             if (meta) {
-                uint32_t sentence, piece;
-                bool start, oov;
-                s_meta_of(idx, j, &sentence, &piece, &start, &oov);
-                assert_int_equal(v->sentence[r], sentence);
-                assert_int_equal(v->piece_id[r], piece);
-                assert_int_equal(v->word_start[r], start);
-                assert_int_equal(v->oov[r], oov);
+                zb_token_meta_t want;
+                s_meta_of(idx, j, &want);
+                assert_int_equal(v->meta[r].sentence, want.sentence);
+                assert_int_equal(v->meta[r].piece_id, want.piece_id);
+                assert_int_equal(v->meta[r].word_start, want.word_start);
+                assert_int_equal(v->meta[r].oov, want.oov);
             }
         }
         if (bad) {
@@ -708,7 +700,7 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
     }
     assert_int_equal(ke, v->n_errors);
     assert_int_equal(kt, v->n_truncated);
-    if (sp->level == ZB_MSG_LEVEL_WORDPIECE && r > 0) assert_non_null(v->ids);
+    if (sp->level == ZB_LEVEL_WORDPIECE && r > 0) assert_non_null(v->ids);
     o->parts++;
     if (o->parts == 1 || (int)v->count > o->part_count_max) o->part_count_max = (int)v->count;
     if (o->parts == 1 || (int)v->count < o->part_count_min) o->part_count_min = (int)v->count;
@@ -864,7 +856,7 @@ static void test_split_reassemble(void **st) {
     fc_t *c = fc_new();
     outcome_t o;
 
-    spec_t a = {.id = "r1", .tag = "A", .n = 1000, .level = ZB_MSG_LEVEL_SENTENCE, .errors = true};
+    spec_t a = {.id = "r1", .tag = "A", .n = 1000, .level = ZB_LEVEL_SENTENCE, .errors = true};
     fc_embed(c, &a);
     s_collect_one(c, &a, &o);
     assert_int_equal(o.parts, 16); /* ceil(1000 / 64) */
@@ -875,7 +867,7 @@ static void test_split_reassemble(void **st) {
 
     /* ~4000-byte texts: ~1002 estimated tokens, capped at 512 when
      * truncating: 16 per shard; with windows 8 per shard. */
-    spec_t b = {.id = "r2", .tag = "B", .n = 100, .level = ZB_MSG_LEVEL_TOKEN, .pad = 4000};
+    spec_t b = {.id = "r2", .tag = "B", .n = 100, .level = ZB_LEVEL_TOKEN, .pad = 4000};
     fc_embed(c, &b);
     s_collect_one(c, &b, &o);
     assert_int_equal(o.part_count_max, 16);
@@ -889,13 +881,13 @@ static void test_split_reassemble(void **st) {
     assert_int_equal(o.parts, 13);
 
     /* Wordpiece level with per-text errors: ids and offsets pass through. */
-    spec_t p = {.id = "r4", .tag = "C", .n = 200, .level = ZB_MSG_LEVEL_WORDPIECE, .errors = true};
+    spec_t p = {.id = "r4", .tag = "C", .n = 200, .level = ZB_LEVEL_WORDPIECE, .errors = true};
     fc_embed(c, &p);
     s_collect_one(c, &p, &o);
     assert_int_equal(o.parts, 4);
 
     /* One text. */
-    spec_t one = {.id = "r5", .tag = "D", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t one = {.id = "r5", .tag = "D", .n = 1, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &one);
     s_collect_one(c, &one, &o);
     assert_int_equal(o.parts, 1);
@@ -908,7 +900,7 @@ static void test_stream_and_credit(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "s", .tag = "S", .n = 200, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "s", .tag = "S", .n = 200, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     uint32_t firsts = 0;
     for (int shard = 0; shard < 4; shard++) {
@@ -933,7 +925,7 @@ static void test_stream_and_credit(void **st) {
     /* Two workers, credits 1 and 3: each filled to its credit, no more. */
     fw_t *w2 = fw_new("w2", "model-a", 4, 3, FW_HOLD);
     s_wait_workers(2);
-    spec_t big = {.id = "b", .tag = "B", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t big = {.id = "b", .tag = "B", .n = 640, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &big);
     S_PUMP_UNTIL(w->n_pend == 1 && w2->n_pend == 3);
     s_pump(200, NULL);
@@ -964,7 +956,7 @@ static void test_dead_worker(void **st) {
     fw_t *w1 = fw_new("w1", "model-a", 4, 2, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "d", .tag = "D", .n = 256, .level = ZB_MSG_LEVEL_TOKEN, .errors = true};
+    spec_t sp = {.id = "d", .tag = "D", .n = 256, .level = ZB_LEVEL_TOKEN, .errors = true};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w1->n_pend == 2);
     w1->mode = FW_DEAD; /* no answers, no heartbeats */
@@ -1000,10 +992,10 @@ static void test_fairness(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 2, FW_HOLD);
     s_wait_workers(1);
     fc_t *a = fc_new(), *b = fc_new();
-    spec_t big = {.id = "big", .tag = "A", .n = 20000, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t big = {.id = "big", .tag = "A", .n = 20000, .level = ZB_LEVEL_SENTENCE};
     fc_embed(a, &big);
     S_PUMP_UNTIL(w->n_pend == 2);
-    spec_t small = {.id = "small", .tag = "B", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t small = {.id = "small", .tag = "B", .n = 1, .level = ZB_LEVEL_SENTENCE};
     fc_embed(b, &small);
     rx_t rx;
     fc_sync_status(b, &rx);
@@ -1062,7 +1054,7 @@ static void test_limits(void **st) {
                          "ZBERT_REQUEST_TEXTS_MAX=80", NULL};
     s_broker_start(env);
     fc_t *a = fc_new(), *b = fc_new();
-    spec_t r1 = {.id = "r1", .tag = "A", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t r1 = {.id = "r1", .tag = "A", .n = 10, .level = ZB_LEVEL_SENTENCE};
     spec_t r2 = r1, r1again = r1, r3 = r1;
     r2.id = "r2";
     r1again.n = 5;
@@ -1074,15 +1066,15 @@ static void test_limits(void **st) {
     fc_embed(a, &r3);
     fc_expect_error(a, "r3", ZB_MSG_CODE_BUSY); /* two open requests per client */
 
-    spec_t b1 = {.id = "r1", .tag = "B", .n = 81, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t b1 = {.id = "r1", .tag = "B", .n = 81, .level = ZB_LEVEL_SENTENCE};
     fc_embed(b, &b1);
     fc_expect_error(b, "r1", ZB_MSG_CODE_TOO_LARGE); /* over 80 per request */
     b1.n = 70;                                       /* ids are per client: r1 is free here */
     fc_embed(b, &b1);
-    spec_t b2 = {.id = "b2", .tag = "B", .n = 20, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t b2 = {.id = "b2", .tag = "B", .n = 20, .level = ZB_LEVEL_SENTENCE};
     fc_embed(b, &b2);
     fc_expect_error(b, "b2", ZB_MSG_CODE_BUSY); /* 90 + 20 > 100: refused whole */
-    spec_t b3 = {.id = "b3", .tag = "B", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t b3 = {.id = "b3", .tag = "B", .n = 10, .level = ZB_LEVEL_SENTENCE};
     fc_embed(b, &b3);
 
     rx_t rx;
@@ -1115,7 +1107,7 @@ static void test_cancel_deadline(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t x = {.id = "x", .tag = "X", .n = 200, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t x = {.id = "x", .tag = "X", .n = 200, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &x);
     S_PUMP_UNTIL(w->n_pend == 1);
     fc_cancel(c, "x");
@@ -1130,8 +1122,7 @@ static void test_cancel_deadline(void **st) {
     fc_expect_silence(c, 300);
     assert_int_equal(w->n_tasks, 1); /* the other shards were dropped */
 
-    spec_t d = {
-        .id = "d", .tag = "D", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE, .deadline_ms = 1500};
+    spec_t d = {.id = "d", .tag = "D", .n = 128, .level = ZB_LEVEL_SENTENCE, .deadline_ms = 1500};
     fc_embed(c, &d);
     S_PUMP_UNTIL(w->n_pend == 1);
     fw_answer(w, 0);
@@ -1155,7 +1146,7 @@ static void test_status(void **st) {
     fw_t *w2 = fw_new("beta", "m-test", 4, 3, FW_HOLD);
     s_wait_workers(2);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "q", .tag = "Q", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "q", .tag = "Q", .n = 640, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w1->n_pend == 2 && w2->n_pend == 3);
     rx_t rx;
@@ -1182,7 +1173,7 @@ static void test_status(void **st) {
     w1->delay_ms = w2->delay_ms = 20; /* each request takes >= 20 ms */
     outcome_t o;
     s_collect_one(c, &sp, &o);
-    spec_t sp2 = {.id = "q2", .tag = "Q", .n = 3, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp2 = {.id = "q2", .tag = "Q", .n = 3, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp2);
     s_collect_one(c, &sp2, &o);
     s_status(&rx);
@@ -1313,7 +1304,7 @@ static void test_malformed(void **st) {
 
     /* Still serving. */
     fw_new("w1", "model-a", 4, 2, FW_AUTO);
-    spec_t sp = {.id = "ok", .tag = "K", .n = 100, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "ok", .tag = "K", .n = 100, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     outcome_t o;
     s_collect_one(c, &sp, &o);
@@ -1348,7 +1339,7 @@ static void test_reconnect(void **st) {
     float v[2] = {1, 2};
     zb_msg_t res = {.type = ZB_MSG_RESULT};
     res.u.result = (zb_msg_result_t){.shard = 999,
-                                     .vec = {.level = ZB_MSG_LEVEL_SENTENCE,
+                                     .vec = {.level = ZB_LEVEL_SENTENCE,
                                              .dim = 2,
                                              .count = 1,
                                              .rows = rows,
@@ -1401,7 +1392,7 @@ static void test_bad_results(void **st) {
     w->ready_on_reconnect = true;
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "p", .tag = "P", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "p", .tag = "P", .n = 10, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     fc_expect_error(c, "p", ZB_MSG_CODE_INTERNAL);
     /* Three failures; a heartbeat crossing a reconnect may cost one more
@@ -1410,7 +1401,7 @@ static void test_bad_results(void **st) {
     S_PUMP_UNTIL(w->n_reconnects >= 3);
     w->wrong_dim = false;
     s_wait_workers(1); /* it announced itself again */
-    spec_t ok = {.id = "q", .tag = "Q", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t ok = {.id = "q", .tag = "Q", .n = 10, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &ok);
     outcome_t o;
     s_collect_one(c, &ok, &o);
@@ -1430,21 +1421,21 @@ static void test_token_options(void **st) {
     s_wait_workers(1);
     fc_t *c = fc_new();
     outcome_t o;
-    const zb_msg_options_t later[] = {
-        {.sentences = true, .token_vector = ZB_MSG_TOKVEC_MEAN},
-        {.compat = ZB_MSG_COMPAT_SPARKNLP},
-        {.token_meta = true, .token_vector = ZB_MSG_TOKVEC_MEAN},
-        {.token_vector = ZB_MSG_TOKVEC_MEAN}, /* no metadata */
+    const zb_options_t later[] = {
+        {.sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN},
+        {.compat = ZB_COMPAT_SPARKNLP},
+        {.token_meta = true, .token_vector = ZB_TOKEN_VECTOR_MEAN},
+        {.token_vector = ZB_TOKEN_VECTOR_MEAN}, /* no metadata */
     };
     char id[8];
     for (size_t k = 0; k < sizeof later / sizeof *later; k++) {
         snprintf(id, sizeof id, "t%zu", k);
-        spec_t sp = {.id = id, .tag = "T", .n = 300, .level = ZB_MSG_LEVEL_TOKEN,
+        spec_t sp = {.id = id, .tag = "T", .n = 300, .level = ZB_LEVEL_TOKEN,
                      .errors = true, .windows = k % 2 == 0, .later = later[k]};
         fc_embed(c, &sp);
         s_collect_one(c, &sp, &o);
         assert_true(o.parts > 1);
-        zb_msg_options_t want = s_spec_options(&sp), got = w->last_opt;
+        zb_options_t want = s_spec_options(&sp), got = w->last_opt;
         assert_int_equal(got.level, want.level);
         assert_int_equal(got.windows, want.windows);
         assert_int_equal(got.sentences, want.sentences);
@@ -1453,7 +1444,7 @@ static void test_token_options(void **st) {
         assert_int_equal(got.token_meta, want.token_meta);
     }
     /* wordpiece level with sentences: no metadata, options passed on */
-    spec_t wp = {.id = "wp", .tag = "W", .n = 100, .level = ZB_MSG_LEVEL_WORDPIECE,
+    spec_t wp = {.id = "wp", .tag = "W", .n = 100, .level = ZB_LEVEL_WORDPIECE,
                  .later = {.sentences = true, .token_meta = true}};
     fc_embed(c, &wp);
     s_collect_one(c, &wp, &o);
@@ -1461,8 +1452,8 @@ static void test_token_options(void **st) {
     /* what the engine cannot honour (our encoder refuses to write it):
      * bad_request naming the option */
     static const zb_msg_str_t three[1] = {{"B:0", 3}};
-    zb_msg_embed_t e = {.id = {"bad", 3}, .texts = three, .n_texts = 1,
-                        .opt = {.compat = ZB_MSG_COMPAT_SPARKNLP}};
+    zb_msg_embed_t e = {
+        .id = {"bad", 3}, .texts = three, .n_texts = 1, .opt = {.compat = ZB_COMPAT_SPARKNLP}};
     uint8_t *body = NULL;
     size_t len = 0;
     assert_int_equal(zb_msg_encode_embed(&e, &body, &len, NULL), 0);
@@ -1499,8 +1490,8 @@ static void test_meta_mismatch(void **st) {
     w->ready_on_reconnect = true;
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "m", .tag = "M", .n = 10, .level = ZB_MSG_LEVEL_TOKEN,
-                 .later = {.sentences = true}};
+    spec_t sp = {
+        .id = "m", .tag = "M", .n = 10, .level = ZB_LEVEL_TOKEN, .later = {.sentences = true}};
     fc_embed(c, &sp);
     fc_expect_error(c, "m", ZB_MSG_CODE_INTERNAL);
     S_PUMP_UNTIL(w->n_reconnects >= 3);
@@ -1508,7 +1499,7 @@ static void test_meta_mismatch(void **st) {
     /* requests that do not ask for metadata are served by it */
     w->drop_meta = false;
     s_wait_workers(1);
-    spec_t ok = {.id = "ok", .tag = "K", .n = 10, .level = ZB_MSG_LEVEL_TOKEN};
+    spec_t ok = {.id = "ok", .tag = "K", .n = 10, .level = ZB_LEVEL_TOKEN};
     outcome_t o;
     fc_embed(c, &ok);
     s_collect_one(c, &ok, &o);
@@ -1556,8 +1547,8 @@ static void test_ready_race(void **st) {
      * second ready leaves; the broker takes them back, sends them again
      * under epoch 2, and fills the credit with request b's. */
     w->paused = true;
-    spec_t a = {.id = "a", .tag = "A", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
-    spec_t b = {.id = "b", .tag = "B", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t a = {.id = "a", .tag = "A", .n = 128, .level = ZB_LEVEL_SENTENCE};
+    spec_t b = {.id = "b", .tag = "B", .n = 128, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &a);
     s_wait_in_flight(2);
     fw_send_ready(w);
@@ -1578,7 +1569,7 @@ static void test_ready_race(void **st) {
     /* Results of the earlier epoch for shards in flight again under the
      * same ids: discarded, not delivered. */
     w->mode = FW_HOLD;
-    spec_t r = {.id = "r", .tag = "R", .n = 640, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t r = {.id = "r", .tag = "R", .n = 640, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &r);
     S_PUMP_UNTIL(w->n_pend == 4);
     fw_send_ready(w); /* epoch 3 */
@@ -1617,7 +1608,7 @@ static void test_shard_timeout(void **st) {
     w->swallow = 1;
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "t", .tag = "T", .n = 320, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "t", .tag = "T", .n = 320, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     outcome_t o;
     s_collect_one(c, &sp, &o);
@@ -1640,7 +1631,7 @@ static void test_shard_timeout(void **st) {
 
     /* Lost three times: the request fails, the worker stays. */
     w->swallow = 3;
-    spec_t lost = {.id = "x", .tag = "X", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t lost = {.id = "x", .tag = "X", .n = 10, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &lost);
     fc_expect_error(c, "x", ZB_MSG_CODE_INTERNAL);
     assert_int_equal(w->n_swallowed, 4);
@@ -1648,7 +1639,7 @@ static void test_shard_timeout(void **st) {
     assert_int_equal(rx.m.u.status_reply.n_workers, 1);
     assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
     rx_free(&rx);
-    spec_t after = {.id = "y", .tag = "Y", .n = 10, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t after = {.id = "y", .tag = "Y", .n = 10, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &after);
     s_collect_one(c, &after, &o);
 }
@@ -1688,7 +1679,7 @@ static void test_slow_client(void **st) {
     /* 34 parts and done: more than ZeroMQ and the kernel take, fewer than
      * they and the broker's 20 take together */
     fc_t *c = fc_new_slow();
-    spec_t sp = {.id = "slow", .tag = "S", .n = 34 * 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "slow", .tag = "S", .n = 34 * 64, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_tasks == 34 && w->n_pend == 0);
     S_PUMP_UNTIL(s_log_count("holding what follows") >= 1);
@@ -1700,7 +1691,7 @@ static void test_slow_client(void **st) {
 
     /* 80 parts: the broker gives up on the client and drops its request */
     fc_t *c2 = fc_new_slow();
-    spec_t big = {.id = "big", .tag = "B", .n = 80 * 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t big = {.id = "big", .tag = "B", .n = 80 * 64, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c2, &big);
     S_PUMP_UNTIL(s_log_count("not reading its messages") == 1);
     rx_t rx;
@@ -1732,7 +1723,7 @@ static void test_client_reconnects(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_pend == 1);
     /* reconnect: a new socket, the same request */
@@ -1766,7 +1757,7 @@ static void test_client_gone(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "g", .tag = "G", .n = 192, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_pend == 1);
     zmq_close(c->s);
@@ -1799,7 +1790,7 @@ static void test_models(void **st) {
     fw_t *w1 = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c1 = fc_new(), *c2 = fc_new();
-    spec_t x = {.id = "x", .tag = "X", .n = 192, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t x = {.id = "x", .tag = "X", .n = 192, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c1, &x);
     S_PUMP_UNTIL(w1->n_pend == 1);
     fw_t *w2 = fw_new("w2", "model-b", 8, 4, FW_AUTO);
@@ -1807,7 +1798,7 @@ static void test_models(void **st) {
     s_pump(300, NULL);
     assert_int_equal(w2->n_tasks, 0);
     /* A new request is free: the idle worker of the other model takes it. */
-    spec_t y = {.id = "y", .tag = "Y", .n = 64, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t y = {.id = "y", .tag = "Y", .n = 64, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c2, &y);
     outcome_t o;
     s_collect_one(c2, &y, &o);
@@ -1826,7 +1817,7 @@ static void test_no_model(void **st) {
     const char *env[] = {"ZBERT_NO_WORKER_MS=300", NULL};
     s_broker_start(env);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "n", .tag = "N", .n = 5, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "n", .tag = "N", .n = 5, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     fc_expect_error(c, "n", ZB_MSG_CODE_NO_MODEL);
 }
@@ -1839,12 +1830,12 @@ static void test_stop(void **st) {
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "s", .tag = "S", .n = 128, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t sp = {.id = "s", .tag = "S", .n = 128, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_pend == 1);
     kill(s_b.pid, SIGTERM);
     S_PUMP_UNTIL(s_log_count("stopping: finishing 1 open requests") == 1);
-    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_MSG_LEVEL_SENTENCE};
+    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &late);
     fc_expect_error(c, "late", ZB_MSG_CODE_BUSY);
     w->mode = FW_AUTO;

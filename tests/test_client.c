@@ -54,6 +54,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "client.h"
 #include "fixture.h"
 #include "message.h"
 #include "textio.h"
@@ -111,7 +112,7 @@ static uint32_t s_words(const char *t, size_t n, uint32_t *spans) {
     return k;
 }
 
-static void fk_text(const char *t, size_t n, zb_msg_level_t level, fk_t *o) {
+static void fk_text(const char *t, size_t n, zb_level_t level, fk_t *o) {
     memset(o, 0, sizeof *o);
     if (n >= 3 && !memcmp(t, "BAD", 3)) {
         o->code = ZB_MSG_CODE_BAD_UTF8;
@@ -121,9 +122,9 @@ static void fk_text(const char *t, size_t n, zb_msg_level_t level, fk_t *o) {
     o->truncated = n >= 4 && !memcmp(t, "LONG", 4);
     uint32_t spans[2 * ROWS_MAX];
     uint32_t w = s_words(t, n, spans);
-    if (level == ZB_MSG_LEVEL_SENTENCE) {
+    if (level == ZB_LEVEL_SENTENCE) {
         o->rows = 1;
-    } else if (level == ZB_MSG_LEVEL_TOKEN) {
+    } else if (level == ZB_LEVEL_TOKEN) {
         o->rows = w;
         memcpy(o->off, spans, 2 * w * sizeof *spans);
         for (uint32_t k = 0; k < w; k++) {
@@ -176,7 +177,7 @@ struct fb {
     uint8_t rids[FB_LOG][16];
     size_t rid_lens[FB_LOG];
     uint64_t deadlines[FB_LOG];
-    zb_msg_options_t opts[FB_LOG];
+    zb_options_t opts[FB_LOG];
     char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
     uint8_t silenced[16]; /* routing id ignored from now on */
     size_t silenced_len;
@@ -198,11 +199,8 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
     uint32_t *ids = malloc((size_t)count * ROWS_MAX * sizeof *ids);
     uint32_t *trunc = malloc(count * sizeof *trunc);
     zb_msg_text_error_t *errs = calloc(count, sizeof *errs);
-    uint32_t *sent = malloc((size_t)count * ROWS_MAX * sizeof *sent);
-    uint32_t *piece = malloc((size_t)count * ROWS_MAX * sizeof *piece);
-    bool *wstart = malloc((size_t)count * ROWS_MAX * sizeof *wstart);
-    bool *oov = malloc((size_t)count * ROWS_MAX * sizeof *oov);
-    assert_true(rows && vec && off && ids && trunc && errs && sent && piece && wstart && oov);
+    zb_token_meta_t *tm = malloc((size_t)count * ROWS_MAX * sizeof *tm);
+    assert_true(rows && vec && off && ids && trunc && errs && tm);
     uint64_t nr = 0;
     size_t nt = 0, ne = 0;
     fk_t f;
@@ -213,18 +211,18 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
         memcpy(vec + nr * DIM, f.vec, f.rows * DIM * sizeof *vec);
         memcpy(off + 2 * nr, f.off, 2 * f.rows * sizeof *off);
         memcpy(ids + nr, f.ids, f.rows * sizeof *ids);
-        memcpy(sent + nr, f.sent, f.rows * sizeof *sent);
-        memcpy(piece + nr, f.piece, f.rows * sizeof *piece);
-        memcpy(wstart + nr, f.wstart, f.rows * sizeof *wstart);
-        memcpy(oov + nr, f.oov, f.rows * sizeof *oov);
+        for (uint32_t k = 0; k < f.rows; k++)
+            tm[nr + k] = (zb_token_meta_t){.sentence = f.sent[k],
+                                           .piece_id = f.oov[k] ? -1 : (int32_t)f.piece[k],
+                                           .word_start = f.wstart[k],
+                                           .oov = f.oov[k]};
         nr += f.rows;
         if (f.truncated) trunc[nt++] = a + i;
         if (f.code)
             errs[ne++] = (zb_msg_text_error_t){a + i, f.code, {f.message, strlen(f.message)}};
     }
-    bool sl = e->opt.level == ZB_MSG_LEVEL_SENTENCE;
-    bool meta =
-        zb_msg_options_meta(&e->opt) != fb->meta_wrong && e->opt.level == ZB_MSG_LEVEL_TOKEN;
+    bool sl = e->opt.level == ZB_LEVEL_SENTENCE;
+    bool meta = zb_options_meta(&e->opt) != fb->meta_wrong && e->opt.level == ZB_LEVEL_TOKEN;
     zb_msg_part_t p = {.id = e->id,
                        .first = a,
                        .vec = {.level = e->opt.level,
@@ -236,12 +234,9 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                                .vectors_len = nr * DIM * sizeof(float),
                                .offsets = sl ? NULL : off,
                                .byte_offsets = sl ? NULL : off,
-                               .ids = e->opt.level == ZB_MSG_LEVEL_WORDPIECE ? ids : NULL,
+                               .ids = e->opt.level == ZB_LEVEL_WORDPIECE ? ids : NULL,
                                .token_meta = meta,
-                               .sentence = meta ? sent : NULL,
-                               .piece_id = meta ? piece : NULL,
-                               .word_start = meta ? wstart : NULL,
-                               .oov = meta ? oov : NULL,
+                               .meta = meta && nr ? tm : NULL,
                                .truncated = trunc,
                                .n_truncated = nt,
                                .errors = errs,
@@ -258,10 +253,7 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
     free(ids);
     free(trunc);
     free(errs);
-    free(sent);
-    free(piece);
-    free(wstart);
-    free(oov);
+    free(tm);
 }
 
 static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
@@ -544,7 +536,7 @@ static void h_malformed(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_
     zmq_send(fb->sock, "x", 1, 0);
     if (e->texts[0].len == 3 && !memcmp(e->texts[0].ptr, "lvl", 3)) {
         zb_msg_embed_t other = *e;
-        other.opt.level = ZB_MSG_LEVEL_SENTENCE;
+        other.opt.level = ZB_LEVEL_SENTENCE;
         fb_part(fb, rid, rlen, &other, 0, (uint32_t)e->n_texts);
         return;
     }
@@ -615,11 +607,19 @@ typedef struct req {
     zbert_event_t *end; /* the DONE or ERROR */
 } req_t;
 
+/* The internal level of a public one, through the library's conversion. */
+static zb_level_t s_level_in(zbert_level_t level) {
+    zbert_options_t po = {.level = level};
+    zb_options_t o;
+    assert_int_equal(zb_client_options_from_public(&po, &o, NULL), 0);
+    return o.level;
+}
+
 static void s_check_text(const req_t *r, const zbert_text_t *t) {
     assert_true(t->index < r->n);
     const char *s = r->texts[t->index];
     fk_t f;
-    fk_text(s, strlen(s), (zb_msg_level_t)r->level, &f);
+    fk_text(s, strlen(s), s_level_in(r->level), &f);
     if (f.code) {
         assert_int_equal(t->status, ZBERT_EUTF8);
         assert_string_equal(t->code_name, "bad_utf8");
@@ -723,12 +723,12 @@ static void s_run_until_ended(zbert_client_t *c, req_t *rs, size_t n, zbert_reor
 static void s_submit_opt(zbert_client_t *c, req_t *r, const char **texts, size_t n,
                          const zbert_options_t *o) {
     zbert_options_t opt = *o;
-    zb_msg_options_t mo = {.level = (zb_msg_level_t)o->level, .sentences = o->sentences,
-                           .compat = (zb_msg_compat_t)o->compat, .token_meta = o->token_meta};
+    zb_options_t mo;
+    assert_int_equal(zb_client_options_from_public(o, &mo, NULL), 0);
     *r = (req_t){.texts = texts,
                  .n = n,
                  .level = o->level,
-                 .meta = zb_msg_options_meta(&mo),
+                 .meta = zb_options_meta(&mo),
                  .seen = calloc(n, sizeof(int))};
     zbert_diag_t d = {{0}};
     int rc = zbert_submit(c, texts, NULL, n, &opt, r, &r->handle, &d);
@@ -1176,7 +1176,7 @@ static void test_token_meta(void **st) {
     assert_true(rs[0].meta && rs[1].meta && rs[2].meta && !rs[3].meta && !rs[4].meta);
     assert_int_equal(fb_count(fb, &fb->n_embed), N);
     for (int k = 0; k < N; k++) {
-        const zb_msg_options_t *o = &fb->opts[k];
+        const zb_options_t *o = &fb->opts[k];
         assert_int_equal(o->sentences, opts[k].sentences);
         assert_int_equal((int)o->token_vector, (int)opts[k].token_vector);
         assert_int_equal((int)o->compat, (int)opts[k].compat);
@@ -1408,7 +1408,7 @@ static void test_blocking_embed(void **st) {
     assert_int_equal(zbert_embed(c, raw, lens, 2, NULL, &res, &d), 0);
     zbert_result_text(res, 0, &t);
     fk_t f;
-    fk_text("ab\0cd", 5, ZB_MSG_LEVEL_TOKEN, &f);
+    fk_text("ab\0cd", 5, ZB_LEVEL_TOKEN, &f);
     assert_memory_equal(t.vectors, f.vec, f.rows * DIM * sizeof(float));
     zbert_result_destroy(&res);
     /* an async request open: refused */
@@ -1565,20 +1565,21 @@ static int s_sh(const char *fmt, ...) {
 }
 
 /* What textio writes for the fake model's results of the input. */
-static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fmt,
-                      zb_msg_level_t level, bool meta, size_t *len) {
+static char *s_expect(const char *input, zb_textio_input_t in_fmt, zb_textio_format_t fmt,
+                      zb_level_t level, bool meta, size_t *len) {
     FILE *in = fmemopen((void *)input, strlen(input), "r");
     FILE *out = tmpfile();
     assert_true(in && out);
-    zb_io_reader_t *rd = zb_io_reader_new(in, in_fmt);
-    zb_io_writer_t *w = zb_io_writer_new(out, fmt, (zb_io_level_t)level, false, false, DIM);
+    zb_textio_reader_t *rd = zb_textio_reader_new(in, in_fmt);
+    zb_options_t o = {.level = level};
+    zb_textio_writer_t *w = zb_textio_writer_new(out, fmt, &o, DIM);
     assert_true(rd && w);
-    zb_io_item_t it = {0};
+    zb_textio_item_t it = {0};
     static fk_t f;
     int32_t ids[ROWS_MAX];
-    zb_io_token_meta_t tm[ROWS_MAX];
-    for (size_t i = 0; zb_io_read(rd, &it) == 1; i++) {
-        zb_io_text_t v = {.index = i, .text = it.text, .text_len = it.len};
+    zb_token_meta_t tm[ROWS_MAX];
+    for (size_t i = 0; zb_textio_read(rd, &it) == 1; i++) {
+        zb_textio_text_t v = {.index = i, .text = it.text, .text_len = it.len};
         if (it.text == NULL) {
             v.error = it.error;
         } else {
@@ -1596,19 +1597,21 @@ static char *s_expect(const char *input, zb_io_input_t in_fmt, zb_io_format_t fm
                 v.ids = ids;
                 /* ASCII: UTF-16 units are bytes; the end is inclusive */
                 for (uint32_t k = 0; meta && k < f.rows; k++)
-                    tm[k] = (zb_io_token_meta_t){f.sent[k], f.oov[k] ? -1 : (int32_t)f.piece[k],
-                                                 (int32_t)f.off[2 * k],
-                                                 (int32_t)f.off[2 * k + 1] - 1, f.wstart[k],
-                                                 f.oov[k]};
+                    tm[k] = (zb_token_meta_t){.sentence = f.sent[k],
+                                              .piece_id = f.oov[k] ? -1 : (int32_t)f.piece[k],
+                                              .begin16 = (int32_t)f.off[2 * k],
+                                              .end16 = (int32_t)f.off[2 * k + 1] - 1,
+                                              .word_start = f.wstart[k],
+                                              .oov = f.oov[k]};
                 if (meta) v.meta = tm;
             }
         }
-        assert_int_equal(zb_io_write(w, &v), 0);
+        assert_int_equal(zb_textio_write(w, &v), 0);
     }
-    zb_io_item_clear(&it);
-    assert_int_equal(zb_io_writer_finish(w), 0);
-    zb_io_writer_destroy(&w);
-    zb_io_reader_destroy(&rd);
+    zb_textio_item_clear(&it);
+    assert_int_equal(zb_textio_writer_finish(w), 0);
+    zb_textio_writer_destroy(&w);
+    zb_textio_reader_destroy(&rd);
     fclose(in);
     long n = ftell(out);
     rewind(out);
@@ -1660,21 +1663,20 @@ static void test_cli_embed_jsonl_levels(void **st) {
     s_write("in.txt", s_input);
     static const struct {
         const char *args;
-        zb_msg_level_t level;
-        zb_io_format_t fmt;
+        zb_level_t level;
+        zb_textio_format_t fmt;
     } cases[] = {
-        {"", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
-        {"--level wordpiece", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_JSONL},
-        {"--level sentence --pooling mean --normalize --windows", ZB_MSG_LEVEL_SENTENCE,
-         ZB_IO_OUT_JSONL},
-        {"--level token --format table", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_TABLE},
-        {"--level wordpiece --format table --truncate", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_TABLE},
-        {"--sentences --token-vector mean", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
-        {"--format sparknlp-json", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_SPARKNLP_JSON},
-        {"--compat sparknlp --format sparknlp-json", ZB_MSG_LEVEL_TOKEN,
-         ZB_IO_OUT_SPARKNLP_JSON},
-        {"--compat sparknlp", ZB_MSG_LEVEL_TOKEN, ZB_IO_OUT_JSONL},
-        {"--sentences --level wordpiece", ZB_MSG_LEVEL_WORDPIECE, ZB_IO_OUT_JSONL},
+        {"", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_JSONL},
+        {"--level wordpiece", ZB_LEVEL_WORDPIECE, ZB_TEXTIO_OUT_JSONL},
+        {"--level sentence --pooling mean --normalize --windows", ZB_LEVEL_SENTENCE,
+         ZB_TEXTIO_OUT_JSONL},
+        {"--level token --format table", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_TABLE},
+        {"--level wordpiece --format table --truncate", ZB_LEVEL_WORDPIECE, ZB_TEXTIO_OUT_TABLE},
+        {"--sentences --token-vector mean", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_JSONL},
+        {"--format sparknlp-json", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_SPARKNLP_JSON},
+        {"--compat sparknlp --format sparknlp-json", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_SPARKNLP_JSON},
+        {"--compat sparknlp", ZB_LEVEL_TOKEN, ZB_TEXTIO_OUT_JSONL},
+        {"--sentences --level wordpiece", ZB_LEVEL_WORDPIECE, ZB_TEXTIO_OUT_JSONL},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
         int rc =
@@ -1682,10 +1684,10 @@ static void test_cli_embed_jsonl_levels(void **st) {
                  fb->ep, cases[k].args, s_file("in.txt"), s_file("out"), s_file("err"));
         assert_int_equal(rc, 1); /* a line was rejected, as zbert-embed says */
         size_t len;
-        bool meta = cases[k].level == ZB_MSG_LEVEL_TOKEN &&
+        bool meta = cases[k].level == ZB_LEVEL_TOKEN &&
                     (strstr(cases[k].args, "sparknlp") || strstr(cases[k].args, "--sentences"));
         char *want =
-            s_expect(s_input, ZB_IO_IN_LINES, cases[k].fmt, cases[k].level, meta, &len);
+            s_expect(s_input, ZB_TEXTIO_IN_LINES, cases[k].fmt, cases[k].level, meta, &len);
         s_same_file("out", want, len);
         free(want);
         size_t elen;
@@ -1699,14 +1701,14 @@ static void test_cli_embed_jsonl_levels(void **st) {
     int n = fb_count(fb, &fb->n_embed);
     assert_int_equal(n, 40);
     assert_true(fb->opts[20].sentences && fb->opts[20].windows);
-    assert_int_equal(fb->opts[20].token_vector, ZB_MSG_TOKVEC_MEAN);
+    assert_int_equal(fb->opts[20].token_vector, ZB_TOKEN_VECTOR_MEAN);
     assert_true(fb->opts[24].token_meta && !fb->opts[24].sentences); /* sparknlp-json */
-    assert_int_equal(fb->opts[28].compat, ZB_MSG_COMPAT_SPARKNLP);
+    assert_int_equal(fb->opts[28].compat, ZB_COMPAT_SPARKNLP);
     assert_false(fb->opts[28].windows); /* Spark NLP has its own cap */
     assert_false(fb->opts[32].token_meta);
     assert_true(fb->opts[36].sentences && !fb->opts[36].windows);
-    assert_int_equal(fb->opts[8].level, ZB_MSG_LEVEL_SENTENCE);
-    assert_int_equal(fb->opts[8].pooling, ZB_MSG_POOL_MEAN);
+    assert_int_equal(fb->opts[8].level, ZB_LEVEL_SENTENCE);
+    assert_int_equal(fb->opts[8].pooling, ZB_POOLING_MEAN);
     assert_true(fb->opts[8].normalize && fb->opts[8].windows);
     assert_false(fb->opts[0].normalize);
     assert_true(fb->opts[0].windows); /* token level: windows unless --truncate */
@@ -1720,7 +1722,7 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     s_write("in.txt", s_input);
     size_t len;
     char *want =
-        s_expect(s_input, ZB_IO_IN_LINES, ZB_IO_OUT_NPY, ZB_MSG_LEVEL_SENTENCE, false, &len);
+        s_expect(s_input, ZB_TEXTIO_IN_LINES, ZB_TEXTIO_OUT_NPY, ZB_LEVEL_SENTENCE, false, &len);
     /* to a file (header patched in place) and to a pipe (rows buffered) */
     assert_int_equal(s_sh("%s/zbert embed --broker %s --format npy --batch 3 < %s > %s 2> %s",
                           s_bin(), fb->ep, s_file("in.txt"), s_file("out.npy"), s_file("err")),
@@ -1757,7 +1759,7 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --broker %s --input-format jsonl < %s > %s 2> %s",
                           s_bin(), fb->ep, s_file("in.jsonl"), s_file("out"), s_file("err")),
                      1);
-    want = s_expect(jin, ZB_IO_IN_JSONL, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN, false, &len);
+    want = s_expect(jin, ZB_TEXTIO_IN_JSONL, ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN, false, &len);
     s_same_file("out", want, len);
     free(want);
     err = fx_read_file(s_file("err"), &elen);
@@ -1791,7 +1793,7 @@ static void test_cli_embed_npy_and_jsonl_input(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --broker %s < %s > %s 2> %s", s_bin(), fb->ep,
                           s_file("clean.txt"), s_file("out"), s_file("err")),
                      0);
-    want = s_expect("one two\nthree\n", ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_TOKEN,
+    want = s_expect("one two\nthree\n", ZB_TEXTIO_IN_LINES, ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN,
                     false, &len);
     s_same_file("out", want, len);
     free(want);
@@ -1826,7 +1828,7 @@ static void test_cli_embed_many_texts_in_order(void **st) {
                      0);
     size_t len;
     char *want =
-        s_expect(input, ZB_IO_IN_LINES, ZB_IO_OUT_JSONL, ZB_MSG_LEVEL_SENTENCE, false, &len);
+        s_expect(input, ZB_TEXTIO_IN_LINES, ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_SENTENCE, false, &len);
     s_same_file("out", want, len);
     free(want);
     free(input);

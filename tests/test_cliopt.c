@@ -43,10 +43,10 @@ static const char *s_captured(void) {
 }
 
 /* Parses the words of line (space separated) as a program does: shared
- * options through zb_cli_embed_arg, "--tokenize-only" and "--mine V" as a
- * program's own, anything else an error; then zb_cli_embed_finish.
+ * options through zb_cliopt_arg, "--tokenize-only" and "--mine V" as a
+ * program's own, anything else an error; then zb_cliopt_finish.
  * Returns 0 or -1; *msg gets stderr. */
-static int s_parse(const char *line, zb_cli_embed_t *o, const char **msg) {
+static int s_parse(const char *line, zb_cliopt_t *o, const char **msg) {
     char buf[512];
     snprintf(buf, sizeof buf, "prog %s", line);
     char *argv[32];
@@ -54,87 +54,97 @@ static int s_parse(const char *line, zb_cli_embed_t *o, const char **msg) {
     for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && argc < 32;
          t = strtok_r(NULL, " ", &save))
         argv[argc++] = t;
-    zb_cli_embed_init(o);
+    zb_cliopt_init(o);
     s_capture();
     int rc = 0;
     for (int i = 1; i < argc && rc == 0; i++) {
-        int r = zb_cli_embed_arg(o, argc, argv, &i, "prog");
+        int r = zb_cliopt_arg(o, argc, argv, &i, "prog");
         if (r < 0) rc = -1;
         else if (r > 0) continue;
-        else if (!strcmp(argv[i], "--tokenize-only")) o->tokenize_only = true;
+        else if (!strcmp(argv[i], "--tokenize-only"))
+            o->opt.tokenize_only = true;
         else if (!strcmp(argv[i], "--mine") && i + 1 < argc) i++;
         else rc = -1;
     }
-    if (rc == 0) rc = zb_cli_embed_finish(o, "prog");
+    if (rc == 0) rc = zb_cliopt_finish(o, "prog");
     *msg = s_captured();
     return rc;
 }
 
 static void test_defaults(void **st) {
     (void)st;
-    zb_cli_embed_t o, z;
+    zb_cliopt_t o, z;
     const char *msg;
     assert_int_equal(s_parse("", &o, &msg), 0);
     assert_string_equal(msg, "");
-    assert_int_equal(o.level, ZB_IO_TOKEN);
-    assert_true(o.windows); /* token level: every token gets a vector */
-    assert_false(o.windows_set || o.level_set || o.sentences || o.token_meta);
-    assert_false(o.pooling_mean || o.normalize || o.token_vector_mean || o.compat_sparknlp);
-    assert_int_equal(o.input, ZB_IO_IN_LINES);
-    assert_int_equal(o.output, ZB_IO_OUT_JSONL);
+    assert_int_equal(o.opt.level, ZB_LEVEL_TOKEN);
+    assert_true(o.opt.windows); /* token level: every token gets a vector */
+    assert_false(o.windows_set || o.level_set || o.opt.sentences || o.opt.token_meta);
+    assert_int_equal(o.opt.pooling, ZB_POOLING_CLS);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_FIRST);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_NONE);
+    assert_false(o.opt.normalize || o.opt.tokenize_only);
+    assert_int_equal(o.input, ZB_TEXTIO_IN_LINES);
+    assert_int_equal(o.output, ZB_TEXTIO_OUT_JSONL);
     memset(&z, 0, sizeof z);
-    zb_cli_embed_init(&o);
+    zb_cliopt_init(&o);
     assert_memory_equal(&o, &z, sizeof o); /* zero is the default */
 }
 
 static void test_every_option(void **st) {
     (void)st;
-    zb_cli_embed_t o;
+    zb_cliopt_t o;
     const char *msg;
     assert_int_equal(s_parse("--level sentence --pooling mean --normalize --windows "
                              "--input-format jsonl --format npy --mine x",
                              &o, &msg),
                      0);
-    assert_int_equal(o.level, ZB_IO_SENTENCE);
-    assert_true(o.level_set && o.pooling_mean && o.normalize && o.windows && o.windows_set);
-    assert_int_equal(o.input, ZB_IO_IN_JSONL);
-    assert_int_equal(o.output, ZB_IO_OUT_NPY);
+    assert_int_equal(o.opt.level, ZB_LEVEL_SENTENCE);
+    assert_true(o.level_set && (o.opt.pooling == ZB_POOLING_MEAN) && o.opt.normalize &&
+                o.opt.windows && o.windows_set);
+    assert_int_equal(o.input, ZB_TEXTIO_IN_JSONL);
+    assert_int_equal(o.output, ZB_TEXTIO_OUT_NPY);
     assert_int_equal(s_parse("--level wordpiece --sentences --truncate --format table", &o, &msg),
                      0);
-    assert_int_equal(o.level, ZB_IO_WORDPIECE);
-    assert_true(o.sentences && o.windows_set && !o.windows);
-    assert_int_equal(o.output, ZB_IO_OUT_TABLE);
+    assert_int_equal(o.opt.level, ZB_LEVEL_WORDPIECE);
+    assert_true(o.opt.sentences && o.windows_set && !o.opt.windows);
+    assert_int_equal(o.output, ZB_TEXTIO_OUT_TABLE);
     /* the last word wins, as with any flag given twice */
     assert_int_equal(s_parse("--windows --truncate --pooling mean --pooling cls", &o, &msg), 0);
-    assert_false(o.windows || o.pooling_mean);
+    assert_false(o.opt.windows);
+    assert_int_equal(o.opt.pooling, ZB_POOLING_CLS);
     assert_int_equal(s_parse("--token-vector mean --compat sparknlp --format sparknlp-json",
                              &o, &msg),
                      0);
-    assert_true(o.token_vector_mean && o.compat_sparknlp && o.token_meta);
-    assert_false(o.windows); /* Spark NLP has its own cap */
-    assert_int_equal(o.output, ZB_IO_OUT_SPARKNLP_JSON);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_MEAN);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_SPARKNLP);
+    assert_true(o.opt.token_meta);
+    assert_false(o.opt.windows); /* Spark NLP has its own cap */
+    assert_int_equal(o.output, ZB_TEXTIO_OUT_SPARKNLP_JSON);
     assert_int_equal(s_parse("--token-vector first --compat none --sentences", &o, &msg), 0);
-    assert_false(o.token_vector_mean || o.compat_sparknlp || o.token_meta);
-    assert_true(o.sentences && o.windows);
+    assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_FIRST);
+    assert_int_equal(o.opt.compat, ZB_COMPAT_NONE);
+    assert_false(o.opt.token_meta);
+    assert_true(o.opt.sentences && o.opt.windows);
     /* windows stay off where truncation is the default */
     assert_int_equal(s_parse("--level wordpiece", &o, &msg), 0);
-    assert_false(o.windows);
+    assert_false(o.opt.windows);
     assert_int_equal(s_parse("--tokenize-only", &o, &msg), 0);
-    assert_false(o.windows);
+    assert_false(o.opt.windows);
     /* npy without a level is the sentence level */
     assert_int_equal(s_parse("--format npy", &o, &msg), 0);
-    assert_int_equal(o.level, ZB_IO_SENTENCE);
+    assert_int_equal(o.opt.level, ZB_LEVEL_SENTENCE);
 }
 
 /* Arguments that are not shared options are not consumed. */
 static void test_not_mine(void **st) {
     (void)st;
-    zb_cli_embed_t o;
-    zb_cli_embed_init(&o);
+    zb_cliopt_t o;
+    zb_cliopt_init(&o);
     char *argv[] = {"prog", "--model", "x", "--levels", "-o", "--format"};
     for (int i = 1; i < 5; i++) {
         int at = i;
-        assert_int_equal(zb_cli_embed_arg(&o, 6, argv, &at, "prog"), 0);
+        assert_int_equal(zb_cliopt_arg(&o, 6, argv, &at, "prog"), 0);
         assert_int_equal(at, i);
     }
 }
@@ -167,7 +177,7 @@ static void test_refusals(void **st) {
          "prog: --sentences applies to the token and wordpiece levels\n"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
-        zb_cli_embed_t o;
+        zb_cliopt_t o;
         const char *msg;
         int rc = s_parse(cases[k].line, &o, &msg);
         if (rc != -1) fail_msg("`%s` was accepted", cases[k].line);

@@ -67,7 +67,7 @@ static int teardown(void **st) {
 }
 
 /* Runs every fixture text in one call. */
-static zb_embed_result_t *s_run_all(state_t *s, const zb_embed_options_t *o) {
+static zb_embed_result_t *s_run_all(state_t *s, const zb_options_t *o) {
     size_t n = (size_t)s->fx.n;
     const char **texts = malloc(n * sizeof *texts);
     size_t *lens = malloc(n * sizeof *lens);
@@ -99,7 +99,7 @@ static double s_maxdiff(const float *a, const float *b, size_t n) {
 /* Wordpiece level: ids, offsets and every row match the reference. */
 static void test_wordpiece_parity(void **st) {
     state_t *s = *st;
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     zb_embed_result_t *res = s_run_all(s, &o);
     double worst = 0;
     for (int i = 0; i < s->fx.n; i++) {
@@ -131,7 +131,8 @@ static void test_wordpiece_parity(void **st) {
 static void test_sentence_pooling(void **st) {
     state_t *s = *st;
     for (int pool = 0; pool < 2; pool++) {
-        zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE, .pooling = pool ? ZB_POOL_MEAN : ZB_POOL_CLS};
+        zb_options_t o = {.level = ZB_LEVEL_SENTENCE,
+                          .pooling = pool ? ZB_POOLING_MEAN : ZB_POOLING_CLS};
         zb_embed_result_t *res = s_run_all(s, &o);
         for (int i = 0; i < s->fx.n; i++) {
             const fx_case_t *k = &s->fx.cases[i];
@@ -158,7 +159,7 @@ static void test_sentence_pooling(void **st) {
  * starting inside it; tokens are in text order. */
 static void test_token_level(void **st) {
     state_t *s = *st;
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN};
     zb_embed_result_t *res = s_run_all(s, &o);
     int checked = 0;
     for (int i = 0; i < s->fx.n; i++) {
@@ -189,7 +190,7 @@ static void test_token_spans(void **st) {
     const char *t[] = {"I love NLP", "(hello), don't U.S."};
     size_t l[] = {strlen(t[0]), strlen(t[1])};
     zb_embed_result_t r[2] = {{0}};
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN};
     assert_int_equal(zb_embed_run(s->emb, t, l, 2, &o, r), 0);
     assert_int_equal(r[0].words.n, 3);
     assert_int_equal(r[0].words.v[2].begin, 7);
@@ -206,7 +207,7 @@ static void test_token_spans(void **st) {
 /* One text at a time gives the same vectors as the whole batch. */
 static void test_batch_invariance(void **st) {
     state_t *s = *st;
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     zb_embed_result_t *all = s_run_all(s, &o);
     double worst = 0;
     for (int i = 0; i < s->fx.n; i++) {
@@ -234,7 +235,7 @@ static void test_bad_text_isolated(void **st) {
     const char *t[] = {"Hello, world.", "bad \xff\xfe bytes", "I love NLP"};
     size_t l[] = {13, 13, 10};
     zb_embed_result_t r[3] = {{0}};
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     assert_int_equal(zb_embed_run(s->emb, t, l, 3, &o, r), 0);
     assert_int_equal(r[0].status, 0);
     assert_int_equal(r[1].status, ZB_EUTF8);
@@ -263,7 +264,7 @@ static void test_windows(void **st) {
     char *text = s_long_text(700, &len);
     const char *t = text;
     zb_embed_result_t tr = {0}, wr = {0};
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     assert_int_equal(zb_embed_run(s->emb, &t, &len, 1, &o, &tr), 0);
     assert_true(tr.truncated);
     assert_int_equal(tr.pieces.n, 512);
@@ -301,7 +302,7 @@ static void test_windows(void **st) {
 /* Tokenize-only computes no vectors but gives the pieces. */
 static void test_tokenize_only(void **st) {
     state_t *s = *st;
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE, .tokenize_only = true};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE, .tokenize_only = true};
     zb_embed_result_t *res = s_run_all(s, &o);
     zb_embed_stats_t before, after;
     zb_embed_stats(s->emb, &before);
@@ -315,7 +316,7 @@ static void test_tokenize_only(void **st) {
 }
 
 /* Runs one text; asserts success. */
-static void s_run1(state_t *s, const char *t, const zb_embed_options_t *o, zb_embed_result_t *r) {
+static void s_run1(state_t *s, const char *t, const zb_options_t *o, zb_embed_result_t *r) {
     size_t l = strlen(t);
     assert_int_equal(zb_embed_run(s->emb, &t, &l, 1, o, r), 0);
     assert_int_equal(r->status, 0);
@@ -327,7 +328,7 @@ static void test_sentences(void **st) {
     state_t *s = *st;
     const char *text = "Hello world. This is a test!  The U.S. Army is here.\n\n"
                        "Caf\xc3\xa9 \xf0\x9f\x98\x80 ok. world.Today we go";
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
     zb_embed_result_t r = {0};
     s_run1(s, text, &o, &r);
     zb_sentences_spans_t sp = {0};
@@ -343,7 +344,7 @@ static void test_sentences(void **st) {
         assert_int_equal(zb_tokenizer_split_words(sub, sl, &w), 0);
         /* the sentence alone, as a text of its own */
         char *copy = strndup(sub, sl);
-        zb_embed_options_t one = {.level = ZB_LEVEL_TOKEN};
+        zb_options_t one = {.level = ZB_LEVEL_TOKEN};
         zb_embed_result_t alone = {0};
         s_run1(s, copy, &one, &alone);
         assert_int_equal(alone.words.n, w.n);
@@ -388,19 +389,19 @@ static void test_sentences_long(void **st) {
         at += (size_t)sprintf(text + at, "%s ", i % 3 ? "word" : "unbelievable");
     text[at - 1] = '.';
     text[at] = '\0';
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true};
     zb_embed_result_t r = {0}, ref = {0};
     s_run1(s, text, &o, &r);
     assert_int_equal(r.n_sentences, 1);
     assert_false(r.truncated);
     assert_true(r.n_windows > 1);
     assert_int_equal(r.words.n, n + 1); /* 700 words and the final "." */
-    zb_embed_options_t w = {.level = ZB_LEVEL_TOKEN, .windows = true};
+    zb_options_t w = {.level = ZB_LEVEL_TOKEN, .windows = true};
     s_run1(s, text, &w, &ref);
     assert_int_equal(ref.words.n, r.words.n);
     assert_memory_equal(r.vectors, ref.vectors, r.words.n * (size_t)r.dim * sizeof *r.vectors);
     /* explicit truncation drops the tail and says so */
-    zb_embed_options_t t = {.level = ZB_LEVEL_TOKEN, .sentences = true};
+    zb_options_t t = {.level = ZB_LEVEL_TOKEN, .sentences = true};
     zb_embed_result_t tr = {0};
     s_run1(s, text, &t, &tr);
     assert_true(tr.truncated);
@@ -415,9 +416,9 @@ static void test_sentences_long(void **st) {
 static void test_token_vector_mean(void **st) {
     state_t *s = *st;
     const char *text = "unbelievable Johanson's house, NLP";
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKVEC_MEAN,
-                            .token_meta = true};
-    zb_embed_options_t wp = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {
+        .level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKEN_VECTOR_MEAN, .token_meta = true};
+    zb_options_t wp = {.level = ZB_LEVEL_WORDPIECE};
     zb_embed_result_t r = {0}, p = {0};
     s_run1(s, text, &o, &r);
     s_run1(s, text, &wp, &p);
@@ -464,7 +465,7 @@ static void test_compat_sparknlp(void **st) {
     size_t n = sizeof texts / sizeof *texts;
     size_t lens[8];
     for (size_t i = 0; i < n; i++) lens[i] = strlen(texts[i]);
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
     zb_embed_result_t r[8];
     memset(r, 0, sizeof r);
     assert_int_equal(zb_embed_run(s->emb, texts, lens, n, &o, r), 0);
@@ -545,7 +546,7 @@ static void test_compat_sparknlp(void **st) {
     zb_embed_result_free(&br[0]);
     zb_embed_result_free(&br[1]);
     /* compat is a token-level mode */
-    zb_embed_options_t bad_o = {.level = ZB_LEVEL_SENTENCE, .compat = ZB_COMPAT_SPARKNLP};
+    zb_options_t bad_o = {.level = ZB_LEVEL_SENTENCE, .compat = ZB_COMPAT_SPARKNLP};
     assert_int_equal(zb_embed_run(s->emb, bad, bl, 1, &bad_o, br), ZB_EINVAL);
 }
 

@@ -213,10 +213,11 @@ static const zb_msg_str_t s_meta_texts[1] = {{"Hi. Don't", 9}};
 static const float s_meta_vec[6] = {0.5f, 1.0f, -0.25f, 0.75f, 2.0f, -1.5f};
 static const uint32_t s_meta_rows[1] = {3};
 static const uint32_t s_meta_off[6] = {0, 2, 2, 3, 4, 9};
-static const uint32_t s_meta_sent[3] = {0, 0, 1};
-static const uint32_t s_meta_piece[3] = {8790, 119, 1790};
-static const bool s_meta_start[3] = {true, true, true};
-static const bool s_meta_oov[3] = {false, false, false};
+/* as decoded: the UTF-16 spans do not travel (-1) */
+static const zb_token_meta_t s_meta_rows3[3] = {
+    {.sentence = 0, .piece_id = 8790, .begin16 = -1, .end16 = -1, .word_start = true},
+    {.sentence = 0, .piece_id = 119, .begin16 = -1, .end16 = -1, .word_start = true},
+    {.sentence = 1, .piece_id = 1790, .begin16 = -1, .end16 = -1, .word_start = true}};
 
 /* The example called name, as a struct. */
 static bool s_example(const char *name, zb_msg_t *m) {
@@ -230,7 +231,7 @@ static bool s_example(const char *name, zb_msg_t *m) {
         m->u.part = (zb_msg_part_t){
             .id = S("r1"),
             .first = 0,
-            .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 2, .rows = s_part_rows,
+            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 2, .rows = s_part_rows,
                     .n_rows = 3, .vectors = s_part_vec, .vectors_len = sizeof s_part_vec,
                     .offsets = s_part_off, .byte_offsets = s_part_off, .errors = s_part_err,
                     .n_errors = 1}};
@@ -248,14 +249,14 @@ static bool s_example(const char *name, zb_msg_t *m) {
         m->type = ZB_MSG_TASK;
         m->u.task = (zb_msg_task_t){
             .shard = 7, .epoch = 1, .texts = s_ex_texts, .n_texts = 1,
-            .opt = {.level = ZB_MSG_LEVEL_WORDPIECE}};
+            .opt = {.level = ZB_LEVEL_WORDPIECE}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
         m->u.result = (zb_msg_result_t){
             .shard = 7,
             .epoch = 1,
             .tokens = 6,
-            .vec = {.level = ZB_MSG_LEVEL_WORDPIECE, .dim = 2, .count = 1, .rows = s_res_rows,
+            .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = 2, .count = 1, .rows = s_res_rows,
                     .n_rows = 6, .vectors = s_res_vec, .vectors_len = sizeof s_res_vec,
                     .offsets = s_res_off, .byte_offsets = s_res_off, .ids = s_res_ids}};
     } else if (!strcmp(name, "heartbeat")) {
@@ -264,17 +265,16 @@ static bool s_example(const char *name, zb_msg_t *m) {
         m->type = ZB_MSG_EMBED;
         m->u.embed = (zb_msg_embed_t){
             .id = S("r3"), .texts = s_meta_texts, .n_texts = 1,
-            .opt = {.sentences = true, .token_vector = ZB_MSG_TOKVEC_MEAN}};
+            .opt = {.sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN}};
     } else if (!strcmp(name, "part_meta")) {
         m->type = ZB_MSG_PART;
         m->u.part = (zb_msg_part_t){
             .id = S("r3"),
             .first = 0,
-            .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 1, .rows = s_meta_rows,
+            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 1, .rows = s_meta_rows,
                     .n_rows = 3, .vectors = s_meta_vec, .vectors_len = sizeof s_meta_vec,
                     .offsets = s_meta_off, .byte_offsets = s_meta_off, .token_meta = true,
-                    .sentence = s_meta_sent, .piece_id = s_meta_piece,
-                    .word_start = s_meta_start, .oov = s_meta_oov}};
+                    .meta = s_meta_rows3}};
     } else {
         return false;
     }
@@ -863,7 +863,7 @@ static void test_encode_smallest_forms(void **state) {
         m = (zb_msg_t){.type = ZB_MSG_EMBED};
         m.u.embed = (zb_msg_embed_t){
             .id = S("a"), .texts = many, .n_texts = texts[k].n,
-            .opt = {ZB_MSG_LEVEL_SENTENCE, ZB_MSG_POOL_MEAN, true, true}};
+            .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true}};
         hb_head(&h, 6, "embed");
         hb_str(&h, 0, "id"), hb_str(&h, 0, "a");
         hb_str(&h, 0, "texts"), hb_array(&h, texts[k].aw, (uint32_t)texts[k].n);
@@ -909,7 +909,7 @@ static void test_encode_smallest_forms(void **state) {
         m = (zb_msg_t){.type = ZB_MSG_RESULT};
         m.u.result = (zb_msg_result_t){
             .shard = 3, .epoch = 70000, .tokens = 9,
-            .vec = {.level = ZB_MSG_LEVEL_SENTENCE, .dim = bins[k].dim, .count = 1,
+            .vec = {.level = ZB_LEVEL_SENTENCE, .dim = bins[k].dim, .count = 1,
                     .rows = rows, .n_rows = bins[k].rows, .vectors = bytes ? vec : NULL,
                     .vectors_len = bytes}};
         hb_head(&h, 7, "result");
@@ -980,10 +980,12 @@ static const float s_f_meta[6] = {1, 2, 0, 0, -3, 4};
 static const uint32_t s_rows_meta[3] = {2, 0, 1};
 static const uint32_t s_off_meta[6] = {0, 2, 4, 5, 3, 8};
 static const uint32_t s_boff_meta[6] = {0, 2, 4, 6, 3, 9};
-static const uint32_t s_sent_meta[3] = {0, 1, 0};
+/* row 1 is oov: piece -1 here, 0 on the wire */
+static const zb_token_meta_t s_tm_meta[3] = {
+    {.sentence = 0, .piece_id = 146, .begin16 = -1, .end16 = -1, .word_start = true},
+    {.sentence = 1, .piece_id = -1, .begin16 = -1, .end16 = -1, .oov = true},
+    {.sentence = 0, .piece_id = 1790, .begin16 = -1, .end16 = -1, .word_start = true}};
 static const uint32_t s_piece_meta[3] = {146, 0, 1790};
-static const bool s_start_meta[3] = {true, false, true};
-static const bool s_oov_meta[3] = {false, true, false};
 static const uint32_t s_trunc_meta[1] = {5};
 static const zb_msg_text_error_t s_err_meta[1] = {
     {4, ZB_MSG_CODE_UNSUPPORTED, {"Spark NLP would place a sentence at -1", 38}}};
@@ -1005,7 +1007,7 @@ static void s_sample(const char *name, zb_msg_t *m) {
             .id = S("req-1"),
             .texts = s_texts3,
             .n_texts = 3,
-            .opt = {ZB_MSG_LEVEL_SENTENCE, ZB_MSG_POOL_MEAN, true, true},
+            .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true},
             .deadline_ms = 2500};
     } else if (!strcmp(name, "cancel")) {
         m->type = ZB_MSG_CANCEL;
@@ -1023,7 +1025,7 @@ static void s_sample(const char *name, zb_msg_t *m) {
         m->u.part = (zb_msg_part_t){
             .id = S("req-7"),
             .first = 10,
-            .vec = {.level = ZB_MSG_LEVEL_WORDPIECE, .dim = 4, .count = 3, .rows = s_rows_wp,
+            .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = 4, .count = 3, .rows = s_rows_wp,
                     .n_rows = 7, .vectors = s_f_wp, .vectors_len = sizeof s_f_wp,
                     .offsets = s_off_wp, .byte_offsets = s_boff_wp, .ids = s_ids_wp,
                     .truncated = s_trunc_wp, .n_truncated = 1, .errors = s_err_wp,
@@ -1033,7 +1035,7 @@ static void s_sample(const char *name, zb_msg_t *m) {
         m->u.part = (zb_msg_part_t){
             .id = S("s"),
             .first = 99997,
-            .vec = {.level = ZB_MSG_LEVEL_SENTENCE, .dim = 3, .count = 3, .rows = s_rows_sent,
+            .vec = {.level = ZB_LEVEL_SENTENCE, .dim = 3, .count = 3, .rows = s_rows_sent,
                     .n_rows = 2, .vectors = s_f_sent, .vectors_len = sizeof s_f_sent,
                     .truncated = s_trunc_sent, .n_truncated = 1, .errors = s_err_sent,
                     .n_errors = 1}};
@@ -1053,14 +1055,14 @@ static void s_sample(const char *name, zb_msg_t *m) {
     } else if (!strcmp(name, "task")) {
         m->type = ZB_MSG_TASK;
         m->u.task = (zb_msg_task_t){.shard = 42, .epoch = 3, .texts = s_texts3, .n_texts = 3,
-                                    .opt = {ZB_MSG_LEVEL_SENTENCE, ZB_MSG_POOL_MEAN, true, true}};
+                                    .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
         m->u.result = (zb_msg_result_t){
             .shard = (uint64_t)1 << 40,
             .epoch = (uint64_t)1 << 35,
             .tokens = 17,
-            .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 3, .rows = s_rows_res,
+            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 3, .rows = s_rows_res,
                     .n_rows = 3, .vectors = s_f_res, .vectors_len = sizeof s_f_res,
                     .offsets = s_off_res, .byte_offsets = s_boff_res, .truncated = s_trunc_res,
                     .n_truncated = 1, .errors = s_err_res, .n_errors = 1}};
@@ -1069,22 +1071,21 @@ static void s_sample(const char *name, zb_msg_t *m) {
         m->type = ZB_MSG_EMBED;
         m->u.embed = (zb_msg_embed_t){
             .id = S("opt"), .texts = s_texts_opt, .n_texts = 2,
-            .opt = {ZB_MSG_LEVEL_TOKEN, ZB_MSG_POOL_MEAN, true, true, true, ZB_MSG_TOKVEC_MEAN,
-                    ZB_MSG_COMPAT_SPARKNLP, true},
+            .opt = {ZB_LEVEL_TOKEN, ZB_POOLING_MEAN, true, true, true, ZB_TOKEN_VECTOR_MEAN,
+                    ZB_COMPAT_SPARKNLP, true},
             .deadline_ms = 1};
     } else if (!strcmp(name, "task_opts")) {
         m->type = ZB_MSG_TASK;
         m->u.task = (zb_msg_task_t){.shard = 9, .epoch = 2, .texts = s_texts_opt, .n_texts = 2,
-                                    .opt = {.level = ZB_MSG_LEVEL_WORDPIECE, .sentences = true,
-                                            .token_vector = ZB_MSG_TOKVEC_MEAN,
+                                    .opt = {.level = ZB_LEVEL_WORDPIECE, .sentences = true,
+                                            .token_vector = ZB_TOKEN_VECTOR_MEAN,
                                             .token_meta = true}};
     } else if (!strcmp(name, "part_meta") || !strcmp(name, "result_meta")) {
-        zb_msg_vectors_t v = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 2, .count = 3,
+        zb_msg_vectors_t v = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 3,
                               .rows = s_rows_meta, .n_rows = 3, .vectors = s_f_meta,
                               .vectors_len = sizeof s_f_meta, .offsets = s_off_meta,
                               .byte_offsets = s_boff_meta, .token_meta = true,
-                              .sentence = s_sent_meta, .piece_id = s_piece_meta,
-                              .word_start = s_start_meta, .oov = s_oov_meta,
+                              .meta = s_tm_meta,
                               .truncated = s_trunc_meta, .n_truncated = 1,
                               .errors = s_err_meta, .n_errors = 1};
         if (name[0] == 'p') {
@@ -1229,10 +1230,10 @@ static void test_roundtrip_edges(void **state) {
     static const uint32_t zeros[3] = {0, 0, 0};
     m = (zb_msg_t){.type = ZB_MSG_PART};
     m.u.part = (zb_msg_part_t){.id = S("z"), .first = 5,
-                               .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 768, .count = 3,
+                               .vec = {.level = ZB_LEVEL_TOKEN, .dim = 768, .count = 3,
                                        .rows = zeros}};
     free(s_roundtrip(&m, NULL));
-    m.u.part.vec.level = ZB_MSG_LEVEL_WORDPIECE;
+    m.u.part.vec.level = ZB_LEVEL_WORDPIECE;
     free(s_roundtrip(&m, NULL));
 
     /* part: big vectors (130 rows x 768 = 99,840 floats), wordpiece level */
@@ -1249,7 +1250,7 @@ static void test_roundtrip_edges(void **state) {
     m = (zb_msg_t){.type = ZB_MSG_RESULT};
     m.u.result = (zb_msg_result_t){
         .shard = UINT64_MAX, .epoch = UINT64_MAX, .tokens = UINT64_MAX,
-        .vec = {.level = ZB_MSG_LEVEL_WORDPIECE, .dim = dim, .count = 2, .rows = rows2,
+        .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = dim, .count = 2, .rows = rows2,
                 .n_rows = nr, .vectors = vec, .vectors_len = (size_t)nr * dim * 4,
                 .offsets = off, .byte_offsets = off, .ids = ids}};
     uint8_t *body = s_roundtrip(&m, &len);
@@ -1283,17 +1284,17 @@ static void test_roundtrip_edges(void **state) {
 
     /* task: every combination of the later options the codec accepts; the
      * others are refused by both sides */
-    for (int lv = 0; lv < ZB_MSG_LEVEL_COUNT; lv++)
+    for (int lv = 0; lv < ZB_LEVEL_COUNT; lv++)
         for (int bits = 0; bits < 16; bits++) {
             m = (zb_msg_t){.type = ZB_MSG_TASK};
-            zb_msg_options_t o = {.level = (zb_msg_level_t)lv,
+            zb_options_t o = {.level = (zb_level_t)lv,
                                   .sentences = (bits & 1) != 0,
-                                  .token_vector = (zb_msg_token_vector_t)((bits >> 1) & 1),
-                                  .compat = (zb_msg_compat_t)((bits >> 2) & 1),
+                                  .token_vector = (zb_token_vector_t)((bits >> 1) & 1),
+                                  .compat = (zb_compat_t)((bits >> 2) & 1),
                                   .token_meta = (bits & 8) != 0};
             m.u.task = (zb_msg_task_t){.shard = 1, .texts = s_texts3, .n_texts = 3, .opt = o};
-            bool valid = !(o.compat && lv != ZB_MSG_LEVEL_TOKEN) &&
-                         !(o.sentences && lv == ZB_MSG_LEVEL_SENTENCE);
+            bool valid = !(o.compat && lv != ZB_LEVEL_TOKEN) &&
+                         !(o.sentences && lv == ZB_LEVEL_SENTENCE);
             if (valid) {
                 free(s_roundtrip(&m, NULL));
             } else {
@@ -1301,20 +1302,20 @@ static void test_roundtrip_edges(void **state) {
                 size_t o_len = 0;
                 assert_int_equal(zb_msg_encode(&m, &o_body, &o_len, NULL), ZB_EINVAL);
             }
-            assert_int_equal(zb_msg_options_meta(&o),
-                             lv == ZB_MSG_LEVEL_TOKEN && (bits & (1 | 4 | 8)) != 0);
+            assert_int_equal(zb_options_meta(&o),
+                             lv == ZB_LEVEL_TOKEN && (bits & (1 | 4 | 8)) != 0);
         }
-    assert_false(zb_msg_options_meta(NULL));
+    assert_false(zb_options_meta(NULL));
 
     /* token metadata over texts without rows: flag set, arrays NULL */
     m = (zb_msg_t){.type = ZB_MSG_PART};
     m.u.part = (zb_msg_part_t){.id = S("e"), .first = 1,
-                               .vec = {.level = ZB_MSG_LEVEL_TOKEN, .dim = 4, .count = 3,
+                               .vec = {.level = ZB_LEVEL_TOKEN, .dim = 4, .count = 3,
                                        .rows = zeros, .token_meta = true}};
     body = s_roundtrip(&m, &len);
     s_accept(body, len, &back);
     assert_true(back.u.part.vec.token_meta);
-    assert_null(back.u.part.vec.sentence);
+    assert_null(back.u.part.vec.meta);
     zb_msg_free(&back);
     free(body);
     m.u.part.vec.token_meta = false; /* not the same message */
@@ -1328,13 +1329,13 @@ static void test_roundtrip_edges(void **state) {
     free(body);
 
     /* task: every option combination */
-    for (int lv = 0; lv < ZB_MSG_LEVEL_COUNT; lv++)
+    for (int lv = 0; lv < ZB_LEVEL_COUNT; lv++)
         for (int bits = 0; bits < 8; bits++) {
             m = (zb_msg_t){.type = ZB_MSG_TASK};
             m.u.task = (zb_msg_task_t){
                 .shard = (uint64_t)bits << 33, .epoch = (uint64_t)1 << (8 * (bits % 8)),
                 .texts = s_texts3, .n_texts = 1 + bits % 3,
-                .opt = {(zb_msg_level_t)lv, (zb_msg_pooling_t)(bits & 1), (bits & 2) != 0,
+                .opt = {(zb_level_t)lv, (zb_pooling_t)(bits & 1), (bits & 2) != 0,
                         (bits & 4) != 0}};
             free(s_roundtrip(&m, NULL));
         }
@@ -1881,6 +1882,8 @@ static void test_hostile_fields(void **state) {
          "compat: sparknlp gives token vectors, not the sentence level"},
         {"task_opts", OP_SET, "sentences", "01", false, "sentences: expected bool, found uint"},
         /* token metadata: lengths, types, the oov rule, the level */
+        {"part_meta", OP_SET, "piece_id[0]", "92 ce 80 00 00 00 00", false,
+         "piece_id: row 0 has piece 2147483648, not a vocabulary id"},
         {"part_meta", OP_SET, "piece_id[0]", "92 cc 92 05", false,
          "piece_id: row 1 is oov but has piece 5"},
         {"part_meta", OP_SET, "oov", "93 92 c2 c2 90 91 c2", true, NULL},
@@ -2188,17 +2191,17 @@ static void test_encoder_rejects(void **state) {
     m.u.embed.n_texts = 2;
     s_enc_fails(&m, ZB_EINVAL, "texts[1]: NULL with length 4");
     s_sample("embed", &m);
-    m.u.embed.opt.level = (zb_msg_level_t)7;
+    m.u.embed.opt.level = (zb_level_t)7;
     s_enc_fails(&m, ZB_EINVAL, "level: 7");
     s_sample("embed", &m);
-    m.u.embed.opt.pooling = (zb_msg_pooling_t)-1;
+    m.u.embed.opt.pooling = (zb_pooling_t)-1;
     s_enc_fails(&m, ZB_EINVAL, "pooling");
 
     /* a body over the limit: measured, never allocated */
     static char big[4096];
     zb_msg_str_t *t = malloc(ZB_MSG_TEXTS_MAX * sizeof *t);
     for (size_t i = 0; i < ZB_MSG_TEXTS_MAX; i++) t[i] = (zb_msg_str_t){big, sizeof big};
-    m.u.embed.opt.pooling = ZB_MSG_POOL_CLS;
+    m.u.embed.opt.pooling = ZB_POOLING_CLS;
     m.u.embed.texts = t;
     m.u.embed.n_texts = ZB_MSG_TEXTS_MAX;
     s_enc_fails(&m, ZB_ELIMIT, "the body would exceed");
@@ -2244,7 +2247,7 @@ static void test_encoder_rejects(void **state) {
     s_enc_fails(&m, ZB_EINVAL, "dim: 0 is outside");
     s_sample("part_token", &m);
     static const uint32_t rows_big[1] = {4097};
-    m.u.part.vec = (zb_msg_vectors_t){.level = ZB_MSG_LEVEL_SENTENCE, .dim = ZB_HIDDEN_MAX,
+    m.u.part.vec = (zb_msg_vectors_t){.level = ZB_LEVEL_SENTENCE, .dim = ZB_HIDDEN_MAX,
                                       .count = 1, .rows = rows_big, .n_rows = 4097,
                                       .vectors = big,
                                       .vectors_len = (size_t)4097 * ZB_HIDDEN_MAX * 4};
@@ -2252,38 +2255,44 @@ static void test_encoder_rejects(void **state) {
 
     /* options out of range or that cannot be honoured */
     s_sample("embed_opts", &m);
-    m.u.embed.opt.token_vector = (zb_msg_token_vector_t)9;
+    m.u.embed.opt.token_vector = (zb_token_vector_t)9;
     s_enc_fails(&m, ZB_EINVAL, "token_vector: 9 is not a token vector");
     s_sample("embed_opts", &m);
-    m.u.embed.opt.compat = (zb_msg_compat_t)5;
+    m.u.embed.opt.compat = (zb_compat_t)5;
     s_enc_fails(&m, ZB_EINVAL, "compat: 5 is not a compatibility mode");
     s_sample("embed_opts", &m);
-    m.u.embed.opt.level = ZB_MSG_LEVEL_SENTENCE;
+    m.u.embed.opt.level = ZB_LEVEL_SENTENCE;
     s_enc_fails(&m, ZB_EINVAL, "compat: sparknlp gives token vectors, not the sentence level");
-    m.u.embed.opt.compat = ZB_MSG_COMPAT_NONE;
+    m.u.embed.opt.compat = ZB_COMPAT_NONE;
     s_enc_fails(&m, ZB_EINVAL, "sentences: applies to the token and wordpiece levels");
     s_sample("task_opts", &m);
-    m.u.task.opt.compat = ZB_MSG_COMPAT_SPARKNLP;
+    m.u.task.opt.compat = ZB_COMPAT_SPARKNLP;
     s_enc_fails(&m, ZB_EINVAL, "task: compat: sparknlp gives token vectors, not the wordpiece");
 
-    /* token metadata: all four arrays with the flag, none without, token level */
+    /* token metadata: the rows with the flag, none without, token level */
     s_sample("part_meta", &m);
-    m.u.part.vec.piece_id = NULL;
-    s_enc_fails(&m, ZB_EINVAL, "sentence: token metadata needs all four arrays for 3 rows");
+    m.u.part.vec.meta = NULL;
+    s_enc_fails(&m, ZB_EINVAL, "meta: NULL with token_meta and 3 rows");
     s_sample("part_meta", &m);
     m.u.part.vec.token_meta = false;
-    s_enc_fails(&m, ZB_EINVAL, "sentence: metadata arrays without token_meta");
+    s_enc_fails(&m, ZB_EINVAL, "meta: metadata rows without token_meta");
     s_sample("part_token", &m);
-    m.u.part.vec.oov = s_oov_meta;
-    s_enc_fails(&m, ZB_EINVAL, "sentence: metadata arrays without token_meta");
+    m.u.part.vec.meta = s_tm_meta;
+    s_enc_fails(&m, ZB_EINVAL, "meta: metadata rows without token_meta");
     s_sample("part_meta", &m);
-    m.u.part.vec.level = ZB_MSG_LEVEL_WORDPIECE;
+    m.u.part.vec.level = ZB_LEVEL_WORDPIECE;
     m.u.part.vec.ids = s_piece_meta;
     s_enc_fails(&m, ZB_EINVAL, "sentence: token metadata is sent at the token level only");
     s_sample("result_meta", &m);
-    static const uint32_t piece_bad[3] = {146, 7, 1790};
-    m.u.result.vec.piece_id = piece_bad;
-    s_enc_fails(&m, ZB_EINVAL, "piece_id: row 1 is oov but has piece 7 (0 expected)");
+    zb_token_meta_t piece_bad[3] = {s_tm_meta[0], s_tm_meta[1], s_tm_meta[2]};
+    piece_bad[1].piece_id = 7;
+    m.u.result.vec.meta = piece_bad;
+    s_enc_fails(&m, ZB_EINVAL, "piece_id: row 1 is oov but has piece 7 (-1 expected)");
+    piece_bad[1].piece_id = 0; /* the wire's "no piece" is not the struct's */
+    s_enc_fails(&m, ZB_EINVAL, "piece_id: row 1 is oov but has piece 0 (-1 expected)");
+    piece_bad[1] = s_tm_meta[1];
+    piece_bad[2].piece_id = -3;
+    s_enc_fails(&m, ZB_EINVAL, "piece_id: row 2 has piece -3, not a vocabulary id");
 
     s_sample("error", &m);
     m.u.error.code = ZB_MSG_CODE_NONE;
@@ -2313,15 +2322,15 @@ static void test_names(void **state) {
     assert_string_equal(zb_msg_type_name((zb_msg_type_t)99), "?");
     assert_string_equal(zb_msg_code_name(ZB_MSG_CODE_DUPLICATE_ID), "duplicate_id");
     assert_string_equal(zb_msg_code_name(ZB_MSG_CODE_BAD_UTF8), "bad_utf8");
-    assert_string_equal(zb_msg_level_name(ZB_MSG_LEVEL_WORDPIECE), "wordpiece");
-    assert_string_equal(zb_msg_pooling_name(ZB_MSG_POOL_MEAN), "mean");
-    assert_string_equal(zb_msg_pooling_name((zb_msg_pooling_t)5), "?");
+    assert_string_equal(zb_options_level_name(ZB_LEVEL_WORDPIECE), "wordpiece");
+    assert_string_equal(zb_options_pooling_name(ZB_POOLING_MEAN), "mean");
+    assert_string_equal(zb_options_pooling_name((zb_pooling_t)5), "?");
     assert_string_equal(zb_msg_code_name(ZB_MSG_CODE_UNSUPPORTED), "unsupported");
-    assert_string_equal(zb_msg_token_vector_name(ZB_MSG_TOKVEC_MEAN), "mean");
-    assert_string_equal(zb_msg_token_vector_name(ZB_MSG_TOKVEC_FIRST), "first");
-    assert_string_equal(zb_msg_token_vector_name((zb_msg_token_vector_t)2), "?");
-    assert_string_equal(zb_msg_compat_name(ZB_MSG_COMPAT_SPARKNLP), "sparknlp");
-    assert_string_equal(zb_msg_compat_name((zb_msg_compat_t)-1), "?");
+    assert_string_equal(zb_options_token_vector_name(ZB_TOKEN_VECTOR_MEAN), "mean");
+    assert_string_equal(zb_options_token_vector_name(ZB_TOKEN_VECTOR_FIRST), "first");
+    assert_string_equal(zb_options_token_vector_name((zb_token_vector_t)2), "?");
+    assert_string_equal(zb_options_compat_name(ZB_COMPAT_SPARKNLP), "sparknlp");
+    assert_string_equal(zb_options_compat_name((zb_compat_t)-1), "?");
     /* zb_msg_equal tells messages apart */
     zb_msg_t a, b;
     s_sample("part_wordpiece", &a);
@@ -2341,21 +2350,32 @@ static void test_names(void **state) {
         s_sample("embed_opts", &b);
         assert_true(zb_msg_equal(&a, &b));
         if (k == 0) b.u.embed.opt.sentences = false;
-        if (k == 1) b.u.embed.opt.token_vector = ZB_MSG_TOKVEC_FIRST;
-        if (k == 2) b.u.embed.opt.compat = ZB_MSG_COMPAT_NONE;
+        if (k == 1) b.u.embed.opt.token_vector = ZB_TOKEN_VECTOR_FIRST;
+        if (k == 2) b.u.embed.opt.compat = ZB_COMPAT_NONE;
         if (k == 3) b.u.embed.opt.token_meta = false;
         assert_false(zb_msg_equal(&a, &b));
     }
     s_sample("part_meta", &a);
-    static const uint32_t other_u32[3] = {0, 1, 1};
-    static const bool other_bool[3] = {true, true, true};
     for (int k = 0; k < 4; k++) {
+        zb_token_meta_t other[3] = {s_tm_meta[0], s_tm_meta[1], s_tm_meta[2]};
         s_sample("part_meta", &b);
-        if (k == 0) b.u.part.vec.sentence = other_u32;
-        if (k == 1) b.u.part.vec.piece_id = other_u32;
-        if (k == 2) b.u.part.vec.word_start = other_bool;
-        if (k == 3) b.u.part.vec.oov = other_bool;
+        b.u.part.vec.meta = other;
+        assert_true(zb_msg_equal(&a, &b));
+        if (k == 0) other[0].sentence = 1;
+        if (k == 1) other[0].piece_id = 1;
+        if (k == 2) other[0].word_start = false;
+        if (k == 3) other[0].oov = true;
         assert_false(zb_msg_equal(&a, &b));
+    }
+    /* ... but not by what does not travel: the engine's row, UTF-16 spans */
+    {
+        zb_token_meta_t other[3] = {s_tm_meta[0], s_tm_meta[1], s_tm_meta[2]};
+        other[0].row = 5;
+        other[2].begin16 = 3;
+        other[2].end16 = 4;
+        s_sample("part_meta", &b);
+        b.u.part.vec.meta = other;
+        assert_true(zb_msg_equal(&a, &b));
     }
     /* ... and by epoch alone */
     static const char *const epoched[] = {"ready", "task", "result"};

@@ -95,7 +95,7 @@ static void s_check(const char *path, const char *expected) {
     size_t *lens;
     int n = s_texts(&texts, &lens);
     zb_embed_result_t *res = calloc((size_t)n, sizeof *res);
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     assert_int_equal(zb_embed_run(e, (const char *const *)texts, lens, (size_t)n, &o, res), 0);
     double worst = 0;
     int matched = 0, truncated = 0;

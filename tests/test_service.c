@@ -75,7 +75,7 @@ static uint8_t *s_recv(void *s, int timeout_ms, size_t *len) {
 }
 
 static void s_send_embed(void *s, const char *id, const char *const *texts, size_t n,
-                         zb_msg_level_t level) {
+                         zb_level_t level) {
     zb_msg_str_t *t = calloc(n, sizeof *t);
     for (size_t i = 0; i < n; i++) t[i] = (zb_msg_str_t){texts[i], strlen(texts[i])};
     zb_msg_embed_t e = {.id = {id, strlen(id)}, .texts = t, .n_texts = n, .opt = {.level = level}};
@@ -351,7 +351,7 @@ static void test_ten_thousand(void **st) {
         lens[i] = strlen(buf);
     }
     void *s = s_dealer();
-    s_send_embed(s, "big", (const char *const *)texts, N, ZB_MSG_LEVEL_SENTENCE);
+    s_send_embed(s, "big", (const char *const *)texts, N, ZB_LEVEL_SENTENCE);
     s_answer_t a;
     s_answer_init(&a, N);
     s_collect(s, "big", &a, 300);
@@ -364,7 +364,7 @@ static void test_ten_thousand(void **st) {
     zb_embed_t *e = NULL;
     assert_int_equal(zb_embed_new(m, &(zb_embed_config_t){.threads = 1}, &e, NULL), 0);
     zb_embed_result_t *r = calloc(N, sizeof *r);
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     assert_int_equal(zb_embed_run(e, (const char *const *)texts, lens, N, &o, r), 0);
     size_t differ = 0;
     for (int i = 0; i < N; i++)
@@ -395,8 +395,8 @@ static void test_two_clients(void **st) {
         tb[i] = "Beta";
     }
     void *a = s_dealer(), *b = s_dealer();
-    s_send_embed(a, "same-id", ta, N, ZB_MSG_LEVEL_SENTENCE);
-    s_send_embed(b, "same-id", tb, N, ZB_MSG_LEVEL_SENTENCE);
+    s_send_embed(a, "same-id", ta, N, ZB_LEVEL_SENTENCE);
+    s_send_embed(b, "same-id", tb, N, ZB_LEVEL_SENTENCE);
     s_answer_t ra, rb;
     s_answer_init(&ra, N);
     s_answer_init(&rb, N);
@@ -465,7 +465,7 @@ static void test_worker_killed(void **st) {
         texts[i] = strdup(buf);
     }
     void *s = s_dealer();
-    s_send_embed(s, "survive", (const char *const *)texts, N, ZB_MSG_LEVEL_SENTENCE);
+    s_send_embed(s, "survive", (const char *const *)texts, N, ZB_LEVEL_SENTENCE);
     /* wait for the first part, then kill a worker while shards are in flight */
     size_t len;
     uint8_t *first = s_recv(s, 60000, &len);

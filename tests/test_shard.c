@@ -100,14 +100,14 @@ static int teardown(void **st) {
  * S_EPOCH(shard), which its result must echo. */
 #define S_EPOCH(shard) ((uint64_t)(shard) * 65537u + 3u)
 static void s_task(uint64_t shard, const char *const *texts, const size_t *lens, size_t n,
-                   const zb_embed_options_t *o, uint8_t **body, zb_msg_t *m) {
+                   const zb_options_t *o, uint8_t **body, zb_msg_t *m) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
     zb_msg_task_t t = {.shard = shard,
                        .epoch = S_EPOCH(shard),
                        .texts = v,
                        .n_texts = n,
-                       .opt = rc_msg_options(o)};
+                       .opt = *o};
     size_t len;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_msg_encode_task(&t, body, &len, &d), 0);
@@ -123,7 +123,7 @@ static void s_free_results(zb_embed_result_t *r, size_t n) {
 
 /* Runs texts through the shard as one task and through the engine
  * directly; compares; returns the result's body length. */
-static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_embed_options_t *o,
+static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_options_t *o,
                            const char *const *texts, const size_t *lens, size_t n,
                            const bool *cut) {
     uint8_t *tb;
@@ -174,15 +174,15 @@ static void test_levels_identical(void **st) {
     state_t *s = *st;
     zb_shard_t *sh = NULL;
     assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
-    const zb_embed_options_t opts[] = {
+    const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN},
         {.level = ZB_LEVEL_TOKEN, .normalize = true},
         {.level = ZB_LEVEL_TOKEN, .windows = true},
         {.level = ZB_LEVEL_WORDPIECE},
         {.level = ZB_LEVEL_WORDPIECE, .windows = true, .normalize = true},
         {.level = ZB_LEVEL_SENTENCE},
-        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_MEAN},
-        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_MEAN, .normalize = true,
+        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN},
+        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN, .normalize = true,
          .windows = true},
     };
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++)
@@ -200,11 +200,11 @@ static void test_token_options(void **st) {
     state_t *s = *st;
     zb_shard_t *sh = NULL;
     assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
-    const zb_embed_options_t opts[] = {
+    const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true},
-        {.level = ZB_LEVEL_TOKEN, .sentences = true, .token_vector = ZB_TOKVEC_MEAN},
+        {.level = ZB_LEVEL_TOKEN, .sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN},
         {.level = ZB_LEVEL_TOKEN, .token_meta = true, .windows = true},
-        {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKVEC_MEAN, .normalize = true},
+        {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKEN_VECTOR_MEAN, .normalize = true},
         {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP},
         {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP, .sentences = true,
          .token_meta = true},
@@ -217,7 +217,7 @@ static void test_token_options(void **st) {
     /* U+2554 is one of the characters Spark's detector rewrites: refused */
     const char *t[] = {"abc\xe2\x95\x94 x. Y", "I love NLP"};
     size_t l[] = {strlen(t[0]), strlen(t[1])};
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP};
     s_check_task(s, sh, &o, t, l, 2, NULL);
     uint8_t *tb;
     zb_msg_t tm;
@@ -236,36 +236,42 @@ static void test_token_options(void **st) {
     assert_false(v->errors[0].message.len == strlen(generic) &&
                  memcmp(v->errors[0].message.ptr, generic, v->errors[0].message.len) == 0);
     assert_int_equal(v->rows[1], 3);
-    assert_int_equal(v->piece_id[0], 146); /* I */
-    assert_true(v->word_start[0]);
-    assert_false(v->oov[0]);
+    assert_int_equal(v->meta[0].piece_id, 146); /* I */
+    assert_true(v->meta[0].word_start);
+    assert_false(v->meta[0].oov);
     zb_msg_free(&rm);
     free(out.body);
     zb_msg_free(&tm);
     free(tb);
 
     /* tasks with different later options are not merged */
-    zb_msg_options_t a = {.level = ZB_MSG_LEVEL_TOKEN}, b = a;
+    zb_options_t a = {.level = ZB_LEVEL_TOKEN}, b = a;
     assert_true(zb_shard_same_options(&a, &b));
     b.sentences = true;
     assert_false(zb_shard_same_options(&a, &b));
     b = a;
-    b.token_vector = ZB_MSG_TOKVEC_MEAN;
+    b.token_vector = ZB_TOKEN_VECTOR_MEAN;
     assert_false(zb_shard_same_options(&a, &b));
     b = a;
-    b.compat = ZB_MSG_COMPAT_SPARKNLP;
+    b.compat = ZB_COMPAT_SPARKNLP;
     assert_false(zb_shard_same_options(&a, &b));
     b = a;
     b.token_meta = true;
     assert_false(zb_shard_same_options(&a, &b));
-    zb_embed_options_t eo;
-    b = (zb_msg_options_t){.level = ZB_MSG_LEVEL_TOKEN, .sentences = true,
-                           .token_vector = ZB_MSG_TOKVEC_MEAN,
-                           .compat = ZB_MSG_COMPAT_SPARKNLP, .token_meta = true};
-    zb_shard_options(&b, &eo);
-    assert_true(eo.sentences && eo.token_meta);
-    assert_int_equal(eo.token_vector, ZB_TOKVEC_MEAN);
-    assert_int_equal(eo.compat, ZB_COMPAT_SPARKNLP);
+    /* the engine runs a task with its options as decoded (one type, no
+     * conversion): the later ones arrive intact */
+    b = (zb_options_t){.level = ZB_LEVEL_TOKEN, .sentences = true,
+                       .token_vector = ZB_TOKEN_VECTOR_MEAN,
+                       .compat = ZB_COMPAT_SPARKNLP, .token_meta = true};
+    s_task(9, t, l, 2, &b, &tb, &tm);
+    const zb_options_t *eo = &tm.u.task.opt;
+    assert_true(eo->sentences && eo->token_meta);
+    assert_int_equal(eo->token_vector, ZB_TOKEN_VECTOR_MEAN);
+    assert_int_equal(eo->compat, ZB_COMPAT_SPARKNLP);
+    assert_false(eo->tokenize_only);
+    assert_true(zb_shard_same_options(eo, &b));
+    zb_msg_free(&tm);
+    free(tb);
     zb_shard_destroy(&sh);
 }
 
@@ -280,7 +286,7 @@ static void test_text_cases(void **st) {
     const zb_level_t levels[] = {ZB_LEVEL_TOKEN, ZB_LEVEL_WORDPIECE, ZB_LEVEL_SENTENCE};
     const uint32_t empty_rows[] = {0, 2, 1}; /* no token; [CLS][SEP]; one vector */
     for (int k = 0; k < 3; k++) {
-        zb_embed_options_t o = {.level = levels[k]};
+        zb_options_t o = {.level = levels[k]};
         uint8_t *tb;
         zb_msg_t tm;
         s_task(7, t, l, 4, &o, &tb, &tm);
@@ -316,12 +322,12 @@ static void test_merged(void **st) {
     state_t *s = *st;
     zb_shard_t *sh = NULL;
     assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
-    const zb_embed_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
+    const zb_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
                                        {.level = ZB_LEVEL_TOKEN},
-                                       {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_MEAN}};
+                                       {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN}};
     const size_t cuts[] = {0, 9, 21, s->n}; /* three tasks */
     for (size_t k = 0; k < 3; k++) {
-        const zb_embed_options_t *o = &opts[k];
+        const zb_options_t *o = &opts[k];
         uint8_t *tb[3];
         zb_msg_t tm[3];
         const zb_msg_task_t *tp[3];
@@ -376,12 +382,12 @@ static void test_merged(void **st) {
  * limit without another cut (the sizing is exact, not an estimate). */
 static void test_too_large(void **st) {
     state_t *s = *st;
-    const zb_embed_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
+    const zb_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
                                        {.level = ZB_LEVEL_WORDPIECE},
                                        {.level = ZB_LEVEL_TOKEN},
                                        {.level = ZB_LEVEL_SENTENCE}};
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
-        const zb_embed_options_t *o = &opts[k];
+        const zb_options_t *o = &opts[k];
         zb_shard_t *sh = NULL;
         assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
         size_t len = s_check_task(s, sh, o, s->texts, s->lens, s->n, NULL);
@@ -421,7 +427,7 @@ static void test_cut_truncated(void **st) {
     state_t *s = *st;
     const char *t[] = {"I love NLP", s->long_text};
     size_t l[] = {10, s->lens[23]};
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     zb_shard_t *sh = NULL;
     assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
     size_t len = s_check_task(s, sh, &o, t, l, 2, NULL);
@@ -439,7 +445,7 @@ static void test_limit_unreachable(void **st) {
     zb_shard_config_t cfg = {.body_max = 40};
     zb_shard_t *sh = NULL;
     assert_int_equal(zb_shard_new(s->emb, &cfg, &sh, NULL), 0);
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     uint8_t *tb;
     zb_msg_t tm;
     s_task(1, s->texts, s->lens, s->n, &o, &tb, &tm);
@@ -462,7 +468,7 @@ static void test_fail_result(void **st) {
                           .epoch = 12,
                           .texts = texts,
                           .n_texts = 3,
-                          .opt = {.level = ZB_MSG_LEVEL_TOKEN}};
+                          .opt = {.level = ZB_LEVEL_TOKEN}};
     zb_shard_out_t out;
     assert_int_equal(zb_shard_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL),
                      0);
@@ -492,7 +498,7 @@ static void test_bad_arguments(void **st) {
     assert_int_equal(zb_shard_new(NULL, NULL, &sh, NULL), ZB_EINVAL);
     assert_null(sh);
     assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
-    zb_embed_options_t o1 = {.level = ZB_LEVEL_TOKEN}, o2 = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o1 = {.level = ZB_LEVEL_TOKEN}, o2 = {.level = ZB_LEVEL_SENTENCE};
     uint8_t *b1, *b2;
     zb_msg_t m1, m2;
     s_task(1, s->texts, s->lens, 2, &o1, &b1, &m1);

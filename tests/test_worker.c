@@ -234,11 +234,10 @@ static void s_send_empty(fake_t *f, zb_msg_type_t t) {
 
 /* A task under the given epoch. */
 static void s_send_task_in(fake_t *f, uint64_t epoch, uint64_t shard, const char *const *texts,
-                           const size_t *lens, size_t n, const zb_embed_options_t *o) {
+                           const size_t *lens, size_t n, const zb_options_t *o) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {
-        .shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = rc_msg_options(o)};
+    zb_msg_task_t t = {.shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = *o};
     uint8_t *b;
     size_t len;
     assert_int_equal(zb_msg_encode_task(&t, &b, &len, NULL), 0);
@@ -250,7 +249,7 @@ static void s_send_task_in(fake_t *f, uint64_t epoch, uint64_t shard, const char
 /* A task under the epoch of the worker's latest ready, as a broker sends
  * it. */
 static void s_send_task(fake_t *f, uint64_t shard, const char *const *texts, const size_t *lens,
-                        size_t n, const zb_embed_options_t *o) {
+                        size_t n, const zb_options_t *o) {
     s_send_task_in(f, f->epoch, shard, texts, lens, n, o);
 }
 
@@ -361,7 +360,7 @@ static void s_make_long(void) {
 
 /* The engine run directly on the same texts (same call composition). */
 static void s_reference(const char *const *texts, const size_t *lens, size_t n,
-                        const zb_embed_options_t *o, zb_embed_result_t *ref) {
+                        const zb_options_t *o, zb_embed_result_t *ref) {
     assert_int_equal(zb_embed_run(s_emb, texts, lens, n, o, ref), 0);
 }
 
@@ -495,11 +494,11 @@ static void test_results_identical(void **st) {
     fake_t f;
     s_fake_open(&f, "ident");
     s_start(&f, NULL, NULL);
-    const zb_embed_options_t opts[] = {
+    const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN},
         {.level = ZB_LEVEL_WORDPIECE, .windows = true},
         {.level = ZB_LEVEL_WORDPIECE},
-        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOL_MEAN, .normalize = true},
+        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN, .normalize = true},
         {.level = ZB_LEVEL_SENTENCE},
     };
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
@@ -529,7 +528,7 @@ static void test_credit(void **st) {
     fake_t f;
     s_fake_open(&f, "credit");
     pid_t pid = s_start(&f, (const char *[]){"--credit", "4", NULL}, NULL);
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     /* shard 1 is heavy, so all five arrive while it computes */
     s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
     for (int i = 2; i <= 5; i++)
@@ -591,7 +590,7 @@ static void test_heartbeats(void **st) {
 
     /* computing: a task sized to run more than 2.5 s (grown until it does,
      * so the check below always has something to check) */
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     size_t n = 100;
     for (int attempt = 0;; attempt++) {
         int hb0 = f.heartbeats;
@@ -621,7 +620,7 @@ static void test_drain(void **st) {
     fake_t f;
     s_fake_open(&f, "drain");
     pid_t pid = s_start(&f, (const char *[]){"--credit", "3", "--log-level", "debug", NULL}, NULL);
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     for (int i = 1; i <= 3; i++)
         s_send_task(&f, (uint64_t)i, s_long + 60 * i, s_long_lens + 60 * i, 60, &o);
     s_wait_log(f.log, "shard 3 queued", NULL);
@@ -692,7 +691,7 @@ static void test_malformed(void **st) {
     assert_true(zmq_send(f.sock, b + len / 2, len - len / 2, 0) >= 0);
     free(b);
     /* then a good task is served */
-    zb_embed_options_t o = {.level = ZB_LEVEL_WORDPIECE};
+    zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     s_send_task(&f, 7, s_texts, s_lens, 4, &o);
     got_t g;
     s_expect(&f, ZB_MSG_RESULT, &g);
@@ -737,7 +736,7 @@ static void test_silence_reconnect(void **st) {
     assert_int_equal(r2.m.u.ready.epoch, 2);
     s_got_free(&r2);
     f.keepalive = true;
-    zb_embed_options_t o = {.level = ZB_LEVEL_TOKEN};
+    zb_options_t o = {.level = ZB_LEVEL_TOKEN};
     s_send_task(&f, 3, s_texts, s_lens, 5, &o);
     got_t g;
     s_expect(&f, ZB_MSG_RESULT, &g);
@@ -775,7 +774,7 @@ static void test_epochs(void **st) {
     s_fake_open(&f, "epochs");
     s_start(&f, (const char *[]){"--credit", "2", "--log-level", "debug", NULL}, NULL);
     assert_int_equal(f.epoch, 1);
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     /* epoch 1: a heavy task that keeps the compute thread busy through
      * what follows, and one queued behind it */
     s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
@@ -837,7 +836,7 @@ static void test_two_brokers(void **st) {
     got_t g;
     s_expect(&f2, ZB_MSG_READY, &g);
     s_got_free(&g);
-    zb_embed_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     s_send_task(&f1, 1, s_texts, s_lens, 3, &o);
     s_send_task(&f2, 2, s_texts + 3, s_lens + 3, 4, &o);
     s_expect(&f2, ZB_MSG_RESULT, &g);

@@ -684,7 +684,7 @@ static void s_dispatch(s_worker_t *w) {
     s_job_t *batch[S_MERGE_TASKS];
     size_t n = 0, texts = 0, bytes = 0;
     s_job_t *first = w->head;
-    const zb_msg_options_t *opt = &first->msg.u.task.opt;
+    const zb_options_t *opt = &first->msg.u.task.opt;
     s_job_t **pp = &w->head;
     w->tail = NULL;
     while (*pp) {
@@ -719,10 +719,10 @@ static void s_dispatch(s_worker_t *w) {
     }
     w->running = n;
     ZB_LOG(ZB_LOG_DEBUG, "run of %zu task(s), %zu texts, level %s%s%s%s%s", n, texts,
-           zb_msg_level_name(opt->level), opt->sentences ? ", sentences" : "",
-           opt->token_vector == ZB_MSG_TOKVEC_MEAN ? ", mean token vectors" : "",
-           opt->compat == ZB_MSG_COMPAT_SPARKNLP ? ", Spark NLP compatibility" : "",
-           zb_msg_options_meta(opt) ? ", token metadata" : "");
+           zb_options_level_name(opt->level), opt->sentences ? ", sentences" : "",
+           opt->token_vector == ZB_TOKEN_VECTOR_MEAN ? ", mean token vectors" : "",
+           opt->compat == ZB_COMPAT_SPARKNLP ? ", Spark NLP compatibility" : "",
+           zb_options_meta(opt) ? ", token metadata" : "");
 }
 
 /* Takes a finished batch back and sends each result to its broker. */

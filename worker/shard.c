@@ -62,8 +62,7 @@ struct zb_shard {
     zb_msg_text_error_t *errs;
     size_t task_cap;  /* texts the five arrays above hold */
     uint32_t *offs, *boffs, *ids; /* [2 x row_cap], [2 x row_cap], [row_cap] */
-    uint32_t *sent, *piece;       /* token metadata: [row_cap] each */
-    bool *wstart, *oov;
+    zb_token_meta_t *meta;        /* token metadata: [row_cap] */
     size_t row_cap;
     float *vec;       /* [vec_cap] */
     size_t vec_cap;
@@ -94,31 +93,11 @@ static uint64_t s_mp_key(const char *k) {
 
 /* --- small helpers ----------------------------------------------------- */
 
-void zb_shard_options(const zb_msg_options_t *in, zb_embed_options_t *out) {
-    memset(out, 0, sizeof *out);
-    switch (in->level) {
-    case ZB_MSG_LEVEL_WORDPIECE: out->level = ZB_LEVEL_WORDPIECE; break;
-    case ZB_MSG_LEVEL_SENTENCE: out->level = ZB_LEVEL_SENTENCE; break;
-    default: out->level = ZB_LEVEL_TOKEN; break;
-    }
-    out->pooling = in->pooling == ZB_MSG_POOL_MEAN ? ZB_POOL_MEAN : ZB_POOL_CLS;
-    out->normalize = in->normalize;
-    out->windows = in->windows;
-    out->tokenize_only = false;
-    out->sentences = in->sentences;
-    out->token_vector = in->token_vector == ZB_MSG_TOKVEC_MEAN ? ZB_TOKVEC_MEAN : ZB_TOKVEC_FIRST;
-    out->compat = in->compat == ZB_MSG_COMPAT_SPARKNLP ? ZB_COMPAT_SPARKNLP : ZB_COMPAT_NONE;
-    out->token_meta = in->token_meta;
-}
-
-bool zb_shard_same_options(const zb_msg_options_t *a, const zb_msg_options_t *b) {
+bool zb_shard_same_options(const zb_options_t *a, const zb_options_t *b) {
     /* pooling only matters at the sentence level (token_vector and
      * token_meta at the token level), but a run takes one options struct,
      * so tasks must agree on all of them anyway */
-    return a->level == b->level && a->pooling == b->pooling && a->normalize == b->normalize &&
-           a->windows == b->windows && a->sentences == b->sentences &&
-           a->token_vector == b->token_vector && a->compat == b->compat &&
-           a->token_meta == b->token_meta;
+    return zb_options_equal(a, b);
 }
 
 zb_msg_code_t zb_shard_text_code(int status) {
@@ -170,10 +149,7 @@ static int s_reserve_rows(zb_shard_t *s, uint64_t n_rows, uint64_t n_floats) {
         if (s_grow((void **)&s->offs, 2 * (size_t)n_rows, sizeof *s->offs) ||
             s_grow((void **)&s->boffs, 2 * (size_t)n_rows, sizeof *s->boffs) ||
             s_grow((void **)&s->ids, (size_t)n_rows, sizeof *s->ids) ||
-            s_grow((void **)&s->sent, (size_t)n_rows, sizeof *s->sent) ||
-            s_grow((void **)&s->piece, (size_t)n_rows, sizeof *s->piece) ||
-            s_grow((void **)&s->wstart, (size_t)n_rows, sizeof *s->wstart) ||
-            s_grow((void **)&s->oov, (size_t)n_rows, sizeof *s->oov))
+            s_grow((void **)&s->meta, (size_t)n_rows, sizeof *s->meta))
             return ZB_ENOMEM;
         s->row_cap = (size_t)n_rows;
     }
@@ -236,10 +212,7 @@ void zb_shard_destroy(zb_shard_t **ps) {
     free(s->offs);
     free(s->boffs);
     free(s->ids);
-    free(s->sent);
-    free(s->piece);
-    free(s->wstart);
-    free(s->oov);
+    free(s->meta);
     free(s->vec);
     free(s);
     *ps = NULL;
@@ -258,11 +231,11 @@ typedef struct s_sum {
 
 /* Bytes a failed text takes: rows 0, empty offsets/ids/metadata entries
  * and its errors map {index, code, message}. */
-static uint64_t s_failed_bytes(zb_msg_level_t lv, bool meta, uint32_t k, zb_msg_code_t code,
+static uint64_t s_failed_bytes(zb_level_t lv, bool meta, uint32_t k, zb_msg_code_t code,
                                const char *message) {
     uint64_t b = 1; /* rows[k] = 0 */
-    if (lv != ZB_MSG_LEVEL_SENTENCE) b += 2;
-    if (lv == ZB_MSG_LEVEL_WORDPIECE) b += 1;
+    if (lv != ZB_LEVEL_SENTENCE) b += 2;
+    if (lv == ZB_LEVEL_WORDPIECE) b += 1;
     if (meta) b += 4;
     b += s_mp_count(3) + s_mp_key("index") + s_mp_uint(k) + s_mp_key("code") +
          s_mp_str(strlen(zb_msg_code_name(code))) + s_mp_key("message") +
@@ -271,22 +244,22 @@ static uint64_t s_failed_bytes(zb_msg_level_t lv, bool meta, uint32_t k, zb_msg_
 }
 
 /* The whole body: the map, the fixed keys and the aggregates. */
-static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_msg_level_t lv, int dim,
+static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_level_t lv, int dim,
                              uint32_t count, const s_sum_t *a) {
-    bool meta = zb_msg_options_meta(&t->opt);
-    uint64_t keys = 7 + 2 * (lv != ZB_MSG_LEVEL_SENTENCE) + (lv == ZB_MSG_LEVEL_WORDPIECE) +
+    bool meta = zb_options_meta(&t->opt);
+    uint64_t keys = 7 + 2 * (lv != ZB_LEVEL_SENTENCE) + (lv == ZB_LEVEL_WORDPIECE) +
                     4 * meta + (a->n_trunc > 0) + (a->n_err > 0);
     uint64_t b = s_mp_count(keys + 2) + s_mp_key("v") + s_mp_uint(ZB_MSG_VERSION) +
                  s_mp_key("type") + s_mp_str(strlen(zb_msg_type_name(ZB_MSG_RESULT))) +
                  s_mp_key("shard") + s_mp_uint(t->shard) + s_mp_key("epoch") +
                  s_mp_uint(t->epoch) + s_mp_key("tokens") + s_mp_uint(tokens) +
-                 s_mp_key("level") + s_mp_str(strlen(zb_msg_level_name(lv))) + s_mp_key("dim") +
+                 s_mp_key("level") + s_mp_str(strlen(zb_options_level_name(lv))) + s_mp_key("dim") +
                  s_mp_uint((uint64_t)dim) + s_mp_key("rows") + s_mp_count(count) +
                  s_mp_key("vectors") + s_mp_bin(a->vec_bytes);
-    if (lv != ZB_MSG_LEVEL_SENTENCE)
+    if (lv != ZB_LEVEL_SENTENCE)
         b += s_mp_key("offsets") + s_mp_count(count) + s_mp_key("byte_offsets") +
              s_mp_count(count);
-    if (lv == ZB_MSG_LEVEL_WORDPIECE) b += s_mp_key("ids") + s_mp_count(count);
+    if (lv == ZB_LEVEL_WORDPIECE) b += s_mp_key("ids") + s_mp_count(count);
     if (meta)
         b += s_mp_key("sentence") + s_mp_key("piece_id") + s_mp_key("word_start") +
              s_mp_key("oov") + 4 * s_mp_count(count);
@@ -302,7 +275,7 @@ static int s_by_rows(const void *pa, const void *pb) {
 }
 
 /* Fails text k so the body fits: moves it from live to failed. */
-static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, bool meta, int dim, bool truncated,
+static void s_cut(s_text_t *t, uint32_t k, zb_level_t lv, bool meta, int dim, bool truncated,
                   s_sum_t *a) {
     a->texts -= t->live;
     a->vec_bytes -= (uint64_t)t->rows * (uint64_t)dim * 4u;
@@ -320,13 +293,13 @@ static void s_cut(s_text_t *t, uint32_t k, zb_msg_level_t lv, bool meta, int dim
 
 /* The rows a successful result has at its level; -1 when it is inconsistent
  * (which the engine's contract rules out; it is reported, not trusted). */
-static int64_t s_rows_of(const zb_embed_result_t *r, zb_msg_level_t lv, bool meta, int dim) {
+static int64_t s_rows_of(const zb_embed_result_t *r, zb_level_t lv, bool meta, int dim) {
     if (r->dim != dim || r->n_vectors > UINT32_MAX) return -1;
     if (r->n_vectors > 0 && r->vectors == NULL) return -1;
     if (meta && r->n_vectors > 0 && r->meta == NULL) return -1;
     switch (lv) {
-    case ZB_MSG_LEVEL_TOKEN: return r->words.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
-    case ZB_MSG_LEVEL_WORDPIECE:
+    case ZB_LEVEL_TOKEN: return r->words.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
+    case ZB_LEVEL_WORDPIECE:
         return r->pieces.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
     default: return r->n_vectors == 1 ? 1 : -1;
     }
@@ -339,9 +312,9 @@ static uint32_t s_piece_of(const zb_token_meta_t *m) {
 
 /* Bytes a live text's rows, offsets, ids and metadata take (vectors
  * aside). */
-static uint64_t s_live_bytes(const zb_embed_result_t *r, zb_msg_level_t lv, bool meta, uint32_t rows) {
+static uint64_t s_live_bytes(const zb_embed_result_t *r, zb_level_t lv, bool meta, uint32_t rows) {
     uint64_t b = s_mp_uint(rows);
-    if (lv == ZB_MSG_LEVEL_TOKEN) {
+    if (lv == ZB_LEVEL_TOKEN) {
         b += 2 * s_mp_count(2 * (uint64_t)rows);
         for (uint32_t j = 0; j < rows; j++) {
             const zb_tokenizer_word_t *w = &r->words.v[j];
@@ -353,7 +326,7 @@ static uint64_t s_live_bytes(const zb_embed_result_t *r, zb_msg_level_t lv, bool
             for (uint32_t j = 0; j < rows; j++)
                 b += s_mp_uint(r->meta[j].sentence) + s_mp_uint(s_piece_of(&r->meta[j]));
         }
-    } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
+    } else if (lv == ZB_LEVEL_WORDPIECE) {
         b += 2 * s_mp_count(2 * (uint64_t)rows) + s_mp_count(rows);
         for (uint32_t j = 0; j < rows; j++) {
             const zb_tokenizer_piece_t *p = &r->pieces.v[j];
@@ -379,7 +352,7 @@ static void s_put_floats(float *dst, const float *src, size_t n) {
 }
 
 /* Gathers the live texts' rows into the wire arrays and encodes. */
-static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_msg_level_t lv,
+static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_level_t lv,
                     const zb_embed_result_t *res, uint32_t count, const s_sum_t *a, uint8_t **body,
                     size_t *len, zb_diag_t *d) {
     const size_t H = (size_t)s->dim;
@@ -387,7 +360,7 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
     int rc = s_reserve_rows(s, n_rows, n_rows * H);
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %llu rows",
                                     (unsigned long long)n_rows);
-    bool meta = zb_msg_options_meta(&task->opt);
+    bool meta = zb_options_meta(&task->opt);
     size_t at = 0, n_trunc = 0, n_err = 0;
     for (uint32_t k = 0; k < count; k++) {
         const s_text_t *t = &s->tx[k];
@@ -405,18 +378,18 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
         s_put_floats(s->vec + at * H, r->vectors, (size_t)t->rows * H);
         for (uint32_t j = 0; j < t->rows; j++) {
             size_t o = 2 * (at + j);
-            if (lv == ZB_MSG_LEVEL_TOKEN) {
+            if (lv == ZB_LEVEL_TOKEN) {
                 const zb_tokenizer_word_t *w = &r->words.v[j];
                 s->offs[o] = w->begin, s->offs[o + 1] = w->end;
                 s->boffs[o] = w->byte_begin, s->boffs[o + 1] = w->byte_end;
                 if (meta) {
-                    const zb_token_meta_t *tm = &r->meta[j];
-                    s->sent[at + j] = tm->sentence;
-                    s->piece[at + j] = s_piece_of(tm);
-                    s->wstart[at + j] = tm->word_start;
-                    s->oov[at + j] = tm->oov;
+                    /* the engine's row as sent: the piece it goes out
+                     * with (s_piece_of), -1 when oov */
+                    zb_token_meta_t tm = r->meta[j];
+                    tm.piece_id = tm.oov ? -1 : (int32_t)s_piece_of(&tm);
+                    s->meta[at + j] = tm;
                 }
-            } else if (lv == ZB_MSG_LEVEL_WORDPIECE) {
+            } else if (lv == ZB_LEVEL_WORDPIECE) {
                 const zb_tokenizer_piece_t *p = &r->pieces.v[j];
                 s->offs[o] = p->begin, s->offs[o + 1] = p->end;
                 s->boffs[o] = p->byte_begin, s->boffs[o + 1] = p->byte_end;
@@ -436,14 +409,11 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
                 .n_rows = n_rows,
                 .vectors = n_rows ? s->vec : NULL,
                 .vectors_len = (size_t)a->vec_bytes,
-                .offsets = lv != ZB_MSG_LEVEL_SENTENCE ? s->offs : NULL,
-                .byte_offsets = lv != ZB_MSG_LEVEL_SENTENCE ? s->boffs : NULL,
-                .ids = lv == ZB_MSG_LEVEL_WORDPIECE ? s->ids : NULL,
+                .offsets = lv != ZB_LEVEL_SENTENCE ? s->offs : NULL,
+                .byte_offsets = lv != ZB_LEVEL_SENTENCE ? s->boffs : NULL,
+                .ids = lv == ZB_LEVEL_WORDPIECE ? s->ids : NULL,
                 .token_meta = meta,
-                .sentence = meta ? s->sent : NULL,
-                .piece_id = meta ? s->piece : NULL,
-                .word_start = meta ? s->wstart : NULL,
-                .oov = meta ? s->oov : NULL,
+                .meta = meta && n_rows ? s->meta : NULL,
                 .truncated = s->trunc,
                 .n_truncated = n_trunc,
                 .errors = s->errs,
@@ -454,8 +424,8 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
 /* Builds and encodes the result of one task from its engine results. */
 static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_embed_result_t *res,
                    uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
-    zb_msg_level_t lv = task->opt.level;
-    bool meta = zb_msg_options_meta(&task->opt);
+    zb_level_t lv = task->opt.level;
+    bool meta = zb_options_meta(&task->opt);
     uint32_t count = (uint32_t)task->n_texts;
     int rc = s_reserve_task(s, count);
     if (rc != 0) return zb_diag_set(d, rc, "out of memory for %u texts", count);
@@ -550,7 +520,7 @@ int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const 
     zb_msg_result_t m = {.shard = task->shard,
                          .epoch = task->epoch,
                          .vec = {.level = task->opt.level,
-                                 .token_meta = zb_msg_options_meta(&task->opt),
+                                 .token_meta = zb_options_meta(&task->opt),
                                  .dim = dim > 0 ? (uint32_t)dim : 0,
                                  .count = (uint32_t)n_texts,
                                  .rows = rows,
@@ -583,10 +553,8 @@ static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *to
         if (t->n_texts == 0 || t->n_texts > ZB_MSG_TEXTS_MAX || t->texts == NULL)
             return zb_diag_set(d, ZB_EINVAL, "task %zu: %zu texts outside 1..%u", i,
                                t->n_texts, ZB_MSG_TEXTS_MAX);
-        if ((unsigned)t->opt.level >= ZB_MSG_LEVEL_COUNT ||
-            (unsigned)t->opt.pooling >= ZB_MSG_POOL_COUNT ||
-            (unsigned)t->opt.token_vector >= ZB_MSG_TOKVEC_COUNT ||
-            (unsigned)t->opt.compat >= ZB_MSG_COMPAT_COUNT)
+        zb_options_rule_t broken = zb_options_broken(&t->opt);
+        if (broken >= ZB_OPTIONS_RULE_LEVEL && broken <= ZB_OPTIONS_RULE_COMPAT)
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options out of range", i);
         if (!zb_shard_same_options(&t->opt, &tasks[0]->opt))
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options differ from task 0's", i);
@@ -638,11 +606,9 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
             s->texts[at] = t->ptr ? t->ptr : "";
             s->lens[at] = t->ptr ? t->len : 0;
         }
-    zb_embed_options_t eo;
-    zb_shard_options(&tasks[0]->opt, &eo);
     zb_embed_stats_t st0, st1;
     zb_embed_stats(s->e, &st0);
-    rc = zb_embed_run(s->e, s->texts, s->lens, total, &eo, s->res);
+    rc = zb_embed_run(s->e, s->texts, s->lens, total, &tasks[0]->opt, s->res);
     zb_embed_stats(s->e, &st1);
     if (rc != 0) {
         s_trim(s, total);

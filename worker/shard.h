@@ -11,7 +11,7 @@
  *   - turns each text's zb_embed_result_t into the wire shape of its level: rows,
  *     little-endian float32 vectors, code-point and byte offsets (token and
  *     wordpiece), vocabulary ids (wordpiece), token metadata (token level,
- *     when the options ask for it: zb_msg_options_meta), truncated indices;
+ *     when the options ask for it: zb_options_meta), truncated indices;
  *   - reports a text that failed alone as a per-text error whose message is
  *     what zbert-embed prints for it: the engine's sentence (zb_embed_result_t
  *     detail) when it has one, else zb_strerror() of its code (ZB_EUTF8:
@@ -79,11 +79,8 @@ int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
 /* Releases the runner and nulls *s.  Accepts NULL and *s == NULL. */
 void zb_shard_destroy(zb_shard_t **s);
 
-/* The engine options of a task's options (tokenize_only false). */
-void zb_shard_options(const zb_msg_options_t *in, zb_embed_options_t *out);
-
 /* True when tasks with options a and b can share one embedder call. */
-bool zb_shard_same_options(const zb_msg_options_t *a, const zb_msg_options_t *b);
+bool zb_shard_same_options(const zb_options_t *a, const zb_options_t *b);
 
 /*
  * Runs tasks[0..n) (borrowed, decoded tasks: 1 <= n_texts <= ZB_MSG_TEXTS_MAX

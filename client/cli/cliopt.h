@@ -9,7 +9,7 @@
  *   --token-vector first|mean          --compat none|sparknlp
  *   --input-format lines|jsonl         --format jsonl|npy|table|sparknlp-json
  *
- * Defaults and combinations (zb_cli_embed_finish):
+ * Defaults and combinations (zb_cliopt_finish):
  *   - the level is token, or sentence with --format npy (which holds one
  *     sentence vector per text and refuses any other level);
  *   - at token level (with vectors, without --compat) windows are on
@@ -20,8 +20,10 @@
  *     (and turns token metadata on: its annotations carry it).
  * Messages go to stderr as "<prog>: ..." lines, one per refusal.
  *
- * The values are this module's own (no engine or wire types): each
- * program maps them to its options (zb_embed_options_t, zbert_options_t).
+ * The options land in a zb_options_t (options.h), the type the engine and
+ * the wire take as they are (the values' names are options.h's); only what
+ * the command line alone needs (which options were given, the input and
+ * output formats) is this module's own.
  *
  * Thread-safety: no shared state.
  */
@@ -30,27 +32,21 @@
 
 #include <stdbool.h>
 
+#include "options.h"
 #include "textio.h"
 
-typedef struct zb_cli_embed {
-    zb_io_level_t level;    /* ZB_IO_TOKEN unless --level (or npy) says */
-    bool level_set;         /* --level given */
-    bool pooling_mean;      /* --pooling mean (sentence level) */
-    bool normalize;         /* --normalize */
-    bool windows;           /* long texts: windows, not truncation */
-    bool windows_set;       /* --truncate or --windows given */
-    bool sentences;         /* --sentences */
-    bool token_vector_mean; /* --token-vector mean */
-    bool compat_sparknlp;   /* --compat sparknlp */
-    bool token_meta;        /* token rows carry metadata (sparknlp-json) */
-    bool tokenize_only;     /* set by a program that has --tokenize-only,
-                             * before zb_cli_embed_finish */
-    zb_io_input_t input;    /* --input-format */
-    zb_io_format_t output;  /* --format */
-} zb_cli_embed_t;
+typedef struct zb_cliopt {
+    zb_options_t opt;          /* the request's; opt.tokenize_only is set by a
+                                * program that has --tokenize-only, before
+                                * zb_cliopt_finish */
+    bool level_set;            /* --level given */
+    bool windows_set;          /* --truncate or --windows given */
+    zb_textio_input_t input;   /* --input-format */
+    zb_textio_format_t output; /* --format */
+} zb_cliopt_t;
 
 /* The defaults (a zeroed struct is the same). */
-void zb_cli_embed_init(zb_cli_embed_t *o);
+void zb_cliopt_init(zb_cliopt_t *o);
 
 /*
  * Tries argv[*i] (i < argc) as one of the shared options.  Returns 1 when it
@@ -58,13 +54,13 @@ void zb_cli_embed_init(zb_cli_embed_t *o);
  * when it is not (nothing changed), -1 when its value is missing or not one
  * of those allowed (a line "<prog>: ..." on stderr).
  */
-int zb_cli_embed_arg(zb_cli_embed_t *o, int argc, char **argv, int *i, const char *prog);
+int zb_cliopt_arg(zb_cliopt_t *o, int argc, char **argv, int *i, const char *prog);
 
 /*
  * After every argument: applies the defaults that depend on other options
  * and refuses the combinations that cannot work (see above).  Returns 0, or
  * -1 after a line "<prog>: ..." on stderr.
  */
-int zb_cli_embed_finish(zb_cli_embed_t *o, const char *prog);
+int zb_cliopt_finish(zb_cliopt_t *o, const char *prog);
 
 #endif

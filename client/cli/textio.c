@@ -14,29 +14,29 @@
 
 /* --- input -------------------------------------------------------------- */
 
-struct zb_io_reader {
+struct zb_textio_reader {
     FILE *f;
-    zb_io_input_t format;
+    zb_textio_input_t format;
     char *line; /* reused line buffer */
     size_t cap;
 };
 
-zb_io_reader_t *zb_io_reader_new(FILE *f, zb_io_input_t format) {
-    zb_io_reader_t *r = calloc(1, sizeof *r);
+zb_textio_reader_t *zb_textio_reader_new(FILE *f, zb_textio_input_t format) {
+    zb_textio_reader_t *r = calloc(1, sizeof *r);
     if (r == NULL) return NULL;
     r->f = f;
     r->format = format;
     return r;
 }
 
-void zb_io_reader_destroy(zb_io_reader_t **pr) {
+void zb_textio_reader_destroy(zb_textio_reader_t **pr) {
     if (pr == NULL || *pr == NULL) return;
     free((*pr)->line);
     free(*pr);
     *pr = NULL;
 }
 
-void zb_io_item_clear(zb_io_item_t *it) {
+void zb_textio_item_clear(zb_textio_item_t *it) {
     free(it->text);
     it->text = NULL;
     it->len = 0;
@@ -47,7 +47,7 @@ void zb_io_item_clear(zb_io_item_t *it) {
  * over ZB_INPUT_LINE_MAX is consumed to its end and reported as too long,
  * so one runaway line cannot take the process's memory.
  * Returns 1 for a line, 0 at EOF, -1 for an over-long line, -2 on error. */
-static int s_read_line(zb_io_reader_t *r, size_t *len) {
+static int s_read_line(zb_textio_reader_t *r, size_t *len) {
     size_t n = 0;
     int c, too_long = 0, any = 0;
     while ((c = getc_unlocked(r->f)) != EOF) {
@@ -77,7 +77,7 @@ static int s_read_line(zb_io_reader_t *r, size_t *len) {
     return 1;
 }
 
-static int s_set_text(zb_io_item_t *it, const char *s, size_t n) {
+static int s_set_text(zb_textio_item_t *it, const char *s, size_t n) {
     it->text = malloc(n + 1);
     if (it->text == NULL) {
         snprintf(it->error, sizeof it->error, "out of memory");
@@ -282,7 +282,7 @@ static int s_find_text(const char *s, size_t n, size_t *vb, size_t *ve) {
 /* Sets it->text from the raw value [vb, ve) of "text" (a string: its
  * quotes included), or it->error.  Returns S_UN_OK, S_UN_*, or S_UN_ESCAPE
  * also when the value is not a string or memory runs out (error says). */
-static int s_text_from_json(zb_io_item_t *it, const char *line, size_t vb, size_t ve) {
+static int s_text_from_json(zb_textio_item_t *it, const char *line, size_t vb, size_t ve) {
     if (ve - vb < 2 || line[vb] != '"') {
         snprintf(it->error, sizeof it->error, "JSON object has no string field \"text\"");
         return S_UN_ESCAPE;
@@ -310,8 +310,8 @@ static int s_text_from_json(zb_io_item_t *it, const char *line, size_t vb, size_
     return S_UN_OK;
 }
 
-int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
-    zb_io_item_clear(it);
+int zb_textio_read(zb_textio_reader_t *r, zb_textio_item_t *it) {
+    zb_textio_item_clear(it);
     size_t len = 0;
     int got = s_read_line(r, &len);
     if (got == 0) return 0;
@@ -321,7 +321,7 @@ int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
         return 1;
     }
     const char *line = r->line ? r->line : "";
-    if (r->format == ZB_IO_IN_LINES) {
+    if (r->format == ZB_TEXTIO_IN_LINES) {
         s_set_text(it, line, len);
         return 1;
     }
@@ -333,7 +333,7 @@ int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
     if (!valid) {
         /* cJSON refuses a lone surrogate too; name it when it is in "text" */
         if (found != S_JT_FOUND || s_text_from_json(it, line, vb, ve) != S_UN_SURROGATE) {
-            zb_io_item_clear(it);
+            zb_textio_item_clear(it);
             snprintf(it->error, sizeof it->error, "bad JSON");
         }
         return 1;
@@ -351,10 +351,10 @@ int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it) {
 
 /* --- output ------------------------------------------------------------- */
 
-struct zb_io_writer {
+struct zb_textio_writer {
     FILE *f;
-    zb_io_format_t format;
-    zb_io_level_t level;
+    zb_textio_format_t format;
+    zb_level_t level;
     bool tokenize_only;
     bool pooling_mean;
     int dim;
@@ -380,24 +380,30 @@ static void s_npy_header(FILE *f, size_t rows, int dim) {
     fwrite(h, 1, sizeof h, f);
 }
 
-zb_io_writer_t *zb_io_writer_new(FILE *f, zb_io_format_t format, zb_io_level_t level,
-                                 bool tokenize_only, bool pooling_mean, int dim) {
-    if (format == ZB_IO_OUT_NPY && (level != ZB_IO_SENTENCE || tokenize_only || dim <= 0))
+zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format, const zb_options_t *o,
+                                         int dim) {
+    zb_level_t level = o->level;
+    bool tokenize_only = o->tokenize_only;
+    if (format == ZB_TEXTIO_OUT_NPY && (level != ZB_LEVEL_SENTENCE || tokenize_only || dim <= 0))
         return NULL;
-    if (format == ZB_IO_OUT_SPARKNLP_JSON && (level != ZB_IO_TOKEN || tokenize_only)) return NULL;
-    zb_io_writer_t *w = calloc(1, sizeof *w);
+    if (format == ZB_TEXTIO_OUT_SPARKNLP_JSON && (level != ZB_LEVEL_TOKEN || tokenize_only))
+        return NULL;
+    zb_textio_writer_t *w = calloc(1, sizeof *w);
     if (w == NULL) return NULL;
-    *w = (zb_io_writer_t){.f = f, .format = format, .level = level,
-                          .tokenize_only = tokenize_only, .pooling_mean = pooling_mean,
-                          .dim = dim};
-    if (format == ZB_IO_OUT_NPY) {
+    *w = (zb_textio_writer_t){.f = f,
+                              .format = format,
+                              .level = level,
+                              .tokenize_only = tokenize_only,
+                              .pooling_mean = o->pooling == ZB_POOLING_MEAN,
+                              .dim = dim};
+    if (format == ZB_TEXTIO_OUT_NPY) {
         w->seekable = fseek(f, 0, SEEK_SET) == 0 && ftell(f) == 0;
         if (w->seekable) s_npy_header(f, 0, dim);
     }
     return w;
 }
 
-void zb_io_writer_destroy(zb_io_writer_t **pw) {
+void zb_textio_writer_destroy(zb_textio_writer_t **pw) {
     if (pw == NULL || *pw == NULL) return;
     free((*pw)->buf);
     free(*pw);
@@ -437,7 +443,7 @@ static void s_put_vector(FILE *f, const float *v, int n) {
     putc(']', f);
 }
 
-static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
+static void s_write_jsonl(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     FILE *f = w->f;
     fprintf(f, "{\"index\":%zu", t->index);
     if (t->error) {
@@ -448,7 +454,7 @@ static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
     }
     if (t->truncated) fputs(",\"truncated\":true", f);
     const size_t H = (size_t)t->dim;
-    if (w->tokenize_only || w->level == ZB_IO_WORDPIECE) {
+    if (w->tokenize_only || w->level == ZB_LEVEL_WORDPIECE) {
         fputs(",\"ids\":[", f);
         for (size_t i = 0; i < t->n_rows; i++) fprintf(f, i ? ",%d" : "%d", (int)t->ids[i]);
         fputs("],\"offsets\":[", f);
@@ -463,7 +469,7 @@ static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
             }
             putc(']', f);
         }
-    } else if (w->level == ZB_IO_SENTENCE) {
+    } else if (w->level == ZB_LEVEL_SENTENCE) {
         fputs(",\"vector\":", f);
         s_put_vector(f, t->vectors, t->dim);
     } else {
@@ -474,7 +480,7 @@ static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
             s_put_json_string(f, t->text + bb, be - bb);
             fprintf(f, ",\"begin\":%u,\"end\":%u,", t->offsets[2 * i], t->offsets[2 * i + 1]);
             if (t->meta) {
-                const zb_io_token_meta_t *m = &t->meta[i];
+                const zb_token_meta_t *m = &t->meta[i];
                 fprintf(f, "\"sentence\":%u,\"pieceId\":%d,\"isWordStart\":%s,\"isOOV\":%s,",
                         m->sentence, (int)m->piece_id, m->word_start ? "true" : "false",
                         m->oov ? "true" : "false");
@@ -490,7 +496,7 @@ static void s_write_jsonl(zb_io_writer_t *w, const zb_io_text_t *t) {
 
 /* UTF-16 index of byte offset b of the text, walking on from (*at_b, *at_u)
  * (restarting when b is behind). */
-static int32_t s_utf16_at(const zb_io_text_t *t, uint32_t b, uint32_t *at_b, int32_t *at_u) {
+static int32_t s_utf16_at(const zb_textio_text_t *t, uint32_t b, uint32_t *at_b, int32_t *at_u) {
     if (b < *at_b) *at_b = 0, *at_u = 0;
     const unsigned char *s = (const unsigned char *)t->text;
     while (*at_b < b && *at_b < t->text_len) {
@@ -502,9 +508,9 @@ static int32_t s_utf16_at(const zb_io_text_t *t, uint32_t b, uint32_t *at_b, int
     return *at_u;
 }
 
-void zb_io_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
-                       zb_io_token_meta_t *meta) {
-    zb_io_text_t t = {.text = text, .text_len = len};
+void zb_textio_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
+                           zb_token_meta_t *meta) {
+    zb_textio_text_t t = {.text = text, .text_len = len};
     uint32_t at_b = 0;
     int32_t at_u = 0;
     for (size_t i = 0; i < n; i++) {
@@ -514,7 +520,7 @@ void zb_io_utf16_spans(const char *text, size_t len, const uint32_t *byte_offset
 }
 
 /* One line of Spark NLP word_embeddings annotations. */
-static void s_write_sparknlp(zb_io_writer_t *w, const zb_io_text_t *t) {
+static void s_write_sparknlp(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     FILE *f = w->f;
     fprintf(f, "{\"index\":%zu", t->index);
     if (t->error) {
@@ -528,7 +534,7 @@ static void s_write_sparknlp(zb_io_writer_t *w, const zb_io_text_t *t) {
     int32_t at_u = 0;
     for (size_t i = 0; i < t->n_rows; i++) {
         uint32_t bb = t->byte_offsets[2 * i], be = t->byte_offsets[2 * i + 1];
-        zb_io_token_meta_t m = {.piece_id = -1, .word_start = true};
+        zb_token_meta_t m = {.piece_id = -1, .word_start = true};
         if (t->meta) {
             m = t->meta[i];
         } else {
@@ -548,8 +554,8 @@ static void s_write_sparknlp(zb_io_writer_t *w, const zb_io_text_t *t) {
     fputs("]}\n", f);
 }
 
-void zb_io_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
-                                const char *error) {
+void zb_textio_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
+                                    const char *error) {
     fprintf(f, "{\"index\":%zu", index);
     if (error) {
         fputs(",\"error\":", f);
@@ -563,20 +569,21 @@ void zb_io_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, si
     fputs("]}\n", f);
 }
 
-static void s_write_table(zb_io_writer_t *w, const zb_io_text_t *t) {
+static void s_write_table(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     enum { SHOW = 4 };
     FILE *f = w->f;
     if (t->error) {
         fprintf(f, "text %zu: error: %s\n", t->index, t->error);
         return;
     }
-    bool sentence = !w->tokenize_only && w->level == ZB_IO_SENTENCE;
+    bool sentence = !w->tokenize_only && w->level == ZB_LEVEL_SENTENCE;
     bool vectors = !w->tokenize_only;
     fprintf(f, "text %zu%s, %d-dimensional vectors\n", t->index,
             t->truncated ? " (truncated)" : "", t->dim);
-    fprintf(f, "  %-16s %6s %6s", sentence ? "sentence"
-                                  : w->level == ZB_IO_TOKEN && vectors ? "token"
-                                                                       : "wordpiece",
+    fprintf(f, "  %-16s %6s %6s",
+            sentence                                ? "sentence"
+            : w->level == ZB_LEVEL_TOKEN && vectors ? "token"
+                                                    : "wordpiece",
             "begin", "end");
     if (vectors) {
         for (int j = 0; j < SHOW && j < t->dim; j++) fprintf(f, "  %10s%d", "v", j);
@@ -611,7 +618,7 @@ static void s_write_table(zb_io_writer_t *w, const zb_io_text_t *t) {
     }
 }
 
-static int s_write_npy(zb_io_writer_t *w, const zb_io_text_t *t) {
+static int s_write_npy(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     const size_t H = (size_t)w->dim;
     float *row = NULL;
     float stack[256];
@@ -642,18 +649,18 @@ static int s_write_npy(zb_io_writer_t *w, const zb_io_text_t *t) {
     return rc;
 }
 
-int zb_io_write(zb_io_writer_t *w, const zb_io_text_t *t) {
+int zb_textio_write(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     switch (w->format) {
-    case ZB_IO_OUT_JSONL: s_write_jsonl(w, t); return 0;
-    case ZB_IO_OUT_TABLE: s_write_table(w, t); return 0;
-    case ZB_IO_OUT_NPY: return s_write_npy(w, t);
-    case ZB_IO_OUT_SPARKNLP_JSON: s_write_sparknlp(w, t); return 0;
+    case ZB_TEXTIO_OUT_JSONL: s_write_jsonl(w, t); return 0;
+    case ZB_TEXTIO_OUT_TABLE: s_write_table(w, t); return 0;
+    case ZB_TEXTIO_OUT_NPY: return s_write_npy(w, t);
+    case ZB_TEXTIO_OUT_SPARKNLP_JSON: s_write_sparknlp(w, t); return 0;
     }
     return -1;
 }
 
-int zb_io_writer_finish(zb_io_writer_t *w) {
-    if (w->format == ZB_IO_OUT_NPY) {
+int zb_textio_writer_finish(zb_textio_writer_t *w) {
+    if (w->format == ZB_TEXTIO_OUT_NPY) {
         if (w->seekable) {
             if (fflush(w->f) || fseek(w->f, 0, SEEK_SET)) return -1;
             s_npy_header(w->f, w->rows, w->dim);

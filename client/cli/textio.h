@@ -5,7 +5,8 @@
  * zbert-embed (in process) and `zbert embed` (through the service) read the
  * same inputs and must write byte-identical outputs for the same vectors, so
  * both go through this module.  It knows nothing of the engine or the wire:
- * a result is described by a zb_io_text_t view.
+ * a result is described by a zb_textio_text_t view, the request by its
+ * zb_options_t and token metadata by zb_token_meta_t rows (options.h).
  *
  * Input: one text per line ("\n", a trailing "\r" dropped), or one JSON
  * object {"text": "..."} per line.  A line that cannot be read (too long,
@@ -44,7 +45,7 @@
  *          values strings; pieceId "-1" when the text carries no metadata;
  *          a failed text is {"index":i,"error":"..."}.
  *
- * Sentence spans (zb_io_write_sentence_spans): {"index":i,
+ * Sentence spans (zb_textio_write_sentence_spans): {"index":i,
  * "sentence_spans":[[begin,end],...]} in code points, end exclusive.
  *
  * Thread-safety: none needed; each object belongs to one thread.
@@ -57,59 +58,45 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "options.h"
+
 /* --- input -------------------------------------------------------------- */
 
-typedef enum zb_io_input { ZB_IO_IN_LINES = 0, ZB_IO_IN_JSONL } zb_io_input_t;
+typedef enum zb_textio_input { ZB_TEXTIO_IN_LINES = 0, ZB_TEXTIO_IN_JSONL } zb_textio_input_t;
 
 /* One input text. */
-typedef struct zb_io_item {
+typedef struct zb_textio_item {
     char *text;       /* malloc'd, NUL-terminated (may hold NULs before
                        * len); NULL when the line was rejected */
     size_t len;       /* bytes */
     char error[160];  /* why the line was rejected */
-} zb_io_item_t;
+} zb_textio_item_t;
 
-typedef struct zb_io_reader zb_io_reader_t;
+typedef struct zb_textio_reader zb_textio_reader_t;
 
 /* Reads from f (borrowed) in the given format.  NULL when out of memory. */
-zb_io_reader_t *zb_io_reader_new(FILE *f, zb_io_input_t format);
-void zb_io_reader_destroy(zb_io_reader_t **r);
+zb_textio_reader_t *zb_textio_reader_new(FILE *f, zb_textio_input_t format);
+void zb_textio_reader_destroy(zb_textio_reader_t **r);
 
 /* Reads the next input into *it (its previous text is freed first).
  * Returns 1 for an item (it->text NULL when the line was rejected), 0 at end
  * of input, -1 on a read error of the stream. */
-int zb_io_read(zb_io_reader_t *r, zb_io_item_t *it);
+int zb_textio_read(zb_textio_reader_t *r, zb_textio_item_t *it);
 
 /* Releases it->text. */
-void zb_io_item_clear(zb_io_item_t *it);
+void zb_textio_item_clear(zb_textio_item_t *it);
 
 /* --- output ------------------------------------------------------------- */
 
-typedef enum zb_io_level {
-    ZB_IO_TOKEN = 0,
-    ZB_IO_WORDPIECE,
-    ZB_IO_SENTENCE,
-} zb_io_level_t;
-
-typedef enum zb_io_format {
-    ZB_IO_OUT_JSONL = 0,
-    ZB_IO_OUT_NPY,
-    ZB_IO_OUT_TABLE,
-    ZB_IO_OUT_SPARKNLP_JSON,
-} zb_io_format_t;
-
-/* Token metadata (token level, optional): what a Spark NLP annotation
- * carries beyond the span. */
-typedef struct zb_io_token_meta {
-    uint32_t sentence;      /* 0-based sentence of the text */
-    int32_t piece_id;       /* vocabulary id of the token's (first) piece; -1: none */
-    int32_t begin16, end16; /* UTF-16 units, end INCLUSIVE */
-    bool word_start;        /* the piece is not a "##" continuation */
-    bool oov;               /* no piece: the vector is zeros */
-} zb_io_token_meta_t;
+typedef enum zb_textio_format {
+    ZB_TEXTIO_OUT_JSONL = 0,
+    ZB_TEXTIO_OUT_NPY,
+    ZB_TEXTIO_OUT_TABLE,
+    ZB_TEXTIO_OUT_SPARKNLP_JSON,
+} zb_textio_format_t;
 
 /* What one text came to, as views (nothing is copied or kept). */
-typedef struct zb_io_text {
+typedef struct zb_textio_text {
     size_t index;            /* 0-based input index */
     const char *text;        /* the input text (token texts are slices) */
     size_t text_len;
@@ -121,28 +108,29 @@ typedef struct zb_io_text {
     const uint32_t *offsets; /* [n_rows][2] code points (token, wordpiece) */
     const uint32_t *byte_offsets; /* [n_rows][2] bytes (token, wordpiece) */
     const int32_t *ids;      /* [n_rows] (wordpiece level) */
-    const zb_io_token_meta_t *meta; /* [n_rows] token level, or NULL (not written) */
-} zb_io_text_t;
+    const zb_token_meta_t *meta; /* [n_rows] token level, or NULL (not written) */
+} zb_textio_text_t;
 
-typedef struct zb_io_writer zb_io_writer_t;
+typedef struct zb_textio_writer zb_textio_writer_t;
 
 /*
- * A writer of format to f (borrowed).  level and tokenize_only say what the
- * rows are; pooling_mean only labels the table.  npy needs dim (> 0) and
- * sentence level.  NULL when out of memory or the combination is invalid.
+ * A writer of format to f (borrowed).  o (read here, not kept) says what the
+ * rows are: its level and tokenize_only; its pooling only labels the table.
+ * npy needs dim (> 0) and sentence level.  NULL when out of memory or the
+ * combination is invalid.
  */
-zb_io_writer_t *zb_io_writer_new(FILE *f, zb_io_format_t format, zb_io_level_t level,
-                                 bool tokenize_only, bool pooling_mean, int dim);
+zb_textio_writer_t *zb_textio_writer_new(FILE *f, zb_textio_format_t format, const zb_options_t *o,
+                                         int dim);
 
 /* Writes one text's result; texts must come in index order.  Returns 0 or
  * -1 when out of memory. */
-int zb_io_write(zb_io_writer_t *w, const zb_io_text_t *t);
+int zb_textio_write(zb_textio_writer_t *w, const zb_textio_text_t *t);
 
 /* Completes the output (the npy header and buffered rows) and flushes.
  * Returns 0 or -1 on a write error (errno says which). */
-int zb_io_writer_finish(zb_io_writer_t *w);
+int zb_textio_writer_finish(zb_textio_writer_t *w);
 
-void zb_io_writer_destroy(zb_io_writer_t **w);
+void zb_textio_writer_destroy(zb_textio_writer_t **w);
 
 /* Fills meta[i].begin16 and meta[i].end16 for i < n: the UTF-16 units of
  * text[0..len) before byte_offsets[2i], and before byte_offsets[2i+1]
@@ -150,13 +138,13 @@ void zb_io_writer_destroy(zb_io_writer_t **w);
  * metadata came without its UTF-16 span (the service sends the byte spans
  * only: PROTOCOL.md 4).  Spans may come in any order; offsets past len
  * count to len.  The text is taken as valid UTF-8 (a text with rows is). */
-void zb_io_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
-                       zb_io_token_meta_t *meta);
+void zb_textio_utf16_spans(const char *text, size_t len, const uint32_t *byte_offsets, size_t n,
+                           zb_token_meta_t *meta);
 
 /* Writes {"index":index,"sentence_spans":[[b,e],...]} (spans[2k], spans[2k+1]
  * code points, end exclusive) or, when error is not NULL,
  * {"index":index,"error":error}, and a newline. */
-void zb_io_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
-                                const char *error);
+void zb_textio_write_sentence_spans(FILE *f, size_t index, const uint32_t *spans, size_t n,
+                                    const char *error);
 
 #endif

@@ -44,27 +44,29 @@ static void s_die(const char *what, const zb_diag_t *d) {
 /* The invariants of token metadata and options on a decoded message. */
 static void s_check_meta(const zb_msg_t *m, const zb_diag_t *d) {
     const zb_msg_vectors_t *v = NULL;
-    const zb_msg_options_t *o = NULL;
+    const zb_options_t *o = NULL;
     if (m->type == ZB_MSG_PART) v = &m->u.part.vec;
     if (m->type == ZB_MSG_RESULT) v = &m->u.result.vec;
     if (m->type == ZB_MSG_EMBED) o = &m->u.embed.opt;
     if (m->type == ZB_MSG_TASK) o = &m->u.task.opt;
-    if (o && o->compat != ZB_MSG_COMPAT_NONE && o->level != ZB_MSG_LEVEL_TOKEN)
+    if (o && o->compat != ZB_COMPAT_NONE && o->level != ZB_LEVEL_TOKEN)
         s_die("compat decoded at another level than token", d);
-    if (o && o->sentences && o->level == ZB_MSG_LEVEL_SENTENCE)
+    if (o && o->sentences && o->level == ZB_LEVEL_SENTENCE)
         s_die("sentences decoded at the sentence level", d);
+    if (o && (zb_options_broken(o) != ZB_OPTIONS_RULE_NONE || o->tokenize_only))
+        s_die("options decoded that break a rule", d);
     if (v == NULL) return;
     if (!v->token_meta) {
-        if (v->sentence || v->piece_id || v->word_start || v->oov)
-            s_die("metadata arrays without token_meta", d);
+        if (v->meta) s_die("metadata rows without token_meta", d);
         return;
     }
-    if (v->level != ZB_MSG_LEVEL_TOKEN) s_die("token metadata at another level", d);
+    if (v->level != ZB_LEVEL_TOKEN) s_die("token metadata at another level", d);
     if (v->n_rows == 0) return;
-    if (!v->sentence || !v->piece_id || !v->word_start || !v->oov)
-        s_die("token metadata with an array missing", d);
-    for (uint64_t k = 0; k < v->n_rows; k++)
-        if (v->oov[k] && v->piece_id[k] != 0) s_die("an oov row with a piece", d);
+    if (!v->meta) s_die("token metadata without its rows", d);
+    for (uint64_t k = 0; k < v->n_rows; k++) {
+        if (v->meta[k].oov && v->meta[k].piece_id != -1) s_die("an oov row with a piece", d);
+        if (!v->meta[k].oov && v->meta[k].piece_id < 0) s_die("a row without a piece", d);
+    }
 }
 
 static bool s_has_unknown_code(const zb_msg_t *m) {
