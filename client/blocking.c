@@ -9,7 +9,7 @@
  * A request that fails ends the call: the others are cancelled and their
  * events drained, so the client is left with nothing open.
  *
- * Built on the public API only.  Thread-safety: as the client.
+ * Built on the public API only (and the shared clock).  Thread-safety: as the client.
  */
 #include "zbert.h"
 
@@ -18,7 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "clock.h"
 
 /* A chunk closes at this many texts or bytes: big enough that messages
  * are few, small enough that the broker's shards of one request start
@@ -43,12 +44,6 @@ typedef struct s_chunk {
     uint64_t handle; /* 0: not submitted */
     bool ended;
 } s_chunk_t;
-
-static uint64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static int s_diag(zbert_diag_t *d, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -143,10 +138,10 @@ int zbert_embed(zbert_client_t *c, const char *const *texts, const size_t *lens,
     if (res == NULL) goto out;
     res->n = n;
     if (n && (res->slots = calloc(n, sizeof *res->slots)) == NULL) goto out;
-    uint64_t start = s_now_ms();
+    uint64_t start = zb_clock_ms();
     rc = 0;
     while (rc == 0 && (next_text < n || ended < n_chunks)) {
-        uint64_t now = s_now_ms();
+        uint64_t now = zb_clock_ms();
         uint32_t left_ms = 0;
         if (opt->deadline_ms) {
             if (now - start >= opt->deadline_ms) {

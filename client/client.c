@@ -39,10 +39,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "error.h"
 #include "limits.h"
 #include "log.h"
@@ -95,11 +95,9 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
 
 /* --- time ------------------------------------------------------------------ */
 
+/* 0 means "unset" in every timestamp below, so the clock starts at 1. */
 static uint64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    /* +1: 0 means "unset" in every timestamp below */
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u + 1u;
+    return zb_clock_ms() + 1u;
 }
 
 /* --- structures ----------------------------------------------------------- */
