@@ -139,7 +139,12 @@ static int s_parse_args(int argc, char **argv, s_args_t *a) {
         s_usage(stderr);
         return -1;
     }
-    if (zb_cliopt_finish(&a->cli, "zbert-embed") != 0) return -1;
+    zb_diag_t d = {{0}};
+    int rc = zb_cliopt_finish(&a->cli, NULL, NULL, &d);
+    if (rc != 0) {
+        fprintf(stderr, "zbert-embed: %s\n", zb_diag_text(&d, rc));
+        return -1;
+    }
     return 0;
 }
 
