@@ -7,7 +7,6 @@
  */
 #include "cliopt.h"
 
-#include <stdio.h>
 #include <string.h>
 
 void zb_cliopt_init(zb_cliopt_t *o) {
@@ -113,36 +112,10 @@ int zb_cliopt_hook(void *ctx, int argc, char **argv, int *i, zb_diag_t *d) {
     return 1;
 }
 
-int zb_cliopt_arg(zb_cliopt_t *o, int argc, char **argv, int *i, const char *prog) {
-    zb_diag_t d = {{0}};
-    const char *k = argv[*i];
-    if (zb_cliopt_hook(o, argc, argv, i, &d) == 1) return 1;
-    const zb_settings_t *s = NULL;
-    for (size_t j = 0; k[0] == '-' && k[1] == '-' && j < sizeof s_table / sizeof *s_table; j++)
-        if (strcmp(k + 2, s_table[j].name) == 0) s = &s_table[j];
-    if (s == NULL) return 0;
-    const char *v = "true";
-    if (s->kind != ZB_SETTINGS_FLAG) {
-        if (*i + 1 >= argc) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, k);
-            return -1;
-        }
-        v = argv[++*i];
-    }
-    int rc = zb_settings_set(s_table, sizeof s_table / sizeof *s_table, o, s->name, v, &d);
-    if (rc != 0) {
-        fprintf(stderr, "%s: %s\n", prog, zb_diag_text(&d, rc));
-        return -1;
-    }
-    if (strcmp(s->name, "level") == 0) o->level_set = true;
-    return 1;
-}
-
 int zb_cliopt_finish(zb_cliopt_t *o, const zb_settings_program_t *p,
                      const zb_settings_result_t *res, zb_diag_t *d) {
     zb_options_t *opt = &o->opt;
-    if (p != NULL && res != NULL)
-        o->level_set = zb_settings_source(p, res, "level") == ZB_SETTINGS_FROM_ARGV;
+    o->level_set = zb_settings_source(p, res, "level") == ZB_SETTINGS_FROM_ARGV;
     if (o->output == ZB_TEXTIO_OUT_NPY) {
         if (!o->level_set) opt->level = ZB_LEVEL_SENTENCE;
         if (opt->level != ZB_LEVEL_SENTENCE || opt->tokenize_only)

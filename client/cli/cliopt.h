@@ -77,19 +77,11 @@ int zb_cliopt_hook(void *ctx, int argc, char **argv, int *i, zb_diag_t *d);
 extern const char zb_cliopt_hook_help[];
 
 /*
- * For a command line parsed by hand: tries argv[*i] (i < argc) as one of
- * the shared options.  Returns 1 when it is one (its value, if any, taken
- * and *i advanced past it; --level sets level_set), 0 when it is not
- * (nothing changed), -1 after a line "<prog>: ..." on stderr.
- */
-int zb_cliopt_arg(zb_cliopt_t *o, int argc, char **argv, int *i, const char *prog);
-
-/*
  * After zb_settings_parse() of p (which lists zb_cliopt_table's group for
  * o) returned 0 into res: records whether --level was given, applies the
  * defaults that depend on other options and refuses the combinations that
- * cannot work (see above).  p and res NULL: level_set is left as it is.
- * Returns 0, or ZB_EINVAL with d saying why in the command line's words.
+ * cannot work (see above).  Returns 0, or ZB_EINVAL with d saying why in
+ * the command line's words.
  */
 int zb_cliopt_finish(zb_cliopt_t *o, const zb_settings_program_t *p,
                      const zb_settings_result_t *res, zb_diag_t *d);
