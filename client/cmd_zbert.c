@@ -6,12 +6,14 @@
  *                [--sentences] [--token-vector first|mean] [--compat none|sparknlp]
  *                [--input-format lines|jsonl] [--format jsonl|npy|table|sparknlp-json]
  *                [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]
- *                [--tries N] [--progress auto|always|never] [--config F]
- *                [--log-level L] [-o OUTPUT] [INPUT]   (default: stdin, stdout)
- *   zbert status --broker EP [--json] [--timeout-ms N] [--config F] [--log-level L]
+ *                [--tries N] [--timeout-ms N] [--progress auto|always|never]
+ *                [--config F] [--log-level L] [-o OUTPUT] [INPUT]
+ *                (default: stdin, stdout)
+ *   zbert status --broker EP [--json] [--timeout-ms N] [--retry-ms N] [--tries N]
+ *                [--config F] [--log-level L]
  *
  * `zbert embed` reads and writes exactly what zbert-embed reads and writes
- * (client/cli/textio), and takes its embedding options through the same parser
+ * (client/cli/textio), and takes its embedding options from the same table
  * (client/cli/cliopt): for the same texts, options and model the output bytes
  * are the same, and so are the per-line error messages on stderr and the
  * exit status (1 when a line was rejected).  Token metadata (--sentences,
@@ -27,11 +29,16 @@
  *
  * `zbert status` prints the broker's status_reply as a table, or JSON.
  *
- * Settings come from the command line, else ZBERT_<KEY> environment
- * variables, else the --config file, else the defaults (see
- * deploy/zbert.conf.example).  Exit status: 0, 1 on failure (or rejected
- * input lines), 2 on a usage error, 130 when interrupted (SIGINT, SIGTERM:
- * the open requests are cancelled at the broker first).
+ * Settings are proto/settings tables, picked by the command: both commands'
+ * (broker, retry-ms, tries, timeout-ms, log-level) and embed's (batch,
+ * inflight, deadline-ms, progress) come from the command line, else
+ * ZBERT_<KEY> environment variables, else the --config file (or
+ * $ZBERT_CONFIG), else the defaults (see deploy/zbert.conf.example); the
+ * output options (the embedding options of client/cli/cliopt, -o, --json)
+ * are command line only.  `zbert COMMAND --help` is generated from the
+ * tables.  Exit status: 0, 1 on failure (or rejected input lines), 2 on a
+ * usage error, 130 when interrupted (SIGINT, SIGTERM: the open requests are
+ * cancelled at the broker first).
  *
  * The command line is a contract other tools drive: options are only ever
  * added.
@@ -56,11 +63,9 @@
 #include "textio.h"
 #include "zbert.h"
 
-#define S_BROKERS_MAX            16
-#define S_BROKER_DEFAULT         "tcp://127.0.0.1:5555"
-#define S_BATCH_DEFAULT          64
-#define S_INFLIGHT_DEFAULT       8
-#define S_STATUS_TIMEOUT_DEFAULT 5000
+/* Brokers a client fails over between at most. */
+#define S_BROKERS_MAX    16
+#define S_BROKER_DEFAULT "tcp://127.0.0.1:5555"
 
 /* A request also closes at this many input bytes, so that its message
  * stays far below the 256 MiB body limit whatever the lines hold. */
@@ -84,211 +89,146 @@ static void s_on_signal(int sig) {
 
 typedef enum s_progress { S_PROGRESS_AUTO = 0, S_PROGRESS_ALWAYS, S_PROGRESS_NEVER } s_progress_t;
 
+/* Everything the command line, the environment and the file set, filled by
+ * the tables below; written once, in main. */
 typedef struct s_args {
-    const char *cmd;
-    const char *brokers[S_BROKERS_MAX];
-    size_t n_brokers;
-    char *broker_list; /* the config value, split in place */
-    zb_cliopt_t cli;   /* embedding options shared with zbert-embed */
-    zbert_options_t opt; /* the request's: cli.opt through the client
-                          * library's conversion, and --deadline-ms */
-    int batch, inflight;
+    /* both commands; also ZBERT_<KEY> and the config file */
+    zb_settings_list_t broker; /* --broker, repeatable */
     int retry_ms, tries, timeout_ms;
-    s_progress_t progress;
-    bool json;
-    const char *config;
-    const char *log_level;
+    int log_level;
+    /* embed; also ZBERT_<KEY> and the config file */
+    int batch, inflight, deadline_ms;
+    int progress; /* s_progress_t */
+    /* command line only */
+    zb_cliopt_t cli;   /* embed: the embedding options shared with zbert-embed */
+    char output[4096]; /* embed: -o, --output */
+    bool json;         /* status: --json */
+    /* derived after parsing */
+    const char *const *brokers; /* broker's entries, or the default */
+    size_t n_brokers;
+    zbert_options_t opt;     /* the request's: cli.opt through the client
+                              * library's conversion, and --deadline-ms */
     const char *input_path;  /* NULL: stdin */
     const char *output_path; /* NULL: stdout */
-    /* which were given on the command line */
-    bool batch_set, inflight_set, deadline_set, retry_set, tries_set, timeout_set, progress_set;
 } s_args_t;
 
+#define S_AT(f) ZB_SETTINGS_AT(s_args_t, f)
+static const zb_settings_t s_common_table[] = {
+    /* An empty value from the file or the environment means the default
+     * (main), as a key left blank did before these were tables. */
+    {.name = "broker",
+     .kind = ZB_SETTINGS_LIST,
+     S_AT(broker),
+     .max = S_BROKERS_MAX,
+     .def = S_BROKER_DEFAULT,
+     .value_name = "EP",
+     .help = "the broker's client endpoint; several (comma-separated in the file) to fail over "
+             "between"},
+    /* 3000 and 3 are the client library's own defaults (zbert.h). */
+    {.name = "retry-ms",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(retry_ms),
+     .min = 50,
+     .max = 3600000,
+     .def = "3000",
+     .value_name = "MS",
+     .help = "a broker silent this long while requests are open is presumed gone"},
+    {.name = "tries",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(tries),
+     .min = 1,
+     .max = 1000,
+     .def = "3",
+     .value_name = "N",
+     .help = "sends of a request that hear nothing back before it fails"},
+    /* embed asks for the status too: the vector width of an npy of no text */
+    {.name = "timeout-ms",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(timeout_ms),
+     .min = 1,
+     .max = 86400000,
+     .def = "5000",
+     .value_name = "MS",
+     .help = "how long to wait for the broker's status"},
+    {.name = "log-level",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(log_level),
+     .choices = zb_log_level_names,
+     .def = "warn",
+     .value_name = "LEVEL",
+     .help = "what to log on stderr"},
+};
+
+static const zb_settings_t s_embed_table[] = {
+    {.name = "batch",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(batch),
+     .min = 1,
+     .max = ZB_MSG_TEXTS_MAX,
+     .def = "64",
+     .value_name = "N",
+     .help = "texts per request"},
+    {.name = "inflight",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(inflight),
+     .min = 1,
+     .max = 1024,
+     .def = "8",
+     .value_name = "N",
+     .help = "requests at the broker at once"},
+    {.name = "deadline-ms",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(deadline_ms),
+     .min = 0,
+     .max = 2000000000,
+     .def = "0",
+     .value_name = "MS",
+     .help = "a request still open this long after sending fails; 0: no deadline"},
+    {.name = "progress",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(progress),
+     .choices = (const char *const[]){"auto", "always", "never", NULL},
+     .def = "auto",
+     .help = "progress bar on stderr; auto: when stderr is a terminal"},
+};
+
+/* Output options: what a run writes and where, never taken from a file
+ * or the environment. */
+static const zb_settings_t s_embed_argv_table[] = {
+    {.name = "output",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(output),
+     .max = sizeof((s_args_t *)0)->output - 1,
+     .short_name = 'o',
+     .value_name = "FILE",
+     .def_help = "stdout",
+     .help = "where to write"},
+};
+
+static const zb_settings_t s_status_argv_table[] = {
+    {.name = "json", .kind = ZB_SETTINGS_FLAG, S_AT(json), .help = "JSON instead of a table"},
+};
+#undef S_AT
+
+#define S_N(t) (sizeof t / sizeof *t)
+
+static const char s_embed_about[] =
+    "INPUT (default stdin, or -) holds one text per line; the output has one object per text,\n"
+    "in input order, as zbert-embed writes it.  Up to 4 x inflight x batch texts' results\n"
+    "are held for in-order output.  Exit status: 0; 1 on failure or when input lines were\n"
+    "rejected; 2 on a usage error; 130 when interrupted.\n"
+    "The keys are documented in deploy/zbert.conf.example.\n";
+
+static const char s_status_about[] =
+    "Prints the broker's status as a table, or JSON.  Exit status: 0; 1 on failure; 2 on a\n"
+    "usage error.\n"
+    "The keys are documented in deploy/zbert.conf.example.\n";
+
 static void s_usage(FILE *f) {
-    fputs("usage: zbert embed --broker EP [--level wordpiece|token|sentence]\n"
-          "                   [--pooling cls|mean] [--normalize] [--truncate|--windows]\n"
-          "                   [--sentences] [--token-vector first|mean]\n"
-          "                   [--compat none|sparknlp] [--input-format lines|jsonl]\n"
-          "                   [--format jsonl|npy|table|sparknlp-json]\n"
-          "                   [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]\n"
-          "                   [--tries N] [--progress auto|always|never] [--config FILE]\n"
-          "                   [--log-level error|warn|info|debug] [-o OUTPUT] [INPUT]\n"
-          "       zbert status --broker EP [--json] [--timeout-ms N] [--config FILE]\n"
-          "                   [--log-level error|warn|info|debug]\n"
-          "EP is the broker's client endpoint (default " S_BROKER_DEFAULT "); give --broker\n"
-          "several times for brokers to fail over to.  INPUT and OUTPUT default to stdin and\n"
-          "stdout.\n",
+    fputs("usage: zbert embed [options] [INPUT]   embed texts through the service\n"
+          "       zbert status [options]          the broker's status\n"
+          "`zbert embed --help` and `zbert status --help` list the options.\n",
           f);
-}
-
-static int s_parse_int(const char *s, int lo, int hi, int *out) {
-    char *e;
-    errno = 0;
-    long v = strtol(s, &e, 10);
-    if (errno || *e || e == s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
-
-static int s_parse_progress(const char *v, s_progress_t *p) {
-    if (!strcmp(v, "auto"))
-        *p = S_PROGRESS_AUTO;
-    else if (!strcmp(v, "always"))
-        *p = S_PROGRESS_ALWAYS;
-    else if (!strcmp(v, "never"))
-        *p = S_PROGRESS_NEVER;
-    else
-        return -1;
-    return 0;
-}
-
-static int s_parse_args(int argc, char **argv, s_args_t *a) {
-    zb_cliopt_init(&a->cli);
-    for (int i = 2; i < argc; i++) {
-        bool embed = !strcmp(a->cmd, "embed");
-        if (embed) {
-            int shared = zb_cliopt_arg(&a->cli, argc, argv, &i, "zbert");
-            if (shared < 0) return -1;
-            if (shared > 0) continue;
-        }
-        const char *k = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDS_VALUE                                                                                \
-    do {                                                                                           \
-        if (v == NULL) {                                                                           \
-            fprintf(stderr, "zbert: %s needs a value\n", k);                                       \
-            return -1;                                                                             \
-        }                                                                                          \
-        i++;                                                                                       \
-    } while (0)
-        if (!strcmp(k, "--broker")) {
-            NEEDS_VALUE;
-            if (a->n_brokers == S_BROKERS_MAX) {
-                fprintf(stderr, "zbert: more than %d brokers\n", S_BROKERS_MAX);
-                return -1;
-            }
-            a->brokers[a->n_brokers++] = v;
-        } else if (!strcmp(k, "--config")) {
-            NEEDS_VALUE;
-            a->config = v;
-        } else if (!strcmp(k, "--log-level")) {
-            NEEDS_VALUE;
-            if (zb_log_parse_level(v) < 0) goto bad_value;
-            a->log_level = v;
-        } else if (!strcmp(k, "--retry-ms")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 50, 3600000, &a->retry_ms)) goto bad_value;
-            a->retry_set = true;
-        } else if (!strcmp(k, "--tries")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, 1000, &a->tries)) goto bad_value;
-            a->tries_set = true;
-        } else if (!embed && !strcmp(k, "--json")) {
-            a->json = true;
-        } else if (!embed && !strcmp(k, "--timeout-ms")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, 86400000, &a->timeout_ms)) goto bad_value;
-            a->timeout_set = true;
-        } else if (embed && !strcmp(k, "--batch")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, (int)ZB_MSG_TEXTS_MAX, &a->batch)) goto bad_value;
-            a->batch_set = true;
-        } else if (embed && !strcmp(k, "--inflight")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, 1024, &a->inflight)) goto bad_value;
-            a->inflight_set = true;
-        } else if (embed && !strcmp(k, "--deadline-ms")) {
-            NEEDS_VALUE;
-            int ms;
-            if (s_parse_int(v, 0, 2000000000, &ms)) goto bad_value;
-            a->opt.deadline_ms = (uint32_t)ms;
-            a->deadline_set = true;
-        } else if (embed && !strcmp(k, "--progress")) {
-            NEEDS_VALUE;
-            if (s_parse_progress(v, &a->progress)) goto bad_value;
-            a->progress_set = true;
-        } else if (embed && (!strcmp(k, "-o") || !strcmp(k, "--output"))) {
-            NEEDS_VALUE;
-            a->output_path = v;
-        } else if (embed && k[0] != '-' && a->input_path == NULL) {
-            a->input_path = k;
-        } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
-            s_usage(stdout);
-            exit(0);
-        } else {
-            fprintf(stderr, "zbert %s: unknown option '%s'\n", a->cmd, k);
-            s_usage(stderr);
-            return -1;
-        }
-        continue;
-    bad_value:
-        fprintf(stderr, "zbert: bad value '%s' for %s\n", v, k);
-        return -1;
-#undef NEEDS_VALUE
-    }
-    return 0;
-}
-
-/* Fills what the command line left unset from the environment, the config
- * file and the defaults. */
-static int s_settings(s_args_t *a, const zb_settings_file_t *conf) {
-    const char *v;
-    if (a->n_brokers == 0) {
-        v = zb_settings_file_get(conf, "broker");
-        if (v && *v) {
-            a->broker_list = strdup(v);
-            if (a->broker_list == NULL) return -1;
-            for (char *save = NULL, *t = strtok_r(a->broker_list, ", \t", &save); t;
-                 t = strtok_r(NULL, ", \t", &save)) {
-                if (a->n_brokers == S_BROKERS_MAX) {
-                    fprintf(stderr, "zbert: more than %d brokers in 'broker'\n", S_BROKERS_MAX);
-                    return -1;
-                }
-                a->brokers[a->n_brokers++] = t;
-            }
-        }
-        if (a->n_brokers == 0) a->brokers[a->n_brokers++] = S_BROKER_DEFAULT;
-    }
-#define S_INT_SETTING(flag, field, key, lo, hi, def)                                               \
-    do {                                                                                           \
-        if (!a->flag) {                                                                            \
-            v = zb_settings_file_get(conf, key);                                                   \
-            if (v == NULL)                                                                         \
-                a->field = def;                                                                    \
-            else if (s_parse_int(v, lo, hi, &a->field)) {                                          \
-                fprintf(stderr, "zbert: bad value '%s' for setting %s\n", v, key);                 \
-                return -1;                                                                         \
-            }                                                                                      \
-        }                                                                                          \
-    } while (0)
-    S_INT_SETTING(batch_set, batch, "batch", 1, (int)ZB_MSG_TEXTS_MAX, S_BATCH_DEFAULT);
-    S_INT_SETTING(inflight_set, inflight, "inflight", 1, 1024, S_INFLIGHT_DEFAULT);
-    S_INT_SETTING(retry_set, retry_ms, "retry_ms", 50, 3600000, 0);
-    S_INT_SETTING(tries_set, tries, "tries", 1, 1000, 0);
-    S_INT_SETTING(timeout_set, timeout_ms, "timeout_ms", 1, 86400000, S_STATUS_TIMEOUT_DEFAULT);
-#undef S_INT_SETTING
-    if (!a->deadline_set && (v = zb_settings_file_get(conf, "deadline_ms"))) {
-        int ms;
-        if (s_parse_int(v, 0, 2000000000, &ms)) {
-            fprintf(stderr, "zbert: bad value '%s' for setting deadline_ms\n", v);
-            return -1;
-        }
-        a->opt.deadline_ms = (uint32_t)ms;
-    }
-    if (!a->progress_set && (v = zb_settings_file_get(conf, "progress")) &&
-        s_parse_progress(v, &a->progress)) {
-        fprintf(stderr, "zbert: bad value '%s' for setting progress\n", v);
-        return -1;
-    }
-    if (a->log_level == NULL) {
-        v = zb_settings_file_get(conf, "log_level");
-        if (v && zb_log_parse_level(v) < 0) {
-            fprintf(stderr, "zbert: bad value '%s' for setting log_level\n", v);
-            return -1;
-        }
-        a->log_level = v ? v : "warn";
-    }
-    return 0;
 }
 
 /* A client for this command.  For embed, its limits are those of the
@@ -786,35 +726,73 @@ int main(int argc, char **argv) {
         s_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    s_args_t a = {.cmd = argv[1]};
-    if (strcmp(a.cmd, "embed") && strcmp(a.cmd, "status")) {
-        fprintf(stderr, "zbert: unknown command '%s'\n", a.cmd);
+    bool embed = !strcmp(argv[1], "embed");
+    if (!embed && strcmp(argv[1], "status")) {
+        fprintf(stderr, "zbert: unknown command '%s'\n", argv[1]);
         s_usage(stderr);
         return 2;
     }
-    if (s_parse_args(argc, argv, &a) != 0) return 2;
-    zb_settings_file_t *conf = NULL;
+    s_args_t a;
+    memset(&a, 0, sizeof a);
+    zb_cliopt_init(&a.cli);
+    size_t n_cli;
+    const zb_settings_t *cli_table = zb_cliopt_table(&n_cli);
+    const zb_settings_group_t embed_groups[] = {
+        {s_common_table, S_N(s_common_table), &a, false},
+        {s_embed_table, S_N(s_embed_table), &a, false},
+        {cli_table, n_cli, &a.cli, true},
+        {s_embed_argv_table, S_N(s_embed_argv_table), &a, true},
+    };
+    const zb_settings_group_t status_groups[] = {
+        {s_common_table, S_N(s_common_table), &a, false},
+        {s_status_argv_table, S_N(s_status_argv_table), &a, true},
+    };
+    const zb_settings_program_t embed_prog = {.name = "zbert embed",
+                                              .args = "[INPUT]",
+                                              .args_max = 1,
+                                              .about = s_embed_about,
+                                              .groups = embed_groups,
+                                              .n_groups = S_N(embed_groups),
+                                              .hook = zb_cliopt_hook,
+                                              .hook_ctx = &a.cli,
+                                              .hook_help = zb_cliopt_hook_help};
+    const zb_settings_program_t status_prog = {.name = "zbert status",
+                                               .about = s_status_about,
+                                               .groups = status_groups,
+                                               .n_groups = S_N(status_groups)};
+    const zb_settings_program_t *p = embed ? &embed_prog : &status_prog;
+    zb_settings_result_t res;
     zb_diag_t d = {{0}};
-    if (zb_settings_file_load(a.config, &conf, &d) != 0) {
-        fprintf(stderr, "zbert: %s\n", d.msg);
-        return 2;
-    }
-    int rc = s_settings(&a, conf);
+    /* argv[1], the command, stands where a program's name would */
+    int rc = zb_settings_parse(p, argc - 1, argv + 1, &res, &d);
+    /* the defaults and refusals zbert-embed has, from the same code */
+    if (rc == 0 && !res.help && embed) rc = zb_cliopt_finish(&a.cli, p, &res, &d);
     int status = 2;
-    if (rc == 0) {
-        zb_log_init("zbert", zb_log_parse_level(a.log_level));
-        bool embed = !strcmp(a.cmd, "embed");
-        /* the defaults and refusals zbert-embed has, from the same code */
-        if (embed && zb_cliopt_finish(&a.cli, "zbert") == 0) {
-            uint32_t deadline_ms = a.opt.deadline_ms;
-            zb_client_options_to_public(&a.cli.opt, &a.opt);
-            a.opt.deadline_ms = deadline_ms;
-            status = s_cmd_embed(&a);
-        } else if (!embed) {
-            status = s_cmd_status(&a);
-        }
+    if (rc != 0) {
+        fprintf(stderr, "zbert: %s (see %s --help)\n", zb_diag_text(&d, rc), p->name);
+        goto out;
     }
-    free(a.broker_list);
-    zb_settings_file_destroy(&conf);
+    if (res.help) {
+        zb_settings_help(p, stdout);
+        status = 0;
+        goto out;
+    }
+    static const char *const broker_default[] = {S_BROKER_DEFAULT};
+    a.brokers = a.broker.n ? (const char *const *)a.broker.items : broker_default;
+    a.n_brokers = a.broker.n ? a.broker.n : 1;
+    zb_log_init("zbert", a.log_level);
+    if (embed) {
+        zb_client_options_to_public(&a.cli.opt, &a.opt);
+        a.opt.deadline_ms = (uint32_t)a.deadline_ms;
+        a.input_path = res.n_args ? res.args[0] : NULL;
+        /* given, even empty: opening "" fails as it always did */
+        if (zb_settings_source(p, &res, "output") == ZB_SETTINGS_FROM_ARGV)
+            a.output_path = a.output;
+        status = s_cmd_embed(&a);
+    } else {
+        status = s_cmd_status(&a);
+    }
+out:
+    zb_settings_release(p);
     return status;
 }

@@ -30,6 +30,11 @@
  * an error object and a message on stderr naming the line; the other lines
  * go on, and the exit status is 1 at the end.
  *
+ * The options are proto/settings tables, command line only (no ZBERT_*
+ * variable, no config file): this program's own and client/cli/cliopt's,
+ * which `zbert embed` shares; --help is generated from them.  Exit status:
+ * 0, 1 on failure (or rejected input lines), 2 on a usage error.
+ *
  * The command line is a contract other tools drive: options are only ever
  * added.
  */
@@ -44,6 +49,7 @@
 #include "limits.h"
 #include "model.h"
 #include "sentences.h"
+#include "settings.h"
 #include "sparknlp.h"
 #include "textio.h"
 
@@ -52,95 +58,106 @@
 #define S_CHUNK_TEXTS 512
 #define S_CHUNK_BYTES (256u * 1024u)
 
-
 typedef struct s_args {
-    const char *model;
-    zb_cliopt_t cli; /* the options `zbert embed` shares (client/cli/cliopt);
-                      * cli.opt goes to the engine as it is */
-    int threads;
-    int batch_tokens;
+    char model[4096]; /* --model */
+    zb_cliopt_t cli;  /* the options `zbert embed` shares (client/cli/cliopt);
+                       * cli.opt goes to the engine as it is */
+    int threads;      /* 0: OpenMP's default */
+    int batch_tokens; /* 0: the engine's default */
     bool stats;
     bool split_sentences; /* --split-sentences: spans only, no model */
 } s_args_t;
 
-static void s_usage(FILE *f) {
-    fputs("usage: zbert-embed --model PATH [--level wordpiece|token|sentence]\n"
-          "                   [--pooling cls|mean] [--normalize] [--threads N]\n"
-          "                   [--truncate|--windows] [--tokenize-only]\n"
-          "                   [--sentences] [--token-vector first|mean]\n"
-          "                   [--compat none|sparknlp]\n"
-          "                   [--input-format lines|jsonl]\n"
-          "                   [--format jsonl|npy|table|sparknlp-json]\n"
-          "                   [--batch-tokens N] [--stats] < input > output\n"
-          "       zbert-embed --split-sentences [--compat none|sparknlp]\n"
-          "                   [--input-format lines|jsonl] < input > output\n"
-          "PATH is a .zbm bundle or a Hugging Face directory.\n",
-          f);
-}
+/* Command line only, as zbert-embed always was: it reads no environment
+ * variable and no config file. */
+#define S_AT(f) ZB_SETTINGS_AT(s_args_t, f)
+static const zb_settings_t s_table[] = {
+    /* Not ZB_SETTINGS_REQUIRED: --split-sentences needs no model. */
+    {.name = "model",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(model),
+     .max = sizeof((s_args_t *)0)->model - 1,
+     .value_name = "PATH",
+     .help = "a .zbm bundle or a Hugging Face directory (required but with --split-sentences)"},
+    {.name = "threads",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(threads),
+     .min = 1,
+     .max = 1024,
+     .value_name = "N",
+     .def_help = "OpenMP's",
+     .help = "threads of the forward pass"},
+    {.name = "batch-tokens",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(batch_tokens),
+     .min = 1,
+     .max = 1 << 20,
+     .value_name = "N",
+     .def_help = "the engine's",
+     .help = "tokens per encoder batch"},
+    {.name = "tokenize-only",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(cli.opt.tokenize_only),
+     .help = "wordpieces and their offsets, no vectors"},
+    {.name = "split-sentences",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(split_sentences),
+     .help = "each text's sentence spans only (no model; --compat sparknlp: Spark's detector)"},
+    {.name = "stats",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(stats),
+     .help = "throughput on stderr at the end"},
+};
+#undef S_AT
 
-static int s_parse_int(const char *s, int lo, int hi, int *out) {
-    char *e;
-    errno = 0;
-    long v = strtol(s, &e, 10);
-    if (errno || *e || e == s || v < lo || v > hi) return -1;
-    *out = (int)v;
-    return 0;
-}
+static const char s_about[] =
+    "forms:\n"
+    "  zbert-embed --model PATH [options] < input > output\n"
+    "  zbert-embed --split-sentences [--compat none|sparknlp] [--input-format lines|jsonl]\n"
+    "Input is one text per line (or one {\"text\": ...} object per line); the output has one\n"
+    "object per text, in input order.  Exit status: 0; 1 on failure or when input lines were\n"
+    "rejected; 2 on a usage error.\n";
 
+/*
+ * Parses the command line into a.  Returns -1 when main goes on, else the
+ * exit status: 0 after --help (printed), 2 after a usage error (said on
+ * stderr).
+ */
 static int s_parse_args(int argc, char **argv, s_args_t *a) {
     memset(a, 0, sizeof *a);
     zb_cliopt_init(&a->cli);
-    for (int i = 1; i < argc; i++) {
-        int shared = zb_cliopt_arg(&a->cli, argc, argv, &i, "zbert-embed");
-        if (shared < 0) return -1;
-        if (shared > 0) continue;
-        const char *k = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define NEEDS_VALUE                                                                   \
-    do {                                                                              \
-        if (v == NULL) {                                                              \
-            fprintf(stderr, "zbert-embed: %s needs a value\n", k);                    \
-            return -1;                                                                \
-        }                                                                             \
-        i++;                                                                          \
-    } while (0)
-        if (!strcmp(k, "--model")) {
-            NEEDS_VALUE;
-            a->model = v;
-        } else if (!strcmp(k, "--threads")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, 1024, &a->threads)) goto bad_value;
-        } else if (!strcmp(k, "--batch-tokens")) {
-            NEEDS_VALUE;
-            if (s_parse_int(v, 1, 1 << 20, &a->batch_tokens)) goto bad_value;
-        } else if (!strcmp(k, "--split-sentences")) {
-            a->split_sentences = true;
-        } else if (!strcmp(k, "--stats")) {
-            a->stats = true;
-        } else if (!strcmp(k, "--tokenize-only")) {
-            a->cli.opt.tokenize_only = true;
-        } else if (!strcmp(k, "-h") || !strcmp(k, "--help")) {
-            s_usage(stdout);
-            exit(0);
-        } else {
-            fprintf(stderr, "zbert-embed: unknown option '%s'\n", k);
-            s_usage(stderr);
-            return -1;
-        }
-        continue;
-    bad_value:
-        fprintf(stderr, "zbert-embed: bad value '%s' for %s\n", v, k);
-        return -1;
-#undef NEEDS_VALUE
+    size_t n_cli;
+    const zb_settings_t *cli_table = zb_cliopt_table(&n_cli);
+    const zb_settings_group_t groups[] = {
+        {s_table, sizeof s_table / sizeof *s_table, a, true},
+        {cli_table, n_cli, &a->cli, true},
+    };
+    const zb_settings_program_t p = {.name = "zbert-embed",
+                                     .about = s_about,
+                                     .groups = groups,
+                                     .n_groups = 2,
+                                     .hook = zb_cliopt_hook,
+                                     .hook_ctx = &a->cli,
+                                     .hook_help = zb_cliopt_hook_help};
+    zb_settings_result_t res;
+    zb_diag_t d = {{0}};
+    int rc = zb_settings_parse(&p, argc, argv, &res, &d);
+    zb_settings_release(&p); /* no lists in these tables */
+    if (rc == 0 && res.help) {
+        zb_settings_help(&p, stdout);
+        return 0;
     }
-    if (a->split_sentences) return 0; /* spans only: no model, other options unused */
-    if (a->model == NULL) {
-        fprintf(stderr, "zbert-embed: --model PATH is required\n");
-        s_usage(stderr);
-        return -1;
+    /* spans only: no model, the embedding options' rules do not apply */
+    if (rc == 0 && a->split_sentences) return -1;
+    /* given, even empty: opening "" fails as it always did */
+    if (rc == 0 && zb_settings_source(&p, &res, "model") != ZB_SETTINGS_FROM_ARGV)
+        rc = zb_diag_set(&d, ZB_EINVAL, "--model PATH is required");
+    if (rc == 0) rc = zb_cliopt_finish(&a->cli, &p, &res, &d);
+    if (rc != 0) {
+        fprintf(stderr, "zbert-embed: %s (see zbert-embed --help)\n", zb_diag_text(&d, rc));
+        return 2;
     }
-    if (zb_cliopt_finish(&a->cli, "zbert-embed") != 0) return -1;
-    return 0;
+    return -1;
 }
 
 /* --- results as textio views ------------------------------------------ */
@@ -284,7 +301,8 @@ out:
 
 int main(int argc, char **argv) {
     s_args_t a;
-    if (s_parse_args(argc, argv, &a) != 0) return 2;
+    int exit_status = s_parse_args(argc, argv, &a);
+    if (exit_status >= 0) return exit_status;
     if (a.split_sentences) return s_split_sentences(&a);
 
     zb_diag_t d = {{0}};

@@ -2,7 +2,8 @@
  * test_cliopt.c -- client/cli/cliopt, the embedding options zbert-embed and
  * `zbert embed` share: every flag and value, the defaults that depend on
  * other options (npy's level, windows at the token level), the refusals
- * with their messages, and that arguments not its own are left alone.
+ * with their messages, that arguments not its own are left alone, and that
+ * its table spells every value as options.h does.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -42,10 +43,16 @@ static const char *s_captured(void) {
     return buf;
 }
 
-/* Parses the words of line (space separated) as a program does: shared
- * options through zb_cliopt_arg, "--tokenize-only" and "--mine V" as a
- * program's own, anything else an error; then zb_cliopt_finish.
- * Returns 0 or -1; *msg gets stderr. */
+/* A program's own options next to the shared ones: "--tokenize-only" and
+ * "--mine V". */
+typedef struct s_own {
+    char mine[16];
+} s_own_t;
+
+/* Parses the words of line (space separated) as a program does: the shared
+ * table and hook with a table of the program's own, then zb_cliopt_finish;
+ * a refusal is printed as "prog: <why>" (one line), as the programs do.
+ * Returns 0 or -1; *msg gets stderr, which holds only that line. */
 static int s_parse(const char *line, zb_cliopt_t *o, const char **msg) {
     char buf[512];
     snprintf(buf, sizeof buf, "prog %s", line);
@@ -54,21 +61,39 @@ static int s_parse(const char *line, zb_cliopt_t *o, const char **msg) {
     for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && argc < 32;
          t = strtok_r(NULL, " ", &save))
         argv[argc++] = t;
+    static const zb_settings_t own[] = {
+        {.name = "tokenize-only",
+         .kind = ZB_SETTINGS_FLAG,
+         ZB_SETTINGS_AT(zb_cliopt_t, opt.tokenize_only),
+         .help = "pieces only"},
+        {.name = "mine",
+         .kind = ZB_SETTINGS_STRING,
+         ZB_SETTINGS_AT(s_own_t, mine),
+         .max = 15,
+         .help = "the program's own"},
+    };
+    s_own_t mine;
+    memset(&mine, 0, sizeof mine);
     zb_cliopt_init(o);
+    size_t n;
+    const zb_settings_t *table = zb_cliopt_table(&n);
+    const zb_settings_group_t groups[] = {
+        {table, n, o, true}, {&own[0], 1, o, true}, {&own[1], 1, &mine, true}};
+    const zb_settings_program_t p = {.name = "prog",
+                                     .groups = groups,
+                                     .n_groups = 3,
+                                     .hook = zb_cliopt_hook,
+                                     .hook_ctx = o,
+                                     .hook_help = zb_cliopt_hook_help};
+    zb_settings_result_t res;
+    zb_diag_t d = {{0}};
     s_capture();
-    int rc = 0;
-    for (int i = 1; i < argc && rc == 0; i++) {
-        int r = zb_cliopt_arg(o, argc, argv, &i, "prog");
-        if (r < 0) rc = -1;
-        else if (r > 0) continue;
-        else if (!strcmp(argv[i], "--tokenize-only"))
-            o->opt.tokenize_only = true;
-        else if (!strcmp(argv[i], "--mine") && i + 1 < argc) i++;
-        else rc = -1;
-    }
-    if (rc == 0) rc = zb_cliopt_finish(o, "prog");
+    int rc = zb_settings_parse(&p, argc, argv, &res, &d);
+    if (rc == 0) rc = zb_cliopt_finish(o, &p, &res, &d);
+    zb_settings_release(&p);
+    if (rc != 0) fprintf(stderr, "prog: %s\n", zb_diag_text(&d, rc));
     *msg = s_captured();
-    return rc;
+    return rc == 0 ? 0 : -1;
 }
 
 static void test_defaults(void **st) {
@@ -136,17 +161,69 @@ static void test_every_option(void **st) {
     assert_int_equal(o.opt.level, ZB_LEVEL_SENTENCE);
 }
 
-/* Arguments that are not shared options are not consumed. */
+/* Arguments that are not shared options are not consumed: the hook leaves
+ * them, and a parse with the shared table alone refuses them. */
 static void test_not_mine(void **st) {
     (void)st;
     zb_cliopt_t o;
     zb_cliopt_init(&o);
     char *argv[] = {"prog", "--model", "x", "--levels", "-o", "--format"};
+    size_t n;
+    const zb_settings_t *table = zb_cliopt_table(&n);
+    const zb_settings_group_t group = {table, n, &o, true};
+    const zb_settings_program_t p = {
+        .name = "prog", .groups = &group, .n_groups = 1, .hook = zb_cliopt_hook, .hook_ctx = &o};
     for (int i = 1; i < 5; i++) {
         int at = i;
-        assert_int_equal(zb_cliopt_arg(&o, 6, argv, &at, "prog"), 0);
+        zb_diag_t d = {{0}};
+        assert_int_equal(zb_cliopt_hook(&o, 6, argv, &at, &d), 0);
         assert_int_equal(at, i);
+        char *one[] = {"prog", argv[i]};
+        zb_settings_result_t res;
+        assert_int_equal(zb_settings_parse(&p, 2, one, &res, &d), ZB_EINVAL);
+        assert_non_null(strstr(d.msg, argv[i][0] == '-' ? "unknown option" : "unexpected"));
     }
+    zb_settings_release(&p);
+}
+
+/* The table is well formed and its choices are options.h's names, each
+ * stored as the value options.h reads from it. */
+static void test_table(void **st) {
+    (void)st;
+    size_t n;
+    const zb_settings_t *table = zb_cliopt_table(&n);
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_settings_check(table, n, &d), 0);
+    int checked = 0;
+    for (size_t k = 0; k < n; k++) {
+        const zb_settings_t *s = &table[k];
+        for (int c = 0; s->kind == ZB_SETTINGS_ENUM && s->choices[c]; c++) {
+            const char *v = s->choices[c];
+            int want = s->values ? s->values[c] : c, got = -1, rc = 0;
+            if (!strcmp(s->name, "level")) {
+                zb_level_t x;
+                rc = zb_options_level_parse(v, strlen(v), &x, NULL);
+                got = (int)x;
+            } else if (!strcmp(s->name, "pooling")) {
+                zb_pooling_t x;
+                rc = zb_options_pooling_parse(v, strlen(v), &x, NULL);
+                got = (int)x;
+            } else if (!strcmp(s->name, "token-vector")) {
+                zb_token_vector_t x;
+                rc = zb_options_token_vector_parse(v, strlen(v), &x, NULL);
+                got = (int)x;
+            } else if (!strcmp(s->name, "compat")) {
+                zb_compat_t x;
+                rc = zb_options_compat_parse(v, strlen(v), &x, NULL);
+                got = (int)x;
+            } else {
+                continue; /* the formats are the command line's own */
+            }
+            if (rc != 0 || got != want) fail_msg("--%s %s: not options.h's", s->name, v);
+            checked++;
+        }
+    }
+    assert_int_equal(checked, 3 + 2 + 2 + 2);
 }
 
 static void test_refusals(void **st) {
@@ -154,12 +231,12 @@ static void test_refusals(void **st) {
     static const struct {
         const char *line, *msg;
     } cases[] = {
-        {"--level char", "prog: bad value 'char' for --level\n"},
-        {"--pooling max", "prog: bad value 'max' for --pooling\n"},
-        {"--token-vector last", "prog: bad value 'last' for --token-vector\n"},
-        {"--compat spark", "prog: bad value 'spark' for --compat\n"},
-        {"--format csv", "prog: bad value 'csv' for --format\n"},
-        {"--input-format xml", "prog: bad value 'xml' for --input-format\n"},
+        {"--level char", "prog: --level: `char` is not one of wordpiece, token, sentence\n"},
+        {"--pooling max", "prog: --pooling: `max` is not one of cls, mean\n"},
+        {"--token-vector last", "prog: --token-vector: `last` is not one of first, mean\n"},
+        {"--compat spark", "prog: --compat: `spark` is not one of none, sparknlp\n"},
+        {"--format csv", "prog: --format: `csv` is not one of jsonl, npy, table, sparknlp-json\n"},
+        {"--input-format xml", "prog: --input-format: `xml` is not one of lines, jsonl\n"},
         {"--format", "prog: --format needs a value\n"},
         {"--compat", "prog: --compat needs a value\n"},
         {"--format npy --level token",
@@ -190,10 +267,9 @@ static void test_refusals(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_every_option),
-        cmocka_unit_test(test_not_mine),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_defaults), cmocka_unit_test(test_every_option),
+        cmocka_unit_test(test_not_mine), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_table),
     };
     return cmocka_run_group_tests_name("cliopt", tests, NULL, NULL);
 }

@@ -1,11 +1,12 @@
 /*
  * cliopt.c -- the embedding options shared by zbert-embed and `zbert embed`
- * (see cliopt.h).  The messages are those zbert-embed printed before the
- * parser was shared, so that scripts keyed on them keep working.
+ * (see cliopt.h): their settings table, the hook for --truncate and
+ * --windows, and the rules that tie the options together.  The choices'
+ * spellings are options.h's names (tests/test_cliopt.c checks each one
+ * against zb_options_*_parse).
  */
 #include "cliopt.h"
 
-#include <stdio.h>
 #include <string.h>
 
 void zb_cliopt_init(zb_cliopt_t *o) {
@@ -15,109 +16,132 @@ void zb_cliopt_init(zb_cliopt_t *o) {
     o->output = ZB_TEXTIO_OUT_JSONL;
 }
 
-/* Index of v in names[0..n), or -1. */
-static int s_pick(const char *v, const char *const *names, int n) {
-    for (int k = 0; k < n; k++)
-        if (strcmp(v, names[k]) == 0) return k;
-    return -1;
+/* Choices in the order help shows them, and the value each one stores. */
+static const char *const s_levels[] = {"wordpiece", "token", "sentence", NULL};
+static const int s_level_values[] = {ZB_LEVEL_WORDPIECE, ZB_LEVEL_TOKEN, ZB_LEVEL_SENTENCE};
+static const char *const s_poolings[] = {"cls", "mean", NULL};
+static const int s_pooling_values[] = {ZB_POOLING_CLS, ZB_POOLING_MEAN};
+static const char *const s_token_vectors[] = {"first", "mean", NULL};
+static const int s_token_vector_values[] = {ZB_TOKEN_VECTOR_FIRST, ZB_TOKEN_VECTOR_MEAN};
+static const char *const s_compats[] = {"none", "sparknlp", NULL};
+static const int s_compat_values[] = {ZB_COMPAT_NONE, ZB_COMPAT_SPARKNLP};
+static const char *const s_inputs[] = {"lines", "jsonl", NULL};
+static const int s_input_values[] = {ZB_TEXTIO_IN_LINES, ZB_TEXTIO_IN_JSONL};
+static const char *const s_formats[] = {"jsonl", "npy", "table", "sparknlp-json", NULL};
+static const int s_format_values[] = {ZB_TEXTIO_OUT_JSONL, ZB_TEXTIO_OUT_NPY, ZB_TEXTIO_OUT_TABLE,
+                                      ZB_TEXTIO_OUT_SPARKNLP_JSON};
+
+#define S_AT(f) ZB_SETTINGS_AT(zb_cliopt_t, f)
+static const zb_settings_t s_table[] = {
+    /* No default text: it depends on --format (zb_cliopt_finish). */
+    {.name = "level",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(opt.level),
+     .choices = s_levels,
+     .values = s_level_values,
+     .def_help = "token; sentence with --format npy",
+     .help = "a vector per token, per wordpiece, or per text"},
+    {.name = "pooling",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(opt.pooling),
+     .choices = s_poolings,
+     .values = s_pooling_values,
+     .def = "cls",
+     .help = "sentence level: the [CLS] row, or the mean of the wordpieces' rows"},
+    {.name = "normalize",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(opt.normalize),
+     .def = "false",
+     .help = "L2-normalise every vector"},
+    {.name = "sentences",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(opt.sentences),
+     .def = "false",
+     .help = "each sentence its own sequence; token objects carry metadata"},
+    {.name = "token-vector",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(opt.token_vector),
+     .choices = s_token_vectors,
+     .values = s_token_vector_values,
+     .def = "first",
+     .help = "a token's vector: its first wordpiece's row, or their mean"},
+    {.name = "compat",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(opt.compat),
+     .choices = s_compats,
+     .values = s_compat_values,
+     .def = "none",
+     .help = "sparknlp: Spark NLP 2.6.4-2.7.5's BertEmbeddings pipeline (token level)"},
+    {.name = "input-format",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(input),
+     .choices = s_inputs,
+     .values = s_input_values,
+     .def = "lines",
+     .help = "one text per line, or one {\"text\": ...} object per line"},
+    {.name = "format",
+     .kind = ZB_SETTINGS_ENUM,
+     S_AT(output),
+     .choices = s_formats,
+     .values = s_format_values,
+     .def = "jsonl",
+     .help = "JSON lines, a float32 .npy of sentence vectors, a table for people, "
+             "or Spark NLP annotations"},
+};
+#undef S_AT
+
+const zb_settings_t *zb_cliopt_table(size_t *n) {
+    *n = sizeof s_table / sizeof *s_table;
+    return s_table;
 }
 
-/* The value of option k (argv[*i]) from argv[*i + 1], read by options.h's
- * parsers or, for the formats only the command line has, from the tables
- * here.  Returns 0, or -1 after a line on stderr. */
-static int s_value(zb_cliopt_t *o, const char *k, const char *v, const char *prog) {
-    static const char *const inputs[] = {"lines", "jsonl"};
-    static const zb_textio_input_t input_of[] = {ZB_TEXTIO_IN_LINES, ZB_TEXTIO_IN_JSONL};
-    static const char *const formats[] = {"jsonl", "npy", "table", "sparknlp-json"};
-    static const zb_textio_format_t format_of[] = {
-        ZB_TEXTIO_OUT_JSONL, ZB_TEXTIO_OUT_NPY, ZB_TEXTIO_OUT_TABLE, ZB_TEXTIO_OUT_SPARKNLP_JSON};
-    size_t len = strlen(v);
-    int rc = 0, x;
-    if (!strcmp(k, "--level")) {
-        rc = zb_options_level_parse(v, len, &o->opt.level, NULL);
-        if (rc == 0) o->level_set = true;
-    } else if (!strcmp(k, "--pooling")) {
-        rc = zb_options_pooling_parse(v, len, &o->opt.pooling, NULL);
-    } else if (!strcmp(k, "--token-vector")) {
-        rc = zb_options_token_vector_parse(v, len, &o->opt.token_vector, NULL);
-    } else if (!strcmp(k, "--compat")) {
-        rc = zb_options_compat_parse(v, len, &o->opt.compat, NULL);
-    } else if (!strcmp(k, "--input-format")) {
-        if ((x = s_pick(v, inputs, 2)) < 0) rc = -1;
-        else o->input = input_of[x];
-    } else {
-        if ((x = s_pick(v, formats, 4)) < 0) rc = -1;
-        else o->output = format_of[x];
-    }
-    if (rc != 0) {
-        fprintf(stderr, "%s: bad value '%s' for %s\n", prog, v, k);
-        return -1;
-    }
-    return 0;
-}
+const char zb_cliopt_hook_help[] =
+    "  --truncate                  long texts: their first 510 wordpieces (the default but at "
+    "token level)\n"
+    "  --windows                   long texts: overlapping windows (the default at token level; "
+    "the last of the two wins)\n";
 
-int zb_cliopt_arg(zb_cliopt_t *o, int argc, char **argv, int *i, const char *prog) {
-    static const char *const valued[] = {"--level",  "--pooling",      "--token-vector",
-                                         "--compat", "--input-format", "--format"};
-    const char *k = argv[*i];
-    /* flags without a value */
-    if (!strcmp(k, "--normalize")) {
-        o->opt.normalize = true;
-    } else if (!strcmp(k, "--truncate")) {
-        o->opt.windows = false;
-        o->windows_set = true;
-    } else if (!strcmp(k, "--windows")) {
-        o->opt.windows = true;
-        o->windows_set = true;
-    } else if (!strcmp(k, "--sentences")) {
-        o->opt.sentences = true;
-    } else {
-        if (s_pick(k, valued, 6) < 0) return 0;
-        if (*i + 1 >= argc) {
-            fprintf(stderr, "%s: %s needs a value\n", prog, k);
-            return -1;
-        }
-        if (s_value(o, k, argv[++*i], prog) != 0) return -1;
-    }
+int zb_cliopt_hook(void *ctx, int argc, char **argv, int *i, zb_diag_t *d) {
+    (void)argc;
+    (void)d;
+    zb_cliopt_t *o = ctx;
+    const char *a = argv[*i];
+    if (strcmp(a, "--truncate") != 0 && strcmp(a, "--windows") != 0) return 0;
+    o->opt.windows = strcmp(a, "--windows") == 0;
+    o->windows_set = true;
     return 1;
 }
 
-int zb_cliopt_finish(zb_cliopt_t *o, const char *prog) {
-    zb_options_t *p = &o->opt;
+int zb_cliopt_finish(zb_cliopt_t *o, const zb_settings_program_t *p,
+                     const zb_settings_result_t *res, zb_diag_t *d) {
+    zb_options_t *opt = &o->opt;
+    o->level_set = zb_settings_source(p, res, "level") == ZB_SETTINGS_FROM_ARGV;
     if (o->output == ZB_TEXTIO_OUT_NPY) {
-        if (!o->level_set) p->level = ZB_LEVEL_SENTENCE;
-        if (p->level != ZB_LEVEL_SENTENCE || p->tokenize_only) {
-            fprintf(stderr, "%s: --format npy holds one sentence vector per text; "
-                            "use it with --level sentence\n",
-                    prog);
-            return -1;
-        }
+        if (!o->level_set) opt->level = ZB_LEVEL_SENTENCE;
+        if (opt->level != ZB_LEVEL_SENTENCE || opt->tokenize_only)
+            return zb_diag_set(d, ZB_EINVAL,
+                               "--format npy holds one sentence vector per text; "
+                               "use it with --level sentence");
     }
-    bool token = p->level == ZB_LEVEL_TOKEN && !p->tokenize_only;
+    bool token = opt->level == ZB_LEVEL_TOKEN && !opt->tokenize_only;
     /* The shared rules, in the command line's words; unlike the engine, the
      * command line holds them with --tokenize-only too. */
-    zb_options_rule_t broken = zb_options_broken(p);
-    if (broken == ZB_OPTIONS_RULE_COMPAT_LEVEL) {
-        fprintf(stderr, "%s: --compat sparknlp gives token vectors (Spark NLP's "
-                        "BertEmbeddings); use it with --level token\n",
-                prog);
-        return -1;
-    }
-    if (o->output == ZB_TEXTIO_OUT_SPARKNLP_JSON && !token) {
-        fprintf(stderr, "%s: --format sparknlp-json writes token annotations; use it "
-                        "with --level token and without --tokenize-only\n",
-                prog);
-        return -1;
-    }
-    if (broken == ZB_OPTIONS_RULE_SENTENCES_LEVEL) {
-        fprintf(stderr, "%s: --sentences applies to the token and wordpiece levels\n", prog);
-        return -1;
-    }
+    zb_options_rule_t broken = zb_options_broken(opt);
+    if (broken == ZB_OPTIONS_RULE_COMPAT_LEVEL)
+        return zb_diag_set(d, ZB_EINVAL,
+                           "--compat sparknlp gives token vectors (Spark NLP's "
+                           "BertEmbeddings); use it with --level token");
+    if (o->output == ZB_TEXTIO_OUT_SPARKNLP_JSON && !token)
+        return zb_diag_set(d, ZB_EINVAL,
+                           "--format sparknlp-json writes token annotations; use it "
+                           "with --level token and without --tokenize-only");
+    if (broken == ZB_OPTIONS_RULE_SENTENCES_LEVEL)
+        return zb_diag_set(d, ZB_EINVAL, "--sentences applies to the token and wordpiece levels");
     /* Token level done properly: every token gets a vector, so long texts
      * (or sentences) take windows unless truncation is asked for.  The other
      * levels truncate by default.  Spark NLP compatibility has its own cap. */
-    if (token && !o->windows_set && p->compat == ZB_COMPAT_NONE) p->windows = true;
+    if (token && !o->windows_set && opt->compat == ZB_COMPAT_NONE) opt->windows = true;
     /* sparknlp-json carries the metadata fields */
-    if (o->output == ZB_TEXTIO_OUT_SPARKNLP_JSON) p->token_meta = true;
+    if (o->output == ZB_TEXTIO_OUT_SPARKNLP_JSON) opt->token_meta = true;
     return 0;
 }

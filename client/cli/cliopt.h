@@ -1,13 +1,20 @@
 /*
  * cliopt.h -- the embedding options zbert-embed (in process) and `zbert
- * embed` (through the service) share on their command lines: one parser,
- * so that both take the same flags, values, defaults and refusals, and
- * print the same bytes for the same options.
+ * embed` (through the service) share on their command lines: one settings
+ * table (proto/settings), so that both take the same flags, values,
+ * defaults and refusals, list them the same way in --help, and print the
+ * same bytes for the same options.
  *
  *   --level wordpiece|token|sentence   --pooling cls|mean   --normalize
  *   --truncate | --windows             --sentences
  *   --token-vector first|mean          --compat none|sparknlp
  *   --input-format lines|jsonl         --format jsonl|npy|table|sparknlp-json
+ *
+ * They are command line only (no ZBERT_* variable, no config-file key):
+ * they change what is written, which a file left in the environment must
+ * not do behind a script's back.  --truncate and --windows set one field
+ * and the last one given wins, which two flags of a table cannot say: they
+ * are the hook's (zb_cliopt_hook), the rest are the table's.
  *
  * Defaults and combinations (zb_cliopt_finish):
  *   - the level is token, or sentence with --format npy (which holds one
@@ -18,28 +25,31 @@
  *   - --compat sparknlp is for the token level only, --sentences for the
  *     token and wordpiece levels, --format sparknlp-json for token vectors
  *     (and turns token metadata on: its annotations carry it).
- * Messages go to stderr as "<prog>: ..." lines, one per refusal.
+ * Refusals are sentences in a zb_diag_t; the program prints them.
  *
  * The options land in a zb_options_t (options.h), the type the engine and
  * the wire take as they are (the values' names are options.h's); only what
  * the command line alone needs (which options were given, the input and
  * output formats) is this module's own.
  *
- * Thread-safety: no shared state.
+ * Thread-safety: the table is constant; no shared state.
  */
 #ifndef ZB_CLIOPT_H
 #define ZB_CLIOPT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
+#include "error.h"
 #include "options.h"
+#include "settings.h"
 #include "textio.h"
 
 typedef struct zb_cliopt {
     zb_options_t opt;          /* the request's; opt.tokenize_only is set by a
                                 * program that has --tokenize-only, before
                                 * zb_cliopt_finish */
-    bool level_set;            /* --level given */
+    bool level_set;            /* --level given (set by zb_cliopt_finish) */
     bool windows_set;          /* --truncate or --windows given */
     zb_textio_input_t input;   /* --input-format */
     zb_textio_format_t output; /* --format */
@@ -49,18 +59,31 @@ typedef struct zb_cliopt {
 void zb_cliopt_init(zb_cliopt_t *o);
 
 /*
- * Tries argv[*i] (i < argc) as one of the shared options.  Returns 1 when it
- * is one (its value, argv[*i + 1], is taken and *i advanced past it), 0
- * when it is not (nothing changed), -1 when its value is missing or not one
- * of those allowed (a line "<prog>: ..." on stderr).
+ * The shared options' table, filling a zb_cliopt_t; *n gets its length.
+ * A program lists it as a group {table, n, &cliopt, true} (command line
+ * only), sets zb_cliopt_hook as its hook with the zb_cliopt_t as hook_ctx
+ * and zb_cliopt_hook_help as hook_help.  Static; never NULL.
  */
-int zb_cliopt_arg(zb_cliopt_t *o, int argc, char **argv, int *i, const char *prog);
+const zb_settings_t *zb_cliopt_table(size_t *n);
 
 /*
- * After every argument: applies the defaults that depend on other options
- * and refuses the combinations that cannot work (see above).  Returns 0, or
- * -1 after a line "<prog>: ..." on stderr.
+ * zb_settings_hook_t for --truncate and --windows; ctx is the zb_cliopt_t.
+ * Returns 1 for one of them (*i unchanged: they take no value), 0 for any
+ * other argument (nothing changed).
  */
-int zb_cliopt_finish(zb_cliopt_t *o, const char *prog);
+int zb_cliopt_hook(void *ctx, int argc, char **argv, int *i, zb_diag_t *d);
+
+/* --help lines of the hook's options. */
+extern const char zb_cliopt_hook_help[];
+
+/*
+ * After zb_settings_parse() of p (which lists zb_cliopt_table's group for
+ * o) returned 0 into res: records whether --level was given, applies the
+ * defaults that depend on other options and refuses the combinations that
+ * cannot work (see above).  Returns 0, or ZB_EINVAL with d saying why in
+ * the command line's words.
+ */
+int zb_cliopt_finish(zb_cliopt_t *o, const zb_settings_program_t *p,
+                     const zb_settings_result_t *res, zb_diag_t *d);
 
 #endif
