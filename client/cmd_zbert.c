@@ -56,10 +56,11 @@
 
 #include "client.h"
 #include "cliopt.h"
-#include "settings.h"
+#include "clock.h"
 #include "error.h"
 #include "limits.h"
 #include "log.h"
+#include "settings.h"
 #include "textio.h"
 #include "zbert.h"
 
@@ -249,12 +250,6 @@ static zbert_client_t *s_client(const s_args_t *a, size_t requests_max) {
     return c;
 }
 
-static uint64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* --- progress bar ------------------------------------------------------------ */
 
 typedef struct s_bar {
@@ -273,7 +268,7 @@ static void s_bar_clear(s_bar_t *b) {
 
 static void s_bar_draw(s_bar_t *b, bool force) {
     if (!b->on) return;
-    uint64_t now = s_now_ms();
+    uint64_t now = zb_clock_ms();
     if (!force && now - b->last < S_PROGRESS_MS) return;
     b->last = now;
     double sec = (double)(now - b->start) / 1000.0;
@@ -498,7 +493,7 @@ static int s_cmd_embed(const s_args_t *a) {
     }
     e.bar.on = a->progress == S_PROGRESS_ALWAYS ||
                (a->progress == S_PROGRESS_AUTO && isatty(STDERR_FILENO));
-    e.bar.start = s_now_ms();
+    e.bar.start = zb_clock_ms();
     e.c = s_client(a, (size_t)a->inflight);
     e.ring = calloc(e.cap, sizeof *e.ring);
     e.texts = calloc((size_t)a->batch, sizeof *e.texts);
