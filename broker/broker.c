@@ -21,6 +21,10 @@
  *            carrying it are taken (PROTOCOL.md 6, Epochs).
  *   ident    a model identity (model, dim), shared by the workers that have
  *            it and the requests bound to it; freed with its last user.
+ *
+ * Indexes, each embedded in the records it orders: clients and workers by
+ * routing id (idmap.h), requests with a deadline by that deadline
+ * (deadline.h), queued shards in their clients' lanes (queue.h).
  */
 #include "broker.h"
 
@@ -34,6 +38,8 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "deadline.h"
+#include "idmap.h"
 #include "limits.h"
 #include "log.h"
 #include "message.h"
@@ -198,23 +204,8 @@ int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *val
 
 /* --- records ------------------------------------------------------------ */
 
-/* A ZeroMQ routing id: 1..255 bytes. */
-typedef struct s_rid {
-    uint8_t len;
-    uint8_t b[255];
-} s_rid_t;
-
-/* Intrusive hash table entry keyed by routing id (first member of client
- * and worker records). */
-typedef struct s_hnode {
-    struct s_hnode *hnext;
-    s_rid_t rid;
-} s_hnode_t;
-
-typedef struct s_htab {
-    s_hnode_t **b; /* nb chains */
-    size_t nb, n;
-} s_htab_t;
+/* A ZeroMQ routing id: 1..255 bytes; the key of clients and workers. */
+typedef zb_idmap_key_t s_rid_t;
 
 /* A peer and when something was last sent to it. */
 typedef struct s_sent {
@@ -251,6 +242,7 @@ typedef struct s_shard {
 typedef struct s_client s_client_t;
 
 typedef struct s_request {
+    zb_deadline_item_t deadline;           /* first; in the heap when the embed set one */
     struct s_request *prev, *next;         /* the client's open requests */
     struct s_request *all_prev, *all_next; /* every open request */
     s_client_t *client;                    /* NULL once closed */
@@ -264,10 +256,9 @@ typedef struct s_request {
     s_shard_t *shards;
     uint32_t n_shards, n_done, n_flight, n_queued;
     uint64_t tokens, parts;
-    uint64_t received_ms, deadline_ms; /* deadline_ms absolute, 0: none */
-    size_t heap_idx;                   /* in the deadline heap, or SIZE_MAX */
-    s_ident_t *ident;                  /* bound model, or NULL */
-    uint64_t orphan_since_ms;          /* no worker could serve it since; 0 */
+    uint64_t received_ms;     /* when the embed arrived */
+    s_ident_t *ident;         /* bound model, or NULL */
+    uint64_t orphan_since_ms; /* no worker could serve it since; 0 */
     bool closed;
 } s_request_t;
 
@@ -279,7 +270,7 @@ typedef struct s_held {
 } s_held_t;
 
 struct s_client {
-    s_hnode_t h; /* first */
+    zb_idmap_node_t h; /* first; its key is the routing id */
     zb_queue_lane_t lane;
     s_request_t *reqs; /* open requests, newest first */
     uint32_t n_reqs;
@@ -292,7 +283,7 @@ struct s_client {
 };
 
 typedef struct s_worker {
-    s_hnode_t h; /* first */
+    zb_idmap_node_t h; /* first; its key is the routing id */
     struct s_worker *prev, *next;
     char name[ZB_MSG_NAME_BYTES_MAX];
     size_t name_len;
@@ -314,15 +305,14 @@ struct zb_broker {
     void *ctx, *front, *back;
     zb_queue_t *queue;
     zb_stats_t *stats;
-    s_htab_t clients, workers_by_rid;
+    zb_idmap_t *clients, *workers_by_rid;
     s_worker_t *workers; /* list */
     s_client_t *holding; /* clients with held messages */
     uint32_t n_workers;
     s_ident_t *idents;
-    s_request_t *open;  /* every open request */
-    s_request_t **heap; /* requests with a deadline, earliest first */
-    size_t heap_n, heap_cap;
-    zmq_msg_t *spare_body; /* receives the next frontend body */
+    s_request_t *open;        /* every open request */
+    zb_deadline_t *deadlines; /* requests with a deadline */
+    zmq_msg_t *spare_body;    /* receives the next frontend body */
 
     uint64_t n_requests, open_texts, open_bytes;
     uint64_t queued_texts, in_flight;
@@ -345,59 +335,12 @@ static uint64_t s_now(void) {
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* --- routing-id hash table ------------------------------------------------ */
-
-static size_t s_rid_hash(const uint8_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ull;
-    return (size_t)(h ^ (h >> 29));
+static s_client_t *s_client_find(const zb_broker_t *b, const s_rid_t *rid) {
+    return (s_client_t *)zb_idmap_find(b->clients, rid->b, rid->len);
 }
 
-static int s_htab_init(s_htab_t *t) {
-    t->nb = 64;
-    t->n = 0;
-    t->b = calloc(t->nb, sizeof *t->b);
-    return t->b ? 0 : ZB_ENOMEM;
-}
-
-static s_hnode_t *s_htab_find(const s_htab_t *t, const s_rid_t *rid) {
-    for (s_hnode_t *n = t->b[s_rid_hash(rid->b, rid->len) & (t->nb - 1)]; n; n = n->hnext)
-        if (n->rid.len == rid->len && memcmp(n->rid.b, rid->b, rid->len) == 0) return n;
-    return NULL;
-}
-
-static void s_htab_add(s_htab_t *t, s_hnode_t *n) {
-    if (t->n >= t->nb * 2) {
-        /* Grow; if memory is short, chains just get longer. */
-        size_t nb = t->nb * 2;
-        s_hnode_t **b = calloc(nb, sizeof *b);
-        if (b != NULL) {
-            for (size_t i = 0; i < t->nb; i++) {
-                for (s_hnode_t *x = t->b[i], *next; x; x = next) {
-                    next = x->hnext;
-                    size_t k = s_rid_hash(x->rid.b, x->rid.len) & (nb - 1);
-                    x->hnext = b[k];
-                    b[k] = x;
-                }
-            }
-            free(t->b);
-            t->b = b;
-            t->nb = nb;
-        }
-    }
-    size_t k = s_rid_hash(n->rid.b, n->rid.len) & (t->nb - 1);
-    n->hnext = t->b[k];
-    t->b[k] = n;
-    t->n++;
-}
-
-static void s_htab_del(s_htab_t *t, s_hnode_t *n) {
-    s_hnode_t **p = &t->b[s_rid_hash(n->rid.b, n->rid.len) & (t->nb - 1)];
-    while (*p && *p != n) p = &(*p)->hnext;
-    if (*p) {
-        *p = n->hnext;
-        t->n--;
-    }
+static s_worker_t *s_worker_find(const zb_broker_t *b, const s_rid_t *rid) {
+    return (s_worker_t *)zb_idmap_find(b->workers_by_rid, rid->b, rid->len);
 }
 
 /* --- logging of peers ------------------------------------------------------ */
@@ -555,61 +498,6 @@ static void s_ident_put(zb_broker_t *b, s_ident_t *i) {
     free(i);
 }
 
-/* --- deadline heap (requests by deadline_ms) ----------------------------- */
-
-static void s_heap_set(zb_broker_t *b, size_t k, s_request_t *r) {
-    b->heap[k] = r;
-    r->heap_idx = k;
-}
-
-static void s_heap_up(zb_broker_t *b, size_t k) {
-    s_request_t *r = b->heap[k];
-    while (k > 0) {
-        size_t p = (k - 1) / 2;
-        if (b->heap[p]->deadline_ms <= r->deadline_ms) break;
-        s_heap_set(b, k, b->heap[p]);
-        k = p;
-    }
-    s_heap_set(b, k, r);
-}
-
-static void s_heap_down(zb_broker_t *b, size_t k) {
-    s_request_t *r = b->heap[k];
-    for (;;) {
-        size_t c = 2 * k + 1;
-        if (c >= b->heap_n) break;
-        if (c + 1 < b->heap_n && b->heap[c + 1]->deadline_ms < b->heap[c]->deadline_ms) c++;
-        if (r->deadline_ms <= b->heap[c]->deadline_ms) break;
-        s_heap_set(b, k, b->heap[c]);
-        k = c;
-    }
-    s_heap_set(b, k, r);
-}
-
-static int s_heap_push(zb_broker_t *b, s_request_t *r) {
-    if (b->heap_n == b->heap_cap) {
-        size_t cap = b->heap_cap ? b->heap_cap * 2 : 64;
-        s_request_t **h = realloc(b->heap, cap * sizeof *h);
-        if (h == NULL) return ZB_ENOMEM;
-        b->heap = h;
-        b->heap_cap = cap;
-    }
-    s_heap_set(b, b->heap_n++, r);
-    s_heap_up(b, b->heap_n - 1);
-    return 0;
-}
-
-static void s_heap_remove(zb_broker_t *b, s_request_t *r) {
-    size_t k = r->heap_idx;
-    if (k == SIZE_MAX) return;
-    r->heap_idx = SIZE_MAX;
-    s_request_t *last = b->heap[--b->heap_n];
-    if (k == b->heap_n) return;
-    s_heap_set(b, k, last);
-    s_heap_up(b, k);
-    s_heap_down(b, last->heap_idx);
-}
-
 /* --- requests and clients --------------------------------------------------- */
 
 static void s_request_free(s_request_t *r) {
@@ -655,7 +543,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
     else
         b->open = r->all_next;
     if (r->all_next) r->all_next->all_prev = r->all_prev;
-    s_heap_remove(b, r);
+    zb_deadline_remove(b->deadlines, &r->deadline);
     b->n_requests--;
     s_request_unbind(b, r);
     zb_msg_free(&r->msg);
@@ -669,7 +557,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
 /* Frees a client that has no open request and no held message left. */
 static void s_client_release(zb_broker_t *b, s_client_t *c) {
     if (c == NULL || c->n_reqs > 0 || c->n_held > 0) return;
-    s_htab_del(&b->clients, &c->h);
+    zb_idmap_del(b->clients, &c->h);
     free(c);
 }
 
@@ -677,9 +565,8 @@ static void s_client_release(zb_broker_t *b, s_client_t *c) {
 static s_client_t *s_client_new(zb_broker_t *b, const s_rid_t *rid) {
     s_client_t *c = calloc(1, sizeof *c);
     if (c == NULL) return NULL;
-    c->h.rid = *rid;
     zb_queue_lane_init(&c->lane);
-    s_htab_add(&b->clients, &c->h);
+    zb_idmap_add(b->clients, &c->h, rid->b, rid->len);
     return c;
 }
 
@@ -704,7 +591,7 @@ static void s_held_pop(zb_broker_t *b, s_client_t *c) {
  * it. */
 static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
     char hex[40];
-    ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests", s_rid_hex(&c->h.rid, hex),
+    ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests", s_rid_hex(&c->h.key, hex),
            err == EAGAIN         ? "not reading its messages"
            : err == EHOSTUNREACH ? "gone"
                                  : zmq_strerror(err),
@@ -725,7 +612,7 @@ static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
  * a record.
  */
 static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
-    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    s_client_t *c = s_client_find(b, rid);
     if (c == NULL || c->n_held == 0) {
         if (s_send_keep(b->front, rid, &body, len) == 0) return 0;
         if (body == NULL) return -1; /* failed after the routing frame */
@@ -777,7 +664,7 @@ static void s_flush_held(zb_broker_t *b) {
         int err = 0;
         while (c->n_held > 0) {
             s_held_t *x = c->held_head;
-            if (s_send_keep(b->front, &c->h.rid, &x->body, x->len) == 0) {
+            if (s_send_keep(b->front, &c->h.key, &x->body, x->len) == 0) {
                 s_held_pop(b, c);
                 continue;
             }
@@ -798,7 +685,7 @@ static void s_flush_held(zb_broker_t *b) {
  */
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
     s_client_t *c = r->client;
-    if (body != NULL && s_front_send(b, &c->h.rid, body, len) < 0) {
+    if (body != NULL && s_front_send(b, &c->h.key, body, len) < 0) {
         s_client_drop(b, c, errno);
         return;
     }
@@ -817,7 +704,7 @@ s_request_fail(zb_broker_t *b, s_request_t *r, zb_msg_code_t code, const char *f
     ZB_LOG(code == ZB_MSG_CODE_INTERNAL || code == ZB_MSG_CODE_NO_MODEL ? ZB_LOG_WARN
                                                                         : ZB_LOG_DEBUG,
            "request %s of client %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
-           s_rid_hex(&r->client->h.rid, hex), zb_msg_code_name(code), text);
+           s_rid_hex(&r->client->h.key, hex), zb_msg_code_name(code), text);
     size_t len = 0;
     uint8_t *body = s_error_body(r->id, r->id_len, code, text, &len);
     s_request_end(b, r, body, len);
@@ -924,13 +811,13 @@ static void s_worker_forget(zb_broker_t *b, s_worker_t *w, bool failed, const ch
     else
         b->workers = w->next;
     if (w->next) w->next->prev = w->prev;
-    s_htab_del(&b->workers_by_rid, &w->h);
+    zb_idmap_del(b->workers_by_rid, &w->h);
     b->n_workers--;
     free(w);
 }
 
 static int s_worker_send(zb_broker_t *b, s_worker_t *w, uint8_t *body, size_t len, uint64_t now) {
-    if (s_send(b->back, &w->h.rid, body, len) < 0) return -1;
+    if (s_send(b->back, &w->h.key, body, len) < 0) return -1;
     w->last_send_ms = now;
     return 0;
 }
@@ -1021,7 +908,7 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     if (body == NULL) return;
     if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
-        s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+        s_client_t *c = s_client_find(b, rid);
         if (c != NULL) s_client_drop(b, c, e);
     }
 }
@@ -1058,7 +945,7 @@ static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t
 /* An `embed`: returns true when the request took the body. */
 static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_t *body) {
     zb_msg_embed_t *e = &m->u.embed;
-    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    s_client_t *c = s_client_find(b, rid);
     size_t body_len = zmq_msg_size(body);
     if (c != NULL && s_request_find(c, e->id) != NULL) {
         s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID, "request id `%.*s` is already open",
@@ -1110,16 +997,14 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_client = c == NULL;
     if (new_client) c = calloc(1, sizeof *c);
-    if (r != NULL) r->heap_idx = SIZE_MAX; /* not in the heap, for the nomem path */
     if (r == NULL || shards == NULL || c == NULL) goto nomem;
     if (e->deadline_ms > 0) {
-        r->deadline_ms = e->deadline_ms > UINT64_MAX - now ? UINT64_MAX : now + e->deadline_ms;
-        if (s_heap_push(b, r) < 0) goto nomem;
+        uint64_t at = e->deadline_ms > UINT64_MAX - now ? UINT64_MAX : now + e->deadline_ms;
+        if (zb_deadline_push(b->deadlines, &r->deadline, at) < 0) goto nomem;
     }
     if (new_client) {
-        c->h.rid = *rid;
         zb_queue_lane_init(&c->lane);
-        s_htab_add(&b->clients, &c->h);
+        zb_idmap_add(b->clients, &c->h, rid->b, rid->len);
     }
 
     memcpy(r->id, e->id.ptr, e->id.len);
@@ -1157,8 +1042,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_
     return true;
 
 nomem:
-    if (r != NULL) s_heap_remove(b, r);
-    free(r);
+    free(r); /* in no heap: pushing is the last step that fails */
     free(shards);
     if (new_client) free(c);
     s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
@@ -1166,7 +1050,7 @@ nomem:
 }
 
 static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const zb_msg_cancel_t *m) {
-    s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+    s_client_t *c = s_client_find(b, rid);
     s_request_t *r = c ? s_request_find(c, m->id) : NULL;
     if (r != NULL) s_request_fail(b, r, ZB_MSG_CODE_CANCELED, "canceled by the client");
 }
@@ -1217,7 +1101,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
     }
     if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
-        s_client_t *c = (s_client_t *)s_htab_find(&b->clients, rid);
+        s_client_t *c = s_client_find(b, rid);
         if (c != NULL) s_client_drop(b, c, e);
     }
 }
@@ -1360,7 +1244,7 @@ static void s_send_reconnect(zb_broker_t *b, const s_rid_t *rid, bool force, uin
 }
 
 static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t *m, uint64_t now) {
-    s_worker_t *old = (s_worker_t *)s_htab_find(&b->workers_by_rid, rid);
+    s_worker_t *old = s_worker_find(b, rid);
     /*
      * A known worker saying ready again: either it lost what it held (its
      * shards must run elsewhere, or they would wait forever on a worker
@@ -1396,7 +1280,6 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
     }
     bool mixed = false;
     for (s_worker_t *x = b->workers; x; x = x->next) mixed |= x->ident != ident;
-    w->h.rid = *rid;
     memcpy(w->name, m->name.ptr, m->name.len);
     w->name_len = m->name.len;
     memcpy(w->label, label, sizeof label);
@@ -1409,7 +1292,7 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
     w->next = b->workers;
     if (b->workers) b->workers->prev = w;
     b->workers = w;
-    s_htab_add(&b->workers_by_rid, &w->h);
+    zb_idmap_add(b->workers_by_rid, &w->h, rid->b, rid->len);
     b->n_workers++;
     ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u, epoch %llu",
            label, model, m->dim, m->threads, m->credit, (unsigned long long)m->epoch);
@@ -1472,7 +1355,7 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
         return;
     }
     s_client_t *c = r->client;
-    if (s_front_send(b, &c->h.rid, body, len) < 0) {
+    if (s_front_send(b, &c->h.key, body, len) < 0) {
         s_client_drop(b, c, errno);
         return;
     }
@@ -1530,12 +1413,12 @@ static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *re
         }
         snprintf(why, sizeof why, "result for shard %llu, which was never given to it",
                  (unsigned long long)res->shard);
-        s_proto_error(b, "worker", &w->h.rid, p, len, why);
+        s_proto_error(b, "worker", &w->h.key, p, len, why);
         return;
     }
     if (!s_result_ok(w, sh, res, why, sizeof why)) {
-        s_proto_error(b, "worker", &w->h.rid, p, len, why);
-        s_rid_t rid = w->h.rid;
+        s_proto_error(b, "worker", &w->h.key, p, len, why);
+        s_rid_t rid = w->h.key;
         s_worker_forget(b, w, true, "sent a result that does not match its task");
         s_send_reconnect(b, &rid, true, now);
         return;
@@ -1552,7 +1435,7 @@ static void s_back_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, 
     zb_diag_t d = {{0}};
     const void *p = zmq_msg_data(body);
     size_t len = zmq_msg_size(body);
-    s_worker_t *w = (s_worker_t *)s_htab_find(&b->workers_by_rid, rid);
+    s_worker_t *w = s_worker_find(b, rid);
     int rc = zb_msg_decode(p, len, &m, &d);
     if (rc < 0) {
         /* Worker side: dropped, not answered (the worker is software we
@@ -1658,8 +1541,9 @@ static void s_check_shard_timeouts(zb_broker_t *b, s_worker_t *w, uint64_t now) 
 }
 
 static void s_tick(zb_broker_t *b, uint64_t now) {
-    while (b->heap_n > 0 && b->heap[0]->deadline_ms <= now) {
-        s_request_t *r = b->heap[0];
+    zb_deadline_item_t *first;
+    while ((first = zb_deadline_first(b->deadlines)) != NULL && first->at <= now) {
+        s_request_t *r = (s_request_t *)first; /* failing it takes it out of the heap */
         s_request_fail(b, r, ZB_MSG_CODE_TIMEOUT, "the deadline of %llu ms passed",
                        (unsigned long long)r->msg.u.embed.deadline_ms);
     }
@@ -1725,7 +1609,8 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     b->start_ms = s_now();
     int rc;
     if (zb_queue_new(&b->queue) < 0 || zb_stats_new(b->start_ms, &b->stats) < 0 ||
-        s_htab_init(&b->clients) < 0 || s_htab_init(&b->workers_by_rid) < 0) {
+        zb_idmap_new(&b->clients) < 0 || zb_idmap_new(&b->workers_by_rid) < 0 ||
+        zb_deadline_new(&b->deadlines) < 0) {
         rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1767,7 +1652,8 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
         if (*stop >= 2 || (b->draining && (b->n_requests == 0 || now >= b->drain_until_ms))) break;
         s_flush_held(b);
         uint64_t wake = b->next_tick_ms;
-        if (b->heap_n > 0 && b->heap[0]->deadline_ms < wake) wake = b->heap[0]->deadline_ms;
+        zb_deadline_item_t *first = zb_deadline_first(b->deadlines);
+        if (first && first->at < wake) wake = first->at;
         if (b->holding && now + S_HELD_RETRY_MS < wake) wake = now + S_HELD_RETRY_MS;
         long timeout = wake > now ? (long)(wake - now) : 0;
         if (zmq_poll(items, 2, timeout) < 0) {
@@ -1822,9 +1708,9 @@ void zb_broker_destroy(zb_broker_t **pb) {
     if (b->back) zmq_close(b->back);
     if (b->ctx) zmq_ctx_term(b->ctx);
     if (b->spare_body) free(b->spare_body);
-    free(b->clients.b);
-    free(b->workers_by_rid.b);
-    free(b->heap);
+    zb_idmap_destroy(&b->clients);
+    zb_idmap_destroy(&b->workers_by_rid);
+    zb_deadline_destroy(&b->deadlines);
     zb_queue_destroy(&b->queue);
     zb_stats_destroy(&b->stats);
     free(b);
