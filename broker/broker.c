@@ -35,9 +35,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "deadline.h"
 #include "idmap.h"
 #include "limits.h"
@@ -329,12 +329,6 @@ struct zb_broker {
     uint64_t log_second, log_lines, log_suppressed;
 };
 
-static uint64_t s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static s_client_t *s_client_find(const zb_broker_t *b, const s_rid_t *rid) {
     return (s_client_t *)zb_idmap_find(b->clients, rid->b, rid->len);
 }
@@ -369,7 +363,7 @@ static bool s_log_allowed(zb_broker_t *b, const s_rid_t *rid) {
     for (size_t i = 0; i < S_LOGGED_PEERS; i++)
         if (b->logged[i].len == rid->len && memcmp(b->logged[i].b, rid->b, rid->len) == 0)
             return false;
-    uint64_t sec = s_now() / 1000;
+    uint64_t sec = zb_clock_ms() / 1000;
     if (sec != b->log_second) {
         if (b->log_suppressed > 0)
             ZB_LOG(ZB_LOG_WARN, "%llu more protocol errors were not logged",
@@ -848,7 +842,7 @@ static s_worker_t *s_least_loaded(zb_broker_t *b) {
 
 static void s_dispatch(zb_broker_t *b) {
     b->dispatch_round++;
-    uint64_t now = s_now();
+    uint64_t now = zb_clock_ms();
     while (zb_queue_items(b->queue) > 0) {
         s_worker_t *w = s_least_loaded(b);
         if (w == NULL) return;
@@ -991,7 +985,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_
         return false;
     }
 
-    uint64_t now = s_now();
+    uint64_t now = zb_clock_ms();
     uint32_t n_shards = s_split(b, e, NULL);
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
@@ -1056,7 +1050,7 @@ static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const zb_msg_cancel_
 }
 
 static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_t *m) {
-    uint64_t now = s_now();
+    uint64_t now = zb_clock_ms();
     zb_msg_worker_info_t *wi = calloc(b->n_workers ? b->n_workers : 1, sizeof *wi);
     if (wi == NULL) {
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
@@ -1472,7 +1466,7 @@ static void s_back_readable(zb_broker_t *b) {
         int nframes;
         int rc = s_recv(b->back, &rid, &body, &nframes);
         if (rc < 0) return;
-        uint64_t now = s_now();
+        uint64_t now = zb_clock_ms();
         if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
@@ -1606,7 +1600,7 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     b->cfg = *cfg;
     b->cfg.clients[sizeof b->cfg.clients - 1] = '\0';
     b->cfg.workers[sizeof b->cfg.workers - 1] = '\0';
-    b->start_ms = s_now();
+    b->start_ms = zb_clock_ms();
     int rc;
     if (zb_queue_new(&b->queue) < 0 || zb_stats_new(b->start_ms, &b->stats) < 0 ||
         zb_idmap_new(&b->clients) < 0 || zb_idmap_new(&b->workers_by_rid) < 0 ||
@@ -1642,7 +1636,7 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
     zmq_pollitem_t items[2] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
     int rc = 0;
     for (;;) {
-        uint64_t now = s_now();
+        uint64_t now = zb_clock_ms();
         if (*stop >= 1 && !b->draining) {
             b->draining = true;
             b->drain_until_ms = now + b->cfg.drain_ms;
@@ -1664,7 +1658,7 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
         }
         if (items[0].revents & ZMQ_POLLIN) s_back_readable(b);
         if (items[1].revents & ZMQ_POLLIN) s_front_readable(b);
-        s_tick(b, s_now());
+        s_tick(b, zb_clock_ms());
         s_dispatch(b);
     }
     if (b->n_requests > 0)
@@ -1674,7 +1668,7 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
         s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL,
                        "the broker stopped before the request finished; send it again");
     /* Messages still held get the linger time to find room. */
-    for (uint64_t until = s_now() + S_FRONT_LINGER_MS; b->holding && s_now() < until;) {
+    for (uint64_t until = zb_clock_ms() + S_FRONT_LINGER_MS; b->holding && zb_clock_ms() < until;) {
         s_flush_held(b);
         if (b->holding) zmq_poll(NULL, 0, S_HELD_RETRY_MS);
     }
