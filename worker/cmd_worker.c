@@ -14,7 +14,7 @@
  * owns the embedder (and the OpenMP threads inside it) and never touches a
  * broker socket.  Work crosses the PAIR as pointers to jobs, and ownership
  * of a job goes with its pointer: the main thread hands a batch of jobs
- * over, the compute thread runs them (worker/shard: several queued tasks of
+ * over, the compute thread runs them (worker/task: several queued tasks of
  * the same options in one embedder call for bigger batches), encodes each
  * result and hands the batch back, and the main thread sends each result to
  * the broker its task came from.  The queue of tasks lives in the main
@@ -25,7 +25,7 @@
  * included (sentences, token vector, Spark NLP compatibility, token
  * metadata: PROTOCOL.md 3 and 5), and its result carries the token
  * metadata they ask for.  Queued tasks share a run only when all their
- * options agree (zb_shard_same_options): the engine takes one options
+ * options agree (zb_task_same_options): the engine takes one options
  * struct per call, and Spark NLP compatibility switches the encoder's GELU
  * for the whole call.
  *
@@ -80,7 +80,7 @@
 #include "log.h"
 #include "message.h"
 #include "model.h"
-#include "shard.h"
+#include "task.h"
 
 #define S_PROGRAM        "zbert-worker"
 #define S_DEFAULT_BROKER "tcp://127.0.0.1:5556"
@@ -330,7 +330,7 @@ typedef struct s_job {
     uint64_t epoch;     /* the task's epoch, that broker's current at receipt */
     size_t bytes;       /* body bytes, for the merge limit */
     int64_t t_received; /* ms, monotonic */
-    zb_shard_out_t out; /* filled by the compute thread */
+    zb_task_out_t out; /* filled by the compute thread */
 } s_job_t;
 
 static void s_job_free(s_job_t *j) {
@@ -345,13 +345,13 @@ typedef struct s_compute {
     void *pipe; /* its PAIR end: created and connected by the main thread
                  * (so a failure is seen at start), used only here after
                  * pthread_create, whose barrier hands it over */
-    zb_shard_t *shard;
+    zb_task_t *shard;
     int dim;
 } s_compute_t;
 
 /*
  * The compute thread: receives batches of job pointers, runs each batch
- * through the shard runner in one embedder call and sends the same
+ * through the task runner in one embedder call and sends the same
  * pointers back.  An empty message asks it to leave.  It touches only its
  * own PAIR end and the jobs it was handed.
  */
@@ -360,7 +360,7 @@ static void *s_compute_main(void *arg) {
     void *pipe = c->pipe;
     s_job_t *jobs[S_MERGE_TASKS];
     const zb_msg_task_t *tasks[S_MERGE_TASKS];
-    zb_shard_out_t outs[S_MERGE_TASKS];
+    zb_task_out_t outs[S_MERGE_TASKS];
     for (;;) {
         int n = zmq_recv(pipe, jobs, sizeof jobs, 0);
         if (n < 0) {
@@ -372,7 +372,7 @@ static void *s_compute_main(void *arg) {
         if (k == 0) break; /* asked to leave */
         for (size_t i = 0; i < k; i++) tasks[i] = &jobs[i]->msg.u.task;
         zb_diag_t d = {{0}};
-        int rc = zb_shard_run(c->shard, tasks, k, outs, &d);
+        int rc = zb_task_run(c->shard, tasks, k, outs, &d);
         for (size_t i = 0; i < k; i++) {
             if (rc != 0) {
                 /* Nothing of the run could be encoded: every text fails,
@@ -380,7 +380,7 @@ static void *s_compute_main(void *arg) {
                 ZB_LOG(ZB_LOG_ERROR, "shard %llu: %s", (unsigned long long)tasks[i]->shard,
                        zb_diag_text(&d, rc));
                 zb_diag_t d2 = {{0}};
-                int rc2 = zb_shard_fail(tasks[i], c->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(rc),
+                int rc2 = zb_task_fail(tasks[i], c->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(rc),
                                         &outs[i], &d2);
                 if (rc2 != 0)
                     ZB_LOG(ZB_LOG_ERROR, "shard %llu: no result at all: %s",
@@ -691,7 +691,7 @@ static void s_dispatch(s_worker_t *w) {
         s_job_t *j = *pp;
         size_t t = j->msg.u.task.n_texts;
         bool take =
-            n == 0 || (n < S_MERGE_TASKS && zb_shard_same_options(opt, &j->msg.u.task.opt) &&
+            n == 0 || (n < S_MERGE_TASKS && zb_task_same_options(opt, &j->msg.u.task.opt) &&
                        texts + t <= w->batch_texts && bytes + j->bytes <= S_MERGE_BYTES);
         if (take) {
             *pp = j->next;
@@ -827,7 +827,7 @@ int main(int argc, char **argv) {
     zb_diag_t d = {{0}};
     zb_model_t *model = NULL;
     zb_embedder_t *emb = NULL;
-    zb_shard_t *shard = NULL;
+    zb_task_t *shard = NULL;
     s_worker_t w = {.credit = (uint32_t)a.credit, .batch_texts = (size_t)a.batch_texts};
     s_compute_t comp = {0};
     bool thread_started = false;
@@ -840,7 +840,7 @@ int main(int argc, char **argv) {
     }
     zb_embedder_config_t ecfg = {.threads = a.threads, .batch_tokens_max = a.batch_tokens};
     if ((rc = zb_embedder_new(model, &ecfg, &emb, &d)) != 0 ||
-        (rc = zb_shard_new(emb, NULL, &shard, &d)) != 0) {
+        (rc = zb_task_new(emb, NULL, &shard, &d)) != 0) {
         ZB_LOG(ZB_LOG_ERROR, "embedder: %s", zb_diag_text(&d, rc));
         goto out;
     }
@@ -1005,7 +1005,7 @@ out:
     free(w.b);
     free(w.heartbeat);
     free(w.bye);
-    zb_shard_destroy(&shard);
+    zb_task_destroy(&shard);
     zb_embedder_destroy(&emb);
     zb_model_close(&model);
     free((char *)a.model);
