@@ -36,7 +36,7 @@ endif
 #                                   shares (errors, limits, log, settings, options)
 #   engine/      libzbert-engine.a  model, tokenizer, forward pass (no ZeroMQ,
 #                                   no wire codec)                     sees proto
-#   worker/      libzbert-worker.a  the worker agent and its shard runner
+#   worker/      libzbert-worker.a  the worker agent and its task runner
 #                                                              sees engine, proto
 #   broker/      libzbert-broker.a  the broker                          sees proto
 #   client/      libzbert.{a,so}    the C client library                sees proto

@@ -21,7 +21,7 @@
 
 #include "embed.h"
 #include "message.h"
-#include "shard.h"
+#include "task.h"
 
 __attribute__((unused)) static float rc_le_float(const uint8_t *p) {
     uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
@@ -58,7 +58,7 @@ __attribute__((unused)) static void rc_compare(const zb_msg_vectors_t *v, uint32
             const zb_msg_text_error_t *e = &v->errors[n_err++];
             assert_int_equal(e->index, base + i);
             if (r->status != 0) {
-                assert_int_equal(e->code, zb_shard_text_code(r->status));
+                assert_int_equal(e->code, zb_task_text_code(r->status));
                 const char *want = r->detail[0] ? r->detail : zb_strerror(r->status);
                 assert_int_equal(e->message.len, strlen(want));
                 assert_memory_equal(e->message.ptr, want, e->message.len);

@@ -31,6 +31,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "embed.h"
 #include "fixture.h"
 #include "message.h"
@@ -66,10 +67,9 @@ static const char *s_bin(void) {
     return b && *b ? b : "bin";
 }
 
+/* The shared clock, signed: intervals below may be negative. */
 static int64_t s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)zb_clock_ms();
 }
 
 static void s_sleep_ms(int ms) {

@@ -1,5 +1,5 @@
 /*
- * shard.h -- a worker's unit of work: the texts of a `task` message through
+ * task.h -- the worker's task runner: the texts of a `task` message through
  * the embedder, a `result` message body out (proto/PROTOCOL.md section 6).
  *
  * This is the engine side of zbert-worker and knows nothing of ZeroMQ: it
@@ -34,11 +34,11 @@
  * run: the tokens of the tasks of one call add up to what the embedder's
  * statistics counted for the call.
  *
- * Thread-safety: a zb_shard_t belongs to one thread at a time, like the
+ * Thread-safety: a zb_task_t belongs to one thread at a time, like the
  * embedder it drives.
  */
-#ifndef ZB_SHARD_H
-#define ZB_SHARD_H
+#ifndef ZB_TASK_H
+#define ZB_TASK_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -48,17 +48,17 @@
 #include "error.h"
 #include "message.h"
 
-typedef struct zb_shard zb_shard_t;
+typedef struct zb_task zb_task_t;
 
-typedef struct zb_shard_config {
+typedef struct zb_task_config {
     size_t body_max; /* bytes a result body may take; 0 (or more than
                       * ZB_MSG_BODY_MAX): ZB_MSG_BODY_MAX.  Tests lower it. */
-} zb_shard_config_t;
+} zb_task_config_t;
 
 /* One task's outcome. */
-typedef struct zb_shard_out {
+typedef struct zb_task_out {
     uint8_t *body;     /* the encoded `result` (malloc'd: the caller's to
-                        * free()), or NULL when zb_shard_run failed */
+                        * free()), or NULL when zb_task_run failed */
     size_t body_len;   /* bytes */
     uint64_t tokens;   /* tokens the task ran through the encoder */
     uint32_t n_texts;  /* texts of the task */
@@ -66,21 +66,21 @@ typedef struct zb_shard_out {
     uint32_t n_cut;    /* of those, texts failed as too_large so the body fits */
     int engine_rc;     /* 0, or the ZB_E* code of an engine failure that made
                         * every text `internal` */
-} zb_shard_out_t;
+} zb_task_out_t;
 
 /*
  * Creates a runner over e (borrowed: must outlive it; used by one thread at
  * a time).  cfg may be NULL.  Returns 0 and *out (the caller's, released
- * with zb_shard_destroy) or ZB_ENOMEM / ZB_EINVAL with d saying why.
+ * with zb_task_destroy) or ZB_ENOMEM / ZB_EINVAL with d saying why.
  */
-int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
+int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out,
                  zb_diag_t *d);
 
 /* Releases the runner and nulls *s.  Accepts NULL and *s == NULL. */
-void zb_shard_destroy(zb_shard_t **s);
+void zb_task_destroy(zb_task_t **s);
 
 /* True when tasks with options a and b can share one embedder call. */
-bool zb_shard_same_options(const zb_options_t *a, const zb_options_t *b);
+bool zb_task_same_options(const zb_options_t *a, const zb_options_t *b);
 
 /*
  * Runs tasks[0..n) (borrowed, decoded tasks: 1 <= n_texts <= ZB_MSG_TEXTS_MAX
@@ -92,8 +92,8 @@ bool zb_shard_same_options(const zb_options_t *a, const zb_options_t *b);
  * to fit even with every text failed: only with a tiny body_max), with d
  * saying why and no body left allocated in outs.
  */
-int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
-                 zb_shard_out_t *outs, zb_diag_t *d);
+int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
+                 zb_task_out_t *outs, zb_diag_t *d);
 
 /*
  * Encodes a result for a task none of whose texts could run: the task's
@@ -104,12 +104,12 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
  * credit.  Returns 0 and out->body, or ZB_EINVAL / ZB_ENOMEM / ZB_ELIMIT
  * with d saying why.
  */
-int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
-                  zb_shard_out_t *out, zb_diag_t *d);
+int zb_task_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
+                  zb_task_out_t *out, zb_diag_t *d);
 
 /* The protocol code of a text's engine status: ZB_EUTF8 -> BAD_UTF8,
  * ZB_ELIMIT -> TOO_LARGE, ZB_EUNSUPPORTED -> UNSUPPORTED, any other
  * failure -> INTERNAL, 0 -> NONE. */
-zb_msg_code_t zb_shard_text_code(int status);
+zb_msg_code_t zb_task_text_code(int status);
 
 #endif

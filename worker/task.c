@@ -1,7 +1,7 @@
 /*
- * shard.c -- tasks through the embedder, result bodies out.
+ * task.c -- tasks through the embedder, result bodies out.
  *
- * One zb_shard_run() call:
+ * One zb_task_run() call:
  *   1. lays the texts of its tasks end to end and runs them through one
  *      zb_embed_run() call (results in input order whatever the
  *      batching);
@@ -14,7 +14,7 @@
  * are released after it (S_KEEP_FLOATS) so one huge task does not pin
  * memory for the life of the worker.
  */
-#include "shard.h"
+#include "task.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +45,7 @@ typedef struct s_rank {
     uint32_t index;
 } s_rank_t;
 
-struct zb_shard {
+struct zb_task {
     zb_embed_t *e;
     size_t body_max;
     int dim;
@@ -93,14 +93,14 @@ static uint64_t s_mp_key(const char *k) {
 
 /* --- small helpers ----------------------------------------------------- */
 
-bool zb_shard_same_options(const zb_options_t *a, const zb_options_t *b) {
+bool zb_task_same_options(const zb_options_t *a, const zb_options_t *b) {
     /* pooling only matters at the sentence level (token_vector and
      * token_meta at the token level), but a run takes one options struct,
      * so tasks must agree on all of them anyway */
     return zb_options_equal(a, b);
 }
 
-zb_msg_code_t zb_shard_text_code(int status) {
+zb_msg_code_t zb_task_text_code(int status) {
     switch (status) {
     case 0: return ZB_MSG_CODE_NONE;
     case ZB_EUTF8: return ZB_MSG_CODE_BAD_UTF8;
@@ -120,7 +120,7 @@ static int s_grow(void **p, size_t n, size_t size) {
     return 0;
 }
 
-static int s_reserve_texts(zb_shard_t *s, size_t n) {
+static int s_reserve_texts(zb_task_t *s, size_t n) {
     if (n <= s->cap) return 0;
     if (s_grow((void **)&s->texts, n, sizeof *s->texts) ||
         s_grow((void **)&s->lens, n, sizeof *s->lens) ||
@@ -131,7 +131,7 @@ static int s_reserve_texts(zb_shard_t *s, size_t n) {
     return 0;
 }
 
-static int s_reserve_task(zb_shard_t *s, size_t n) {
+static int s_reserve_task(zb_task_t *s, size_t n) {
     if (n <= s->task_cap) return 0;
     if (s_grow((void **)&s->tx, n, sizeof *s->tx) ||
         s_grow((void **)&s->order, n, sizeof *s->order) ||
@@ -143,7 +143,7 @@ static int s_reserve_task(zb_shard_t *s, size_t n) {
     return 0;
 }
 
-static int s_reserve_rows(zb_shard_t *s, uint64_t n_rows, uint64_t n_floats) {
+static int s_reserve_rows(zb_task_t *s, uint64_t n_rows, uint64_t n_floats) {
     if (n_rows > s->row_cap) {
         if (n_rows > SIZE_MAX / 8) return ZB_ENOMEM;
         if (s_grow((void **)&s->offs, 2 * (size_t)n_rows, sizeof *s->offs) ||
@@ -165,7 +165,7 @@ static int s_reserve_rows(zb_shard_t *s, uint64_t n_rows, uint64_t n_floats) {
 }
 
 /* Releases what an exceptional call left behind (see S_KEEP_FLOATS). */
-static void s_trim(zb_shard_t *s, size_t n) {
+static void s_trim(zb_task_t *s, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (s->res[i].vectors_cap > S_KEEP_FLOATS) zb_embed_result_free(&s->res[i]);
     if (s->vec_cap > S_KEEP_FLOATS) {
@@ -177,16 +177,16 @@ static void s_trim(zb_shard_t *s, size_t n) {
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
+int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out,
                  zb_diag_t *d) {
-    if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: NULL out");
+    if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_task_new: NULL out");
     *out = NULL;
-    if (e == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: no embedder");
+    if (e == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_task_new: no embedder");
     int dim = zb_embed_dim(e);
     if (dim < 1 || dim > ZB_HIDDEN_MAX)
-        return zb_diag_set(d, ZB_EINVAL, "zb_shard_new: embedder width %d outside 1..%d", dim,
+        return zb_diag_set(d, ZB_EINVAL, "zb_task_new: embedder width %d outside 1..%d", dim,
                            ZB_HIDDEN_MAX);
-    zb_shard_t *s = calloc(1, sizeof *s);
+    zb_task_t *s = calloc(1, sizeof *s);
     if (s == NULL) return zb_diag_set(d, ZB_ENOMEM, "out of memory");
     s->e = e;
     s->dim = dim;
@@ -197,9 +197,9 @@ int zb_shard_new(zb_embed_t *e, const zb_shard_config_t *cfg, zb_shard_t **out,
     return 0;
 }
 
-void zb_shard_destroy(zb_shard_t **ps) {
+void zb_task_destroy(zb_task_t **ps) {
     if (ps == NULL || *ps == NULL) return;
-    zb_shard_t *s = *ps;
+    zb_task_t *s = *ps;
     for (size_t i = 0; i < s->cap; i++) zb_embed_result_free(&s->res[i]);
     free(s->texts);
     free(s->lens);
@@ -352,7 +352,7 @@ static void s_put_floats(float *dst, const float *src, size_t n) {
 }
 
 /* Gathers the live texts' rows into the wire arrays and encodes. */
-static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_level_t lv,
+static int s_encode(zb_task_t *s, const zb_msg_task_t *task, uint64_t tokens, zb_level_t lv,
                     const zb_embed_result_t *res, uint32_t count, const s_sum_t *a, uint8_t **body,
                     size_t *len, zb_diag_t *d) {
     const size_t H = (size_t)s->dim;
@@ -422,8 +422,8 @@ static int s_encode(zb_shard_t *s, const zb_msg_task_t *task, uint64_t tokens, z
 }
 
 /* Builds and encodes the result of one task from its engine results. */
-static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_embed_result_t *res,
-                   uint64_t tokens, zb_shard_out_t *out, zb_diag_t *d) {
+static int s_build(zb_task_t *s, const zb_msg_task_t *task, const zb_embed_result_t *res,
+                   uint64_t tokens, zb_task_out_t *out, zb_diag_t *d) {
     zb_level_t lv = task->opt.level;
     bool meta = zb_options_meta(&task->opt);
     uint32_t count = (uint32_t)task->n_texts;
@@ -436,7 +436,7 @@ static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_embed_resu
         *t = (s_text_t){0};
         int64_t rows = r->status == 0 ? s_rows_of(r, lv, meta, s->dim) : 0;
         if (r->status != 0 || rows < 0) {
-            t->code = r->status != 0 ? zb_shard_text_code(r->status) : ZB_MSG_CODE_INTERNAL;
+            t->code = r->status != 0 ? zb_task_text_code(r->status) : ZB_MSG_CODE_INTERNAL;
             /* the engine's sentence when it has one, as zbert-embed prints it */
             t->message = r->status != 0 && r->detail[0]
                              ? r->detail
@@ -498,14 +498,14 @@ static int s_build(zb_shard_t *s, const zb_msg_task_t *task, const zb_embed_resu
 
 /* --- running tasks -------------------------------------------------------- */
 
-int zb_shard_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
-                  zb_shard_out_t *out, zb_diag_t *d) {
+int zb_task_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
+                  zb_task_out_t *out, zb_diag_t *d) {
     if (out == NULL || task == NULL || message == NULL)
-        return zb_diag_set(d, ZB_EINVAL, "zb_shard_fail: NULL argument");
+        return zb_diag_set(d, ZB_EINVAL, "zb_task_fail: NULL argument");
     memset(out, 0, sizeof *out);
     size_t n_texts = task->n_texts;
     if (n_texts == 0 || n_texts > ZB_MSG_TEXTS_MAX)
-        return zb_diag_set(d, ZB_EINVAL, "zb_shard_fail: %zu texts outside 1..%u", n_texts,
+        return zb_diag_set(d, ZB_EINVAL, "zb_task_fail: %zu texts outside 1..%u", n_texts,
                            ZB_MSG_TEXTS_MAX);
     uint32_t *rows = calloc(n_texts, sizeof *rows);
     zb_msg_text_error_t *errs = calloc(n_texts, sizeof *errs);
@@ -537,7 +537,7 @@ out:
     return rc;
 }
 
-static void s_free_outs(zb_shard_out_t *outs, size_t n) {
+static void s_free_outs(zb_task_out_t *outs, size_t n) {
     for (size_t i = 0; i < n; i++) {
         free(outs[i].body);
         memset(&outs[i], 0, sizeof outs[i]);
@@ -556,7 +556,7 @@ static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *to
         zb_options_rule_t broken = zb_options_broken(&t->opt);
         if (broken >= ZB_OPTIONS_RULE_LEVEL && broken <= ZB_OPTIONS_RULE_COMPAT)
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options out of range", i);
-        if (!zb_shard_same_options(&t->opt, &tasks[0]->opt))
+        if (!zb_task_same_options(&t->opt, &tasks[0]->opt))
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options differ from task 0's", i);
         if (__builtin_add_overflow(*total, t->n_texts, total))
             return zb_diag_set(d, ZB_EINVAL, "too many texts");
@@ -589,10 +589,10 @@ static void s_split_tokens(const zb_embed_result_t *res, size_t total, uint64_t 
     *remainder = (call_tokens - single) - *per_window * windows;
 }
 
-int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
-                 zb_shard_out_t *outs, zb_diag_t *d) {
+int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
+                 zb_task_out_t *outs, zb_diag_t *d) {
     if (s == NULL || tasks == NULL || outs == NULL || n == 0)
-        return zb_diag_set(d, ZB_EINVAL, "zb_shard_run: no tasks");
+        return zb_diag_set(d, ZB_EINVAL, "zb_task_run: no tasks");
     memset(outs, 0, n * sizeof *outs);
     size_t total;
     int rc = s_check_tasks(tasks, n, &total, d);
@@ -615,7 +615,7 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
         if (n > 1) {
             /* Alone, a task may still fit where the merged call did not. */
             for (size_t i = 0; i < n; i++) {
-                int rc2 = zb_shard_run(s, &tasks[i], 1, &outs[i], d);
+                int rc2 = zb_task_run(s, &tasks[i], 1, &outs[i], d);
                 if (rc2 != 0) {
                     s_free_outs(outs, n);
                     return rc2;
@@ -624,7 +624,7 @@ int zb_shard_run(zb_shard_t *s, const zb_msg_task_t *const *tasks, size_t n,
             return 0;
         }
         int erc = rc;
-        rc = zb_shard_fail(tasks[0], s->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0],
+        rc = zb_task_fail(tasks[0], s->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0],
                            d);
         if (rc == 0) outs[0].engine_rc = erc;
         return rc;

@@ -1,5 +1,5 @@
 /*
- * test_shard.c -- tasks through worker/shard: every result is decoded back
+ * test_task.c -- tasks through worker/task: every result is decoded back
  * with the protocol's own decoder and compared with zb_embed_run() on the
  * same texts: rows, offsets, ids, truncation and per-text errors identical,
  * vectors bit for bit, token metadata included (sentences, mean token
@@ -24,7 +24,7 @@
 #include "message.h"
 #include "model.h"
 #include "result_check.h"
-#include "shard.h"
+#include "task.h"
 
 #define S_MAX_TEXTS 64
 
@@ -123,18 +123,18 @@ static void s_free_results(zb_embed_result_t *r, size_t n) {
 
 /* Runs texts through the shard as one task and through the engine
  * directly; compares; returns the result's body length. */
-static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_options_t *o,
+static size_t s_check_task(state_t *s, zb_task_t *sh, const zb_options_t *o,
                            const char *const *texts, const size_t *lens, size_t n,
                            const bool *cut) {
     uint8_t *tb;
     zb_msg_t tm;
     s_task(42, texts, lens, n, o, &tb, &tm);
     const zb_msg_task_t *tp = &tm.u.task;
-    zb_shard_out_t out;
+    zb_task_out_t out;
     zb_diag_t d = {{0}};
     zb_embed_stats_t st0, st1;
     zb_embed_stats(s->emb, &st0);
-    int rc = zb_shard_run(sh, &tp, 1, &out, &d);
+    int rc = zb_task_run(sh, &tp, 1, &out, &d);
     zb_embed_stats(s->emb, &st1);
     if (rc != 0) fprintf(stderr, "shard: %s\n", zb_diag_text(&d, rc));
     assert_int_equal(rc, 0);
@@ -172,8 +172,8 @@ static size_t s_check_task(state_t *s, zb_shard_t *sh, const zb_options_t *o,
 /* Every level and option: identical to the engine run directly. */
 static void test_levels_identical(void **st) {
     state_t *s = *st;
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN},
         {.level = ZB_LEVEL_TOKEN, .normalize = true},
@@ -187,9 +187,9 @@ static void test_levels_identical(void **st) {
     };
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++)
         s_check_task(s, sh, &opts[k], s->texts, s->lens, s->n, NULL);
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
     assert_null(sh);
-    zb_shard_destroy(&sh); /* NULL-safe */
+    zb_task_destroy(&sh); /* NULL-safe */
 }
 
 /* The later options: sentences, mean token vectors, Spark NLP
@@ -198,8 +198,8 @@ static void test_levels_identical(void **st) {
  * code unsupported and the engine's sentence. */
 static void test_token_options(void **st) {
     state_t *s = *st;
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN, .sentences = true, .windows = true},
         {.level = ZB_LEVEL_TOKEN, .sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN},
@@ -223,8 +223,8 @@ static void test_token_options(void **st) {
     zb_msg_t tm;
     s_task(8, t, l, 2, &o, &tb, &tm);
     const zb_msg_task_t *tp = &tm.u.task;
-    zb_shard_out_t out;
-    assert_int_equal(zb_shard_run(sh, &tp, 1, &out, NULL), 0);
+    zb_task_out_t out;
+    assert_int_equal(zb_task_run(sh, &tp, 1, &out, NULL), 0);
     zb_msg_t rm = {0};
     assert_int_equal(zb_msg_decode(out.body, out.body_len, &rm, NULL), 0);
     const zb_msg_vectors_t *v = &rm.u.result.vec;
@@ -246,18 +246,18 @@ static void test_token_options(void **st) {
 
     /* tasks with different later options are not merged */
     zb_options_t a = {.level = ZB_LEVEL_TOKEN}, b = a;
-    assert_true(zb_shard_same_options(&a, &b));
+    assert_true(zb_task_same_options(&a, &b));
     b.sentences = true;
-    assert_false(zb_shard_same_options(&a, &b));
+    assert_false(zb_task_same_options(&a, &b));
     b = a;
     b.token_vector = ZB_TOKEN_VECTOR_MEAN;
-    assert_false(zb_shard_same_options(&a, &b));
+    assert_false(zb_task_same_options(&a, &b));
     b = a;
     b.compat = ZB_COMPAT_SPARKNLP;
-    assert_false(zb_shard_same_options(&a, &b));
+    assert_false(zb_task_same_options(&a, &b));
     b = a;
     b.token_meta = true;
-    assert_false(zb_shard_same_options(&a, &b));
+    assert_false(zb_task_same_options(&a, &b));
     /* the engine runs a task with its options as decoded (one type, no
      * conversion): the later ones arrive intact */
     b = (zb_options_t){.level = ZB_LEVEL_TOKEN, .sentences = true,
@@ -269,17 +269,17 @@ static void test_token_options(void **st) {
     assert_int_equal(eo->token_vector, ZB_TOKEN_VECTOR_MEAN);
     assert_int_equal(eo->compat, ZB_COMPAT_SPARKNLP);
     assert_false(eo->tokenize_only);
-    assert_true(zb_shard_same_options(eo, &b));
+    assert_true(zb_task_same_options(eo, &b));
     zb_msg_free(&tm);
     free(tb);
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
 }
 
 /* The hard cases come out as the protocol says. */
 static void test_text_cases(void **st) {
     state_t *s = *st;
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     const char *t[] = {"", "bad \xff", "I love NLP", s->long_text};
     size_t l[] = {0, 5, 10, s->lens[23]};
     assert_ptr_equal(s->texts[23], s->long_text);
@@ -291,8 +291,8 @@ static void test_text_cases(void **st) {
         zb_msg_t tm;
         s_task(7, t, l, 4, &o, &tb, &tm);
         const zb_msg_task_t *tp = &tm.u.task;
-        zb_shard_out_t out;
-        assert_int_equal(zb_shard_run(sh, &tp, 1, &out, NULL), 0);
+        zb_task_out_t out;
+        assert_int_equal(zb_task_run(sh, &tp, 1, &out, NULL), 0);
         zb_msg_t rm = {0};
         assert_int_equal(zb_msg_decode(out.body, out.body_len, &rm, NULL), 0);
         const zb_msg_vectors_t *v = &rm.u.result.vec;
@@ -313,15 +313,15 @@ static void test_text_cases(void **st) {
         zb_msg_free(&tm);
         free(tb);
     }
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
 }
 
 /* Several tasks in one run: each result is its own texts', bit-identical to
  * the engine run over the same concatenated texts; tokens split exactly. */
 static void test_merged(void **st) {
     state_t *s = *st;
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     const zb_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
                                        {.level = ZB_LEVEL_TOKEN},
                                        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN}};
@@ -347,10 +347,10 @@ static void test_merged(void **st) {
             alone_tokens[i] = b.tokens - a.tokens;
             s_free_results(r, cuts[i + 1] - cuts[i]);
         }
-        zb_shard_out_t out[3];
+        zb_task_out_t out[3];
         zb_embed_stats_t st0, st1;
         zb_embed_stats(s->emb, &st0);
-        assert_int_equal(zb_shard_run(sh, tp, 3, out, NULL), 0);
+        assert_int_equal(zb_task_run(sh, tp, 3, out, NULL), 0);
         zb_embed_stats(s->emb, &st1);
         assert_int_equal(st1.texts - st0.texts, s->n); /* one call for the three */
 
@@ -374,7 +374,7 @@ static void test_merged(void **st) {
         assert_int_equal(sum, st1.tokens - st0.tokens);
         s_free_results(ref, s->n);
     }
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
 }
 
 /* Body limit: lowering it one byte below a result's size fails exactly the
@@ -388,10 +388,10 @@ static void test_too_large(void **st) {
                                        {.level = ZB_LEVEL_SENTENCE}};
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
         const zb_options_t *o = &opts[k];
-        zb_shard_t *sh = NULL;
-        assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+        zb_task_t *sh = NULL;
+        assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
         size_t len = s_check_task(s, sh, o, s->texts, s->lens, s->n, NULL);
-        zb_shard_destroy(&sh);
+        zb_task_destroy(&sh);
 
         /* rows of each text, to know which should go first */
         zb_embed_result_t ref[S_MAX_TEXTS] = {{0}};
@@ -406,16 +406,16 @@ static void test_too_large(void **st) {
                     victim = (int)i;
             assert_true(victim >= 0);
             cut[victim] = true;
-            zb_shard_config_t cfg = {.body_max = len - 1};
-            assert_int_equal(zb_shard_new(s->emb, &cfg, &sh, NULL), 0);
+            zb_task_config_t cfg = {.body_max = len - 1};
+            assert_int_equal(zb_task_new(s->emb, &cfg, &sh, NULL), 0);
             size_t len2 = s_check_task(s, sh, o, s->texts, s->lens, s->n, cut);
             assert_true(len2 <= len - 1);
-            zb_shard_destroy(&sh);
+            zb_task_destroy(&sh);
             /* exactly at its own size: nothing more is cut */
             cfg.body_max = len2;
-            assert_int_equal(zb_shard_new(s->emb, &cfg, &sh, NULL), 0);
+            assert_int_equal(zb_task_new(s->emb, &cfg, &sh, NULL), 0);
             assert_int_equal(s_check_task(s, sh, o, s->texts, s->lens, s->n, cut), len2);
-            zb_shard_destroy(&sh);
+            zb_task_destroy(&sh);
             len = len2;
         }
         s_free_results(ref, s->n);
@@ -428,36 +428,36 @@ static void test_cut_truncated(void **st) {
     const char *t[] = {"I love NLP", s->long_text};
     size_t l[] = {10, s->lens[23]};
     zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     size_t len = s_check_task(s, sh, &o, t, l, 2, NULL);
-    zb_shard_destroy(&sh);
-    zb_shard_config_t cfg = {.body_max = len / 2};
-    assert_int_equal(zb_shard_new(s->emb, &cfg, &sh, NULL), 0);
+    zb_task_destroy(&sh);
+    zb_task_config_t cfg = {.body_max = len / 2};
+    assert_int_equal(zb_task_new(s->emb, &cfg, &sh, NULL), 0);
     bool cut[2] = {false, true};
     s_check_task(s, sh, &o, t, l, 2, cut); /* checks n_truncated == 0 */
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
 }
 
 /* A limit no result can meet: an error, nothing allocated. */
 static void test_limit_unreachable(void **st) {
     state_t *s = *st;
-    zb_shard_config_t cfg = {.body_max = 40};
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(s->emb, &cfg, &sh, NULL), 0);
+    zb_task_config_t cfg = {.body_max = 40};
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(s->emb, &cfg, &sh, NULL), 0);
     zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     uint8_t *tb;
     zb_msg_t tm;
     s_task(1, s->texts, s->lens, s->n, &o, &tb, &tm);
     const zb_msg_task_t *tp = &tm.u.task;
-    zb_shard_out_t out;
+    zb_task_out_t out;
     zb_diag_t d = {{0}};
-    assert_int_equal(zb_shard_run(sh, &tp, 1, &out, &d), ZB_ELIMIT);
+    assert_int_equal(zb_task_run(sh, &tp, 1, &out, &d), ZB_ELIMIT);
     assert_null(out.body);
     assert_true(strlen(d.msg) > 0);
     zb_msg_free(&tm);
     free(tb);
-    zb_shard_destroy(&sh);
+    zb_task_destroy(&sh);
 }
 
 /* A task that cannot run at all still gets a result for its credit. */
@@ -469,8 +469,8 @@ static void test_fail_result(void **st) {
                           .texts = texts,
                           .n_texts = 3,
                           .opt = {.level = ZB_LEVEL_TOKEN}};
-    zb_shard_out_t out;
-    assert_int_equal(zb_shard_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL),
+    zb_task_out_t out;
+    assert_int_equal(zb_task_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL),
                      0);
     zb_msg_t m = {0};
     assert_int_equal(zb_msg_decode(out.body, out.body_len, &m, NULL), 0);
@@ -488,39 +488,39 @@ static void test_fail_result(void **st) {
     zb_msg_free(&m);
     free(out.body);
     task.n_texts = 0;
-    assert_int_equal(zb_shard_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "x", &out, NULL), ZB_EINVAL);
+    assert_int_equal(zb_task_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "x", &out, NULL), ZB_EINVAL);
     assert_null(out.body);
 }
 
 static void test_bad_arguments(void **st) {
     state_t *s = *st;
-    zb_shard_t *sh = NULL;
-    assert_int_equal(zb_shard_new(NULL, NULL, &sh, NULL), ZB_EINVAL);
+    zb_task_t *sh = NULL;
+    assert_int_equal(zb_task_new(NULL, NULL, &sh, NULL), ZB_EINVAL);
     assert_null(sh);
-    assert_int_equal(zb_shard_new(s->emb, NULL, &sh, NULL), 0);
+    assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     zb_options_t o1 = {.level = ZB_LEVEL_TOKEN}, o2 = {.level = ZB_LEVEL_SENTENCE};
     uint8_t *b1, *b2;
     zb_msg_t m1, m2;
     s_task(1, s->texts, s->lens, 2, &o1, &b1, &m1);
     s_task(2, s->texts, s->lens, 2, &o2, &b2, &m2);
     const zb_msg_task_t *tp[2] = {&m1.u.task, &m2.u.task};
-    zb_shard_out_t out[2];
+    zb_task_out_t out[2];
     zb_diag_t d = {{0}};
-    assert_int_equal(zb_shard_run(sh, tp, 2, out, &d), ZB_EINVAL);
+    assert_int_equal(zb_task_run(sh, tp, 2, out, &d), ZB_EINVAL);
     assert_null(out[0].body);
     assert_null(out[1].body);
-    assert_int_equal(zb_shard_run(sh, tp, 0, out, &d), ZB_EINVAL);
-    assert_false(zb_shard_same_options(&m1.u.task.opt, &m2.u.task.opt));
-    assert_true(zb_shard_same_options(&m1.u.task.opt, &m1.u.task.opt));
+    assert_int_equal(zb_task_run(sh, tp, 0, out, &d), ZB_EINVAL);
+    assert_false(zb_task_same_options(&m1.u.task.opt, &m2.u.task.opt));
+    assert_true(zb_task_same_options(&m1.u.task.opt, &m1.u.task.opt));
     zb_msg_free(&m1);
     zb_msg_free(&m2);
     free(b1);
     free(b2);
-    zb_shard_destroy(&sh);
-    assert_int_equal(zb_shard_text_code(ZB_EUTF8), ZB_MSG_CODE_BAD_UTF8);
-    assert_int_equal(zb_shard_text_code(ZB_ELIMIT), ZB_MSG_CODE_TOO_LARGE);
-    assert_int_equal(zb_shard_text_code(ZB_ENOMEM), ZB_MSG_CODE_INTERNAL);
-    assert_int_equal(zb_shard_text_code(0), ZB_MSG_CODE_NONE);
+    zb_task_destroy(&sh);
+    assert_int_equal(zb_task_text_code(ZB_EUTF8), ZB_MSG_CODE_BAD_UTF8);
+    assert_int_equal(zb_task_text_code(ZB_ELIMIT), ZB_MSG_CODE_TOO_LARGE);
+    assert_int_equal(zb_task_text_code(ZB_ENOMEM), ZB_MSG_CODE_INTERNAL);
+    assert_int_equal(zb_task_text_code(0), ZB_MSG_CODE_NONE);
 }
 
 int main(void) {
