@@ -42,7 +42,7 @@
 #include "idmap.h"
 #include "limits.h"
 #include "log.h"
-#include "message.h"
+#include "msg.h"
 #include "queue.h"
 #include "stats.h"
 

@@ -46,7 +46,7 @@
 #include "error.h"
 #include "limits.h"
 #include "log.h"
-#include "message.h"
+#include "msg.h"
 #include "options.h"
 #include "zbert.h"
 

@@ -11,7 +11,7 @@
 #include "bert.h"
 #include "tokenizer.h"
 
-struct zb_calib {
+struct zb_calibrate {
     int n_arrays;   /* layers * 4 */
     float **max;    /* [n_arrays][channels] */
     size_t texts;

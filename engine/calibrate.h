@@ -17,7 +17,7 @@
 #include "error.h"
 #include "model.h"
 
-typedef struct zb_calib zb_calibrate_t;
+typedef struct zb_calibrate zb_calibrate_t;
 
 /*
  * Runs the fp32 model m (not an int8 one) over texts[0..n) (lens[i] bytes

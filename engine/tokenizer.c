@@ -261,7 +261,7 @@ typedef struct slot {
 
 enum { SPECIAL_N = 5 };
 
-struct zb_tok {
+struct zb_tokenizer {
     char *blob;        /* the vocabulary bytes (token i at blob + off[i]) */
     uint32_t *off;     /* [n] */
     uint32_t *len;     /* [n] bytes, line ending excluded */

@@ -33,7 +33,7 @@
 
 #include "error.h"
 
-typedef struct zb_tok zb_tokenizer_t;
+typedef struct zb_tokenizer zb_tokenizer_t;
 
 typedef struct zb_tokenizer_options {
     bool lowercase;     /* lower-case before WordPiece (uncased models) */

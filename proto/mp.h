@@ -17,7 +17,7 @@
  * declared counts before reading them, so a few hostile bytes could make it
  * allocate gigabytes; this reader checks every count against the bytes
  * present instead.  Encoding has no such hazard (the input is our own
- * struct), so message.c packs bodies with msgpack-c's packer, which always
+ * struct), so msg.c packs bodies with msgpack-c's packer, which always
  * writes the smallest encoding, as PROTOCOL.md asks of senders.
  *
  * Thread-safety: a reader is a plain value owned by one caller.

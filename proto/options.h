@@ -5,7 +5,7 @@
  * zb_options_t is the options of an embedding request as every layer holds
  * them: the command-line parser fills it (client/cli/cliopt.h), the text
  * writers read it (client/cli/textio.h), the wire codec carries it in
- * `embed` and `task` (proto/message.h: the conversion to and from the wire
+ * `embed` and `task` (proto/msg.h: the conversion to and from the wire
  * is there, in one place), the broker stores it, the worker hands it to the
  * engine unchanged (engine/embed.h).  zb_token_meta_t is the metadata of a
  * token-level row, in the same layout from the engine through the wire to

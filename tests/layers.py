@@ -8,7 +8,7 @@ Checks, from the sources and the built libraries (BUILD, default build/):
     a change to one must be a change to the other);
   - no cycle between modules (a module is a .c/.h pair; A -> B when A's .c or
     .h includes B.h);
-  - the engine includes no wire-codec header (message.h, mp.h) nor ZeroMQ or
+  - the engine includes no wire-codec header (msg.h, mp.h) nor ZeroMQ or
     msgpack, directly or through another header (the compiler's .d files),
     and its library references no zmq_* symbol;
   - build/libzbert.so exports only zbert_* symbols.
@@ -29,7 +29,7 @@ LAYERS = {
     "client": ["client", "proto"],
     "client/cli": ["client/cli", "proto"],
 }
-WIRE_HEADERS = {"message.h", "mp.h"}
+WIRE_HEADERS = {"msg.h", "mp.h"}
 FOREIGN_WIRE = {"zmq.h", "msgpack.h"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+([<"])([^">]+)[">]', re.M)
 

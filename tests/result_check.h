@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "embed.h"
-#include "message.h"
+#include "msg.h"
 #include "task.h"
 
 __attribute__((unused)) static float rc_le_float(const uint8_t *p) {

@@ -2,7 +2,7 @@
  * test_agent.c -- the worker agent (worker/agent) in process, as a broker
  * sees it.  zb_agent_run() runs in a thread of this test, serving
  * tests/fixtures/tiny-seed1 to a fake broker: a ROUTER socket in the test
- * speaking proto/message.h over ipc:// in a temporary directory.  Checked:
+ * speaking proto/msg.h over ipc:// in a temporary directory.  Checked:
  * `ready` (name, model identity, dim, threads, credit, epoch 1) and the
  * default credit, results bit-identical to an in-process engine run, credit
  * (a task beyond it dropped unanswered, credit back after the results),
@@ -39,7 +39,7 @@
 #include "embed.h"
 #include "fixture.h"
 #include "log.h"
-#include "message.h"
+#include "msg.h"
 #include "model.h"
 #include "result_check.h"
 

@@ -39,7 +39,7 @@
 #include <zmq.h>
 
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 
 #define S_TIMEOUT_MS 15000 /* any single wait: far beyond what it should take */
 

@@ -2,7 +2,7 @@
  * test_client.c -- libzbert and the zbert command against a fake broker.
  *
  * The fake broker is a ROUTER socket on a random loopback port, served by
- * a thread of this process with proto/message.h.  It embeds texts with a
+ * a thread of this process with proto/msg.h.  It embeds texts with a
  * fake model (deterministic vectors, whitespace tokens, per-text errors
  * for texts starting "BAD", truncation for texts starting "LONG") and a
  * behaviour chosen per test: parts out of order and split unevenly, half
@@ -56,7 +56,7 @@
 
 #include "client.h"
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 #include "textio.h"
 #include "zbert.h"
 

@@ -39,7 +39,7 @@
 #include <zmq.h>
 
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 #include "model.h"
 #include "proc.h"
 

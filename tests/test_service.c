@@ -35,7 +35,7 @@
 
 #include "embed.h"
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 #include "model.h"
 #include "proc.h"
 

@@ -21,7 +21,7 @@
 
 #include "embed.h"
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 #include "model.h"
 #include "result_check.h"
 #include "task.h"

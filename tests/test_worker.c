@@ -1,7 +1,7 @@
 /*
  * test_worker.c -- bin/zbert-worker as a broker sees it.  The real program
  * ($ZB_BIN/zbert-worker, default bin) runs tests/fixtures/tiny-seed1 against
- * a fake broker: a ROUTER socket in this process speaking proto/message.h
+ * a fake broker: a ROUTER socket in this process speaking proto/msg.h
  * over ipc:// in a temporary directory.  Checked: `ready` (name, model
  * identity, dim, threads, credit, epoch), results bit-identical to an
  * in-process engine run, credit, epochs (tasks of an earlier epoch dropped,
@@ -34,7 +34,7 @@
 #include "clock.h"
 #include "embed.h"
 #include "fixture.h"
-#include "message.h"
+#include "msg.h"
 #include "model.h"
 #include "result_check.h"
 

@@ -21,7 +21,7 @@
 #include "clock.h"
 #include "limits.h"
 #include "log.h"
-#include "message.h"
+#include "msg.h"
 #include "task.h"
 
 /* Bytes of text one merged run takes at most (the head task always runs,

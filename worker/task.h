@@ -46,7 +46,7 @@
 
 #include "embed.h"
 #include "error.h"
-#include "message.h"
+#include "msg.h"
 
 typedef struct zb_task zb_task_t;
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_message.c -- libFuzzer target for zb_msg_decode().
+ * fuzz_msg.c -- libFuzzer target for zb_msg_decode().
  *
  * Arbitrary bytes are decoded as a message body.  Checked invariants:
  *   - the result is 0, ZB_EPROTO or ZB_ENOMEM; a rejection leaves nothing
@@ -18,12 +18,12 @@
  *     decodes again to an equal message, and that message re-encodes to the
  *     same bytes (the encoding is canonical).
  *
- * Seeds in tests/fuzz/corpus/message: one body of every message type, and
+ * Seeds in tests/fuzz/corpus/msg: one body of every message type, and
  * bodies with every later option and with token metadata, as
- * tests/test_message.c writes them (ZB_WRITE_CORPUS=dir).  A dictionary of
- * the protocol's keys and names is tests/fuzz/fuzz_message.dict:
- *   mkdir -p /tmp/m && build/fuzz/bin/fuzz_message \
- *       -dict=tests/fuzz/fuzz_message.dict /tmp/m tests/fuzz/corpus/message
+ * tests/test_msg.c writes them (ZB_WRITE_CORPUS=dir).  A dictionary of
+ * the protocol's keys and names is tests/fuzz/fuzz_msg.dict:
+ *   mkdir -p /tmp/m && build/fuzz/bin/fuzz_msg \
+ *       -dict=tests/fuzz/fuzz_msg.dict /tmp/m tests/fuzz/corpus/msg
  */
 #include <msgpack.h>
 #include <stdint.h>
@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "message.h"
+#include "msg.h"
 #include "mp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

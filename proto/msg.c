@@ -1,6 +1,6 @@
 /*
- * message.c -- encoders and the validating decoder of the wire messages
- * (see message.h and PROTOCOL.md).
+ * msg.c -- encoders and the validating decoder of the wire messages
+ * (see msg.h and PROTOCOL.md).
  *
  * Decoding runs in three steps:
  *   1. locate: the body map is walked once with zb_mp_skip(), which checks
@@ -19,7 +19,7 @@
  * packs trusted structs with msgpack-c's packer: twice, first into a sink
  * that only counts, then into one allocation of exactly that size.
  */
-#include "message.h"
+#include "msg.h"
 
 #include <math.h>
 #include <msgpack.h>

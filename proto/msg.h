@@ -1,5 +1,5 @@
 /*
- * message.h -- the messages of the zbert wire protocol (proto/PROTOCOL.md)
+ * msg.h -- the messages of the zbert wire protocol (proto/PROTOCOL.md)
  * as C structs, their encoders and one validating decoder.
  *
  * A message body is one MessagePack map.  zb_msg_decode() reads a body
@@ -38,8 +38,8 @@
  * Thread-safety: the functions are re-entrant; a zb_msg_t belongs to one
  * thread at a time.
  */
-#ifndef ZB_MESSAGE_H
-#define ZB_MESSAGE_H
+#ifndef ZB_MSG_H
+#define ZB_MSG_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -1,6 +1,6 @@
 /*
- * test_message.c -- the wire codec: proto/mp (bounded MessagePack reader)
- * and proto/message (messages of PROTOCOL.md, packed with msgpack-c).
+ * test_msg.c -- the wire codec: proto/mp (bounded MessagePack reader)
+ * and proto/msg (messages of PROTOCOL.md, packed with msgpack-c).
  *
  * What is checked:
  *   - the reader accepts every width of every type and refuses lengths and
@@ -32,7 +32,7 @@
  * Run from the repository root (the examples are read from
  * proto/PROTOCOL.md).  ZB_PRINT_EXAMPLES=1 prints the examples' annotated
  * hex, as section 8 shows it; ZB_WRITE_CORPUS=dir writes the sample bodies
- * into dir as seeds for tests/fuzz/fuzz_message.c.
+ * into dir as seeds for tests/fuzz/fuzz_msg.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -48,7 +48,7 @@
 #include <utf8proc.h>
 
 #include "limits.h"
-#include "message.h"
+#include "msg.h"
 #include "mp.h"
 
 #define S(lit) ((zb_msg_str_t){lit, sizeof(lit) - 1})
@@ -1135,7 +1135,7 @@ static bool s_optional(zb_msg_type_t t, const char *path) {
 
 static void test_roundtrip_samples(void **state) {
     (void)state;
-    const char *corpus = getenv("ZB_WRITE_CORPUS"); /* seeds for fuzz_message */
+    const char *corpus = getenv("ZB_WRITE_CORPUS"); /* seeds for fuzz_msg */
     for (size_t k = 0; k < S_N_SAMPLES; k++) {
         zb_msg_t m;
         s_sample(s_sample_names[k], &m);
