@@ -136,6 +136,7 @@ static const struct {
     const char *programs[3]; /* NULL-terminated */
 } s_examples[] = {
     {"deploy/zbert-broker.conf.example", {"zbert-broker", NULL}},
+    {"deploy/zbert-worker.conf.example", {"zbert-worker", NULL}},
     {"deploy/zbert.conf.example", {"zbert embed", "zbert status", NULL}},
 };
 
