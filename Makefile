@@ -135,10 +135,12 @@ $(PROGRAMS):
 	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(CLI_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -lpthread -o $@
 
 # Tests link every library, so any module can be tested, and the helpers
-# tests/fixture.c (fixture files) and tests/proc.c (child processes).
+# tests/fixture.c (fixture files), tests/proc.c (child processes) and
+# tests/fakebroker.c (a fake broker for the worker's tests).
 TEST_LIBS := $(WORKER_LIB) $(BROKER_LIB) $(CLIENT_LIB) $(CLI_LIB) $(ENGINE_LIB) $(PROTO_LIB)
 $(BUILD)/tests/%.o: CFLAGS = $(BASE_CFLAGS) $(call iquote,$(ALL_DIRS))
-$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/proc.o $(TEST_LIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/proc.o \
+                  $(BUILD)/tests/fakebroker.o $(TEST_LIBS)
 	$(CC) $(LDFLAGS) $^ $(ENGINE_LIBS) $(CLI_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -lpthread -lcmocka -o $@
 
 # --- tests -------------------------------------------------------------

@@ -31,18 +31,19 @@
 #include <unistd.h>
 #include <zmq.h>
 
-#include "clock.h"
 #include "embed.h"
+#include "fakebroker.h"
 #include "fixture.h"
 #include "msg.h"
 #include "model.h"
 #include "result_check.h"
 
-#define S_WAIT_MS 20000 /* upper bound for anything expected to happen */
-#define S_THREADS "2"   /* the worker's and the in-process embedder's */
+#define S_WAIT_MS FB_WAIT_MS /* upper bound for anything expected to happen */
+#define S_THREADS "2"        /* the worker's and the in-process embedder's */
 
 static char s_dir[256];
 static void *s_ctx;
+static fb_config_t s_fb; /* the fake brokers: heartbeats every 500 ms */
 static zb_model_t *s_model;
 static zb_embed_t *s_emb;
 static fx_file_t s_fx;
@@ -65,16 +66,6 @@ static void s_kill_children(void) {
 static const char *s_bin(void) {
     const char *b = getenv("ZB_BIN");
     return b && *b ? b : "bin";
-}
-
-/* The shared clock, signed: intervals below may be negative. */
-static int64_t s_now_ms(void) {
-    return (int64_t)zb_clock_ms();
-}
-
-static void s_sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* Starts the worker with the common arguments, args (NULL-terminated)
@@ -110,7 +101,7 @@ static pid_t s_spawn(const char *log, const char *const *args) {
 
 /* Waits for pid to exit; returns its status, or -1 after timeout_ms. */
 static int s_wait_exit(pid_t pid, int timeout_ms) {
-    int64_t end = s_now_ms() + timeout_ms;
+    int64_t end = fb_now_ms() + timeout_ms;
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
@@ -119,8 +110,8 @@ static int s_wait_exit(pid_t pid, int timeout_ms) {
                 if (s_children[i] == pid) s_children[i] = 0;
             return st;
         }
-        if (s_now_ms() > end) return -1;
-        s_sleep_ms(20);
+        if (fb_now_ms() > end) return -1;
+        fb_sleep_ms(20);
     }
 }
 
@@ -146,13 +137,13 @@ static int s_log_count(const char *log, const char *w1, const char *w2) {
 
 /* Waits until the log has a line with w1 (and w2). */
 static void s_wait_log(const char *log, const char *w1, const char *w2) {
-    int64_t end = s_now_ms() + S_WAIT_MS;
+    int64_t end = fb_now_ms() + S_WAIT_MS;
     while (s_log_count(log, w1, w2) == 0) {
-        if (s_now_ms() > end) {
+        if (fb_now_ms() > end) {
             fprintf(stderr, "log %s never said '%s' '%s'\n", log, w1, w2 ? w2 : "");
             fail();
         }
-        s_sleep_ms(20);
+        fb_sleep_ms(20);
     }
 }
 
@@ -163,210 +154,29 @@ static void s_print_log(const char *log) {
     free(data);
 }
 
-/* --- the fake broker --------------------------------------------------------- */
-
-typedef struct fake {
-    void *sock;
-    char endpoint[300];
-    char log[300];
-    uint8_t id[256]; /* routing id of the worker's latest ready */
-    size_t id_len;
-    uint64_t epoch; /* of the worker's latest ready: tasks carry it */
-    int readies;
-    int heartbeats; /* received */
-    bool keepalive; /* send heartbeats while waiting */
-    int64_t last_hb;
-} fake_t;
-
-/* A message received: its routing id, body (owned) and decoded form. */
-typedef struct got {
-    uint8_t id[256];
-    size_t id_len;
-    uint8_t *body;
-    size_t len;
-    zb_msg_t m;
-} got_t;
-
-static void s_got_free(got_t *g) {
-    zb_msg_free(&g->m);
-    free(g->body);
-    memset(g, 0, sizeof *g);
-}
-
-static void s_fake_open(fake_t *f, const char *name) {
-    memset(f, 0, sizeof *f);
-    snprintf(f->endpoint, sizeof f->endpoint, "ipc://%s/%s.sock", s_dir, name);
-    snprintf(f->log, sizeof f->log, "%s/%s.log", s_dir, name);
-    f->sock = zmq_socket(s_ctx, ZMQ_ROUTER);
-    assert_non_null(f->sock);
-    int one = 1, zero = 0;
-    int64_t max = (int64_t)ZB_MSG_BODY_MAX + 4096;
-    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one), 0);
-    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero), 0);
-    assert_int_equal(zmq_setsockopt(f->sock, ZMQ_MAXMSGSIZE, &max, sizeof max), 0);
-    assert_int_equal(zmq_bind(f->sock, f->endpoint), 0);
-    f->keepalive = true;
-}
-
-static void s_fake_close(fake_t *f) {
-    if (f->sock) zmq_close(f->sock);
-    f->sock = NULL;
-}
-
-static void s_send_raw_to(fake_t *f, const uint8_t *id, size_t id_len, const void *body,
-                          size_t len) {
-    assert_true(zmq_send(f->sock, id, id_len, ZMQ_SNDMORE) >= 0);
-    assert_true(zmq_send(f->sock, body, len, 0) >= 0);
-}
-
-static void s_send_raw(fake_t *f, const void *body, size_t len) {
-    assert_true(f->id_len > 0);
-    s_send_raw_to(f, f->id, f->id_len, body, len);
-}
-
-static void s_send_empty(fake_t *f, zb_msg_type_t t) {
-    uint8_t *b;
-    size_t n;
-    assert_int_equal(zb_msg_encode_empty(t, &b, &n, NULL), 0);
-    s_send_raw(f, b, n);
-    free(b);
-}
-
-/* A task under the given epoch. */
-static void s_send_task_in(fake_t *f, uint64_t epoch, uint64_t shard, const char *const *texts,
-                           const size_t *lens, size_t n, const zb_options_t *o) {
-    zb_msg_str_t *v = calloc(n, sizeof *v);
-    for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {.shard = shard, .epoch = epoch, .texts = v, .n_texts = n, .opt = *o};
-    uint8_t *b;
-    size_t len;
-    assert_int_equal(zb_msg_encode_task(&t, &b, &len, NULL), 0);
-    s_send_raw(f, b, len);
-    free(b);
-    free(v);
-}
-
-/* A task under the epoch of the worker's latest ready, as a broker sends
- * it. */
-static void s_send_task(fake_t *f, uint64_t shard, const char *const *texts, const size_t *lens,
-                        size_t n, const zb_options_t *o) {
-    s_send_task_in(f, f->epoch, shard, texts, lens, n, o);
-}
-
-/*
- * The next message that is not a heartbeat, within timeout_ms: true and *g
- * filled, or false.  Heartbeats are counted; a ready records the worker's
- * routing id; with keepalive, heartbeats go to the worker every 500 ms.
- */
-static bool s_next(fake_t *f, int timeout_ms, got_t *g) {
-    int64_t end = s_now_ms() + timeout_ms;
-    memset(g, 0, sizeof *g);
-    for (;;) {
-        int64_t now = s_now_ms();
-        if (f->keepalive && f->id_len > 0 && now - f->last_hb >= 500) {
-            s_send_empty(f, ZB_MSG_HEARTBEAT);
-            f->last_hb = now;
-        }
-        if (now >= end) return false;
-        zmq_pollitem_t it = {.socket = f->sock, .events = ZMQ_POLLIN};
-        int left = (int)(end - now);
-        int r = zmq_poll(&it, 1, left < 100 ? left : 100);
-        if (r < 0 && errno == EINTR) continue;
-        assert_true(r >= 0);
-        if (r == 0) continue;
-        int n = zmq_recv(f->sock, g->id, sizeof g->id, 0);
-        assert_true(n > 0 && (size_t)n <= sizeof g->id);
-        g->id_len = (size_t)n;
-        zmq_msg_t m;
-        zmq_msg_init(&m);
-        assert_true(zmq_msg_recv(&m, f->sock, 0) >= 0);
-        assert_false(zmq_msg_more(&m)); /* one frame per body */
-        g->len = zmq_msg_size(&m);
-        g->body = malloc(g->len ? g->len : 1);
-        memcpy(g->body, zmq_msg_data(&m), g->len);
-        zmq_msg_close(&m);
-        zb_diag_t d = {{0}};
-        int rc = zb_msg_decode(g->body, g->len, &g->m, &d);
-        if (rc != 0) fprintf(stderr, "worker sent a bad body: %s\n", zb_diag_text(&d, rc));
-        assert_int_equal(rc, 0);
-        if (g->m.type == ZB_MSG_HEARTBEAT) {
-            f->heartbeats++;
-            s_got_free(g);
-            continue;
-        }
-        if (g->m.type == ZB_MSG_READY) {
-            memcpy(f->id, g->id, g->id_len);
-            f->id_len = g->id_len;
-            f->epoch = g->m.u.ready.epoch;
-            f->readies++;
-        }
-        return true;
-    }
-}
-
-/* The next message, which must be of type t. */
-static void s_expect(fake_t *f, zb_msg_type_t t, got_t *g) {
-    if (!s_next(f, S_WAIT_MS, g)) {
-        s_print_log(f->log);
-        fprintf(stderr, "no %s within %d ms\n", zb_msg_type_name(t), S_WAIT_MS);
-        fail();
-    }
-    if (g->m.type != t) {
-        fprintf(stderr, "expected %s, got %s\n", zb_msg_type_name(t), zb_msg_type_name(g->m.type));
-        fail();
-    }
-}
+/* --- the fake broker ------------------------------------------------------- */
 
 /* Starts a worker on f (extra args NULL-terminated) and takes its ready. */
-static pid_t s_start(fake_t *f, const char *const *extra, got_t *ready) {
+static pid_t s_start(fb_fake_t *f, const char *const *extra, fb_got_t *ready) {
     const char *args[32] = {"--broker", f->endpoint};
     int n = 2;
     for (int i = 0; extra && extra[i]; i++) args[n++] = extra[i];
     args[n] = NULL;
     pid_t pid = s_spawn(f->log, args);
-    got_t g;
-    s_expect(f, ZB_MSG_READY, ready ? ready : &g);
-    if (!ready) s_got_free(&g);
+    fb_got_t g;
+    fb_expect(f, ZB_MSG_READY, ready ? ready : &g);
+    if (!ready) fb_got_free(&g);
     return pid;
 }
 
-/* --- texts and references -------------------------------------------------------- */
+/* --- texts ---------------------------------------------------------------------- */
 
-#define S_TEXTS 24
+#define S_TEXTS FB_TEXTS
 static const char *s_texts[S_TEXTS];
 static size_t s_lens[S_TEXTS];
-static char *s_long_pool; /* long texts for heavy tasks, one after the other */
-static const char **s_long;
+static const char **s_long; /* long texts for heavy tasks */
 static size_t *s_long_lens;
 #define S_LONG_MAX 4000
-
-static void s_make_long(void) {
-    static const char *w[] = {"alpha", "Embeddings", "gamma,",          "delta.", "tokenization",
-                              "zbert", "x",          "(parenthesised)", "café",   "NLP"};
-    size_t per = 600 * 20;
-    s_long_pool = malloc(per * S_LONG_MAX);
-    s_long = calloc(S_LONG_MAX, sizeof *s_long);
-    s_long_lens = calloc(S_LONG_MAX, sizeof *s_long_lens);
-    assert_non_null(s_long_pool);
-    for (int t = 0; t < S_LONG_MAX; t++) {
-        char *p = s_long_pool + (size_t)t * per;
-        size_t n = 0;
-        for (int i = 0; i < 600; i++)
-            n += (size_t)snprintf(p + n, per - n, "%s%s", i ? " " : "", w[(i * 7 + t) % 10]);
-        s_long[t] = p;
-        s_long_lens[t] = n;
-    }
-}
-
-/* The engine run directly on the same texts (same call composition). */
-static void s_reference(const char *const *texts, const size_t *lens, size_t n,
-                        const zb_options_t *o, zb_embed_result_t *ref) {
-    assert_int_equal(zb_embed_run(s_emb, texts, lens, n, o, ref), 0);
-}
-
-static void s_free_refs(zb_embed_result_t *ref, size_t n) {
-    for (size_t i = 0; i < n; i++) zb_embed_result_free(&ref[i]);
-}
 
 /* --- fixtures -------------------------------------------------------------------- */
 
@@ -376,26 +186,15 @@ static int group_setup(void **st) {
     if (!mkdtemp(s_dir)) return -1;
     atexit(s_kill_children);
     s_ctx = zmq_ctx_new();
+    s_fb = (fb_config_t){
+        .ctx = s_ctx, .dir = s_dir, .peer = "worker", .heartbeat_ms = 500, .poll_ms = 100};
     zb_diag_t d = {{0}};
     if (zb_model_open(fx_path("tiny-seed1"), &s_model, &d) != 0) return -1;
     zb_embed_config_t cfg = {.threads = atoi(S_THREADS)};
     if (zb_embed_new(s_model, &cfg, &s_emb, &d) != 0) return -1;
     if (fx_load(fx_path("embeddings-tiny-seed1.txt"), &s_fx) != 0) return -1;
-    int n = 0;
-    for (int i = 0; i < 20; i++) {
-        s_texts[n] = s_fx.cases[i].text;
-        s_lens[n++] = s_fx.cases[i].text_len;
-    }
-    s_texts[n] = "bad \xff\xfe bytes";
-    s_lens[n++] = 13;
-    s_texts[n] = "";
-    s_lens[n++] = 0;
-    s_texts[n] = "I love NLP";
-    s_lens[n++] = 10;
-    s_make_long();
-    s_texts[n] = s_long[0]; /* truncated, or windows */
-    s_lens[n++] = s_long_lens[0];
-    return n == S_TEXTS ? 0 : -1;
+    if (fb_long_texts(S_LONG_MAX, &s_long, &s_long_lens) != 0) return -1;
+    return fb_texts(&s_fx, s_long[0], s_long_lens[0], s_texts, s_lens);
 }
 
 static int group_teardown(void **st) {
@@ -404,9 +203,7 @@ static int group_teardown(void **st) {
     zb_embed_destroy(&s_emb);
     zb_model_close(&s_model);
     fx_free(&s_fx);
-    free(s_long_pool);
-    free(s_long);
-    free(s_long_lens);
+    fb_long_free(&s_long, &s_long_lens);
     zmq_ctx_term(s_ctx);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", s_dir);
@@ -442,7 +239,9 @@ static int s_end_children(void) {
 
 static int teardown(void **st) {
     (void)st;
-    return s_end_children();
+    int rc = s_end_children();
+    fb_close_all();
+    return rc;
 }
 
 /* --- tests -------------------------------------------------------------------------- */
@@ -450,9 +249,9 @@ static int teardown(void **st) {
 /* ready: what the worker says about itself. */
 static void test_ready(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "ready");
-    got_t r;
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "ready");
+    fb_got_t r;
     s_start(&f, (const char *[]){"--credit", "3", "--name", "w-test", NULL}, &r);
     const zb_msg_ready_t *m = &r.m.u.ready;
     assert_int_equal(m->name.len, 6);
@@ -464,13 +263,13 @@ static void test_ready(void **st) {
     assert_int_equal(m->threads, 2);
     assert_int_equal(m->credit, 3);
     assert_int_equal(m->epoch, 1); /* the first announcement */
-    s_got_free(&r);
+    fb_got_free(&r);
     assert_int_equal(s_end_children(), 0);
 
     /* default credit: twice what one run holds (batch-texts / 64 shards),
      * the name host:pid */
-    s_fake_close(&f);
-    s_fake_open(&f, "ready2");
+    fb_close(&f);
+    fb_open(&f, &s_fb, "ready2");
     pid_t pid = s_start(&f, (const char *[]){"--batch-texts", "200", NULL}, &r);
     assert_int_equal(r.m.u.ready.credit, 8);
     char pidpart[32];
@@ -478,21 +277,21 @@ static void test_ready(void **st) {
     assert_true(r.m.u.ready.name.len > (size_t)k);
     assert_memory_equal(r.m.u.ready.name.ptr + r.m.u.ready.name.len - (size_t)k, pidpart,
                         (size_t)k);
-    s_got_free(&r);
+    fb_got_free(&r);
     assert_int_equal(s_end_children(), 0);
-    s_fake_close(&f);
-    s_fake_open(&f, "ready3");
+    fb_close(&f);
+    fb_open(&f, &s_fb, "ready3");
     s_start(&f, NULL, &r);
     assert_int_equal(r.m.u.ready.credit, 2);
-    s_got_free(&r);
-    s_fake_close(&f);
+    fb_got_free(&r);
+    fb_close(&f);
 }
 
 /* Results: bit-identical to the engine run in process, every level. */
 static void test_results_identical(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "ident");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "ident");
     s_start(&f, NULL, NULL);
     const zb_options_t opts[] = {
         {.level = ZB_LEVEL_TOKEN},
@@ -502,42 +301,42 @@ static void test_results_identical(void **st) {
         {.level = ZB_LEVEL_SENTENCE},
     };
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
-        s_send_task(&f, 10 + k, s_texts, s_lens, S_TEXTS, &opts[k]);
-        got_t g;
-        s_expect(&f, ZB_MSG_RESULT, &g);
+        fb_send_task(&f, 10 + k, s_texts, s_lens, S_TEXTS, &opts[k]);
+        fb_got_t g;
+        fb_expect(&f, ZB_MSG_RESULT, &g);
         assert_int_equal(g.m.u.result.shard, 10 + k);
         assert_int_equal(g.m.u.result.epoch, 1);
         zb_embed_result_t ref[S_TEXTS] = {{0}};
         zb_embed_stats_t a, b;
         zb_embed_stats(s_emb, &a);
-        s_reference(s_texts, s_lens, S_TEXTS, &opts[k], ref);
+        fb_reference(s_emb, s_texts, s_lens, S_TEXTS, &opts[k], ref);
         zb_embed_stats(s_emb, &b);
         assert_int_equal(g.m.u.result.tokens, b.tokens - a.tokens);
         rc_compare(&g.m.u.result.vec, 0, ref, S_TEXTS, &opts[k], NULL, zb_embed_dim(s_emb), 0,
                    NULL);
-        s_free_refs(ref, S_TEXTS);
-        s_got_free(&g);
+        fb_free_refs(ref, S_TEXTS);
+        fb_got_free(&g);
     }
-    s_fake_close(&f);
+    fb_close(&f);
 }
 
 /* Credit: as many tasks as the credit at once, all answered; one more
  * while they are all in flight is dropped, and said so. */
 static void test_credit(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "credit");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "credit");
     pid_t pid = s_start(&f, (const char *[]){"--credit", "4", NULL}, NULL);
     zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
     /* shard 1 is heavy, so all five arrive while it computes */
-    s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
+    fb_send_task(&f, 1, s_long, s_long_lens, 100, &o);
     for (int i = 2; i <= 5; i++)
-        s_send_task(&f, (uint64_t)i, s_texts + 3 * i, s_lens + 3 * i, 3, &o);
-    got_t res[5];
+        fb_send_task(&f, (uint64_t)i, s_texts + 3 * i, s_lens + 3 * i, 3, &o);
+    fb_got_t res[5];
     bool seen[5] = {0};
     for (int k = 0; k < 4; k++) {
-        got_t g;
-        s_expect(&f, ZB_MSG_RESULT, &g);
+        fb_got_t g;
+        fb_expect(&f, ZB_MSG_RESULT, &g);
         uint64_t sh = g.m.u.result.shard;
         assert_true(sh >= 1 && sh <= 4);
         assert_false(seen[sh]);
@@ -547,12 +346,12 @@ static void test_credit(void **st) {
     assert_int_equal(s_log_count(f.log, "beyond the credit", NULL), 1);
     assert_true(s_alive(pid));
     /* credit came back: the next task is taken */
-    s_send_task(&f, 6, s_texts, s_lens, 2, &o);
-    got_t g;
-    s_expect(&f, ZB_MSG_RESULT, &g);
+    fb_send_task(&f, 6, s_texts, s_lens, 2, &o);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 6);
-    s_got_free(&g);
-    s_fake_close(&f);
+    fb_got_free(&g);
+    fb_close(&f);
 
     /* (compared last: the fake broker does not heartbeat meanwhile) */
     double worst = 0;
@@ -563,13 +362,13 @@ static void test_credit(void **st) {
         const size_t *l = sh == 1 ? s_long_lens : s_lens + 3 * sh;
         size_t n = sh == 1 ? 100 : 3;
         zb_embed_result_t *ref = calloc(n, sizeof *ref);
-        s_reference(t, l, n, &o, ref);
+        fb_reference(s_emb, t, l, n, &o, ref);
         double md;
         rc_compare(&res[sh].m.u.result.vec, 0, ref, n, &o, NULL, zb_embed_dim(s_emb), 1e-5, &md);
         if (md > worst) worst = md;
-        s_free_refs(ref, n);
+        fb_free_refs(ref, n);
         free(ref);
-        s_got_free(&res[sh]);
+        fb_got_free(&res[sh]);
     }
     printf("credit: results vs runs alone: max abs diff %.3g\n", worst);
 }
@@ -577,14 +376,14 @@ static void test_credit(void **st) {
 /* Heartbeats arrive while idle, and while a task computes for seconds. */
 static void test_heartbeats(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "hb");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "hb");
     s_start(&f, NULL, NULL);
-    got_t g;
+    fb_got_t g;
     /* idle: nothing but heartbeats come */
-    int64_t end = s_now_ms() + S_WAIT_MS;
-    while (f.heartbeats < 2 && s_now_ms() < end) {
-        assert_false(s_next(&f, 200, &g));
+    int64_t end = fb_now_ms() + S_WAIT_MS;
+    while (f.heartbeats < 2 && fb_now_ms() < end) {
+        assert_false(fb_next(&f, 200, &g));
     }
     assert_true(f.heartbeats >= 2);
 
@@ -594,13 +393,13 @@ static void test_heartbeats(void **st) {
     size_t n = 100;
     for (int attempt = 0;; attempt++) {
         int hb0 = f.heartbeats;
-        int64_t t0 = s_now_ms();
-        s_send_task(&f, 100 + (uint64_t)attempt, s_long, s_long_lens, n, &o);
-        assert_true(s_next(&f, 600000, &g));
-        int64_t ms = s_now_ms() - t0;
+        int64_t t0 = fb_now_ms();
+        fb_send_task(&f, 100 + (uint64_t)attempt, s_long, s_long_lens, n, &o);
+        assert_true(fb_next(&f, 600000, &g));
+        int64_t ms = fb_now_ms() - t0;
         assert_int_equal(g.m.type, ZB_MSG_RESULT);
         assert_int_equal(g.m.u.result.vec.count, n);
-        s_got_free(&g);
+        fb_got_free(&g);
         int hb = f.heartbeats - hb0;
         printf("heartbeats: %d during a %zu-text task of %lld ms\n", hb, n, (long long)ms);
         if (ms > 2500) {
@@ -610,51 +409,51 @@ static void test_heartbeats(void **st) {
         assert_true(attempt < 4 && n * 2 <= S_LONG_MAX);
         n *= 2;
     }
-    s_fake_close(&f);
+    fb_close(&f);
 }
 
 /* SIGTERM with tasks in flight: their results, then bye, then exit 0; a
  * task sent while draining is not taken. */
 static void test_drain(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "drain");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "drain");
     pid_t pid = s_start(&f, (const char *[]){"--credit", "3", "--log-level", "debug", NULL}, NULL);
     zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     for (int i = 1; i <= 3; i++)
-        s_send_task(&f, (uint64_t)i, s_long + 60 * i, s_long_lens + 60 * i, 60, &o);
+        fb_send_task(&f, (uint64_t)i, s_long + 60 * i, s_long_lens + 60 * i, 60, &o);
     s_wait_log(f.log, "shard 3 queued", NULL);
     assert_int_equal(kill(pid, SIGTERM), 0);
     s_wait_log(f.log, "draining", NULL);
-    s_send_task(&f, 99, s_texts, s_lens, 2, &o);
+    fb_send_task(&f, 99, s_texts, s_lens, 2, &o);
     bool seen[4] = {0};
     for (int k = 0; k < 3; k++) {
-        got_t g;
-        s_expect(&f, ZB_MSG_RESULT, &g);
+        fb_got_t g;
+        fb_expect(&f, ZB_MSG_RESULT, &g);
         uint64_t sh = g.m.u.result.shard;
         assert_true(sh >= 1 && sh <= 3);
         assert_false(seen[sh]);
         seen[sh] = true;
         assert_int_equal(g.m.u.result.vec.count, 60);
-        s_got_free(&g);
+        fb_got_free(&g);
     }
-    got_t g;
-    s_expect(&f, ZB_MSG_BYE, &g); /* not a result for 99 */
-    s_got_free(&g);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_BYE, &g); /* not a result for 99 */
+    fb_got_free(&g);
     int status = s_wait_exit(pid, S_WAIT_MS);
     if (status == -1) s_print_log(f.log);
     assert_true(status != -1);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(s_log_count(f.log, "shard 99 dropped", NULL), 1);
-    s_fake_close(&f);
+    fb_close(&f);
 }
 
 /* Malformed messages: dropped, counted, logged once; the worker serves on. */
 static void test_malformed(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "bad");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "bad");
     pid_t pid = s_start(&f, NULL, NULL);
     static const uint8_t garbage[] = {0x00, 0x01, 'h', 'i', 0xff, 0x1b, '[', '2', 'J'};
     /* {"v":1,"type":"task","shard":"x","texts":["a"]}: shard is a str */
@@ -669,38 +468,38 @@ static void test_malformed(void **st) {
     /* a heartbeat of version 2 */
     static const uint8_t v2[] = {0x82, 0xa1, 'v', 0x02, 0xa4, 't', 'y', 'p', 'e', 0xa9,
                                  'h',  'e',  'a', 'r',  't',  'b', 'e', 'a', 't'};
-    s_send_raw(&f, garbage, sizeof garbage);
-    s_send_raw(&f, "", 0);
-    s_send_raw(&f, wrong_type, sizeof wrong_type);
-    s_send_raw(&f, huge, sizeof huge);
-    s_send_raw(&f, v2, sizeof v2);
+    fb_send_raw(&f, garbage, sizeof garbage);
+    fb_send_raw(&f, "", 0);
+    fb_send_raw(&f, wrong_type, sizeof wrong_type);
+    fb_send_raw(&f, huge, sizeof huge);
+    fb_send_raw(&f, v2, sizeof v2);
     /* a well-formed message a worker does not take */
     zb_msg_ready_t rd = {.name = {"x", 1}, .model = {"m", 1}, .dim = 1, .threads = 1, .credit = 1};
     uint8_t *b;
     size_t len;
     assert_int_equal(zb_msg_encode_ready(&rd, &b, &len, NULL), 0);
-    s_send_raw(&f, b, len);
+    fb_send_raw(&f, b, len);
     free(b);
     /* a task cut short, and a task in two frames */
     zb_msg_str_t t1 = {"I love NLP", 10};
     zb_msg_task_t tk = {.shard = 5, .texts = &t1, .n_texts = 1};
     assert_int_equal(zb_msg_encode_task(&tk, &b, &len, NULL), 0);
-    s_send_raw(&f, b, len - 3);
+    fb_send_raw(&f, b, len - 3);
     assert_true(zmq_send(f.sock, f.id, f.id_len, ZMQ_SNDMORE) >= 0);
     assert_true(zmq_send(f.sock, b, len / 2, ZMQ_SNDMORE) >= 0);
     assert_true(zmq_send(f.sock, b + len / 2, len - len / 2, 0) >= 0);
     free(b);
     /* then a good task is served */
     zb_options_t o = {.level = ZB_LEVEL_WORDPIECE};
-    s_send_task(&f, 7, s_texts, s_lens, 4, &o);
-    got_t g;
-    s_expect(&f, ZB_MSG_RESULT, &g);
+    fb_send_task(&f, 7, s_texts, s_lens, 4, &o);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 7);
     zb_embed_result_t ref[4] = {{0}};
-    s_reference(s_texts, s_lens, 4, &o, ref);
+    fb_reference(s_emb, s_texts, s_lens, 4, &o, ref);
     rc_compare(&g.m.u.result.vec, 0, ref, 4, &o, NULL, zb_embed_dim(s_emb), 0, NULL);
-    s_free_refs(ref, 4);
-    s_got_free(&g);
+    fb_free_refs(ref, 4);
+    fb_got_free(&g);
     assert_true(s_alive(pid));
     /* logged once at warn, with a sanitised sample (no raw control bytes) */
     assert_int_equal(s_log_count(f.log, "warn:", "dropped a message"), 1);
@@ -708,57 +507,57 @@ static void test_malformed(void **st) {
     assert_int_equal(s_log_count(f.log, "\x1b", NULL), 0);
     /* counted: reported at exit */
     kill(pid, SIGTERM);
-    got_t bye;
-    s_expect(&f, ZB_MSG_BYE, &bye);
-    s_got_free(&bye);
+    fb_got_t bye;
+    fb_expect(&f, ZB_MSG_BYE, &bye);
+    fb_got_free(&bye);
     assert_true(s_wait_exit(pid, S_WAIT_MS) != -1);
     assert_int_equal(s_log_count(f.log, "8 malformed message(s)", NULL), 1);
-    s_fake_close(&f);
+    fb_close(&f);
 }
 
 /* A broker silent for 3 s: the worker reopens its socket (a new routing
  * id) and says ready again; served on the new connection. */
 static void test_silence_reconnect(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "silent");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "silent");
     f.keepalive = false;
-    got_t r1;
+    fb_got_t r1;
     s_start(&f, NULL, &r1);
     uint8_t id1[256];
     size_t id1_len = r1.id_len;
     memcpy(id1, r1.id, id1_len);
-    s_got_free(&r1);
-    got_t r2;
-    s_expect(&f, ZB_MSG_READY, &r2);
+    fb_got_free(&r1);
+    fb_got_t r2;
+    fb_expect(&f, ZB_MSG_READY, &r2);
     assert_int_equal(f.readies, 2);
     assert_false(r2.id_len == id1_len && memcmp(r2.id, id1, id1_len) == 0);
     assert_int_equal(r2.m.u.ready.epoch, 2);
-    s_got_free(&r2);
+    fb_got_free(&r2);
     f.keepalive = true;
     zb_options_t o = {.level = ZB_LEVEL_TOKEN};
-    s_send_task(&f, 3, s_texts, s_lens, 5, &o);
-    got_t g;
-    s_expect(&f, ZB_MSG_RESULT, &g);
+    fb_send_task(&f, 3, s_texts, s_lens, 5, &o);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 3);
     assert_memory_equal(g.id, f.id, f.id_len);
-    s_got_free(&g);
-    s_fake_close(&f);
+    fb_got_free(&g);
+    fb_close(&f);
 }
 
 /* `reconnect` from the broker: ready again on the same connection. */
 static void test_reconnect_message(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "reconnect");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "reconnect");
     s_start(&f, NULL, NULL);
-    s_send_empty(&f, ZB_MSG_RECONNECT);
-    got_t r;
-    s_expect(&f, ZB_MSG_READY, &r);
+    fb_send_empty(&f, ZB_MSG_RECONNECT);
+    fb_got_t r;
+    fb_expect(&f, ZB_MSG_READY, &r);
     assert_int_equal(f.readies, 2);
     assert_int_equal(r.m.u.ready.epoch, 2);
-    s_got_free(&r);
-    s_fake_close(&f);
+    fb_got_free(&r);
+    fb_close(&f);
 }
 
 /*
@@ -770,39 +569,39 @@ static void test_reconnect_message(void **st) {
  */
 static void test_epochs(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "epochs");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "epochs");
     s_start(&f, (const char *[]){"--credit", "2", "--log-level", "debug", NULL}, NULL);
     assert_int_equal(f.epoch, 1);
     zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
     /* epoch 1: a heavy task that keeps the compute thread busy through
      * what follows, and one queued behind it */
-    s_send_task(&f, 1, s_long, s_long_lens, 100, &o);
-    s_send_task(&f, 2, s_texts, s_lens, 3, &o);
+    fb_send_task(&f, 1, s_long, s_long_lens, 100, &o);
+    fb_send_task(&f, 2, s_texts, s_lens, 3, &o);
     s_wait_log(f.log, "shard 2 queued", NULL);
-    s_send_empty(&f, ZB_MSG_RECONNECT);
-    got_t g;
-    s_expect(&f, ZB_MSG_READY, &g);
+    fb_send_empty(&f, ZB_MSG_RECONNECT);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_READY, &g);
     assert_int_equal(g.m.u.ready.epoch, 2);
-    s_got_free(&g);
+    fb_got_free(&g);
     /* tasks the broker sent before it read that ready: stale */
-    s_send_task_in(&f, 1, 3, s_texts + 3, s_lens + 3, 2, &o);
-    s_send_task_in(&f, 1, 4, s_texts + 5, s_lens + 5, 2, &o);
+    fb_send_task_in(&f, 1, 3, s_texts + 3, s_lens + 3, 2, &o);
+    fb_send_task_in(&f, 1, 4, s_texts + 5, s_lens + 5, 2, &o);
     /* epoch 2: its whole credit, then one too many, then a future epoch */
-    s_send_task(&f, 5, s_texts + 7, s_lens + 7, 2, &o);
-    s_send_task(&f, 6, s_texts + 9, s_lens + 9, 2, &o);
-    s_send_task(&f, 7, s_texts + 11, s_lens + 11, 2, &o);
-    s_send_task_in(&f, 9, 8, s_texts + 13, s_lens + 13, 2, &o);
+    fb_send_task(&f, 5, s_texts + 7, s_lens + 7, 2, &o);
+    fb_send_task(&f, 6, s_texts + 9, s_lens + 9, 2, &o);
+    fb_send_task(&f, 7, s_texts + 11, s_lens + 11, 2, &o);
+    fb_send_task_in(&f, 9, 8, s_texts + 13, s_lens + 13, 2, &o);
     bool seen[2] = {false, false};
     for (int k = 0; k < 2; k++) {
-        s_expect(&f, ZB_MSG_RESULT, &g);
+        fb_expect(&f, ZB_MSG_RESULT, &g);
         uint64_t sh = g.m.u.result.shard;
         assert_true(sh == 5 || sh == 6);
         assert_false(seen[sh - 5]);
         seen[sh - 5] = true;
         assert_int_equal(g.m.u.result.epoch, 2);
         assert_int_equal(g.m.u.result.vec.count, 2);
-        s_got_free(&g);
+        fb_got_free(&g);
     }
     /* the heavy task ran before them: its result was not sent */
     assert_int_equal(s_log_count(f.log, "shard 1: result dropped", NULL), 1);
@@ -813,42 +612,42 @@ static void test_epochs(void **st) {
     assert_int_equal(s_log_count(f.log, "shard 2 queued", NULL), 1);
     assert_int_equal(s_log_count(f.log, "shard 7 queued", NULL), 0);
     /* credit came back within epoch 2: two more are taken */
-    s_send_task(&f, 10, s_texts, s_lens, 1, &o);
-    s_send_task(&f, 11, s_texts + 1, s_lens + 1, 1, &o);
+    fb_send_task(&f, 10, s_texts, s_lens, 1, &o);
+    fb_send_task(&f, 11, s_texts + 1, s_lens + 1, 1, &o);
     for (int k = 0; k < 2; k++) {
-        s_expect(&f, ZB_MSG_RESULT, &g);
+        fb_expect(&f, ZB_MSG_RESULT, &g);
         assert_true(g.m.u.result.shard == 10 || g.m.u.result.shard == 11);
         assert_int_equal(g.m.u.result.epoch, 2);
-        s_got_free(&g);
+        fb_got_free(&g);
     }
     /* nothing else comes: not 1 to 4, not 7, not 8 */
-    assert_false(s_next(&f, 500, &g));
-    s_fake_close(&f);
+    assert_false(fb_next(&f, 500, &g));
+    fb_close(&f);
 }
 
 /* Two brokers: both get ready, each gets the results of its own tasks. */
 static void test_two_brokers(void **st) {
     (void)st;
-    fake_t f1, f2;
-    s_fake_open(&f1, "two-a");
-    s_fake_open(&f2, "two-b");
+    fb_fake_t f1, f2;
+    fb_open(&f1, &s_fb, "two-a");
+    fb_open(&f2, &s_fb, "two-b");
     s_start(&f1, (const char *[]){"--broker", f2.endpoint, NULL}, NULL);
-    got_t g;
-    s_expect(&f2, ZB_MSG_READY, &g);
-    s_got_free(&g);
+    fb_got_t g;
+    fb_expect(&f2, ZB_MSG_READY, &g);
+    fb_got_free(&g);
     zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
-    s_send_task(&f1, 1, s_texts, s_lens, 3, &o);
-    s_send_task(&f2, 2, s_texts + 3, s_lens + 3, 4, &o);
-    s_expect(&f2, ZB_MSG_RESULT, &g);
+    fb_send_task(&f1, 1, s_texts, s_lens, 3, &o);
+    fb_send_task(&f2, 2, s_texts + 3, s_lens + 3, 4, &o);
+    fb_expect(&f2, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 2);
     assert_int_equal(g.m.u.result.vec.count, 4);
-    s_got_free(&g);
-    s_expect(&f1, ZB_MSG_RESULT, &g);
+    fb_got_free(&g);
+    fb_expect(&f1, ZB_MSG_RESULT, &g);
     assert_int_equal(g.m.u.result.shard, 1);
     assert_int_equal(g.m.u.result.vec.count, 3);
-    s_got_free(&g);
-    s_fake_close(&f1);
-    s_fake_close(&f2);
+    fb_got_free(&g);
+    fb_close(&f1);
+    fb_close(&f2);
 }
 
 /* Settings from a config file and ZBERT_* variables; the command line
@@ -856,8 +655,8 @@ static void test_two_brokers(void **st) {
  * documenting the keys is itself a valid config. */
 static void test_config(void **st) {
     (void)st;
-    fake_t f;
-    s_fake_open(&f, "config");
+    fb_fake_t f;
+    fb_open(&f, &s_fb, "config");
     char path[300];
     snprintf(path, sizeof path, "%s/worker.conf", s_dir);
     FILE *c = fopen(path, "w");
@@ -865,26 +664,26 @@ static void test_config(void **st) {
     fprintf(c, "# test\nbroker = %s\ncredit = 5\nname = from-file\nbatch-texts = 7\n", f.endpoint);
     assert_int_equal(fclose(c), 0);
     assert_int_equal(setenv("ZBERT_NAME", "from-env", 1), 0);
-    got_t r;
+    fb_got_t r;
     /* s_start adds --broker: the file's broker is overridden by the same */
     s_start(&f, (const char *[]){"--config", path, NULL}, &r);
     unsetenv("ZBERT_NAME");
     assert_int_equal(r.m.u.ready.credit, 5);
     assert_int_equal(r.m.u.ready.name.len, 8);
     assert_memory_equal(r.m.u.ready.name.ptr, "from-env", 8);
-    s_got_free(&r);
+    fb_got_free(&r);
     assert_int_equal(s_end_children(), 0);
 
-    s_fake_close(&f);
-    s_fake_open(&f, "config2");
+    fb_close(&f);
+    fb_open(&f, &s_fb, "config2");
     s_start(&f,
             (const char *[]){"--config", "deploy/zbert-worker.conf.example", "--name", "cli", NULL},
             &r);
     assert_int_equal(r.m.u.ready.credit, 2);
     assert_int_equal(r.m.u.ready.name.len, 3);
     assert_memory_equal(r.m.u.ready.name.ptr, "cli", 3);
-    s_got_free(&r);
-    s_fake_close(&f);
+    fb_got_free(&r);
+    fb_close(&f);
 }
 
 /* Settings that cannot work are refused at start, with a message. */
