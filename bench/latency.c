@@ -25,7 +25,7 @@
 #include "model.h"
 #include "zbert.h"
 
-#define S_WARMUP 5
+#define S_WARMUP   5
 #define S_RUNS_MAX 100000
 
 static double s_now_ms(void) {
@@ -52,8 +52,8 @@ static void s_report(double *ms, int runs, unsigned tokens) {
     qsort(ms, (size_t)runs, sizeof *ms, s_cmp_double);
     int p90 = (int)((double)runs * 0.9);
     if (p90 > runs - 1) p90 = runs - 1;
-    printf("{\"runs\":%d,\"tokens\":%u,\"min_ms\":%.3f,\"median_ms\":%.3f,\"p90_ms\":%.3f}\n",
-           runs, tokens, ms[0], ms[runs / 2], ms[p90]);
+    printf("{\"runs\":%d,\"tokens\":%u,\"min_ms\":%.3f,\"median_ms\":%.3f,\"p90_ms\":%.3f}\n", runs,
+           tokens, ms[0], ms[runs / 2], ms[p90]);
 }
 
 /* The service: one blocking call per text, each a request of its own. */
@@ -69,8 +69,8 @@ static int s_service(const char *endpoint, const char *text, size_t len, int run
         fprintf(stderr, "zbert_latency: %s: %s\n", endpoint, d.msg);
         return 1;
     }
-    const zbert_options_t opt = {.level = ZBERT_LEVEL_SENTENCE, .pooling = ZBERT_POOLING_CLS,
-                                 .deadline_ms = 60000};
+    const zbert_options_t opt = {
+        .level = ZBERT_LEVEL_SENTENCE, .pooling = ZBERT_POOLING_CLS, .deadline_ms = 60000};
     const char *texts[1] = {text};
     unsigned tokens = 0;
     for (int i = 0; i < S_WARMUP + runs; i++) {

@@ -53,14 +53,13 @@ static double s_rate(int m, int n, int k, double trial_s, const float *a, const 
                      float *c) {
     double flops = 2.0 * m * n * k, best = 0.0;
     for (int i = 0; i < 2; i++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, w, k, 1.0f,
-                    c, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, w, k, 1.0f, c, n);
     for (int t = 0; t < S_TRIALS; t++) {
         int reps = 0;
         double t0 = s_now(), dt;
         do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, w, k,
-                        1.0f, c, n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, a, k, w, k, 1.0f, c,
+                        n);
             reps++;
             dt = s_now() - t0;
         } while (dt < trial_s || reps < 3);
@@ -86,9 +85,8 @@ int main(int argc, char **argv) {
             hi = 600;
         }
         if (dst == NULL || i + 1 >= argc || s_parse_int(argv[i + 1], lo, hi, dst) != 0) {
-            fprintf(stderr,
-                    "usage: sgemm_probe [--threads N] [--hidden H] [--intermediate I] "
-                    "[--seconds S]\n");
+            fprintf(stderr, "usage: sgemm_probe [--threads N] [--hidden H] [--intermediate I] "
+                            "[--seconds S]\n");
             return 2;
         }
         i++;
@@ -130,8 +128,8 @@ int main(int argc, char **argv) {
             flops += f;
             sec += f / (rate[s] * 1e9);
         }
-        printf("%s{\"m\":%d,\"hh\":%.2f,\"ih\":%.2f,\"hi\":%.2f,\"layer\":%.2f}", r ? "," : "",
-               m, rate[0], rate[1], rate[2], flops / sec / 1e9);
+        printf("%s{\"m\":%d,\"hh\":%.2f,\"ih\":%.2f,\"hi\":%.2f,\"layer\":%.2f}", r ? "," : "", m,
+               rate[0], rate[1], rate[2], flops / sec / 1e9);
     }
     printf("]}\n");
     free(a);

@@ -167,8 +167,8 @@ struct zbert_client {
     s_event_t *q_head, *q_tail;
     /* liveness of the current connection */
     uint64_t quiet_since;
-    uint64_t ping_at; /* last ping since the broker last spoke; 0: none */
-    bool warned;      /* a malformed message was logged on this socket */
+    uint64_t ping_at;    /* last ping since the broker last spoke; 0: none */
+    bool warned;         /* a malformed message was logged on this socket */
     bool warned_unknown; /* an ignored message (unknown type, other v) was */
     /* zbert_status() in progress */
     bool st_wait, st_want_send;
@@ -240,42 +240,63 @@ static const char *s_code_name(zb_msg_code_t code) {
  * internal ones, but nothing here relies on it. */
 static bool s_level_in(zbert_level_t v, zb_level_t *out) {
     switch (v) {
-    case ZBERT_LEVEL_TOKEN: *out = ZB_LEVEL_TOKEN; return true;
-    case ZBERT_LEVEL_WORDPIECE: *out = ZB_LEVEL_WORDPIECE; return true;
-    case ZBERT_LEVEL_SENTENCE: *out = ZB_LEVEL_SENTENCE; return true;
+    case ZBERT_LEVEL_TOKEN:
+        *out = ZB_LEVEL_TOKEN;
+        return true;
+    case ZBERT_LEVEL_WORDPIECE:
+        *out = ZB_LEVEL_WORDPIECE;
+        return true;
+    case ZBERT_LEVEL_SENTENCE:
+        *out = ZB_LEVEL_SENTENCE;
+        return true;
     }
     return false;
 }
 
 static bool s_pooling_in(zbert_pooling_t v, zb_pooling_t *out) {
     switch (v) {
-    case ZBERT_POOLING_CLS: *out = ZB_POOLING_CLS; return true;
-    case ZBERT_POOLING_MEAN: *out = ZB_POOLING_MEAN; return true;
+    case ZBERT_POOLING_CLS:
+        *out = ZB_POOLING_CLS;
+        return true;
+    case ZBERT_POOLING_MEAN:
+        *out = ZB_POOLING_MEAN;
+        return true;
     }
     return false;
 }
 
 static bool s_token_vector_in(zbert_token_vector_t v, zb_token_vector_t *out) {
     switch (v) {
-    case ZBERT_TOKEN_VECTOR_FIRST: *out = ZB_TOKEN_VECTOR_FIRST; return true;
-    case ZBERT_TOKEN_VECTOR_MEAN: *out = ZB_TOKEN_VECTOR_MEAN; return true;
+    case ZBERT_TOKEN_VECTOR_FIRST:
+        *out = ZB_TOKEN_VECTOR_FIRST;
+        return true;
+    case ZBERT_TOKEN_VECTOR_MEAN:
+        *out = ZB_TOKEN_VECTOR_MEAN;
+        return true;
     }
     return false;
 }
 
 static bool s_compat_in(zbert_compat_t v, zb_compat_t *out) {
     switch (v) {
-    case ZBERT_COMPAT_NONE: *out = ZB_COMPAT_NONE; return true;
-    case ZBERT_COMPAT_SPARKNLP: *out = ZB_COMPAT_SPARKNLP; return true;
+    case ZBERT_COMPAT_NONE:
+        *out = ZB_COMPAT_NONE;
+        return true;
+    case ZBERT_COMPAT_SPARKNLP:
+        *out = ZB_COMPAT_SPARKNLP;
+        return true;
     }
     return false;
 }
 
 zbert_level_t zb_client_level_to_public(zb_level_t level) {
     switch (level) {
-    case ZB_LEVEL_WORDPIECE: return ZBERT_LEVEL_WORDPIECE;
-    case ZB_LEVEL_SENTENCE: return ZBERT_LEVEL_SENTENCE;
-    default: return ZBERT_LEVEL_TOKEN;
+    case ZB_LEVEL_WORDPIECE:
+        return ZBERT_LEVEL_WORDPIECE;
+    case ZB_LEVEL_SENTENCE:
+        return ZBERT_LEVEL_SENTENCE;
+    default:
+        return ZBERT_LEVEL_TOKEN;
     }
 }
 
@@ -290,13 +311,15 @@ int zb_client_options_from_public(const zbert_options_t *in, zb_options_t *out, 
         !s_compat_in(in->compat, &out->compat))
         return zb_diag_set(d, ZB_EINVAL, "token_vector or compat out of range");
     switch (zb_options_broken(out)) {
-    case ZB_OPTIONS_RULE_NONE: return 0;
+    case ZB_OPTIONS_RULE_NONE:
+        return 0;
     case ZB_OPTIONS_RULE_COMPAT_LEVEL:
         return zb_diag_set(d, ZB_EINVAL,
                            "compat sparknlp gives token vectors: use the token level");
     case ZB_OPTIONS_RULE_SENTENCES_LEVEL:
         return zb_diag_set(d, ZB_EINVAL, "sentences applies to the token and wordpiece levels");
-    default: return zb_options_check(out, d); /* a range: ruled out above */
+    default:
+        return zb_options_check(out, d); /* a range: ruled out above */
     }
 }
 
@@ -920,8 +943,7 @@ static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t no
          * protocol has clients ignore (drop) them, whatever id they carry
          * (PROTOCOL.md 2).  Logged once per connection. */
         if (!c->warned_unknown) {
-            ZB_LOG(ZB_LOG_INFO, "ignored a message from broker %s: %s", c->brokers[c->cur],
-                   dg.msg);
+            ZB_LOG(ZB_LOG_INFO, "ignored a message from broker %s: %s", c->brokers[c->cur], dg.msg);
             c->warned_unknown = true;
         }
         return 0;

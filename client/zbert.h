@@ -127,15 +127,15 @@ typedef enum zbert_compat {
  * request fails with ZBERT_EPROTO). */
 typedef struct zbert_options {
     zbert_level_t level;
-    zbert_pooling_t pooling; /* sentence level only */
-    bool normalize;          /* L2-normalise every vector */
-    bool windows;            /* long texts: overlapping windows, not truncation */
-    uint32_t deadline_ms;    /* give up this long after submitting; 0: never */
-    bool sentences;          /* token, wordpiece: each sentence its own sequence */
+    zbert_pooling_t pooling;           /* sentence level only */
+    bool normalize;                    /* L2-normalise every vector */
+    bool windows;                      /* long texts: overlapping windows, not truncation */
+    uint32_t deadline_ms;              /* give up this long after submitting; 0: never */
+    bool sentences;                    /* token, wordpiece: each sentence its own sequence */
     zbert_token_vector_t token_vector; /* token level */
-    zbert_compat_t compat;   /* token level only */
-    bool token_meta;         /* token level: rows carry metadata (implied by
-                              * sentences and compat) */
+    zbert_compat_t compat;             /* token level only */
+    bool token_meta;                   /* token level: rows carry metadata (implied by
+                                        * sentences and compat) */
 } zbert_options_t;
 
 /* --- the client ---------------------------------------------------------- */
@@ -271,11 +271,11 @@ typedef struct zbert_text {
                                    * else NULL */
     /* Token metadata: token level when the options ask for it (sentences,
      * compat or token_meta), else NULL. */
-    const uint32_t *sentence;     /* [n_rows] 0-based sentence of the text */
-    const int32_t *piece_id;      /* [n_rows] vocabulary id of the token's
-                                   * (first, or fed) piece; -1 when oov */
-    const bool *word_start;       /* [n_rows] that piece is not a "##" one */
-    const bool *oov;              /* [n_rows] the token has no piece: zeros */
+    const uint32_t *sentence; /* [n_rows] 0-based sentence of the text */
+    const int32_t *piece_id;  /* [n_rows] vocabulary id of the token's
+                               * (first, or fed) piece; -1 when oov */
+    const bool *word_start;   /* [n_rows] that piece is not a "##" one */
+    const bool *oov;          /* [n_rows] the token has no piece: zeros */
 } zbert_text_t;
 
 /*

@@ -67,13 +67,13 @@ struct s_by_cost {
 
 struct zb_bert {
     const zb_model_t *model;
-    zb_config_t cfg;        /* copy of the model's architecture */
-    const zb_model_weights_t *w;  /* borrowed from the model */
+    zb_config_t cfg;             /* copy of the model's architecture */
+    const zb_model_weights_t *w; /* borrowed from the model */
     int n_tokens_max;            /* tokens per batch */
     int seq_len_max;             /* tokens per sequence */
     int threads;                 /* OpenMP threads for kernels and GEMMs */
     int head_dim;                /* hidden / heads */
-    zb_kernels_exec_t ex;           /* threads + instruction set for the kernels */
+    zb_kernels_exec_t ex;        /* threads + instruction set for the kernels */
     zb_gemm_exec_t gx;           /* threads, instruction set and work buffer of the GEMMs */
     zb_qgemm_exec_t qx;          /* the same for int8 models (work NULL otherwise) */
     size_t qwork_lane;           /* bytes of qx.work one thread needs */
@@ -88,12 +88,12 @@ struct zb_bert {
     int *seq_off;                /* [n_tokens_max + 1] first row of each sequence */
     int32_t *pos;                /* [n_tokens_max] position of each row */
     /* lanes (zb_bert_forward): the batch's sequences regrouped per lane */
-    struct s_by_cost *by_cost;   /* [n_tokens_max] sequences by cost */
-    int *lane_seq;               /* [n_tokens_max] original index, lane by lane */
-    int *lane_len;               /* [n_tokens_max] their lengths */
-    int32_t *lane_ids;           /* [n_tokens_max] their ids */
-    int *lane_off;               /* [n_tokens_max + 1] the caller's seq_off */
-    zb_bert_gelu_t gelu;         /* FFN activation (erf unless set) */
+    struct s_by_cost *by_cost;    /* [n_tokens_max] sequences by cost */
+    int *lane_seq;                /* [n_tokens_max] original index, lane by lane */
+    int *lane_len;                /* [n_tokens_max] their lengths */
+    int32_t *lane_ids;            /* [n_tokens_max] their ids */
+    int *lane_off;                /* [n_tokens_max + 1] the caller's seq_off */
+    zb_bert_gelu_t gelu;          /* FFN activation (erf unless set) */
     zb_bert_observer_fn observer; /* NULL, or called with every linear layer's input */
     void *observer_ctx;
 };
@@ -138,8 +138,8 @@ static int s_check_config(const zb_config_t *c, const zb_model_weights_t *w, zb_
                            c->type_vocab_size);
     if (!(c->layer_norm_eps >= 0.0f) || !isfinite(c->layer_norm_eps))
         return zb_diag_set(d, ZB_EINVAL, "model has layer_norm_eps %g", (double)c->layer_norm_eps);
-    if (w == NULL || !w->word || !w->position || !w->token_type || !w->emb_ln_g ||
-        !w->emb_ln_b || !w->layer)
+    if (w == NULL || !w->word || !w->position || !w->token_type || !w->emb_ln_g || !w->emb_ln_b ||
+        !w->layer)
         return zb_diag_set(d, ZB_EINVAL, "model has no embedding weights");
     for (int l = 0; l < c->layers; l++) {
         const zb_model_layer_t *L = &w->layer[l];
@@ -161,8 +161,10 @@ static int s_check_config(const zb_config_t *c, const zb_model_weights_t *w, zb_
             const int n = L->int8 ? q[i]->n : f[i]->n, k = L->int8 ? q[i]->k : f[i]->k;
             if (!set) return zb_diag_set(d, ZB_EINVAL, "layer %d lacks a weight", l);
             if (n != want[i][0] || k != want[i][1])
-                return zb_diag_set(d, ZB_EINVAL, "layer %d has packed weights of the wrong "
-                                   "shape", l);
+                return zb_diag_set(d, ZB_EINVAL,
+                                   "layer %d has packed weights of the wrong "
+                                   "shape",
+                                   l);
         }
     }
     return 0;
@@ -268,10 +270,18 @@ void zb_bert_destroy(zb_bert_t **pb) {
     *pb = NULL;
 }
 
-int zb_bert_n_tokens_max(const zb_bert_t *b) { return b->n_tokens_max; }
-int zb_bert_seq_len_max(const zb_bert_t *b) { return b->seq_len_max; }
-int zb_bert_hidden(const zb_bert_t *b) { return b->cfg.hidden; }
-int zb_bert_last_lanes(const zb_bert_t *b) { return b->last_lanes; }
+int zb_bert_n_tokens_max(const zb_bert_t *b) {
+    return b->n_tokens_max;
+}
+int zb_bert_seq_len_max(const zb_bert_t *b) {
+    return b->seq_len_max;
+}
+int zb_bert_hidden(const zb_bert_t *b) {
+    return b->cfg.hidden;
+}
+int zb_bert_last_lanes(const zb_bert_t *b) {
+    return b->last_lanes;
+}
 
 void zb_bert_set_observer(zb_bert_t *b, zb_bert_observer_fn fn, void *ctx) {
     if (b == NULL) return;
@@ -288,34 +298,48 @@ void zb_bert_set_gelu(zb_bert_t *b, zb_bert_gelu_t g) {
  * alone on its group of whole sequences, contiguous in the regrouped batch
  * (see zb_bert_forward). */
 typedef struct {
-    zb_kernels_exec_t ex;  /* threads + instruction set of the kernels */
-    zb_gemm_exec_t gx;  /* of the fp32 GEMMs, with this lane's work buffer */
-    zb_qgemm_exec_t qx; /* of the int8 GEMMs, likewise */
-    float *scores;      /* attention scratch for ex.threads threads */
-    int r0, n;          /* rows [r0, r0 + n) */
-    int s0, n_seqs;     /* sequences [s0, s0 + n_seqs) */
+    zb_kernels_exec_t ex; /* threads + instruction set of the kernels */
+    zb_gemm_exec_t gx;    /* of the fp32 GEMMs, with this lane's work buffer */
+    zb_qgemm_exec_t qx;   /* of the int8 GEMMs, likewise */
+    float *scores;        /* attention scratch for ex.threads threads */
+    int r0, n;            /* rows [r0, r0 + n) */
+    int s0, n_seqs;       /* sequences [s0, s0 + n_seqs) */
 } s_lane_t;
 
 /* y[n][w->n] (row stride ldy) = x W^T started from init (and bias), with
  * an optional epilogue on every finished output segment: on the fp32
  * operand w, or on q for an int8 model. */
-static void s_linear(const zb_bert_t *b, const s_lane_t *ln, int layer, int which,
-                     const float *x, size_t ldx, const zb_gemm_w_t *w, const zb_qgemm_w_t *q,
-                     zb_gemm_init_t init, const float *bias, float *y, size_t ldy,
-                     zb_gemm_epilogue_fn epilogue) {
+static void s_linear(const zb_bert_t *b, const s_lane_t *ln, int layer, int which, const float *x,
+                     size_t ldx, const zb_gemm_w_t *w, const zb_qgemm_w_t *q, zb_gemm_init_t init,
+                     const float *bias, float *y, size_t ldy, zb_gemm_epilogue_fn epilogue) {
     void *ctx = (void *)(uintptr_t)&ln->ex;
     const int n = ln->n;
     if (b->observer != NULL)
         b->observer(b->observer_ctx, layer, which, x, ldx, n, b->int8 ? q->k : w->k);
     if (b->int8) {
-        const zb_qgemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = q, .init = init,
-                                   .bias = bias, .y = y, .ldy = ldy, .epilogue = epilogue,
+        const zb_qgemm_args_t a = {.m = n,
+                                   .x = x,
+                                   .ldx = ldx,
+                                   .w = q,
+                                   .init = init,
+                                   .bias = bias,
+                                   .y = y,
+                                   .ldy = ldy,
+                                   .epilogue = epilogue,
                                    .epilogue_ctx = ctx};
         zb_qgemm(&ln->qx, &a);
         return;
     }
-    const zb_gemm_args_t a = {.m = n, .x = x, .ldx = ldx, .w = w, .init = init, .bias = bias,
-                              .y = y, .ldy = ldy, .epilogue = epilogue, .epilogue_ctx = ctx};
+    const zb_gemm_args_t a = {.m = n,
+                              .x = x,
+                              .ldx = ldx,
+                              .w = w,
+                              .init = init,
+                              .bias = bias,
+                              .y = y,
+                              .ldy = ldy,
+                              .epilogue = epilogue,
+                              .epilogue_ctx = ctx};
     zb_gemm(&ln->gx, &a);
 }
 
@@ -369,34 +393,34 @@ static void s_encode(const zb_bert_t *b, const s_lane_t *ln, const int32_t *ids,
     const int hid = c->hidden, n = ln->n;
     const float eps = c->layer_norm_eps;
     const size_t ld3 = 3 * (size_t)hid, r0 = (size_t)ln->r0;
-    float *x = out + r0 * (size_t)hid;         /* the hidden state, in place */
+    float *x = out + r0 * (size_t)hid; /* the hidden state, in place */
     float *qkv = b->qkv + r0 * ld3, *ctx = b->ctx + r0 * ld3;
-    float *t = qkv;                            /* [n][hid] in the spent qkv rows */
+    float *t = qkv; /* [n][hid] in the spent qkv rows */
     float *ffn = b->ffn + r0 * b->ld_ffn;
     zb_kernels_embed_layernorm(ex, x, ids + r0, b->pos + r0, n, hid, w->word, w->position,
-                            w->token_type, w->emb_ln_g, w->emb_ln_b, eps);
+                               w->token_type, w->emb_ln_g, w->emb_ln_b, eps);
     for (int l = 0; l < c->layers; l++) {
         const zb_model_layer_t *L = &w->layer[l];
-        s_linear(b, ln, l, 0, x, (size_t)hid, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, qkv,
-                 ld3, NULL);
+        s_linear(b, ln, l, 0, x, (size_t)hid, &L->qkv, &L->qkv_q8, ZB_GEMM_BIAS, L->qkv_b, qkv, ld3,
+                 NULL);
         /* attention addresses rows by the batch's own offsets: base pointers
          * of row 0, this lane's sequences */
         zb_kernels_attention(ex, b->qkv, b->qkv + hid, b->qkv + 2 * hid, b->ctx, (int)ld3,
-                          b->seq_off + ln->s0, ln->n_seqs, c->heads, b->head_dim,
-                          b->seq_len_max, ln->scores);
+                             b->seq_off + ln->s0, ln->n_seqs, c->heads, b->head_dim, b->seq_len_max,
+                             ln->scores);
         /* t = ctx Wo^T, x = LayerNorm((t + bo) + x) */
         s_linear(b, ln, l, 1, ctx, ld3, &L->attn_out, &L->attn_out_q8, ZB_GEMM_ZERO, NULL, t,
                  (size_t)hid, NULL);
         zb_kernels_bias_residual_layernorm(ex, x, t, n, hid, L->attn_out_b, L->attn_ln_g,
-                                        L->attn_ln_b, eps);
-        s_linear(b, ln, l, 2, x, (size_t)hid, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS,
-                 L->ffn_in_b, ffn, b->ld_ffn,
+                                           L->attn_ln_b, eps);
+        s_linear(b, ln, l, 2, x, (size_t)hid, &L->ffn_in, &L->ffn_in_q8, ZB_GEMM_BIAS, L->ffn_in_b,
+                 ffn, b->ld_ffn,
                  b->gelu == ZB_BERT_GELU_TANH ? s_gelu_tanh_epilogue : s_gelu_epilogue);
         /* t = gelu(...) W2^T, x = LayerNorm((t + b2) + x) */
-        s_linear(b, ln, l, 3, ffn, b->ld_ffn, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL,
-                 t, (size_t)hid, NULL);
-        zb_kernels_bias_residual_layernorm(ex, x, t, n, hid, L->ffn_out_b, L->ffn_ln_g,
-                                        L->ffn_ln_b, eps);
+        s_linear(b, ln, l, 3, ffn, b->ld_ffn, &L->ffn_out, &L->ffn_out_q8, ZB_GEMM_ZERO, NULL, t,
+                 (size_t)hid, NULL);
+        zb_kernels_bias_residual_layernorm(ex, x, t, n, hid, L->ffn_out_b, L->ffn_ln_g, L->ffn_ln_b,
+                                           eps);
     }
 }
 
@@ -448,7 +472,7 @@ static void s_sort_by_cost(struct s_by_cost *v, int n) {
  * than S_LANE_SKEW of an equal share: then splitting each operation is
  * better. */
 #define S_LANE_ROWS_MIN 96   /* 8 slivers of 12 rows: a GEMM at full speed */
-#define S_LANE_SKEW 1.05     /* a lane's cost / (total / nt) */
+#define S_LANE_SKEW     1.05 /* a lane's cost / (total / nt) */
 static bool s_plan_lanes(zb_bert_t *b, const int *seq_len, int n_seqs, int nt, int *cut,
                          int *rows) {
     int64_t load[ZB_THREADS_MAX], total = 0;
@@ -487,8 +511,7 @@ static bool s_plan_lanes(zb_bert_t *b, const int *seq_len, int n_seqs, int nt, i
     return true;
 }
 
-int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs,
-                    float *out) {
+int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs, float *out) {
     if (b == NULL || n_seqs < 0) return ZB_EINVAL;
     if (n_seqs == 0) return 0;
     if (ids == NULL || seq_len == NULL || out == NULL) return ZB_EINVAL;
@@ -522,7 +545,8 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
         {
             const int g = omp_get_thread_num();
             s_lane_t ln = {.ex = {.threads = 1, .isa = b->ex.isa},
-                           .gx = {.threads = 1, .isa = b->gx.isa,
+                           .gx = {.threads = 1,
+                                  .isa = b->gx.isa,
                                   .work = b->gx.work + (size_t)g * zb_gemm_work_floats(1)},
                            .qx = {.threads = 1, .isa = b->qx.isa, .work = NULL},
                            .scores = b->scores + (size_t)g * zb_kernels_attention_scratch(
@@ -531,8 +555,7 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                            .n = rows[g],
                            .s0 = cut[g],
                            .n_seqs = cut[g + 1] - cut[g]};
-            if (b->int8)
-                ln.qx.work = (uint8_t *)b->qx.work + (size_t)g * b->qwork_lane;
+            if (b->int8) ln.qx.work = (uint8_t *)b->qx.work + (size_t)g * b->qwork_lane;
             s_encode(b, &ln, b->lane_ids, out);
         }
         /* rows back in the caller's order, through the spent qkv buffer
@@ -544,8 +567,14 @@ int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_
                    b->qkv + (size_t)b->seq_off[i] * hid,
                    (size_t)b->lane_len[i] * hid * sizeof *out);
     } else {
-        const s_lane_t ln = {.ex = b->ex, .gx = b->gx, .qx = b->qx, .scores = b->scores,
-                             .r0 = 0, .n = n, .s0 = 0, .n_seqs = n_seqs};
+        const s_lane_t ln = {.ex = b->ex,
+                             .gx = b->gx,
+                             .qx = b->qx,
+                             .scores = b->scores,
+                             .r0 = 0,
+                             .n = n,
+                             .s0 = 0,
+                             .n_seqs = n_seqs};
         s_encode(b, &ln, ids, out);
     }
     omp_set_num_threads(icv);

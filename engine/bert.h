@@ -19,11 +19,10 @@
  *
  * Threads (num_threads set at creation): a batch of several sequences is
  * split into one group of whole sequences per thread, of about equal cost,
- * and each thread runs the whole encoder on its group alone (a "lane"); a batch too small or too uneven for that (one text) runs every
- * operation on all the threads instead.  Either way the bits are the same.
- * Attention's OpenBLAS calls (the OpenMP build) run single-threaded inside
- * our regions.  One zb_bert_t serves one
- * caller thread at a time; the model it borrows may be shared.
+ * and each thread runs the whole encoder on its group alone (a "lane"); a batch too small or too
+ * uneven for that (one text) runs every operation on all the threads instead.  Either way the bits
+ * are the same. Attention's OpenBLAS calls (the OpenMP build) run single-threaded inside our
+ * regions.  One zb_bert_t serves one caller thread at a time; the model it borrows may be shared.
  */
 #ifndef ZB_BERT_H
 #define ZB_BERT_H
@@ -53,8 +52,7 @@ void zb_bert_destroy(zb_bert_t **b);
  * to out ([total][H] floats).  Every id must be < vocab_size (ZB_EINVAL
  * otherwise, nothing computed).
  */
-int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs,
-                    float *out);
+int zb_bert_forward(zb_bert_t *b, const int32_t *ids, const int *seq_len, int n_seqs, float *out);
 
 /* The FFN activation: the exact erf GELU (Hugging Face, the default) or
  * the tanh approximation of google-research/bert's TensorFlow graph, which

@@ -32,12 +32,12 @@
 #include "json.h"
 
 /* zip record layouts (APPNOTE 4.3): signatures and fixed sizes */
-#define S_SIG_LOCAL 0x04034b50u
-#define S_SIG_CENTRAL 0x02014b50u
-#define S_SIG_EOCD 0x06054b50u
+#define S_SIG_LOCAL      0x04034b50u
+#define S_SIG_CENTRAL    0x02014b50u
+#define S_SIG_EOCD       0x06054b50u
 #define S_SIG_EOCD64_LOC 0x07064b50u
-#define S_CENTRAL_LEN 46u
-#define S_EOCD_LEN 22u
+#define S_CENTRAL_LEN    46u
+#define S_EOCD_LEN       22u
 
 struct zb_bundle {
     zb_config_t cfg;
@@ -50,20 +50,23 @@ struct zb_bundle {
     int version;           /* manifest format version (1 or 2) */
     zb_bundle_tensor_t *t; /* [n], sorted by offset */
     size_t n;
-    size_t *by_name;  /* [n] indices into t, sorted by name */
-    char *names;      /* all tensor names, one block */
-    void *map;        /* the whole file */
+    size_t *by_name; /* [n] indices into t, sorted by name */
+    char *names;     /* all tensor names, one block */
+    void *map;       /* the whole file */
     size_t map_len;
-    size_t w_off;     /* weights.bin data: file offset and size */
+    size_t w_off; /* weights.bin data: file offset and size */
     size_t w_size;
     uint32_t w_crc;
 };
 
 const char *zb_bundle_layout_name(zb_bundle_layout_t l) {
     switch (l) {
-    case ZB_BUNDLE_LAYOUT_PLAIN: return "plain";
-    case ZB_BUNDLE_LAYOUT_PANEL: return ZB_GEMM_LAYOUT_NAME;
-    case ZB_BUNDLE_LAYOUT_PANEL_Q8: return ZB_QGEMM_LAYOUT_NAME;
+    case ZB_BUNDLE_LAYOUT_PLAIN:
+        return "plain";
+    case ZB_BUNDLE_LAYOUT_PANEL:
+        return ZB_GEMM_LAYOUT_NAME;
+    case ZB_BUNDLE_LAYOUT_PANEL_Q8:
+        return ZB_QGEMM_LAYOUT_NAME;
     }
     return "?";
 }
@@ -83,8 +86,8 @@ static uint32_t s_u32(const unsigned char *p) {
  * directory entry, local header, each checked against the others and the
  * file bounds; the data must be stored and start ZB_BUNDLE_ALIGN-aligned.
  */
-static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off,
-                            size_t *size, uint32_t *crc, zb_diag_t *d) {
+static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off, size_t *size,
+                            uint32_t *crc, zb_diag_t *d) {
     if (len < S_EOCD_LEN)
         return zb_diag_set(d, ZB_EFORMAT, "bundle: %zu bytes, too short for a zip archive", len);
     /* the end record is the last 22 bytes, or followed by a comment of at most 64 KiB */
@@ -106,7 +109,8 @@ static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off
         (eocd >= 20 && s_u32(p + eocd - 20) == S_SIG_EOCD64_LOC))
         return zb_diag_set(d, ZB_EUNSUPPORTED, "bundle: zip64 archives are not supported");
     if (disk != 0 || cd_disk != 0 || n_disk != n_total)
-        return zb_diag_set(d, ZB_EUNSUPPORTED, "bundle: multi-disk zip archives are not "
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "bundle: multi-disk zip archives are not "
                            "supported");
     if (n_total == 0 || n_total > ZB_BUNDLE_ENTRIES_MAX)
         return zb_diag_set(d, ZB_ELIMIT, "bundle: %u zip entries (allowed 1..%d)", n_total,
@@ -120,22 +124,24 @@ static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off
     const unsigned char *w = NULL;
     for (unsigned i = 0; i < n_total; i++) {
         if (cd_end - off < S_CENTRAL_LEN || s_u32(p + off) != S_SIG_CENTRAL)
-            return zb_diag_set(d, ZB_EFORMAT, "bundle: central directory entry %u is malformed",
-                               i);
+            return zb_diag_set(d, ZB_EFORMAT, "bundle: central directory entry %u is malformed", i);
         const unsigned char *c = p + off;
         size_t ent = S_CENTRAL_LEN + (size_t)s_u16(c + 28) + s_u16(c + 30) + s_u16(c + 32);
         if (ent > cd_end - off)
             return zb_diag_set(d, ZB_EFORMAT,
                                "bundle: central directory entry %u runs past the directory", i);
         if (s_u16(c + 28) == strlen(ZB_BUNDLE_ENTRY_WEIGHTS) &&
-            memcmp(c + S_CENTRAL_LEN, ZB_BUNDLE_ENTRY_WEIGHTS, strlen(ZB_BUNDLE_ENTRY_WEIGHTS)) == 0) {
+            memcmp(c + S_CENTRAL_LEN, ZB_BUNDLE_ENTRY_WEIGHTS, strlen(ZB_BUNDLE_ENTRY_WEIGHTS)) ==
+                0) {
             if (w != NULL)
-                return zb_diag_set(d, ZB_EFORMAT, "bundle: two %s entries", ZB_BUNDLE_ENTRY_WEIGHTS);
+                return zb_diag_set(d, ZB_EFORMAT, "bundle: two %s entries",
+                                   ZB_BUNDLE_ENTRY_WEIGHTS);
             w = c;
         }
         off += ent;
     }
-    if (w == NULL) return zb_diag_set(d, ZB_ENOTFOUND, "bundle: no %s entry", ZB_BUNDLE_ENTRY_WEIGHTS);
+    if (w == NULL)
+        return zb_diag_set(d, ZB_ENOTFOUND, "bundle: no %s entry", ZB_BUNDLE_ENTRY_WEIGHTS);
 
     uint16_t flags = s_u16(w + 8), method = s_u16(w + 10);
     uint32_t wcrc = s_u32(w + 16), csize = s_u32(w + 20), usize = s_u32(w + 24);
@@ -176,7 +182,8 @@ static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off
                            "bundle: %s local header (%u name + %u extra bytes) runs into the "
                            "central directory",
                            ZB_BUNDLE_ENTRY_WEIGHTS, lnlen, lxlen);
-    if (lnlen != strlen(ZB_BUNDLE_ENTRY_WEIGHTS) || memcmp(l + ZB_BUNDLE_ZIP_LOCAL_LEN, ZB_BUNDLE_ENTRY_WEIGHTS, lnlen) != 0)
+    if (lnlen != strlen(ZB_BUNDLE_ENTRY_WEIGHTS) ||
+        memcmp(l + ZB_BUNDLE_ZIP_LOCAL_LEN, ZB_BUNDLE_ENTRY_WEIGHTS, lnlen) != 0)
         return zb_diag_set(d, ZB_EFORMAT,
                            "bundle: the local header at %u names another file than %s", lho,
                            ZB_BUNDLE_ENTRY_WEIGHTS);
@@ -185,9 +192,8 @@ static int s_locate_weights(const unsigned char *p, size_t len, size_t *data_off
                            "bundle: %s data [%zu,+%u) runs into the central directory at %u",
                            ZB_BUNDLE_ENTRY_WEIGHTS, data, usize, cd_off);
     if (data % ZB_BUNDLE_ALIGN != 0)
-        return zb_diag_set(d, ZB_EFORMAT,
-                           "bundle: %s data starts at byte %zu, not %d-byte aligned", ZB_BUNDLE_ENTRY_WEIGHTS,
-                           data, ZB_BUNDLE_ALIGN);
+        return zb_diag_set(d, ZB_EFORMAT, "bundle: %s data starts at byte %zu, not %d-byte aligned",
+                           ZB_BUNDLE_ENTRY_WEIGHTS, data, ZB_BUNDLE_ALIGN);
     *data_off = data;
     *size = usize;
     *crc = wcrc;
@@ -206,8 +212,7 @@ static int s_zip_open_image(const void *map, size_t len, zip_t **out, zb_diag_t 
     }
     zip_t *za = zip_open_from_source(src, ZIP_RDONLY | ZIP_CHECKCONS, &ze);
     if (za == NULL) {
-        int rc = zb_diag_set(d, zip_error_code_zip(&ze) == ZIP_ER_MEMORY ? ZB_ENOMEM
-                                                                          : ZB_EFORMAT,
+        int rc = zb_diag_set(d, zip_error_code_zip(&ze) == ZIP_ER_MEMORY ? ZB_ENOMEM : ZB_EFORMAT,
                              "bundle: not a valid zip archive: %s", zip_error_strerror(&ze));
         zip_source_free(src);
         zip_error_fini(&ze);
@@ -229,8 +234,7 @@ static int s_zip_read(zip_t *za, const char *name, size_t max, char **buf, size_
     zip_int64_t i = zip_name_locate(za, name, 0);
     if (i < 0) return zb_diag_set(d, ZB_ENOTFOUND, "bundle: no %s entry", name);
     if (zip_stat_index(za, (zip_uint64_t)i, 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE))
-        return zb_diag_set(d, ZB_EFORMAT, "bundle: %s: cannot stat: %s", name,
-                           zip_strerror(za));
+        return zb_diag_set(d, ZB_EFORMAT, "bundle: %s: cannot stat: %s", name, zip_strerror(za));
     if (st.size > max)
         return zb_diag_set(d, ZB_ELIMIT, "bundle: %s: %llu bytes, more than the %zu-byte limit",
                            name, (unsigned long long)st.size, max);
@@ -254,8 +258,7 @@ static int s_zip_read(zip_t *za, const char *name, size_t max, char **buf, size_
     }
     char extra;
     if (zip_fread(zf, &extra, 1) != 0) {
-        rc = zb_diag_set(d, ZB_EFORMAT, "bundle: %s: longer than its stated size or corrupt",
-                         name);
+        rc = zb_diag_set(d, ZB_EFORMAT, "bundle: %s: longer than its stated size or corrupt", name);
         goto out;
     }
     b[n] = '\0';
@@ -298,13 +301,18 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
     const char *name = zb_json_printable(jn->valuestring, pn, sizeof pn);
     size_t nl = strlen(jn->valuestring);
     if (nl == 0 || nl >= ZB_TENSOR_NAME_MAX)
-        return zb_diag_set(d, ZB_ELIMIT, "zbert.json: tensors[%zu] name has %zu bytes "
-                           "(allowed 1..%d)", i, nl, ZB_TENSOR_NAME_MAX - 1);
+        return zb_diag_set(d, ZB_ELIMIT,
+                           "zbert.json: tensors[%zu] name has %zu bytes "
+                           "(allowed 1..%d)",
+                           i, nl, ZB_TENSOR_NAME_MAX - 1);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     if (!cJSON_IsString(jd) || zb_safetensors_dtype_parse(jd->valuestring, &t->dtype) != 0 ||
-        (t->dtype != ZB_SAFETENSORS_F32 && t->dtype != ZB_SAFETENSORS_I8 && t->dtype != ZB_SAFETENSORS_I32))
-        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: dtype must be \"F32\", "
-                           "\"I8\" or \"I32\"", name);
+        (t->dtype != ZB_SAFETENSORS_F32 && t->dtype != ZB_SAFETENSORS_I8 &&
+         t->dtype != ZB_SAFETENSORS_I32))
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "zbert.json: tensor %s: dtype must be \"F32\", "
+                           "\"I8\" or \"I32\"",
+                           name);
     uint64_t n_elems;
     int rc = zb_json_shape(cJSON_GetObjectItemCaseSensitive(e, "shape"), 4, "zbert.json", name,
                            t->shape, &t->n_dims, &n_elems, d);
@@ -319,47 +327,51 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
         char pl[80];
         if (strcmp(jl->valuestring, ZB_GEMM_LAYOUT_NAME) == 0) {
             if (version < 2)
-                return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
-                                   "format version 2", name, ZB_GEMM_LAYOUT_NAME);
+                return zb_diag_set(d, ZB_EFORMAT,
+                                   "zbert.json: tensor %s: layout \"%s\" needs "
+                                   "format version 2",
+                                   name, ZB_GEMM_LAYOUT_NAME);
             t->layout = ZB_BUNDLE_LAYOUT_PANEL;
         } else if (strcmp(jl->valuestring, ZB_QGEMM_LAYOUT_NAME) == 0) {
             if (!q8)
-                return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: layout \"%s\" needs "
-                                   "the manifest's layout_q8 object", name, ZB_QGEMM_LAYOUT_NAME);
+                return zb_diag_set(d, ZB_EFORMAT,
+                                   "zbert.json: tensor %s: layout \"%s\" needs "
+                                   "the manifest's layout_q8 object",
+                                   name, ZB_QGEMM_LAYOUT_NAME);
             t->layout = ZB_BUNDLE_LAYOUT_PANEL_Q8;
         } else if (strcmp(jl->valuestring, "plain") != 0) {
-            return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: tensor %s: layout \"%s\" is "
-                               "not \"plain\", \"%s\" or \"%s\"", name,
-                               zb_json_printable(jl->valuestring, pl, sizeof pl),
+            return zb_diag_set(d, ZB_EUNSUPPORTED,
+                               "zbert.json: tensor %s: layout \"%s\" is "
+                               "not \"plain\", \"%s\" or \"%s\"",
+                               name, zb_json_printable(jl->valuestring, pl, sizeof pl),
                                ZB_GEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_NAME);
         }
     }
     t->packed = t->layout != ZB_BUNDLE_LAYOUT_PLAIN;
     /* int8 data is a panel-q8 matrix; panels of floats are F32 */
-    const zb_safetensors_dtype_t want_dtype = t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8 ? ZB_SAFETENSORS_I8
-                                              : t->layout == ZB_BUNDLE_LAYOUT_PANEL  ? ZB_SAFETENSORS_F32
-                                              : t->dtype == ZB_SAFETENSORS_I8          ? ZB_SAFETENSORS_F32
-                                                                              : t->dtype;
+    const zb_safetensors_dtype_t want_dtype =
+        t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8 ? ZB_SAFETENSORS_I8
+        : t->layout == ZB_BUNDLE_LAYOUT_PANEL  ? ZB_SAFETENSORS_F32
+        : t->dtype == ZB_SAFETENSORS_I8        ? ZB_SAFETENSORS_F32
+                                               : t->dtype;
     if (t->dtype != want_dtype)
-        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: dtype %s in the %s layout",
-                           name, zb_safetensors_dtype_name(t->dtype),
-                           zb_bundle_layout_name(t->layout));
+        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: dtype %s in the %s layout", name,
+                           zb_safetensors_dtype_name(t->dtype), zb_bundle_layout_name(t->layout));
     uint64_t want = n_elems * zb_safetensors_dtype_size(t->dtype);
     if (t->packed) {
         /* whole panels of ZB_GEMM_NR rows: [K][16] floats, or [K4 / 4][16][4] bytes */
         uint64_t panels, stored;
         if (t->n_dims != 2)
-            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: a %s tensor has 2 "
-                               "dimensions, not %d", name, zb_bundle_layout_name(t->layout),
-                               t->n_dims);
+            return zb_diag_set(d, ZB_EFORMAT,
+                               "zbert.json: tensor %s: a %s tensor has 2 "
+                               "dimensions, not %d",
+                               name, zb_bundle_layout_name(t->layout), t->n_dims);
         panels = ((uint64_t)t->shape[0] + ZB_GEMM_NR - 1) / ZB_GEMM_NR;
         const uint64_t k = t->layout == ZB_BUNDLE_LAYOUT_PANEL
                                ? (uint64_t)t->shape[1] * 4
                                : ((uint64_t)t->shape[1] + 3) / 4 * 4;
-        if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * k, &stored) ||
-            stored > SIZE_MAX)
-            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: packed size overflows",
-                               name);
+        if (__builtin_mul_overflow(panels, (uint64_t)ZB_GEMM_NR * k, &stored) || stored > SIZE_MAX)
+            return zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensor %s: packed size overflows", name);
         want = stored;
     }
     uint64_t off, nbytes;
@@ -370,19 +382,17 @@ static int s_parse_tensor(const cJSON *e, size_t i, size_t w_size, int version, 
                            "integers",
                            name);
     if (nbytes != want)
-        return zb_diag_set(d, ZB_EFORMAT,
-                           "zbert.json: tensor %s: nbytes %llu but its %sshape needs %llu", name,
-                           (unsigned long long)nbytes, t->packed ? "packed " : "",
-                           (unsigned long long)want);
+        return zb_diag_set(
+            d, ZB_EFORMAT, "zbert.json: tensor %s: nbytes %llu but its %sshape needs %llu", name,
+            (unsigned long long)nbytes, t->packed ? "packed " : "", (unsigned long long)want);
     if (off % ZB_BUNDLE_ALIGN != 0)
         return zb_diag_set(d, ZB_EFORMAT,
                            "zbert.json: tensor %s: offset %llu is not %d-byte aligned", name,
                            (unsigned long long)off, ZB_BUNDLE_ALIGN);
     if (off > w_size || nbytes > w_size - off)
-        return zb_diag_set(d, ZB_EFORMAT,
-                           "zbert.json: tensor %s: [%llu,+%llu) runs past the %zu-byte %s",
-                           name, (unsigned long long)off, (unsigned long long)nbytes, w_size,
-                           ZB_BUNDLE_ENTRY_WEIGHTS);
+        return zb_diag_set(
+            d, ZB_EFORMAT, "zbert.json: tensor %s: [%llu,+%llu) runs past the %zu-byte %s", name,
+            (unsigned long long)off, (unsigned long long)nbytes, w_size, ZB_BUNDLE_ENTRY_WEIGHTS);
     t->n_elems = (size_t)n_elems;
     t->offset = (size_t)off;
     t->nbytes = (size_t)nbytes;
@@ -398,22 +408,26 @@ static int s_check_layout(const cJSON *lay, const char *key, const char *name, i
     uint64_t lv, rows, kg = 0;
     char pn[80];
     if (!cJSON_IsObject(lay) || !cJSON_IsString(ln))
-        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: %s needs to be an object with a name",
-                           key);
+        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: %s needs to be an object with a name", key);
     if (strcmp(ln->valuestring, name) != 0)
-        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: %s \"%s\" is not one this build "
-                           "reads (\"%s\")", key,
-                           zb_json_printable(ln->valuestring, pn, sizeof pn), name);
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "zbert.json: %s \"%s\" is not one this build "
+                           "reads (\"%s\")",
+                           key, zb_json_printable(ln->valuestring, pn, sizeof pn), name);
     if (!zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "version"), &lv) ||
         !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "panel_rows"), &rows) ||
         (k_group > 0 && !zb_json_uint(cJSON_GetObjectItemCaseSensitive(lay, "k_group"), &kg)))
-        return zb_diag_set(d, ZB_EFORMAT, "zbert.json: %s needs integer version and "
-                           "panel_rows%s", key, k_group > 0 ? " and k_group" : "");
+        return zb_diag_set(d, ZB_EFORMAT,
+                           "zbert.json: %s needs integer version and "
+                           "panel_rows%s",
+                           key, k_group > 0 ? " and k_group" : "");
     if (lv != (uint64_t)version || rows != ZB_GEMM_NR || kg != (uint64_t)k_group)
-        return zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: %s %s version %llu with %llu-row "
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "zbert.json: %s %s version %llu with %llu-row "
                            "panels; this build reads version %d with %d-row panels "
-                           "(re-convert the model)", key, name, (unsigned long long)lv,
-                           (unsigned long long)rows, version, ZB_GEMM_NR);
+                           "(re-convert the model)",
+                           key, name, (unsigned long long)lv, (unsigned long long)rows, version,
+                           ZB_GEMM_NR);
     return 0;
 }
 
@@ -437,9 +451,10 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         goto out;
     }
     if (version < ZB_BUNDLE_VERSION_PLAIN || version > ZB_BUNDLE_VERSION) {
-        rc = zb_diag_set(d, ZB_EUNSUPPORTED, "zbert.json: format version %llu; this build "
-                         "reads versions %d to %d", (unsigned long long)version,
-                         ZB_BUNDLE_VERSION_PLAIN, ZB_BUNDLE_VERSION);
+        rc = zb_diag_set(d, ZB_EUNSUPPORTED,
+                         "zbert.json: format version %llu; this build "
+                         "reads versions %d to %d",
+                         (unsigned long long)version, ZB_BUNDLE_VERSION_PLAIN, ZB_BUNDLE_VERSION);
         goto out;
     }
     b->version = (int)version;
@@ -481,7 +496,8 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
     const cJSON *we = cJSON_GetObjectItemCaseSensitive(w, "entry");
     const cJSON *ws = cJSON_GetObjectItemCaseSensitive(w, "sha256");
     uint64_t wn;
-    if (!cJSON_IsObject(w) || !cJSON_IsString(we) || strcmp(we->valuestring, ZB_BUNDLE_ENTRY_WEIGHTS) != 0 ||
+    if (!cJSON_IsObject(w) || !cJSON_IsString(we) ||
+        strcmp(we->valuestring, ZB_BUNDLE_ENTRY_WEIGHTS) != 0 ||
         !zb_json_uint(cJSON_GetObjectItemCaseSensitive(w, "nbytes"), &wn)) {
         rc = zb_diag_set(d, ZB_EFORMAT,
                          "zbert.json: weights needs entry \"%s\" and an integer nbytes",
@@ -489,8 +505,10 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         goto out;
     }
     if (wn != b->w_size) {
-        rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: weights nbytes %llu, but the %s entry "
-                         "holds %zu", (unsigned long long)wn, ZB_BUNDLE_ENTRY_WEIGHTS, b->w_size);
+        rc = zb_diag_set(d, ZB_EFORMAT,
+                         "zbert.json: weights nbytes %llu, but the %s entry "
+                         "holds %zu",
+                         (unsigned long long)wn, ZB_BUNDLE_ENTRY_WEIGHTS, b->w_size);
         goto out;
     }
     bool hex_ok = cJSON_IsString(ws) && strlen(ws->valuestring) == 64;
@@ -529,8 +547,10 @@ static int s_parse_manifest(zb_bundle_t *b, const char *json, size_t len, zb_dia
         }
         const cJSON *jn = cJSON_GetObjectItemCaseSensitive(e, "name");
         if (!cJSON_IsObject(e) || !cJSON_IsString(jn)) {
-            rc = zb_diag_set(d, ZB_EFORMAT, "zbert.json: tensors[%zu] is not an object with a "
-                             "name", n);
+            rc = zb_diag_set(d, ZB_EFORMAT,
+                             "zbert.json: tensors[%zu] is not an object with a "
+                             "name",
+                             n);
             goto out;
         }
         name_bytes += strlen(jn->valuestring) + 1;
@@ -630,14 +650,17 @@ int zb_bundle_open(const char *path, zb_bundle_t **out, zb_diag_t *d) {
     zip_stat_t st;
     zip_int64_t wi = zip_name_locate(za, ZB_BUNDLE_ENTRY_WEIGHTS, 0);
     if (wi < 0 || zip_stat_index(za, (zip_uint64_t)wi, 0, &st) != 0 ||
-        !(st.valid & ZIP_STAT_SIZE) || !(st.valid & ZIP_STAT_COMP_METHOD) ||
-        st.size != b->w_size || st.comp_method != ZIP_CM_STORE) {
-        rc = zb_diag_set(d, ZB_EFORMAT, "bundle: libzip sees %s differently", ZB_BUNDLE_ENTRY_WEIGHTS);
+        !(st.valid & ZIP_STAT_SIZE) || !(st.valid & ZIP_STAT_COMP_METHOD) || st.size != b->w_size ||
+        st.comp_method != ZIP_CM_STORE) {
+        rc = zb_diag_set(d, ZB_EFORMAT, "bundle: libzip sees %s differently",
+                         ZB_BUNDLE_ENTRY_WEIGHTS);
         goto out;
     }
-    if ((rc = s_zip_read(za, ZB_BUNDLE_ENTRY_MANIFEST, ZB_MODEL_TEXT_FILE_MAX, &manifest, &manifest_len, d)))
+    if ((rc = s_zip_read(za, ZB_BUNDLE_ENTRY_MANIFEST, ZB_MODEL_TEXT_FILE_MAX, &manifest,
+                         &manifest_len, d)))
         goto out;
-    if ((rc = s_zip_read(za, ZB_BUNDLE_ENTRY_VOCAB, ZB_MODEL_TEXT_FILE_MAX, &b->vocab, &b->vocab_len, d)))
+    if ((rc = s_zip_read(za, ZB_BUNDLE_ENTRY_VOCAB, ZB_MODEL_TEXT_FILE_MAX, &b->vocab,
+                         &b->vocab_len, d)))
         goto out;
     if ((rc = s_parse_manifest(b, manifest, manifest_len, d)) != 0) goto out;
     *out = b;
@@ -701,7 +724,8 @@ int zb_bundle_verify(const zb_bundle_t *b, zb_diag_t *d) {
             break;
         }
         zip_int64_t r;
-        while ((r = zip_fread(zf, chunk, chunk_len)) > 0) {}
+        while ((r = zip_fread(zf, chunk, chunk_len)) > 0) {
+        }
         if (r < 0) {
             zip_error_t *ze = zip_file_get_error(zf);
             rc = zb_diag_set(d, zip_error_code_zip(ze) == ZIP_ER_CRC ? ZB_ECHECKSUM : ZB_EFORMAT,

@@ -52,15 +52,15 @@
 #include "limits.h"
 #include "safetensors.h"
 
-#define ZB_BUNDLE_FORMAT "zbert-bundle"
-#define ZB_BUNDLE_VERSION 2         /* written; versions 1 (all plain) and 2 are read */
-#define ZB_BUNDLE_VERSION_PLAIN 1   /* the oldest version read */
-#define ZB_BUNDLE_ALIGN 64          /* bytes; tensor data alignment */
-#define ZB_BUNDLE_ALIGN_FIELD 0xD935 /* zip extra field id padding the local header */
-#define ZB_BUNDLE_ENTRY_WEIGHTS "weights.bin"
+#define ZB_BUNDLE_FORMAT         "zbert-bundle"
+#define ZB_BUNDLE_VERSION        2      /* written; versions 1 (all plain) and 2 are read */
+#define ZB_BUNDLE_VERSION_PLAIN  1      /* the oldest version read */
+#define ZB_BUNDLE_ALIGN          64     /* bytes; tensor data alignment */
+#define ZB_BUNDLE_ALIGN_FIELD    0xD935 /* zip extra field id padding the local header */
+#define ZB_BUNDLE_ENTRY_WEIGHTS  "weights.bin"
 #define ZB_BUNDLE_ENTRY_MANIFEST "zbert.json"
-#define ZB_BUNDLE_ENTRY_VOCAB "vocab.txt"
-#define ZB_BUNDLE_ZIP_LOCAL_LEN 30u /* bytes of a zip local header before its name */
+#define ZB_BUNDLE_ENTRY_VOCAB    "vocab.txt"
+#define ZB_BUNDLE_ZIP_LOCAL_LEN  30u /* bytes of a zip local header before its name */
 
 /* How a tensor's elements are laid out. */
 typedef enum zb_bundle_layout {
@@ -78,7 +78,7 @@ typedef struct zb_bundle_tensor {
     int n_dims;
     int64_t shape[ZB_TENSOR_DIMS_MAX]; /* logical shape, also when packed */
     size_t n_elems;
-    bool packed;      /* a panel layout (2 dims): nbytes is the packed size */
+    bool packed; /* a panel layout (2 dims): nbytes is the packed size */
     zb_bundle_layout_t layout;
     size_t offset;    /* inside weights.bin, a multiple of ZB_BUNDLE_ALIGN */
     size_t nbytes;    /* n_elems x dtype size, zb_gemm_packed_floats(shape) x 4 or

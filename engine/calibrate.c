@@ -12,8 +12,8 @@
 #include "tokenizer.h"
 
 struct zb_calibrate {
-    int n_arrays;   /* layers * 4 */
-    float **max;    /* [n_arrays][channels] */
+    int n_arrays; /* layers * 4 */
+    float **max;  /* [n_arrays][channels] */
     size_t texts;
     size_t tokens;
 };
@@ -32,7 +32,7 @@ static void s_observe(void *ctx, int layer, int which, const float *x, size_t ld
 }
 
 int zb_calibrate_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
-                 int threads, zb_calibrate_t **out, zb_diag_t *d) {
+                     int threads, zb_calibrate_t **out, zb_diag_t *d) {
     int rc = 0;
     zb_tokenizer_t *tok = NULL;
     zb_bert_t *bert = NULL;
@@ -56,7 +56,8 @@ int zb_calibrate_run(const zb_model_t *m, const char *const *texts, const size_t
     size_t vlen;
     const char *vocab = zb_model_vocab(m, &vlen);
     const zb_config_tokenizer_t *tc = zb_model_tokenizer_config(m);
-    const zb_tokenizer_options_t to = {.lowercase = tc->lowercase, .strip_accents = tc->strip_accents};
+    const zb_tokenizer_options_t to = {.lowercase = tc->lowercase,
+                                       .strip_accents = tc->strip_accents};
     if ((rc = zb_tokenizer_new(vocab, vlen, &to, &tok, d)) != 0) goto fail;
     const int seq_max = cfg->max_positions;
     if ((rc = zb_bert_new(m, seq_max, seq_max, threads, &bert, d)) != 0) goto fail;

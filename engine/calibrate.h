@@ -28,7 +28,7 @@ typedef struct zb_calibrate zb_calibrate_t;
  * model, no usable text), ZB_ENOMEM, or what the engine reports; d says why.
  */
 int zb_calibrate_run(const zb_model_t *m, const char *const *texts, const size_t *lens, size_t n,
-                 int threads, zb_calibrate_t **out, zb_diag_t *d);
+                     int threads, zb_calibrate_t **out, zb_diag_t *d);
 
 /* The maxima: [layers * 4] arrays, array l * 4 + j (j: QKV, attention
  * output, FFN in, FFN out) with one float per input channel. */

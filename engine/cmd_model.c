@@ -155,8 +155,8 @@ static int s_calibrate(const zb_model_t *m, const char *path, zb_calibrate_t **o
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) len--;
         if (len == 0) continue;
         if (len > ZB_TEXT_BYTES_MAX || n == ZB_CALIB_TEXTS_MAX) {
-            fprintf(stderr, "%s: %s: more than %d texts, or a line over %d bytes\n", s_prog,
-                    path, ZB_CALIB_TEXTS_MAX, ZB_TEXT_BYTES_MAX);
+            fprintf(stderr, "%s: %s: more than %d texts, or a line over %d bytes\n", s_prog, path,
+                    ZB_CALIB_TEXTS_MAX, ZB_TEXT_BYTES_MAX);
             goto out;
         }
         if (n == cap) {
@@ -178,7 +178,8 @@ static int s_calibrate(const zb_model_t *m, const char *path, zb_calibrate_t **o
         s_fail(path, rc, &d);
         goto out;
     }
-    printf("calibrated on %zu texts, %zu tokens\n", zb_calibrate_texts(*out), zb_calibrate_tokens(*out));
+    printf("calibrated on %zu texts, %zu tokens\n", zb_calibrate_texts(*out),
+           zb_calibrate_tokens(*out));
     status = 0;
     goto out;
 oom:
@@ -265,9 +266,9 @@ static int s_cmd_convert(int argc, char **argv) {
         snprintf(source + k, sizeof source - k, "; linear layers quantized to int8 (%s)%s",
                  ZB_QGEMM_LAYOUT_NAME, calib ? ", smoothed by calibration" : "");
     }
-    rc = int8 ? zb_convert_model_int8(out, m, source,
-                                           calib ? zb_calibrate_act_max(calib) : NULL, &d)
-              : zb_convert_model(out, m, source, &d);
+    rc = int8
+             ? zb_convert_model_int8(out, m, source, calib ? zb_calibrate_act_max(calib) : NULL, &d)
+             : zb_convert_model(out, m, source, &d);
     zb_calibrate_destroy(&calib);
     if (rc != 0) {
         zb_model_close(&m);
@@ -292,9 +293,11 @@ static int s_cmd_convert(int argc, char **argv) {
  * works, at a cost in start-up time and shared memory. */
 static void s_warn_plain(const char *path, const zb_model_t *m) {
     if (!zb_model_packed_at_load(m)) return;
-    fprintf(stderr, "%s: warning: %s has the plain layout of format version 1: its linear "
+    fprintf(stderr,
+            "%s: warning: %s has the plain layout of format version 1: its linear "
             "layers are packed at every load, into memory each process owns; re-convert it "
-            "(zbert-model convert) to map them packed\n", s_prog, path);
+            "(zbert-model convert) to map them packed\n",
+            s_prog, path);
 }
 
 static void s_print_config(const zb_config_t *c, const zb_config_tokenizer_t *t) {
@@ -310,8 +313,7 @@ static void s_print_shape(int n_dims, const int64_t *shape) {
     char buf[128];
     size_t k = (size_t)snprintf(buf, sizeof buf, "[");
     for (int i = 0; i < n_dims && k < sizeof buf; i++)
-        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", i ? "," : "",
-                              (long long)shape[i]);
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%lld", i ? "," : "", (long long)shape[i]);
     if (k < sizeof buf) snprintf(buf + k, sizeof buf - k, "]");
     printf(" %-14s", buf);
 }
@@ -332,8 +334,8 @@ static int s_cmd_inspect(int argc, char **argv) {
         snprintf(p, sizeof p, "%s/model.safetensors", path);
         zb_safetensors_t *st = NULL;
         if ((rc = zb_safetensors_open_file(p, &st, &d)) != 0) return s_fail(p, rc, &d);
-        printf("model.safetensors: %zu tensors (the encoder uses %d)\n",
-               zb_safetensors_count(st), used);
+        printf("model.safetensors: %zu tensors (the encoder uses %d)\n", zb_safetensors_count(st),
+               used);
         for (size_t i = 0; i < zb_safetensors_count(st); i++) {
             const zb_safetensors_tensor_t *t = zb_safetensors_at(st, i);
             printf("  %-5s", zb_safetensors_dtype_name(t->dtype));
@@ -360,16 +362,16 @@ static int s_cmd_inspect(int argc, char **argv) {
     }
     if (n_q8 > 0)
         printf("layout: %zu matrices int8 in %s version %d (%d-row panels, scale per row), "
-               "the rest plain\n", n_q8, ZB_QGEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_VERSION,
-               ZB_GEMM_NR);
+               "the rest plain\n",
+               n_q8, ZB_QGEMM_LAYOUT_NAME, ZB_QGEMM_LAYOUT_VERSION, ZB_GEMM_NR);
     else if (n_packed > 0)
         printf("layout: %zu matrices packed as %s version %d (%d-row panels), the rest plain\n",
                n_packed, ZB_GEMM_LAYOUT_NAME, ZB_GEMM_LAYOUT_VERSION, ZB_GEMM_NR);
     else
         printf("layout: plain (the engine packs the linear layers when it loads this bundle; "
                "re-convert to map them packed)\n");
-    printf("weights.bin: %zu bytes at file offset %zu, %zu tensors\n",
-           zb_bundle_weights_size(b), zb_bundle_weights_offset(b), zb_bundle_n_tensors(b));
+    printf("weights.bin: %zu bytes at file offset %zu, %zu tensors\n", zb_bundle_weights_size(b),
+           zb_bundle_weights_offset(b), zb_bundle_n_tensors(b));
     for (size_t i = 0; i < zb_bundle_n_tensors(b); i++) {
         const zb_bundle_tensor_t *t = zb_bundle_tensor_at(b, i);
         printf("  %-5s %-8s", zb_safetensors_dtype_name(t->dtype),
@@ -402,12 +404,13 @@ static int s_cmd_verify(int argc, char **argv) {
         const zb_model_weights_t *w = zb_model_weights(m);
         for (int l = 0; zb_model_is_int8(m) && l < zb_model_config(m)->layers; l++) {
             const zb_model_layer_t *L = &w->layer[l];
-            const zb_qgemm_w_t *q[4] = {&L->qkv_q8, &L->attn_out_q8, &L->ffn_in_q8,
-                                        &L->ffn_out_q8};
+            const zb_qgemm_w_t *q[4] = {&L->qkv_q8, &L->attn_out_q8, &L->ffn_in_q8, &L->ffn_out_q8};
             for (int i = 0; i < 4; i++)
                 if (!zb_qgemm_check_sums(q[i])) {
-                    fprintf(stderr, "%s: %s: layer %d: int8 matrix %d disagrees with its row "
-                            "sums\n", s_prog, path, l, i);
+                    fprintf(stderr,
+                            "%s: %s: layer %d: int8 matrix %d disagrees with its row "
+                            "sums\n",
+                            s_prog, path, l, i);
                     zb_model_close(&m);
                     return 1;
                 }
@@ -578,20 +581,27 @@ static int s_cmd_random(int argc, char **argv) {
     /* the table took only these names: the checks below always pass */
     const char *dtype = s_dtypes[o.dtype], *names = s_names[o.names];
     zb_safetensors_dtype_t dt;
-    if (strcmp(dtype, "f32") == 0) dt = ZB_SAFETENSORS_F32;
-    else if (strcmp(dtype, "f16") == 0) dt = ZB_SAFETENSORS_F16;
-    else if (strcmp(dtype, "bf16") == 0) dt = ZB_SAFETENSORS_BF16;
-    else return s_usage_error("random: --dtype must be f32, f16 or bf16");
+    if (strcmp(dtype, "f32") == 0)
+        dt = ZB_SAFETENSORS_F32;
+    else if (strcmp(dtype, "f16") == 0)
+        dt = ZB_SAFETENSORS_F16;
+    else if (strcmp(dtype, "bf16") == 0)
+        dt = ZB_SAFETENSORS_BF16;
+    else
+        return s_usage_error("random: --dtype must be f32, f16 or bf16");
     bool gammabeta;
-    if (strcmp(names, "plain") == 0) gammabeta = false;
-    else if (strcmp(names, "bert-gammabeta") == 0) gammabeta = true;
-    else return s_usage_error("random: --names must be plain or bert-gammabeta");
+    if (strcmp(names, "plain") == 0)
+        gammabeta = false;
+    else if (strcmp(names, "bert-gammabeta") == 0)
+        gammabeta = true;
+    else
+        return s_usage_error("random: --names must be plain or bert-gammabeta");
 
     int rc = 1;
     char *vocab = NULL, *cfg_txt = NULL;
     cJSON *cfg = NULL;
     zb_safetensors_out_t *ts = NULL;
-    char (*tnames)[160] = NULL;
+    char(*tnames)[160] = NULL;
     void **bufs = NULL;
     int n = 0;
     zb_diag_t d = {{0}};
@@ -646,9 +656,10 @@ static int s_cmd_random(int argc, char **argv) {
         !cJSON_AddNumberToObject(cfg, "type_vocab_size", 2) ||
         !cJSON_AddNumberToObject(cfg, "layer_norm_eps", 1e-12) ||
         !cJSON_AddStringToObject(cfg, "position_embedding_type", "absolute") ||
-        !cJSON_AddStringToObject(cfg, "torch_dtype", dt == ZB_SAFETENSORS_F32   ? "float32"
-                                                     : dt == ZB_SAFETENSORS_F16 ? "float16"
-                                                                       : "bfloat16") ||
+        !cJSON_AddStringToObject(cfg, "torch_dtype",
+                                 dt == ZB_SAFETENSORS_F32   ? "float32"
+                                 : dt == ZB_SAFETENSORS_F16 ? "float16"
+                                                            : "bfloat16") ||
         (cfg_txt = cJSON_Print(cfg)) == NULL) {
         fprintf(stderr, "%s: random: out of memory\n", s_prog);
         goto out;
@@ -695,7 +706,7 @@ static int s_cmd_random(int argc, char **argv) {
                 memcpy(buf + 4 * k, &v, 4);
             } else {
                 uint16_t h = dt == ZB_SAFETENSORS_F16 ? zb_safetensors_f32_to_f16(v)
-                                             : zb_safetensors_f32_to_bf16(v);
+                                                      : zb_safetensors_f32_to_bf16(v);
                 buf[2 * k] = (unsigned char)(h & 0xff);
                 buf[2 * k + 1] = (unsigned char)(h >> 8);
             }
@@ -767,8 +778,8 @@ static int s_curl(const char *url, const char *path) {
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
-        execlp("curl", "curl", "--fail", "--location", "--silent", "--show-error", "--retry",
-               "3", "--output", path, url, (char *)NULL);
+        execlp("curl", "curl", "--fail", "--location", "--silent", "--show-error", "--retry", "3",
+               "--output", path, url, (char *)NULL);
         _exit(127);
     }
     int st;
@@ -787,8 +798,10 @@ static int s_cmd_fetch(int argc, char **argv) {
         ok = strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./", id[i]);
     if (!ok) return s_usage_error("fetch: MODEL_ID must look like bert-base-cased or org/name");
     if (!s_on_path("curl")) {
-        fprintf(stderr, "%s: fetch: curl is not installed (it downloads the files); install it "
-                "or download config.json, vocab.txt and model.safetensors by hand\n", s_prog);
+        fprintf(stderr,
+                "%s: fetch: curl is not installed (it downloads the files); install it "
+                "or download config.json, vocab.txt and model.safetensors by hand\n",
+                s_prog);
         return 1;
     }
     if (mkdir(dir, 0777) != 0 && errno != EEXIST) {

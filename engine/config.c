@@ -53,8 +53,7 @@ static int s_cfg_int(const cJSON *root, const char *src, const char *key, int de
     return 0;
 }
 
-int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c,
-                    zb_diag_t *d) {
+int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c, zb_diag_t *d) {
     int rc;
     cJSON *root = zb_json_parse_exact(json, len);
     if (root == NULL || !cJSON_IsObject(root)) {
@@ -69,8 +68,8 @@ int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *
     }
     const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
     if (pe != NULL && !(cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") == 0)) {
-        rc = zb_diag_set(d, ZB_EUNSUPPORTED,
-                         "%s: position_embedding_type is not \"absolute\"", src);
+        rc =
+            zb_diag_set(d, ZB_EUNSUPPORTED, "%s: position_embedding_type is not \"absolute\"", src);
         goto out;
     }
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
@@ -83,10 +82,8 @@ int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *
     /* Hugging Face BertConfig defaults for the optional fields */
     if ((rc = s_cfg_int(root, src, "vocab_size", 0, 1, 1, ZB_VOCAB_MAX, &c->vocab_size, d)) ||
         (rc = s_cfg_int(root, src, "hidden_size", 0, 1, 1, ZB_HIDDEN_MAX, &c->hidden, d)) ||
-        (rc = s_cfg_int(root, src, "num_hidden_layers", 0, 1, 1, ZB_LAYERS_MAX, &c->layers,
-                        d)) ||
-        (rc = s_cfg_int(root, src, "num_attention_heads", 0, 1, 1, ZB_HEADS_MAX, &c->heads,
-                        d)) ||
+        (rc = s_cfg_int(root, src, "num_hidden_layers", 0, 1, 1, ZB_LAYERS_MAX, &c->layers, d)) ||
+        (rc = s_cfg_int(root, src, "num_attention_heads", 0, 1, 1, ZB_HEADS_MAX, &c->heads, d)) ||
         (rc = s_cfg_int(root, src, "intermediate_size", 0, 1, 1, ZB_INTERMEDIATE_MAX,
                         &c->intermediate, d)) ||
         (rc = s_cfg_int(root, src, "max_position_embeddings", 512, 0, 1, ZB_POSITIONS_MAX,
@@ -95,8 +92,10 @@ int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *
                         &c->type_vocab_size, d)))
         goto out;
     if (c->hidden % c->heads != 0) {
-        rc = zb_diag_set(d, ZB_EFORMAT, "%s: hidden_size %d is not a multiple of "
-                         "num_attention_heads %d", src, c->hidden, c->heads);
+        rc = zb_diag_set(d, ZB_EFORMAT,
+                         "%s: hidden_size %d is not a multiple of "
+                         "num_attention_heads %d",
+                         src, c->hidden, c->heads);
         goto out;
     }
     const cJSON *eps = cJSON_GetObjectItemCaseSensitive(root, "layer_norm_eps");
@@ -105,8 +104,7 @@ int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *
         e = cJSON_IsNumber(eps) ? eps->valuedouble : NAN;
         /* a LayerNorm epsilon is a small positive guard; outside (0, 1] is a broken file */
         if (!isfinite(e) || !(e > 0) || e > 1 || !((float)e > 0)) {
-            rc = zb_diag_set(d, ZB_EFORMAT, "%s: layer_norm_eps is not a number in (0, 1]",
-                             src);
+            rc = zb_diag_set(d, ZB_EFORMAT, "%s: layer_norm_eps is not a number in (0, 1]", src);
             goto out;
         }
     }
@@ -155,12 +153,12 @@ int zb_config_vocab_check(const char *v, size_t len, int vocab_size, const char 
         if (i == len || v[i] == '\n') {
             if (i == len && i == line_start) break; /* a final newline ends the file */
             if (i - line_start > ZB_VOCAB_ENTRY_BYTES_MAX)
-                return zb_diag_set(d, ZB_ELIMIT, "%s: line %zu has %zu bytes, more than %d",
-                                   src, lines + 1, i - line_start, ZB_VOCAB_ENTRY_BYTES_MAX);
+                return zb_diag_set(d, ZB_ELIMIT, "%s: line %zu has %zu bytes, more than %d", src,
+                                   lines + 1, i - line_start, ZB_VOCAB_ENTRY_BYTES_MAX);
             lines++;
             if (lines > (size_t)vocab_size)
-                return zb_diag_set(d, ZB_EFORMAT,
-                                   "%s: more than vocab_size = %d entries", src, vocab_size);
+                return zb_diag_set(d, ZB_EFORMAT, "%s: more than vocab_size = %d entries", src,
+                                   vocab_size);
             line_start = i + 1;
         }
     }

@@ -41,13 +41,11 @@ typedef struct zb_config_tokenizer {
  * (max_position_embeddings 512, type_vocab_size 2, layer_norm_eps 1e-12).
  * Returns 0 or ZB_EFORMAT / ZB_ELIMIT / ZB_EUNSUPPORTED with d set.
  */
-int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c,
-                    zb_diag_t *d);
+int zb_config_parse(const char *json, size_t len, const char *src, zb_config_t *c, zb_diag_t *d);
 
 /* Checks a vocab.txt image: 1..vocab_size lines, no NUL byte, no line longer
  * than ZB_VOCAB_ENTRY_BYTES_MAX.  Returns 0 or ZB_EFORMAT / ZB_ELIMIT. */
-int zb_config_vocab_check(const char *v, size_t len, int vocab_size, const char *src,
-                          zb_diag_t *d);
+int zb_config_vocab_check(const char *v, size_t len, int vocab_size, const char *src, zb_diag_t *d);
 
 /* Parses a Hugging Face tokenizer_config.json held in json[0..len) into *t:
  * do_lower_case defaults to false (cased), strip_accents follows

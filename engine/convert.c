@@ -35,7 +35,8 @@ static size_t s_stored_bytes(const zb_model_tensor_t *t) {
 /* Whether a spec tensor's dtype, layout and stored size agree. */
 static bool s_spec_tensor_ok(const zb_model_tensor_t *t) {
     switch (t->layout) {
-    case ZB_BUNDLE_LAYOUT_PLAIN: return t->dtype == ZB_SAFETENSORS_F32 || t->dtype == ZB_SAFETENSORS_I32;
+    case ZB_BUNDLE_LAYOUT_PLAIN:
+        return t->dtype == ZB_SAFETENSORS_F32 || t->dtype == ZB_SAFETENSORS_I32;
     case ZB_BUNDLE_LAYOUT_PANEL:
     case ZB_BUNDLE_LAYOUT_PANEL_Q8:
         if (t->n_dims != 2 || t->shape[0] < 1 || t->shape[1] < 1 ||
@@ -77,8 +78,8 @@ int zb_convert_write(const char *path, const zb_convert_spec_t *s, zb_diag_t *d)
         size_t nl = strnlen(t->name, sizeof t->name);
         size_t prod = 1;
         for (int k = 0; k < t->n_dims && k < 2; k++) prod *= (size_t)t->shape[k];
-        if (nl == 0 || nl >= sizeof t->name || t->n_dims < 1 || t->n_dims > 2 ||
-            t->shape[0] < 0 || (t->n_dims == 2 && t->shape[1] < 0) || prod != t->n_elems ||
+        if (nl == 0 || nl >= sizeof t->name || t->n_dims < 1 || t->n_dims > 2 || t->shape[0] < 0 ||
+            (t->n_dims == 2 && t->shape[1] < 0) || prod != t->n_elems ||
             (t->data == NULL && t->n_elems > 0) || !s_spec_tensor_ok(t)) {
             rc = zb_diag_set(d, ZB_EINVAL, "bundle: tensor %zu is malformed", i);
             goto out;
@@ -87,7 +88,8 @@ int zb_convert_write(const char *path, const zb_convert_spec_t *s, zb_diag_t *d)
         size_t nbytes;
         if (t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) any_q8 = true;
         nbytes = s_stored_bytes(t);
-        if (start < total || __builtin_add_overflow(start, nbytes, &total) || total > ZB_BUNDLE_WEIGHTS_MAX) {
+        if (start < total || __builtin_add_overflow(start, nbytes, &total) ||
+            total > ZB_BUNDLE_WEIGHTS_MAX) {
             rc = zb_diag_set(d, ZB_ELIMIT, "bundle: weights exceed %u bytes (no zip64)",
                              ZB_BUNDLE_WEIGHTS_MAX);
             goto out;
@@ -234,7 +236,8 @@ out:
 int zb_convert_model(const char *path, const zb_model_t *m, const char *source, zb_diag_t *d) {
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "bundle: no model");
     if (zb_model_is_int8(m))
-        return zb_diag_set(d, ZB_EINVAL, "bundle: the model is int8; its fp32 weights are gone "
+        return zb_diag_set(d, ZB_EINVAL,
+                           "bundle: the model is int8; its fp32 weights are gone "
                            "(convert from the fp32 source)");
     int n = zb_model_n_packed(zb_model_config(m));
     zb_model_tensor_t *ts = calloc((size_t)n, sizeof *ts);
@@ -254,8 +257,7 @@ int zb_convert_model(const char *path, const zb_model_t *m, const char *source, 
 }
 
 /* The packed-table tensor of a given name, or NULL. */
-static const zb_model_tensor_t *s_find_spec(const zb_model_tensor_t *ts, int n,
-                                            const char *name) {
+static const zb_model_tensor_t *s_find_spec(const zb_model_tensor_t *ts, int n, const char *name) {
     for (int i = 0; i < n; i++)
         if (strcmp(ts[i].name, name) == 0) return &ts[i];
     return NULL;
@@ -265,8 +267,7 @@ static const zb_model_tensor_t *s_find_spec(const zb_model_tensor_t *ts, int n,
  * whose inputs reached act_max[cols]: c_k = sqrt(max|x_k| / max_j |w_jk|),
  * so that both sides of the product end up with the same range per channel;
  * 1 where either is 0. */
-static void s_smooth_cols(const float *w, int rows, int cols, const float *act_max,
-                          float *col) {
+static void s_smooth_cols(const float *w, int rows, int cols, const float *act_max, float *col) {
     for (int k = 0; k < cols; k++) col[k] = 0.0f;
     for (int j = 0; j < rows; j++)
         for (int k = 0; k < cols; k++) {
@@ -274,8 +275,8 @@ static void s_smooth_cols(const float *w, int rows, int cols, const float *act_m
             if (v > col[k]) col[k] = v;
         }
     for (int k = 0; k < cols; k++) {
-        const double c = act_max[k] > 0.0f && col[k] > 0.0f ? sqrt((double)act_max[k] / col[k])
-                                                           : 1.0;
+        const double c =
+            act_max[k] > 0.0f && col[k] > 0.0f ? sqrt((double)act_max[k] / col[k]) : 1.0;
         col[k] = (float)(c < 1e-4 ? 1e-4 : c > 1e4 ? 1e4 : c);
     }
 }

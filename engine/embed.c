@@ -54,9 +54,9 @@ struct zb_embed {
     s_seq_t *seqs;        /* sequences of the current call */
     size_t seqs_cap;
     zb_embed_stats_t stats;
-    bool lowercase;       /* the model's tokenizer lower-cases (uncased) */
-    zb_sparknlp_doc_t snlp;   /* Spark NLP analysis of the current text */
-    zb_sentences_spans_t spans; /* sentences of the current text */
+    bool lowercase;                   /* the model's tokenizer lower-cases (uncased) */
+    zb_sparknlp_doc_t snlp;           /* Spark NLP analysis of the current text */
+    zb_sentences_spans_t spans;       /* sentences of the current text */
     zb_tokenizer_pieces_t sub_pieces; /* pieces of one sentence */
     zb_tokenizer_words_t sub_words;   /* tokens of one sentence */
 };
@@ -72,7 +72,7 @@ void zb_embed_result_free(zb_embed_result_t *r) {
 }
 
 int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg, zb_embed_t **out,
-                    zb_diag_t *d) {
+                 zb_diag_t *d) {
     *out = NULL;
     if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "no model");
     const zb_config_t *c = zb_model_config(m);
@@ -87,17 +87,18 @@ int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg, zb_embed_t *
                          c->max_positions);
         goto fail;
     }
-    e->batch_tokens_max = cfg && cfg->batch_tokens_max > 0 ? cfg->batch_tokens_max
-                                                           : S_BATCH_TOKENS_DEFAULT;
+    e->batch_tokens_max =
+        cfg && cfg->batch_tokens_max > 0 ? cfg->batch_tokens_max : S_BATCH_TOKENS_DEFAULT;
     if (e->batch_tokens_max < e->seq_len_max) e->batch_tokens_max = e->seq_len_max;
 
     size_t vlen;
     const char *vocab = zb_model_vocab(m, &vlen);
     e->lowercase = zb_model_tokenizer_config(m)->lowercase;
-    rc = zb_tokenizer_new(vocab, vlen, &(zb_tokenizer_options_t){
-                                     .lowercase = zb_model_tokenizer_config(m)->lowercase,
-                                     .strip_accents = zb_model_tokenizer_config(m)->strip_accents},
-                    &e->tok, d);
+    rc = zb_tokenizer_new(
+        vocab, vlen,
+        &(zb_tokenizer_options_t){.lowercase = zb_model_tokenizer_config(m)->lowercase,
+                                  .strip_accents = zb_model_tokenizer_config(m)->strip_accents},
+        &e->tok, d);
     if (rc != 0) goto fail;
     if (zb_tokenizer_cls_id(e->tok) < 0 || zb_tokenizer_sep_id(e->tok) < 0) {
         rc = zb_diag_set(d, ZB_EFORMAT, "vocabulary lacks [CLS] or [SEP]");
@@ -172,8 +173,8 @@ static int s_push_seq(zb_embed_t *e, size_t *n, s_seq_t s) {
 /* Appends one frame, [CLS] src[0..n) [SEP], with offsets shifted by the
  * frame's start in the text (cp code points, bb bytes), truncated to the
  * model's positions unless windows are on. */
-static int s_push_frame(zb_embed_t *e, zb_embed_result_t *r, const zb_tokenizer_piece_t *src, size_t n,
-                        uint32_t cp, uint32_t bb, const zb_options_t *o) {
+static int s_push_frame(zb_embed_t *e, zb_embed_result_t *r, const zb_tokenizer_piece_t *src,
+                        size_t n, uint32_t cp, uint32_t bb, const zb_options_t *o) {
     size_t content_max = (size_t)e->seq_len_max - 2;
     r->n_pieces_total += (uint32_t)n;
     if (!o->windows && n > content_max) {
@@ -201,8 +202,8 @@ static int s_push_frame(zb_embed_t *e, zb_embed_result_t *r, const zb_tokenizer_
 }
 
 /* Appends words[0..n) shifted by (cp, bb) to r->words, sentence k. */
-static int s_push_words(zb_embed_result_t *r, const zb_tokenizer_word_t *w, size_t n, uint32_t cp, uint32_t bb,
-                        uint32_t k, bool meta) {
+static int s_push_words(zb_embed_result_t *r, const zb_tokenizer_word_t *w, size_t n, uint32_t cp,
+                        uint32_t bb, uint32_t k, bool meta) {
     if (zb_grow((void **)&r->words.v, &r->words.cap, r->words.n + n, sizeof *r->words.v))
         return ZB_ENOMEM;
     if (meta && zb_grow((void **)&r->meta, &r->meta_cap, r->words.n + n, sizeof *r->meta))
@@ -226,7 +227,8 @@ static int s_tokenize_sparknlp(zb_embed_t *e, const char *text, size_t len, zb_e
         r->status = ZB_EUNSUPPORTED;
         snprintf(r->detail, sizeof r->detail,
                  "Spark NLP compatibility needs a model of at least %d positions (this one "
-                 "has %d)", ZB_SPARKNLP_PIECES_MAX, e->seq_len_max);
+                 "has %d)",
+                 ZB_SPARKNLP_PIECES_MAX, e->seq_len_max);
         return 0;
     }
     int rc = zb_sparknlp_analyze(e->tok, !e->lowercase, text, len, doc);
@@ -247,7 +249,8 @@ static int s_tokenize_sparknlp(zb_embed_t *e, const char *text, size_t len, zb_e
         zb_tokenizer_piece_t p = {.id = doc->ids[i]};
         if (doc->piece_token[i] != UINT32_MAX) {
             const zb_sparknlp_span_t *sp = &doc->tokens[doc->piece_token[i]].span;
-            p = (zb_tokenizer_piece_t){doc->ids[i], sp->begin, sp->end, sp->byte_begin, sp->byte_end};
+            p = (zb_tokenizer_piece_t){doc->ids[i], sp->begin, sp->end, sp->byte_begin,
+                                       sp->byte_end};
         }
         r->pieces.v[i] = p;
     }
@@ -259,8 +262,8 @@ static int s_tokenize_sparknlp(zb_embed_t *e, const char *text, size_t len, zb_e
     for (size_t i = 0; i < doc->n_vectors; i++) {
         const zb_sparknlp_vector_t *v = &doc->vectors[i];
         const zb_sparknlp_token_t *t = &doc->tokens[v->token];
-        r->words.v[i] = (zb_tokenizer_word_t){t->span.begin, t->span.end, t->span.byte_begin,
-                                    t->span.byte_end};
+        r->words.v[i] =
+            (zb_tokenizer_word_t){t->span.begin, t->span.end, t->span.byte_begin, t->span.byte_end};
         r->meta[i] = (zb_token_meta_t){.sentence = t->sentence,
                                        .piece_id = v->piece_id,
                                        .row = v->row,
@@ -544,7 +547,7 @@ static bool s_options_valid(const zb_options_t *o) {
 }
 
 int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_options_t *opt, zb_embed_result_t *results) {
+                 const zb_options_t *opt, zb_embed_result_t *results) {
     static const zb_options_t defaults = {0};
     const zb_options_t *o = opt ? opt : &defaults;
     if (!s_options_valid(o)) return ZB_EINVAL;
@@ -575,8 +578,8 @@ int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, si
     if (n_seqs > 1) qsort(e->seqs, n_seqs, sizeof *e->seqs, s_seq_cmp);
 
     /* Spark NLP's graph uses the tanh GELU; the engine's default is erf. */
-    zb_bert_set_gelu(e->bert, o->compat == ZB_COMPAT_SPARKNLP ? ZB_BERT_GELU_TANH
-                                                               : ZB_BERT_GELU_ERF);
+    zb_bert_set_gelu(e->bert,
+                     o->compat == ZB_COMPAT_SPARKNLP ? ZB_BERT_GELU_TANH : ZB_BERT_GELU_ERF);
     size_t H = (size_t)e->dim;
     for (size_t b = 0; b < n_seqs;) {
         /* Pack as many sequences as fit the budget (at least one always fits:

@@ -63,27 +63,27 @@ typedef struct zb_embed_config {
 /* The result for one text; owned by the caller, reusable across calls,
  * zero-initialise and release with zb_embed_result_free(). */
 typedef struct zb_embed_result {
-    int status;          /* 0, or ZB_EUTF8 / ZB_ELIMIT for this text alone */
-    bool truncated;      /* pieces were dropped (truncate mode) */
-    int n_windows;       /* sequences the text was run as (1 unless windows) */
-    uint32_t n_pieces_total; /* wordpieces of the text before truncation */
-    zb_tokenizer_pieces_t pieces;  /* wordpieces incl. [CLS] first and [SEP] last
-                          * (offsets [0,0]); after truncation; with
-                          * sentences or compat, one such frame per
-                          * sentence (see seq_off) */
-    zb_tokenizer_words_t words;    /* token level: the tokens that have a vector */
-    int dim;             /* vector width (hidden size) */
-    size_t n_vectors;    /* rows in vectors */
-    float *vectors;      /* [n_vectors][dim] */
-    size_t vectors_cap;  /* floats allocated */
+    int status;                   /* 0, or ZB_EUTF8 / ZB_ELIMIT for this text alone */
+    bool truncated;               /* pieces were dropped (truncate mode) */
+    int n_windows;                /* sequences the text was run as (1 unless windows) */
+    uint32_t n_pieces_total;      /* wordpieces of the text before truncation */
+    zb_tokenizer_pieces_t pieces; /* wordpieces incl. [CLS] first and [SEP] last
+                                   * (offsets [0,0]); after truncation; with
+                                   * sentences or compat, one such frame per
+                                   * sentence (see seq_off) */
+    zb_tokenizer_words_t words;   /* token level: the tokens that have a vector */
+    int dim;                      /* vector width (hidden size) */
+    size_t n_vectors;             /* rows in vectors */
+    float *vectors;               /* [n_vectors][dim] */
+    size_t vectors_cap;           /* floats allocated */
     /* since options.sentences / compat / token_meta: */
     zb_token_meta_t *meta; /* [words.n] when the options ask for it, else NULL */
     size_t meta_cap;
-    size_t n_sentences;    /* sentences of the text (sequences when not windowed) */
-    uint32_t *seq_off;     /* [n_sentences + 1]: sentence k's framed pieces are
-                            * pieces.v[seq_off[k] .. seq_off[k+1]) */
+    size_t n_sentences; /* sentences of the text (sequences when not windowed) */
+    uint32_t *seq_off;  /* [n_sentences + 1]: sentence k's framed pieces are
+                         * pieces.v[seq_off[k] .. seq_off[k+1]) */
     size_t seq_off_cap;
-    char detail[160];      /* why status != 0, when more is known than the code */
+    char detail[160]; /* why status != 0, when more is known than the code */
 } zb_embed_result_t;
 
 void zb_embed_result_free(zb_embed_result_t *r);
@@ -91,8 +91,7 @@ void zb_embed_result_free(zb_embed_result_t *r);
 typedef struct zb_embed zb_embed_t;
 
 /* Creates an embedder over m (borrowed, must outlive it). cfg may be NULL. */
-int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg,
-                    zb_embed_t **out, zb_diag_t *d);
+int zb_embed_new(const zb_model_t *m, const zb_embed_config_t *cfg, zb_embed_t **out, zb_diag_t *d);
 
 void zb_embed_destroy(zb_embed_t **e);
 
@@ -120,6 +119,6 @@ int zb_embed_dim(const zb_embed_t *e);
  * for a failure of the whole call (out of memory, encoder error).
  */
 int zb_embed_run(zb_embed_t *e, const char *const *texts, const size_t *lens, size_t n,
-                    const zb_options_t *opt, zb_embed_result_t *results);
+                 const zb_options_t *opt, zb_embed_result_t *results);
 
 #endif

@@ -47,16 +47,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define S_NR ZB_GEMM_NR
-#define S_KC ZB_GEMM_KC /* k block: a panel slice of 16 KiB stays in L1 */
-#define S_MC 192 /* row block: a multiple of every MR (4, 6, 12) */
+#define S_NR         ZB_GEMM_NR
+#define S_KC         ZB_GEMM_KC /* k block: a panel slice of 16 KiB stays in L1 */
+#define S_MC         192        /* row block: a multiple of every MR (4, 6, 12) */
 #define S_EPI_PANELS (ZB_GEMM_EPILOGUE_MAX / ZB_GEMM_NR) /* panels per epilogue call */
 /* per-thread work: one packed activation block, or every k block of a few
  * rows (s_run); a multiple of 16 floats, so each thread's part stays
  * cache-line aligned */
 #define S_WORK_THREAD ((size_t)S_MC * S_KC * 2)
 
-#define S_AVX2_FN __attribute__((target("avx2,fma")))
+#define S_AVX2_FN   __attribute__((target("avx2,fma")))
 #define S_AVX512_FN __attribute__((target("avx512f")))
 
 /* What a micro-kernel call adds its block sums to before storing them. */
@@ -70,12 +70,12 @@ typedef enum { S_ADD_NONE, S_ADD_C, S_ADD_BIAS } s_add_t;
  * row block's y outgrows L2): spread through the loop, these cost nothing,
  * where bursts of prefetches between calls stalled on page walks (3% of the
  * time). */
-typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_add_t add, const float *bias, const float *pf, int pf_n);
+typedef void (*s_kern_fn)(int kc, const float *a, const float *b, float *c, size_t ldc, s_add_t add,
+                          const float *bias, const float *pf, int pf_n);
 
 /* The same for one sliver of rows packed with row stride `stride`. */
-typedef void (*s_tall_fn)(int kc, const float *a, int stride, const float *b, float *c,
-                          size_t ldc, s_add_t add, const float *bias, const float *pf, int pf_n);
+typedef void (*s_tall_fn)(int kc, const float *a, int stride, const float *b, float *c, size_t ldc,
+                          s_add_t add, const float *bias, const float *pf, int pf_n);
 
 typedef void (*s_pack_fn)(const float *x, size_t ldx, int rows, int kc, int mr, float *dst);
 
@@ -98,8 +98,8 @@ typedef struct {
  * SIMD FMA instructions, and + the same rounded add, so this gives the
  * same bits as they do. */
 #define S_MR_SCALAR 4
-static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size_t ldc,
-                          s_add_t add, const float *bias, const float *pf, int pf_n) {
+static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size_t ldc, s_add_t add,
+                          const float *bias, const float *pf, int pf_n) {
     (void)pf; /* the reference has no use for prefetching */
     (void)pf_n;
     float acc[S_MR_SCALAR][S_NR];
@@ -121,8 +121,8 @@ static void s_kern_scalar(int kc, const float *a, const float *b, float *c, size
 /* The prefetches of a SIMD kernel at the start of each run of 16 k steps
  * (see s_kern_fn): one line of the next slice while pf_n lasts, and row
  * k0 / 16 of the tile's mr rows of c. */
-static inline void s_prefetch_step(const float **pf, int *pf_n, const float *c, size_t ldc,
-                                   int k0, int mr) {
+static inline void s_prefetch_step(const float **pf, int *pf_n, const float *c, size_t ldc, int k0,
+                                   int mr) {
     if (*pf_n > 0) {
         __builtin_prefetch(*pf, 0, 2);
         *pf += S_NR;
@@ -139,9 +139,9 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
     __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
     c00 = c10 = c20 = c30 = c40 = c50 = _mm256_setzero_ps();
     c01 = c11 = c21 = c31 = c41 = c51 = _mm256_setzero_ps();
-#define S_STEP(r)                                                                              \
-    x = _mm256_broadcast_ss(a + (r));                                                          \
-    c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                 \
+#define S_STEP(r)                                                                                  \
+    x = _mm256_broadcast_ss(a + (r));                                                              \
+    c##r##0 = _mm256_fmadd_ps(x, w0, c##r##0);                                                     \
     c##r##1 = _mm256_fmadd_ps(x, w1, c##r##1)
     for (int k0 = 0; k0 < kc; k0 += 16) {
         s_prefetch_step(&pf, &pf_n, c, ldc, k0, S_MR_AVX2);
@@ -166,19 +166,19 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
         z1 = _mm256_loadu_ps(bias + 8);
     }
     /* NONE stores the sums as they are (no + 0, which would turn -0 to 0) */
-#define S_STORE_ROW(r)                                                                         \
-    do {                                                                                       \
-        float *cr = c + (size_t)(r) * ldc;                                                     \
-        if (add == S_ADD_C) {                                                                  \
-            z0 = _mm256_loadu_ps(cr);                                                          \
-            z1 = _mm256_loadu_ps(cr + 8);                                                      \
-        }                                                                                      \
-        if (add != S_ADD_NONE) {                                                               \
-            c##r##0 = _mm256_add_ps(z0, c##r##0);                                              \
-            c##r##1 = _mm256_add_ps(z1, c##r##1);                                              \
-        }                                                                                      \
-        _mm256_storeu_ps(cr, c##r##0);                                                         \
-        _mm256_storeu_ps(cr + 8, c##r##1);                                                     \
+#define S_STORE_ROW(r)                                                                             \
+    do {                                                                                           \
+        float *cr = c + (size_t)(r)*ldc;                                                           \
+        if (add == S_ADD_C) {                                                                      \
+            z0 = _mm256_loadu_ps(cr);                                                              \
+            z1 = _mm256_loadu_ps(cr + 8);                                                          \
+        }                                                                                          \
+        if (add != S_ADD_NONE) {                                                                   \
+            c##r##0 = _mm256_add_ps(z0, c##r##0);                                                  \
+            c##r##1 = _mm256_add_ps(z1, c##r##1);                                                  \
+        }                                                                                          \
+        _mm256_storeu_ps(cr, c##r##0);                                                             \
+        _mm256_storeu_ps(cr + 8, c##r##1);                                                         \
     } while (0)
     S_STORE_ROW(0);
     S_STORE_ROW(1);
@@ -193,38 +193,37 @@ S_AVX2_FN static void s_kern_avx2(int kc, const float *a, const float *b, float 
  * each activation folds into its FMA as a memory operand, so one panel row
  * load feeds 12 FMAs. */
 #define S_MR_AVX512 12
-S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, float *c,
-                                      size_t ldc, s_add_t add, const float *bias,
-                                      const float *pf, int pf_n) {
+S_AVX512_FN static void s_kern_avx512(int kc, const float *a, const float *b, float *c, size_t ldc,
+                                      s_add_t add, const float *bias, const float *pf, int pf_n) {
     __m512 c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
     c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_ps();
     for (int k0 = 0; k0 < kc; k0 += 16) {
         s_prefetch_step(&pf, &pf_n, c, ldc, k0, S_MR_AVX512);
         const int k1 = kc - k0 < 16 ? kc : k0 + 16;
         for (int k = k0; k < k1; k++) {
-        const __m512 w = _mm512_load_ps(b);
-        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), w, c0);
-        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), w, c1);
-        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), w, c2);
-        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), w, c3);
-        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), w, c4);
-        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), w, c5);
-        c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), w, c6);
-        c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), w, c7);
-        c8 = _mm512_fmadd_ps(_mm512_set1_ps(a[8]), w, c8);
-        c9 = _mm512_fmadd_ps(_mm512_set1_ps(a[9]), w, c9);
-        c10 = _mm512_fmadd_ps(_mm512_set1_ps(a[10]), w, c10);
-        c11 = _mm512_fmadd_ps(_mm512_set1_ps(a[11]), w, c11);
-        a += S_MR_AVX512;
-        b += S_NR;
+            const __m512 w = _mm512_load_ps(b);
+            c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), w, c0);
+            c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[1]), w, c1);
+            c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[2]), w, c2);
+            c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[3]), w, c3);
+            c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[4]), w, c4);
+            c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[5]), w, c5);
+            c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[6]), w, c6);
+            c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[7]), w, c7);
+            c8 = _mm512_fmadd_ps(_mm512_set1_ps(a[8]), w, c8);
+            c9 = _mm512_fmadd_ps(_mm512_set1_ps(a[9]), w, c9);
+            c10 = _mm512_fmadd_ps(_mm512_set1_ps(a[10]), w, c10);
+            c11 = _mm512_fmadd_ps(_mm512_set1_ps(a[11]), w, c11);
+            a += S_MR_AVX512;
+            b += S_NR;
         }
     }
     __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-#define S_STORE_ROW(r)                                                                         \
-    do {                                                                                       \
-        float *cr = c + (size_t)(r) * ldc;                                                     \
-        if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                           \
-        _mm512_storeu_ps(cr, add == S_ADD_NONE ? c##r : _mm512_add_ps(z, c##r));               \
+#define S_STORE_ROW(r)                                                                             \
+    do {                                                                                           \
+        float *cr = c + (size_t)(r)*ldc;                                                           \
+        if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                               \
+        _mm512_storeu_ps(cr, add == S_ADD_NONE ? c##r : _mm512_add_ps(z, c##r));                   \
     } while (0)
     S_STORE_ROW(0);
     S_STORE_ROW(1);
@@ -260,34 +259,34 @@ static inline void s_prefetch_spread(const float **pf, int *pf_n, int left, cons
  * next slice's pf_n lines are prefetched spread over the k loop.  Each
  * row's sums are the same fma chains as in s_kern_avx512, so the bits are
  * too. */
-#define S_TALL_MAX 24
-#define S_TALL_ROWS 64 /* rows that take the tall road (AVX-512) */
+#define S_TALL_MAX       24
+#define S_TALL_ROWS      64 /* rows that take the tall road (AVX-512) */
 #define S_TALL_ROWS_AVX2 24
-#define S_TALL_SLIVERS 4 /* the most slivers either road cuts */
-#define S_AVX512_TALL(R)                                                                       \
-    S_AVX512_FN static void s_tall_avx512_##R(int kc, const float *a, int stride,             \
-                                              const float *b, float *c, size_t ldc, s_add_t add, \
-                                              const float *bias, const float *pf, int pf_n) {  \
-        __m512 acc[R];                                                                         \
-        _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();   \
-        const int blocks = (kc + 15) / 16;                                                     \
-        for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                  \
-            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                     \
-            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
-            for (int k = k0; k < k1; k++) {                                                    \
-                const __m512 w = _mm512_load_ps(b);                                            \
-                _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) acc[r] =                \
-                    _mm512_fmadd_ps(_mm512_set1_ps(a[r]), w, acc[r]);                          \
-                a += stride;                                                                   \
-                b += S_NR;                                                                     \
-            }                                                                                  \
-        }                                                                                      \
-        __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();            \
-        _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) {                               \
-            float *cr = c + (size_t)r * ldc;                                                   \
-            if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                       \
-            _mm512_storeu_ps(cr, add == S_ADD_NONE ? acc[r] : _mm512_add_ps(z, acc[r]));       \
-        }                                                                                      \
+#define S_TALL_SLIVERS   4 /* the most slivers either road cuts */
+#define S_AVX512_TALL(R)                                                                           \
+    S_AVX512_FN static void s_tall_avx512_##R(int kc, const float *a, int stride, const float *b,  \
+                                              float *c, size_t ldc, s_add_t add,                   \
+                                              const float *bias, const float *pf, int pf_n) {      \
+        __m512 acc[R];                                                                             \
+        _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();       \
+        const int blocks = (kc + 15) / 16;                                                         \
+        for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                      \
+            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                         \
+            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                            \
+            for (int k = k0; k < k1; k++) {                                                        \
+                const __m512 w = _mm512_load_ps(b);                                                \
+                _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) acc[r] =                    \
+                    _mm512_fmadd_ps(_mm512_set1_ps(a[r]), w, acc[r]);                              \
+                a += stride;                                                                       \
+                b += S_NR;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+        __m512 z = add == S_ADD_BIAS ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();                \
+        _Pragma("GCC unroll 24") for (int r = 0; r < (R); r++) {                                   \
+            float *cr = c + (size_t)r * ldc;                                                       \
+            if (add == S_ADD_C) z = _mm512_loadu_ps(cr);                                           \
+            _mm512_storeu_ps(cr, add == S_ADD_NONE ? acc[r] : _mm512_add_ps(z, acc[r]));           \
+        }                                                                                          \
     }
 S_AVX512_TALL(1)
 S_AVX512_TALL(2)
@@ -316,52 +315,71 @@ S_AVX512_TALL(24)
 #undef S_AVX512_TALL
 
 static const s_tall_fn s_avx512_tall[S_TALL_MAX + 1] = {
-    NULL,               s_tall_avx512_1,  s_tall_avx512_2,  s_tall_avx512_3,  s_tall_avx512_4,
-    s_tall_avx512_5,    s_tall_avx512_6,  s_tall_avx512_7,  s_tall_avx512_8,  s_tall_avx512_9,
-    s_tall_avx512_10,   s_tall_avx512_11, s_tall_avx512_12, s_tall_avx512_13, s_tall_avx512_14,
-    s_tall_avx512_15,   s_tall_avx512_16, s_tall_avx512_17, s_tall_avx512_18, s_tall_avx512_19,
-    s_tall_avx512_20,   s_tall_avx512_21, s_tall_avx512_22, s_tall_avx512_23, s_tall_avx512_24,
+    NULL,
+    s_tall_avx512_1,
+    s_tall_avx512_2,
+    s_tall_avx512_3,
+    s_tall_avx512_4,
+    s_tall_avx512_5,
+    s_tall_avx512_6,
+    s_tall_avx512_7,
+    s_tall_avx512_8,
+    s_tall_avx512_9,
+    s_tall_avx512_10,
+    s_tall_avx512_11,
+    s_tall_avx512_12,
+    s_tall_avx512_13,
+    s_tall_avx512_14,
+    s_tall_avx512_15,
+    s_tall_avx512_16,
+    s_tall_avx512_17,
+    s_tall_avx512_18,
+    s_tall_avx512_19,
+    s_tall_avx512_20,
+    s_tall_avx512_21,
+    s_tall_avx512_22,
+    s_tall_avx512_23,
+    s_tall_avx512_24,
 };
 
 /* The AVX2 form: R rows x 16 columns in 2R registers (R <= 6, as the
  * 6-row kernel), for up to S_TALL_ROWS_AVX2 rows. */
 #define S_TALL_MAX_AVX2 6
-#define S_AVX2_TALL(R)                                                                         \
-    S_AVX2_FN static void s_tall_avx2_##R(int kc, const float *a, int stride, const float *b, \
-                                          float *c, size_t ldc, s_add_t add, const float *bias, \
-                                          const float *pf, int pf_n) {                         \
-        __m256 lo[R], hi[R];                                                                   \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
-            _mm256_setzero_ps();                                                               \
-        const int blocks = (kc + 15) / 16;                                                     \
-        for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                  \
-            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                     \
-            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                        \
-            for (int k = k0; k < k1; k++) {                                                    \
-                const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);               \
-                _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                        \
-                    const __m256 x = _mm256_broadcast_ss(a + r);                               \
-                    lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                     \
-                    hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                     \
-                }                                                                              \
-                a += stride;                                                                   \
-                b += S_NR;                                                                     \
-            }                                                                                  \
-        }                                                                                      \
-        __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();                             \
-        if (add == S_ADD_BIAS) {                                                               \
-            z0 = _mm256_loadu_ps(bias);                                                        \
-            z1 = _mm256_loadu_ps(bias + 8);                                                    \
-        }                                                                                      \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
-            float *cr = c + (size_t)r * ldc;                                                   \
-            if (add == S_ADD_C) {                                                              \
-                z0 = _mm256_loadu_ps(cr);                                                      \
-                z1 = _mm256_loadu_ps(cr + 8);                                                  \
-            }                                                                                  \
-            _mm256_storeu_ps(cr, add == S_ADD_NONE ? lo[r] : _mm256_add_ps(z0, lo[r]));        \
-            _mm256_storeu_ps(cr + 8, add == S_ADD_NONE ? hi[r] : _mm256_add_ps(z1, hi[r]));    \
-        }                                                                                      \
+#define S_AVX2_TALL(R)                                                                             \
+    S_AVX2_FN static void s_tall_avx2_##R(int kc, const float *a, int stride, const float *b,      \
+                                          float *c, size_t ldc, s_add_t add, const float *bias,    \
+                                          const float *pf, int pf_n) {                             \
+        __m256 lo[R], hi[R];                                                                       \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] = _mm256_setzero_ps(); \
+        const int blocks = (kc + 15) / 16;                                                         \
+        for (int k0 = 0, blk = 0; k0 < kc; k0 += 16, blk++) {                                      \
+            s_prefetch_spread(&pf, &pf_n, blocks - blk, c, ldc, blk, (R));                         \
+            const int k1 = kc - k0 < 16 ? kc : k0 + 16;                                            \
+            for (int k = k0; k < k1; k++) {                                                        \
+                const __m256 w0 = _mm256_load_ps(b), w1 = _mm256_load_ps(b + 8);                   \
+                _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
+                    const __m256 x = _mm256_broadcast_ss(a + r);                                   \
+                    lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                         \
+                    hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                         \
+                }                                                                                  \
+                a += stride;                                                                       \
+                b += S_NR;                                                                         \
+            }                                                                                      \
+        }                                                                                          \
+        __m256 z0 = _mm256_setzero_ps(), z1 = _mm256_setzero_ps();                                 \
+        if (add == S_ADD_BIAS) {                                                                   \
+            z0 = _mm256_loadu_ps(bias);                                                            \
+            z1 = _mm256_loadu_ps(bias + 8);                                                        \
+        }                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                    \
+            float *cr = c + (size_t)r * ldc;                                                       \
+            if (add == S_ADD_C) {                                                                  \
+                z0 = _mm256_loadu_ps(cr);                                                          \
+                z1 = _mm256_loadu_ps(cr + 8);                                                      \
+            }                                                                                      \
+            _mm256_storeu_ps(cr, add == S_ADD_NONE ? lo[r] : _mm256_add_ps(z0, lo[r]));            \
+            _mm256_storeu_ps(cr + 8, add == S_ADD_NONE ? hi[r] : _mm256_add_ps(z1, hi[r]));        \
+        }                                                                                          \
     }
 S_AVX2_TALL(1)
 S_AVX2_TALL(2)
@@ -380,18 +398,24 @@ static const s_tall_fn s_avx2_tall[S_TALL_MAX_AVX2 + 1] = {
 bool zb_gemm_isa_supported(zb_gemm_isa_t isa) {
     __builtin_cpu_init();
     switch (isa) {
-    case ZB_GEMM_SCALAR: return true;
-    case ZB_GEMM_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case ZB_GEMM_AVX512: return __builtin_cpu_supports("avx512f");
+    case ZB_GEMM_SCALAR:
+        return true;
+    case ZB_GEMM_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ZB_GEMM_AVX512:
+        return __builtin_cpu_supports("avx512f");
     }
     return false;
 }
 
 const char *zb_gemm_isa_name(zb_gemm_isa_t isa) {
     switch (isa) {
-    case ZB_GEMM_SCALAR: return "scalar";
-    case ZB_GEMM_AVX2: return "avx2";
-    case ZB_GEMM_AVX512: return "avx512";
+    case ZB_GEMM_SCALAR:
+        return "scalar";
+    case ZB_GEMM_AVX2:
+        return "avx2";
+    case ZB_GEMM_AVX512:
+        return "avx512";
     }
     return "?";
 }
@@ -521,12 +545,13 @@ S_AVX2_FN static void s_pack_x_avx2(const float *x, size_t ldx, int rows, int kc
 static s_kern_t s_kernel(zb_gemm_isa_t isa) {
     switch (isa) {
     case ZB_GEMM_AVX512:
-        return (s_kern_t){S_MR_AVX512, s_kern_avx512, s_pack_x_avx2, s_avx512_tall,
-                          S_TALL_MAX,  S_TALL_ROWS};
+        return (s_kern_t){S_MR_AVX512,   s_kern_avx512, s_pack_x_avx2,
+                          s_avx512_tall, S_TALL_MAX,    S_TALL_ROWS};
     case ZB_GEMM_AVX2:
-        return (s_kern_t){S_MR_AVX2,       s_kern_avx2, s_pack_x_avx2, s_avx2_tall,
-                          S_TALL_MAX_AVX2, S_TALL_ROWS_AVX2};
-    case ZB_GEMM_SCALAR: break;
+        return (s_kern_t){S_MR_AVX2,   s_kern_avx2,     s_pack_x_avx2,
+                          s_avx2_tall, S_TALL_MAX_AVX2, S_TALL_ROWS_AVX2};
+    case ZB_GEMM_SCALAR:
+        break;
     }
     return (s_kern_t){S_MR_SCALAR, s_kern_scalar, s_pack_x_scalar, NULL, 0, 0};
 }
@@ -587,9 +612,8 @@ static void s_edge_out(const s_edge_t *e, float *c, size_t ldc, int rows, int co
  * a panel slice.  A full tile goes straight to y, on fn or, for the first
  * rows < mr of a sliver, on the tall kernel of that height; an edge tile
  * runs fn on a local tile (s_edge_t). */
-static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c,
-                   int rows, int cols, s_add_t add, const float *bias, const float *pf,
-                   int pf_n) {
+static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp, float *c, int rows,
+                   int cols, s_add_t add, const float *bias, const float *pf, int pf_n) {
     const zb_gemm_args_t *a = pl->a;
     const size_t ldc = a->ldy;
     if (rows == pl->kern.mr && cols == S_NR) {
@@ -610,8 +634,8 @@ static void s_tile(const s_plan_t *pl, int kc, const float *ap, const float *bp,
 /* One k block of panel p over the mc rows of a row block starting at row
  * i0: the tiles of every sliver (packed at ap, [kc][mr] each), then, when
  * that was the panel's last k block, the epilogue of its group. */
-static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int p1, int k0,
-                          int kc, const float *ap, const float *pf_end) {
+static void s_panel_block(const s_plan_t *pl, int i0, int mc, int p, int p0, int p1, int k0, int kc,
+                          const float *ap, const float *pf_end) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k, N = a->w->n, mr = pl->kern.mr;
     const s_add_t add = s_add_mode(a, k0);
@@ -692,12 +716,12 @@ static void s_run(const s_plan_t *pl, int m0, int m1, int p0, int p1, float *apa
  * most the kernel's tall_max), each packed for every k block with an even
  * row stride (the pack's transposes take row pairs). */
 typedef struct {
-    int n;                        /* slivers */
-    int row[S_TALL_SLIVERS];      /* first row */
-    int rows[S_TALL_SLIVERS];     /* height, <= the kernel's tall_max */
-    int stride[S_TALL_SLIVERS];   /* packed row stride, >= rows */
-    size_t at[S_TALL_SLIVERS];    /* offset of its packed [K][stride] in apack */
-    size_t floats;                /* the whole pack */
+    int n;                      /* slivers */
+    int row[S_TALL_SLIVERS];    /* first row */
+    int rows[S_TALL_SLIVERS];   /* height, <= the kernel's tall_max */
+    int stride[S_TALL_SLIVERS]; /* packed row stride, >= rows */
+    size_t at[S_TALL_SLIVERS];  /* offset of its packed [K][stride] in apack */
+    size_t floats;              /* the whole pack */
 } s_tall_t;
 
 static s_tall_t s_tall_plan(int m, int k, int tall_max) {
@@ -719,8 +743,7 @@ static s_tall_t s_tall_plan(int m, int k, int tall_max) {
  * for the first and from L1 for the others), the next slice prefetched a
  * share per sliver as the current one runs, the epilogue per group of
  * panels. */
-static void s_run_tall(const s_plan_t *pl, const s_tall_t *tp, int p0, int p1,
-                       const float *apack) {
+static void s_run_tall(const s_plan_t *pl, const s_tall_t *tp, int p0, int p1, const float *apack) {
     const zb_gemm_args_t *a = pl->a;
     const int M = a->m, K = a->w->k, N = a->w->n;
     const float *w_end = a->w->p + (size_t)p1 * S_NR * (size_t)K;
@@ -763,25 +786,22 @@ static void s_run_tall(const s_plan_t *pl, const s_tall_t *tp, int p0, int p1,
 /* The whole product for at most S_TALL_ROWS rows (tp fits one thread's
  * work area): the activations packed once, before the team starts, then
  * panel groups shared out. */
-static void s_gemm_tall(const zb_gemm_exec_t *e, const s_plan_t *pl, const s_tall_t *tp,
-                        int nt) {
+static void s_gemm_tall(const zb_gemm_exec_t *e, const s_plan_t *pl, const s_tall_t *tp, int nt) {
     const zb_gemm_args_t *a = pl->a;
     const int K = a->w->k;
     float *apack = e->work;
     for (int i = 0; i < tp->n; i++)
         for (int k0 = 0; k0 < K; k0 += S_KC) {
             const int kc = K - k0 < S_KC ? K - k0 : S_KC;
-            pl->kern.pack(a->x + (size_t)tp->row[i] * a->ldx + (size_t)k0, a->ldx, tp->rows[i],
-                          kc, tp->stride[i],
-                          apack + tp->at[i] + (size_t)k0 * (size_t)tp->stride[i]);
+            pl->kern.pack(a->x + (size_t)tp->row[i] * a->ldx + (size_t)k0, a->ldx, tp->rows[i], kc,
+                          tp->stride[i], apack + tp->at[i] + (size_t)k0 * (size_t)tp->stride[i]);
         }
     if (nt == 1) {
         s_run_tall(pl, tp, 0, pl->n_panels, apack);
         return;
     }
     const int groups =
-        S_TALL_GROUPS_PER_THREAD * nt < pl->n_panels ? S_TALL_GROUPS_PER_THREAD * nt
-                                                     : pl->n_panels;
+        S_TALL_GROUPS_PER_THREAD * nt < pl->n_panels ? S_TALL_GROUPS_PER_THREAD * nt : pl->n_panels;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int g = 0; g < groups; g++) {
         const int p0 = (int)((int64_t)pl->n_panels * g / groups);
@@ -843,8 +863,7 @@ void zb_gemm(const zb_gemm_exec_t *e, const zb_gemm_args_t *a) {
         s_run(&pl, 0, a->m, 0, pl.n_panels, e->work);
         return;
     }
-    const zb_gemm_split_t sp =
-        zb_gemm_split(a->m, pl.kern.mr, S_MC / pl.kern.mr, pl.n_panels, nt);
+    const zb_gemm_split_t sp = zb_gemm_split(a->m, pl.kern.mr, S_MC / pl.kern.mr, pl.n_panels, nt);
     const int units = sp.blocks * sp.groups;
 #pragma omp parallel num_threads(nt)
     {

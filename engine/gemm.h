@@ -48,7 +48,7 @@
 #define ZB_GEMM_KC 256
 
 /* The packed layout's name and version, as bundles record them. */
-#define ZB_GEMM_LAYOUT_NAME "panel"
+#define ZB_GEMM_LAYOUT_NAME    "panel"
 #define ZB_GEMM_LAYOUT_VERSION 1
 
 typedef enum zb_gemm_isa {
@@ -127,10 +127,10 @@ typedef enum zb_gemm_init {
 typedef void (*zb_gemm_epilogue_fn)(void *ctx, float *y, int n);
 
 typedef struct zb_gemm_args {
-    int m;                        /* rows of x and y, >= 0 */
-    const float *x;               /* [m][w->k], row stride ldx */
-    size_t ldx;                   /* >= w->k */
-    const zb_gemm_w_t *w;         /* packed weights */
+    int m;                /* rows of x and y, >= 0 */
+    const float *x;       /* [m][w->k], row stride ldx */
+    size_t ldx;           /* >= w->k */
+    const zb_gemm_w_t *w; /* packed weights */
     zb_gemm_init_t init;
     const float *bias;            /* [w->n] for ZB_GEMM_BIAS, else unused */
     float *y;                     /* [m][w->n], row stride ldy */

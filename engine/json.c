@@ -53,20 +53,19 @@ int zb_json_shape(const cJSON *js, size_t elem_size, const char *src, const char
         return zb_diag_set(d, ZB_EFORMAT, "%s: tensor %s: missing or non-array shape", src, name);
     int n = cJSON_GetArraySize(js);
     if (n > ZB_TENSOR_DIMS_MAX)
-        return zb_diag_set(d, ZB_ELIMIT, "%s: tensor %s: %d dimensions, more than %d", src, name,
-                           n, ZB_TENSOR_DIMS_MAX);
+        return zb_diag_set(d, ZB_ELIMIT, "%s: tensor %s: %d dimensions, more than %d", src, name, n,
+                           ZB_TENSOR_DIMS_MAX);
     uint64_t elems = 1;
     int k = 0;
     for (const cJSON *v = js->child; v != NULL; v = v->next, k++) {
         uint64_t dim;
         if (!zb_json_uint(v, &dim))
             return zb_diag_set(d, ZB_EFORMAT,
-                               "%s: tensor %s: shape[%d] is not a non-negative integer", src,
-                               name, k);
+                               "%s: tensor %s: shape[%d] is not a non-negative integer", src, name,
+                               k);
         shape[k] = (int64_t)dim;
         if (__builtin_mul_overflow(elems, dim, &elems) || elems > SIZE_MAX / elem_size)
-            return zb_diag_set(d, ZB_EFORMAT, "%s: tensor %s: shape product overflows", src,
-                               name);
+            return zb_diag_set(d, ZB_EFORMAT, "%s: tensor %s: shape product overflows", src, name);
     }
     *n_dims = n;
     *n_elems = elems;

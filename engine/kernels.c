@@ -31,18 +31,18 @@
 
 #include "gemm.h"
 
-#define ZB_AVX2_FN __attribute__((target("avx2,fma")))
+#define ZB_AVX2_FN   __attribute__((target("avx2,fma")))
 #define ZB_AVX512_FN __attribute__((target("avx512f,avx2,fma")))
 
 /* exp: Cody-Waite split of ln 2 (the high part has 9 significant bits, so
  * n * LN2_HI is exact for |n| < 2^15). */
-#define LOG2E 1.44269504f
+#define LOG2E  1.44269504f
 #define LN2_HI 0.693359375f
 #define LN2_LO -2.12194440e-4f
 #define EXP_LO -87.0f /* 2^-126 region: the smallest normal float */
 #define EXP_HI 88.0f  /* below log(FLT_MAX) = 88.72 */
-static const float s_exp_p[5] = {4.99999933e-01f, 1.66665190e-01f, 4.16684072e-02f,
-                                 8.36891376e-03f, 1.38141908e-03f};
+static const float s_exp_p[5] = {4.99999933e-01f, 1.66665190e-01f, 4.16684072e-02f, 8.36891376e-03f,
+                                 1.38141908e-03f};
 
 /* erf(x)/x - 1 as a polynomial in u = x^2 on [0, 1] (erf(x) = x + x Q(u):
  * the leading x stays exact; 2/sqrt(pi) itself would lose 5e-8 to rounding).
@@ -53,20 +53,23 @@ static const float s_erf_a[7] = {1.283791661e-01f,  -3.761262596e-01f, 1.1283578
                                  7.806903159e-05f};
 
 /* erfc(x) exp(x^2) as a polynomial in t = 1/(1 + x/2) on x in [1, 4.5]. */
-static const float s_erfc_g[8] = {-1.319322773e-04f, 2.845774612e-01f, 2.618298671e-01f,
+static const float s_erfc_g[8] = {-1.319322773e-04f, 2.845774612e-01f,  2.618298671e-01f,
                                   3.402649124e-01f,  -8.784554686e-02f, 5.436666692e-01f,
                                   -4.577851975e-01f, 1.154501313e-01f};
 #define ERF_SPLIT 1.0f /* below: the series form; from here: the erfc form */
 #define ERFC_ZERO 4.5f /* erfc below 2e-10 from here on: taken as 0 */
-#define SQRT1_2 0.707106781f
+#define SQRT1_2   0.707106781f
 
 bool zb_kernels_isa_supported(zb_kernels_isa_t isa) {
     __builtin_cpu_init();
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     switch (isa) {
-    case ZB_KERNELS_SCALAR: return true;
-    case ZB_KERNELS_AVX2: return avx2;
-    case ZB_KERNELS_AVX512: return avx2 && __builtin_cpu_supports("avx512f");
+    case ZB_KERNELS_SCALAR:
+        return true;
+    case ZB_KERNELS_AVX2:
+        return avx2;
+    case ZB_KERNELS_AVX512:
+        return avx2 && __builtin_cpu_supports("avx512f");
     }
     return false;
 }
@@ -233,10 +236,9 @@ ZB_AVX2_FN static inline __m256 s_exp8(__m256 x) {
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
     __m256 p = _mm256_set1_ps(s_exp_p[4]);
     for (int i = 3; i >= 0; i--) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(s_exp_p[i]));
-    __m256 er = _mm256_add_ps(_mm256_set1_ps(1.0f),
-                              _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n),
-                                                   _mm256_set1_epi32(127)), 23);
+    __m256 er = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(er, _mm256_castsi256_ps(e));
 }
 
@@ -251,8 +253,8 @@ ZB_AVX2_FN static inline __m256 s_erf_small8(__m256 x) {
 /* erfc(a) for a = |x| >= 1; lanes below 1 get erfc(1), lanes at or past
  * ERFC_ZERO get 0. */
 ZB_AVX2_FN static inline __m256 s_erfc_big8(__m256 a) {
-    __m256 ab = _mm256_min_ps(_mm256_set1_ps(ERFC_ZERO),
-                              _mm256_max_ps(_mm256_set1_ps(ERF_SPLIT), a));
+    __m256 ab =
+        _mm256_min_ps(_mm256_set1_ps(ERFC_ZERO), _mm256_max_ps(_mm256_set1_ps(ERF_SPLIT), a));
     __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f),
                              _mm256_fmadd_ps(ab, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
     __m256 g = _mm256_set1_ps(s_erfc_g[7]);
@@ -303,15 +305,14 @@ ZB_AVX2_FN static inline __m256 s_gelu_tanh8(__m256 x) {
 
 /* Applies f to n floats; the tail goes through masked loads and stores so
  * that every element takes the same vector path. */
-#define ZB_MAP8(f, x, y, n)                                                     \
-    do {                                                                        \
-        size_t i_ = 0;                                                          \
-        for (; i_ + 8 <= (n); i_ += 8)                                          \
-            _mm256_storeu_ps((y) + i_, f(_mm256_loadu_ps((x) + i_)));           \
-        if (i_ < (n)) {                                                         \
-            __m256i m_ = s_mask8((int)((n) - i_));                              \
-            _mm256_maskstore_ps((y) + i_, m_, f(_mm256_maskload_ps((x) + i_, m_))); \
-        }                                                                       \
+#define ZB_MAP8(f, x, y, n)                                                                        \
+    do {                                                                                           \
+        size_t i_ = 0;                                                                             \
+        for (; i_ + 8 <= (n); i_ += 8) _mm256_storeu_ps((y) + i_, f(_mm256_loadu_ps((x) + i_)));   \
+        if (i_ < (n)) {                                                                            \
+            __m256i m_ = s_mask8((int)((n)-i_));                                                   \
+            _mm256_maskstore_ps((y) + i_, m_, f(_mm256_maskload_ps((x) + i_, m_)));                \
+        }                                                                                          \
     } while (0)
 
 ZB_AVX2_FN static void s_erf_avx2(const float *x, float *y, size_t n) {
@@ -354,8 +355,7 @@ ZB_AVX2_FN static void s_softmax_row_avx2(float *x, int n) {
     for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
     __m256i mt = s_mask8(n - i);
     if (i < n) {
-        __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mt),
-                                    _mm256_castsi256_ps(mt));
+        __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mt), _mm256_castsi256_ps(mt));
         vm = _mm256_max_ps(vm, v);
     }
     __m256 m = _mm256_set1_ps(s_hmax8(vm));
@@ -398,9 +398,9 @@ ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, c
             vs = _mm256_add_ps(vs, _mm256_sub_ps(v, vk));
         }
         if (i < n) {
-            __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_maskload_ps(a + i, mti),
-                                                   _mm256_maskload_ps(b + i, mti)),
-                                     _mm256_maskload_ps(c + i, mti));
+            __m256 v = _mm256_add_ps(
+                _mm256_add_ps(_mm256_maskload_ps(a + i, mti), _mm256_maskload_ps(b + i, mti)),
+                _mm256_maskload_ps(c + i, mti));
             _mm256_maskstore_ps(y + i, mti, v);
             vs = _mm256_add_ps(vs, _mm256_and_ps(_mm256_sub_ps(v, vk), mt));
         }
@@ -448,14 +448,15 @@ ZB_AVX2_FN static void s_ln_row_avx2(float *y, const float *a, const float *b, c
     for (i = 0; i < nv; i += 8) {
         __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vk), vmean);
         d = _mm256_mul_ps(d, rstd);
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i),
-                                                _mm256_loadu_ps(beta + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(d, _mm256_loadu_ps(gamma + i), _mm256_loadu_ps(beta + i)));
     }
     if (i < n) {
         __m256 d = _mm256_sub_ps(_mm256_sub_ps(_mm256_maskload_ps(y + i, mti), vk), vmean);
         d = _mm256_mul_ps(d, rstd);
-        _mm256_maskstore_ps(y + i, mti, _mm256_fmadd_ps(d, _mm256_maskload_ps(gamma + i, mti),
-                                                        _mm256_maskload_ps(beta + i, mti)));
+        _mm256_maskstore_ps(y + i, mti,
+                            _mm256_fmadd_ps(d, _mm256_maskload_ps(gamma + i, mti),
+                                            _mm256_maskload_ps(beta + i, mti)));
     }
 }
 
@@ -476,10 +477,9 @@ ZB_AVX512_FN static inline __m512 s_exp16(__m512 x) {
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
     __m512 p = _mm512_set1_ps(s_exp_p[4]);
     for (int i = 3; i >= 0; i--) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(s_exp_p[i]));
-    __m512 er = _mm512_add_ps(_mm512_set1_ps(1.0f),
-                              _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r));
-    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n),
-                                                   _mm512_set1_epi32(127)), 23);
+    __m512 er = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(_mm512_mul_ps(r, r), p, r));
+    __m512i e =
+        _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
     return _mm512_mul_ps(er, _mm512_castsi512_ps(e));
 }
 
@@ -491,8 +491,8 @@ ZB_AVX512_FN static inline __m512 s_erf_small16(__m512 x) {
 }
 
 ZB_AVX512_FN static inline __m512 s_erfc_big16(__m512 a) {
-    __m512 ab = _mm512_min_ps(_mm512_set1_ps(ERFC_ZERO),
-                              _mm512_max_ps(_mm512_set1_ps(ERF_SPLIT), a));
+    __m512 ab =
+        _mm512_min_ps(_mm512_set1_ps(ERFC_ZERO), _mm512_max_ps(_mm512_set1_ps(ERF_SPLIT), a));
     __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f),
                              _mm512_fmadd_ps(ab, _mm512_set1_ps(0.5f), _mm512_set1_ps(1.0f)));
     __m512 g = _mm512_set1_ps(s_erfc_g[7]);
@@ -586,8 +586,7 @@ ZB_AVX512_FN static inline void s_transpose16(__m512 r[16]) {
 
 /* kt[d][j] (row stride lds) = k[j][d] for j < t, d < dh; 0 for t <= j <
  * round16(t). */
-ZB_AVX512_FN static void s_transpose_k(const float *k, int ld, int t, int dh, float *kt,
-                                       int lds) {
+ZB_AVX512_FN static void s_transpose_k(const float *k, int ld, int t, int dh, float *kt, int lds) {
     for (int j0 = 0; j0 < t; j0 += 16)
         for (int d0 = 0; d0 < dh; d0 += 16) {
             __m512 r[16];
@@ -601,20 +600,19 @@ ZB_AVX512_FN static void s_transpose_k(const float *k, int ld, int t, int dh, fl
 }
 
 /* s[r][0..16) = scale * sum_d q_r[d] kt[d][0..16) for R rows. */
-#define S_QK_TILE(R)                                                                           \
-    ZB_AVX512_FN static void s_qk_tile_##R(const float *q, int ld, const float *kt, int lds,  \
-                                           int dh, float scale, float *s, int ldso) {          \
-        __m512 acc[R];                                                                         \
-        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();    \
-        for (int d = 0; d < dh; d++) {                                                         \
-            const __m512 w = _mm512_loadu_ps(kt + (size_t)d * (size_t)lds);                    \
-            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] =                     \
-                _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)r * (size_t)ld + (size_t)d]), w,      \
-                                acc[r]);                                                       \
-        }                                                                                      \
-        const __m512 sc = _mm512_set1_ps(scale);                                               \
-        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                  \
-            _mm512_storeu_ps(s + (size_t)r * (size_t)ldso, _mm512_mul_ps(acc[r], sc));         \
+#define S_QK_TILE(R)                                                                               \
+    ZB_AVX512_FN static void s_qk_tile_##R(const float *q, int ld, const float *kt, int lds,       \
+                                           int dh, float scale, float *s, int ldso) {              \
+        __m512 acc[R];                                                                             \
+        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] = _mm512_setzero_ps();        \
+        for (int d = 0; d < dh; d++) {                                                             \
+            const __m512 w = _mm512_loadu_ps(kt + (size_t)d * (size_t)lds);                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++) acc[r] =                         \
+                _mm512_fmadd_ps(_mm512_set1_ps(q[(size_t)r * (size_t)ld + (size_t)d]), w, acc[r]); \
+        }                                                                                          \
+        const __m512 sc = _mm512_set1_ps(scale);                                                   \
+        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                      \
+            _mm512_storeu_ps(s + (size_t)r * (size_t)ldso, _mm512_mul_ps(acc[r], sc));             \
     }
 S_QK_TILE(1)
 S_QK_TILE(2)
@@ -628,31 +626,30 @@ S_QK_TILE(8)
 
 typedef void (*s_qk_fn)(const float *, int, const float *, int, int, float, float *, int);
 static const s_qk_fn s_qk_tiles[S_QK_ROWS + 1] = {
-    NULL, s_qk_tile_1, s_qk_tile_2, s_qk_tile_3, s_qk_tile_4,
+    NULL,        s_qk_tile_1, s_qk_tile_2, s_qk_tile_3, s_qk_tile_4,
     s_qk_tile_5, s_qk_tile_6, s_qk_tile_7, s_qk_tile_8,
 };
 
 /* ctx_r[0..16 C) = sum_{j < t} p[r][j] v_j[0..16 C) for R rows. */
-#define S_PV_TILE(R, C)                                                                        \
-    ZB_AVX512_FN static void s_pv_tile_##R##_##C(const float *p, int lds, const float *v,      \
-                                                 int ld, int t, float *ctx) {                  \
-        __m512 acc[R][C];                                                                      \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                  \
-            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] =                  \
-                _mm512_setzero_ps();                                                           \
-        for (int j = 0; j < t; j++) {                                                          \
-            __m512 w[C];                                                                       \
-            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) w[c] =                       \
-                _mm512_loadu_ps(v + (size_t)j * (size_t)ld + 16 * c);                          \
-            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
-                const __m512 b = _mm512_set1_ps(p[(size_t)r * (size_t)lds + (size_t)j]);       \
-                _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] =              \
-                    _mm512_fmadd_ps(b, w[c], acc[r][c]);                                       \
-            }                                                                                  \
-        }                                                                                      \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                  \
-            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++)                              \
-                _mm512_storeu_ps(ctx + (size_t)r * (size_t)ld + 16 * c, acc[r][c]);            \
+#define S_PV_TILE(R, C)                                                                            \
+    ZB_AVX512_FN static void s_pv_tile_##R##_##C(const float *p, int lds, const float *v, int ld,  \
+                                                 int t, float *ctx) {                              \
+        __m512 acc[R][C];                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                      \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] = _mm512_setzero_ps(); \
+        for (int j = 0; j < t; j++) {                                                              \
+            __m512 w[C];                                                                           \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) w[c] =                           \
+                _mm512_loadu_ps(v + (size_t)j * (size_t)ld + 16 * c);                              \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+                const __m512 b = _mm512_set1_ps(p[(size_t)r * (size_t)lds + (size_t)j]);           \
+                _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++) acc[r][c] =                  \
+                    _mm512_fmadd_ps(b, w[c], acc[r][c]);                                           \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++)                                      \
+            _Pragma("GCC unroll 4") for (int c = 0; c < (C); c++)                                  \
+                _mm512_storeu_ps(ctx + (size_t)r * (size_t)ld + 16 * c, acc[r][c]);                \
     }
 #define S_PV_ROW(R) S_PV_TILE(R, 1) S_PV_TILE(R, 2) S_PV_TILE(R, 3) S_PV_TILE(R, 4)
 S_PV_ROW(1)
@@ -665,11 +662,16 @@ S_PV_ROW(6)
 #undef S_PV_TILE
 
 typedef void (*s_pv_fn)(const float *, int, const float *, int, int, float *);
-#define S_PV_ROW(R)                                                                            \
+#define S_PV_ROW(R)                                                                                \
     { NULL, s_pv_tile_##R##_1, s_pv_tile_##R##_2, s_pv_tile_##R##_3, s_pv_tile_##R##_4 }
 static const s_pv_fn s_pv_tiles[S_PV_ROWS + 1][5] = {
-    {NULL, NULL, NULL, NULL, NULL}, S_PV_ROW(1), S_PV_ROW(2), S_PV_ROW(3),
-    S_PV_ROW(4), S_PV_ROW(5), S_PV_ROW(6),
+    {NULL, NULL, NULL, NULL, NULL},
+    S_PV_ROW(1),
+    S_PV_ROW(2),
+    S_PV_ROW(3),
+    S_PV_ROW(4),
+    S_PV_ROW(5),
+    S_PV_ROW(6),
 };
 #undef S_PV_ROW
 
@@ -701,10 +703,9 @@ ZB_AVX512_FN static void s_softmax_row_avx512(float *s, int t) {
 }
 
 /* One (sequence, head) block: q, k, v, ctx at its first row and column. */
-ZB_AVX512_FN static void s_attention_block_avx512(const float *q, const float *k,
-                                                  const float *v, float *ctx, int ld, int t,
-                                                  int dh, float scale, float *s, float *kt,
-                                                  int lds) {
+ZB_AVX512_FN static void s_attention_block_avx512(const float *q, const float *k, const float *v,
+                                                  float *ctx, int ld, int t, int dh, float scale,
+                                                  float *s, float *kt, int lds) {
     s_transpose_k(k, ld, t, dh, kt, lds);
     for (int i0 = 0; i0 < t; i0 += S_QK_ROWS) {
         const int rows = t - i0 < S_QK_ROWS ? t - i0 : S_QK_ROWS;
@@ -758,27 +759,25 @@ ZB_AVX2_FN static void s_transpose_k_avx2(const float *k, int ld, int t, int dh,
 /* s[r][0..16) = scale * sum_d q_r[d] kt[d][0..16) for R rows (<= 6: 12
  * accumulators). */
 #define S_QK16_ROWS 6
-#define S_QK16_TILE(R)                                                                         \
-    ZB_AVX2_FN static void s_qk16_tile_##R(const float *q, int ld, const float *kt, int lds,  \
-                                           int dh, float scale, float *s, int ldso) {          \
-        __m256 lo[R], hi[R];                                                                   \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
-            _mm256_setzero_ps();                                                               \
-        for (int d = 0; d < dh; d++) {                                                         \
-            const __m256 w0 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds);                   \
-            const __m256 w1 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds + 8);               \
-            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
-                const __m256 x =                                                               \
-                    _mm256_broadcast_ss(q + (size_t)r * (size_t)ld + (size_t)d);               \
-                lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                         \
-                hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                         \
-            }                                                                                  \
-        }                                                                                      \
-        const __m256 sc = _mm256_set1_ps(scale);                                               \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
-            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso, _mm256_mul_ps(lo[r], sc));          \
-            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso + 8, _mm256_mul_ps(hi[r], sc));      \
-        }                                                                                      \
+#define S_QK16_TILE(R)                                                                             \
+    ZB_AVX2_FN static void s_qk16_tile_##R(const float *q, int ld, const float *kt, int lds,       \
+                                           int dh, float scale, float *s, int ldso) {              \
+        __m256 lo[R], hi[R];                                                                       \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] = _mm256_setzero_ps(); \
+        for (int d = 0; d < dh; d++) {                                                             \
+            const __m256 w0 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds);                       \
+            const __m256 w1 = _mm256_loadu_ps(kt + (size_t)d * (size_t)lds + 8);                   \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+                const __m256 x = _mm256_broadcast_ss(q + (size_t)r * (size_t)ld + (size_t)d);      \
+                lo[r] = _mm256_fmadd_ps(x, w0, lo[r]);                                             \
+                hi[r] = _mm256_fmadd_ps(x, w1, hi[r]);                                             \
+            }                                                                                      \
+        }                                                                                          \
+        const __m256 sc = _mm256_set1_ps(scale);                                                   \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                    \
+            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso, _mm256_mul_ps(lo[r], sc));              \
+            _mm256_storeu_ps(s + (size_t)r * (size_t)ldso + 8, _mm256_mul_ps(hi[r], sc));          \
+        }                                                                                          \
     }
 S_QK16_TILE(1)
 S_QK16_TILE(2)
@@ -789,30 +788,28 @@ S_QK16_TILE(6)
 #undef S_QK16_TILE
 
 static const s_qk_fn s_qk16_tiles[S_QK16_ROWS + 1] = {
-    NULL, s_qk16_tile_1, s_qk16_tile_2, s_qk16_tile_3, s_qk16_tile_4, s_qk16_tile_5,
-    s_qk16_tile_6,
+    NULL, s_qk16_tile_1, s_qk16_tile_2, s_qk16_tile_3, s_qk16_tile_4, s_qk16_tile_5, s_qk16_tile_6,
 };
 
 /* ctx_r[0..16) = sum_{j < t} p[r][j] v_j[0..16) for R rows. */
-#define S_PV16_TILE(R)                                                                         \
-    ZB_AVX2_FN static void s_pv16_tile_##R(const float *p, int lds, const float *v, int ld,   \
-                                           int t, float *ctx) {                                \
-        __m256 lo[R], hi[R];                                                                   \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] =                  \
-            _mm256_setzero_ps();                                                               \
-        for (int j = 0; j < t; j++) {                                                          \
-            const __m256 w0 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld);                     \
-            const __m256 w1 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld + 8);                 \
-            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                            \
-                const __m256 b = _mm256_broadcast_ss(p + (size_t)r * (size_t)lds + (size_t)j); \
-                lo[r] = _mm256_fmadd_ps(b, w0, lo[r]);                                         \
-                hi[r] = _mm256_fmadd_ps(b, w1, hi[r]);                                         \
-            }                                                                                  \
-        }                                                                                      \
-        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
-            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld, lo[r]);                             \
-            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld + 8, hi[r]);                         \
-        }                                                                                      \
+#define S_PV16_TILE(R)                                                                             \
+    ZB_AVX2_FN static void s_pv16_tile_##R(const float *p, int lds, const float *v, int ld, int t, \
+                                           float *ctx) {                                           \
+        __m256 lo[R], hi[R];                                                                       \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) lo[r] = hi[r] = _mm256_setzero_ps(); \
+        for (int j = 0; j < t; j++) {                                                              \
+            const __m256 w0 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld);                         \
+            const __m256 w1 = _mm256_loadu_ps(v + (size_t)j * (size_t)ld + 8);                     \
+            _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                \
+                const __m256 b = _mm256_broadcast_ss(p + (size_t)r * (size_t)lds + (size_t)j);     \
+                lo[r] = _mm256_fmadd_ps(b, w0, lo[r]);                                             \
+                hi[r] = _mm256_fmadd_ps(b, w1, hi[r]);                                             \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < (R); r++) {                                    \
+            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld, lo[r]);                                 \
+            _mm256_storeu_ps(ctx + (size_t)r * (size_t)ld + 8, hi[r]);                             \
+        }                                                                                          \
     }
 S_PV16_TILE(1)
 S_PV16_TILE(2)
@@ -824,8 +821,7 @@ S_PV16_TILE(6)
 
 typedef void (*s_pv16_fn)(const float *, int, const float *, int, int, float *);
 static const s_pv16_fn s_pv16_tiles[S_PV_ROWS + 1] = {
-    NULL, s_pv16_tile_1, s_pv16_tile_2, s_pv16_tile_3, s_pv16_tile_4, s_pv16_tile_5,
-    s_pv16_tile_6,
+    NULL, s_pv16_tile_1, s_pv16_tile_2, s_pv16_tile_3, s_pv16_tile_4, s_pv16_tile_5, s_pv16_tile_6,
 };
 
 /* s_softmax_row_avx512's arithmetic: the 16 lane sums as two registers. */
@@ -835,8 +831,8 @@ ZB_AVX2_FN static void s_softmax_row16_avx2(float *s, int t) {
     __m256 vm = ninf;
     for (int j = 0; j < tp; j += 8) {
         const __m256i m = s_mask8(t - j < 0 ? 0 : t - j);
-        vm = _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_loadu_ps(s + j),
-                                                _mm256_castsi256_ps(m)));
+        vm = _mm256_max_ps(vm,
+                           _mm256_blendv_ps(ninf, _mm256_loadu_ps(s + j), _mm256_castsi256_ps(m)));
     }
     const __m256 m = _mm256_set1_ps(s_hmax8(vm));
     __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
@@ -844,8 +840,7 @@ ZB_AVX2_FN static void s_softmax_row16_avx2(float *s, int t) {
         const __m256 m0 = _mm256_castsi256_ps(s_mask8(t - j < 0 ? 0 : t - j));
         const __m256 m1 = _mm256_castsi256_ps(s_mask8(t - j - 8 < 0 ? 0 : t - j - 8));
         const __m256 e0 = _mm256_and_ps(m0, s_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m)));
-        const __m256 e1 =
-            _mm256_and_ps(m1, s_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), m)));
+        const __m256 e1 = _mm256_and_ps(m1, s_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), m)));
         _mm256_storeu_ps(s + j, e0);
         _mm256_storeu_ps(s + j + 8, e1);
         lo = _mm256_add_ps(lo, e0);
@@ -929,7 +924,7 @@ void zb_kernels_softmax_rows(zb_kernels_isa_t isa, float *x, int rows, int cols,
 }
 
 void zb_kernels_bias_gelu(const zb_kernels_exec_t *e, float *x, int rows, int cols,
-                       const float *bias) {
+                          const float *bias) {
     const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -943,8 +938,8 @@ void zb_kernels_bias_gelu(const zb_kernels_exec_t *e, float *x, int rows, int co
 }
 
 /* One LayerNorm row in the chosen variant. */
-static void s_ln_row(zb_kernels_isa_t isa, float *y, const float *a, const float *b,
-                     const float *c, int n, const float *gamma, const float *beta, float eps) {
+static void s_ln_row(zb_kernels_isa_t isa, float *y, const float *a, const float *b, const float *c,
+                     int n, const float *gamma, const float *beta, float eps) {
     if (isa >= ZB_KERNELS_AVX2)
         s_ln_row_avx2(y, a, b, c, n, gamma, beta, eps);
     else
@@ -952,7 +947,7 @@ static void s_ln_row(zb_kernels_isa_t isa, float *y, const float *a, const float
 }
 
 void zb_kernels_layernorm(const zb_kernels_exec_t *e, float *x, int rows, int cols,
-                       const float *gamma, const float *beta, float eps) {
+                          const float *gamma, const float *beta, float eps) {
     const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -962,8 +957,8 @@ void zb_kernels_layernorm(const zb_kernels_exec_t *e, float *x, int rows, int co
 }
 
 void zb_kernels_bias_residual_layernorm(const zb_kernels_exec_t *e, float *io, const float *t,
-                                     int rows, int cols, const float *bias,
-                                     const float *gamma, const float *beta, float eps) {
+                                        int rows, int cols, const float *bias, const float *gamma,
+                                        const float *beta, float eps) {
     const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -978,9 +973,9 @@ void zb_kernels_bias_residual_layernorm(const zb_kernels_exec_t *e, float *io, c
 }
 
 void zb_kernels_embed_layernorm(const zb_kernels_exec_t *e, float *out, const int32_t *ids,
-                             const int32_t *pos, int rows, int cols, const float *word,
-                             const float *position, const float *type0,
-                             const float *gamma, const float *beta, float eps) {
+                                const int32_t *pos, int rows, int cols, const float *word,
+                                const float *position, const float *type0, const float *gamma,
+                                const float *beta, float eps) {
     const zb_kernels_isa_t isa = e->isa;
 #pragma omp parallel for num_threads(e->threads) schedule(static)
     for (int r = 0; r < rows; r++) {
@@ -1000,8 +995,8 @@ size_t zb_kernels_attention_scratch(int seq_len_max, int head_dim) {
 }
 
 void zb_kernels_attention(const zb_kernels_exec_t *e, const float *q, const float *k,
-                       const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
-                       int heads, int head_dim, int seq_len_max, float *scratch) {
+                          const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
+                          int heads, int head_dim, int seq_len_max, float *scratch) {
     const float scale = 1.0f / sqrtf((float)head_dim);
     const size_t per_thread = zb_kernels_attention_scratch(seq_len_max, head_dim);
     const int pairs = n_seqs * heads;

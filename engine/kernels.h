@@ -50,7 +50,7 @@ zb_kernels_isa_t zb_kernels_isa_best(void);
 
 /* How a multi-threaded kernel runs. */
 typedef struct zb_kernels_exec {
-    int threads;       /* OpenMP threads of the kernel's parallel region, >= 1 */
+    int threads;          /* OpenMP threads of the kernel's parallel region, >= 1 */
     zb_kernels_isa_t isa; /* variant; must be one this CPU runs */
 } zb_kernels_exec_t;
 
@@ -84,27 +84,27 @@ void zb_kernels_softmax_rows(zb_kernels_isa_t isa, float *x, int rows, int cols,
 /* x[r][c] = gelu(x[r][c] + bias[c]) in place, one pass; bias may be NULL
  * (plain GELU, for a bias already folded into the GEMM). */
 void zb_kernels_bias_gelu(const zb_kernels_exec_t *e, float *x, int rows, int cols,
-                       const float *bias);
+                          const float *bias);
 
 /* x[r] = LayerNorm(x[r]) in place: (x - mean) / sqrt(var + eps) * gamma +
  * beta, with biased variance, both in float by two passes over the row. */
 void zb_kernels_layernorm(const zb_kernels_exec_t *e, float *x, int rows, int cols,
-                       const float *gamma, const float *beta, float eps);
+                          const float *gamma, const float *beta, float eps);
 
 /* io[r] = LayerNorm(t[r] + bias + io[r]): the output dense's epilogue, where
  * io holds the residual on entry and the new hidden state on return.  t may
  * be NULL when the GEMM already accumulated into the residual (beta = 1):
  * then io[r] = LayerNorm(io[r] + bias). */
 void zb_kernels_bias_residual_layernorm(const zb_kernels_exec_t *e, float *io, const float *t,
-                                     int rows, int cols, const float *bias,
-                                     const float *gamma, const float *beta, float eps);
+                                        int rows, int cols, const float *bias, const float *gamma,
+                                        const float *beta, float eps);
 
 /* out[r] = LayerNorm(word[ids[r]] + position[pos[r]] + type0): the embedding
  * step.  ids and pos must already be valid row indices (not checked here). */
 void zb_kernels_embed_layernorm(const zb_kernels_exec_t *e, float *out, const int32_t *ids,
-                             const int32_t *pos, int rows, int cols, const float *word,
-                             const float *position, const float *type0,
-                             const float *gamma, const float *beta, float eps);
+                                const int32_t *pos, int rows, int cols, const float *word,
+                                const float *position, const float *type0, const float *gamma,
+                                const float *beta, float eps);
 
 /* --- attention ---------------------------------------------------------- */
 
@@ -124,7 +124,7 @@ size_t zb_kernels_attention_scratch(int seq_len_max, int head_dim);
  * sequence is at most seq_len_max long.
  */
 void zb_kernels_attention(const zb_kernels_exec_t *e, const float *q, const float *k,
-                       const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
-                       int heads, int head_dim, int seq_len_max, float *scratch);
+                          const float *v, float *ctx, int ld, const int *seq_off, int n_seqs,
+                          int heads, int head_dim, int seq_len_max, float *scratch);
 
 #endif

@@ -44,11 +44,11 @@
 #include "limits.h"
 #include "safetensors.h"
 
-#define S_EMB_TENSORS 5
-#define S_LAYER_TENSORS 16
+#define S_EMB_TENSORS          5
+#define S_LAYER_TENSORS        16
 #define S_PACKED_LAYER_TENSORS 12
-#define S_INT8_LAYER_TENSORS 24
-#define S_PACKED_PER_LAYER 5 /* owned blocks when packing at load: 4 matrices + qkv bias */
+#define S_INT8_LAYER_TENSORS   24
+#define S_PACKED_PER_LAYER     5 /* owned blocks when packing at load: 4 matrices + qkv bias */
 
 /* The three tables a source may hold: Hugging Face names and layout; the
  * packed fp32 one; the int8 one (model.h). */
@@ -59,15 +59,15 @@ struct zb_model {
     zb_config_tokenizer_t tok;
     zb_model_weights_t w;
     zb_model_layer_t *layers; /* [cfg.layers], pointed to by w.layer */
-    char *vocab;                /* vocab.txt bytes (NUL appended, not counted) */
+    char *vocab;              /* vocab.txt bytes (NUL appended, not counted) */
     size_t vocab_len;
     char identity[320];
-    zb_safetensors_t *st;       /* Hugging Face source: views point into its mapping */
-    zb_bundle_t *bundle;        /* bundle source: views point into its mapping */
-    void **owned;               /* widened or packed tensors, 64-byte aligned, freed on close */
+    zb_safetensors_t *st; /* Hugging Face source: views point into its mapping */
+    zb_bundle_t *bundle;  /* bundle source: views point into its mapping */
+    void **owned;         /* widened or packed tensors, 64-byte aligned, freed on close */
     int n_owned;
-    s_table_t table;            /* the table the source holds */
-    bool packed_at_load;        /* the packed operands were made here */
+    s_table_t table;     /* the table the source holds */
+    bool packed_at_load; /* the packed operands were made here */
 };
 
 /* --- the tensor table ---------------------------------------------------- */
@@ -86,19 +86,21 @@ typedef struct {
 #define S_PLAIN ZB_BUNDLE_LAYOUT_PLAIN, ZB_SAFETENSORS_F32
 
 static const s_slot_t s_emb_slots[S_EMB_TENSORS] = {
-    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_model_weights_t, word), S_PLAIN},
-    {"embeddings.position_embeddings.weight", S_D_P, S_D_H,
-     offsetof(zb_model_weights_t, position), S_PLAIN},
+    {"embeddings.word_embeddings.weight", S_D_V, S_D_H, offsetof(zb_model_weights_t, word),
+     S_PLAIN},
+    {"embeddings.position_embeddings.weight", S_D_P, S_D_H, offsetof(zb_model_weights_t, position),
+     S_PLAIN},
     {"embeddings.token_type_embeddings.weight", S_D_T, S_D_H,
      offsetof(zb_model_weights_t, token_type), S_PLAIN},
-    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_model_weights_t, emb_ln_g), S_PLAIN},
+    {"embeddings.LayerNorm.weight", S_D_H, S_D_NONE, offsetof(zb_model_weights_t, emb_ln_g),
+     S_PLAIN},
     {"embeddings.LayerNorm.bias", S_D_H, S_D_NONE, offsetof(zb_model_weights_t, emb_ln_b), S_PLAIN},
 };
 
 #define S_LW(f) offsetof(zb_model_layer_t, f)
 #define S_PANEL ZB_BUNDLE_LAYOUT_PANEL, ZB_SAFETENSORS_F32
-#define S_Q8 ZB_BUNDLE_LAYOUT_PANEL_Q8, ZB_SAFETENSORS_I8
-#define S_SUM ZB_BUNDLE_LAYOUT_PLAIN, ZB_SAFETENSORS_I32
+#define S_Q8    ZB_BUNDLE_LAYOUT_PANEL_Q8, ZB_SAFETENSORS_I8
+#define S_SUM   ZB_BUNDLE_LAYOUT_PLAIN, ZB_SAFETENSORS_I32
 
 static const s_slot_t s_layer_slots[S_LAYER_TENSORS] = {
     {"attention.self.query.weight", S_D_H, S_D_H, S_LW(q_w), S_PLAIN},
@@ -136,11 +138,12 @@ static const s_slot_t s_packed_layer_slots[S_PACKED_LAYER_TENSORS] = {
 
 /* A quantized linear layer: the panel-q8 matrix, its scales, its row sums,
  * its activation multipliers (qgemm.h). */
-#define S_Q8_SLOTS(nm, d0, d1, f)                                                              \
-    {nm ".weight", d0, d1, S_LW(f), S_Q8}, {nm ".weight_scale", d0, S_D_NONE, S_LW(f.scale),   \
-                                            S_PLAIN},                                          \
-        {nm ".weight_sum", d0, S_D_NONE, S_LW(f.sum), S_SUM},                                  \
-        {nm ".weight_smooth", d1, S_D_NONE, S_LW(f.smooth), S_PLAIN}
+#define S_Q8_SLOTS(nm, d0, d1, f)                                                                  \
+    {nm ".weight", d0, d1, S_LW(f), S_Q8},                                                         \
+        {nm ".weight_scale", d0, S_D_NONE, S_LW(f.scale), S_PLAIN},                                \
+        {nm ".weight_sum", d0, S_D_NONE, S_LW(f.sum), S_SUM}, {                                    \
+        nm ".weight_smooth", d1, S_D_NONE, S_LW(f.smooth), S_PLAIN                                 \
+    }
 
 static const s_slot_t s_int8_layer_slots[S_INT8_LAYER_TENSORS] = {
     S_Q8_SLOTS("attention.self.qkv", S_D_H3, S_D_H, qkv_q8),
@@ -162,13 +165,20 @@ static const s_slot_t s_int8_layer_slots[S_INT8_LAYER_TENSORS] = {
 
 static int64_t s_dim(const zb_config_t *c, s_dim_t k) {
     switch (k) {
-    case S_D_V: return c->vocab_size;
-    case S_D_P: return c->max_positions;
-    case S_D_T: return c->type_vocab_size;
-    case S_D_H: return c->hidden;
-    case S_D_I: return c->intermediate;
-    case S_D_H3: return 3 * (int64_t)c->hidden;
-    case S_D_NONE: break;
+    case S_D_V:
+        return c->vocab_size;
+    case S_D_P:
+        return c->max_positions;
+    case S_D_T:
+        return c->type_vocab_size;
+    case S_D_H:
+        return c->hidden;
+    case S_D_I:
+        return c->intermediate;
+    case S_D_H3:
+        return 3 * (int64_t)c->hidden;
+    case S_D_NONE:
+        break;
     }
     return 0;
 }
@@ -209,7 +219,7 @@ static const s_slot_t *s_describe(const zb_config_t *c, s_table_t table, int i,
     const int n = (int)t->shape[0], k = (int)t->shape[1];
     t->n_stored = s->layout == ZB_BUNDLE_LAYOUT_PANEL      ? zb_gemm_packed_floats(n, k)
                   : s->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8 ? zb_qgemm_packed_bytes(n, k)
-                                                    : t->n_elems;
+                                                           : t->n_elems;
     t->nbytes = t->n_stored * zb_safetensors_dtype_size(s->dtype);
     t->data = NULL;
     return s;
@@ -232,8 +242,6 @@ static const void *s_slot_data(const s_slot_t *s, const void *addr) {
 static int s_n_table(const zb_config_t *c, s_table_t table) {
     return S_EMB_TENSORS + s_per_layer(table) * c->layers;
 }
-
-
 
 /* --- small files ---------------------------------------------------------- */
 
@@ -295,7 +303,7 @@ typedef struct {
     const int64_t *shape;
     size_t n_elems;
     zb_bundle_layout_t layout; /* a panel layout: bundles only */
-    size_t n_stored; /* elements stored: n_elems, or the packed size */
+    size_t n_stored;           /* elements stored: n_elems, or the packed size */
     const void *data;
 } s_src_tensor_t;
 
@@ -318,13 +326,13 @@ static void *s_own(zb_model_t *m, size_t nbytes) {
 /* Binds every tensor of the plain or packed table through lookup.
  * allow_widen permits F16/BF16/misaligned F32 (copied into owned memory);
  * packed tensors must be F32, 64-byte aligned and exactly the packed size. */
-static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
-                  int allow_widen, zb_diag_t *d) {
+static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table, int allow_widen,
+                  zb_diag_t *d) {
     int n = s_n_table(&m->cfg, table);
     m->layers = calloc((size_t)m->cfg.layers, sizeof *m->layers);
     /* room for every tensor widened, plus the blocks of packing at load */
-    m->owned = calloc((size_t)n + (size_t)S_PACKED_PER_LAYER * (size_t)m->cfg.layers,
-                      sizeof *m->owned);
+    m->owned =
+        calloc((size_t)n + (size_t)S_PACKED_PER_LAYER * (size_t)m->cfg.layers, sizeof *m->owned);
     if (m->layers == NULL || m->owned == NULL)
         return zb_diag_set(d, ZB_ENOMEM, "model: out of memory");
     m->w.layer = m->layers;
@@ -358,10 +366,9 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
             const size_t align = want.packed ? 64 : sizeof(int32_t);
             if (got.dtype != want.dtype || got.n_stored != want.n_stored ||
                 (uintptr_t)got.data % align != 0)
-                return zb_diag_set(d, ZB_EFORMAT,
-                                   "tensor %s: must be %zu %zu-byte aligned %s values",
-                                   got.stored_name, want.n_stored, align,
-                                   zb_safetensors_dtype_name(want.dtype));
+                return zb_diag_set(
+                    d, ZB_EFORMAT, "tensor %s: must be %zu %zu-byte aligned %s values",
+                    got.stored_name, want.n_stored, align, zb_safetensors_dtype_name(want.dtype));
             const int rows = (int)want.shape[0], cols = (int)want.shape[1];
             if (want.layout == ZB_BUNDLE_LAYOUT_PANEL) {
                 *(zb_gemm_w_t *)addr = (zb_gemm_w_t){.p = got.data, .n = rows, .k = cols};
@@ -378,8 +385,9 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
         const float *p;
         if (got.dtype == ZB_SAFETENSORS_F32 && ((uintptr_t)got.data % sizeof(float)) == 0) {
             p = got.data;
-        } else if (!allow_widen || (got.dtype != ZB_SAFETENSORS_F32 && got.dtype != ZB_SAFETENSORS_F16 &&
-                                    got.dtype != ZB_SAFETENSORS_BF16)) {
+        } else if (!allow_widen ||
+                   (got.dtype != ZB_SAFETENSORS_F32 && got.dtype != ZB_SAFETENSORS_F16 &&
+                    got.dtype != ZB_SAFETENSORS_BF16)) {
             return zb_diag_set(d, ZB_EUNSUPPORTED, "tensor %s: dtype %s%s, expected %s",
                                got.stored_name, zb_safetensors_dtype_name(got.dtype),
                                got.dtype == ZB_SAFETENSORS_F32 ? " (misaligned)" : "",
@@ -394,7 +402,7 @@ static int s_bind(zb_model_t *m, s_lookup_fn lookup, void *ctx, s_table_t table,
                 for (size_t k = 0; k < want.n_elems; k++) {
                     uint16_t h = (uint16_t)(b[2 * k] | (b[2 * k + 1] << 8));
                     q[k] = got.dtype == ZB_SAFETENSORS_F16 ? zb_safetensors_f16_to_f32(h)
-                                                  : zb_safetensors_bf16_to_f32(h);
+                                                           : zb_safetensors_bf16_to_f32(h);
                 }
             }
             p = q;
@@ -470,8 +478,10 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
             const zb_safetensors_tensor_t *t = zb_safetensors_find(st, name);
             if (t == NULL) continue;
             if (found != NULL)
-                return zb_diag_set(d, ZB_EFORMAT, "tensors %s and %s are both present: which "
-                                   "one is %s?", found_name, name, canonical);
+                return zb_diag_set(d, ZB_EFORMAT,
+                                   "tensors %s and %s are both present: which "
+                                   "one is %s?",
+                                   found_name, name, canonical);
             found = t;
             snprintf(found_name, sizeof found_name, "%s", name);
         }
@@ -489,8 +499,7 @@ static int s_hf_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb
     return 0;
 }
 
-static int s_bundle_lookup(void *ctx, const char *canonical, s_src_tensor_t *out,
-                           zb_diag_t *d) {
+static int s_bundle_lookup(void *ctx, const char *canonical, s_src_tensor_t *out, zb_diag_t *d) {
     const zb_bundle_tensor_t *t = zb_bundle_find(ctx, canonical);
     if (t == NULL) return zb_diag_set(d, ZB_ENOTFOUND, "bundle: missing tensor %s", canonical);
     snprintf(out->stored_name, sizeof out->stored_name, "%s", t->name);

@@ -66,11 +66,11 @@ typedef struct zb_model_layer {
 } zb_model_layer_t;
 
 typedef struct zb_model_weights {
-    const float *word;       /* [vocab_size][H] */
-    const float *position;   /* [max_positions][H] */
-    const float *token_type; /* [type_vocab_size][H] */
+    const float *word;                /* [vocab_size][H] */
+    const float *position;            /* [max_positions][H] */
+    const float *token_type;          /* [type_vocab_size][H] */
     const float *emb_ln_g, *emb_ln_b; /* [H], [H] */
-    const zb_model_layer_t *layer;  /* [layers] */
+    const zb_model_layer_t *layer;    /* [layers] */
 } zb_model_weights_t;
 
 typedef struct zb_model zb_model_t;
@@ -108,8 +108,9 @@ typedef struct zb_model_tensor {
     size_t n_elems;               /* product of the shape */
     bool packed;                  /* layout is a panel one (n_dims == 2) */
     zb_bundle_layout_t layout;
-    size_t n_stored; /* elements at data: n_elems, zb_gemm_packed_floats(), zb_qgemm_packed_bytes() */
-    size_t nbytes;   /* bytes at data: n_stored x the dtype's size */
+    size_t
+        n_stored;  /* elements at data: n_elems, zb_gemm_packed_floats(), zb_qgemm_packed_bytes() */
+    size_t nbytes; /* bytes at data: n_stored x the dtype's size */
     const void *data; /* borrowed view, valid until zb_model_close() */
 } zb_model_tensor_t;
 

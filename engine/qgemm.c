@@ -40,10 +40,10 @@
 
 #include "error.h"
 
-#define S_NR ZB_GEMM_NR
-#define S_MC_MAX 192           /* rows per block: a multiple of every MR (4, 12) */
-#define S_MR_MAX 12
-#define S_ABLOCK (256 * 1024)  /* bytes of packed activations per block (L2) */
+#define S_NR         ZB_GEMM_NR
+#define S_MC_MAX     192 /* rows per block: a multiple of every MR (4, 12) */
+#define S_MR_MAX     12
+#define S_ABLOCK     (256 * 1024) /* bytes of packed activations per block (L2) */
 #define S_EPI_PANELS (ZB_GEMM_EPILOGUE_MAX / ZB_GEMM_NR)
 
 #define S_AVX2_FN __attribute__((target("avx2,fma")))
@@ -59,9 +59,8 @@ typedef void (*s_kern_fn)(int groups, const uint8_t *a, const int8_t *b, const i
 typedef float (*s_quant_fn)(const float *x, int k, int k4, int8_t *dst);
 
 /* The dequantizing store of rows x cols of a tile: y = init + (float)d * (sx * sw). */
-typedef void (*s_store_fn)(const int32_t *d, int rows, int cols, const float *sx,
-                           const float *sw, zb_gemm_init_t init, const float *bias, float *y,
-                           size_t ldy);
+typedef void (*s_store_fn)(const int32_t *d, int rows, int cols, const float *sx, const float *sw,
+                           zb_gemm_init_t init, const float *bias, float *y, size_t ldy);
 
 typedef struct {
     int mr;
@@ -82,8 +81,10 @@ static float s_quant_scalar(const float *x, int k, int k4, int8_t *dst) {
     int bad = 0;
     for (int i = 0; i < k; i++) {
         const float v = fabsf(x[i]);
-        if (!(v <= FLT_MAX)) bad = 1;
-        else if (v > amax) amax = v;
+        if (!(v <= FLT_MAX))
+            bad = 1;
+        else if (v > amax)
+            amax = v;
     }
     if (bad || amax == 0.0f) {
         memset(dst, 0, (size_t)k4);
@@ -150,8 +151,10 @@ S_AVX2_FN static float s_quant_avx2(const float *x, int k, int k4, int8_t *dst) 
     int bad = _mm256_movemask_ps(vbad) != 0;
     for (; i < k; i++) {
         const float v = fabsf(x[i]);
-        if (!(v <= FLT_MAX)) bad = 1;
-        else if (v > amax) amax = v;
+        if (!(v <= FLT_MAX))
+            bad = 1;
+        else if (v > amax)
+            amax = v;
     }
     if (bad || amax == 0.0f) {
         memset(dst, 0, (size_t)k4);
@@ -164,7 +167,8 @@ S_AVX2_FN static float s_quant_avx2(const float *x, int k, int k4, int8_t *dst) 
         __m256i q = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
         q = _mm256_min_epi32(_mm256_max_epi32(q, lo), hi);
         /* 8 int32 in [-127, 127] -> 8 bytes */
-        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        const __m128i w =
+            _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
         _mm_storel_epi64((__m128i *)(void *)(dst + i), _mm_packs_epi16(w, w));
     }
     for (; i < k; i++) {
@@ -194,21 +198,21 @@ static void s_kern_scalar(int groups, const uint8_t *a, const int8_t *b, const i
 }
 
 #define S_MR_AVX2 4
-S_AVX2_FN static void s_kern_avx2(int groups, const uint8_t *a, const int8_t *b,
-                                  const int32_t *sum, int32_t *d) {
+S_AVX2_FN static void s_kern_avx2(int groups, const uint8_t *a, const int8_t *b, const int32_t *sum,
+                                  int32_t *d) {
     (void)sum;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
     __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
-#define S_ROW(r)                                                                               \
-    do {                                                                                       \
-        int32_t v;                                                                             \
-        memcpy(&v, a + (r) * 4, 4);                                                            \
-        const __m256i av = _mm256_set1_epi32(v), aa = _mm256_abs_epi8(av);                     \
-        const __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));                \
-        const __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));                 \
-        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(p0, ones));                      \
-        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(p1, ones));                      \
+#define S_ROW(r)                                                                                   \
+    do {                                                                                           \
+        int32_t v;                                                                                 \
+        memcpy(&v, a + (r)*4, 4);                                                                  \
+        const __m256i av = _mm256_set1_epi32(v), aa = _mm256_abs_epi8(av);                         \
+        const __m256i p0 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av));                     \
+        const __m256i p1 = _mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av));                     \
+        c##r##0 = _mm256_add_epi32(c##r##0, _mm256_madd_epi16(p0, ones));                          \
+        c##r##1 = _mm256_add_epi32(c##r##1, _mm256_madd_epi16(p1, ones));                          \
     } while (0)
     for (int g = 0; g < groups; g++) {
         const __m256i w0 = _mm256_load_si256((const __m256i *)(const void *)b);
@@ -232,8 +236,8 @@ S_AVX2_FN static void s_kern_avx2(int groups, const uint8_t *a, const int8_t *b,
 }
 
 #define S_MR_VNNI 12
-S_VNNI_FN static void s_kern_vnni(int groups, const uint8_t *a, const int8_t *b,
-                                  const int32_t *sum, int32_t *d) {
+S_VNNI_FN static void s_kern_vnni(int groups, const uint8_t *a, const int8_t *b, const int32_t *sum,
+                                  int32_t *d) {
     __m512i c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11;
     c0 = c1 = c2 = c3 = c4 = c5 = c6 = c7 = c8 = c9 = c10 = c11 = _mm512_setzero_si512();
     const int32_t *a32 = (const int32_t *)(const void *)a; /* 4-byte aligned by construction */
@@ -256,7 +260,7 @@ S_VNNI_FN static void s_kern_vnni(int groups, const uint8_t *a, const int8_t *b,
     }
     /* take back the 128 added to every activation */
     const __m512i comp = _mm512_slli_epi32(_mm512_loadu_si512((const void *)sum), 7);
-#define S_ST(r) _mm512_storeu_si512((void *)(d + (r) * S_NR), _mm512_sub_epi32(c##r, comp))
+#define S_ST(r) _mm512_storeu_si512((void *)(d + (r)*S_NR), _mm512_sub_epi32(c##r, comp))
     S_ST(0);
     S_ST(1);
     S_ST(2);
@@ -274,9 +278,8 @@ S_VNNI_FN static void s_kern_vnni(int groups, const uint8_t *a, const int8_t *b,
 
 /* --- dequantizing stores --------------------------------------------------------- */
 
-static void s_store_scalar(const int32_t *d, int rows, int cols, const float *sx,
-                           const float *sw, zb_gemm_init_t init, const float *bias, float *y,
-                           size_t ldy) {
+static void s_store_scalar(const int32_t *d, int rows, int cols, const float *sx, const float *sw,
+                           zb_gemm_init_t init, const float *bias, float *y, size_t ldy) {
     for (int r = 0; r < rows; r++) {
         float *yr = y + (size_t)r * ldy;
         for (int c = 0; c < cols; c++) {
@@ -326,8 +329,10 @@ S_VNNI_FN static void s_store_avx512(const int32_t *d, int rows, int cols, const
         float *yr = y + (size_t)r * ldy;
         const __m512 s = _mm512_mul_ps(_mm512_set1_ps(sx[r]), w);
         __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_loadu_si512(d + r * S_NR)), s);
-        if (init == ZB_GEMM_BIAS) p = _mm512_add_ps(bv, p);
-        else if (init == ZB_GEMM_ACCUMULATE) p = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), p);
+        if (init == ZB_GEMM_BIAS)
+            p = _mm512_add_ps(bv, p);
+        else if (init == ZB_GEMM_ACCUMULATE)
+            p = _mm512_add_ps(_mm512_maskz_loadu_ps(m, yr), p);
         _mm512_mask_storeu_ps(yr, m, p);
     }
 }
@@ -337,8 +342,10 @@ S_VNNI_FN static void s_store_avx512(const int32_t *d, int rows, int cols, const
 bool zb_qgemm_isa_supported(zb_qgemm_isa_t isa) {
     __builtin_cpu_init();
     switch (isa) {
-    case ZB_QGEMM_SCALAR: return true;
-    case ZB_QGEMM_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ZB_QGEMM_SCALAR:
+        return true;
+    case ZB_QGEMM_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case ZB_QGEMM_VNNI:
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vnni");
@@ -348,9 +355,12 @@ bool zb_qgemm_isa_supported(zb_qgemm_isa_t isa) {
 
 const char *zb_qgemm_isa_name(zb_qgemm_isa_t isa) {
     switch (isa) {
-    case ZB_QGEMM_SCALAR: return "scalar";
-    case ZB_QGEMM_AVX2: return "avx2";
-    case ZB_QGEMM_VNNI: return "vnni";
+    case ZB_QGEMM_SCALAR:
+        return "scalar";
+    case ZB_QGEMM_AVX2:
+        return "avx2";
+    case ZB_QGEMM_VNNI:
+        return "vnni";
     }
     return "?";
 }
@@ -369,7 +379,8 @@ static s_variant_t s_variant(zb_qgemm_isa_t isa) {
         return (s_variant_t){S_MR_VNNI, s_kern_vnni, s_quant_avx512, s_store_avx512, 128};
     case ZB_QGEMM_AVX2:
         return (s_variant_t){S_MR_AVX2, s_kern_avx2, s_quant_avx2, s_store_avx2, 0};
-    case ZB_QGEMM_SCALAR: break;
+    case ZB_QGEMM_SCALAR:
+        break;
     }
     return (s_variant_t){S_MR_SCALAR, s_kern_scalar, s_quant_scalar, s_store_scalar, 0};
 }
@@ -387,8 +398,8 @@ static size_t s_at(int row, int kk, int k4) {
            (size_t)(row % S_NR) * 4 + (size_t)(kk % 4);
 }
 
-int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col,
-                           int row0, int8_t *packed, float *scale, int32_t *sum) {
+int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col, int row0,
+                           int8_t *packed, float *scale, int32_t *sum) {
     const int k4 = s_k4(k);
     float *row = malloc((size_t)k * sizeof *row);
     if (row == NULL) return ZB_ENOMEM;
@@ -488,8 +499,8 @@ typedef struct {
 
 /* Quantizes rows [i0, i0 + rows) of x into slivers of mr rows at dst
  * ([k4 / 4][mr][4] each, missing rows zero), their scales into sx. */
-static void s_pack_block(const s_plan_t *pl, int i0, int rows, uint8_t *dst, float *sx,
-                         int8_t *tmp, float *xs) {
+static void s_pack_block(const s_plan_t *pl, int i0, int rows, uint8_t *dst, float *sx, int8_t *tmp,
+                         float *xs) {
     const zb_qgemm_args_t *a = pl->a;
     const int mr = pl->v.mr, k4 = pl->k4, groups = k4 / 4;
     const uint32_t off = pl->v.offset * 0x01010101u;

@@ -49,9 +49,9 @@
 
 #include "gemm.h"
 
-#define ZB_QGEMM_LAYOUT_NAME "panel-q8"
+#define ZB_QGEMM_LAYOUT_NAME    "panel-q8"
 #define ZB_QGEMM_LAYOUT_VERSION 1
-#define ZB_QGEMM_KGROUP 4 /* consecutive k per 32-bit lane */
+#define ZB_QGEMM_KGROUP         4 /* consecutive k per 32-bit lane */
 
 typedef enum zb_qgemm_isa {
     ZB_QGEMM_SCALAR = 0, /* portable C: the reference */
@@ -75,8 +75,8 @@ size_t zb_qgemm_packed_bytes(int n, int k);
  * (zb_qgemm_packed_bytes of the whole matrix, zero-filled by the caller
  * beforehand), scale[row0 ..] and sum[row0 ..].  Returns 0, or ZB_EINVAL if
  * w holds an infinity or NaN (nothing sensible quantizes it). */
-int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col,
-                           int row0, int8_t *packed, float *scale, int32_t *sum);
+int zb_qgemm_quantize_rows(const float *w, int rows, int k, size_t ldw, const float *col, int row0,
+                           int8_t *packed, float *scale, int32_t *sum);
 
 /* The dequantized matrix: w[j][k] = q[j][k] * s_w[j] (row stride ldw). */
 void zb_qgemm_dequantize(const int8_t *packed, const float *scale, int n, int k, float *w,
@@ -97,9 +97,9 @@ typedef struct zb_qgemm_w {
 bool zb_qgemm_check_sums(const zb_qgemm_w_t *w);
 
 typedef struct zb_qgemm_args {
-    int m;                        /* rows of x and y, >= 0 */
-    const float *x;               /* [m][w->k], row stride ldx */
-    size_t ldx;                   /* >= w->k */
+    int m;          /* rows of x and y, >= 0 */
+    const float *x; /* [m][w->k], row stride ldx */
+    size_t ldx;     /* >= w->k */
     const zb_qgemm_w_t *w;
     zb_gemm_init_t init;          /* as in gemm.h */
     const float *bias;            /* [w->n] for ZB_GEMM_BIAS */

@@ -34,11 +34,11 @@
 struct zb_safetensors {
     zb_safetensors_tensor_t *t; /* [n], sorted by offset */
     size_t n;
-    size_t *by_name;            /* [n] indices into t, sorted by name (for find) */
-    char *strings;              /* names and metadata, NUL-terminated, one block */
-    const char **meta;          /* [2 * n_meta]: key, value, key, value ... */
+    size_t *by_name;   /* [n] indices into t, sorted by name (for find) */
+    char *strings;     /* names and metadata, NUL-terminated, one block */
+    const char **meta; /* [2 * n_meta]: key, value, key, value ... */
     size_t n_meta;
-    void *map;                  /* the file mapping, when opened from a file */
+    void *map; /* the file mapping, when opened from a file */
     size_t map_len;
 };
 
@@ -46,10 +46,12 @@ static const struct {
     const char *name;
     size_t size;
 } s_dtypes[ZB_SAFETENSORS_DTYPE_COUNT] = {
-    [ZB_SAFETENSORS_BOOL] = {"BOOL", 1}, [ZB_SAFETENSORS_U8] = {"U8", 1},     [ZB_SAFETENSORS_I8] = {"I8", 1},
-    [ZB_SAFETENSORS_I16] = {"I16", 2},   [ZB_SAFETENSORS_U16] = {"U16", 2},   [ZB_SAFETENSORS_F16] = {"F16", 2},
-    [ZB_SAFETENSORS_BF16] = {"BF16", 2}, [ZB_SAFETENSORS_I32] = {"I32", 4},   [ZB_SAFETENSORS_U32] = {"U32", 4},
-    [ZB_SAFETENSORS_F32] = {"F32", 4},   [ZB_SAFETENSORS_I64] = {"I64", 8},   [ZB_SAFETENSORS_U64] = {"U64", 8},
+    [ZB_SAFETENSORS_BOOL] = {"BOOL", 1}, [ZB_SAFETENSORS_U8] = {"U8", 1},
+    [ZB_SAFETENSORS_I8] = {"I8", 1},     [ZB_SAFETENSORS_I16] = {"I16", 2},
+    [ZB_SAFETENSORS_U16] = {"U16", 2},   [ZB_SAFETENSORS_F16] = {"F16", 2},
+    [ZB_SAFETENSORS_BF16] = {"BF16", 2}, [ZB_SAFETENSORS_I32] = {"I32", 4},
+    [ZB_SAFETENSORS_U32] = {"U32", 4},   [ZB_SAFETENSORS_F32] = {"F32", 4},
+    [ZB_SAFETENSORS_I64] = {"I64", 8},   [ZB_SAFETENSORS_U64] = {"U64", 8},
     [ZB_SAFETENSORS_F64] = {"F64", 8},
 };
 
@@ -162,8 +164,7 @@ static int s_cmp_name(const void *a, const void *b) {
 static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
                           const unsigned char *data, zb_safetensors_tensor_t *t, zb_diag_t *d) {
     if (!cJSON_IsObject(e))
-        return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: entry is not an object",
-                           pname);
+        return zb_diag_set(d, ZB_EFORMAT, "safetensors: tensor %s: entry is not an object", pname);
     const cJSON *jd = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *js = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *jo = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
@@ -176,8 +177,7 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
                            pname, zb_json_printable(jd->valuestring, b, sizeof b));
     }
     uint64_t n_elems;
-    int rc = zb_json_shape(js, 1, "safetensors", pname, t->shape, &t->n_dims,
-                           &n_elems, d);
+    int rc = zb_json_shape(js, 1, "safetensors", pname, t->shape, &t->n_dims, &n_elems, d);
     if (rc != 0) return rc;
     size_t nbytes;
     if (__builtin_mul_overflow((size_t)n_elems, s_dtypes[t->dtype].size, &nbytes))
@@ -192,8 +192,8 @@ static int s_parse_tensor(const cJSON *e, const char *pname, size_t data_len,
                            pname);
     if (begin > end)
         return zb_diag_set(d, ZB_EFORMAT,
-                           "safetensors: tensor %s: data_offsets [%llu,%llu) run backwards",
-                           pname, (unsigned long long)begin, (unsigned long long)end);
+                           "safetensors: tensor %s: data_offsets [%llu,%llu) run backwards", pname,
+                           (unsigned long long)begin, (unsigned long long)end);
     if (end > data_len)
         return zb_diag_set(d, ZB_EFORMAT,
                            "safetensors: tensor %s: data_offsets [%llu,%llu) run past the "
@@ -245,8 +245,8 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
     root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &parse_end, 0);
     if (root == NULL) {
         size_t at = (parse_end != NULL && parse_end >= hdr) ? (size_t)(parse_end - hdr) : 0;
-        rc = zb_diag_set(d, ZB_EFORMAT, "safetensors: header is not valid JSON (near byte %zu)",
-                         at);
+        rc =
+            zb_diag_set(d, ZB_EFORMAT, "safetensors: header is not valid JSON (near byte %zu)", at);
         goto out;
     }
     /* writers pad the header with spaces; anything else after the object is garbage */
@@ -285,8 +285,7 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
                     goto out;
                 }
                 if (n_meta >= ZB_TENSORS_MAX) {
-                    rc = zb_diag_set(d, ZB_ELIMIT,
-                                     "safetensors: more than %d __metadata__ entries",
+                    rc = zb_diag_set(d, ZB_ELIMIT, "safetensors: more than %d __metadata__ entries",
                                      ZB_TENSORS_MAX);
                     goto out;
                 }
@@ -298,9 +297,9 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
         size_t nl = strlen(e->string);
         char pb[80];
         if (nl == 0 || nl >= ZB_TENSOR_NAME_MAX) {
-            rc = zb_diag_set(d, ZB_ELIMIT,
-                             "safetensors: tensor name \"%s\" has %zu bytes (allowed 1..%d)",
-                             zb_json_printable(e->string, pb, sizeof pb), nl, ZB_TENSOR_NAME_MAX - 1);
+            rc = zb_diag_set(
+                d, ZB_ELIMIT, "safetensors: tensor name \"%s\" has %zu bytes (allowed 1..%d)",
+                zb_json_printable(e->string, pb, sizeof pb), nl, ZB_TENSOR_NAME_MAX - 1);
             goto out;
         }
         if (n >= ZB_TENSORS_MAX) {
@@ -334,8 +333,8 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
     for (const cJSON *e = root->child; e != NULL; e = e->next) {
         if (e == meta) continue;
         char pb[80];
-        rc = s_parse_tensor(e, zb_json_printable(e->string, pb, sizeof pb), data_len, data, &st->t[i],
-                            d);
+        rc = s_parse_tensor(e, zb_json_printable(e->string, pb, sizeof pb), data_len, data,
+                            &st->t[i], d);
         if (rc != 0) goto out;
         size_t nl = strlen(e->string);
         memcpy(sp, e->string, nl + 1);
@@ -364,11 +363,10 @@ int zb_safetensors_parse(const void *buf, size_t len, zb_safetensors_t **out, zb
         const zb_safetensors_tensor_t *a = &st->t[k - 1], *b = &st->t[k];
         if (a->offset + a->nbytes > b->offset) {
             char pa[80], pb[80];
-            rc = zb_diag_set(d, ZB_EFORMAT,
-                             "safetensors: tensors %s [%zu,%zu) and %s [%zu,%zu) overlap",
-                             zb_json_printable(a->name, pa, sizeof pa), a->offset,
-                             a->offset + a->nbytes, zb_json_printable(b->name, pb, sizeof pb),
-                             b->offset, b->offset + b->nbytes);
+            rc = zb_diag_set(
+                d, ZB_EFORMAT, "safetensors: tensors %s [%zu,%zu) and %s [%zu,%zu) overlap",
+                zb_json_printable(a->name, pa, sizeof pa), a->offset, a->offset + a->nbytes,
+                zb_json_printable(b->name, pb, sizeof pb), b->offset, b->offset + b->nbytes);
             goto out;
         }
     }
@@ -422,8 +420,7 @@ int zb_safetensors_open_file(const char *path, zb_safetensors_t **out, zb_diag_t
     len = (size_t)sb.st_size;
     if (len < 8) {
         rc = zb_diag_set(d, ZB_EFORMAT,
-                         "%s: file is %zu bytes, shorter than its 8-byte header length", path,
-                         len);
+                         "%s: file is %zu bytes, shorter than its 8-byte header length", path, len);
         goto out;
     }
     map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
@@ -464,8 +461,7 @@ const zb_safetensors_tensor_t *zb_safetensors_at(const zb_safetensors_t *st, siz
     return &st->t[i];
 }
 
-const zb_safetensors_tensor_t *zb_safetensors_find(const zb_safetensors_t *st,
-                                                   const char *name) {
+const zb_safetensors_tensor_t *zb_safetensors_find(const zb_safetensors_t *st, const char *name) {
     if (st == NULL || name == NULL) return NULL;
     size_t lo = 0, hi = st->n;
     while (lo < hi) {
@@ -528,8 +524,8 @@ int zb_safetensors_write(const char *path, const zb_safetensors_out_t *t, size_t
             }
         }
         cJSON *e = cJSON_AddObjectToObject(root, t[i].name);
-        if (e == NULL || cJSON_AddStringToObject(e, "dtype", zb_safetensors_dtype_name(
-                                                                 t[i].dtype)) == NULL)
+        if (e == NULL ||
+            cJSON_AddStringToObject(e, "dtype", zb_safetensors_dtype_name(t[i].dtype)) == NULL)
             goto oom;
         cJSON *sh = cJSON_AddArrayToObject(e, "shape");
         cJSON *off = cJSON_AddArrayToObject(e, "data_offsets");

@@ -47,14 +47,14 @@ typedef enum zb_safetensors_dtype {
 } zb_safetensors_dtype_t;
 
 typedef struct zb_safetensors_tensor {
-    const char *name;             /* NUL-terminated, owned by the parsed file */
+    const char *name; /* NUL-terminated, owned by the parsed file */
     zb_safetensors_dtype_t dtype;
-    int n_dims;                   /* 0 (scalar) .. ZB_TENSOR_DIMS_MAX */
+    int n_dims;                        /* 0 (scalar) .. ZB_TENSOR_DIMS_MAX */
     int64_t shape[ZB_TENSOR_DIMS_MAX]; /* each >= 0; unused entries are 0 */
-    size_t n_elems;               /* product of shape (1 for a scalar) */
-    size_t offset;                /* begin, relative to the data section */
-    size_t nbytes;                /* end - begin == n_elems * dtype size */
-    const void *data;             /* into the parsed buffer; any alignment */
+    size_t n_elems;                    /* product of shape (1 for a scalar) */
+    size_t offset;                     /* begin, relative to the data section */
+    size_t nbytes;                     /* end - begin == n_elems * dtype size */
+    const void *data;                  /* into the parsed buffer; any alignment */
 } zb_safetensors_tensor_t;
 
 typedef struct zb_safetensors zb_safetensors_t;
@@ -86,8 +86,7 @@ size_t zb_safetensors_count(const zb_safetensors_t *st);
 const zb_safetensors_tensor_t *zb_safetensors_at(const zb_safetensors_t *st, size_t i);
 
 /* The tensor called name, or NULL. */
-const zb_safetensors_tensor_t *zb_safetensors_find(const zb_safetensors_t *st,
-                                                   const char *name);
+const zb_safetensors_tensor_t *zb_safetensors_find(const zb_safetensors_t *st, const char *name);
 
 /* The value of __metadata__[key] (a string), or NULL. */
 const char *zb_safetensors_metadata(const zb_safetensors_t *st, const char *key);

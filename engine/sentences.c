@@ -1082,7 +1082,7 @@ void zb_sentences_spans_free(zb_sentences_spans_t *s) {
 }
 
 int zb_sentences_split_opts(const char *text, size_t len, const zb_sentences_options_t *opt,
-                       zb_sentences_spans_t *out) {
+                            zb_sentences_spans_t *out) {
     if (!out) return ZB_EINVAL;
     out->n = 0;
     if (!text && len) return ZB_EINVAL;

@@ -87,7 +87,7 @@ int zb_sentences_split(const char *text, size_t len, zb_sentences_spans_t *out);
 
 /* The same with options (opt NULL = defaults, all false). */
 int zb_sentences_split_opts(const char *text, size_t len, const zb_sentences_options_t *opt,
-                       zb_sentences_spans_t *out);
+                            zb_sentences_spans_t *out);
 
 /* True when code point c is whitespace to the segmenter (Unicode White_Space):
  * the characters spans are trimmed of and need not cover. */

@@ -38,19 +38,19 @@
 
 /* --- marker characters of the detector ------------------------------------ */
 
-#define M_BRK 0xF050
-#define M_DOT 0xF051
-#define M_SEMI 0xF053
-#define M_QST 0xF054
-#define M_EXC 0xF055
-#define M_POPEN 0xF056
+#define M_BRK    0xF050
+#define M_DOT    0xF051
+#define M_SEMI   0xF053
+#define M_QST    0xF054
+#define M_EXC    0xF055
+#define M_POPEN  0xF056
 #define M_PCLOSE 0xF057
-#define M_ABBR 0x255E
-#define M_NUM 0x255F
-#define M_MULT 0x2554
-#define M_QIQ 0x2564
-#define M_EXI 0x2565
-#define M_ELL 0x2566
+#define M_ABBR   0x255E
+#define M_NUM    0x255F
+#define M_MULT   0x2554
+#define M_QIQ    0x2564
+#define M_EXI    0x2565
+#define M_ELL    0x2566
 
 /* --- scratch ---------------------------------------------------------- */
 
@@ -71,18 +71,18 @@ struct zb_sparknlp_scratch {
     uint32_t *u16;  /* [n + 1] UTF-16 index of code point i */
     uint32_t *byte; /* [n + 1] byte offset of code point i */
     size_t pos_cap;
-    s_buf_t cp;           /* the text's code points */
-    s_buf_t a, b;         /* rewrite buffers */
-    s_buf_t needle;       /* a recovered sentence */
-    int32_t *kmp;         /* failure table for the needle */
+    s_buf_t cp;     /* the text's code points */
+    s_buf_t a, b;   /* rewrite buffers */
+    s_buf_t needle; /* a recovered sentence */
+    int32_t *kmp;   /* failure table for the needle */
     size_t kmp_cap;
-    s_buf_t word, nfd;    /* a token's content; a normalised sub-token */
-    s_buf_t tmp;          /* canonical ordering of a long run of marks */
-    unsigned char *utf8;  /* the normalised sub-token as UTF-8 */
-    uint32_t *at;         /* [m + 1] byte offset of its code points */
-    uint32_t *at16;       /* [m + 1] UTF-16 offset of its code points */
+    s_buf_t word, nfd;   /* a token's content; a normalised sub-token */
+    s_buf_t tmp;         /* canonical ordering of a long run of marks */
+    unsigned char *utf8; /* the normalised sub-token as UTF-8 */
+    uint32_t *at;        /* [m + 1] byte offset of its code points */
+    uint32_t *at16;      /* [m + 1] UTF-16 offset of its code points */
     size_t utf8_cap, at_cap;
-    s_piece_t *pc;        /* pieces of the current sentence (<= 128 kept) */
+    s_piece_t *pc; /* pieces of the current sentence (<= 128 kept) */
 };
 
 static int s_buf_reserve(s_buf_t *b, size_t extra) {
@@ -130,10 +130,18 @@ void zb_sparknlp_doc_free(zb_sparknlp_doc_t *doc) {
 static inline bool s_ws(int32_t c) { /* \s */
     return c == ' ' || (c >= 0x09 && c <= 0x0D);
 }
-static inline bool s_digit(int32_t c) { return c >= '0' && c <= '9'; }
-static inline bool s_upper(int32_t c) { return c >= 'A' && c <= 'Z'; }
-static inline bool s_lower(int32_t c) { return c >= 'a' && c <= 'z'; }
-static inline bool s_alpha(int32_t c) { return s_upper(c) || s_lower(c); }
+static inline bool s_digit(int32_t c) {
+    return c >= '0' && c <= '9';
+}
+static inline bool s_upper(int32_t c) {
+    return c >= 'A' && c <= 'Z';
+}
+static inline bool s_lower(int32_t c) {
+    return c >= 'a' && c <= 'z';
+}
+static inline bool s_alpha(int32_t c) {
+    return s_upper(c) || s_lower(c);
+}
 static inline bool s_w(int32_t c) { /* \w */
     return s_alpha(c) || s_digit(c) || c == '_';
 }
@@ -207,8 +215,10 @@ static size_t s_d12_dot(const int32_t *s, size_t n, size_t j) {
 /* 1a  (\()[a-z]+\)|^[a-z]+\) */
 static bool r_list_paren(const int32_t *s, size_t n, size_t i, size_t *end) {
     size_t j = i;
-    if (s[i] == '(') j++;
-    else if (i != 0) return false;
+    if (s[i] == '(')
+        j++;
+    else if (i != 0)
+        return false;
     size_t k = j;
     while (s_lower(s_at(s, n, k))) k++;
     if (k == j || s_at(s, n, k) != ')') return false;
@@ -226,8 +236,7 @@ static bool r_list_num(const int32_t *s, size_t n, size_t i, size_t *end) {
     if (i == 0 && (e = s_d12_dot(s, n, 0)) && s_ws(s_at(s, n, e))) goto hit1;
     if (s_ws(c) && (e = s_d12_dot(s, n, i + 1)) && s_at(s, n, e) == ')') goto hit1;
     if (i == 0 && (e = s_d12_dot(s, n, 0)) && s_at(s, n, e) == ')') goto hit1;
-    if (s_ws(c) && s_at(s, n, i + 1) == '-' && (e = s_d12_dot(s, n, i + 2)) &&
-        s_ws(s_at(s, n, e)))
+    if (s_ws(c) && s_at(s, n, i + 1) == '-' && (e = s_d12_dot(s, n, i + 2)) && s_ws(s_at(s, n, e)))
         goto hit1;
     if (i == 0 && c == '-' && (e = s_d12_dot(s, n, 1)) && s_ws(s_at(s, n, e))) goto hit1;
     if (c == 's' && s_at(s, n, i + 1) == '-' && (e = s_d12_dot(s, n, i + 2)) &&
@@ -289,8 +298,7 @@ static bool r_num_start1(const int32_t *s, size_t n, size_t i, size_t *end) {
 
 /* 2e  (?<=^\d\d)\.(?=(\s\S)|\)) */
 static bool r_num_start2(const int32_t *s, size_t n, size_t i, size_t *end) {
-    if (i != 2 || s[2] != '.' || !s_digit(s[0]) || !s_digit(s[1]) ||
-        !s_ws_nonws_or_paren(s, n, 3))
+    if (i != 2 || s[2] != '.' || !s_digit(s[0]) || !s_digit(s[1]) || !s_ws_nonws_or_paren(s, n, 3))
         return false;
     *end = 3;
     return true;
@@ -334,8 +342,8 @@ static bool r_possessive(const int32_t *s, size_t n, size_t i, size_t *end) {
 
 /* (?<=Co)\.(?=\sKG) */
 static bool r_kommandit(const int32_t *s, size_t n, size_t i, size_t *end) {
-    if (s[i] != '.' || i < 2 || s[i - 2] != 'C' || s[i - 1] != 'o' ||
-        !s_ws(s_at(s, n, i + 1)) || s_at(s, n, i + 2) != 'K' || s_at(s, n, i + 3) != 'G')
+    if (s[i] != '.' || i < 2 || s[i - 2] != 'C' || s[i - 1] != 'o' || !s_ws(s_at(s, n, i + 1)) ||
+        s_at(s, n, i + 2) != 'K' || s_at(s, n, i + 3) != 'G')
         return false;
     *end = i + 1;
     return true;
@@ -361,10 +369,10 @@ static bool r_single_upper(const int32_t *s, size_t n, size_t i, size_t *end) {
 static const char *const s_prepositive[] = {"dr", "mr", "ms", "prof", "mt", "st", NULL};
 static const char *const s_number_abbr[] = {"no", "p", "px", NULL};
 static const char *const s_abbr[] = {
-    "adj", "bros", "btw", "co",  "col", "corp", "cpl", "dec", "aug", "del", "dept", "dist", "dr",
-    "e.g", "etc",  "exp", "feb", "fy",  "hr",   "i.e", "id",  "inc", "jan", "jr",   "jul",  "jun",
-    "lt",  "ltd",  "mar", "may", "min", "mr",   "mrs", "ms",  "no",  "nov", "oct",  "ok",   "p",
-    "px",  "plz",  "prof", "rep", "sec", "sep", "sept", "sr", "st",  "u.s", "ver",  "vs",   NULL};
+    "adj", "bros", "btw",  "co",  "col", "corp", "cpl",  "dec", "aug", "del", "dept", "dist", "dr",
+    "e.g", "etc",  "exp",  "feb", "fy",  "hr",   "i.e",  "id",  "inc", "jan", "jr",   "jul",  "jun",
+    "lt",  "ltd",  "mar",  "may", "min", "mr",   "mrs",  "ms",  "no",  "nov", "oct",  "ok",   "p",
+    "px",  "plz",  "prof", "rep", "sec", "sep",  "sept", "sr",  "st",  "u.s", "ver",  "vs",   NULL};
 
 /* Lookbehinds (?<=\s(?i)LIST) and (?<=^(?i)LIST) before position i: some
  * entry ends exactly at i, preceded by whitespace (*ws) or starting the
@@ -381,8 +389,10 @@ static void s_behind(const int32_t *s, size_t i, const char *const *list, bool *
             ok = (*e)[k] == '.' ? s_any(c) : s_fold(c) == (*e)[k];
         }
         if (!ok) continue;
-        if (b == 0) *start = true;
-        else if (s_ws(s[b - 1])) *ws = true;
+        if (b == 0)
+            *start = true;
+        else if (s_ws(s[b - 1]))
+            *ws = true;
     }
 }
 
@@ -402,9 +412,12 @@ enum { LA_WS, LA_COLON_DIGIT, LA_WS_DIGIT, LA_WS_PAREN, LA_GENERAL, LA_COMMA };
 static bool s_ahead(const int32_t *s, size_t n, size_t i, int kind, bool start) {
     int32_t a = s_at(s, n, i + 1);
     switch (kind) {
-    case LA_WS: return s_ws(a);
-    case LA_COLON_DIGIT: return a == ':' && s_digit(s_at(s, n, i + 2));
-    case LA_WS_DIGIT: return s_ws(a) && s_digit(s_at(s, n, i + 2));
+    case LA_WS:
+        return s_ws(a);
+    case LA_COLON_DIGIT:
+        return a == ':' && s_digit(s_at(s, n, i + 2));
+    case LA_WS_DIGIT:
+        return s_ws(a) && s_digit(s_at(s, n, i + 2));
     case LA_WS_PAREN: {
         size_t j = i + 1;
         while (s_ws(s_at(s, n, j))) j++;
@@ -413,7 +426,8 @@ static bool s_ahead(const int32_t *s, size_t n, size_t i, int kind, bool start) 
     case LA_GENERAL:
         return a == '.' || a == ':' || (a == '-' && !start) || a == '?' ||
                s_ws_then_word(s, n, i + 1);
-    default: return a == ',';
+    default:
+        return a == ',';
     }
 }
 
@@ -527,8 +541,8 @@ static bool s_between(const int32_t *s, size_t n, size_t i, int32_t open, int32_
                       size_t *end) {
     if (s[i] != open) return false;
     size_t j = i + 1;
-    while (j < n && (s_w(s[j]) || s_ws(s[j]) || s[j] == '?' || s[j] == '!' || s[j] == '.' ||
-                     s[j] == ','))
+    while (j < n &&
+           (s_w(s[j]) || s_ws(s[j]) || s[j] == '?' || s[j] == '!' || s[j] == '.' || s[j] == ','))
         j++;
     if (j == i + 1 || s_at(s, n, j) != close) return false;
     *end = j + 1;
@@ -612,7 +626,9 @@ static int s_apply(s_buf_t **in, s_buf_t **out, s_rule_fn f, int how, int32_t sy
         }
         if (s_buf_reserve(o, e - i + 4)) return ZB_ENOMEM;
         switch (how) {
-        case T_SYM: o->v[o->n++] = sym; break;
+        case T_SYM:
+            o->v[o->n++] = sym;
+            break;
         case T_SYM_BRK:
             o->v[o->n++] = sym;
             o->v[o->n++] = M_BRK;
@@ -656,23 +672,40 @@ typedef struct s_step {
  * punctuation, multiple periods, geo, ellipses, between punctuation,
  * question in quotes, exclamation, basic breakers. */
 static const s_step_t s_steps[] = {
-    {r_list_paren, T_BRK_PROTECT, 0},  {r_list_num, T_BRK_PROTECT, 0},
-    {r_num_between, T_SYM, M_NUM},     {r_num_before, T_SYM, M_NUM},
-    {r_num_after, T_SYM, M_NUM},       {r_num_start1, T_SYM, M_NUM},
-    {r_num_start2, T_SYM, M_NUM},      {r_multi_period, T_PROTECT, 0},
-    {r_pm, T_PROTECT, 0},              {r_am, T_PROTECT, 0},
-    {r_possessive, T_SYM, M_ABBR},     {r_kommandit, T_SYM, M_ABBR},
-    {r_single_start, T_SYM, M_ABBR},   {r_single_upper, T_SYM, M_ABBR},
-    {r_prepos, T_SYM, M_ABBR},         {r_prepos_tag, T_SYM, M_ABBR},
-    {r_number_abbr, T_SYM, M_ABBR},    {r_number_tag, T_SYM, M_ABBR},
-    {r_general, T_SYM, M_ABBR},        {r_general_comma, T_SYM, M_ABBR},
-    {r_punct, T_APPEND_BRK, 0},        {r_mult, T_SYM, M_MULT},
-    {r_geo, T_SYM, M_MULT},            {r_ell3, T_SYM_BRK, M_ELL},
-    {r_ell4, T_SYM_BRK, M_ELL},        {r_single_quote, T_PROTECT, 0},
-    {r_double_quote, T_PROTECT, 0},    {r_square, T_PROTECT, 0},
-    {r_parens, T_PROTECT, 0},          {r_qiq, T_SYM, M_QIQ},
-    {r_exi_quote, T_SYM, M_EXI},       {r_exi_comma, T_SYM, M_EXI},
-    {r_exi_mid, T_SYM, M_EXI},         {r_dot, T_SYM_BRK, M_DOT},
+    {r_list_paren, T_BRK_PROTECT, 0},
+    {r_list_num, T_BRK_PROTECT, 0},
+    {r_num_between, T_SYM, M_NUM},
+    {r_num_before, T_SYM, M_NUM},
+    {r_num_after, T_SYM, M_NUM},
+    {r_num_start1, T_SYM, M_NUM},
+    {r_num_start2, T_SYM, M_NUM},
+    {r_multi_period, T_PROTECT, 0},
+    {r_pm, T_PROTECT, 0},
+    {r_am, T_PROTECT, 0},
+    {r_possessive, T_SYM, M_ABBR},
+    {r_kommandit, T_SYM, M_ABBR},
+    {r_single_start, T_SYM, M_ABBR},
+    {r_single_upper, T_SYM, M_ABBR},
+    {r_prepos, T_SYM, M_ABBR},
+    {r_prepos_tag, T_SYM, M_ABBR},
+    {r_number_abbr, T_SYM, M_ABBR},
+    {r_number_tag, T_SYM, M_ABBR},
+    {r_general, T_SYM, M_ABBR},
+    {r_general_comma, T_SYM, M_ABBR},
+    {r_punct, T_APPEND_BRK, 0},
+    {r_mult, T_SYM, M_MULT},
+    {r_geo, T_SYM, M_MULT},
+    {r_ell3, T_SYM_BRK, M_ELL},
+    {r_ell4, T_SYM_BRK, M_ELL},
+    {r_single_quote, T_PROTECT, 0},
+    {r_double_quote, T_PROTECT, 0},
+    {r_square, T_PROTECT, 0},
+    {r_parens, T_PROTECT, 0},
+    {r_qiq, T_SYM, M_QIQ},
+    {r_exi_quote, T_SYM, M_EXI},
+    {r_exi_comma, T_SYM, M_EXI},
+    {r_exi_mid, T_SYM, M_EXI},
+    {r_dot, T_SYM_BRK, M_DOT},
     {r_semi, T_SYM_BRK, M_SEMI},
 };
 
@@ -714,11 +747,11 @@ static struct zb_sparknlp_scratch *s_scratch(zb_sparknlp_doc_t *doc) {
 
 static zb_sparknlp_span_t s_span(const struct zb_sparknlp_scratch *sc, size_t b, size_t e) {
     return (zb_sparknlp_span_t){.begin16 = (int32_t)sc->u16[b],
-                            .end16 = (int32_t)sc->u16[e] - 1,
-                            .begin = (uint32_t)b,
-                            .end = (uint32_t)e,
-                            .byte_begin = sc->byte[b],
-                            .byte_end = sc->byte[e]};
+                                .end16 = (int32_t)sc->u16[e] - 1,
+                                .begin = (uint32_t)b,
+                                .end = (uint32_t)e,
+                                .byte_begin = sc->byte[b],
+                                .byte_end = sc->byte[e]};
 }
 
 /* --- sentence extraction ---------------------------------------------------- */
@@ -747,19 +780,33 @@ static long s_index_of(struct zb_sparknlp_scratch *sc, const int32_t *hay, size_
 
 static const char *s_recover(int32_t c) {
     switch (c) {
-    case M_DOT: case M_ABBR: case M_NUM: case M_MULT: return ".";
-    case M_SEMI: return ";";
-    case M_QST: case M_QIQ: return "?";
-    case M_EXC: case M_EXI: return "!";
-    case M_ELL: return "...";
-    case M_POPEN: case M_PCLOSE: case M_BRK: return "";
-    default: return NULL;
+    case M_DOT:
+    case M_ABBR:
+    case M_NUM:
+    case M_MULT:
+        return ".";
+    case M_SEMI:
+        return ";";
+    case M_QST:
+    case M_QIQ:
+        return "?";
+    case M_EXC:
+    case M_EXI:
+        return "!";
+    case M_ELL:
+        return "...";
+    case M_POPEN:
+    case M_PCLOSE:
+    case M_BRK:
+        return "";
+    default:
+        return NULL;
     }
 }
 
 static int s_push_sentence(zb_sparknlp_doc_t *doc, zb_sparknlp_span_t sp) {
     if (zb_grow((void **)&doc->sentences, &doc->caps[0], doc->n_sentences + 1,
-               sizeof *doc->sentences))
+                sizeof *doc->sentences))
         return ZB_ENOMEM;
     doc->sentences[doc->n_sentences++] = sp;
     return 0;
@@ -788,8 +835,10 @@ static int s_detect(zb_sparknlp_doc_t *doc, struct zb_sparknlp_scratch *sc) {
     bool close_next = false;
     for (size_t i = wn; i-- > 0;) {
         split[i] = w[i] == M_BRK && !close_next;
-        if (w[i] == M_POPEN) close_next = false;
-        else if (w[i] == M_PCLOSE) close_next = true;
+        if (w[i] == M_POPEN)
+            close_next = false;
+        else if (w[i] == M_PCLOSE)
+            close_next = true;
     }
     size_t last = 0; /* Java's lastCharPosition, as a code point index */
     for (size_t b = 0; b <= wn;) {
@@ -801,7 +850,8 @@ static int s_detect(zb_sparknlp_doc_t *doc, struct zb_sparknlp_scratch *sc) {
             const char *r = s_recover(w[k]);
             size_t rl = r ? strlen(r) : 1;
             if (s_buf_reserve(&sc->needle, rl)) return ZB_ENOMEM;
-            if (r == NULL) sc->needle.v[sc->needle.n++] = w[k];
+            if (r == NULL)
+                sc->needle.v[sc->needle.n++] = w[k];
             else
                 for (size_t q = 0; q < rl; q++) sc->needle.v[sc->needle.n++] = (unsigned char)r[q];
         }
@@ -859,16 +909,26 @@ int zb_sparknlp_sentences(const char *text, size_t len, zb_sparknlp_doc_t *doc) 
 /* Tokenizer contextChars: . , ; : ! ? * - ( ) " ' */
 static bool s_context(int32_t c) {
     switch (c) {
-    case '.': case ',': case ';': case ':': case '!': case '?':
-    case '*': case '-': case '(': case ')': case '"': case '\'':
+    case '.':
+    case ',':
+    case ';':
+    case ':':
+    case '!':
+    case '?':
+    case '*':
+    case '-':
+    case '(':
+    case ')':
+    case '"':
+    case '\'':
         return true;
     default:
         return false;
     }
 }
 
-static int s_push_token(zb_sparknlp_doc_t *doc, const struct zb_sparknlp_scratch *sc, size_t b, size_t e,
-                        uint32_t sentence) {
+static int s_push_token(zb_sparknlp_doc_t *doc, const struct zb_sparknlp_scratch *sc, size_t b,
+                        size_t e, uint32_t sentence) {
     if (sc->u16[e] - sc->u16[b] > ZB_SPARKNLP_LENGTH_MAX) return 0; /* maxLength */
     if (zb_grow((void **)&doc->tokens, &doc->caps[1], doc->n_tokens + 1, sizeof *doc->tokens))
         return ZB_ENOMEM;
@@ -920,12 +980,12 @@ static bool s_filtered(int32_t c) {
 }
 
 bool zb_sparknlp_is_punct(int32_t c) {
-    static const int32_t lo[] = {0x05BE, 0x05C0, 0x05C3, 0x05C6, 0x05F3, 0x061E, 0x0830, 0x0837,
-                                 0x085E, 0x0DF4, 0x16EB, 0x1735, 0x1C3B, 0x1C7E, 0x1CC0, 0x2008,
-                                 0x2055, 0x2058, 0x2E2A, 0xA4FE, 0xAA5C};
-    static const int32_t hi[] = {0x05BE, 0x05C0, 0x05C3, 0x05C6, 0x05F4, 0x061E, 0x0835, 0x083E,
-                                 0x085E, 0x0DF4, 0x16ED, 0x1736, 0x1C3F, 0x1C7F, 0x1CC7, 0x2008,
-                                 0x2056, 0x205A, 0x2E2C, 0xA4FF, 0xAA5F};
+    static const int32_t lo[] = {0x05BE, 0x05C0, 0x05C3, 0x05C6, 0x05F3, 0x061E, 0x0830,
+                                 0x0837, 0x085E, 0x0DF4, 0x16EB, 0x1735, 0x1C3B, 0x1C7E,
+                                 0x1CC0, 0x2008, 0x2055, 0x2058, 0x2E2A, 0xA4FE, 0xAA5C};
+    static const int32_t hi[] = {0x05BE, 0x05C0, 0x05C3, 0x05C6, 0x05F4, 0x061E, 0x0835,
+                                 0x083E, 0x085E, 0x0DF4, 0x16ED, 0x1736, 0x1C3F, 0x1C7F,
+                                 0x1CC7, 0x2008, 0x2056, 0x205A, 0x2E2C, 0xA4FF, 0xAA5F};
     for (size_t i = 0; i < sizeof lo / sizeof *lo; i++)
         if (c >= lo[i] && c <= hi[i]) return true;
     return false;
@@ -942,7 +1002,9 @@ static bool s_bt_cjk(int32_t c) {
            (c >= 0xF900 && c <= 0xFAFF);
 }
 
-static int s_units(int32_t c) { return c >= 0x10000 ? 2 : 1; }
+static int s_units(int32_t c) {
+    return c >= 0x10000 ? 2 : 1;
+}
 
 /* Canonical ordering of sc->nfd: each run of non-starters sorted by
  * combining class, stably; long runs by counting sort, so that a hostile run
@@ -1056,7 +1118,7 @@ static int s_wordpiece(struct zb_sparknlp_scratch *sc, const zb_tokenizer_t *t, 
         int32_t id = -1;
         for (; e > s; e--) {
             id = zb_tokenizer_piece_id(t, (const char *)sc->utf8 + sc->at[s], sc->at[e] - sc->at[s],
-                                 s > 0);
+                                       s > 0);
             if (id >= 0) break;
         }
         if (id < 0) { /* one unmatched position: the whole word is [UNK] */
@@ -1128,8 +1190,10 @@ static int s_feed_token(const zb_tokenizer_t *t, bool case_sensitive, zb_sparknl
 static long s_find_token(const zb_sparknlp_doc_t *doc, size_t lo, size_t hi, int32_t b16) {
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (doc->tokens[mid].span.begin16 < b16) lo = mid + 1;
-        else hi = mid;
+        if (doc->tokens[mid].span.begin16 < b16)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < doc->n_tokens && doc->tokens[lo].span.begin16 == b16 ? (long)lo : -1;
 }
@@ -1146,7 +1210,7 @@ static int s_push_id(zb_sparknlp_doc_t *doc, size_t *n, int32_t id, uint32_t tok
 }
 
 int zb_sparknlp_analyze(const zb_tokenizer_t *t, bool case_sensitive, const char *text, size_t len,
-                    zb_sparknlp_doc_t *doc) {
+                        zb_sparknlp_doc_t *doc) {
     if (doc == NULL || t == NULL) return ZB_EINVAL;
     struct zb_sparknlp_scratch *sc;
     int rc = s_begin(doc, text, len, &sc);
@@ -1194,7 +1258,7 @@ int zb_sparknlp_analyze(const zb_tokenizer_t *t, bool case_sensitive, const char
             long tok = s_find_token(doc, t0, t1, sc->pc[p].begin16);
             if (tok < 0) continue; /* a piece nobody begins at: dropped */
             if (zb_grow((void **)&doc->vectors, &doc->caps[5], doc->n_vectors + 1,
-                       sizeof *doc->vectors)) {
+                        sizeof *doc->vectors)) {
                 rc = ZB_ENOMEM;
                 goto out;
             }

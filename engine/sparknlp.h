@@ -52,9 +52,9 @@
 #include "tokenizer.h"
 
 /* Spark NLP's limits, as its defaults set them. */
-#define ZB_SPARKNLP_PIECES_MAX 128      /* BertEmbeddings maxSentenceLength */
-#define ZB_SPARKNLP_WORD_UNITS_MAX 200  /* WordpieceEncoder maxInputCharsPerWord */
-#define ZB_SPARKNLP_LENGTH_MAX 99999    /* sentence and token maxLength (UTF-16) */
+#define ZB_SPARKNLP_PIECES_MAX     128   /* BertEmbeddings maxSentenceLength */
+#define ZB_SPARKNLP_WORD_UNITS_MAX 200   /* WordpieceEncoder maxInputCharsPerWord */
+#define ZB_SPARKNLP_LENGTH_MAX     99999 /* sentence and token maxLength (UTF-16) */
 
 /* A span of the text in the three units. */
 typedef struct zb_sparknlp_span {
@@ -71,11 +71,11 @@ typedef struct zb_sparknlp_token {
 
 /* One word_embeddings annotation: a token and the model row it gets. */
 typedef struct zb_sparknlp_vector {
-    uint32_t token;     /* index into doc->tokens */
-    int32_t piece_id;   /* vocabulary id of the piece fed at that row */
-    uint32_t row;       /* row of its sentence's sequence, 1..127 */
-    bool word_start;    /* the piece is not a "##" continuation */
-    bool row_is_sep;    /* the row is the sequence's [SEP] (the cap quirk) */
+    uint32_t token;   /* index into doc->tokens */
+    int32_t piece_id; /* vocabulary id of the piece fed at that row */
+    uint32_t row;     /* row of its sentence's sequence, 1..127 */
+    bool word_start;  /* the piece is not a "##" continuation */
+    bool row_is_sep;  /* the row is the sequence's [SEP] (the cap quirk) */
 } zb_sparknlp_vector_t;
 
 /* The analysis of one text.  Zero-initialise, reuse across texts, release
@@ -83,16 +83,16 @@ typedef struct zb_sparknlp_vector {
 typedef struct zb_sparknlp_doc {
     zb_sparknlp_span_t *sentences; /* in text order, numbered 0.. */
     size_t n_sentences;
-    zb_sparknlp_token_t *tokens;   /* in text order */
+    zb_sparknlp_token_t *tokens; /* in text order */
     size_t n_tokens;
-    int32_t *ids;              /* every sentence's sequence, framed [CLS]..[SEP] */
-    uint32_t *seq_off;         /* sentence k's sequence is ids[seq_off[k]..seq_off[k+1]) */
-    uint32_t *piece_token;     /* per id: the token that fed it (UINT32_MAX for CLS/SEP) */
+    int32_t *ids;                  /* every sentence's sequence, framed [CLS]..[SEP] */
+    uint32_t *seq_off;             /* sentence k's sequence is ids[seq_off[k]..seq_off[k+1]) */
+    uint32_t *piece_token;         /* per id: the token that fed it (UINT32_MAX for CLS/SEP) */
     zb_sparknlp_vector_t *vectors; /* annotations, sentence by sentence, piece order */
     size_t n_vectors;
-    char error[160];           /* why the text was refused */
+    char error[160];                     /* why the text was refused */
     struct zb_sparknlp_scratch *scratch; /* working memory, reused */
-    size_t caps[6];            /* capacities of the arrays above */
+    size_t caps[6];                      /* capacities of the arrays above */
 } zb_sparknlp_doc_t;
 
 void zb_sparknlp_doc_free(zb_sparknlp_doc_t *doc);
@@ -114,7 +114,7 @@ int zb_sparknlp_sentences(const char *text, size_t len, zb_sparknlp_doc_t *doc);
  * zb_sparknlp_sentences.
  */
 int zb_sparknlp_analyze(const zb_tokenizer_t *t, bool case_sensitive, const char *text, size_t len,
-                    zb_sparknlp_doc_t *doc);
+                        zb_sparknlp_doc_t *doc);
 
 /* True when code point c is one of the 58 characters beyond ASCII that
  * Spark's basic tokenizer treats as punctuation (its Unicode name contains

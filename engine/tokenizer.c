@@ -102,7 +102,10 @@ static const range_t s_punct_after_8[] = {
 
 /* Cf in Unicode 15.0 but unassigned in 8.0. */
 static const range_t s_format_after_8[] = {
-    {0x0890, 0x0891}, {0x08E2, 0x08E2}, {0x110CD, 0x110CD}, {0x13430, 0x1343F},
+    {0x0890, 0x0891},
+    {0x08E2, 0x08E2},
+    {0x110CD, 0x110CD},
+    {0x13430, 0x1343F},
 };
 
 static bool s_in(int32_t u, const range_t *r, size_t n) {
@@ -179,10 +182,14 @@ static int s_decode(const unsigned char *p, size_t avail, int32_t *u) {
     /* The second byte's valid range depends on the lead: this is where
      * overlongs, surrogates and > U+10FFFF are excluded. */
     unsigned lo = 0x80, hi = 0xBF;
-    if (c == 0xE0) lo = 0xA0;
-    else if (c == 0xED) hi = 0x9F;
-    else if (c == 0xF0) lo = 0x90;
-    else if (c == 0xF4) hi = 0x8F;
+    if (c == 0xE0)
+        lo = 0xA0;
+    else if (c == 0xED)
+        hi = 0x9F;
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F;
     if (c1 < lo || c1 > hi) return 0;
     if (n == 2) {
         *u = (int32_t)(((c & 0x1Fu) << 6) | (c1 & 0x3Fu));
@@ -196,8 +203,7 @@ static int s_decode(const unsigned char *p, size_t avail, int32_t *u) {
     }
     unsigned c3 = p[3];
     if ((c3 & 0xC0u) != 0x80u) return 0;
-    *u = (int32_t)(((c & 0x07u) << 18) | ((c1 & 0x3Fu) << 12) | ((c2 & 0x3Fu) << 6) |
-                   (c3 & 0x3Fu));
+    *u = (int32_t)(((c & 0x07u) << 18) | ((c1 & 0x3Fu) << 12) | ((c2 & 0x3Fu) << 6) | (c3 & 0x3Fu));
     return 4;
 }
 
@@ -262,14 +268,14 @@ typedef struct slot {
 enum { SPECIAL_N = 5 };
 
 struct zb_tokenizer {
-    char *blob;        /* the vocabulary bytes (token i at blob + off[i]) */
-    uint32_t *off;     /* [n] */
-    uint32_t *len;     /* [n] bytes, line ending excluded */
-    size_t n;          /* vocabulary size */
-    slot_t *slots;     /* [mask + 1] */
-    size_t mask;       /* table size - 1 (a power of two minus one) */
-    size_t plain_max;  /* longest plain entry, bytes */
-    size_t cont_max;   /* longest continuation entry without "##", bytes */
+    char *blob;                             /* the vocabulary bytes (token i at blob + off[i]) */
+    uint32_t *off;                          /* [n] */
+    uint32_t *len;                          /* [n] bytes, line ending excluded */
+    size_t n;                               /* vocabulary size */
+    slot_t *slots;                          /* [mask + 1] */
+    size_t mask;                            /* table size - 1 (a power of two minus one) */
+    size_t plain_max;                       /* longest plain entry, bytes */
+    size_t cont_max;                        /* longest continuation entry without "##", bytes */
     int32_t pad_id, unk_id, cls_id, sep_id; /* -1 when absent ([UNK] never is) */
     struct {
         const char *s;
@@ -294,8 +300,7 @@ static size_t s_find(const zb_tokenizer_t *t, uint64_t m, bool cont, const unsig
             const char *tok = t->blob + t->off[s->id];
             size_t tl = t->len[s->id];
             if (cont) {
-                if (tl == n + 2 && tok[0] == '#' && tok[1] == '#' &&
-                    memcmp(tok + 2, p, n) == 0)
+                if (tl == n + 2 && tok[0] == '#' && tok[1] == '#' && memcmp(tok + 2, p, n) == 0)
                     return i;
             } else if (tl == n && memcmp(tok, p, n) == 0) {
                 return i;
@@ -306,8 +311,8 @@ static size_t s_find(const zb_tokenizer_t *t, uint64_t m, bool cont, const unsig
 }
 
 /* Id of piece p[0..n) with polynomial hash h, or -1. */
-static inline int32_t s_lookup(const zb_tokenizer_t *t, uint64_t h, bool cont, const unsigned char *p,
-                               size_t n) {
+static inline int32_t s_lookup(const zb_tokenizer_t *t, uint64_t h, bool cont,
+                               const unsigned char *p, size_t n) {
     uint64_t m = s_mix(cont ? h ^ HASH_CONT_SALT : h);
     return t->slots[s_find(t, m, cont, p, n)].id;
 }
@@ -342,10 +347,11 @@ void zb_tokenizer_destroy(zb_tokenizer_t **tp) {
 }
 
 int zb_tokenizer_new(const char *vocab, size_t vocab_len, const zb_tokenizer_options_t *opt,
-               zb_tokenizer_t **out, zb_diag_t *d) {
+                     zb_tokenizer_t **out, zb_diag_t *d) {
     int rc = 0;
     zb_tokenizer_t *t = NULL;
-    if (!out || (!vocab && vocab_len)) return zb_diag_set(d, ZB_EINVAL, "zb_tokenizer_new: no vocab");
+    if (!out || (!vocab && vocab_len))
+        return zb_diag_set(d, ZB_EINVAL, "zb_tokenizer_new: no vocab");
     *out = NULL;
     if (vocab_len == 0) return zb_diag_set(d, ZB_EFORMAT, "vocabulary is empty");
     if (vocab_len > ZB_MODEL_TEXT_FILE_MAX)
@@ -392,8 +398,10 @@ int zb_tokenizer_new(const char *vocab, size_t vocab_len, const zb_tokenizer_opt
         size_t next = pos + n + (nl ? 1 : 0);
         if (n && p[n - 1] == '\r') n--;
         if (n > ZB_VOCAB_ENTRY_BYTES_MAX) {
-            rc = zb_diag_set(d, ZB_ELIMIT, "vocabulary line %zu is %zu bytes, more than the %d "
-                             "allowed", i + 1, n, ZB_VOCAB_ENTRY_BYTES_MAX);
+            rc = zb_diag_set(d, ZB_ELIMIT,
+                             "vocabulary line %zu is %zu bytes, more than the %d "
+                             "allowed",
+                             i + 1, n, ZB_VOCAB_ENTRY_BYTES_MAX);
             goto out;
         }
         if (!s_valid_utf8((const unsigned char *)p, n)) {
@@ -442,11 +450,21 @@ out:
     return rc;
 }
 
-int32_t zb_tokenizer_cls_id(const zb_tokenizer_t *t) { return t->cls_id; }
-int32_t zb_tokenizer_sep_id(const zb_tokenizer_t *t) { return t->sep_id; }
-int32_t zb_tokenizer_unk_id(const zb_tokenizer_t *t) { return t->unk_id; }
-int32_t zb_tokenizer_pad_id(const zb_tokenizer_t *t) { return t->pad_id; }
-size_t zb_tokenizer_vocab_size(const zb_tokenizer_t *t) { return t->n; }
+int32_t zb_tokenizer_cls_id(const zb_tokenizer_t *t) {
+    return t->cls_id;
+}
+int32_t zb_tokenizer_sep_id(const zb_tokenizer_t *t) {
+    return t->sep_id;
+}
+int32_t zb_tokenizer_unk_id(const zb_tokenizer_t *t) {
+    return t->unk_id;
+}
+int32_t zb_tokenizer_pad_id(const zb_tokenizer_t *t) {
+    return t->pad_id;
+}
+size_t zb_tokenizer_vocab_size(const zb_tokenizer_t *t) {
+    return t->n;
+}
 
 const char *zb_tokenizer_token(const zb_tokenizer_t *t, int32_t id, size_t *len) {
     if (id < 0 || (size_t)id >= t->n) return NULL;
@@ -454,7 +472,8 @@ const char *zb_tokenizer_token(const zb_tokenizer_t *t, int32_t id, size_t *len)
     return t->blob + t->off[id];
 }
 
-int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n, bool continuation) {
+int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n,
+                              bool continuation) {
     if (t == NULL || (piece == NULL && n)) return -1;
     if (n > (continuation ? t->cont_max : t->plain_max)) return -1;
     const unsigned char *p = (const unsigned char *)piece;
@@ -475,8 +494,8 @@ void zb_tokenizer_words_free(zb_tokenizer_words_t *w) {
     w->n = w->cap = 0;
 }
 
-static inline int s_push(zb_tokenizer_pieces_t *out, int32_t id, uint32_t b, uint32_t e, uint32_t bb,
-                         uint32_t be) {
+static inline int s_push(zb_tokenizer_pieces_t *out, int32_t id, uint32_t b, uint32_t e,
+                         uint32_t bb, uint32_t be) {
     if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
     zb_tokenizer_piece_t *p = &out->v[out->n++];
@@ -493,16 +512,16 @@ static inline int s_push(zb_tokenizer_pieces_t *out, int32_t id, uint32_t b, uin
 /* The word being collected: normalized bytes and, per normalized code
  * point, where it starts in bytes[] and which original code point made it. */
 typedef struct word {
-    size_t n;                              /* normalized code points stored */
-    bool too_long;                         /* more than ZB_WORD_CHARS_MAX */
-    uint32_t first_cp, first_byte;         /* original start of the word */
-    uint32_t last_cp_end, last_byte_end;   /* original end of its last char */
-    uint16_t at[ZB_WORD_CHARS_MAX + 1];    /* byte start in bytes[]; at[n] = size */
-    uint32_t src_cp[ZB_WORD_CHARS_MAX];    /* source code point index */
-    uint32_t src_byte[ZB_WORD_CHARS_MAX];  /* source byte offset */
-    uint8_t src_len[ZB_WORD_CHARS_MAX];    /* source byte length */
+    size_t n;                             /* normalized code points stored */
+    bool too_long;                        /* more than ZB_WORD_CHARS_MAX */
+    uint32_t first_cp, first_byte;        /* original start of the word */
+    uint32_t last_cp_end, last_byte_end;  /* original end of its last char */
+    uint16_t at[ZB_WORD_CHARS_MAX + 1];   /* byte start in bytes[]; at[n] = size */
+    uint32_t src_cp[ZB_WORD_CHARS_MAX];   /* source code point index */
+    uint32_t src_byte[ZB_WORD_CHARS_MAX]; /* source byte offset */
+    uint8_t src_len[ZB_WORD_CHARS_MAX];   /* source byte length */
     unsigned char bytes[WORD_BYTES_CAP];
-    uint64_t h[ZB_WORD_CHARS_MAX + 1];     /* prefix hashes at char starts */
+    uint64_t h[ZB_WORD_CHARS_MAX + 1]; /* prefix hashes at char starts */
 } word_t;
 
 static inline void s_word_add(word_t *w, int32_t u, uint32_t cp, uint32_t byte, uint32_t blen) {
@@ -538,8 +557,7 @@ static int s_word_flush(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_
     w->n = 0;
     if (w->too_long) {
         w->too_long = false;
-        return s_push(out, t->unk_id, w->first_cp, w->last_cp_end, w->first_byte,
-                      w->last_byte_end);
+        return s_push(out, t->unk_id, w->first_cp, w->last_cp_end, w->first_byte, w->last_byte_end);
     }
     /* Prefix hashes at every code point boundary. */
     uint64_t h = 0;
@@ -579,8 +597,8 @@ static int s_word_flush(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_
 
 /* Appends normalized code point u (from the original character at cp/byte)
  * to the pipeline: separators flush, punctuation is a word of its own. */
-static inline int s_feed(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_t *out, int32_t u, int cls,
-                         uint32_t cp, uint32_t byte, uint32_t blen) {
+static inline int s_feed(const zb_tokenizer_t *t, word_t *w, zb_tokenizer_pieces_t *out, int32_t u,
+                         int cls, uint32_t cp, uint32_t byte, uint32_t blen) {
     int rc;
     switch (cls) {
     case C_WORD:
@@ -633,7 +651,8 @@ static int s_normalize(const zb_tokenizer_t *t, int32_t u, int32_t *d, int cap) 
     return n;
 }
 
-int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, zb_tokenizer_pieces_t *out) {
+int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len,
+                        zb_tokenizer_pieces_t *out) {
     if (!t || !out || (!text && len)) return ZB_EINVAL;
     out->n = 0;
     if (len > ZB_TEXT_BYTES_MAX) return ZB_ELIMIT;
@@ -660,8 +679,7 @@ int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, z
                      * before anything else, even inside a word. */
                     uint32_t n = (uint32_t)t->special[k].n;
                     if ((rc = s_word_flush(t, &w, out))) goto out;
-                    rc = s_push(out, t->special[k].id, cp, cp + n, (uint32_t)i,
-                                (uint32_t)i + n);
+                    rc = s_push(out, t->special[k].id, cp, cp + n, (uint32_t)i, (uint32_t)i + n);
                     if (rc) goto out;
                     i += n;
                     cp += n;
@@ -691,8 +709,7 @@ int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, z
             /* A CJK ideograph stays a word of its own after normalization. */
             if (cls == C_CJK && (rc = s_word_flush(t, &w, out))) goto out;
             for (int j = 0; j < nn && !rc; j++)
-                rc = s_feed(t, &w, out, nu[j], s_class_norm(nu[j]), cp, (uint32_t)i,
-                            (uint32_t)k);
+                rc = s_feed(t, &w, out, nu[j], s_class_norm(nu[j]), cp, (uint32_t)i, (uint32_t)k);
             if (!rc && cls == C_CJK) rc = s_word_flush(t, &w, out);
         }
         if (rc) goto out;
@@ -707,7 +724,8 @@ out:
 
 /* --- Spark NLP-style word split ----------------------------------------- */
 
-static int s_word_push(zb_tokenizer_words_t *out, uint32_t b, uint32_t e, uint32_t bb, uint32_t be) {
+static int s_word_push(zb_tokenizer_words_t *out, uint32_t b, uint32_t e, uint32_t bb,
+                       uint32_t be) {
     if (out->n == out->cap && zb_grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
         return ZB_ENOMEM;
     zb_tokenizer_word_t *x = &out->v[out->n++];

@@ -42,8 +42,8 @@ typedef struct zb_tokenizer_options {
 
 /* One wordpiece. */
 typedef struct zb_tokenizer_piece {
-    int32_t id;          /* vocabulary id */
-    uint32_t begin, end; /* [begin, end) in code points of the text */
+    int32_t id;                    /* vocabulary id */
+    uint32_t begin, end;           /* [begin, end) in code points of the text */
     uint32_t byte_begin, byte_end; /* [begin, end) in bytes of the text */
 } zb_tokenizer_piece_t;
 
@@ -66,7 +66,7 @@ void zb_tokenizer_pieces_free(zb_tokenizer_pieces_t *p);
  * with d saying why.
  */
 int zb_tokenizer_new(const char *vocab, size_t vocab_len, const zb_tokenizer_options_t *opt,
-               zb_tokenizer_t **out, zb_diag_t *d);
+                     zb_tokenizer_t **out, zb_diag_t *d);
 
 void zb_tokenizer_destroy(zb_tokenizer_t **t);
 
@@ -86,7 +86,8 @@ const char *zb_tokenizer_token(const zb_tokenizer_t *t, int32_t id, size_t *len)
  * For other WordPiece front ends (Spark NLP compatibility): the same table
  * and duplicate rule as zb_tokenizer_encode.  Cost O(n), and O(1) for a piece
  * longer than every entry of its kind. */
-int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n, bool continuation);
+int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t n,
+                              bool continuation);
 
 /*
  * Tokenizes text[0..len) into wordpieces, appended to out after clearing it
@@ -95,7 +96,8 @@ int32_t zb_tokenizer_piece_id(const zb_tokenizer_t *t, const char *piece, size_t
  * the text is not valid UTF-8 (out is then empty), ZB_ELIMIT when len exceeds
  * ZB_TEXT_BYTES_MAX, or ZB_ENOMEM.
  */
-int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len, zb_tokenizer_pieces_t *out);
+int zb_tokenizer_encode(const zb_tokenizer_t *t, const char *text, size_t len,
+                        zb_tokenizer_pieces_t *out);
 
 /* A token of the Spark NLP-style word split (see zb_tokenizer_split_words). */
 typedef struct zb_tokenizer_word {
@@ -113,14 +115,12 @@ void zb_tokenizer_words_free(zb_tokenizer_words_t *w);
 /*
  * Splits text into tokens the way Spark NLP's default Tokenizer does: on
  * whitespace (the BERT pre-tokenizer's separators: White_Space less the
- * controls its cleaner removes, such as \v and \f), then leading and trailing punctuation characters are peeled off
- * each chunk one by one as tokens of their own, so "don't" and "e-mail" stay
- * whole, "U.S." gives "U.S" and ".", "(hello)," gives "(", "hello", ")", ",".
- * Characters the cleaner removes (controls, format characters) are not
- * tokens and are trimmed from token edges.  The text must be valid UTF-8
- * (ZB_EUTF8 otherwise) and at most ZB_TEXT_BYTES_MAX bytes (ZB_ELIMIT);
- * ZB_ENOMEM when out cannot grow.  out is cleared first (and left empty on
- * any error).
+ * controls its cleaner removes, such as \v and \f), then leading and trailing punctuation
+ * characters are peeled off each chunk one by one as tokens of their own, so "don't" and "e-mail"
+ * stay whole, "U.S." gives "U.S" and ".", "(hello)," gives "(", "hello", ")", ",". Characters the
+ * cleaner removes (controls, format characters) are not tokens and are trimmed from token edges.
+ * The text must be valid UTF-8 (ZB_EUTF8 otherwise) and at most ZB_TEXT_BYTES_MAX bytes
+ * (ZB_ELIMIT); ZB_ENOMEM when out cannot grow.  out is cleared first (and left empty on any error).
  */
 int zb_tokenizer_split_words(const char *text, size_t len, zb_tokenizer_words_t *out);
 

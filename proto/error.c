@@ -8,21 +8,36 @@
 
 const char *zb_strerror(int code) {
     switch (code) {
-    case ZB_OK: return "success";
-    case ZB_ENOMEM: return "out of memory";
-    case ZB_EINVAL: return "invalid argument";
-    case ZB_EIO: return "input/output error";
-    case ZB_EFORMAT: return "malformed input";
-    case ZB_ELIMIT: return "limit exceeded";
-    case ZB_EUTF8: return "invalid UTF-8";
-    case ZB_ENOTFOUND: return "not found";
-    case ZB_EUNSUPPORTED: return "unsupported";
-    case ZB_ECHECKSUM: return "checksum mismatch";
-    case ZB_EPROTO: return "protocol error";
-    case ZB_EBUSY: return "busy";
-    case ZB_ETIMEOUT: return "timed out";
-    case ZB_ECANCELED: return "cancelled";
-    default: return "unknown error";
+    case ZB_OK:
+        return "success";
+    case ZB_ENOMEM:
+        return "out of memory";
+    case ZB_EINVAL:
+        return "invalid argument";
+    case ZB_EIO:
+        return "input/output error";
+    case ZB_EFORMAT:
+        return "malformed input";
+    case ZB_ELIMIT:
+        return "limit exceeded";
+    case ZB_EUTF8:
+        return "invalid UTF-8";
+    case ZB_ENOTFOUND:
+        return "not found";
+    case ZB_EUNSUPPORTED:
+        return "unsupported";
+    case ZB_ECHECKSUM:
+        return "checksum mismatch";
+    case ZB_EPROTO:
+        return "protocol error";
+    case ZB_EBUSY:
+        return "busy";
+    case ZB_ETIMEOUT:
+        return "timed out";
+    case ZB_ECANCELED:
+        return "cancelled";
+    default:
+        return "unknown error";
     }
 }
 

@@ -46,8 +46,7 @@ typedef struct zb_diag {
  * failing path reads:  return zb_diag_set(d, ZB_EFORMAT, "bad %s", what);
  * When code is 0 the message is cleared.
  */
-int zb_diag_set(zb_diag_t *d, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int zb_diag_set(zb_diag_t *d, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* d->msg when something was said, else zb_strerror(code). d may be NULL. */
 const char *zb_diag_text(const zb_diag_t *d, int code);

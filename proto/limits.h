@@ -25,16 +25,16 @@
 
 /* Architecture bounds: generous for any BERT variant, small enough that
  * products of them cannot overflow 64-bit sizes. */
-#define ZB_LAYERS_MAX 128
-#define ZB_HIDDEN_MAX 16384
-#define ZB_HEADS_MAX 256
+#define ZB_LAYERS_MAX       128
+#define ZB_HIDDEN_MAX       16384
+#define ZB_HEADS_MAX        256
 #define ZB_INTERMEDIATE_MAX 65536
-#define ZB_POSITIONS_MAX 8192
-#define ZB_TYPE_VOCAB_MAX 64
+#define ZB_POSITIONS_MAX    8192
+#define ZB_TYPE_VOCAB_MAX   64
 
 /* Vocabulary: entries and bytes per entry (bert-base-cased has 28996;
  * multilingual vocabularies have ~120k). */
-#define ZB_VOCAB_MAX (1 << 21)
+#define ZB_VOCAB_MAX             (1 << 21)
 #define ZB_VOCAB_ENTRY_BYTES_MAX 256
 
 /* Small text files of a model (config.json, manifest, vocab.txt). */

@@ -37,7 +37,11 @@ void zb_log_write(int level, const char *fmt, ...) {
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s.%03ldZ %s[%ld] %s: %s\n", stamp, ts.tv_nsec / 1000000L, s_program,
-            (long)getpid(), zb_log_level_names[level < 0 ? 0 : level > 3 ? 3 : level], line);
+            (long)getpid(),
+            zb_log_level_names[level < 0   ? 0
+                               : level > 3 ? 3
+                                           : level],
+            line);
 }
 
 void zb_log_sample(char *out, size_t cap, const void *bytes, size_t n) {

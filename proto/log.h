@@ -23,9 +23,9 @@ typedef enum zb_log_level {
 
 extern int zb_log_level; /* messages above this level are skipped */
 
-#define ZB_LOG(lvl, ...)                                                                \
-    do {                                                                                \
-        if ((int)(lvl) <= zb_log_level) zb_log_write((lvl), __VA_ARGS__);               \
+#define ZB_LOG(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((int)(lvl) <= zb_log_level) zb_log_write((lvl), __VA_ARGS__);                          \
     } while (0)
 
 /* Sets the program name shown on each line and the level. */

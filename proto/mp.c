@@ -18,11 +18,11 @@
 /* A decoded header: kind, its own size, and the number it carries. */
 typedef struct s_head {
     zb_mp_kind_t kind;
-    size_t size;   /* bytes of the header (for fixint etc. the whole value) */
-    uint64_t n;    /* str/bin/ext payload bytes, array/map count, uint value */
-    int64_t i;     /* NEGINT value */
-    double f;      /* FLOAT value */
-    bool b;        /* BOOL value */
+    size_t size; /* bytes of the header (for fixint etc. the whole value) */
+    uint64_t n;  /* str/bin/ext payload bytes, array/map count, uint value */
+    int64_t i;   /* NEGINT value */
+    double f;    /* FLOAT value */
+    bool b;      /* BOOL value */
 } s_head_t;
 
 static uint64_t s_be(const uint8_t *p, size_t n) {
@@ -42,10 +42,18 @@ static void s_int(s_head_t *h, const uint8_t *p, size_t width, bool is_signed) {
     }
     int64_t v;
     switch (width) {
-    case 1: v = (int8_t)(uint8_t)u; break;
-    case 2: v = (int16_t)(uint16_t)u; break;
-    case 4: v = (int32_t)(uint32_t)u; break;
-    default: memcpy(&v, &u, sizeof v); break;
+    case 1:
+        v = (int8_t)(uint8_t)u;
+        break;
+    case 2:
+        v = (int16_t)(uint16_t)u;
+        break;
+    case 4:
+        v = (int32_t)(uint32_t)u;
+        break;
+    default:
+        memcpy(&v, &u, sizeof v);
+        break;
     }
     if (v >= 0) {
         h->kind = ZB_MP_UINT;
@@ -70,20 +78,56 @@ static int s_head(zb_mp_reader_t *r, s_head_t *h) {
     }
     uint8_t b = p[0];
     size_t need = 1; /* header bytes, checked below before reading them */
-    if (b <= 0x7f || b >= 0xe0 || (b >= 0x80 && b <= 0xbf) || b == 0xc0 || b == 0xc1 ||
-        b == 0xc2 || b == 0xc3) {
+    if (b <= 0x7f || b >= 0xe0 || (b >= 0x80 && b <= 0xbf) || b == 0xc0 || b == 0xc1 || b == 0xc2 ||
+        b == 0xc3) {
         need = 1;
     } else {
         switch (b) {
-        case 0xc4: case 0xc7: case 0xcc: case 0xd0: case 0xd9: need = 2; break;
-        case 0xc5: case 0xcd: case 0xd1: case 0xda: case 0xdc: case 0xde: need = 3; break;
-        case 0xc8: need = 4; break;
-        case 0xc6: case 0xca: case 0xce: case 0xd2: case 0xdb: case 0xdd: case 0xdf:
-            need = 5; break;
-        case 0xc9: need = 6; break;
-        case 0xcb: case 0xcf: case 0xd3: need = 9; break;
-        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: need = 2; break;
-        default: need = 1; break;
+        case 0xc4:
+        case 0xc7:
+        case 0xcc:
+        case 0xd0:
+        case 0xd9:
+            need = 2;
+            break;
+        case 0xc5:
+        case 0xcd:
+        case 0xd1:
+        case 0xda:
+        case 0xdc:
+        case 0xde:
+            need = 3;
+            break;
+        case 0xc8:
+            need = 4;
+            break;
+        case 0xc6:
+        case 0xca:
+        case 0xce:
+        case 0xd2:
+        case 0xdb:
+        case 0xdd:
+        case 0xdf:
+            need = 5;
+            break;
+        case 0xc9:
+            need = 6;
+            break;
+        case 0xcb:
+        case 0xcf:
+        case 0xd3:
+            need = 9;
+            break;
+        case 0xd4:
+        case 0xd5:
+        case 0xd6:
+        case 0xd7:
+        case 0xd8:
+            need = 2;
+            break;
+        default:
+            need = 1;
+            break;
         }
     }
     if (left < need) {
@@ -108,20 +152,30 @@ static int s_head(zb_mp_reader_t *r, s_head_t *h) {
         h->i = (int8_t)b;
     } else {
         switch (b) {
-        case 0xc0: h->kind = ZB_MP_NIL; break;
+        case 0xc0:
+            h->kind = ZB_MP_NIL;
+            break;
         case 0xc1:
             h->kind = ZB_MP_INVALID;
             r->why = "byte 0xc1 is not a MessagePack type";
             return ZB_EFORMAT;
-        case 0xc2: case 0xc3: h->kind = ZB_MP_BOOL; h->b = (b == 0xc3); break;
-        case 0xc4: case 0xc5: case 0xc6: {
+        case 0xc2:
+        case 0xc3:
+            h->kind = ZB_MP_BOOL;
+            h->b = (b == 0xc3);
+            break;
+        case 0xc4:
+        case 0xc5:
+        case 0xc6: {
             size_t w = (size_t)1 << (b - 0xc4);
             h->kind = ZB_MP_BIN;
             h->n = s_be(p + 1, w);
             h->size = 1 + w;
             break;
         }
-        case 0xc7: case 0xc8: case 0xc9: {
+        case 0xc7:
+        case 0xc8:
+        case 0xc9: {
             size_t w = (size_t)1 << (b - 0xc7);
             h->kind = ZB_MP_EXT;
             h->n = s_be(p + 1, w) + 1; /* the ext type byte counts as payload */
@@ -146,26 +200,39 @@ static int s_head(zb_mp_reader_t *r, s_head_t *h) {
             h->size = 9;
             break;
         }
-        case 0xcc: case 0xcd: case 0xce: case 0xcf:
+        case 0xcc:
+        case 0xcd:
+        case 0xce:
+        case 0xcf:
             s_int(h, p + 1, (size_t)1 << (b - 0xcc), false);
             break;
-        case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+        case 0xd0:
+        case 0xd1:
+        case 0xd2:
+        case 0xd3:
             s_int(h, p + 1, (size_t)1 << (b - 0xd0), true);
             break;
-        case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8:
+        case 0xd4:
+        case 0xd5:
+        case 0xd6:
+        case 0xd7:
+        case 0xd8:
             /* fixext: type byte + 1..16 data bytes */
             h->kind = ZB_MP_EXT;
             h->n = 1 + ((uint64_t)1 << (b - 0xd4));
             h->size = 1;
             break;
-        case 0xd9: case 0xda: case 0xdb: {
+        case 0xd9:
+        case 0xda:
+        case 0xdb: {
             size_t w = (size_t)1 << (b - 0xd9);
             h->kind = ZB_MP_STR;
             h->n = s_be(p + 1, w);
             h->size = 1 + w;
             break;
         }
-        case 0xdc: case 0xdd: {
+        case 0xdc:
+        case 0xdd: {
             size_t w = (size_t)2 << (b - 0xdc);
             h->kind = ZB_MP_ARRAY;
             h->n = s_be(p + 1, w);
@@ -208,39 +275,81 @@ zb_mp_kind_t zb_mp_peek(const zb_mp_reader_t *r) {
     if (b <= 0xbf) return ZB_MP_STR;
     if (b >= 0xe0) return ZB_MP_NEGINT;
     switch (b) {
-    case 0xc0: return ZB_MP_NIL;
-    case 0xc1: return ZB_MP_INVALID;
-    case 0xc2: case 0xc3: return ZB_MP_BOOL;
-    case 0xc4: case 0xc5: case 0xc6: return ZB_MP_BIN;
-    case 0xc7: case 0xc8: case 0xc9: return ZB_MP_EXT;
-    case 0xca: case 0xcb: return ZB_MP_FLOAT;
-    case 0xcc: case 0xcd: case 0xce: case 0xcf: return ZB_MP_UINT;
-    case 0xd0: case 0xd1: case 0xd2: case 0xd3:
+    case 0xc0:
+        return ZB_MP_NIL;
+    case 0xc1:
+        return ZB_MP_INVALID;
+    case 0xc2:
+    case 0xc3:
+        return ZB_MP_BOOL;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        return ZB_MP_BIN;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9:
+        return ZB_MP_EXT;
+    case 0xca:
+    case 0xcb:
+        return ZB_MP_FLOAT;
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf:
+        return ZB_MP_UINT;
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3:
         /* The sign is in the first payload byte (big-endian); when it is
          * missing the read will say the data ends. */
         if (r->end - r->p < 2) return ZB_MP_UINT;
         return (r->p[1] & 0x80) ? ZB_MP_NEGINT : ZB_MP_UINT;
-    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: return ZB_MP_EXT;
-    case 0xd9: case 0xda: case 0xdb: return ZB_MP_STR;
-    case 0xdc: case 0xdd: return ZB_MP_ARRAY;
-    default: return ZB_MP_MAP;
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
+        return ZB_MP_EXT;
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        return ZB_MP_STR;
+    case 0xdc:
+    case 0xdd:
+        return ZB_MP_ARRAY;
+    default:
+        return ZB_MP_MAP;
     }
 }
 
 const char *zb_mp_kind_name(zb_mp_kind_t k) {
     switch (k) {
-    case ZB_MP_END: return "end of data";
-    case ZB_MP_NIL: return "nil";
-    case ZB_MP_BOOL: return "bool";
-    case ZB_MP_UINT: return "uint";
-    case ZB_MP_NEGINT: return "negative integer";
-    case ZB_MP_FLOAT: return "float";
-    case ZB_MP_STR: return "str";
-    case ZB_MP_BIN: return "bin";
-    case ZB_MP_ARRAY: return "array";
-    case ZB_MP_MAP: return "map";
-    case ZB_MP_EXT: return "ext";
-    case ZB_MP_INVALID: return "invalid byte 0xc1";
+    case ZB_MP_END:
+        return "end of data";
+    case ZB_MP_NIL:
+        return "nil";
+    case ZB_MP_BOOL:
+        return "bool";
+    case ZB_MP_UINT:
+        return "uint";
+    case ZB_MP_NEGINT:
+        return "negative integer";
+    case ZB_MP_FLOAT:
+        return "float";
+    case ZB_MP_STR:
+        return "str";
+    case ZB_MP_BIN:
+        return "bin";
+    case ZB_MP_ARRAY:
+        return "array";
+    case ZB_MP_MAP:
+        return "map";
+    case ZB_MP_EXT:
+        return "ext";
+    case ZB_MP_INVALID:
+        return "invalid byte 0xc1";
     }
     return "?";
 }
@@ -295,10 +404,18 @@ int zb_mp_read_float(zb_mp_reader_t *r, double *v) {
     int rc = s_head(r, &h);
     if (rc < 0) return rc;
     switch (h.kind) {
-    case ZB_MP_FLOAT: *v = h.f; break;
-    case ZB_MP_UINT: *v = (double)h.n; break;
-    case ZB_MP_NEGINT: *v = (double)h.i; break;
-    default: r->why = "wrong type"; return ZB_EFORMAT;
+    case ZB_MP_FLOAT:
+        *v = h.f;
+        break;
+    case ZB_MP_UINT:
+        *v = (double)h.n;
+        break;
+    case ZB_MP_NEGINT:
+        *v = (double)h.i;
+        break;
+    default:
+        r->why = "wrong type";
+        return ZB_EFORMAT;
     }
     r->p += h.size;
     return 0;
@@ -352,11 +469,14 @@ static int s_skip(zb_mp_reader_t *r, int depth) {
     int rc = s_head(r, &h);
     if (rc < 0) return rc;
     switch (h.kind) {
-    case ZB_MP_STR: case ZB_MP_BIN: case ZB_MP_EXT:
+    case ZB_MP_STR:
+    case ZB_MP_BIN:
+    case ZB_MP_EXT:
         if ((rc = s_fits(r, &h, h.n)) < 0) return rc;
         r->p += h.size + (size_t)h.n;
         return 0;
-    case ZB_MP_ARRAY: case ZB_MP_MAP: {
+    case ZB_MP_ARRAY:
+    case ZB_MP_MAP: {
         uint64_t n = h.kind == ZB_MP_MAP ? 2 * h.n : h.n;
         if ((rc = s_fits(r, &h, n)) < 0) return rc;
         if (depth <= 0) {

@@ -36,9 +36,9 @@ typedef enum zb_mp_kind {
     ZB_MP_END = 0, /* no byte left */
     ZB_MP_NIL,
     ZB_MP_BOOL,
-    ZB_MP_UINT,    /* any integer encoding holding a value >= 0 */
-    ZB_MP_NEGINT,  /* any integer encoding holding a value < 0 */
-    ZB_MP_FLOAT,   /* float 32 or float 64 */
+    ZB_MP_UINT,   /* any integer encoding holding a value >= 0 */
+    ZB_MP_NEGINT, /* any integer encoding holding a value < 0 */
+    ZB_MP_FLOAT,  /* float 32 or float 64 */
     ZB_MP_STR,
     ZB_MP_BIN,
     ZB_MP_ARRAY,

@@ -33,13 +33,13 @@
 /* --- names ---------------------------------------------------------------- */
 
 static const char *const s_type_names[ZB_MSG_TYPE_COUNT] = {
-    [ZB_MSG_NONE] = "?",          [ZB_MSG_EMBED] = "embed",
-    [ZB_MSG_CANCEL] = "cancel",   [ZB_MSG_STATUS] = "status",
-    [ZB_MSG_PART] = "part",       [ZB_MSG_DONE] = "done",
-    [ZB_MSG_ERROR] = "error",     [ZB_MSG_STATUS_REPLY] = "status_reply",
-    [ZB_MSG_READY] = "ready",     [ZB_MSG_TASK] = "task",
-    [ZB_MSG_RESULT] = "result",   [ZB_MSG_HEARTBEAT] = "heartbeat",
-    [ZB_MSG_BYE] = "bye",         [ZB_MSG_RECONNECT] = "reconnect",
+    [ZB_MSG_NONE] = "?",        [ZB_MSG_EMBED] = "embed",
+    [ZB_MSG_CANCEL] = "cancel", [ZB_MSG_STATUS] = "status",
+    [ZB_MSG_PART] = "part",     [ZB_MSG_DONE] = "done",
+    [ZB_MSG_ERROR] = "error",   [ZB_MSG_STATUS_REPLY] = "status_reply",
+    [ZB_MSG_READY] = "ready",   [ZB_MSG_TASK] = "task",
+    [ZB_MSG_RESULT] = "result", [ZB_MSG_HEARTBEAT] = "heartbeat",
+    [ZB_MSG_BYE] = "bye",       [ZB_MSG_RECONNECT] = "reconnect",
 };
 
 static const char *const s_code_names[ZB_MSG_CODE_COUNT] = {
@@ -120,7 +120,7 @@ zb_msg_code_t zb_msg_decode_failure(const zb_msg_t *m) {
 /* --- context shared by the decoder and the encoders' checks ----------------- */
 
 typedef struct s_ctx {
-    zb_msg_t *m;      /* decoding: the message being filled; NULL encoding */
+    zb_msg_t *m; /* decoding: the message being filled; NULL encoding */
     zb_diag_t *d;
     const char *what; /* the message type, first word of every sentence */
     bool enc;         /* checking an encoder's input, not a received body */
@@ -132,7 +132,7 @@ typedef struct s_ctx {
  * limit (the caller should split), ZB_EINVAL for anything else.
  */
 __attribute__((format(printf, 3, 4))) static int s_fail(s_ctx_t *c, zb_msg_code_t reject,
-                                                         const char *fmt, ...) {
+                                                        const char *fmt, ...) {
     char buf[sizeof(((zb_diag_t *)0)->msg)];
     va_list ap;
     va_start(ap, fmt);
@@ -148,7 +148,7 @@ __attribute__((format(printf, 3, 4))) static int s_fail(s_ctx_t *c, zb_msg_code_
     return zb_diag_set(c->d, rc, "%s: %s", c->what, buf);
 }
 
-#define S_BAD ZB_MSG_CODE_BAD_REQUEST
+#define S_BAD   ZB_MSG_CODE_BAD_REQUEST
 #define S_LARGE ZB_MSG_CODE_TOO_LARGE
 
 /* --- checks (decoded messages and encoder input alike) --------------------- */
@@ -218,11 +218,11 @@ static int s_check_code(s_ctx_t *c, const char *field, zb_msg_code_t code) {
 static int s_check_index(s_ctx_t *c, const char *field, size_t k, uint32_t v, uint32_t prev,
                          uint64_t base, uint64_t count) {
     if (v < base || v - base >= count)
-        return s_fail(c, S_BAD, "%s[%zu]: text %u is not among the %llu texts from %llu", field,
-                      k, v, (unsigned long long)count, (unsigned long long)base);
+        return s_fail(c, S_BAD, "%s[%zu]: text %u is not among the %llu texts from %llu", field, k,
+                      v, (unsigned long long)count, (unsigned long long)base);
     if (k > 0 && v <= prev)
-        return s_fail(c, S_BAD, "%s[%zu]: text %u does not follow %u (indices increase)", field,
-                      k, v, prev);
+        return s_fail(c, S_BAD, "%s[%zu]: text %u does not follow %u (indices increase)", field, k,
+                      v, prev);
     return 0;
 }
 
@@ -269,14 +269,14 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
     if ((rc = s_check_range(c, "dim", v->dim, 1, ZB_HIDDEN_MAX)) < 0) return rc;
     if (v->count == 0) return s_fail(c, S_BAD, "rows: a message covers at least one text");
     if (v->count > ZB_MSG_TEXTS_MAX)
-        return s_fail(c, S_LARGE, "rows: %u texts exceed the limit of %u per message",
-                      v->count, ZB_MSG_TEXTS_MAX);
+        return s_fail(c, S_LARGE, "rows: %u texts exceed the limit of %u per message", v->count,
+                      ZB_MSG_TEXTS_MAX);
     if (v->rows == NULL) return s_fail(c, S_BAD, "rows: NULL with %u texts", v->count);
     /* A received body is within the limit; an encoder's input may not be,
      * and bounding it here keeps every row count below 2^27. */
     if (v->vectors_len > ZB_MSG_BODY_MAX)
-        return s_fail(c, S_LARGE, "vectors: %zu bytes exceed the body limit of %u",
-                      v->vectors_len, ZB_MSG_BODY_MAX);
+        return s_fail(c, S_LARGE, "vectors: %zu bytes exceed the body limit of %u", v->vectors_len,
+                      ZB_MSG_BODY_MAX);
     uint64_t sum = 0;
     for (uint32_t i = 0; i < v->count; i++) {
         sum += v->rows[i]; /* < 2^17 terms below 2^32: cannot overflow */
@@ -289,8 +289,7 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
                       (unsigned long long)sum, (unsigned long long)v->n_rows);
     uint64_t bytes;
     if (__builtin_mul_overflow(sum, (uint64_t)v->dim * 4u, &bytes) || bytes != v->vectors_len)
-        return s_fail(c, S_BAD,
-                      "vectors: %zu bytes, but %llu rows x dim %u x 4 bytes make %llu",
+        return s_fail(c, S_BAD, "vectors: %zu bytes, but %llu rows x dim %u x 4 bytes make %llu",
                       v->vectors_len, (unsigned long long)sum, v->dim,
                       (unsigned long long)sum * v->dim * 4u);
     if (v->vectors == NULL && v->vectors_len > 0)
@@ -322,8 +321,8 @@ static int s_check_vectors(s_ctx_t *c, const zb_msg_vectors_t *v, uint64_t base)
         return s_fail(c, S_BAD, "errors: NULL with %zu entries", v->n_errors);
     for (size_t k = 0; k < v->n_errors; k++) {
         const zb_msg_text_error_t *e = &v->errors[k];
-        rc = s_check_index(c, "errors", k, e->index, k ? v->errors[k - 1].index : 0, base,
-                           v->count);
+        rc =
+            s_check_index(c, "errors", k, e->index, k ? v->errors[k - 1].index : 0, base, v->count);
         if (rc < 0) return rc;
         char field[48];
         snprintf(field, sizeof field, "errors[%zu].code", k);
@@ -369,8 +368,10 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
         if ((rc = s_check_texts(c, e->texts, e->n_texts)) < 0) return rc;
         return s_check_options(c, &e->opt);
     }
-    case ZB_MSG_CANCEL: return s_check_id(c, m->u.cancel.id, false);
-    case ZB_MSG_STATUS: return s_check_id(c, m->u.status.id, true);
+    case ZB_MSG_CANCEL:
+        return s_check_id(c, m->u.cancel.id, false);
+    case ZB_MSG_STATUS:
+        return s_check_id(c, m->u.status.id, true);
     case ZB_MSG_PART: {
         const zb_msg_part_t *p = &m->u.part;
         if ((rc = s_check_id(c, p->id, false)) < 0) return rc;
@@ -422,11 +423,14 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
         if ((rc = s_check_texts(c, t->texts, t->n_texts)) < 0) return rc;
         return s_check_options(c, &t->opt);
     }
-    case ZB_MSG_RESULT: return s_check_vectors(c, &m->u.result.vec, 0);
+    case ZB_MSG_RESULT:
+        return s_check_vectors(c, &m->u.result.vec, 0);
     case ZB_MSG_HEARTBEAT:
     case ZB_MSG_BYE:
-    case ZB_MSG_RECONNECT: return 0;
-    default: return s_fail(c, S_BAD, "%d is not a message type", (int)m->type);
+    case ZB_MSG_RECONNECT:
+        return 0;
+    default:
+        return s_fail(c, S_BAD, "%d is not a message type", (int)m->type);
     }
 }
 
@@ -522,8 +526,8 @@ static int s_wrong(s_ctx_t *c, const s_map_t *mp, const char *key, const char *w
     return s_fail(c, S_BAD, "%s%s: expected %s, found %s", mp->pre, key, want, s_found(r));
 }
 
-static int s_get_uint(s_ctx_t *c, const s_map_t *mp, const char *key, bool required,
-                      uint64_t max, uint64_t *v) {
+static int s_get_uint(s_ctx_t *c, const s_map_t *mp, const char *key, bool required, uint64_t max,
+                      uint64_t *v) {
     const s_field_t *f = s_find(mp, key);
     if (f == NULL) return required ? s_missing(c, mp, key) : 0;
     zb_mp_reader_t r;
@@ -537,8 +541,7 @@ static int s_get_uint(s_ctx_t *c, const s_map_t *mp, const char *key, bool requi
     return 1;
 }
 
-static int s_get_u32(s_ctx_t *c, const s_map_t *mp, const char *key, bool required,
-                     uint32_t *v) {
+static int s_get_u32(s_ctx_t *c, const s_map_t *mp, const char *key, bool required, uint32_t *v) {
     uint64_t x = 0;
     int rc = s_get_uint(c, mp, key, required, UINT32_MAX, &x);
     if (rc > 0) *v = (uint32_t)x;
@@ -697,8 +700,7 @@ static int s_dec_per_row_of(s_ctx_t *c, const s_map_t *mp, const char *key, bool
     if (!want)
         return s_fail(c, S_BAD, "%s: not sent at the %s level", key,
                       zb_options_level_name(v->level));
-    if (n != v->count)
-        return s_fail(c, S_BAD, "%s: %zu entries for %u texts", key, n, v->count);
+    if (n != v->count) return s_fail(c, S_BAD, "%s: %zu entries for %u texts", key, n, v->count);
     /* n_rows * per_text <= 2 * 100000 * 2^32: no overflow.  Each entry
      * takes at least a byte, so a total larger than the span cannot be
      * true: then nothing is allocated, and the walk below still runs (not
@@ -717,8 +719,8 @@ static int s_dec_per_row_of(s_ctx_t *c, const s_map_t *mp, const char *key, bool
         if (zb_mp_read_array(&r, &m) < 0)
             return s_fail(c, S_BAD, "%s[%u]: expected array, found %s", key, i, s_found(&r));
         if (m != (uint64_t)rows[i] * per_text)
-            return s_fail(c, S_BAD, "%s[%u]: %zu entries, rows[%u] = %u needs %llu", key, i, m,
-                          i, rows[i], (unsigned long long)rows[i] * per_text);
+            return s_fail(c, S_BAD, "%s[%u]: %zu entries, rows[%u] = %u needs %llu", key, i, m, i,
+                          rows[i], (unsigned long long)rows[i] * per_text);
         for (size_t k = 0; k < m; k++) {
             uint64_t x;
             if (as_bool) {
@@ -807,8 +809,7 @@ static int s_dec_errors(s_ctx_t *c, const s_map_t *mp, zb_msg_vectors_t *v) {
     size_t n;
     int rc = s_get_array(c, mp, "errors", false, &r, &n);
     if (rc <= 0) return rc;
-    if (n > v->count)
-        return s_fail(c, S_BAD, "errors: %zu entries for %u texts", n, v->count);
+    if (n > v->count) return s_fail(c, S_BAD, "errors: %zu entries for %u texts", n, v->count);
     zb_msg_text_error_t *e;
     if ((rc = s_alloc(c->m, n, sizeof *e, (void **)&e)) < 0) return rc;
     for (size_t k = 0; k < n; k++) {
@@ -842,8 +843,7 @@ static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_v
     size_t n;
     if ((rc = s_get_array(c, mp, "rows", true, &r, &n)) < 0) return rc;
     if (has_count && n != count)
-        return s_fail(c, S_BAD, "rows: %zu entries, count is %llu", n,
-                      (unsigned long long)count);
+        return s_fail(c, S_BAD, "rows: %zu entries, count is %llu", n, (unsigned long long)count);
     if (n == 0) return s_fail(c, S_BAD, "rows: a message covers at least one text");
     if (n > ZB_MSG_TEXTS_MAX)
         return s_fail(c, S_LARGE, "rows: %zu texts exceed the limit of %u per message", n,
@@ -871,8 +871,7 @@ static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_v
     v->vectors = v->vectors_len > 0 ? b : NULL;
     /* The vectors bound n_rows, which sizes what follows: check it now. */
     uint64_t bytes;
-    if (__builtin_mul_overflow(v->n_rows, (uint64_t)v->dim * 4u, &bytes) ||
-        bytes != v->vectors_len)
+    if (__builtin_mul_overflow(v->n_rows, (uint64_t)v->dim * 4u, &bytes) || bytes != v->vectors_len)
         return s_fail(c, S_BAD, "vectors: %zu bytes, but %llu rows x dim %u x 4 bytes make %llu",
                       v->vectors_len, (unsigned long long)v->n_rows, v->dim,
                       (unsigned long long)v->n_rows * v->dim * 4u);
@@ -893,8 +892,7 @@ static int s_dec_vectors(s_ctx_t *c, const s_map_t *mp, bool has_count, zb_msg_v
         for (size_t k = 0; k < n; k++) {
             uint64_t x;
             if (zb_mp_read_uint(&r, &x) < 0)
-                return s_fail(c, S_BAD, "truncated[%zu]: expected uint, found %s", k,
-                              s_found(&r));
+                return s_fail(c, S_BAD, "truncated[%zu]: expected uint, found %s", k, s_found(&r));
             if (x > UINT32_MAX)
                 return s_fail(c, S_BAD, "truncated[%zu]: %llu is out of range", k,
                               (unsigned long long)x);
@@ -948,8 +946,7 @@ static int s_dec_status_reply(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply
         (rc = s_get_uint(c, mp, "requests", true, UINT64_MAX, &s->requests)) < 0 ||
         (rc = s_get_uint(c, mp, "queued_shards", true, UINT64_MAX, &s->queued_shards)) < 0 ||
         (rc = s_get_uint(c, mp, "queued_texts", true, UINT64_MAX, &s->queued_texts)) < 0 ||
-        (rc = s_get_uint(c, mp, "in_flight_shards", true, UINT64_MAX, &s->in_flight_shards)) <
-            0 ||
+        (rc = s_get_uint(c, mp, "in_flight_shards", true, UINT64_MAX, &s->in_flight_shards)) < 0 ||
         (rc = s_get_float(c, mp, "texts_per_s", &s->texts_per_s)) < 0 ||
         (rc = s_get_float(c, mp, "tokens_per_s", &s->tokens_per_s)) < 0 ||
         (rc = s_get_uint(c, mp, "protocol_errors", true, UINT64_MAX, &s->protocol_errors)) < 0)
@@ -981,8 +978,10 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             return rc;
         return 0;
     }
-    case ZB_MSG_CANCEL: return s_get_str(c, mp, "id", true, &m->u.cancel.id);
-    case ZB_MSG_STATUS: return s_get_opt_id(c, mp, &m->u.status.id);
+    case ZB_MSG_CANCEL:
+        return s_get_str(c, mp, "id", true, &m->u.cancel.id);
+    case ZB_MSG_STATUS:
+        return s_get_opt_id(c, mp, &m->u.status.id);
     case ZB_MSG_PART: {
         zb_msg_part_t *p = &m->u.part;
         if ((rc = s_get_str(c, mp, "id", true, &p->id)) < 0 ||
@@ -1008,7 +1007,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             return rc;
         return 0;
     }
-    case ZB_MSG_STATUS_REPLY: return s_dec_status_reply(c, mp, &m->u.status_reply);
+    case ZB_MSG_STATUS_REPLY:
+        return s_dec_status_reply(c, mp, &m->u.status_reply);
     case ZB_MSG_READY: {
         zb_msg_ready_t *e = &m->u.ready;
         if ((rc = s_get_str(c, mp, "name", true, &e->name)) < 0 ||
@@ -1037,7 +1037,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             return rc;
         return s_dec_vectors(c, mp, false, &t->vec);
     }
-    default: return 0; /* heartbeat, bye, reconnect: nothing beyond v and type */
+    default:
+        return 0; /* heartbeat, bye, reconnect: nothing beyond v and type */
     }
 }
 
@@ -1246,8 +1247,10 @@ static void s_write_per_row(msgpack_packer *pk, const char *k, const zb_msg_vect
 }
 
 static void s_pack_bool(msgpack_packer *pk, bool b) {
-    if (b) msgpack_pack_true(pk);
-    else msgpack_pack_false(pk);
+    if (b)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
 }
 
 /* One field of the token metadata rows, as the wire's per-text arrays:
@@ -1260,10 +1263,18 @@ static void s_write_meta(msgpack_packer *pk, int field, const zb_msg_vectors_t *
         msgpack_pack_array(pk, v->rows[i]);
         for (uint32_t k = 0; k < v->rows[i]; k++, m++) {
             switch (field) {
-            case 0: msgpack_pack_uint64(pk, m->sentence); break;
-            case 1: msgpack_pack_uint64(pk, m->oov ? 0u : (uint32_t)m->piece_id); break;
-            case 2: s_pack_bool(pk, m->word_start); break;
-            default: s_pack_bool(pk, m->oov); break;
+            case 0:
+                msgpack_pack_uint64(pk, m->sentence);
+                break;
+            case 1:
+                msgpack_pack_uint64(pk, m->oov ? 0u : (uint32_t)m->piece_id);
+                break;
+            case 2:
+                s_pack_bool(pk, m->word_start);
+                break;
+            default:
+                s_pack_bool(pk, m->oov);
+                break;
             }
         }
     }
@@ -1416,7 +1427,9 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
         s_write_vectors(pk, &t->vec);
         break;
     }
-    default: s_write_head(pk, 0, m->type); break;
+    default:
+        s_write_head(pk, 0, m->type);
+        break;
     }
 }
 
@@ -1433,8 +1446,8 @@ int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *
     msgpack_packer_init(&pk, &sink, s_sink_count);
     s_write(&pk, m);
     if (sink.overflow || sink.len > ZB_MSG_BODY_MAX)
-        return zb_diag_set(d, ZB_ELIMIT, "%s: the body would exceed the limit of %u bytes",
-                           c.what, ZB_MSG_BODY_MAX);
+        return zb_diag_set(d, ZB_ELIMIT, "%s: the body would exceed the limit of %u bytes", c.what,
+                           ZB_MSG_BODY_MAX);
     size_t len = sink.len;
     uint8_t *buf = malloc(len);
     if (buf == NULL) return zb_diag_set(d, ZB_ENOMEM, "%s: out of memory", c.what);
@@ -1445,8 +1458,7 @@ int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *
         /* The two passes run the same code on the same struct: only a
          * struct changed by another thread meanwhile gets here. */
         free(buf);
-        return zb_diag_set(d, ZB_EINVAL, "%s: the message changed while it was encoded",
-                           c.what);
+        return zb_diag_set(d, ZB_EINVAL, "%s: the message changed while it was encoded", c.what);
     }
     *out = buf;
     *out_len = len;
@@ -1454,12 +1466,12 @@ int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *
     return 0;
 }
 
-#define S_ENCODER(name, T, TYPE, member)                                                     \
-    int zb_msg_encode_##name(const T *m, uint8_t **out, size_t *out_len, zb_diag_t *d) {     \
-        if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_msg_encode_" #name ": NULL");    \
-        zb_msg_t all = {.type = TYPE};                                                       \
-        all.u.member = *m;                                                                   \
-        return zb_msg_encode(&all, out, out_len, d);                                         \
+#define S_ENCODER(name, T, TYPE, member)                                                           \
+    int zb_msg_encode_##name(const T *m, uint8_t **out, size_t *out_len, zb_diag_t *d) {           \
+        if (m == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_msg_encode_" #name ": NULL");          \
+        zb_msg_t all = {.type = TYPE};                                                             \
+        all.u.member = *m;                                                                         \
+        return zb_msg_encode(&all, out, out_len, d);                                               \
     }
 
 S_ENCODER(embed, zb_msg_embed_t, ZB_MSG_EMBED, embed)
@@ -1551,8 +1563,10 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
         return s_eq_str(x->id, y->id) && s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
                zb_options_equal(&x->opt, &y->opt) && x->deadline_ms == y->deadline_ms;
     }
-    case ZB_MSG_CANCEL: return s_eq_str(a->u.cancel.id, b->u.cancel.id);
-    case ZB_MSG_STATUS: return s_eq_str(a->u.status.id, b->u.status.id);
+    case ZB_MSG_CANCEL:
+        return s_eq_str(a->u.cancel.id, b->u.cancel.id);
+    case ZB_MSG_STATUS:
+        return s_eq_str(a->u.status.id, b->u.status.id);
     case ZB_MSG_PART:
         return s_eq_str(a->u.part.id, b->u.part.id) && a->u.part.first == b->u.part.first &&
                s_eq_vec(&a->u.part.vec, &b->u.part.vec);
@@ -1595,6 +1609,7 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
         return x->shard == y->shard && x->epoch == y->epoch && x->tokens == y->tokens &&
                s_eq_vec(&x->vec, &y->vec);
     }
-    default: return true;
+    default:
+        return true;
     }
 }

@@ -103,11 +103,11 @@ typedef enum zb_msg_code {
  * never travels: the encoders refuse it, the decoder leaves it false. */
 
 typedef struct zb_msg_embed {
-    zb_msg_str_t id;          /* 1..ZB_MSG_ID_BYTES_MAX bytes of UTF-8 */
+    zb_msg_str_t id;           /* 1..ZB_MSG_ID_BYTES_MAX bytes of UTF-8 */
     const zb_msg_str_t *texts; /* [n_texts]; bytes not checked (see below) */
-    size_t n_texts;           /* 1..ZB_MSG_TEXTS_MAX */
+    size_t n_texts;            /* 1..ZB_MSG_TEXTS_MAX */
     zb_options_t opt;
-    uint64_t deadline_ms;     /* 0: none */
+    uint64_t deadline_ms; /* 0: none */
 } zb_msg_embed_t;
 
 /* cancel and status: status's id may be absent (len 0). */
@@ -145,19 +145,19 @@ typedef struct zb_msg_text_error {
  */
 typedef struct zb_msg_vectors {
     zb_level_t level;
-    uint32_t dim;                  /* 1..ZB_HIDDEN_MAX floats per row */
-    uint32_t count;                /* texts covered */
-    const uint32_t *rows;          /* [count] rows per text */
-    uint64_t n_rows;               /* sum of rows */
-    const void *vectors;           /* little-endian float32, row-major, any
-                                    * alignment; NULL only when empty */
-    size_t vectors_len;            /* bytes */
-    const uint32_t *offsets;       /* [2 * n_rows] code points, or NULL */
-    const uint32_t *byte_offsets;  /* [2 * n_rows] UTF-8 bytes, or NULL */
-    const uint32_t *ids;           /* [n_rows] vocabulary ids, or NULL */
-    bool token_meta;               /* the rows carry token metadata: */
-    const zb_token_meta_t *meta;   /* [n_rows], or NULL */
-    const uint32_t *truncated;     /* [n_truncated] text indices */
+    uint32_t dim;                 /* 1..ZB_HIDDEN_MAX floats per row */
+    uint32_t count;               /* texts covered */
+    const uint32_t *rows;         /* [count] rows per text */
+    uint64_t n_rows;              /* sum of rows */
+    const void *vectors;          /* little-endian float32, row-major, any
+                                   * alignment; NULL only when empty */
+    size_t vectors_len;           /* bytes */
+    const uint32_t *offsets;      /* [2 * n_rows] code points, or NULL */
+    const uint32_t *byte_offsets; /* [2 * n_rows] UTF-8 bytes, or NULL */
+    const uint32_t *ids;          /* [n_rows] vocabulary ids, or NULL */
+    bool token_meta;              /* the rows carry token metadata: */
+    const zb_token_meta_t *meta;  /* [n_rows], or NULL */
+    const uint32_t *truncated;    /* [n_truncated] text indices */
     size_t n_truncated;
     const zb_msg_text_error_t *errors; /* [n_errors] */
     size_t n_errors;
@@ -171,9 +171,9 @@ typedef struct zb_msg_part {
 
 typedef struct zb_msg_done {
     zb_msg_str_t id;
-    uint64_t texts;       /* 1..ZB_MSG_TEXTS_MAX */
+    uint64_t texts; /* 1..ZB_MSG_TEXTS_MAX */
     uint64_t tokens;
-    uint64_t parts;       /* >= 1 */
+    uint64_t parts; /* >= 1 */
     uint64_t elapsed_ms;
 } zb_msg_done_t;
 
@@ -185,27 +185,27 @@ typedef struct zb_msg_error {
 
 /* One worker in a status reply. */
 typedef struct zb_msg_worker_info {
-    zb_msg_str_t name;    /* 1..ZB_MSG_NAME_BYTES_MAX bytes of UTF-8 */
-    zb_msg_str_t model;   /* same */
-    uint32_t dim;         /* 1..ZB_HIDDEN_MAX */
-    uint32_t threads;     /* 1..ZB_THREADS_MAX */
-    uint32_t credit;      /* 1..ZB_MSG_CREDIT_MAX */
-    uint64_t in_flight;   /* shards on the worker now */
-    uint64_t shards;      /* shards it returned since it joined */
-    uint64_t tokens;      /* tokens it ran since it joined */
-    uint64_t idle_ms;     /* since it last sent anything */
+    zb_msg_str_t name;  /* 1..ZB_MSG_NAME_BYTES_MAX bytes of UTF-8 */
+    zb_msg_str_t model; /* same */
+    uint32_t dim;       /* 1..ZB_HIDDEN_MAX */
+    uint32_t threads;   /* 1..ZB_THREADS_MAX */
+    uint32_t credit;    /* 1..ZB_MSG_CREDIT_MAX */
+    uint64_t in_flight; /* shards on the worker now */
+    uint64_t shards;    /* shards it returned since it joined */
+    uint64_t tokens;    /* tokens it ran since it joined */
+    uint64_t idle_ms;   /* since it last sent anything */
 } zb_msg_worker_info_t;
 
 typedef struct zb_msg_status_reply {
-    zb_msg_str_t id;      /* len 0: absent */
+    zb_msg_str_t id; /* len 0: absent */
     uint64_t uptime_ms;
     const zb_msg_worker_info_t *workers; /* [n_workers] */
-    size_t n_workers;     /* 0..ZB_MSG_WORKERS_MAX */
+    size_t n_workers;                    /* 0..ZB_MSG_WORKERS_MAX */
     uint64_t requests;
     uint64_t queued_shards;
     uint64_t queued_texts;
     uint64_t in_flight_shards;
-    double texts_per_s;   /* finite, >= 0, like every float here */
+    double texts_per_s; /* finite, >= 0, like every float here */
     double tokens_per_s;
     double latency_p50_ms;
     double latency_p90_ms;
@@ -239,7 +239,7 @@ typedef struct zb_msg_task {
 
 typedef struct zb_msg_result {
     uint64_t shard;
-    uint64_t epoch;       /* the task's */
+    uint64_t epoch; /* the task's */
     uint64_t tokens;
     zb_msg_vectors_t vec; /* indices relative to the shard: 0 .. count-1 */
 } zb_msg_result_t;
@@ -305,10 +305,8 @@ void zb_msg_free(zb_msg_t *m);
  */
 int zb_msg_encode(const zb_msg_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_embed(const zb_msg_embed_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
-int zb_msg_encode_cancel(const zb_msg_cancel_t *m, uint8_t **out, size_t *out_len,
-                         zb_diag_t *d);
-int zb_msg_encode_status(const zb_msg_status_t *m, uint8_t **out, size_t *out_len,
-                         zb_diag_t *d);
+int zb_msg_encode_cancel(const zb_msg_cancel_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
+int zb_msg_encode_status(const zb_msg_status_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_part(const zb_msg_part_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_done(const zb_msg_done_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_error(const zb_msg_error_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
@@ -316,8 +314,7 @@ int zb_msg_encode_status_reply(const zb_msg_status_reply_t *m, uint8_t **out, si
                                zb_diag_t *d);
 int zb_msg_encode_ready(const zb_msg_ready_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_task(const zb_msg_task_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
-int zb_msg_encode_result(const zb_msg_result_t *m, uint8_t **out, size_t *out_len,
-                         zb_diag_t *d);
+int zb_msg_encode_result(const zb_msg_result_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 /* heartbeat, bye, reconnect: type is one of those three. */
 int zb_msg_encode_empty(zb_msg_type_t type, uint8_t **out, size_t *out_len, zb_diag_t *d);
 

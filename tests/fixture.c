@@ -19,11 +19,20 @@ const char *fx_path(const char *name) {
 char *fx_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) != 0) { fclose(f); return NULL; }
+    if (fseek(f, 0, SEEK_END) != 0) {
+        fclose(f);
+        return NULL;
+    }
     long n = ftell(f);
-    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return NULL; }
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return NULL;
+    }
     char *p = malloc((size_t)n + 1);
-    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) { free(p); p = NULL; }
+    if (p && fread(p, 1, (size_t)n, f) != (size_t)n) {
+        free(p);
+        p = NULL;
+    }
     fclose(f);
     if (!p) return NULL;
     p[n] = '\0';
@@ -167,16 +176,23 @@ int fx_load(const char *path, fx_file_t *out) {
     char magic[16];
     int full, rc = -1;
     if (word(&c, magic, sizeof magic) != 0) goto out;
-    if (strcmp(magic, "BERTFIX") == 0) full = 1;
-    else if (strcmp(magic, "BERTTOK") == 0) full = 0;
-    else if (strcmp(magic, "BERTREF") == 0) full = 2;
-    else goto out;
+    if (strcmp(magic, "BERTFIX") == 0)
+        full = 1;
+    else if (strcmp(magic, "BERTTOK") == 0)
+        full = 0;
+    else if (strcmp(magic, "BERTREF") == 0)
+        full = 2;
+    else
+        goto out;
     while (c.p < c.end && *c.p != '\n') c.p++; /* rest of the header line */
     int cap = 64;
     out->cases = calloc((size_t)cap, sizeof *out->cases);
     char kw[16];
     while (word(&c, kw, sizeof kw) == 0) {
-        if (strcmp(kw, "case") != 0) { fail(&c, "case"); goto out; }
+        if (strcmp(kw, "case") != 0) {
+            fail(&c, "case");
+            goto out;
+        }
         if (out->n == cap) {
             cap *= 2;
             out->cases = realloc(out->cases, sizeof *out->cases * (size_t)cap);
@@ -194,9 +210,15 @@ out:
 void fx_free(fx_file_t *f) {
     for (int i = 0; i < f->n; i++) {
         fx_case_t *k = &f->cases[i];
-        free(k->text); free(k->ids); free(k->byte_off); free(k->char_off);
-        free(k->hidden); free(k->tokens);
-        free(k->pooled_cls); free(k->pooled_mean); free(k->pooled_mean_all);
+        free(k->text);
+        free(k->ids);
+        free(k->byte_off);
+        free(k->char_off);
+        free(k->hidden);
+        free(k->tokens);
+        free(k->pooled_cls);
+        free(k->pooled_mean);
+        free(k->pooled_mean_all);
         free(k->pooled_token_mean);
     }
     free(f->cases);

@@ -16,17 +16,17 @@
 
 typedef struct fx_case {
     int index;
-    char name[64];        /* case name (BERTFIX) or source (BERTTOK) */
-    char *text;           /* NUL-terminated copy; may hold NULs: use text_len */
+    char name[64]; /* case name (BERTFIX) or source (BERTTOK) */
+    char *text;    /* NUL-terminated copy; may hold NULs: use text_len */
     size_t text_len;
-    int n_ids;            /* T, with [CLS] and [SEP] */
-    int32_t *ids;         /* [T] */
-    uint32_t *byte_off;   /* [T][2] */
-    uint32_t *char_off;   /* [T][2] */
+    int n_ids;                    /* T, with [CLS] and [SEP] */
+    int32_t *ids;                 /* [T] */
+    uint32_t *byte_off;           /* [T][2] */
+    uint32_t *char_off;           /* [T][2] */
     int hidden_rows, hidden_cols; /* BERTFIX only, else 0 */
-    float *hidden;        /* [rows][cols] */
-    int n_tokens;         /* Spark-style tokens */
-    uint32_t *tokens;     /* [n][3]: byte_begin byte_end wordpiece_index */
+    float *hidden;                /* [rows][cols] */
+    int n_tokens;                 /* Spark-style tokens */
+    uint32_t *tokens;             /* [n][3]: byte_begin byte_end wordpiece_index */
     float *pooled_cls, *pooled_mean, *pooled_mean_all, *pooled_token_mean; /* [cols] */
 } fx_case_t;
 

@@ -144,8 +144,8 @@ static void test_packed_batch(void **st) {
     zb_bert_t *b = s_new(s->model, s->total, 512, 2);
     assert_int_equal(zb_bert_forward(b, s->all_ids, s->all_len, s->fx.n, out), 0);
     double e = s_max_diff(out, s->single, n);
-    printf("%s: one batch of %d tokens vs one at a time: max abs diff %.3g\n", s->name,
-           s->total, e);
+    printf("%s: one batch of %d tokens vs one at a time: max abs diff %.3g\n", s->name, s->total,
+           e);
     s_same_bits(out, s->single, n, "one batch vs one at a time");
     zb_bert_destroy(&b);
     free(out);
@@ -259,7 +259,8 @@ static void test_threads(void **st) {
  * (kernels.c).  Runs each case alone and all in lanes under both ceilings. */
 static void test_isa_same_bits(void **st) {
     state_t *s = *st;
-    if (!zb_kernels_isa_supported(ZB_KERNELS_AVX512) || !zb_gemm_isa_supported(ZB_GEMM_AVX512)) skip();
+    if (!zb_kernels_isa_supported(ZB_KERNELS_AVX512) || !zb_gemm_isa_supported(ZB_GEMM_AVX512))
+        skip();
     assert_non_null(s->single); /* test_parity ran, at the best variants */
     const int hidden = zb_model_config(s->model)->hidden;
     const size_t n = (size_t)s->total * (size_t)hidden;
@@ -272,7 +273,8 @@ static void test_isa_same_bits(void **st) {
     unsetenv("ZB_GEMM_ISA");
     for (int i = 0, off = 0; i < s->fx.n; off += s->all_len[i], i++)
         assert_int_equal(zb_bert_forward(b, s->all_ids + off, &s->all_len[i], 1,
-                                         o + (size_t)off * (size_t)hidden), 0);
+                                         o + (size_t)off * (size_t)hidden),
+                         0);
     s_same_bits(o, s->single, n, "AVX2 vs AVX-512, each case alone");
     printf("%s: AVX2 and AVX-512 give the same bits (40 cases)\n", s->name);
     zb_bert_destroy(&b);
@@ -434,8 +436,8 @@ static void test_bad_new(void **st) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         d.msg[0] = '\0';
         b = (zb_bert_t *)(void *)&sentinel;
-        int rc = zb_bert_new(s->model, bad[i].n_tokens_max, bad[i].seq_len_max, bad[i].threads,
-                             &b, &d);
+        int rc =
+            zb_bert_new(s->model, bad[i].n_tokens_max, bad[i].seq_len_max, bad[i].threads, &b, &d);
         assert_int_equal(rc, bad[i].rc);
         assert_null(b);
         assert_true(d.msg[0] != '\0');
@@ -457,23 +459,20 @@ static void test_bad_new(void **st) {
 
 int main(void) {
     const struct CMUnitTest seed1[] = {
-        cmocka_unit_test(test_parity),         cmocka_unit_test(test_packed_batch),
-        cmocka_unit_test(test_sorted_batches), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_isa_same_bits),
-        cmocka_unit_test(test_reverse_order),  cmocka_unit_test(test_bundle_same_bits),
-        cmocka_unit_test(test_bad_inputs),     cmocka_unit_test(test_bad_new),
+        cmocka_unit_test(test_parity),           cmocka_unit_test(test_packed_batch),
+        cmocka_unit_test(test_sorted_batches),   cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_isa_same_bits),    cmocka_unit_test(test_reverse_order),
+        cmocka_unit_test(test_bundle_same_bits), cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_bad_new),
     };
     const struct CMUnitTest seed2[] = {
-        cmocka_unit_test(test_parity),
-        cmocka_unit_test(test_packed_batch),
-        cmocka_unit_test(test_sorted_batches),
-        cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_isa_same_bits),
-        cmocka_unit_test(test_reverse_order),
+        cmocka_unit_test(test_parity),           cmocka_unit_test(test_packed_batch),
+        cmocka_unit_test(test_sorted_batches),   cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_isa_same_bits),    cmocka_unit_test(test_reverse_order),
         cmocka_unit_test(test_bundle_same_bits),
     };
     int fails = cmocka_run_group_tests_name("tiny-seed1", seed1, setup_seed1, teardown);
-    fails += cmocka_run_group_tests_name("tiny-seed2-bert-gammabeta-f16", seed2, setup_seed2,
-                                         teardown);
+    fails +=
+        cmocka_run_group_tests_name("tiny-seed2-bert-gammabeta-f16", seed2, setup_seed2, teardown);
     return fails;
 }

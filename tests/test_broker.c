@@ -260,8 +260,8 @@ typedef struct fw {
     uint32_t dim, credit, threads;
     int mode; /* FW_AUTO answers tasks older than delay_ms */
     int delay_ms;
-    bool wrong_dim; /* answer with dim + 1: a result not matching its task */
-    bool drop_meta; /* answer without the token metadata a task asks for */
+    bool wrong_dim;        /* answer with dim + 1: a result not matching its task */
+    bool drop_meta;        /* answer without the token metadata a task asks for */
     zb_options_t last_opt; /* options of the last task received */
     bool ready_on_reconnect;
     bool paused; /* reads and answers nothing; heartbeats on */
@@ -1430,8 +1430,13 @@ static void test_token_options(void **st) {
     char id[8];
     for (size_t k = 0; k < sizeof later / sizeof *later; k++) {
         snprintf(id, sizeof id, "t%zu", k);
-        spec_t sp = {.id = id, .tag = "T", .n = 300, .level = ZB_LEVEL_TOKEN,
-                     .errors = true, .windows = k % 2 == 0, .later = later[k]};
+        spec_t sp = {.id = id,
+                     .tag = "T",
+                     .n = 300,
+                     .level = ZB_LEVEL_TOKEN,
+                     .errors = true,
+                     .windows = k % 2 == 0,
+                     .later = later[k]};
         fc_embed(c, &sp);
         s_collect_one(c, &sp, &o);
         assert_true(o.parts > 1);
@@ -1444,7 +1449,10 @@ static void test_token_options(void **st) {
         assert_int_equal(got.token_meta, want.token_meta);
     }
     /* wordpiece level with sentences: no metadata, options passed on */
-    spec_t wp = {.id = "wp", .tag = "W", .n = 100, .level = ZB_LEVEL_WORDPIECE,
+    spec_t wp = {.id = "wp",
+                 .tag = "W",
+                 .n = 100,
+                 .level = ZB_LEVEL_WORDPIECE,
                  .later = {.sentences = true, .token_meta = true}};
     fc_embed(c, &wp);
     s_collect_one(c, &wp, &o);
@@ -1471,8 +1479,8 @@ static void test_token_options(void **st) {
     fc_expect(c, &rx, ZB_MSG_ERROR);
     assert_int_equal(rx.m.u.error.code, ZB_MSG_CODE_BAD_REQUEST);
     assert_true(s_str_is(rx.m.u.error.id, "bad"));
-    assert_non_null(s_find_bytes((uint8_t *)rx.m.u.error.message.ptr, rx.m.u.error.message.len,
-                                 "compat", 6));
+    assert_non_null(
+        s_find_bytes((uint8_t *)rx.m.u.error.message.ptr, rx.m.u.error.message.len, "compat", 6));
     rx_free(&rx);
     s_status(&rx);
     assert_int_equal(rx.m.u.status_reply.protocol_errors, 1);

@@ -35,9 +35,9 @@
 /* path buffers (Linux PATH_MAX; <limits.h> is shadowed by the project header) */
 #define S_PATH_MAX 4096
 
-static char s_dir[64];       /* this test's temporary directory */
-static char s_tiny[128];     /* a small valid bundle (packed table) */
-static char s_tiny_plain[128]; /* the same with the plain table */
+static char s_dir[64];            /* this test's temporary directory */
+static char s_tiny[128];          /* a small valid bundle (packed table) */
+static char s_tiny_plain[128];    /* the same with the plain table */
 static unsigned char *s_tiny_img; /* its bytes */
 static size_t s_tiny_len;
 
@@ -174,9 +174,14 @@ static void make_zip(const char *path, const char *manifest, const void *w, size
  * the packed table (what convert writes) or the plain one, as version 2;
  * the manifest of a plain one can be turned into a version 1 bundle. */
 static void write_tiny(const char *path, bool packed) {
-    zb_config_t c = {.vocab_size = 16, .hidden = 8, .layers = 1, .heads = 2,
-                          .intermediate = 16, .max_positions = 8, .type_vocab_size = 2,
-                          .layer_norm_eps = 1e-12f};
+    zb_config_t c = {.vocab_size = 16,
+                     .hidden = 8,
+                     .layers = 1,
+                     .heads = 2,
+                     .intermediate = 16,
+                     .max_positions = 8,
+                     .type_vocab_size = 2,
+                     .layer_norm_eps = 1e-12f};
     zb_config_tokenizer_t t = {.lowercase = false, .strip_accents = false};
     char vocab[256] = "";
     for (int i = 0; i < 16; i++) snprintf(vocab + strlen(vocab), 16, "t%d\n", i);
@@ -192,9 +197,13 @@ static void write_tiny(const char *path, bool packed) {
         for (size_t k = 0; k < ts[i].n_stored; k++) data[i][k] = (float)i + (float)k / 1024.0f;
         ts[i].data = data[i];
     }
-    zb_convert_spec_t spec = {.config = &c, .tokenizer = &t, .vocab = vocab,
-                             .vocab_len = strlen(vocab), .tensors = ts, .n_tensors = (size_t)n,
-                             .source = "test tiny model"};
+    zb_convert_spec_t spec = {.config = &c,
+                              .tokenizer = &t,
+                              .vocab = vocab,
+                              .vocab_len = strlen(vocab),
+                              .tensors = ts,
+                              .n_tensors = (size_t)n,
+                              .source = "test tiny model"};
     zb_diag_t d = {{0}};
     int rc = zb_convert_write(path, &spec, &d);
     if (rc) fail_msg("write_tiny: %s", d.msg);
@@ -392,8 +401,8 @@ static void test_program(void **state) {
     (void)state;
     char err[1024], out[256];
     snprintf(out, sizeof out, "%s/prog-seed2.zbm", s_dir);
-    int st = run_model(err, sizeof err, "convert", fx_path("tiny-seed2-bert-gammabeta-f16"),
-                       "-o", out, NULL);
+    int st = run_model(err, sizeof err, "convert", fx_path("tiny-seed2-bert-gammabeta-f16"), "-o",
+                       out, NULL);
     if (st != 0) fail_msg("convert: %s", err);
     assert_int_equal(run_model(err, sizeof err, "verify", out, NULL, NULL, NULL), 0);
     assert_int_equal(run_model(err, sizeof err, "inspect", out, NULL, NULL, NULL), 0);
@@ -405,8 +414,7 @@ static void test_program(void **state) {
     zb_bundle_close(&a);
     zb_bundle_close(&b);
     /* failures: one line on stderr, non-zero exit */
-    assert_int_equal(run_model(err, sizeof err, "verify", "/nonexistent.zbm", NULL, NULL, NULL),
-                     1);
+    assert_int_equal(run_model(err, sizeof err, "verify", "/nonexistent.zbm", NULL, NULL, NULL), 1);
     assert_non_null(strstr(err, "zbert-model: /nonexistent.zbm: cannot open"));
     assert_int_equal(strchr(err, '\n'), err + strlen(err) - 1);
     assert_int_equal(run_model(err, sizeof err, "convert", "/nonexistent", NULL, NULL, NULL), 2);
@@ -427,10 +435,10 @@ static void test_hostile_zip(void **state) {
 
     struct {
         const char *what;
-        size_t at;   /* byte to patch */
-        int width;   /* 1, 2 or 4 */
+        size_t at; /* byte to patch */
+        int width; /* 1, 2 or 4 */
         uint32_t value;
-        int xor_;    /* value is xored in rather than stored */
+        int xor_; /* value is xored in rather than stored */
         int rc;
         const char *needle;
     } cases[] = {
@@ -588,8 +596,8 @@ static void test_hostile_manifest(void **state) {
         /* the packed layout must be the one this build computes on */
         {"layout missing", "\"layout\":{", "\"layouts\":{", NULL, 0, 0, ZB_EFORMAT,
          "layout needs to be an object with a name"},
-        {"layout name", "\"name\":\"panel\"", "\"name\":\"tiles\"", NULL, 0, 0,
-         ZB_EUNSUPPORTED, "layout \"tiles\" is not one this build reads (\"panel\")"},
+        {"layout name", "\"name\":\"panel\"", "\"name\":\"tiles\"", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "layout \"tiles\" is not one this build reads (\"panel\")"},
         {"layout version", "\"name\":\"panel\",\"version\":1", "\"name\":\"panel\",\"version\":2",
          NULL, 0, 0, ZB_EUNSUPPORTED,
          "layout panel version 2 with 16-row panels; this build reads version 1"},
@@ -620,11 +628,12 @@ static void test_hostile_manifest(void **state) {
          "layout \"panel-q8\" needs the manifest's layout_q8 object"},
         {"I8 vector", "qkv.bias\",\"dtype\":\"F32\"", "qkv.bias\",\"dtype\":\"I8\"", NULL, 0, 0,
          ZB_EFORMAT, "qkv.bias: dtype I8 in the plain layout"},
-        {"I32 panel", "qkv.weight\",\"dtype\":\"F32\"", "qkv.weight\",\"dtype\":\"I32\"", NULL,
-         0, 0, ZB_EFORMAT, "qkv.weight: dtype I32 in the panel layout"},
+        {"I32 panel", "qkv.weight\",\"dtype\":\"F32\"", "qkv.weight\",\"dtype\":\"I32\"", NULL, 0,
+         0, ZB_EFORMAT, "qkv.weight: dtype I32 in the panel layout"},
         {"layout_q8 k_group", "\"format\":\"zbert-bundle\"",
          "\"layout_q8\":{\"name\":\"panel-q8\",\"version\":1,\"panel_rows\":16,\"k_group\":8},"
-         "\"format\":\"zbert-bundle\"", NULL, 0, 0, ZB_EUNSUPPORTED,
+         "\"format\":\"zbert-bundle\"",
+         NULL, 0, 0, ZB_EUNSUPPORTED,
          "layout_q8 panel-q8 version 1 with 16-row panels; this build reads"},
         {"layout_q8 type", "\"format\":\"zbert-bundle\"",
          "\"layout_q8\":3,\"format\":\"zbert-bundle\"", NULL, 0, 0, ZB_EFORMAT,
@@ -667,9 +676,8 @@ static void test_hostile_manifest(void **state) {
         {"overlap", "\"offset\":0,", "\"offset\":64,", NULL, 0, 0, ZB_EFORMAT, "overlap"},
         {"shape/nbytes", "\"shape\":[16,8]", "\"shape\":[16,4]", NULL, 0, 0, ZB_EFORMAT,
          "nbytes 512 but its shape needs 256"},
-        {"shape overflow", "\"shape\":[16,8]",
-         "\"shape\":[4294967296,4294967296,4294967296]", NULL, 0, 0, ZB_EFORMAT,
-         "shape product overflows"},
+        {"shape overflow", "\"shape\":[16,8]", "\"shape\":[4294967296,4294967296,4294967296]", NULL,
+         0, 0, ZB_EFORMAT, "shape product overflows"},
         {"shape negative", "\"shape\":[16,8]", "\"shape\":[-16,-8]", NULL, 0, 0, ZB_EFORMAT,
          "shape[0] is not a non-negative integer"},
         {"too many dims", "\"shape\":[16,8]", "\"shape\":[1,1,1,1,1,1,1,1,16,8]", NULL, 0, 0,
@@ -677,8 +685,8 @@ static void test_hostile_manifest(void **state) {
         {"duplicate name", "\"name\":\"embeddings.position_embeddings.weight\"",
          "\"name\":\"embeddings.word_embeddings.weight\"", NULL, 0, 0, ZB_EFORMAT,
          "tensor embeddings.word_embeddings.weight appears twice"},
-        {"empty name", "\"name\":\"embeddings.position_embeddings.weight\"", "\"name\":\"\"",
-         NULL, 0, 0, ZB_ELIMIT, "name has 0 bytes"},
+        {"empty name", "\"name\":\"embeddings.position_embeddings.weight\"", "\"name\":\"\"", NULL,
+         0, 0, ZB_ELIMIT, "name has 0 bytes"},
         /* structurally fine, but not the model the config describes */
         {"missing tensor", "\"name\":\"embeddings.LayerNorm.bias\"",
          "\"name\":\"embeddings.LayerNorm.beta\"", NULL, 1, 0, ZB_ENOTFOUND,
@@ -967,8 +975,8 @@ static void test_shared_pages(void **state) {
     if (g == 0) {
         if (freopen("/dev/null", "w", stdout) == NULL) _exit(126);
         execl(prog, prog, "random", "--layers", "4", "--hidden", "256", "--heads", "4",
-              "--intermediate", "1024", "--vocab", fx_path("vocab-bert-base-cased.txt"),
-              "--seed", "11", "-o", dir, (char *)NULL);
+              "--intermediate", "1024", "--vocab", fx_path("vocab-bert-base-cased.txt"), "--seed",
+              "11", "-o", dir, (char *)NULL);
         _exit(127);
     }
     int st;
@@ -1062,16 +1070,11 @@ static void test_shared_pages(void **state) {
 int main(void) {
     if (sodium_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip_seed1),
-        cmocka_unit_test(test_roundtrip_seed2),
-        cmocka_unit_test(test_program),
-        cmocka_unit_test(test_hostile_zip),
-        cmocka_unit_test(test_hostile_layout),
-        cmocka_unit_test(test_hostile_manifest),
-        cmocka_unit_test(test_layouts),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_byte_flips),
-        cmocka_unit_test(test_verify_checksum),
+        cmocka_unit_test(test_roundtrip_seed1), cmocka_unit_test(test_roundtrip_seed2),
+        cmocka_unit_test(test_program),         cmocka_unit_test(test_hostile_zip),
+        cmocka_unit_test(test_hostile_layout),  cmocka_unit_test(test_hostile_manifest),
+        cmocka_unit_test(test_layouts),         cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_byte_flips),      cmocka_unit_test(test_verify_checksum),
         cmocka_unit_test(test_shared_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -559,7 +559,8 @@ static void test_token_level_long_text(void **st) {
     const cJSON *toks = cJSON_GetObjectItem(o[0], "tokens");
     assert_int_equal(cJSON_GetArraySize(toks), 800); /* 400 words + 400 commas */
     const cJSON *t;
-    cJSON_ArrayForEach(t, toks) assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "vector")), 64);
+    cJSON_ArrayForEach(t, toks)
+        assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(t, "vector")), 64);
     assert_null(cJSON_GetObjectItem(o[0], "truncated"));
     cJSON_Delete(o[0]);
     assert_int_equal(s_run("--truncate", redirect), 0);
@@ -571,13 +572,17 @@ static void test_token_level_long_text(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_token_default),   cmocka_unit_test(test_wordpiece_jsonl),
-        cmocka_unit_test(test_bad_lines),       cmocka_unit_test(test_npy),
+        cmocka_unit_test(test_token_default),
+        cmocka_unit_test(test_wordpiece_jsonl),
+        cmocka_unit_test(test_bad_lines),
+        cmocka_unit_test(test_npy),
         cmocka_unit_test(test_usage_errors),
         cmocka_unit_test(test_token_level_long_text),
         cmocka_unit_test(test_tokenize_only_and_windows),
-        cmocka_unit_test(test_split_sentences), cmocka_unit_test(test_sentences_cli),
-        cmocka_unit_test(test_token_vector_mean_cli), cmocka_unit_test(test_compat_cli),
+        cmocka_unit_test(test_split_sentences),
+        cmocka_unit_test(test_sentences_cli),
+        cmocka_unit_test(test_token_vector_mean_cli),
+        cmocka_unit_test(test_compat_cli),
         cmocka_unit_test(test_jsonl_nul),
     };
     return cmocka_run_group_tests_name("zbert-embed", tests, setup, teardown);

@@ -138,9 +138,8 @@ static void test_every_option(void **st) {
     assert_int_equal(s_parse("--windows --truncate --pooling mean --pooling cls", &o, &msg), 0);
     assert_false(o.opt.windows);
     assert_int_equal(o.opt.pooling, ZB_POOLING_CLS);
-    assert_int_equal(s_parse("--token-vector mean --compat sparknlp --format sparknlp-json",
-                             &o, &msg),
-                     0);
+    assert_int_equal(
+        s_parse("--token-vector mean --compat sparknlp --format sparknlp-json", &o, &msg), 0);
     assert_int_equal(o.opt.token_vector, ZB_TOKEN_VECTOR_MEAN);
     assert_int_equal(o.opt.compat, ZB_COMPAT_SPARKNLP);
     assert_true(o.opt.token_meta);

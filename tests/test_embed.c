@@ -145,7 +145,8 @@ static void test_sentence_pooling(void **st) {
         res = s_run_all(s, &o);
         for (int i = 0; i < s->fx.n; i++) {
             double ss = 0;
-            for (int j = 0; j < res[i].dim; j++) ss += (double)res[i].vectors[j] * res[i].vectors[j];
+            for (int j = 0; j < res[i].dim; j++)
+                ss += (double)res[i].vectors[j] * res[i].vectors[j];
             const fx_case_t *k = &s->fx.cases[i];
             bool zero = pool && k->n_ids == 2; /* no wordpiece: the mean is zero */
             assert_true(fabs(ss - (zero ? 0.0 : 1.0)) < 1e-5);
@@ -458,10 +459,14 @@ static void test_compat_sparknlp(void **st) {
     size_t at = 0;
     for (int i = 0; i < 130; i++) at += (size_t)sprintf(long_text + at, "word ");
     sprintf(long_text + at - 1, ".");
-    const char *texts[] = {"I love NLP", "I don't like the e-mail from the U.S. government.",
-                           "He paid $10 (hello), then left... What?", long_text,
-                           "Caf\xc3\xa9 au lait costs \xe2\x82\xac" "3.50; it's na\xc3\xafve.",
-                           "\xef\xac\xb1\xef\xac\xb1 x y", ""};
+    const char *texts[] = {"I love NLP",
+                           "I don't like the e-mail from the U.S. government.",
+                           "He paid $10 (hello), then left... What?",
+                           long_text,
+                           "Caf\xc3\xa9 au lait costs \xe2\x82\xac"
+                           "3.50; it's na\xc3\xafve.",
+                           "\xef\xac\xb1\xef\xac\xb1 x y",
+                           ""};
     size_t n = sizeof texts / sizeof *texts;
     size_t lens[8];
     for (size_t i = 0; i < n; i++) lens[i] = strlen(texts[i]);
@@ -481,8 +486,8 @@ static void test_compat_sparknlp(void **st) {
     double erf_gap = 0;
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(r[i].status, 0);
-        assert_int_equal(zb_sparknlp_analyze(zb_embed_tokenizer(s->emb), true, texts[i], lens[i],
-                                         &doc), 0);
+        assert_int_equal(
+            zb_sparknlp_analyze(zb_embed_tokenizer(s->emb), true, texts[i], lens[i], &doc), 0);
         assert_int_equal(r[i].words.n, doc.n_vectors);
         assert_int_equal(r[i].n_vectors, doc.n_vectors);
         assert_int_equal(r[i].n_sentences, doc.n_sentences);
@@ -510,8 +515,8 @@ static void test_compat_sparknlp(void **st) {
                 const float *got = r[i].vectors + a * (size_t)H;
                 double diff = s_maxdiff(got, rows + (size_t)v->row * (size_t)H, (size_t)H);
                 if (diff > 1e-5) fail_msg("text %zu vector %zu: %g from the plain run", i, a, diff);
-                erf_gap = fmax(erf_gap, s_maxdiff(got, rows_erf + (size_t)v->row * (size_t)H,
-                                                  (size_t)H));
+                erf_gap =
+                    fmax(erf_gap, s_maxdiff(got, rows_erf + (size_t)v->row * (size_t)H, (size_t)H));
                 if (v->row_is_sep) {
                     n_sep++;
                     assert_int_equal(v->row, (uint32_t)len - 1); /* the [SEP] row */
@@ -535,7 +540,9 @@ static void test_compat_sparknlp(void **st) {
     for (size_t i = 0; i < n; i++) zb_embed_result_free(&r[i]);
 
     /* a text Spark would misplace fails alone, with a reason */
-    const char *bad[] = {"a\xe2\x95\x94" "b", "fine."};
+    const char *bad[] = {"a\xe2\x95\x94"
+                         "b",
+                         "fine."};
     size_t bl[] = {strlen(bad[0]), strlen(bad[1])};
     zb_embed_result_t br[2] = {{0}};
     assert_int_equal(zb_embed_run(s->emb, bad, bl, 2, &o, br), 0);
@@ -552,18 +559,16 @@ static void test_compat_sparknlp(void **st) {
 
 int main(void) {
     const struct CMUnitTest seed1[] = {
-        cmocka_unit_test(test_wordpiece_parity), cmocka_unit_test(test_sentence_pooling),
-        cmocka_unit_test(test_token_level),      cmocka_unit_test(test_token_spans),
-        cmocka_unit_test(test_batch_invariance), cmocka_unit_test(test_bad_text_isolated),
-        cmocka_unit_test(test_windows),          cmocka_unit_test(test_tokenize_only),
-        cmocka_unit_test(test_sentences),        cmocka_unit_test(test_sentences_long),
+        cmocka_unit_test(test_wordpiece_parity),  cmocka_unit_test(test_sentence_pooling),
+        cmocka_unit_test(test_token_level),       cmocka_unit_test(test_token_spans),
+        cmocka_unit_test(test_batch_invariance),  cmocka_unit_test(test_bad_text_isolated),
+        cmocka_unit_test(test_windows),           cmocka_unit_test(test_tokenize_only),
+        cmocka_unit_test(test_sentences),         cmocka_unit_test(test_sentences_long),
         cmocka_unit_test(test_token_vector_mean), cmocka_unit_test(test_compat_sparknlp),
     };
     const struct CMUnitTest seed2[] = {
-        cmocka_unit_test(test_wordpiece_parity),
-        cmocka_unit_test(test_sentence_pooling),
-        cmocka_unit_test(test_token_level),
-        cmocka_unit_test(test_batch_invariance),
+        cmocka_unit_test(test_wordpiece_parity), cmocka_unit_test(test_sentence_pooling),
+        cmocka_unit_test(test_token_level),      cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_windows),
     };
     int fails = cmocka_run_group_tests_name("embed tiny-seed1", seed1, setup_seed1, teardown);

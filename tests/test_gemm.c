@@ -132,8 +132,8 @@ static void s_check_shape(rng_t *r, zb_gemm_isa_t isa, int threads, int m, int n
     memcpy(want, y0, ((size_t)m * ldy + 1) * sizeof *y);
     float *p = s_packed(w, n, k);
     zb_gemm_w_t W = {.p = p, .n = n, .k = k};
-    zb_gemm_args_t a = {.m = m, .x = x, .ldx = ldx, .w = &W, .init = init, .bias = bias,
-                        .y = y, .ldy = ldy};
+    zb_gemm_args_t a = {
+        .m = m, .x = x, .ldx = ldx, .w = &W, .init = init, .bias = bias, .y = y, .ldy = ldy};
     s_gemm(isa, threads, &a);
     s_chain(x, ldx, w, m, n, k, init, bias, want, ldy);
     for (int i = 0; i < m; i++) {
@@ -141,8 +141,8 @@ static void s_check_shape(rng_t *r, zb_gemm_isa_t isa, int threads, int m, int n
             const size_t at = (size_t)i * ldy + (size_t)j;
             if (j >= n) {
                 if (s_bits(y[at]) != s_bits(y0[at]))
-                    fail_msg("%s m=%d n=%d k=%d: padding y[%d][%d] written",
-                             zb_gemm_isa_name(isa), m, n, k, i, j);
+                    fail_msg("%s m=%d n=%d k=%d: padding y[%d][%d] written", zb_gemm_isa_name(isa),
+                             m, n, k, i, j);
                 continue;
             }
             double init_v = init == ZB_GEMM_ZERO ? 0.0 : init == ZB_GEMM_BIAS ? bias[j] : y0[at];
@@ -151,8 +151,7 @@ static void s_check_shape(rng_t *r, zb_gemm_isa_t isa, int threads, int m, int n
             double tol = (k + 2) * 6e-8 * scale + 1e-30;
             if (fabs((double)y[at] - ref) > tol)
                 fail_msg("%s m=%d n=%d k=%d init=%d: y[%d][%d] = %.9g, float64 %.9g (tol %.3g)",
-                         zb_gemm_isa_name(isa), m, n, k, (int)init, i, j, (double)y[at], ref,
-                         tol);
+                         zb_gemm_isa_name(isa), m, n, k, (int)init, i, j, (double)y[at], ref, tol);
             if (s_bits(y[at]) != s_bits(want[at]))
                 fail_msg("%s m=%d n=%d k=%d init=%d: y[%d][%d] = %a, the definition gives %a",
                          zb_gemm_isa_name(isa), m, n, k, (int)init, i, j, (double)y[at],
@@ -231,8 +230,13 @@ static void test_bert_shapes(void **state) {
         float *y = s_alloc((size_t)m * (size_t)n), *yb = s_alloc((size_t)m * (size_t)n);
         float *p = s_packed(w, n, k);
         zb_gemm_w_t W = {.p = p, .n = n, .k = k};
-        zb_gemm_args_t a = {.m = m, .x = x, .ldx = (size_t)k, .w = &W, .init = ZB_GEMM_ZERO,
-                            .y = y, .ldy = (size_t)n};
+        zb_gemm_args_t a = {.m = m,
+                            .x = x,
+                            .ldx = (size_t)k,
+                            .w = &W,
+                            .init = ZB_GEMM_ZERO,
+                            .y = y,
+                            .ldy = (size_t)n};
         s_gemm(zb_gemm_isa_best(), 2, &a);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, yb,
                     n);
@@ -271,8 +275,14 @@ static void test_batch_invariance(void **state) {
     zb_gemm_w_t W = {.p = p, .n = n, .k = k};
     float *yall = s_alloc((size_t)big * (size_t)n), *y = s_alloc((size_t)big * (size_t)n);
     for (int v = 0; v < n_isa; v++) {
-        zb_gemm_args_t a = {.m = big, .x = x, .ldx = (size_t)k, .w = &W, .init = ZB_GEMM_BIAS,
-                            .bias = bias, .y = yall, .ldy = (size_t)n};
+        zb_gemm_args_t a = {.m = big,
+                            .x = x,
+                            .ldx = (size_t)k,
+                            .w = &W,
+                            .init = ZB_GEMM_BIAS,
+                            .bias = bias,
+                            .y = yall,
+                            .ldy = (size_t)n};
         s_gemm(isas[v], 1, &a);
         /* any thread count, the whole batch */
         for (int t = 2; t <= 4; t++) {
@@ -295,8 +305,7 @@ static void test_batch_invariance(void **state) {
         /* the same row copied to every place of a batch */
         float *xr = s_alloc((size_t)40 * (size_t)k);
         for (int i = 0; i < 40; i++)
-            memcpy(xr + (size_t)i * (size_t)k, x + (size_t)123 * (size_t)k,
-                   (size_t)k * sizeof *x);
+            memcpy(xr + (size_t)i * (size_t)k, x + (size_t)123 * (size_t)k, (size_t)k * sizeof *x);
         a.m = 40;
         a.x = xr;
         a.y = y;
@@ -304,13 +313,19 @@ static void test_batch_invariance(void **state) {
         for (int i = 0; i < 40; i++)
             if (memcmp(y + (size_t)i * (size_t)n, yall + (size_t)123 * (size_t)n,
                        (size_t)n * sizeof *y) != 0)
-                fail_msg("%s: row 123 at place %d of a batch differs",
-                         zb_gemm_isa_name(isas[v]), i);
+                fail_msg("%s: row 123 at place %d of a batch differs", zb_gemm_isa_name(isas[v]),
+                         i);
         free(xr);
         /* and every variant gives the same bits as the first */
         if (v > 0) {
-            a = (zb_gemm_args_t){.m = big, .x = x, .ldx = (size_t)k, .w = &W,
-                                 .init = ZB_GEMM_BIAS, .bias = bias, .y = y, .ldy = (size_t)n};
+            a = (zb_gemm_args_t){.m = big,
+                                 .x = x,
+                                 .ldx = (size_t)k,
+                                 .w = &W,
+                                 .init = ZB_GEMM_BIAS,
+                                 .bias = bias,
+                                 .y = y,
+                                 .ldy = (size_t)n};
             s_gemm(isas[0], 3, &a);
             assert_memory_equal(y, yall, (size_t)big * (size_t)n * sizeof *y);
         }
@@ -361,8 +376,15 @@ static void test_epilogue(void **state) {
         for (int v = 0; v < n_isa; v++) {
             memset(seen, 0, (size_t)m * (size_t)n * sizeof *seen);
             s_epi_t e = {.seen = seen, .base = y, .ldy = (size_t)n, .n = n};
-            zb_gemm_args_t a = {.m = m, .x = x, .ldx = (size_t)k, .w = &W, .init = ZB_GEMM_BIAS,
-                                .bias = bias, .y = y, .ldy = (size_t)n, .epilogue = s_epilogue,
+            zb_gemm_args_t a = {.m = m,
+                                .x = x,
+                                .ldx = (size_t)k,
+                                .w = &W,
+                                .init = ZB_GEMM_BIAS,
+                                .bias = bias,
+                                .y = y,
+                                .ldy = (size_t)n,
+                                .epilogue = s_epilogue,
                                 .epilogue_ctx = &e};
             s_gemm(isas[v], 2, &a);
             assert_false(e.too_long);
@@ -435,8 +457,7 @@ static void test_edges(void **state) {
     memcpy(keep, y, sizeof keep);
     float *p = s_packed(w, 16, 8);
     zb_gemm_w_t W = {.p = p, .n = 16, .k = 8};
-    zb_gemm_args_t a = {.m = 0, .x = x, .ldx = 8, .w = &W, .init = ZB_GEMM_ZERO, .y = y,
-                        .ldy = 16};
+    zb_gemm_args_t a = {.m = 0, .x = x, .ldx = 8, .w = &W, .init = ZB_GEMM_ZERO, .y = y, .ldy = 16};
     s_gemm(zb_gemm_isa_best(), 4, &a);
     assert_memory_equal(y, keep, sizeof keep);
     s_check_shape(&r, zb_gemm_isa_best(), 8, 1, 1, 1, ZB_GEMM_ACCUMULATE);
@@ -444,8 +465,8 @@ static void test_edges(void **state) {
     /* a NaN in one row poisons that row only (padding rows never leak) */
     float *x2 = s_rand(&r, 13 * 8), *y2 = s_alloc(13 * 16);
     x2[5 * 8 + 3] = NAN;
-    a = (zb_gemm_args_t){.m = 13, .x = x2, .ldx = 8, .w = &W, .init = ZB_GEMM_ZERO, .y = y2,
-                         .ldy = 16};
+    a = (zb_gemm_args_t){
+        .m = 13, .x = x2, .ldx = 8, .w = &W, .init = ZB_GEMM_ZERO, .y = y2, .ldy = 16};
     s_gemm(zb_gemm_isa_best(), 2, &a);
     for (int i = 0; i < 13; i++)
         for (int j = 0; j < 16; j++) assert_true(isnan(y2[i * 16 + j]) == (i == 5));

@@ -32,12 +32,12 @@
 
 typedef struct {
     const char *dir;
-    char path[64];     /* the int8 bundle */
+    char path[64]; /* the int8 bundle */
     zb_model_t *fp32;
     zb_model_t *int8;
     fx_file_t fx;
     int total;
-    int32_t *ids;      /* every case back to back */
+    int32_t *ids; /* every case back to back */
     int *len;
 } state_t;
 
@@ -105,8 +105,8 @@ static float *s_run(const zb_model_t *m, const state_t *s, int threads, int how)
     for (int i = 0, o = 0; i < s->fx.n; o += s->len[i], i++) {
         off[i] = o;
         if (how == S_ALONE || s->len[i] == 512) {
-            assert_int_equal(zb_bert_forward(b, s->ids + o, &s->len[i], 1,
-                                             out + (size_t)o * (size_t)h), 0);
+            assert_int_equal(
+                zb_bert_forward(b, s->ids + o, &s->len[i], 1, out + (size_t)o * (size_t)h), 0);
             continue;
         }
         int j = k++; /* insertion by length, ties in case order */
@@ -208,8 +208,8 @@ static void test_accuracy(void **st) {
         }
         o += c->n_ids;
     }
-    printf("%s int8: %d rows, min cosine %.8f, max abs diff %.4g (fp32: %.3g)\n", s->dir,
-           s->total, min_cos, max_abs, max_abs_fp32);
+    printf("%s int8: %d rows, min cosine %.8f, max abs diff %.4g (fp32: %.3g)\n", s->dir, s->total,
+           min_cos, max_abs, max_abs_fp32);
     assert_true(min_cos >= MIN_COSINE);
     assert_true(max_abs_fp32 < 1e-4);
     free(q);

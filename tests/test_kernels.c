@@ -62,7 +62,9 @@ static double s_max_rel(const float *got, const double *want, size_t n) {
     return m;
 }
 
-static double s_gelu_ref(double x) { return 0.5 * x * erfc(-x / sqrt(2.0)); }
+static double s_gelu_ref(double x) {
+    return 0.5 * x * erfc(-x / sqrt(2.0));
+}
 
 /* --- element-wise ------------------------------------------------------ */
 
@@ -247,8 +249,9 @@ static void test_gelu_avx512_bits(void **st) {
     assert_non_null(a);
     assert_non_null(b);
     for (size_t i = 0; i < n; i++) x[i] = -12.0f + 24.0f * (float)((double)i / (double)(n - 1));
-    const float sp[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1.41421356f, -1.41421356f,
-                        6.36396103f, -6.36396103f, 1e-30f, -1e-30f, 3e38f, -3e38f};
+    const float sp[] = {0.0f,        -0.0f,        INFINITY,    -INFINITY,    NAN,
+                        1.41421356f, -1.41421356f, 6.36396103f, -6.36396103f, 1e-30f,
+                        -1e-30f,     3e38f,        -3e38f};
     memcpy(x, sp, sizeof sp);
     zb_kernels_gelu(ZB_KERNELS_AVX2, x, a, n);
     zb_kernels_gelu(ZB_KERNELS_AVX512, x, b, n);
@@ -306,8 +309,8 @@ typedef struct ln_case {
 } ln_case_t;
 
 static const ln_case_t s_ln_cases[] = {
-    {7, 64, -3.0f, 3.0f}, {5, 768, -2.0f, 2.0f}, {3, 13, -1.0f, 1.0f}, {4, 1, -1.0f, 1.0f},
-    {33, 100, -10.0f, 10.0f},
+    {7, 64, -3.0f, 3.0f}, {5, 768, -2.0f, 2.0f},    {3, 13, -1.0f, 1.0f},
+    {4, 1, -1.0f, 1.0f},  {33, 100, -10.0f, 10.0f},
 };
 
 /* LayerNorm of one row of doubles, into want. */
@@ -404,8 +407,7 @@ static void test_bias_residual_layernorm(void **st) {
             double *v = malloc(n * sizeof *v), *want = malloc(n * sizeof *want);
             assert_non_null(v);
             assert_non_null(want);
-            for (size_t i = 0; i < n; i++)
-                v[i] = (double)t[i] + bias[i % (size_t)lc->cols] + io[i];
+            for (size_t i = 0; i < n; i++) v[i] = (double)t[i] + bias[i % (size_t)lc->cols] + io[i];
             for (int i = 0; i < lc->rows; i++)
                 s_ln_ref(v + (size_t)i * (size_t)lc->cols, lc->cols, g, b, 1e-12,
                          want + (size_t)i * (size_t)lc->cols);
@@ -421,7 +423,7 @@ static void test_bias_residual_layernorm(void **st) {
                 s_ln_ref(v + (size_t)i * (size_t)lc->cols, lc->cols, g, b, 1e-12,
                          want + (size_t)i * (size_t)lc->cols);
             zb_kernels_bias_residual_layernorm(&e, io2, NULL, lc->rows, lc->cols, bias, g, b,
-                                            1e-12f);
+                                               1e-12f);
             assert_true(s_max_rel(io2, want, n) < 1e-5);
             free(io2);
             free(io);
@@ -529,8 +531,8 @@ static void test_row_kernels_thread_independent(void **st) {
 /* --- attention ----------------------------------------------------------- */
 
 /* softmax(q k^T / sqrt(dh)) v for one (sequence, head), in double. */
-static void s_attention_ref(const float *q, const float *k, const float *v, int ld, int t,
-                            int dh, double *out /* [t][dh] */) {
+static void s_attention_ref(const float *q, const float *k, const float *v, int ld, int t, int dh,
+                            double *out /* [t][dh] */) {
     double *p = malloc((size_t)t * sizeof *p);
     assert_non_null(p);
     for (int i = 0; i < t; i++) {
@@ -594,11 +596,12 @@ static void test_attention(void **st) {
             float *scratch = malloc(2 * per * sizeof *scratch);
             assert_non_null(scratch);
             const int icv = omp_get_max_threads();
-            zb_kernels_exec_t e1 = {.threads = 1, .isa = isas[k]}, e2 = {.threads = 2, .isa = isas[k]};
-            zb_kernels_attention(&e1, q, kk, v, ctx1, ld, off, ac->n_seqs, ac->heads,
-                              ac->head_dim, t_max, scratch);
-            zb_kernels_attention(&e2, q, kk, v, ctx2, ld, off, ac->n_seqs, ac->heads,
-                              ac->head_dim, t_max, scratch);
+            zb_kernels_exec_t e1 = {.threads = 1, .isa = isas[k]},
+                              e2 = {.threads = 2, .isa = isas[k]};
+            zb_kernels_attention(&e1, q, kk, v, ctx1, ld, off, ac->n_seqs, ac->heads, ac->head_dim,
+                                 t_max, scratch);
+            zb_kernels_attention(&e2, q, kk, v, ctx2, ld, off, ac->n_seqs, ac->heads, ac->head_dim,
+                                 t_max, scratch);
             assert_int_equal(omp_get_max_threads(), icv); /* settings did not leak */
             /* one thread per block: identical whatever the team size */
             assert_memory_equal(ctx1, ctx2, n * sizeof *ctx1);
@@ -618,8 +621,8 @@ static void test_attention(void **st) {
                         }
                 }
             }
-            printf("attention %s heads=%d dh=%d seqs=%d: max rel error %.3g\n",
-                   s_isa_name(isas[k]), ac->heads, ac->head_dim, ac->n_seqs, worst);
+            printf("attention %s heads=%d dh=%d seqs=%d: max rel error %.3g\n", s_isa_name(isas[k]),
+                   ac->heads, ac->head_dim, ac->n_seqs, worst);
             assert_true(worst < 1e-5);
             if (ac->head_dim % 16 == 0 && isas[k] == ZB_KERNELS_AVX2) {
                 avx2_ctx[c] = ctx1;

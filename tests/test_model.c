@@ -156,7 +156,8 @@ static void test_seed2_f16(void **state) {
         const unsigned char *b = r->data;
         for (size_t k = 0; k < t.n_elems; k++) {
             float want = ref_f16((uint16_t)(b[2 * k] | b[2 * k + 1] << 8));
-            if (s_bits(want) != s_bits(((const float *)t.data)[k])) fail_msg("%s[%zu] differs", name, k);
+            if (s_bits(want) != s_bits(((const float *)t.data)[k]))
+                fail_msg("%s[%zu] differs", name, k);
         }
         checked += t.n_elems;
     }
@@ -215,11 +216,11 @@ static void rm_dir(void) {
     rmdir(s_tmp);
 }
 
-#define CFG(extra)                                                                           \
-    "{\"vocab_size\": 28996, \"num_hidden_layers\": 2, \"max_position_embeddings\": 512, " \
+#define CFG(extra)                                                                                 \
+    "{\"vocab_size\": 28996, \"num_hidden_layers\": 2, \"max_position_embeddings\": 512, "         \
     "\"type_vocab_size\": 2, " extra "}"
-#define CFG_BARE(extra)                                                                   \
-    "{\"max_position_embeddings\": 512, \"type_vocab_size\": 2, \"hidden_size\": 64, "        \
+#define CFG_BARE(extra)                                                                            \
+    "{\"max_position_embeddings\": 512, \"type_vocab_size\": 2, \"hidden_size\": 64, "             \
     "\"num_attention_heads\": 4, \"intermediate_size\": 256, " extra "}"
 #define CFG_OK CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256")
 
@@ -267,21 +268,25 @@ static void test_broken(void **state) {
          NULL, ZB_EFORMAT, "\"hidden_size\" is not an integer"},
         {1, CFG("\"hidden_size\": \"64\", \"num_attention_heads\": 4, \"intermediate_size\": 256"),
          NULL, ZB_EFORMAT, "\"hidden_size\" is not an integer"},
-        {1, CFG("\"hidden_size\": 0, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
-         NULL, ZB_ELIMIT, "\"hidden_size\" is 0, outside [1, 16384]"},
+        {1, CFG("\"hidden_size\": 0, \"num_attention_heads\": 4, \"intermediate_size\": 256"), NULL,
+         ZB_ELIMIT, "\"hidden_size\" is 0, outside [1, 16384]"},
         {1, CFG("\"hidden_size\": 1e300, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
          NULL, ZB_ELIMIT, "\"hidden_size\""},
-        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
-                "\"hidden_act\": \"gelu_new\""),
+        {1,
+         CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+             "\"hidden_act\": \"gelu_new\""),
          NULL, ZB_EUNSUPPORTED, "hidden_act must be \"gelu\""},
-        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
-                "\"model_type\": \"roberta\""),
+        {1,
+         CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+             "\"model_type\": \"roberta\""),
          NULL, ZB_EUNSUPPORTED, "model_type"},
-        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
-                "\"layer_norm_eps\": -1"),
+        {1,
+         CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+             "\"layer_norm_eps\": -1"),
          NULL, ZB_EFORMAT, "layer_norm_eps"},
-        {1, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
-                "\"hidden_size\": 32"),
+        {1,
+         CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 256, "
+             "\"hidden_size\": 32"),
          NULL, ZB_EFORMAT, "key \"hidden_size\" appears twice"},
         /* shapes the weights do not have */
         {1, CFG("\"hidden_size\": 32, \"num_attention_heads\": 4, \"intermediate_size\": 256"),
@@ -291,10 +296,10 @@ static void test_broken(void **state) {
         {2, CFG("\"hidden_size\": 64, \"num_attention_heads\": 4, \"intermediate_size\": 128"),
          NULL, ZB_EFORMAT,
          "tensor bert.encoder.layer.0.intermediate.dense.weight: expected shape [128,64]"},
-        {1, CFG_BARE("\"num_hidden_layers\": 3, \"vocab_size\": 28996"),
-         NULL, ZB_ENOTFOUND, "missing tensor encoder.layer.2.attention.self.query.weight"},
-        {1, CFG_BARE("\"num_hidden_layers\": 2, \"vocab_size\": 1000"),
-         NULL, ZB_EFORMAT, "vocab.txt: more than vocab_size = 1000 entries"},
+        {1, CFG_BARE("\"num_hidden_layers\": 3, \"vocab_size\": 28996"), NULL, ZB_ENOTFOUND,
+         "missing tensor encoder.layer.2.attention.self.query.weight"},
+        {1, CFG_BARE("\"num_hidden_layers\": 2, \"vocab_size\": 1000"), NULL, ZB_EFORMAT,
+         "vocab.txt: more than vocab_size = 1000 entries"},
         {1, CFG_OK, "{\"do_lower_case\": 1}", ZB_EFORMAT, "do_lower_case is not a boolean"},
         {1, CFG_OK, "nope", ZB_EFORMAT, "tokenizer_config.json: not a JSON object"},
     };
@@ -446,8 +451,8 @@ static void test_random_models(void **state) {
     (void)state;
     char base[] = "/tmp/zb_test_random_XXXXXX";
     assert_non_null(mkdtemp(base));
-    const char *kinds[][2] = {{"f32", "plain"}, {"f16", "bert-gammabeta"},
-                              {"bf16", "plain"}, {"f32", "bert-gammabeta"}};
+    const char *kinds[][2] = {
+        {"f32", "plain"}, {"f16", "bert-gammabeta"}, {"bf16", "plain"}, {"f32", "bert-gammabeta"}};
     char dirs[5][128];
     zb_model_t *m[5] = {NULL};
     zb_diag_t d;
@@ -474,9 +479,9 @@ static void test_random_models(void **state) {
     for (int i = 0; i < zb_model_n_tensors(m[0]); i++) {
         zb_model_tensor_t t[4];
         for (int k = 0; k < 4; k++) zb_model_tensor_at(m[k], i, &t[k]);
-        int cls = strstr(t[0].name, "LayerNorm.weight") ? 1 : strstr(t[0].name, "LayerNorm.bias")
-                                                                  ? 2
-                                                                  : 0;
+        int cls = strstr(t[0].name, "LayerNorm.weight") ? 1
+                  : strstr(t[0].name, "LayerNorm.bias") ? 2
+                                                        : 0;
         for (size_t e = 0; e < t[0].n_elems; e++) {
             float x = ((const float *)t[0].data)[e];
             float h = zb_safetensors_f16_to_f32(zb_safetensors_f32_to_f16(x));
@@ -568,8 +573,8 @@ static void test_packed_at_load(void **state) {
         assert_int_equal(t.n_elems, spec.n_elems);
         assert_non_null(t.data);
         assert_null(spec.data);
-        if (t.packed) assert_int_equal(t.n_stored, zb_gemm_packed_floats((int)t.shape[0],
-                                                                         (int)t.shape[1]));
+        if (t.packed)
+            assert_int_equal(t.n_stored, zb_gemm_packed_floats((int)t.shape[0], (int)t.shape[1]));
     }
     zb_model_tensor_t t;
     assert_int_equal(zb_model_packed_at(m, 5, &t), 0);

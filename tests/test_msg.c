@@ -81,41 +81,69 @@ static void hb_be(hb_t *h, uint64_t v, int bytes) {
 /* width 0: fix form; 8/16/32: that header width. */
 static void hb_str(hb_t *h, int width, const char *s) {
     size_t n = strlen(s);
-    if (width == 0) hb_byte(h, (uint8_t)(0xa0 | n));
-    else if (width == 8) hb_byte(h, 0xd9), hb_be(h, n, 1);
-    else if (width == 16) hb_byte(h, 0xda), hb_be(h, n, 2);
-    else hb_byte(h, 0xdb), hb_be(h, n, 4);
+    if (width == 0)
+        hb_byte(h, (uint8_t)(0xa0 | n));
+    else if (width == 8)
+        hb_byte(h, 0xd9), hb_be(h, n, 1);
+    else if (width == 16)
+        hb_byte(h, 0xda), hb_be(h, n, 2);
+    else
+        hb_byte(h, 0xdb), hb_be(h, n, 4);
     hb_raw(h, s, n);
 }
 
 static void hb_bin(hb_t *h, int width, const void *p, size_t n) {
-    if (width == 8) hb_byte(h, 0xc4), hb_be(h, n, 1);
-    else if (width == 16) hb_byte(h, 0xc5), hb_be(h, n, 2);
-    else hb_byte(h, 0xc6), hb_be(h, n, 4);
+    if (width == 8)
+        hb_byte(h, 0xc4), hb_be(h, n, 1);
+    else if (width == 16)
+        hb_byte(h, 0xc5), hb_be(h, n, 2);
+    else
+        hb_byte(h, 0xc6), hb_be(h, n, 4);
     hb_raw(h, p, n);
 }
 
 /* form 0: positive fixint; 8..64: uint N; -8..-64: int N. */
 static void hb_uint(hb_t *h, int form, uint64_t v) {
     switch (form) {
-    case 0: hb_byte(h, (uint8_t)v); break;
-    case 8: hb_byte(h, 0xcc), hb_be(h, v, 1); break;
-    case 16: hb_byte(h, 0xcd), hb_be(h, v, 2); break;
-    case 32: hb_byte(h, 0xce), hb_be(h, v, 4); break;
-    case 64: hb_byte(h, 0xcf), hb_be(h, v, 8); break;
-    case -8: hb_byte(h, 0xd0), hb_be(h, v, 1); break;
-    case -16: hb_byte(h, 0xd1), hb_be(h, v, 2); break;
-    case -32: hb_byte(h, 0xd2), hb_be(h, v, 4); break;
-    default: hb_byte(h, 0xd3), hb_be(h, v, 8); break;
+    case 0:
+        hb_byte(h, (uint8_t)v);
+        break;
+    case 8:
+        hb_byte(h, 0xcc), hb_be(h, v, 1);
+        break;
+    case 16:
+        hb_byte(h, 0xcd), hb_be(h, v, 2);
+        break;
+    case 32:
+        hb_byte(h, 0xce), hb_be(h, v, 4);
+        break;
+    case 64:
+        hb_byte(h, 0xcf), hb_be(h, v, 8);
+        break;
+    case -8:
+        hb_byte(h, 0xd0), hb_be(h, v, 1);
+        break;
+    case -16:
+        hb_byte(h, 0xd1), hb_be(h, v, 2);
+        break;
+    case -32:
+        hb_byte(h, 0xd2), hb_be(h, v, 4);
+        break;
+    default:
+        hb_byte(h, 0xd3), hb_be(h, v, 8);
+        break;
     }
 }
 
 static void hb_container(hb_t *h, bool map, int width, uint32_t n) {
-    if (width == 0) hb_byte(h, (uint8_t)((map ? 0x80 : 0x90) | n));
-    else if (width == 16) hb_byte(h, map ? 0xde : 0xdc), hb_be(h, n, 2);
-    else hb_byte(h, map ? 0xdf : 0xdd), hb_be(h, n, 4);
+    if (width == 0)
+        hb_byte(h, (uint8_t)((map ? 0x80 : 0x90) | n));
+    else if (width == 16)
+        hb_byte(h, map ? 0xde : 0xdc), hb_be(h, n, 2);
+    else
+        hb_byte(h, map ? 0xdf : 0xdd), hb_be(h, n, 4);
 }
-#define hb_map(h, w, n) hb_container(h, true, w, n)
+#define hb_map(h, w, n)   hb_container(h, true, w, n)
 #define hb_array(h, w, n) hb_container(h, false, w, n)
 
 static void hb_f32(hb_t *h, float f) {
@@ -154,8 +182,7 @@ static uint8_t *s_roundtrip(const zb_msg_t *m, size_t *len_out) {
     msgpack_unpacked u;
     msgpack_unpacked_init(&u);
     size_t off = 0;
-    assert_int_equal(msgpack_unpack_next(&u, (const char *)buf, len, &off),
-                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(msgpack_unpack_next(&u, (const char *)buf, len, &off), MSGPACK_UNPACK_SUCCESS);
     assert_int_equal(off, len);
     assert_int_equal(u.data.type, MSGPACK_OBJECT_MAP);
     msgpack_unpacked_destroy(&u);
@@ -176,14 +203,14 @@ static uint8_t *s_roundtrip(const zb_msg_t *m, size_t *len_out) {
                         back.u.embed.texts[i].len == 0);
         break;
     case ZB_MSG_PART:
-        if (back.u.part.vec.vectors_len)
-            assert_true(s_inside(back.u.part.vec.vectors, buf, len));
+        if (back.u.part.vec.vectors_len) assert_true(s_inside(back.u.part.vec.vectors, buf, len));
         break;
     case ZB_MSG_RESULT:
         if (back.u.result.vec.vectors_len)
             assert_true(s_inside(back.u.result.vec.vectors, buf, len));
         break;
-    default: break;
+    default:
+        break;
     }
     zb_msg_free(&back);
     assert_null(back.mem);
@@ -224,17 +251,23 @@ static bool s_example(const char *name, zb_msg_t *m) {
     memset(m, 0, sizeof *m);
     if (!strcmp(name, "embed")) {
         m->type = ZB_MSG_EMBED;
-        m->u.embed = (zb_msg_embed_t){.id = S("r1"), .texts = s_ex_texts, .n_texts = 2,
-                                      .deadline_ms = 30000};
+        m->u.embed = (zb_msg_embed_t){
+            .id = S("r1"), .texts = s_ex_texts, .n_texts = 2, .deadline_ms = 30000};
     } else if (!strcmp(name, "part")) {
         m->type = ZB_MSG_PART;
-        m->u.part = (zb_msg_part_t){
-            .id = S("r1"),
-            .first = 0,
-            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 2, .rows = s_part_rows,
-                    .n_rows = 3, .vectors = s_part_vec, .vectors_len = sizeof s_part_vec,
-                    .offsets = s_part_off, .byte_offsets = s_part_off, .errors = s_part_err,
-                    .n_errors = 1}};
+        m->u.part = (zb_msg_part_t){.id = S("r1"),
+                                    .first = 0,
+                                    .vec = {.level = ZB_LEVEL_TOKEN,
+                                            .dim = 2,
+                                            .count = 2,
+                                            .rows = s_part_rows,
+                                            .n_rows = 3,
+                                            .vectors = s_part_vec,
+                                            .vectors_len = sizeof s_part_vec,
+                                            .offsets = s_part_off,
+                                            .byte_offsets = s_part_off,
+                                            .errors = s_part_err,
+                                            .n_errors = 1}};
     } else if (!strcmp(name, "done")) {
         m->type = ZB_MSG_DONE;
         m->u.done = (zb_msg_done_t){S("r1"), 2, 6, 1, 12};
@@ -247,34 +280,50 @@ static bool s_example(const char *name, zb_msg_t *m) {
         m->u.ready = (zb_msg_ready_t){S("node1:4242"), S("bert-base-cased"), 768, 8, 4, 1};
     } else if (!strcmp(name, "task")) {
         m->type = ZB_MSG_TASK;
-        m->u.task = (zb_msg_task_t){
-            .shard = 7, .epoch = 1, .texts = s_ex_texts, .n_texts = 1,
-            .opt = {.level = ZB_LEVEL_WORDPIECE}};
+        m->u.task = (zb_msg_task_t){.shard = 7,
+                                    .epoch = 1,
+                                    .texts = s_ex_texts,
+                                    .n_texts = 1,
+                                    .opt = {.level = ZB_LEVEL_WORDPIECE}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
-        m->u.result = (zb_msg_result_t){
-            .shard = 7,
-            .epoch = 1,
-            .tokens = 6,
-            .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = 2, .count = 1, .rows = s_res_rows,
-                    .n_rows = 6, .vectors = s_res_vec, .vectors_len = sizeof s_res_vec,
-                    .offsets = s_res_off, .byte_offsets = s_res_off, .ids = s_res_ids}};
+        m->u.result = (zb_msg_result_t){.shard = 7,
+                                        .epoch = 1,
+                                        .tokens = 6,
+                                        .vec = {.level = ZB_LEVEL_WORDPIECE,
+                                                .dim = 2,
+                                                .count = 1,
+                                                .rows = s_res_rows,
+                                                .n_rows = 6,
+                                                .vectors = s_res_vec,
+                                                .vectors_len = sizeof s_res_vec,
+                                                .offsets = s_res_off,
+                                                .byte_offsets = s_res_off,
+                                                .ids = s_res_ids}};
     } else if (!strcmp(name, "heartbeat")) {
         m->type = ZB_MSG_HEARTBEAT;
     } else if (!strcmp(name, "embed_meta")) {
         m->type = ZB_MSG_EMBED;
-        m->u.embed = (zb_msg_embed_t){
-            .id = S("r3"), .texts = s_meta_texts, .n_texts = 1,
-            .opt = {.sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN}};
+        m->u.embed =
+            (zb_msg_embed_t){.id = S("r3"),
+                             .texts = s_meta_texts,
+                             .n_texts = 1,
+                             .opt = {.sentences = true, .token_vector = ZB_TOKEN_VECTOR_MEAN}};
     } else if (!strcmp(name, "part_meta")) {
         m->type = ZB_MSG_PART;
-        m->u.part = (zb_msg_part_t){
-            .id = S("r3"),
-            .first = 0,
-            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 1, .rows = s_meta_rows,
-                    .n_rows = 3, .vectors = s_meta_vec, .vectors_len = sizeof s_meta_vec,
-                    .offsets = s_meta_off, .byte_offsets = s_meta_off, .token_meta = true,
-                    .meta = s_meta_rows3}};
+        m->u.part = (zb_msg_part_t){.id = S("r3"),
+                                    .first = 0,
+                                    .vec = {.level = ZB_LEVEL_TOKEN,
+                                            .dim = 2,
+                                            .count = 1,
+                                            .rows = s_meta_rows,
+                                            .n_rows = 3,
+                                            .vectors = s_meta_vec,
+                                            .vectors_len = sizeof s_meta_vec,
+                                            .offsets = s_meta_off,
+                                            .byte_offsets = s_meta_off,
+                                            .token_meta = true,
+                                            .meta = s_meta_rows3}};
     } else {
         return false;
     }
@@ -284,9 +333,9 @@ static bool s_example(const char *name, zb_msg_t *m) {
 /* The examples of section 8: its heading number and the example's name. */
 static const struct {
     const char *section, *name;
-} s_examples[] = {{"8.1", "embed"},      {"8.2", "part"},     {"8.3", "done"},
-                  {"8.4", "error"},      {"8.5", "ready"},    {"8.6", "task"},
-                  {"8.7", "result"},     {"8.8", "heartbeat"}, {"8.9", "embed_meta"},
+} s_examples[] = {{"8.1", "embed"},     {"8.2", "part"},      {"8.3", "done"},
+                  {"8.4", "error"},     {"8.5", "ready"},     {"8.6", "task"},
+                  {"8.7", "result"},    {"8.8", "heartbeat"}, {"8.9", "embed_meta"},
                   {"8.10", "part_meta"}};
 
 /* Annotated hex of one value (as section 8 shows it): one line per header
@@ -360,8 +409,10 @@ static void s_hexdump(FILE *f, zb_mp_reader_t *r, int depth) {
         size_t all = (size_t)(r->p - p0);
         for (size_t off = 0; off < all; off += 16) {
             size_t m = all - off < 16 ? all - off : 16;
-            if (off == 0) s_hexline(f, p0, m, depth, "\"%s\"", q);
-            else s_hexline(f, p0 + off, m, depth, "");
+            if (off == 0)
+                s_hexline(f, p0, m, depth, "\"%s\"", q);
+            else
+                s_hexline(f, p0 + off, m, depth, "");
         }
         break;
     }
@@ -375,8 +426,8 @@ static void s_hexdump(FILE *f, zb_mp_reader_t *r, int depth) {
             for (size_t k = 0; k + 4 <= m; k += 4) {
                 float v;
                 memcpy(&v, bin + off + k, 4);
-                at += (size_t)snprintf(q + at, sizeof q - at, "%s%g", k ? ", " : "float32 LE: ",
-                                       (double)v);
+                at += (size_t)snprintf(q + at, sizeof q - at, "%s%g",
+                                       k ? ", " : "float32 LE: ", (double)v);
             }
             s_hexline(f, bin + off, m, depth + 1, "%s", q);
         }
@@ -394,7 +445,8 @@ static void s_hexdump(FILE *f, zb_mp_reader_t *r, int depth) {
         assert_int_equal(zb_mp_read_float(r, &x), 0);
         s_hexline(f, p0, (size_t)(r->p - p0), depth, "%g", x);
         break;
-    default: fail_msg("unexpected kind in an example");
+    default:
+        fail_msg("unexpected kind in an example");
     }
 }
 
@@ -413,8 +465,10 @@ static uint8_t *s_doc_example(const char *doc, const char *section, size_t *len)
     size_t n = 0;
     bool comment = false;
     for (; p < end; p++) {
-        if (*p == '\n') comment = false;
-        else if (*p == ';') comment = true;
+        if (*p == '\n')
+            comment = false;
+        else if (*p == ';')
+            comment = true;
         if (comment || *p == ' ' || *p == '\n') continue;
         unsigned v;
         if (sscanf(p, "%2x", &v) != 1) fail_msg("example %s: bad hex near `%.10s`", name, p);
@@ -545,19 +599,30 @@ static void test_mp_uint_widths(void **state) {
         const char *hex;
         zb_mp_kind_t kind; /* what peek says */
     } bad[] = {
-        {"ff", ZB_MP_NEGINT},         {"e0", ZB_MP_NEGINT},
-        {"d0 80", ZB_MP_NEGINT},      {"d1 ff 00", ZB_MP_NEGINT},
-        {"d2 ff ff ff ff", ZB_MP_NEGINT}, {"d3 80 00 00 00 00 00 00 00", ZB_MP_NEGINT},
-        {"c0", ZB_MP_NIL},            {"c3", ZB_MP_BOOL},
-        {"a1 31", ZB_MP_STR},         {"c4 01 31", ZB_MP_BIN},
-        {"91 01", ZB_MP_ARRAY},       {"80", ZB_MP_MAP},
-        {"ca 3f 80 00 00", ZB_MP_FLOAT}, {"cb 3f f0 00 00 00 00 00 00", ZB_MP_FLOAT},
-        {"d4 01 00", ZB_MP_EXT},      {"c1", ZB_MP_INVALID},
+        {"ff", ZB_MP_NEGINT},
+        {"e0", ZB_MP_NEGINT},
+        {"d0 80", ZB_MP_NEGINT},
+        {"d1 ff 00", ZB_MP_NEGINT},
+        {"d2 ff ff ff ff", ZB_MP_NEGINT},
+        {"d3 80 00 00 00 00 00 00 00", ZB_MP_NEGINT},
+        {"c0", ZB_MP_NIL},
+        {"c3", ZB_MP_BOOL},
+        {"a1 31", ZB_MP_STR},
+        {"c4 01 31", ZB_MP_BIN},
+        {"91 01", ZB_MP_ARRAY},
+        {"80", ZB_MP_MAP},
+        {"ca 3f 80 00 00", ZB_MP_FLOAT},
+        {"cb 3f f0 00 00 00 00 00 00", ZB_MP_FLOAT},
+        {"d4 01 00", ZB_MP_EXT},
+        {"c1", ZB_MP_INVALID},
         {"", ZB_MP_END},
         /* cut short: the kind is known, the value is not there */
-        {"cc", ZB_MP_UINT},           {"cd 01", ZB_MP_UINT},
-        {"ce 00 00 01", ZB_MP_UINT},  {"cf 00 00 00 00 00 00 00", ZB_MP_UINT},
-        {"d0", ZB_MP_UINT},           {"d3 00 00", ZB_MP_UINT},
+        {"cc", ZB_MP_UINT},
+        {"cd 01", ZB_MP_UINT},
+        {"ce 00 00 01", ZB_MP_UINT},
+        {"cf 00 00 00 00 00 00 00", ZB_MP_UINT},
+        {"d0", ZB_MP_UINT},
+        {"d3 00 00", ZB_MP_UINT},
     };
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         size_t n;
@@ -651,23 +716,23 @@ static void test_mp_other_widths(void **state) {
 static void test_mp_bounds(void **state) {
     (void)state;
     static const char *const lies[] = {
-        "db ff ff ff ff 61",          /* str32 of 2^32-1 bytes, 1 present */
-        "da 00 05 61 62",             /* str16 of 5, 2 present */
-        "d9 02 61",                   /* str8 of 2, 1 present */
-        "a5 61 62",                   /* fixstr of 5, 2 present */
-        "c6 ff ff ff ff 00",          /* bin32 */
-        "c4 01",                      /* bin8 of 1, none present */
-        "dd ff ff ff ff 01 02",       /* array32 of 2^32-1 */
-        "dc ff ff 01",                /* array16 */
-        "94 01 02 03",                /* fixarray of 4, 3 bytes */
-        "df ff ff ff ff 01 01",       /* map32 */
-        "82 01 02 03",                /* map of 2 pairs needs >= 4 bytes */
-        "de 00 02 01 02 03",          /* map16, same */
-        "db ff ff ff",                /* header itself cut short */
-        "c7 ff 01 00",                /* ext8 of 255 */
-        "c9 ff ff ff ff 01 02",       /* ext32 */
-        "d8 01 00 00",                /* fixext16, 2 of 16 bytes */
-        "c1",                         /* never used */
+        "db ff ff ff ff 61",    /* str32 of 2^32-1 bytes, 1 present */
+        "da 00 05 61 62",       /* str16 of 5, 2 present */
+        "d9 02 61",             /* str8 of 2, 1 present */
+        "a5 61 62",             /* fixstr of 5, 2 present */
+        "c6 ff ff ff ff 00",    /* bin32 */
+        "c4 01",                /* bin8 of 1, none present */
+        "dd ff ff ff ff 01 02", /* array32 of 2^32-1 */
+        "dc ff ff 01",          /* array16 */
+        "94 01 02 03",          /* fixarray of 4, 3 bytes */
+        "df ff ff ff ff 01 01", /* map32 */
+        "82 01 02 03",          /* map of 2 pairs needs >= 4 bytes */
+        "de 00 02 01 02 03",    /* map16, same */
+        "db ff ff ff",          /* header itself cut short */
+        "c7 ff 01 00",          /* ext8 of 255 */
+        "c9 ff ff ff ff 01 02", /* ext32 */
+        "d8 01 00 00",          /* fixext16, 2 of 16 bytes */
+        "c1",                   /* never used */
     };
     for (size_t k = 0; k < sizeof lies / sizeof *lies; k++) {
         size_t n, len;
@@ -676,11 +741,20 @@ static void test_mp_bounds(void **state) {
         zb_mp_reader_t r;
         zb_mp_reader_init(&r, b, n);
         switch (zb_mp_peek(&r)) {
-        case ZB_MP_STR: assert_int_equal(zb_mp_read_str(&r, &s, &len), ZB_EFORMAT); break;
-        case ZB_MP_BIN: assert_int_equal(zb_mp_read_bin(&r, &p, &len), ZB_EFORMAT); break;
-        case ZB_MP_ARRAY: assert_int_equal(zb_mp_read_array(&r, &len), ZB_EFORMAT); break;
-        case ZB_MP_MAP: assert_int_equal(zb_mp_read_map(&r, &len), ZB_EFORMAT); break;
-        default: break;
+        case ZB_MP_STR:
+            assert_int_equal(zb_mp_read_str(&r, &s, &len), ZB_EFORMAT);
+            break;
+        case ZB_MP_BIN:
+            assert_int_equal(zb_mp_read_bin(&r, &p, &len), ZB_EFORMAT);
+            break;
+        case ZB_MP_ARRAY:
+            assert_int_equal(zb_mp_read_array(&r, &len), ZB_EFORMAT);
+            break;
+        case ZB_MP_MAP:
+            assert_int_equal(zb_mp_read_map(&r, &len), ZB_EFORMAT);
+            break;
+        default:
+            break;
         }
         assert_int_equal(zb_mp_pos(&r), 0);
         assert_int_equal(zb_mp_skip(&r, 8), ZB_EFORMAT);
@@ -756,31 +830,31 @@ static void test_utf8(void **state) {
     } cases[] = {
         {"", true},
         {"61 62 63", true},
-        {"c3 a9", true},                  /* é */
-        {"e2 82 ac", true},               /* € */
-        {"f0 9f 98 80", true},            /* U+1F600 */
-        {"f4 8f bf bf", true},            /* U+10FFFF */
-        {"ef bf bf", true},               /* U+FFFF */
-        {"ed 9f bf", true},               /* U+D7FF */
-        {"ee 80 80", true},               /* U+E000 */
+        {"c3 a9", true},       /* é */
+        {"e2 82 ac", true},    /* € */
+        {"f0 9f 98 80", true}, /* U+1F600 */
+        {"f4 8f bf bf", true}, /* U+10FFFF */
+        {"ef bf bf", true},    /* U+FFFF */
+        {"ed 9f bf", true},    /* U+D7FF */
+        {"ee 80 80", true},    /* U+E000 */
         {"41 41 41 41 41 41 41 41 c3 a9 41", true},
-        {"e9", false},                    /* Latin-1 é */
-        {"c3", false},                    /* cut short */
+        {"e9", false}, /* Latin-1 é */
+        {"c3", false}, /* cut short */
         {"e2 82", false},
         {"f0 9f 98", false},
-        {"80", false},                    /* lone continuation */
-        {"c0 80", false},                 /* overlong NUL */
+        {"80", false},    /* lone continuation */
+        {"c0 80", false}, /* overlong NUL */
         {"c1 bf", false},
-        {"e0 80 80", false},              /* overlong */
+        {"e0 80 80", false}, /* overlong */
         {"e0 9f bf", false},
         {"f0 80 80 80", false},
         {"f0 8f bf bf", false},
-        {"ed a0 80", false},              /* surrogate U+D800 */
-        {"ed bf bf", false},              /* U+DFFF */
-        {"f4 90 80 80", false},           /* U+110000 */
+        {"ed a0 80", false},    /* surrogate U+D800 */
+        {"ed bf bf", false},    /* U+DFFF */
+        {"f4 90 80 80", false}, /* U+110000 */
         {"f5 80 80 80", false},
         {"ff", false},
-        {"c3 41", false},                 /* bad continuation */
+        {"c3 41", false}, /* bad continuation */
         {"41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 e9", false},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
@@ -817,8 +891,8 @@ static void s_encodes_to(const zb_msg_t *m, const hb_t *want, const char *what) 
     size_t k = 0;
     while (k < len && k < want->n && buf[k] == want->b[k]) k++;
     if (len != want->n || k != len)
-        fail_msg("%s: %zu bytes, expected %zu; first difference at byte %zu", what, len,
-                 want->n, k);
+        fail_msg("%s: %zu bytes, expected %zu; first difference at byte %zu", what, len, want->n,
+                 k);
     free(buf);
 }
 
@@ -835,8 +909,10 @@ static void test_encode_smallest_forms(void **state) {
     char what[64];
 
     /* str: fixstr up to 31 bytes, then str 8, 16, 32 */
-    static const struct { size_t len; int width; } strs[] = {
-        {0, 0}, {1, 0}, {31, 0}, {32, 8}, {255, 8}, {256, 16}, {1024, 16}};
+    static const struct {
+        size_t len;
+        int width;
+    } strs[] = {{0, 0}, {1, 0}, {31, 0}, {32, 8}, {255, 8}, {256, 16}, {1024, 16}};
     char *text = malloc(65537);
     memset(text, 'm', 65536);
     for (size_t k = 0; k < sizeof strs / sizeof *strs; k++) {
@@ -853,17 +929,20 @@ static void test_encode_smallest_forms(void **state) {
     }
     /* texts (whose size the protocol leaves to the engine) reach str 16 and
      * 32; every option key written; arrays: fixarray, array 16, array 32 */
-    static const struct { size_t len, n; int sw, aw; } texts[] = {
-        {65535, 1, 16, 0}, {65536, 1, 32, 0}, {0, 15, 0, 0},
-        {0, 16, 0, 16}, {0, 65535, 0, 16}, {0, 65536, 0, 32}};
+    static const struct {
+        size_t len, n;
+        int sw, aw;
+    } texts[] = {{65535, 1, 16, 0}, {65536, 1, 32, 0}, {0, 15, 0, 0},
+                 {0, 16, 0, 16},    {0, 65535, 0, 16}, {0, 65536, 0, 32}};
     zb_msg_str_t *many = malloc(65536 * sizeof *many);
     for (size_t k = 0; k < sizeof texts / sizeof *texts; k++) {
         text[texts[k].len] = '\0';
         for (size_t i = 0; i < texts[k].n; i++) many[i] = (zb_msg_str_t){text, texts[k].len};
         m = (zb_msg_t){.type = ZB_MSG_EMBED};
-        m.u.embed = (zb_msg_embed_t){
-            .id = S("a"), .texts = many, .n_texts = texts[k].n,
-            .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true}};
+        m.u.embed = (zb_msg_embed_t){.id = S("a"),
+                                     .texts = many,
+                                     .n_texts = texts[k].n,
+                                     .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true}};
         hb_head(&h, 6, "embed");
         hb_str(&h, 0, "id"), hb_str(&h, 0, "a");
         hb_str(&h, 0, "texts"), hb_array(&h, texts[k].aw, (uint32_t)texts[k].n);
@@ -881,9 +960,13 @@ static void test_encode_smallest_forms(void **state) {
     free(text);
 
     /* uint: positive fixint up to 127, then uint 8, 16, 32, 64 (never int) */
-    static const struct { uint64_t v; int form; } uints[] = {
-        {0, 0}, {127, 0}, {128, 8}, {255, 8}, {256, 16}, {65535, 16}, {65536, 32},
-        {UINT32_MAX, 32}, {(uint64_t)UINT32_MAX + 1, 64}, {UINT64_MAX, 64}};
+    static const struct {
+        uint64_t v;
+        int form;
+    } uints[] = {{0, 0},          {127, 0},         {128, 8},
+                 {255, 8},        {256, 16},        {65535, 16},
+                 {65536, 32},     {UINT32_MAX, 32}, {(uint64_t)UINT32_MAX + 1, 64},
+                 {UINT64_MAX, 64}};
     for (size_t k = 0; k < sizeof uints / sizeof *uints; k++) {
         m = (zb_msg_t){.type = ZB_MSG_DONE};
         m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v};
@@ -899,19 +982,26 @@ static void test_encode_smallest_forms(void **state) {
     }
 
     /* bin: bin 8 up to 255 bytes (empty included), then bin 16, 32 */
-    static const struct { uint32_t dim, rows; int width; } bins[] = {
-        {1, 0, 8}, {63, 1, 8}, {64, 1, 16}, {16383, 1, 16}, {16384, 1, 32}};
+    static const struct {
+        uint32_t dim, rows;
+        int width;
+    } bins[] = {{1, 0, 8}, {63, 1, 8}, {64, 1, 16}, {16383, 1, 16}, {16384, 1, 32}};
     float *vec = calloc(16384, sizeof *vec);
     for (size_t i = 0; i < 16384; i++) vec[i] = (float)i - 0.5f;
     for (size_t k = 0; k < sizeof bins / sizeof *bins; k++) {
         uint32_t rows[1] = {bins[k].rows};
         size_t bytes = (size_t)bins[k].dim * 4 * bins[k].rows;
         m = (zb_msg_t){.type = ZB_MSG_RESULT};
-        m.u.result = (zb_msg_result_t){
-            .shard = 3, .epoch = 70000, .tokens = 9,
-            .vec = {.level = ZB_LEVEL_SENTENCE, .dim = bins[k].dim, .count = 1,
-                    .rows = rows, .n_rows = bins[k].rows, .vectors = bytes ? vec : NULL,
-                    .vectors_len = bytes}};
+        m.u.result = (zb_msg_result_t){.shard = 3,
+                                       .epoch = 70000,
+                                       .tokens = 9,
+                                       .vec = {.level = ZB_LEVEL_SENTENCE,
+                                               .dim = bins[k].dim,
+                                               .count = 1,
+                                               .rows = rows,
+                                               .n_rows = bins[k].rows,
+                                               .vectors = bytes ? vec : NULL,
+                                               .vectors_len = bytes}};
         hb_head(&h, 7, "result");
         hb_str(&h, 0, "shard"), hb_uint(&h, 0, 3);
         hb_str(&h, 0, "epoch"), hb_uint(&h, 32, 70000);
@@ -928,9 +1018,13 @@ static void test_encode_smallest_forms(void **state) {
 
     /* float: always float 64, whole numbers and zero included */
     m = (zb_msg_t){.type = ZB_MSG_STATUS_REPLY};
-    m.u.status_reply = (zb_msg_status_reply_t){
-        .uptime_ms = 1000, .requests = 200, .texts_per_s = 2.0, .tokens_per_s = 0.0,
-        .latency_p50_ms = 0.1, .latency_p90_ms = 1e300, .latency_p99_ms = 5e-324};
+    m.u.status_reply = (zb_msg_status_reply_t){.uptime_ms = 1000,
+                                               .requests = 200,
+                                               .texts_per_s = 2.0,
+                                               .tokens_per_s = 0.0,
+                                               .latency_p50_ms = 0.1,
+                                               .latency_p90_ms = 1e300,
+                                               .latency_p99_ms = 5e-324};
     hb_head(&h, 10, "status_reply");
     hb_str(&h, 0, "uptime_ms"), hb_uint(&h, 16, 1000);
     hb_str(&h, 0, "workers"), hb_array(&h, 0, 0);
@@ -951,7 +1045,7 @@ static void test_encode_smallest_forms(void **state) {
 
 /* --- sample messages ------------------------------------------------------ */
 
-static const float s_f_wp[28] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14,
+static const float s_f_wp[28] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14,
                                  15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28};
 static const uint32_t s_rows_wp[3] = {4, 0, 3};
 static const uint32_t s_off_wp[14] = {0, 0, 0, 2, 2, 5, 0, 0, 0, 0, 0, 3, 0, 0};
@@ -991,10 +1085,10 @@ static const zb_msg_text_error_t s_err_meta[1] = {
     {4, ZB_MSG_CODE_UNSUPPORTED, {"Spark NLP would place a sentence at -1", 38}}};
 
 static const char *const s_sample_names[] = {
-    "embed",  "cancel",         "status",       "part_token",   "part_wordpiece",
-    "part_sentence", "done",    "error",        "status_reply", "ready",
-    "task",   "result",         "heartbeat",    "bye",          "reconnect",
-    "embed_opts", "task_opts",  "part_meta",    "result_meta"};
+    "embed",         "cancel",    "status",    "part_token",   "part_wordpiece",
+    "part_sentence", "done",      "error",     "status_reply", "ready",
+    "task",          "result",    "heartbeat", "bye",          "reconnect",
+    "embed_opts",    "task_opts", "part_meta", "result_meta"};
 #define S_N_SAMPLES (sizeof s_sample_names / sizeof *s_sample_names)
 
 /* Samples carry every optional key, so that removing one tests its
@@ -1003,12 +1097,11 @@ static void s_sample(const char *name, zb_msg_t *m) {
     memset(m, 0, sizeof *m);
     if (!strcmp(name, "embed")) {
         m->type = ZB_MSG_EMBED;
-        m->u.embed = (zb_msg_embed_t){
-            .id = S("req-1"),
-            .texts = s_texts3,
-            .n_texts = 3,
-            .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true},
-            .deadline_ms = 2500};
+        m->u.embed = (zb_msg_embed_t){.id = S("req-1"),
+                                      .texts = s_texts3,
+                                      .n_texts = 3,
+                                      .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true},
+                                      .deadline_ms = 2500};
     } else if (!strcmp(name, "cancel")) {
         m->type = ZB_MSG_CANCEL;
         m->u.cancel.id = S("req-1");
@@ -1022,72 +1115,119 @@ static void s_sample(const char *name, zb_msg_t *m) {
         m->u.part.vec.n_truncated = 1;
     } else if (!strcmp(name, "part_wordpiece")) {
         m->type = ZB_MSG_PART;
-        m->u.part = (zb_msg_part_t){
-            .id = S("req-7"),
-            .first = 10,
-            .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = 4, .count = 3, .rows = s_rows_wp,
-                    .n_rows = 7, .vectors = s_f_wp, .vectors_len = sizeof s_f_wp,
-                    .offsets = s_off_wp, .byte_offsets = s_boff_wp, .ids = s_ids_wp,
-                    .truncated = s_trunc_wp, .n_truncated = 1, .errors = s_err_wp,
-                    .n_errors = 1}};
+        m->u.part = (zb_msg_part_t){.id = S("req-7"),
+                                    .first = 10,
+                                    .vec = {.level = ZB_LEVEL_WORDPIECE,
+                                            .dim = 4,
+                                            .count = 3,
+                                            .rows = s_rows_wp,
+                                            .n_rows = 7,
+                                            .vectors = s_f_wp,
+                                            .vectors_len = sizeof s_f_wp,
+                                            .offsets = s_off_wp,
+                                            .byte_offsets = s_boff_wp,
+                                            .ids = s_ids_wp,
+                                            .truncated = s_trunc_wp,
+                                            .n_truncated = 1,
+                                            .errors = s_err_wp,
+                                            .n_errors = 1}};
     } else if (!strcmp(name, "part_sentence")) {
         m->type = ZB_MSG_PART;
-        m->u.part = (zb_msg_part_t){
-            .id = S("s"),
-            .first = 99997,
-            .vec = {.level = ZB_LEVEL_SENTENCE, .dim = 3, .count = 3, .rows = s_rows_sent,
-                    .n_rows = 2, .vectors = s_f_sent, .vectors_len = sizeof s_f_sent,
-                    .truncated = s_trunc_sent, .n_truncated = 1, .errors = s_err_sent,
-                    .n_errors = 1}};
+        m->u.part = (zb_msg_part_t){.id = S("s"),
+                                    .first = 99997,
+                                    .vec = {.level = ZB_LEVEL_SENTENCE,
+                                            .dim = 3,
+                                            .count = 3,
+                                            .rows = s_rows_sent,
+                                            .n_rows = 2,
+                                            .vectors = s_f_sent,
+                                            .vectors_len = sizeof s_f_sent,
+                                            .truncated = s_trunc_sent,
+                                            .n_truncated = 1,
+                                            .errors = s_err_sent,
+                                            .n_errors = 1}};
     } else if (!strcmp(name, "done")) {
         assert_true(s_example("done", m));
     } else if (!strcmp(name, "error")) {
         assert_true(s_example("error", m));
     } else if (!strcmp(name, "status_reply")) {
         m->type = ZB_MSG_STATUS_REPLY;
-        m->u.status_reply = (zb_msg_status_reply_t){
-            .id = S("st"), .uptime_ms = 123456, .workers = s_workers, .n_workers = 2,
-            .requests = 3, .queued_shards = 40, .queued_texts = 2560, .in_flight_shards = 12,
-            .texts_per_s = 1234.5, .tokens_per_s = 0.25, .latency_p50_ms = 3.25,
-            .latency_p90_ms = 10.5, .latency_p99_ms = 99, .protocol_errors = 1};
+        m->u.status_reply = (zb_msg_status_reply_t){.id = S("st"),
+                                                    .uptime_ms = 123456,
+                                                    .workers = s_workers,
+                                                    .n_workers = 2,
+                                                    .requests = 3,
+                                                    .queued_shards = 40,
+                                                    .queued_texts = 2560,
+                                                    .in_flight_shards = 12,
+                                                    .texts_per_s = 1234.5,
+                                                    .tokens_per_s = 0.25,
+                                                    .latency_p50_ms = 3.25,
+                                                    .latency_p90_ms = 10.5,
+                                                    .latency_p99_ms = 99,
+                                                    .protocol_errors = 1};
     } else if (!strcmp(name, "ready")) {
         assert_true(s_example("ready", m));
     } else if (!strcmp(name, "task")) {
         m->type = ZB_MSG_TASK;
-        m->u.task = (zb_msg_task_t){.shard = 42, .epoch = 3, .texts = s_texts3, .n_texts = 3,
+        m->u.task = (zb_msg_task_t){.shard = 42,
+                                    .epoch = 3,
+                                    .texts = s_texts3,
+                                    .n_texts = 3,
                                     .opt = {ZB_LEVEL_SENTENCE, ZB_POOLING_MEAN, true, true}};
     } else if (!strcmp(name, "result")) {
         m->type = ZB_MSG_RESULT;
-        m->u.result = (zb_msg_result_t){
-            .shard = (uint64_t)1 << 40,
-            .epoch = (uint64_t)1 << 35,
-            .tokens = 17,
-            .vec = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 3, .rows = s_rows_res,
-                    .n_rows = 3, .vectors = s_f_res, .vectors_len = sizeof s_f_res,
-                    .offsets = s_off_res, .byte_offsets = s_boff_res, .truncated = s_trunc_res,
-                    .n_truncated = 1, .errors = s_err_res, .n_errors = 1}};
+        m->u.result = (zb_msg_result_t){.shard = (uint64_t)1 << 40,
+                                        .epoch = (uint64_t)1 << 35,
+                                        .tokens = 17,
+                                        .vec = {.level = ZB_LEVEL_TOKEN,
+                                                .dim = 2,
+                                                .count = 3,
+                                                .rows = s_rows_res,
+                                                .n_rows = 3,
+                                                .vectors = s_f_res,
+                                                .vectors_len = sizeof s_f_res,
+                                                .offsets = s_off_res,
+                                                .byte_offsets = s_boff_res,
+                                                .truncated = s_trunc_res,
+                                                .n_truncated = 1,
+                                                .errors = s_err_res,
+                                                .n_errors = 1}};
     } else if (!strcmp(name, "embed_opts")) {
         /* every option, at the one level where all of them apply */
         m->type = ZB_MSG_EMBED;
-        m->u.embed = (zb_msg_embed_t){
-            .id = S("opt"), .texts = s_texts_opt, .n_texts = 2,
-            .opt = {ZB_LEVEL_TOKEN, ZB_POOLING_MEAN, true, true, true, ZB_TOKEN_VECTOR_MEAN,
-                    ZB_COMPAT_SPARKNLP, true},
-            .deadline_ms = 1};
+        m->u.embed = (zb_msg_embed_t){.id = S("opt"),
+                                      .texts = s_texts_opt,
+                                      .n_texts = 2,
+                                      .opt = {ZB_LEVEL_TOKEN, ZB_POOLING_MEAN, true, true, true,
+                                              ZB_TOKEN_VECTOR_MEAN, ZB_COMPAT_SPARKNLP, true},
+                                      .deadline_ms = 1};
     } else if (!strcmp(name, "task_opts")) {
         m->type = ZB_MSG_TASK;
-        m->u.task = (zb_msg_task_t){.shard = 9, .epoch = 2, .texts = s_texts_opt, .n_texts = 2,
-                                    .opt = {.level = ZB_LEVEL_WORDPIECE, .sentences = true,
+        m->u.task = (zb_msg_task_t){.shard = 9,
+                                    .epoch = 2,
+                                    .texts = s_texts_opt,
+                                    .n_texts = 2,
+                                    .opt = {.level = ZB_LEVEL_WORDPIECE,
+                                            .sentences = true,
                                             .token_vector = ZB_TOKEN_VECTOR_MEAN,
                                             .token_meta = true}};
     } else if (!strcmp(name, "part_meta") || !strcmp(name, "result_meta")) {
-        zb_msg_vectors_t v = {.level = ZB_LEVEL_TOKEN, .dim = 2, .count = 3,
-                              .rows = s_rows_meta, .n_rows = 3, .vectors = s_f_meta,
-                              .vectors_len = sizeof s_f_meta, .offsets = s_off_meta,
-                              .byte_offsets = s_boff_meta, .token_meta = true,
+        zb_msg_vectors_t v = {.level = ZB_LEVEL_TOKEN,
+                              .dim = 2,
+                              .count = 3,
+                              .rows = s_rows_meta,
+                              .n_rows = 3,
+                              .vectors = s_f_meta,
+                              .vectors_len = sizeof s_f_meta,
+                              .offsets = s_off_meta,
+                              .byte_offsets = s_boff_meta,
+                              .token_meta = true,
                               .meta = s_tm_meta,
-                              .truncated = s_trunc_meta, .n_truncated = 1,
-                              .errors = s_err_meta, .n_errors = 1};
+                              .truncated = s_trunc_meta,
+                              .n_truncated = 1,
+                              .errors = s_err_meta,
+                              .n_errors = 1};
         if (name[0] == 'p') {
             m->type = ZB_MSG_PART;
             m->u.part = (zb_msg_part_t){.id = S("m"), .first = 3, .vec = v};
@@ -1120,13 +1260,19 @@ static bool s_optional(zb_msg_type_t t, const char *path) {
     const char *const *opt = NULL;
     switch (t) {
     case ZB_MSG_EMBED:
-    case ZB_MSG_TASK: opt = opt_embed; break;
+    case ZB_MSG_TASK:
+        opt = opt_embed;
+        break;
     case ZB_MSG_PART:
-    case ZB_MSG_RESULT: opt = opt_vec; break;
+    case ZB_MSG_RESULT:
+        opt = opt_vec;
+        break;
     case ZB_MSG_STATUS:
     case ZB_MSG_ERROR:
-    case ZB_MSG_STATUS_REPLY: return !strcmp(path, "id");
-    default: return false;
+    case ZB_MSG_STATUS_REPLY:
+        return !strcmp(path, "id");
+    default:
+        return false;
     }
     for (; *opt; opt++)
         if (!strcmp(*opt, path)) return true;
@@ -1156,19 +1302,39 @@ static void test_roundtrip_samples(void **state) {
         assert_int_equal(zb_msg_encode(&m, &a, &na, NULL), 0);
         int rc;
         switch (m.type) {
-        case ZB_MSG_EMBED: rc = zb_msg_encode_embed(&m.u.embed, &b, &nb, NULL); break;
-        case ZB_MSG_CANCEL: rc = zb_msg_encode_cancel(&m.u.cancel, &b, &nb, NULL); break;
-        case ZB_MSG_STATUS: rc = zb_msg_encode_status(&m.u.status, &b, &nb, NULL); break;
-        case ZB_MSG_PART: rc = zb_msg_encode_part(&m.u.part, &b, &nb, NULL); break;
-        case ZB_MSG_DONE: rc = zb_msg_encode_done(&m.u.done, &b, &nb, NULL); break;
-        case ZB_MSG_ERROR: rc = zb_msg_encode_error(&m.u.error, &b, &nb, NULL); break;
+        case ZB_MSG_EMBED:
+            rc = zb_msg_encode_embed(&m.u.embed, &b, &nb, NULL);
+            break;
+        case ZB_MSG_CANCEL:
+            rc = zb_msg_encode_cancel(&m.u.cancel, &b, &nb, NULL);
+            break;
+        case ZB_MSG_STATUS:
+            rc = zb_msg_encode_status(&m.u.status, &b, &nb, NULL);
+            break;
+        case ZB_MSG_PART:
+            rc = zb_msg_encode_part(&m.u.part, &b, &nb, NULL);
+            break;
+        case ZB_MSG_DONE:
+            rc = zb_msg_encode_done(&m.u.done, &b, &nb, NULL);
+            break;
+        case ZB_MSG_ERROR:
+            rc = zb_msg_encode_error(&m.u.error, &b, &nb, NULL);
+            break;
         case ZB_MSG_STATUS_REPLY:
             rc = zb_msg_encode_status_reply(&m.u.status_reply, &b, &nb, NULL);
             break;
-        case ZB_MSG_READY: rc = zb_msg_encode_ready(&m.u.ready, &b, &nb, NULL); break;
-        case ZB_MSG_TASK: rc = zb_msg_encode_task(&m.u.task, &b, &nb, NULL); break;
-        case ZB_MSG_RESULT: rc = zb_msg_encode_result(&m.u.result, &b, &nb, NULL); break;
-        default: rc = zb_msg_encode_empty(m.type, &b, &nb, NULL); break;
+        case ZB_MSG_READY:
+            rc = zb_msg_encode_ready(&m.u.ready, &b, &nb, NULL);
+            break;
+        case ZB_MSG_TASK:
+            rc = zb_msg_encode_task(&m.u.task, &b, &nb, NULL);
+            break;
+        case ZB_MSG_RESULT:
+            rc = zb_msg_encode_result(&m.u.result, &b, &nb, NULL);
+            break;
+        default:
+            rc = zb_msg_encode_empty(m.type, &b, &nb, NULL);
+            break;
         }
         assert_int_equal(rc, 0);
         assert_int_equal(na, nb);
@@ -1189,8 +1355,8 @@ static void test_roundtrip_edges(void **state) {
     /* embed: max id, one empty text, defaults, deadline at its maximum */
     static const zb_msg_str_t empty1[1] = {{"", 0}};
     m = (zb_msg_t){.type = ZB_MSG_EMBED};
-    m.u.embed = (zb_msg_embed_t){.id = {id64, 64}, .texts = empty1, .n_texts = 1,
-                                 .deadline_ms = UINT64_MAX};
+    m.u.embed = (zb_msg_embed_t){
+        .id = {id64, 64}, .texts = empty1, .n_texts = 1, .deadline_ms = UINT64_MAX};
     free(s_roundtrip(&m, NULL));
 
     /* embed: 100,000 texts, the limit */
@@ -1229,9 +1395,10 @@ static void test_roundtrip_edges(void **state) {
     /* part: every text without rows (0 rows, empty vectors) */
     static const uint32_t zeros[3] = {0, 0, 0};
     m = (zb_msg_t){.type = ZB_MSG_PART};
-    m.u.part = (zb_msg_part_t){.id = S("z"), .first = 5,
-                               .vec = {.level = ZB_LEVEL_TOKEN, .dim = 768, .count = 3,
-                                       .rows = zeros}};
+    m.u.part =
+        (zb_msg_part_t){.id = S("z"),
+                        .first = 5,
+                        .vec = {.level = ZB_LEVEL_TOKEN, .dim = 768, .count = 3, .rows = zeros}};
     free(s_roundtrip(&m, NULL));
     m.u.part.vec.level = ZB_LEVEL_WORDPIECE;
     free(s_roundtrip(&m, NULL));
@@ -1248,11 +1415,19 @@ static void test_roundtrip_edges(void **state) {
         ids[i] = i * 997 % 28996;
     }
     m = (zb_msg_t){.type = ZB_MSG_RESULT};
-    m.u.result = (zb_msg_result_t){
-        .shard = UINT64_MAX, .epoch = UINT64_MAX, .tokens = UINT64_MAX,
-        .vec = {.level = ZB_LEVEL_WORDPIECE, .dim = dim, .count = 2, .rows = rows2,
-                .n_rows = nr, .vectors = vec, .vectors_len = (size_t)nr * dim * 4,
-                .offsets = off, .byte_offsets = off, .ids = ids}};
+    m.u.result = (zb_msg_result_t){.shard = UINT64_MAX,
+                                   .epoch = UINT64_MAX,
+                                   .tokens = UINT64_MAX,
+                                   .vec = {.level = ZB_LEVEL_WORDPIECE,
+                                           .dim = dim,
+                                           .count = 2,
+                                           .rows = rows2,
+                                           .n_rows = nr,
+                                           .vectors = vec,
+                                           .vectors_len = (size_t)nr * dim * 4,
+                                           .offsets = off,
+                                           .byte_offsets = off,
+                                           .ids = ids}};
     uint8_t *body = s_roundtrip(&m, &len);
     assert_true(len > (size_t)nr * dim * 4);
     /* the decoded vectors are the body's bytes, where the bin puts them */
@@ -1272,14 +1447,16 @@ static void test_roundtrip_edges(void **state) {
 
     /* ready and status_reply at their limits; floats of every size */
     m = (zb_msg_t){.type = ZB_MSG_READY};
-    m.u.ready = (zb_msg_ready_t){{name256, 256}, {name256, 256}, ZB_HIDDEN_MAX, ZB_THREADS_MAX,
-                                 ZB_MSG_CREDIT_MAX, UINT64_MAX};
+    m.u.ready = (zb_msg_ready_t){{name256, 256}, {name256, 256},    ZB_HIDDEN_MAX,
+                                 ZB_THREADS_MAX, ZB_MSG_CREDIT_MAX, UINT64_MAX};
     free(s_roundtrip(&m, NULL));
     m.u.ready = (zb_msg_ready_t){S("a"), S("\xc3\xa9"), 1, 1, 1, 0};
     free(s_roundtrip(&m, NULL));
     m = (zb_msg_t){.type = ZB_MSG_STATUS_REPLY};
-    m.u.status_reply = (zb_msg_status_reply_t){.texts_per_s = 1e300, .tokens_per_s = 0.1,
-                                               .latency_p50_ms = 5e-324, .uptime_ms = UINT64_MAX};
+    m.u.status_reply = (zb_msg_status_reply_t){.texts_per_s = 1e300,
+                                               .tokens_per_s = 0.1,
+                                               .latency_p50_ms = 5e-324,
+                                               .uptime_ms = UINT64_MAX};
     free(s_roundtrip(&m, NULL));
 
     /* task: every combination of the later options the codec accepts; the
@@ -1288,13 +1465,13 @@ static void test_roundtrip_edges(void **state) {
         for (int bits = 0; bits < 16; bits++) {
             m = (zb_msg_t){.type = ZB_MSG_TASK};
             zb_options_t o = {.level = (zb_level_t)lv,
-                                  .sentences = (bits & 1) != 0,
-                                  .token_vector = (zb_token_vector_t)((bits >> 1) & 1),
-                                  .compat = (zb_compat_t)((bits >> 2) & 1),
-                                  .token_meta = (bits & 8) != 0};
+                              .sentences = (bits & 1) != 0,
+                              .token_vector = (zb_token_vector_t)((bits >> 1) & 1),
+                              .compat = (zb_compat_t)((bits >> 2) & 1),
+                              .token_meta = (bits & 8) != 0};
             m.u.task = (zb_msg_task_t){.shard = 1, .texts = s_texts3, .n_texts = 3, .opt = o};
-            bool valid = !(o.compat && lv != ZB_LEVEL_TOKEN) &&
-                         !(o.sentences && lv == ZB_LEVEL_SENTENCE);
+            bool valid =
+                !(o.compat && lv != ZB_LEVEL_TOKEN) && !(o.sentences && lv == ZB_LEVEL_SENTENCE);
             if (valid) {
                 free(s_roundtrip(&m, NULL));
             } else {
@@ -1309,9 +1486,10 @@ static void test_roundtrip_edges(void **state) {
 
     /* token metadata over texts without rows: flag set, arrays NULL */
     m = (zb_msg_t){.type = ZB_MSG_PART};
-    m.u.part = (zb_msg_part_t){.id = S("e"), .first = 1,
-                               .vec = {.level = ZB_LEVEL_TOKEN, .dim = 4, .count = 3,
-                                       .rows = zeros, .token_meta = true}};
+    m.u.part = (zb_msg_part_t){
+        .id = S("e"),
+        .first = 1,
+        .vec = {.level = ZB_LEVEL_TOKEN, .dim = 4, .count = 3, .rows = zeros, .token_meta = true}};
     body = s_roundtrip(&m, &len);
     s_accept(body, len, &back);
     assert_true(back.u.part.vec.token_meta);
@@ -1332,11 +1510,12 @@ static void test_roundtrip_edges(void **state) {
     for (int lv = 0; lv < ZB_LEVEL_COUNT; lv++)
         for (int bits = 0; bits < 8; bits++) {
             m = (zb_msg_t){.type = ZB_MSG_TASK};
-            m.u.task = (zb_msg_task_t){
-                .shard = (uint64_t)bits << 33, .epoch = (uint64_t)1 << (8 * (bits % 8)),
-                .texts = s_texts3, .n_texts = 1 + bits % 3,
-                .opt = {(zb_level_t)lv, (zb_pooling_t)(bits & 1), (bits & 2) != 0,
-                        (bits & 4) != 0}};
+            m.u.task = (zb_msg_task_t){.shard = (uint64_t)bits << 33,
+                                       .epoch = (uint64_t)1 << (8 * (bits % 8)),
+                                       .texts = s_texts3,
+                                       .n_texts = 1 + bits % 3,
+                                       .opt = {(zb_level_t)lv, (zb_pooling_t)(bits & 1),
+                                               (bits & 2) != 0, (bits & 4) != 0}};
             free(s_roundtrip(&m, NULL));
         }
 }
@@ -1651,8 +1830,8 @@ static void s_check_bytes(const uint8_t *b, size_t n, bool ok, zb_msg_code_t cod
 
 static void test_every_field_wrong_type(void **state) {
     (void)state;
-    static const char *const cand_hex[] = {"a1 78", "07", "ff", "c3", "cb 3f f8 00 00 00 00 00 00",
-                                           "c4 01 78", "90", "80", "c0"};
+    static const char *const cand_hex[] = {
+        "a1 78", "07", "ff", "c3", "cb 3f f8 00 00 00 00 00 00", "c4 01 78", "90", "80", "c0"};
     enum { N_CAND = sizeof cand_hex / sizeof *cand_hex };
     msgpack_unpacked keep[N_CAND];
     msgpack_object cand[N_CAND];
@@ -1779,9 +1958,10 @@ static void test_hostile_fields(void **state) {
         bool ok;
         const char *needle; /* BAD_REQUEST unless it starts with "!" (VERSION) */
     } cases[] = {
-        {"part_token", OP_SET, "vectors", "c4 14 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
-                                          "00 00 00 00", false,
-         "vectors: 20 bytes, but 3 rows x dim 2 x 4 bytes make 24"},
+        {"part_token", OP_SET, "vectors",
+         "c4 14 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+         "00 00 00 00",
+         false, "vectors: 20 bytes, but 3 rows x dim 2 x 4 bytes make 24"},
         {"part_token", OP_SET, "count", "03", false, "rows: 2 entries, count is 3"},
         {"part_token", OP_SET, "rows", "92 02 00", false, "vectors: 24 bytes, but 2 rows"},
         {"part_token", OP_SET, "offsets", "91 96 00 01 02 06 07 0a", false,
@@ -1814,10 +1994,11 @@ static void test_hostile_fields(void **state) {
         {"part_wordpiece", OP_SET, "truncated", "91 09", false,
          "truncated[0]: text 9 is not among the 3 texts from 10"},
         {"part_wordpiece", OP_SET, "ids[2]", "92 01 02", false, "ids[2]: 2 entries"},
-        {"part_wordpiece", OP_SET, "errors", "92 83 a5 69 6e 64 65 78 0b a4 63 6f 64 65 a8 62 61"
-                                             "64 5f 75 74 66 38 a7 6d 65 73 73 61 67 65 a0 83 a5"
-                                             "69 6e 64 65 78 0b a4 63 6f 64 65 a8 62 61 64 5f 75"
-                                             "74 66 38 a7 6d 65 73 73 61 67 65 a0",
+        {"part_wordpiece", OP_SET, "errors",
+         "92 83 a5 69 6e 64 65 78 0b a4 63 6f 64 65 a8 62 61"
+         "64 5f 75 74 66 38 a7 6d 65 73 73 61 67 65 a0 83 a5"
+         "69 6e 64 65 78 0b a4 63 6f 64 65 a8 62 61 64 5f 75"
+         "74 66 38 a7 6d 65 73 73 61 67 65 a0",
          false, "errors[1]: text 11 does not follow 11"},
         {"part_sentence", OP_SET, "rows", "93 02 00 00", false,
          "rows[0]: 2 rows, the sentence level has 0 or 1"},
@@ -1833,7 +2014,8 @@ static void test_hostile_fields(void **state) {
         {"embed", OP_SET, "id", "c0", false, "id: required, but missing or nil"},
         {"embed", OP_SET, "v", "02", false, "!v is 2; this receiver speaks version 1"},
         {"embed", OP_SET, "v", "00", false, "!v is 0"},
-        {"embed", OP_SET, "v", "cb 3f f0 00 00 00 00 00 00", false, "v: expected uint, found float"},
+        {"embed", OP_SET, "v", "cb 3f f0 00 00 00 00 00 00", false,
+         "v: expected uint, found float"},
         {"embed", OP_SET, "type", "a4 66 72 6f 62", false, "type: `frob` is not one of"},
         {"embed", OP_SET, "type", "a1 3f", false, "type: `?` is not one of"},
         {"embed", OP_SET, "deadline_ms", "ff", false, "deadline_ms: expected uint"},
@@ -1904,10 +2086,11 @@ static void test_hostile_fields(void **state) {
         {"part_token", OP_ADD, "word_start", "92 93 c3 c3 c3 90", false,
          "sentence: required, but missing or nil"},
         {"result_meta", OP_SET, "sentence", "c0", false, "sentence: required, but missing"},
-        {"cancel", OP_SET, "id", "d9 41 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
-                                 "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
-                                 "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
-                                 "78 78 78 78 78 78",
+        {"cancel", OP_SET, "id",
+         "d9 41 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
+         "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
+         "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
+         "78 78 78 78 78 78",
          false, "id: 65 bytes, expected 1 to 64"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
@@ -2247,8 +2430,11 @@ static void test_encoder_rejects(void **state) {
     s_enc_fails(&m, ZB_EINVAL, "dim: 0 is outside");
     s_sample("part_token", &m);
     static const uint32_t rows_big[1] = {4097};
-    m.u.part.vec = (zb_msg_vectors_t){.level = ZB_LEVEL_SENTENCE, .dim = ZB_HIDDEN_MAX,
-                                      .count = 1, .rows = rows_big, .n_rows = 4097,
+    m.u.part.vec = (zb_msg_vectors_t){.level = ZB_LEVEL_SENTENCE,
+                                      .dim = ZB_HIDDEN_MAX,
+                                      .count = 1,
+                                      .rows = rows_big,
+                                      .n_rows = 4097,
                                       .vectors = big,
                                       .vectors_len = (size_t)4097 * ZB_HIDDEN_MAX * 4};
     s_enc_fails(&m, ZB_ELIMIT, "vectors: 268500992 bytes exceed the body limit");

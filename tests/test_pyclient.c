@@ -43,14 +43,14 @@
 #include "model.h"
 #include "proc.h"
 
-#define S_PYTHON "/usr/bin/python3"
+#define S_PYTHON    "/usr/bin/python3"
 #define S_TOK_CASES 300
 
 static char s_dir[256];
 static char s_bundle[512];
 static char s_clients[64], s_backend[64];
 static char s_clients2[64], s_backend2[64]; /* a broker with small limits */
-static const char *s_skip_reason; /* non-NULL: the client cannot run here */
+static const char *s_skip_reason;           /* non-NULL: the client cannot run here */
 
 /* The corpus: texts point into the fixtures or into s_extra. */
 typedef struct s_text {
@@ -109,8 +109,7 @@ static void s_add(const char *p, size_t len, const fx_case_t *fx) {
 
 static int s_build_corpus(void) {
     if (fx_load(fx_path("embeddings-tiny-seed1.txt"), &s_fx_emb) != 0 ||
-        fx_load(fx_path("tokenization-2000.txt"), &s_fx_tok) != 0 ||
-        s_fx_tok.n < S_TOK_CASES)
+        fx_load(fx_path("tokenization-2000.txt"), &s_fx_tok) != 0 || s_fx_tok.n < S_TOK_CASES)
         return -1;
     s_texts = calloc((size_t)s_fx_emb.n + S_TOK_CASES + 2, sizeof *s_texts);
     /* over 512 wordpieces: each repetition is 10 pieces */
@@ -156,9 +155,12 @@ static int s_write_corpus(void) {
         fputs("{\"text\":\"", j);
         for (size_t k = 0; k < t->len; k++) {
             unsigned char c = (unsigned char)t->ptr[k];
-            if (c == '"' || c == '\\') fprintf(j, "\\%c", c);
-            else if (c < 0x20 || c == 0x7f) fprintf(j, "\\u%04x", c);
-            else fputc(c, j);
+            if (c == '"' || c == '\\')
+                fprintf(j, "\\%c", c);
+            else if (c < 0x20 || c == 0x7f)
+                fprintf(j, "\\u%04x", c);
+            else
+                fputc(c, j);
         }
         fputs("\"}\n", j);
         uint8_t h[4] = {(uint8_t)t->len, (uint8_t)(t->len >> 8), (uint8_t)(t->len >> 16),
@@ -427,8 +429,7 @@ static const char *s_after_index(const char *line, size_t i) {
  * NUL, in order, through its line input) against the client's, object by object:
  * identical but for the invalid text, an error in both (its message is the service's in
  * the client's). */
-static void s_compare_jsonl(const char *ref_path, const char *ref_nul_path,
-                            const char *py_path) {
+static void s_compare_jsonl(const char *ref_path, const char *ref_nul_path, const char *py_path) {
     char *ra, *na, *pa;
     size_t nr, nn, np;
     char **r = s_lines(ref_path, &ra, &nr);
@@ -446,10 +447,11 @@ static void s_compare_jsonl(const char *ref_path, const char *ref_nul_path,
             assert_true(strncmp(py, "\"error\":\"", 9) == 0);
             continue;
         }
-        if (strcmp(ref, py) == 0) same++;
+        if (strcmp(ref, py) == 0)
+            same++;
         else if (same + 1 == i)
-            fprintf(stderr, "text %zu differs:\n  zbert-embed: %.200s\n  client:      %.200s\n",
-                    i, ref, py);
+            fprintf(stderr, "text %zu differs:\n  zbert-embed: %.200s\n  client:      %.200s\n", i,
+                    ref, py);
     }
     assert_int_equal(k, nn);
     printf("%s: %zu of %zu objects identical to zbert-embed's (%zu with a NUL through its "
@@ -477,8 +479,7 @@ static char *s_npy(const char *path, size_t *len, size_t *header, size_t *rows, 
 
 /* The client's sentence .npy against zbert-embed's, row by row (texts with a NUL from the
  * line-input run, as above), and header for header: bit-identical. */
-static void s_compare_npy(const char *ref_path, const char *ref_nul_path,
-                          const char *py_path) {
+static void s_compare_npy(const char *ref_path, const char *ref_nul_path, const char *py_path) {
     size_t lr, ln, lp, hr, hn, hp, nr, nn, np;
     char *r = s_npy(ref_path, &lr, &hr, &nr, 64);
     char *n = s_npy(ref_nul_path, &ln, &hn, &nn, 64);
@@ -533,8 +534,10 @@ static void s_check_info(const char *name, bool wordpiece, bool windows) {
             continue;
         }
         if (i == s_long) {
-            if (windows) assert_true(rows > 512);
-            else assert_int_equal(rows, 512);
+            if (windows)
+                assert_true(rows > 512);
+            else
+                assert_int_equal(rows, 512);
         }
         /* fixtures of fewer than 512 ids are untruncated */
         const fx_case_t *fx = s_texts[i].fx;
@@ -544,8 +547,7 @@ static void s_check_info(const char *name, bool wordpiece, bool windows) {
             assert_int_equal(strtoul(p, &p, 10), fx->byte_off[k]);
         checked++;
     }
-    if (wordpiece)
-        printf("%s: byte offsets of %zu texts equal to the fixtures'\n", name, checked);
+    if (wordpiece) printf("%s: byte offsets of %zu texts equal to the fixtures'\n", name, checked);
     free(l);
     free(buf);
 }
@@ -556,12 +558,12 @@ static int setup(void **st) {
     (void)st;
     if (access(S_PYTHON, X_OK) != 0) {
         s_skip_reason = S_PYTHON " is missing (install python3, python3-zmq, python3-msgpack "
-                        "and python3-numpy, or run `make deps`)";
+                                 "and python3-numpy, or run `make deps`)";
         return 0;
     }
     if (proc_sh(S_PYTHON " -c 'import zmq, msgpack, numpy' 2> /dev/null") != 0) {
         s_skip_reason = S_PYTHON " lacks zmq, msgpack or numpy (install python3-zmq, "
-                        "python3-msgpack and python3-numpy, or run `make deps`)";
+                                 "python3-msgpack and python3-numpy, or run `make deps`)";
         return 0;
     }
     snprintf(s_dir, sizeof s_dir, "/tmp/zbert-pyclient-XXXXXX");
@@ -587,11 +589,11 @@ static int setup(void **st) {
     char *bargv[] = {broker, "--clients", s_clients, "--workers", s_backend, NULL};
     /* 16 texts per request, 40 texts open: bigger requests are refused too_large, more
      * at once busy */
-    char *bargv2[] = {broker,        "--clients",         s_clients2, "--workers",
-                      s_backend2,    "--request-texts-max", "16",     "--queue-texts-max",
-                      "40",          NULL};
-    char *wargv[] = {worker,    "--model", s_bundle,   "--broker", s_backend, "--broker",
-                     s_backend2, "--threads", "2", "--name", "py-test", NULL};
+    char *bargv2[] = {
+        broker, "--clients",         s_clients2, "--workers", s_backend2, "--request-texts-max",
+        "16",   "--queue-texts-max", "40",       NULL};
+    char *wargv[] = {worker,     "--model",   s_bundle, "--broker", s_backend, "--broker",
+                     s_backend2, "--threads", "2",      "--name",   "py-test", NULL};
     proc_spawn(blog, bargv);
     proc_spawn(blog2, bargv2);
     proc_spawn(wlog, wargv);
@@ -609,12 +611,12 @@ static int teardown(void **st) {
     return 0;
 }
 
-#define S_NEED_PYTHON()                                                         \
-    do {                                                                        \
-        if (s_skip_reason) {                                                    \
-            printf("skipped: the Python client cannot run: %s\n", s_skip_reason); \
-            skip();                                                             \
-        }                                                                       \
+#define S_NEED_PYTHON()                                                                            \
+    do {                                                                                           \
+        if (s_skip_reason) {                                                                       \
+            printf("skipped: the Python client cannot run: %s\n", s_skip_reason);                  \
+            skip();                                                                                \
+        }                                                                                          \
     } while (0)
 
 /* --- tests ----------------------------------------------------------------------------- */
@@ -691,8 +693,10 @@ static void test_library(void **st) {
             snprintf(ref, sizeof ref, "%s/ref-%s.%s", s_dir, name, ext);
             snprintf(nul, sizeof nul, "%s/refnul-%s.%s", s_dir, name, ext);
             snprintf(py, sizeof py, "%s/py-%s.%s", s_dir, name, ext);
-            if (npy) s_compare_npy(ref, nul, py);
-            else s_compare_jsonl(ref, nul, py);
+            if (npy)
+                s_compare_npy(ref, nul, py);
+            else
+                s_compare_jsonl(ref, nul, py);
         }
         if (!runs[r].token) s_check_info(name, runs[r].wordpiece, runs[r].windows);
     }
@@ -701,9 +705,8 @@ static void test_library(void **st) {
 static void test_errors(void **st) {
     (void)st;
     S_NEED_PYTHON();
-    assert_int_equal(proc_sh(S_RUN_PY " %s %s %s", s_script("errors.py", s_errors), s_clients,
-                             s_clients2),
-                     0);
+    assert_int_equal(
+        proc_sh(S_RUN_PY " %s %s %s", s_script("errors.py", s_errors), s_clients, s_clients2), 0);
 }
 
 /* The command line against zbert-embed on the one-line texts, an over-long line and a last
@@ -726,7 +729,7 @@ static void test_cli(void **st) {
         int a = proc_sh("%s/zbert-embed --model %s %s < %s/lines.txt > %s/cli-a.out 2> /dev/null",
                         proc_bin(), s_bundle, opts[i], s_dir, s_dir);
         int b = proc_sh(S_RUN_PY " -m zbert_client --broker %s %s --batch 40 < %s/lines.txt > "
-                        "%s/cli-b.out 2> %s/cli-b.err",
+                                 "%s/cli-b.out 2> %s/cli-b.err",
                         s_clients, opts[i], s_dir, s_dir, s_dir);
         assert_int_equal(a, 1);
         assert_int_equal(b, a);
@@ -739,10 +742,8 @@ static void test_cli(void **st) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spec_examples),
-        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_library),
-        cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_spec_examples), cmocka_unit_test(test_status),
+        cmocka_unit_test(test_library),       cmocka_unit_test(test_cli),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("pyclient", tests, setup, teardown);

@@ -73,11 +73,10 @@ static void s_mat_new(s_mat_t *m, rng_t *r, int n, int k, int zero_rows, int smo
             m->smooth[c] = 1.0f / m->col[c];
         }
     }
-    assert_int_equal(zb_qgemm_quantize_rows(m->plain, n, k, (size_t)k, m->col, 0, m->q, m->scale,
-                                            m->sum),
-                     0);
-    m->w = (zb_qgemm_w_t){.q = m->q, .scale = m->scale, .sum = m->sum, .smooth = m->smooth,
-                          .n = n, .k = k};
+    assert_int_equal(
+        zb_qgemm_quantize_rows(m->plain, n, k, (size_t)k, m->col, 0, m->q, m->scale, m->sum), 0);
+    m->w = (zb_qgemm_w_t){
+        .q = m->q, .scale = m->scale, .sum = m->sum, .smooth = m->smooth, .n = n, .k = k};
 }
 
 static void s_mat_free(s_mat_t *m) {
@@ -91,8 +90,8 @@ static void s_mat_free(s_mat_t *m) {
 
 /* The definition, written out independently of qgemm.c: quantize the row,
  * dot in 64 bits, one float formula. */
-static void s_reference(const s_mat_t *m, const float *x, size_t ldx, int rows,
-                        zb_gemm_init_t init, const float *bias, float *y, size_t ldy) {
+static void s_reference(const s_mat_t *m, const float *x, size_t ldx, int rows, zb_gemm_init_t init,
+                        const float *bias, float *y, size_t ldy) {
     const int n = m->w.n, k = m->w.k;
     float *deq = malloc((size_t)n * (size_t)k * sizeof(float));
     int8_t *a = malloc((size_t)k);
@@ -111,8 +110,10 @@ static void s_reference(const s_mat_t *m, const float *x, size_t ldx, int rows,
         float amax = 0.0f;
         int bad = 0;
         for (int kk = 0; kk < k; kk++) {
-            if (!isfinite(xr[kk])) bad = 1;
-            else if (fabsf(xr[kk]) > amax) amax = fabsf(xr[kk]);
+            if (!isfinite(xr[kk]))
+                bad = 1;
+            else if (fabsf(xr[kk]) > amax)
+                amax = fabsf(xr[kk]);
         }
         float sx = bad ? NAN : amax / 127.0f;
         for (int kk = 0; kk < k; kk++) {
@@ -148,8 +149,15 @@ static void s_run(zb_qgemm_isa_t isa, int threads, const s_mat_t *m, const float
                   zb_gemm_epilogue_fn epi) {
     void *work = s_aligned(zb_qgemm_work_bytes(threads, m->w.k));
     const zb_qgemm_exec_t e = {.threads = threads, .isa = isa, .work = work};
-    const zb_qgemm_args_t a = {.m = rows, .x = x, .ldx = ldx, .w = &m->w, .init = init,
-                               .bias = bias, .y = y, .ldy = ldy, .epilogue = epi};
+    const zb_qgemm_args_t a = {.m = rows,
+                               .x = x,
+                               .ldx = ldx,
+                               .w = &m->w,
+                               .init = init,
+                               .bias = bias,
+                               .y = y,
+                               .ldy = ldy,
+                               .epilogue = epi};
     zb_qgemm(&e, &a);
     free(work);
 }
@@ -197,8 +205,8 @@ static void test_exact_against_definition(void **state) {
                         for (int t = 1; t <= 2; t++) {
                             float *y = malloc((size_t)rows * ldy * sizeof(float));
                             memcpy(y, y0, (size_t)rows * ldy * sizeof(float));
-                            s_run(isas[v], t, &m, x, ldx, rows, (zb_gemm_init_t)init, bias, y,
-                                  ldy, NULL);
+                            s_run(isas[v], t, &m, x, ldx, rows, (zb_gemm_init_t)init, bias, y, ldy,
+                                  NULL);
                             if (memcmp(y, want, (size_t)rows * ldy * sizeof(float)) != 0)
                                 fail_msg("%s, %d threads, m %d n %d k %d init %d: differs",
                                          zb_qgemm_isa_name(isas[v]), t, rows, n, k, init);
@@ -299,9 +307,15 @@ static void test_epilogue_and_nan(void **state) {
         int calls = 0;
         void *work = s_aligned(zb_qgemm_work_bytes(1, k));
         const zb_qgemm_exec_t e = {.threads = 1, .isa = isas[v], .work = work};
-        const zb_qgemm_args_t a = {.m = rows, .x = x, .ldx = (size_t)k, .w = &m.w,
-                                   .init = ZB_GEMM_ZERO, .y = epi, .ldy = (size_t)n,
-                                   .epilogue = s_double_epilogue, .epilogue_ctx = &calls};
+        const zb_qgemm_args_t a = {.m = rows,
+                                   .x = x,
+                                   .ldx = (size_t)k,
+                                   .w = &m.w,
+                                   .init = ZB_GEMM_ZERO,
+                                   .y = epi,
+                                   .ldy = (size_t)n,
+                                   .epilogue = s_double_epilogue,
+                                   .epilogue_ctx = &calls};
         zb_qgemm(&e, &a);
         free(work);
         assert_true(calls > 0);

@@ -118,8 +118,8 @@ static void s_check(const char *path, const char *expected) {
         }
         matched++;
     }
-    printf("%s vs float64 reference: %d texts (%d truncated at 512), max abs diff %.3g\n",
-           path, matched, truncated, worst);
+    printf("%s vs float64 reference: %d texts (%d truncated at 512), max abs diff %.3g\n", path,
+           matched, truncated, worst);
     assert_true(worst <= TOL);
     assert_int_equal(truncated, 1);
     for (int i = 0; i < n; i++) {

@@ -128,8 +128,8 @@ static void test_hostile(void **state) {
          "tensor a: missing or non-string dtype"},
         {"unknown dtype", "{\"a\":" T("F8", "[1]", "[0,1]") "}", ~0ull, 4, ZB_EUNSUPPORTED,
          "tensor a: unknown dtype \"F8\""},
-        {"dtype not string", "{\"a\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}",
-         ~0ull, 4, ZB_EFORMAT, "missing or non-string dtype"},
+        {"dtype not string", "{\"a\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", ~0ull,
+         4, ZB_EFORMAT, "missing or non-string dtype"},
         {"no shape", "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,4]}}", ~0ull, 4, ZB_EFORMAT,
          "tensor a: missing or non-array shape"},
         {"negative dim", "{\"a\":" T("F32", "[-1]", "[0,4]") "}", ~0ull, 4, ZB_EFORMAT,
@@ -145,8 +145,8 @@ static void test_hostile(void **state) {
         {"shape product overflow",
          "{\"a\":" T("F32", "[4294967296,4294967296,4294967296]", "[0,4]") "}", ~0ull, 4,
          ZB_EFORMAT, "tensor a: shape product overflows"},
-        {"byte size overflow", "{\"a\":" T("F64", "[2147483648,2147483648]", "[0,4]") "}", ~0ull,
-         4, ZB_EFORMAT, "tensor a: byte size overflows"},
+        {"byte size overflow", "{\"a\":" T("F64", "[2147483648,2147483648]", "[0,4]") "}", ~0ull, 4,
+         ZB_EFORMAT, "tensor a: byte size overflows"},
         {"no offsets", "{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", ~0ull, 4, ZB_EFORMAT,
          "tensor a: data_offsets is not an array of two"},
         {"three offsets", "{\"a\":" T("F32", "[1]", "[0,4,8]") "}", ~0ull, 8, ZB_EFORMAT,
@@ -256,8 +256,7 @@ static void test_files(void **state) {
     (void)state;
     zb_diag_t d = {{0}};
     zb_safetensors_t *st = NULL;
-    assert_int_equal(zb_safetensors_open_file("/nonexistent/x.safetensors", &st, &d),
-                     ZB_ENOTFOUND);
+    assert_int_equal(zb_safetensors_open_file("/nonexistent/x.safetensors", &st, &d), ZB_ENOTFOUND);
     assert_non_null(strstr(d.msg, "/nonexistent/x.safetensors"));
     assert_int_equal(zb_safetensors_open_file("/tmp", &st, &d), ZB_EIO);
     assert_non_null(strstr(d.msg, "not a regular file"));
@@ -273,7 +272,11 @@ static void test_files(void **state) {
     zb_safetensors_out_t out[3] = {
         {.name = "x.weight", .dtype = ZB_SAFETENSORS_F32, .n_dims = 2, .shape = {2, 3}, .data = a},
         {.name = "y", .dtype = ZB_SAFETENSORS_F16, .n_dims = 1, .shape = {3}, .data = h},
-        {.name = "z\"quoted\"", .dtype = ZB_SAFETENSORS_BF16, .n_dims = 1, .shape = {2}, .data = bf},
+        {.name = "z\"quoted\"",
+         .dtype = ZB_SAFETENSORS_BF16,
+         .n_dims = 1,
+         .shape = {2},
+         .data = bf},
     };
     const char *meta[] = {"format", "pt", "note", "written by a test"};
     assert_int_equal(zb_safetensors_write(path, out, 3, meta, 2, &d), 0);
@@ -295,13 +298,11 @@ static void test_files(void **state) {
     out[0].n_dims = ZB_TENSOR_DIMS_MAX + 1;
     assert_int_equal(zb_safetensors_write(path, out, 1, NULL, 0, &d), ZB_EINVAL);
     unlink(path);
-    assert_int_equal(zb_safetensors_write("/nonexistent/dir/x", out + 1, 1, NULL, 0, &d),
-                     ZB_EIO);
+    assert_int_equal(zb_safetensors_write("/nonexistent/dir/x", out + 1, 1, NULL, 0, &d), ZB_EIO);
     /* the fixture files parse and hold what the README says */
-    assert_int_equal(
-        zb_safetensors_open_file(fx_path("tiny-seed2-bert-gammabeta-f16/model.safetensors"),
-                                 &st, &d),
-        0);
+    assert_int_equal(zb_safetensors_open_file(
+                         fx_path("tiny-seed2-bert-gammabeta-f16/model.safetensors"), &st, &d),
+                     0);
     assert_int_equal(zb_safetensors_count(st), 47); /* 37 encoder + 10 others */
     t = zb_safetensors_find(st, "bert.embeddings.position_ids");
     assert_non_null(t);
@@ -412,9 +413,9 @@ static void test_f32_rounding(void **state) {
     assert_int_equal(zb_safetensors_f32_to_f16(65504.0f), 0x7bff);
     assert_int_equal(zb_safetensors_f32_to_f16(65519.99f), 0x7bff);
     assert_int_equal(zb_safetensors_f32_to_f16(65520.0f), 0x7c00);
-    assert_int_equal(zb_safetensors_f32_to_f16(0x1p-25f), 0);      /* tie to even: 0 */
+    assert_int_equal(zb_safetensors_f32_to_f16(0x1p-25f), 0); /* tie to even: 0 */
     assert_int_equal(zb_safetensors_f32_to_f16(0x1.000002p-25f), 1);
-    assert_int_equal(zb_safetensors_f32_to_f16(0x3p-25f), 2);      /* 1.5 ulp: tie to 2 */
+    assert_int_equal(zb_safetensors_f32_to_f16(0x3p-25f), 2);         /* 1.5 ulp: tie to 2 */
     assert_int_equal(zb_safetensors_f32_to_f16(0x1.ffcp-15f), 0x400); /* rounds up to normal */
     assert_int_equal(zb_safetensors_f32_to_f16(-0.0f), 0x8000);
     assert_int_equal(zb_safetensors_f32_to_f16(INFINITY), 0x7c00);
@@ -445,14 +446,10 @@ static void test_dtype_names(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),
-        cmocka_unit_test(test_truncated),
-        cmocka_unit_test(test_hostile),
-        cmocka_unit_test(test_hostile_generated),
-        cmocka_unit_test(test_files),
-        cmocka_unit_test(test_f16_to_f32),
-        cmocka_unit_test(test_f32_rounding),
-        cmocka_unit_test(test_dtype_names),
+        cmocka_unit_test(test_valid),        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_hostile),      cmocka_unit_test(test_hostile_generated),
+        cmocka_unit_test(test_files),        cmocka_unit_test(test_f16_to_f32),
+        cmocka_unit_test(test_f32_rounding), cmocka_unit_test(test_dtype_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,7 +65,8 @@ static const char *s_check(const char *text, size_t len, const zb_sentences_span
 }
 
 /* Splits text (with options) and checks the invariants. */
-static void s_split(const char *text, size_t len, const zb_sentences_options_t *o, zb_sentences_spans_t *sp) {
+static void s_split(const char *text, size_t len, const zb_sentences_options_t *o,
+                    zb_sentences_spans_t *sp) {
     int rc = zb_sentences_split_opts(text, len, o, sp);
     assert_int_equal(rc, 0);
     const char *why = s_check(text, len, sp);

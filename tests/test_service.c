@@ -92,8 +92,8 @@ static void s_send_embed(void *s, const char *id, const char *const *texts, size
 typedef struct s_answer {
     size_t n;
     int dim;
-    float *vec;       /* [n][dim] */
-    int *seen;        /* times each text was covered */
+    float *vec; /* [n][dim] */
+    int *seen;  /* times each text was covered */
     bool done;
     uint64_t done_texts;
     int parts;
@@ -163,8 +163,8 @@ static pid_t s_start_worker(int k) {
     snprintf(log, sizeof log, "%s/worker-%d.log", s_dir, k);
     char exe[512];
     snprintf(exe, sizeof exe, "%s/zbert-worker", proc_bin());
-    char *argv[] = {exe,       "--model", s_bundle, "--broker", s_backend, "--threads",
-                    "1",       "--name",  name,     NULL};
+    char *argv[] = {exe,         "--model", s_bundle, "--broker", s_backend,
+                    "--threads", "1",       "--name", name,       NULL};
     return proc_spawn(log, argv);
 }
 
@@ -252,9 +252,12 @@ static size_t s_write_corpus(const char *path) {
             fputs("{\"text\":\"", f);
             for (size_t j = 0; j < fx.cases[i].text_len; j++) {
                 unsigned char c = (unsigned char)fx.cases[i].text[j];
-                if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-                else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-                else fputc(c, f);
+                if (c == '"' || c == '\\')
+                    fprintf(f, "\\%c", c);
+                else if (c < 0x20 || c == 0x7f)
+                    fprintf(f, "\\u%04x", c);
+                else
+                    fputc(c, f);
             }
             fputs("\"}\n", f);
             n++;
@@ -345,8 +348,7 @@ static void test_ten_thousand(void **st) {
     size_t *lens = malloc(N * sizeof *lens);
     for (int i = 0; i < N; i++) {
         char buf[96];
-        snprintf(buf, sizeof buf, "text number %d, with %d words and some punctuation!", i,
-                 i % 17);
+        snprintf(buf, sizeof buf, "text number %d, with %d words and some punctuation!", i, i % 17);
         texts[i] = strdup(buf);
         lens[i] = strlen(buf);
     }
@@ -369,8 +371,7 @@ static void test_ten_thousand(void **st) {
     size_t differ = 0;
     for (int i = 0; i < N; i++)
         differ += memcmp(r[i].vectors, a.vec + (size_t)i * a.dim, (size_t)a.dim * 4) != 0;
-    printf("10,000 texts: %d parts, %zu vectors differ from the in-process run\n", a.parts,
-           differ);
+    printf("10,000 texts: %d parts, %zu vectors differ from the in-process run\n", a.parts, differ);
     assert_int_equal(differ, 0);
     for (int i = 0; i < N; i++) {
         zb_embed_result_free(&r[i]);
@@ -493,10 +494,8 @@ static void test_worker_killed(void **st) {
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_status),
-        cmocka_unit_test(test_cli_identical),
-        cmocka_unit_test(test_ten_thousand),
-        cmocka_unit_test(test_two_clients),
+        cmocka_unit_test(test_status),        cmocka_unit_test(test_cli_identical),
+        cmocka_unit_test(test_ten_thousand),  cmocka_unit_test(test_two_clients),
         cmocka_unit_test(test_worker_killed),
     };
     return cmocka_run_group_tests_name("service", tests, setup, teardown);

@@ -92,8 +92,8 @@ static void s_check_span(const char *text, int ex, const char *what, const zb_sp
     if (sp->begin16 != s_int(want, "begin") || sp->end16 != s_int(want, "end") ||
         strlen(res) != n || memcmp(text + sp->byte_begin, res, n) != 0)
         fail_msg("example %d %s: got [%d,%d] '%.*s', want [%d,%d] '%s'", ex, what, sp->begin16,
-                 sp->end16, (int)n, text + sp->byte_begin, s_int(want, "begin"),
-                 s_int(want, "end"), res);
+                 sp->end16, (int)n, text + sp->byte_begin, s_int(want, "begin"), s_int(want, "end"),
+                 res);
     const cJSON *cp = cJSON_GetObjectItemCaseSensitive(want, "cp");
     if (cp) {
         assert_int_equal(sp->begin, cJSON_GetArrayItem(cp, 0)->valueint);

@@ -41,8 +41,8 @@ typedef struct state {
 
 /* A text of n_words words, some split into several pieces. */
 static char *s_long_text(int n_words, size_t *len) {
-    static const char *w[] = {"alpha", "Embeddings", "gamma,", "delta.", "tokenization",
-                              "zbert", "x", "(parenthesised)", "café"};
+    static const char *w[] = {"alpha", "Embeddings", "gamma,",          "delta.", "tokenization",
+                              "zbert", "x",          "(parenthesised)", "café"};
     size_t cap = (size_t)n_words * 20 + 1, n = 0;
     char *p = malloc(cap);
     assert_non_null(p);
@@ -98,16 +98,13 @@ static int teardown(void **st) {
 /* A task as the worker gets it: encoded, then decoded from the bytes.  The
  * decoded message points into *body (the caller frees both).  Its epoch is
  * S_EPOCH(shard), which its result must echo. */
-#define S_EPOCH(shard) ((uint64_t)(shard) * 65537u + 3u)
+#define S_EPOCH(shard) ((uint64_t)(shard)*65537u + 3u)
 static void s_task(uint64_t shard, const char *const *texts, const size_t *lens, size_t n,
                    const zb_options_t *o, uint8_t **body, zb_msg_t *m) {
     zb_msg_str_t *v = calloc(n, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = (zb_msg_str_t){texts[i], lens[i]};
-    zb_msg_task_t t = {.shard = shard,
-                       .epoch = S_EPOCH(shard),
-                       .texts = v,
-                       .n_texts = n,
-                       .opt = *o};
+    zb_msg_task_t t = {
+        .shard = shard, .epoch = S_EPOCH(shard), .texts = v, .n_texts = n, .opt = *o};
     size_t len;
     zb_diag_t d = {{0}};
     assert_int_equal(zb_msg_encode_task(&t, body, &len, &d), 0);
@@ -182,7 +179,9 @@ static void test_levels_identical(void **st) {
         {.level = ZB_LEVEL_WORDPIECE, .windows = true, .normalize = true},
         {.level = ZB_LEVEL_SENTENCE},
         {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN},
-        {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN, .normalize = true,
+        {.level = ZB_LEVEL_SENTENCE,
+         .pooling = ZB_POOLING_MEAN,
+         .normalize = true,
          .windows = true},
     };
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++)
@@ -206,7 +205,9 @@ static void test_token_options(void **st) {
         {.level = ZB_LEVEL_TOKEN, .token_meta = true, .windows = true},
         {.level = ZB_LEVEL_TOKEN, .token_vector = ZB_TOKEN_VECTOR_MEAN, .normalize = true},
         {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP},
-        {.level = ZB_LEVEL_TOKEN, .compat = ZB_COMPAT_SPARKNLP, .sentences = true,
+        {.level = ZB_LEVEL_TOKEN,
+         .compat = ZB_COMPAT_SPARKNLP,
+         .sentences = true,
          .token_meta = true},
         {.level = ZB_LEVEL_WORDPIECE, .sentences = true},
         {.level = ZB_LEVEL_WORDPIECE, .sentences = true, .windows = true},
@@ -260,9 +261,11 @@ static void test_token_options(void **st) {
     assert_false(zb_task_same_options(&a, &b));
     /* the engine runs a task with its options as decoded (one type, no
      * conversion): the later ones arrive intact */
-    b = (zb_options_t){.level = ZB_LEVEL_TOKEN, .sentences = true,
+    b = (zb_options_t){.level = ZB_LEVEL_TOKEN,
+                       .sentences = true,
                        .token_vector = ZB_TOKEN_VECTOR_MEAN,
-                       .compat = ZB_COMPAT_SPARKNLP, .token_meta = true};
+                       .compat = ZB_COMPAT_SPARKNLP,
+                       .token_meta = true};
     s_task(9, t, l, 2, &b, &tb, &tm);
     const zb_options_t *eo = &tm.u.task.opt;
     assert_true(eo->sentences && eo->token_meta);
@@ -323,8 +326,8 @@ static void test_merged(void **st) {
     zb_task_t *sh = NULL;
     assert_int_equal(zb_task_new(s->emb, NULL, &sh, NULL), 0);
     const zb_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
-                                       {.level = ZB_LEVEL_TOKEN},
-                                       {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN}};
+                                 {.level = ZB_LEVEL_TOKEN},
+                                 {.level = ZB_LEVEL_SENTENCE, .pooling = ZB_POOLING_MEAN}};
     const size_t cuts[] = {0, 9, 21, s->n}; /* three tasks */
     for (size_t k = 0; k < 3; k++) {
         const zb_options_t *o = &opts[k];
@@ -333,15 +336,15 @@ static void test_merged(void **st) {
         const zb_msg_task_t *tp[3];
         uint64_t alone_tokens[3];
         for (int i = 0; i < 3; i++) {
-            s_task(100 + (uint64_t)i, s->texts + cuts[i], s->lens + cuts[i],
-                   cuts[i + 1] - cuts[i], o, &tb[i], &tm[i]);
+            s_task(100 + (uint64_t)i, s->texts + cuts[i], s->lens + cuts[i], cuts[i + 1] - cuts[i],
+                   o, &tb[i], &tm[i]);
             tp[i] = &tm[i].u.task;
             /* tokens do not depend on batching: a run of the task alone */
             zb_embed_result_t r[S_MAX_TEXTS] = {{0}};
             zb_embed_stats_t a, b;
             zb_embed_stats(s->emb, &a);
             assert_int_equal(zb_embed_run(s->emb, s->texts + cuts[i], s->lens + cuts[i],
-                                             cuts[i + 1] - cuts[i], o, r),
+                                          cuts[i + 1] - cuts[i], o, r),
                              0);
             zb_embed_stats(s->emb, &b);
             alone_tokens[i] = b.tokens - a.tokens;
@@ -383,9 +386,9 @@ static void test_merged(void **st) {
 static void test_too_large(void **st) {
     state_t *s = *st;
     const zb_options_t opts[] = {{.level = ZB_LEVEL_WORDPIECE, .windows = true},
-                                       {.level = ZB_LEVEL_WORDPIECE},
-                                       {.level = ZB_LEVEL_TOKEN},
-                                       {.level = ZB_LEVEL_SENTENCE}};
+                                 {.level = ZB_LEVEL_WORDPIECE},
+                                 {.level = ZB_LEVEL_TOKEN},
+                                 {.level = ZB_LEVEL_SENTENCE}};
     for (size_t k = 0; k < sizeof opts / sizeof *opts; k++) {
         const zb_options_t *o = &opts[k];
         zb_task_t *sh = NULL;
@@ -464,14 +467,10 @@ static void test_limit_unreachable(void **st) {
 static void test_fail_result(void **st) {
     (void)st;
     static const zb_msg_str_t texts[3] = {{"a", 1}, {"b", 1}, {"c", 1}};
-    zb_msg_task_t task = {.shard = 9,
-                          .epoch = 12,
-                          .texts = texts,
-                          .n_texts = 3,
-                          .opt = {.level = ZB_LEVEL_TOKEN}};
+    zb_msg_task_t task = {
+        .shard = 9, .epoch = 12, .texts = texts, .n_texts = 3, .opt = {.level = ZB_LEVEL_TOKEN}};
     zb_task_out_t out;
-    assert_int_equal(zb_task_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL),
-                     0);
+    assert_int_equal(zb_task_fail(&task, 64, ZB_MSG_CODE_INTERNAL, "out of memory", &out, NULL), 0);
     zb_msg_t m = {0};
     assert_int_equal(zb_msg_decode(out.body, out.body_len, &m, NULL), 0);
     assert_int_equal(m.type, ZB_MSG_RESULT);
@@ -525,11 +524,11 @@ static void test_bad_arguments(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_levels_identical), cmocka_unit_test(test_text_cases),
-        cmocka_unit_test(test_token_options),
-        cmocka_unit_test(test_merged),           cmocka_unit_test(test_too_large),
-        cmocka_unit_test(test_cut_truncated),    cmocka_unit_test(test_limit_unreachable),
-        cmocka_unit_test(test_fail_result),      cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_levels_identical),  cmocka_unit_test(test_text_cases),
+        cmocka_unit_test(test_token_options),     cmocka_unit_test(test_merged),
+        cmocka_unit_test(test_too_large),         cmocka_unit_test(test_cut_truncated),
+        cmocka_unit_test(test_limit_unreachable), cmocka_unit_test(test_fail_result),
+        cmocka_unit_test(test_bad_arguments),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -133,8 +133,7 @@ static void test_read_jsonl_members(void **st) {
     S_READ_OK("{\"meta\":{\"text\":\"inner\",\"a\":[1,{\"b\":\"}]\\\"\"}]},"
               "\"list\":[[\"text\"],{}],\"text\":\"outer\"}",
               "outer");
-    S_READ_OK("{\"n\":-1.5e3,\"t\":true,\"f\":false,\"z\":null,\"text\":\"v\",\"after\":[1]}",
-              "v");
+    S_READ_OK("{\"n\":-1.5e3,\"t\":true,\"f\":false,\"z\":null,\"text\":\"v\",\"after\":[1]}", "v");
     S_READ_OK(" \t{ \"text\" : \"sp\\u0000aced\" , \"x\" : [ ] } \t\r\n", "sp\0aced");
     /* the name is compared decoded and whole */
     S_READ_OK("{\"t\\u0065xt\":\"escaped name\"}", "escaped name");
@@ -184,8 +183,15 @@ static void test_jsonl_levels(void **st) {
     float v[] = {1.0f, -0.1f, 3.4028235e38f, 1e-45f};
     uint32_t off[] = {0, 1, 2, 5}, boff[] = {0, 1, 2, 5};
     int32_t ids[] = {101, 102};
-    zb_textio_text_t t = {.index = 7, .text = text, .text_len = strlen(text), .n_rows = 2, .dim = 2,
-                      .vectors = v, .offsets = off, .byte_offsets = boff, .ids = ids};
+    zb_textio_text_t t = {.index = 7,
+                          .text = text,
+                          .text_len = strlen(text),
+                          .n_rows = 2,
+                          .dim = 2,
+                          .vectors = v,
+                          .offsets = off,
+                          .byte_offsets = boff,
+                          .ids = ids};
     size_t len;
     char *s = s_write(ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN, false, &t, 1, &len);
     assert_string_equal(s, "{\"index\":7,\"tokens\":["
@@ -238,8 +244,8 @@ static void test_npy(void **st) {
     assert_int_equal(s[127], '\n');
     float rows[6];
     memcpy(rows, s + 128, sizeof rows);
-    assert_true(rows[0] == 1 && rows[1] == 2 && isnan(rows[2]) && isnan(rows[3]) &&
-                rows[4] == 3 && rows[5] == 4);
+    assert_true(rows[0] == 1 && rows[1] == 2 && isnan(rows[2]) && isnan(rows[3]) && rows[4] == 3 &&
+                rows[5] == 4);
     free(s);
     /* npy holds sentence vectors only */
     zb_options_t tok = {.level = ZB_LEVEL_TOKEN}, sent = {.level = ZB_LEVEL_SENTENCE};
@@ -253,10 +259,17 @@ static void test_sparknlp_json(void **st) {
     const char *text = "\xf0\x9f\x98\x80 NLP"; /* an emoji: 4 bytes, 2 UTF-16 units */
     float v[] = {0.5f, -2.0f};
     uint32_t off[] = {2, 5}, boff[] = {5, 8};
-    zb_token_meta_t m = {.sentence = 1, .piece_id = 21239, .begin16 = 3, .end16 = 5,
-                            .word_start = true};
-    zb_textio_text_t t = {.index = 3, .text = text, .text_len = strlen(text), .n_rows = 1, .dim = 2,
-                      .vectors = v, .offsets = off, .byte_offsets = boff, .meta = &m};
+    zb_token_meta_t m = {
+        .sentence = 1, .piece_id = 21239, .begin16 = 3, .end16 = 5, .word_start = true};
+    zb_textio_text_t t = {.index = 3,
+                          .text = text,
+                          .text_len = strlen(text),
+                          .n_rows = 1,
+                          .dim = 2,
+                          .vectors = v,
+                          .offsets = off,
+                          .byte_offsets = boff,
+                          .meta = &m};
     size_t len;
     char *s = s_write(ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN, false, &t, 1, &len);
     assert_string_equal(s, "{\"index\":3,\"tokens\":[{\"text\":\"NLP\",\"begin\":2,\"end\":5,"
@@ -304,12 +317,9 @@ static void test_sparknlp_json(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_lines),
-        cmocka_unit_test(test_read_jsonl),
-        cmocka_unit_test(test_read_jsonl_strings),
-        cmocka_unit_test(test_read_jsonl_members),
-        cmocka_unit_test(test_jsonl_levels),
-        cmocka_unit_test(test_npy),
+        cmocka_unit_test(test_read_lines),         cmocka_unit_test(test_read_jsonl),
+        cmocka_unit_test(test_read_jsonl_strings), cmocka_unit_test(test_read_jsonl_members),
+        cmocka_unit_test(test_jsonl_levels),       cmocka_unit_test(test_npy),
         cmocka_unit_test(test_sparknlp_json),
     };
     return cmocka_run_group_tests_name("textio", tests, NULL, NULL);

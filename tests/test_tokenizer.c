@@ -49,8 +49,7 @@ static int32_t s_id(const zb_tokenizer_t *t, const char *tok) {
 static int s_compare(const fx_case_t *k, const zb_tokenizer_pieces_t *p, int truncated_ok) {
     size_t inner = (size_t)(k->n_ids - 2);
     if (p->n != inner && !(truncated_ok && p->n > inner)) {
-        fprintf(stderr, "case %d (%s): %zu pieces, expected %zu\n", k->index, k->name, p->n,
-                inner);
+        fprintf(stderr, "case %d (%s): %zu pieces, expected %zu\n", k->index, k->name, p->n, inner);
         goto show;
     }
     for (size_t i = 0; i < inner; i++) {
@@ -58,9 +57,11 @@ static int s_compare(const fx_case_t *k, const zb_tokenizer_pieces_t *p, int tru
         const uint32_t *bo = &k->byte_off[2 * (i + 1)], *co = &k->char_off[2 * (i + 1)];
         if (x->id != k->ids[i + 1] || x->begin != co[0] || x->end != co[1] ||
             x->byte_begin != bo[0] || x->byte_end != bo[1]) {
-            fprintf(stderr, "case %d (%s) piece %zu: got %d [%u,%u) b[%u,%u), expected %d "
-                    "[%u,%u) b[%u,%u)\n", k->index, k->name, i, x->id, x->begin, x->end,
-                    x->byte_begin, x->byte_end, k->ids[i + 1], co[0], co[1], bo[0], bo[1]);
+            fprintf(stderr,
+                    "case %d (%s) piece %zu: got %d [%u,%u) b[%u,%u), expected %d "
+                    "[%u,%u) b[%u,%u)\n",
+                    k->index, k->name, i, x->id, x->begin, x->end, x->byte_begin, x->byte_end,
+                    k->ids[i + 1], co[0], co[1], bo[0], bo[1]);
             goto show;
         }
     }
@@ -161,47 +162,113 @@ static const hard_case_t s_hard[] = {
     {"plain word", "Hello", 0, 1, {{8667, 0, 5, 0, 5}}},
     {"zero-width inside a piece is spanned", "Hel\xe2\x80\x8blo", 0, 1, {{8667, 0, 6, 0, 8}}},
     {"removed at the edges is not", "\xe2\x80\x8bHello\xe2\x80\x8b", 0, 1, {{8667, 1, 6, 3, 8}}},
-    {"zero-width does not split", "zero\xe2\x80\x8bwidth", 0, 4,
+    {"zero-width does not split",
+     "zero\xe2\x80\x8bwidth",
+     0,
+     4,
      {{6756, 0, 4, 0, 4}, {10073, 5, 7, 7, 9}, {12518, 7, 9, 9, 11}, {1324, 9, 10, 11, 12}}},
-    {"BEL inside a word", "ab\x07" "cd", 0, 4,
+    {"BEL inside a word",
+     "ab\x07"
+     "cd",
+     0,
+     4,
      {{170, 0, 1, 0, 1}, {1830, 1, 2, 1, 2}, {1665, 3, 4, 3, 4}, {1181, 4, 5, 4, 5}}},
     {"VT is a removed control", "a\vb", 0, 2, {{170, 0, 1, 0, 1}, {1830, 2, 3, 2, 3}}},
-    {"NEL is a removed control", "a\xc2\x85" "b", 0, 2, {{170, 0, 1, 0, 1}, {1830, 2, 3, 3, 4}}},
+    {"NEL is a removed control",
+     "a\xc2\x85"
+     "b",
+     0,
+     2,
+     {{170, 0, 1, 0, 1}, {1830, 2, 3, 3, 4}}},
     {"NUL is removed", "a\0b", 3, 2, {{170, 0, 1, 0, 1}, {1830, 2, 3, 2, 3}}},
-    {"U+FFFD is removed", "a\xef\xbf\xbd" "b", 0, 2, {{170, 0, 1, 0, 1}, {1830, 2, 3, 4, 5}}},
-    {"private use is removed", "a\xee\x80\x80" "b", 0, 2,
+    {"U+FFFD is removed",
+     "a\xef\xbf\xbd"
+     "b",
+     0,
+     2,
      {{170, 0, 1, 0, 1}, {1830, 2, 3, 4, 5}}},
-    {"format char (LRI) is removed", "a\xe2\x81\xa6" "b", 0, 2,
+    {"private use is removed",
+     "a\xee\x80\x80"
+     "b",
+     0,
+     2,
      {{170, 0, 1, 0, 1}, {1830, 2, 3, 4, 5}}},
-    {"NBSP separates", "a\xc2\xa0" "b", 0, 2, {{170, 0, 1, 0, 1}, {171, 2, 3, 3, 4}}},
+    {"format char (LRI) is removed",
+     "a\xe2\x81\xa6"
+     "b",
+     0,
+     2,
+     {{170, 0, 1, 0, 1}, {1830, 2, 3, 4, 5}}},
+    {"NBSP separates",
+     "a\xc2\xa0"
+     "b",
+     0,
+     2,
+     {{170, 0, 1, 0, 1}, {171, 2, 3, 3, 4}}},
     {"CJK", "\xe4\xb8\xad\xe6\x96\x87", 0, 2, {{980, 0, 1, 0, 3}, {1030, 1, 2, 3, 6}}},
-    {"CJK inside a word", "a\xe4\xb8\xad" "b", 0, 3,
+    {"CJK inside a word",
+     "a\xe4\xb8\xad"
+     "b",
+     0,
+     3,
      {{170, 0, 1, 0, 1}, {980, 1, 2, 1, 4}, {171, 2, 3, 4, 5}}},
     {"combining mark kept (cased)", "e\xcc\x81", 0, 2, {{174, 0, 1, 0, 1}, {28310, 1, 2, 1, 3}}},
     {"precomposed", "caf\xc3\xa9", 0, 1, {{20583, 0, 4, 0, 5}}},
-    {"emoji stays in the word: [UNK] covers it", "I\xf0\x9f\x98\x80you", 0, 1,
-     {{100, 0, 5, 0, 8}}},
-    {"currency symbol stays in the word", "5\xe2\x82\xac", 0, 2,
+    {"emoji stays in the word: [UNK] covers it", "I\xf0\x9f\x98\x80you", 0, 1, {{100, 0, 5, 0, 8}}},
+    {"currency symbol stays in the word",
+     "5\xe2\x82\xac",
+     0,
+     2,
      {{126, 0, 1, 0, 1}, {28731, 1, 2, 1, 4}}},
-    {"em dash is punctuation", "a\xe2\x80\x94" "b", 0, 3,
+    {"em dash is punctuation",
+     "a\xe2\x80\x94"
+     "b",
+     0,
+     3,
      {{170, 0, 1, 0, 1}, {783, 1, 2, 1, 4}, {171, 2, 3, 4, 5}}},
-    {"accented pieces", "na\xc3\xafve", 0, 3,
+    {"accented pieces",
+     "na\xc3\xafve",
+     0,
+     3,
      {{9468, 0, 2, 0, 2}, {28203, 2, 3, 2, 4}, {2707, 3, 5, 4, 6}}},
-    {"[MASK] inside a word", "a[MASK]b", 0, 3,
+    {"[MASK] inside a word",
+     "a[MASK]b",
+     0,
+     3,
      {{170, 0, 1, 0, 1}, {103, 1, 7, 1, 7}, {171, 7, 8, 7, 8}}},
-    {"specials are case-sensitive", "[mask]", 0, 3,
+    {"specials are case-sensitive",
+     "[mask]",
+     0,
+     3,
      {{164, 0, 1, 0, 1}, {7739, 1, 5, 1, 5}, {166, 5, 6, 5, 6}}},
     {"adjacent specials", "[UNK][CLS]", 0, 2, {{100, 0, 5, 0, 5}, {101, 5, 10, 5, 10}}},
-    {"unterminated special", "[MASK", 0, 4,
+    {"unterminated special",
+     "[MASK",
+     0,
+     4,
      {{164, 0, 1, 0, 1}, {9960, 1, 3, 1, 3}, {1708, 3, 4, 3, 4}, {2428, 4, 5, 4, 5}}},
     {"U+10FFFF (unassigned) is kept", "\xf4\x8f\xbf\xbf", 0, 1, {{100, 0, 1, 0, 4}}},
     /* Unicode 8.0 categories, as the reference: U+2E43 (Po since 9.0) is a
      * word character, U+166D (Po in 8.0, So now) is punctuation, U+0890
      * (Cf since 14.0) is kept. */
-    {"U+2E43 is not punctuation", "a\xe2\xb9\x83" "b", 0, 1, {{100, 0, 3, 0, 5}}},
-    {"U+166D is punctuation", "a\xe1\x99\xad" "b", 0, 3,
+    {"U+2E43 is not punctuation",
+     "a\xe2\xb9\x83"
+     "b",
+     0,
+     1,
+     {{100, 0, 3, 0, 5}}},
+    {"U+166D is punctuation",
+     "a\xe1\x99\xad"
+     "b",
+     0,
+     3,
      {{170, 0, 1, 0, 1}, {100, 1, 2, 1, 4}, {171, 2, 3, 4, 5}}},
-    {"U+0890 is kept", "a\xe0\xa2\x90" "b", 0, 1, {{100, 0, 3, 0, 5}}},
+    {"U+0890 is kept",
+     "a\xe0\xa2\x90"
+     "b",
+     0,
+     1,
+     {{100, 0, 3, 0, 5}}},
     {"trailing zero-width", "x\xe2\x80\x8b", 0, 1, {{193, 0, 1, 0, 1}}},
 };
 
@@ -348,20 +415,20 @@ static void test_invalid_utf8(void **state) {
 /* --- uncased mode ------------------------------------------------------- */
 
 static const char s_small_vocab[] = "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" /* 0-4 */
-                                    "hello\n"                             /* 5 */
-                                    "cafe\n"                              /* 6 */
-                                    "e\n"                                 /* 7 */
-                                    "istanbul\n"                          /* 8 */
-                                    "h\n"                                 /* 9 */
-                                    "##\xc3\xa9\n"                        /* 10 ##é */
-                                    "##llo\n"                             /* 11 */
-                                    "\xe1\x84\x92\n"                      /* 12 ᄒ */
-                                    "##\xe1\x85\xa1\n"                    /* 13 ##ᅡ */
-                                    "##\xe1\x86\xab\n"                    /* 14 ##ᆫ */
-                                    "[\n]\nmask\n"                        /* 15-17 */
-                                    "Hello\n"                             /* 18 */
-                                    "\xcf\x83\n"                          /* 19 σ */
-                                    "i\n##\xcc\x87\n##stanbul\n";         /* 20-22 */
+                                    "hello\n"                              /* 5 */
+                                    "cafe\n"                               /* 6 */
+                                    "e\n"                                  /* 7 */
+                                    "istanbul\n"                           /* 8 */
+                                    "h\n"                                  /* 9 */
+                                    "##\xc3\xa9\n"                         /* 10 ##é */
+                                    "##llo\n"                              /* 11 */
+                                    "\xe1\x84\x92\n"                       /* 12 ᄒ */
+                                    "##\xe1\x85\xa1\n"                     /* 13 ##ᅡ */
+                                    "##\xe1\x86\xab\n"                     /* 14 ##ᆫ */
+                                    "[\n]\nmask\n"                         /* 15-17 */
+                                    "Hello\n"                              /* 18 */
+                                    "\xcf\x83\n"                           /* 19 σ */
+                                    "i\n##\xcc\x87\n##stanbul\n";          /* 20-22 */
 
 static zb_tokenizer_t *s_small(bool lower, bool strip) {
     zb_tokenizer_t *t = NULL;
@@ -375,15 +442,25 @@ static const hard_case_t s_uncased[] = {
     {"all caps", "H\xc3\x89LLO", 0, 1, {{5, 0, 5, 0, 6}}},
     {"ASCII caps", "HELLO", 0, 1, {{5, 0, 5, 0, 5}}},
     {"precomposed", "Caf\xc3\xa9", 0, 1, {{6, 0, 4, 0, 5}}},
-    {"decomposed: a trailing dropped mark is outside the piece", "e\xcc\x81", 0, 1,
+    {"decomposed: a trailing dropped mark is outside the piece",
+     "e\xcc\x81",
+     0,
+     1,
      {{7, 0, 1, 0, 1}}},
-    {"dropped mark inside a word is spanned", "cafe\xcc\x81 Ca\xcc\x81" "fe", 0, 2,
+    {"dropped mark inside a word is spanned",
+     "cafe\xcc\x81 Ca\xcc\x81"
+     "fe",
+     0,
+     2,
      {{6, 0, 4, 0, 4}, {6, 6, 11, 7, 13}}},
     {"dotted capital I", "\xc4\xb0stanbul", 0, 1, {{8, 0, 8, 0, 9}}},
     /* NFD splits a Hangul syllable into three jamo: all three pieces map
      * back to the one original code point. */
     {"hangul jamo", "\xed\x95\x9c", 0, 3, {{12, 0, 1, 0, 3}, {13, 0, 1, 0, 3}, {14, 0, 1, 0, 3}}},
-    {"specials still match the raw text", "[MASK] [mask]", 0, 4,
+    {"specials still match the raw text",
+     "[MASK] [mask]",
+     0,
+     4,
      {{4, 0, 6, 0, 6}, {15, 7, 8, 7, 8}, {17, 8, 12, 8, 12}, {16, 12, 13, 12, 13}}},
     {"capital sigma", "\xce\xa3", 0, 1, {{19, 0, 1, 0, 2}}},
 };
@@ -398,12 +475,18 @@ static void test_uncased(void **state) {
 
     /* Lower-casing alone keeps the accent: h ##é ##llo. */
     t = s_small(true, false);
-    hard_case_t lower = {"lowercase only", "H\xc3\xa9llo", 0, 3,
+    hard_case_t lower = {"lowercase only",
+                         "H\xc3\xa9llo",
+                         0,
+                         3,
                          {{9, 0, 1, 0, 1}, {10, 1, 2, 1, 3}, {11, 2, 5, 3, 6}}};
     s_check_case(t, &lower, &p);
     /* Full lower-case mapping: U+0130 becomes "i" + U+0307, both pieces
      * pointing at the one original code point. */
-    hard_case_t dotted = {"lowercase dotted I", "\xc4\xb0stanbul", 0, 3,
+    hard_case_t dotted = {"lowercase dotted I",
+                          "\xc4\xb0stanbul",
+                          0,
+                          3,
                           {{20, 0, 1, 0, 2}, {21, 0, 1, 0, 2}, {22, 1, 8, 2, 9}}};
     s_check_case(t, &dotted, &p);
     zb_tokenizer_destroy(&t);
@@ -539,7 +622,10 @@ static const split_case_t s_split[] = {
     {"I love NLP", 3, {{0, 1, 0, 1}, {2, 6, 2, 6}, {7, 10, 7, 10}}},
     {"...", 3, {{0, 1, 0, 1}, {1, 2, 1, 2}, {2, 3, 2, 3}}},
     /* «Bonjour» and ¿Qué?: Unicode punctuation peels too. */
-    {"\xc2\xab" "Bonjour\xc2\xbb", 3, {{0, 1, 0, 2}, {1, 8, 2, 9}, {8, 9, 9, 11}}},
+    {"\xc2\xab"
+     "Bonjour\xc2\xbb",
+     3,
+     {{0, 1, 0, 2}, {1, 8, 2, 9}, {8, 9, 9, 11}}},
     {"\xc2\xbfQu\xc3\xa9?", 3, {{0, 1, 0, 2}, {1, 4, 2, 6}, {4, 5, 6, 7}}},
     {" \t\n\xe3\x80\x80\xc2\xa0 ", 0, {{0}}},
     {"", 0, {{0}}},
@@ -567,10 +653,10 @@ static void test_split_words(void **state) {
         }
         for (int j = 0; j < c->n; j++) {
             const zb_tokenizer_word_t *x = &w.v[j];
-            if (x->begin != c->w[j][0] || x->end != c->w[j][1] ||
-                x->byte_begin != c->w[j][2] || x->byte_end != c->w[j][3]) {
-                fprintf(stderr, "split \"%s\" token %d: [%u,%u) b[%u,%u)\n", c->text, j,
-                        x->begin, x->end, x->byte_begin, x->byte_end);
+            if (x->begin != c->w[j][0] || x->end != c->w[j][1] || x->byte_begin != c->w[j][2] ||
+                x->byte_end != c->w[j][3]) {
+                fprintf(stderr, "split \"%s\" token %d: [%u,%u) b[%u,%u)\n", c->text, j, x->begin,
+                        x->end, x->byte_begin, x->byte_end);
                 fail();
             }
         }

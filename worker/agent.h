@@ -97,7 +97,7 @@
 typedef struct zb_agent zb_agent_t;
 
 typedef struct zb_agent_config {
-    zb_embed_t *embedder;    /* borrowed: the model served; must outlive the
+    zb_embed_t *embedder;       /* borrowed: the model served; must outlive the
                                  * agent, and no other thread may use it while
                                  * zb_agent_run() runs */
     const char *model;          /* the model's identity announced in `ready`

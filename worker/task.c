@@ -35,7 +35,7 @@ typedef struct s_text {
     uint32_t rows;      /* rows when it succeeds */
     zb_msg_code_t code; /* NONE: it goes out with its rows */
     const char *message;
-    uint64_t live;      /* body bytes it takes when it succeeds, vectors aside */
+    uint64_t live; /* body bytes it takes when it succeeds, vectors aside */
 } s_text_t;
 
 /* A candidate for cutting: sorted by rows, most first; ties by index, so
@@ -53,18 +53,18 @@ struct zb_task {
     const char **texts;
     size_t *lens;
     zb_embed_result_t *res; /* zero-initialised up to cap */
-    size_t cap;       /* texts the three arrays above hold */
+    size_t cap;             /* texts the three arrays above hold */
     /* per-task build scratch */
     s_text_t *tx;
     s_rank_t *order;
     uint32_t *rows;
     uint32_t *trunc;
     zb_msg_text_error_t *errs;
-    size_t task_cap;  /* texts the five arrays above hold */
+    size_t task_cap;              /* texts the five arrays above hold */
     uint32_t *offs, *boffs, *ids; /* [2 x row_cap], [2 x row_cap], [row_cap] */
     zb_token_meta_t *meta;        /* token metadata: [row_cap] */
     size_t row_cap;
-    float *vec;       /* [vec_cap] */
+    float *vec; /* [vec_cap] */
     size_t vec_cap;
 };
 
@@ -102,11 +102,16 @@ bool zb_task_same_options(const zb_options_t *a, const zb_options_t *b) {
 
 zb_msg_code_t zb_task_text_code(int status) {
     switch (status) {
-    case 0: return ZB_MSG_CODE_NONE;
-    case ZB_EUTF8: return ZB_MSG_CODE_BAD_UTF8;
-    case ZB_ELIMIT: return ZB_MSG_CODE_TOO_LARGE;
-    case ZB_EUNSUPPORTED: return ZB_MSG_CODE_UNSUPPORTED;
-    default: return ZB_MSG_CODE_INTERNAL;
+    case 0:
+        return ZB_MSG_CODE_NONE;
+    case ZB_EUTF8:
+        return ZB_MSG_CODE_BAD_UTF8;
+    case ZB_ELIMIT:
+        return ZB_MSG_CODE_TOO_LARGE;
+    case ZB_EUNSUPPORTED:
+        return ZB_MSG_CODE_UNSUPPORTED;
+    default:
+        return ZB_MSG_CODE_INTERNAL;
     }
 }
 
@@ -177,8 +182,7 @@ static void s_trim(zb_task_t *s, size_t n) {
 
 /* --- lifecycle ----------------------------------------------------------- */
 
-int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out,
-                 zb_diag_t *d) {
+int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out, zb_diag_t *d) {
     if (out == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_task_new: NULL out");
     *out = NULL;
     if (e == NULL) return zb_diag_set(d, ZB_EINVAL, "zb_task_new: no embedder");
@@ -190,9 +194,8 @@ int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out,
     if (s == NULL) return zb_diag_set(d, ZB_ENOMEM, "out of memory");
     s->e = e;
     s->dim = dim;
-    s->body_max = cfg && cfg->body_max > 0 && cfg->body_max < ZB_MSG_BODY_MAX
-                      ? cfg->body_max
-                      : ZB_MSG_BODY_MAX;
+    s->body_max = cfg && cfg->body_max > 0 && cfg->body_max < ZB_MSG_BODY_MAX ? cfg->body_max
+                                                                              : ZB_MSG_BODY_MAX;
     *out = s;
     return 0;
 }
@@ -222,11 +225,11 @@ void zb_task_destroy(zb_task_t **ps) {
 
 /* Aggregates of a result that decide its size beyond the per-text parts. */
 typedef struct s_sum {
-    uint64_t texts;      /* sum of the per-text parts (live or failed) */
-    uint64_t vec_bytes;  /* vectors bin payload */
-    uint64_t n_trunc;    /* truncated texts still live */
-    uint64_t trunc;      /* bytes of their indices */
-    uint64_t n_err;      /* failed texts */
+    uint64_t texts;     /* sum of the per-text parts (live or failed) */
+    uint64_t vec_bytes; /* vectors bin payload */
+    uint64_t n_trunc;   /* truncated texts still live */
+    uint64_t trunc;     /* bytes of their indices */
+    uint64_t n_err;     /* failed texts */
 } s_sum_t;
 
 /* Bytes a failed text takes: rows 0, empty offsets/ids/metadata entries
@@ -238,8 +241,7 @@ static uint64_t s_failed_bytes(zb_level_t lv, bool meta, uint32_t k, zb_msg_code
     if (lv == ZB_LEVEL_WORDPIECE) b += 1;
     if (meta) b += 4;
     b += s_mp_count(3) + s_mp_key("index") + s_mp_uint(k) + s_mp_key("code") +
-         s_mp_str(strlen(zb_msg_code_name(code))) + s_mp_key("message") +
-         s_mp_str(strlen(message));
+         s_mp_str(strlen(zb_msg_code_name(code))) + s_mp_key("message") + s_mp_str(strlen(message));
     return b;
 }
 
@@ -247,18 +249,17 @@ static uint64_t s_failed_bytes(zb_level_t lv, bool meta, uint32_t k, zb_msg_code
 static uint64_t s_body_bytes(const zb_msg_task_t *t, uint64_t tokens, zb_level_t lv, int dim,
                              uint32_t count, const s_sum_t *a) {
     bool meta = zb_options_meta(&t->opt);
-    uint64_t keys = 7 + 2 * (lv != ZB_LEVEL_SENTENCE) + (lv == ZB_LEVEL_WORDPIECE) +
-                    4 * meta + (a->n_trunc > 0) + (a->n_err > 0);
+    uint64_t keys = 7 + 2 * (lv != ZB_LEVEL_SENTENCE) + (lv == ZB_LEVEL_WORDPIECE) + 4 * meta +
+                    (a->n_trunc > 0) + (a->n_err > 0);
     uint64_t b = s_mp_count(keys + 2) + s_mp_key("v") + s_mp_uint(ZB_MSG_VERSION) +
                  s_mp_key("type") + s_mp_str(strlen(zb_msg_type_name(ZB_MSG_RESULT))) +
-                 s_mp_key("shard") + s_mp_uint(t->shard) + s_mp_key("epoch") +
-                 s_mp_uint(t->epoch) + s_mp_key("tokens") + s_mp_uint(tokens) +
-                 s_mp_key("level") + s_mp_str(strlen(zb_options_level_name(lv))) + s_mp_key("dim") +
+                 s_mp_key("shard") + s_mp_uint(t->shard) + s_mp_key("epoch") + s_mp_uint(t->epoch) +
+                 s_mp_key("tokens") + s_mp_uint(tokens) + s_mp_key("level") +
+                 s_mp_str(strlen(zb_options_level_name(lv))) + s_mp_key("dim") +
                  s_mp_uint((uint64_t)dim) + s_mp_key("rows") + s_mp_count(count) +
                  s_mp_key("vectors") + s_mp_bin(a->vec_bytes);
     if (lv != ZB_LEVEL_SENTENCE)
-        b += s_mp_key("offsets") + s_mp_count(count) + s_mp_key("byte_offsets") +
-             s_mp_count(count);
+        b += s_mp_key("offsets") + s_mp_count(count) + s_mp_key("byte_offsets") + s_mp_count(count);
     if (lv == ZB_LEVEL_WORDPIECE) b += s_mp_key("ids") + s_mp_count(count);
     if (meta)
         b += s_mp_key("sentence") + s_mp_key("piece_id") + s_mp_key("word_start") +
@@ -298,10 +299,12 @@ static int64_t s_rows_of(const zb_embed_result_t *r, zb_level_t lv, bool meta, i
     if (r->n_vectors > 0 && r->vectors == NULL) return -1;
     if (meta && r->n_vectors > 0 && r->meta == NULL) return -1;
     switch (lv) {
-    case ZB_LEVEL_TOKEN: return r->words.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
+    case ZB_LEVEL_TOKEN:
+        return r->words.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
     case ZB_LEVEL_WORDPIECE:
         return r->pieces.n == r->n_vectors ? (int64_t)r->n_vectors : -1;
-    default: return r->n_vectors == 1 ? 1 : -1;
+    default:
+        return r->n_vectors == 1 ? 1 : -1;
     }
 }
 
@@ -358,8 +361,8 @@ static int s_encode(zb_task_t *s, const zb_msg_task_t *task, uint64_t tokens, zb
     const size_t H = (size_t)s->dim;
     uint64_t n_rows = a->vec_bytes / (4u * H);
     int rc = s_reserve_rows(s, n_rows, n_rows * H);
-    if (rc != 0) return zb_diag_set(d, rc, "out of memory for %llu rows",
-                                    (unsigned long long)n_rows);
+    if (rc != 0)
+        return zb_diag_set(d, rc, "out of memory for %llu rows", (unsigned long long)n_rows);
     bool meta = zb_options_meta(&task->opt);
     size_t at = 0, n_trunc = 0, n_err = 0;
     for (uint32_t k = 0; k < count; k++) {
@@ -367,10 +370,10 @@ static int s_encode(zb_task_t *s, const zb_msg_task_t *task, uint64_t tokens, zb
         const zb_embed_result_t *r = &res[k];
         if (t->code != ZB_MSG_CODE_NONE) {
             s->rows[k] = 0;
-            s->errs[n_err++] = (zb_msg_text_error_t){
-                .index = k,
-                .code = t->code,
-                .message = {.ptr = t->message, .len = strlen(t->message)}};
+            s->errs[n_err++] =
+                (zb_msg_text_error_t){.index = k,
+                                      .code = t->code,
+                                      .message = {.ptr = t->message, .len = strlen(t->message)}};
             continue;
         }
         s->rows[k] = t->rows;
@@ -398,26 +401,25 @@ static int s_encode(zb_task_t *s, const zb_msg_task_t *task, uint64_t tokens, zb
         }
         at += t->rows;
     }
-    zb_msg_result_t m = {
-        .shard = task->shard,
-        .epoch = task->epoch,
-        .tokens = tokens,
-        .vec = {.level = lv,
-                .dim = (uint32_t)s->dim,
-                .count = count,
-                .rows = s->rows,
-                .n_rows = n_rows,
-                .vectors = n_rows ? s->vec : NULL,
-                .vectors_len = (size_t)a->vec_bytes,
-                .offsets = lv != ZB_LEVEL_SENTENCE ? s->offs : NULL,
-                .byte_offsets = lv != ZB_LEVEL_SENTENCE ? s->boffs : NULL,
-                .ids = lv == ZB_LEVEL_WORDPIECE ? s->ids : NULL,
-                .token_meta = meta,
-                .meta = meta && n_rows ? s->meta : NULL,
-                .truncated = s->trunc,
-                .n_truncated = n_trunc,
-                .errors = s->errs,
-                .n_errors = n_err}};
+    zb_msg_result_t m = {.shard = task->shard,
+                         .epoch = task->epoch,
+                         .tokens = tokens,
+                         .vec = {.level = lv,
+                                 .dim = (uint32_t)s->dim,
+                                 .count = count,
+                                 .rows = s->rows,
+                                 .n_rows = n_rows,
+                                 .vectors = n_rows ? s->vec : NULL,
+                                 .vectors_len = (size_t)a->vec_bytes,
+                                 .offsets = lv != ZB_LEVEL_SENTENCE ? s->offs : NULL,
+                                 .byte_offsets = lv != ZB_LEVEL_SENTENCE ? s->boffs : NULL,
+                                 .ids = lv == ZB_LEVEL_WORDPIECE ? s->ids : NULL,
+                                 .token_meta = meta,
+                                 .meta = meta && n_rows ? s->meta : NULL,
+                                 .truncated = s->trunc,
+                                 .n_truncated = n_trunc,
+                                 .errors = s->errs,
+                                 .n_errors = n_err}};
     return zb_msg_encode_result(&m, body, len, d);
 }
 
@@ -499,7 +501,7 @@ static int s_build(zb_task_t *s, const zb_msg_task_t *task, const zb_embed_resul
 /* --- running tasks -------------------------------------------------------- */
 
 int zb_task_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
-                  zb_task_out_t *out, zb_diag_t *d) {
+                 zb_task_out_t *out, zb_diag_t *d) {
     if (out == NULL || task == NULL || message == NULL)
         return zb_diag_set(d, ZB_EINVAL, "zb_task_fail: NULL argument");
     memset(out, 0, sizeof *out);
@@ -544,15 +546,14 @@ static void s_free_outs(zb_task_out_t *outs, size_t n) {
     }
 }
 
-static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *total,
-                         zb_diag_t *d) {
+static int s_check_tasks(const zb_msg_task_t *const *tasks, size_t n, size_t *total, zb_diag_t *d) {
     *total = 0;
     for (size_t i = 0; i < n; i++) {
         const zb_msg_task_t *t = tasks[i];
         if (t == NULL) return zb_diag_set(d, ZB_EINVAL, "task %zu: NULL", i);
         if (t->n_texts == 0 || t->n_texts > ZB_MSG_TEXTS_MAX || t->texts == NULL)
-            return zb_diag_set(d, ZB_EINVAL, "task %zu: %zu texts outside 1..%u", i,
-                               t->n_texts, ZB_MSG_TEXTS_MAX);
+            return zb_diag_set(d, ZB_EINVAL, "task %zu: %zu texts outside 1..%u", i, t->n_texts,
+                               ZB_MSG_TEXTS_MAX);
         zb_options_rule_t broken = zb_options_broken(&t->opt);
         if (broken >= ZB_OPTIONS_RULE_LEVEL && broken <= ZB_OPTIONS_RULE_COMPAT)
             return zb_diag_set(d, ZB_EINVAL, "task %zu: options out of range", i);
@@ -579,8 +580,10 @@ static void s_split_tokens(const zb_embed_result_t *res, size_t total, uint64_t 
     uint64_t single = 0, windows = 0;
     for (size_t i = 0; i < total; i++) {
         if (res[i].status != 0) continue;
-        if ((size_t)res[i].n_windows == res[i].n_sentences) single += res[i].pieces.n;
-        else if (res[i].n_windows > 0) windows += (uint64_t)res[i].n_windows;
+        if ((size_t)res[i].n_windows == res[i].n_sentences)
+            single += res[i].pieces.n;
+        else if (res[i].n_windows > 0)
+            windows += (uint64_t)res[i].n_windows;
     }
     *per_window = 0;
     *remainder = 0;
@@ -589,8 +592,8 @@ static void s_split_tokens(const zb_embed_result_t *res, size_t total, uint64_t 
     *remainder = (call_tokens - single) - *per_window * windows;
 }
 
-int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
-                 zb_task_out_t *outs, zb_diag_t *d) {
+int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n, zb_task_out_t *outs,
+                zb_diag_t *d) {
     if (s == NULL || tasks == NULL || outs == NULL || n == 0)
         return zb_diag_set(d, ZB_EINVAL, "zb_task_run: no tasks");
     memset(outs, 0, n * sizeof *outs);
@@ -624,8 +627,7 @@ int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
             return 0;
         }
         int erc = rc;
-        rc = zb_task_fail(tasks[0], s->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0],
-                           d);
+        rc = zb_task_fail(tasks[0], s->dim, ZB_MSG_CODE_INTERNAL, zb_strerror(erc), &outs[0], d);
         if (rc == 0) outs[0].engine_rc = erc;
         return rc;
     }

@@ -73,8 +73,7 @@ typedef struct zb_task_out {
  * a time).  cfg may be NULL.  Returns 0 and *out (the caller's, released
  * with zb_task_destroy) or ZB_ENOMEM / ZB_EINVAL with d saying why.
  */
-int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out,
-                 zb_diag_t *d);
+int zb_task_new(zb_embed_t *e, const zb_task_config_t *cfg, zb_task_t **out, zb_diag_t *d);
 
 /* Releases the runner and nulls *s.  Accepts NULL and *s == NULL. */
 void zb_task_destroy(zb_task_t **s);
@@ -92,8 +91,8 @@ bool zb_task_same_options(const zb_options_t *a, const zb_options_t *b);
  * to fit even with every text failed: only with a tiny body_max), with d
  * saying why and no body left allocated in outs.
  */
-int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
-                 zb_task_out_t *outs, zb_diag_t *d);
+int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n, zb_task_out_t *outs,
+                zb_diag_t *d);
 
 /*
  * Encodes a result for a task none of whose texts could run: the task's
@@ -105,7 +104,7 @@ int zb_task_run(zb_task_t *s, const zb_msg_task_t *const *tasks, size_t n,
  * with d saying why.
  */
 int zb_task_fail(const zb_msg_task_t *task, int dim, zb_msg_code_t code, const char *message,
-                  zb_task_out_t *out, zb_diag_t *d);
+                 zb_task_out_t *out, zb_diag_t *d);
 
 /* The protocol code of a text's engine status: ZB_EUTF8 -> BAD_UTF8,
  * ZB_ELIMIT -> TOO_LARGE, ZB_EUNSUPPORTED -> UNSUPPORTED, any other

@@ -118,8 +118,10 @@ static size_t s_ws(const char *s, size_t n, size_t i) {
 /* i at an opening quote: the index after the closing one, or SIZE_MAX. */
 static size_t s_skip_string(const char *s, size_t n, size_t i) {
     for (i++; i < n; i++) {
-        if (s[i] == '\\') i++; /* the escaped byte cannot close the string */
-        else if (s[i] == '"') return i + 1;
+        if (s[i] == '\\')
+            i++; /* the escaped byte cannot close the string */
+        else if (s[i] == '"')
+            return i + 1;
     }
     return SIZE_MAX;
 }
@@ -139,7 +141,8 @@ static size_t s_skip_value(const char *s, size_t n, size_t i) {
                 if (i == SIZE_MAX) return SIZE_MAX;
                 continue;
             }
-            if (c == '{' || c == '[') depth++;
+            if (c == '{' || c == '[')
+                depth++;
             else if (c == '}' || c == ']') {
                 if (--depth == 0) return i + 1;
             }
@@ -177,10 +180,10 @@ static int s_hex4(const char *s, uint32_t *out) {
 static int s_unescape(const char *s, size_t n, char *out, size_t cap, size_t *out_len,
                       uint32_t *bad_unit) {
     size_t o = 0;
-#define S_PUT(b)                                                                           \
-    do {                                                                                   \
-        if (o < cap) out[o] = (char)(b);                                                   \
-        o++;                                                                               \
+#define S_PUT(b)                                                                                   \
+    do {                                                                                           \
+        if (o < cap) out[o] = (char)(b);                                                           \
+        o++;                                                                                       \
     } while (0)
     for (size_t i = 0; i < n;) {
         if (s[i] != '\\') {
@@ -300,7 +303,8 @@ static int s_text_from_json(zb_textio_item_t *it, const char *line, size_t vb, s
             snprintf(it->error, sizeof it->error,
                      "\"text\" holds a lone UTF-16 surrogate \\u%04X: it has no UTF-8 form",
                      (unsigned)unit);
-        else snprintf(it->error, sizeof it->error, "\"text\" holds an invalid escape");
+        else
+            snprintf(it->error, sizeof it->error, "\"text\" holds an invalid escape");
         free(out);
         return rc;
     }
@@ -578,8 +582,8 @@ static void s_write_table(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     }
     bool sentence = !w->tokenize_only && w->level == ZB_LEVEL_SENTENCE;
     bool vectors = !w->tokenize_only;
-    fprintf(f, "text %zu%s, %d-dimensional vectors\n", t->index,
-            t->truncated ? " (truncated)" : "", t->dim);
+    fprintf(f, "text %zu%s, %d-dimensional vectors\n", t->index, t->truncated ? " (truncated)" : "",
+            t->dim);
     fprintf(f, "  %-16s %6s %6s",
             sentence                                ? "sentence"
             : w->level == ZB_LEVEL_TOKEN && vectors ? "token"
@@ -636,7 +640,8 @@ static int s_write_npy(zb_textio_writer_t *w, const zb_textio_text_t *t) {
         if (w->rows == w->buf_cap) {
             size_t cap = w->buf_cap ? 2 * w->buf_cap : 1024;
             float *p = realloc(w->buf, cap * H * sizeof *p);
-            if (p == NULL) rc = -1;
+            if (p == NULL)
+                rc = -1;
             else {
                 w->buf = p;
                 w->buf_cap = cap;
@@ -651,10 +656,17 @@ static int s_write_npy(zb_textio_writer_t *w, const zb_textio_text_t *t) {
 
 int zb_textio_write(zb_textio_writer_t *w, const zb_textio_text_t *t) {
     switch (w->format) {
-    case ZB_TEXTIO_OUT_JSONL: s_write_jsonl(w, t); return 0;
-    case ZB_TEXTIO_OUT_TABLE: s_write_table(w, t); return 0;
-    case ZB_TEXTIO_OUT_NPY: return s_write_npy(w, t);
-    case ZB_TEXTIO_OUT_SPARKNLP_JSON: s_write_sparknlp(w, t); return 0;
+    case ZB_TEXTIO_OUT_JSONL:
+        s_write_jsonl(w, t);
+        return 0;
+    case ZB_TEXTIO_OUT_TABLE:
+        s_write_table(w, t);
+        return 0;
+    case ZB_TEXTIO_OUT_NPY:
+        return s_write_npy(w, t);
+    case ZB_TEXTIO_OUT_SPARKNLP_JSON:
+        s_write_sparknlp(w, t);
+        return 0;
     }
     return -1;
 }

@@ -66,10 +66,10 @@ typedef enum zb_textio_input { ZB_TEXTIO_IN_LINES = 0, ZB_TEXTIO_IN_JSONL } zb_t
 
 /* One input text. */
 typedef struct zb_textio_item {
-    char *text;       /* malloc'd, NUL-terminated (may hold NULs before
-                       * len); NULL when the line was rejected */
-    size_t len;       /* bytes */
-    char error[160];  /* why the line was rejected */
+    char *text;      /* malloc'd, NUL-terminated (may hold NULs before
+                      * len); NULL when the line was rejected */
+    size_t len;      /* bytes */
+    char error[160]; /* why the line was rejected */
 } zb_textio_item_t;
 
 typedef struct zb_textio_reader zb_textio_reader_t;
@@ -97,18 +97,18 @@ typedef enum zb_textio_format {
 
 /* What one text came to, as views (nothing is copied or kept). */
 typedef struct zb_textio_text {
-    size_t index;            /* 0-based input index */
-    const char *text;        /* the input text (token texts are slices) */
+    size_t index;     /* 0-based input index */
+    const char *text; /* the input text (token texts are slices) */
     size_t text_len;
-    const char *error;       /* non-NULL: the text failed, this says why */
-    bool truncated;          /* pieces past the model's positions dropped */
-    size_t n_rows;           /* vectors, or pieces when tokenize-only */
-    int dim;                 /* floats per vector */
-    const float *vectors;    /* [n_rows][dim]; NULL when tokenize-only */
-    const uint32_t *offsets; /* [n_rows][2] code points (token, wordpiece) */
+    const char *error;            /* non-NULL: the text failed, this says why */
+    bool truncated;               /* pieces past the model's positions dropped */
+    size_t n_rows;                /* vectors, or pieces when tokenize-only */
+    int dim;                      /* floats per vector */
+    const float *vectors;         /* [n_rows][dim]; NULL when tokenize-only */
+    const uint32_t *offsets;      /* [n_rows][2] code points (token, wordpiece) */
     const uint32_t *byte_offsets; /* [n_rows][2] bytes (token, wordpiece) */
-    const int32_t *ids;      /* [n_rows] (wordpiece level) */
-    const zb_token_meta_t *meta; /* [n_rows] token level, or NULL (not written) */
+    const int32_t *ids;           /* [n_rows] (wordpiece level) */
+    const zb_token_meta_t *meta;  /* [n_rows] token level, or NULL (not written) */
 } zb_textio_text_t;
 
 typedef struct zb_textio_writer zb_textio_writer_t;

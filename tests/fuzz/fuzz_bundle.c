@@ -41,9 +41,14 @@ static void s_die(const char *what) {
 static void s_init(void) {
     snprintf(s_path, sizeof s_path, "/tmp/zb_fuzz_bundle_%d.zbm", (int)getpid());
     snprintf(s_seed, sizeof s_seed, "/tmp/zb_fuzz_bundle_seed_%d.zbm", (int)getpid());
-    zb_config_t c = {.vocab_size = 8, .hidden = 4, .layers = 1, .heads = 2,
-                          .intermediate = 8, .max_positions = 4, .type_vocab_size = 2,
-                          .layer_norm_eps = 1e-12f};
+    zb_config_t c = {.vocab_size = 8,
+                     .hidden = 4,
+                     .layers = 1,
+                     .heads = 2,
+                     .intermediate = 8,
+                     .max_positions = 4,
+                     .type_vocab_size = 2,
+                     .layer_norm_eps = 1e-12f};
     zb_config_tokenizer_t t = {false, false};
     static zb_model_tensor_t ts[21];
     static float vals[1024];
@@ -115,7 +120,8 @@ static void s_check(const char *path) {
         if (es == 0 || (t->packed ? t->n_dims != 2 || t->nbytes < t->n_elems * es
                                   : t->nbytes != t->n_elems * es))
             s_die("nbytes");
-        if ((t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) != (t->dtype == ZB_SAFETENSORS_I8)) s_die("int8 layout");
+        if ((t->layout == ZB_BUNDLE_LAYOUT_PANEL_Q8) != (t->dtype == ZB_SAFETENSORS_I8))
+            s_die("int8 layout");
         if (i > 0 && t->offset < prev_end) s_die("overlap or unsorted");
         prev_end = t->offset + t->nbytes;
         if (zb_bundle_find(b, t->name) != t) s_die("lookup");

@@ -90,8 +90,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (m.mem != NULL) s_die("memory left after a rejection", &d);
         if (d.msg[0] == '\0') s_die("rejection without a sentence", &d);
         zb_msg_code_t c = zb_msg_decode_failure(&m);
-        if (c != ZB_MSG_CODE_BAD_REQUEST && c != ZB_MSG_CODE_TOO_LARGE &&
-            c != ZB_MSG_CODE_VERSION)
+        if (c != ZB_MSG_CODE_BAD_REQUEST && c != ZB_MSG_CODE_TOO_LARGE && c != ZB_MSG_CODE_VERSION)
             s_die("rejection code", &d);
         if (m.unknown_type && (c != ZB_MSG_CODE_BAD_REQUEST || m.type != ZB_MSG_NONE))
             s_die("unknown type flagged with a type or another code", &d);

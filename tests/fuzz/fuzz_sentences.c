@@ -82,7 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         while (k < sp.n && sp.v[k].byte_end <= i) k++;
         int in = k < sp.n && sp.v[k].byte_begin <= i;
         int sp_ = s_space(u);
-        if (!!sp_ != !!zb_sentences_is_space(u)) s_die("zb_sentences_is_space disagrees with White_Space");
+        if (!!sp_ != !!zb_sentences_is_space(u))
+            s_die("zb_sentences_is_space disagrees with White_Space");
         if (!sp_ && !in) s_die("non-space character not covered");
         if (in && sp.v[k].byte_begin == i) {
             if (sp_) s_die("span starts with whitespace");

@@ -38,7 +38,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static zb_sparknlp_doc_t doc, doc2; /* reused across runs, as callers do */
     if (tok == NULL) {
         zb_diag_t d = {{0}};
-        if (zb_tokenizer_new(s_vocab, sizeof s_vocab - 1, &(zb_tokenizer_options_t){0}, &tok, &d) != 0)
+        if (zb_tokenizer_new(s_vocab, sizeof s_vocab - 1, &(zb_tokenizer_options_t){0}, &tok, &d) !=
+            0)
             s_die("vocabulary");
     }
     if (size > 4096) return 0; /* the rules are linear; keep runs quick */

@@ -59,7 +59,8 @@ static void s_init(void) {
     char *v = s_read(path, &n);
     if (!v) s_die("cannot read the vocabulary (run from the repo root or set ZB_FIXTURES)");
     zb_tokenizer_options_t cased = {false, false}, uncased = {true, true};
-    if (zb_tokenizer_new(v, n, &cased, &s_cased, NULL) || zb_tokenizer_new(v, n, &uncased, &s_uncased, NULL))
+    if (zb_tokenizer_new(v, n, &cased, &s_cased, NULL) ||
+        zb_tokenizer_new(v, n, &uncased, &s_uncased, NULL))
         s_die("zb_tokenizer_new on the real vocabulary");
     free(v);
     s_cp_at = malloc(sizeof *s_cp_at * ((size_t)ZB_TEXT_BYTES_MAX + 1));
