@@ -35,6 +35,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "clock.h"
@@ -1588,6 +1590,24 @@ static int s_socket(zb_broker_t *b, void **out, const char *endpoint, int sndhwm
     return 0;
 }
 
+/* libzmq (4.3.x) names a ROUTER's peers that announce no routing id
+ * 0x00 + a 32-bit count that starts at a value drawn from rand() when the
+ * socket is made.  Unseeded, rand() gives the same start after every
+ * restart (006b8b4567 on the first socket), and a peer that claims the
+ * next name itself (ZMQ_ROUTING_ID) makes libzmq abort the whole process
+ * when an ordinary peer then connects: router_t asserts that the name it
+ * generated is unused.  libzmq cannot be told to refuse the claim, so the
+ * start is made unguessable instead: rand() is seeded from the kernel's
+ * random pool before the sockets exist.  The broker itself never calls
+ * rand(), and routing ids are never sent to peers. */
+static void s_seed_routing_ids(void) {
+    unsigned int seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = (unsigned int)zb_clock_ms() ^ ((unsigned int)getpid() << 16) ^
+               (unsigned int)(uintptr_t)&seed;
+    srand(seed);
+}
+
 int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d) {
     *out = NULL;
     if (cfg->shard_texts_max < 1 || cfg->shard_texts_max > ZB_BROKER_SHARD_TEXTS_MAX ||
@@ -1613,6 +1633,7 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
         rc = zb_diag_set(d, ZB_EIO, "zmq_ctx_new: %s", zmq_strerror(errno));
         goto fail;
     }
+    s_seed_routing_ids();
     /* Frontend: client_hwm messages towards a client before it counts as
      * not reading; inbound, a few hundred requests per client.  Backend:
      * tasks are bounded by credit (plus heartbeats), results by the

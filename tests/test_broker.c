@@ -1199,6 +1199,58 @@ static void test_status(void **st) {
 
 /* Hostile client and worker bytes: answered or dropped, counted, logged
  * once per peer; the broker keeps serving. */
+/* libzmq names a ROUTER's anonymous peers 0x00 + a count starting at a
+ * value from rand(); with the C library's default seed that start is the
+ * same after every restart, and a peer that claims the next name with
+ * ZMQ_ROUTING_ID used to make the broker abort on the next ordinary
+ * connection.  Claim the first 64 names of that unseeded sequence on both
+ * endpoints (the frontend's socket is made first, then the backend's), then
+ * connect ordinary peers: the broker stays up and answers. */
+static void test_claimed_routing_ids(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    srand(1); /* glibc's default seed, as an unseeded process has it */
+    uint32_t start[2];
+    for (int e = 0; e < 2; e++) {
+        uint32_t low = (uint32_t)rand(), high = (uint32_t)rand();
+        start[e] = (high << 31) | low; /* libzmq's generate_random() */
+    }
+    assert_int_equal(start[0], 0x6b8b4567u);
+    assert_int_equal(start[1], 0xe43c9869u);
+    enum { N_CLAIMS = 64 };
+    void *claims[2][N_CLAIMS];
+    for (int e = 0; e < 2; e++) {
+        for (int k = 0; k < N_CLAIMS; k++) {
+            uint32_t n = start[e] + (uint32_t)k;
+            uint8_t rid[5] = {0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
+                              (uint8_t)n};
+            void *s = zmq_socket(s_ctx, ZMQ_DEALER);
+            assert_non_null(s);
+            int zero = 0;
+            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+            assert_int_equal(zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, sizeof rid), 0);
+            assert_int_equal(zmq_connect(s, e == 0 ? s_b.front : s_b.back), 0);
+            claims[e][k] = s;
+        }
+    }
+    usleep(300000); /* the claims connect before the ordinary peers below */
+    for (int k = 0; k < 8; k++) {
+        rx_t rx;
+        assert_true(s_status_once(s_b.front, S_TIMEOUT_MS, &rx));
+        assert_int_equal(rx.m.type, ZB_MSG_STATUS_REPLY);
+        rx_free(&rx);
+        void *w = s_socket(ZMQ_DEALER, s_b.back); /* an anonymous peer on the backend */
+        zmq_close(w);
+    }
+    rx_t rx;
+    assert_true(s_status_once(s_b.front, S_TIMEOUT_MS, &rx));
+    rx_free(&rx);
+    int status = 0;
+    assert_int_equal(waitpid(s_b.pid, &status, WNOHANG), 0); /* still running */
+    for (int e = 0; e < 2; e++)
+        for (int k = 0; k < N_CLAIMS; k++) zmq_close(claims[e][k]);
+}
+
 static void test_malformed(void **st) {
     (void)st;
     s_broker_start(NULL);
@@ -1892,6 +1944,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_claimed_routing_ids, s_setup, s_teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     s_kill_children();
