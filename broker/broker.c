@@ -35,8 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 #include <zmq.h>
 
 #include "clock.h"
@@ -46,6 +44,7 @@
 #include "log.h"
 #include "msg.h"
 #include "queue.h"
+#include "random.h"
 #include "stats.h"
 
 /* Messages read from one socket before the loop looks at the other and
@@ -1601,10 +1600,8 @@ static int s_socket(zb_broker_t *b, void **out, const char *endpoint, int sndhwm
  * random pool before the sockets exist.  The broker itself never calls
  * rand(), and routing ids are never sent to peers. */
 static void s_seed_routing_ids(void) {
-    unsigned int seed = 0;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
-        seed = (unsigned int)zb_clock_ms() ^ ((unsigned int)getpid() << 16) ^
-               (unsigned int)(uintptr_t)&seed;
+    unsigned int seed;
+    zb_random_bytes(&seed, sizeof seed);
     srand(seed);
 }
 

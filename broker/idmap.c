@@ -7,8 +7,8 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
+
+#include "random.h"
 
 /* Chains of a new table: a power of two, so a hash picks its chain with a
  * mask. */
@@ -86,17 +86,7 @@ int zb_idmap_new_keyed(const uint8_t hash_key[16], zb_idmap_t **out) {
 
 int zb_idmap_new(zb_idmap_t **out) {
     uint8_t key[16];
-    /* Never blocks: early in boot the kernel may have no entropy to give,
-     * and a broker must start all the same.  The fallback is guessable by
-     * a patient peer, but no worse than an unkeyed hash. */
-    if (getrandom(key, sizeof key, GRND_NONBLOCK) != (ssize_t)sizeof key) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t a = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-        uint64_t b = (uint64_t)(uintptr_t)out;
-        memcpy(key, &a, 8);
-        memcpy(key + 8, &b, 8);
-    }
+    zb_random_bytes(key, sizeof key);
     return zb_idmap_new_keyed(key, out);
 }
 

@@ -38,8 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <unistd.h>
 #include <zmq.h>
 
 #include "clock.h"
@@ -48,6 +46,7 @@
 #include "log.h"
 #include "msg.h"
 #include "options.h"
+#include "random.h"
 #include "zbert.h"
 
 _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)ZB_EINVAL &&
@@ -1205,9 +1204,8 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
         if ((c->brokers[i] = strdup(cfg->brokers[i])) == NULL) goto fail;
     /* Ids only need to be unique among this client's open requests; a
      * random tag makes them tell clients apart in the broker's logs. */
-    uint32_t tag = 0;
-    if (getrandom(&tag, sizeof tag, GRND_NONBLOCK) != (ssize_t)sizeof tag)
-        tag = (uint32_t)s_now_ms() ^ (uint32_t)getpid() * 2654435761u;
+    uint32_t tag;
+    zb_random_bytes(&tag, sizeof tag);
     c->prefix_len = (size_t)snprintf(c->prefix, sizeof c->prefix, "z%08x-", tag);
     c->ctx = zmq_ctx_new();
     if (c->ctx == NULL) {
