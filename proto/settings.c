@@ -140,16 +140,6 @@ static bool s_var_name(const char *key, char out[S_VAR_MAX]) {
     return true;
 }
 
-const char *zb_settings_file_get(const zb_settings_file_t *f, const char *key) {
-    char var[S_VAR_MAX];
-    const char *v = s_var_name(key, var) ? getenv(var) : NULL;
-    if (v != NULL) return v;
-    if (f == NULL) return NULL;
-    for (int i = f->n - 1; i >= 0; i--)
-        if (strcmp(f->e[i].key, key) == 0) return f->e[i].value;
-    return NULL;
-}
-
 /* Key names with '-' and '_' taken as the same character: the file keys of
  * some programs were written with '_' and their options with '-'. */
 static bool s_same_key(const char *a, const char *b) {
@@ -168,6 +158,24 @@ static const s_entry_t *s_file_find(const zb_settings_file_t *f, const char *nam
         if (s_same_key(f->e[i].key, name) && (best == NULL || f->e[i].line > best->line))
             best = &f->e[i];
     return best;
+}
+
+/* Where a setting's value outside the command line comes from, the one
+ * rule for the driver and zb_settings_file_get(): ZBERT_<KEY> (var gets its
+ * name), else the file's entry (*e, with its line), else NULL. */
+static const char *s_lookup(const zb_settings_file_t *f, const char *key, char var[S_VAR_MAX],
+                            const s_entry_t **e) {
+    *e = NULL;
+    const char *v = s_var_name(key, var) ? getenv(var) : NULL;
+    if (v != NULL) return v;
+    *e = s_file_find(f, key);
+    return *e ? (*e)->value : NULL;
+}
+
+const char *zb_settings_file_get(const zb_settings_file_t *f, const char *key) {
+    char var[S_VAR_MAX];
+    const s_entry_t *e;
+    return s_lookup(f, key, var, &e);
 }
 
 /* --- values ----------------------------------------------------------------- */
@@ -574,14 +582,13 @@ int zb_settings_parse(const zb_settings_program_t *p, int argc, char **argv,
         }
         if (!refs[k].g->argv_only) {
             char var[S_VAR_MAX];
-            const char *v = s_var_name(s->name, var) ? getenv(var) : NULL;
-            const s_entry_t *e = v ? NULL : s_file_find(file, s->name);
-            if (v != NULL) {
+            const s_entry_t *e;
+            const char *v = s_lookup(file, s->name, var, &e);
+            if (e != NULL) {
+                res->source[k] = ZB_SETTINGS_FROM_FILE;
+            } else if (v != NULL) {
                 res->source[k] = ZB_SETTINGS_FROM_ENV;
                 snprintf(where, sizeof where, "%s", var);
-            } else if (e != NULL) {
-                v = e->value;
-                res->source[k] = ZB_SETTINGS_FROM_FILE;
             }
             if (v != NULL && (rc = s_set_whole(s, base, v, why)) != 0) {
                 if (e != NULL)

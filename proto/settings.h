@@ -63,8 +63,9 @@ int zb_settings_file_load(const char *path, zb_settings_file_t **out, zb_diag_t 
 /* Frees the file and nulls *f.  NULL-safe. */
 void zb_settings_file_destroy(zb_settings_file_t **f);
 
-/* The value of key (exactly as written): from the environment (ZBERT_<KEY>),
- * else the file, else NULL.  Borrowed: valid until zb_settings_file_destroy()
+/* The value of key: from the environment (ZBERT_<KEY>), else the file (its
+ * keys matched as the driver matches them: '-' and '_' alike, the latest
+ * line winning), else NULL.  Borrowed: valid until zb_settings_file_destroy()
  * (or until the environment changes, for environment values).  f may be NULL
  * (environment only). */
 const char *zb_settings_file_get(const zb_settings_file_t *f, const char *key);
