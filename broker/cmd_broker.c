@@ -41,13 +41,7 @@ typedef struct s_opts {
 } s_opts_t;
 
 static const zb_settings_t s_table[] = {
-    {.name = "log-level",
-     .kind = ZB_SETTINGS_ENUM,
-     ZB_SETTINGS_AT(s_opts_t, log_level),
-     .def = "info",
-     .choices = zb_log_level_names,
-     .value_name = "LEVEL",
-     .help = "what to log"},
+    ZB_SETTINGS_LOG_LEVEL(s_opts_t, log_level, "info", "what to log"),
 };
 
 static const char s_about[] =

@@ -151,13 +151,7 @@ static const zb_settings_t s_common_table[] = {
      .def = "5000",
      .value_name = "MS",
      .help = "how long to wait for the broker's status"},
-    {.name = "log-level",
-     .kind = ZB_SETTINGS_ENUM,
-     S_AT(log_level),
-     .choices = zb_log_level_names,
-     .def = "warn",
-     .value_name = "LEVEL",
-     .help = "what to log on stderr"},
+    ZB_SETTINGS_LOG_LEVEL(s_args_t, log_level, "warn", "what to log on stderr"),
 };
 
 static const zb_settings_t s_embed_table[] = {

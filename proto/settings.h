@@ -50,6 +50,7 @@
 #include <stdio.h>
 
 #include "error.h"
+#include "log.h"
 
 /* --- config files --------------------------------------------------------- */
 
@@ -116,6 +117,14 @@ typedef struct zb_settings {
 
 /* .off and .size of field f of struct type t. */
 #define ZB_SETTINGS_AT(t, f) .off = offsetof(t, f), .size = sizeof(((t *)0)->f)
+
+/* The log-level setting every program has, into int field f of t, with
+ * its default level (a name of zb_log_level_names) and help line. */
+#define ZB_SETTINGS_LOG_LEVEL(t, f, default_level, help_line)                                      \
+    {                                                                                              \
+        .name = "log-level", .kind = ZB_SETTINGS_ENUM, ZB_SETTINGS_AT(t, f), .def = default_level, \
+        .choices = zb_log_level_names, .value_name = "LEVEL", .help = help_line                    \
+    }
 
 /* One table and the struct its offsets point into.  A program may have
  * several (its own, a library's), parsed together as one command line. */

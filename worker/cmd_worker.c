@@ -128,13 +128,7 @@ static const zb_settings_t s_table[] = {
      .def_help = "2 x ceil(batch-texts / 64), at least 2",
      .value_name = "N",
      .help = "tasks each broker may have on this worker at once"},
-    {.name = "log-level",
-     .kind = ZB_SETTINGS_ENUM,
-     S_AT(log_level),
-     .def = "info",
-     .choices = zb_log_level_names,
-     .value_name = "LEVEL",
-     .help = "what to log"},
+    ZB_SETTINGS_LOG_LEVEL(s_args_t, log_level, "info", "what to log"),
 };
 #undef S_AT
 
