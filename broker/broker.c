@@ -69,6 +69,18 @@
  * their late results are dropped quietly; a worker late on more than this
  * many has the oldest ones' results counted as protocol errors. */
 #define S_LATE_IDS 64
+
+/* Workers set aside for returning results that did not match their tasks,
+ * by name: a quarantine of S_QUARANTINE_FIRST_MS, doubled at each new
+ * offence up to S_QUARANTINE_MAX_MS (a worker that keeps its fault keeps
+ * being set aside, one that was fixed comes back soon).  An offence
+ * S_QUARANTINE_FORGIVE_MS after the last quarantine ended starts again at
+ * the first step.  Slots are few: a name that cannot be remembered is set
+ * aside only until it reconnects. */
+#define S_QUARANTINE_SLOTS      256
+#define S_QUARANTINE_FIRST_MS   30000u
+#define S_QUARANTINE_MAX_MS     600000u
+#define S_QUARANTINE_FORGIVE_MS 3600000u
 /* How long closing the frontend waits for the last errors to leave (held
  * ones included). */
 #define S_FRONT_LINGER_MS 1000
@@ -214,12 +226,21 @@ typedef struct s_sent {
     uint64_t at_ms;
 } s_sent_t;
 
+/* A worker set aside (see S_QUARANTINE_SLOTS), by the name of its ready. */
+typedef struct s_quarantine {
+    char name[ZB_MSG_NAME_BYTES_MAX];
+    size_t name_len; /* 0: free slot */
+    uint64_t until_ms;
+    uint32_t offences;
+} s_quarantine_t;
+
 typedef struct s_ident {
     struct s_ident *next;
     char model[ZB_MSG_NAME_BYTES_MAX];
     size_t model_len;
     uint32_t dim;
     uint32_t n_workers; /* live workers with this identity */
+    uint32_t n_active;  /* of them, not set aside (counted by s_check_orphans) */
     uint32_t n_refs;    /* workers and bound requests */
 } s_ident_t;
 
@@ -298,7 +319,8 @@ typedef struct s_worker {
     uint64_t last_dispatch;    /* dispatch sequence number, for ties */
     uint64_t late[S_LATE_IDS]; /* shards taken back by the timeout (0: free) */
     size_t late_next;
-    uint64_t skip_round; /* nothing eligible for it in this dispatch round */
+    uint64_t skip_round;           /* nothing eligible for it in this dispatch round */
+    uint64_t quarantined_until_ms; /* no work for it before then */
 } s_worker_t;
 
 struct zb_broker {
@@ -318,6 +340,8 @@ struct zb_broker {
     uint64_t n_requests, open_texts, open_bytes;
     uint64_t queued_texts, in_flight;
     uint64_t protocol_errors;
+    uint64_t bad_results; /* worker results refused as not matching their task */
+    s_quarantine_t quarantine[S_QUARANTINE_SLOTS];
     uint64_t next_shard_id, dispatch_seq, dispatch_round;
     uint64_t start_ms, next_tick_ms, next_orphan_ms;
     bool draining;
@@ -827,10 +851,12 @@ static bool s_eligible(const zb_queue_item_t *item, void *arg) {
 
 /* The worker with free credit and the lowest in_flight / credit (ties: the
  * one that got work the longest ago), not yet found idle this round. */
-static s_worker_t *s_least_loaded(zb_broker_t *b) {
+static s_worker_t *s_least_loaded(zb_broker_t *b, uint64_t now) {
     s_worker_t *best = NULL;
     for (s_worker_t *w = b->workers; w; w = w->next) {
-        if (w->n_flight >= w->credit || w->skip_round == b->dispatch_round) continue;
+        if (w->n_flight >= w->credit || w->skip_round == b->dispatch_round ||
+            w->quarantined_until_ms > now)
+            continue;
         if (best == NULL) {
             best = w;
             continue;
@@ -845,7 +871,7 @@ static void s_dispatch(zb_broker_t *b) {
     b->dispatch_round++;
     uint64_t now = zb_clock_ms();
     while (zb_queue_items(b->queue) > 0) {
-        s_worker_t *w = s_least_loaded(b);
+        s_worker_t *w = s_least_loaded(b, now);
         if (w == NULL) return;
         s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, w);
         if (sh == NULL) {
@@ -1069,6 +1095,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
             .shards = w->shards_done,
             .tokens = w->tokens_done,
             .idle_ms = now > w->last_recv_ms ? now - w->last_recv_ms : 0,
+            .quarantined_ms = w->quarantined_until_ms > now ? w->quarantined_until_ms - now : 0,
         };
     }
     zb_msg_status_reply_t s = {
@@ -1081,6 +1108,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
         .queued_texts = b->queued_texts,
         .in_flight_shards = b->in_flight,
         .protocol_errors = b->protocol_errors,
+        .bad_results = b->bad_results,
     };
     zb_stats_rates(b->stats, now, &s.texts_per_s, &s.tokens_per_s);
     zb_stats_latency(b->stats, &s.latency_p50_ms, &s.latency_p90_ms, &s.latency_p99_ms);
@@ -1238,6 +1266,49 @@ static void s_send_reconnect(zb_broker_t *b, const s_rid_t *rid, bool force, uin
         s_send(b->back, rid, body, len); /* a gone peer needs nothing */
 }
 
+/* The quarantine slot of a worker name, or NULL. */
+static s_quarantine_t *s_quarantine_find(zb_broker_t *b, const char *name, size_t len) {
+    for (size_t i = 0; i < S_QUARANTINE_SLOTS; i++) {
+        s_quarantine_t *q = &b->quarantine[i];
+        if (q->name_len == len && memcmp(q->name, name, len) == 0) return q;
+    }
+    return NULL;
+}
+
+/* Sets worker w aside after an offence: it keeps its registration (and
+ * shows in status) but gets no work until the quarantine ends, and a
+ * reconnection under the same name finds it still set aside. */
+static void s_quarantine(zb_broker_t *b, s_worker_t *w, uint64_t now) {
+    s_quarantine_t *q = s_quarantine_find(b, w->name, w->name_len);
+    if (q == NULL) {
+        /* a free slot, else the one whose quarantine ended longest ago,
+         * else the one that ends first */
+        q = &b->quarantine[0];
+        for (size_t i = 0; i < S_QUARANTINE_SLOTS; i++) {
+            s_quarantine_t *x = &b->quarantine[i];
+            if (x->name_len == 0) {
+                q = x;
+                break;
+            }
+            if (x->until_ms < q->until_ms) q = x;
+        }
+        memset(q, 0, sizeof *q);
+        memcpy(q->name, w->name, w->name_len);
+        q->name_len = w->name_len;
+    }
+    if (q->offences > 0 && now > q->until_ms + S_QUARANTINE_FORGIVE_MS) q->offences = 0;
+    uint64_t ms = S_QUARANTINE_FIRST_MS;
+    for (uint32_t k = 0; k < q->offences && ms < S_QUARANTINE_MAX_MS; k++) ms *= 2;
+    if (ms > S_QUARANTINE_MAX_MS) ms = S_QUARANTINE_MAX_MS;
+    q->offences++;
+    q->until_ms = now + ms;
+    w->quarantined_until_ms = q->until_ms;
+    ZB_LOG(ZB_LOG_WARN,
+           "worker %s: set aside for %llu s (offence %u): it returned a result that "
+           "does not match its task",
+           w->label, (unsigned long long)(ms / 1000), q->offences);
+}
+
 static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t *m, uint64_t now) {
     s_worker_t *old = s_worker_find(b, rid);
     /*
@@ -1284,16 +1355,66 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
     w->credit = m->credit;
     w->last_recv_ms = w->last_send_ms = now;
     w->epoch = m->epoch;
+    const s_quarantine_t *q = s_quarantine_find(b, w->name, w->name_len);
+    if (q != NULL && q->until_ms > now) w->quarantined_until_ms = q->until_ms;
     w->next = b->workers;
     if (b->workers) b->workers->prev = w;
     b->workers = w;
     zb_idmap_add(b->workers_by_rid, &w->h, rid->b, rid->len);
     b->n_workers++;
-    ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u, epoch %llu",
-           label, model, m->dim, m->threads, m->credit, (unsigned long long)m->epoch);
+    ZB_LOG(ZB_LOG_INFO, "worker %s joined: model %s, dim %u, %u threads, credit %u, epoch %llu%s",
+           label, model, m->dim, m->threads, m->credit, (unsigned long long)m->epoch,
+           w->quarantined_until_ms > now ? " (set aside: no work yet)" : "");
     if (mixed)
         ZB_LOG(ZB_LOG_WARN, "workers of different models (or dims) are connected; each request "
                             "is served by one model, which one is not chosen by the client");
+}
+
+/* Every row's span lies inside its text: byte spans end within the text's
+ * bytes, code-point spans within as many (a code point takes a byte at
+ * least). */
+static bool s_result_spans_ok(const s_shard_t *sh, const zb_msg_vectors_t *v, char *why,
+                              size_t cap) {
+    if (v->byte_offsets == NULL && v->offsets == NULL) return true;
+    const zb_msg_str_t *texts = sh->req->msg.u.embed.texts + sh->first;
+    uint64_t row = 0;
+    for (uint32_t i = 0; i < v->count; i++) {
+        uint64_t bytes = texts[i].len;
+        for (uint32_t k = 0; k < v->rows[i]; k++, row++) {
+            uint32_t bb = v->byte_offsets ? v->byte_offsets[2 * row] : 0;
+            uint32_t be = v->byte_offsets ? v->byte_offsets[2 * row + 1] : 0;
+            uint32_t cb = v->offsets ? v->offsets[2 * row] : 0;
+            uint32_t ce = v->offsets ? v->offsets[2 * row + 1] : 0;
+            if (bb > be || be > bytes || cb > ce || ce > bytes) {
+                snprintf(why, cap,
+                         "result of shard %llu: text %u, row %u spans [%u, %u) bytes, [%u, %u) "
+                         "code points of a %llu-byte text",
+                         (unsigned long long)sh->id, i, k, bb, be, cb, ce,
+                         (unsigned long long)bytes);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Every float is finite: a model's outputs are (LayerNorm bounds them), so
+ * a NaN or an infinity is a broken worker, not a text's result. */
+static bool s_result_finite(const s_shard_t *sh, const zb_msg_vectors_t *v, char *why, size_t cap) {
+    const uint8_t *p = v->vectors;
+    size_t n = v->vectors_len / 4;
+    for (size_t i = 0; i < n; i++) {
+        /* exponent all ones: an infinity or a NaN, whatever the byte order
+         * of this machine (the wire is little-endian) */
+        uint32_t bits = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
+                        (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;
+        if ((bits & 0x7f800000u) == 0x7f800000u) {
+            snprintf(why, cap, "result of shard %llu: float %zu is %s", (unsigned long long)sh->id,
+                     i, (bits & 0x007fffffu) ? "NaN" : "infinite");
+            return false;
+        }
+    }
+    return true;
 }
 
 /* Checks a result against its task; a sentence in why when it does not
@@ -1320,6 +1441,8 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
     else if (v->n_truncated > v->count || v->n_errors > v->count)
         snprintf(why, cap, "result of shard %llu lists more texts than it covers",
                  (unsigned long long)sh->id);
+    else if (!s_result_spans_ok(sh, v, why, cap) || !s_result_finite(sh, v, why, cap))
+        ;
     else
         return true;
     return false;
@@ -1412,9 +1535,19 @@ static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *re
         return;
     }
     if (!s_result_ok(w, sh, res, why, sizeof why)) {
+        /*
+         * The worker's fault, not the texts': its shards go back to the
+         * queue without counting a loss (a bad worker must not fail
+         * requests that a good one can serve), and it is set aside --
+         * registered, shown in status, given no work -- for a quarantine
+         * that grows with each offence.  Told to reconnect, it announces
+         * itself afresh and finds itself still set aside.
+         */
         s_proto_error(b, "worker", &w->h.key, p, len, why);
+        b->bad_results++;
+        s_quarantine(b, w, now);
         s_rid_t rid = w->h.key;
-        s_worker_forget(b, w, true, "sent a result that does not match its task");
+        s_worker_forget(b, w, false, "sent a result that does not match its task");
         s_send_reconnect(b, &rid, true, now);
         return;
     }
@@ -1487,6 +1620,12 @@ static void s_back_readable(zb_broker_t *b) {
 /* Requests that no connected worker can serve: unbound ones when there is
  * no worker at all, bound ones when their model's workers are gone. */
 static void s_check_orphans(zb_broker_t *b, uint64_t now) {
+    /* Workers set aside serve nothing: a request only they could take is
+     * as orphaned as one with no worker at all. */
+    uint32_t n_active = 0;
+    for (s_ident_t *i = b->idents; i; i = i->next) i->n_active = 0;
+    for (s_worker_t *w = b->workers; w; w = w->next)
+        if (w->quarantined_until_ms <= now) w->ident->n_active++, n_active++;
     for (s_request_t *r = b->open, *next; r; r = next) {
         next = r->all_next;
         if (r->n_queued == 0) {
@@ -1495,7 +1634,7 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         }
         if (r->ident != NULL && r->ident->n_workers == 0 && r->parts == 0 && r->n_flight == 0)
             s_request_unbind(b, r);
-        bool servable = r->ident ? r->ident->n_workers > 0 : b->n_workers > 0;
+        bool servable = r->ident ? r->ident->n_active > 0 : n_active > 0;
         if (servable || b->cfg.no_worker_ms == 0) {
             r->orphan_since_ms = 0;
         } else if (r->orphan_since_ms == 0) {
@@ -1505,11 +1644,11 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
              * over rather than trust next. */
             if (r->ident)
                 s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
-                               "no worker of model %.*s (dim %u) for %llu ms",
+                               "no worker of model %.*s (dim %u) to serve it for %llu ms",
                                (int)r->ident->model_len, r->ident->model, r->ident->dim,
                                (unsigned long long)(now - r->orphan_since_ms));
             else
-                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL, "no worker connected for %llu ms",
+                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL, "no worker to serve it for %llu ms",
                                (unsigned long long)(now - r->orphan_since_ms));
             next = b->open;
         }

@@ -930,7 +930,9 @@ static int s_dec_workers(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply_t *s
             (rc = s_get_uint(c, &wm, "in_flight", true, UINT64_MAX, &w[k].in_flight)) < 0 ||
             (rc = s_get_uint(c, &wm, "shards", true, UINT64_MAX, &w[k].shards)) < 0 ||
             (rc = s_get_uint(c, &wm, "tokens", true, UINT64_MAX, &w[k].tokens)) < 0 ||
-            (rc = s_get_uint(c, &wm, "idle_ms", true, UINT64_MAX, &w[k].idle_ms)) < 0)
+            (rc = s_get_uint(c, &wm, "idle_ms", true, UINT64_MAX, &w[k].idle_ms)) < 0 ||
+            (rc = s_get_uint(c, &wm, "quarantined_ms", false, UINT64_MAX, &w[k].quarantined_ms)) <
+                0)
             return rc;
     }
     s->workers = w;
@@ -949,7 +951,8 @@ static int s_dec_status_reply(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply
         (rc = s_get_uint(c, mp, "in_flight_shards", true, UINT64_MAX, &s->in_flight_shards)) < 0 ||
         (rc = s_get_float(c, mp, "texts_per_s", &s->texts_per_s)) < 0 ||
         (rc = s_get_float(c, mp, "tokens_per_s", &s->tokens_per_s)) < 0 ||
-        (rc = s_get_uint(c, mp, "protocol_errors", true, UINT64_MAX, &s->protocol_errors)) < 0)
+        (rc = s_get_uint(c, mp, "protocol_errors", true, UINT64_MAX, &s->protocol_errors)) < 0 ||
+        (rc = s_get_uint(c, mp, "bad_results", false, UINT64_MAX, &s->bad_results)) < 0)
         return rc;
     const s_field_t *f = s_find(mp, "latency_ms");
     if (f == NULL) return s_missing(c, mp, "latency_ms");
@@ -1361,14 +1364,14 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
     }
     case ZB_MSG_STATUS_REPLY: {
         const zb_msg_status_reply_t *s = &m->u.status_reply;
-        s_write_head(pk, 10 + (s->id.len > 0), m->type);
+        s_write_head(pk, 10 + (s->id.len > 0) + (s->bad_results > 0), m->type);
         if (s->id.len > 0) s_kstr(pk, "id", s->id);
         s_kuint(pk, "uptime_ms", s->uptime_ms);
         s_key(pk, "workers");
         msgpack_pack_array(pk, s->n_workers);
         for (size_t k = 0; k < s->n_workers; k++) {
             const zb_msg_worker_info_t *wi = &s->workers[k];
-            msgpack_pack_map(pk, 9);
+            msgpack_pack_map(pk, 9 + (wi->quarantined_ms > 0));
             s_kstr(pk, "name", wi->name);
             s_kstr(pk, "model", wi->model);
             s_kuint(pk, "dim", wi->dim);
@@ -1378,6 +1381,7 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
             s_kuint(pk, "shards", wi->shards);
             s_kuint(pk, "tokens", wi->tokens);
             s_kuint(pk, "idle_ms", wi->idle_ms);
+            if (wi->quarantined_ms > 0) s_kuint(pk, "quarantined_ms", wi->quarantined_ms);
         }
         s_kuint(pk, "requests", s->requests);
         s_kuint(pk, "queued_shards", s->queued_shards);
@@ -1396,6 +1400,7 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
         s_key(pk, "p99");
         msgpack_pack_double(pk, s->latency_p99_ms);
         s_kuint(pk, "protocol_errors", s->protocol_errors);
+        if (s->bad_results > 0) s_kuint(pk, "bad_results", s->bad_results);
         break;
     }
     case ZB_MSG_READY: {
@@ -1551,7 +1556,8 @@ static bool s_eq_vec(const zb_msg_vectors_t *a, const zb_msg_vectors_t *b) {
 static bool s_eq_worker(const zb_msg_worker_info_t *a, const zb_msg_worker_info_t *b) {
     return s_eq_str(a->name, b->name) && s_eq_str(a->model, b->model) && a->dim == b->dim &&
            a->threads == b->threads && a->credit == b->credit && a->in_flight == b->in_flight &&
-           a->shards == b->shards && a->tokens == b->tokens && a->idle_ms == b->idle_ms;
+           a->shards == b->shards && a->tokens == b->tokens && a->idle_ms == b->idle_ms &&
+           a->quarantined_ms == b->quarantined_ms;
 }
 
 bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
@@ -1587,7 +1593,7 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
             x->in_flight_shards != y->in_flight_shards || x->texts_per_s != y->texts_per_s ||
             x->tokens_per_s != y->tokens_per_s || x->latency_p50_ms != y->latency_p50_ms ||
             x->latency_p90_ms != y->latency_p90_ms || x->latency_p99_ms != y->latency_p99_ms ||
-            x->protocol_errors != y->protocol_errors)
+            x->protocol_errors != y->protocol_errors || x->bad_results != y->bad_results)
             return false;
         for (size_t k = 0; k < x->n_workers; k++)
             if (!s_eq_worker(&x->workers[k], &y->workers[k])) return false;

@@ -185,15 +185,18 @@ typedef struct zb_msg_error {
 
 /* One worker in a status reply. */
 typedef struct zb_msg_worker_info {
-    zb_msg_str_t name;  /* 1..ZB_MSG_NAME_BYTES_MAX bytes of UTF-8 */
-    zb_msg_str_t model; /* same */
-    uint32_t dim;       /* 1..ZB_HIDDEN_MAX */
-    uint32_t threads;   /* 1..ZB_THREADS_MAX */
-    uint32_t credit;    /* 1..ZB_MSG_CREDIT_MAX */
-    uint64_t in_flight; /* shards on the worker now */
-    uint64_t shards;    /* shards it returned since it joined */
-    uint64_t tokens;    /* tokens it ran since it joined */
-    uint64_t idle_ms;   /* since it last sent anything */
+    zb_msg_str_t name;       /* 1..ZB_MSG_NAME_BYTES_MAX bytes of UTF-8 */
+    zb_msg_str_t model;      /* same */
+    uint32_t dim;            /* 1..ZB_HIDDEN_MAX */
+    uint32_t threads;        /* 1..ZB_THREADS_MAX */
+    uint32_t credit;         /* 1..ZB_MSG_CREDIT_MAX */
+    uint64_t in_flight;      /* shards on the worker now */
+    uint64_t shards;         /* shards it returned since it joined */
+    uint64_t tokens;         /* tokens it ran since it joined */
+    uint64_t idle_ms;        /* since it last sent anything */
+    uint64_t quarantined_ms; /* optional: the broker gives it no work for this
+                              * long yet (it returned results that did not
+                              * match their tasks); 0: not set aside */
 } zb_msg_worker_info_t;
 
 typedef struct zb_msg_status_reply {
@@ -211,6 +214,7 @@ typedef struct zb_msg_status_reply {
     double latency_p90_ms;
     double latency_p99_ms;
     uint64_t protocol_errors;
+    uint64_t bad_results; /* optional: worker results refused since start */
 } zb_msg_status_reply_t;
 
 /*

@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <math.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -262,6 +263,7 @@ typedef struct fw {
     int delay_ms;
     bool wrong_dim;        /* answer with dim + 1: a result not matching its task */
     bool drop_meta;        /* answer without the token metadata a task asks for */
+    int bad_content;       /* 1: byte spans past the text; 2: a NaN in every row */
     zb_options_t last_opt; /* options of the last task received */
     bool ready_on_reconnect;
     bool paused; /* reads and answers nothing; heartbeats on */
@@ -372,10 +374,13 @@ static void fw_answer(fw_t *w, int k) {
             s_put_f32(vec + ((size_t)r * dim + 1) * 4, (float)j);
             s_put_f32(vec + ((size_t)r * dim + 2) * 4, (float)w->dim);
             if (dim > 3) s_put_f32(vec + ((size_t)r * dim + 3) * 4, (float)t->epoch);
+            if (w->bad_content == 2) s_put_f32(vec + ((size_t)r * dim + 1) * 4, NAN);
             off[2 * r] = j;
             off[2 * r + 1] = j + 1;
-            boff[2 * r] = 2 * j;
-            boff[2 * r + 1] = 2 * j + 2;
+            /* within the shortest text ("T:0"), as a real worker's are;
+             * bad_content 1 puts the end past it */
+            boff[2 * r] = j;
+            boff[2 * r + 1] = w->bad_content == 1 ? 4096 : j + 1;
             ids[r] = 100 + j;
             s_meta_of(t->num[i], j, &tm[r]);
         }
@@ -1434,33 +1439,47 @@ static void test_reconnect(void **st) {
     zmq_close(raw);
 }
 
-/* A worker whose results do not match their tasks is forgotten each time;
- * a shard lost with three workers fails its request. */
+/* A worker whose results do not match their tasks is set aside: its shards
+ * go to a good worker without counting a loss, so every request completes
+ * exactly once; status shows it set aside and counts its bad results; it
+ * gets no task while set aside, even after it reconnects. */
 static void test_bad_results(void **st) {
     (void)st;
     s_broker_start(NULL);
-    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_AUTO);
-    w->wrong_dim = true;
-    w->ready_on_reconnect = true;
+    fw_t *bad = fw_new("bad", "model-a", 4, 4, FW_AUTO);
+    bad->wrong_dim = true;
+    bad->ready_on_reconnect = true;
     s_wait_workers(1);
     fc_t *c = fc_new();
-    spec_t sp = {.id = "p", .tag = "P", .n = 10, .level = ZB_LEVEL_SENTENCE};
+    /* Alone, it takes a shard, returns garbage and is set aside. */
+    spec_t sp = {.id = "p", .tag = "P", .n = 200, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
-    fc_expect_error(c, "p", ZB_MSG_CODE_INTERNAL);
-    /* Three failures; a heartbeat crossing a reconnect may cost one more
-     * (uncounted) dispatch. */
-    assert_true(w->n_tasks >= 3);
-    S_PUMP_UNTIL(w->n_reconnects >= 3);
-    w->wrong_dim = false;
-    s_wait_workers(1); /* it announced itself again */
-    spec_t ok = {.id = "q", .tag = "Q", .n = 10, .level = ZB_LEVEL_SENTENCE};
-    fc_embed(c, &ok);
+    S_PUMP_UNTIL(bad->n_reconnects >= 1);
+    int tasks_then = bad->n_tasks;
+    /* A good worker joins: every text arrives exactly once. */
+    fw_t *good = fw_new("good", "model-a", 4, 2, FW_AUTO);
+    (void)good;
     outcome_t o;
-    s_collect_one(c, &ok, &o);
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(bad->n_tasks, tasks_then);
     rx_t rx;
     s_status(&rx);
-    assert_int_equal(rx.m.u.status_reply.protocol_errors, 3);
+    const zb_msg_status_reply_t *s = &rx.m.u.status_reply;
+    assert_int_equal(s->n_workers, 2);
+    assert_int_equal(s->bad_results, 1);
+    for (size_t k = 0; k < s->n_workers; k++) {
+        if (s_str_is(s->workers[k].name, "bad"))
+            assert_true(s->workers[k].quarantined_ms > 20000);
+        else
+            assert_int_equal(s->workers[k].quarantined_ms, 0);
+    }
     rx_free(&rx);
+    assert_int_equal(s_log_count("set aside for 30 s"), 1);
+    /* More work: only the good one serves it. */
+    spec_t more = {.id = "q", .tag = "Q", .n = 100, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &more);
+    s_collect_one(c, &more, &o);
+    assert_int_equal(bad->n_tasks, tasks_then);
 }
 
 /* The later options reach every task as the request had them, token
@@ -1540,11 +1559,12 @@ static void test_token_options(void **st) {
 }
 
 /* A worker that ignores the options asking for token metadata (an older
- * one) breaks the protocol: it is forgotten each time, and the request
- * fails after three losses instead of reaching the client without it. */
+ * one) breaks the protocol: it is set aside, and with no other worker the
+ * request fails no_model instead of reaching the client without it. */
 static void test_meta_mismatch(void **st) {
     (void)st;
-    s_broker_start(NULL);
+    const char *env[] = {"ZBERT_NO_WORKER_MS=1000", NULL};
+    s_broker_start(env);
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_AUTO);
     w->drop_meta = true;
     w->ready_on_reconnect = true;
@@ -1553,19 +1573,41 @@ static void test_meta_mismatch(void **st) {
     spec_t sp = {
         .id = "m", .tag = "M", .n = 10, .level = ZB_LEVEL_TOKEN, .later = {.sentences = true}};
     fc_embed(c, &sp);
-    fc_expect_error(c, "m", ZB_MSG_CODE_INTERNAL);
-    S_PUMP_UNTIL(w->n_reconnects >= 3);
+    fc_expect_error(c, "m", ZB_MSG_CODE_NO_MODEL);
+    assert_int_equal(w->n_tasks, 1);
     assert_int_equal(s_log_count("lacks token metadata, which the task asked for"), 1);
-    /* requests that do not ask for metadata are served by it */
-    w->drop_meta = false;
-    s_wait_workers(1);
-    spec_t ok = {.id = "ok", .tag = "K", .n = 10, .level = ZB_LEVEL_TOKEN};
-    outcome_t o;
-    fc_embed(c, &ok);
-    s_collect_one(c, &ok, &o);
     rx_t rx;
     s_status(&rx);
-    assert_int_equal(rx.m.u.status_reply.protocol_errors, 3);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 1);
+    assert_int_equal(rx.m.u.status_reply.bad_results, 1);
+    rx_free(&rx);
+}
+
+/* Results of the right shape but impossible content -- a span past the end
+ * of its text, a NaN -- are refused like a wrong shape. */
+static void test_bad_content(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *bad = fw_new("bad", "model-a", 4, 2, FW_AUTO);
+    bad->bad_content = 1; /* spans past the text */
+    bad->ready_on_reconnect = true;
+    fw_t *nan = fw_new("nan", "model-a", 4, 2, FW_AUTO);
+    nan->bad_content = 2; /* a NaN */
+    nan->ready_on_reconnect = true;
+    s_wait_workers(2);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "t", .tag = "T", .n = 300, .level = ZB_LEVEL_TOKEN};
+    fc_embed(c, &sp);
+    S_PUMP_UNTIL(bad->n_reconnects >= 1 && nan->n_reconnects >= 1);
+    fw_t *good = fw_new("good", "model-a", 4, 2, FW_AUTO);
+    (void)good;
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(s_log_count("code points of a"), 1);
+    assert_int_equal(s_log_count("is NaN"), 1);
+    rx_t rx;
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.bad_results, 2);
     rx_free(&rx);
 }
 
@@ -1935,6 +1977,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reconnect, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_token_options, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_meta_mismatch, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_content, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_bad_results, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_ready_race, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
