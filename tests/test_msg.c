@@ -1066,8 +1066,8 @@ static const uint32_t s_trunc_res[1] = {0};
 static const zb_msg_text_error_t s_err_res[1] = {{2, ZB_MSG_CODE_INTERNAL, {"worker failed", 13}}};
 static const zb_msg_str_t s_texts3[3] = {{"first text", 10}, {"", 0}, {"\xff\xfe", 2}};
 static const zb_msg_worker_info_t s_workers[2] = {
-    {{"a:1", 3}, {"bert-base-cased", 15}, 768, 8, 4, 2, 100, 123456, 15},
-    {{"b:2", 3}, {"bert-base-cased", 15}, 768, 16, 8, 0, 0, 0, 999999}};
+    {{"a:1", 3}, {"bert-base-cased", 15}, 768, 8, 4, 2, 100, 123456, 15, 0},
+    {{"b:2", 3}, {"bert-base-cased", 15}, 768, 16, 8, 0, 0, 0, 999999, 29000}};
 
 static const zb_msg_str_t s_texts_opt[2] = {{"Hi. Don't", 9}, {"", 0}};
 static const float s_f_meta[6] = {1, 2, 0, 0, -3, 4};
@@ -1165,7 +1165,8 @@ static void s_sample(const char *name, zb_msg_t *m) {
                                                     .latency_p50_ms = 3.25,
                                                     .latency_p90_ms = 10.5,
                                                     .latency_p99_ms = 99,
-                                                    .protocol_errors = 1};
+                                                    .protocol_errors = 1,
+                                                    .bad_results = 2};
     } else if (!strcmp(name, "ready")) {
         assert_true(s_example("ready", m));
     } else if (!strcmp(name, "task")) {
@@ -1269,8 +1270,10 @@ static bool s_optional(zb_msg_type_t t, const char *path) {
         break;
     case ZB_MSG_STATUS:
     case ZB_MSG_ERROR:
-    case ZB_MSG_STATUS_REPLY:
         return !strcmp(path, "id");
+    case ZB_MSG_STATUS_REPLY:
+        return !strcmp(path, "id") || !strcmp(path, "bad_results") ||
+               !strcmp(path, "workers[0].quarantined_ms");
     default:
         return false;
     }
@@ -1598,15 +1601,18 @@ static void test_wide_embed_and_status_reply(void **state) {
     zb_msg_free(&got);
     hb_free(&h);
 
-    hb_map(&h, 16, 13);
+    hb_map(&h, 16, 14);
     hb_str(&h, 0, "v"), hb_uint(&h, 8, 1);
     hb_str(&h, 0, "type"), hb_str(&h, 8, "status_reply");
+    hb_str(&h, 16, "bad_results"), hb_uint(&h, 32, 2);
     hb_str(&h, 0, "id"), hb_str(&h, 32, "st");
     hb_str(&h, 0, "uptime_ms"), hb_uint(&h, -32, 123456);
     hb_str(&h, 0, "workers"), hb_array(&h, 16, 2);
     for (int k = 0; k < 2; k++) {
         const zb_msg_worker_info_t *w = &s_workers[k];
-        hb_map(&h, 32, 9);
+        hb_map(&h, 32, 9 + (w->quarantined_ms > 0));
+        if (w->quarantined_ms > 0)
+            hb_str(&h, 8, "quarantined_ms"), hb_uint(&h, -64, w->quarantined_ms);
         hb_str(&h, 0, "idle_ms"), hb_uint(&h, 64, w->idle_ms);
         hb_str(&h, 0, "tokens"), hb_uint(&h, -64, w->tokens);
         hb_str(&h, 0, "shards"), hb_uint(&h, 32, w->shards);
@@ -2040,6 +2046,10 @@ static void test_hostile_fields(void **state) {
         {"status_reply", OP_SET, "workers[0].name", "a2 c3 28", false,
          "workers[0].name: not valid UTF-8"},
         {"status_reply", OP_SET, "latency_ms", "90", false, "latency_ms: expected a map"},
+        {"status_reply", OP_SET, "bad_results", "ff", false, "bad_results: expected uint"},
+        {"status_reply", OP_SET, "bad_results", "c0", true, NULL},
+        {"status_reply", OP_SET, "workers[1].quarantined_ms", "a1 78", false,
+         "workers[1].quarantined_ms: expected uint"},
         {"task", OP_SET, "shard", "ff", false, "shard: expected uint, found negative integer"},
         {"task", OP_SET, "epoch", "c0", false, "epoch: required, but missing or nil"},
         {"task", OP_SET, "epoch", "d0 ff", false, "epoch: expected uint, found negative integer"},
