@@ -280,8 +280,8 @@ static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
 
 static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
     static const zb_msg_worker_info_t w[2] = {
-        {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250},
-        {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000},
+        {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250, 0},
+        {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000, 0},
     };
     pthread_mutex_lock(&fb->mu);
     uint64_t up = s_ms() >= fb->start_ms ? s_ms() - fb->start_ms : 0;
