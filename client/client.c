@@ -1513,8 +1513,8 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
         if (timeout_ms >= 0) {
             if (now - start >= (uint64_t)timeout_ms) {
                 c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                       "no status from broker %s within %d ms", c->brokers[c->cur],
-                                       timeout_ms);
+                                       "no status from broker %s within %d ms%s",
+                                       c->brokers[c->cur], timeout_ms, s_silence_hint(c));
                 break;
             }
             left = (int)((uint64_t)timeout_ms - (now - start));
