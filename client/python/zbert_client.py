@@ -650,21 +650,32 @@ def parse_certificate(data, need_secret, origin="certificate"):
 def load_certificate(path, need_secret):
     """Reads the certificate at path (see parse_certificate). With need_secret, a file
     readable by others or writable by its group is refused, as zbert's C programs do (chmod
-    600). Raises ZbertError `key` naming the file."""
+    600; judged after parsing, so that a .pub given for the secret is named as such).
+    Raises ZbertError `key` naming the file."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as e:
         raise ZbertError("key", f"{path}: {e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ZbertError("key", f"{path}: not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if need_secret and mode & 0o027:
-            raise ZbertError("key", f"{path}: a secret key must not be readable by others nor "
-                                    f"writable by its group (mode {mode:03o}): chmod 600 {path}")
-        data = f.read(CURVE_FILE_MAX + 1)
-    return parse_certificate(data, need_secret, str(path))
+        data = b""
+        while len(data) <= CURVE_FILE_MAX:
+            chunk = os.read(fd, CURVE_FILE_MAX + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise ZbertError("key", f"{path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    keys = parse_certificate(data, need_secret, str(path))
+    mode = stat.S_IMODE(st.st_mode)
+    if need_secret and mode & 0o027:
+        raise ZbertError("key", f"{path}: a secret key must not be readable by others nor "
+                                f"writable by its group (mode {mode:03o}): chmod 600 {path}")
+    return keys
 
 
 def _curve_options(curve_key, broker_key, n_brokers):
