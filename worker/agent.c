@@ -607,9 +607,9 @@ static int s_check_config(const zb_agent_config_t *c, zb_diag_t *d) {
         return zb_diag_set(d, ZB_EINVAL, "agent: CURVE needs this worker's secret key");
     if (c->broker_certs == NULL || (c->n_broker_certs != 1 && c->n_broker_certs != c->n_brokers))
         return zb_diag_set(d, ZB_EINVAL,
-                           "agent: %d broker keys for %d brokers: CURVE needs one for every "
-                           "broker, or one per broker",
-                           c->n_broker_certs, c->n_brokers);
+                           "agent: CURVE needs one broker key for every broker, or one per "
+                           "broker (%d given for %d)",
+                           c->broker_certs == NULL ? 0 : c->n_broker_certs, c->n_brokers);
     if (!zb_curve_available())
         return zb_diag_set(d, ZB_EUNSUPPORTED,
                            "agent: CURVE asked for, but this libzmq has no CURVE support");
