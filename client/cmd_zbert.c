@@ -37,8 +37,9 @@
  * `zbert status` prints the broker's status_reply as a table, or JSON.
  *
  * Settings are proto/settings tables, picked by the command: both commands'
- * (broker, curve-key, broker-key, retry-ms, tries, timeout-ms, log-level) and embed's (batch,
- * inflight, deadline-ms, progress) come from the command line, else
+ * (broker, curve-key, broker-key, retry-ms, tries, timeout-ms, log-level)
+ * and embed's (batch, inflight, deadline-ms, progress) come from the
+ * command line, else
  * ZBERT_<KEY> environment variables, else the --config file (or
  * $ZBERT_CONFIG), else the defaults (see deploy/zbert.conf.example); the
  * output options (the embedding options of client/cli/cliopt, -o, --json)

@@ -718,7 +718,8 @@ class Client:
     list of one per broker: this client has one). Both, or neither; None takes
     $ZBERT_CURVE_KEY and $ZBERT_BROKER_KEY (comma-separated), "" means none. The files are
     read here; a bad one raises ZbertError `key`. A broker whose key is not the one given,
-    or that refuses this client's, never answers: calls end with `client_timeout`.
+    or that refuses this client's, never answers: calls end with `client_timeout`. The
+    attribute `curve` tells whether this client uses CURVE.
     """
 
     def __init__(self, endpoint=None, *, batch=256, inflight=8, batch_bytes=32 << 20,
