@@ -174,6 +174,7 @@ bench-deps: deps-quiet
 	command -v npm > /dev/null || sh deploy/install-deps.sh npm
 	cd bench/node && npm ci --ignore-scripts --no-audit --no-fund
 
+# proto/curve uses libzmq's Z85 and key derivation: the targets link libzmq.
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
 	$(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin CC=clang \
@@ -182,7 +183,7 @@ fuzz:
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(PROTO_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 

@@ -41,6 +41,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "curve.h"
 #include "error.h"
 #include "limits.h"
 #include "log.h"
@@ -154,6 +155,11 @@ struct zbert_client {
     char **brokers;
     size_t n_brokers;
     size_t cur; /* the endpoint in use */
+    /* CURVE, or NULL: kept for every socket opened, failover included */
+    zb_curve_cert_t *curve;                    /* this client's key pair; zeroed
+                                                * before it is freed */
+    uint8_t (*broker_pub)[ZB_CURVE_KEY_BYTES]; /* [n_brokers] each endpoint's
+                                                * server key, with curve */
     uint32_t retry_ms, ping_ms, tries;
     size_t requests_max, texts_max, bytes_max;
     char prefix[16]; /* "z<8 hex>-" */
@@ -371,6 +377,13 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
         int e = errno;
         zmq_close(s);
         return s_diag(d, ZBERT_EIO, "cannot set socket options: %s", zmq_strerror(e));
+    }
+    /* CURVE options apply to the connections made after them: before connect */
+    zb_diag_t zd = {{0}};
+    int rc = c->curve ? zb_curve_client_socket(s, c->curve, c->broker_pub[c->cur], &zd) : 0;
+    if (rc != 0) {
+        zmq_close(s);
+        return s_diag(d, rc, "%s: %s", ep, zb_diag_text(&zd, rc));
     }
     if (zmq_connect(s, ep) != 0) {
         int e = errno;
@@ -1043,6 +1056,14 @@ static int s_drain(zbert_client_t *c) {
 
 /* --- timers: deadlines, pings, reconnection ---------------------------------- */
 
+/* What a silent broker may mean besides being gone: a CURVE handshake that
+ * cannot complete is silence to ZeroMQ's user. */
+static const char *s_silence_hint(const zbert_client_t *c) {
+    return c->curve ? " (with CURVE: or the broker key is not that broker's, or the broker "
+                      "does not allow this client's key)"
+                    : "";
+}
+
 /* The broker went quiet: close the socket, open one to the next endpoint
  * (the same one when there is one) and send every outstanding request
  * again, whole and under its id.  Parts received stay received. */
@@ -1064,7 +1085,8 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
             rc = s_finish(c, r, NULL); /* everything arrived but the done */
         } else if (r->tries >= c->tries) {
             rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
-                        "no answer from the broker after %u tries of %u ms", r->tries, c->retry_ms);
+                        "no answer from the broker after %u tries of %u ms%s", r->tries,
+                        c->retry_ms, s_silence_hint(c));
             failed++;
         } else {
             r->want_send = true;
@@ -1078,8 +1100,8 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
         c->st_sent_at = 0;
         if (c->st_tries >= c->tries)
             c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                   "no answer from the broker after %u tries of %u ms", c->st_tries,
-                                   c->retry_ms);
+                                   "no answer from the broker after %u tries of %u ms%s",
+                                   c->st_tries, c->retry_ms, s_silence_hint(c));
         else
             c->st_want_send = true;
     }
@@ -1167,6 +1189,62 @@ static int s_pump(zbert_client_t *c, int wait_ms, bool *interrupted) {
 
 /* --- public: the client ---------------------------------------------------- */
 
+/* Checks the CURVE settings of cfg; *on tells whether they ask for it. */
+static int s_curve_check(const zbert_config_t *cfg, bool *on, zbert_diag_t *d) {
+    bool key = cfg->curve_key != NULL && cfg->curve_key[0] != '\0';
+    *on = key;
+    if (!key && cfg->n_broker_keys == 0) return 0;
+    if (!key)
+        return s_diag(d, ZBERT_EINVAL,
+                      "broker_keys without curve_key: CURVE needs this client's secret key file "
+                      "too");
+    if (cfg->n_broker_keys == 0 || cfg->broker_keys == NULL)
+        return s_diag(d, ZBERT_EINVAL,
+                      "curve_key without broker_keys: CURVE needs the broker's public key file "
+                      "too");
+    if (cfg->n_broker_keys != 1 && cfg->n_broker_keys != cfg->n_brokers)
+        return s_diag(d, ZBERT_EINVAL,
+                      "%zu broker keys for %zu brokers: give one key for every broker, or one "
+                      "per broker in the same order",
+                      cfg->n_broker_keys, cfg->n_brokers);
+    for (size_t i = 0; i < cfg->n_broker_keys; i++)
+        if (cfg->broker_keys[i] == NULL || cfg->broker_keys[i][0] == '\0')
+            return s_diag(d, ZBERT_EINVAL, "broker key %zu: no path", i + 1);
+    if (!zb_curve_available())
+        return s_diag(d, ZBERT_EUNSUPPORTED,
+                      "CURVE asked for, but this libzmq has no CURVE support (built without "
+                      "libsodium)");
+    return 0;
+}
+
+/* Reads the key files of cfg (checked by s_curve_check) into c.  A file
+ * that cannot be used is the caller's setting to fix: ZBERT_EINVAL with
+ * the file and the reason (ZBERT_ENOMEM, ZBERT_EUNSUPPORTED as such). */
+static int s_curve_load(zbert_client_t *c, const zbert_config_t *cfg, zbert_diag_t *d) {
+    c->curve = calloc(1, sizeof *c->curve);
+    c->broker_pub = calloc(c->n_brokers, sizeof *c->broker_pub);
+    if (c->curve == NULL || c->broker_pub == NULL) return s_diag(d, ZBERT_ENOMEM, "out of memory");
+    zb_diag_t zd = {{0}};
+    int rc = zb_curve_load(cfg->curve_key, true, c->curve, &zd);
+    if (rc != 0)
+        return s_diag(d, rc == ZB_EUNSUPPORTED ? rc : ZBERT_EINVAL, "curve_key %s",
+                      zb_diag_text(&zd, rc));
+    for (size_t i = 0; i < cfg->n_broker_keys; i++) {
+        zb_curve_cert_t b;
+        rc = zb_curve_load(cfg->broker_keys[i], false, &b, &zd);
+        if (rc != 0)
+            return s_diag(d, rc == ZB_EUNSUPPORTED ? rc : ZBERT_EINVAL, "broker key %s",
+                          zb_diag_text(&zd, rc));
+        /* the public part of whatever file was given: a broker's .key works
+         * too, and the secret in it is not kept */
+        memcpy(c->broker_pub[i], b.pub, sizeof b.pub);
+        explicit_bzero(&b, sizeof b);
+    }
+    for (size_t i = cfg->n_broker_keys; i < c->n_brokers; i++)
+        memcpy(c->broker_pub[i], c->broker_pub[0], sizeof c->broker_pub[0]);
+    return 0;
+}
+
 int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag_t *d) {
     if (out) *out = NULL;
     if (cfg == NULL || out == NULL) return s_diag(d, ZBERT_EINVAL, "no configuration");
@@ -1185,8 +1263,11 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
     for (size_t i = 0; i < cfg->n_brokers; i++)
         if (cfg->brokers[i] == NULL || cfg->brokers[i][0] == '\0')
             return s_diag(d, ZBERT_EINVAL, "broker endpoint %zu is empty", i + 1);
+    bool curve = false;
+    int rc = s_curve_check(cfg, &curve, d);
+    if (rc != 0) return rc;
 
-    int rc = ZBERT_ENOMEM;
+    rc = ZBERT_ENOMEM;
     zbert_client_t *c = calloc(1, sizeof *c);
     if (c == NULL) return s_diag(d, ZBERT_ENOMEM, "out of memory");
     c->retry_ms = retry;
@@ -1202,6 +1283,7 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
     c->n_brokers = cfg->n_brokers;
     for (size_t i = 0; i < cfg->n_brokers; i++)
         if ((c->brokers[i] = strdup(cfg->brokers[i])) == NULL) goto fail;
+    if (curve && (rc = s_curve_load(c, cfg, d)) != 0) goto fail;
     /* Ids only need to be unique among this client's open requests; a
      * random tag makes them tell clients apart in the broker's logs. */
     uint32_t tag;
@@ -1237,6 +1319,9 @@ void zbert_client_destroy(zbert_client_t **pc) {
     free(c->reqs);
     for (size_t i = 0; c->brokers && i < c->n_brokers; i++) free(c->brokers[i]);
     free(c->brokers);
+    if (c->curve) explicit_bzero(c->curve, sizeof *c->curve);
+    free(c->curve);
+    free(c->broker_pub);
     while (c->q_head) {
         s_event_t *e = c->q_head;
         c->q_head = e->next;
@@ -1428,8 +1513,8 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
         if (timeout_ms >= 0) {
             if (now - start >= (uint64_t)timeout_ms) {
                 c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                       "no status from broker %s within %d ms", c->brokers[c->cur],
-                                       timeout_ms);
+                                       "no status from broker %s within %d ms%s",
+                                       c->brokers[c->cur], timeout_ms, s_silence_hint(c));
                 break;
             }
             left = (int)((uint64_t)timeout_ms - (now - start));

@@ -11,6 +11,13 @@
  *                (default: stdin, stdout)
  *   zbert status --broker EP [--json] [--timeout-ms N] [--retry-ms N] [--tries N]
  *                [--config F] [--log-level L]
+ *   zbert keygen NAME
+ *
+ * Both embed and status take --curve-key FILE --broker-key FILE.pub: the
+ * connection is then CurveZMQ (encrypted, the broker proven by its public
+ * key, this client known to the broker by its own).  `zbert keygen NAME`
+ * writes such a key pair, NAME.key (secret, mode 0600) and NAME.pub, and
+ * never overwrites a file.
  *
  * `zbert embed` reads and writes exactly what zbert-embed reads and writes
  * (client/cli/textio), and takes its embedding options from the same table
@@ -30,15 +37,17 @@
  * `zbert status` prints the broker's status_reply as a table, or JSON.
  *
  * Settings are proto/settings tables, picked by the command: both commands'
- * (broker, retry-ms, tries, timeout-ms, log-level) and embed's (batch,
- * inflight, deadline-ms, progress) come from the command line, else
+ * (broker, curve-key, broker-key, retry-ms, tries, timeout-ms, log-level)
+ * and embed's (batch, inflight, deadline-ms, progress) come from the
+ * command line, else
  * ZBERT_<KEY> environment variables, else the --config file (or
  * $ZBERT_CONFIG), else the defaults (see deploy/zbert.conf.example); the
  * output options (the embedding options of client/cli/cliopt, -o, --json)
  * are command line only.  `zbert COMMAND --help` is generated from the
  * tables.  Exit status: 0, 1 on failure (or rejected input lines), 2 on a
- * usage error, 130 when interrupted (SIGINT, SIGTERM: the open requests are
- * cancelled at the broker first).
+ * usage error (a key file that cannot be used included: it is read before
+ * anything is sent), 130 when interrupted (SIGINT, SIGTERM: the open
+ * requests are cancelled at the broker first).
  *
  * The command line is a contract other tools drive: options are only ever
  * added.
@@ -57,6 +66,7 @@
 #include "client.h"
 #include "cliopt.h"
 #include "clock.h"
+#include "curve.h"
 #include "error.h"
 #include "limits.h"
 #include "log.h"
@@ -94,7 +104,9 @@ typedef enum s_progress { S_PROGRESS_AUTO = 0, S_PROGRESS_ALWAYS, S_PROGRESS_NEV
  * the tables below; written once, in main. */
 typedef struct s_args {
     /* both commands; also ZBERT_<KEY> and the config file */
-    zb_settings_list_t broker; /* --broker, repeatable */
+    zb_settings_list_t broker;     /* --broker, repeatable */
+    char curve_key[4096];          /* a path; "": no CURVE */
+    zb_settings_list_t broker_key; /* --broker-key, repeatable: 1 or one per broker */
     int retry_ms, tries, timeout_ms;
     int log_level;
     /* embed; also ZBERT_<KEY> and the config file */
@@ -125,6 +137,23 @@ static const zb_settings_t s_common_table[] = {
      .value_name = "EP",
      .help = "the broker's client endpoint; several (comma-separated in the file) to fail over "
              "between"},
+    /* CURVE: both or neither (main checks, and reads the files before
+     * anything is sent); an empty value is no file, as for broker. */
+    {.name = "curve-key",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(curve_key),
+     .max = sizeof((s_args_t *)0)->curve_key - 1,
+     .value_name = "FILE",
+     .def_help = "no CURVE",
+     .help = "this client's secret key file (NAME.key of zbert keygen): connect with CurveZMQ, "
+             "with --broker-key"},
+    {.name = "broker-key",
+     .kind = ZB_SETTINGS_LIST,
+     S_AT(broker_key),
+     .max = S_BROKERS_MAX,
+     .value_name = "FILE",
+     .help = "the broker's public key file (its NAME.pub): one for every --broker, or one per "
+             "--broker in the same order"},
     /* 3000 and 3 are the client library's own defaults (zbert.h). */
     {.name = "retry-ms",
      .kind = ZB_SETTINGS_INT,
@@ -219,11 +248,22 @@ static const char s_status_about[] =
     "usage error.\n"
     "The keys are documented in deploy/zbert.conf.example.\n";
 
+static const char s_keygen_about[] =
+    "Writes a new CurveZMQ key pair: NAME.key, the secret key (mode 0600: keep it where it is\n"
+    "used, as --curve-key), and NAME.pub, the public key (give it to the other side: a\n"
+    "broker's list of allowed keys, or a client's --broker-key).  Prints the two paths and\n"
+    "the public key as Z85 text.  Files are in CZMQ's certificate format; NAME may be a path,\n"
+    "its last component is the key's name.  An existing NAME.key or NAME.pub is never\n"
+    "overwritten.  Exit status: 0; 1 on failure; 2 on a usage error.\n";
+
 static void s_usage(FILE *f) {
-    fputs("usage: zbert embed [options] [INPUT]   embed texts through the service\n"
-          "       zbert status [options]          the broker's status\n"
-          "`zbert embed --help` and `zbert status --help` list the options.\n",
-          f);
+    fputs(
+        "usage: zbert embed [options] [INPUT]   embed texts through the service\n"
+        "       zbert status [options]          the broker's status\n"
+        "       zbert keygen NAME               a CurveZMQ key pair: NAME.key (secret), NAME.pub\n"
+        "`zbert embed --help`, `zbert status --help` and `zbert keygen --help` list the "
+        "options.\n",
+        f);
 }
 
 /* A client for this command.  For embed, its limits are those of the
@@ -232,6 +272,9 @@ static void s_usage(FILE *f) {
 static zbert_client_t *s_client(const s_args_t *a, size_t requests_max) {
     zbert_config_t cfg = {.brokers = a->brokers,
                           .n_brokers = a->n_brokers,
+                          .curve_key = a->curve_key[0] ? a->curve_key : NULL,
+                          .broker_keys = (const char *const *)a->broker_key.items,
+                          .n_broker_keys = a->broker_key.n,
                           .retry_ms = (uint32_t)a->retry_ms,
                           .tries = (uint32_t)a->tries,
                           .requests_max = requests_max,
@@ -708,6 +751,85 @@ static int s_cmd_status(const s_args_t *a) {
     return 0;
 }
 
+/* --- keys ---------------------------------------------------------------------- */
+
+/* zbert keygen NAME: a fresh key pair as NAME.key and NAME.pub, named by
+ * NAME's last component.  Returns the exit status. */
+static int s_cmd_keygen(const char *base) {
+    const char *slash = strrchr(base, '/');
+    const char *name = slash ? slash + 1 : base;
+    if (*name == '\0') {
+        fprintf(stderr,
+                "zbert: keygen: `%s` names a directory, not the key pair's files "
+                "(NAME.key and NAME.pub)\n",
+                base);
+        return 2;
+    }
+    zb_curve_cert_t c;
+    zb_diag_t d = {{0}};
+    char z85[ZB_CURVE_Z85_CHARS + 1] = "";
+    int rc = zb_curve_keypair(&c, name, &d);
+    if (rc == 0) rc = zb_curve_save(base, &c, &d);
+    if (rc == 0) zb_curve_z85(c.pub, z85);
+    explicit_bzero(&c, sizeof c);
+    if (rc != 0) {
+        fprintf(stderr, "zbert: keygen: %s\n", zb_diag_text(&d, rc));
+        return 1;
+    }
+    printf("secret key: %s.key\npublic key: %s.pub\npublic key (Z85): %s\n", base, base, z85);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "zbert: cannot write output\n");
+        return 1;
+    }
+    return 0;
+}
+
+/* The CURVE settings of embed and status: both or neither, one broker key
+ * for every broker or one per broker, and every file readable as what it
+ * must be (the secret one not readable by others).  The files are read
+ * here, before anything is sent, so that a bad one is a usage error naming
+ * it; the keys are forgotten at once (the client library reads the files
+ * again for its sockets).  Returns 0, or -1 after saying why on stderr. */
+static int s_check_curve(const s_args_t *a) {
+    bool key = a->curve_key[0] != '\0';
+    size_t n_keys = a->broker_key.n;
+    if (!key && n_keys == 0) return 0;
+    if (!key) {
+        fprintf(stderr, "zbert: --broker-key needs --curve-key too (this client's secret key "
+                        "file, from zbert keygen)\n");
+        return -1;
+    }
+    if (n_keys == 0) {
+        fprintf(stderr, "zbert: --curve-key needs --broker-key too (the broker's public key "
+                        "file)\n");
+        return -1;
+    }
+    if (n_keys != 1 && n_keys != a->n_brokers) {
+        fprintf(stderr,
+                "zbert: %zu --broker-key files for %zu broker%s: give one for every broker, or "
+                "one per --broker in the same order\n",
+                n_keys, a->n_brokers, a->n_brokers == 1 ? "" : "s");
+        return -1;
+    }
+    zb_curve_cert_t c;
+    zb_diag_t d = {{0}};
+    int rc = zb_curve_load(a->curve_key, true, &c, &d);
+    explicit_bzero(&c, sizeof c);
+    if (rc != 0) {
+        fprintf(stderr, "zbert: --curve-key %s\n", zb_diag_text(&d, rc));
+        return -1;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        rc = zb_curve_load(a->broker_key.items[i], false, &c, &d);
+        explicit_bzero(&c, sizeof c);
+        if (rc != 0) {
+            fprintf(stderr, "zbert: --broker-key %s\n", zb_diag_text(&d, rc));
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* --- main --------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -715,8 +837,8 @@ int main(int argc, char **argv) {
         s_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    bool embed = !strcmp(argv[1], "embed");
-    if (!embed && strcmp(argv[1], "status")) {
+    bool embed = !strcmp(argv[1], "embed"), keygen = !strcmp(argv[1], "keygen");
+    if (!embed && !keygen && strcmp(argv[1], "status")) {
         fprintf(stderr, "zbert: unknown command '%s'\n", argv[1]);
         s_usage(stderr);
         return 2;
@@ -749,7 +871,13 @@ int main(int argc, char **argv) {
                                                .about = s_status_about,
                                                .groups = status_groups,
                                                .n_groups = S_N(status_groups)};
-    const zb_settings_program_t *p = embed ? &embed_prog : &status_prog;
+    /* no settings: nothing but its argument */
+    const zb_settings_program_t keygen_prog = {.name = "zbert keygen",
+                                               .args = "NAME",
+                                               .args_min = 1,
+                                               .args_max = 1,
+                                               .about = s_keygen_about};
+    const zb_settings_program_t *p = embed ? &embed_prog : keygen ? &keygen_prog : &status_prog;
     zb_settings_result_t res;
     zb_diag_t d = {{0}};
     /* argv[1], the command, stands where a program's name would */
@@ -766,10 +894,15 @@ int main(int argc, char **argv) {
         status = 0;
         goto out;
     }
+    if (keygen) {
+        status = s_cmd_keygen(res.args[0]);
+        goto out;
+    }
     static const char *const broker_default[] = {S_BROKER_DEFAULT};
     a.brokers = a.broker.n ? (const char *const *)a.broker.items : broker_default;
     a.n_brokers = a.broker.n ? a.broker.n : 1;
     zb_log_init("zbert", a.log_level);
+    if (s_check_curve(&a) != 0) goto out;
     if (embed) {
         zb_client_options_to_public(&a.cli.opt, &a.opt);
         a.opt.deadline_ms = (uint32_t)a.deadline_ms;

@@ -2,7 +2,8 @@
  * zbert.h -- libzbert, the C client of the zbert embedding service.
  *
  * A client talks to a zbert-broker (proto/PROTOCOL.md) over one ZeroMQ
- * DEALER socket.  It offers
+ * DEALER socket, encrypted with CurveZMQ when configured (zbert_config_t).
+ * It offers
  *   - an asynchronous API: zbert_submit() sends a request (texts + options)
  *     and returns at once with a request handle; many requests may be open
  *     at a time; zbert_next() waits for the next event: a PART (results of
@@ -158,20 +159,44 @@ typedef struct zbert_config {
     size_t requests_max;        /* open requests [64] */
     size_t texts_max;           /* texts in open requests [1,000,000] */
     size_t bytes_max;           /* text bytes in open requests [1 GiB] */
+    /* CurveZMQ: every connection encrypted, the broker proven to hold the
+     * secret of its public key, and this client's public key shown to the
+     * broker (which decides whether to let it in).  curve_key and
+     * broker_keys go together: both set, or neither (plain connections).
+     * The files are those `zbert keygen` writes (CZMQ certificates,
+     * proto/curve.h); zbert_client_new() reads them, keeps the keys for
+     * the sockets it opens later (failover), and never reads them again. */
+    const char *curve_key;          /* path of this client's secret key file
+                                     * (NAME.key; refused when others may read
+                                     * it), or NULL: no CURVE */
+    const char *const *broker_keys; /* [n_broker_keys] paths of the brokers'
+                                     * public key files (NAME.pub): one for
+                                     * every endpoint of brokers, or one per
+                                     * endpoint, in the order of brokers */
+    size_t n_broker_keys;           /* 0 without curve_key; else 1 or n_brokers */
 } zbert_config_t;
 
 /*
  * Creates a client connected to cfg->brokers[0].  Connecting is
- * asynchronous: nothing waits for the broker here.  *out is the caller's,
- * released with zbert_client_destroy().  Returns 0, ZBERT_EINVAL (a setting
- * out of range, an endpoint ZeroMQ refuses: d says which), ZBERT_ENOMEM or
- * ZBERT_EIO.
+ * asynchronous: nothing waits for the broker here.  With CURVE the key
+ * files are read and checked first.  *out is the caller's, released with
+ * zbert_client_destroy().  Returns 0, ZBERT_EINVAL (a setting out of range,
+ * an endpoint ZeroMQ refuses, a key file missing, unreadable, malformed or
+ * readable by others, curve_key without broker_keys or the reverse, a count
+ * of broker_keys that is neither 1 nor n_brokers: d says which),
+ * ZBERT_EUNSUPPORTED (CURVE asked of a libzmq built without it),
+ * ZBERT_ENOMEM or ZBERT_EIO.
+ *
+ * A broker whose public key is not the one given, or that refuses this
+ * client's key, never completes the CURVE handshake: to the client it is a
+ * silent broker (requests fail with ZBERT_ETIMEOUT after their tries).
  */
 int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag_t *d);
 
 /* Cancels every open request at the broker (best effort, waiting at most a
  * quarter second for the messages to leave), closes the socket and frees
- * the client with its queued events.  NULL-safe; sets *c to NULL. */
+ * the client with its queued events (its secret key overwritten with zeros
+ * first).  NULL-safe; sets *c to NULL. */
 void zbert_client_destroy(zbert_client_t **c);
 
 /*

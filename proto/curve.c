@@ -190,13 +190,6 @@ int zb_curve_load(const char *path, bool need_secret, zb_curve_cert_t *c, zb_dia
         close(fd);
         return zb_diag_set(d, ZB_EIO, "%s: not a regular file", path);
     }
-    if (need_secret && (st.st_mode & 0027) != 0) {
-        close(fd);
-        return zb_diag_set(d, ZB_EINVAL,
-                           "%s: a secret key must not be readable by others nor writable by its "
-                           "group (mode %03o): chmod 600 %s",
-                           path, (unsigned)(st.st_mode & 0777), path);
-    }
     char buf[ZB_CURVE_FILE_MAX + 1];
     size_t n = 0;
     for (;;) {
@@ -215,6 +208,13 @@ int zb_curve_load(const char *path, bool need_secret, zb_curve_cert_t *c, zb_dia
     close(fd);
     int rc = zb_curve_parse(buf, n, need_secret, path, c, d);
     explicit_bzero(buf, n);
+    /* The mode is judged once the file is known to hold a secret: a .pub
+     * given where the .key belongs is named as such, not sent to chmod. */
+    if (rc == 0 && need_secret && (st.st_mode & 0027) != 0)
+        rc = zb_diag_set(d, ZB_EINVAL,
+                         "%s: a secret key must not be readable by others nor writable by its "
+                         "group (mode %03o): chmod 600 %s",
+                         path, (unsigned)(st.st_mode & 0777), path);
     if (rc != 0) explicit_bzero(c, sizeof *c);
     return rc;
 }

@@ -25,7 +25,9 @@
  * secret is refused with a sentence naming the file and line.
  *
  * A secret-key file readable by others or writable by its group is refused
- * (as ssh does): "chmod 600 FILE".
+ * (as ssh does): "chmod 600 FILE".  The mode is judged after the file is
+ * parsed, so that a public file given where a secret one is needed is
+ * refused as what it is.
  *
  * Thread-safety: re-entrant; a socket passed here belongs to the caller's
  * thread.

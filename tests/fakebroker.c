@@ -27,6 +27,11 @@ void fb_got_free(fb_got_t *g) {
 }
 
 void fb_open(fb_fake_t *f, const fb_config_t *cfg, const char *name) {
+    fb_open_curve(f, cfg, name, NULL);
+}
+
+void fb_open_curve(fb_fake_t *f, const fb_config_t *cfg, const char *name,
+                   const zb_curve_cert_t *server) {
     memset(f, 0, sizeof *f);
     f->cfg = *cfg;
     size_t k = 0;
@@ -42,6 +47,7 @@ void fb_open(fb_fake_t *f, const fb_config_t *cfg, const char *name) {
     assert_int_equal(zmq_setsockopt(f->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one), 0);
     assert_int_equal(zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero), 0);
     assert_int_equal(zmq_setsockopt(f->sock, ZMQ_MAXMSGSIZE, &max, sizeof max), 0);
+    if (server) assert_int_equal(zb_curve_server_socket(f->sock, server, "workers", NULL), 0);
     assert_int_equal(zmq_bind(f->sock, f->endpoint), 0);
     f->keepalive = true;
 }

@@ -19,6 +19,11 @@
  * calls fb_close_all() so that a failed test leaves no socket behind
  * (an open socket would hang zmq_ctx_term()).
  *
+ * A fake may serve CurveZMQ (fb_open_curve) with no ZAP handler bound:
+ * libzmq then lets in a client with any key, as long as it knows the
+ * fake's public key (a client with another server key never completes the
+ * handshake, so the fake hears nothing from it).
+ *
  * Thread-safety: none; fakes and the registry belong to the test's main
  * thread (cmocka's assertions work only there).
  */
@@ -29,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "curve.h"
 #include "embed.h"
 #include "fixture.h"
 #include "msg.h"
@@ -76,6 +82,11 @@ void fb_got_free(fb_got_t *g);
 /* Binds a fake named name (endpoint and log as above) with a copy of cfg
  * (cfg->dir must outlive it) and registers its socket. */
 void fb_open(fb_fake_t *f, const fb_config_t *cfg, const char *name);
+
+/* fb_open() of a fake serving CURVE with server's key pair (ZAP domain
+ * "workers"). */
+void fb_open_curve(fb_fake_t *f, const fb_config_t *cfg, const char *name,
+                   const zb_curve_cert_t *server);
 
 /* Closes f's socket and forgets it; a closed fake may be closed again. */
 void fb_close(fb_fake_t *f);

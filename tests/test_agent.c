@@ -11,7 +11,9 @@
  * a second stop leaves at once, malformed messages dropped and counted
  * without harm, `reconnect` answered with a new epoch (tasks of the old one
  * dropped as stale), reconnection after silence with a doubling wait, two
- * brokers, and settings refused.
+ * brokers, settings refused, and CURVE: with keys the agent gets through to
+ * a fake serving CURVE (reconnections and per-broker keys included), with
+ * a wrong broker key or none the fake hears nothing.
  *
  * Each test's agent is stopped (second stop), joined and destroyed in the
  * teardown whatever failed.  Waits have generous timeouts; timing checks
@@ -127,6 +129,13 @@ static int s_stop(int to) {
         fail();
     }
     return s_r.rc;
+}
+
+/* Destroys the test's agent once s_stop() returned, for another to run. */
+static void s_forget(void) {
+    assert_false(s_r.started);
+    zb_agent_destroy(&s_r.agent);
+    memset(&s_r, 0, sizeof s_r);
 }
 
 static zb_agent_stats_t s_stats(void) {
@@ -700,6 +709,98 @@ static void test_two_brokers(void **st) {
     fb_close(&f2);
 }
 
+/* CURVE: with its key pair and the fake's public key, the agent's ready
+ * arrives and a task is served; after a reconnection (silence) the new
+ * socket gets the keys too; two brokers with their own keys are both
+ * served.  With another broker key, or without CURVE, the fake hears
+ * nothing at all (not even a heartbeat). */
+static void test_curve(void **st) {
+    (void)st;
+    zb_curve_cert_t server, server2, worker, other;
+    assert_int_equal(zb_curve_keypair(&server, "broker", NULL), 0);
+    assert_int_equal(zb_curve_keypair(&server2, "broker2", NULL), 0);
+    assert_int_equal(zb_curve_keypair(&worker, "worker", NULL), 0);
+    assert_int_equal(zb_curve_keypair(&other, "other", NULL), 0);
+    fb_fake_t f;
+    fb_open_curve(&f, &s_fb, "curve", &server);
+    const char *eps[] = {f.endpoint};
+    zb_agent_config_t c;
+    s_config(&c, eps, 1);
+    c.curve = &worker;
+    c.broker_certs = &server;
+    c.n_broker_certs = 1;
+    c.dead_ms = 300;
+    c.dead_max_ms = 300;
+    fb_got_t r;
+    s_start(&f, &c, &r);
+    assert_int_equal(r.m.u.ready.epoch, 1);
+    fb_got_free(&r);
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    fb_send_task(&f, 1, s_texts, s_lens, 3, &o);
+    fb_got_t g;
+    fb_expect(&f, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 1);
+    assert_int_equal(g.m.u.result.vec.count, 3);
+    fb_got_free(&g);
+    /* silence: the reopened socket has the keys as well */
+    f.keepalive = false;
+    fb_expect(&f, ZB_MSG_READY, &r);
+    assert_int_equal(r.m.u.ready.epoch, 2);
+    fb_got_free(&r);
+    f.keepalive = true;
+    fb_send_task(&f, 2, s_texts, s_lens, 2, &o);
+    fb_expect(&f, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 2);
+    fb_got_free(&g);
+    assert_int_equal(s_stop(1), 0);
+    fb_expect(&f, ZB_MSG_BYE, &g);
+    fb_got_free(&g);
+    s_forget();
+    fb_close(&f);
+
+    /* another broker key: the handshake never completes; the agent keeps
+     * reconnecting (with the same wrong key) and the fake hears nothing */
+    fb_open_curve(&f, &s_fb, "curve-wrong", &server);
+    eps[0] = f.endpoint;
+    c.broker_certs = &other;
+    s_run(&c);
+    assert_false(fb_next(&f, 1500, &g));
+    assert_int_equal(f.readies + f.heartbeats, 0);
+    assert_int_equal(s_stop(2), ZB_ECANCELED);
+    s_forget();
+    /* no CURVE at all against a CURVE broker: nothing either */
+    zb_agent_config_t plain;
+    s_config(&plain, eps, 1);
+    s_run(&plain);
+    assert_false(fb_next(&f, 1000, &g));
+    assert_int_equal(f.readies + f.heartbeats, 0);
+    assert_int_equal(s_stop(2), ZB_ECANCELED);
+    s_forget();
+    fb_close(&f);
+
+    /* one key per broker, in the order of the brokers */
+    fb_fake_t f1, f2;
+    fb_open_curve(&f1, &s_fb, "curve-a", &server);
+    fb_open_curve(&f2, &s_fb, "curve-b", &server2);
+    const char *eps2[] = {f1.endpoint, f2.endpoint};
+    const zb_curve_cert_t both[] = {server, server2};
+    s_config(&c, eps2, 2);
+    c.curve = &worker;
+    c.broker_certs = both;
+    c.n_broker_certs = 2;
+    s_start(&f1, &c, NULL);
+    fb_expect(&f2, ZB_MSG_READY, &g);
+    fb_got_free(&g);
+    fb_send_task(&f2, 3, s_texts, s_lens, 2, &o);
+    fb_expect(&f2, ZB_MSG_RESULT, &g);
+    assert_int_equal(g.m.u.result.shard, 3);
+    fb_got_free(&g);
+    assert_int_equal(s_stop(1), 0);
+    fb_close(&f1);
+    fb_close(&f2);
+    explicit_bzero(&worker, sizeof worker);
+}
+
 /* Settings that cannot work are refused by zb_agent_new; an endpoint that
  * does not parse, by zb_agent_run; an agent runs once. */
 static void test_bad_settings(void **st) {
@@ -708,7 +809,12 @@ static void test_bad_settings(void **st) {
     char long_name[ZB_MSG_NAME_BYTES_MAX + 2];
     memset(long_name, 'n', sizeof long_name - 1);
     long_name[sizeof long_name - 1] = '\0';
-    for (int k = 0; k < 11; k++) {
+    zb_curve_cert_t pair, pub;
+    assert_int_equal(zb_curve_keypair(&pair, "w", NULL), 0);
+    pub = pair;
+    pub.has_secret = false;
+    const zb_curve_cert_t two[] = {pub, pub};
+    for (int k = 0; k < 16; k++) {
         zb_agent_config_t c;
         s_config(&c, eps, 1);
         switch (k) {
@@ -745,6 +851,27 @@ static void test_bad_settings(void **st) {
         case 10:
             c.model = NULL;
             break;
+        case 11: /* CURVE without the brokers' keys */
+            c.curve = &pair;
+            break;
+        case 12: /* the brokers' keys without a key pair */
+            c.broker_certs = &pub;
+            c.n_broker_certs = 1;
+            break;
+        case 13: /* a key pair without its secret */
+            c.curve = &pub;
+            c.broker_certs = &pub;
+            c.n_broker_certs = 1;
+            break;
+        case 14: /* two broker keys for one broker */
+            c.curve = &pair;
+            c.broker_certs = two;
+            c.n_broker_certs = 2;
+            break;
+        case 15: /* a count without keys */
+            c.curve = &pair;
+            c.n_broker_certs = 1;
+            break;
         }
         zb_agent_t *a = NULL;
         zb_diag_t d = {{0}};
@@ -780,6 +907,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_silence_reconnect, teardown),
         cmocka_unit_test_teardown(test_two_brokers, teardown),
         cmocka_unit_test_teardown(test_bad_settings, teardown),
+        cmocka_unit_test_teardown(test_curve, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

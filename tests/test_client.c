@@ -30,7 +30,15 @@
  *     same results (jsonl, npy to a file and to a pipe, table, sparknlp-json
  *     and token metadata with UTF-16 spans, JSONL input with a bad line),
  *     error lines and exit status as zbert-embed's;
- *   - bin/zbert status as a table and as JSON.
+ *   - bin/zbert status as a table and as JSON;
+ *   - CURVE: against a fake serving CURVE (no ZAP handler: libzmq lets any
+ *     client key in), the client with its key files gets status and
+ *     embeddings, also after failing over to a broker with another key;
+ *     with a wrong broker key, or none, it gets no answer; key files it
+ *     cannot use are refused with the file named; bin/zbert keygen writes
+ *     a pair (modes 0600 and 0644) and never overwrites one; bin/zbert
+ *     status and embed with key files (options or ZBERT_* variables), and
+ *     their refusals (exit 2, the file named).
  *
  * Timing is never asserted, except generous upper bounds against hangs.
  */
@@ -49,12 +57,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "client.h"
+#include "curve.h"
 #include "fixture.h"
 #include "msg.h"
 #include "textio.h"
@@ -353,7 +363,8 @@ static void *fb_main(void *arg) {
     return NULL;
 }
 
-static fb_t *fb_start(fb_fn on_embed) {
+/* A fake serving CURVE with server's key pair when it is not NULL. */
+static fb_t *fb_start_curve(fb_fn on_embed, const zb_curve_cert_t *server) {
     fb_t *fb = calloc(1, sizeof *fb);
     assert_non_null(fb);
     fb->on_embed = on_embed;
@@ -364,10 +375,15 @@ static fb_t *fb_start(fb_fn on_embed) {
     int one = 1, zero = 0;
     zmq_setsockopt(fb->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(fb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    if (server) assert_int_equal(zb_curve_server_socket(fb->sock, server, "clients", NULL), 0);
     assert_int_equal(zmq_bind(fb->sock, "tcp://127.0.0.1:*"), 0);
     size_t n = sizeof fb->ep;
     assert_int_equal(zmq_getsockopt(fb->sock, ZMQ_LAST_ENDPOINT, fb->ep, &n), 0);
     return fb;
+}
+
+static fb_t *fb_start(fb_fn on_embed) {
+    return fb_start_curve(on_embed, NULL);
 }
 
 static void fb_run(fb_t *fb) {
@@ -2014,6 +2030,348 @@ static void test_cli_status(void **st) {
     fb_stop(&fb);
 }
 
+/* --- tests: CURVE ---------------------------------------------------------------- */
+
+/* s_file(name) that stays valid for the whole test (s_file's buffers are
+ * reused after four calls): from a table of 32. */
+static const char *s_kept(const char *name) {
+    static char buf[32][512];
+    static int k;
+    k = (k + 1) % 32;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", s_dir, name);
+    return buf[k];
+}
+
+/* A key pair saved as DIR/name.key and DIR/name.pub. */
+static void s_keys(const char *name, zb_curve_cert_t *c) {
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_curve_keypair(c, name, &d), 0);
+    char base[600];
+    snprintf(base, sizeof base, "%s/%s", s_dir, name);
+    if (zb_curve_save(base, c, &d) != 0) fail_msg("save %s: %s", base, d.msg);
+}
+
+static zbert_client_t *s_curve_client(const char *const *eps, size_t n, const char *key,
+                                      const char *const *broker_keys, size_t n_keys,
+                                      uint32_t retry_ms, uint32_t tries) {
+    zbert_config_t cfg = {.brokers = eps,
+                          .n_brokers = n,
+                          .retry_ms = retry_ms,
+                          .tries = tries,
+                          .curve_key = key,
+                          .broker_keys = broker_keys,
+                          .n_broker_keys = n_keys};
+    zbert_client_t *c = NULL;
+    zbert_diag_t d = {{0}};
+    int rc = zbert_client_new(&cfg, &c, &d);
+    if (rc != 0) fail_msg("client: %s", d.msg);
+    return c;
+}
+
+/* Status and an embed request through CURVE; with a wrong broker key, or
+ * without CURVE, the fake hears nothing and the client times out saying
+ * what CURVE can mean. */
+static void test_curve_status_and_embed(void **st) {
+    (void)st;
+    zb_curve_cert_t server, client, wrong;
+    s_keys("cs-broker", &server);
+    s_keys("cs-client", &client);
+    s_keys("cs-wrong", &wrong);
+    fb_t *fb = fb_start_curve(h_shuffle, &server);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    const char *bkey[] = {s_kept("cs-broker.pub")};
+    zbert_client_t *c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 0, 0);
+    zbert_status_t *s = NULL;
+    zbert_diag_t d = {{0}};
+    assert_int_equal(zbert_status(c, 5000, &s, &d), 0);
+    assert_int_equal(s->queued_texts, 700);
+    zbert_status_destroy(&s);
+    const char **texts = s_texts(7, "c");
+    req_t r;
+    s_submit(c, &r, texts, 7, ZBERT_LEVEL_WORDPIECE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    int seen = fb_count(fb, &fb->n_status);
+    assert_int_equal(seen, 1);
+
+    /* the wrong broker key: nothing arrives, the status times out */
+    bkey[0] = s_kept("cs-wrong.pub");
+    c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 100, 2);
+    assert_int_equal(zbert_status(c, 3000, &s, &d), ZBERT_ETIMEOUT);
+    printf("wrong broker key: %s\n", d.msg);
+    assert_non_null(strstr(d.msg, "CURVE"));
+    assert_null(s);
+    /* and a request fails after its tries */
+    s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
+    assert_non_null(strstr(r.end->message, "CURVE"));
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    /* no CURVE at all: nothing either, and no hint */
+    c = s_client(eps, 1, 100, 2, 0, 0);
+    assert_int_equal(zbert_status(c, 3000, &s, &d), ZBERT_ETIMEOUT);
+    assert_null(strstr(d.msg, "CURVE"));
+    zbert_client_destroy(&c);
+    assert_int_equal(fb_count(fb, &fb->n_status), seen);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 1);
+    s_texts_free(texts, 7);
+    fb_stop(&fb);
+    explicit_bzero(&client, sizeof client);
+}
+
+/* Failover between brokers of different keys: one key per broker, in the
+ * order of the endpoints; the socket opened for the second broker uses the
+ * second key. */
+static void test_curve_failover(void **st) {
+    (void)st;
+    zb_curve_cert_t k1, k2, client;
+    s_keys("cf-broker1", &k1);
+    s_keys("cf-broker2", &k2);
+    s_keys("cf-client", &client);
+    fb_t *dead = fb_start_curve(NULL, &k1), *live = fb_start_curve(h_shuffle, &k2);
+    dead->silent = true;
+    fb_run(dead);
+    fb_run(live);
+    const char *eps[] = {dead->ep, live->ep};
+    const char *bkeys[] = {s_kept("cf-broker1.pub"), s_kept("cf-broker2.pub")};
+    zbert_client_t *c = s_curve_client(eps, 2, s_kept("cf-client.key"), bkeys, 2, 200, 3);
+    const char **texts = s_texts(9, "cf");
+    req_t r;
+    s_submit(c, &r, texts, 9, ZBERT_LEVEL_SENTENCE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(live, &live->n_embed), 1);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    /* one key for both: the live broker's handshake fails, nothing done */
+    const char *one[] = {s_kept("cf-broker1.pub")};
+    c = s_curve_client(eps, 2, s_kept("cf-client.key"), one, 1, 100, 2);
+    s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(fb_count(live, &live->n_embed), 1);
+    s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    s_texts_free(texts, 9);
+    fb_stop(&dead);
+    fb_stop(&live);
+}
+
+/* Key settings and files zbert_client_new refuses, each with a sentence
+ * naming the problem (and the file). */
+static void test_curve_config_checks(void **st) {
+    (void)st;
+    zb_curve_cert_t b, k;
+    s_keys("cc-broker", &b);
+    s_keys("cc-client", &k);
+    assert_int_equal(s_sh("cp %s %s && chmod 644 %s", s_kept("cc-client.key"),
+                          s_kept("cc-open.key"), s_kept("cc-open.key")),
+                     0);
+    s_write("cc-garbage.pub", "curve\n    public-key = \"not a key\"\n");
+    const char *eps[] = {"tcp://127.0.0.1:1", "tcp://127.0.0.1:2"};
+    const char *pub[] = {s_kept("cc-broker.pub"), s_kept("cc-broker.pub"), s_kept("cc-broker.pub")};
+    const char *none[] = {NULL};
+    const char *missing[] = {s_kept("cc-missing.pub")};
+    const char *garbage[] = {s_kept("cc-garbage.pub")};
+    const struct {
+        const char *key;
+        const char *const *bkeys;
+        size_t n_bkeys, n_eps;
+        int rc;
+        const char *says;
+    } cases[] = {
+        {s_kept("cc-client.key"), NULL, 0, 1, ZBERT_EINVAL, "broker_keys"},
+        {NULL, pub, 1, 1, ZBERT_EINVAL, "curve_key"},
+        {"", pub, 1, 1, ZBERT_EINVAL, "curve_key"},
+        {s_kept("cc-client.key"), pub, 3, 2, ZBERT_EINVAL, "3 broker keys for 2 brokers"},
+        {s_kept("cc-client.key"), none, 1, 1, ZBERT_EINVAL, "no path"},
+        {s_kept("cc-client.key"), missing, 1, 1, ZBERT_EINVAL, "cc-missing.pub"},
+        {s_kept("cc-client.key"), garbage, 1, 1, ZBERT_EINVAL, "cc-garbage.pub:2:"},
+        {s_kept("cc-missing.key"), pub, 1, 1, ZBERT_EINVAL, "cc-missing.key"},
+        {s_kept("cc-open.key"), pub, 1, 1, ZBERT_EINVAL, "chmod 600"},
+        {s_kept("cc-broker.pub"), pub, 1, 1, ZBERT_EINVAL, "cc-broker.pub: no curve secret-key"},
+        {s_dir, pub, 1, 1, ZBERT_EINVAL, "not a regular file"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        zbert_config_t cfg = {.brokers = eps,
+                              .n_brokers = cases[i].n_eps,
+                              .curve_key = cases[i].key,
+                              .broker_keys = cases[i].bkeys,
+                              .n_broker_keys = cases[i].n_bkeys};
+        zbert_client_t *c = NULL;
+        zbert_diag_t d = {{0}};
+        int rc = zbert_client_new(&cfg, &c, &d);
+        printf("curve config %zu: %s\n", i, d.msg);
+        assert_int_equal(rc, cases[i].rc);
+        assert_null(c);
+        if (strstr(d.msg, cases[i].says) == NULL)
+            fail_msg("case %zu: `%s` does not say `%s`", i, d.msg, cases[i].says);
+    }
+    /* one key for two brokers, and one per broker: fine (nothing connects) */
+    for (size_t n = 1; n <= 2; n++) {
+        zbert_config_t cfg = {.brokers = eps,
+                              .n_brokers = 2,
+                              .curve_key = s_kept("cc-client.key"),
+                              .broker_keys = pub,
+                              .n_broker_keys = n};
+        zbert_client_t *c = NULL;
+        assert_int_equal(zbert_client_new(&cfg, &c, NULL), 0);
+        zbert_client_destroy(&c);
+    }
+}
+
+/* bin/zbert keygen: both files with their modes, the paths and the public
+ * key printed; never an overwrite; usage errors. */
+static void test_cli_keygen(void **st) {
+    (void)st;
+    assert_int_equal(
+        s_sh("%s/zbert keygen %s > %s 2> %s", s_bin(), s_file("kg"), s_file("out"), s_file("err")),
+        0);
+    struct stat sk, sp;
+    assert_int_equal(stat(s_file("kg.key"), &sk), 0);
+    assert_int_equal(stat(s_file("kg.pub"), &sp), 0);
+    assert_int_equal(sk.st_mode & 0777, 0600);
+    assert_int_equal(sp.st_mode & 0777, 0644);
+    zb_curve_cert_t k, p;
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_curve_load(s_file("kg.key"), true, &k, &d), 0);
+    assert_int_equal(zb_curve_load(s_file("kg.pub"), false, &p, &d), 0);
+    assert_memory_equal(k.pub, p.pub, ZB_CURVE_KEY_BYTES);
+    assert_string_equal(k.name, "kg");
+    char z[ZB_CURVE_Z85_CHARS + 1], want[2048];
+    snprintf(want, sizeof want, "secret key: %s\npublic key: %s\npublic key (Z85): %s\n",
+             s_file("kg.key"), s_file("kg.pub"), zb_curve_z85(p.pub, z));
+    size_t len;
+    char *out = fx_read_file(s_file("out"), &len);
+    assert_string_equal(out, want);
+    free(out);
+    char *before = fx_read_file(s_file("kg.key"), &len);
+    /* again: refused, nothing changed */
+    assert_int_equal(
+        s_sh("%s/zbert keygen %s > %s 2> %s", s_bin(), s_file("kg"), s_file("out"), s_file("err")),
+        1);
+    char *err = fx_read_file(s_file("err"), &len);
+    printf("keygen again: %s", err);
+    assert_non_null(strstr(err, "never overwritten"));
+    assert_non_null(strstr(err, s_file("kg")));
+    free(err);
+    char *after = fx_read_file(s_file("kg.key"), &len);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    /* usage */
+    assert_int_equal(s_sh("%s/zbert keygen 2> /dev/null", s_bin()), 2);
+    assert_int_equal(s_sh("%s/zbert keygen a b 2> /dev/null", s_bin()), 2);
+    assert_int_equal(s_sh("%s/zbert keygen %s/ 2> /dev/null", s_bin(), s_dir), 2);
+    assert_int_equal(s_sh("%s/zbert keygen --help | grep -q NAME.key", s_bin()), 0);
+    assert_int_equal(s_sh("%s/zbert --help | grep -q 'zbert keygen NAME'", s_bin()), 0);
+    assert_int_equal(s_sh("%s/zbert status --help | grep -q -- '--curve-key FILE'", s_bin()), 0);
+    assert_int_equal(s_sh("%s/zbert embed --help | grep -q -- '--broker-key FILE'", s_bin()), 0);
+}
+
+/* bin/zbert status and embed with key files, from options, the
+ * environment and a config file; a wrong broker key times out saying what
+ * CURVE can mean; key settings it cannot use are usage errors (exit 2)
+ * naming the file, and nothing is sent. */
+static void test_cli_curve(void **st) {
+    (void)st;
+    zb_curve_cert_t server, client, wrong;
+    s_keys("cli-broker", &server);
+    s_keys("cli-client", &client);
+    s_keys("cli-wrong", &wrong);
+    fb_t *fb = fb_start_curve(h_shuffle, &server);
+    fb_run(fb);
+    const char *key = s_kept("cli-client.key"), *pub = s_kept("cli-broker.pub");
+    char keys[1400];
+    snprintf(keys, sizeof keys, "--curve-key %s --broker-key %s", key, pub);
+    assert_int_equal(s_sh("%s/zbert status --broker %s %s --json > %s 2> %s", s_bin(), fb->ep, keys,
+                          s_file("out"), s_file("err")),
+                     0);
+    size_t len;
+    char *out = fx_read_file(s_file("out"), &len);
+    cJSON *j = cJSON_Parse(out);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "queued_texts")->valuedouble, 700);
+    cJSON_Delete(j);
+    free(out);
+    /* embed, keys from the environment */
+    s_write("cli-in.txt", "one two\nthree\n");
+    assert_int_equal(s_sh("ZBERT_CURVE_KEY=%s ZBERT_BROKER_KEY=%s %s/zbert embed --broker %s "
+                          "--level sentence %s > %s 2> %s",
+                          key, pub, s_bin(), fb->ep, s_kept("cli-in.txt"), s_file("out"),
+                          s_file("err")),
+                     0);
+    out = fx_read_file(s_file("out"), &len);
+    assert_non_null(strstr(out, "{\"index\":1,\"vector\":["));
+    free(out);
+    /* status, keys from a config file */
+    char conf[2048];
+    snprintf(conf, sizeof conf, "broker = %s\ncurve-key = %s\nbroker_key = %s\n", fb->ep, key, pub);
+    s_write("cli-curve.conf", conf);
+    assert_int_equal(s_sh("%s/zbert status --config %s > /dev/null 2> %s", s_bin(),
+                          s_kept("cli-curve.conf"), s_file("err")),
+                     0);
+    int embeds = fb_count(fb, &fb->n_embed), statuses = fb_count(fb, &fb->n_status);
+    /* the wrong broker key: no answer, and a hint */
+    assert_int_equal(s_sh("%s/zbert status --broker %s --curve-key %s --broker-key %s "
+                          "--timeout-ms 500 > /dev/null 2> %s",
+                          s_bin(), fb->ep, key, s_kept("cli-wrong.pub"), s_file("err")),
+                     1);
+    char *err = fx_read_file(s_file("err"), &len);
+    printf("wrong broker key: %s", err);
+    assert_non_null(strstr(err, "CURVE"));
+    free(err);
+
+    /* refused: exit 2, the file named, nothing sent */
+    assert_int_equal(
+        s_sh("cp %s %s && chmod 644 %s", key, s_kept("cli-open.key"), s_kept("cli-open.key")), 0);
+    const struct {
+        const char *key, *pub, *pub2;
+        const char *says;
+    } cases[] = {
+        {s_kept("cli-missing.key"), pub, NULL, "cli-missing.key: No such file"},
+        {s_kept("cli-open.key"), pub, NULL, "chmod 600"},
+        {pub, pub, NULL, "cli-broker.pub: no curve secret-key"},
+        {s_dir, pub, NULL, "not a regular file"},
+        {key, s_kept("cli-missing.pub"), NULL, "cli-missing.pub"},
+        {key, NULL, NULL, "--curve-key needs --broker-key"},
+        {NULL, pub, NULL, "--broker-key needs --curve-key"},
+        {key, pub, pub, "2 --broker-key files for 1 broker:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char args[2048] = "";
+        int n = 0;
+        if (cases[i].key)
+            n += snprintf(args + n, sizeof args - (size_t)n, " --curve-key %s", cases[i].key);
+        if (cases[i].pub)
+            n += snprintf(args + n, sizeof args - (size_t)n, " --broker-key %s", cases[i].pub);
+        if (cases[i].pub2)
+            snprintf(args + n, sizeof args - (size_t)n, " --broker-key %s", cases[i].pub2);
+        for (int embed = 0; embed <= 1; embed++) {
+            int rc =
+                s_sh("%s/zbert %s --broker %s%s < %s > /dev/null 2> %s", s_bin(),
+                     embed ? "embed" : "status", fb->ep, args, s_kept("cli-in.txt"), s_file("err"));
+            err = fx_read_file(s_file("err"), &len);
+            if (rc != 2 || strstr(err, cases[i].says) == NULL)
+                fail_msg("case %zu (%s): exit %d, stderr `%s`, expected 2 and `%s`", i,
+                         embed ? "embed" : "status", rc, err, cases[i].says);
+            if (embed) printf("refused: %s", err);
+            free(err);
+        }
+    }
+    assert_int_equal(fb_count(fb, &fb->n_embed), embeds);
+    assert_int_equal(fb_count(fb, &fb->n_status), statuses);
+    fb_stop(&fb);
+    explicit_bzero(&client, sizeof client);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_checks),
@@ -2045,6 +2403,11 @@ int main(void) {
         cmocka_unit_test(test_cli_embed_progress_and_failure),
         cmocka_unit_test(test_cli_embed_interrupted),
         cmocka_unit_test(test_cli_status),
+        cmocka_unit_test(test_curve_status_and_embed),
+        cmocka_unit_test(test_curve_failover),
+        cmocka_unit_test(test_curve_config_checks),
+        cmocka_unit_test(test_cli_keygen),
+        cmocka_unit_test(test_cli_curve),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -18,7 +18,12 @@
  *   - its status lists the worker with the bundle's identity;
  *   - against a broker with small limits it splits requests refused `too_large` and
  *     retries `busy` ones, and gets the same vectors; a passing deadline keeps the results
- *     that arrived; a generator closed early or a client timeout cancels what is open.
+ *     that arrived; a generator closed early or a client timeout cancels what is open;
+ *   - CURVE, against a status server in this process serving CURVE (no ZAP handler: any
+ *     client key is let in): its key files as zbert keygen writes them, through the
+ *     library (a path, a list, the environment) and the command line; a wrong broker key
+ *     gets no answer; key files it cannot use are refused (code `key`, exit 2); its reader
+ *     refuses what the C reader refuses.
  * The client needs /usr/bin/python3 with pyzmq, msgpack and numpy (Debian python3-zmq,
  * python3-msgpack, python3-numpy, installed by `make deps`); without them every test is
  * skipped with a message saying so. Every child process is killed and reaped in teardown.
@@ -30,7 +35,9 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +45,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "curve.h"
 #include "fixture.h"
 #include "msg.h"
 #include "model.h"
@@ -379,6 +387,121 @@ static const char s_errors[] =
     "    assert open_requests(c) == 0, 'requests left open by a client timeout'\n"
     "    assert len(c.embed(['after all that'], level='sentence')) == 1\n"
     "print('cancel: a closed generator and a client timeout leave no request open')\n";
+
+/* CURVE: key files as zbert keygen writes them (DIR/py-broker.*, DIR/py-client.*,
+ * DIR/py-wrong.*, DIR/py-open.key a copy of the client's secret with mode 0644), the status
+ * server at argv[1] answering with uptime 4242.  Every successful status is counted by the
+ * server (the test checks the count: 4). */
+static const char s_curve_py[] =
+    "import os, sys\n"
+    "import zbert_client as zc\n"
+    "from zmq.utils import z85\n"
+    "ep, d, client_z85 = sys.argv[1], sys.argv[2], sys.argv[3]\n"
+    "key, pub, wrong = d + '/py-client.key', d + '/py-broker.pub', d + '/py-wrong.pub'\n"
+    "p, s = zc.load_certificate(key, True)\n"
+    "assert z85.encode(p).decode() == client_z85 and len(s) == 32\n"
+    "assert zc.load_certificate(d + '/py-client.pub', False) == (p, None)\n"
+    "assert zc.load_certificate(key, False) == (p, s)\n"
+    "for bk in (pub, [pub]):\n"
+    "    with zc.Client(ep, curve_key=key, broker_key=bk) as c:\n"
+    "        assert c.status(timeout=20)['uptime_ms'] == 4242\n"
+    "os.environ['ZBERT_CURVE_KEY'], os.environ['ZBERT_BROKER_KEY'] = key, pub\n"
+    "with zc.Client(ep) as c:\n"
+    "    assert c.curve and c.status(timeout=20)['uptime_ms'] == 4242\n"
+    "with zc.Client(ep, curve_key='', broker_key='') as c:\n"
+    "    assert not c.curve\n"
+    "del os.environ['ZBERT_CURVE_KEY'], os.environ['ZBERT_BROKER_KEY']\n"
+    "with zc.Client(ep, curve_key=key, broker_key=wrong) as c:\n"
+    "    try:\n"
+    "        c.status(timeout=0.5)\n"
+    "        raise SystemExit('an answer through the wrong broker key')\n"
+    "    except zc.ZbertError as e:\n"
+    "        assert e.code == 'client_timeout' and 'CURVE' in e.message, e\n"
+    "def refused(says, **kw):\n"
+    "    try:\n"
+    "        zc.Client(ep, **kw).close()\n"
+    "    except zc.ZbertError as e:\n"
+    "        assert e.code == 'key' and says in e.message, (says, e)\n"
+    "        return\n"
+    "    raise SystemExit('accepted: %r' % (kw,))\n"
+    "refused('No such file', curve_key=d + '/none.key', broker_key=pub)\n"
+    "refused('chmod 600 ' + d + '/py-open.key', curve_key=d + '/py-open.key', broker_key=pub)\n"
+    "refused('no curve secret-key', curve_key=pub, broker_key=pub)\n"
+    "refused('not a regular file', curve_key=key, broker_key=d)\n"
+    "refused('go together', curve_key=key, broker_key='')\n"
+    "refused('go together', curve_key='', broker_key=pub)\n"
+    "refused('2 broker keys for 1 broker:', curve_key=key, broker_key=[pub, pub])\n"
+    "# the reader refuses what the C reader refuses, naming the line\n"
+    "P, S = z85.encode(p).decode(), z85.encode(s).decode()\n"
+    "W = z85.encode(zc.load_certificate(wrong, False)[0]).decode()\n"
+    "ok = [('curve\\n    public-key = \"%s\"\\n' % P, False),\n"
+    "      ('curve\\r\\n    public-key = %s\\r\\n    secret-key = %s\\r\\n' % (P, S), True),\n"
+    "      (\"curve\\n\\tpublic-key\\t=\\t'%s' # c\\n\\tsecret-key = '%s'\\n\" % (P, S), True),\n"
+    "      ('#' * 1024 + '\\ncurve\\n    secret-key = %s\\n' % S, True)]\n"
+    "for text, secret in ok:\n"
+    "    got = zc.parse_certificate(text.encode(), secret, 't')\n"
+    "    assert got[0] == p and (got[1] == s) == secret, text\n"
+    "bad = [('curve\\n', 't: no curve public-key'),\n"
+    "       ('curve\\n    public-key = %s\\n' % P[:39], 't:2: public-key is not a key'),\n"
+    "       ('curve\\n    public-key = %s0\\n' % P, 't:2: public-key is not a key'),\n"
+    "       ('curve\\n    public-key = ~%s\\n' % P[1:], 't:2: public-key is not a key'),\n"
+    "       ('curve\\n    public-key = %%%%%%%%%%%s\\n' % P[5:], 't:2: public-key is not a key'),\n"
+    "       ('curve\\n    public-key = %s\\n    public-key = %s\\n' % (P, P), 't:3: public-key "
+    "given twice'),\n"
+    "       ('curve\\n    public-key = %s\\n    secret-key = %s\\n' % (W, S), 't: public-key is "
+    "not that of secret-key'),\n"
+    "       ('curve\\n# a\\0b\\n', 't:2: a NUL byte'),\n"
+    "       ('curve\\n' + '#' * 1025 + '\\n', 't:2: line over 1024 bytes'),\n"
+    "       ('#' * 65537, 't: over 65536 bytes'),\n"
+    "       ('curve\\n    public-key = \"%s\\n' % P, 't:2: a quote is not closed'),\n"
+    "       ('curve\\n    public-key = %s\\n' % P, 't: no curve secret-key')]\n"
+    "for text, says in bad:\n"
+    "    try:\n"
+    "        zc.parse_certificate(text.encode(), says.endswith('secret-key'), 't')\n"
+    "        raise SystemExit('accepted: %r' % text[:80])\n"
+    "    except zc.ZbertError as e:\n"
+    "        assert e.code == 'key' and e.message.startswith(says), (says, e.message)\n"
+    "print('curve: 3 statuses through CURVE, a wrong broker key unanswered, 7 settings and '\n"
+    "      '%d texts refused, %d accepted' % (len(bad), len(ok)))\n";
+
+/* A broker that only answers `status`, serving CURVE with the key pair it is given, on a
+ * loopback port, in a thread: the CURVE server the Python client talks to. */
+typedef struct s_curve_server {
+    void *ctx, *sock;
+    char ep[64];
+    pthread_t thread;
+    atomic_int stop, statuses;
+} s_curve_server_t;
+
+static void *s_curve_main(void *arg) {
+    s_curve_server_t *sv = arg;
+    while (!atomic_load(&sv->stop)) {
+        zmq_pollitem_t it = {sv->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 20) <= 0) continue;
+        uint8_t rid[256];
+        int rlen = zmq_recv(sv->sock, rid, sizeof rid, 0);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (rlen > 0 && zmq_msg_recv(&m, sv->sock, 0) >= 0) {
+            zb_msg_t q = {0};
+            if (zb_msg_decode(zmq_msg_data(&m), zmq_msg_size(&m), &q, NULL) == 0 &&
+                q.type == ZB_MSG_STATUS) {
+                zb_msg_status_reply_t r = {.id = q.u.status.id, .uptime_ms = 4242};
+                uint8_t *body;
+                size_t len;
+                if (zb_msg_encode_status_reply(&r, &body, &len, NULL) == 0) {
+                    zmq_send(sv->sock, rid, (size_t)rlen, ZMQ_SNDMORE);
+                    zmq_send(sv->sock, body, len, 0);
+                    free(body);
+                    atomic_fetch_add(&sv->statuses, 1);
+                }
+            }
+            zb_msg_free(&q);
+        }
+        zmq_msg_close(&m);
+    }
+    return NULL;
+}
 
 /* Writes a script into the temporary folder; returns its path (static buffer). */
 static const char *s_script(const char *name, const char *text) {
@@ -739,12 +862,75 @@ static void test_cli(void **st) {
     }
 }
 
+/* The client over CURVE (s_curve_py), then its command line: status with key files, and a
+ * secret key file others may read refused with exit 2. */
+static void test_curve(void **st) {
+    (void)st;
+    S_NEED_PYTHON();
+    zb_curve_cert_t server, client, wrong;
+    char base[600];
+    const struct {
+        const char *name;
+        zb_curve_cert_t *c;
+    } pairs[] = {{"py-broker", &server}, {"py-client", &client}, {"py-wrong", &wrong}};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(zb_curve_keypair(pairs[i].c, pairs[i].name, NULL), 0);
+        snprintf(base, sizeof base, "%s/%s", s_dir, pairs[i].name);
+        assert_int_equal(zb_curve_save(base, pairs[i].c, NULL), 0);
+    }
+    assert_int_equal(proc_sh("cp %s/py-client.key %s/py-open.key && chmod 644 %s/py-open.key",
+                             s_dir, s_dir, s_dir),
+                     0);
+    s_curve_server_t sv = {.ctx = zmq_ctx_new()};
+    sv.sock = zmq_socket(sv.ctx, ZMQ_ROUTER);
+    int zero = 0;
+    zmq_setsockopt(sv.sock, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zb_curve_server_socket(sv.sock, &server, "clients", NULL), 0);
+    assert_int_equal(zmq_bind(sv.sock, "tcp://127.0.0.1:*"), 0);
+    size_t n = sizeof sv.ep;
+    assert_int_equal(zmq_getsockopt(sv.sock, ZMQ_LAST_ENDPOINT, sv.ep, &n), 0);
+    assert_int_equal(pthread_create(&sv.thread, NULL, s_curve_main, &sv), 0);
+    char z[ZB_CURVE_Z85_CHARS + 1];
+    zb_curve_z85(client.pub, z);
+    int rc = proc_sh(S_RUN_PY " %s %s %s '%s'", s_script("curve.py", s_curve_py), sv.ep, s_dir, z);
+    int statuses = atomic_load(&sv.statuses);
+    int cli = proc_sh(S_RUN_PY " -m zbert_client status --broker %s --curve-key %s/py-client.key "
+                               "--broker-key %s/py-broker.pub > %s/curve-status.json",
+                      sv.ep, s_dir, s_dir, s_dir);
+    int cli_open = proc_sh(S_RUN_PY " -m zbert_client status --broker %s --curve-key "
+                                    "%s/py-open.key --broker-key %s/py-broker.pub 2> %s/curve.err",
+                           sv.ep, s_dir, s_dir, s_dir);
+    atomic_store(&sv.stop, 1);
+    pthread_join(sv.thread, NULL);
+    zmq_close(sv.sock);
+    zmq_ctx_term(sv.ctx);
+    assert_int_equal(rc, 0);
+    assert_int_equal(statuses, 3);
+    assert_int_equal(atomic_load(&sv.statuses), 4);
+    assert_int_equal(cli, 0);
+    assert_int_equal(cli_open, 2);
+    char path[600];
+    snprintf(path, sizeof path, "%s/curve-status.json", s_dir);
+    size_t len;
+    char *text = fx_read_file(path, &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"uptime_ms\": 4242"));
+    free(text);
+    snprintf(path, sizeof path, "%s/curve.err", s_dir);
+    text = fx_read_file(path, &len);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "py-open.key"));
+    assert_non_null(strstr(text, "chmod 600"));
+    free(text);
+    explicit_bzero(&client, sizeof client);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec_examples), cmocka_unit_test(test_status),
         cmocka_unit_test(test_library),       cmocka_unit_test(test_cli),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_curve),
     };
     return cmocka_run_group_tests_name("pyclient", tests, setup, teardown);
 }

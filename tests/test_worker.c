@@ -7,7 +7,8 @@
  * in-process engine run, credit, epochs (tasks of an earlier epoch dropped,
  * credit counted per epoch), heartbeats while idle and while a long task
  * computes, draining on SIGTERM, malformed messages, reconnection after
- * silence and on `reconnect`, two brokers.
+ * silence and on `reconnect`, two brokers, CURVE (key files given as
+ * settings; files it cannot use refused at start with the file named).
  *
  * Every worker started is registered and killed (SIGKILL, then waited for)
  * in the test's teardown and again at exit, whatever failed.  Waits have
@@ -710,6 +711,93 @@ static void test_bad_settings(void **st) {
     }
 }
 
+/* CURVE from the command line and the environment: the worker's ready
+ * reaches a fake that serves CURVE; key files it cannot use stop it at
+ * start (exit 2) with a sentence naming the file, before the model is
+ * mapped. */
+static void test_curve(void **st) {
+    (void)st;
+    zb_curve_cert_t server, worker;
+    zb_diag_t d = {{0}};
+    char base[300], wkey[320], wpub[320], bpub[320], bad[320];
+    snprintf(base, sizeof base, "%s/broker", s_dir);
+    assert_int_equal(zb_curve_keypair(&server, "broker", &d), 0);
+    assert_int_equal(zb_curve_save(base, &server, &d), 0);
+    snprintf(base, sizeof base, "%s/worker", s_dir);
+    assert_int_equal(zb_curve_keypair(&worker, "worker", &d), 0);
+    assert_int_equal(zb_curve_save(base, &worker, &d), 0);
+    snprintf(wkey, sizeof wkey, "%s/worker.key", s_dir);
+    snprintf(wpub, sizeof wpub, "%s/worker.pub", s_dir);
+    snprintf(bpub, sizeof bpub, "%s/broker.pub", s_dir);
+    fb_fake_t f;
+    fb_open_curve(&f, &s_fb, "curve", &server);
+    fb_got_t r;
+    s_start(&f, (const char *[]){"--curve-key", wkey, "--broker-key", bpub, NULL}, &r);
+    assert_int_equal(r.m.u.ready.epoch, 1);
+    fb_got_free(&r);
+    zb_options_t o = {.level = ZB_LEVEL_SENTENCE};
+    fb_send_task(&f, 1, s_texts, s_lens, 2, &o);
+    fb_expect(&f, ZB_MSG_RESULT, &r);
+    assert_int_equal(r.m.u.result.shard, 1);
+    fb_got_free(&r);
+    s_wait_log(f.log, "public key is", NULL);
+    assert_int_equal(s_end_children(), 0);
+    fb_close(&f);
+    /* the same through ZBERT_CURVE_KEY and ZBERT_BROKER_KEY */
+    fb_open_curve(&f, &s_fb, "curve-env", &server);
+    assert_int_equal(setenv("ZBERT_CURVE_KEY", wkey, 1), 0);
+    assert_int_equal(setenv("ZBERT_BROKER_KEY", bpub, 1), 0);
+    s_start(&f, NULL, &r);
+    unsetenv("ZBERT_CURVE_KEY");
+    unsetenv("ZBERT_BROKER_KEY");
+    fb_got_free(&r);
+    assert_int_equal(s_end_children(), 0);
+    fb_close(&f);
+
+    /* refused at start */
+    char log[300];
+    snprintf(log, sizeof log, "%s/curve-bad.log", s_dir);
+    snprintf(bad, sizeof bad, "%s/missing.key", s_dir);
+    char open_key[320];
+    snprintf(open_key, sizeof open_key, "%s/open.key", s_dir);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "cp %s %s && chmod 644 %s", wkey, open_key, open_key);
+    assert_int_equal(system(cmd), 0);
+    const struct {
+        const char *args[6];
+        const char *says; /* in the message besides the program's name */
+    } cases[] = {
+        {{"--curve-key", bad, "--broker-key", bpub, NULL}, bad},
+        {{"--curve-key", open_key, "--broker-key", bpub, NULL}, "chmod 600"},
+        {{"--curve-key", wpub, "--broker-key", bpub, NULL}, "no curve secret-key"},
+        {{"--curve-key", wkey, "--broker-key", s_dir, NULL}, s_dir},
+        {{"--curve-key", wkey, NULL}, "--broker-key"},
+        {{"--broker-key", bpub, NULL}, "--curve-key"},
+        {{"--curve-key", wkey, "--broker-key", bpub, "--broker-key", NULL}, "needs a value"},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        pid_t pid = s_spawn(log, cases[k].args);
+        int status = s_wait_exit(pid, S_WAIT_MS);
+        assert_true(status != -1 && WIFEXITED(status));
+        if (WEXITSTATUS(status) != 2 || s_log_count(log, cases[k].says, NULL) != 1) {
+            s_print_log(log);
+            fail_msg("case %zu: exit %d, expected 2 and a line with '%s'", k, WEXITSTATUS(status),
+                     cases[k].says);
+        }
+        /* refused before the model: nothing else was logged */
+        assert_int_equal(s_log_count(log, "model", NULL), 0);
+    }
+    /* two broker keys for one broker */
+    const char *two[] = {"--broker", "ipc:///nonexistent/a", "--curve-key", wkey, "--broker-key",
+                         bpub,       "--broker-key",         bpub,          NULL};
+    pid_t pid = s_spawn(log, two);
+    int status = s_wait_exit(pid, S_WAIT_MS);
+    assert_true(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    assert_int_equal(s_log_count(log, "2 --broker-key files for 1 broker:", NULL), 1);
+    explicit_bzero(&worker, sizeof worker);
+    explicit_bzero(&server, sizeof server);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_ready, teardown),
@@ -724,6 +812,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_two_brokers, teardown),
         cmocka_unit_test_teardown(test_config, teardown),
         cmocka_unit_test_teardown(test_bad_settings, teardown),
+        cmocka_unit_test_teardown(test_curve, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -130,18 +130,19 @@ static void *s_compute_main(void *arg) {
 /* The counters are atomic so that zb_agent_stats() may read them from any
  * thread; everything else belongs to the thread running the agent. */
 typedef struct s_broker {
-    char *endpoint;             /* malloc'd copy */
-    void *sock;                 /* DEALER, or NULL while it cannot be opened */
-    uint64_t epoch;             /* of our latest ready: bumped at each announce */
-    int64_t last_in;            /* ms: when we last heard from it (or reconnected) */
-    int64_t last_out;           /* ms: when we last sent it anything */
-    int64_t dead_ms;            /* silence allowed before reconnecting */
-    uint32_t in_flight;         /* tasks of this epoch not answered yet */
-    _Atomic uint64_t malformed; /* messages dropped as malformed, since start */
-    bool malformed_logged;      /* this connection's first was logged at warn */
-    _Atomic uint64_t dropped;   /* tasks dropped (over credit, draining) */
-    _Atomic uint64_t stale;     /* tasks of an earlier epoch dropped */
-    bool over_logged;           /* a task beyond the credit was logged this epoch */
+    char *endpoint;                         /* malloc'd copy */
+    uint8_t server_key[ZB_CURVE_KEY_BYTES]; /* its CURVE public key, with a->curve */
+    void *sock;                             /* DEALER, or NULL while it cannot be opened */
+    uint64_t epoch;                         /* of our latest ready: bumped at each announce */
+    int64_t last_in;                        /* ms: when we last heard from it (or reconnected) */
+    int64_t last_out;                       /* ms: when we last sent it anything */
+    int64_t dead_ms;                        /* silence allowed before reconnecting */
+    uint32_t in_flight;                     /* tasks of this epoch not answered yet */
+    _Atomic uint64_t malformed;             /* messages dropped as malformed, since start */
+    bool malformed_logged;                  /* this connection's first was logged at warn */
+    _Atomic uint64_t dropped;               /* tasks dropped (over credit, draining) */
+    _Atomic uint64_t stale;                 /* tasks of an earlier epoch dropped */
+    bool over_logged;                       /* a task beyond the credit was logged this epoch */
 } s_broker_t;
 
 /* Where zb_agent_run() is in an agent's life. */
@@ -164,7 +165,8 @@ struct zb_agent {
     size_t heartbeat_len, bye_len;
     zb_task_t *task; /* the runner: the compute thread's while it runs */
     int dim;
-    s_broker_t *b; /* [n_b] */
+    zb_curve_cert_t *curve; /* our key pair (zeroed before it is freed), or NULL */
+    s_broker_t *b;          /* [n_b] */
     int n_b;
     /* the run */
     s_state_t state;
@@ -219,17 +221,22 @@ static int s_setopt_int(void *sock, int opt, int v) {
     return zmq_setsockopt(sock, opt, &v, sizeof v);
 }
 
-/* Opens a DEALER to the broker with our limits; NULL and errno on failure. */
-static void *s_open_socket(zb_agent_t *a, const char *endpoint) {
+/* Opens a DEALER to broker b with our limits (and our CURVE keys, set
+ * before connecting: they apply to the connections made after them); NULL
+ * and errno on failure. */
+static void *s_open_socket(zb_agent_t *a, const s_broker_t *b) {
     void *s = zmq_socket(a->ctx, ZMQ_DEALER);
     if (s == NULL) return NULL;
     int64_t maxmsg = (int64_t)ZB_MSG_BODY_MAX + S_MAXMSG_SLACK;
     int hwm = (int)a->credit + S_HWM_SLACK;
+    zb_diag_t d = {{0}};
     if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
         s_setopt_int(s, ZMQ_SNDHWM, hwm) != 0 || s_setopt_int(s, ZMQ_RCVHWM, hwm) != 0 ||
         /* a reconnect discards what was queued for the old connection */
         s_setopt_int(s, ZMQ_LINGER, 0) != 0 || s_setopt_int(s, ZMQ_RECONNECT_IVL, 100) != 0 ||
-        s_setopt_int(s, ZMQ_RECONNECT_IVL_MAX, 2000) != 0 || zmq_connect(s, endpoint) != 0) {
+        s_setopt_int(s, ZMQ_RECONNECT_IVL_MAX, 2000) != 0 ||
+        (a->curve && zb_curve_client_socket(s, a->curve, b->server_key, &d) != 0) ||
+        zmq_connect(s, b->endpoint) != 0) {
         int e = errno;
         zmq_close(s);
         errno = e;
@@ -286,7 +293,7 @@ static void s_announce(zb_agent_t *a, int bi) {
 static void s_reconnect(zb_agent_t *a, int bi, int64_t now) {
     s_broker_t *b = &a->b[bi];
     if (b->sock) zmq_close(b->sock);
-    b->sock = s_open_socket(a, b->endpoint);
+    b->sock = s_open_socket(a, b);
     if (b->sock == NULL)
         ZB_LOG(ZB_LOG_WARN, "broker %s: cannot reopen: %s", b->endpoint, zmq_strerror(errno));
     b->last_in = now;
@@ -529,8 +536,12 @@ static int s_tick(zb_agent_t *a, int64_t now) {
     for (int i = 0; i < a->n_b; i++) {
         s_broker_t *b = &a->b[i];
         if (!a->draining && now - b->last_in >= b->dead_ms) {
-            ZB_LOG(ZB_LOG_WARN, "broker %s: silent for %lld ms; reconnecting", b->endpoint,
-                   (long long)(now - b->last_in));
+            /* with CURVE, a handshake that cannot complete is silence too */
+            ZB_LOG(ZB_LOG_WARN, "broker %s: silent for %lld ms%s; reconnecting", b->endpoint,
+                   (long long)(now - b->last_in),
+                   a->curve ? " (with CURVE: or its broker key is not that broker's, or it "
+                              "does not allow this worker's key)"
+                            : "");
             s_reconnect(a, i, now);
             /* each fruitless attempt doubles the wait before the next */
             b->dead_ms = b->dead_ms * 2 > a->dead_max_ms ? a->dead_max_ms : b->dead_ms * 2;
@@ -591,6 +602,17 @@ static int s_check_config(const zb_agent_config_t *c, zb_diag_t *d) {
                            "agent: heartbeat %d ms, dead %d ms, dead max %d ms: each must be "
                            "positive, the max at least dead",
                            c->heartbeat_ms, c->dead_ms, c->dead_max_ms);
+    if (c->curve == NULL && c->n_broker_certs == 0) return 0;
+    if (c->curve == NULL || !c->curve->has_secret)
+        return zb_diag_set(d, ZB_EINVAL, "agent: CURVE needs this worker's secret key");
+    if (c->broker_certs == NULL || (c->n_broker_certs != 1 && c->n_broker_certs != c->n_brokers))
+        return zb_diag_set(d, ZB_EINVAL,
+                           "agent: CURVE needs one broker key for every broker, or one per "
+                           "broker (%d given for %d)",
+                           c->broker_certs == NULL ? 0 : c->n_broker_certs, c->n_brokers);
+    if (!zb_curve_available())
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "agent: CURVE asked for, but this libzmq has no CURVE support");
     return 0;
 }
 
@@ -637,6 +659,16 @@ int zb_agent_new(const zb_agent_config_t *cfg, zb_agent_t **out, zb_diag_t *d) {
             rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
             goto fail;
         }
+    }
+    if (cfg->curve != NULL) {
+        if ((a->curve = malloc(sizeof *a->curve)) == NULL) {
+            rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        *a->curve = *cfg->curve;
+        for (int i = 0; i < a->n_b; i++)
+            memcpy(a->b[i].server_key, cfg->broker_certs[cfg->n_broker_certs == 1 ? 0 : i].pub,
+                   ZB_CURVE_KEY_BYTES);
     }
     /* the sentences zbert-worker has always printed for these two */
     zb_diag_t sub = {{0}};
@@ -712,7 +744,7 @@ static int s_start(zb_agent_t *a) {
     for (int i = 0; i < a->n_b; i++) {
         s_broker_t *b = &a->b[i];
         b->dead_ms = a->dead_ms;
-        b->sock = s_open_socket(a, b->endpoint);
+        b->sock = s_open_socket(a, b);
         if (b->sock == NULL) {
             /* an endpoint that does not parse is a setting to fix, not a
              * network condition to wait out */
@@ -721,7 +753,7 @@ static int s_start(zb_agent_t *a) {
         }
         b->last_in = b->last_out = now;
         s_announce(a, i);
-        ZB_LOG(ZB_LOG_INFO, "broker %s: connecting", b->endpoint);
+        ZB_LOG(ZB_LOG_INFO, "broker %s: connecting%s", b->endpoint, a->curve ? " with CURVE" : "");
     }
     return 0;
 }
@@ -854,6 +886,8 @@ void zb_agent_destroy(zb_agent_t **pa) {
     if (a->state == S_LEFT) s_teardown(a, false);
     for (int i = 0; a->b && i < a->n_b; i++) free(a->b[i].endpoint);
     free(a->b);
+    if (a->curve) explicit_bzero(a->curve, sizeof *a->curve);
+    free(a->curve);
     free(a->heartbeat);
     free(a->bye);
     free(a->name);

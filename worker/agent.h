@@ -51,6 +51,15 @@
  * and zb_agent_run() returns 0 (the process exits 0).  When *stop reaches
  * 2 it leaves at once (ZB_ECANCELED; the process exits 1).
  *
+ * CURVE.  Given a key pair (curve), every DEALER is a CurveZMQ client:
+ * the connection is encrypted, the broker must prove it holds the secret
+ * of the public key given for it, and the broker's ZAP handler sees our
+ * public key and decides whether to let us in.  The keys are set on each
+ * socket before it connects, reconnections included.  A broker key that is
+ * not the broker's, or a broker that refuses ours, never completes the
+ * handshake: to the agent that broker is silent (reconnects with the
+ * doubling wait, logged at warn with that hint).
+ *
  * Hostile input.  Nothing a broker sends is trusted: a body that does not
  * decode, a message of several frames, a type a worker does not take, a
  * task of an epoch we never announced: each is dropped, counted and logged
@@ -75,6 +84,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "curve.h"
 #include "embed.h"
 #include "error.h"
 
@@ -118,6 +128,14 @@ typedef struct zb_agent_config {
     int dead_ms;                /* ms of silence from a broker before a
                                  * reconnect, >= 1 */
     int dead_max_ms;            /* cap of the doubling wait, >= dead_ms */
+    /* CURVE (see above): both set, or neither */
+    const zb_curve_cert_t *curve;        /* this worker's key pair (has_secret),
+                                          * copied; NULL: plain connections */
+    const zb_curve_cert_t *broker_certs; /* [n_broker_certs] the brokers' public
+                                          * keys (pub), copied: one for every
+                                          * broker, or one per broker in the
+                                          * order of brokers */
+    int n_broker_certs;                  /* 0 without curve; else 1 or n_brokers */
 } zb_agent_config_t;
 
 /* What an agent did since it was made (counters only grow), and whether
@@ -136,7 +154,7 @@ typedef struct zb_agent_stats {
 } zb_agent_stats_t;
 
 /* Fills c with the defaults: the constants above, credit 0 (twice what one
- * run holds), one thread, no embedder, model, name or broker. */
+ * run holds), one thread, no embedder, model, name or broker, no CURVE. */
 void zb_agent_config_default(zb_agent_config_t *c);
 
 /*
@@ -144,8 +162,10 @@ void zb_agent_config_default(zb_agent_config_t *c);
  * embedder borrowed) with its task runner, and checks by encoding it that
  * its `ready` is valid.  Opens no socket and starts no thread.  Returns 0
  * and *out (the caller's, released with zb_agent_destroy()), or ZB_EINVAL
- * (a setting out of range, the name or model not valid for `ready`) /
- * ZB_ENOMEM with d saying why.
+ * (a setting out of range, the name or model not valid for `ready`, curve
+ * without a secret or without broker keys, or the reverse, a count of
+ * broker keys that is neither 1 nor n_brokers) / ZB_EUNSUPPORTED (curve
+ * asked of a libzmq without it) / ZB_ENOMEM with d saying why.
  */
 int zb_agent_new(const zb_agent_config_t *cfg, zb_agent_t **out, zb_diag_t *d);
 
@@ -174,8 +194,9 @@ uint32_t zb_agent_credit(const zb_agent_t *a);
 void zb_agent_stats(const zb_agent_t *a, zb_agent_stats_t *out);
 
 /* Releases the agent (after zb_agent_run() returned ZB_ECANCELED: first
- * waits for the compute thread's batch) and nulls *a.  Accepts NULL and
- * *a == NULL.  The embedder is not destroyed. */
+ * waits for the compute thread's batch), overwrites its copy of the secret
+ * key with zeros and nulls *a.  Accepts NULL and *a == NULL.  The embedder
+ * is not destroyed. */
 void zb_agent_destroy(zb_agent_t **a);
 
 #endif

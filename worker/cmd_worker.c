@@ -3,6 +3,7 @@
  *
  *   zbert-worker --model PATH [--broker EP ...] [--threads N] [--credit N]
  *                [--name NAME] [--batch-texts N] [--batch-tokens N]
+ *                [--curve-key FILE --broker-key FILE.pub ...]
  *                [--config FILE] [--log-level error|warn|info|debug]
  *
  * The settings are one proto/settings table, read from the command line,
@@ -15,12 +16,19 @@
  * threads, liveness, epochs, draining, hostile input).  The liveness
  * intervals are not settings: PROTOCOL.md 6 fixes them for both sides.
  *
+ * CURVE: --curve-key (this worker's secret key file, from `zbert keygen`)
+ * and --broker-key (each broker's public key file: one for every --broker,
+ * or one per --broker in the same order) go together.  The files are read
+ * before the model, so that a worker with a key it cannot use refuses to
+ * start at once, saying which file and why.
+ *
  * SIGTERM or SIGINT: tasks arriving from then on are dropped, queued and
  * running tasks are finished and their results sent, every broker gets
  * `bye`, and the process exits 0.  A second signal leaves at once (exit 1).
  *
  * Exit status: 0 after a drain, 1 when the worker cannot start or its loop
- * fails (or on a second signal), 2 for a usage error.
+ * fails (or on a second signal), 2 for a usage error (a key file that
+ * cannot be used included).
  */
 #include <cblas.h>
 #include <limits.h>
@@ -31,6 +39,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "curve.h"
 #include "embed.h"
 #include "error.h"
 #include "limits.h"
@@ -64,6 +73,8 @@ typedef struct s_args {
     int batch_tokens; /* 0: the engine's default */
     uint32_t credit;  /* 0: the agent's default (zb_agent_credit) */
     int log_level;
+    char curve_key[4096];          /* a path; "": no CURVE */
+    zb_settings_list_t broker_key; /* 1, or one per broker */
 } s_args_t;
 
 /* Settings without a table default hold what s_defaults() computed at
@@ -88,6 +99,22 @@ static const zb_settings_t s_table[] = {
      .def = "tcp://127.0.0.1:5556",
      .value_name = "EP",
      .help = "a broker's worker endpoint; several (comma-separated in the file) to serve each"},
+    /* CURVE: both or neither (main checks); an empty value is no file */
+    {.name = "curve-key",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(curve_key),
+     .max = sizeof((s_args_t *)0)->curve_key - 1,
+     .value_name = "FILE",
+     .def_help = "no CURVE",
+     .help = "this worker's secret key file (NAME.key of zbert keygen): connect with CurveZMQ, "
+             "with --broker-key"},
+    {.name = "broker-key",
+     .kind = ZB_SETTINGS_LIST,
+     S_AT(broker_key),
+     .max = INT_MAX,
+     .value_name = "FILE",
+     .help = "the broker's public key file (its NAME.pub): one for every --broker, or one per "
+             "--broker in the same order"},
     {.name = "name",
      .kind = ZB_SETTINGS_STRING,
      S_AT(name),
@@ -135,7 +162,8 @@ static const zb_settings_t s_table[] = {
 static const char s_about[] =
     "SIGINT or SIGTERM: take no more tasks, finish and send the queued and running ones, say\n"
     "bye to every broker, exit 0; a second signal exits at once (1).  Exit status: 1 when the\n"
-    "worker cannot start or fails, 2 on a usage error.\n"
+    "worker cannot start or fails, 2 on a usage error (a key file that cannot be used\n"
+    "included).\n"
     "The keys are documented in deploy/zbert-worker.conf.example.\n";
 
 /* The defaults known only at run time: the CPUs online, this host and
@@ -153,6 +181,52 @@ static void s_defaults(s_args_t *a) {
     a->credit = acfg.credit;
 }
 
+/* The CURVE settings: both or neither, one broker key for every broker or
+ * one per broker, every file readable as what it must be (the secret one
+ * not readable by others).  Fills *self and broker[] (n_keys of them) for
+ * the agent.  Returns 0, or -1 after saying why on stderr (a usage
+ * error). */
+static int s_curve(const s_args_t *a, zb_curve_cert_t *self, zb_curve_cert_t **broker) {
+    bool key = a->curve_key[0] != '\0';
+    size_t n_keys = a->broker_key.n;
+    *broker = NULL;
+    if (!key && n_keys == 0) return 0;
+    if (!key || n_keys == 0) {
+        fprintf(stderr,
+                S_PROGRAM ": %s needs %s too: CURVE takes this worker's secret key file and "
+                          "the broker's public key file\n",
+                key ? "--curve-key" : "--broker-key", key ? "--broker-key" : "--curve-key");
+        return -1;
+    }
+    if (n_keys != 1 && n_keys != a->broker.n) {
+        fprintf(stderr,
+                S_PROGRAM ": %zu --broker-key files for %zu broker%s: give one for every broker, "
+                          "or one per --broker in the same order\n",
+                n_keys, a->broker.n, a->broker.n == 1 ? "" : "s");
+        return -1;
+    }
+    zb_diag_t d = {{0}};
+    int rc = zb_curve_load(a->curve_key, true, self, &d);
+    if (rc != 0) {
+        fprintf(stderr, S_PROGRAM ": --curve-key %s\n", zb_diag_text(&d, rc));
+        return -1;
+    }
+    if ((*broker = calloc(n_keys, sizeof **broker)) == NULL) {
+        fprintf(stderr, S_PROGRAM ": out of memory\n");
+        return -1;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        if ((rc = zb_curve_load(a->broker_key.items[i], false, &(*broker)[i], &d)) != 0) {
+            fprintf(stderr, S_PROGRAM ": --broker-key %s\n", zb_diag_text(&d, rc));
+            return -1;
+        }
+        /* only the public part of a broker's file is needed */
+        explicit_bzero((*broker)[i].sec, sizeof(*broker)[i].sec);
+        (*broker)[i].has_secret = false;
+    }
+    return 0;
+}
+
 /* --- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv) {
@@ -167,6 +241,7 @@ int main(int argc, char **argv) {
     zb_model_t *model = NULL;
     zb_embed_t *emb = NULL;
     zb_agent_t *agent = NULL;
+    zb_curve_cert_t curve = {0}, *broker_certs = NULL;
     int rc = zb_settings_parse(&prog, argc, argv, &res, &d);
     if (rc < 0) {
         fprintf(stderr, S_PROGRAM ": %s (see " S_PROGRAM " --help)\n", zb_diag_text(&d, rc));
@@ -178,6 +253,7 @@ int main(int argc, char **argv) {
         goto out;
     }
     zb_log_init(S_PROGRAM, a.log_level);
+    if (s_curve(&a, &curve, &broker_certs) != 0) goto out;
     status = 1;
 
     if ((rc = zb_model_open(a.model, &model, &d)) != 0) {
@@ -201,7 +277,19 @@ int main(int argc, char **argv) {
     acfg.threads = a.threads;
     acfg.credit = a.credit;
     acfg.batch_texts = (size_t)a.batch_texts;
-    if ((rc = zb_agent_new(&acfg, &agent, &d)) != 0) {
+    if (curve.has_secret) {
+        acfg.curve = &curve;
+        acfg.broker_certs = broker_certs;
+        acfg.n_broker_certs = (int)a.broker_key.n;
+    }
+    rc = zb_agent_new(&acfg, &agent, &d);
+    /* what a broker's list of allowed keys needs from us */
+    char z85[ZB_CURVE_Z85_CHARS + 1];
+    if (rc == 0 && curve.has_secret)
+        ZB_LOG(ZB_LOG_INFO, "CURVE: this worker's public key is %s", zb_curve_z85(curve.pub, z85));
+    /* the agent has its own copy of the secret */
+    explicit_bzero(&curve, sizeof curve);
+    if (rc != 0) {
         ZB_LOG(ZB_LOG_ERROR, "%s", zb_diag_text(&d, rc));
         goto out;
     }
@@ -228,6 +316,8 @@ int main(int argc, char **argv) {
     if (rc == ZB_ECANCELED) _exit(1);
     status = rc == 0 ? 0 : 1;
 out:
+    explicit_bzero(&curve, sizeof curve);
+    free(broker_certs);
     zb_agent_destroy(&agent);
     zb_embed_destroy(&emb);
     zb_model_close(&model);

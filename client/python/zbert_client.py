@@ -18,6 +18,11 @@ Library:
         toks[0].piece_id     # numpy int32 [rows]: its first wordpiece's id, -1 when oov
         c.status()           # the broker's status_reply as a dict
 
+    # CurveZMQ: this client's secret key file and the broker's public key file, as written
+    # by `zbert keygen NAME` (NAME.key, NAME.pub)
+    with Client("tcp://broker:5555", curve_key="me.key", broker_key="broker.pub") as c:
+        c.status()
+
 Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run this file):
 
     zbert_client.py [embed] [--broker EP] [--level sentence|wordpiece|token]
@@ -25,6 +30,7 @@ Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run t
                     [--token-vector first|mean] [--compat none|sparknlp]
                     [--format jsonl|npy] ... < lines > output
     zbert_client.py status [--broker EP]
+    (both also --curve-key FILE --broker-key FILE.pub)
 
 `embed` reads one text per line and writes exactly what `zbert-embed` writes for the same
 options (JSONL with floats as %.9g, or an N x dim float32 .npy with NaN rows for rejected
@@ -40,6 +46,7 @@ import json
 import math
 import os
 import secrets
+import stat
 import sys
 import time
 from collections import deque
@@ -47,8 +54,10 @@ from collections import deque
 import msgpack
 import numpy as np
 import zmq
+from zmq.utils import z85
 
-__all__ = ["Client", "TextResult", "TextError", "ZbertError", "format_jsonl", "main"]
+__all__ = ["Client", "TextResult", "TextError", "ZbertError", "format_jsonl",
+           "load_certificate", "parse_certificate", "main"]
 
 PROTOCOL_VERSION = 1
 DEFAULT_BROKER = "tcp://127.0.0.1:5555"
@@ -78,7 +87,9 @@ class ZbertError(Exception):
 
     code: the broker's error code (`busy`, `timeout`, `no_model`, ... or one this client
     does not know), or a local one: `protocol` (a malformed or unexpected answer),
-    `client_timeout` (the call's own timeout passed), `usage` (bad arguments).
+    `client_timeout` (the call's own timeout passed), `usage` (bad arguments), `key` (a
+    CURVE key file that cannot be used: missing, unreadable, malformed, a secret key
+    readable by others, a .pub where the secret key is needed).
     results: for embed(), a list as long as the texts with the results received before the
     failure (the protocol keeps them valid) and None for the others; None otherwise.
     """
@@ -534,6 +545,166 @@ class _Call:
         self.dim = None
 
 
+# --- CurveZMQ key files ---------------------------------------------------------------------
+
+# The limits and rules of zbert's C reader (proto/curve.h): CZMQ's certificate format.
+CURVE_FILE_MAX = 65536
+CURVE_LINE_MAX = 1024
+_Z85 = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+_Z85_VALUE = {c: i for i, c in enumerate(_Z85)}
+
+
+def _unz85_key(v):
+    """The 32-byte key of exactly 40 Z85 characters (bytes), or None."""
+    if len(v) != 40:
+        return None
+    out = bytearray()
+    for i in range(0, 40, 5):
+        n = 0
+        for c in v[i:i + 5]:
+            if c not in _Z85_VALUE:
+                return None
+            n = n * 85 + _Z85_VALUE[c]
+        if n >= 1 << 32:  # no 4 bytes encode to it
+            return None
+        out += n.to_bytes(4, "big")
+    return bytes(out)
+
+
+def _cert_value(rest):
+    """The value after '=': "quoted", 'quoted' or bare up to a blank; None for an unclosed
+    quote."""
+    rest = rest.lstrip(b" \t")
+    if rest[:1] in (b'"', b"'"):
+        end = rest.find(rest[:1], 1)
+        return None if end < 0 else rest[1:end]
+    n = 0
+    while n < len(rest) and rest[n] not in b" \t":
+        n += 1
+    return rest[:n]
+
+
+def parse_certificate(data, need_secret, origin="certificate"):
+    """Parses a CurveZMQ certificate (CZMQ's format, as `zbert keygen` writes it) from
+    bytes, by the rules of zbert's C reader: lines of at most 1024 bytes, `#` comments, a
+    section name at column 0, indented `key = value` entries, only the `curve` section's
+    `public-key` and `secret-key` used. Returns (public, secret): 32-byte keys, secret None
+    when the text has none. Raises ZbertError `key`, naming origin and the line, for a text
+    over 64 KiB, a NUL byte, a key that is not 40 Z85 characters or is given twice, a public
+    key that is not that of the secret, no public key, or (need_secret) no secret key."""
+
+    def bad(msg, line=None):
+        where = origin if line is None else f"{origin}:{line}"
+        return ZbertError("key", f"{where}: {msg}")
+
+    if len(data) > CURVE_FILE_MAX:
+        raise bad(f"over {CURVE_FILE_MAX} bytes: not a certificate")
+    section = None
+    keys = {}
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for no, raw in enumerate(lines, 1):
+        if len(raw) > CURVE_LINE_MAX:
+            raise bad(f"line over {CURVE_LINE_MAX} bytes", no)
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        if b"\0" in raw:
+            raise bad("a NUL byte: not a certificate", no)
+        text = raw.lstrip(b" \t")
+        indented = len(text) < len(raw)
+        if not text or text.startswith(b"#"):
+            continue
+        name, eq, rest = text.partition(b"=")
+        name = name.rstrip(b" \t")
+        if not indented:
+            if not eq:
+                section = name
+            continue
+        if not eq or section != b"curve" or name not in (b"public-key", b"secret-key"):
+            continue
+        value = _cert_value(rest)
+        if value is None:
+            raise bad("a quote is not closed", no)
+        what = name.decode()
+        if what in keys:
+            raise bad(f"{what} given twice", no)
+        key = _unz85_key(value)
+        if key is None:
+            raise bad(f"{what} is not a key (40 characters of Z85 expected)", no)
+        keys[what] = key
+    public, secret = keys.get("public-key"), keys.get("secret-key")
+    if need_secret and secret is None:
+        raise bad("no curve secret-key (a secret key file, NAME.key, is needed here, not a "
+                  "NAME.pub)")
+    if secret is not None:
+        derived = _unz85_key(zmq.curve_public(z85.encode(secret)))
+        if public is not None and public != derived:
+            raise bad("public-key is not that of secret-key")
+        public = derived
+    if public is None:
+        raise bad("no curve public-key: not a certificate")
+    return public, secret
+
+
+def load_certificate(path, need_secret):
+    """Reads the certificate at path (see parse_certificate). With need_secret, a file
+    readable by others or writable by its group is refused, as zbert's C programs do (chmod
+    600; judged after parsing, so that a .pub given for the secret is named as such).
+    Raises ZbertError `key` naming the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise ZbertError("key", f"{path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ZbertError("key", f"{path}: not a regular file")
+        data = b""
+        while len(data) <= CURVE_FILE_MAX:
+            chunk = os.read(fd, CURVE_FILE_MAX + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as e:
+        raise ZbertError("key", f"{path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    keys = parse_certificate(data, need_secret, str(path))
+    mode = stat.S_IMODE(st.st_mode)
+    if need_secret and mode & 0o027:
+        raise ZbertError("key", f"{path}: a secret key must not be readable by others nor "
+                                f"writable by its group (mode {mode:03o}): chmod 600 {path}")
+    return keys
+
+
+def _curve_options(curve_key, broker_key, n_brokers):
+    """The socket options of Client's curve_key and broker_key (None: the environment's
+    ZBERT_CURVE_KEY, ZBERT_BROKER_KEY; "": none), or None without CURVE."""
+    if curve_key is None:
+        curve_key = os.environ.get("ZBERT_CURVE_KEY", "")
+    if broker_key is None:
+        broker_key = [k.strip() for k in os.environ.get("ZBERT_BROKER_KEY", "").split(",")]
+    if isinstance(broker_key, (str, bytes, os.PathLike)):
+        broker_key = [broker_key]
+    broker_key = [k for k in broker_key if k not in ("", b"")]
+    if not curve_key and not broker_key:
+        return None
+    if not curve_key or not broker_key:
+        raise ZbertError("key", "curve_key and broker_key go together: CURVE takes this "
+                                "client's secret key file and the broker's public key file")
+    if len(broker_key) not in (1, n_brokers):
+        raise ZbertError("key", f"{len(broker_key)} broker keys for {n_brokers} broker"
+                                f"{'' if n_brokers == 1 else 's'}: give one for every broker, or "
+                                "one per broker in the same order")
+    if not zmq.has("curve"):
+        raise ZbertError("key", "CURVE asked for, but this libzmq has no CURVE support")
+    public, secret = load_certificate(curve_key, True)
+    server, _ = load_certificate(broker_key[0], False)
+    return {zmq.CURVE_SERVERKEY: server, zmq.CURVE_PUBLICKEY: public,
+            zmq.CURVE_SECRETKEY: secret}
+
+
 class Client:
     """A connection to one broker's client endpoint.
 
@@ -541,10 +712,18 @@ class Client:
     batch_bytes: text bytes per request (bodies stay far below the 256 MiB limit);
     busy_retry_s: how long a request refused with `busy` is retried (with the same id, as
     the protocol asks) before the call fails with `busy`.
+    curve_key, broker_key: CurveZMQ (encryption, the broker proven by its public key, this
+    client shown to the broker by its own): the path of this client's secret key file
+    (NAME.key of `zbert keygen`) and of the broker's public key file (its NAME.pub; or a
+    list of one per broker: this client has one). Both, or neither; None takes
+    $ZBERT_CURVE_KEY and $ZBERT_BROKER_KEY (comma-separated), "" means none. The files are
+    read here; a bad one raises ZbertError `key`. A broker whose key is not the one given,
+    or that refuses this client's, never answers: calls end with `client_timeout`. The
+    attribute `curve` tells whether this client uses CURVE.
     """
 
     def __init__(self, endpoint=None, *, batch=256, inflight=8, batch_bytes=32 << 20,
-                 busy_retry_s=60.0, context=None):
+                 busy_retry_s=60.0, context=None, curve_key=None, broker_key=None):
         if not 1 <= batch <= TEXTS_MAX:
             raise ValueError(f"batch must be 1..{TEXTS_MAX}")
         if inflight < 1:
@@ -554,10 +733,16 @@ class Client:
         self.inflight = inflight
         self.batch_bytes = batch_bytes
         self.busy_retry_s = busy_retry_s
+        self._sock = None
+        curve = _curve_options(curve_key, broker_key, 1)
+        self.curve = curve is not None
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, BODY_MAX)
+        # CURVE options apply to the connections made after them
+        for opt, value in (curve or {}).items():
+            self._sock.setsockopt(opt, value)
         self._sock.connect(self.endpoint)
         # Ids are unique per socket; the random prefix also keeps them apart from answers
         # to an earlier Client that reached this one (they are ignored as unknown).
@@ -574,6 +759,11 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _silence_hint(self):
+        # a CURVE handshake that cannot complete is silence to a ZeroMQ socket's user
+        return (" (with CURVE: or the broker key is not that broker's, or the broker does not "
+                "allow this client's key)") if self.curve else ""
 
     def _next_id(self, kind):
         self._seq += 1
@@ -607,7 +797,8 @@ class Client:
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise ZbertError("client_timeout", f"no status_reply within {timeout} s")
+                raise ZbertError("client_timeout",
+                                 f"no status_reply within {timeout} s{self._silence_hint()}")
             m = self._recv(left)
             if m is None or m["type"] != "status_reply" or m.get("id") != sid:
                 continue  # an answer to an earlier call, or a type this client ignores
@@ -728,7 +919,8 @@ class Client:
                         else:
                             wake = q.resend_at if wake is None else min(wake, q.resend_at)
                 if call.end is not None and now >= call.end:
-                    raise ZbertError("client_timeout", f"no complete answer within {timeout} s")
+                    raise ZbertError("client_timeout", f"no complete answer within {timeout} "
+                                                       f"s{self._silence_hint()}")
                 wait = 0.5
                 if call.end is not None:
                     wait = min(wait, call.end - now)
@@ -938,12 +1130,16 @@ _PROG = "zbert_client"
 _USAGE = f"""usage: {_PROG} [embed] [--broker EP] [--level sentence|wordpiece|token]
                     [--pooling cls|mean] [--normalize] [--truncate|--windows] [--sentences]
                     [--token-vector first|mean] [--compat none|sparknlp] [--format jsonl|npy]
-                    [--deadline-ms N] [--timeout S] [--batch N] [--inflight N] < lines > out
-       {_PROG} status [--broker EP] [--timeout S]
+                    [--deadline-ms N] [--timeout S] [--batch N] [--inflight N]
+                    [--curve-key FILE --broker-key FILE.pub] < lines > out
+       {_PROG} status [--broker EP] [--timeout S] [--curve-key FILE --broker-key FILE.pub]
 
 embed: one UTF-8 text per line on stdin; writes what zbert-embed writes for the same
 options (JSONL, or with --format npy an N x dim float32 .npy, NaN rows for rejected lines).
-The broker defaults to $ZBERT_BROKER, then {DEFAULT_BROKER}.
+The broker defaults to $ZBERT_BROKER, then {DEFAULT_BROKER}.  --curve-key (this client's
+secret key file, from `zbert keygen`) and --broker-key (the broker's public key file)
+connect with CurveZMQ; they default to $ZBERT_CURVE_KEY and $ZBERT_BROKER_KEY.
+Exit status: 0; 1 on failure; 2 on a usage error or a key file that cannot be used.
 """
 
 
@@ -955,7 +1151,7 @@ def _parse_args(argv):
     a = {"cmd": "embed", "broker": None, "level": "sentence", "pooling": None,
          "normalize": False, "windows": None, "sentences": False, "token_vector": None,
          "compat": None, "format": "jsonl", "deadline_ms": None,
-         "timeout": None, "batch": 256, "inflight": 8}
+         "timeout": None, "batch": 256, "inflight": 8, "curve_key": None, "broker_key": None}
     args = list(argv)
     if args and args[0] in ("embed", "status"):
         a["cmd"] = args.pop(0)
@@ -963,7 +1159,8 @@ def _parse_args(argv):
               "--pooling": ("pooling", str), "--format": ("format", str),
               "--token-vector": ("token_vector", str), "--compat": ("compat", str),
               "--deadline-ms": ("deadline_ms", int), "--timeout": ("timeout", float),
-              "--batch": ("batch", int), "--inflight": ("inflight", int)}
+              "--batch": ("batch", int), "--inflight": ("inflight", int),
+              "--curve-key": ("curve_key", str)}
     while args:
         opt = args.pop(0)
         if opt in ("-h", "--help"):
@@ -976,6 +1173,10 @@ def _parse_args(argv):
             a["windows"] = False
         elif opt == "--sentences":
             a["sentences"] = True
+        elif opt == "--broker-key":  # repeatable, as zbert's
+            if not args:
+                raise _Usage(f"{opt} needs a value")
+            a["broker_key"] = (a["broker_key"] or []) + [args.pop(0)]
         elif opt in values:
             if not args:
                 raise _Usage(f"{opt} needs a value")
@@ -1054,7 +1255,8 @@ def _cmd_embed(a):
     vecs = {}  # line -> sentence vector (npy)
     dim = None
     failed = len(rejected)
-    with Client(a["broker"], batch=a["batch"], inflight=a["inflight"]) as c:
+    with Client(a["broker"], batch=a["batch"], inflight=a["inflight"],
+                curve_key=a["curve_key"], broker_key=a["broker_key"]) as c:
         it = c.embed_iter(texts, level=a["level"], pooling=a["pooling"],
                           normalize=a["normalize"], windows=a["windows"],
                           sentences=a["sentences"], token_vector=a["token_vector"],
@@ -1103,7 +1305,7 @@ def _cmd_embed(a):
 
 
 def _cmd_status(a):
-    with Client(a["broker"]) as c:
+    with Client(a["broker"], curve_key=a["curve_key"], broker_key=a["broker_key"]) as c:
         st = c.status(timeout=a["timeout"] or 5.0)
     st.pop("id", None)
     print(json.dumps(st, indent=1, ensure_ascii=False))
@@ -1125,7 +1327,7 @@ def main(argv=None):
         return _cmd_status(a) if a["cmd"] == "status" else _cmd_embed(a)
     except ZbertError as e:
         print(f"{_PROG}: {e}", file=sys.stderr)
-        return 1
+        return 2 if e.code == "key" else 1
     except KeyboardInterrupt:
         return 130
 
