@@ -17,9 +17,10 @@ const char *zb_zap_domain(zb_zap_endpoint_t e) {
     return (unsigned)e < ZB_ZAP_ENDPOINTS ? s_domains[e] : "?";
 }
 
-/* A key's refusals as the log remembers them. */
+/* A key's refusals on one endpoint as the log remembers them. */
 typedef struct s_seen {
     uint8_t key[ZB_CURVE_KEY_BYTES];
+    int endpoint;       /* a zb_zap_endpoint_t, or ZB_ZAP_ENDPOINTS (none) */
     bool used, keyless; /* keyless: refusals of messages without a key */
     uint64_t last_ms;   /* when its last line was written */
     uint64_t left_out;  /* its refusals since, not logged */
@@ -88,12 +89,16 @@ void zb_zap_tick(zb_zap_t *z, uint64_t now_ms) {
 
 void zb_zap_refuse(zb_zap_t *z, zb_zap_endpoint_t e, const uint8_t *key, const char *address,
                    const char *why, uint64_t now_ms) {
-    if ((unsigned)e < ZB_ZAP_ENDPOINTS) z->refused[e]++;
+    if ((unsigned)e < ZB_ZAP_ENDPOINTS)
+        z->refused[e]++;
+    else
+        e = ZB_ZAP_ENDPOINTS;
     /* This key's line, unless one was written in the last ZB_ZAP_LOG_KEY_MS. */
     s_seen_t *s = NULL;
     for (size_t i = 0; i < ZB_ZAP_LOG_KEYS && s == NULL; i++) {
         s_seen_t *x = &z->seen[i];
-        if (x->used && (key ? !x->keyless && memcmp(x->key, key, sizeof x->key) == 0 : x->keyless))
+        if (x->used && x->endpoint == (int)e &&
+            (key ? !x->keyless && memcmp(x->key, key, sizeof x->key) == 0 : x->keyless))
             s = x;
     }
     if (s != NULL && now_ms - s->last_ms < ZB_ZAP_LOG_KEY_MS) {
@@ -113,6 +118,7 @@ void zb_zap_refuse(zb_zap_t *z, zb_zap_endpoint_t e, const uint8_t *key, const c
         z->seen_next = (z->seen_next + 1) % ZB_ZAP_LOG_KEYS;
         memset(s, 0, sizeof *s);
         s->used = true;
+        s->endpoint = (int)e;
         s->keyless = key == NULL;
         if (key) memcpy(s->key, key, sizeof s->key);
     } else {

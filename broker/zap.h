@@ -26,10 +26,10 @@
  * is refused without being kept.
  *
  * Refusals are counted per endpoint and logged with the endpoint, the key
- * (Z85) and the peer's address, at most one line per key per
+ * (Z85) and the peer's address, at most one line per key and endpoint per
  * ZB_ZAP_LOG_KEY_MS and ZB_ZAP_LOG_LINES_PER_S lines a second in all: the
- * lines left out are counted and the count is logged (a refused peer's
- * ZeroMQ retries its handshake ten times a second).
+ * lines left out are counted and the count is logged (a peer may open
+ * connections as fast as it likes; each is a handshake, and a refusal).
  *
  * Thread-safety: none; a handler and its socket belong to the broker's
  * thread.
