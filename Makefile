@@ -178,12 +178,14 @@ bench-deps: deps-quiet
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 fuzz:
 	$(MAKE) --no-print-directory BUILD=build/fuzz BIN=build/fuzz/bin CC=clang \
-	    SANITIZE=1 OPT=-O1 EXTRA_CFLAGS=-fsanitize=fuzzer-no-link build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a
+	    SANITIZE=1 OPT=-O1 EXTRA_CFLAGS=-fsanitize=fuzzer-no-link build/fuzz/libzbert-broker.a \
+	    build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a
 	@mkdir -p build/fuzz/bin
 	for f in $(FUZZ_SRC); do \
 	    n=$$(basename $$f .c); \
 	    clang $(CFLAGS) -fopenmp -fsanitize=fuzzer,address,undefined $$f \
-	        build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a $(LDFLAGS) $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -o build/fuzz/bin/$$n || exit 1; \
+	        build/fuzz/libzbert-broker.a build/fuzz/libzbert-engine.a build/fuzz/libzbert-proto.a \
+	        $(LDFLAGS) $(ENGINE_LIBS) $(ZMQ_LIBS) $(PROTO_LIBS) -o build/fuzz/bin/$$n || exit 1; \
 	done
 	@echo "fuzz targets in build/fuzz/bin (run e.g. build/fuzz/bin/fuzz_safetensors -max_total_time=60)"
 

@@ -28,16 +28,21 @@
  */
 #include "broker.h"
 
+#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <zmq.h>
 
+#include "allow.h"
 #include "clock.h"
+#include "curve.h"
 #include "deadline.h"
 #include "idmap.h"
 #include "limits.h"
@@ -46,6 +51,7 @@
 #include "queue.h"
 #include "random.h"
 #include "stats.h"
+#include "zap.h"
 
 /* Messages read from one socket before the loop looks at the other and
  * dispatches: keeps both sides and the clock served under load. */
@@ -71,7 +77,7 @@
 #define S_LATE_IDS 64
 
 /* Workers set aside for returning results that did not match their tasks,
- * by name: a quarantine of S_QUARANTINE_FIRST_MS, doubled at each new
+ * by key (CurveZMQ) or name: a quarantine of S_QUARANTINE_FIRST_MS, doubled at each new
  * offence up to S_QUARANTINE_MAX_MS (a worker that keeps its fault keeps
  * being set aside, one that was fixed comes back soon).  An offence
  * S_QUARANTINE_FORGIVE_MS after the last quarantine ended starts again at
@@ -87,6 +93,18 @@
 /* While messages are held for clients, the loop wakes at least this often
  * to retry them. */
 #define S_HELD_RETRY_MS 10
+/* ZAP requests answered per turn of the loop: handshakes are served
+ * between batches of messages, never starved by them nor starving them. */
+#define S_ZAP_BATCH 256
+/* libzmq's ZMQ_ZAP_ENFORCE_DOMAIN (a draft option of 4.3, accepted by its
+ * stable builds): a CURVE socket with a ZAP domain then refuses handshakes
+ * when no ZAP handler answers, instead of letting them through. */
+/* An allow-list's directory changed: it is read this long after the first
+ * event, so that a file being copied in is read once, whole. */
+#define S_ALLOW_SETTLE_MS 50
+#ifndef ZMQ_ZAP_ENFORCE_DOMAIN
+#define ZMQ_ZAP_ENFORCE_DOMAIN 93
+#endif
 
 /* --- settings ---------------------------------------------------------- */
 
@@ -192,6 +210,35 @@ static const zb_settings_t s_table[] = {
      .def = "300000",
      .value_name = "MS",
      .help = "how long a shard may stay on one worker"},
+    {.name = "curve-key",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(curve_key),
+     .min = 0,
+     .max = 255,
+     .def = "",
+     .value_name = "FILE",
+     .help = "the broker's secret key (NAME.key of zbert keygen): CurveZMQ on both endpoints"},
+    {.name = "allow-clients",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(allow_clients),
+     .min = 0,
+     .max = 255,
+     .def = "",
+     .value_name = "DIR",
+     .help = "with curve-key: the .pub files of the clients that may connect"},
+    {.name = "allow-workers",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(allow_workers),
+     .min = 0,
+     .max = 255,
+     .def = "",
+     .value_name = "DIR",
+     .help = "with curve-key: the .pub files of the workers that may connect"},
+    {.name = "insecure",
+     .kind = ZB_SETTINGS_FLAG,
+     S_AT(insecure),
+     .def = "false",
+     .help = "without curve-key, bind endpoints other hosts can reach all the same"},
 };
 #undef S_AT
 #define S_N_SETTINGS (sizeof s_table / sizeof *s_table)
@@ -226,7 +273,8 @@ typedef struct s_sent {
     uint64_t at_ms;
 } s_sent_t;
 
-/* A worker set aside (see S_QUARANTINE_SLOTS), by the name of its ready. */
+/* A worker set aside (see S_QUARANTINE_SLOTS), by its key with CurveZMQ,
+ * else by the name of its ready. */
 typedef struct s_quarantine {
     char name[ZB_MSG_NAME_BYTES_MAX];
     size_t name_len; /* 0: free slot */
@@ -302,6 +350,9 @@ struct s_client {
     s_held_t *held_head, *held_tail;
     uint32_t n_held;
     struct s_client *hprev, *hnext; /* in the broker's holding list */
+    /* With CurveZMQ: the key of the connection its requests came from. */
+    bool has_key;
+    uint8_t key[ZB_CURVE_KEY_BYTES];
 };
 
 typedef struct s_worker {
@@ -319,8 +370,9 @@ typedef struct s_worker {
     uint64_t last_dispatch;    /* dispatch sequence number, for ties */
     uint64_t late[S_LATE_IDS]; /* shards taken back by the timeout (0: free) */
     size_t late_next;
-    uint64_t skip_round;           /* nothing eligible for it in this dispatch round */
-    uint64_t quarantined_until_ms; /* no work for it before then */
+    uint64_t skip_round;             /* nothing eligible for it in this dispatch round */
+    uint64_t quarantined_until_ms;   /* no work for it before then */
+    uint8_t key[ZB_CURVE_KEY_BYTES]; /* with CurveZMQ: its connection's key */
 } s_worker_t;
 
 struct zb_broker {
@@ -352,6 +404,16 @@ struct zb_broker {
     s_rid_t logged[S_LOGGED_PEERS]; /* peers whose protocol errors were logged */
     size_t logged_next;
     uint64_t log_second, log_lines, log_suppressed;
+
+    /* CurveZMQ (curve true): the allow-lists by endpoint (zb_zap_endpoint_t),
+     * whether an inotify event asked for a reload, and the ZAP handler. */
+    bool curve;
+    zb_allow_t *allow[ZB_ZAP_ENDPOINTS];
+    bool allow_due[ZB_ZAP_ENDPOINTS];
+    uint64_t allow_due_ms[ZB_ZAP_ENDPOINTS]; /* when a due list is read */
+    uint64_t next_allow_check_ms;
+    zb_zap_t *zap; /* refusal counters (zero without CurveZMQ) */
+    void *zap_sock;
 };
 
 static s_client_t *s_client_find(const zb_broker_t *b, const s_rid_t *rid) {
@@ -420,6 +482,40 @@ static void s_proto_error(zb_broker_t *b, const char *side, const s_rid_t *rid, 
      * claim, and a client has none. */
     ZB_LOG(ZB_LOG_WARN, "%s %s: %s; %zu bytes: %s (this peer's further errors are only counted)",
            side, s_rid_hex(rid, hex), clean, len, sample);
+}
+
+/* --- keys ------------------------------------------------------------------- */
+
+/* The CurveZMQ key libzmq attached to a received frame: the Z85 the ZAP
+ * handler gave as the connection's user id.  False when there is none (no
+ * CurveZMQ) or it is not a key's. */
+static bool s_msg_key(const zmq_msg_t *m, uint8_t key[ZB_CURVE_KEY_BYTES]) {
+    const char *uid = zmq_msg_gets(m, "User-Id");
+    return uid != NULL && zb_curve_unz85(uid, strnlen(uid, ZB_CURVE_Z85_CHARS + 1), key);
+}
+
+/* The peer's address for a log line, made printable ("" when unknown). */
+static const char *s_msg_address(const zmq_msg_t *m, char *out, size_t cap) {
+    const char *a = zmq_msg_gets(m, "Peer-Address");
+    return s_clean(out, cap, a ? a : "", a ? strnlen(a, cap) : 0);
+}
+
+/*
+ * Whether a message received on endpoint e may be served: its key (NULL:
+ * it had none) is on that endpoint's allow-list now.  A message refused is
+ * counted and logged (zap.h's limits).  Always true without CurveZMQ.
+ */
+static bool s_key_allowed(zb_broker_t *b, zb_zap_endpoint_t e, const uint8_t *key,
+                          const zmq_msg_t *m) {
+    if (!b->curve) return true;
+    if (key != NULL && zb_allow_has(b->allow[e], key)) return true;
+    char addr[64];
+    zb_zap_refuse(b->zap, e, key, s_msg_address(m, addr, sizeof addr),
+                  key == NULL           ? "a message without a key"
+                  : e == ZB_ZAP_CLIENTS ? "key removed from allow-clients since it connected"
+                                        : "key removed from allow-workers since it connected",
+                  zb_clock_ms());
+    return false;
 }
 
 /* --- sending ---------------------------------------------------------------- */
@@ -963,8 +1059,10 @@ static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t
     return n + 1;
 }
 
-/* An `embed`: returns true when the request took the body. */
-static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_t *body) {
+/* An `embed` (key: the connection's, with CurveZMQ): returns true when the
+ * request took the body. */
+static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, zb_msg_t *m,
+                       zmq_msg_t *body) {
     zb_msg_embed_t *e = &m->u.embed;
     s_client_t *c = s_client_find(b, rid);
     size_t body_len = zmq_msg_size(body);
@@ -1026,6 +1124,10 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, zb_msg_t *m, zmq_msg_
     if (new_client) {
         zb_queue_lane_init(&c->lane);
         zb_idmap_add(b->clients, &c->h, rid->b, rid->len);
+    }
+    if (key != NULL && !c->has_key) {
+        c->has_key = true;
+        memcpy(c->key, key, sizeof c->key);
     }
 
     memcpy(r->id, e->id.ptr, e->id.len);
@@ -1109,6 +1211,10 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
         .in_flight_shards = b->in_flight,
         .protocol_errors = b->protocol_errors,
         .bad_results = b->bad_results,
+        .has_security = true,
+        .curve = b->curve,
+        .refused_clients = zb_zap_refused(b->zap, ZB_ZAP_CLIENTS),
+        .refused_workers = zb_zap_refused(b->zap, ZB_ZAP_WORKERS),
     };
     zb_stats_rates(b->stats, now, &s.texts_per_s, &s.tokens_per_s);
     zb_stats_latency(b->stats, &s.latency_p50_ms, &s.latency_p90_ms, &s.latency_p99_ms);
@@ -1176,7 +1282,8 @@ static int s_recv(void *sock, s_rid_t *rid, zmq_msg_t *body, int *nframes) {
     return *nframes == 2 && id_ok ? 0 : 1;
 }
 
-static void s_front_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body) {
+static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                            zmq_msg_t *body) {
     zb_msg_t m;
     zb_diag_t d = {{0}};
     const void *p = zmq_msg_data(body);
@@ -1192,7 +1299,7 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body)
     }
     switch (m.type) {
     case ZB_MSG_EMBED:
-        if (s_on_embed(b, rid, &m, body)) {
+        if (s_on_embed(b, rid, key, &m, body)) {
             b->spare_body = NULL; /* the request holds it now */
             return;
         }
@@ -1215,6 +1322,69 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body)
     zb_msg_free(&m);
 }
 
+/*
+ * Ends every open request of c with `error forbidden`: its connection's key
+ * is no longer allowed.  c may be freed on return.
+ */
+static void s_client_forbid(zb_broker_t *b, s_client_t *c) {
+    char hex[40];
+    s_rid_t rid = c->h.key;
+    ZB_LOG(ZB_LOG_INFO,
+           "client %s: its key was removed from allow-clients; its %u open requests "
+           "end with forbidden",
+           s_rid_hex(&rid, hex), c->n_reqs);
+    /* Failing one may drop the client (a send that fails): look it up
+     * again each time. */
+    while ((c = s_client_find(b, &rid)) != NULL && c->reqs != NULL)
+        s_request_fail(b, c->reqs, ZB_MSG_CODE_FORBIDDEN,
+                       "this client's key is no longer allowed by the broker");
+}
+
+/*
+ * A message from a client whose key is not allowed (any more): its open
+ * requests end (they should have at the reload that removed the key; a
+ * record made since cannot hold any, but nothing is assumed), and the
+ * message is answered with `forbidden`, echoing its id when it has one.
+ */
+static void s_front_forbidden(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, bool one_frame) {
+    s_client_t *c = s_client_find(b, rid);
+    if (c != NULL && c->n_reqs > 0) s_client_forbid(b, c);
+    zb_msg_t m;
+    memset(&m, 0, sizeof m);
+    zb_msg_str_t id = {NULL, 0};
+    if (one_frame) {
+        int rc = zb_msg_decode(zmq_msg_data(body), zmq_msg_size(body), &m, NULL);
+        if (rc < 0)
+            id = m.reject_id;
+        else if (m.type == ZB_MSG_EMBED)
+            id = m.u.embed.id;
+        else if (m.type == ZB_MSG_CANCEL)
+            id = m.u.cancel.id;
+        else if (m.type == ZB_MSG_STATUS)
+            id = m.u.status.id;
+    }
+    s_client_error(b, rid, id, ZB_MSG_CODE_FORBIDDEN,
+                   "this client's key is no longer allowed by the broker");
+    zb_msg_free(&m);
+}
+
+/*
+ * With CurveZMQ, a routing id bound to one key and now heard from with
+ * another: libzmq keeps the routing ids of live connections distinct, so
+ * the connection that sent the earlier messages is gone and its id was
+ * given to a new one (a peer may choose its own).  What was meant for the
+ * old connection must never reach the new holder.
+ */
+static void s_front_check_holder(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    s_client_t *c = s_client_find(b, rid);
+    if (c == NULL || !c->has_key || (key != NULL && memcmp(c->key, key, sizeof c->key) == 0))
+        return;
+    char hex[40];
+    ZB_LOG(ZB_LOG_INFO, "client %s: its routing id now belongs to another key",
+           s_rid_hex(rid, hex));
+    s_client_drop(b, c, EHOSTUNREACH);
+}
+
 static void s_front_readable(zb_broker_t *b) {
     for (int k = 0; k < S_RECV_BATCH; k++) {
         /* Bodies are received into a heap zmq_msg_t: an accepted embed
@@ -1226,7 +1396,12 @@ static void s_front_readable(zb_broker_t *b) {
         int nframes;
         int rc = s_recv(b->front, &rid, body, &nframes);
         if (rc < 0) return;
-        if (rc > 0) {
+        uint8_t keyb[ZB_CURVE_KEY_BYTES];
+        const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
+        if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
+        if (!s_key_allowed(b, ZB_ZAP_CLIENTS, key, body)) {
+            if (rid.len > 0) s_front_forbidden(b, &rid, body, rc == 0);
+        } else if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
             if (rid.len > 0)
@@ -1234,7 +1409,7 @@ static void s_front_readable(zb_broker_t *b) {
             else
                 b->protocol_errors++;
         } else {
-            s_front_message(b, &rid, body);
+            s_front_message(b, &rid, key, body);
         }
         if (b->spare_body == body) zmq_msg_close(body);
     }
@@ -1266,7 +1441,18 @@ static void s_send_reconnect(zb_broker_t *b, const s_rid_t *rid, bool force, uin
         s_send(b->back, rid, body, len); /* a gone peer needs nothing */
 }
 
-/* The quarantine slot of a worker name, or NULL. */
+/* Who a worker is, for its quarantine: its key with CurveZMQ (a name is
+ * the worker's to choose, a key is not), else its name. */
+static size_t s_worker_who(const zb_broker_t *b, const s_worker_t *w, const char **who) {
+    if (b->curve) {
+        *who = (const char *)w->key;
+        return sizeof w->key;
+    }
+    *who = w->name;
+    return w->name_len;
+}
+
+/* The quarantine slot of a worker (s_worker_who), or NULL. */
 static s_quarantine_t *s_quarantine_find(zb_broker_t *b, const char *name, size_t len) {
     for (size_t i = 0; i < S_QUARANTINE_SLOTS; i++) {
         s_quarantine_t *q = &b->quarantine[i];
@@ -1279,7 +1465,9 @@ static s_quarantine_t *s_quarantine_find(zb_broker_t *b, const char *name, size_
  * shows in status) but gets no work until the quarantine ends, and a
  * reconnection under the same name finds it still set aside. */
 static void s_quarantine(zb_broker_t *b, s_worker_t *w, uint64_t now) {
-    s_quarantine_t *q = s_quarantine_find(b, w->name, w->name_len);
+    const char *who;
+    size_t who_len = s_worker_who(b, w, &who);
+    s_quarantine_t *q = s_quarantine_find(b, who, who_len);
     if (q == NULL) {
         /* a free slot, else the one whose quarantine ended longest ago,
          * else the one that ends first */
@@ -1293,8 +1481,8 @@ static void s_quarantine(zb_broker_t *b, s_worker_t *w, uint64_t now) {
             if (x->until_ms < q->until_ms) q = x;
         }
         memset(q, 0, sizeof *q);
-        memcpy(q->name, w->name, w->name_len);
-        q->name_len = w->name_len;
+        memcpy(q->name, who, who_len);
+        q->name_len = who_len;
     }
     if (q->offences > 0 && now > q->until_ms + S_QUARANTINE_FORGIVE_MS) q->offences = 0;
     uint64_t ms = S_QUARANTINE_FIRST_MS;
@@ -1309,7 +1497,8 @@ static void s_quarantine(zb_broker_t *b, s_worker_t *w, uint64_t now) {
            w->label, (unsigned long long)(ms / 1000), q->offences);
 }
 
-static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t *m, uint64_t now) {
+static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                       const zb_msg_ready_t *m, uint64_t now) {
     s_worker_t *old = s_worker_find(b, rid);
     /*
      * A known worker saying ready again: either it lost what it held (its
@@ -1355,8 +1544,11 @@ static void s_on_ready(zb_broker_t *b, const s_rid_t *rid, const zb_msg_ready_t 
     w->credit = m->credit;
     w->last_recv_ms = w->last_send_ms = now;
     w->epoch = m->epoch;
-    const s_quarantine_t *q = s_quarantine_find(b, w->name, w->name_len);
+    const char *who;
+    size_t who_len = s_worker_who(b, w, &who);
+    const s_quarantine_t *q = s_quarantine_find(b, who, who_len);
     if (q != NULL && q->until_ms > now) w->quarantined_until_ms = q->until_ms;
+    if (key != NULL) memcpy(w->key, key, sizeof w->key);
     w->next = b->workers;
     if (b->workers) b->workers->prev = w;
     b->workers = w;
@@ -1560,7 +1752,8 @@ static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *re
     s_deliver(b, sh, res, now);
 }
 
-static void s_back_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, uint64_t now) {
+static void s_back_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, zmq_msg_t *body,
+                           uint64_t now) {
     zb_msg_t m;
     zb_diag_t d = {{0}};
     const void *p = zmq_msg_data(body);
@@ -1575,7 +1768,7 @@ static void s_back_message(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, 
         return;
     }
     if (m.type == ZB_MSG_READY) {
-        s_on_ready(b, rid, &m.u.ready, now);
+        s_on_ready(b, rid, key, &m.u.ready, now);
     } else if (m.type != ZB_MSG_RESULT && m.type != ZB_MSG_HEARTBEAT && m.type != ZB_MSG_BYE) {
         char why[96];
         snprintf(why, sizeof why, "`%s` is not a message a worker sends", zb_msg_type_name(m.type));
@@ -1603,7 +1796,20 @@ static void s_back_readable(zb_broker_t *b) {
         int rc = s_recv(b->back, &rid, &body, &nframes);
         if (rc < 0) return;
         uint64_t now = zb_clock_ms();
-        if (rc > 0) {
+        uint8_t keyb[ZB_CURVE_KEY_BYTES];
+        const uint8_t *key = b->curve && s_msg_key(&body, keyb) ? keyb : NULL;
+        s_worker_t *w = b->curve && rid.len > 0 ? s_worker_find(b, &rid) : NULL;
+        /* A registered worker's routing id heard with another key: that
+         * worker's connection is gone (see s_front_check_holder). */
+        if (w != NULL && (key == NULL || memcmp(w->key, key, sizeof w->key) != 0)) {
+            s_worker_forget(b, w, false, "its routing id now belongs to another key");
+            w = NULL;
+        }
+        if (!s_key_allowed(b, ZB_ZAP_WORKERS, key, &body)) {
+            /* Dropped without a word (no reconnect: it would only come back
+             * to be refused); a registered worker is forgotten. */
+            if (w != NULL) s_worker_forget(b, w, false, "its key was removed from allow-workers");
+        } else if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
             if (rid.len > 0)
@@ -1611,7 +1817,7 @@ static void s_back_readable(zb_broker_t *b) {
             else
                 b->protocol_errors++;
         } else {
-            s_back_message(b, &rid, &body, now);
+            s_back_message(b, &rid, key, &body, now);
         }
         zmq_msg_close(&body);
     }
@@ -1676,6 +1882,61 @@ static void s_check_shard_timeouts(zb_broker_t *b, s_worker_t *w, uint64_t now) 
     }
 }
 
+/* --- allow-lists ------------------------------------------------------------------ */
+
+/* Applies a list that lost keys to the connections already made: a client
+ * whose key is gone has its requests ended with `forbidden`, a worker is
+ * forgotten (its shards go back to the queue, no failure counted). */
+static void s_revoke(zb_broker_t *b, zb_zap_endpoint_t e) {
+    const zb_allow_t *a = b->allow[e];
+    if (e == ZB_ZAP_WORKERS) {
+        for (s_worker_t *w = b->workers, *next; w; w = next) {
+            next = w->next;
+            if (!zb_allow_has(a, w->key))
+                s_worker_forget(b, w, false, "its key was removed from allow-workers");
+        }
+        return;
+    }
+    /* Ending one client's requests frees at most that client's record. */
+    for (zb_idmap_node_t *n = zb_idmap_first(b->clients), *next; n; n = next) {
+        next = zb_idmap_next(b->clients, n);
+        s_client_t *c = (s_client_t *)n;
+        if (c->has_key && c->n_reqs > 0 && !zb_allow_has(a, c->key)) s_client_forbid(b, c);
+    }
+}
+
+/* Reads endpoint e's allow-list again (cause: what asked for it, for the
+ * log) and applies what was removed. */
+static void s_allow_reload(zb_broker_t *b, zb_zap_endpoint_t e, const char *cause) {
+    zb_allow_t *a = b->allow[e];
+    zb_allow_diff_t diff;
+    zb_diag_t d = {{0}};
+    b->allow_due[e] = false;
+    int rc = zb_allow_reload(a, &diff, &d);
+    if (rc < 0) {
+        ZB_LOG(ZB_LOG_WARN, "%s: %s; its %zu keys stay as they were", zb_allow_label(a),
+               zb_diag_text(&d, rc), zb_allow_count(a));
+        return;
+    }
+    ZB_LOG(ZB_LOG_INFO, "%s: reloaded (%s): %zu keys, %zu added, %zu removed, %zu files skipped",
+           zb_allow_label(a), cause, diff.keys, diff.added, diff.removed, diff.skipped);
+    if (diff.removed > 0) s_revoke(b, e);
+}
+
+/* Reloads the lists an inotify event, a changed mtime or *reload asked for. */
+static void s_allow_check(zb_broker_t *b, uint64_t now, bool all, const char *cause) {
+    bool check = now >= b->next_allow_check_ms;
+    if (check) b->next_allow_check_ms = now + ZB_BROKER_ALLOW_CHECK_MS;
+    for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) {
+        if (all)
+            s_allow_reload(b, (zb_zap_endpoint_t)e, cause);
+        else if (b->allow_due[e] && now >= b->allow_due_ms[e])
+            s_allow_reload(b, (zb_zap_endpoint_t)e, "its directory changed");
+        else if (check && zb_allow_stale(b->allow[e]))
+            s_allow_reload(b, (zb_zap_endpoint_t)e, "its directory's mtime changed");
+    }
+}
+
 static void s_tick(zb_broker_t *b, uint64_t now) {
     zb_deadline_item_t *first;
     while ((first = zb_deadline_first(b->deadlines)) != NULL && first->at <= now) {
@@ -1707,12 +1968,24 @@ static void s_tick(zb_broker_t *b, uint64_t now) {
         b->next_orphan_ms = now + S_ORPHAN_CHECK_MS;
         s_check_orphans(b, now);
     }
+    if (b->curve) {
+        zb_zap_tick(b->zap, now);
+        s_allow_check(b, now, false, NULL);
+    }
 }
 
 /* --- life cycle ------------------------------------------------------------- */
 
+/* The ZAP handler's question: is key on endpoint e's allow-list now? */
+static bool s_zap_allowed(void *arg, zb_zap_endpoint_t e, const uint8_t key[ZB_CURVE_KEY_BYTES]) {
+    const zb_broker_t *b = arg;
+    return (unsigned)e < ZB_ZAP_ENDPOINTS && zb_allow_has(b->allow[e], key);
+}
+
+/* A ROUTER bound at endpoint; with cert, a CurveZMQ server whose
+ * handshakes the ZAP handler decides under the domain what. */
 static int s_socket(zb_broker_t *b, void **out, const char *endpoint, int sndhwm, int rcvhwm,
-                    const char *what, zb_diag_t *d) {
+                    const char *what, const zb_curve_cert_t *cert, zb_diag_t *d) {
     void *s = zmq_socket(b->ctx, ZMQ_ROUTER);
     if (s == NULL) return zb_diag_set(d, ZB_EIO, "%s socket: %s", what, zmq_strerror(errno));
     *out = s;
@@ -1724,6 +1997,15 @@ static int s_socket(zb_broker_t *b, void **out, const char *endpoint, int sndhwm
         zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) < 0 ||
         zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) < 0)
         return zb_diag_set(d, ZB_EIO, "%s socket options: %s", what, zmq_strerror(errno));
+    if (cert != NULL) {
+        int rc = zb_curve_server_socket(s, cert, what, d);
+        if (rc < 0) return rc;
+        /* Defence in depth: the handler is bound before this socket, but a
+         * libzmq that takes the option refuses rather than admits should
+         * it ever be missing. */
+        if (zmq_setsockopt(s, ZMQ_ZAP_ENFORCE_DOMAIN, &one, sizeof one) < 0)
+            ZB_LOG(ZB_LOG_DEBUG, "%s: ZMQ_ZAP_ENFORCE_DOMAIN: %s", what, zmq_strerror(errno));
+    }
     if (zmq_bind(s, endpoint) < 0)
         return zb_diag_set(d, ZB_EIO, "%s: cannot bind %s: %s", what, endpoint,
                            zmq_strerror(errno));
@@ -1746,6 +2028,79 @@ static void s_seed_routing_ids(void) {
     srand(seed);
 }
 
+bool zb_broker_endpoint_local(const char *endpoint) {
+    if (strncmp(endpoint, "ipc://", 6) == 0 || strncmp(endpoint, "inproc://", 9) == 0) return true;
+    if (strncmp(endpoint, "tcp://", 6) != 0) return false;
+    /* "tcp://[source;]address:port": the address is what is bound. */
+    const char *host = endpoint + 6, *semi = strrchr(host, ';');
+    if (semi != NULL) host = semi + 1;
+    const char *colon = strrchr(host, ':');
+    if (colon == NULL) return false;
+    char h[256];
+    size_t n = (size_t)(colon - host);
+    if (n == 0 || n >= sizeof h) return false;
+    memcpy(h, host, n);
+    h[n] = '\0';
+    if (h[0] == '[') {
+        if (n < 3 || h[n - 1] != ']') return false;
+        memmove(h, h + 1, n - 2);
+        h[n - 2] = '\0';
+    }
+    if (strcasecmp(h, "localhost") == 0) return true;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, h, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, h, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
+    return false;
+}
+
+/* The security settings fit together, and without CurveZMQ no endpoint is
+ * open to other hosts unless the operator said so (Redis' protected mode). */
+static int s_check_security(const zb_broker_config_t *c, zb_diag_t *d) {
+    bool curve = c->curve_key[0] != '\0';
+    if (curve && (c->allow_clients[0] == '\0' || c->allow_workers[0] == '\0'))
+        return zb_diag_set(d, ZB_EINVAL,
+                           "curve-key needs allow-clients and allow-workers, the directories of "
+                           "the .pub files of the clients and workers that may connect (an empty "
+                           "one allows nobody)");
+    if (!curve && (c->allow_clients[0] != '\0' || c->allow_workers[0] != '\0'))
+        return zb_diag_set(d, ZB_EINVAL,
+                           "allow-clients and allow-workers need curve-key: without CurveZMQ no "
+                           "key is checked, so they would protect nothing");
+    const char *eps[2] = {c->clients, c->workers};
+    for (int i = 0; i < 2 && !curve && !c->insecure; i++)
+        if (!zb_broker_endpoint_local(eps[i]))
+            return zb_diag_set(d, ZB_EINVAL,
+                               "refusing to bind %s without CurveZMQ (other hosts could use the "
+                               "broker): make keys with `zbert keygen` and give --curve-key, "
+                               "--allow-clients and --allow-workers, or give --insecure",
+                               eps[i]);
+    return 0;
+}
+
+/* With curve-key: the broker's key (into *cert), the allow-lists and the
+ * ZAP handler, bound before the ROUTERs are. */
+static int s_security_start(zb_broker_t *b, zb_curve_cert_t *cert, zb_diag_t *d) {
+    if (!zb_curve_available())
+        return zb_diag_set(d, ZB_EUNSUPPORTED,
+                           "curve-key: this libzmq has no CURVE support (built without "
+                           "libsodium)");
+    int rc = zb_curve_load(b->cfg.curve_key, true, cert, d);
+    if (rc < 0) return rc;
+    const char *dirs[ZB_ZAP_ENDPOINTS] = {b->cfg.allow_clients, b->cfg.allow_workers};
+    const char *labels[ZB_ZAP_ENDPOINTS] = {"allow-clients", "allow-workers"};
+    for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) {
+        zb_allow_diff_t diff;
+        if ((rc = zb_allow_new(dirs[e], labels[e], &b->allow[e], &diff, d)) < 0) return rc;
+        ZB_LOG(diff.keys ? ZB_LOG_INFO : ZB_LOG_WARN, "%s: %zu keys in %s%s", labels[e], diff.keys,
+               dirs[e], diff.keys ? "" : ": nobody can connect there until keys are added");
+    }
+    if ((rc = zb_zap_bind(b->ctx, &b->zap_sock, d)) < 0) return rc;
+    b->curve = true;
+    return 0;
+}
+
 int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d) {
     *out = NULL;
     if (cfg->shard_texts_max < 1 || cfg->shard_texts_max > ZB_BROKER_SHARD_TEXTS_MAX ||
@@ -1758,11 +2113,17 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     b->cfg = *cfg;
     b->cfg.clients[sizeof b->cfg.clients - 1] = '\0';
     b->cfg.workers[sizeof b->cfg.workers - 1] = '\0';
+    b->cfg.curve_key[sizeof b->cfg.curve_key - 1] = '\0';
+    b->cfg.allow_clients[sizeof b->cfg.allow_clients - 1] = '\0';
+    b->cfg.allow_workers[sizeof b->cfg.allow_workers - 1] = '\0';
     b->start_ms = zb_clock_ms();
+    zb_curve_cert_t cert;
+    memset(&cert, 0, sizeof cert);
     int rc;
+    if ((rc = s_check_security(&b->cfg, d)) < 0) goto fail;
     if (zb_queue_new(&b->queue) < 0 || zb_stats_new(b->start_ms, &b->stats) < 0 ||
         zb_idmap_new(&b->clients) < 0 || zb_idmap_new(&b->workers_by_rid) < 0 ||
-        zb_deadline_new(&b->deadlines) < 0) {
+        zb_deadline_new(&b->deadlines) < 0 || zb_zap_new(&b->zap) < 0) {
         rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
         goto fail;
     }
@@ -1772,30 +2133,50 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
         goto fail;
     }
     s_seed_routing_ids();
+    if (b->cfg.curve_key[0] != '\0' && (rc = s_security_start(b, &cert, d)) < 0) goto fail;
     /* Frontend: client_hwm messages towards a client before it counts as
      * not reading; inbound, a few hundred requests per client.  Backend:
      * tasks are bounded by credit (plus heartbeats), results by the
      * worker's credit too. */
     int back_hwm = 2 * (int)ZB_MSG_CREDIT_MAX + 64;
-    if ((rc = s_socket(b, &b->front, b->cfg.clients, (int)b->cfg.client_hwm, 1000, "clients", d)) <
-            0 ||
-        (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm, "workers", d)) < 0)
+    const zb_curve_cert_t *c = b->curve ? &cert : NULL;
+    if ((rc = s_socket(b, &b->front, b->cfg.clients, (int)b->cfg.client_hwm, 1000,
+                       zb_zap_domain(ZB_ZAP_CLIENTS), c, d)) < 0 ||
+        (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm,
+                       zb_zap_domain(ZB_ZAP_WORKERS), c, d)) < 0)
         goto fail;
+    explicit_bzero(&cert, sizeof cert); /* libzmq holds its own copy */
     b->next_tick_ms = b->start_ms;
     b->next_orphan_ms = b->start_ms + S_ORPHAN_CHECK_MS;
-    ZB_LOG(ZB_LOG_INFO, "clients on %s, workers on %s", b->cfg.clients, b->cfg.workers);
+    b->next_allow_check_ms = b->start_ms + ZB_BROKER_ALLOW_CHECK_MS;
+    ZB_LOG(ZB_LOG_INFO, "clients on %s, workers on %s, %s", b->cfg.clients, b->cfg.workers,
+           b->curve ? "CurveZMQ on both" : "without CurveZMQ");
+    const char *eps[2] = {b->cfg.clients, b->cfg.workers};
+    for (int i = 0; i < 2 && !b->curve; i++)
+        if (!zb_broker_endpoint_local(eps[i]))
+            ZB_LOG(ZB_LOG_WARN,
+                   "%s is reachable from other hosts without CurveZMQ (insecure): any peer that "
+                   "reaches it can use the broker",
+                   eps[i]);
     *out = b;
     return 0;
 fail:
+    explicit_bzero(&cert, sizeof cert);
     zb_broker_destroy(&b);
     return rc;
 }
 
-int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
-    zmq_pollitem_t items[2] = {{b->back, 0, ZMQ_POLLIN, 0}, {b->front, 0, ZMQ_POLLIN, 0}};
+int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload) {
     int rc = 0;
     for (;;) {
         uint64_t now = zb_clock_ms();
+        if (reload != NULL && *reload) {
+            *reload = 0;
+            if (b->curve)
+                s_allow_check(b, now, true, "SIGHUP");
+            else
+                ZB_LOG(ZB_LOG_INFO, "SIGHUP: nothing to reload without curve-key");
+        }
         if (*stop >= 1 && !b->draining) {
             b->draining = true;
             b->drain_until_ms = now + b->cfg.drain_ms;
@@ -1808,12 +2189,40 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop) {
         zb_deadline_item_t *first = zb_deadline_first(b->deadlines);
         if (first && first->at < wake) wake = first->at;
         if (b->holding && now + S_HELD_RETRY_MS < wake) wake = now + S_HELD_RETRY_MS;
+        /* With CurveZMQ: the ZAP handler and the allow-lists' watches. */
+        zmq_pollitem_t items[2 + 1 + ZB_ZAP_ENDPOINTS] = {{b->back, 0, ZMQ_POLLIN, 0},
+                                                          {b->front, 0, ZMQ_POLLIN, 0}};
+        int n_items = 2, i_allow[ZB_ZAP_ENDPOINTS] = {-1, -1};
+        if (b->curve) {
+            items[n_items++] = (zmq_pollitem_t){b->zap_sock, 0, ZMQ_POLLIN, 0};
+            for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) {
+                int fd = zb_allow_fd(b->allow[e]);
+                if (fd >= 0) {
+                    i_allow[e] = n_items;
+                    items[n_items++] = (zmq_pollitem_t){NULL, fd, ZMQ_POLLIN, 0};
+                }
+                if (b->allow_due[e] && b->allow_due_ms[e] < wake) wake = b->allow_due_ms[e];
+            }
+        }
         long timeout = wake > now ? (long)(wake - now) : 0;
-        if (zmq_poll(items, 2, timeout) < 0) {
+        if (zmq_poll(items, n_items, timeout) < 0) {
             if (errno == EINTR) continue;
             ZB_LOG(ZB_LOG_ERROR, "zmq_poll: %s", zmq_strerror(errno));
             rc = ZB_EIO;
             break;
+        }
+        if (b->curve) {
+            /* Handshakes first: a connection accepted now sends its first
+             * message in this turn's batch rather than the next one's. */
+            if (items[2].revents & ZMQ_POLLIN)
+                zb_zap_serve(b->zap, b->zap_sock, s_zap_allowed, b, S_ZAP_BATCH, zb_clock_ms());
+            for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) {
+                if (i_allow[e] < 0 || !(items[i_allow[e]].revents & ZMQ_POLLIN)) continue;
+                if (zb_allow_events(b->allow[e]) && !b->allow_due[e]) {
+                    b->allow_due[e] = true;
+                    b->allow_due_ms[e] = zb_clock_ms() + S_ALLOW_SETTLE_MS;
+                }
+            }
         }
         if (items[0].revents & ZMQ_POLLIN) s_back_readable(b);
         if (items[1].revents & ZMQ_POLLIN) s_front_readable(b);
@@ -1859,7 +2268,11 @@ void zb_broker_destroy(zb_broker_t **pb) {
      * clients table is empty now. */
     if (b->front) zmq_close(b->front);
     if (b->back) zmq_close(b->back);
+    /* The handler goes last: a CurveZMQ socket must never outlive it. */
+    if (b->zap_sock) zmq_close(b->zap_sock);
     if (b->ctx) zmq_ctx_term(b->ctx);
+    for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) zb_allow_destroy(&b->allow[e]);
+    zb_zap_destroy(&b->zap);
     if (b->spare_body) free(b->spare_body);
     zb_idmap_destroy(&b->clients);
     zb_idmap_destroy(&b->workers_by_rid);

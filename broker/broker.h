@@ -61,6 +61,24 @@
  * id): its requests end without a word, their queued shards leave the
  * queue.
  *
+ * Security (PROTOCOL.md 1).  With curve-key, both ROUTERs are CurveZMQ
+ * servers holding that one key pair, with the ZAP domains "clients" and
+ * "workers"; the broker's own ZAP handler (zap.h), served in this loop and
+ * bound before the ROUTERs, accepts a handshake only for a key of that
+ * endpoint's allow-list (allow.h: allow-clients, allow-workers, both then
+ * required).  The lists are reloaded when their directories change
+ * (inotify, and their mtime every ZB_BROKER_ALLOW_CHECK_MS) and on demand
+ * (*reload, SIGHUP).  A key removed from a list is refused from then on,
+ * on connections already made too: at the reload, its requests end with
+ * `error forbidden` and its workers are forgotten (their shards
+ * re-queued); every later message is checked against the current list by
+ * the key libzmq attached to it (User-Id) and refused -- a client's with
+ * `forbidden`, a worker's dropped -- counted and logged (rate-limited).
+ * Without curve-key, allow-lists are refused (they would protect nothing)
+ * and so is an endpoint other hosts could reach (zb_broker_endpoint_local)
+ * unless `insecure` is set, which is then logged as a warning.  No message
+ * to a peer ever carries a routing id, an address or a key.
+ *
  * Memory is bounded by the limits of zb_broker_config_t: open texts and
  * held request bytes (each request keeps its body until it closes), open
  * requests per client, messages towards each client (2 x client-hwm),
@@ -76,6 +94,7 @@
 #define ZB_BROKER_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -112,6 +131,10 @@
  * every worker in turn. */
 #define ZB_BROKER_SHARD_FAILURES_MAX 3u
 
+/* How often the allow-lists' directories are checked by their mtime, for
+ * file systems where inotify does not see changes (or is unavailable). */
+#define ZB_BROKER_ALLOW_CHECK_MS 2000u
+
 /* --- settings ----------------------------------------------------------- */
 
 /* Every setting of the broker (deploy/zbert-broker.conf.example names the
@@ -131,6 +154,10 @@ typedef struct zb_broker_config {
     uint64_t drain_ms;            /* how long a stopping broker finishes work */
     uint64_t no_worker_ms;        /* how long a request waits for a worker */
     uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */
+    char curve_key[256];          /* the broker's secret key file; "": no CurveZMQ */
+    char allow_clients[256];      /* directory of the clients' .pub files */
+    char allow_workers[256];      /* directory of the workers' .pub files */
+    bool insecure;                /* bind endpoints others can reach without keys */
 } zb_broker_config_t;
 
 /*
@@ -152,24 +179,41 @@ void zb_broker_config_default(zb_broker_config_t *c);
  */
 int zb_broker_config_set(zb_broker_config_t *c, const char *key, const char *value, zb_diag_t *d);
 
+/*
+ * Whether endpoint can be reached only from this host: ipc:// and inproc://,
+ * and tcp:// on a loopback address (127.0.0.0/8, ::1, an IPv4-mapped
+ * 127.x, or the name localhost).  The address is the part after the last
+ * ';' (libzmq's "source;address" form); anything else -- *, 0.0.0.0, an
+ * interface name, another address or host name, another transport -- is
+ * not local.
+ */
+bool zb_broker_endpoint_local(const char *endpoint);
+
 /* --- the broker --------------------------------------------------------- */
 
 typedef struct zb_broker zb_broker_t;
 
 /*
- * Creates a broker with a copy of cfg and binds its two sockets.  *out is
- * the caller's, released with zb_broker_destroy().  Returns 0, ZB_ENOMEM,
- * ZB_EINVAL (a setting is out of range) or ZB_EIO (an endpoint cannot be
+ * Creates a broker with a copy of cfg and binds its two sockets (and, with
+ * curve-key, reads the key and the allow-lists and binds the ZAP handler
+ * first).  *out is the caller's, released with zb_broker_destroy().
+ * Returns 0, ZB_ENOMEM, ZB_EINVAL (a setting is out of range, the security
+ * settings do not fit together, an endpoint others can reach without
+ * curve-key or insecure: d says why and what to do), ZB_ENOTFOUND /
+ * ZB_EFORMAT / ZB_EIO (the key or a directory cannot be read),
+ * ZB_EUNSUPPORTED (a libzmq without CURVE) or ZB_EIO (an endpoint cannot be
  * bound: d says which and why).
  */
 int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d);
 
 /*
  * Serves until *stop says so (see "Stopping" above; the caller's signal
- * handler increments it).  Returns 0 after a clean stop, ZB_EIO when
- * polling fails for a reason other than a signal.
+ * handler increments it).  When reload (may be NULL) becomes non-zero, the
+ * allow-lists are read again and *reload is set back to 0 (SIGHUP).
+ * Returns 0 after a clean stop, ZB_EIO when polling fails for a reason
+ * other than a signal.
  */
-int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop);
+int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 
 /* Closes the sockets and frees everything; nulls *b.  NULL-safe. */
 void zb_broker_destroy(zb_broker_t **b);

@@ -4,14 +4,17 @@
  * defaults), signal handling, and the broker's loop (broker.h).
  *
  *   zbert-broker [--clients EP] [--workers EP] [--config FILE]
- *                [--log-level error|warn|info|debug] [--KEY VALUE ...]
+ *                [--curve-key FILE --allow-clients DIR --allow-workers DIR]
+ *                [--insecure] [--log-level error|warn|info|debug] [--KEY VALUE ...]
  *
  * The settings are the broker's table (zb_broker_config_table) and
  * log-level, parsed by proto/settings; --help is generated from them, and
  * deploy/zbert-broker.conf.example documents the same keys.
  * SIGINT or SIGTERM once: stop taking requests, finish the open ones
  * (drain-ms at most), answer what is left with an error, exit 0.  A second
- * signal: answer everything open with an error now and exit.
+ * signal: answer everything open with an error now and exit.  SIGHUP: read
+ * the allow-lists again (they are also reloaded when their directories
+ * change).
  *
  * Exit status: 0 after a stop by signal, 1 when the broker cannot start or
  * its loop fails, 2 for a usage error.
@@ -26,13 +29,18 @@
 #include "log.h"
 #include "settings.h"
 
-/* The only mutable global: written by the signal handler, read by the
- * loop. */
-static volatile sig_atomic_t s_stop;
+/* The only mutable globals: written by the signal handlers, read (and
+ * s_reload reset) by the loop. */
+static volatile sig_atomic_t s_stop, s_reload;
 
 static void s_on_signal(int sig) {
     (void)sig;
     if (s_stop < 2) s_stop++;
+}
+
+static void s_on_hup(int sig) {
+    (void)sig;
+    s_reload = 1;
 }
 
 /* Settings of the process rather than of the broker. */
@@ -47,6 +55,8 @@ static const zb_settings_t s_table[] = {
 static const char s_about[] =
     "SIGINT or SIGTERM: stop taking requests, finish the open ones (drain-ms at most),\n"
     "answer what is left with an error, exit 0; a second signal stops at once.\n"
+    "SIGHUP: read allow-clients and allow-workers again (also done when they change).\n"
+    "Without curve-key only local endpoints are bound (loopback, ipc://) unless --insecure.\n"
     "The keys are documented in deploy/zbert-broker.conf.example.\n";
 
 int main(int argc, char **argv) {
@@ -84,6 +94,8 @@ int main(int argc, char **argv) {
     /* No SA_RESTART: zmq_poll must return EINTR so the loop sees the flag. */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = s_on_hup;
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     zb_broker_t *b = NULL;
@@ -91,7 +103,7 @@ int main(int argc, char **argv) {
         ZB_LOG(ZB_LOG_ERROR, "%s", zb_diag_text(&d, rc));
         return 1;
     }
-    rc = zb_broker_run(b, &s_stop);
+    rc = zb_broker_run(b, &s_stop, &s_reload);
     zb_broker_destroy(&b);
     return rc < 0 ? 1 : 0;
 }

@@ -55,6 +55,7 @@ static const char *const s_code_names[ZB_MSG_CODE_COUNT] = {
     [ZB_MSG_CODE_INTERNAL] = "internal",
     [ZB_MSG_CODE_BAD_UTF8] = "bad_utf8",
     [ZB_MSG_CODE_UNSUPPORTED] = "unsupported",
+    [ZB_MSG_CODE_FORBIDDEN] = "forbidden",
     [ZB_MSG_CODE_UNKNOWN] = "?",
 };
 
@@ -965,6 +966,18 @@ static int s_dec_status_reply(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply
         (rc = s_get_float(c, &lm, "p90", &s->latency_p90_ms)) < 0 ||
         (rc = s_get_float(c, &lm, "p99", &s->latency_p99_ms)) < 0)
         return rc;
+    /* The security keys travel together: one without the others is a
+     * broken reply, not an older broker's. */
+    if ((rc = s_get_bool(c, mp, "curve", &s->curve)) < 0) return rc;
+    s->has_security = rc > 0;
+    bool req = s->has_security;
+    int r1, r2;
+    if ((r1 = s_get_uint(c, mp, "refused_clients", req, UINT64_MAX, &s->refused_clients)) < 0)
+        return r1;
+    if ((r2 = s_get_uint(c, mp, "refused_workers", req, UINT64_MAX, &s->refused_workers)) < 0)
+        return r2;
+    if (!req && (r1 > 0 || r2 > 0))
+        return s_fail(c, S_BAD, "refused_clients and refused_workers come with curve");
     return 0;
 }
 
@@ -1364,7 +1377,8 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
     }
     case ZB_MSG_STATUS_REPLY: {
         const zb_msg_status_reply_t *s = &m->u.status_reply;
-        s_write_head(pk, 10 + (s->id.len > 0) + (s->bad_results > 0), m->type);
+        s_write_head(pk, 10 + (s->id.len > 0) + (s->bad_results > 0) + 3 * s->has_security,
+                     m->type);
         if (s->id.len > 0) s_kstr(pk, "id", s->id);
         s_kuint(pk, "uptime_ms", s->uptime_ms);
         s_key(pk, "workers");
@@ -1401,6 +1415,15 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
         msgpack_pack_double(pk, s->latency_p99_ms);
         s_kuint(pk, "protocol_errors", s->protocol_errors);
         if (s->bad_results > 0) s_kuint(pk, "bad_results", s->bad_results);
+        if (s->has_security) {
+            s_key(pk, "curve");
+            if (s->curve)
+                msgpack_pack_true(pk);
+            else
+                msgpack_pack_false(pk);
+            s_kuint(pk, "refused_clients", s->refused_clients);
+            s_kuint(pk, "refused_workers", s->refused_workers);
+        }
         break;
     }
     case ZB_MSG_READY: {
@@ -1593,7 +1616,10 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
             x->in_flight_shards != y->in_flight_shards || x->texts_per_s != y->texts_per_s ||
             x->tokens_per_s != y->tokens_per_s || x->latency_p50_ms != y->latency_p50_ms ||
             x->latency_p90_ms != y->latency_p90_ms || x->latency_p99_ms != y->latency_p99_ms ||
-            x->protocol_errors != y->protocol_errors || x->bad_results != y->bad_results)
+            x->protocol_errors != y->protocol_errors || x->bad_results != y->bad_results ||
+            x->has_security != y->has_security ||
+            (x->has_security && (x->curve != y->curve || x->refused_clients != y->refused_clients ||
+                                 x->refused_workers != y->refused_workers)))
             return false;
         for (size_t k = 0; k < x->n_workers; k++)
             if (!s_eq_worker(&x->workers[k], &y->workers[k])) return false;

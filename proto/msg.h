@@ -93,6 +93,8 @@ typedef enum zb_msg_code {
     ZB_MSG_CODE_BAD_UTF8,    /* one text is not valid UTF-8 */
     ZB_MSG_CODE_UNSUPPORTED, /* one text the options cannot take (Spark NLP
                               * would misplace its sentences, ...) */
+    ZB_MSG_CODE_FORBIDDEN,   /* the sender's CURVE key is no longer allowed
+                              * (PROTOCOL.md 4, revision 1.2) */
     ZB_MSG_CODE_UNKNOWN,     /* decoded: a code this version does not know */
     ZB_MSG_CODE_COUNT
 } zb_msg_code_t;
@@ -215,6 +217,13 @@ typedef struct zb_msg_status_reply {
     double latency_p99_ms;
     uint64_t protocol_errors;
     uint64_t bad_results; /* optional: worker results refused since start */
+    /* Security (revision 1.2): the keys curve, refused_clients and
+     * refused_workers travel together; has_security false: absent (a
+     * broker of an earlier revision). */
+    bool has_security;
+    bool curve;               /* CurveZMQ on both endpoints */
+    uint64_t refused_clients; /* handshakes and messages refused, clients endpoint */
+    uint64_t refused_workers; /* same, workers endpoint */
 } zb_msg_status_reply_t;
 
 /*

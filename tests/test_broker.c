@@ -34,11 +34,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
+#include "broker.h"
+#include "curve.h"
 #include "fixture.h"
 #include "msg.h"
 
@@ -93,15 +96,33 @@ static int s_free_port(void) {
     return ntohs(a.sin_port);
 }
 
-static void *s_socket(int type, const char *endpoint) {
+/* CurveZMQ (tests that start the broker with keys): the broker's pair and
+ * the keys s_socket() gives the fake clients and workers by default. */
+static bool s_curve;
+static zb_curve_cert_t s_server_cert, s_client_cert, s_worker_cert;
+
+/* A socket connected to endpoint as a CurveZMQ client with self's key pair
+ * (NULL: without CurveZMQ). */
+static void *s_socket_as(int type, const char *endpoint, const zb_curve_cert_t *self) {
     void *s = zmq_socket(s_ctx, type);
     assert_non_null(s);
     int zero = 0, unlimited = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s, ZMQ_RCVHWM, &unlimited, sizeof unlimited);
     zmq_setsockopt(s, ZMQ_SNDHWM, &unlimited, sizeof unlimited);
+    zb_diag_t d = {{0}};
+    if (self != NULL && zb_curve_client_socket(s, self, s_server_cert.pub, &d) != 0)
+        fail_msg("CURVE options: %s", d.msg);
     assert_int_equal(zmq_connect(s, endpoint), 0);
     return s;
+}
+
+/* A socket for endpoint, with the default key of its side when the broker
+ * runs with keys. */
+static void *s_socket(int type, const char *endpoint) {
+    const zb_curve_cert_t *self = NULL;
+    if (s_curve) self = strcmp(endpoint, s_b.back) == 0 ? &s_worker_cert : &s_client_cert;
+    return s_socket_as(type, endpoint, self);
 }
 
 static void s_send_raw(void *s, const void *p, size_t n, int flags) {
@@ -298,7 +319,9 @@ static void fw_send_ready(fw_t *w) {
     w->last_send_ms = s_ms();
 }
 
-static fw_t *fw_new(const char *name, const char *model, uint32_t dim, uint32_t credit, int mode) {
+/* A fake worker connected with key pair self (as s_socket_as). */
+static fw_t *fw_new_as(const char *name, const char *model, uint32_t dim, uint32_t credit, int mode,
+                       const zb_curve_cert_t *self) {
     fw_t *w = calloc(1, sizeof *w);
     assert_non_null(w);
     snprintf(w->name, sizeof w->name, "%s", name);
@@ -307,10 +330,14 @@ static fw_t *fw_new(const char *name, const char *model, uint32_t dim, uint32_t 
     w->credit = credit;
     w->threads = 2;
     w->mode = mode;
-    w->s = s_socket(ZMQ_DEALER, s_b.back);
+    w->s = s_socket_as(ZMQ_DEALER, s_b.back, self);
     s_fw[s_n_fw++] = w;
     fw_send_ready(w);
     return w;
+}
+
+static fw_t *fw_new(const char *name, const char *model, uint32_t dim, uint32_t credit, int mode) {
+    return fw_new_as(name, model, dim, credit, mode, s_curve ? &s_worker_cert : NULL);
 }
 
 static void s_put_f32(uint8_t *p, float f) {
@@ -488,8 +515,14 @@ static void fw_service(fw_t *w) {
            now - w->pend[0].at_ms >= (uint64_t)w->delay_ms)
         fw_answer(w, 0);
     if (now - w->last_send_ms >= 400) {
+        /* Without waiting: a worker whose handshake was refused has no
+         * connection left to send on, and would block. */
         zb_msg_t hb = {.type = ZB_MSG_HEARTBEAT};
-        s_send_msg(w->s, &hb);
+        uint8_t *body = NULL;
+        size_t len = 0;
+        assert_int_equal(zb_msg_encode(&hb, &body, &len, NULL), 0);
+        zmq_send(w->s, body, len, ZMQ_DONTWAIT);
+        free(body);
         w->last_send_ms = now;
     }
 }
@@ -539,12 +572,17 @@ typedef struct fc {
 static fc_t *s_fc[16];
 static int s_n_fc;
 
-static fc_t *fc_new(void) {
+/* A fake client connected with key pair self (as s_socket_as). */
+static fc_t *fc_new_as(const zb_curve_cert_t *self) {
     fc_t *c = calloc(1, sizeof *c);
     assert_non_null(c);
-    c->s = s_socket(ZMQ_DEALER, s_b.front);
+    c->s = s_socket_as(ZMQ_DEALER, s_b.front, self);
     s_fc[s_n_fc++] = c;
     return c;
+}
+
+static fc_t *fc_new(void) {
+    return fc_new_as(s_curve ? &s_client_cert : NULL);
 }
 
 /* The next message for c within ms (workers serviced meanwhile). */
@@ -827,6 +865,7 @@ static int s_setup(void **st) {
     s_admin = NULL;
     s_want_epoch = 0;
     s_broker_level = "info";
+    s_curve = false;
     return 0;
 }
 
@@ -1213,31 +1252,44 @@ static void test_status(void **st) {
  * connection.  Claim the first 64 names of that unseeded sequence on both
  * endpoints (the frontend's socket is made first, then the backend's), then
  * connect ordinary peers: the broker stays up and answers. */
-static void test_claimed_routing_ids(void **st) {
-    (void)st;
-    s_broker_start(NULL);
+/* The claims against the broker running now: n_claims names from the start
+ * of each of the first n_seq sockets' unseeded sequences, on each endpoint
+ * (with CurveZMQ, by peers whose keys are allowed: only they get a name at
+ * all; the ZAP handler's REP socket is a ROUTER made first). */
+static void s_claim_routing_ids(int n_seq, int n_claims) {
     srand(1); /* glibc's default seed, as an unseeded process has it */
-    uint32_t start[2];
-    for (int e = 0; e < 2; e++) {
+    uint32_t start[3];
+    assert_true(n_seq <= 3);
+    for (int e = 0; e < 3; e++) {
         uint32_t low = (uint32_t)rand(), high = (uint32_t)rand();
         start[e] = (high << 31) | low; /* libzmq's generate_random() */
     }
     assert_int_equal(start[0], 0x6b8b4567u);
     assert_int_equal(start[1], 0xe43c9869u);
-    enum { N_CLAIMS = 64 };
-    void *claims[2][N_CLAIMS];
-    for (int e = 0; e < 2; e++) {
-        for (int k = 0; k < N_CLAIMS; k++) {
-            uint32_t n = start[e] + (uint32_t)k;
-            uint8_t rid[5] = {0, (uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8),
-                              (uint8_t)n};
-            void *s = zmq_socket(s_ctx, ZMQ_DEALER);
-            assert_non_null(s);
-            int zero = 0;
-            zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-            assert_int_equal(zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, sizeof rid), 0);
-            assert_int_equal(zmq_connect(s, e == 0 ? s_b.front : s_b.back), 0);
-            claims[e][k] = s;
+    void **claims = calloc((size_t)(2 * n_seq * n_claims), sizeof *claims);
+    assert_non_null(claims);
+    int n = 0;
+    for (int ep = 0; ep < 2; ep++) {
+        for (int e = 0; e < n_seq; e++) {
+            for (int k = 0; k < n_claims; k++) {
+                uint32_t x = start[e] + (uint32_t)k;
+                uint8_t rid[5] = {0, (uint8_t)(x >> 24), (uint8_t)(x >> 16), (uint8_t)(x >> 8),
+                                  (uint8_t)x};
+                void *s = zmq_socket(s_ctx, ZMQ_DEALER);
+                assert_non_null(s);
+                int zero = 0;
+                zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+                assert_int_equal(zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, sizeof rid), 0);
+                zb_diag_t d = {{0}};
+                if (s_curve)
+                    assert_int_equal(zb_curve_client_socket(s, ep ? &s_worker_cert : &s_client_cert,
+                                                            s_server_cert.pub, &d),
+                                     0);
+                assert_int_equal(zmq_connect(s, ep == 0 ? s_b.front : s_b.back), 0);
+                /* a message, so that the claim is a peer the broker served */
+                zmq_send(s, "\x81\xa1v\x01", 4, ZMQ_DONTWAIT);
+                claims[n++] = s;
+            }
         }
     }
     usleep(300000); /* the claims connect before the ordinary peers below */
@@ -1254,8 +1306,14 @@ static void test_claimed_routing_ids(void **st) {
     rx_free(&rx);
     int status = 0;
     assert_int_equal(waitpid(s_b.pid, &status, WNOHANG), 0); /* still running */
-    for (int e = 0; e < 2; e++)
-        for (int k = 0; k < N_CLAIMS; k++) zmq_close(claims[e][k]);
+    for (int k = 0; k < n; k++) zmq_close(claims[k]);
+    free(claims);
+}
+
+static void test_claimed_routing_ids(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    s_claim_routing_ids(2, 64);
 }
 
 static void test_malformed(void **st) {
@@ -1961,6 +2019,445 @@ static void test_stop(void **st) {
     assert_int_equal(s_broker_stop(0), 0);
 }
 
+/* --- CurveZMQ ------------------------------------------------------------------------- */
+
+static char s_keys[160], s_allow_c[160], s_allow_w[160];
+
+static void s_shell(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void s_shell(const char *fmt, ...) {
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    if (system(cmd) != 0) fail_msg("command failed: %s", cmd);
+}
+
+/* A new key pair NAME, saved as s_keys/NAME.pub and NAME.key. */
+static void s_keygen(const char *name, zb_curve_cert_t *c) {
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_curve_keypair(c, name, &d), 0);
+    char base[256];
+    snprintf(base, sizeof base, "%s/%s", s_keys, name);
+    if (zb_curve_save(base, c, &d) != 0) fail_msg("%s", d.msg);
+}
+
+/* Puts NAME's public key into an allow-list directory, or takes it out. */
+static void s_allow(const char *name, const char *dir) {
+    s_shell("cp %s/%s.pub %s/%s.pub", s_keys, name, dir, name);
+}
+
+static void s_deny(const char *name, const char *dir) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s.pub", dir, name);
+    assert_int_equal(unlink(path), 0);
+}
+
+/* Fresh directories for keys and allow-lists, the broker's key pair, the
+ * client key "alice" and the worker key "w1" allowed; sockets made from
+ * now on use them. */
+static void s_curve_prepare(void) {
+    static int n;
+    n++;
+    snprintf(s_keys, sizeof s_keys, "%s/keys-%d", s_dir, n);
+    snprintf(s_allow_c, sizeof s_allow_c, "%s/clients-%d", s_dir, n);
+    snprintf(s_allow_w, sizeof s_allow_w, "%s/workers-%d", s_dir, n);
+    s_shell("mkdir -p %s %s %s", s_keys, s_allow_c, s_allow_w);
+    s_keygen("broker", &s_server_cert);
+    s_keygen("alice", &s_client_cert);
+    s_keygen("w1", &s_worker_cert);
+    s_allow("alice", s_allow_c);
+    s_allow("w1", s_allow_w);
+    s_curve = true;
+}
+
+/* Starts the broker with the keys of s_curve_prepare() and extra settings. */
+static void s_curve_launch(const char *const *extra) {
+    static char key[200], ac[200], aw[200];
+    snprintf(key, sizeof key, "ZBERT_CURVE_KEY=%s/broker.key", s_keys);
+    snprintf(ac, sizeof ac, "ZBERT_ALLOW_CLIENTS=%s", s_allow_c);
+    snprintf(aw, sizeof aw, "ZBERT_ALLOW_WORKERS=%s", s_allow_w);
+    const char *env[16] = {key, ac, aw};
+    int n = 3;
+    for (const char *const *e = extra; e && *e && n < 15; e++) env[n++] = *e;
+    env[n] = NULL;
+    s_broker_start(env);
+}
+
+static void s_curve_start(const char *const *extra) {
+    s_curve_prepare();
+    s_curve_launch(extra);
+}
+
+static void fc_status_as(fc_t *c, const char *id) {
+    zb_msg_t m = {.type = ZB_MSG_STATUS};
+    m.u.status.id = (zb_msg_str_t){id, strlen(id)};
+    s_send_msg(c->s, &m);
+}
+
+/* The status, asked until cond holds on it (fails after S_TIMEOUT_MS). */
+#define S_STATUS_UNTIL(rx, cond)                                                                   \
+    do {                                                                                           \
+        uint64_t end_ = s_ms() + S_TIMEOUT_MS;                                                     \
+        for (;;) {                                                                                 \
+            s_status(&(rx));                                                                       \
+            const zb_msg_status_reply_t *sr = &(rx).m.u.status_reply;                              \
+            (void)sr;                                                                              \
+            if (cond) break;                                                                       \
+            rx_free(&(rx));                                                                        \
+            if (s_ms() > end_) fail_msg("timed out waiting for: %s", #cond);                       \
+            s_pump(50, NULL);                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/*
+ * CurveZMQ on both endpoints: an allowed client is served and the status
+ * says CurveZMQ is on; a client with an unknown key, or without CurveZMQ,
+ * gets nothing; a worker with an unknown key, or with a client's key,
+ * never gets a task while a real request runs; refusals are counted per
+ * endpoint and logged; the status holds no key and no address.
+ */
+static void test_curve_auth(void **st) {
+    (void)st;
+    s_curve_start(NULL);
+    rx_t rx;
+    s_status(&rx);
+    assert_true(rx.m.u.status_reply.has_security);
+    assert_true(rx.m.u.status_reply.curve);
+    assert_int_equal(rx.m.u.status_reply.refused_clients, 0);
+    assert_int_equal(rx.m.u.status_reply.refused_workers, 0);
+    rx_free(&rx);
+
+    zb_curve_cert_t mallory;
+    s_keygen("mallory", &mallory);
+    fc_t *m = fc_new_as(&mallory), *plain = fc_new_as(NULL);
+    fc_status_as(m, "m");
+    fc_status_as(plain, "p");
+    fw_t *evil = fw_new_as("evil", "model-a", 4, 8, FW_AUTO, &mallory);
+    fw_t *as_client = fw_new_as("as-client", "model-a", 4, 8, FW_AUTO, &s_client_cert);
+    fw_t *w = fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    s_wait_workers(1);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "c1", .tag = "C", .n = 640, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+    assert_int_equal(w->n_tasks, 10);
+    assert_int_equal(evil->n_tasks + as_client->n_tasks, 0);
+    assert_int_equal(evil->n_reconnects + as_client->n_reconnects, 0);
+    fc_expect_silence(m, 300);
+    fc_expect_silence(plain, 300);
+    S_STATUS_UNTIL(rx, sr->refused_clients >= 1 && sr->refused_workers >= 2);
+    assert_int_equal(rx.m.u.status_reply.n_workers, 1);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    /* no key, no address in what any client can read */
+    const uint8_t *body = zmq_msg_data(&rx.body);
+    size_t len = zmq_msg_size(&rx.body);
+    const zb_curve_cert_t *certs[] = {&s_client_cert, &s_worker_cert, &mallory, &s_server_cert};
+    for (size_t k = 0; k < 4; k++) {
+        char z85[41];
+        zb_curve_z85(certs[k]->pub, z85);
+        assert_null(s_find_bytes((uint8_t *)body, len, z85, 40));
+        assert_null(s_find_bytes((uint8_t *)body, len, (const char *)certs[k]->pub, 32));
+    }
+    assert_null(s_find_bytes((uint8_t *)body, len, "127.0.0.1", 9));
+    rx_free(&rx);
+    assert_true(s_log_count("clients: refused key") >= 1);
+    assert_true(s_log_count("workers: refused key") >= 2);
+    assert_true(s_log_count("not in allow-workers") >= 2);
+    assert_int_equal(s_log_count("CurveZMQ on both"), 1);
+}
+
+/*
+ * The allow-lists change while the broker runs: a key copied into the
+ * directory works at once (inotify); a file changed without an event in
+ * the directory (a hard link written from elsewhere) works after SIGHUP;
+ * a client key removed ends that client's open request with `forbidden`
+ * and answers its next message so; a worker key removed drops the worker,
+ * whose shards run elsewhere, and its messages are refused from then on.
+ */
+static void test_curve_reload(void **st) {
+    (void)st;
+    s_curve_prepare();
+    zb_curve_cert_t carol, dave, w2key;
+    s_keygen("carol", &carol);
+    s_keygen("dave", &dave);
+    s_keygen("w2", &w2key);
+    /* dave.pub: a hard link to a file outside that holds no key yet */
+    char slot[256], linked[256];
+    snprintf(slot, sizeof slot, "%s/dave-slot", s_keys);
+    snprintf(linked, sizeof linked, "%s/dave.pub", s_allow_c);
+    FILE *f = fopen(slot, "w");
+    assert_non_null(f);
+    fputs("not a certificate yet\n", f);
+    fclose(f);
+    assert_int_equal(link(slot, linked), 0);
+    s_curve_launch(NULL);
+    assert_int_equal(s_log_count("dave.pub"), 1); /* logged and skipped */
+
+    /* A refused socket is closed for good by libzmq: each try below is a
+     * new connection, as a client or worker makes one when it gets no
+     * answer. */
+    rx_t rx;
+    fc_t *c3 = fc_new_as(&carol);
+    fc_status_as(c3, "c3");
+    fc_expect_silence(c3, 500);
+    S_STATUS_UNTIL(rx, sr->refused_clients == 1);
+    rx_free(&rx);
+    s_allow("carol", s_allow_c);
+    S_PUMP_UNTIL(s_log_count("allow-clients: reloaded (its directory changed): 2 keys, 1 added") ==
+                 1);
+    c3 = fc_new_as(&carol);
+    fc_status_as(c3, "c3");
+    fc_expect(c3, &rx, ZB_MSG_STATUS_REPLY);
+    assert_true(s_str_is(rx.m.u.status_reply.id, "c3"));
+    rx_free(&rx);
+    s_admin = c3; /* alice's key is removed below */
+
+    fc_t *c4 = fc_new_as(&dave);
+    fc_status_as(c4, "c4");
+    fc_expect_silence(c4, 500);
+    size_t len = 0;
+    char src[256];
+    snprintf(src, sizeof src, "%s/dave.pub", s_keys);
+    char *text = fx_read_file(src, &len);
+    assert_non_null(text);
+    int fd = open(slot, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+    close(fd);
+    free(text);
+    /* longer than the mtime check's period: the directory did not change,
+     * the file changed through a name outside it */
+    s_pump(2500, NULL);
+    c4 = fc_new_as(&dave);
+    fc_status_as(c4, "c4");
+    fc_expect_silence(c4, 500);
+    assert_int_equal(s_log_count("reloaded"), 1); /* carol's */
+    kill(s_b.pid, SIGHUP);
+    S_PUMP_UNTIL(s_log_count("reloaded (SIGHUP)") == 2);
+    c4 = fc_new_as(&dave);
+    fc_status_as(c4, "c4");
+    fc_expect(c4, &rx, ZB_MSG_STATUS_REPLY);
+    rx_free(&rx);
+
+    /* alice's key goes while her request is open */
+    fw_t *w = fw_new("w1", "model-a", 4, 2, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *a = fc_new();
+    spec_t sp = {.id = "r", .tag = "R", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a, &sp);
+    S_PUMP_UNTIL(w->n_pend == 2);
+    s_deny("alice", s_allow_c);
+    fc_expect_error(a, "r", ZB_MSG_CODE_FORBIDDEN);
+    fc_status_as(a, "st");
+    fc_expect_error(a, "st", ZB_MSG_CODE_FORBIDDEN);
+    w->mode = FW_AUTO; /* its results find the request closed */
+    s_wait_idle(&rx);
+    assert_true(rx.m.u.status_reply.refused_clients >= 1);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    rx_free(&rx);
+    fc_expect_silence(a, 300);
+    assert_int_equal(s_log_count("its key was removed from allow-clients"), 1);
+
+    /* w1's key goes while it holds shards: w2 runs them */
+    s_allow("w2", s_allow_w);
+    S_PUMP_UNTIL(s_log_count("allow-workers: reloaded (its directory changed): 2 keys") == 1);
+    fw_t *w2 = fw_new_as("w2", "model-a", 4, 2, FW_HOLD, &w2key);
+    s_wait_workers(2);
+    w->mode = FW_HOLD;
+    spec_t sq = {.id = "q", .tag = "Q", .n = 320, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c3, &sq);
+    S_PUMP_UNTIL(w->n_pend == 2 && w2->n_pend == 2);
+    s_deny("w1", s_allow_w);
+    S_PUMP_UNTIL(s_log_count("its key was removed from allow-workers") == 1);
+    w2->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c3, &sq, &o);
+    assert_int_equal(w2->n_tasks, 5);
+    w->mode = FW_AUTO; /* its late results and heartbeats are refused */
+    s_pump(500, NULL);
+    assert_int_equal(w->n_reconnects, 0);
+    S_STATUS_UNTIL(rx, sr->refused_workers >= 1);
+    assert_int_equal(rx.m.u.status_reply.n_workers, 1);
+    assert_int_equal(rx.m.u.status_reply.requests, 0);
+    rx_free(&rx);
+}
+
+/* The routing-id claims of test_claimed_routing_ids, by allowed keys on
+ * both endpoints of a broker with CurveZMQ (the ZAP handler's socket takes
+ * the first sequence, so three are claimed). */
+static void test_curve_claimed_routing_ids(void **st) {
+    (void)st;
+    s_curve_start(NULL);
+    s_claim_routing_ids(3, 16);
+    fw_new("w1", "model-a", 4, 2, FW_AUTO);
+    fc_t *c = fc_new();
+    spec_t sp = {.id = "k", .tag = "K", .n = 100, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &sp);
+    outcome_t o;
+    s_collect_one(c, &sp, &o);
+}
+
+/* Runs zbert-broker with args (NULL-terminated, after the program) until it
+ * exits or ms pass; returns its exit status (-1: still running, then left
+ * in *pid) and leaves its stderr in log. */
+static int s_run_broker(const char *const *args, const char *log, int ms, pid_t *pid) {
+    const char *bin = getenv("ZB_BIN");
+    char path[512];
+    snprintf(path, sizeof path, "%s/zbert-broker", bin && *bin ? bin : "bin");
+    const char *argv[24] = {path};
+    int n = 1;
+    for (const char *const *a = args; *a && n < 23; a++) argv[n++] = *a;
+    argv[n] = NULL;
+    fflush(NULL);
+    pid_t p = fork();
+    assert_true(p >= 0);
+    if (p == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        execv(path, (char *const *)argv);
+        _exit(127);
+    }
+    s_children[s_n_children++] = p;
+    uint64_t end = s_ms() + (uint64_t)ms;
+    int st = 0;
+    while (s_ms() < end) {
+        if (waitpid(p, &st, WNOHANG) == p) {
+            s_forget_child(p);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        usleep(10000);
+    }
+    *pid = p;
+    return -1;
+}
+
+static bool s_file_has(const char *path, const char *needle) {
+    size_t len = 0;
+    char *text = fx_read_file(path, &len);
+    bool has = text != NULL && strstr(text, needle) != NULL;
+    free(text);
+    return has;
+}
+
+/*
+ * Secure by default: without keys the broker refuses an endpoint other
+ * hosts can reach, saying why and what to do; --insecure binds it with a
+ * warning.  The security settings must fit together.
+ */
+static void test_secure_by_default(void **st) {
+    (void)st;
+    char log[160], open_ep[64], local_ep[64];
+    snprintf(log, sizeof log, "%s/refusals.log", s_dir);
+    snprintf(open_ep, sizeof open_ep, "tcp://0.0.0.0:%d", s_free_port());
+    snprintf(local_ep, sizeof local_ep, "tcp://127.0.0.1:%d", s_free_port());
+    pid_t pid = 0;
+    const char *a1[] = {"--clients", open_ep, "--workers", local_ep, NULL};
+    assert_int_equal(s_run_broker(a1, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "refusing to bind tcp://0.0.0.0:"));
+    assert_true(s_file_has(log, "zbert keygen"));
+    assert_true(s_file_has(log, "--insecure"));
+    const char *a2[] = {"--clients", local_ep, "--workers", "tcp://*:5556", NULL};
+    assert_int_equal(s_run_broker(a2, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "refusing to bind tcp://*:5556"));
+    const char *a3[] = {"--clients", local_ep, "--workers", "tcp://eth0;10.1.2.3:5556", NULL};
+    assert_int_equal(s_run_broker(a3, log, S_TIMEOUT_MS, &pid), 1);
+    /* allow-lists without a key, a key without allow-lists */
+    s_curve_prepare();
+    s_curve = false;
+    const char *a4[] = {"--allow-clients", s_allow_c, NULL};
+    assert_int_equal(s_run_broker(a4, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "need curve-key"));
+    char key[200];
+    snprintf(key, sizeof key, "%s/broker.key", s_keys);
+    const char *a5[] = {"--curve-key", key, "--allow-clients", s_allow_c, NULL};
+    assert_int_equal(s_run_broker(a5, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "curve-key needs allow-clients and allow-workers"));
+    /* a secret key others can read; a public key where the secret goes */
+    char pub[200];
+    snprintf(pub, sizeof pub, "%s/public-only", s_keys);
+    s_shell("cp %s/broker.pub %s && chmod 600 %s", s_keys, pub, pub);
+    const char *a6[] = {"--curve-key", pub, "--allow-clients", s_allow_c, "--allow-workers",
+                        s_allow_w,     NULL};
+    assert_int_equal(s_run_broker(a6, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "no curve secret-key"));
+    assert_int_equal(chmod(key, 0644), 0);
+    const char *a7[] = {"--curve-key", key, "--allow-clients", s_allow_c, "--allow-workers",
+                        s_allow_w,     NULL};
+    assert_int_equal(s_run_broker(a7, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "chmod 600"));
+    assert_int_equal(chmod(key, 0600), 0);
+    /* a missing allow-list directory */
+    const char *a8[] = {"--curve-key",
+                        key,
+                        "--allow-clients",
+                        s_allow_c,
+                        "--allow-workers",
+                        "/nonexistent/zbert-workers",
+                        NULL};
+    assert_int_equal(s_run_broker(a8, log, S_TIMEOUT_MS, &pid), 1);
+    assert_true(s_file_has(log, "/nonexistent/zbert-workers"));
+
+    /* --insecure: it starts, and says what it means */
+    const char *a9[] = {"--clients", open_ep, "--workers", local_ep, "--insecure", NULL};
+    assert_int_equal(s_run_broker(a9, log, 1000, &pid), -1);
+    uint64_t end = s_ms() + S_TIMEOUT_MS;
+    while (!s_file_has(log, "reachable from other hosts without CurveZMQ") && s_ms() < end)
+        usleep(20000);
+    assert_true(s_file_has(log, "reachable from other hosts without CurveZMQ"));
+    char warned[96];
+    snprintf(warned, sizeof warned, "%s is reachable", local_ep); /* not the loopback one */
+    assert_false(s_file_has(log, warned));
+    kill(pid, SIGTERM);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    s_forget_child(pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Which endpoints count as local (zb_broker_endpoint_local). */
+static void test_endpoint_local(void **st) {
+    (void)st;
+    static const struct {
+        const char *ep;
+        bool local;
+    } t[] = {
+        {"tcp://127.0.0.1:5555", true},
+        {"tcp://127.3.4.5:1", true},
+        {"tcp://localhost:5555", true},
+        {"tcp://LocalHost:5555", true},
+        {"tcp://[::1]:5555", true},
+        {"tcp://::1:5555", true},
+        {"tcp://[::ffff:127.0.0.1]:5555", true},
+        {"tcp://127.0.0.1:*", true},
+        {"ipc:///tmp/zbert.sock", true},
+        {"inproc://x", true},
+        {"tcp://eth0;127.0.0.1:5555", true},
+        {"tcp://127.0.0.1;10.0.0.1:5555", false},
+        {"tcp://*:5555", false},
+        {"tcp://0.0.0.0:5555", false},
+        {"tcp://[::]:5555", false},
+        {"tcp://eth0:5555", false},
+        {"tcp://lo:5555", false},
+        {"tcp://10.0.0.1:5555", false},
+        {"tcp://128.0.0.1:5555", false},
+        {"tcp://[::ffff:10.0.0.1]:5555", false},
+        {"tcp://example.com:5555", false},
+        {"tcp://localhost.example.com:5555", false},
+        {"tcp://127.1:5555", false},
+        {"tcp://[::1:5555", false},
+        {"tcp://:5555", false},
+        {"tcp://127.0.0.1", false},
+        {"pgm://eth0;239.192.1.1:5555", false},
+        {"ws://127.0.0.1:5555", false},
+        {"", false},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (zb_broker_endpoint_local(t[i].ep) != t[i].local)
+            fail_msg("%s: expected %s", t[i].ep, t[i].local ? "local" : "not local");
+}
+
 int main(void) {
     s_ctx = zmq_ctx_new();
     snprintf(s_dir, sizeof s_dir, "/tmp/zbert-broker-test-XXXXXX");
@@ -1990,6 +2487,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_claimed_routing_ids, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_endpoint_local, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_secure_by_default, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_auth, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_reload, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_claimed_routing_ids, s_setup, s_teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     s_kill_children();

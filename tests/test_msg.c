@@ -1166,7 +1166,11 @@ static void s_sample(const char *name, zb_msg_t *m) {
                                                     .latency_p90_ms = 10.5,
                                                     .latency_p99_ms = 99,
                                                     .protocol_errors = 1,
-                                                    .bad_results = 2};
+                                                    .bad_results = 2,
+                                                    .has_security = true,
+                                                    .curve = true,
+                                                    .refused_clients = 7,
+                                                    .refused_workers = 70000};
     } else if (!strcmp(name, "ready")) {
         assert_true(s_example("ready", m));
     } else if (!strcmp(name, "task")) {
@@ -1601,7 +1605,10 @@ static void test_wide_embed_and_status_reply(void **state) {
     zb_msg_free(&got);
     hb_free(&h);
 
-    hb_map(&h, 16, 14);
+    hb_map(&h, 16, 17);
+    hb_str(&h, 0, "refused_workers"), hb_uint(&h, 64, 70000);
+    hb_str(&h, 0, "curve"), hb_byte(&h, 0xc3);
+    hb_str(&h, 0, "refused_clients"), hb_uint(&h, -16, 7);
     hb_str(&h, 0, "v"), hb_uint(&h, 8, 1);
     hb_str(&h, 0, "type"), hb_str(&h, 8, "status_reply");
     hb_str(&h, 16, "bad_results"), hb_uint(&h, 32, 2);
@@ -1639,6 +1646,61 @@ static void test_wide_embed_and_status_reply(void **state) {
     assert_true(zb_msg_equal(&want, &got));
     zb_msg_free(&got);
     hb_free(&h);
+}
+
+/* Whether the k bytes of needle occur in b[0..n). */
+static const uint8_t *s_has_bytes(const uint8_t *b, size_t n, const char *needle, size_t k) {
+    for (size_t i = 0; i + k <= n; i++)
+        if (memcmp(b + i, needle, k) == 0) return b + i;
+    return NULL;
+}
+
+/* Revision 1.2: the security keys of status_reply travel together and are
+ * absent from an earlier broker's reply; `forbidden` has a wire name. */
+static void test_security_fields(void **state) {
+    (void)state;
+    zb_msg_t m, got;
+    s_sample("status_reply", &m);
+    uint8_t *b = NULL;
+    size_t n = 0;
+    assert_int_equal(zb_msg_encode(&m, &b, &n, NULL), 0);
+    s_accept(b, n, &got);
+    assert_true(got.u.status_reply.has_security && got.u.status_reply.curve);
+    assert_int_equal(got.u.status_reply.refused_clients, 7);
+    assert_int_equal(got.u.status_reply.refused_workers, 70000);
+    assert_true(zb_msg_equal(&m, &got));
+    zb_msg_free(&got);
+    free(b);
+    /* off, and counted */
+    m.u.status_reply.curve = false;
+    assert_int_equal(zb_msg_encode(&m, &b, &n, NULL), 0);
+    s_accept(b, n, &got);
+    assert_true(got.u.status_reply.has_security && !got.u.status_reply.curve);
+    assert_true(zb_msg_equal(&m, &got));
+    zb_msg_free(&got);
+    free(b);
+    /* absent: what a broker of revision 1.1 sends */
+    m.u.status_reply.has_security = false;
+    assert_int_equal(zb_msg_encode(&m, &b, &n, NULL), 0);
+    assert_null(s_has_bytes(b, n, "curve", 5));
+    assert_null(s_has_bytes(b, n, "refused_", 8));
+    s_accept(b, n, &got);
+    assert_false(got.u.status_reply.has_security);
+    assert_int_equal(got.u.status_reply.refused_clients, 0);
+    assert_true(zb_msg_equal(&m, &got));
+    zb_msg_free(&got);
+    free(b);
+    /* forbidden round-trips under its name */
+    m = (zb_msg_t){.type = ZB_MSG_ERROR};
+    m.u.error = (zb_msg_error_t){
+        .id = S("r9"), .code = ZB_MSG_CODE_FORBIDDEN, .message = S("key no longer allowed")};
+    assert_int_equal(zb_msg_encode(&m, &b, &n, NULL), 0);
+    assert_non_null(s_has_bytes(b, n, "forbidden", 9));
+    s_accept(b, n, &got);
+    assert_int_equal(got.u.error.code, ZB_MSG_CODE_FORBIDDEN);
+    zb_msg_free(&got);
+    free(b);
+    assert_string_equal(zb_msg_code_name(ZB_MSG_CODE_FORBIDDEN), "forbidden");
 }
 
 /* --- hostile input: msgpack-c object trees, mutated and repacked ---------- */
@@ -2599,6 +2661,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_edges),
         cmocka_unit_test(test_wide_part),
         cmocka_unit_test(test_wide_embed_and_status_reply),
+        cmocka_unit_test(test_security_fields),
         cmocka_unit_test(test_doc_examples),
         cmocka_unit_test(test_every_field_wrong_type),
         cmocka_unit_test(test_missing_and_duplicate_keys),
