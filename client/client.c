@@ -172,9 +172,11 @@ struct zbert_client {
     s_event_t *q_head, *q_tail;
     /* liveness of the current connection */
     uint64_t quiet_since;
-    uint64_t ping_at;    /* last ping since the broker last spoke; 0: none */
-    bool warned;         /* a malformed message was logged on this socket */
-    bool warned_unknown; /* an ignored message (unknown type, other v) was */
+    uint64_t ping_at;       /* last ping since the broker last spoke; 0: none */
+    uint64_t blocked_since; /* the socket has refused every message since;
+                             * 0: it took the last one */
+    bool warned;            /* a malformed message was logged on this socket */
+    bool warned_unknown;    /* an ignored message (unknown type, other v) was */
     /* zbert_status() in progress */
     bool st_wait, st_want_send;
     uint64_t st_sent_at;
@@ -393,6 +395,7 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
     c->sock = s;
     c->quiet_since = s_now_ms();
     c->ping_at = 0;
+    c->blocked_since = 0;
     c->warned = false;
     c->warned_unknown = false;
     return 0;
@@ -402,9 +405,20 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
  * queue is full: try later), or ZBERT_EIO. */
 static int s_send(zbert_client_t *c, const void *body, size_t len) {
     for (;;) {
-        if (zmq_send(c->sock, body, len, ZMQ_DONTWAIT) >= 0) return 0;
+        if (zmq_send(c->sock, body, len, ZMQ_DONTWAIT) >= 0) {
+            c->blocked_since = 0;
+            return 0;
+        }
         if (errno == EINTR) continue;
-        if (errno == EAGAIN) return 1;
+        if (errno == EAGAIN) {
+            /* A full queue, or no connection at all: libzmq gives a DEALER
+             * no pipe until a handshake succeeds, and never retries one the
+             * broker refused (a key it does not allow, a wrong broker key)
+             * on the same socket.  s_tick treats a socket that refuses
+             * everything for retry_ms as a silent broker. */
+            if (c->blocked_since == 0) c->blocked_since = s_now_ms();
+            return 1;
+        }
         ZB_LOG(ZB_LOG_ERROR, "send to %s failed: %s", c->brokers[c->cur], zmq_strerror(errno));
         return ZBERT_EIO;
     }
@@ -1069,6 +1083,10 @@ static const char *s_silence_hint(const zbert_client_t *c) {
  * again, whole and under its id.  Parts received stay received. */
 static int s_reconnect(zbert_client_t *c, uint64_t now) {
     const char *old = c->brokers[c->cur];
+    /* A socket that refused every message since blocked_since: what waits
+     * to be sent counts a try too, or a broker that never completes the
+     * handshake would keep it waiting for ever. */
+    bool blocked = c->blocked_since != 0;
     zmq_close(c->sock);
     c->sock = NULL;
     c->cur = (c->cur + 1) % c->n_brokers;
@@ -1076,6 +1094,18 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
     for (size_t i = 0; i < c->n_reqs;) {
         s_req_t *r = c->reqs[i];
         int rc = 0;
+        if (!r->sent_at && blocked && r->want_send && !r->retry_at) {
+            if (++r->tries >= c->tries) {
+                rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
+                            "the broker took no message for %u tries of %u ms%s", r->tries,
+                            c->retry_ms, s_silence_hint(c));
+                failed++;
+                if (rc != 0) return rc;
+                continue;
+            }
+            i++;
+            continue;
+        }
         if (!r->sent_at) {
             i++; /* not at the broker: its send or retry is still to come */
             continue;
@@ -1096,6 +1126,10 @@ static int s_reconnect(zbert_client_t *c, uint64_t now) {
         }
         if (rc != 0) return rc;
     }
+    if (c->st_wait && c->st_want_send && blocked && ++c->st_tries >= c->tries)
+        c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
+                               "the broker took no message for %u tries of %u ms%s", c->st_tries,
+                               c->retry_ms, s_silence_hint(c));
     if (c->st_wait && c->st_sent_at) {
         c->st_sent_at = 0;
         if (c->st_tries >= c->tries)
@@ -1126,6 +1160,7 @@ static int s_tick(zbert_client_t *c, uint64_t now) {
         }
         i++;
     }
+    if (c->blocked_since && now - c->blocked_since >= c->retry_ms) return s_reconnect(c, now);
     if (s_outstanding(c)) {
         uint64_t quiet = now - c->quiet_since;
         if (quiet >= c->retry_ms && c->ping_at && now - c->ping_at >= c->ping_ms)
