@@ -1992,6 +1992,15 @@ static void s_revoke(zb_broker_t *b, zb_zap_endpoint_t e) {
         }
         return;
     }
+    /* What waits in the broker for a connection of a revoked key (parts
+     * among it) is not sent any more; only the `forbidden` below is. */
+    for (zb_idmap_node_t *n = zb_idmap_first(b->conns), *next; n; n = next) {
+        next = zb_idmap_next(b->conns, n);
+        s_conn_t *c = (s_conn_t *)n;
+        if (!c->has_key || zb_allow_has(a, c->key)) continue;
+        while (c->n_held > 0) s_held_pop(b, c);
+        s_conn_release(b, c);
+    }
     /* Owners are keys under CurveZMQ.  Ending one owner's requests frees
      * that owner's record and no other (a conn is not an owner). */
     for (zb_idmap_node_t *n = zb_idmap_first(b->owners), *next; n; n = next) {
@@ -2192,6 +2201,14 @@ static int s_security_start(zb_broker_t *b, zb_curve_cert_t *cert, zb_diag_t *d)
         ZB_LOG(diff.keys ? ZB_LOG_INFO : ZB_LOG_WARN, "%s: %zu keys in %s%s", labels[e], diff.keys,
                dirs[e], diff.keys ? "" : ": nobody can connect there until keys are added");
     }
+    /* One directory for both: every client key may serve as a worker (and
+     * receive texts), which two lists exist to prevent. */
+    char *rc_dir = realpath(dirs[0], NULL), *rw_dir = realpath(dirs[1], NULL);
+    if (rc_dir && rw_dir && strcmp(rc_dir, rw_dir) == 0)
+        ZB_LOG(ZB_LOG_WARN, "allow-clients and allow-workers are one directory: every client "
+                            "key may also connect as a worker");
+    free(rc_dir);
+    free(rw_dir);
     if ((rc = zb_zap_bind(b->ctx, &b->zap_sock, d)) < 0) return rc;
     b->curve = true;
     return 0;

@@ -2543,6 +2543,22 @@ static void test_secure_by_default(void **st) {
     assert_int_equal(waitpid(pid, &status, 0), pid);
     s_forget_child(pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* one directory for both lists: it starts, and warns */
+    char ep1[64], ep2[64];
+    snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(ep2, sizeof ep2, "tcp://127.0.0.1:%d", s_free_port());
+    const char *a10[] = {
+        "--clients",       ep1,       "--workers",       ep2,       "--curve-key", key,
+        "--allow-clients", s_allow_c, "--allow-workers", s_allow_c, NULL};
+    assert_int_equal(s_run_broker(a10, log, 1000, &pid), -1);
+    end = s_ms() + S_TIMEOUT_MS;
+    while (!s_file_has(log, "CurveZMQ on both") && s_ms() < end) usleep(20000);
+    assert_true(s_file_has(log, "are one directory: every client key may also connect"));
+    kill(pid, SIGTERM);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    s_forget_child(pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 /* Which endpoints count as local (zb_broker_endpoint_local). */
