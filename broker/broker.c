@@ -4,27 +4,34 @@
  * why the code is shaped the way it is.
  *
  * Records and who owns them:
- *   client   one per routing id of the frontend with open requests or
- *            messages held for it; owns its requests, its lane of the fair
- *            queue and its held messages; freed when its last request has
- *            closed and its last held message has left.
+ *   owner    who a request belongs to: its client's CurveZMQ key, or
+ *            without CurveZMQ its routing id (broker.h, Ownership); one per
+ *            owner with open requests; owns them and its lane of the fair
+ *            queue; freed when its last request has closed.
+ *   conn     one per routing id of the frontend that requests' parts go to
+ *            or messages are held for (with CurveZMQ, bound to the key of
+ *            the connection holding that id); owns its held messages and
+ *            lists the requests whose parts go to it; freed when it has
+ *            neither.
  *   request  owns its body (the embed message, whose texts the shards
  *            point into) and an array of shards.  Closing it (done, error,
  *            client gone) releases the body at once; the record itself
- *            stays, detached from its client, while some of its shards are
+ *            stays, detached from its owner, while some of its shards are
  *            still in flight ("closed"), because the workers' in-flight
- *            lists point into its shard array.
- *   shard    in exactly one state: idle (never queued, or dropped), queued
- *            (in its client's lane), flight (on one worker's list) or done.
+ *            lists point into its shard array.  An open request without a
+ *            conn is waiting for its owner to resume it (CurveZMQ only).
+ *   shard    in exactly one state: idle (never queued, dropped, or to be
+ *            sent again), queued (in its owner's lane), flight (on one
+ *            worker's list) or done.
  *   worker   one per routing id of the backend that sent a valid `ready`,
  *            with that ready's epoch: its tasks carry it, and only results
  *            carrying it are taken (PROTOCOL.md 6, Epochs).
  *   ident    a model identity (model, dim), shared by the workers that have
  *            it and the requests bound to it; freed with its last user.
  *
- * Indexes, each embedded in the records it orders: clients and workers by
- * routing id (idmap.h), requests with a deadline by that deadline
- * (deadline.h), queued shards in their clients' lanes (queue.h).
+ * Indexes, each embedded in the records it orders: conns and workers by
+ * routing id and owners by key (idmap.h), requests with a deadline by that
+ * deadline (deadline.h), queued shards in their owners' lanes (queue.h).
  */
 #include "broker.h"
 
@@ -239,6 +246,14 @@ static const zb_settings_t s_table[] = {
      S_AT(insecure),
      .def = "false",
      .help = "without curve-key, bind endpoints other hosts can reach all the same"},
+    {.name = "resume-ms",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(resume_ms),
+     .min = 0,
+     .max = 86400000,
+     .def = "120000",
+     .value_name = "MS",
+     .help = "with curve-key: how long a request whose client is gone waits to be resumed"},
 };
 #undef S_AT
 #define S_N_SETTINGS (sizeof s_table / sizeof *s_table)
@@ -309,13 +324,18 @@ typedef struct s_shard {
     int state;
 } s_shard_t;
 
-typedef struct s_client s_client_t;
+typedef struct s_owner s_owner_t;
+typedef struct s_conn s_conn_t;
 
 typedef struct s_request {
     zb_deadline_item_t deadline;           /* first; in the heap when the embed set one */
-    struct s_request *prev, *next;         /* the client's open requests */
+    struct s_request *prev, *next;         /* the owner's open requests */
+    struct s_request *cprev, *cnext;       /* the requests of its conn */
     struct s_request *all_prev, *all_next; /* every open request */
-    s_client_t *client;                    /* NULL once closed */
+    s_owner_t *owner;                      /* NULL once closed */
+    s_conn_t *conn;                        /* where its parts go; NULL: waiting for its
+                                            * owner (or closed) */
+    uint64_t detached_ms;                  /* when it lost its conn */
     char id[ZB_MSG_ID_BYTES_MAX];
     size_t id_len;
     zmq_msg_t *body; /* the embed's bytes; NULL once closed */
@@ -339,18 +359,24 @@ typedef struct s_held {
     size_t len;
 } s_held_t;
 
-struct s_client {
-    zb_idmap_node_t h; /* first; its key is the routing id */
+struct s_owner {
+    zb_idmap_node_t h; /* first; its key is the CurveZMQ key, or the routing id */
     zb_queue_lane_t lane;
     s_request_t *reqs; /* open requests, newest first */
+    uint32_t n_reqs;
+};
+
+struct s_conn {
+    zb_idmap_node_t h; /* first; its key is the routing id */
+    s_request_t *reqs; /* requests whose parts go here */
     uint32_t n_reqs;
     /* Messages waiting for room in ZeroMQ's queue to the client, oldest
      * first: while there are any, every message for it queues here too, so
      * it gets them in order. */
     s_held_t *held_head, *held_tail;
     uint32_t n_held;
-    struct s_client *hprev, *hnext; /* in the broker's holding list */
-    /* With CurveZMQ: the key of the connection its requests came from. */
+    struct s_conn *hprev, *hnext; /* in the broker's holding list */
+    /* With CurveZMQ: the key of the connection that holds the routing id. */
     bool has_key;
     uint8_t key[ZB_CURVE_KEY_BYTES];
 };
@@ -380,9 +406,9 @@ struct zb_broker {
     void *ctx, *front, *back;
     zb_queue_t *queue;
     zb_stats_t *stats;
-    zb_idmap_t *clients, *workers_by_rid;
+    zb_idmap_t *owners, *conns, *workers_by_rid;
     s_worker_t *workers; /* list */
-    s_client_t *holding; /* clients with held messages */
+    s_conn_t *holding;   /* conns with held messages */
     uint32_t n_workers;
     s_ident_t *idents;
     s_request_t *open;        /* every open request */
@@ -416,8 +442,16 @@ struct zb_broker {
     void *zap_sock;
 };
 
-static s_client_t *s_client_find(const zb_broker_t *b, const s_rid_t *rid) {
-    return (s_client_t *)zb_idmap_find(b->clients, rid->b, rid->len);
+static s_conn_t *s_conn_find(const zb_broker_t *b, const s_rid_t *rid) {
+    return (s_conn_t *)zb_idmap_find(b->conns, rid->b, rid->len);
+}
+
+/* The owner of a client's requests: its key with CurveZMQ, else the
+ * routing id it sends from. */
+static s_owner_t *s_owner_find(const zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    if (b->curve && key == NULL) return NULL; /* refused before it gets here */
+    return (s_owner_t *)(b->curve ? zb_idmap_find(b->owners, key, ZB_CURVE_KEY_BYTES)
+                                  : zb_idmap_find(b->owners, rid->b, rid->len));
 }
 
 static s_worker_t *s_worker_find(const zb_broker_t *b, const s_rid_t *rid) {
@@ -626,14 +660,31 @@ static void s_request_unbind(zb_broker_t *b, s_request_t *r) {
     r->ident = NULL;
 }
 
-/*
- * Closes an open request without a word to its client: its queued shards
- * leave the queue, its body is released, it leaves every index.  In-flight
- * shards stay on their workers (their results will be discarded); the
- * record is freed now if there is none, else by the last of them.  The
- * client record is not freed here (s_client_release does).
- */
-static void s_request_close(zb_broker_t *b, s_request_t *r) {
+/* Takes r off its conn's list (r keeps its owner). */
+static void s_request_unlink_conn(s_request_t *r) {
+    s_conn_t *c = r->conn;
+    if (c == NULL) return;
+    if (r->cprev)
+        r->cprev->cnext = r->cnext;
+    else
+        c->reqs = r->cnext;
+    if (r->cnext) r->cnext->cprev = r->cprev;
+    r->cprev = r->cnext = NULL;
+    c->n_reqs--;
+    r->conn = NULL;
+}
+
+static void s_request_link_conn(s_request_t *r, s_conn_t *c) {
+    r->conn = c;
+    r->cprev = NULL;
+    r->cnext = c->reqs;
+    if (c->reqs) c->reqs->cprev = r;
+    c->reqs = r;
+    c->n_reqs++;
+}
+
+/* Takes r's queued shards out of the queue (they become idle). */
+static void s_request_dequeue(zb_broker_t *b, s_request_t *r) {
     for (uint32_t i = 0; i < r->n_shards; i++) {
         s_shard_t *sh = &r->shards[i];
         if (sh->state == SH_QUEUED) {
@@ -643,16 +694,29 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
         }
     }
     r->n_queued = 0;
+}
+
+/*
+ * Closes an open request without a word to its client: its queued shards
+ * leave the queue, its body is released, it leaves every index.  In-flight
+ * shards stay on their workers (their results will be discarded); the
+ * record is freed now if there is none, else by the last of them.  The
+ * owner and conn records are not freed here (s_owner_release and
+ * s_conn_release do).
+ */
+static void s_request_close(zb_broker_t *b, s_request_t *r) {
+    s_request_dequeue(b, r);
     b->open_texts -= r->texts_left;
     b->open_bytes -= r->body_len;
-    s_client_t *c = r->client;
+    s_owner_t *o = r->owner;
     if (r->prev)
         r->prev->next = r->next;
     else
-        c->reqs = r->next;
+        o->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
-    c->n_reqs--;
-    r->client = NULL;
+    o->n_reqs--;
+    r->owner = NULL;
+    s_request_unlink_conn(r);
     if (r->all_prev)
         r->all_prev->all_next = r->all_next;
     else
@@ -669,24 +733,45 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
     if (r->n_flight == 0) s_request_free(r);
 }
 
-/* Frees a client that has no open request and no held message left. */
-static void s_client_release(zb_broker_t *b, s_client_t *c) {
+/* Frees an owner that has no open request left. */
+static void s_owner_release(zb_broker_t *b, s_owner_t *o) {
+    if (o == NULL || o->n_reqs > 0) return;
+    zb_idmap_del(b->owners, &o->h);
+    free(o);
+}
+
+/* Frees a conn that has no request and no held message left. */
+static void s_conn_release(zb_broker_t *b, s_conn_t *c) {
     if (c == NULL || c->n_reqs > 0 || c->n_held > 0) return;
-    zb_idmap_del(b->clients, &c->h);
+    zb_idmap_del(b->conns, &c->h);
     free(c);
 }
 
-/* A record for a peer of the frontend: NULL when out of memory. */
-static s_client_t *s_client_new(zb_broker_t *b, const s_rid_t *rid) {
-    s_client_t *c = calloc(1, sizeof *c);
+/* Closes r and frees the records it leaves empty (its conn is released
+ * unless keep_conn: a caller still using it releases it itself). */
+static void s_request_close_release(zb_broker_t *b, s_request_t *r, bool keep_conn) {
+    s_owner_t *o = r->owner;
+    s_conn_t *c = r->conn;
+    s_request_close(b, r);
+    s_owner_release(b, o);
+    if (!keep_conn) s_conn_release(b, c);
+}
+
+/* A record for a routing id of the frontend (key: the connection's, with
+ * CurveZMQ): NULL when out of memory. */
+static s_conn_t *s_conn_new(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    s_conn_t *c = calloc(1, sizeof *c);
     if (c == NULL) return NULL;
-    zb_queue_lane_init(&c->lane);
-    zb_idmap_add(b->clients, &c->h, rid->b, rid->len);
+    if (key != NULL) {
+        c->has_key = true;
+        memcpy(c->key, key, sizeof c->key);
+    }
+    zb_idmap_add(b->conns, &c->h, rid->b, rid->len);
     return c;
 }
 
 /* Takes the first held message off c (sent, or given up). */
-static void s_held_pop(zb_broker_t *b, s_client_t *c) {
+static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
     s_held_t *x = c->held_head;
     c->held_head = x->next;
     if (c->held_head == NULL) c->held_tail = NULL;
@@ -701,19 +786,56 @@ static void s_held_pop(zb_broker_t *b, s_client_t *c) {
     c->hprev = c->hnext = NULL;
 }
 
-/* A client we cannot send to (gone, or not reading): its requests are
- * dropped without answers, and its held messages, since none could reach
- * it. */
-static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
+/*
+ * r's connection is gone; with CurveZMQ its owner may resume it from
+ * another (broker.h, Ownership): it waits resume-ms, its queued shards out
+ * of the queue (nothing is computed for nobody) and the results of those
+ * in flight discarded when they come back (each shard not delivered to a
+ * connection that is still there is sent again on resumption).
+ */
+static void s_request_detach(zb_broker_t *b, s_request_t *r, uint64_t now) {
+    s_request_unlink_conn(r);
+    s_request_dequeue(b, r);
+    r->detached_ms = now;
+}
+
+/* Whether a request whose connection is gone waits for its owner. */
+static bool s_resumable(const zb_broker_t *b) {
+    return b->curve && b->cfg.resume_ms > 0 && !b->draining;
+}
+
+/*
+ * A conn we cannot send to (gone, or not reading).  Its held messages are
+ * dropped (none could reach it).  Its requests: with CurveZMQ, when it is
+ * gone, they wait for their owner to resume them; otherwise (without
+ * CurveZMQ the routing id is the owner; a client not reading is alive and
+ * must not be given its requests again elsewhere) they are dropped without
+ * answers.
+ */
+static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
     char hex[40];
-    ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests", s_rid_hex(&c->h.key, hex),
-           err == EAGAIN         ? "not reading its messages"
-           : err == EHOSTUNREACH ? "gone"
-                                 : zmq_strerror(err),
-           c->n_reqs);
-    while (c->reqs) s_request_close(b, c->reqs);
+    bool detach = err == EHOSTUNREACH && s_resumable(b);
+    if (detach)
+        ZB_LOG(ZB_LOG_INFO,
+               "client %s: gone; its %u open requests wait %llu ms for their owner to resume "
+               "them",
+               s_rid_hex(&c->h.key, hex), c->n_reqs, (unsigned long long)b->cfg.resume_ms);
+    else
+        ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests",
+               s_rid_hex(&c->h.key, hex),
+               err == EAGAIN         ? "not reading its messages"
+               : err == EHOSTUNREACH ? "gone"
+                                     : zmq_strerror(err),
+               c->n_reqs);
+    uint64_t now = zb_clock_ms();
+    while (c->reqs) {
+        if (detach)
+            s_request_detach(b, c->reqs, now);
+        else
+            s_request_close_release(b, c->reqs, true);
+    }
     while (c->n_held > 0) s_held_pop(b, c);
-    s_client_release(b, c);
+    s_conn_release(b, c);
 }
 
 /*
@@ -723,11 +845,11 @@ static void s_client_drop(zb_broker_t *b, s_client_t *c, int err) {
  * later message for the client while any is held, to keep their order.
  * Returns 0 (sent or held), or -1 with errno: EHOSTUNREACH (the client is
  * gone), EAGAIN (client-hwm messages are held already: it is not reading)
- * or ENOMEM; the caller then drops the client (s_client_drop) when it has
- * a record.
+ * or ENOMEM; the caller then drops the conn (s_conn_drop) when it has a
+ * record.
  */
 static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
-    s_client_t *c = s_client_find(b, rid);
+    s_conn_t *c = s_conn_find(b, rid);
     if (c == NULL || c->n_held == 0) {
         if (s_send_keep(b->front, rid, &body, len) == 0) return 0;
         if (body == NULL) return -1; /* failed after the routing frame */
@@ -738,8 +860,9 @@ static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_
             return -1;
         }
         /* A client without requests (a status, a refusal) is held for all
-         * the same: a record for it lives until its messages leave. */
-        if (c == NULL && (c = s_client_new(b, rid)) == NULL) {
+         * the same: a record for it lives until its messages leave (its key
+         * is bound by the caller, s_front_readable). */
+        if (c == NULL && (c = s_conn_new(b, rid, NULL)) == NULL) {
             free(body);
             errno = ENOMEM;
             return -1;
@@ -770,11 +893,11 @@ static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_
     return 0;
 }
 
-/* Retries the held messages of every client, oldest first, until ZeroMQ's
- * queue to that client is full again; a client found gone is dropped, one
+/* Retries the held messages of every conn, oldest first, until ZeroMQ's
+ * queue to that client is full again; a conn found gone is dropped, one
  * whose messages all left is released if it has no request either. */
 static void s_flush_held(zb_broker_t *b) {
-    for (s_client_t *c = b->holding, *next; c; c = next) {
+    for (s_conn_t *c = b->holding, *next; c; c = next) {
         next = c->hnext;
         int err = 0;
         while (c->n_held > 0) {
@@ -787,25 +910,40 @@ static void s_flush_held(zb_broker_t *b) {
             break;
         }
         if (err != 0)
-            s_client_drop(b, c, err);
+            s_conn_drop(b, c, err);
         else
-            s_client_release(b, c);
+            s_conn_release(b, c);
     }
 }
 
 /*
  * Ends an open request with a last message (done or error; body NULL: none,
- * e.g. when encoding failed), then closes it.  If the client cannot be
- * sent to, every request of that client is dropped.
+ * e.g. when encoding failed; nothing is sent for a request waiting for its
+ * owner), then closes it.  If its client cannot be sent to, the client's
+ * other requests are dropped (or wait for their owner, s_conn_drop).
  */
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
-    s_client_t *c = r->client;
-    if (body != NULL && s_front_send(b, &c->h.key, body, len) < 0) {
-        s_client_drop(b, c, errno);
-        return;
-    }
-    s_request_close(b, r);
-    s_client_release(b, c);
+    s_conn_t *c = r->conn;
+    int err = 0;
+    if (body != NULL && c != NULL && s_front_send(b, &c->h.key, body, len) < 0)
+        err = errno ? errno : EIO;
+    else if (c == NULL)
+        free(body);
+    s_request_close_release(b, r, true);
+    if (err != 0)
+        s_conn_drop(b, c, err);
+    else
+        s_conn_release(b, c);
+}
+
+/* "the connection a1b2..." or "waiting for its owner", for logs. */
+static const char *s_request_where(const s_request_t *r, char *out, size_t cap) {
+    char hex[40];
+    if (r->conn != NULL)
+        snprintf(out, cap, "client %s", s_rid_hex(&r->conn->h.key, hex));
+    else
+        snprintf(out, cap, "no connection (waiting for its owner)");
+    return out;
 }
 
 __attribute__((format(printf, 4, 5))) static void
@@ -815,18 +953,18 @@ s_request_fail(zb_broker_t *b, s_request_t *r, zb_msg_code_t code, const char *f
     va_start(ap, fmt);
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    char hex[40], id[ZB_MSG_ID_BYTES_MAX + 1];
+    char where[64], id[ZB_MSG_ID_BYTES_MAX + 1];
     ZB_LOG(code == ZB_MSG_CODE_INTERNAL || code == ZB_MSG_CODE_NO_MODEL ? ZB_LOG_WARN
                                                                         : ZB_LOG_DEBUG,
-           "request %s of client %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
-           s_rid_hex(&r->client->h.key, hex), zb_msg_code_name(code), text);
+           "request %s of %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
+           s_request_where(r, where, sizeof where), zb_msg_code_name(code), text);
     size_t len = 0;
-    uint8_t *body = s_error_body(r->id, r->id_len, code, text, &len);
+    uint8_t *body = r->conn ? s_error_body(r->id, r->id_len, code, text, &len) : NULL;
     s_request_end(b, r, body, len);
 }
 
-static s_request_t *s_request_find(const s_client_t *c, zb_msg_str_t id) {
-    for (s_request_t *r = c->reqs; r; r = r->next)
+static s_request_t *s_request_find(const s_owner_t *o, zb_msg_str_t id) {
+    for (s_request_t *r = o ? o->reqs : NULL; r; r = r->next)
         if (r->id_len == id.len && memcmp(r->id, id.ptr, id.len) == 0) return r;
     return NULL;
 }
@@ -835,7 +973,7 @@ static s_request_t *s_request_find(const s_client_t *c, zb_msg_str_t id) {
 
 static void s_shard_queue(zb_broker_t *b, s_shard_t *sh, bool at_head) {
     s_request_t *r = sh->req;
-    zb_queue_push(b->queue, &r->client->lane, &sh->q, at_head);
+    zb_queue_push(b->queue, &r->owner->lane, &sh->q, at_head);
     sh->state = SH_QUEUED;
     r->n_queued++;
     b->queued_texts += sh->count;
@@ -886,7 +1024,8 @@ static bool s_shard_returned(s_shard_t *sh) {
 /*
  * A shard just detached from its worker goes back to the head of its lane
  * (failed: it was lost, which counts towards ZB_BROKER_SHARD_FAILURES_MAX,
- * and fails its request at the limit).  Nothing when its request is closed.
+ * and fails its request at the limit).  Nothing when its request is closed;
+ * it stays idle while its request waits for its owner.
  */
 static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
     if (!s_shard_returned(sh)) return;
@@ -898,6 +1037,7 @@ static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
                        sh->first, sh->first + sh->count - 1, sh->failures);
         return;
     }
+    if (r->conn == NULL) return;
     s_shard_queue(b, sh, true);
     /* Nothing of it has reached the client: any model may serve it. */
     if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
@@ -1025,8 +1165,8 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     if (body == NULL) return;
     if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
-        s_client_t *c = s_client_find(b, rid);
-        if (c != NULL) s_client_drop(b, c, e);
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c != NULL) s_conn_drop(b, c, e);
     }
 }
 
@@ -1059,16 +1199,81 @@ static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t
     return n + 1;
 }
 
+/* Whether an embed asks for exactly what request r holds: the same texts,
+ * byte for byte, with the same options (its deadline may differ: r's own
+ * holds). */
+static bool s_same_request(const s_request_t *r, const zb_msg_embed_t *e) {
+    const zb_msg_embed_t *o = &r->msg.u.embed;
+    if (o->n_texts != e->n_texts || !zb_options_equal(&o->opt, &e->opt)) return false;
+    for (size_t i = 0; i < e->n_texts; i++)
+        if (o->texts[i].len != e->texts[i].len ||
+            (e->texts[i].len > 0 && memcmp(o->texts[i].ptr, e->texts[i].ptr, e->texts[i].len) != 0))
+            return false;
+    return true;
+}
+
+/*
+ * Resumption (broker.h, Ownership): the owner of r sent its embed again from
+ * connection c.  r's parts go to c from now on, and every shard not on a
+ * worker now is sent again, so that c receives each text exactly once
+ * (what went to the earlier connection, presumed gone, is not counted).
+ */
+static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c) {
+    s_conn_t *old = r->conn;
+    s_request_unlink_conn(r);
+    s_conn_release(b, old);
+    s_request_link_conn(r, c);
+    uint32_t again = 0;
+    for (uint32_t i = 0; i < r->n_shards; i++) {
+        s_shard_t *sh = &r->shards[i];
+        if (sh->state == SH_DONE) {
+            r->n_done--;
+            r->texts_left += sh->count;
+            b->open_texts += sh->count;
+        }
+        if (sh->state == SH_DONE || sh->state == SH_IDLE) {
+            s_shard_queue(b, sh, false);
+            again++;
+        }
+    }
+    /* done.parts and done.tokens count what this connection receives. */
+    r->parts = 0;
+    r->tokens = 0;
+    r->detached_ms = 0;
+    char label[ZB_MSG_ID_BYTES_MAX + 1], hex[40];
+    ZB_LOG(ZB_LOG_INFO,
+           "request %s: resumed by its owner on client %s; %u of %u shards to send again",
+           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), again,
+           r->n_shards);
+}
+
 /* An `embed` (key: the connection's, with CurveZMQ): returns true when the
  * request took the body. */
 static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, zb_msg_t *m,
                        zmq_msg_t *body) {
     zb_msg_embed_t *e = &m->u.embed;
-    s_client_t *c = s_client_find(b, rid);
+    s_owner_t *o = s_owner_find(b, rid, key);
+    s_conn_t *c = s_conn_find(b, rid);
     size_t body_len = zmq_msg_size(body);
-    if (c != NULL && s_request_find(c, e->id) != NULL) {
-        s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID, "request id `%.*s` is already open",
-                       (int)e->id.len, e->id.ptr);
+    s_request_t *open = s_request_find(o, e->id);
+    if (open != NULL) {
+        /* From the connection its parts go to: a second copy.  From another
+         * connection of its owner (CurveZMQ only: otherwise the owner is the
+         * connection): the owner reconnected, and resumes it -- when it
+         * asks for the same thing. */
+        bool other = open->conn == NULL || open->conn != c;
+        bool resume = other && b->curve && s_same_request(open, e);
+        if (!resume) {
+            s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID,
+                           "request id `%.*s` is already open%s", (int)e->id.len, e->id.ptr,
+                           other && b->curve ? " with other texts or options" : "");
+            return false;
+        }
+        if (c == NULL && (c = s_conn_new(b, rid, key)) == NULL) {
+            s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
+            return false;
+        }
+        s_request_resume(b, open, c);
         return false;
     }
     if (b->draining) {
@@ -1090,9 +1295,9 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
                        (unsigned long long)b->cfg.queue_bytes_max);
         return false;
     }
-    if (c != NULL && c->n_reqs >= b->cfg.client_requests_max) {
+    if (o != NULL && o->n_reqs >= b->cfg.client_requests_max) {
         s_client_error(b, rid, e->id, ZB_MSG_CODE_BUSY,
-                       "this client has %u open requests, the limit; retry later", c->n_reqs);
+                       "this client has %u open requests, the limit; retry later", o->n_reqs);
         return false;
     }
     if (b->open_texts + e->n_texts > b->cfg.queue_texts_max) {
@@ -1114,17 +1319,22 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     uint32_t n_shards = s_split(b, e, NULL);
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
-    bool new_client = c == NULL;
-    if (new_client) c = calloc(1, sizeof *c);
-    if (r == NULL || shards == NULL || c == NULL) goto nomem;
+    bool new_owner = o == NULL, new_conn = c == NULL;
+    if (new_owner) o = calloc(1, sizeof *o);
+    if (new_conn) c = calloc(1, sizeof *c);
+    if (r == NULL || shards == NULL || o == NULL || c == NULL) goto nomem;
     if (e->deadline_ms > 0) {
         uint64_t at = e->deadline_ms > UINT64_MAX - now ? UINT64_MAX : now + e->deadline_ms;
         if (zb_deadline_push(b->deadlines, &r->deadline, at) < 0) goto nomem;
     }
-    if (new_client) {
-        zb_queue_lane_init(&c->lane);
-        zb_idmap_add(b->clients, &c->h, rid->b, rid->len);
+    if (new_owner) {
+        zb_queue_lane_init(&o->lane);
+        if (b->curve)
+            zb_idmap_add(b->owners, &o->h, key, ZB_CURVE_KEY_BYTES);
+        else
+            zb_idmap_add(b->owners, &o->h, rid->b, rid->len);
     }
+    if (new_conn) zb_idmap_add(b->conns, &c->h, rid->b, rid->len);
     if (key != NULL && !c->has_key) {
         c->has_key = true;
         memcpy(c->key, key, sizeof c->key);
@@ -1141,11 +1351,12 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     r->shards = shards;
     r->n_shards = s_split(b, &r->msg.u.embed, shards);
     r->received_ms = now;
-    r->client = c;
-    r->next = c->reqs;
-    if (c->reqs) c->reqs->prev = r;
-    c->reqs = r;
-    c->n_reqs++;
+    r->owner = o;
+    r->next = o->reqs;
+    if (o->reqs) o->reqs->prev = r;
+    o->reqs = r;
+    o->n_reqs++;
+    s_request_link_conn(r, c);
     r->all_next = b->open;
     if (b->open) b->open->all_prev = r;
     b->open = r;
@@ -1167,15 +1378,26 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
 nomem:
     free(r); /* in no heap: pushing is the last step that fails */
     free(shards);
-    if (new_client) free(c);
+    if (new_owner) free(o);
+    if (new_conn) free(c);
     s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
     return false;
 }
 
-static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const zb_msg_cancel_t *m) {
-    s_client_t *c = s_client_find(b, rid);
-    s_request_t *r = c ? s_request_find(c, m->id) : NULL;
-    if (r != NULL) s_request_fail(b, r, ZB_MSG_CODE_CANCELED, "canceled by the client");
+/* A `cancel`: only the request's owner can cancel it, from any of its
+ * connections; another owner's id is unknown here, and ignored. */
+static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                        const zb_msg_cancel_t *m) {
+    s_request_t *r = s_request_find(s_owner_find(b, rid, key), m->id);
+    if (r == NULL) return;
+    if (r->conn != NULL) {
+        s_request_fail(b, r, ZB_MSG_CODE_CANCELED, "canceled by the client");
+        return;
+    }
+    /* Waiting for its owner, which cancels it from here: the answer goes
+     * here. */
+    s_request_close_release(b, r, false);
+    s_client_error(b, rid, m->id, ZB_MSG_CODE_CANCELED, "canceled by the client");
 }
 
 static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_t *m) {
@@ -1230,8 +1452,8 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
     }
     if (s_front_send(b, rid, body, len) < 0) {
         int e = errno;
-        s_client_t *c = s_client_find(b, rid);
-        if (c != NULL) s_client_drop(b, c, e);
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c != NULL) s_conn_drop(b, c, e);
     }
 }
 
@@ -1305,7 +1527,7 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
         }
         break;
     case ZB_MSG_CANCEL:
-        s_on_cancel(b, rid, &m.u.cancel);
+        s_on_cancel(b, rid, key, &m.u.cancel);
         break;
     case ZB_MSG_STATUS:
         s_on_status(b, rid, &m.u.status);
@@ -1323,32 +1545,33 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
 }
 
 /*
- * Ends every open request of c with `error forbidden`: its connection's key
- * is no longer allowed.  c may be freed on return.
+ * Ends every open request of owner o (a key) with `error forbidden`: its key
+ * is no longer allowed.  Those waiting for their owner end without a word.
+ * o is freed on return.
  */
-static void s_client_forbid(zb_broker_t *b, s_client_t *c) {
-    char hex[40];
-    s_rid_t rid = c->h.key;
+static void s_owner_forbid(zb_broker_t *b, s_owner_t *o) {
+    char z85[ZB_CURVE_Z85_CHARS + 1] = "";
+    uint8_t key[ZB_CURVE_KEY_BYTES];
+    memcpy(key, o->h.key.b, sizeof key);
     ZB_LOG(ZB_LOG_INFO,
-           "client %s: its key was removed from allow-clients; its %u open requests "
-           "end with forbidden",
-           s_rid_hex(&rid, hex), c->n_reqs);
-    /* Failing one may drop the client (a send that fails): look it up
-     * again each time. */
-    while ((c = s_client_find(b, &rid)) != NULL && c->reqs != NULL)
-        s_request_fail(b, c->reqs, ZB_MSG_CODE_FORBIDDEN,
+           "client key %s: removed from allow-clients; its %u open requests end with forbidden",
+           zb_curve_z85(key, z85), o->n_reqs);
+    /* Ending the last one frees the owner: look it up again each time. */
+    while ((o = (s_owner_t *)zb_idmap_find(b->owners, key, sizeof key)) != NULL)
+        s_request_fail(b, o->reqs, ZB_MSG_CODE_FORBIDDEN,
                        "this client's key is no longer allowed by the broker");
 }
 
 /*
- * A message from a client whose key is not allowed (any more): its open
- * requests end (they should have at the reload that removed the key; a
- * record made since cannot hold any, but nothing is assumed), and the
- * message is answered with `forbidden`, echoing its id when it has one.
+ * A message from a client whose key is not allowed (any more): its key's
+ * open requests end (they should have at the reload that removed the key,
+ * but nothing is assumed), and the message is answered with `forbidden`,
+ * echoing its id when it has one.
  */
-static void s_front_forbidden(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *body, bool one_frame) {
-    s_client_t *c = s_client_find(b, rid);
-    if (c != NULL && c->n_reqs > 0) s_client_forbid(b, c);
+static void s_front_forbidden(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                              zmq_msg_t *body, bool one_frame) {
+    s_owner_t *o = key ? s_owner_find(b, rid, key) : NULL;
+    if (o != NULL) s_owner_forbid(b, o);
     zb_msg_t m;
     memset(&m, 0, sizeof m);
     zb_msg_str_t id = {NULL, 0};
@@ -1376,13 +1599,22 @@ static void s_front_forbidden(zb_broker_t *b, const s_rid_t *rid, zmq_msg_t *bod
  * old connection must never reach the new holder.
  */
 static void s_front_check_holder(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
-    s_client_t *c = s_client_find(b, rid);
+    s_conn_t *c = s_conn_find(b, rid);
     if (c == NULL || !c->has_key || (key != NULL && memcmp(c->key, key, sizeof c->key) == 0))
         return;
     char hex[40];
     ZB_LOG(ZB_LOG_INFO, "client %s: its routing id now belongs to another key",
            s_rid_hex(rid, hex));
-    s_client_drop(b, c, EHOSTUNREACH);
+    s_conn_drop(b, c, EHOSTUNREACH); /* its requests wait for their owner */
+}
+
+/* Binds a conn record made while answering a message to the key of the
+ * connection that sent it (a record made to hold a reply). */
+static void s_front_bind_key(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    s_conn_t *c = key ? s_conn_find(b, rid) : NULL;
+    if (c == NULL || c->has_key) return;
+    c->has_key = true;
+    memcpy(c->key, key, sizeof c->key);
 }
 
 static void s_front_readable(zb_broker_t *b) {
@@ -1400,7 +1632,7 @@ static void s_front_readable(zb_broker_t *b) {
         const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
         if (!s_key_allowed(b, ZB_ZAP_CLIENTS, key, body)) {
-            if (rid.len > 0) s_front_forbidden(b, &rid, body, rc == 0);
+            if (rid.len > 0) s_front_forbidden(b, &rid, key, body, rc == 0);
         } else if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
@@ -1411,6 +1643,7 @@ static void s_front_readable(zb_broker_t *b) {
         } else {
             s_front_message(b, &rid, key, body);
         }
+        if (rid.len > 0) s_front_bind_key(b, &rid, key);
         if (b->spare_body == body) zmq_msg_close(body);
     }
 }
@@ -1646,6 +1879,13 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
  * was the last.  The request may be closed on return. */
 static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res, uint64_t now) {
     s_request_t *r = sh->req;
+    if (r->conn == NULL) {
+        /* Its connection is gone and its owner has not resumed it: the
+         * result has nowhere to go, and the shard is sent again if the
+         * owner comes back (s_request_resume). */
+        sh->state = SH_IDLE;
+        return;
+    }
     const zb_msg_vectors_t *v = &res->vec;
     uint32_t truncated[ZB_BROKER_SHARD_TEXTS_MAX];
     zb_msg_text_error_t errors[ZB_BROKER_SHARD_TEXTS_MAX];
@@ -1666,9 +1906,12 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
                        sh->first + sh->count - 1, d.msg);
         return;
     }
-    s_client_t *c = r->client;
+    s_conn_t *c = r->conn;
     if (s_front_send(b, &c->h.key, body, len) < 0) {
-        s_client_drop(b, c, errno);
+        /* The part is lost with the connection: the shard counts as not
+         * delivered (idle), whatever becomes of its request. */
+        sh->state = SH_IDLE;
+        s_conn_drop(b, c, errno);
         return;
     }
     sh->state = SH_DONE;
@@ -1826,7 +2069,9 @@ static void s_back_readable(zb_broker_t *b) {
 /* --- the clock ------------------------------------------------------------------ */
 
 /* Requests that no connected worker can serve: unbound ones when there is
- * no worker at all, bound ones when their model's workers are gone. */
+ * no worker at all, bound ones when their model's workers are gone.  And
+ * requests whose owner did not come back for them within resume-ms: they
+ * end without a word (there is no one to tell). */
 static void s_check_orphans(zb_broker_t *b, uint64_t now) {
     /* Workers set aside serve nothing: a request only they could take is
      * as orphaned as one with no worker at all. */
@@ -1836,6 +2081,13 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         if (w->quarantined_until_ms <= now) w->ident->n_active++, n_active++;
     for (s_request_t *r = b->open, *next; r; r = next) {
         next = r->all_next;
+        if (r->conn == NULL && (b->draining || now - r->detached_ms >= b->cfg.resume_ms)) {
+            char label[ZB_MSG_ID_BYTES_MAX + 1];
+            ZB_LOG(ZB_LOG_INFO, "request %s: its owner did not resume it; dropped",
+                   s_clean(label, sizeof label, r->id, r->id_len));
+            s_request_close_release(b, r, false);
+            continue;
+        }
         if (r->n_queued == 0) {
             r->orphan_since_ms = 0;
             continue;
@@ -1897,11 +2149,21 @@ static void s_revoke(zb_broker_t *b, zb_zap_endpoint_t e) {
         }
         return;
     }
-    /* Ending one client's requests frees at most that client's record. */
-    for (zb_idmap_node_t *n = zb_idmap_first(b->clients), *next; n; n = next) {
-        next = zb_idmap_next(b->clients, n);
-        s_client_t *c = (s_client_t *)n;
-        if (c->has_key && c->n_reqs > 0 && !zb_allow_has(a, c->key)) s_client_forbid(b, c);
+    /* What waits in the broker for a connection of a revoked key (parts
+     * among it) is not sent any more; only the `forbidden` below is. */
+    for (zb_idmap_node_t *n = zb_idmap_first(b->conns), *next; n; n = next) {
+        next = zb_idmap_next(b->conns, n);
+        s_conn_t *c = (s_conn_t *)n;
+        if (!c->has_key || zb_allow_has(a, c->key)) continue;
+        while (c->n_held > 0) s_held_pop(b, c);
+        s_conn_release(b, c);
+    }
+    /* Owners are keys under CurveZMQ.  Ending one owner's requests frees
+     * that owner's record and no other (a conn is not an owner). */
+    for (zb_idmap_node_t *n = zb_idmap_first(b->owners), *next; n; n = next) {
+        next = zb_idmap_next(b->owners, n);
+        if (n->key.len == ZB_CURVE_KEY_BYTES && !zb_allow_has(a, n->key.b))
+            s_owner_forbid(b, (s_owner_t *)n);
     }
 }
 
@@ -2096,6 +2358,14 @@ static int s_security_start(zb_broker_t *b, zb_curve_cert_t *cert, zb_diag_t *d)
         ZB_LOG(diff.keys ? ZB_LOG_INFO : ZB_LOG_WARN, "%s: %zu keys in %s%s", labels[e], diff.keys,
                dirs[e], diff.keys ? "" : ": nobody can connect there until keys are added");
     }
+    /* One directory for both: every client key may serve as a worker (and
+     * receive texts), which two lists exist to prevent. */
+    char *rc_dir = realpath(dirs[0], NULL), *rw_dir = realpath(dirs[1], NULL);
+    if (rc_dir && rw_dir && strcmp(rc_dir, rw_dir) == 0)
+        ZB_LOG(ZB_LOG_WARN, "allow-clients and allow-workers are one directory: every client "
+                            "key may also connect as a worker");
+    free(rc_dir);
+    free(rw_dir);
     if ((rc = zb_zap_bind(b->ctx, &b->zap_sock, d)) < 0) return rc;
     b->curve = true;
     return 0;
@@ -2122,8 +2392,9 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     int rc;
     if ((rc = s_check_security(&b->cfg, d)) < 0) goto fail;
     if (zb_queue_new(&b->queue) < 0 || zb_stats_new(b->start_ms, &b->stats) < 0 ||
-        zb_idmap_new(&b->clients) < 0 || zb_idmap_new(&b->workers_by_rid) < 0 ||
-        zb_deadline_new(&b->deadlines) < 0 || zb_zap_new(&b->zap) < 0) {
+        zb_idmap_new(&b->owners) < 0 || zb_idmap_new(&b->conns) < 0 ||
+        zb_idmap_new(&b->workers_by_rid) < 0 || zb_deadline_new(&b->deadlines) < 0 ||
+        zb_zap_new(&b->zap) < 0) {
         rc = zb_diag_set(d, ZB_ENOMEM, "out of memory");
         goto fail;
     }
@@ -2180,6 +2451,8 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atom
         if (*stop >= 1 && !b->draining) {
             b->draining = true;
             b->drain_until_ms = now + b->cfg.drain_ms;
+            /* Requests waiting for their owner are not waited for. */
+            b->next_orphan_ms = now;
             ZB_LOG(ZB_LOG_INFO, "stopping: finishing %llu open requests (at most %llu ms)",
                    (unsigned long long)b->n_requests, (unsigned long long)b->cfg.drain_ms);
         }
@@ -2253,19 +2526,15 @@ void zb_broker_destroy(zb_broker_t **pb) {
     zb_broker_t *b = *pb;
     /* Requests first (closed ones stay while on workers), then workers,
      * which frees the closed requests with their last shards. */
-    while (b->open) {
-        s_client_t *c = b->open->client;
-        s_request_close(b, b->open);
-        s_client_release(b, c);
-    }
+    while (b->open) s_request_close_release(b, b->open, false);
     while (b->workers) s_worker_forget(b, b->workers, false, NULL);
     while (b->holding) {
-        s_client_t *c = b->holding;
+        s_conn_t *c = b->holding;
         while (c->n_held > 0) s_held_pop(b, c); /* unlinks c at the last */
-        s_client_release(b, c);
+        s_conn_release(b, c);
     }
-    /* Requests re-queued by the last loop were all closed above: the
-     * clients table is empty now. */
+    /* Requests re-queued by the last loop were all closed above: the owner
+     * and conn tables are empty now. */
     if (b->front) zmq_close(b->front);
     if (b->back) zmq_close(b->back);
     /* The handler goes last: a CurveZMQ socket must never outlive it. */
@@ -2274,7 +2543,8 @@ void zb_broker_destroy(zb_broker_t **pb) {
     for (int e = 0; e < ZB_ZAP_ENDPOINTS; e++) zb_allow_destroy(&b->allow[e]);
     zb_zap_destroy(&b->zap);
     if (b->spare_body) free(b->spare_body);
-    zb_idmap_destroy(&b->clients);
+    zb_idmap_destroy(&b->owners);
+    zb_idmap_destroy(&b->conns);
     zb_idmap_destroy(&b->workers_by_rid);
     zb_deadline_destroy(&b->deadlines);
     zb_queue_destroy(&b->queue);

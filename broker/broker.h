@@ -59,7 +59,37 @@
  * client-hwm messages held counts as not reading and is dropped, like a
  * client ZeroMQ has no route to (gone, or reconnected under a new routing
  * id): its requests end without a word, their queued shards leave the
- * queue.
+ * queue -- except, with CurveZMQ, those of a client that is gone, which
+ * wait for their owner (below).
+ *
+ * Ownership (PROTOCOL.md 3 and 7).  A request belongs to its owner: with
+ * CurveZMQ the key of the client that sent its `embed`, without it that
+ * client's connection (its routing id).  An owner has one lane of the fair
+ * queue, one count towards client-requests-max and one space of request
+ * ids, however many connections it has.  Each request also remembers the
+ * connection its parts go to: the one its `embed` came from.  With
+ * CurveZMQ:
+ *   - a `cancel` from any connection of the key cancels it; from another
+ *     key the id is unknown, and the cancel is ignored;
+ *   - an `embed` whose id is open under its key, from another connection,
+ *     with the same texts and options, resumes it: the earlier connection
+ *     is presumed gone, the parts go to the new one from then on, and every
+ *     shard not on a worker now is queued again, so that the new connection
+ *     receives every text exactly once; from the same connection, or with
+ *     other texts or options, it is `duplicate_id`;
+ *   - a request whose connection is found gone (a send fails with no
+ *     route) is not dropped: it waits resume-ms for its owner, its queued
+ *     shards out of the queue and the results that come back meanwhile
+ *     discarded (those shards are sent again on resumption); its deadline
+ *     still holds; when resume-ms passes, or the broker stops, it ends
+ *     without a word;
+ *   - a routing id heard with another key than the one it was bound to
+ *     means the connection that held it is gone (libzmq keeps the ids of
+ *     live connections distinct, and a peer may choose its own): its
+ *     requests wait for their owner and its held messages are dropped, so
+ *     nothing meant for one key ever reaches another.
+ * Without CurveZMQ a client that reconnects is a new owner: its earlier
+ * requests end when a send finds the old connection gone.
  *
  * Security (PROTOCOL.md 1).  With curve-key, both ROUTERs are CurveZMQ
  * servers holding that one key pair, with the ZAP domains "clients" and
@@ -158,6 +188,8 @@ typedef struct zb_broker_config {
     char allow_clients[256];      /* directory of the clients' .pub files */
     char allow_workers[256];      /* directory of the workers' .pub files */
     bool insecure;                /* bind endpoints others can reach without keys */
+    uint64_t resume_ms;           /* with CurveZMQ: how long a request whose
+                                   * connection is gone waits for its owner */
 } zb_broker_config_t;
 
 /*

@@ -2258,7 +2258,7 @@ static void test_curve_reload(void **st) {
     assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
     rx_free(&rx);
     fc_expect_silence(a, 300);
-    assert_int_equal(s_log_count("its key was removed from allow-clients"), 1);
+    assert_int_equal(s_log_count("removed from allow-clients; its 1 open requests end"), 1);
 
     /* w1's key goes while it holds shards: w2 runs them */
     s_allow("w2", s_allow_w);
@@ -2297,6 +2297,179 @@ static void test_curve_claimed_routing_ids(void **st) {
     fc_embed(c, &sp);
     outcome_t o;
     s_collect_one(c, &sp, &o);
+}
+
+/* A client socket with key pair self that announces routing id rid. */
+static fc_t *fc_new_rid(const zb_curve_cert_t *self, const char *rid) {
+    fc_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->s = zmq_socket(s_ctx, ZMQ_DEALER);
+    assert_non_null(c->s);
+    int zero = 0;
+    zmq_setsockopt(c->s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_setsockopt(c->s, ZMQ_ROUTING_ID, rid, strlen(rid)), 0);
+    zb_diag_t d = {{0}};
+    assert_int_equal(zb_curve_client_socket(c->s, self, s_server_cert.pub, &d), 0);
+    assert_int_equal(zmq_connect(c->s, s_b.front), 0);
+    s_fc[s_n_fc++] = c;
+    return c;
+}
+
+static void fc_close(fc_t *c) {
+    zmq_close(c->s);
+    c->s = NULL;
+}
+
+/*
+ * With CurveZMQ a request belongs to its key.  A client whose connection
+ * closes mid-request sends the same embed from a new connection with the
+ * same key and receives every text exactly once: when the broker had found
+ * the old connection gone (the request waited for its owner, computing
+ * nothing) and when it had not.  Another allowed key cannot cancel it; the
+ * same id with other texts, or sent again on the same connection, is
+ * duplicate_id; a cancel from another connection of the key works; a
+ * request nobody resumes ends after resume-ms.
+ */
+static void test_curve_resume(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_RESUME_MS=1500", NULL};
+    s_curve_prepare();
+    zb_curve_cert_t bob;
+    s_keygen("bob", &bob);
+    s_allow("bob", s_allow_c);
+    s_curve_launch(env);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    rx_t rx;
+    outcome_t o;
+
+    /* 1: the old connection is found gone first */
+    fc_t *a = fc_new();
+    spec_t g = {.id = "g", .tag = "G", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a, &g);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0);
+    fc_expect(a, &rx, ZB_MSG_PART);
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_close(a);
+    s_pump(300, NULL);
+    fw_answer(w, 0); /* its part has no route: the request waits */
+    S_PUMP_UNTIL(s_log_count("wait 1500 ms for their owner") == 1);
+    s_pump(200, NULL);
+    assert_int_equal(w->n_tasks, 2); /* nothing computed for nobody */
+    fc_t *bb = fc_new_as(&bob);
+    fc_cancel(bb, "g"); /* not bob's: an unknown id to him */
+    fc_expect_silence(bb, 300);
+    fc_sync_status(bb, &rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 1);
+    rx_free(&rx);
+    fc_t *a2 = fc_new();
+    fc_embed(a2, &g);
+    w->mode = FW_AUTO;
+    s_collect_one(a2, &g, &o); /* every text once, then done */
+    assert_int_equal(o.parts, 3);
+    assert_int_equal(o.done_msg.parts, 3);
+    assert_int_equal(o.done_msg.texts, 192);
+    assert_int_equal(w->n_tasks, 2 + 3);
+    assert_int_equal(s_log_count("resumed by its owner"), 1);
+
+    /* 2: resumed before the broker finds the old connection gone */
+    w->mode = FW_HOLD;
+    fc_t *a3 = fc_new();
+    spec_t h = {.id = "h", .tag = "H", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a3, &h);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0);
+    fc_expect(a3, &rx, ZB_MSG_PART);
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_close(a3);
+    fc_t *a4 = fc_new();
+    spec_t other = h;
+    other.n = 10;
+    fc_embed(a4, &other); /* the same id, other texts */
+    fc_expect_error(a4, "h", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_embed(a4, &h); /* resumes */
+    fc_embed(a4, &h); /* a second copy on the same connection */
+    fc_expect_error(a4, "h", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_cancel(bb, "h");
+    fc_expect_silence(bb, 200);
+    w->mode = FW_AUTO;
+    s_collect_one(a4, &h, &o);
+    assert_int_equal(o.parts, 3);
+    assert_int_equal(o.done_msg.parts, 3);
+
+    /* 3: a cancel from another connection of the key: the answer goes where
+     * the parts go */
+    w->mode = FW_HOLD;
+    fc_t *a5 = fc_new(), *a6 = fc_new();
+    spec_t k = {.id = "k", .tag = "K", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a5, &k);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_cancel(a6, "k");
+    fc_expect_error(a5, "k", ZB_MSG_CODE_CANCELED);
+    fc_expect_silence(a6, 200);
+    w->mode = FW_AUTO;
+    s_wait_idle(&rx);
+    rx_free(&rx);
+
+    /* 4: nobody comes back: it ends after resume-ms, and runs no more */
+    w->mode = FW_HOLD;
+    fc_t *a7 = fc_new();
+    spec_t q = {.id = "q", .tag = "Q", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a7, &q);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    int tasks = w->n_tasks;
+    fc_close(a7);
+    s_pump(300, NULL);
+    fw_answer(w, 0);
+    S_PUMP_UNTIL(s_log_count("its owner did not resume it; dropped") == 1);
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
+    rx_free(&rx);
+    assert_int_equal(w->n_tasks, tasks);
+    /* a resume that comes too late is a new request */
+    fc_t *a8 = fc_new();
+    w->mode = FW_AUTO;
+    fc_embed(a8, &q);
+    s_collect_one(a8, &q, &o);
+}
+
+/*
+ * A routing id that passes from one key to another (a peer may choose its
+ * own): the first key's request is never delivered to the second; its
+ * owner resumes it from a new connection and gets every text.
+ */
+static void test_curve_routing_id_reuse(void **st) {
+    (void)st;
+    s_curve_prepare();
+    zb_curve_cert_t bob;
+    s_keygen("bob", &bob);
+    s_allow("bob", s_allow_c);
+    s_curve_launch(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *a = fc_new_rid(&s_client_cert, "same-id");
+    spec_t g = {.id = "g", .tag = "G", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a, &g);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_close(a);
+    s_pump(300, NULL); /* libzmq frees the id when the connection is gone */
+    fc_t *bb = fc_new_rid(&bob, "same-id");
+    rx_t rx;
+    fc_sync_status(bb, &rx);
+    rx_free(&rx);
+    S_PUMP_UNTIL(s_log_count("its routing id now belongs to another key") == 1);
+    fw_answer(w, 0);
+    fc_expect_silence(bb, 500); /* not alice's part */
+    fc_t *a2 = fc_new();
+    fc_embed(a2, &g);
+    w->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(a2, &g, &o);
+    assert_int_equal(o.parts, 3);
+    fc_expect_silence(bb, 200);
 }
 
 /* Runs zbert-broker with args (NULL-terminated, after the program) until it
@@ -2414,6 +2587,22 @@ static void test_secure_by_default(void **st) {
     assert_int_equal(waitpid(pid, &status, 0), pid);
     s_forget_child(pid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+    /* one directory for both lists: it starts, and warns */
+    char ep1[64], ep2[64];
+    snprintf(ep1, sizeof ep1, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(ep2, sizeof ep2, "tcp://127.0.0.1:%d", s_free_port());
+    const char *a10[] = {
+        "--clients",       ep1,       "--workers",       ep2,       "--curve-key", key,
+        "--allow-clients", s_allow_c, "--allow-workers", s_allow_c, NULL};
+    assert_int_equal(s_run_broker(a10, log, 1000, &pid), -1);
+    end = s_ms() + S_TIMEOUT_MS;
+    while (!s_file_has(log, "CurveZMQ on both") && s_ms() < end) usleep(20000);
+    assert_true(s_file_has(log, "are one directory: every client key may also connect"));
+    kill(pid, SIGTERM);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    s_forget_child(pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 /* Which endpoints count as local (zb_broker_endpoint_local). */
@@ -2492,6 +2681,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_curve_auth, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_curve_reload, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_curve_claimed_routing_ids, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_resume, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_curve_routing_id_reuse, s_setup, s_teardown),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     s_kill_children();
