@@ -57,7 +57,8 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
                    (int)ZBERT_EUNSUPPORTED == (int)ZB_EUNSUPPORTED &&
                    (int)ZBERT_EPROTO == (int)ZB_EPROTO && (int)ZBERT_EBUSY == (int)ZB_EBUSY &&
                    (int)ZBERT_ETIMEOUT == (int)ZB_ETIMEOUT &&
-                   (int)ZBERT_ECANCELED == (int)ZB_ECANCELED,
+                   (int)ZBERT_ECANCELED == (int)ZB_ECANCELED &&
+                   (int)ZBERT_EDENIED == (int)ZB_EDENIED,
                "the public error codes are the service's");
 /* Defaults of zbert_config_t (documented in zbert.h). */
 #define S_RETRY_MS_DEFAULT 3000u
@@ -232,6 +233,8 @@ static int s_code_err(zb_msg_code_t code) {
         return ZBERT_EUTF8;
     case ZB_MSG_CODE_UNSUPPORTED:
         return ZBERT_EUNSUPPORTED;
+    case ZB_MSG_CODE_FORBIDDEN:
+        return ZBERT_EDENIED;
     default:
         return ZBERT_EPROTO; /* bad_request, duplicate_id, unknown */
     }
@@ -888,7 +891,12 @@ static int s_status_copy(const zb_msg_status_reply_t *m, zbert_status_t **out) {
                           .latency_p50_ms = m->latency_p50_ms,
                           .latency_p90_ms = m->latency_p90_ms,
                           .latency_p99_ms = m->latency_p99_ms,
-                          .protocol_errors = m->protocol_errors};
+                          .protocol_errors = m->protocol_errors,
+                          .bad_results = m->bad_results,
+                          .has_security = m->has_security,
+                          .curve = m->curve,
+                          .refused_clients = m->refused_clients,
+                          .refused_workers = m->refused_workers};
     if (m->n_workers) {
         s->workers = calloc(m->n_workers, sizeof *s->workers);
         if (s->workers == NULL) goto nomem;
@@ -903,7 +911,8 @@ static int s_status_copy(const zb_msg_status_reply_t *m, zbert_status_t **out) {
                                      .in_flight = w->in_flight,
                                      .shards = w->shards,
                                      .tokens = w->tokens,
-                                     .idle_ms = w->idle_ms};
+                                     .idle_ms = w->idle_ms,
+                                     .quarantined_ms = w->quarantined_ms};
         o->name = strndup(w->name.ptr, w->name.len);
         o->model = strndup(w->model.ptr, w->model.len);
         if (o->name == NULL || o->model == NULL) goto nomem;

@@ -654,7 +654,12 @@ static void s_print_table(const char *broker, const zbert_status_t *st) {
            st->tokens_per_s);
     printf("latency     p50 %.1f ms, p90 %.1f ms, p99 %.1f ms (last 1000 requests)\n",
            st->latency_p50_ms, st->latency_p90_ms, st->latency_p99_ms);
-    printf("errors      %llu malformed messages\n", (unsigned long long)st->protocol_errors);
+    printf("errors      %llu malformed messages, %llu bad worker results\n",
+           (unsigned long long)st->protocol_errors, (unsigned long long)st->bad_results);
+    if (st->has_security)
+        printf("security    CurveZMQ %s, refused: %llu clients, %llu workers\n",
+               st->curve ? "on" : "off", (unsigned long long)st->refused_clients,
+               (unsigned long long)st->refused_workers);
     printf("workers     %zu\n", st->n_workers);
     if (st->n_workers == 0) return;
     int wn = 6, wm = 5;
@@ -665,15 +670,20 @@ static void s_print_table(const char *broker, const zbert_status_t *st) {
         if (ln > wn) wn = ln > 64 ? 64 : ln;
         if (lm > wm) wm = lm > 64 ? 64 : lm;
     }
-    printf("\n%-*s  %-*s  %6s %7s %6s %9s %10s %12s %8s\n", wn, "WORKER", wm, "MODEL", "DIM",
-           "THREADS", "CREDIT", "IN-FLIGHT", "SHARDS", "TOKENS", "IDLE");
+    printf("\n%-*s  %-*s  %6s %7s %6s %9s %10s %12s %8s  %s\n", wn, "WORKER", wm, "MODEL", "DIM",
+           "THREADS", "CREDIT", "IN-FLIGHT", "SHARDS", "TOKENS", "IDLE", "STATE");
     for (size_t i = 0; i < st->n_workers; i++) {
         const zbert_worker_status_t *w = &st->workers[i];
-        char idle[64];
+        char idle[64], state[96] = "serving";
         s_duration(idle, sizeof idle, w->idle_ms);
-        printf("%-*.*s  %-*.*s  %6u %7u %6u %9llu %10llu %12llu %8s\n", wn, wn, w->name, wm, wm,
+        if (w->quarantined_ms > 0) {
+            char left[64];
+            s_duration(left, sizeof left, w->quarantined_ms);
+            snprintf(state, sizeof state, "set aside (%s left)", left);
+        }
+        printf("%-*.*s  %-*.*s  %6u %7u %6u %9llu %10llu %12llu %8s  %s\n", wn, wn, w->name, wm, wm,
                w->model, w->dim, w->threads, w->credit, (unsigned long long)w->in_flight,
-               (unsigned long long)w->shards, (unsigned long long)w->tokens, idle);
+               (unsigned long long)w->shards, (unsigned long long)w->tokens, idle, state);
     }
 }
 
@@ -698,6 +708,12 @@ static int s_print_json(const char *broker, const zbert_status_t *st) {
     NUM(lat, "p90", st->latency_p90_ms);
     NUM(lat, "p99", st->latency_p99_ms);
     NUM(o, "protocol_errors", st->protocol_errors);
+    NUM(o, "bad_results", st->bad_results);
+    if (st->has_security) {
+        if (!cJSON_AddBoolToObject(o, "curve", st->curve)) goto out;
+        NUM(o, "refused_clients", st->refused_clients);
+        NUM(o, "refused_workers", st->refused_workers);
+    }
     if ((ws = cJSON_AddArrayToObject(o, "workers")) == NULL) goto out;
     for (size_t i = 0; i < st->n_workers; i++) {
         const zbert_worker_status_t *w = &st->workers[i];
@@ -714,6 +730,7 @@ static int s_print_json(const char *broker, const zbert_status_t *st) {
         NUM(x, "shards", w->shards);
         NUM(x, "tokens", w->tokens);
         NUM(x, "idle_ms", w->idle_ms);
+        NUM(x, "quarantined_ms", w->quarantined_ms);
     }
 #undef NUM
     char *text = cJSON_Print(o);

@@ -88,6 +88,7 @@ enum {
     ZBERT_EBUSY = -11,       /* too much open: take events first */
     ZBERT_ETIMEOUT = -12,    /* a deadline passed, or no answer after every try */
     ZBERT_ECANCELED = -13,   /* cancelled by zbert_cancel() */
+    ZBERT_EDENIED = -14,     /* the broker refused this client's key (`forbidden`) */
 };
 
 /* A static description of a ZBERT_E* code (never NULL). */
@@ -394,15 +395,18 @@ void zbert_result_destroy(zbert_result_t **r);
 
 /* One worker the broker drives. */
 typedef struct zbert_worker_status {
-    char *name;         /* NUL-terminated, e.g. "host:pid" */
-    char *model;        /* model identity */
-    uint32_t dim;       /* floats per vector */
-    uint32_t threads;   /* compute threads */
-    uint32_t credit;    /* shards it holds at once */
-    uint64_t in_flight; /* shards on it now */
-    uint64_t shards;    /* shards it returned since it joined */
-    uint64_t tokens;    /* tokens it ran since it joined */
-    uint64_t idle_ms;   /* since it last sent anything */
+    char *name;              /* NUL-terminated, e.g. "host:pid" */
+    char *model;             /* model identity */
+    uint32_t dim;            /* floats per vector */
+    uint32_t threads;        /* compute threads */
+    uint32_t credit;         /* shards it holds at once */
+    uint64_t in_flight;      /* shards on it now */
+    uint64_t shards;         /* shards it returned since it joined */
+    uint64_t tokens;         /* tokens it ran since it joined */
+    uint64_t idle_ms;        /* since it last sent anything */
+    uint64_t quarantined_ms; /* set aside for this much longer (it returned
+                              * results that did not match their tasks); 0:
+                              * not set aside */
 } zbert_worker_status_t;
 
 typedef struct zbert_status {
@@ -417,6 +421,11 @@ typedef struct zbert_status {
     double latency_p90_ms;
     double latency_p99_ms;
     uint64_t protocol_errors; /* malformed messages the broker received */
+    uint64_t bad_results;     /* worker results refused as not matching their task */
+    bool has_security;        /* the broker sent the three fields below */
+    bool curve;               /* CurveZMQ on both endpoints */
+    uint64_t refused_clients; /* handshakes and messages refused, clients' endpoint */
+    uint64_t refused_workers; /* the same, workers' endpoint */
     size_t n_workers;
     zbert_worker_status_t *workers; /* [n_workers] */
 } zbert_status_t;

@@ -36,6 +36,8 @@ const char *zb_strerror(int code) {
         return "timed out";
     case ZB_ECANCELED:
         return "cancelled";
+    case ZB_EDENIED:
+        return "access denied";
     default:
         return "unknown error";
     }

@@ -31,6 +31,7 @@ enum {
     ZB_EBUSY = -11,       /* the service refuses more work for now */
     ZB_ETIMEOUT = -12,    /* a deadline passed */
     ZB_ECANCELED = -13,   /* the request was cancelled */
+    ZB_EDENIED = -14,     /* a peer refused access: a key not (or no longer) allowed */
 };
 
 /* Returns a static, constant description of a ZB_E* code (never NULL). */

@@ -291,7 +291,7 @@ static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
 static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
     static const zb_msg_worker_info_t w[2] = {
         {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250, 0},
-        {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000, 0},
+        {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000, 61000},
     };
     pthread_mutex_lock(&fb->mu);
     uint64_t up = s_ms() >= fb->start_ms ? s_ms() - fb->start_ms : 0;
@@ -306,6 +306,11 @@ static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_st
                                .in_flight_shards = 4,
                                .texts_per_s = 812.5,
                                .tokens_per_s = 25012.25,
+                               .bad_results = 2,
+                               .has_security = true,
+                               .curve = true,
+                               .refused_clients = 9,
+                               .refused_workers = 1,
                                .latency_p50_ms = 12,
                                .latency_p90_ms = 30.5,
                                .latency_p99_ms = 80.25,
@@ -1973,7 +1978,9 @@ static void test_cli_status(void **st) {
     assert_non_null(strstr(out, "in flight   4 shards\n"));
     assert_non_null(strstr(out, "throughput  812.5 texts/s, 25012.2 tokens/s"));
     assert_non_null(strstr(out, "latency     p50 12.0 ms, p90 30.5 ms, p99 80.2 ms"));
-    assert_non_null(strstr(out, "errors      5 malformed messages\n"));
+    assert_non_null(strstr(out, "errors      5 malformed messages, 2 bad worker results\n"));
+    assert_non_null(strstr(out, "security    CurveZMQ on, refused: 9 clients, 1 workers\n"));
+    assert_non_null(strstr(out, "set aside (1m 01s left)\n"));
     assert_non_null(strstr(out, "workers     2\n"));
     assert_non_null(strstr(out, "WORKER"));
     /* worker rows: name, model, numbers; a control character is masked */
@@ -2014,6 +2021,10 @@ static void test_cli_status(void **st) {
     cJSON *w1 = cJSON_GetArrayItem(ws, 1);
     assert_string_equal(cJSON_GetObjectItem(w1, "name")->valuestring, "node2:\x1b[2J");
     assert_int_equal(cJSON_GetObjectItem(w1, "idle_ms")->valuedouble, 3725000);
+    assert_int_equal(cJSON_GetObjectItem(w1, "quarantined_ms")->valuedouble, 61000);
+    assert_int_equal(cJSON_GetObjectItem(j, "bad_results")->valuedouble, 2);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(j, "curve")));
+    assert_int_equal(cJSON_GetObjectItem(j, "refused_clients")->valuedouble, 9);
     cJSON_Delete(j);
     free(out);
     fb_stop(&fb);

@@ -448,7 +448,7 @@ def _parse_status(m):
     if len(workers) > WORKERS_MAX:
         raise _Malformed(f"more than {WORKERS_MAX} workers")
     wkeys = ("name", "model", "dim", "threads", "credit", "in_flight", "shards", "tokens",
-             "idle_ms")
+             "idle_ms", "quarantined_ms")
     for w in workers:
         known = {k: True for k in wkeys}
         known[None] = DEPTH_MAX - 3
@@ -460,6 +460,8 @@ def _parse_status(m):
         _uint(_get(w, "credit", "worker"), "credit", 1, 1024)
         for k in ("in_flight", "shards", "tokens", "idle_ms"):
             _uint(_get(w, k, "worker"), k)
+        if w.get("quarantined_ms") is not None:
+            _uint(w["quarantined_ms"], "quarantined_ms")
     return {k: v for k, v in m.items() if k not in ("v", "type") and v is not None}
 
 
