@@ -425,16 +425,22 @@ static void test_allow_list_changes_live(void **st) {
  * frames.  The broker stays up and serves. */
 static void test_hostile_bytes(void **st) {
     (void)st;
-    const char *garbage[] = {
-        "GET / HTTP/1.1\r\n\r\n",
+    /* Each with its length: they hold NUL bytes. */
+#define S_BYTES(lit)                                                                               \
+    { lit, sizeof lit - 1 }
+    static const struct {
+        const char *b;
+        size_t n;
+    } garbage[] = {
+        S_BYTES("GET / HTTP/1.1\r\n\r\n"),
         /* a ZMTP 3.0 greeting asking for NULL */
-        "\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
-        "\0\0\0\0\0\0\0\0\0\0\0",
+        S_BYTES("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00NULL\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+                "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"),
         /* a CURVE greeting, then a HELLO command that is far too short */
-        "\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00CURVE\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
-        "\0\0\0\0\0\0\0\0\0\0\0\x04\x06\x05HELLO",
+        S_BYTES("\xff\0\0\0\0\0\0\0\x01\x7f\x03\x00CURVE\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+                "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x04\x06\x05HELLO"),
     };
-    const size_t glen[] = {18, 64, 72};
+#undef S_BYTES
     int ports[2] = {s_clients_port, atoi(strrchr(s_backend, ':') + 1)};
     for (int p = 0; p < 2; p++)
         for (size_t g = 0; g < 3; g++) {
@@ -443,7 +449,7 @@ static void test_hostile_bytes(void **st) {
             struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)ports[p])};
             a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
             if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-                ssize_t w = write(fd, garbage[g], glen[g]);
+                ssize_t w = write(fd, garbage[g].b, garbage[g].n);
                 (void)w;
                 usleep(50 * 1000);
             }
