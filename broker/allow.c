@@ -112,40 +112,15 @@ static bool s_is_pub(const char *name) {
     return n > 4 && name[0] != '.' && memcmp(name + n - 4, ".pub", 4) == 0;
 }
 
-/*
- * The public key of the certificate at path.  Read here rather than with
- * zb_curve_load(): the file is opened without blocking and refused unless
- * it is a regular file, so a named pipe called x.pub cannot stall the
- * broker's loop; the text is parsed by the same reader.
- */
+/* The public key of the certificate at path (zb_curve_load opens it
+ * without blocking and takes only a regular file, so a named pipe called
+ * x.pub cannot stall the broker's loop). */
 static int s_read_pub(const char *path, uint8_t key[ZB_CURVE_KEY_BYTES], zb_diag_t *d) {
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return zb_diag_set(d, ZB_EIO, "%s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return zb_diag_set(d, ZB_EIO, "%s: not a regular file", path);
-    }
-    char buf[ZB_CURVE_FILE_MAX + 1];
-    size_t n = 0;
-    while (n < sizeof buf) {
-        ssize_t r = read(fd, buf + n, sizeof buf - n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            return zb_diag_set(d, ZB_EIO, "%s: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
     zb_curve_cert_t c;
-    int rc = zb_curve_parse(buf, n, false, path, &c, d);
+    int rc = zb_curve_load(path, false, &c, d);
     /* A .pub may hold a secret by mistake: only its public half is kept. */
     if (rc == 0) memcpy(key, c.pub, ZB_CURVE_KEY_BYTES);
     explicit_bzero(&c, sizeof c);
-    explicit_bzero(buf, n);
     return rc;
 }
 

@@ -181,7 +181,10 @@ int zb_curve_parse(const char *text, size_t len, bool need_secret, const char *o
 
 int zb_curve_load(const char *path, bool need_secret, zb_curve_cert_t *c, zb_diag_t *d) {
     memset(c, 0, sizeof *c);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    /* Opened without blocking, and refused below unless a regular file: a
+     * named pipe under a key's name cannot stall the caller (the broker
+     * reads allow-list directories from its loop). */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return zb_diag_set(d, errno == ENOENT ? ZB_ENOTFOUND : ZB_EIO, "%s: %s", path,
                            strerror(errno));

@@ -15,6 +15,7 @@
  *         public-key = "<40 chars Z85>"         public-key = "<40 chars Z85>"
  *                                               secret-key = "<40 chars Z85>"
  *
+ * Files are opened without blocking and must be regular files.
  * Reading: lines of at most ZB_CURVE_LINE_MAX bytes, `#` comments and blank
  * lines skipped, a section name at column 0, its `key = value` entries
  * indented; a value may be "quoted", 'quoted' or bare (up to a blank).  Only the `curve`
