@@ -19,10 +19,15 @@
  *            stays, detached from its owner, while some of its shards are
  *            still in flight ("closed"), because the workers' in-flight
  *            lists point into its shard array.  An open request without a
- *            conn is waiting for its owner to resume it (CurveZMQ only).
+ *            conn is waiting for its owner ("detached"): it owns the parts
+ *            made since, in order, until the owner comes back.
+ *   held     a message for a client not yet handed to ZeroMQ: on its conn
+ *            (in order), or a part on its detached request; a part names
+ *            its request and shard while the request is open.
  *   shard    in exactly one state: idle (never queued, dropped, or to be
  *            sent again), queued (in its owner's lane), flight (on one
- *            worker's list) or done.
+ *            worker's list), held (its part made, not yet handed to
+ *            ZeroMQ) or done (handed, or its texts held by the client).
  *   worker   one per routing id of the backend that sent a valid `ready`,
  *            with that ready's epoch: its tasks carry it, and only results
  *            carrying it are taken (PROTOCOL.md 6, Epochs).
@@ -251,9 +256,9 @@ static const zb_settings_t s_table[] = {
      S_AT(resume_ms),
      .min = 0,
      .max = 86400000,
-     .def = "120000",
+     .def = "300000",
      .value_name = "MS",
-     .help = "with curve-key: how long a request whose client is gone waits to be resumed"},
+     .help = "how long a request whose client is gone waits for its owner, 0: not at all"},
 };
 #undef S_AT
 #define S_N_SETTINGS (sizeof s_table / sizeof *s_table)
@@ -307,7 +312,10 @@ typedef struct s_ident {
     uint32_t n_refs;    /* workers and bound requests */
 } s_ident_t;
 
-enum { SH_IDLE, SH_QUEUED, SH_FLIGHT, SH_DONE };
+/* SH_HELD: its part is made and waits in the broker (for room in ZeroMQ's
+ * queue to the client, or for the request's owner to come back); SH_DONE:
+ * its part was handed to ZeroMQ, or its texts are held by the client. */
+enum { SH_IDLE, SH_QUEUED, SH_FLIGHT, SH_HELD, SH_DONE };
 
 struct s_request;
 struct s_worker;
@@ -322,10 +330,23 @@ typedef struct s_shard {
     uint32_t failures;             /* times lost (workers lost, timeouts) */
     uint64_t sent_ms;              /* when it left for its worker */
     int state;
+    bool client_has; /* every text of it is in a resumption's have: no part */
 } s_shard_t;
 
 typedef struct s_owner s_owner_t;
 typedef struct s_conn s_conn_t;
+
+/* A message for a client that ZeroMQ had no room for, or a part kept for a
+ * request whose connection is gone.  A part knows its request and shard
+ * (NULL for other messages, and once the request has closed). */
+typedef struct s_held {
+    struct s_held *next;
+    uint8_t *body;
+    size_t len;
+    struct s_request *req;
+    struct s_shard *sh;
+    uint64_t tokens; /* the part's, for done.tokens */
+} s_held_t;
 
 typedef struct s_request {
     zb_deadline_item_t deadline;           /* first; in the heap when the embed set one */
@@ -336,6 +357,8 @@ typedef struct s_request {
     s_conn_t *conn;                        /* where its parts go; NULL: waiting for its
                                             * owner (or closed) */
     uint64_t detached_ms;                  /* when it lost its conn */
+    s_rid_t rid_last;                      /* the routing id of the conn it lost */
+    s_held_t *held_head, *held_tail;       /* its parts made since (in order) */
     char id[ZB_MSG_ID_BYTES_MAX];
     size_t id_len;
     zmq_msg_t *body; /* the embed's bytes; NULL once closed */
@@ -345,25 +368,20 @@ typedef struct s_request {
     uint32_t n_texts, texts_left; /* texts_left: not yet in a part */
     s_shard_t *shards;
     uint32_t n_shards, n_done, n_flight, n_queued;
-    uint64_t tokens, parts;
+    uint64_t tokens, parts;   /* of the parts for its conn (since its last resumption) */
+    uint64_t made;            /* parts made since it opened */
     uint64_t received_ms;     /* when the embed arrived */
     s_ident_t *ident;         /* bound model, or NULL */
     uint64_t orphan_since_ms; /* no worker could serve it since; 0 */
     bool closed;
 } s_request_t;
 
-/* A message for a client that ZeroMQ had no room for. */
-typedef struct s_held {
-    struct s_held *next;
-    uint8_t *body;
-    size_t len;
-} s_held_t;
-
 struct s_owner {
     zb_idmap_node_t h; /* first; its key is the CurveZMQ key, or the routing id */
     zb_queue_lane_t lane;
     s_request_t *reqs; /* open requests, newest first */
     uint32_t n_reqs;
+    uint32_t n_detached; /* of them, waiting for their owner (no conn) */
 };
 
 struct s_conn {
@@ -696,18 +714,35 @@ static void s_request_dequeue(zb_broker_t *b, s_request_t *r) {
     r->n_queued = 0;
 }
 
+/* Frees a list of held messages. */
+static void s_held_free_list(s_held_t *x) {
+    while (x != NULL) {
+        s_held_t *next = x->next;
+        free(x->body);
+        free(x);
+        x = next;
+    }
+}
+
 /*
  * Closes an open request without a word to its client: its queued shards
  * leave the queue, its body is released, it leaves every index.  In-flight
  * shards stay on their workers (their results will be discarded); the
  * record is freed now if there is none, else by the last of them.  The
- * owner and conn records are not freed here (s_owner_release and
- * s_conn_release do).
+ * parts kept for it while it had no connection are dropped; those its
+ * conn holds still go (before the request's last message, if any) but no
+ * longer name it.  The owner and conn records are not freed here
+ * (s_owner_release and s_conn_release do).
  */
 static void s_request_close(zb_broker_t *b, s_request_t *r) {
     s_request_dequeue(b, r);
     b->open_texts -= r->texts_left;
     b->open_bytes -= r->body_len;
+    s_held_free_list(r->held_head);
+    r->held_head = r->held_tail = NULL;
+    if (r->conn != NULL)
+        for (s_held_t *x = r->conn->held_head; x; x = x->next)
+            if (x->req == r) x->req = NULL, x->sh = NULL;
     s_owner_t *o = r->owner;
     if (r->prev)
         r->prev->next = r->next;
@@ -715,6 +750,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
         o->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     o->n_reqs--;
+    if (r->conn == NULL) o->n_detached--;
     r->owner = NULL;
     s_request_unlink_conn(r);
     if (r->all_prev)
@@ -770,55 +806,122 @@ static s_conn_t *s_conn_new(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
     return c;
 }
 
-/* Takes the first held message off c (sent, or given up). */
-static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
-    s_held_t *x = c->held_head;
-    c->held_head = x->next;
-    if (c->held_head == NULL) c->held_tail = NULL;
-    free(x->body);
-    free(x);
-    if (--c->n_held > 0) return;
+/* Appends x to c's held messages (the conn joins the holding list with its
+ * first). */
+static void s_conn_hold(zb_broker_t *b, s_conn_t *c, s_held_t *x) {
+    x->next = NULL;
+    if (c->held_tail)
+        c->held_tail->next = x;
+    else
+        c->held_head = x;
+    c->held_tail = x;
+    if (c->n_held++ > 0) return;
+    c->hprev = NULL;
+    c->hnext = b->holding;
+    if (b->holding) b->holding->hprev = c;
+    b->holding = c;
+}
+
+/* Takes the message after prev (NULL: the first) off c's held messages
+ * and returns it; c leaves the holding list with its last. */
+static s_held_t *s_conn_unhold(zb_broker_t *b, s_conn_t *c, s_held_t *prev) {
+    s_held_t *x = prev ? prev->next : c->held_head;
+    if (prev)
+        prev->next = x->next;
+    else
+        c->held_head = x->next;
+    if (c->held_tail == x) c->held_tail = prev;
+    x->next = NULL;
+    if (--c->n_held > 0) return x;
     if (c->hprev)
         c->hprev->hnext = c->hnext;
     else
         b->holding = c->hnext;
     if (c->hnext) c->hnext->hprev = c->hprev;
     c->hprev = c->hnext = NULL;
+    return x;
+}
+
+/* Takes the first held message off c (sent, or given up). */
+static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
+    s_held_t *x = s_conn_unhold(b, c, NULL);
+    free(x->body);
+    free(x);
+}
+
+/* Appends x, a part of r, to the parts kept for r while it has no
+ * connection. */
+static void s_request_keep(s_request_t *r, s_held_t *x) {
+    x->next = NULL;
+    if (r->held_tail)
+        r->held_tail->next = x;
+    else
+        r->held_head = x;
+    r->held_tail = x;
+}
+
+/* Moves the parts of r that c holds, in their order, to the list
+ * [*head, *tail) (appended). */
+static void s_conn_take_parts(zb_broker_t *b, s_conn_t *c, s_request_t *r, s_held_t **head,
+                              s_held_t **tail) {
+    for (s_held_t *prev = NULL, *x = c->held_head; x;) {
+        if (x->req != r) {
+            prev = x;
+            x = x->next;
+            continue;
+        }
+        s_held_t *next = x->next;
+        s_conn_unhold(b, c, prev);
+        if (*tail)
+            (*tail)->next = x;
+        else
+            *head = x;
+        *tail = x;
+        x = next;
+    }
 }
 
 /*
- * r's connection is gone; with CurveZMQ its owner may resume it from
- * another (broker.h, Ownership): it waits resume-ms, its queued shards out
- * of the queue (nothing is computed for nobody) and the results of those
- * in flight discarded when they come back (each shard not delivered to a
- * connection that is still there is sent again on resumption).
+ * r's connection is gone: r waits resume-ms for its owner (broker.h,
+ * Ownership).  Its shards keep running; the parts made meanwhile are kept
+ * on r, after those its conn still held (moved here by the caller), and go
+ * out, in order, when its owner speaks again from that routing id or sends
+ * r again (a resumption).
  */
 static void s_request_detach(zb_broker_t *b, s_request_t *r, uint64_t now) {
+    (void)b;
+    r->rid_last = r->conn->h.key;
     s_request_unlink_conn(r);
-    s_request_dequeue(b, r);
+    r->owner->n_detached++;
     r->detached_ms = now;
 }
 
 /* Whether a request whose connection is gone waits for its owner. */
 static bool s_resumable(const zb_broker_t *b) {
-    return b->curve && b->cfg.resume_ms > 0 && !b->draining;
+    return b->cfg.resume_ms > 0 && !b->draining;
+}
+
+/* Whether s_conn_drop(c, err) keeps c's requests (they wait for their
+ * owner) rather than closing them. */
+static bool s_drop_detaches(const zb_broker_t *b, int err) {
+    return err != EAGAIN && s_resumable(b);
 }
 
 /*
- * A conn we cannot send to (gone, or not reading).  Its held messages are
- * dropped (none could reach it).  Its requests: with CurveZMQ, when it is
- * gone, they wait for their owner to resume them; otherwise (without
- * CurveZMQ the routing id is the owner; a client not reading is alive and
- * must not be given its requests again elsewhere) they are dropped without
- * answers.
+ * A conn we cannot send to: gone (ZeroMQ has no route to it: the client
+ * closed its socket, or it reconnected and ZeroMQ has not yet handed its
+ * routing id over) or not reading (EAGAIN).  A gone conn's requests wait
+ * for their owner, with the parts it held (never a silent drop); a client
+ * not reading is alive and must not be given its requests again elsewhere,
+ * so they are closed without answers.  Its other held messages (status
+ * replies, errors of other messages) are dropped: none could reach it.
  */
 static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
     char hex[40];
-    bool detach = err == EHOSTUNREACH && s_resumable(b);
+    bool detach = s_drop_detaches(b, err);
     if (detach)
         ZB_LOG(ZB_LOG_INFO,
-               "client %s: gone; its %u open requests wait %llu ms for their owner to resume "
-               "them",
+               "client %s: gone; its %u open requests wait %llu ms for their owner to come back",
                s_rid_hex(&c->h.key, hex), c->n_reqs, (unsigned long long)b->cfg.resume_ms);
     else
         ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests",
@@ -828,69 +931,80 @@ static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
                                      : zmq_strerror(err),
                c->n_reqs);
     uint64_t now = zb_clock_ms();
+    /* In order: the parts of one request keep theirs on it. */
+    while (c->n_held > 0) {
+        s_held_t *x = s_conn_unhold(b, c, NULL);
+        if (detach && x->req != NULL) {
+            s_request_keep(x->req, x);
+            continue;
+        }
+        free(x->body);
+        free(x);
+    }
     while (c->reqs) {
         if (detach)
             s_request_detach(b, c->reqs, now);
         else
             s_request_close_release(b, c->reqs, true);
     }
-    while (c->n_held > 0) s_held_pop(b, c);
     s_conn_release(b, c);
 }
 
 /*
- * Sends body (taken in every case) to the client at rid.  When ZeroMQ's
- * queue to it is full (client-hwm messages wait unread), the message is
- * held and retried by s_flush_held() at every turn of the loop; so is every
- * later message for the client while any is held, to keep their order.
- * Returns 0 (sent or held), or -1 with errno: EHOSTUNREACH (the client is
- * gone), EAGAIN (client-hwm messages are held already: it is not reading)
- * or ENOMEM; the caller then drops the conn (s_conn_drop) when it has a
- * record.
+ * Sends *pbody to the client at rid, after whatever the broker holds for
+ * it: at once when ZeroMQ takes it, else held and retried by
+ * s_flush_held() at every turn of the loop, so the client gets its
+ * messages in order.  r and sh name the request and shard of a part (NULL
+ * for other messages: they count towards client-hwm, past which the client
+ * counts as not reading).  Returns 1 (handed to ZeroMQ) or 0 (held), *pbody
+ * taken and nulled; or -1 with errno: EHOSTUNREACH (the client is gone),
+ * EAGAIN (client-hwm messages held already: it is not reading) or ENOMEM,
+ * *pbody then left to the caller unless it is NULL (lost after the routing
+ * frame).  The caller drops the conn (s_conn_drop) when it has a record.
  */
-static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+static int s_front_put(zb_broker_t *b, const s_rid_t *rid, uint8_t **pbody, size_t len,
+                       s_request_t *r, s_shard_t *sh, uint64_t tokens) {
     s_conn_t *c = s_conn_find(b, rid);
     if (c == NULL || c->n_held == 0) {
-        if (s_send_keep(b->front, rid, &body, len) == 0) return 0;
-        if (body == NULL) return -1; /* failed after the routing frame */
-        if (errno != EAGAIN) {
-            int e = errno;
-            free(body);
-            errno = e;
-            return -1;
-        }
+        if (s_send_keep(b->front, rid, pbody, len) == 0) return 1;
+        if (*pbody == NULL || errno != EAGAIN) return -1;
         /* A client without requests (a status, a refusal) is held for all
          * the same: a record for it lives until its messages leave (its key
          * is bound by the caller, s_front_readable). */
         if (c == NULL && (c = s_conn_new(b, rid, NULL)) == NULL) {
-            free(body);
             errno = ENOMEM;
             return -1;
         }
     }
-    s_held_t *x = c->n_held < b->cfg.client_hwm ? malloc(sizeof *x) : NULL;
-    if (x == NULL) {
-        int e = c->n_held < b->cfg.client_hwm ? ENOMEM : EAGAIN;
-        free(body);
-        errno = e;
+    if (c->n_held >= b->cfg.client_hwm) {
+        errno = EAGAIN;
         return -1;
     }
-    *x = (s_held_t){.next = NULL, .body = body, .len = len};
-    if (c->held_tail)
-        c->held_tail->next = x;
-    else
-        c->held_head = x;
-    c->held_tail = x;
-    if (c->n_held++ == 0) {
-        c->hprev = NULL;
-        c->hnext = b->holding;
-        if (b->holding) b->holding->hprev = c;
-        b->holding = c;
+    s_held_t *x = malloc(sizeof *x);
+    if (x == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    *x = (s_held_t){.body = *pbody, .len = len, .req = r, .sh = sh, .tokens = tokens};
+    *pbody = NULL;
+    s_conn_hold(b, c, x);
+    if (c->n_held == 1) {
         char hex[40];
-        ZB_LOG(ZB_LOG_DEBUG, "client %s: its queue is full (%u messages); holding what follows",
-               s_rid_hex(rid, hex), b->cfg.client_hwm);
+        ZB_LOG(ZB_LOG_DEBUG, "client %s: its queue is full; holding what follows",
+               s_rid_hex(rid, hex));
     }
     return 0;
+}
+
+/* s_front_put() of a message that is not a part, body taken in every
+ * case: 0 (sent or held) or -1 with errno. */
+static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+    int rc = s_front_put(b, rid, &body, len, NULL, NULL, 0);
+    if (rc >= 0) return 0;
+    int e = errno;
+    free(body);
+    errno = e;
+    return -1;
 }
 
 /* Retries the held messages of every conn, oldest first, until ZeroMQ's
@@ -903,10 +1017,14 @@ static void s_flush_held(zb_broker_t *b) {
         while (c->n_held > 0) {
             s_held_t *x = c->held_head;
             if (s_send_keep(b->front, &c->h.key, &x->body, x->len) == 0) {
+                if (x->sh != NULL && x->sh->state == SH_HELD) x->sh->state = SH_DONE;
                 s_held_pop(b, c);
                 continue;
             }
             if (errno != EAGAIN || x->body == NULL) err = errno ? errno : EIO;
+            /* A part lost after its routing frame (out of memory): its
+             * request cannot finish whole any more; the drop below says so
+             * to nobody, as for a gone client. */
             break;
         }
         if (err != 0)
@@ -920,7 +1038,7 @@ static void s_flush_held(zb_broker_t *b) {
  * Ends an open request with a last message (done or error; body NULL: none,
  * e.g. when encoding failed; nothing is sent for a request waiting for its
  * owner), then closes it.  If its client cannot be sent to, the client's
- * other requests are dropped (or wait for their owner, s_conn_drop).
+ * other requests wait for their owner (or are dropped, s_conn_drop).
  */
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
     s_conn_t *c = r->conn;
@@ -1024,8 +1142,7 @@ static bool s_shard_returned(s_shard_t *sh) {
 /*
  * A shard just detached from its worker goes back to the head of its lane
  * (failed: it was lost, which counts towards ZB_BROKER_SHARD_FAILURES_MAX,
- * and fails its request at the limit).  Nothing when its request is closed;
- * it stays idle while its request waits for its owner.
+ * and fails its request at the limit).  Nothing when its request is closed.
  */
 static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
     if (!s_shard_returned(sh)) return;
@@ -1037,10 +1154,9 @@ static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
                        sh->first, sh->first + sh->count - 1, sh->failures);
         return;
     }
-    if (r->conn == NULL) return;
     s_shard_queue(b, sh, true);
     /* Nothing of it has reached the client: any model may serve it. */
-    if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
+    if (r->n_flight == 0 && r->made == 0) s_request_unbind(b, r);
 }
 
 /*
@@ -1150,6 +1266,8 @@ static void s_dispatch(zb_broker_t *b) {
 
 /* --- frontend: clients ------------------------------------------------------ */
 
+static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now);
+
 /* Answers a client's message that opened no request with `error`. */
 __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b, const s_rid_t *rid,
                                                                  zb_msg_str_t id,
@@ -1212,39 +1330,156 @@ static bool s_same_request(const s_request_t *r, const zb_msg_embed_t *e) {
     return true;
 }
 
+/* Whether texts first..first+count-1 all lie in have's ranges (pairs of
+ * first and count, increasing, not overlapping: the decoder checked). */
+static bool s_have_covers(const uint32_t *have, size_t n_have, uint32_t first, uint32_t count) {
+    uint64_t at = first, end = (uint64_t)first + count;
+    for (size_t k = 0; k + 1 < n_have && at < end; k += 2) {
+        uint64_t a = have[k], z = a + have[k + 1];
+        if (a > at) return false; /* a gap at `at` */
+        if (at < z) at = z;
+    }
+    return at >= end;
+}
+
+/* A shard that will make no part: its texts are held by the client. */
+static void s_shard_client_has(zb_broker_t *b, s_shard_t *sh) {
+    s_request_t *r = sh->req;
+    if (sh->state == SH_QUEUED) {
+        zb_queue_remove(b->queue, &sh->q);
+        b->queued_texts -= sh->count;
+        r->n_queued--;
+    }
+    sh->client_has = true;
+    if (sh->state == SH_FLIGHT) return; /* s_deliver counts it when it comes back */
+    if (sh->state != SH_HELD && sh->state != SH_DONE) {
+        r->n_done++;
+        r->texts_left -= sh->count;
+        b->open_texts -= sh->count;
+    }
+    sh->state = SH_DONE;
+}
+
 /*
- * Resumption (broker.h, Ownership): the owner of r sent its embed again from
- * connection c.  r's parts go to c from now on, and every shard not on a
- * worker now is sent again, so that c receives each text exactly once
- * (what went to the earlier connection, presumed gone, is not counted).
+ * A request that lost its connection takes c: the parts kept for it go
+ * out first, in order (they count in done.parts and done.tokens as parts
+ * sent to c), then done if it is complete.
  */
-static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c) {
-    s_conn_t *old = r->conn;
-    s_request_unlink_conn(r);
-    s_conn_release(b, old);
+static void s_request_attach(zb_broker_t *b, s_request_t *r, s_conn_t *c, uint64_t now) {
     s_request_link_conn(r, c);
-    uint32_t again = 0;
+    r->owner->n_detached--;
+    r->detached_ms = 0;
+    uint32_t n = 0;
+    while (r->held_head) {
+        s_held_t *x = r->held_head;
+        r->held_head = x->next;
+        r->parts++;
+        r->tokens += x->tokens;
+        s_conn_hold(b, c, x);
+        n++;
+    }
+    r->held_tail = NULL;
+    char label[ZB_MSG_ID_BYTES_MAX + 1], hex[40];
+    ZB_LOG(ZB_LOG_INFO, "request %s: its owner is back on client %s; %u parts kept for it follow",
+           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), n);
+    s_request_check_done(b, r, now);
+}
+
+/*
+ * A message from rid (key: its connection's, with CurveZMQ): its owner
+ * speaks again.  Its requests that lost their connection at this routing
+ * id take it back, and what was kept for them goes first (PROTOCOL.md 7).
+ */
+static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    uint64_t now = zb_clock_ms();
+    for (;;) {
+        /* Looked up afresh each time: attaching may end a request, and
+         * free its owner or conn with it. */
+        s_owner_t *o = s_owner_find(b, rid, key);
+        if (o == NULL || o->n_detached == 0) return;
+        s_request_t *r = o->reqs;
+        while (r && !(r->conn == NULL && r->rid_last.len == rid->len &&
+                      memcmp(r->rid_last.b, rid->b, rid->len) == 0))
+            r = r->next;
+        if (r == NULL) return;
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c == NULL && (c = s_conn_new(b, rid, key)) == NULL) return;
+        s_request_attach(b, r, c, now);
+    }
+}
+
+/*
+ * Resumption (broker.h, Ownership): the owner of r sent it again from
+ * connection c (the one it had, or another), holding the texts of have
+ * (n_have 0: none said).  r's parts go to c from now on.  What the broker
+ * still holds for r (parts never given to ZeroMQ, on its earlier conn or
+ * kept while it had none) goes to c unless the client holds their texts;
+ * every part given to ZeroMQ before (perhaps lost with a connection) is
+ * made again unless the client holds its texts; shards of texts it holds
+ * make no part.  done.parts and done.tokens count what goes to c from now.
+ */
+static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c, const uint32_t *have,
+                             size_t n_have, uint64_t now) {
+    s_conn_t *old = r->conn;
+    s_held_t *head = NULL, *tail = NULL;
+    if (old != NULL) {
+        s_conn_take_parts(b, old, r, &head, &tail);
+        s_request_unlink_conn(r);
+        if (old != c) s_conn_release(b, old);
+    } else {
+        r->owner->n_detached--;
+    }
+    if (r->held_head != NULL) {
+        if (tail)
+            tail->next = r->held_head;
+        else
+            head = r->held_head;
+        tail = r->held_tail;
+        r->held_head = r->held_tail = NULL;
+    }
+    s_request_link_conn(r, c);
+    r->parts = 0;
+    r->tokens = 0;
+    r->detached_ms = 0;
+    uint32_t again = 0, kept = 0, skipped = 0;
+    while (head != NULL) {
+        s_held_t *x = head;
+        head = x->next;
+        if (s_have_covers(have, n_have, x->sh->first, x->sh->count)) {
+            s_shard_client_has(b, x->sh);
+            free(x->body);
+            free(x);
+            continue;
+        }
+        r->parts++;
+        r->tokens += x->tokens;
+        s_conn_hold(b, c, x);
+        kept++;
+    }
     for (uint32_t i = 0; i < r->n_shards; i++) {
         s_shard_t *sh = &r->shards[i];
+        if (s_have_covers(have, n_have, sh->first, sh->count)) {
+            s_shard_client_has(b, sh);
+            skipped++;
+            continue;
+        }
+        sh->client_has = false;
+        if (sh->state != SH_DONE && sh->state != SH_IDLE) continue;
         if (sh->state == SH_DONE) {
             r->n_done--;
             r->texts_left += sh->count;
             b->open_texts += sh->count;
         }
-        if (sh->state == SH_DONE || sh->state == SH_IDLE) {
-            s_shard_queue(b, sh, false);
-            again++;
-        }
+        s_shard_queue(b, sh, false);
+        again++;
     }
-    /* done.parts and done.tokens count what this connection receives. */
-    r->parts = 0;
-    r->tokens = 0;
-    r->detached_ms = 0;
     char label[ZB_MSG_ID_BYTES_MAX + 1], hex[40];
     ZB_LOG(ZB_LOG_INFO,
-           "request %s: resumed by its owner on client %s; %u of %u shards to send again",
-           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), again,
-           r->n_shards);
+           "request %s: resumed by its owner on client %s; %u parts held go there, %u of %u "
+           "shards run again, %u are held by the client",
+           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), kept, again,
+           r->n_shards, skipped);
+    s_request_check_done(b, r, now);
 }
 
 /* An `embed` (key: the connection's, with CurveZMQ): returns true when the
@@ -1273,7 +1508,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
             s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
             return false;
         }
-        s_request_resume(b, open, c);
+        s_request_resume(b, open, c, NULL, 0, zb_clock_ms());
         return false;
     }
     if (b->draining) {
@@ -1400,13 +1635,25 @@ static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
     s_client_error(b, rid, m->id, ZB_MSG_CODE_CANCELED, "canceled by the client");
 }
 
-static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_t *m) {
+/* A `status` (key: the connection's, with CurveZMQ): the broker's figures,
+ * and the ids of the asking owner's open requests (at most
+ * ZB_MSG_OPEN_MAX, newest first). */
+static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                        const zb_msg_status_t *m) {
     uint64_t now = zb_clock_ms();
+    s_owner_t *o = s_owner_find(b, rid, key);
+    size_t n_open = o ? (o->n_reqs < ZB_MSG_OPEN_MAX ? o->n_reqs : ZB_MSG_OPEN_MAX) : 0;
     zb_msg_worker_info_t *wi = calloc(b->n_workers ? b->n_workers : 1, sizeof *wi);
-    if (wi == NULL) {
+    zb_msg_str_t *open = calloc(n_open ? n_open : 1, sizeof *open);
+    if (wi == NULL || open == NULL) {
+        free(wi);
+        free(open);
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
         return;
     }
+    size_t k = 0;
+    for (s_request_t *r = o ? o->reqs : NULL; r && k < n_open; r = r->next)
+        open[k++] = (zb_msg_str_t){r->id, r->id_len};
     size_t n = 0;
     for (s_worker_t *w = b->workers; w; w = w->next, n++) {
         wi[n] = (zb_msg_worker_info_t){
@@ -1437,6 +1684,8 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
         .curve = b->curve,
         .refused_clients = zb_zap_refused(b->zap, ZB_ZAP_CLIENTS),
         .refused_workers = zb_zap_refused(b->zap, ZB_ZAP_WORKERS),
+        .open = open,
+        .n_open = k,
     };
     zb_stats_rates(b->stats, now, &s.texts_per_s, &s.tokens_per_s);
     zb_stats_latency(b->stats, &s.latency_p50_ms, &s.latency_p90_ms, &s.latency_p99_ms);
@@ -1445,6 +1694,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
     zb_diag_t d;
     int rc = zb_msg_encode_status_reply(&s, &body, &len, &d);
     free(wi);
+    free(open);
     if (rc < 0) {
         ZB_LOG(ZB_LOG_ERROR, "status reply: %s", d.msg);
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the status could not be encoded");
@@ -1530,7 +1780,7 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
         s_on_cancel(b, rid, key, &m.u.cancel);
         break;
     case ZB_MSG_STATUS:
-        s_on_status(b, rid, &m.u.status);
+        s_on_status(b, rid, key, &m.u.status);
         break;
     default: {
         /* A well-formed message of the other directions. */
@@ -1631,7 +1881,11 @@ static void s_front_readable(zb_broker_t *b) {
         uint8_t keyb[ZB_CURVE_KEY_BYTES];
         const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
-        if (!s_key_allowed(b, ZB_ZAP_CLIENTS, key, body)) {
+        bool allowed = s_key_allowed(b, ZB_ZAP_CLIENTS, key, body);
+        /* Any message of an owner brings back what waits for it at this
+         * routing id, before its answer. */
+        if (allowed && rid.len > 0) s_owner_speaks(b, &rid, key);
+        if (!allowed) {
             if (rid.len > 0) s_front_forbidden(b, &rid, key, body, rc == 0);
         } else if (rc > 0) {
             char why[64];
@@ -1875,15 +2129,48 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
     return false;
 }
 
-/* Sends a shard's result to its client as one `part`, then `done` if it
- * was the last.  The request may be closed on return. */
+/*
+ * Ends r with `done` once every shard's part is made and r has a
+ * connection to tell (a request waiting for its owner keeps its parts, and
+ * its done, for it).  The done goes after the parts in the conn's order.
+ */
+static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now) {
+    if (r->n_done < r->n_shards || r->conn == NULL) return;
+    uint64_t elapsed = now - r->received_ms;
+    zb_msg_done_t done = {.id = {r->id, r->id_len},
+                          .texts = r->n_texts,
+                          .tokens = r->tokens,
+                          .parts = r->parts,
+                          .elapsed_ms = elapsed};
+    zb_stats_add_latency(b->stats, (double)elapsed);
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d;
+    char label[ZB_MSG_ID_BYTES_MAX + 1];
+    s_clean(label, sizeof label, r->id, r->id_len);
+    if (zb_msg_encode_done(&done, &body, &len, &d) < 0)
+        ZB_LOG(ZB_LOG_ERROR, "request %s: done: %s", label, d.msg);
+    ZB_LOG(ZB_LOG_DEBUG, "request %s: done, %u texts in %llu ms", label, r->n_texts,
+           (unsigned long long)elapsed);
+    s_request_end(b, r, body, len);
+}
+
+/*
+ * Makes a shard's result one `part` for its client -- sent, held in order
+ * behind what the broker holds for the client, or kept on the request
+ * while its owner is away -- then `done` if it was the last.  A shard
+ * whose texts the client holds (a resumption's have) makes no part.  The
+ * request may be closed on return.
+ */
 static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res, uint64_t now) {
     s_request_t *r = sh->req;
-    if (r->conn == NULL) {
-        /* Its connection is gone and its owner has not resumed it: the
-         * result has nowhere to go, and the shard is sent again if the
-         * owner comes back (s_request_resume). */
-        sh->state = SH_IDLE;
+    r->n_done++;
+    r->texts_left -= sh->count;
+    b->open_texts -= sh->count;
+    zb_stats_add_work(b->stats, now, sh->count, res->tokens);
+    if (sh->client_has) {
+        sh->state = SH_DONE;
+        s_request_check_done(b, r, now);
         return;
     }
     const zb_msg_vectors_t *v = &res->vec;
@@ -1906,38 +2193,43 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
                        sh->first + sh->count - 1, d.msg);
         return;
     }
-    s_conn_t *c = r->conn;
-    if (s_front_send(b, &c->h.key, body, len) < 0) {
-        /* The part is lost with the connection: the shard counts as not
-         * delivered (idle), whatever becomes of its request. */
+    r->made++;
+    s_held_t *x = NULL;
+    if (r->conn != NULL) {
+        int rc = s_front_put(b, &r->conn->h.key, &body, len, r, sh, res->tokens);
+        if (rc >= 0) {
+            sh->state = rc == 1 ? SH_DONE : SH_HELD;
+            r->parts++;
+            r->tokens += res->tokens;
+            s_request_check_done(b, r, now);
+            return;
+        }
+        /* Its client cannot be sent to.  Gone: r waits for its owner (with
+         * this part, after those its conn held); not reading: r is closed,
+         * perhaps freed, with the conn's other requests. */
+        int e = errno;
+        bool keep = s_drop_detaches(b, e);
+        s_conn_drop(b, r->conn, e);
+        if (!keep) {
+            free(body);
+            return;
+        }
+    }
+    if (body != NULL) x = malloc(sizeof *x);
+    if (x == NULL) {
+        /* Lost (out of memory): computed again. */
+        free(body);
+        r->n_done--;
+        r->made--;
+        r->texts_left += sh->count;
+        b->open_texts += sh->count;
         sh->state = SH_IDLE;
-        s_conn_drop(b, c, errno);
+        s_shard_queue(b, sh, true);
         return;
     }
-    sh->state = SH_DONE;
-    r->n_done++;
-    r->parts++;
-    r->tokens += res->tokens;
-    r->texts_left -= sh->count;
-    b->open_texts -= sh->count;
-    zb_stats_add_work(b->stats, now, sh->count, res->tokens);
-    if (r->n_done < r->n_shards) return;
-
-    uint64_t elapsed = now - r->received_ms;
-    zb_msg_done_t done = {.id = {r->id, r->id_len},
-                          .texts = r->n_texts,
-                          .tokens = r->tokens,
-                          .parts = r->parts,
-                          .elapsed_ms = elapsed};
-    zb_stats_add_latency(b->stats, (double)elapsed);
-    body = NULL;
-    char label[ZB_MSG_ID_BYTES_MAX + 1];
-    s_clean(label, sizeof label, r->id, r->id_len);
-    if (zb_msg_encode_done(&done, &body, &len, &d) < 0)
-        ZB_LOG(ZB_LOG_ERROR, "request %s: done: %s", label, d.msg);
-    ZB_LOG(ZB_LOG_DEBUG, "request %s: done, %u texts in %llu ms", label, r->n_texts,
-           (unsigned long long)elapsed);
-    s_request_end(b, r, body, len);
+    *x = (s_held_t){.body = body, .len = len, .req = r, .sh = sh, .tokens = res->tokens};
+    s_request_keep(r, x);
+    sh->state = SH_HELD;
 }
 
 static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *res, const void *p,
@@ -2092,7 +2384,7 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
             r->orphan_since_ms = 0;
             continue;
         }
-        if (r->ident != NULL && r->ident->n_workers == 0 && r->parts == 0 && r->n_flight == 0)
+        if (r->ident != NULL && r->ident->n_workers == 0 && r->made == 0 && r->n_flight == 0)
             s_request_unbind(b, r);
         bool servable = r->ident ? r->ident->n_active > 0 : n_active > 0;
         if (servable || b->cfg.no_worker_ms == 0) {
@@ -2416,6 +2708,14 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
         (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm,
                        zb_zap_domain(ZB_ZAP_WORKERS), c, d)) < 0)
         goto fail;
+    /* A client that reconnects under its own routing id (PROTOCOL.md 1)
+     * takes it over from a connection the broker has not yet seen die,
+     * rather than being ignored until then. */
+    int one = 1;
+    if (zmq_setsockopt(b->front, ZMQ_ROUTER_HANDOVER, &one, sizeof one) < 0) {
+        rc = zb_diag_set(d, ZB_EIO, "clients socket: ZMQ_ROUTER_HANDOVER: %s", zmq_strerror(errno));
+        goto fail;
+    }
     explicit_bzero(&cert, sizeof cert); /* libzmq holds its own copy */
     b->next_tick_ms = b->start_ms;
     b->next_orphan_ms = b->start_ms + S_ORPHAN_CHECK_MS;

@@ -56,19 +56,27 @@
  * (client-hwm messages unread) is held by the broker and retried at every
  * turn of the loop, and so is every later one for that client while any
  * is held, so nothing is lost and the order stays; a client with
- * client-hwm messages held counts as not reading and is dropped, like a
- * client ZeroMQ has no route to (gone, or reconnected under a new routing
- * id): its requests end without a word, their queued shards leave the
- * queue -- except, with CurveZMQ, those of a client that is gone, which
- * wait for their owner (below).
+ * client-hwm messages held counts as not reading and is dropped: its
+ * requests end without a word, their queued shards leave the queue.
  *
- * Ownership (PROTOCOL.md 3 and 7).  A request belongs to its owner: with
- * CurveZMQ the key of the client that sent its `embed`, without it that
- * client's connection (its routing id).  An owner has one lane of the fair
+ * Ownership (PROTOCOL.md 1, 3 and 7).  A request belongs to its owner:
+ * with CurveZMQ the key of the client that sent its `embed`, without it
+ * that client's routing id (a client that sets its own keeps it across
+ * reconnections; the frontend sets ZMQ_ROUTER_HANDOVER so that a
+ * reconnection takes it over at once).  An owner has one lane of the fair
  * queue, one count towards client-requests-max and one space of request
  * ids, however many connections it has.  Each request also remembers the
- * connection its parts go to: the one its `embed` came from.  With
- * CurveZMQ:
+ * connection its parts go to: the one its `embed` came from.
+ *
+ * Never a silent drop.  A conn found gone (a send fails with no route) has
+ * its requests detached, with or without CurveZMQ: each keeps running, and
+ * keeps -- in order, after the parts its conn still held -- the parts
+ * made while it has no conn; `done` waits too.  When its owner speaks
+ * again from the routing id the request lost (any message), the request
+ * takes that conn back and what it kept goes first, before the message's
+ * answer; a detached request ends without a word after resume-ms, when the
+ * broker stops, or at its deadline.  status_reply.open lists the asking
+ * owner's open requests, detached ones included.  With CurveZMQ:
  *   - a `cancel` from any connection of the key cancels it; from another
  *     key the id is unknown, and the cancel is ignored;
  *   - an `embed` whose id is open under its key, from another connection,
@@ -77,19 +85,16 @@
  *     shard not on a worker now is queued again, so that the new connection
  *     receives every text exactly once; from the same connection, or with
  *     other texts or options, it is `duplicate_id`;
- *   - a request whose connection is found gone (a send fails with no
- *     route) is not dropped: it waits resume-ms for its owner, its queued
- *     shards out of the queue and the results that come back meanwhile
- *     discarded (those shards are sent again on resumption); its deadline
- *     still holds; when resume-ms passes, or the broker stops, it ends
- *     without a word;
+ *   - on resumption the parts the broker still holds for the request (on
+ *     its earlier conn, or kept while it had none) go to the new one, and
+ *     the parts handed to ZeroMQ for the earlier conn are made again;
  *   - a routing id heard with another key than the one it was bound to
  *     means the connection that held it is gone (libzmq keeps the ids of
  *     live connections distinct, and a peer may choose its own): its
  *     requests wait for their owner and its held messages are dropped, so
  *     nothing meant for one key ever reaches another.
- * Without CurveZMQ a client that reconnects is a new owner: its earlier
- * requests end when a send finds the old connection gone.
+ * Without CurveZMQ a client that reconnects under a new routing id is a new
+ * owner: its earlier requests wait for nobody and end after resume-ms.
  *
  * Security (PROTOCOL.md 1).  With curve-key, both ROUTERs are CurveZMQ
  * servers holding that one key pair, with the ZAP domains "clients" and
@@ -188,8 +193,8 @@ typedef struct zb_broker_config {
     char allow_clients[256];      /* directory of the clients' .pub files */
     char allow_workers[256];      /* directory of the workers' .pub files */
     bool insecure;                /* bind endpoints others can reach without keys */
-    uint64_t resume_ms;           /* with CurveZMQ: how long a request whose
-                                   * connection is gone waits for its owner */
+    uint64_t resume_ms;           /* how long a request whose connection is
+                                   * gone waits for its owner; 0: not at all */
 } zb_broker_config_t;
 
 /*

@@ -1874,14 +1874,15 @@ static void test_slow_client(void **st) {
 }
 
 /*
- * A client that reconnects (a new routing id) and sends its request again:
- * the request under the old id is orphaned; the first message for it fails
- * with no route, and it is dropped with its queued shards, so its texts are
- * not computed for nobody.  The new one completes.
+ * A client that reconnects under a new routing id (it set none of its own)
+ * and sends its request again: that is a new owner, and a new request.
+ * The old one waits for its owner, computed and kept, and ends after
+ * resume-ms.  The new one completes.
  */
 static void test_client_reconnects(void **st) {
     (void)st;
-    s_broker_start(NULL);
+    const char *env[] = {"ZBERT_RESUME_MS=1500", NULL};
+    s_broker_start(env);
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
@@ -1903,19 +1904,158 @@ static void test_client_reconnects(void **st) {
     outcome_t o;
     s_collect_one(c, &sp, &o);
     assert_int_equal(o.parts, 3);
-    assert_int_equal(w->n_tasks, 1 + 3); /* nothing more of the old request ran */
-    assert_int_equal(s_log_count("gone; dropping its 1 open requests"), 1);
+    S_PUMP_UNTIL(s_log_count("its owner did not resume it; dropped") == 1);
+    assert_int_equal(w->n_tasks, 3 + 3); /* the old one ran, for its owner */
+    assert_int_equal(s_log_count("gone; its 1 open requests wait 1500 ms"), 1);
     s_wait_idle(&rx);
     assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
     assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
     rx_free(&rx);
 }
 
-/* A client that goes away: its requests are dropped at the first send that
- * fails, its queued shards with them. */
-static void test_client_gone(void **st) {
+/* A client socket that announces routing id rid (PROTOCOL.md 1: 16 bytes,
+ * the first not 0; a short printable one does as well here), with key pair
+ * self (NULL: without CurveZMQ). */
+static fc_t *fc_new_rid(const zb_curve_cert_t *self, const char *rid) {
+    fc_t *c = calloc(1, sizeof *c);
+    assert_non_null(c);
+    c->s = zmq_socket(s_ctx, ZMQ_DEALER);
+    assert_non_null(c->s);
+    int zero = 0;
+    zmq_setsockopt(c->s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal(zmq_setsockopt(c->s, ZMQ_ROUTING_ID, rid, strlen(rid)), 0);
+    zb_diag_t d = {{0}};
+    if (self != NULL)
+        assert_int_equal(zb_curve_client_socket(c->s, self, s_server_cert.pub, &d), 0);
+    assert_int_equal(zmq_connect(c->s, s_b.front), 0);
+    s_fc[s_n_fc++] = c;
+    return c;
+}
+
+static void fc_close(fc_t *c) {
+    zmq_close(c->s);
+    c->s = NULL;
+}
+
+/* Receives c's parts of request id until its done; marks each text in
+ * seen (which must not have it yet); returns the done. */
+static zb_msg_done_t fc_parts_until_done(fc_t *c, const char *id, uint8_t *seen, uint32_t n,
+                                         int *parts) {
+    for (;;) {
+        rx_t rx;
+        if (!fc_recv(c, &rx, S_TIMEOUT_MS)) fail_msg("no done for %s; log: %s", id, s_b.log);
+        if (rx.m.type == ZB_MSG_DONE) {
+            assert_true(s_str_is(rx.m.u.done.id, id));
+            zb_msg_done_t d = rx.m.u.done;
+            d.id = (zb_msg_str_t){NULL, 0};
+            rx_free(&rx);
+            return d;
+        }
+        if (rx.m.type != ZB_MSG_PART) fail_msg("a %s before done", zb_msg_type_name(rx.m.type));
+        assert_true(s_str_is(rx.m.u.part.id, id));
+        const zb_msg_vectors_t *v = &rx.m.u.part.vec;
+        for (uint32_t i = 0; i < v->count; i++) {
+            uint32_t idx = rx.m.u.part.first + i;
+            assert_true(idx < n);
+            if (seen[idx]) fail_msg("text %u of %s delivered twice", idx, id);
+            seen[idx] = 1;
+            assert_true(s_get_f32((const uint8_t *)v->vectors + (size_t)i * v->dim * 4) ==
+                        (float)idx);
+        }
+        (*parts)++;
+        rx_free(&rx);
+    }
+}
+
+/*
+ * Without CurveZMQ a request belongs to its client's routing id
+ * (PROTOCOL.md 1 and 3): a client that sets its own keeps its requests
+ * across reconnections.  Its connection found gone, the request waits,
+ * computed and kept; any message from a new connection with the same
+ * routing id brings the kept parts first, in order, then the rest.  A new
+ * connection taking the routing id from a live one takes it over
+ * (ZMQ_ROUTER_HANDOVER) instead of being ignored.  status_reply.open lists
+ * the owner's open requests.
+ */
+static void test_client_identity(void **st) {
     (void)st;
     s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    rx_t rx;
+    uint8_t seen[192];
+    int parts = 0;
+
+    /* 1: gone, then back under the same routing id */
+    memset(seen, 0, sizeof seen);
+    fc_t *a = fc_new_rid(NULL, "client-R");
+    spec_t g = {.id = "g", .tag = "G", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a, &g);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0);
+    fc_expect(a, &rx, ZB_MSG_PART);
+    for (uint32_t i = 0; i < rx.m.u.part.vec.count; i++) seen[rx.m.u.part.first + i] = 1;
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_close(a);
+    s_pump(300, NULL); /* the broker sees the connection close */
+    fw_answer(w, 0);   /* no route: the request waits for its owner, and runs on */
+    S_PUMP_UNTIL(s_log_count("gone; its 1 open requests wait 300000 ms") == 1);
+    w->mode = FW_AUTO;
+    S_PUMP_UNTIL(w->n_tasks == 3 && w->n_pend == 0);
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.requests, 1);
+    assert_int_equal(rx.m.u.status_reply.n_open, 0); /* not the asker's */
+    rx_free(&rx);
+    fc_t *a2 = fc_new_rid(NULL, "client-R");
+    zb_msg_t ping = {.type = ZB_MSG_STATUS};
+    s_send_msg(a2->s, &ping);
+    zb_msg_done_t done = fc_parts_until_done(a2, "g", seen, 192, &parts);
+    assert_int_equal(parts, 2);
+    assert_int_equal(done.texts, 192);
+    assert_int_equal(done.parts, 3); /* one before the connection was lost */
+    for (int i = 0; i < 192; i++) assert_int_equal(seen[i], 1);
+    fc_expect(a2, &rx, ZB_MSG_STATUS_REPLY); /* after what was kept */
+    assert_int_equal(rx.m.u.status_reply.n_open, 0);
+    rx_free(&rx);
+    assert_int_equal(w->n_tasks, 3); /* nothing computed twice */
+    assert_int_equal(s_log_count("its owner is back"), 1);
+
+    /* 2: open lists the owner's requests, to it alone */
+    w->mode = FW_HOLD;
+    spec_t h = {.id = "h", .tag = "H", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(a2, &h);
+    fc_sync_status(a2, &rx);
+    assert_int_equal(rx.m.u.status_reply.n_open, 1);
+    assert_true(s_str_is(rx.m.u.status_reply.open[0], "h"));
+    rx_free(&rx);
+    s_status(&rx);
+    assert_int_equal(rx.m.u.status_reply.n_open, 0);
+    rx_free(&rx);
+
+    /* 3: a new connection takes the routing id over from a live one */
+    fc_t *a3 = fc_new_rid(NULL, "client-R");
+    fc_sync_status(a3, &rx);
+    assert_int_equal(rx.m.u.status_reply.n_open, 1);
+    rx_free(&rx);
+    w->mode = FW_AUTO;
+    memset(seen, 0, sizeof seen);
+    parts = 0;
+    done = fc_parts_until_done(a3, "h", seen, 192, &parts);
+    assert_int_equal(parts, 3);
+    assert_int_equal(done.parts, 3);
+    fc_expect_silence(a2, 200);
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    rx_free(&rx);
+}
+
+/* A client that goes away: at the first send that fails its requests wait
+ * for their owner, computed and kept, and end after resume-ms. */
+static void test_client_gone(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_RESUME_MS=1000", NULL};
+    s_broker_start(env);
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
     fc_t *c = fc_new();
@@ -1926,6 +2066,7 @@ static void test_client_gone(void **st) {
     c->s = NULL;
     s_pump(300, NULL);
     fw_answer(w, 0);
+    w->mode = FW_AUTO;
     uint64_t end = s_ms() + S_TIMEOUT_MS;
     for (;;) {
         rx_t rx;
@@ -1940,8 +2081,9 @@ static void test_client_gone(void **st) {
         s_pump(50, NULL);
     }
     s_pump(200, NULL);
-    assert_int_equal(w->n_tasks, 1);
+    assert_int_equal(w->n_tasks, 3);
     assert_int_equal(w->n_pend, 0);
+    assert_int_equal(s_log_count("its owner did not resume it; dropped"), 1);
 }
 
 /* A request is bound to the model of the worker that took its first shard:
@@ -2299,27 +2441,6 @@ static void test_curve_claimed_routing_ids(void **st) {
     s_collect_one(c, &sp, &o);
 }
 
-/* A client socket with key pair self that announces routing id rid. */
-static fc_t *fc_new_rid(const zb_curve_cert_t *self, const char *rid) {
-    fc_t *c = calloc(1, sizeof *c);
-    assert_non_null(c);
-    c->s = zmq_socket(s_ctx, ZMQ_DEALER);
-    assert_non_null(c->s);
-    int zero = 0;
-    zmq_setsockopt(c->s, ZMQ_LINGER, &zero, sizeof zero);
-    assert_int_equal(zmq_setsockopt(c->s, ZMQ_ROUTING_ID, rid, strlen(rid)), 0);
-    zb_diag_t d = {{0}};
-    assert_int_equal(zb_curve_client_socket(c->s, self, s_server_cert.pub, &d), 0);
-    assert_int_equal(zmq_connect(c->s, s_b.front), 0);
-    s_fc[s_n_fc++] = c;
-    return c;
-}
-
-static void fc_close(fc_t *c) {
-    zmq_close(c->s);
-    c->s = NULL;
-}
-
 /*
  * With CurveZMQ a request belongs to its key.  A client whose connection
  * closes mid-request sends the same embed from a new connection with the
@@ -2354,10 +2475,10 @@ static void test_curve_resume(void **st) {
     S_PUMP_UNTIL(w->n_pend == 1);
     fc_close(a);
     s_pump(300, NULL);
-    fw_answer(w, 0); /* its part has no route: the request waits */
+    fw_answer(w, 0); /* its part has no route: the request waits, and runs on */
     S_PUMP_UNTIL(s_log_count("wait 1500 ms for their owner") == 1);
-    s_pump(200, NULL);
-    assert_int_equal(w->n_tasks, 2); /* nothing computed for nobody */
+    S_PUMP_UNTIL(w->n_pend == 1);
+    assert_int_equal(w->n_tasks, 3);
     fc_t *bb = fc_new_as(&bob);
     fc_cancel(bb, "g"); /* not bob's: an unknown id to him */
     fc_expect_silence(bb, 300);
@@ -2371,7 +2492,9 @@ static void test_curve_resume(void **st) {
     assert_int_equal(o.parts, 3);
     assert_int_equal(o.done_msg.parts, 3);
     assert_int_equal(o.done_msg.texts, 192);
-    assert_int_equal(w->n_tasks, 2 + 3);
+    /* the part given to the lost connection is made again, the one kept
+     * for the owner is not */
+    assert_int_equal(w->n_tasks, 3 + 1);
     assert_int_equal(s_log_count("resumed by its owner"), 1);
 
     /* 2: resumed before the broker finds the old connection gone */
@@ -2414,7 +2537,8 @@ static void test_curve_resume(void **st) {
     s_wait_idle(&rx);
     rx_free(&rx);
 
-    /* 4: nobody comes back: it ends after resume-ms, and runs no more */
+    /* 4: nobody comes back: it runs, kept for its owner, and ends after
+     * resume-ms */
     w->mode = FW_HOLD;
     fc_t *a7 = fc_new();
     spec_t q = {.id = "q", .tag = "Q", .n = 192, .level = ZB_LEVEL_SENTENCE};
@@ -2424,11 +2548,12 @@ static void test_curve_resume(void **st) {
     fc_close(a7);
     s_pump(300, NULL);
     fw_answer(w, 0);
+    w->mode = FW_AUTO;
     S_PUMP_UNTIL(s_log_count("its owner did not resume it; dropped") == 1);
     s_wait_idle(&rx);
     assert_int_equal(rx.m.u.status_reply.queued_shards, 0);
     rx_free(&rx);
-    assert_int_equal(w->n_tasks, tasks);
+    assert_int_equal(w->n_tasks, tasks + 2);
     /* a resume that comes too late is a new request */
     fc_t *a8 = fc_new();
     w->mode = FW_AUTO;
@@ -2671,6 +2796,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_shard_timeout, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_reconnects, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_client_identity, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_slow_client, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
