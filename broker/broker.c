@@ -45,6 +45,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,10 @@
 /* While messages are held for clients, the loop wakes at least this often
  * to retry them. */
 #define S_HELD_RETRY_MS 10
+/* Messages ZeroMQ queues towards one client (the frontend's SNDHWM): few,
+ * so that what ZeroMQ holds for a client stays a few parts; the rest waits
+ * in the broker, where it is counted against client-bytes-max. */
+#define S_FRONT_SNDHWM 4
 /* ZAP requests answered per turn of the loop: handshakes are served
  * between batches of messages, never starved by them nor starving them. */
 #define S_ZAP_BATCH 256
@@ -195,7 +200,16 @@ static const zb_settings_t s_table[] = {
      .max = 1000000,
      .def = "1000",
      .value_name = "N",
-     .help = "messages queued towards one client"},
+     .help = "replies of no request (status, refusals) held for a client that does not read"},
+    {.name = "client-bytes-max",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(client_bytes_max),
+     .min = 1 << 16,
+     .max = (int64_t)1 << 40,
+     .def = "268435456",
+     .value_name = "N",
+     .help = "bytes of parts held for one client (in the broker and in ZeroMQ) before its work "
+             "pauses"},
     {.name = "drain-ms",
      .kind = ZB_SETTINGS_U64,
      S_AT(drain_ms),
@@ -302,6 +316,20 @@ typedef struct s_quarantine {
     uint32_t offences;
 } s_quarantine_t;
 
+/*
+ * The bytes of one owner's parts not yet taken by its client
+ * (client-bytes-max): held by the broker (on its conns or its detached
+ * requests; this thread only) and handed to ZeroMQ but not yet written to
+ * the connection (ZeroMQ's I/O thread gives them back through the
+ * message's free function, hence the atomics).  Shared by the owner and by
+ * every message charged to it, so that it outlives both (refs).
+ */
+typedef struct s_meter {
+    atomic_uint refs;
+    atomic_uint_fast64_t in_zmq; /* bytes ZeroMQ holds */
+    uint64_t held;               /* bytes the broker holds */
+} s_meter_t;
+
 typedef struct s_ident {
     struct s_ident *next;
     char model[ZB_MSG_NAME_BYTES_MAX];
@@ -345,7 +373,9 @@ typedef struct s_held {
     size_t len;
     struct s_request *req;
     struct s_shard *sh;
-    uint64_t tokens; /* the part's, for done.tokens */
+    uint64_t tokens;  /* the part's, for done.tokens */
+    s_meter_t *meter; /* the owner's, charged with len (a ref); NULL: none */
+    bool reply;       /* a reply of no request: counts towards client-hwm */
 } s_held_t;
 
 typedef struct s_request {
@@ -382,6 +412,8 @@ struct s_owner {
     s_request_t *reqs; /* open requests, newest first */
     uint32_t n_reqs;
     uint32_t n_detached; /* of them, waiting for their owner (no conn) */
+    s_meter_t *meter;    /* its parts' bytes not yet taken (a ref) */
+    bool paused;         /* over client-bytes-max at the last look (for logs) */
 };
 
 struct s_conn {
@@ -393,6 +425,7 @@ struct s_conn {
      * it gets them in order. */
     s_held_t *held_head, *held_tail;
     uint32_t n_held;
+    uint32_t n_replies;           /* of them, replies of no request (client-hwm) */
     struct s_conn *hprev, *hnext; /* in the broker's holding list */
     /* With CurveZMQ: the key of the connection that holds the routing id. */
     bool has_key;
@@ -577,21 +610,72 @@ static void s_free_body(void *data, void *hint) {
     free(data);
 }
 
+static void s_meter_unref(s_meter_t *m) {
+    if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1) free(m);
+}
+
+/* A new meter with one ref (its owner's); NULL when out of memory. */
+static s_meter_t *s_meter_new(void) {
+    s_meter_t *m = calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->in_zmq, 0);
+    return m;
+}
+
+/* The bytes an owner's client has not taken yet. */
+static uint64_t s_meter_bytes(s_meter_t *m) {
+    return m->held + atomic_load(&m->in_zmq);
+}
+
+/* A message ZeroMQ holds for a metered owner. */
+typedef struct s_zmq_charge {
+    s_meter_t *meter;
+    size_t len;
+} s_zmq_charge_t;
+
+/* ZeroMQ is done with a metered message (written out, or dropped with its
+ * connection): may run on ZeroMQ's I/O thread. */
+static void s_free_metered(void *data, void *hint) {
+    s_zmq_charge_t *c = hint;
+    free(data);
+    atomic_fetch_sub(&c->meter->in_zmq, c->len);
+    s_meter_unref(c->meter);
+    free(c);
+}
+
 /*
- * Sends [rid][*body] without blocking.  Returns 0 (sent; *body taken and
- * nulled), or -1 with errno: when the routing frame is refused --
- * EHOSTUNREACH (no such peer) or EAGAIN (its queue is full), the ROUTER
- * being mandatory -- *body is left to the caller; after a later failure
- * (out of memory) it is taken and nulled too.
+ * Sends [rid][*body] without blocking; with meter (may be NULL), the body's
+ * bytes count in the meter's in_zmq until ZeroMQ lets go of them.  Returns
+ * 0 (sent; *body taken and nulled), or -1 with errno: when the routing
+ * frame is refused -- EHOSTUNREACH (no such peer) or EAGAIN (its queue is
+ * full), the ROUTER being mandatory -- *body is left to the caller; after
+ * a later failure (out of memory) it is taken and nulled too.
  */
-static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len) {
+static int s_send_metered(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len,
+                          s_meter_t *meter) {
     /* A mandatory ROUTER checks the peer's pipe on the routing frame and
      * refuses it whole, so nothing of the message is queued then. */
     if (zmq_send(sock, rid->b, rid->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
     uint8_t *body = *pbody;
     *pbody = NULL;
     zmq_msg_t m;
-    if (zmq_msg_init_data(&m, body, len, s_free_body, NULL) < 0) {
+    s_zmq_charge_t *charge = meter ? malloc(sizeof *charge) : NULL;
+    int rc;
+    if (charge != NULL) {
+        *charge = (s_zmq_charge_t){.meter = meter, .len = len};
+        atomic_fetch_add(&meter->refs, 1);
+        atomic_fetch_add(&meter->in_zmq, len);
+        rc = zmq_msg_init_data(&m, body, len, s_free_metered, charge);
+        if (rc < 0) {
+            atomic_fetch_sub(&meter->in_zmq, len);
+            s_meter_unref(meter);
+            free(charge);
+        }
+    } else {
+        rc = zmq_msg_init_data(&m, body, len, s_free_body, NULL);
+    }
+    if (rc < 0) {
         int e = errno;
         free(body);
         /* The routing frame went out with "more": close the message so the
@@ -607,6 +691,10 @@ static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t l
         return -1;
     }
     return 0;
+}
+
+static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len) {
+    return s_send_metered(sock, rid, pbody, len, NULL);
 }
 
 /* s_send_keep(), body taken in every case: for workers and peers that get
@@ -714,12 +802,41 @@ static void s_request_dequeue(zb_broker_t *b, s_request_t *r) {
     r->n_queued = 0;
 }
 
+/* A held message for body (taken), charged to meter (may be NULL); NULL
+ * when out of memory (body is then the caller's still). */
+static s_held_t *s_held_new(uint8_t *body, size_t len, s_request_t *r, s_shard_t *sh,
+                            uint64_t tokens, s_meter_t *meter, bool reply) {
+    s_held_t *x = malloc(sizeof *x);
+    if (x == NULL) return NULL;
+    *x = (s_held_t){.body = body,
+                    .len = len,
+                    .req = r,
+                    .sh = sh,
+                    .tokens = tokens,
+                    .meter = meter,
+                    .reply = reply};
+    if (meter != NULL) {
+        atomic_fetch_add(&meter->refs, 1);
+        meter->held += len;
+    }
+    return x;
+}
+
+/* Frees a held message that will not be sent (or whose body was). */
+static void s_held_free(s_held_t *x) {
+    if (x->meter != NULL) {
+        x->meter->held -= x->len;
+        s_meter_unref(x->meter);
+    }
+    free(x->body);
+    free(x);
+}
+
 /* Frees a list of held messages. */
 static void s_held_free_list(s_held_t *x) {
     while (x != NULL) {
         s_held_t *next = x->next;
-        free(x->body);
-        free(x);
+        s_held_free(x);
         x = next;
     }
 }
@@ -773,6 +890,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
 static void s_owner_release(zb_broker_t *b, s_owner_t *o) {
     if (o == NULL || o->n_reqs > 0) return;
     zb_idmap_del(b->owners, &o->h);
+    s_meter_unref(o->meter); /* the messages charged to it keep it */
     free(o);
 }
 
@@ -810,6 +928,7 @@ static s_conn_t *s_conn_new(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
  * first). */
 static void s_conn_hold(zb_broker_t *b, s_conn_t *c, s_held_t *x) {
     x->next = NULL;
+    c->n_replies += x->reply;
     if (c->held_tail)
         c->held_tail->next = x;
     else
@@ -832,6 +951,7 @@ static s_held_t *s_conn_unhold(zb_broker_t *b, s_conn_t *c, s_held_t *prev) {
         c->held_head = x->next;
     if (c->held_tail == x) c->held_tail = prev;
     x->next = NULL;
+    c->n_replies -= x->reply;
     if (--c->n_held > 0) return x;
     if (c->hprev)
         c->hprev->hnext = c->hnext;
@@ -844,9 +964,7 @@ static s_held_t *s_conn_unhold(zb_broker_t *b, s_conn_t *c, s_held_t *prev) {
 
 /* Takes the first held message off c (sent, or given up). */
 static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
-    s_held_t *x = s_conn_unhold(b, c, NULL);
-    free(x->body);
-    free(x);
+    s_held_free(s_conn_unhold(b, c, NULL));
 }
 
 /* Appends x, a part of r, to the parts kept for r while it has no
@@ -901,34 +1019,26 @@ static bool s_resumable(const zb_broker_t *b) {
     return b->cfg.resume_ms > 0 && !b->draining;
 }
 
-/* Whether s_conn_drop(c, err) keeps c's requests (they wait for their
- * owner) rather than closing them. */
-static bool s_drop_detaches(const zb_broker_t *b, int err) {
-    return err != EAGAIN && s_resumable(b);
-}
-
 /*
- * A conn we cannot send to: gone (ZeroMQ has no route to it: the client
- * closed its socket, or it reconnected and ZeroMQ has not yet handed its
- * routing id over) or not reading (EAGAIN).  A gone conn's requests wait
- * for their owner, with the parts it held (never a silent drop); a client
- * not reading is alive and must not be given its requests again elsewhere,
- * so they are closed without answers.  Its other held messages (status
- * replies, errors of other messages) are dropped: none could reach it.
+ * A conn we cannot send to: ZeroMQ has no route to it (the client closed
+ * its socket, or reconnected under another routing id) or could not take a
+ * message (out of memory).  Its requests wait for their owner, with the
+ * parts it held, in order (never a silent drop); its other held messages
+ * (replies, the last messages of closed requests) are dropped: none could
+ * reach it.  While the broker stops, or with resume-ms 0, its requests are
+ * closed instead, without a word (no one to tell).
  */
 static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
     char hex[40];
-    bool detach = s_drop_detaches(b, err);
+    bool detach = s_resumable(b);
     if (detach)
         ZB_LOG(ZB_LOG_INFO,
-               "client %s: gone; its %u open requests wait %llu ms for their owner to come back",
-               s_rid_hex(&c->h.key, hex), c->n_reqs, (unsigned long long)b->cfg.resume_ms);
+               "client %s: %s; its %u open requests wait %llu ms for their owner to come back",
+               s_rid_hex(&c->h.key, hex), err == EHOSTUNREACH ? "gone" : zmq_strerror(err),
+               c->n_reqs, (unsigned long long)b->cfg.resume_ms);
     else
         ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests",
-               s_rid_hex(&c->h.key, hex),
-               err == EAGAIN         ? "not reading its messages"
-               : err == EHOSTUNREACH ? "gone"
-                                     : zmq_strerror(err),
+               s_rid_hex(&c->h.key, hex), err == EHOSTUNREACH ? "gone" : zmq_strerror(err),
                c->n_reqs);
     uint64_t now = zb_clock_ms();
     /* In order: the parts of one request keep theirs on it. */
@@ -938,8 +1048,7 @@ static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
             s_request_keep(x->req, x);
             continue;
         }
-        free(x->body);
-        free(x);
+        s_held_free(x);
     }
     while (c->reqs) {
         if (detach)
@@ -952,21 +1061,25 @@ static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
 
 /*
  * Sends *pbody to the client at rid, after whatever the broker holds for
- * it: at once when ZeroMQ takes it, else held and retried by
- * s_flush_held() at every turn of the loop, so the client gets its
- * messages in order.  r and sh name the request and shard of a part (NULL
- * for other messages: they count towards client-hwm, past which the client
- * counts as not reading).  Returns 1 (handed to ZeroMQ) or 0 (held), *pbody
- * taken and nulled; or -1 with errno: EHOSTUNREACH (the client is gone),
- * EAGAIN (client-hwm messages held already: it is not reading) or ENOMEM,
- * *pbody then left to the caller unless it is NULL (lost after the routing
- * frame).  The caller drops the conn (s_conn_drop) when it has a record.
+ * it: at once when ZeroMQ takes it (S_FRONT_SNDHWM messages at most wait
+ * there), else held and retried by s_flush_held() at every turn of the
+ * loop, so the client gets its messages in order.  A part (r and sh set)
+ * is charged to r's owner's meter while it waits, in the broker and in
+ * ZeroMQ.  A reply of no request (reply) is refused with EAGAIN when
+ * client-hwm replies wait already for this client (it does not read them:
+ * the caller drops this one); nothing else is ever refused for a slow
+ * client, whose work pauses instead (client-bytes-max).  Returns 1 (handed
+ * to ZeroMQ) or 0 (held), *pbody taken and nulled; or -1 with errno:
+ * EHOSTUNREACH (the client is gone), EAGAIN (above) or ENOMEM, *pbody then
+ * left to the caller unless it is NULL (lost after the routing frame).
+ * For EHOSTUNREACH and ENOMEM the caller drops the conn (s_conn_drop).
  */
 static int s_front_put(zb_broker_t *b, const s_rid_t *rid, uint8_t **pbody, size_t len,
-                       s_request_t *r, s_shard_t *sh, uint64_t tokens) {
+                       s_request_t *r, s_shard_t *sh, uint64_t tokens, bool reply) {
+    s_meter_t *meter = r != NULL ? r->owner->meter : NULL;
     s_conn_t *c = s_conn_find(b, rid);
     if (c == NULL || c->n_held == 0) {
-        if (s_send_keep(b->front, rid, pbody, len) == 0) return 1;
+        if (s_send_metered(b->front, rid, pbody, len, meter) == 0) return 1;
         if (*pbody == NULL || errno != EAGAIN) return -1;
         /* A client without requests (a status, a refusal) is held for all
          * the same: a record for it lives until its messages leave (its key
@@ -976,16 +1089,15 @@ static int s_front_put(zb_broker_t *b, const s_rid_t *rid, uint8_t **pbody, size
             return -1;
         }
     }
-    if (c->n_held >= b->cfg.client_hwm) {
+    if (reply && c->n_replies >= b->cfg.client_hwm) {
         errno = EAGAIN;
         return -1;
     }
-    s_held_t *x = malloc(sizeof *x);
+    s_held_t *x = s_held_new(*pbody, len, r, sh, tokens, meter, reply);
     if (x == NULL) {
         errno = ENOMEM;
         return -1;
     }
-    *x = (s_held_t){.body = *pbody, .len = len, .req = r, .sh = sh, .tokens = tokens};
     *pbody = NULL;
     s_conn_hold(b, c, x);
     if (c->n_held == 1) {
@@ -996,15 +1108,30 @@ static int s_front_put(zb_broker_t *b, const s_rid_t *rid, uint8_t **pbody, size
     return 0;
 }
 
-/* s_front_put() of a message that is not a part, body taken in every
- * case: 0 (sent or held) or -1 with errno. */
-static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
-    int rc = s_front_put(b, rid, &body, len, NULL, NULL, 0);
+/* s_front_put() of a message that is not a part (reply: see there), body
+ * taken in every case: 0 (sent or held) or -1 with errno. */
+static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len, bool reply) {
+    int rc = s_front_put(b, rid, &body, len, NULL, NULL, 0, reply);
     if (rc >= 0) return 0;
     int e = errno;
     free(body);
     errno = e;
     return -1;
+}
+
+/* Sends a reply of no request to rid: dropped when the client does not
+ * read its replies (client-hwm of them wait); the conn dropped when it is
+ * gone. */
+static void s_front_reply(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+    if (s_front_send(b, rid, body, len, true) == 0) return;
+    int e = errno;
+    s_conn_t *c = s_conn_find(b, rid);
+    char hex[40];
+    if (e == EAGAIN)
+        ZB_LOG(ZB_LOG_DEBUG, "client %s: %u replies wait unread; this one is dropped",
+               s_rid_hex(rid, hex), b->cfg.client_hwm);
+    else if (c != NULL)
+        s_conn_drop(b, c, e);
 }
 
 /* Retries the held messages of every conn, oldest first, until ZeroMQ's
@@ -1016,15 +1143,14 @@ static void s_flush_held(zb_broker_t *b) {
         int err = 0;
         while (c->n_held > 0) {
             s_held_t *x = c->held_head;
-            if (s_send_keep(b->front, &c->h.key, &x->body, x->len) == 0) {
+            if (s_send_metered(b->front, &c->h.key, &x->body, x->len, x->meter) == 0) {
                 if (x->sh != NULL && x->sh->state == SH_HELD) x->sh->state = SH_DONE;
-                s_held_pop(b, c);
+                s_held_pop(b, c); /* its bytes now count as ZeroMQ's */
                 continue;
             }
+            /* A part lost after its routing frame (out of memory) is lost
+             * to its request as to a gone client. */
             if (errno != EAGAIN || x->body == NULL) err = errno ? errno : EIO;
-            /* A part lost after its routing frame (out of memory): its
-             * request cannot finish whole any more; the drop below says so
-             * to nobody, as for a gone client. */
             break;
         }
         if (err != 0)
@@ -1043,7 +1169,7 @@ static void s_flush_held(zb_broker_t *b) {
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
     s_conn_t *c = r->conn;
     int err = 0;
-    if (body != NULL && c != NULL && s_front_send(b, &c->h.key, body, len) < 0)
+    if (body != NULL && c != NULL && s_front_send(b, &c->h.key, body, len, false) < 0)
         err = errno ? errno : EIO;
     else if (c == NULL)
         free(body);
@@ -1195,10 +1321,22 @@ static int s_worker_send(zb_broker_t *b, s_worker_t *w, uint8_t *body, size_t le
 
 /* --- dispatch --------------------------------------------------------------- */
 
+/* Whether owner o's client holds client-bytes-max of its parts untaken:
+ * its lane is passed over until it drains (PROTOCOL.md 7, Memory). */
+static bool s_owner_over(const zb_broker_t *b, s_owner_t *o) {
+    return s_meter_bytes(o->meter) >= b->cfg.client_bytes_max;
+}
+
+typedef struct s_pick {
+    const zb_broker_t *b;
+    const s_worker_t *w;
+} s_pick_t;
+
 static bool s_eligible(const zb_queue_item_t *item, void *arg) {
     const s_shard_t *sh = (const s_shard_t *)item;
-    const s_worker_t *w = arg;
-    return sh->req->ident == NULL || sh->req->ident == w->ident;
+    const s_pick_t *p = arg;
+    if (s_owner_over(p->b, sh->req->owner)) return false;
+    return sh->req->ident == NULL || sh->req->ident == p->w->ident;
 }
 
 /* The worker with free credit and the lowest in_flight / credit (ties: the
@@ -1225,7 +1363,8 @@ static void s_dispatch(zb_broker_t *b) {
     while (zb_queue_items(b->queue) > 0) {
         s_worker_t *w = s_least_loaded(b, now);
         if (w == NULL) return;
-        s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, w);
+        s_pick_t pick = {b, w};
+        s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, &pick);
         if (sh == NULL) {
             w->skip_round = b->dispatch_round;
             continue;
@@ -1281,11 +1420,7 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     size_t len = 0;
     uint8_t *body = s_error_body(id.ptr, id.len, code, text, &len);
     if (body == NULL) return;
-    if (s_front_send(b, rid, body, len) < 0) {
-        int e = errno;
-        s_conn_t *c = s_conn_find(b, rid);
-        if (c != NULL) s_conn_drop(b, c, e);
-    }
+    s_front_reply(b, rid, body, len);
 }
 
 /* The estimated tokens of one text (see ZB_BROKER_TEXT_TOKENS_CAP). */
@@ -1447,8 +1582,7 @@ static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c, const 
         head = x->next;
         if (s_have_covers(have, n_have, x->sh->first, x->sh->count)) {
             s_shard_client_has(b, x->sh);
-            free(x->body);
-            free(x);
+            s_held_free(x);
             continue;
         }
         r->parts++;
@@ -1555,7 +1689,10 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_owner = o == NULL, new_conn = c == NULL;
-    if (new_owner) o = calloc(1, sizeof *o);
+    if (new_owner && (o = calloc(1, sizeof *o)) != NULL && (o->meter = s_meter_new()) == NULL) {
+        free(o);
+        o = NULL;
+    }
     if (new_conn) c = calloc(1, sizeof *c);
     if (r == NULL || shards == NULL || o == NULL || c == NULL) goto nomem;
     if (e->deadline_ms > 0) {
@@ -1613,7 +1750,10 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
 nomem:
     free(r); /* in no heap: pushing is the last step that fails */
     free(shards);
-    if (new_owner) free(o);
+    if (new_owner && o != NULL) {
+        s_meter_unref(o->meter);
+        free(o);
+    }
     if (new_conn) free(c);
     s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
     return false;
@@ -1700,11 +1840,7 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the status could not be encoded");
         return;
     }
-    if (s_front_send(b, rid, body, len) < 0) {
-        int e = errno;
-        s_conn_t *c = s_conn_find(b, rid);
-        if (c != NULL) s_conn_drop(b, c, e);
-    }
+    s_front_reply(b, rid, body, len);
 }
 
 /*
@@ -2196,7 +2332,7 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
     r->made++;
     s_held_t *x = NULL;
     if (r->conn != NULL) {
-        int rc = s_front_put(b, &r->conn->h.key, &body, len, r, sh, res->tokens);
+        int rc = s_front_put(b, &r->conn->h.key, &body, len, r, sh, res->tokens, false);
         if (rc >= 0) {
             sh->state = rc == 1 ? SH_DONE : SH_HELD;
             r->parts++;
@@ -2204,18 +2340,18 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
             s_request_check_done(b, r, now);
             return;
         }
-        /* Its client cannot be sent to.  Gone: r waits for its owner (with
-         * this part, after those its conn held); not reading: r is closed,
-         * perhaps freed, with the conn's other requests. */
+        /* Its client is gone: r waits for its owner (with this part, after
+         * those its conn held), or, while the broker stops, is closed --
+         * perhaps freed -- with the conn's other requests. */
         int e = errno;
-        bool keep = s_drop_detaches(b, e);
+        bool keep = s_resumable(b);
         s_conn_drop(b, r->conn, e);
         if (!keep) {
             free(body);
             return;
         }
     }
-    if (body != NULL) x = malloc(sizeof *x);
+    if (body != NULL) x = s_held_new(body, len, r, sh, res->tokens, r->owner->meter, false);
     if (x == NULL) {
         /* Lost (out of memory): computed again. */
         free(body);
@@ -2227,7 +2363,6 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
         s_shard_queue(b, sh, true);
         return;
     }
-    *x = (s_held_t){.body = body, .len = len, .req = r, .sh = sh, .tokens = res->tokens};
     s_request_keep(r, x);
     sh->state = SH_HELD;
 }
@@ -2407,6 +2542,31 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
     }
 }
 
+/* Logs the owners whose work paused over client-bytes-max, or resumed
+ * (dispatch reads the meters themselves: this is only what the log says). */
+static void s_check_budgets(zb_broker_t *b) {
+    for (zb_idmap_node_t *n = zb_idmap_first(b->owners); n; n = zb_idmap_next(b->owners, n)) {
+        s_owner_t *o = (s_owner_t *)n;
+        bool over = s_owner_over(b, o);
+        if (over == o->paused) continue;
+        o->paused = over;
+        char who[64];
+        if (n->key.len == ZB_CURVE_KEY_BYTES && b->curve) {
+            char z85[ZB_CURVE_Z85_CHARS + 1];
+            snprintf(who, sizeof who, "key %s", zb_curve_z85(n->key.b, z85));
+        } else {
+            char hex[40];
+            snprintf(who, sizeof who, "%s", s_rid_hex(&n->key, hex));
+        }
+        ZB_LOG(ZB_LOG_INFO,
+               "client %s: %s (%llu bytes of its parts not yet taken, "
+               "client-bytes-max %llu)",
+               who, over ? "its work pauses" : "its work resumes",
+               (unsigned long long)s_meter_bytes(o->meter),
+               (unsigned long long)b->cfg.client_bytes_max);
+    }
+}
+
 /*
  * Takes back the shards that have been on w for shard-timeout-ms (oldest
  * first: the in-flight list is in dispatch order).  The worker keeps its
@@ -2521,6 +2681,7 @@ static void s_tick(zb_broker_t *b, uint64_t now) {
     if (now >= b->next_orphan_ms) {
         b->next_orphan_ms = now + S_ORPHAN_CHECK_MS;
         s_check_orphans(b, now);
+        s_check_budgets(b);
     }
     if (b->curve) {
         zb_zap_tick(b->zap, now);
@@ -2697,13 +2858,14 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     }
     s_seed_routing_ids();
     if (b->cfg.curve_key[0] != '\0' && (rc = s_security_start(b, &cert, d)) < 0) goto fail;
-    /* Frontend: client_hwm messages towards a client before it counts as
-     * not reading; inbound, a few hundred requests per client.  Backend:
+    /* Frontend: S_FRONT_SNDHWM messages towards a client in ZeroMQ, the
+     * rest held (and counted) by the broker; inbound, a few hundred
+     * requests per client.  Backend:
      * tasks are bounded by credit (plus heartbeats), results by the
      * worker's credit too. */
     int back_hwm = 2 * (int)ZB_MSG_CREDIT_MAX + 64;
     const zb_curve_cert_t *c = b->curve ? &cert : NULL;
-    if ((rc = s_socket(b, &b->front, b->cfg.clients, (int)b->cfg.client_hwm, 1000,
+    if ((rc = s_socket(b, &b->front, b->cfg.clients, S_FRONT_SNDHWM, 1000,
                        zb_zap_domain(ZB_ZAP_CLIENTS), c, d)) < 0 ||
         (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm,
                        zb_zap_domain(ZB_ZAP_WORKERS), c, d)) < 0)

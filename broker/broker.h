@@ -52,12 +52,14 @@
  * still open is answered with `error internal` ("the broker stopped"), so
  * no client is left waiting on work the broker silently dropped.
  *
- * Slow clients.  A message for a client whose ZeroMQ queue is full
- * (client-hwm messages unread) is held by the broker and retried at every
- * turn of the loop, and so is every later one for that client while any
- * is held, so nothing is lost and the order stays; a client with
- * client-hwm messages held counts as not reading and is dropped: its
- * requests end without a word, their queued shards leave the queue.
+ * Slow clients.  ZeroMQ queues a few messages towards a client
+ * (S_FRONT_SNDHWM in broker.c); what does not fit is held by the broker
+ * and retried at every turn of the loop, and so is every later message for
+ * that client while any is held, so nothing is lost and the order stays.
+ * A client is never dropped for being slow: its work pauses instead
+ * (Memory, below).  Only replies of no request (status, refusals) are
+ * bounded by count: past client-hwm of them waiting, further ones are
+ * dropped.
  *
  * Ownership (PROTOCOL.md 1, 3 and 7).  A request belongs to its owner:
  * with CurveZMQ the key of the client that sent its `embed`, without it
@@ -114,13 +116,35 @@
  * unless `insecure` is set, which is then logged as a warning.  No message
  * to a peer ever carries a routing id, an address or a key.
  *
- * Memory is bounded by the limits of zb_broker_config_t: open texts and
- * held request bytes (each request keeps its body until it closes), open
- * requests per client, messages towards each client (2 x client-hwm),
- * ZB_MSG_WORKERS_MAX workers.  Nothing received is
- * asserted; malformed messages are answered (clients) or dropped (workers),
- * counted in `protocol_errors`, and logged once per peer with a sanitised
- * sample.
+ * Memory (PROTOCOL.md 7), in bytes where it is large.  Each open request
+ * keeps its body until it closes (queue-bytes-max in all) and 16 bytes of
+ * view per text into it (queue-texts-max in all).  The parts of one owner
+ * not yet taken by its client -- held by the broker (on its connections,
+ * or on its requests while it is away), or in ZeroMQ's queue towards it
+ * (counted until ZeroMQ frees them) -- are counted against
+ * client-bytes-max: over it, the owner's lane of the fair queue is passed
+ * over (its work pauses, the others' goes on) until its client drains;
+ * nothing is dropped.  Shards already on workers when it paused still make
+ * their parts, so an owner overshoots by what its shards in flight make.
+ * The broker's peak memory is therefore about
+ *
+ *     F + queue-bytes-max + 16 B x queue-texts-max
+ *       + owners x client-bytes-max
+ *       + (credit of all workers) x R + 2 x R
+ *
+ * where owners counts the clients with open requests (those away
+ * included), R is the largest result (64 texts x rows x dim x 4 bytes:
+ * 196 KiB for 64 sentence vectors of bert-base, 100 MB for 64 windowed
+ * texts of 512 wordpieces), 2 x R a result and its part during the
+ * conversion, and F the fixed part (about 10 MiB: code, libzmq's threads
+ * and buffers, ZB_MSG_WORKERS_MAX workers' records, client-hwm replies per
+ * client).  Blocks from 256 KiB on are mapped on their own (zbert-broker
+ * sets M_MMAP_THRESHOLD at start), so they go back to the system when
+ * freed: the memory goes down again once a slow client has drained.
+ *
+ * Nothing received is asserted; malformed messages are answered (clients)
+ * or dropped (workers), counted in `protocol_errors`, and logged once per
+ * peer with a sanitised sample.
  *
  * Thread-safety: a broker and its sockets belong to the thread that runs
  * it.
@@ -184,8 +208,8 @@ typedef struct zb_broker_config {
     uint32_t client_requests_max; /* open requests of one client */
     uint32_t shard_texts_max;     /* 1..ZB_BROKER_SHARD_TEXTS_MAX */
     uint32_t shard_tokens_max;    /* estimated tokens per shard */
-    uint32_t client_hwm;          /* messages queued towards one client in
-                                   * ZeroMQ, and as many held by the broker */
+    uint32_t client_hwm;          /* replies of no request (status,
+                                   * refusals) held for one client */
     uint64_t drain_ms;            /* how long a stopping broker finishes work */
     uint64_t no_worker_ms;        /* how long a request waits for a worker */
     uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */
@@ -195,6 +219,8 @@ typedef struct zb_broker_config {
     bool insecure;                /* bind endpoints others can reach without keys */
     uint64_t resume_ms;           /* how long a request whose connection is
                                    * gone waits for its owner; 0: not at all */
+    uint64_t client_bytes_max;    /* bytes of one owner's parts not yet
+                                   * taken: over it its lane pauses */
 } zb_broker_config_t;
 
 /*
