@@ -19,10 +19,15 @@
  *            stays, detached from its owner, while some of its shards are
  *            still in flight ("closed"), because the workers' in-flight
  *            lists point into its shard array.  An open request without a
- *            conn is waiting for its owner to resume it (CurveZMQ only).
+ *            conn is waiting for its owner ("detached"): it owns the parts
+ *            made since, in order, until the owner comes back.
+ *   held     a message for a client not yet handed to ZeroMQ: on its conn
+ *            (in order), or a part on its detached request; a part names
+ *            its request and shard while the request is open.
  *   shard    in exactly one state: idle (never queued, dropped, or to be
  *            sent again), queued (in its owner's lane), flight (on one
- *            worker's list) or done.
+ *            worker's list), held (its part made, not yet handed to
+ *            ZeroMQ) or done (handed, or its texts held by the client).
  *   worker   one per routing id of the backend that sent a valid `ready`,
  *            with that ready's epoch: its tasks carry it, and only results
  *            carrying it are taken (PROTOCOL.md 6, Epochs).
@@ -40,6 +45,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +106,10 @@
 /* While messages are held for clients, the loop wakes at least this often
  * to retry them. */
 #define S_HELD_RETRY_MS 10
+/* Messages ZeroMQ queues towards one client (the frontend's SNDHWM): few,
+ * so that what ZeroMQ holds for a client stays a few parts; the rest waits
+ * in the broker, where it is counted against client-bytes-max. */
+#define S_FRONT_SNDHWM 4
 /* ZAP requests answered per turn of the loop: handshakes are served
  * between batches of messages, never starved by them nor starving them. */
 #define S_ZAP_BATCH 256
@@ -190,7 +200,16 @@ static const zb_settings_t s_table[] = {
      .max = 1000000,
      .def = "1000",
      .value_name = "N",
-     .help = "messages queued towards one client"},
+     .help = "replies of no request (status, refusals) held for a client that does not read"},
+    {.name = "client-bytes-max",
+     .kind = ZB_SETTINGS_U64,
+     S_AT(client_bytes_max),
+     .min = 1 << 16,
+     .max = (int64_t)1 << 40,
+     .def = "268435456",
+     .value_name = "N",
+     .help = "bytes of parts held for one client (in the broker and in ZeroMQ) before its work "
+             "pauses"},
     {.name = "drain-ms",
      .kind = ZB_SETTINGS_U64,
      S_AT(drain_ms),
@@ -251,9 +270,9 @@ static const zb_settings_t s_table[] = {
      S_AT(resume_ms),
      .min = 0,
      .max = 86400000,
-     .def = "120000",
+     .def = "300000",
      .value_name = "MS",
-     .help = "with curve-key: how long a request whose client is gone waits to be resumed"},
+     .help = "how long a request whose client is gone waits for its owner, 0: not at all"},
 };
 #undef S_AT
 #define S_N_SETTINGS (sizeof s_table / sizeof *s_table)
@@ -297,6 +316,20 @@ typedef struct s_quarantine {
     uint32_t offences;
 } s_quarantine_t;
 
+/*
+ * The bytes of one owner's parts not yet taken by its client
+ * (client-bytes-max): held by the broker (on its conns or its detached
+ * requests; this thread only) and handed to ZeroMQ but not yet written to
+ * the connection (ZeroMQ's I/O thread gives them back through the
+ * message's free function, hence the atomics).  Shared by the owner and by
+ * every message charged to it, so that it outlives both (refs).
+ */
+typedef struct s_meter {
+    atomic_uint refs;
+    atomic_uint_fast64_t in_zmq; /* bytes ZeroMQ holds */
+    uint64_t held;               /* bytes the broker holds */
+} s_meter_t;
+
 typedef struct s_ident {
     struct s_ident *next;
     char model[ZB_MSG_NAME_BYTES_MAX];
@@ -307,7 +340,10 @@ typedef struct s_ident {
     uint32_t n_refs;    /* workers and bound requests */
 } s_ident_t;
 
-enum { SH_IDLE, SH_QUEUED, SH_FLIGHT, SH_DONE };
+/* SH_HELD: its part is made and waits in the broker (for room in ZeroMQ's
+ * queue to the client, or for the request's owner to come back); SH_DONE:
+ * its part was handed to ZeroMQ, or its texts are held by the client. */
+enum { SH_IDLE, SH_QUEUED, SH_FLIGHT, SH_HELD, SH_DONE };
 
 struct s_request;
 struct s_worker;
@@ -322,10 +358,25 @@ typedef struct s_shard {
     uint32_t failures;             /* times lost (workers lost, timeouts) */
     uint64_t sent_ms;              /* when it left for its worker */
     int state;
+    bool client_has; /* every text of it is in a resumption's have: no part */
 } s_shard_t;
 
 typedef struct s_owner s_owner_t;
 typedef struct s_conn s_conn_t;
+
+/* A message for a client that ZeroMQ had no room for, or a part kept for a
+ * request whose connection is gone.  A part knows its request and shard
+ * (NULL for other messages, and once the request has closed). */
+typedef struct s_held {
+    struct s_held *next;
+    uint8_t *body;
+    size_t len;
+    struct s_request *req;
+    struct s_shard *sh;
+    uint64_t tokens;  /* the part's, for done.tokens */
+    s_meter_t *meter; /* the owner's, charged with len (a ref); NULL: none */
+    bool reply;       /* a reply of no request: counts towards client-hwm */
+} s_held_t;
 
 typedef struct s_request {
     zb_deadline_item_t deadline;           /* first; in the heap when the embed set one */
@@ -336,6 +387,8 @@ typedef struct s_request {
     s_conn_t *conn;                        /* where its parts go; NULL: waiting for its
                                             * owner (or closed) */
     uint64_t detached_ms;                  /* when it lost its conn */
+    s_rid_t rid_last;                      /* the routing id of the conn it lost */
+    s_held_t *held_head, *held_tail;       /* its parts made since (in order) */
     char id[ZB_MSG_ID_BYTES_MAX];
     size_t id_len;
     zmq_msg_t *body; /* the embed's bytes; NULL once closed */
@@ -345,25 +398,22 @@ typedef struct s_request {
     uint32_t n_texts, texts_left; /* texts_left: not yet in a part */
     s_shard_t *shards;
     uint32_t n_shards, n_done, n_flight, n_queued;
-    uint64_t tokens, parts;
+    uint64_t tokens, parts;   /* of the parts for its conn (since its last resumption) */
+    uint64_t made;            /* parts made since it opened */
     uint64_t received_ms;     /* when the embed arrived */
     s_ident_t *ident;         /* bound model, or NULL */
     uint64_t orphan_since_ms; /* no worker could serve it since; 0 */
     bool closed;
 } s_request_t;
 
-/* A message for a client that ZeroMQ had no room for. */
-typedef struct s_held {
-    struct s_held *next;
-    uint8_t *body;
-    size_t len;
-} s_held_t;
-
 struct s_owner {
     zb_idmap_node_t h; /* first; its key is the CurveZMQ key, or the routing id */
     zb_queue_lane_t lane;
     s_request_t *reqs; /* open requests, newest first */
     uint32_t n_reqs;
+    uint32_t n_detached; /* of them, waiting for their owner (no conn) */
+    s_meter_t *meter;    /* its parts' bytes not yet taken (a ref) */
+    bool paused;         /* over client-bytes-max at the last look (for logs) */
 };
 
 struct s_conn {
@@ -375,6 +425,7 @@ struct s_conn {
      * it gets them in order. */
     s_held_t *held_head, *held_tail;
     uint32_t n_held;
+    uint32_t n_replies;           /* of them, replies of no request (client-hwm) */
     struct s_conn *hprev, *hnext; /* in the broker's holding list */
     /* With CurveZMQ: the key of the connection that holds the routing id. */
     bool has_key;
@@ -559,21 +610,72 @@ static void s_free_body(void *data, void *hint) {
     free(data);
 }
 
+static void s_meter_unref(s_meter_t *m) {
+    if (m != NULL && atomic_fetch_sub(&m->refs, 1) == 1) free(m);
+}
+
+/* A new meter with one ref (its owner's); NULL when out of memory. */
+static s_meter_t *s_meter_new(void) {
+    s_meter_t *m = calloc(1, sizeof *m);
+    if (m == NULL) return NULL;
+    atomic_init(&m->refs, 1);
+    atomic_init(&m->in_zmq, 0);
+    return m;
+}
+
+/* The bytes an owner's client has not taken yet. */
+static uint64_t s_meter_bytes(s_meter_t *m) {
+    return m->held + atomic_load(&m->in_zmq);
+}
+
+/* A message ZeroMQ holds for a metered owner. */
+typedef struct s_zmq_charge {
+    s_meter_t *meter;
+    size_t len;
+} s_zmq_charge_t;
+
+/* ZeroMQ is done with a metered message (written out, or dropped with its
+ * connection): may run on ZeroMQ's I/O thread. */
+static void s_free_metered(void *data, void *hint) {
+    s_zmq_charge_t *c = hint;
+    free(data);
+    atomic_fetch_sub(&c->meter->in_zmq, c->len);
+    s_meter_unref(c->meter);
+    free(c);
+}
+
 /*
- * Sends [rid][*body] without blocking.  Returns 0 (sent; *body taken and
- * nulled), or -1 with errno: when the routing frame is refused --
- * EHOSTUNREACH (no such peer) or EAGAIN (its queue is full), the ROUTER
- * being mandatory -- *body is left to the caller; after a later failure
- * (out of memory) it is taken and nulled too.
+ * Sends [rid][*body] without blocking; with meter (may be NULL), the body's
+ * bytes count in the meter's in_zmq until ZeroMQ lets go of them.  Returns
+ * 0 (sent; *body taken and nulled), or -1 with errno: when the routing
+ * frame is refused -- EHOSTUNREACH (no such peer) or EAGAIN (its queue is
+ * full), the ROUTER being mandatory -- *body is left to the caller; after
+ * a later failure (out of memory) it is taken and nulled too.
  */
-static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len) {
+static int s_send_metered(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len,
+                          s_meter_t *meter) {
     /* A mandatory ROUTER checks the peer's pipe on the routing frame and
      * refuses it whole, so nothing of the message is queued then. */
     if (zmq_send(sock, rid->b, rid->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return -1;
     uint8_t *body = *pbody;
     *pbody = NULL;
     zmq_msg_t m;
-    if (zmq_msg_init_data(&m, body, len, s_free_body, NULL) < 0) {
+    s_zmq_charge_t *charge = meter ? malloc(sizeof *charge) : NULL;
+    int rc;
+    if (charge != NULL) {
+        *charge = (s_zmq_charge_t){.meter = meter, .len = len};
+        atomic_fetch_add(&meter->refs, 1);
+        atomic_fetch_add(&meter->in_zmq, len);
+        rc = zmq_msg_init_data(&m, body, len, s_free_metered, charge);
+        if (rc < 0) {
+            atomic_fetch_sub(&meter->in_zmq, len);
+            s_meter_unref(meter);
+            free(charge);
+        }
+    } else {
+        rc = zmq_msg_init_data(&m, body, len, s_free_body, NULL);
+    }
+    if (rc < 0) {
         int e = errno;
         free(body);
         /* The routing frame went out with "more": close the message so the
@@ -589,6 +691,10 @@ static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t l
         return -1;
     }
     return 0;
+}
+
+static int s_send_keep(void *sock, const s_rid_t *rid, uint8_t **pbody, size_t len) {
+    return s_send_metered(sock, rid, pbody, len, NULL);
 }
 
 /* s_send_keep(), body taken in every case: for workers and peers that get
@@ -696,18 +802,64 @@ static void s_request_dequeue(zb_broker_t *b, s_request_t *r) {
     r->n_queued = 0;
 }
 
+/* A held message for body (taken), charged to meter (may be NULL); NULL
+ * when out of memory (body is then the caller's still). */
+static s_held_t *s_held_new(uint8_t *body, size_t len, s_request_t *r, s_shard_t *sh,
+                            uint64_t tokens, s_meter_t *meter, bool reply) {
+    s_held_t *x = malloc(sizeof *x);
+    if (x == NULL) return NULL;
+    *x = (s_held_t){.body = body,
+                    .len = len,
+                    .req = r,
+                    .sh = sh,
+                    .tokens = tokens,
+                    .meter = meter,
+                    .reply = reply};
+    if (meter != NULL) {
+        atomic_fetch_add(&meter->refs, 1);
+        meter->held += len;
+    }
+    return x;
+}
+
+/* Frees a held message that will not be sent (or whose body was). */
+static void s_held_free(s_held_t *x) {
+    if (x->meter != NULL) {
+        x->meter->held -= x->len;
+        s_meter_unref(x->meter);
+    }
+    free(x->body);
+    free(x);
+}
+
+/* Frees a list of held messages. */
+static void s_held_free_list(s_held_t *x) {
+    while (x != NULL) {
+        s_held_t *next = x->next;
+        s_held_free(x);
+        x = next;
+    }
+}
+
 /*
  * Closes an open request without a word to its client: its queued shards
  * leave the queue, its body is released, it leaves every index.  In-flight
  * shards stay on their workers (their results will be discarded); the
  * record is freed now if there is none, else by the last of them.  The
- * owner and conn records are not freed here (s_owner_release and
- * s_conn_release do).
+ * parts kept for it while it had no connection are dropped; those its
+ * conn holds still go (before the request's last message, if any) but no
+ * longer name it.  The owner and conn records are not freed here
+ * (s_owner_release and s_conn_release do).
  */
 static void s_request_close(zb_broker_t *b, s_request_t *r) {
     s_request_dequeue(b, r);
     b->open_texts -= r->texts_left;
     b->open_bytes -= r->body_len;
+    s_held_free_list(r->held_head);
+    r->held_head = r->held_tail = NULL;
+    if (r->conn != NULL)
+        for (s_held_t *x = r->conn->held_head; x; x = x->next)
+            if (x->req == r) x->req = NULL, x->sh = NULL;
     s_owner_t *o = r->owner;
     if (r->prev)
         r->prev->next = r->next;
@@ -715,6 +867,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
         o->reqs = r->next;
     if (r->next) r->next->prev = r->prev;
     o->n_reqs--;
+    if (r->conn == NULL) o->n_detached--;
     r->owner = NULL;
     s_request_unlink_conn(r);
     if (r->all_prev)
@@ -737,6 +890,7 @@ static void s_request_close(zb_broker_t *b, s_request_t *r) {
 static void s_owner_release(zb_broker_t *b, s_owner_t *o) {
     if (o == NULL || o->n_reqs > 0) return;
     zb_idmap_del(b->owners, &o->h);
+    s_meter_unref(o->meter); /* the messages charged to it keep it */
     free(o);
 }
 
@@ -770,127 +924,214 @@ static s_conn_t *s_conn_new(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
     return c;
 }
 
-/* Takes the first held message off c (sent, or given up). */
-static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
-    s_held_t *x = c->held_head;
-    c->held_head = x->next;
-    if (c->held_head == NULL) c->held_tail = NULL;
-    free(x->body);
-    free(x);
-    if (--c->n_held > 0) return;
+/* Appends x to c's held messages (the conn joins the holding list with its
+ * first). */
+static void s_conn_hold(zb_broker_t *b, s_conn_t *c, s_held_t *x) {
+    x->next = NULL;
+    c->n_replies += x->reply;
+    if (c->held_tail)
+        c->held_tail->next = x;
+    else
+        c->held_head = x;
+    c->held_tail = x;
+    if (c->n_held++ > 0) return;
+    c->hprev = NULL;
+    c->hnext = b->holding;
+    if (b->holding) b->holding->hprev = c;
+    b->holding = c;
+}
+
+/* Takes the message after prev (NULL: the first) off c's held messages
+ * and returns it; c leaves the holding list with its last. */
+static s_held_t *s_conn_unhold(zb_broker_t *b, s_conn_t *c, s_held_t *prev) {
+    s_held_t *x = prev ? prev->next : c->held_head;
+    if (prev)
+        prev->next = x->next;
+    else
+        c->held_head = x->next;
+    if (c->held_tail == x) c->held_tail = prev;
+    x->next = NULL;
+    c->n_replies -= x->reply;
+    if (--c->n_held > 0) return x;
     if (c->hprev)
         c->hprev->hnext = c->hnext;
     else
         b->holding = c->hnext;
     if (c->hnext) c->hnext->hprev = c->hprev;
     c->hprev = c->hnext = NULL;
+    return x;
+}
+
+/* Takes the first held message off c (sent, or given up). */
+static void s_held_pop(zb_broker_t *b, s_conn_t *c) {
+    s_held_free(s_conn_unhold(b, c, NULL));
+}
+
+/* Appends x, a part of r, to the parts kept for r while it has no
+ * connection. */
+static void s_request_keep(s_request_t *r, s_held_t *x) {
+    x->next = NULL;
+    if (r->held_tail)
+        r->held_tail->next = x;
+    else
+        r->held_head = x;
+    r->held_tail = x;
+}
+
+/* Moves the parts of r that c holds, in their order, to the list
+ * [*head, *tail) (appended). */
+static void s_conn_take_parts(zb_broker_t *b, s_conn_t *c, s_request_t *r, s_held_t **head,
+                              s_held_t **tail) {
+    for (s_held_t *prev = NULL, *x = c->held_head; x;) {
+        if (x->req != r) {
+            prev = x;
+            x = x->next;
+            continue;
+        }
+        s_held_t *next = x->next;
+        s_conn_unhold(b, c, prev);
+        if (*tail)
+            (*tail)->next = x;
+        else
+            *head = x;
+        *tail = x;
+        x = next;
+    }
 }
 
 /*
- * r's connection is gone; with CurveZMQ its owner may resume it from
- * another (broker.h, Ownership): it waits resume-ms, its queued shards out
- * of the queue (nothing is computed for nobody) and the results of those
- * in flight discarded when they come back (each shard not delivered to a
- * connection that is still there is sent again on resumption).
+ * r's connection is gone: r waits resume-ms for its owner (broker.h,
+ * Ownership).  Its shards keep running; the parts made meanwhile are kept
+ * on r, after those its conn still held (moved here by the caller), and go
+ * out, in order, when its owner speaks again from that routing id or sends
+ * r again (a resumption).
  */
 static void s_request_detach(zb_broker_t *b, s_request_t *r, uint64_t now) {
+    (void)b;
+    r->rid_last = r->conn->h.key;
     s_request_unlink_conn(r);
-    s_request_dequeue(b, r);
+    r->owner->n_detached++;
     r->detached_ms = now;
 }
 
 /* Whether a request whose connection is gone waits for its owner. */
 static bool s_resumable(const zb_broker_t *b) {
-    return b->curve && b->cfg.resume_ms > 0 && !b->draining;
+    return b->cfg.resume_ms > 0 && !b->draining;
 }
 
 /*
- * A conn we cannot send to (gone, or not reading).  Its held messages are
- * dropped (none could reach it).  Its requests: with CurveZMQ, when it is
- * gone, they wait for their owner to resume them; otherwise (without
- * CurveZMQ the routing id is the owner; a client not reading is alive and
- * must not be given its requests again elsewhere) they are dropped without
- * answers.
+ * A conn we cannot send to: ZeroMQ has no route to it (the client closed
+ * its socket, or reconnected under another routing id) or could not take a
+ * message (out of memory).  Its requests wait for their owner, with the
+ * parts it held, in order (never a silent drop); its other held messages
+ * (replies, the last messages of closed requests) are dropped: none could
+ * reach it.  While the broker stops, or with resume-ms 0, its requests are
+ * closed instead, without a word (no one to tell).
  */
 static void s_conn_drop(zb_broker_t *b, s_conn_t *c, int err) {
     char hex[40];
-    bool detach = err == EHOSTUNREACH && s_resumable(b);
+    bool detach = s_resumable(b);
     if (detach)
         ZB_LOG(ZB_LOG_INFO,
-               "client %s: gone; its %u open requests wait %llu ms for their owner to resume "
-               "them",
-               s_rid_hex(&c->h.key, hex), c->n_reqs, (unsigned long long)b->cfg.resume_ms);
+               "client %s: %s; its %u open requests wait %llu ms for their owner to come back",
+               s_rid_hex(&c->h.key, hex), err == EHOSTUNREACH ? "gone" : zmq_strerror(err),
+               c->n_reqs, (unsigned long long)b->cfg.resume_ms);
     else
         ZB_LOG(ZB_LOG_INFO, "client %s: %s; dropping its %u open requests",
-               s_rid_hex(&c->h.key, hex),
-               err == EAGAIN         ? "not reading its messages"
-               : err == EHOSTUNREACH ? "gone"
-                                     : zmq_strerror(err),
+               s_rid_hex(&c->h.key, hex), err == EHOSTUNREACH ? "gone" : zmq_strerror(err),
                c->n_reqs);
     uint64_t now = zb_clock_ms();
+    /* In order: the parts of one request keep theirs on it. */
+    while (c->n_held > 0) {
+        s_held_t *x = s_conn_unhold(b, c, NULL);
+        if (detach && x->req != NULL) {
+            s_request_keep(x->req, x);
+            continue;
+        }
+        s_held_free(x);
+    }
     while (c->reqs) {
         if (detach)
             s_request_detach(b, c->reqs, now);
         else
             s_request_close_release(b, c->reqs, true);
     }
-    while (c->n_held > 0) s_held_pop(b, c);
     s_conn_release(b, c);
 }
 
 /*
- * Sends body (taken in every case) to the client at rid.  When ZeroMQ's
- * queue to it is full (client-hwm messages wait unread), the message is
- * held and retried by s_flush_held() at every turn of the loop; so is every
- * later message for the client while any is held, to keep their order.
- * Returns 0 (sent or held), or -1 with errno: EHOSTUNREACH (the client is
- * gone), EAGAIN (client-hwm messages are held already: it is not reading)
- * or ENOMEM; the caller then drops the conn (s_conn_drop) when it has a
- * record.
+ * Sends *pbody to the client at rid, after whatever the broker holds for
+ * it: at once when ZeroMQ takes it (S_FRONT_SNDHWM messages at most wait
+ * there), else held and retried by s_flush_held() at every turn of the
+ * loop, so the client gets its messages in order.  A part (r and sh set)
+ * is charged to r's owner's meter while it waits, in the broker and in
+ * ZeroMQ.  A reply of no request (reply) is refused with EAGAIN when
+ * client-hwm replies wait already for this client (it does not read them:
+ * the caller drops this one); nothing else is ever refused for a slow
+ * client, whose work pauses instead (client-bytes-max).  Returns 1 (handed
+ * to ZeroMQ) or 0 (held), *pbody taken and nulled; or -1 with errno:
+ * EHOSTUNREACH (the client is gone), EAGAIN (above) or ENOMEM, *pbody then
+ * left to the caller unless it is NULL (lost after the routing frame).
+ * For EHOSTUNREACH and ENOMEM the caller drops the conn (s_conn_drop).
  */
-static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+static int s_front_put(zb_broker_t *b, const s_rid_t *rid, uint8_t **pbody, size_t len,
+                       s_request_t *r, s_shard_t *sh, uint64_t tokens, bool reply) {
+    s_meter_t *meter = r != NULL ? r->owner->meter : NULL;
     s_conn_t *c = s_conn_find(b, rid);
     if (c == NULL || c->n_held == 0) {
-        if (s_send_keep(b->front, rid, &body, len) == 0) return 0;
-        if (body == NULL) return -1; /* failed after the routing frame */
-        if (errno != EAGAIN) {
-            int e = errno;
-            free(body);
-            errno = e;
-            return -1;
-        }
+        if (s_send_metered(b->front, rid, pbody, len, meter) == 0) return 1;
+        if (*pbody == NULL || errno != EAGAIN) return -1;
         /* A client without requests (a status, a refusal) is held for all
          * the same: a record for it lives until its messages leave (its key
          * is bound by the caller, s_front_readable). */
         if (c == NULL && (c = s_conn_new(b, rid, NULL)) == NULL) {
-            free(body);
             errno = ENOMEM;
             return -1;
         }
     }
-    s_held_t *x = c->n_held < b->cfg.client_hwm ? malloc(sizeof *x) : NULL;
-    if (x == NULL) {
-        int e = c->n_held < b->cfg.client_hwm ? ENOMEM : EAGAIN;
-        free(body);
-        errno = e;
+    if (reply && c->n_replies >= b->cfg.client_hwm) {
+        errno = EAGAIN;
         return -1;
     }
-    *x = (s_held_t){.next = NULL, .body = body, .len = len};
-    if (c->held_tail)
-        c->held_tail->next = x;
-    else
-        c->held_head = x;
-    c->held_tail = x;
-    if (c->n_held++ == 0) {
-        c->hprev = NULL;
-        c->hnext = b->holding;
-        if (b->holding) b->holding->hprev = c;
-        b->holding = c;
+    s_held_t *x = s_held_new(*pbody, len, r, sh, tokens, meter, reply);
+    if (x == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    *pbody = NULL;
+    s_conn_hold(b, c, x);
+    if (c->n_held == 1) {
         char hex[40];
-        ZB_LOG(ZB_LOG_DEBUG, "client %s: its queue is full (%u messages); holding what follows",
-               s_rid_hex(rid, hex), b->cfg.client_hwm);
+        ZB_LOG(ZB_LOG_DEBUG, "client %s: its queue is full; holding what follows",
+               s_rid_hex(rid, hex));
     }
     return 0;
+}
+
+/* s_front_put() of a message that is not a part (reply: see there), body
+ * taken in every case: 0 (sent or held) or -1 with errno. */
+static int s_front_send(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len, bool reply) {
+    int rc = s_front_put(b, rid, &body, len, NULL, NULL, 0, reply);
+    if (rc >= 0) return 0;
+    int e = errno;
+    free(body);
+    errno = e;
+    return -1;
+}
+
+/* Sends a reply of no request to rid: dropped when the client does not
+ * read its replies (client-hwm of them wait); the conn dropped when it is
+ * gone. */
+static void s_front_reply(zb_broker_t *b, const s_rid_t *rid, uint8_t *body, size_t len) {
+    if (s_front_send(b, rid, body, len, true) == 0) return;
+    int e = errno;
+    s_conn_t *c = s_conn_find(b, rid);
+    char hex[40];
+    if (e == EAGAIN)
+        ZB_LOG(ZB_LOG_DEBUG, "client %s: %u replies wait unread; this one is dropped",
+               s_rid_hex(rid, hex), b->cfg.client_hwm);
+    else if (c != NULL)
+        s_conn_drop(b, c, e);
 }
 
 /* Retries the held messages of every conn, oldest first, until ZeroMQ's
@@ -902,10 +1143,13 @@ static void s_flush_held(zb_broker_t *b) {
         int err = 0;
         while (c->n_held > 0) {
             s_held_t *x = c->held_head;
-            if (s_send_keep(b->front, &c->h.key, &x->body, x->len) == 0) {
-                s_held_pop(b, c);
+            if (s_send_metered(b->front, &c->h.key, &x->body, x->len, x->meter) == 0) {
+                if (x->sh != NULL && x->sh->state == SH_HELD) x->sh->state = SH_DONE;
+                s_held_pop(b, c); /* its bytes now count as ZeroMQ's */
                 continue;
             }
+            /* A part lost after its routing frame (out of memory) is lost
+             * to its request as to a gone client. */
             if (errno != EAGAIN || x->body == NULL) err = errno ? errno : EIO;
             break;
         }
@@ -920,12 +1164,12 @@ static void s_flush_held(zb_broker_t *b) {
  * Ends an open request with a last message (done or error; body NULL: none,
  * e.g. when encoding failed; nothing is sent for a request waiting for its
  * owner), then closes it.  If its client cannot be sent to, the client's
- * other requests are dropped (or wait for their owner, s_conn_drop).
+ * other requests wait for their owner (or are dropped, s_conn_drop).
  */
 static void s_request_end(zb_broker_t *b, s_request_t *r, uint8_t *body, size_t len) {
     s_conn_t *c = r->conn;
     int err = 0;
-    if (body != NULL && c != NULL && s_front_send(b, &c->h.key, body, len) < 0)
+    if (body != NULL && c != NULL && s_front_send(b, &c->h.key, body, len, false) < 0)
         err = errno ? errno : EIO;
     else if (c == NULL)
         free(body);
@@ -1024,8 +1268,7 @@ static bool s_shard_returned(s_shard_t *sh) {
 /*
  * A shard just detached from its worker goes back to the head of its lane
  * (failed: it was lost, which counts towards ZB_BROKER_SHARD_FAILURES_MAX,
- * and fails its request at the limit).  Nothing when its request is closed;
- * it stays idle while its request waits for its owner.
+ * and fails its request at the limit).  Nothing when its request is closed.
  */
 static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
     if (!s_shard_returned(sh)) return;
@@ -1037,10 +1280,9 @@ static void s_shard_take_back(zb_broker_t *b, s_shard_t *sh, bool failed) {
                        sh->first, sh->first + sh->count - 1, sh->failures);
         return;
     }
-    if (r->conn == NULL) return;
     s_shard_queue(b, sh, true);
     /* Nothing of it has reached the client: any model may serve it. */
-    if (r->n_flight == 0 && r->parts == 0) s_request_unbind(b, r);
+    if (r->n_flight == 0 && r->made == 0) s_request_unbind(b, r);
 }
 
 /*
@@ -1079,10 +1321,22 @@ static int s_worker_send(zb_broker_t *b, s_worker_t *w, uint8_t *body, size_t le
 
 /* --- dispatch --------------------------------------------------------------- */
 
+/* Whether owner o's client holds client-bytes-max of its parts untaken:
+ * its lane is passed over until it drains (PROTOCOL.md 7, Memory). */
+static bool s_owner_over(const zb_broker_t *b, s_owner_t *o) {
+    return s_meter_bytes(o->meter) >= b->cfg.client_bytes_max;
+}
+
+typedef struct s_pick {
+    const zb_broker_t *b;
+    const s_worker_t *w;
+} s_pick_t;
+
 static bool s_eligible(const zb_queue_item_t *item, void *arg) {
     const s_shard_t *sh = (const s_shard_t *)item;
-    const s_worker_t *w = arg;
-    return sh->req->ident == NULL || sh->req->ident == w->ident;
+    const s_pick_t *p = arg;
+    if (s_owner_over(p->b, sh->req->owner)) return false;
+    return sh->req->ident == NULL || sh->req->ident == p->w->ident;
 }
 
 /* The worker with free credit and the lowest in_flight / credit (ties: the
@@ -1109,7 +1363,8 @@ static void s_dispatch(zb_broker_t *b) {
     while (zb_queue_items(b->queue) > 0) {
         s_worker_t *w = s_least_loaded(b, now);
         if (w == NULL) return;
-        s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, w);
+        s_pick_t pick = {b, w};
+        s_shard_t *sh = (s_shard_t *)zb_queue_pop(b->queue, s_eligible, &pick);
         if (sh == NULL) {
             w->skip_round = b->dispatch_round;
             continue;
@@ -1150,6 +1405,8 @@ static void s_dispatch(zb_broker_t *b) {
 
 /* --- frontend: clients ------------------------------------------------------ */
 
+static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now);
+
 /* Answers a client's message that opened no request with `error`. */
 __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b, const s_rid_t *rid,
                                                                  zb_msg_str_t id,
@@ -1163,11 +1420,7 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     size_t len = 0;
     uint8_t *body = s_error_body(id.ptr, id.len, code, text, &len);
     if (body == NULL) return;
-    if (s_front_send(b, rid, body, len) < 0) {
-        int e = errno;
-        s_conn_t *c = s_conn_find(b, rid);
-        if (c != NULL) s_conn_drop(b, c, e);
-    }
+    s_front_reply(b, rid, body, len);
 }
 
 /* The estimated tokens of one text (see ZB_BROKER_TEXT_TOKENS_CAP). */
@@ -1212,39 +1465,155 @@ static bool s_same_request(const s_request_t *r, const zb_msg_embed_t *e) {
     return true;
 }
 
+/* Whether texts first..first+count-1 all lie in have's ranges (pairs of
+ * first and count, increasing, not overlapping: the decoder checked). */
+static bool s_have_covers(const uint32_t *have, size_t n_have, uint32_t first, uint32_t count) {
+    uint64_t at = first, end = (uint64_t)first + count;
+    for (size_t k = 0; k + 1 < n_have && at < end; k += 2) {
+        uint64_t a = have[k], z = a + have[k + 1];
+        if (a > at) return false; /* a gap at `at` */
+        if (at < z) at = z;
+    }
+    return at >= end;
+}
+
+/* A shard that will make no part: its texts are held by the client. */
+static void s_shard_client_has(zb_broker_t *b, s_shard_t *sh) {
+    s_request_t *r = sh->req;
+    if (sh->state == SH_QUEUED) {
+        zb_queue_remove(b->queue, &sh->q);
+        b->queued_texts -= sh->count;
+        r->n_queued--;
+    }
+    sh->client_has = true;
+    if (sh->state == SH_FLIGHT) return; /* s_deliver counts it when it comes back */
+    if (sh->state != SH_HELD && sh->state != SH_DONE) {
+        r->n_done++;
+        r->texts_left -= sh->count;
+        b->open_texts -= sh->count;
+    }
+    sh->state = SH_DONE;
+}
+
 /*
- * Resumption (broker.h, Ownership): the owner of r sent its embed again from
- * connection c.  r's parts go to c from now on, and every shard not on a
- * worker now is sent again, so that c receives each text exactly once
- * (what went to the earlier connection, presumed gone, is not counted).
+ * A request that lost its connection takes c: the parts kept for it go
+ * out first, in order (they count in done.parts and done.tokens as parts
+ * sent to c), then done if it is complete.
  */
-static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c) {
-    s_conn_t *old = r->conn;
-    s_request_unlink_conn(r);
-    s_conn_release(b, old);
+static void s_request_attach(zb_broker_t *b, s_request_t *r, s_conn_t *c, uint64_t now) {
     s_request_link_conn(r, c);
-    uint32_t again = 0;
+    r->owner->n_detached--;
+    r->detached_ms = 0;
+    uint32_t n = 0;
+    while (r->held_head) {
+        s_held_t *x = r->held_head;
+        r->held_head = x->next;
+        r->parts++;
+        r->tokens += x->tokens;
+        s_conn_hold(b, c, x);
+        n++;
+    }
+    r->held_tail = NULL;
+    char label[ZB_MSG_ID_BYTES_MAX + 1], hex[40];
+    ZB_LOG(ZB_LOG_INFO, "request %s: its owner is back on client %s; %u parts kept for it follow",
+           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), n);
+    s_request_check_done(b, r, now);
+}
+
+/*
+ * A message from rid (key: its connection's, with CurveZMQ): its owner
+ * speaks again.  Its requests that lost their connection at this routing
+ * id take it back, and what was kept for them goes first (PROTOCOL.md 7).
+ */
+static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+    uint64_t now = zb_clock_ms();
+    for (;;) {
+        /* Looked up afresh each time: attaching may end a request, and
+         * free its owner or conn with it. */
+        s_owner_t *o = s_owner_find(b, rid, key);
+        if (o == NULL || o->n_detached == 0) return;
+        s_request_t *r = o->reqs;
+        while (r && !(r->conn == NULL && r->rid_last.len == rid->len &&
+                      memcmp(r->rid_last.b, rid->b, rid->len) == 0))
+            r = r->next;
+        if (r == NULL) return;
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c == NULL && (c = s_conn_new(b, rid, key)) == NULL) return;
+        s_request_attach(b, r, c, now);
+    }
+}
+
+/*
+ * Resumption (broker.h, Ownership): the owner of r sent it again from
+ * connection c (the one it had, or another), holding the texts of have
+ * (n_have 0: none said).  r's parts go to c from now on.  What the broker
+ * still holds for r (parts never given to ZeroMQ, on its earlier conn or
+ * kept while it had none) goes to c unless the client holds their texts;
+ * every part given to ZeroMQ before (perhaps lost with a connection) is
+ * made again unless the client holds its texts; shards of texts it holds
+ * make no part.  done.parts and done.tokens count what goes to c from now.
+ */
+static void s_request_resume(zb_broker_t *b, s_request_t *r, s_conn_t *c, const uint32_t *have,
+                             size_t n_have, uint64_t now) {
+    s_conn_t *old = r->conn;
+    s_held_t *head = NULL, *tail = NULL;
+    if (old != NULL) {
+        s_conn_take_parts(b, old, r, &head, &tail);
+        s_request_unlink_conn(r);
+        if (old != c) s_conn_release(b, old);
+    } else {
+        r->owner->n_detached--;
+    }
+    if (r->held_head != NULL) {
+        if (tail)
+            tail->next = r->held_head;
+        else
+            head = r->held_head;
+        tail = r->held_tail;
+        r->held_head = r->held_tail = NULL;
+    }
+    s_request_link_conn(r, c);
+    r->parts = 0;
+    r->tokens = 0;
+    r->detached_ms = 0;
+    uint32_t again = 0, kept = 0, skipped = 0;
+    while (head != NULL) {
+        s_held_t *x = head;
+        head = x->next;
+        if (s_have_covers(have, n_have, x->sh->first, x->sh->count)) {
+            s_shard_client_has(b, x->sh);
+            s_held_free(x);
+            continue;
+        }
+        r->parts++;
+        r->tokens += x->tokens;
+        s_conn_hold(b, c, x);
+        kept++;
+    }
     for (uint32_t i = 0; i < r->n_shards; i++) {
         s_shard_t *sh = &r->shards[i];
+        if (s_have_covers(have, n_have, sh->first, sh->count)) {
+            s_shard_client_has(b, sh);
+            skipped++;
+            continue;
+        }
+        sh->client_has = false;
+        if (sh->state != SH_DONE && sh->state != SH_IDLE) continue;
         if (sh->state == SH_DONE) {
             r->n_done--;
             r->texts_left += sh->count;
             b->open_texts += sh->count;
         }
-        if (sh->state == SH_DONE || sh->state == SH_IDLE) {
-            s_shard_queue(b, sh, false);
-            again++;
-        }
+        s_shard_queue(b, sh, false);
+        again++;
     }
-    /* done.parts and done.tokens count what this connection receives. */
-    r->parts = 0;
-    r->tokens = 0;
-    r->detached_ms = 0;
     char label[ZB_MSG_ID_BYTES_MAX + 1], hex[40];
     ZB_LOG(ZB_LOG_INFO,
-           "request %s: resumed by its owner on client %s; %u of %u shards to send again",
-           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), again,
-           r->n_shards);
+           "request %s: resumed by its owner on client %s; %u parts held go there, %u of %u "
+           "shards run again, %u are held by the client",
+           s_clean(label, sizeof label, r->id, r->id_len), s_rid_hex(&c->h.key, hex), kept, again,
+           r->n_shards, skipped);
+    s_request_check_done(b, r, now);
 }
 
 /* An `embed` (key: the connection's, with CurveZMQ): returns true when the
@@ -1273,7 +1642,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
             s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
             return false;
         }
-        s_request_resume(b, open, c);
+        s_request_resume(b, open, c, NULL, 0, zb_clock_ms());
         return false;
     }
     if (b->draining) {
@@ -1320,7 +1689,10 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_owner = o == NULL, new_conn = c == NULL;
-    if (new_owner) o = calloc(1, sizeof *o);
+    if (new_owner && (o = calloc(1, sizeof *o)) != NULL && (o->meter = s_meter_new()) == NULL) {
+        free(o);
+        o = NULL;
+    }
     if (new_conn) c = calloc(1, sizeof *c);
     if (r == NULL || shards == NULL || o == NULL || c == NULL) goto nomem;
     if (e->deadline_ms > 0) {
@@ -1378,7 +1750,10 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
 nomem:
     free(r); /* in no heap: pushing is the last step that fails */
     free(shards);
-    if (new_owner) free(o);
+    if (new_owner && o != NULL) {
+        s_meter_unref(o->meter);
+        free(o);
+    }
     if (new_conn) free(c);
     s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
     return false;
@@ -1400,13 +1775,25 @@ static void s_on_cancel(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
     s_client_error(b, rid, m->id, ZB_MSG_CODE_CANCELED, "canceled by the client");
 }
 
-static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_t *m) {
+/* A `status` (key: the connection's, with CurveZMQ): the broker's figures,
+ * and the ids of the asking owner's open requests (at most
+ * ZB_MSG_OPEN_MAX, newest first). */
+static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                        const zb_msg_status_t *m) {
     uint64_t now = zb_clock_ms();
+    s_owner_t *o = s_owner_find(b, rid, key);
+    size_t n_open = o ? (o->n_reqs < ZB_MSG_OPEN_MAX ? o->n_reqs : ZB_MSG_OPEN_MAX) : 0;
     zb_msg_worker_info_t *wi = calloc(b->n_workers ? b->n_workers : 1, sizeof *wi);
-    if (wi == NULL) {
+    zb_msg_str_t *open = calloc(n_open ? n_open : 1, sizeof *open);
+    if (wi == NULL || open == NULL) {
+        free(wi);
+        free(open);
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
         return;
     }
+    size_t k = 0;
+    for (s_request_t *r = o ? o->reqs : NULL; r && k < n_open; r = r->next)
+        open[k++] = (zb_msg_str_t){r->id, r->id_len};
     size_t n = 0;
     for (s_worker_t *w = b->workers; w; w = w->next, n++) {
         wi[n] = (zb_msg_worker_info_t){
@@ -1437,6 +1824,8 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
         .curve = b->curve,
         .refused_clients = zb_zap_refused(b->zap, ZB_ZAP_CLIENTS),
         .refused_workers = zb_zap_refused(b->zap, ZB_ZAP_WORKERS),
+        .open = open,
+        .n_open = k,
     };
     zb_stats_rates(b->stats, now, &s.texts_per_s, &s.tokens_per_s);
     zb_stats_latency(b->stats, &s.latency_p50_ms, &s.latency_p90_ms, &s.latency_p99_ms);
@@ -1445,16 +1834,13 @@ static void s_on_status(zb_broker_t *b, const s_rid_t *rid, const zb_msg_status_
     zb_diag_t d;
     int rc = zb_msg_encode_status_reply(&s, &body, &len, &d);
     free(wi);
+    free(open);
     if (rc < 0) {
         ZB_LOG(ZB_LOG_ERROR, "status reply: %s", d.msg);
         s_client_error(b, rid, m->id, ZB_MSG_CODE_INTERNAL, "the status could not be encoded");
         return;
     }
-    if (s_front_send(b, rid, body, len) < 0) {
-        int e = errno;
-        s_conn_t *c = s_conn_find(b, rid);
-        if (c != NULL) s_conn_drop(b, c, e);
-    }
+    s_front_reply(b, rid, body, len);
 }
 
 /*
@@ -1530,7 +1916,7 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
         s_on_cancel(b, rid, key, &m.u.cancel);
         break;
     case ZB_MSG_STATUS:
-        s_on_status(b, rid, &m.u.status);
+        s_on_status(b, rid, key, &m.u.status);
         break;
     default: {
         /* A well-formed message of the other directions. */
@@ -1631,7 +2017,11 @@ static void s_front_readable(zb_broker_t *b) {
         uint8_t keyb[ZB_CURVE_KEY_BYTES];
         const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
-        if (!s_key_allowed(b, ZB_ZAP_CLIENTS, key, body)) {
+        bool allowed = s_key_allowed(b, ZB_ZAP_CLIENTS, key, body);
+        /* Any message of an owner brings back what waits for it at this
+         * routing id, before its answer. */
+        if (allowed && rid.len > 0) s_owner_speaks(b, &rid, key);
+        if (!allowed) {
             if (rid.len > 0) s_front_forbidden(b, &rid, key, body, rc == 0);
         } else if (rc > 0) {
             char why[64];
@@ -1875,15 +2265,48 @@ static bool s_result_ok(const s_worker_t *w, const s_shard_t *sh, const zb_msg_r
     return false;
 }
 
-/* Sends a shard's result to its client as one `part`, then `done` if it
- * was the last.  The request may be closed on return. */
+/*
+ * Ends r with `done` once every shard's part is made and r has a
+ * connection to tell (a request waiting for its owner keeps its parts, and
+ * its done, for it).  The done goes after the parts in the conn's order.
+ */
+static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now) {
+    if (r->n_done < r->n_shards || r->conn == NULL) return;
+    uint64_t elapsed = now - r->received_ms;
+    zb_msg_done_t done = {.id = {r->id, r->id_len},
+                          .texts = r->n_texts,
+                          .tokens = r->tokens,
+                          .parts = r->parts,
+                          .elapsed_ms = elapsed};
+    zb_stats_add_latency(b->stats, (double)elapsed);
+    uint8_t *body = NULL;
+    size_t len = 0;
+    zb_diag_t d;
+    char label[ZB_MSG_ID_BYTES_MAX + 1];
+    s_clean(label, sizeof label, r->id, r->id_len);
+    if (zb_msg_encode_done(&done, &body, &len, &d) < 0)
+        ZB_LOG(ZB_LOG_ERROR, "request %s: done: %s", label, d.msg);
+    ZB_LOG(ZB_LOG_DEBUG, "request %s: done, %u texts in %llu ms", label, r->n_texts,
+           (unsigned long long)elapsed);
+    s_request_end(b, r, body, len);
+}
+
+/*
+ * Makes a shard's result one `part` for its client -- sent, held in order
+ * behind what the broker holds for the client, or kept on the request
+ * while its owner is away -- then `done` if it was the last.  A shard
+ * whose texts the client holds (a resumption's have) makes no part.  The
+ * request may be closed on return.
+ */
 static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res, uint64_t now) {
     s_request_t *r = sh->req;
-    if (r->conn == NULL) {
-        /* Its connection is gone and its owner has not resumed it: the
-         * result has nowhere to go, and the shard is sent again if the
-         * owner comes back (s_request_resume). */
-        sh->state = SH_IDLE;
+    r->n_done++;
+    r->texts_left -= sh->count;
+    b->open_texts -= sh->count;
+    zb_stats_add_work(b->stats, now, sh->count, res->tokens);
+    if (sh->client_has) {
+        sh->state = SH_DONE;
+        s_request_check_done(b, r, now);
         return;
     }
     const zb_msg_vectors_t *v = &res->vec;
@@ -1906,38 +2329,42 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
                        sh->first + sh->count - 1, d.msg);
         return;
     }
-    s_conn_t *c = r->conn;
-    if (s_front_send(b, &c->h.key, body, len) < 0) {
-        /* The part is lost with the connection: the shard counts as not
-         * delivered (idle), whatever becomes of its request. */
+    r->made++;
+    s_held_t *x = NULL;
+    if (r->conn != NULL) {
+        int rc = s_front_put(b, &r->conn->h.key, &body, len, r, sh, res->tokens, false);
+        if (rc >= 0) {
+            sh->state = rc == 1 ? SH_DONE : SH_HELD;
+            r->parts++;
+            r->tokens += res->tokens;
+            s_request_check_done(b, r, now);
+            return;
+        }
+        /* Its client is gone: r waits for its owner (with this part, after
+         * those its conn held), or, while the broker stops, is closed --
+         * perhaps freed -- with the conn's other requests. */
+        int e = errno;
+        bool keep = s_resumable(b);
+        s_conn_drop(b, r->conn, e);
+        if (!keep) {
+            free(body);
+            return;
+        }
+    }
+    if (body != NULL) x = s_held_new(body, len, r, sh, res->tokens, r->owner->meter, false);
+    if (x == NULL) {
+        /* Lost (out of memory): computed again. */
+        free(body);
+        r->n_done--;
+        r->made--;
+        r->texts_left += sh->count;
+        b->open_texts += sh->count;
         sh->state = SH_IDLE;
-        s_conn_drop(b, c, errno);
+        s_shard_queue(b, sh, true);
         return;
     }
-    sh->state = SH_DONE;
-    r->n_done++;
-    r->parts++;
-    r->tokens += res->tokens;
-    r->texts_left -= sh->count;
-    b->open_texts -= sh->count;
-    zb_stats_add_work(b->stats, now, sh->count, res->tokens);
-    if (r->n_done < r->n_shards) return;
-
-    uint64_t elapsed = now - r->received_ms;
-    zb_msg_done_t done = {.id = {r->id, r->id_len},
-                          .texts = r->n_texts,
-                          .tokens = r->tokens,
-                          .parts = r->parts,
-                          .elapsed_ms = elapsed};
-    zb_stats_add_latency(b->stats, (double)elapsed);
-    body = NULL;
-    char label[ZB_MSG_ID_BYTES_MAX + 1];
-    s_clean(label, sizeof label, r->id, r->id_len);
-    if (zb_msg_encode_done(&done, &body, &len, &d) < 0)
-        ZB_LOG(ZB_LOG_ERROR, "request %s: done: %s", label, d.msg);
-    ZB_LOG(ZB_LOG_DEBUG, "request %s: done, %u texts in %llu ms", label, r->n_texts,
-           (unsigned long long)elapsed);
-    s_request_end(b, r, body, len);
+    s_request_keep(r, x);
+    sh->state = SH_HELD;
 }
 
 static void s_on_result(zb_broker_t *b, s_worker_t *w, const zb_msg_result_t *res, const void *p,
@@ -2092,7 +2519,7 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
             r->orphan_since_ms = 0;
             continue;
         }
-        if (r->ident != NULL && r->ident->n_workers == 0 && r->parts == 0 && r->n_flight == 0)
+        if (r->ident != NULL && r->ident->n_workers == 0 && r->made == 0 && r->n_flight == 0)
             s_request_unbind(b, r);
         bool servable = r->ident ? r->ident->n_active > 0 : n_active > 0;
         if (servable || b->cfg.no_worker_ms == 0) {
@@ -2112,6 +2539,31 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
                                (unsigned long long)(now - r->orphan_since_ms));
             next = b->open;
         }
+    }
+}
+
+/* Logs the owners whose work paused over client-bytes-max, or resumed
+ * (dispatch reads the meters themselves: this is only what the log says). */
+static void s_check_budgets(zb_broker_t *b) {
+    for (zb_idmap_node_t *n = zb_idmap_first(b->owners); n; n = zb_idmap_next(b->owners, n)) {
+        s_owner_t *o = (s_owner_t *)n;
+        bool over = s_owner_over(b, o);
+        if (over == o->paused) continue;
+        o->paused = over;
+        char who[64];
+        if (n->key.len == ZB_CURVE_KEY_BYTES && b->curve) {
+            char z85[ZB_CURVE_Z85_CHARS + 1];
+            snprintf(who, sizeof who, "key %s", zb_curve_z85(n->key.b, z85));
+        } else {
+            char hex[40];
+            snprintf(who, sizeof who, "%s", s_rid_hex(&n->key, hex));
+        }
+        ZB_LOG(ZB_LOG_INFO,
+               "client %s: %s (%llu bytes of its parts not yet taken, "
+               "client-bytes-max %llu)",
+               who, over ? "its work pauses" : "its work resumes",
+               (unsigned long long)s_meter_bytes(o->meter),
+               (unsigned long long)b->cfg.client_bytes_max);
     }
 }
 
@@ -2229,6 +2681,7 @@ static void s_tick(zb_broker_t *b, uint64_t now) {
     if (now >= b->next_orphan_ms) {
         b->next_orphan_ms = now + S_ORPHAN_CHECK_MS;
         s_check_orphans(b, now);
+        s_check_budgets(b);
     }
     if (b->curve) {
         zb_zap_tick(b->zap, now);
@@ -2405,17 +2858,26 @@ int zb_broker_new(const zb_broker_config_t *cfg, zb_broker_t **out, zb_diag_t *d
     }
     s_seed_routing_ids();
     if (b->cfg.curve_key[0] != '\0' && (rc = s_security_start(b, &cert, d)) < 0) goto fail;
-    /* Frontend: client_hwm messages towards a client before it counts as
-     * not reading; inbound, a few hundred requests per client.  Backend:
+    /* Frontend: S_FRONT_SNDHWM messages towards a client in ZeroMQ, the
+     * rest held (and counted) by the broker; inbound, a few hundred
+     * requests per client.  Backend:
      * tasks are bounded by credit (plus heartbeats), results by the
      * worker's credit too. */
     int back_hwm = 2 * (int)ZB_MSG_CREDIT_MAX + 64;
     const zb_curve_cert_t *c = b->curve ? &cert : NULL;
-    if ((rc = s_socket(b, &b->front, b->cfg.clients, (int)b->cfg.client_hwm, 1000,
+    if ((rc = s_socket(b, &b->front, b->cfg.clients, S_FRONT_SNDHWM, 1000,
                        zb_zap_domain(ZB_ZAP_CLIENTS), c, d)) < 0 ||
         (rc = s_socket(b, &b->back, b->cfg.workers, back_hwm, back_hwm,
                        zb_zap_domain(ZB_ZAP_WORKERS), c, d)) < 0)
         goto fail;
+    /* A client that reconnects under its own routing id (PROTOCOL.md 1)
+     * takes it over from a connection the broker has not yet seen die,
+     * rather than being ignored until then. */
+    int one = 1;
+    if (zmq_setsockopt(b->front, ZMQ_ROUTER_HANDOVER, &one, sizeof one) < 0) {
+        rc = zb_diag_set(d, ZB_EIO, "clients socket: ZMQ_ROUTER_HANDOVER: %s", zmq_strerror(errno));
+        goto fail;
+    }
     explicit_bzero(&cert, sizeof cert); /* libzmq holds its own copy */
     b->next_tick_ms = b->start_ms;
     b->next_orphan_ms = b->start_ms + S_ORPHAN_CHECK_MS;

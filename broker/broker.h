@@ -52,23 +52,33 @@
  * still open is answered with `error internal` ("the broker stopped"), so
  * no client is left waiting on work the broker silently dropped.
  *
- * Slow clients.  A message for a client whose ZeroMQ queue is full
- * (client-hwm messages unread) is held by the broker and retried at every
- * turn of the loop, and so is every later one for that client while any
- * is held, so nothing is lost and the order stays; a client with
- * client-hwm messages held counts as not reading and is dropped, like a
- * client ZeroMQ has no route to (gone, or reconnected under a new routing
- * id): its requests end without a word, their queued shards leave the
- * queue -- except, with CurveZMQ, those of a client that is gone, which
- * wait for their owner (below).
+ * Slow clients.  ZeroMQ queues a few messages towards a client
+ * (S_FRONT_SNDHWM in broker.c); what does not fit is held by the broker
+ * and retried at every turn of the loop, and so is every later message for
+ * that client while any is held, so nothing is lost and the order stays.
+ * A client is never dropped for being slow: its work pauses instead
+ * (Memory, below).  Only replies of no request (status, refusals) are
+ * bounded by count: past client-hwm of them waiting, further ones are
+ * dropped.
  *
- * Ownership (PROTOCOL.md 3 and 7).  A request belongs to its owner: with
- * CurveZMQ the key of the client that sent its `embed`, without it that
- * client's connection (its routing id).  An owner has one lane of the fair
+ * Ownership (PROTOCOL.md 1, 3 and 7).  A request belongs to its owner:
+ * with CurveZMQ the key of the client that sent its `embed`, without it
+ * that client's routing id (a client that sets its own keeps it across
+ * reconnections; the frontend sets ZMQ_ROUTER_HANDOVER so that a
+ * reconnection takes it over at once).  An owner has one lane of the fair
  * queue, one count towards client-requests-max and one space of request
  * ids, however many connections it has.  Each request also remembers the
- * connection its parts go to: the one its `embed` came from.  With
- * CurveZMQ:
+ * connection its parts go to: the one its `embed` came from.
+ *
+ * Never a silent drop.  A conn found gone (a send fails with no route) has
+ * its requests detached, with or without CurveZMQ: each keeps running, and
+ * keeps -- in order, after the parts its conn still held -- the parts
+ * made while it has no conn; `done` waits too.  When its owner speaks
+ * again from the routing id the request lost (any message), the request
+ * takes that conn back and what it kept goes first, before the message's
+ * answer; a detached request ends without a word after resume-ms, when the
+ * broker stops, or at its deadline.  status_reply.open lists the asking
+ * owner's open requests, detached ones included.  With CurveZMQ:
  *   - a `cancel` from any connection of the key cancels it; from another
  *     key the id is unknown, and the cancel is ignored;
  *   - an `embed` whose id is open under its key, from another connection,
@@ -77,19 +87,16 @@
  *     shard not on a worker now is queued again, so that the new connection
  *     receives every text exactly once; from the same connection, or with
  *     other texts or options, it is `duplicate_id`;
- *   - a request whose connection is found gone (a send fails with no
- *     route) is not dropped: it waits resume-ms for its owner, its queued
- *     shards out of the queue and the results that come back meanwhile
- *     discarded (those shards are sent again on resumption); its deadline
- *     still holds; when resume-ms passes, or the broker stops, it ends
- *     without a word;
+ *   - on resumption the parts the broker still holds for the request (on
+ *     its earlier conn, or kept while it had none) go to the new one, and
+ *     the parts handed to ZeroMQ for the earlier conn are made again;
  *   - a routing id heard with another key than the one it was bound to
  *     means the connection that held it is gone (libzmq keeps the ids of
  *     live connections distinct, and a peer may choose its own): its
  *     requests wait for their owner and its held messages are dropped, so
  *     nothing meant for one key ever reaches another.
- * Without CurveZMQ a client that reconnects is a new owner: its earlier
- * requests end when a send finds the old connection gone.
+ * Without CurveZMQ a client that reconnects under a new routing id is a new
+ * owner: its earlier requests wait for nobody and end after resume-ms.
  *
  * Security (PROTOCOL.md 1).  With curve-key, both ROUTERs are CurveZMQ
  * servers holding that one key pair, with the ZAP domains "clients" and
@@ -109,13 +116,35 @@
  * unless `insecure` is set, which is then logged as a warning.  No message
  * to a peer ever carries a routing id, an address or a key.
  *
- * Memory is bounded by the limits of zb_broker_config_t: open texts and
- * held request bytes (each request keeps its body until it closes), open
- * requests per client, messages towards each client (2 x client-hwm),
- * ZB_MSG_WORKERS_MAX workers.  Nothing received is
- * asserted; malformed messages are answered (clients) or dropped (workers),
- * counted in `protocol_errors`, and logged once per peer with a sanitised
- * sample.
+ * Memory (PROTOCOL.md 7), in bytes where it is large.  Each open request
+ * keeps its body until it closes (queue-bytes-max in all) and 16 bytes of
+ * view per text into it (queue-texts-max in all).  The parts of one owner
+ * not yet taken by its client -- held by the broker (on its connections,
+ * or on its requests while it is away), or in ZeroMQ's queue towards it
+ * (counted until ZeroMQ frees them) -- are counted against
+ * client-bytes-max: over it, the owner's lane of the fair queue is passed
+ * over (its work pauses, the others' goes on) until its client drains;
+ * nothing is dropped.  Shards already on workers when it paused still make
+ * their parts, so an owner overshoots by what its shards in flight make.
+ * The broker's peak memory is therefore about
+ *
+ *     F + queue-bytes-max + 16 B x queue-texts-max
+ *       + owners x client-bytes-max
+ *       + (credit of all workers) x R + 2 x R
+ *
+ * where owners counts the clients with open requests (those away
+ * included), R is the largest result (64 texts x rows x dim x 4 bytes:
+ * 196 KiB for 64 sentence vectors of bert-base, 100 MB for 64 windowed
+ * texts of 512 wordpieces), 2 x R a result and its part during the
+ * conversion, and F the fixed part (about 10 MiB: code, libzmq's threads
+ * and buffers, ZB_MSG_WORKERS_MAX workers' records, client-hwm replies per
+ * client).  Blocks from 256 KiB on are mapped on their own (zbert-broker
+ * sets M_MMAP_THRESHOLD at start), so they go back to the system when
+ * freed: the memory goes down again once a slow client has drained.
+ *
+ * Nothing received is asserted; malformed messages are answered (clients)
+ * or dropped (workers), counted in `protocol_errors`, and logged once per
+ * peer with a sanitised sample.
  *
  * Thread-safety: a broker and its sockets belong to the thread that runs
  * it.
@@ -179,8 +208,8 @@ typedef struct zb_broker_config {
     uint32_t client_requests_max; /* open requests of one client */
     uint32_t shard_texts_max;     /* 1..ZB_BROKER_SHARD_TEXTS_MAX */
     uint32_t shard_tokens_max;    /* estimated tokens per shard */
-    uint32_t client_hwm;          /* messages queued towards one client in
-                                   * ZeroMQ, and as many held by the broker */
+    uint32_t client_hwm;          /* replies of no request (status,
+                                   * refusals) held for one client */
     uint64_t drain_ms;            /* how long a stopping broker finishes work */
     uint64_t no_worker_ms;        /* how long a request waits for a worker */
     uint64_t shard_timeout_ms;    /* how long a shard may stay on one worker */
@@ -188,8 +217,10 @@ typedef struct zb_broker_config {
     char allow_clients[256];      /* directory of the clients' .pub files */
     char allow_workers[256];      /* directory of the workers' .pub files */
     bool insecure;                /* bind endpoints others can reach without keys */
-    uint64_t resume_ms;           /* with CurveZMQ: how long a request whose
-                                   * connection is gone waits for its owner */
+    uint64_t resume_ms;           /* how long a request whose connection is
+                                   * gone waits for its owner; 0: not at all */
+    uint64_t client_bytes_max;    /* bytes of one owner's parts not yet
+                                   * taken: over it its lane pauses */
 } zb_broker_config_t;
 
 /*

@@ -19,6 +19,7 @@
  * Exit status: 0 after a stop by signal, 1 when the broker cannot start or
  * its loop fails, 2 for a usage error.
  */
+#include <malloc.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -86,6 +87,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     zb_log_init("zbert-broker", opts.log_level);
+    /* Parts and request bodies are large and short-lived: from this size
+     * glibc maps each on its own and gives it back when freed, so the
+     * broker's memory goes down again once a slow client has drained
+     * (broker.h, Memory).  Set, the threshold also stops growing by
+     * itself, which glibc does after such a block is freed. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

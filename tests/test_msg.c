@@ -26,6 +26,9 @@
  *     token metadata (sentence, piece_id, word_start, oov): every rule of
  *     PROTOCOL.md (all four arrays or none, token level, lengths per text,
  *     an oov row's piece 0, options the engine cannot honour refused);
+ *   - revision 1.3: have, model, of, open and the type closing at and past
+ *     their bounds both ways, in the hostile tables like every key, and
+ *     earlier revisions' messages byte for byte as they were;
  *   - an unknown type is flagged (unknown_type) and nothing else is, so a
  *     client can ignore later revisions' messages.
  *
@@ -270,11 +273,11 @@ static bool s_example(const char *name, zb_msg_t *m) {
                                             .n_errors = 1}};
     } else if (!strcmp(name, "done")) {
         m->type = ZB_MSG_DONE;
-        m->u.done = (zb_msg_done_t){S("r1"), 2, 6, 1, 12};
+        m->u.done = (zb_msg_done_t){S("r1"), 2, 6, 1, 12, {NULL, 0}};
     } else if (!strcmp(name, "error")) {
         m->type = ZB_MSG_ERROR;
-        m->u.error = (zb_msg_error_t){S("r2"), ZB_MSG_CODE_BUSY,
-                                      S("the queue holds 250000 texts; retry later")};
+        m->u.error = (zb_msg_error_t){
+            S("r2"), ZB_MSG_CODE_BUSY, S("the queue holds 250000 texts; retry later"), {NULL, 0}};
     } else if (!strcmp(name, "ready")) {
         m->type = ZB_MSG_READY;
         m->u.ready = (zb_msg_ready_t){S("node1:4242"), S("bert-base-cased"), 768, 8, 4, 1};
@@ -324,6 +327,26 @@ static bool s_example(const char *name, zb_msg_t *m) {
                                             .byte_offsets = s_meta_off,
                                             .token_meta = true,
                                             .meta = s_meta_rows3}};
+    } else if (!strcmp(name, "embed_have")) {
+        /* r1 sent again after a failover: text 0 is held, so it goes empty */
+        static const uint32_t have[2] = {0, 1};
+        static const zb_msg_str_t texts[2] = {{"", 0}, {"caf\xe9", 4}};
+        m->type = ZB_MSG_EMBED;
+        m->u.embed = (zb_msg_embed_t){.id = S("r1"),
+                                      .texts = texts,
+                                      .n_texts = 2,
+                                      .deadline_ms = 30000,
+                                      .have = have,
+                                      .n_have = 2,
+                                      .model = S("bert-base-cased")};
+    } else if (!strcmp(name, "error_of")) {
+        m->type = ZB_MSG_ERROR;
+        m->u.error = (zb_msg_error_t){.code = ZB_MSG_CODE_DUPLICATE_ID,
+                                      .message = S("request id r1 is open with other texts"),
+                                      .of = S("r1")};
+    } else if (!strcmp(name, "closing")) {
+        m->type = ZB_MSG_CLOSING;
+        m->u.closing.message = S("the broker is stopping");
     } else {
         return false;
     }
@@ -333,10 +356,11 @@ static bool s_example(const char *name, zb_msg_t *m) {
 /* The examples of section 8: its heading number and the example's name. */
 static const struct {
     const char *section, *name;
-} s_examples[] = {{"8.1", "embed"},     {"8.2", "part"},      {"8.3", "done"},
-                  {"8.4", "error"},     {"8.5", "ready"},     {"8.6", "task"},
-                  {"8.7", "result"},    {"8.8", "heartbeat"}, {"8.9", "embed_meta"},
-                  {"8.10", "part_meta"}};
+} s_examples[] = {{"8.1", "embed"},      {"8.2", "part"},        {"8.3", "done"},
+                  {"8.4", "error"},      {"8.5", "ready"},       {"8.6", "task"},
+                  {"8.7", "result"},     {"8.8", "heartbeat"},   {"8.9", "embed_meta"},
+                  {"8.10", "part_meta"}, {"8.11", "embed_have"}, {"8.12", "error_of"},
+                  {"8.13", "closing"}};
 
 /* Annotated hex of one value (as section 8 shows it): one line per header
  * or scalar, long payloads 16 bytes a line, comments after ';'. */
@@ -969,7 +993,7 @@ static void test_encode_smallest_forms(void **state) {
                  {UINT64_MAX, 64}};
     for (size_t k = 0; k < sizeof uints / sizeof *uints; k++) {
         m = (zb_msg_t){.type = ZB_MSG_DONE};
-        m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v};
+        m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v, {NULL, 0}};
         hb_head(&h, 5, "done");
         hb_str(&h, 0, "id"), hb_str(&h, 0, "r");
         hb_str(&h, 0, "texts"), hb_uint(&h, 32, ZB_MSG_TEXTS_MAX);
@@ -1085,10 +1109,11 @@ static const zb_msg_text_error_t s_err_meta[1] = {
     {4, ZB_MSG_CODE_UNSUPPORTED, {"Spark NLP would place a sentence at -1", 38}}};
 
 static const char *const s_sample_names[] = {
-    "embed",         "cancel",    "status",    "part_token",   "part_wordpiece",
-    "part_sentence", "done",      "error",     "status_reply", "ready",
-    "task",          "result",    "heartbeat", "bye",          "reconnect",
-    "embed_opts",    "task_opts", "part_meta", "result_meta"};
+    "embed",         "cancel",     "status",    "part_token",   "part_wordpiece",
+    "part_sentence", "done",       "error",     "status_reply", "ready",
+    "task",          "result",     "heartbeat", "bye",          "reconnect",
+    "embed_opts",    "task_opts",  "part_meta", "result_meta",  "embed_have",
+    "part_model",    "done_model", "error_of",  "status_open",  "closing"};
 #define S_N_SAMPLES (sizeof s_sample_names / sizeof *s_sample_names)
 
 /* Samples carry every optional key, so that removing one tests its
@@ -1245,6 +1270,32 @@ static void s_sample(const char *name, zb_msg_t *m) {
             v.errors = err0;
             m->u.result = (zb_msg_result_t){.shard = 4, .epoch = 1, .tokens = 12, .vec = v};
         }
+    } else if (!strcmp(name, "embed_have")) {
+        /* revision 1.3: texts 0 and 2 are held already, pinned to a model */
+        static const uint32_t have[4] = {0, 1, 2, 1};
+        m->type = ZB_MSG_EMBED;
+        m->u.embed = (zb_msg_embed_t){.id = S("req-1"),
+                                      .texts = s_texts3,
+                                      .n_texts = 3,
+                                      .opt = {.level = ZB_LEVEL_WORDPIECE},
+                                      .have = have,
+                                      .n_have = 4,
+                                      .model = S("bert-base-cased")};
+    } else if (!strcmp(name, "part_model")) {
+        s_sample("part_wordpiece", m);
+        m->u.part.model = S("bert-base-cased");
+    } else if (!strcmp(name, "done_model")) {
+        assert_true(s_example("done", m));
+        m->u.done.model = S("bert-base-cased");
+    } else if (!strcmp(name, "error_of")) {
+        assert_true(s_example("error_of", m));
+    } else if (!strcmp(name, "status_open")) {
+        static const zb_msg_str_t open[2] = {{"req-1", 5}, {"\xc3\xa9t\xc3\xa9", 6}};
+        s_sample("status_reply", m);
+        m->u.status_reply.open = open;
+        m->u.status_reply.n_open = 2;
+    } else if (!strcmp(name, "closing")) {
+        assert_true(s_example("closing", m));
     } else if (!strcmp(name, "heartbeat")) {
         m->type = ZB_MSG_HEARTBEAT;
     } else if (!strcmp(name, "bye")) {
@@ -1260,8 +1311,8 @@ static void s_sample(const char *name, zb_msg_t *m) {
 static bool s_optional(zb_msg_type_t t, const char *path) {
     static const char *const opt_embed[] = {"level",        "pooling", "normalize",  "windows",
                                             "sentences",    "compat",  "token_meta", "deadline_ms",
-                                            "token_vector", NULL};
-    static const char *const opt_vec[] = {"truncated", "errors", NULL};
+                                            "token_vector", "have",    "model",      NULL};
+    static const char *const opt_vec[] = {"truncated", "errors", "model", NULL};
     const char *const *opt = NULL;
     switch (t) {
     case ZB_MSG_EMBED:
@@ -1273,11 +1324,16 @@ static bool s_optional(zb_msg_type_t t, const char *path) {
         opt = opt_vec;
         break;
     case ZB_MSG_STATUS:
-    case ZB_MSG_ERROR:
         return !strcmp(path, "id");
+    case ZB_MSG_ERROR:
+        return !strcmp(path, "id") || !strcmp(path, "of");
+    case ZB_MSG_DONE:
+        return !strcmp(path, "model");
+    case ZB_MSG_CLOSING:
+        return !strcmp(path, "message");
     case ZB_MSG_STATUS_REPLY:
         return !strcmp(path, "id") || !strcmp(path, "bad_results") ||
-               !strcmp(path, "workers[0].quarantined_ms");
+               !strcmp(path, "workers[0].quarantined_ms") || !strcmp(path, "open");
     default:
         return false;
     }
@@ -1338,6 +1394,9 @@ static void test_roundtrip_samples(void **state) {
             break;
         case ZB_MSG_RESULT:
             rc = zb_msg_encode_result(&m.u.result, &b, &nb, NULL);
+            break;
+        case ZB_MSG_CLOSING:
+            rc = zb_msg_encode_closing(&m.u.closing, &b, &nb, NULL);
             break;
         default:
             rc = zb_msg_encode_empty(m.type, &b, &nb, NULL);
@@ -2097,7 +2156,7 @@ static void test_hostile_fields(void **state) {
         {"ready", OP_SET, "model", "a1 ff", false, "model: not valid UTF-8"},
         {"done", OP_SET, "texts", "00", false, "texts: 0 is outside"},
         {"done", OP_SET, "texts", "ce 00 01 86 a1", false, "texts: 100001 is outside"},
-        {"done", OP_SET, "parts", "00", false, "parts: 0 is outside"},
+        {"done", OP_SET, "parts", "00", true, NULL}, /* every text in have */
         {"status_reply", OP_SET, "texts_per_s", "cb 7f f8 00 00 00 00 00 00", false,
          "texts_per_s: nan is not a finite value"},
         {"status_reply", OP_SET, "latency_ms.p99", "cb 7f f0 00 00 00 00 00 00", false,
@@ -2158,6 +2217,42 @@ static void test_hostile_fields(void **state) {
         {"part_token", OP_ADD, "word_start", "92 93 c3 c3 c3 90", false,
          "sentence: required, but missing or nil"},
         {"result_meta", OP_SET, "sentence", "c0", false, "sentence: required, but missing"},
+        /* revision 1.3: have's pairs, model, of, open, closing */
+        {"embed_have", OP_SET, "have", "93 00 01 02", false, "have: 3 entries, not pairs"},
+        {"embed_have", OP_SET, "have", "94 00 02 01 01", false, "have[2]: texts 1+1"},
+        {"embed_have", OP_SET, "have", "94 02 01 00 01", false, "have[2]: texts 0+1"},
+        {"embed_have", OP_SET, "have", "92 02 02", false, "have[0]: texts 2+2"},
+        {"embed_have", OP_SET, "have", "92 01 00", false, "have[0]: texts 1+0"},
+        {"embed_have", OP_SET, "have", "92 ce ff ff ff ff 01", false,
+         "have[0]: texts 4294967295+1"},
+        {"embed_have", OP_SET, "have", "94 00 01 01 02", true, NULL}, /* adjacent ranges */
+        {"embed_have", OP_SET, "have", "92 00 03", true, NULL},       /* every text */
+        {"embed_have", OP_SET, "have", "90", true, NULL},             /* none */
+        {"embed_have", OP_SET, "have[0]", "cf 00 00 00 01 00 00 00 00", false,
+         "have[0]: expected a uint below 2^32"},
+        {"embed_have", OP_SET, "have[0]", "d0 ff", false, "have[0]: expected a uint"},
+        {"embed_have", OP_SET, "model", "a0", false, "model: empty; omit the key instead"},
+        {"embed_have", OP_SET, "model", "a1 ff", false, "model: not valid UTF-8"},
+        {"embed_have", OP_SET, "model", "c0", true, NULL},
+        {"task", OP_ADD, "have", "92 00 01", true, NULL}, /* not a task key: ignored */
+        {"task", OP_ADD, "model", "a1 78", true, NULL},
+        {"part_model", OP_SET, "model", "a0", false, "model: empty"},
+        {"part_model", OP_SET, "model", "a2 c3 28", false, "model: not valid UTF-8"},
+        {"done_model", OP_SET, "model", "a1 ff", false, "model: not valid UTF-8"},
+        {"done_model", OP_SET, "model", "c3", false, "model: expected str, found bool"},
+        {"error_of", OP_SET, "of", "a0", false, "of: empty; omit the key instead"},
+        {"error_of", OP_SET, "of", "a2 c3 28", false, "of: not valid UTF-8"},
+        {"error_of", OP_SET, "of", "c0", true, NULL},
+        {"error_of", OP_ADD, "id", "a2 72 31", true, NULL},
+        {"status_open", OP_SET, "open[1]", "a0", false, "open: 0 bytes, expected 1 to 64"},
+        {"status_open", OP_SET, "open[0]", "a1 ff", false, "open: not valid UTF-8"},
+        {"status_open", OP_SET, "open[0]", "c4 01 78", false, "open[0]: expected str, found bin"},
+        {"status_open", OP_SET, "open", "90", true, NULL},
+        {"status_open", OP_SET, "open", "c0", true, NULL},
+        {"closing", OP_SET, "message", "a1 ff", false, "message: not valid UTF-8"},
+        {"closing", OP_SET, "message", "a0", true, NULL},  /* empty: as absent */
+        {"closing", OP_ADD, "id", "a2 72 31", true, NULL}, /* not a closing key */
+        {"closing", OP_SET, "v", "02", false, "!v is 2"},
         {"cancel", OP_SET, "id",
          "d9 41 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
          "78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78 78"
@@ -2428,6 +2523,174 @@ static void s_enc_fails(const zb_msg_t *m, int rc_want, const char *needle) {
     assert_int_equal(len, 0);
 }
 
+/* Revision 1.3: the keys' bounds at and past their limits, both ways, and
+ * messages of earlier revisions unchanged by them. */
+static void test_revision_1_3(void **state) {
+    (void)state;
+    static char name257[257], id65[65];
+    memset(name257, 'n', sizeof name257);
+    memset(id65, 'i', sizeof id65);
+    zb_msg_t m;
+    /* model: 1..256 bytes on embed, part and done */
+    static const char *const with_model[] = {"embed_have", "part_model", "done_model"};
+    for (size_t k = 0; k < 3; k++) {
+        s_sample(with_model[k], &m);
+        zb_msg_str_t *model = m.type == ZB_MSG_EMBED  ? &m.u.embed.model
+                              : m.type == ZB_MSG_PART ? &m.u.part.model
+                                                      : &m.u.done.model;
+        *model = (zb_msg_str_t){name257, 256};
+        free(s_roundtrip(&m, NULL));
+        *model = (zb_msg_str_t){name257, 257};
+        s_enc_fails(&m, ZB_EINVAL, "model: 257 bytes, expected 1 to 256");
+        *model = (zb_msg_str_t){"\xff", 1};
+        s_enc_fails(&m, ZB_EINVAL, "model: not valid UTF-8");
+        /* the decoder: the same bound */
+        s_tree_t t;
+        s_tree_of(with_model[k], &t);
+        msgpack_object o = {.type = MSGPACK_OBJECT_STR, .via.str = {257, name257}};
+        size_t n;
+        uint8_t *b = s_mutate(&t, OP_SET, "model", &o, &n);
+        s_check_bytes(b, n, false, ZB_MSG_CODE_BAD_REQUEST, "model: 257 bytes", with_model[k]);
+        free(b);
+        o.via.str.size = 256;
+        b = s_mutate(&t, OP_SET, "model", &o, &n);
+        s_check_bytes(b, n, true, ZB_MSG_CODE_NONE, NULL, with_model[k]);
+        free(b);
+        s_tree_free(&t);
+    }
+
+    /* of: an id's bounds */
+    s_sample("error_of", &m);
+    m.u.error.of = (zb_msg_str_t){id65, 64};
+    free(s_roundtrip(&m, NULL));
+    m.u.error.of = (zb_msg_str_t){id65, 65};
+    s_enc_fails(&m, ZB_EINVAL, "of: 65 bytes, expected 1 to 64");
+    m.u.error.of = (zb_msg_str_t){NULL, 2};
+    s_enc_fails(&m, ZB_EINVAL, "of: NULL with length 2");
+
+    /* open: 1,024 ids, each an id */
+    zb_msg_str_t *ids = malloc((ZB_MSG_OPEN_MAX + 1) * sizeof *ids);
+    for (size_t k = 0; k <= ZB_MSG_OPEN_MAX; k++) ids[k] = (zb_msg_str_t){id65, 1 + k % 64};
+    s_sample("status_open", &m);
+    m.u.status_reply.open = ids;
+    m.u.status_reply.n_open = ZB_MSG_OPEN_MAX;
+    free(s_roundtrip(&m, NULL));
+    m.u.status_reply.n_open = ZB_MSG_OPEN_MAX + 1;
+    s_enc_fails(&m, ZB_EINVAL, "open: 1025 ids exceed the limit of 1024");
+    m.u.status_reply.n_open = 3;
+    m.u.status_reply.open = NULL;
+    s_enc_fails(&m, ZB_EINVAL, "open: NULL with 3 ids");
+    ids[1] = (zb_msg_str_t){id65, 65};
+    m.u.status_reply.open = ids;
+    s_enc_fails(&m, ZB_EINVAL, "open: 65 bytes");
+    {
+        s_tree_t t;
+        s_tree_of("status_open", &t);
+        msgpack_object *arr = malloc((ZB_MSG_OPEN_MAX + 1) * sizeof *arr);
+        for (size_t k = 0; k <= ZB_MSG_OPEN_MAX; k++)
+            arr[k] = (msgpack_object){.type = MSGPACK_OBJECT_STR, .via.str = {2, "r1"}};
+        msgpack_object o = {.type = MSGPACK_OBJECT_ARRAY, .via.array = {ZB_MSG_OPEN_MAX + 1, arr}};
+        size_t n;
+        uint8_t *b = s_mutate(&t, OP_SET, "open", &o, &n);
+        s_check_bytes(b, n, false, ZB_MSG_CODE_BAD_REQUEST,
+                      "open: 1025 ids exceed the limit of 1024", "open 1025");
+        free(b);
+        o.via.array.size = ZB_MSG_OPEN_MAX;
+        b = s_mutate(&t, OP_SET, "open", &o, &n);
+        s_check_bytes(b, n, true, ZB_MSG_CODE_NONE, NULL, "open 1024");
+        free(b);
+        free(arr);
+        s_tree_free(&t);
+    }
+    free(ids);
+
+    /* have: every text of the largest request held, one pair per text; a
+     * longer list cannot be pairs inside the texts */
+    zb_msg_str_t *texts = calloc(ZB_MSG_TEXTS_MAX, sizeof *texts);
+    uint32_t *have = malloc(2 * (ZB_MSG_TEXTS_MAX + 1) * sizeof *have);
+    for (uint32_t k = 0; k <= ZB_MSG_TEXTS_MAX; k++) have[2 * k] = k, have[2 * k + 1] = 1;
+    m = (zb_msg_t){.type = ZB_MSG_EMBED};
+    m.u.embed =
+        (zb_msg_embed_t){.id = S("all"), .texts = texts, .n_texts = ZB_MSG_TEXTS_MAX, .have = have};
+    m.u.embed.n_have = 2 * ZB_MSG_TEXTS_MAX;
+    size_t len;
+    free(s_roundtrip(&m, &len));
+    m.u.embed.n_have = 2 * ZB_MSG_TEXTS_MAX + 2;
+    s_enc_fails(&m, ZB_EINVAL, "have[200000]: texts 100000+1");
+    m.u.embed.n_have = 3;
+    s_enc_fails(&m, ZB_EINVAL, "have: 3 entries, not pairs");
+    m.u.embed.have = NULL;
+    m.u.embed.n_have = 2;
+    s_enc_fails(&m, ZB_EINVAL, "have: NULL with 2 entries");
+    {
+        s_tree_t t;
+        s_tree_of("embed_have", &t);
+        size_t na = 2 * ZB_MSG_TEXTS_MAX + 2;
+        msgpack_object *arr = malloc(na * sizeof *arr);
+        for (size_t k = 0; k < na; k++)
+            arr[k] = (msgpack_object){.type = MSGPACK_OBJECT_POSITIVE_INTEGER, .via.u64 = 1};
+        msgpack_object o = {.type = MSGPACK_OBJECT_ARRAY, .via.array = {(uint32_t)na, arr}};
+        size_t n;
+        uint8_t *b = s_mutate(&t, OP_SET, "have", &o, &n);
+        s_check_bytes(b, n, false, ZB_MSG_CODE_BAD_REQUEST,
+                      "have: 200002 entries, more than two per text", "have 200002");
+        free(b);
+        free(arr);
+        s_tree_free(&t);
+    }
+    free(texts);
+    free(have);
+
+    /* closing: an optional sentence */
+    s_sample("closing", &m);
+    static char msg1025[1025];
+    memset(msg1025, 'm', sizeof msg1025);
+    m.u.closing.message = (zb_msg_str_t){msg1025, 1024};
+    free(s_roundtrip(&m, NULL));
+    m.u.closing.message = (zb_msg_str_t){msg1025, 1025};
+    s_enc_fails(&m, ZB_EINVAL, "message: 1025 bytes");
+    m.u.closing.message = (zb_msg_str_t){NULL, 0};
+    uint8_t *b = NULL;
+    assert_int_equal(zb_msg_encode(&m, &b, &len, NULL), 0);
+    assert_null(s_has_bytes(b, len, "message", 7)); /* absent, not empty */
+    free(b);
+    assert_string_equal(zb_msg_type_name(ZB_MSG_CLOSING), "closing");
+    assert_int_equal(zb_msg_encode_empty(ZB_MSG_CLOSING, &b, &len, NULL), ZB_EINVAL);
+
+    /* each new key tells messages apart */
+    zb_msg_t a, x;
+    static const char *const samples[] = {"embed_have", "embed_have",  "part_model", "done_model",
+                                          "error_of",   "status_open", "closing"};
+    for (size_t k = 0; k < sizeof samples / sizeof *samples; k++) {
+        static const uint32_t have2[4] = {0, 1, 2, 1};
+        s_sample(samples[k], &a);
+        s_sample(samples[k], &x);
+        assert_true(zb_msg_equal(&a, &x));
+        if (x.type == ZB_MSG_EMBED && k == 0) x.u.embed.model = S("other");
+        if (x.type == ZB_MSG_EMBED && k == 1) x.u.embed.n_have = 2, x.u.embed.have = have2;
+        if (x.type == ZB_MSG_PART) x.u.part.model = (zb_msg_str_t){NULL, 0};
+        if (x.type == ZB_MSG_DONE) x.u.done.model = S("bert-base-uncased");
+        if (x.type == ZB_MSG_ERROR) x.u.error.of = S("r2");
+        if (x.type == ZB_MSG_STATUS_REPLY) x.u.status_reply.n_open = 1;
+        if (x.type == ZB_MSG_CLOSING) x.u.closing.message = S("bye");
+        assert_false(zb_msg_equal(&a, &x));
+    }
+
+    /* without the new keys, a message is byte for byte that of revision
+     * 1.2: the samples of earlier revisions hold none of them */
+    static const char *const keys[] = {"\xa4have", "\xa2of", "\xa4open", "\xa5model"};
+    static const char *const older[] = {"embed", "part_token", "done", "error", "status_reply"};
+    for (size_t k = 0; k < sizeof older / sizeof *older; k++) {
+        s_sample(older[k], &m);
+        assert_int_equal(zb_msg_encode(&m, &b, &len, NULL), 0);
+        /* (a status reply's workers have a model of their own) */
+        for (size_t j = 0; j < (m.type == ZB_MSG_STATUS_REPLY ? 3u : 4u); j++)
+            if (s_has_bytes(b, len, keys[j], strlen(keys[j])))
+                fail_msg("%s carries `%s`", older[k], keys[j]);
+        free(b);
+    }
+}
+
 static void test_encoder_rejects(void **state) {
     (void)state;
     zb_msg_t m;
@@ -2662,6 +2925,7 @@ int main(void) {
         cmocka_unit_test(test_wide_part),
         cmocka_unit_test(test_wide_embed_and_status_reply),
         cmocka_unit_test(test_security_fields),
+        cmocka_unit_test(test_revision_1_3),
         cmocka_unit_test(test_doc_examples),
         cmocka_unit_test(test_every_field_wrong_type),
         cmocka_unit_test(test_missing_and_duplicate_keys),

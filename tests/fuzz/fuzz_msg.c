@@ -11,15 +11,17 @@
  *   - only a rejection of an unknown type is flagged unknown_type (what a
  *     client may ignore), always as bad_request with no type decoded;
  *   - decoded token metadata (part, result) is at the token level, all four
- *     arrays present when there are rows, every oov row with piece 0; and
- *     options decode only in combinations the engine honours;
+ *     arrays present when there are rows, every oov row with piece 0;
+ *     options decode only in combinations the engine honours; an embed's
+ *     have is pairs of increasing, non-empty ranges inside its texts;
  *   - whatever decodes is one complete MessagePack object to msgpack-c too,
  *     re-encodes (unless it holds an error code this version cannot name),
  *     decodes again to an equal message, and that message re-encodes to the
  *     same bytes (the encoding is canonical).
  *
  * Seeds in tests/fuzz/corpus/msg: one body of every message type, and
- * bodies with every later option and with token metadata, as
+ * bodies with every later option, with token metadata and with the keys of
+ * revision 1.3, as
  * tests/test_msg.c writes them (ZB_WRITE_CORPUS=dir).  A dictionary of
  * the protocol's keys and names is tests/fuzz/fuzz_msg.dict:
  *   mkdir -p /tmp/m && build/fuzz/bin/fuzz_msg \
@@ -55,6 +57,19 @@ static void s_check_meta(const zb_msg_t *m, const zb_diag_t *d) {
         s_die("sentences decoded at the sentence level", d);
     if (o && (zb_options_broken(o) != ZB_OPTIONS_RULE_NONE || o->tokenize_only))
         s_die("options decoded that break a rule", d);
+    if (m->type == ZB_MSG_EMBED) {
+        /* have (revision 1.3): pairs of increasing, non-empty ranges inside
+         * the texts */
+        const zb_msg_embed_t *e = &m->u.embed;
+        uint64_t end = 0;
+        if (e->n_have % 2 != 0) s_die("have decoded with an odd count", d);
+        for (size_t k = 0; k < e->n_have; k += 2) {
+            if (e->have[k + 1] == 0 || e->have[k] < end ||
+                (uint64_t)e->have[k] + e->have[k + 1] > e->n_texts)
+                s_die("have decoded with a range that breaks a rule", d);
+            end = (uint64_t)e->have[k] + e->have[k + 1];
+        }
+    }
     if (v == NULL) return;
     if (!v->token_meta) {
         if (v->meta) s_die("metadata rows without token_meta", d);
