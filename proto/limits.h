@@ -119,4 +119,9 @@
  * plenty; more only hoards work other workers could run. */
 #define ZB_MSG_CREDIT_MAX 1024u
 
+/* Ids in a status reply's `open` (revision 1.3): the broker bounds a
+ * client's open requests; more than it tracks would be a list, not an
+ * answer. */
+#define ZB_MSG_OPEN_MAX 1024u
+
 #endif

@@ -33,13 +33,14 @@
 /* --- names ---------------------------------------------------------------- */
 
 static const char *const s_type_names[ZB_MSG_TYPE_COUNT] = {
-    [ZB_MSG_NONE] = "?",        [ZB_MSG_EMBED] = "embed",
-    [ZB_MSG_CANCEL] = "cancel", [ZB_MSG_STATUS] = "status",
-    [ZB_MSG_PART] = "part",     [ZB_MSG_DONE] = "done",
-    [ZB_MSG_ERROR] = "error",   [ZB_MSG_STATUS_REPLY] = "status_reply",
-    [ZB_MSG_READY] = "ready",   [ZB_MSG_TASK] = "task",
-    [ZB_MSG_RESULT] = "result", [ZB_MSG_HEARTBEAT] = "heartbeat",
-    [ZB_MSG_BYE] = "bye",       [ZB_MSG_RECONNECT] = "reconnect",
+    [ZB_MSG_NONE] = "?",          [ZB_MSG_EMBED] = "embed",
+    [ZB_MSG_CANCEL] = "cancel",   [ZB_MSG_STATUS] = "status",
+    [ZB_MSG_PART] = "part",       [ZB_MSG_DONE] = "done",
+    [ZB_MSG_ERROR] = "error",     [ZB_MSG_STATUS_REPLY] = "status_reply",
+    [ZB_MSG_READY] = "ready",     [ZB_MSG_TASK] = "task",
+    [ZB_MSG_RESULT] = "result",   [ZB_MSG_HEARTBEAT] = "heartbeat",
+    [ZB_MSG_BYE] = "bye",         [ZB_MSG_RECONNECT] = "reconnect",
+    [ZB_MSG_CLOSING] = "closing",
 };
 
 static const char *const s_code_names[ZB_MSG_CODE_COUNT] = {
@@ -168,6 +169,31 @@ static int s_check_str(s_ctx_t *c, const char *field, zb_msg_str_t s, size_t min
 static int s_check_id(s_ctx_t *c, zb_msg_str_t id, bool optional) {
     if (optional && id.len == 0) return 0;
     return s_check_str(c, "id", id, 1, ZB_MSG_ID_BYTES_MAX);
+}
+
+/* An optional model identity (revision 1.3): len 0 is absent. */
+static int s_check_model(s_ctx_t *c, zb_msg_str_t s) {
+    if (s.len == 0) return 0;
+    return s_check_str(c, "model", s, 1, ZB_MSG_NAME_BYTES_MAX);
+}
+
+/* An embed's have (revision 1.3): (first, count) pairs, count >= 1,
+ * increasing and non-overlapping, inside the request's n texts. */
+static int s_check_have(s_ctx_t *c, const uint32_t *have, size_t n_have, size_t n) {
+    if (n_have == 0) return 0;
+    if (have == NULL) return s_fail(c, S_BAD, "have: NULL with %zu entries", n_have);
+    if (n_have % 2 != 0) return s_fail(c, S_BAD, "have: %zu entries, not pairs", n_have);
+    uint64_t end = 0;
+    for (size_t k = 0; k < n_have; k += 2) {
+        uint64_t first = have[k], count = have[k + 1];
+        if (count == 0 || first < end || first + count > n)
+            return s_fail(c, S_BAD,
+                          "have[%zu]: texts %llu+%llu are empty, overlap the range before or "
+                          "are past the %zu texts",
+                          k, (unsigned long long)first, (unsigned long long)count, n);
+        end = first + count;
+    }
+    return 0;
 }
 
 static int s_check_range(s_ctx_t *c, const char *field, uint64_t v, uint64_t min, uint64_t max) {
@@ -367,6 +393,8 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
         const zb_msg_embed_t *e = &m->u.embed;
         if ((rc = s_check_id(c, e->id, false)) < 0) return rc;
         if ((rc = s_check_texts(c, e->texts, e->n_texts)) < 0) return rc;
+        if ((rc = s_check_have(c, e->have, e->n_have, e->n_texts)) < 0) return rc;
+        if ((rc = s_check_model(c, e->model)) < 0) return rc;
         return s_check_options(c, &e->opt);
     }
     case ZB_MSG_CANCEL:
@@ -380,18 +408,22 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
             return s_fail(c, S_BAD, "first: texts %u..%llu are past the %u a request holds",
                           p->first, (unsigned long long)p->first + p->vec.count - 1,
                           ZB_MSG_TEXTS_MAX);
+        if ((rc = s_check_model(c, p->model)) < 0) return rc;
         return s_check_vectors(c, &p->vec, p->first);
     }
     case ZB_MSG_DONE: {
         const zb_msg_done_t *e = &m->u.done;
         if ((rc = s_check_id(c, e->id, false)) < 0) return rc;
         if ((rc = s_check_range(c, "texts", e->texts, 1, ZB_MSG_TEXTS_MAX)) < 0) return rc;
+        if ((rc = s_check_model(c, e->model)) < 0) return rc;
         return s_check_range(c, "parts", e->parts, 1, UINT64_MAX);
     }
     case ZB_MSG_ERROR: {
         const zb_msg_error_t *e = &m->u.error;
         if ((rc = s_check_id(c, e->id, true)) < 0) return rc;
         if ((rc = s_check_code(c, "code", e->code)) < 0) return rc;
+        if (e->of.len > 0 && (rc = s_check_str(c, "of", e->of, 1, ZB_MSG_ID_BYTES_MAX)) < 0)
+            return rc;
         return s_check_str(c, "message", e->message, 0, ZB_MSG_MESSAGE_BYTES_MAX);
     }
     case ZB_MSG_STATUS_REPLY: {
@@ -409,6 +441,13 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
             rc = s_check_worker(c, pre, w->name, w->model, w->dim, w->threads, w->credit);
             if (rc < 0) return rc;
         }
+        if (s->n_open > ZB_MSG_OPEN_MAX)
+            return s_fail(c, S_BAD, "open: %zu ids exceed the limit of %u", s->n_open,
+                          ZB_MSG_OPEN_MAX);
+        if (s->n_open > 0 && s->open == NULL)
+            return s_fail(c, S_BAD, "open: NULL with %zu ids", s->n_open);
+        for (size_t k = 0; k < s->n_open; k++)
+            if ((rc = s_check_str(c, "open", s->open[k], 1, ZB_MSG_ID_BYTES_MAX)) < 0) return rc;
         if ((rc = s_check_rate(c, "texts_per_s", s->texts_per_s)) < 0) return rc;
         if ((rc = s_check_rate(c, "tokens_per_s", s->tokens_per_s)) < 0) return rc;
         if ((rc = s_check_rate(c, "latency_ms.p50", s->latency_p50_ms)) < 0) return rc;
@@ -430,6 +469,8 @@ static int s_check(s_ctx_t *c, const zb_msg_t *m) {
     case ZB_MSG_BYE:
     case ZB_MSG_RECONNECT:
         return 0;
+    case ZB_MSG_CLOSING:
+        return s_check_str(c, "message", m->u.closing.message, 0, ZB_MSG_MESSAGE_BYTES_MAX);
     default:
         return s_fail(c, S_BAD, "%d is not a message type", (int)m->type);
     }
@@ -585,6 +626,15 @@ static int s_get_opt_id(s_ctx_t *c, const s_map_t *mp, zb_msg_str_t *v) {
     return rc;
 }
 
+/* An optional str of 1 or more bytes under key: absent or nil leaves len
+ * 0; present, it must not be empty (len 0 means absent in the struct). */
+static int s_get_opt_str(s_ctx_t *c, const s_map_t *mp, const char *key, zb_msg_str_t *v) {
+    int rc = s_get_str(c, mp, key, false, v);
+    if (rc > 0 && v->len == 0)
+        return s_fail(c, S_BAD, "%s%s: empty; omit the key instead", mp->pre, key);
+    return rc;
+}
+
 /* A str naming one of names[first..n). */
 static int s_get_name(s_ctx_t *c, const s_map_t *mp, const char *key, bool required,
                       const char *const *names, int first, int n, int *v) {
@@ -636,6 +686,46 @@ static int s_get_array(s_ctx_t *c, const s_map_t *mp, const char *key, bool requ
 }
 
 /* --- decoding: fields ----------------------------------------------------- */
+
+/* An embed's have: an array of uint32 (s_check_have judges the pairs). */
+static int s_dec_have(s_ctx_t *c, const s_map_t *mp, zb_msg_embed_t *e) {
+    zb_mp_reader_t r;
+    size_t n;
+    int rc = s_get_array(c, mp, "have", false, &r, &n);
+    if (rc <= 0) return rc;
+    /* each pair covers at least one text (locate bounded n by the bytes) */
+    if (n > 2 * (size_t)ZB_MSG_TEXTS_MAX)
+        return s_fail(c, S_BAD, "have: %zu entries, more than two per text", n);
+    uint32_t *h;
+    if ((rc = s_alloc(c->m, n, sizeof *h, (void **)&h)) < 0) return rc;
+    for (size_t k = 0; k < n; k++) {
+        uint64_t x;
+        if (zb_mp_read_uint(&r, &x) < 0 || x > UINT32_MAX)
+            return s_fail(c, S_BAD, "have[%zu]: expected a uint below 2^32", k);
+        h[k] = (uint32_t)x;
+    }
+    e->have = h;
+    e->n_have = n;
+    return 0;
+}
+
+/* A status reply's open: an array of str (ids). */
+static int s_dec_open(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply_t *s) {
+    zb_mp_reader_t r;
+    size_t n;
+    int rc = s_get_array(c, mp, "open", false, &r, &n);
+    if (rc <= 0) return rc;
+    if (n > ZB_MSG_OPEN_MAX)
+        return s_fail(c, S_BAD, "open: %zu ids exceed the limit of %u", n, ZB_MSG_OPEN_MAX);
+    zb_msg_str_t *ids;
+    if ((rc = s_alloc(c->m, n, sizeof *ids, (void **)&ids)) < 0) return rc;
+    for (size_t k = 0; k < n; k++)
+        if (zb_mp_read_str(&r, &ids[k].ptr, &ids[k].len) < 0)
+            return s_fail(c, S_BAD, "open[%zu]: expected str, found %s", k, s_found(&r));
+    s->open = ids;
+    s->n_open = n;
+    return 0;
+}
 
 static int s_dec_texts(s_ctx_t *c, const s_map_t *mp, const zb_msg_str_t **texts, size_t *n) {
     zb_mp_reader_t r;
@@ -953,7 +1043,8 @@ static int s_dec_status_reply(s_ctx_t *c, const s_map_t *mp, zb_msg_status_reply
         (rc = s_get_float(c, mp, "texts_per_s", &s->texts_per_s)) < 0 ||
         (rc = s_get_float(c, mp, "tokens_per_s", &s->tokens_per_s)) < 0 ||
         (rc = s_get_uint(c, mp, "protocol_errors", true, UINT64_MAX, &s->protocol_errors)) < 0 ||
-        (rc = s_get_uint(c, mp, "bad_results", false, UINT64_MAX, &s->bad_results)) < 0)
+        (rc = s_get_uint(c, mp, "bad_results", false, UINT64_MAX, &s->bad_results)) < 0 ||
+        (rc = s_dec_open(c, mp, s)) < 0)
         return rc;
     const s_field_t *f = s_find(mp, "latency_ms");
     if (f == NULL) return s_missing(c, mp, "latency_ms");
@@ -990,7 +1081,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
         if ((rc = s_get_str(c, mp, "id", true, &e->id)) < 0 ||
             (rc = s_dec_texts(c, mp, &e->texts, &e->n_texts)) < 0 ||
             (rc = s_dec_options(c, mp, &e->opt)) < 0 ||
-            (rc = s_get_uint(c, mp, "deadline_ms", false, UINT64_MAX, &e->deadline_ms)) < 0)
+            (rc = s_get_uint(c, mp, "deadline_ms", false, UINT64_MAX, &e->deadline_ms)) < 0 ||
+            (rc = s_dec_have(c, mp, e)) < 0 || (rc = s_get_opt_str(c, mp, "model", &e->model)) < 0)
             return rc;
         return 0;
     }
@@ -1001,7 +1093,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
     case ZB_MSG_PART: {
         zb_msg_part_t *p = &m->u.part;
         if ((rc = s_get_str(c, mp, "id", true, &p->id)) < 0 ||
-            (rc = s_get_u32(c, mp, "first", true, &p->first)) < 0)
+            (rc = s_get_u32(c, mp, "first", true, &p->first)) < 0 ||
+            (rc = s_get_opt_str(c, mp, "model", &p->model)) < 0)
             return rc;
         return s_dec_vectors(c, mp, true, &p->vec);
     }
@@ -1011,7 +1104,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             (rc = s_get_uint(c, mp, "texts", true, UINT64_MAX, &e->texts)) < 0 ||
             (rc = s_get_uint(c, mp, "tokens", true, UINT64_MAX, &e->tokens)) < 0 ||
             (rc = s_get_uint(c, mp, "parts", true, UINT64_MAX, &e->parts)) < 0 ||
-            (rc = s_get_uint(c, mp, "elapsed_ms", true, UINT64_MAX, &e->elapsed_ms)) < 0)
+            (rc = s_get_uint(c, mp, "elapsed_ms", true, UINT64_MAX, &e->elapsed_ms)) < 0 ||
+            (rc = s_get_opt_str(c, mp, "model", &e->model)) < 0)
             return rc;
         return 0;
     }
@@ -1019,7 +1113,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
         zb_msg_error_t *e = &m->u.error;
         if ((rc = s_get_opt_id(c, mp, &e->id)) < 0 ||
             (rc = s_get_code(c, mp, "code", &e->code)) < 0 ||
-            (rc = s_get_str(c, mp, "message", true, &e->message)) < 0)
+            (rc = s_get_str(c, mp, "message", true, &e->message)) < 0 ||
+            (rc = s_get_opt_str(c, mp, "of", &e->of)) < 0)
             return rc;
         return 0;
     }
@@ -1053,6 +1148,8 @@ static int s_dec_fields(s_ctx_t *c, const s_map_t *mp, zb_msg_t *m) {
             return rc;
         return s_dec_vectors(c, mp, false, &t->vec);
     }
+    case ZB_MSG_CLOSING:
+        return s_get_str(c, mp, "message", false, &m->u.closing.message);
     default:
         return 0; /* heartbeat, bye, reconnect: nothing beyond v and type */
     }
@@ -1333,11 +1430,20 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
     switch (m->type) {
     case ZB_MSG_EMBED: {
         const zb_msg_embed_t *e = &m->u.embed;
-        s_write_head(pk, 2 + s_options_keys(&e->opt) + (e->deadline_ms > 0), m->type);
+        s_write_head(pk,
+                     2 + s_options_keys(&e->opt) + (e->deadline_ms > 0) + (e->n_have > 0) +
+                         (e->model.len > 0),
+                     m->type);
         s_kstr(pk, "id", e->id);
         s_write_texts(pk, e->texts, e->n_texts);
         s_write_options(pk, &e->opt);
         if (e->deadline_ms > 0) s_kuint(pk, "deadline_ms", e->deadline_ms);
+        if (e->n_have > 0) {
+            s_key(pk, "have");
+            msgpack_pack_array(pk, e->n_have);
+            for (size_t k = 0; k < e->n_have; k++) msgpack_pack_uint32(pk, e->have[k]);
+        }
+        if (e->model.len > 0) s_kstr(pk, "model", e->model);
         break;
     }
     case ZB_MSG_CANCEL:
@@ -1350,35 +1456,39 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
         break;
     case ZB_MSG_PART: {
         const zb_msg_part_t *p = &m->u.part;
-        s_write_head(pk, 3 + s_vectors_keys(&p->vec), m->type);
+        s_write_head(pk, 3 + s_vectors_keys(&p->vec) + (p->model.len > 0), m->type);
         s_kstr(pk, "id", p->id);
         s_kuint(pk, "first", p->first);
         s_kuint(pk, "count", p->vec.count);
         s_write_vectors(pk, &p->vec);
+        if (p->model.len > 0) s_kstr(pk, "model", p->model);
         break;
     }
     case ZB_MSG_DONE: {
         const zb_msg_done_t *e = &m->u.done;
-        s_write_head(pk, 5, m->type);
+        s_write_head(pk, 5 + (e->model.len > 0), m->type);
         s_kstr(pk, "id", e->id);
         s_kuint(pk, "texts", e->texts);
         s_kuint(pk, "tokens", e->tokens);
         s_kuint(pk, "parts", e->parts);
         s_kuint(pk, "elapsed_ms", e->elapsed_ms);
+        if (e->model.len > 0) s_kstr(pk, "model", e->model);
         break;
     }
     case ZB_MSG_ERROR: {
         const zb_msg_error_t *e = &m->u.error;
-        s_write_head(pk, 2 + (e->id.len > 0), m->type);
+        s_write_head(pk, 2 + (e->id.len > 0) + (e->of.len > 0), m->type);
         if (e->id.len > 0) s_kstr(pk, "id", e->id);
         s_kname(pk, "code", s_code_names[e->code]);
         s_kstr(pk, "message", e->message);
+        if (e->of.len > 0) s_kstr(pk, "of", e->of);
         break;
     }
     case ZB_MSG_STATUS_REPLY: {
         const zb_msg_status_reply_t *s = &m->u.status_reply;
-        s_write_head(pk, 10 + (s->id.len > 0) + (s->bad_results > 0) + 3 * s->has_security,
-                     m->type);
+        s_write_head(
+            pk, 10 + (s->id.len > 0) + (s->bad_results > 0) + 3 * s->has_security + (s->n_open > 0),
+            m->type);
         if (s->id.len > 0) s_kstr(pk, "id", s->id);
         s_kuint(pk, "uptime_ms", s->uptime_ms);
         s_key(pk, "workers");
@@ -1424,6 +1534,11 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
             s_kuint(pk, "refused_clients", s->refused_clients);
             s_kuint(pk, "refused_workers", s->refused_workers);
         }
+        if (s->n_open > 0) {
+            s_key(pk, "open");
+            msgpack_pack_array(pk, s->n_open);
+            for (size_t k = 0; k < s->n_open; k++) s_pack_str(pk, s->open[k].ptr, s->open[k].len);
+        }
         break;
     }
     case ZB_MSG_READY: {
@@ -1455,6 +1570,10 @@ static void s_write(msgpack_packer *pk, const zb_msg_t *m) {
         s_write_vectors(pk, &t->vec);
         break;
     }
+    case ZB_MSG_CLOSING:
+        s_write_head(pk, m->u.closing.message.len > 0, m->type);
+        if (m->u.closing.message.len > 0) s_kstr(pk, "message", m->u.closing.message);
+        break;
     default:
         s_write_head(pk, 0, m->type);
         break;
@@ -1512,6 +1631,7 @@ S_ENCODER(status_reply, zb_msg_status_reply_t, ZB_MSG_STATUS_REPLY, status_reply
 S_ENCODER(ready, zb_msg_ready_t, ZB_MSG_READY, ready)
 S_ENCODER(task, zb_msg_task_t, ZB_MSG_TASK, task)
 S_ENCODER(result, zb_msg_result_t, ZB_MSG_RESULT, result)
+S_ENCODER(closing, zb_msg_closing_t, ZB_MSG_CLOSING, closing)
 
 int zb_msg_encode_empty(zb_msg_type_t type, uint8_t **out, size_t *out_len, zb_diag_t *d) {
     if (type != ZB_MSG_HEARTBEAT && type != ZB_MSG_BYE && type != ZB_MSG_RECONNECT)
@@ -1590,7 +1710,9 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
     case ZB_MSG_EMBED: {
         const zb_msg_embed_t *x = &a->u.embed, *y = &b->u.embed;
         return s_eq_str(x->id, y->id) && s_eq_texts(x->texts, x->n_texts, y->texts, y->n_texts) &&
-               zb_options_equal(&x->opt, &y->opt) && x->deadline_ms == y->deadline_ms;
+               zb_options_equal(&x->opt, &y->opt) && x->deadline_ms == y->deadline_ms &&
+               x->n_have == y->n_have && s_eq_mem(x->have, y->have, x->n_have * sizeof *x->have) &&
+               s_eq_str(x->model, y->model);
     }
     case ZB_MSG_CANCEL:
         return s_eq_str(a->u.cancel.id, b->u.cancel.id);
@@ -1598,15 +1720,18 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
         return s_eq_str(a->u.status.id, b->u.status.id);
     case ZB_MSG_PART:
         return s_eq_str(a->u.part.id, b->u.part.id) && a->u.part.first == b->u.part.first &&
-               s_eq_vec(&a->u.part.vec, &b->u.part.vec);
+               s_eq_vec(&a->u.part.vec, &b->u.part.vec) &&
+               s_eq_str(a->u.part.model, b->u.part.model);
     case ZB_MSG_DONE: {
         const zb_msg_done_t *x = &a->u.done, *y = &b->u.done;
         return s_eq_str(x->id, y->id) && x->texts == y->texts && x->tokens == y->tokens &&
-               x->parts == y->parts && x->elapsed_ms == y->elapsed_ms;
+               x->parts == y->parts && x->elapsed_ms == y->elapsed_ms &&
+               s_eq_str(x->model, y->model);
     }
     case ZB_MSG_ERROR: {
         const zb_msg_error_t *x = &a->u.error, *y = &b->u.error;
-        return s_eq_str(x->id, y->id) && x->code == y->code && s_eq_str(x->message, y->message);
+        return s_eq_str(x->id, y->id) && x->code == y->code && s_eq_str(x->message, y->message) &&
+               s_eq_str(x->of, y->of);
     }
     case ZB_MSG_STATUS_REPLY: {
         const zb_msg_status_reply_t *x = &a->u.status_reply, *y = &b->u.status_reply;
@@ -1623,6 +1748,9 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
             return false;
         for (size_t k = 0; k < x->n_workers; k++)
             if (!s_eq_worker(&x->workers[k], &y->workers[k])) return false;
+        if (x->n_open != y->n_open) return false;
+        for (size_t k = 0; k < x->n_open; k++)
+            if (!s_eq_str(x->open[k], y->open[k])) return false;
         return true;
     }
     case ZB_MSG_READY: {
@@ -1641,6 +1769,8 @@ bool zb_msg_equal(const zb_msg_t *a, const zb_msg_t *b) {
         return x->shard == y->shard && x->epoch == y->epoch && x->tokens == y->tokens &&
                s_eq_vec(&x->vec, &y->vec);
     }
+    case ZB_MSG_CLOSING:
+        return s_eq_str(a->u.closing.message, b->u.closing.message);
     default:
         return true;
     }

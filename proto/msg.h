@@ -74,6 +74,7 @@ typedef enum zb_msg_type {
     ZB_MSG_HEARTBEAT,    /* worker <-> broker */
     ZB_MSG_BYE,          /* worker -> broker */
     ZB_MSG_RECONNECT,    /* broker -> worker */
+    ZB_MSG_CLOSING,      /* broker -> client (revision 1.3) */
     ZB_MSG_TYPE_COUNT
 } zb_msg_type_t;
 
@@ -110,6 +111,12 @@ typedef struct zb_msg_embed {
     size_t n_texts;            /* 1..ZB_MSG_TEXTS_MAX */
     zb_options_t opt;
     uint64_t deadline_ms; /* 0: none */
+    /* Revision 1.3: texts the client holds, as flat (first, count) pairs:
+     * increasing, non-overlapping ranges inside the texts, count >= 1;
+     * n_have even (0: none).  Texts inside them may be sent empty. */
+    const uint32_t *have;
+    size_t n_have;
+    zb_msg_str_t model; /* 1..ZB_MSG_NAME_BYTES_MAX bytes; len 0: any model */
 } zb_msg_embed_t;
 
 /* cancel and status: status's id may be absent (len 0). */
@@ -169,6 +176,7 @@ typedef struct zb_msg_part {
     zb_msg_str_t id;
     uint32_t first;       /* first + count <= ZB_MSG_TEXTS_MAX */
     zb_msg_vectors_t vec; /* indices absolute: first .. first+count-1 */
+    zb_msg_str_t model;   /* revision 1.3: the workers' model; len 0: absent */
 } zb_msg_part_t;
 
 typedef struct zb_msg_done {
@@ -177,12 +185,15 @@ typedef struct zb_msg_done {
     uint64_t tokens;
     uint64_t parts; /* >= 1 */
     uint64_t elapsed_ms;
+    zb_msg_str_t model; /* revision 1.3: the workers' model; len 0: absent */
 } zb_msg_done_t;
 
 typedef struct zb_msg_error {
     zb_msg_str_t id;      /* len 0: absent (the message had no readable id) */
     zb_msg_code_t code;   /* not NONE; UNKNOWN only when decoded */
     zb_msg_str_t message; /* 0..ZB_MSG_MESSAGE_BYTES_MAX bytes of UTF-8 */
+    zb_msg_str_t of;      /* revision 1.3: the id a duplicate_id without id
+                           * names; len 0: absent */
 } zb_msg_error_t;
 
 /* One worker in a status reply. */
@@ -224,7 +235,15 @@ typedef struct zb_msg_status_reply {
     bool curve;               /* CurveZMQ on both endpoints */
     uint64_t refused_clients; /* handshakes and messages refused, clients endpoint */
     uint64_t refused_workers; /* same, workers endpoint */
+    /* Revision 1.3: ids of the asking owner's open requests. */
+    const zb_msg_str_t *open; /* [n_open] */
+    size_t n_open;            /* 0..ZB_MSG_OPEN_MAX */
 } zb_msg_status_reply_t;
+
+/* closing (revision 1.3): the broker is stopping. */
+typedef struct zb_msg_closing {
+    zb_msg_str_t message; /* 0..ZB_MSG_MESSAGE_BYTES_MAX bytes; len 0: absent */
+} zb_msg_closing_t;
 
 /*
  * Epochs (PROTOCOL.md section 6).  Each `ready` carries an epoch the worker
@@ -271,6 +290,7 @@ typedef struct zb_msg {
         zb_msg_ready_t ready;
         zb_msg_task_t task;
         zb_msg_result_t result;
+        zb_msg_closing_t closing;
     } u;
     /* Filled by zb_msg_decode(): */
     zb_msg_code_t reject;   /* after a failure: BAD_REQUEST, TOO_LARGE or
@@ -328,6 +348,7 @@ int zb_msg_encode_status_reply(const zb_msg_status_reply_t *m, uint8_t **out, si
 int zb_msg_encode_ready(const zb_msg_ready_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_task(const zb_msg_task_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 int zb_msg_encode_result(const zb_msg_result_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
+int zb_msg_encode_closing(const zb_msg_closing_t *m, uint8_t **out, size_t *out_len, zb_diag_t *d);
 /* heartbeat, bye, reconnect: type is one of those three. */
 int zb_msg_encode_empty(zb_msg_type_t type, uint8_t **out, size_t *out_len, zb_diag_t *d);
 

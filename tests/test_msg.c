@@ -270,11 +270,11 @@ static bool s_example(const char *name, zb_msg_t *m) {
                                             .n_errors = 1}};
     } else if (!strcmp(name, "done")) {
         m->type = ZB_MSG_DONE;
-        m->u.done = (zb_msg_done_t){S("r1"), 2, 6, 1, 12};
+        m->u.done = (zb_msg_done_t){S("r1"), 2, 6, 1, 12, {NULL, 0}};
     } else if (!strcmp(name, "error")) {
         m->type = ZB_MSG_ERROR;
-        m->u.error = (zb_msg_error_t){S("r2"), ZB_MSG_CODE_BUSY,
-                                      S("the queue holds 250000 texts; retry later")};
+        m->u.error = (zb_msg_error_t){
+            S("r2"), ZB_MSG_CODE_BUSY, S("the queue holds 250000 texts; retry later"), {NULL, 0}};
     } else if (!strcmp(name, "ready")) {
         m->type = ZB_MSG_READY;
         m->u.ready = (zb_msg_ready_t){S("node1:4242"), S("bert-base-cased"), 768, 8, 4, 1};
@@ -969,7 +969,7 @@ static void test_encode_smallest_forms(void **state) {
                  {UINT64_MAX, 64}};
     for (size_t k = 0; k < sizeof uints / sizeof *uints; k++) {
         m = (zb_msg_t){.type = ZB_MSG_DONE};
-        m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v};
+        m.u.done = (zb_msg_done_t){S("r"), ZB_MSG_TEXTS_MAX, uints[k].v, 1, uints[k].v, {NULL, 0}};
         hb_head(&h, 5, "done");
         hb_str(&h, 0, "id"), hb_str(&h, 0, "r");
         hb_str(&h, 0, "texts"), hb_uint(&h, 32, ZB_MSG_TEXTS_MAX);
