@@ -94,6 +94,11 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
 /* Wake-up interval while a message waits for room in the socket. */
 #define S_SEND_RETRY_MS 10
 
+/* Bytes of the routing id: 16 random bytes, the first not 0 (libzmq
+ * reserves ids starting with 0 for those it makes up), are unique among a
+ * broker's clients without coordination. */
+#define S_ROUTING_ID_BYTES 16
+
 /* --- time ------------------------------------------------------------------ */
 
 /* 0 means "unset" in every timestamp below, so the clock starts at 1. */
@@ -163,7 +168,8 @@ struct zbert_client {
                                                 * server key, with curve */
     uint32_t retry_ms, ping_ms, tries;
     size_t requests_max, texts_max, bytes_max;
-    char prefix[16]; /* "z<8 hex>-" */
+    uint8_t routing_id[S_ROUTING_ID_BYTES]; /* every socket's, for the client's life */
+    char prefix[16];                        /* "z<8 hex>-" */
     size_t prefix_len;
     uint64_t next_handle;
     uint64_t n_pings, n_status;
@@ -375,7 +381,11 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
     /* every open request, its cancel and a few pings fit without EAGAIN */
     size_t want = 2 * c->requests_max + 64;
     int sndhwm = want > 100000 ? 100000 : (int)want;
-    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+    /* The same routing id on every socket: a broker takes a reconnection
+     * for the client it knew (ZMQ_ROUTER_HANDOVER on its side) and keeps
+     * its open requests for it (PROTOCOL.md 10). */
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, c->routing_id, sizeof c->routing_id) ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
         zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm)) {
@@ -1332,6 +1342,8 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
      * random tag makes them tell clients apart in the broker's logs. */
     uint32_t tag;
     zb_random_bytes(&tag, sizeof tag);
+    zb_random_bytes(c->routing_id, sizeof c->routing_id);
+    while (c->routing_id[0] == 0) zb_random_bytes(c->routing_id, 1);
     c->prefix_len = (size_t)snprintf(c->prefix, sizeof c->prefix, "z%08x-", tag);
     c->ctx = zmq_ctx_new();
     if (c->ctx == NULL) {

@@ -23,6 +23,11 @@
  * nothing follows it.  Vectors are copied out of the wire message into
  * properly aligned float arrays owned by the event.
  *
+ * Identity.  Every socket the client opens (reconnections and failover
+ * included) carries the same ZeroMQ routing id, 16 random bytes drawn when
+ * the client is created, so that a broker knows a reconnected client for
+ * the owner of its requests (PROTOCOL.md 10).
+ *
  * Retry (Lazy Pirate).  While a request is open, a broker that sends
  * nothing at all for ping_ms is pinged (a `status` message); a broker that
  * then stays silent for retry_ms in all is presumed gone: the socket is

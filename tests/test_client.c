@@ -189,8 +189,9 @@ struct fb {
     uint64_t deadlines[FB_LOG];
     zb_options_t opts[FB_LOG];
     char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
-    uint8_t silenced[16]; /* routing id ignored from now on */
-    size_t silenced_len;
+    bool muted;           /* ignores everything but an embed, which ends it */
+    uint8_t last_rid[16]; /* routing id of the latest message, silent or not */
+    size_t last_rid_len;
 };
 
 static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, size_t len) {
@@ -322,14 +323,21 @@ static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_st
 }
 
 static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *body, size_t len) {
-    if (fb->silent) return;
     pthread_mutex_lock(&fb->mu);
-    bool muted = fb->silenced_len == rlen && !memcmp(fb->silenced, rid, rlen);
+    memcpy(fb->last_rid, rid, rlen < 16 ? rlen : 16);
+    fb->last_rid_len = rlen;
     pthread_mutex_unlock(&fb->mu);
-    if (muted) return;
+    if (fb->silent) return;
     zb_msg_t m = {0};
     if (zb_msg_decode(body, len, &m, NULL) != 0) return;
     pthread_mutex_lock(&fb->mu);
+    bool muted = fb->muted && m.type != ZB_MSG_EMBED;
+    if (m.type == ZB_MSG_EMBED) fb->muted = false;
+    if (muted) {
+        pthread_mutex_unlock(&fb->mu);
+        zb_msg_free(&m);
+        return;
+    }
     if (m.type == ZB_MSG_EMBED && fb->n_embed++ < FB_LOG) {
         int k = fb->n_embed - 1;
         snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len, m.u.embed.id.ptr);
@@ -380,6 +388,8 @@ static fb_t *fb_start_curve(fb_fn on_embed, const zb_curve_cert_t *server) {
     int one = 1, zero = 0;
     zmq_setsockopt(fb->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(fb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* as the broker: a reconnection under a known routing id takes it over */
+    zmq_setsockopt(fb->sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     if (server) assert_int_equal(zb_curve_server_socket(fb->sock, server, "clients", NULL), 0);
     assert_int_equal(zmq_bind(fb->sock, "tcp://127.0.0.1:*"), 0);
     size_t n = sizeof fb->ep;
@@ -466,8 +476,9 @@ static int fb_seen(fb_t *fb, zb_msg_str_t id) {
     return n;
 }
 
-/* First copy: the first half in parts of 2, then silence towards that
- * socket (pings too).  Second copy: everything in parts of 3, and done. */
+/* First copy: the first half in parts of 2, then silence (pings too)
+ * until the request comes again.  Second copy: everything in parts of 3,
+ * and done. */
 static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
                                 const zb_msg_embed_t *e) {
     uint32_t n = (uint32_t)e->n_texts;
@@ -475,8 +486,7 @@ static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
         for (uint32_t a = 0; a < n / 2; a += 2)
             fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
         pthread_mutex_lock(&fb->mu);
-        memcpy(fb->silenced, rid, rlen);
-        fb->silenced_len = rlen;
+        fb->muted = true;
         pthread_mutex_unlock(&fb->mu);
         return;
     }
@@ -944,11 +954,14 @@ static void test_resend_after_silence_drops_duplicates(void **st) {
     s_all_seen(&r); /* each exactly once, although 10 came twice */
     assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
     assert_int_equal(fb_count(fb, &fb->n_embed), 2);
-    /* the same id, from a new socket */
+    /* the same id, from a new socket with the same routing id: 16 bytes,
+     * the first not 0 */
     assert_string_equal(fb->ids[0], fb->ids[1]);
     assert_string_equal(fb->ids[0], r.end->id);
-    assert_false(fb->rid_lens[0] == fb->rid_lens[1] &&
-                 !memcmp(fb->rids[0], fb->rids[1], fb->rid_lens[0]));
+    assert_int_equal(fb->rid_lens[0], 16);
+    assert_int_equal(fb->rid_lens[1], 16);
+    assert_memory_equal(fb->rids[0], fb->rids[1], 16);
+    assert_true(fb->rids[0][0] != 0);
     s_req_free_ev(&r);
     s_texts_free(texts, 21);
     zbert_client_destroy(&c);
@@ -970,6 +983,11 @@ static void test_failover_to_second_broker(void **st) {
     s_all_seen(&r);
     assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
     assert_int_equal(fb_count(live, &live->n_embed), 1);
+    /* one routing id for both brokers */
+    pthread_mutex_lock(&dead->mu);
+    assert_int_equal(dead->last_rid_len, 16);
+    assert_memory_equal(dead->last_rid, live->rids[0], 16);
+    pthread_mutex_unlock(&dead->mu);
     s_req_free_ev(&r);
     s_texts_free(texts, 9);
     zbert_client_destroy(&c);
