@@ -6,11 +6,12 @@
  *                [--sentences] [--token-vector first|mean] [--compat none|sparknlp]
  *                [--input-format lines|jsonl] [--format jsonl|npy|table|sparknlp-json]
  *                [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]
- *                [--tries N] [--timeout-ms N] [--progress auto|always|never]
+ *                [--tries N] [--outage-ms N] [--timeout-ms N]
+ *                [--progress auto|always|never]
  *                [--config F] [--log-level L] [-o OUTPUT] [INPUT]
  *                (default: stdin, stdout)
  *   zbert status --broker EP [--json] [--timeout-ms N] [--retry-ms N] [--tries N]
- *                [--config F] [--log-level L]
+ *                [--outage-ms N] [--config F] [--log-level L]
  *   zbert keygen NAME
  *
  * Both embed and status take --curve-key FILE --broker-key FILE.pub: the
@@ -37,7 +38,8 @@
  * `zbert status` prints the broker's status_reply as a table, or JSON.
  *
  * Settings are proto/settings tables, picked by the command: both commands'
- * (broker, curve-key, broker-key, retry-ms, tries, timeout-ms, log-level)
+ * (broker, curve-key, broker-key, retry-ms, tries, outage-ms, timeout-ms,
+ * log-level)
  * and embed's (batch, inflight, deadline-ms, progress) come from the
  * command line, else
  * ZBERT_<KEY> environment variables, else the --config file (or
@@ -107,7 +109,7 @@ typedef struct s_args {
     zb_settings_list_t broker;     /* --broker, repeatable */
     char curve_key[4096];          /* a path; "": no CURVE */
     zb_settings_list_t broker_key; /* --broker-key, repeatable: 1 or one per broker */
-    int retry_ms, tries, timeout_ms;
+    int retry_ms, tries, outage_ms, timeout_ms;
     int log_level;
     /* embed; also ZBERT_<KEY> and the config file */
     int batch, inflight, deadline_ms;
@@ -170,7 +172,18 @@ static const zb_settings_t s_common_table[] = {
      .max = 1000,
      .def = "3",
      .value_name = "N",
-     .help = "sends of a request that hear nothing back before it fails"},
+     .help = "`no_model` answers (no worker for the model) a request takes before it fails; "
+             "silence is bounded by outage-ms"},
+    /* 300000 is the client library's default (zbert.h) */
+    {.name = "outage-ms",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(outage_ms),
+     .min = 50,
+     .max = 2000000000,
+     .def = "300000",
+     .value_name = "MS",
+     .help = "how long open requests wait while no broker answers (silent, unreachable or "
+             "stopping), reconnecting with growing pauses, before they fail; at least retry-ms"},
     /* embed asks for the status too: the vector width of an npy of no text */
     {.name = "timeout-ms",
      .kind = ZB_SETTINGS_INT,
@@ -277,6 +290,7 @@ static zbert_client_t *s_client(const s_args_t *a, size_t requests_max) {
                           .n_broker_keys = a->broker_key.n,
                           .retry_ms = (uint32_t)a->retry_ms,
                           .tries = (uint32_t)a->tries,
+                          .outage_ms = (uint32_t)a->outage_ms,
                           .requests_max = requests_max,
                           .texts_max = requests_max * (size_t)(a->batch > 0 ? a->batch : 1),
                           .bytes_max = requests_max * ((size_t)S_BATCH_BYTES + ZB_TEXT_BYTES_MAX)};
@@ -919,6 +933,13 @@ int main(int argc, char **argv) {
     a.brokers = a.broker.n ? (const char *const *)a.broker.items : broker_default;
     a.n_brokers = a.broker.n ? a.broker.n : 1;
     zb_log_init("zbert", a.log_level);
+    if (a.outage_ms < a.retry_ms) {
+        fprintf(stderr,
+                "zbert: outage-ms %d is below retry-ms %d: a broker is presumed gone only after "
+                "retry-ms (see %s --help)\n",
+                a.outage_ms, a.retry_ms, p->name);
+        goto out;
+    }
     if (s_check_curve(&a) != 0) goto out;
     if (embed) {
         zb_client_options_to_public(&a.cli.opt, &a.opt);

@@ -28,21 +28,31 @@
  * the client is created, so that a broker knows a reconnected client for
  * the owner of its requests (PROTOCOL.md 10).
  *
- * Retry (Lazy Pirate).  While a request is open, a broker that sends
- * nothing at all for ping_ms is pinged (a `status` message); a broker that
- * then stays silent for retry_ms in all is presumed gone: the socket is
- * closed and reopened (to the next endpoint when several are configured)
- * and every open request is sent again, whole, under the same id.  Results
+ * Retry (Lazy Pirate, with resumption).  While a request is open, a broker
+ * that sends nothing at all for ping_ms is pinged (a `status` message); a
+ * broker that then stays silent for retry_ms in all is presumed gone: an
+ * outage begins.  The socket is closed and reopened, to the next endpoint
+ * when several are configured, under the same routing id, and a ping goes
+ * out first: its answer lists the requests that broker still holds
+ * (`open`), which are not sent again (their results come); every other
+ * open request is sent again under its id with `have`, the texts already
+ * received, so that nothing delivered is computed twice.  While no broker
+ * answers, reconnections follow at growing intervals (retry_ms x 2, x 4,
+ * ... up to 30 s, each 20 % more or less at random, so that clients cut
+ * off together do not come back together), cycling through the brokers.
+ * Only when no broker has answered for outage_ms do the open requests fail,
+ * with ZBERT_ETIMEOUT.  A broker that says it is stopping (`closing`) is
+ * left at once for the next endpoint; with a single endpoint the client
+ * waits for it to come back (the same outage budget) and sends again what
+ * it lost.  A broker that restarted behind the same endpoint is noticed
+ * from its uptime and is sent the requests it cannot know.  Results
  * already received are kept and repeated texts are dropped, so the caller
- * still sees each text once.  A request is sent at most `tries` times
- * without hearing anything for it; then it fails with ZBERT_ETIMEOUT.  A
- * broker that restarted behind the same endpoint is noticed from its uptime
- * and is sent the requests it cannot know.  A `busy` answer (the broker's
- * queue is full) is retried after a growing delay, for as long as the
- * request's deadline allows; `no_model` (no worker connected, as right
- * after a broker starts) is retried every ping_ms, `tries` times.  A slow
- * broker that keeps answering pings is waited for: only a deadline bounds
- * how long a request takes.
+ * still sees each text once.  A `busy` answer (the broker's queue is full)
+ * is retried after a growing delay, for as long as the request's deadline
+ * allows; `no_model` (no worker for the model connected, as right after a
+ * broker starts) is retried every ping_ms, `tries` times.  A slow broker
+ * that keeps answering pings is waited for: only a deadline bounds how
+ * long a request takes.
  *
  * Timers run inside zbert_next(), zbert_embed() and zbert_status(): a
  * caller that stops calling them for longer than retry_ms only delays the
@@ -160,8 +170,9 @@ typedef struct zbert_config {
                                  * gone [3000]; 50 at least */
     uint32_t ping_ms;           /* silence after which it is pinged
                                  * [retry_ms / 4]; below retry_ms */
-    uint32_t tries;             /* sends of a request that hear nothing back
-                                 * before it fails [3] */
+    uint32_t tries;             /* `no_model` answers a request takes before
+                                 * it fails [3].  Silence no longer counts
+                                 * tries: outage_ms bounds it */
     size_t requests_max;        /* open requests [64] */
     size_t texts_max;           /* texts in open requests [1,000,000] */
     size_t bytes_max;           /* text bytes in open requests [1 GiB] */
@@ -180,6 +191,11 @@ typedef struct zbert_config {
                                      * every endpoint of brokers, or one per
                                      * endpoint, in the order of brokers */
     size_t n_broker_keys;           /* 0 without curve_key; else 1 or n_brokers */
+    uint32_t outage_ms;             /* how long open requests wait while no
+                                     * broker answers (silent, unreachable, or
+                                     * stopping) before they fail with
+                                     * ZBERT_ETIMEOUT [300000]; at least
+                                     * retry_ms */
 } zbert_config_t;
 
 /*
@@ -195,7 +211,7 @@ typedef struct zbert_config {
  *
  * A broker whose public key is not the one given, or that refuses this
  * client's key, never completes the CURVE handshake: to the client it is a
- * silent broker (requests fail with ZBERT_ETIMEOUT after their tries).
+ * silent broker (requests fail with ZBERT_ETIMEOUT after outage_ms).
  */
 int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag_t *d);
 
@@ -451,8 +467,9 @@ void zbert_status_destroy(zbert_status_t **s);
 /* --- logging ------------------------------------------------------------- */
 
 /* What the library writes on stderr: "error", "warn" (a broker presumed
- * gone, a malformed message from it), "info" (the default; adds requests
- * sent again to a restarted broker) or "debug" (every request).  A
+ * gone or stopping, a malformed message from it), "info" (the default;
+ * adds requests sent again to a restarted broker, and errors the broker
+ * addressed to no request) or "debug" (every request).  A
  * process-wide setting, to make once before creating clients.  Returns 0
  * or ZBERT_EINVAL. */
 int zbert_log_level(const char *level);

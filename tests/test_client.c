@@ -15,10 +15,17 @@
  *     rows, vectors, offsets, ids, truncation and per-text errors, and each
  *     request ends with one DONE or ERROR after its parts;
  *   - the reorder hands texts out in submission order;
- *   - Lazy Pirate: resends after silence (same id, new socket), duplicate
- *     texts dropped, failover to a second endpoint, a timeout after the
- *     tries, a restart noticed from the uptime, duplicate_id tolerated for
- *     a copy we sent twice, busy retried;
+ *   - Lazy Pirate with resumption: one routing id on every socket; after
+ *     a silence the client reconnects and pings, and a request the broker
+ *     lists in `open` is not sent again, while one a restarted broker lost
+ *     goes again under its id with `have` (no text computed twice by a
+ *     broker that honours it, duplicates dropped from one that does not);
+ *     failover to a second endpoint; `closing` moves requests to the next
+ *     broker at once, or is waited out with one broker; reconnections back
+ *     off while nobody answers and requests fail when the outage budget is
+ *     spent; a restart noticed from the uptime; duplicate_id tolerated for
+ *     a copy we sent twice, and an error without id (with `of` or not)
+ *     ending nothing; busy retried;
  *   - deadlines (sent to the broker, enforced locally), cancel, bounded
  *     in-flight requests and texts, the blocking call;
  *   - the later options reach the broker as given, token metadata reaches
@@ -189,9 +196,25 @@ struct fb {
     uint64_t deadlines[FB_LOG];
     zb_options_t opts[FB_LOG];
     char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
-    bool muted;           /* ignores everything but an embed, which ends it */
     uint8_t last_rid[16]; /* routing id of the latest message, silent or not */
     size_t last_rid_len;
+    /* outages, scripted by the behaviours below (times of s_ms()) */
+    uint64_t closing_until;             /* answers everything with `closing` until then */
+    uint64_t mute_until;                /* then ignores everything until then */
+    bool forget;                        /* and then starts again knowing nothing: a restart */
+    char held[ZB_MSG_ID_BYTES_MAX + 1]; /* a request held across the mute ("" none) */
+    char **held_texts;                  /* [held_n] its texts, copied */
+    size_t held_n;
+    zb_options_t held_opt;
+    uint32_t held_from;   /* its texts sent before the mute */
+    int n_closing;        /* messages answered with `closing` */
+    int n_nonempty;       /* non-empty texts received in embeds */
+    int nonempty[FB_LOG]; /* the same, per embed logged */
+    bool have[FB_LOG];    /* the embed carried have */
+    int n_computed;       /* texts covered by the parts sent */
+    int n_have;           /* embeds that carried have */
+    void *mon;            /* PAIR on the socket's monitor, or NULL */
+    int n_accepted;       /* connections accepted (with mon) */
 };
 
 static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, size_t len) {
@@ -258,6 +281,9 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
     int rc = zb_msg_encode_part(&p, &body, &len, &d);
     if (rc != 0) fail_msg("encode part: %s", d.msg);
     fb_send(fb, rid, rlen, body, len);
+    pthread_mutex_lock(&fb->mu);
+    fb->n_computed += (int)count;
+    pthread_mutex_unlock(&fb->mu);
     free(rows);
     free(vec);
     free(off);
@@ -289,7 +315,8 @@ static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
     fb_send(fb, rid, rlen, body, len);
 }
 
-static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
+static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
+                            const zb_msg_str_t *open, size_t n_open) {
     static const zb_msg_worker_info_t w[2] = {
         {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250, 0},
         {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000, 61000},
@@ -315,11 +342,53 @@ static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_st
                                .latency_p50_ms = 12,
                                .latency_p90_ms = 30.5,
                                .latency_p99_ms = 80.25,
-                               .protocol_errors = 5};
+                               .protocol_errors = 5,
+                               .open = open,
+                               .n_open = n_open};
     uint8_t *body;
     size_t len;
     assert_int_equal(zb_msg_encode_status_reply(&m, &body, &len, NULL), 0);
     fb_send(fb, rid, rlen, body, len);
+}
+
+static void fb_closing(fb_t *fb, const uint8_t *rid, size_t rlen) {
+    zb_msg_closing_t m = {.message = {"stopping: SIGTERM", 17}};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_closing(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+}
+
+/* An embed of the held request (views into fb's copies). */
+static zb_msg_embed_t fb_held_embed(fb_t *fb, zb_msg_str_t *views) {
+    for (size_t i = 0; i < fb->held_n; i++)
+        views[i] = (zb_msg_str_t){fb->held_texts[i], strlen(fb->held_texts[i])};
+    return (zb_msg_embed_t){.id = {fb->held, strlen(fb->held)},
+                            .texts = views,
+                            .n_texts = fb->held_n,
+                            .opt = fb->held_opt};
+}
+
+static void fb_held_free(fb_t *fb) {
+    for (size_t i = 0; i < fb->held_n; i++) free(fb->held_texts[i]);
+    free(fb->held_texts);
+    fb->held_texts = NULL;
+    fb->held_n = 0;
+    fb->held[0] = '\0';
+}
+
+/* A status while a request is held: the reply lists it in `open`, then its
+ * other texts follow, and its done. */
+static void fb_status_held(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
+    zb_msg_str_t *views = calloc(fb->held_n, sizeof *views);
+    zb_msg_embed_t e = fb_held_embed(fb, views);
+    fb_status_reply(fb, rid, rlen, id, &e.id, 1);
+    uint32_t parts = 0;
+    for (uint32_t a = fb->held_from; a < e.n_texts; a += 3, parts++)
+        fb_part(fb, rid, rlen, &e, a, a + 3 > e.n_texts ? (uint32_t)e.n_texts : a + 3);
+    fb_done(fb, rid, rlen, &e, parts + 1);
+    free(views);
+    fb_held_free(fb);
 }
 
 static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *body, size_t len) {
@@ -331,15 +400,35 @@ static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *bod
     zb_msg_t m = {0};
     if (zb_msg_decode(body, len, &m, NULL) != 0) return;
     pthread_mutex_lock(&fb->mu);
-    bool muted = fb->muted && m.type != ZB_MSG_EMBED;
-    if (m.type == ZB_MSG_EMBED) fb->muted = false;
-    if (muted) {
+    uint64_t now = s_ms();
+    if (now < fb->closing_until) {
+        fb->n_closing++;
+        pthread_mutex_unlock(&fb->mu);
+        fb_closing(fb, rid, rlen);
+        zb_msg_free(&m);
+        return;
+    }
+    if (now < fb->mute_until) {
         pthread_mutex_unlock(&fb->mu);
         zb_msg_free(&m);
         return;
     }
+    if (fb->mute_until && fb->forget) {
+        fb->start_ms = now; /* uptime 0: a broker that started just now */
+        fb_held_free(fb);
+    }
+    fb->mute_until = 0;
+    bool held = fb->held[0] != '\0' && m.type == ZB_MSG_STATUS;
+    int nonempty = 0;
+    if (m.type == ZB_MSG_EMBED) {
+        for (size_t i = 0; i < m.u.embed.n_texts; i++) nonempty += m.u.embed.texts[i].len > 0;
+        fb->n_nonempty += nonempty;
+        fb->n_have += m.u.embed.n_have > 0;
+    }
     if (m.type == ZB_MSG_EMBED && fb->n_embed++ < FB_LOG) {
         int k = fb->n_embed - 1;
+        fb->nonempty[k] = nonempty;
+        fb->have[k] = m.u.embed.n_have > 0;
         snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len, m.u.embed.id.ptr);
         memcpy(fb->rids[k], rid, rlen < 16 ? rlen : 16);
         fb->rid_lens[k] = rlen;
@@ -354,16 +443,44 @@ static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *bod
     }
     pthread_mutex_unlock(&fb->mu);
     if (m.type == ZB_MSG_EMBED && fb->on_embed) fb->on_embed(fb, rid, rlen, &m.u.embed);
-    if (m.type == ZB_MSG_STATUS && !fb->status_ignore)
-        fb_status_reply(fb, rid, rlen, m.u.status.id);
+    if (held)
+        fb_status_held(fb, rid, rlen, m.u.status.id);
+    else if (m.type == ZB_MSG_STATUS && !fb->status_ignore)
+        fb_status_reply(fb, rid, rlen, m.u.status.id, NULL, 0);
     zb_msg_free(&m);
+}
+
+/* Counts the connections the fake accepts (its socket monitor). */
+static void fb_monitor_read(fb_t *fb) {
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, fb->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        zmq_msg_close(&ev);
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, fb->mon, 0); /* the second frame: the address */
+        zmq_msg_close(&addr);
+        if (event == ZMQ_EVENT_ACCEPTED) {
+            pthread_mutex_lock(&fb->mu);
+            fb->n_accepted++;
+            pthread_mutex_unlock(&fb->mu);
+        }
+    }
 }
 
 static void *fb_main(void *arg) {
     fb_t *fb = arg;
     while (!atomic_load(&fb->stop)) {
-        zmq_pollitem_t it = {.socket = fb->sock, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 10) <= 0) continue;
+        zmq_pollitem_t it[2] = {{.socket = fb->sock, .events = ZMQ_POLLIN},
+                                {.socket = fb->mon, .events = ZMQ_POLLIN}};
+        if (zmq_poll(it, fb->mon ? 2 : 1, 10) <= 0) continue;
+        if (fb->mon && (it[1].revents & ZMQ_POLLIN)) fb_monitor_read(fb);
+        if (!(it[0].revents & ZMQ_POLLIN)) continue;
         uint8_t rid[256];
         int rlen = zmq_recv(fb->sock, rid, sizeof rid, 0);
         if (rlen < 0) continue;
@@ -381,7 +498,9 @@ static fb_t *fb_start_curve(fb_fn on_embed, const zb_curve_cert_t *server) {
     fb_t *fb = calloc(1, sizeof *fb);
     assert_non_null(fb);
     fb->on_embed = on_embed;
-    fb->start_ms = s_ms();
+    /* up for a minute: a request sent in a test's first milliseconds is
+     * not taken for one sent before the broker started */
+    fb->start_ms = s_ms() > 60000 ? s_ms() - 60000 : 0;
     pthread_mutex_init(&fb->mu, NULL);
     fb->ctx = zmq_ctx_new();
     fb->sock = zmq_socket(fb->ctx, ZMQ_ROUTER);
@@ -394,6 +513,11 @@ static fb_t *fb_start_curve(fb_fn on_embed, const zb_curve_cert_t *server) {
     assert_int_equal(zmq_bind(fb->sock, "tcp://127.0.0.1:*"), 0);
     size_t n = sizeof fb->ep;
     assert_int_equal(zmq_getsockopt(fb->sock, ZMQ_LAST_ENDPOINT, fb->ep, &n), 0);
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://fb-monitor-%p", (void *)fb);
+    assert_int_equal(zmq_socket_monitor(fb->sock, mon, ZMQ_EVENT_ACCEPTED), 0);
+    fb->mon = zmq_socket(fb->ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_connect(fb->mon, mon), 0);
     return fb;
 }
 
@@ -410,6 +534,9 @@ static void fb_stop(fb_t **pfb) {
     if (fb == NULL) return;
     atomic_store(&fb->stop, 1);
     pthread_join(fb->th, NULL);
+    zmq_socket_monitor(fb->sock, NULL, 0);
+    zmq_close(fb->mon);
+    fb_held_free(fb);
     zmq_close(fb->sock);
     zmq_ctx_term(fb->ctx);
     pthread_mutex_destroy(&fb->mu);
@@ -476,24 +603,151 @@ static int fb_seen(fb_t *fb, zb_msg_str_t id) {
     return n;
 }
 
-/* First copy: the first half in parts of 2, then silence (pings too)
- * until the request comes again.  Second copy: everything in parts of 3,
- * and done. */
-static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
+/* Parts of at most per texts for the texts of e outside its `have`, as
+ * revision 1.3 asks; returns how many. */
+static uint32_t fb_parts_outside_have(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                      const zb_msg_embed_t *e, uint32_t from, uint32_t per) {
+    uint32_t n = (uint32_t)e->n_texts, parts = 0;
+    size_t h = 0;
+    for (uint32_t a = from; a < n;) {
+        while (h < e->n_have && e->have[h] + e->have[h + 1] <= a) h += 2;
+        if (h < e->n_have && e->have[h] <= a) {
+            a = e->have[h] + e->have[h + 1];
+            continue;
+        }
+        uint32_t b = a + per > n ? n : a + per;
+        if (h < e->n_have && e->have[h] < b) b = e->have[h];
+        fb_part(fb, rid, rlen, e, a, b);
+        parts++;
+        a = b;
+    }
+    return parts;
+}
+
+/* The first half of e's texts in parts of 2; then silence for 500 ms. */
+static void fb_half_then_mute(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
+                              bool forget) {
+    uint32_t n = (uint32_t)e->n_texts;
+    for (uint32_t a = 0; a < n / 2; a += 2)
+        fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
+    pthread_mutex_lock(&fb->mu);
+    fb->mute_until = s_ms() + 500;
+    fb->forget = forget;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+/* First copy: the first half, then silence, after which the fake is a
+ * broker that restarted and holds nothing.  Second copy: every text in
+ * parts of 3, `have` or not (as a broker of an earlier revision: the
+ * client drops the texts it holds), and done. */
+static void h_half_then_restart(fb_t *fb, const uint8_t *rid, size_t rlen,
                                 const zb_msg_embed_t *e) {
     uint32_t n = (uint32_t)e->n_texts;
     if (fb_seen(fb, e->id) == 1) {
-        for (uint32_t a = 0; a < n / 2; a += 2)
-            fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
-        pthread_mutex_lock(&fb->mu);
-        fb->muted = true;
-        pthread_mutex_unlock(&fb->mu);
+        fb_half_then_mute(fb, rid, rlen, e, true);
         return;
     }
     uint32_t parts = 0;
     for (uint32_t a = 0; a < n; a += 3, parts++)
         fb_part(fb, rid, rlen, e, a, a + 3 > n ? n : a + 3);
     fb_done(fb, rid, rlen, e, parts);
+}
+
+/* As h_half_then_restart, but the second copy is answered as revision 1.3
+ * asks: parts for the texts outside `have` only. */
+static void h_half_then_restart_have(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                     const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_half_then_mute(fb, rid, rlen, e, true);
+        return;
+    }
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* Keeps a copy of e as the request held across an outage, its texts
+ * [0, from) sent. */
+static void fb_hold(fb_t *fb, const zb_msg_embed_t *e, uint32_t from) {
+    pthread_mutex_lock(&fb->mu);
+    fb_held_free(fb);
+    snprintf(fb->held, sizeof fb->held, "%.*s", (int)e->id.len, e->id.ptr);
+    fb->held_texts = calloc(e->n_texts, sizeof *fb->held_texts);
+    for (size_t i = 0; i < e->n_texts; i++)
+        fb->held_texts[i] = strndup(e->texts[i].ptr, e->texts[i].len);
+    fb->held_n = e->n_texts;
+    fb->held_opt = e->opt;
+    fb->held_from = from;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+/* The first half, then silence while the fake holds the request (a broker
+ * cut off from the client, then back): the next status lists it in `open`
+ * and the rest follows, then done.  A second copy would be answered as
+ * h_shuffle does. */
+static void h_half_then_hold(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) > 1) {
+        h_shuffle(fb, rid, rlen, e);
+        return;
+    }
+    fb_hold(fb, e, (uint32_t)e->n_texts / 2);
+    fb_half_then_mute(fb, rid, rlen, e, false);
+}
+
+/* A third of the texts, then `closing` at once and in answer to everything
+ * from then on (for stop_ms; then silence for 300 ms and a broker that
+ * restarted, when restart). */
+static void fb_third_then_closing(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                  const zb_msg_embed_t *e, uint64_t stop_ms, bool restart) {
+    uint32_t n = (uint32_t)e->n_texts;
+    for (uint32_t a = 0; a < n / 3; a += 2)
+        fb_part(fb, rid, rlen, e, a, a + 2 > n / 3 ? n / 3 : a + 2);
+    pthread_mutex_lock(&fb->mu);
+    uint64_t now = s_ms();
+    fb->closing_until = now + stop_ms;
+    if (restart) {
+        fb->mute_until = now + stop_ms + 300;
+        fb->forget = true;
+    }
+    pthread_mutex_unlock(&fb->mu);
+    fb_closing(fb, rid, rlen);
+}
+
+/* A broker that stops for good after a third of the first request. */
+static void h_closing(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    fb_third_then_closing(fb, rid, rlen, e, 3600000, false);
+}
+
+/* The first copy: a third, then `closing` for 400 ms, then a restart.
+ * Later copies: the texts outside `have`, and done. */
+static void h_closing_restart(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_third_then_closing(fb, rid, rlen, e, 400, true);
+        return;
+    }
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* Every text outside `have` in parts of 3, and done (a revision 1.3
+ * broker, in order). */
+static void h_have(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* Before answering: an error without id naming the request in `of` (a
+ * duplicate_id of revision 1.3, which must not end it), and one without
+ * id or `of`; then as h_shuffle. */
+static void h_dup_of(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    zb_msg_error_t m = {.code = ZB_MSG_CODE_DUPLICATE_ID,
+                        .message = {"another request is open under this id", 37},
+                        .of = e->id};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_error(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+    m.of = (zb_msg_str_t){NULL, 0};
+    m.code = ZB_MSG_CODE_BAD_REQUEST;
+    assert_int_equal(zb_msg_encode_error(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+    h_shuffle(fb, rid, rlen, e);
 }
 
 /* Every part, no done. */
@@ -610,6 +864,18 @@ static void h_unknown_first(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_
 }
 
 /* --- client helpers -------------------------------------------------------------- */
+
+/* A client whose outage budget is outage_ms. */
+static zbert_client_t *s_client_outage(const char *const *eps, size_t n, uint32_t retry_ms,
+                                       uint32_t outage_ms) {
+    zbert_config_t cfg = {
+        .brokers = eps, .n_brokers = n, .retry_ms = retry_ms, .outage_ms = outage_ms};
+    zbert_client_t *c = NULL;
+    zbert_diag_t d = {{0}};
+    int rc = zbert_client_new(&cfg, &c, &d);
+    if (rc != 0) fail_msg("client: %s", d.msg);
+    return c;
+}
 
 static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms, uint32_t tries,
                                 size_t requests_max, size_t texts_max) {
@@ -941,31 +1207,67 @@ static void test_per_text_errors_and_truncation(void **st) {
     fb_stop(&fb);
 }
 
-static void test_resend_after_silence_drops_duplicates(void **st) {
+/* A broker cut off for a while that holds the request all along: after the
+ * silence the client reconnects and pings; the answer's `open` lists the
+ * request, which is not sent again, and its other texts arrive. */
+static void test_silence_then_open(void **st) {
     (void)st;
-    fb_t *fb = fb_start(h_half_then_silence);
+    fb_t *fb = fb_start(h_half_then_hold);
     fb_run(fb);
     const char *eps[] = {fb->ep};
-    zbert_client_t *c = s_client(eps, 1, 300, 3, 0, 0);
-    const char **texts = s_texts(21, "r");
+    zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
+    const char **texts = s_texts(21, "o");
     req_t r;
     s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
     s_run_until_ended(c, &r, 1, NULL);
-    s_all_seen(&r); /* each exactly once, although 10 came twice */
+    s_all_seen(&r);
     assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
-    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
-    /* the same id, from a new socket with the same routing id: 16 bytes,
-     * the first not 0 */
-    assert_string_equal(fb->ids[0], fb->ids[1]);
-    assert_string_equal(fb->ids[0], r.end->id);
-    assert_int_equal(fb->rid_lens[0], 16);
-    assert_int_equal(fb->rid_lens[1], 16);
-    assert_memory_equal(fb->rids[0], fb->rids[1], 16);
-    assert_true(fb->rids[0][0] != 0);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 1);
+    assert_int_equal(fb_count(fb, &fb->n_computed), 21);
+    assert_true(fb_count(fb, &fb->n_accepted) >= 2); /* it did reconnect */
     s_req_free_ev(&r);
     s_texts_free(texts, 21);
     zbert_client_destroy(&c);
     fb_stop(&fb);
+}
+
+/* A broker that restarted and lost everything: the ping after the silence
+ * lists nothing open, the request goes again under its id, from a new
+ * socket with the same routing id (16 bytes, the first not 0), with `have`
+ * and the texts received sent empty.  A broker of an earlier revision
+ * computes everything again: the client drops what it holds; one of
+ * revision 1.3 computes only the rest: no text is computed twice. */
+static void test_restart_resend_with_have(void **st) {
+    (void)st;
+    for (int aware = 0; aware <= 1; aware++) {
+        fb_t *fb = fb_start(aware ? h_half_then_restart_have : h_half_then_restart);
+        fb_run(fb);
+        const char *eps[] = {fb->ep};
+        zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
+        const char **texts = s_texts(21, "r");
+        req_t r;
+        s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+        s_run_until_ended(c, &r, 1, NULL);
+        s_all_seen(&r); /* each exactly once */
+        assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+        assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+        assert_string_equal(fb->ids[0], fb->ids[1]);
+        assert_string_equal(fb->ids[0], r.end->id);
+        assert_int_equal(fb->rid_lens[0], 16);
+        assert_int_equal(fb->rid_lens[1], 16);
+        assert_memory_equal(fb->rids[0], fb->rids[1], 16);
+        assert_true(fb->rids[0][0] != 0);
+        /* the first 10 texts arrived before the silence: sent empty */
+        assert_false(fb->have[0]);
+        assert_true(fb->have[1]);
+        assert_int_equal(fb->nonempty[0], 21);
+        assert_int_equal(fb->nonempty[1], 11);
+        assert_int_equal(fb_count(fb, &fb->n_computed), aware ? 21 : 31);
+        s_req_free_ev(&r);
+        s_texts_free(texts, 21);
+        zbert_client_destroy(&c);
+        fb_stop(&fb);
+    }
 }
 
 static void test_failover_to_second_broker(void **st) {
@@ -995,25 +1297,126 @@ static void test_failover_to_second_broker(void **st) {
     fb_stop(&live);
 }
 
-static void test_timeout_after_tries(void **st) {
+/* No broker answers: the client reconnects after growing pauses (retry_ms
+ * x 2, x 4, ... with jitter), not every retry_ms, and the request fails
+ * when the outage budget is spent, naming it. */
+static void test_outage_budget(void **st) {
     (void)st;
     fb_t *fb = fb_start(NULL);
     fb->silent = true;
     fb_run(fb);
     const char *eps[] = {fb->ep};
-    zbert_client_t *c = s_client(eps, 1, 200, 2, 0, 0);
+    zbert_client_t *c = s_client_outage(eps, 1, 100, 3000);
     const char *texts[] = {"hello"};
     req_t r;
     uint64_t t0 = s_ms();
     s_submit(c, &r, texts, 1, ZBERT_LEVEL_TOKEN, 0);
     s_run_until_ended(c, &r, 1, NULL);
-    assert_true(s_ms() - t0 < 8000);
+    uint64_t spent = s_ms() - t0;
+    assert_true(spent >= 2500 && spent < 9000);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
     assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
     assert_string_equal(r.end->code_name, "client");
-    assert_non_null(strstr(r.end->message, "no answer"));
+    assert_non_null(strstr(r.end->message, "outage budget of 3000 ms"));
     assert_int_equal(zbert_open_requests(c), 0);
+    /* reconnections at about 0.15, 0.35, 0.75 and 1.55 s: without the
+     * back-off there would be one every 0.125 s */
+    int conns = fb_count(fb, &fb->n_accepted);
+    printf("outage of 3 s with retry_ms 100: %d connections\n", conns);
+    assert_true(conns >= 3 && conns <= 8);
     s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    /* the budget cannot be shorter than the silence that starts it */
+    zbert_diag_t d = {{0}};
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .retry_ms = 1000, .outage_ms = 999};
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "outage_ms"));
+    fb_stop(&fb);
+}
+
+/* A broker that says `closing` after a third of the texts: the client
+ * moves the request to the next broker at once (long before retry_ms), with
+ * `have`; nothing is computed twice. */
+static void test_closing_moves_to_next_broker(void **st) {
+    (void)st;
+    fb_t *a = fb_start(h_closing), *b = fb_start(h_have);
+    fb_run(a);
+    fb_run(b);
+    const char *eps[] = {a->ep, b->ep};
+    zbert_client_t *c = s_client(eps, 2, 5000, 0, 0, 0);
+    const char **texts = s_texts(21, "m");
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_true(s_ms() - t0 < 2500);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(a, &a->n_embed), 1);
+    assert_int_equal(fb_count(b, &b->n_embed), 1);
+    assert_true(b->have[0]);
+    assert_int_equal(b->nonempty[0], 21 - 7);
+    assert_int_equal(fb_count(a, &a->n_computed) + fb_count(b, &b->n_computed), 21);
+    /* later requests go to the broker that took over */
+    req_t r2;
+    s_submit(c, &r2, texts, 5, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r2, 1, NULL);
+    assert_int_equal(r2.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(b, &b->n_embed), 2);
+    assert_int_equal(fb_count(a, &a->n_embed), 1);
+    s_req_free_ev(&r);
+    s_req_free_ev(&r2);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&a);
+    fb_stop(&b);
+}
+
+/* With one broker, `closing` is waited out: the broker answers `closing`
+ * to everything for a while (nothing is sent to it meanwhile), goes
+ * silent, comes back knowing nothing; the request then goes again with
+ * `have`, and nothing is computed twice. */
+static void test_closing_single_broker_waits(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_closing_restart);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client_outage(eps, 1, 200, 10000);
+    const char **texts = s_texts(21, "w");
+    req_t r;
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    assert_true(fb->have[1]);
+    assert_int_equal(fb->nonempty[1], 21 - 7);
+    assert_int_equal(fb_count(fb, &fb->n_computed), 21);
+    assert_true(fb_count(fb, &fb->n_closing) >= 1); /* pings while it stopped */
+    s_req_free_ev(&r);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+/* An error without id ends no request: with `of` naming ours (a copy of
+ * ours refused as duplicate_id, revision 1.3) it is logged, the request
+ * goes on; without `of` too. */
+static void test_error_without_id_ends_nothing(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_dup_of);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(8, "i");
+    req_t r;
+    s_submit(c, &r, texts, 8, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_cancel), 0);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 8);
     zbert_client_destroy(&c);
     fb_stop(&fb);
 }
@@ -1915,13 +2318,14 @@ static void test_cli_embed_progress_and_failure(void **st) {
     fb->silent = true;
     fb_run(fb);
     uint64_t t0 = s_ms();
-    assert_int_equal(s_sh("ZBERT_RETRY_MS=100 %s/zbert embed --broker %s --tries 2 < %s > %s "
+    assert_int_equal(s_sh("ZBERT_RETRY_MS=100 %s/zbert embed --broker %s --outage-ms 1000 < %s > "
+                          "%s "
                           "2> %s",
                           s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
                      1);
     assert_true(s_ms() - t0 < 10000);
     err = fx_read_file(s_file("err"), &len);
-    assert_non_null(strstr(err, "no answer from the broker"));
+    assert_non_null(strstr(err, "no broker answered within the outage budget of 1000 ms"));
     free(err);
     fb_stop(&fb);
     /* usage errors */
@@ -2082,11 +2486,11 @@ static void s_keys(const char *name, zb_curve_cert_t *c) {
 
 static zbert_client_t *s_curve_client(const char *const *eps, size_t n, const char *key,
                                       const char *const *broker_keys, size_t n_keys,
-                                      uint32_t retry_ms, uint32_t tries) {
+                                      uint32_t retry_ms, uint32_t outage_ms) {
     zbert_config_t cfg = {.brokers = eps,
                           .n_brokers = n,
                           .retry_ms = retry_ms,
-                          .tries = tries,
+                          .outage_ms = outage_ms,
                           .curve_key = key,
                           .broker_keys = broker_keys,
                           .n_broker_keys = n_keys};
@@ -2129,12 +2533,12 @@ static void test_curve_status_and_embed(void **st) {
 
     /* the wrong broker key: nothing arrives, the status times out */
     bkey[0] = s_kept("cs-wrong.pub");
-    c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 100, 2);
+    c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 100, 1000);
     assert_int_equal(zbert_status(c, 3000, &s, &d), ZBERT_ETIMEOUT);
     printf("wrong broker key: %s\n", d.msg);
     assert_non_null(strstr(d.msg, "CURVE"));
     assert_null(s);
-    /* and a request fails after its tries */
+    /* and a request fails when the outage budget is spent */
     s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
     s_run_until_ended(c, &r, 1, NULL);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
@@ -2169,7 +2573,7 @@ static void test_curve_failover(void **st) {
     fb_run(live);
     const char *eps[] = {dead->ep, live->ep};
     const char *bkeys[] = {s_kept("cf-broker1.pub"), s_kept("cf-broker2.pub")};
-    zbert_client_t *c = s_curve_client(eps, 2, s_kept("cf-client.key"), bkeys, 2, 200, 3);
+    zbert_client_t *c = s_curve_client(eps, 2, s_kept("cf-client.key"), bkeys, 2, 200, 0);
     const char **texts = s_texts(9, "cf");
     req_t r;
     s_submit(c, &r, texts, 9, ZBERT_LEVEL_SENTENCE, 0);
@@ -2181,7 +2585,7 @@ static void test_curve_failover(void **st) {
     zbert_client_destroy(&c);
     /* one key for both: the live broker's handshake fails, nothing done */
     const char *one[] = {s_kept("cf-broker1.pub")};
-    c = s_curve_client(eps, 2, s_kept("cf-client.key"), one, 1, 100, 2);
+    c = s_curve_client(eps, 2, s_kept("cf-client.key"), one, 1, 100, 1000);
     s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
     s_run_until_ended(c, &r, 1, NULL);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
@@ -2407,9 +2811,13 @@ int main(void) {
         cmocka_unit_test(test_out_of_order_and_reorder),
         cmocka_unit_test(test_reorder_error_and_destroy),
         cmocka_unit_test(test_per_text_errors_and_truncation),
-        cmocka_unit_test(test_resend_after_silence_drops_duplicates),
+        cmocka_unit_test(test_silence_then_open),
+        cmocka_unit_test(test_restart_resend_with_have),
         cmocka_unit_test(test_failover_to_second_broker),
-        cmocka_unit_test(test_timeout_after_tries),
+        cmocka_unit_test(test_outage_budget),
+        cmocka_unit_test(test_closing_moves_to_next_broker),
+        cmocka_unit_test(test_closing_single_broker_waits),
+        cmocka_unit_test(test_error_without_id_ends_nothing),
         cmocka_unit_test(test_wait_after_absence_does_not_spin),
         cmocka_unit_test(test_busy_is_retried),
         cmocka_unit_test(test_no_model_retried),
