@@ -145,6 +145,7 @@ typedef struct s_event {
     const bool *word_start;
     const bool *oov;
     char id[ZB_MSG_ID_BYTES_MAX + 1];
+    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* pub.model points here, or is NULL */
 } s_event_t;
 
 typedef struct s_req {
@@ -165,11 +166,16 @@ typedef struct s_req {
     uint32_t tries;       /* sends since it last heard anything (for the log) */
     uint32_t no_model;    /* `no_model` answers so far */
     bool want_send;
-    bool fresh;     /* body as submitted, not yet sent */
-    bool resent;    /* sent again: `duplicate_id` answering it means an
-                     * earlier copy is still open there */
-    bool resume;    /* outstanding at a broker that may no longer hold it:
-                     * decided by the next status reply (file header) */
+    bool fresh;                            /* body as submitted, not yet sent */
+    bool resent;                           /* sent again: `duplicate_id` answering it means an
+                                            * earlier copy is still open there */
+    bool resume;                           /* outstanding at a broker that may no longer hold it:
+                                            * decided by the next status reply (file header) */
+    bool pinned;                           /* the caller named the model (options) */
+    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* the model of its results: the
+                                            * caller's, else the first
+                                            * part's; "" while unknown */
+    size_t model_len;
     uint32_t dim;   /* 0 until the first part */
     uint32_t n_got; /* texts delivered */
     uint8_t *got;   /* [(n_texts + 7) / 8] bits */
@@ -553,6 +559,14 @@ static s_event_t *s_event_end(const s_req_t *r, zbert_event_type_t type, const c
     return e;
 }
 
+/* Sets e's model to model[0..len) (none when len is 0). */
+static void s_event_model(s_event_t *e, const char *model, size_t len) {
+    if (len == 0 || len > ZB_MSG_NAME_BYTES_MAX) return;
+    memcpy(e->model, model, len);
+    e->model[len] = '\0';
+    e->pub.model = e->model;
+}
+
 /* --- requests ---------------------------------------------------------------- */
 
 static void s_req_free(s_req_t *r) {
@@ -636,6 +650,7 @@ static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name
 static int s_finish(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *done) {
     s_event_t *e = s_event_end(r, ZBERT_EVENT_DONE, NULL);
     if (e == NULL) return ZBERT_ENOMEM;
+    s_event_model(e, r->model, r->model_len);
     e->pub.texts = r->n_texts;
     if (done) {
         e->pub.tokens = done->tokens;
@@ -683,6 +698,9 @@ static int s_req_rebody(s_req_t *r, uint64_t now) {
     }
     e->have = have;
     e->n_have = n_have;
+    /* a request is never served by two models: where its first results
+     * came from, the rest must come from too */
+    e->model = (zb_msg_str_t){r->model_len ? r->model : NULL, r->model_len};
     if (r->deadline_at) e->deadline_ms = r->deadline_at > now ? r->deadline_at - now : 1;
     uint8_t *body = NULL;
     size_t len = 0;
@@ -705,7 +723,7 @@ out:
  * Returns 0 (sent, or left for later when the socket is full) or an
  * error. */
 static int s_req_send(zbert_client_t *c, s_req_t *r, uint64_t now) {
-    if (!r->fresh && (r->deadline_at || r->n_got > 0)) {
+    if (!r->fresh && (r->deadline_at || r->n_got > 0 || r->model_len)) {
         int rc = s_req_rebody(r, now);
         if (rc != 0) return rc;
     }
@@ -901,6 +919,7 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
                              .dim = v->dim,
                              .n_rows = n_rows,
                              .vectors = vec};
+    s_event_model(e, p->model.ptr, p->model.len);
     for (uint32_t i = p->first + a; i < p->first + b; i++)
         r->got[i >> 3] |= (uint8_t)(1u << (i & 7));
     r->n_got += count;
@@ -927,6 +946,22 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker sent %u-dimensional vectors after %u-dimensional ones", v->dim,
                       r->dim);
+    if (p->model.len == 0 && r->pinned)
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker sent results that name no model for a request of model %s "
+                      "(are its broker and workers older than protocol 1.3?)",
+                      r->model);
+    if (p->model.len && r->model_len &&
+        (p->model.len != r->model_len || memcmp(p->model.ptr, r->model, r->model_len) != 0))
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker sent results of model %.*s for a request %s model %s",
+                      (int)p->model.len, p->model.ptr,
+                      r->pinned ? "pinned to" : "whose first results came from", r->model);
+    if (p->model.len && !r->model_len && p->model.len <= ZB_MSG_NAME_BYTES_MAX) {
+        memcpy(r->model, p->model.ptr, p->model.len);
+        r->model[p->model.len] = '\0';
+        r->model_len = p->model.len;
+    }
     r->dim = v->dim;
     r->tries = 0;
     /* Runs of texts not delivered yet; repeated ones (after a resend) are
@@ -950,6 +985,11 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
 
 static int s_on_done(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *m) {
     r->sent_at = 0; /* the broker closed it */
+    if (m->model.len && r->model_len &&
+        (m->model.len != r->model_len || memcmp(m->model.ptr, r->model, r->model_len) != 0))
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker finished the request as model %.*s after results of model %s",
+                      (int)m->model.len, m->model.ptr, r->model);
     if (r->n_got != r->n_texts || m->texts != r->n_texts)
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker finished the request with %u of its %u texts delivered", r->n_got,
@@ -1626,6 +1666,12 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     if (bytes > c->bytes_max)
         return s_diag(d, ZBERT_ELIMIT, "%zu text bytes in one request; the limit is %zu", bytes,
                       c->bytes_max);
+    size_t model_len = opt->model ? strlen(opt->model) : 0;
+    if (opt->model && (model_len == 0 || model_len > ZB_MSG_NAME_BYTES_MAX))
+        return s_diag(d, ZBERT_EINVAL,
+                      "model: %zu bytes; a model identity is 1 to %u bytes (zbert status shows "
+                      "the workers')",
+                      model_len, ZB_MSG_NAME_BYTES_MAX);
     if (c->n_reqs >= c->requests_max || c->texts_open + n > c->texts_max ||
         c->bytes_open + bytes > c->bytes_max)
         return s_diag(d, ZBERT_EBUSY,
@@ -1650,11 +1696,17 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     r->text_bytes = bytes;
     uint64_t now = s_now_ms();
     if (opt->deadline_ms) r->deadline_at = now + opt->deadline_ms;
+    if (model_len) {
+        memcpy(r->model, opt->model, model_len + 1);
+        r->model_len = model_len;
+        r->pinned = true;
+    }
     zb_msg_embed_t m = {.id = {r->id, r->id_len},
                         .texts = views,
                         .n_texts = n,
                         .opt = o,
-                        .deadline_ms = opt->deadline_ms};
+                        .deadline_ms = opt->deadline_ms,
+                        .model = {opt->model, model_len}};
     zb_diag_t dg = {{0}};
     rc = zb_msg_encode_embed(&m, &r->body, &r->body_len, &dg);
     if (rc != 0) {
@@ -1754,7 +1806,8 @@ int zbert_event_text(const zbert_event_t *ev, uint32_t i, zbert_text_t *t) {
                         .sentence = e->sentence ? e->sentence + r0 : NULL,
                         .piece_id = e->piece_id ? e->piece_id + r0 : NULL,
                         .word_start = e->word_start ? e->word_start + r0 : NULL,
-                        .oov = e->oov ? e->oov + r0 : NULL};
+                        .oov = e->oov ? e->oov + r0 : NULL,
+                        .model = ev->model};
     return 0;
 }
 

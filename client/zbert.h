@@ -54,6 +54,13 @@
  * that keeps answering pings is waited for: only a deadline bounds how
  * long a request takes.
  *
+ * Models.  Every part of a request comes from workers of one model, whose
+ * identity the broker names in each part (protocol 1.3; the id `zbert
+ * status` and `zbert-model inspect` show): the client checks that they
+ * agree, reports it in PART and DONE events, and pins a request it sends
+ * again to the model its first results came from.  zbert_options_t.model
+ * pins a request from the start.
+ *
  * Timers run inside zbert_next(), zbert_embed() and zbert_status(): a
  * caller that stops calling them for longer than retry_ms only delays the
  * retry logic, it cannot make it fire wrongly (the socket is read before a
@@ -153,6 +160,10 @@ typedef struct zbert_options {
     zbert_compat_t compat;             /* token level only */
     bool token_meta;                   /* token level: rows carry metadata (implied by
                                         * sentences and compat) */
+    const char *model;                 /* only workers of this model identity (1 to
+                                        * 256 bytes of UTF-8; copied) serve it; NULL:
+                                        * any.  Needs brokers of protocol 1.3: results
+                                        * naming no model fail the request (EPROTO) */
 } zbert_options_t;
 
 /* --- the client ---------------------------------------------------------- */
@@ -233,7 +244,8 @@ void zbert_client_destroy(zbert_client_t **c);
  * requests or the texts would exceed texts_max or bytes_max (take events,
  * then submit again); ZBERT_ELIMIT when the request can never fit (n over
  * 100,000 or texts_max, bytes over bytes_max, the message over 256 MiB);
- * ZBERT_EINVAL (n == 0, NULL arguments, options out of range); ZBERT_ENOMEM;
+ * ZBERT_EINVAL (n == 0, NULL arguments, options out of range, a model
+ * identity of 0 or over 256 bytes, or not UTF-8); ZBERT_ENOMEM;
  * ZBERT_EIO (the socket failed: the client should be destroyed).
  * A socket that cannot take the message now is not an error: the request
  * is sent from zbert_next().
@@ -289,6 +301,10 @@ typedef struct zbert_event {
     const char *code_name; /* the protocol's name ("no_model", "timeout"),
                             * or "client" for a failure seen by the client */
     const char *message;   /* one sentence for people */
+    /* PART and DONE: the identity of the model that made the request's
+     * results (NULL when the broker does not name it: protocol before
+     * 1.3, or a DONE the client made itself before any part came) */
+    const char *model;
 } zbert_event_t;
 
 /* The result of one text, as views into the event (or result, or reorder)
@@ -323,6 +339,8 @@ typedef struct zbert_text {
                                * (first, or fed) piece; -1 when oov */
     const bool *word_start;   /* [n_rows] that piece is not a "##" one */
     const bool *oov;          /* [n_rows] the token has no piece: zeros */
+    const char *model;        /* the model that made it, or NULL (see
+                               * zbert_event_t.model) */
 } zbert_text_t;
 
 /*
@@ -393,6 +411,10 @@ typedef struct zbert_result zbert_result_t;
  * zbert_result_destroy).  Any number of texts: they are sent as several
  * requests within the client's limits.  opt->deadline_ms bounds the whole
  * call.  A text that fails alone does not fail the call (see its status).
+ *
+ * One model serves the whole call: opt->model, or else the model of the
+ * first results, which the later requests are pinned to; results of
+ * another model fail the call with ZBERT_EPROTO.
  *
  * Uses the client alone: call it when no request of the async API is open
  * (ZBERT_EINVAL otherwise).  Returns 0; the failure of a request

@@ -213,8 +213,14 @@ struct fb {
     bool have[FB_LOG];    /* the embed carried have */
     int n_computed;       /* texts covered by the parts sent */
     int n_have;           /* embeds that carried have */
-    void *mon;            /* PAIR on the socket's monitor, or NULL */
-    int n_accepted;       /* connections accepted (with mon) */
+    /* models (revision 1.3): parts and done name part_model (NULL: none, as
+     * a broker of an earlier revision); h_model sets it per request */
+    const char *part_model;
+    const char *models[2]; /* h_model: the k-th request is models[k % n_models]'s */
+    int n_models;
+    char embed_models[FB_LOG][64]; /* the model each embed named ("" none) */
+    void *mon;                     /* PAIR on the socket's monitor, or NULL */
+    int n_accepted;                /* connections accepted (with mon) */
 };
 
 static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, size_t len) {
@@ -274,7 +280,8 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                                .truncated = trunc,
                                .n_truncated = nt,
                                .errors = errs,
-                               .n_errors = ne}};
+                               .n_errors = ne},
+                       .model = {fb->part_model, fb->part_model ? strlen(fb->part_model) : 0}};
     uint8_t *body;
     size_t len;
     zb_diag_t d = {{0}};
@@ -299,7 +306,8 @@ static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                        .texts = e->n_texts,
                        .tokens = 7 * e->n_texts,
                        .parts = parts,
-                       .elapsed_ms = 3};
+                       .elapsed_ms = 3,
+                       .model = {fb->part_model, fb->part_model ? strlen(fb->part_model) : 0}};
     uint8_t *body;
     size_t len;
     assert_int_equal(zb_msg_encode_done(&m, &body, &len, NULL), 0);
@@ -429,6 +437,8 @@ static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *bod
         int k = fb->n_embed - 1;
         fb->nonempty[k] = nonempty;
         fb->have[k] = m.u.embed.n_have > 0;
+        snprintf(fb->embed_models[k], sizeof fb->embed_models[k], "%.*s", (int)m.u.embed.model.len,
+                 m.u.embed.model.ptr);
         snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len, m.u.embed.id.ptr);
         memcpy(fb->rids[k], rid, rlen < 16 ? rlen : 16);
         fb->rid_lens[k] = rlen;
@@ -732,6 +742,25 @@ static void h_have(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed
     fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
 }
 
+/* As h_shuffle, the k-th request (0-based) served by models[k % n_models],
+ * whatever it asked for. */
+static void h_model(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    int k = fb_count(fb, &fb->n_embed) - 1;
+    fb->part_model = fb->models[k % fb->n_models];
+    h_shuffle(fb, rid, rlen, e);
+}
+
+/* The first part from models[0], the rest from models[1]: one request
+ * served by two models. */
+static void h_model_switch(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    uint32_t n = (uint32_t)e->n_texts;
+    fb->part_model = fb->models[0];
+    fb_part(fb, rid, rlen, e, 0, 1);
+    fb->part_model = fb->models[1];
+    if (n > 1) fb_part(fb, rid, rlen, e, 1, n);
+    fb_done(fb, rid, rlen, e, n > 1 ? 2 : 1);
+}
+
 /* Before answering: an error without id naming the request in `of` (a
  * duplicate_id of revision 1.3, which must not end it), and one without
  * id or `of`; then as h_shuffle. */
@@ -900,6 +929,7 @@ typedef struct req {
     zbert_level_t level;
     bool meta;          /* the options ask for token metadata */
     int *seen;          /* [n] deliveries of each text */
+    const char *model;  /* the model its PART and DONE events must name, or NULL */
     int ended;          /* DONE or ERROR events */
     zbert_event_t *end; /* the DONE or ERROR */
 } req_t;
@@ -978,6 +1008,7 @@ static void s_check_event(req_t *rs, size_t n, zbert_event_t *ev, zbert_reorder_
             assert_int_equal(zbert_event_text(ev, i, &t), 0);
             assert_int_equal(t.index, ev->first + i);
             s_check_text(r, &t);
+            if (r->model) assert_string_equal(t.model, r->model);
             r->seen[t.index]++;
             assert_int_equal(r->seen[t.index], 1); /* exactly once */
         }
@@ -985,6 +1016,10 @@ static void s_check_event(req_t *rs, size_t n, zbert_event_t *ev, zbert_reorder_
         assert_int_equal(zbert_event_text(ev, ev->count, &t), ZBERT_EINVAL);
     } else {
         r->ended++;
+    }
+    if (r->model && ev->type != ZBERT_EVENT_ERROR) {
+        assert_non_null(ev->model);
+        assert_string_equal(ev->model, r->model);
     }
     if (ro) {
         if (ev->type != ZBERT_EVENT_PART && r->end == NULL) {
@@ -1241,6 +1276,7 @@ static void test_restart_resend_with_have(void **st) {
     (void)st;
     for (int aware = 0; aware <= 1; aware++) {
         fb_t *fb = fb_start(aware ? h_half_then_restart_have : h_half_then_restart);
+        if (aware) fb->part_model = "tiny-a";
         fb_run(fb);
         const char *eps[] = {fb->ep};
         zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
@@ -1263,6 +1299,9 @@ static void test_restart_resend_with_have(void **st) {
         assert_int_equal(fb->nonempty[0], 21);
         assert_int_equal(fb->nonempty[1], 11);
         assert_int_equal(fb_count(fb, &fb->n_computed), aware ? 21 : 31);
+        /* sent again, it is pinned to the model of its first results */
+        assert_string_equal(fb->embed_models[0], "");
+        assert_string_equal(fb->embed_models[1], aware ? "tiny-a" : "");
         s_req_free_ev(&r);
         s_texts_free(texts, 21);
         zbert_client_destroy(&c);
@@ -1397,6 +1436,139 @@ static void test_closing_single_broker_waits(void **st) {
     s_texts_free(texts, 21);
     zbert_client_destroy(&c);
     fb_stop(&fb);
+}
+
+/* Model identities (revision 1.3): events and texts name the model; a
+ * pinned request names it to the broker, and fails when results of
+ * another model, or naming none, come; one request is never served by two
+ * models. */
+static void test_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(9, "md");
+    req_t rs[3];
+    zbert_options_t any = {.level = ZBERT_LEVEL_WORDPIECE};
+    zbert_options_t pin_a = {.level = ZBERT_LEVEL_TOKEN, .model = "tiny-a"};
+    zbert_options_t pin_b = {.level = ZBERT_LEVEL_TOKEN, .model = "tiny-b"};
+    s_submit_opt(c, &rs[0], texts, 9, &any);
+    s_submit_opt(c, &rs[1], texts, 4, &pin_a);
+    rs[0].model = rs[1].model = "tiny-a";
+    s_submit_opt(c, &rs[2], texts, 3, &pin_b);
+    s_run_until_ended(c, rs, 3, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_DONE);
+        s_all_seen(&rs[k]);
+    }
+    assert_int_equal(rs[2].end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(rs[2].end->code, ZBERT_EPROTO);
+    assert_int_equal(rs[2].seen[0], 0);
+    assert_non_null(
+        strstr(rs[2].end->message, "model tiny-a for a request pinned to model tiny-b"));
+    assert_string_equal(fb->embed_models[0], "");
+    assert_string_equal(fb->embed_models[1], "tiny-a");
+    assert_string_equal(fb->embed_models[2], "tiny-b");
+    for (int k = 0; k < 3; k++) s_req_free_ev(&rs[k]);
+    /* identities the protocol cannot carry: refused before sending */
+    uint64_t h;
+    zbert_diag_t d = {{0}};
+    char big[300];
+    memset(big, 'm', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    zbert_options_t bad = {.model = ""};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "model"));
+    bad.model = big;
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    bad.model = "\xff\xfe";
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+
+    /* a broker that names no model (before revision 1.3): a pinned
+     * request fails, since the pin cannot be checked; others go on */
+    fb = fb_start(h_shuffle);
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    s_submit_opt(c, &rs[0], texts, 4, &pin_a);
+    s_submit_opt(c, &rs[1], texts, 4, &any);
+    s_run_until_ended(c, rs, 2, NULL);
+    assert_int_equal(rs[0].end->type, ZBERT_EVENT_ERROR);
+    assert_non_null(strstr(rs[0].end->message, "older than protocol 1.3"));
+    assert_int_equal(rs[1].end->type, ZBERT_EVENT_DONE);
+    assert_null(rs[1].end->model);
+    s_req_free_ev(&rs[0]);
+    s_req_free_ev(&rs[1]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+
+    /* one request, two models: it fails */
+    fb = fb_start(h_model_switch);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    s_submit_opt(c, &rs[0], texts, 5, &any);
+    s_run_until_ended(c, rs, 1, NULL);
+    assert_int_equal(rs[0].end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(rs[0].end->code, ZBERT_EPROTO);
+    assert_non_null(strstr(rs[0].end->message, "model tiny-b for a request whose first results"));
+    assert_int_equal(rs[0].seen[0], 1);
+    s_req_free_ev(&rs[0]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    s_texts_free(texts, 9);
+}
+
+/* The blocking call keeps to one model: its later requests name the model
+ * of the first results; results of another model fail it. */
+static void test_blocking_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 1, 0); /* one request at a time */
+    size_t n = 2100;
+    const char **texts = s_texts(n, "bm");
+    zbert_result_t *res = NULL;
+    zbert_diag_t d = {{0}};
+    zbert_options_t opt = {.level = ZBERT_LEVEL_SENTENCE};
+    assert_int_equal(zbert_embed(c, texts, NULL, n, &opt, &res, &d), 0);
+    zbert_text_t t;
+    assert_int_equal(zbert_result_text(res, n - 1, &t), 0);
+    assert_string_equal(t.model, "tiny-a");
+    zbert_result_destroy(&res);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 3);
+    assert_string_equal(fb->embed_models[0], "");
+    assert_string_equal(fb->embed_models[1], "tiny-a");
+    assert_string_equal(fb->embed_models[2], "tiny-a");
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    /* every request at once, served by two models in turn */
+    fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb->n_models = 2;
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    assert_int_equal(zbert_embed(c, texts, NULL, n, &opt, &res, &d), ZBERT_EPROTO);
+    assert_null(res);
+    printf("two models in one call: %s\n", d.msg);
+    assert_non_null(strstr(d.msg, "came from model tiny-b after texts of model tiny-a"));
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    s_texts_free(texts, n);
 }
 
 /* An error without id ends no request: with `of` naming ours (a copy of
@@ -2318,11 +2490,12 @@ static void test_cli_embed_progress_and_failure(void **st) {
     fb->silent = true;
     fb_run(fb);
     uint64_t t0 = s_ms();
-    assert_int_equal(s_sh("ZBERT_RETRY_MS=100 %s/zbert embed --broker %s --outage-ms 1000 < %s > "
-                          "%s "
-                          "2> %s",
-                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
-                     1);
+    assert_int_equal(
+        s_sh("ZBERT_RETRY_MS=100 ZBERT_OUTAGE_MS=1000 %s/zbert embed --broker %s < %s > "
+             "%s "
+             "2> %s",
+             s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+        1);
     assert_true(s_ms() - t0 < 10000);
     err = fx_read_file(s_file("err"), &len);
     assert_non_null(strstr(err, "no broker answered within the outage budget of 1000 ms"));
@@ -2334,6 +2507,84 @@ static void test_cli_embed_progress_and_failure(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --batch 0 2> /dev/null", s_bin()), 2);
     assert_int_equal(s_sh("ZBERT_INFLIGHT=zero %s/zbert embed < /dev/null 2> /dev/null", s_bin()),
                      2);
+    /* a budget shorter than the silence that starts an outage */
+    assert_int_equal(s_sh("%s/zbert embed --retry-ms 500 --outage-ms 400 < /dev/null 2> %s",
+                          s_bin(), s_file("err")),
+                     2);
+    err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "outage-ms 400 is below retry-ms 500"));
+    free(err);
+}
+
+/* One output, one model: --model-id names it in every request; without
+ * it, the requests sent after the first results name their model; results
+ * of another model fail the run, and nothing of them is written. */
+static void test_cli_embed_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    s_write("in.txt", "one two\nthree\nfour five six\n");
+    size_t len;
+    char *want = s_expect("one two\nthree\nfour five six\n", ZB_TEXTIO_IN_LINES,
+                          ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN, false, &len);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id tiny-a --batch 1 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    s_same_file("out", want, len);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 3);
+    for (int k = 0; k < 3; k++) assert_string_equal(fb->embed_models[k], "tiny-a");
+    /* pinned by the first results: one request at a time, so the second
+     * and third are sent after them */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --batch 1 --inflight 1 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    s_same_file("out", want, len);
+    assert_string_equal(fb->embed_models[3], "");
+    assert_string_equal(fb->embed_models[4], "tiny-a");
+    assert_string_equal(fb->embed_models[5], "tiny-a");
+    free(want);
+    /* the environment does not set it: it changes what is written */
+    assert_int_equal(s_sh("ZBERT_MODEL_ID=tiny-b %s/zbert embed --broker %s --batch 3 < %s > %s "
+                          "2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    assert_string_equal(fb->embed_models[6], "");
+    /* a model no worker has: the broker's answer (this fake serves tiny-a
+     * anyway, which the client refuses) */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id tiny-b < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     1);
+    char *err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "model tiny-a for a request pinned to model tiny-b"));
+    free(err);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id '' < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     2);
+    fb_stop(&fb);
+
+    /* two requests at once, served by two models: the second's results
+     * fail the run, and only the first text is written */
+    fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb->n_models = 2;
+    fb_run(fb);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --batch 1 --inflight 2 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     1);
+    err = fx_read_file(s_file("err"), &len);
+    printf("%s", err);
+    assert_non_null(
+        strstr(err, "zbert: results of model tiny-b arrived for a run of model tiny-a"));
+    assert_non_null(strstr(err, "--model-id"));
+    free(err);
+    char *out = fx_read_file(s_file("out"), &len);
+    assert_non_null(strstr(out, "{\"index\":0,"));
+    assert_null(strstr(out, "\"index\":1"));
+    free(out);
+    fb_stop(&fb);
 }
 
 /* SIGTERM while requests are open: exit 130, the requests cancelled at
@@ -2818,6 +3069,8 @@ int main(void) {
         cmocka_unit_test(test_closing_moves_to_next_broker),
         cmocka_unit_test(test_closing_single_broker_waits),
         cmocka_unit_test(test_error_without_id_ends_nothing),
+        cmocka_unit_test(test_model),
+        cmocka_unit_test(test_blocking_model),
         cmocka_unit_test(test_wait_after_absence_does_not_spin),
         cmocka_unit_test(test_busy_is_retried),
         cmocka_unit_test(test_no_model_retried),
@@ -2839,6 +3092,7 @@ int main(void) {
         cmocka_unit_test(test_cli_embed_many_texts_in_order),
         cmocka_unit_test(test_cli_embed_progress_and_failure),
         cmocka_unit_test(test_cli_embed_interrupted),
+        cmocka_unit_test(test_cli_embed_model),
         cmocka_unit_test(test_cli_status),
         cmocka_unit_test(test_curve_status_and_embed),
         cmocka_unit_test(test_curve_failover),
