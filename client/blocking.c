@@ -7,7 +7,10 @@
  * limits); PART events are kept in the result and each text points at the
  * event holding it.  A chunk the client refuses as too large is halved.
  * A request that fails ends the call: the others are cancelled and their
- * events drained, so the client is left with nothing open.
+ * events drained, so the client is left with nothing open.  One model
+ * serves the call: the caller's, or the one the first results name, which
+ * every chunk submitted later is pinned to; results naming another end
+ * the call.
  *
  * Built on the public API only (and the shared clock).  Thread-safety: as the client.
  */
@@ -20,6 +23,9 @@
 #include <string.h>
 
 #include "clock.h"
+
+/* Bytes of a model identity (PROTOCOL.md 2, as ready.model). */
+#define S_MODEL_BYTES_MAX 256
 
 /* A chunk closes at this many texts or bytes: big enough that messages
  * are few, small enough that the broker's shards of one request start
@@ -133,6 +139,9 @@ int zbert_embed(zbert_client_t *c, const char *const *texts, const size_t *lens,
     s_chunk_t *chunks = NULL;
     size_t n_chunks = 0, cap_chunks = 0, ended = 0, next_text = 0;
     size_t max_texts = S_CHUNK_TEXTS;
+    char model[S_MODEL_BYTES_MAX + 1] = ""; /* the call's, once known */
+    if (opt->model && strlen(opt->model) <= S_MODEL_BYTES_MAX)
+        memcpy(model, opt->model, strlen(opt->model) + 1);
     zbert_event_t *ev = NULL;
     zbert_result_t *res = calloc(1, sizeof *res);
     if (res == NULL) goto out;
@@ -167,6 +176,7 @@ int zbert_embed(zbert_client_t *c, const char *const *texts, const size_t *lens,
                               .n = s_chunk_len(texts, lens, n, next_text, max_texts)};
             zbert_options_t o = *opt;
             o.deadline_ms = left_ms;
+            if (model[0]) o.model = model;
             int s = zbert_submit(c, texts + ch->base, lens ? lens + ch->base : NULL, ch->n, &o,
                                  (void *)(uintptr_t)n_chunks, &ch->handle, d);
             if (s == ZBERT_EBUSY) break;
@@ -193,6 +203,19 @@ int zbert_embed(zbert_client_t *c, const char *const *texts, const size_t *lens,
         if (k >= n_chunks || chunks[k].handle != ev->request) {
             zbert_event_destroy(&ev); /* not ours (cannot happen: the client is ours) */
             continue;
+        }
+        if (ev->type == ZBERT_EVENT_PART && ev->model) {
+            if (model[0] == '\0' && strlen(ev->model) <= S_MODEL_BYTES_MAX) {
+                memcpy(model, ev->model, strlen(ev->model) + 1);
+            } else if (strcmp(model, ev->model) != 0) {
+                rc = s_diag(d, ZBERT_EPROTO,
+                            "texts %zu..%zu came from model %s after texts of model %s: a call "
+                            "keeps to one model (name it in the options to choose)",
+                            chunks[k].base + ev->first, chunks[k].base + ev->first + ev->count - 1,
+                            ev->model, model);
+                zbert_event_destroy(&ev);
+                continue;
+            }
         }
         if (ev->type == ZBERT_EVENT_PART) {
             rc = s_keep(res, &chunks[k], ev);

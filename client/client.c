@@ -11,18 +11,28 @@
  * never be mistaken for a request.  A request keeps its encoded `embed`
  * body for resending, and one bit per text received.
  *
- * A request is in one of three states:
- *   to send     want_send, retry_at 0: sent as soon as the socket takes it;
+ * A request is in one of four states:
+ *   to send     want_send, retry_at 0: sent as soon as the socket takes it
+ *               (held back while the broker in use is closing);
  *   backing off want_send, retry_at > 0: the broker said busy;
- *   outstanding sent_at > 0: the broker has it (as far as we know).
+ *   outstanding sent_at > 0: the broker has it (as far as we know);
+ *   resuming    sent_at > 0 and resume: it was at a broker we left, or one
+ *               that said closing; the next status reply's `open` says
+ *               whether the broker in use holds it (outstanding again) or
+ *               not (to send, with `have`: the texts already received).
  *
  * Liveness.  quiet_since is when the broker last sent anything, or when we
  * started waiting for it (a send while nothing was outstanding).  While
  * something is outstanding: after ping_ms of quiet a `status` ping goes out
  * (again every ping_ms); after retry_ms of quiet, with a ping unanswered for
- * ping_ms, the broker is presumed gone and s_reconnect() resends.  The
- * socket is always drained before this check, so a caller that was busy
- * elsewhere cannot cause a false alarm: an answer already waiting counts.
+ * ping_ms, the broker is presumed gone: an outage begins (down_since), and
+ * s_reconnect() moves to the next endpoint, pings first and resumes.  While
+ * nothing answers, reconnections follow at reconnect_at, a back-off that
+ * doubles from 2 x retry_ms up to S_BACKOFF_MAX_MS with jitter; hearing
+ * anything but `closing` ends the outage, and an outage that lasts
+ * outage_ms fails every open request.  The socket is always drained before
+ * these checks, so a caller that was busy elsewhere cannot cause a false
+ * alarm: an answer already waiting counts.
  *
  * Events.  Decoded results become s_event_t blocks in a FIFO; a part is
  * split into runs of texts not seen before (after a resend the broker may
@@ -61,12 +71,20 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
                    (int)ZBERT_EDENIED == (int)ZB_EDENIED,
                "the public error codes are the service's");
 /* Defaults of zbert_config_t (documented in zbert.h). */
-#define S_RETRY_MS_DEFAULT 3000u
-#define S_RETRY_MS_MIN     50u
-#define S_TRIES_DEFAULT    3u
-#define S_REQUESTS_DEFAULT 64u
-#define S_TEXTS_DEFAULT    1000000u
-#define S_BYTES_DEFAULT    (1u << 30)
+#define S_RETRY_MS_DEFAULT  3000u
+#define S_RETRY_MS_MIN      50u
+#define S_TRIES_DEFAULT     3u
+#define S_REQUESTS_DEFAULT  64u
+#define S_TEXTS_DEFAULT     1000000u
+#define S_BYTES_DEFAULT     (1u << 30)
+#define S_OUTAGE_MS_DEFAULT 300000u
+
+/* Reconnections while no broker answers: after retry_ms x 2, x 4, ... up
+ * to this (or retry_ms, when larger), each 20 % shorter or longer at
+ * random, so that the clients of a broker that went away do not all come
+ * back in the same millisecond. */
+#define S_BACKOFF_MAX_MS     30000u
+#define S_BACKOFF_JITTER_PCT 20u
 
 /* A `busy` answer is retried after 100 ms, doubling up to 5 s: quick when
  * the queue drains fast, a trickle when it stays full. */
@@ -93,6 +111,11 @@ _Static_assert((int)ZBERT_ENOMEM == (int)ZB_ENOMEM && (int)ZBERT_EINVAL == (int)
 
 /* Wake-up interval while a message waits for room in the socket. */
 #define S_SEND_RETRY_MS 10
+
+/* Bytes of the routing id: 16 random bytes, the first not 0 (libzmq
+ * reserves ids starting with 0 for those it makes up), are unique among a
+ * broker's clients without coordination. */
+#define S_ROUTING_ID_BYTES 16
 
 /* --- time ------------------------------------------------------------------ */
 
@@ -122,6 +145,7 @@ typedef struct s_event {
     const bool *word_start;
     const bool *oov;
     char id[ZB_MSG_ID_BYTES_MAX + 1];
+    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* pub.model points here, or is NULL */
 } s_event_t;
 
 typedef struct s_req {
@@ -139,12 +163,19 @@ typedef struct s_req {
     uint64_t sent_at;     /* > 0: outstanding since then */
     uint64_t retry_at;    /* > 0: backing off after `busy` until then */
     uint32_t backoff_ms;  /* next busy delay */
-    uint32_t tries;       /* sends since it last heard anything */
+    uint32_t tries;       /* sends since it last heard anything (for the log) */
     uint32_t no_model;    /* `no_model` answers so far */
     bool want_send;
-    bool fresh;     /* body as submitted, not yet sent */
-    bool resent;    /* sent again on the same socket: `duplicate_id`
-                     * then means the first copy is still open */
+    bool fresh;                            /* body as submitted, not yet sent */
+    bool resent;                           /* sent again: `duplicate_id` answering it means an
+                                            * earlier copy is still open there */
+    bool resume;                           /* outstanding at a broker that may no longer hold it:
+                                            * decided by the next status reply (file header) */
+    bool pinned;                           /* the caller named the model (options) */
+    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* the model of its results: the
+                                            * caller's, else the first
+                                            * part's; "" while unknown */
+    size_t model_len;
     uint32_t dim;   /* 0 until the first part */
     uint32_t n_got; /* texts delivered */
     uint8_t *got;   /* [(n_texts + 7) / 8] bits */
@@ -161,9 +192,10 @@ struct zbert_client {
                                                 * before it is freed */
     uint8_t (*broker_pub)[ZB_CURVE_KEY_BYTES]; /* [n_brokers] each endpoint's
                                                 * server key, with curve */
-    uint32_t retry_ms, ping_ms, tries;
+    uint32_t retry_ms, ping_ms, tries, outage_ms;
     size_t requests_max, texts_max, bytes_max;
-    char prefix[16]; /* "z<8 hex>-" */
+    uint8_t routing_id[S_ROUTING_ID_BYTES]; /* every socket's, for the client's life */
+    char prefix[16];                        /* "z<8 hex>-" */
     size_t prefix_len;
     uint64_t next_handle;
     uint64_t n_pings, n_status;
@@ -178,10 +210,18 @@ struct zbert_client {
                              * 0: it took the last one */
     bool warned;            /* a malformed message was logged on this socket */
     bool warned_unknown;    /* an ignored message (unknown type, other v) was */
+    bool closing;           /* the broker in use said it is stopping: no
+                             * request goes to it */
+    /* an outage: no broker serving us */
+    uint64_t down_since;   /* since when no broker has answered (or the one
+                            * in use said closing); 0: no outage */
+    uint64_t reconnect_at; /* the next reconnection, while the broker in use
+                            * stays silent; 0: silence not yet noticed */
+    uint32_t n_reconnects; /* reconnections in this outage: the back-off's
+                            * exponent */
     /* zbert_status() in progress */
     bool st_wait, st_want_send;
     uint64_t st_sent_at;
-    uint32_t st_tries;
     char st_id[32];
     zbert_status_t *st_out;
     int st_rc;
@@ -375,7 +415,11 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
     /* every open request, its cancel and a few pings fit without EAGAIN */
     size_t want = 2 * c->requests_max + 64;
     int sndhwm = want > 100000 ? 100000 : (int)want;
-    if (zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+    /* The same routing id on every socket: a broker takes a reconnection
+     * for the client it knew (ZMQ_ROUTER_HANDOVER on its side) and keeps
+     * its open requests for it (PROTOCOL.md 10). */
+    if (zmq_setsockopt(s, ZMQ_ROUTING_ID, c->routing_id, sizeof c->routing_id) ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
         zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_setsockopt(s, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
         zmq_setsockopt(s, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm)) {
@@ -401,6 +445,7 @@ static int s_open_socket(zbert_client_t *c, zbert_diag_t *d) {
     c->blocked_since = 0;
     c->warned = false;
     c->warned_unknown = false;
+    c->closing = false;
     return 0;
 }
 
@@ -428,11 +473,12 @@ static int s_send(zbert_client_t *c, const void *body, size_t len) {
 }
 
 /* True when the broker owes an answer: a request is outstanding or a status
- * is being asked for. */
+ * is being asked for; or, the broker being closing, a request waits to be
+ * sent (pings find out when a broker takes requests again). */
 static bool s_outstanding(const zbert_client_t *c) {
     if (c->st_wait && c->st_sent_at) return true;
     for (size_t i = 0; i < c->n_reqs; i++)
-        if (c->reqs[i]->sent_at) return true;
+        if (c->reqs[i]->sent_at || (c->closing && c->reqs[i]->want_send)) return true;
     return false;
 }
 
@@ -457,6 +503,18 @@ static int s_send_status(zbert_client_t *c, const char *id) {
     rc = s_send(c, body, len);
     free(body);
     return rc;
+}
+
+/* A liveness ping: a `status` under a ping id, whose answer also lists the
+ * requests the broker holds for us.  Returns 0 (sent, or left for s_tick
+ * when the socket is full) or ZBERT_EIO. */
+static int s_ping(zbert_client_t *c, uint64_t now) {
+    char id[40];
+    snprintf(id, sizeof id, "%sp%llu", c->prefix, (unsigned long long)++c->n_pings);
+    int rc = s_send_status(c, id);
+    if (rc < 0) return rc;
+    if (rc == 0) c->ping_at = now;
+    return 0;
 }
 
 /* --- events ------------------------------------------------------------------ */
@@ -499,6 +557,14 @@ static s_event_t *s_event_end(const s_req_t *r, zbert_event_type_t type, const c
                              .user = r->user,
                              .message = type == ZBERT_EVENT_ERROR ? m : NULL};
     return e;
+}
+
+/* Sets e's model to model[0..len) (none when len is 0). */
+static void s_event_model(s_event_t *e, const char *model, size_t len) {
+    if (len == 0 || len > ZB_MSG_NAME_BYTES_MAX) return;
+    memcpy(e->model, model, len);
+    e->model[len] = '\0';
+    e->pub.model = e->model;
 }
 
 /* --- requests ---------------------------------------------------------------- */
@@ -584,6 +650,7 @@ static int s_fail(zbert_client_t *c, s_req_t *r, int code, const char *code_name
 static int s_finish(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *done) {
     s_event_t *e = s_event_end(r, ZBERT_EVENT_DONE, NULL);
     if (e == NULL) return ZBERT_ENOMEM;
+    s_event_model(e, r->model, r->model_len);
     e->pub.texts = r->n_texts;
     if (done) {
         e->pub.tokens = done->tokens;
@@ -595,23 +662,70 @@ static int s_finish(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *done) {
     return 0;
 }
 
-/* Sends r (again).  The body is re-encoded when the request has a
- * deadline, so that the broker is given the time that is left.  Returns 0
- * (sent, or left for later when the socket is full) or an error. */
-static int s_req_send(zbert_client_t *c, s_req_t *r, uint64_t now) {
-    if (r->deadline_at && !r->fresh) {
-        zb_msg_t m = {0};
-        int rc = zb_msg_decode(r->body, r->body_len, &m, NULL);
-        if (rc != 0) return rc == ZB_ENOMEM ? rc : ZBERT_EIO; /* our own body */
-        m.u.embed.deadline_ms = r->deadline_at > now ? r->deadline_at - now : 1;
-        uint8_t *body = NULL;
-        size_t len = 0;
-        rc = zb_msg_encode_embed(&m.u.embed, &body, &len, NULL);
-        zb_msg_free(&m);
-        if (rc != 0) return rc;
-        free(r->body);
+/*
+ * Re-encodes r's `embed` for sending it again: the time left of its
+ * deadline, and `have`, the runs of texts already received, which go as
+ * empty texts (the broker does not read them; their bytes are freed for
+ * good, since a text once received is never asked for again).  Returns 0,
+ * ZBERT_ENOMEM or ZBERT_EIO.
+ */
+static int s_req_rebody(s_req_t *r, uint64_t now) {
+    zb_msg_t m = {0};
+    int rc = zb_msg_decode(r->body, r->body_len, &m, NULL);
+    if (rc != 0) return rc == ZB_ENOMEM ? rc : ZBERT_EIO; /* our own body */
+    zb_msg_embed_t *e = &m.u.embed;
+    zb_msg_str_t *texts = NULL;
+    uint32_t *have = NULL;
+    size_t n_have = 0;
+    rc = ZBERT_ENOMEM;
+    if (r->n_got > 0) {
+        size_t runs = 0;
+        for (size_t i = 0; i < r->n_texts; i++)
+            if (s_bit(r->got, i) && (i == 0 || !s_bit(r->got, i - 1))) runs++;
+        texts = malloc(r->n_texts * sizeof *texts);
+        have = malloc(2 * runs * sizeof *have);
+        if (texts == NULL || have == NULL) goto out;
+        for (size_t i = 0; i < r->n_texts; i++) {
+            bool got = s_bit(r->got, i);
+            texts[i] = got ? (zb_msg_str_t){"", 0} : e->texts[i];
+            if (got && (i == 0 || !s_bit(r->got, i - 1))) {
+                have[n_have++] = (uint32_t)i;
+                have[n_have++] = 0;
+            }
+            if (got) have[n_have - 1]++;
+        }
+        e->texts = texts;
+    }
+    e->have = have;
+    e->n_have = n_have;
+    /* a request is never served by two models: where its first results
+     * came from, the rest must come from too */
+    e->model = (zb_msg_str_t){r->model_len ? r->model : NULL, r->model_len};
+    if (r->deadline_at) e->deadline_ms = r->deadline_at > now ? r->deadline_at - now : 1;
+    uint8_t *body = NULL;
+    size_t len = 0;
+    rc = zb_msg_encode_embed(e, &body, &len, NULL);
+    if (rc == 0) {
+        free(r->body); /* e's views pointed into it: encoded by now */
         r->body = body;
         r->body_len = len;
+    } else if (rc != ZBERT_ENOMEM) {
+        rc = ZBERT_EIO; /* a body we made refused by our own codec */
+    }
+out:
+    free(texts);
+    free(have);
+    zb_msg_free(&m);
+    return rc;
+}
+
+/* Sends r (again).  A request sent before is re-encoded (s_req_rebody).
+ * Returns 0 (sent, or left for later when the socket is full) or an
+ * error. */
+static int s_req_send(zbert_client_t *c, s_req_t *r, uint64_t now) {
+    if (!r->fresh && (r->deadline_at || r->n_got > 0 || r->model_len)) {
+        int rc = s_req_rebody(r, now);
+        if (rc != 0) return rc;
     }
     bool was_waiting = s_outstanding(c);
     int rc = s_send(c, r->body, r->body_len);
@@ -621,6 +735,7 @@ static int s_req_send(zbert_client_t *c, s_req_t *r, uint64_t now) {
         c->quiet_since = now;
         c->ping_at = 0;
     }
+    if (!r->fresh) r->resent = true;
     r->want_send = false;
     r->fresh = false;
     r->sent_at = now;
@@ -629,8 +744,10 @@ static int s_req_send(zbert_client_t *c, s_req_t *r, uint64_t now) {
     return 0;
 }
 
-/* Sends whatever is due.  Stops at the first message the socket refuses. */
+/* Sends whatever is due.  Stops at the first message the socket refuses.
+ * Nothing goes to a broker that said closing: it would take none of it. */
 static int s_flush(zbert_client_t *c, uint64_t now) {
+    if (c->closing) return 0;
     if (c->st_wait && c->st_want_send) {
         bool was_waiting = s_outstanding(c);
         int rc = s_send_status(c, c->st_id);
@@ -642,7 +759,6 @@ static int s_flush(zbert_client_t *c, uint64_t now) {
         }
         c->st_want_send = false;
         c->st_sent_at = now;
-        c->st_tries++;
     }
     for (size_t i = 0; i < c->n_reqs; i++) {
         s_req_t *r = c->reqs[i];
@@ -656,6 +772,20 @@ static int s_flush(zbert_client_t *c, uint64_t now) {
 }
 
 /* --- incoming messages ------------------------------------------------------ */
+
+static int s_reconnect(zbert_client_t *c, uint64_t now, const char *why);
+
+/* r was at a broker that no longer holds it (it restarted, or we left it):
+ * finished here when every text arrived but the done, else to be sent
+ * again, with `have` (s_req_rebody).  r may be gone on return. */
+static int s_req_lost(zbert_client_t *c, s_req_t *r) {
+    r->sent_at = 0; /* nothing of it at the broker: nothing to cancel */
+    r->resume = false;
+    if (r->n_got == r->n_texts) return s_finish(c, r, NULL);
+    r->want_send = true;
+    r->retry_at = 0;
+    return 0;
+}
 
 /* Queues an event for texts [a, b) of part p (part-relative), whose rows
  * start at row p_row0 of the part.  The texts are then marked received. */
@@ -789,6 +919,7 @@ static int s_part_run(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p, uin
                              .dim = v->dim,
                              .n_rows = n_rows,
                              .vectors = vec};
+    s_event_model(e, p->model.ptr, p->model.len);
     for (uint32_t i = p->first + a; i < p->first + b; i++)
         r->got[i >> 3] |= (uint8_t)(1u << (i & 7));
     r->n_got += count;
@@ -815,6 +946,22 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker sent %u-dimensional vectors after %u-dimensional ones", v->dim,
                       r->dim);
+    if (p->model.len == 0 && r->pinned)
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker sent results that name no model for a request of model %s "
+                      "(are its broker and workers older than protocol 1.3?)",
+                      r->model);
+    if (p->model.len && r->model_len &&
+        (p->model.len != r->model_len || memcmp(p->model.ptr, r->model, r->model_len) != 0))
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker sent results of model %.*s for a request %s model %s",
+                      (int)p->model.len, p->model.ptr,
+                      r->pinned ? "pinned to" : "whose first results came from", r->model);
+    if (p->model.len && !r->model_len && p->model.len <= ZB_MSG_NAME_BYTES_MAX) {
+        memcpy(r->model, p->model.ptr, p->model.len);
+        r->model[p->model.len] = '\0';
+        r->model_len = p->model.len;
+    }
     r->dim = v->dim;
     r->tries = 0;
     /* Runs of texts not delivered yet; repeated ones (after a resend) are
@@ -838,6 +985,11 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
 
 static int s_on_done(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *m) {
     r->sent_at = 0; /* the broker closed it */
+    if (m->model.len && r->model_len &&
+        (m->model.len != r->model_len || memcmp(m->model.ptr, r->model, r->model_len) != 0))
+        return s_fail(c, r, ZBERT_EPROTO, "client",
+                      "the broker finished the request as model %.*s after results of model %s",
+                      (int)m->model.len, m->model.ptr, r->model);
     if (r->n_got != r->n_texts || m->texts != r->n_texts)
         return s_fail(c, r, ZBERT_EPROTO, "client",
                       "the broker finished the request with %u of its %u texts delivered", r->n_got,
@@ -871,7 +1023,7 @@ static int s_on_error(zbert_client_t *c, s_req_t *r, const zb_msg_error_t *m, ui
         return 0;
     }
     if (m->code == ZB_MSG_CODE_DUPLICATE_ID && r->resent)
-        return 0;   /* our second copy; the first one goes on */
+        return 0;   /* a copy we sent again; an earlier one goes on */
     r->sent_at = 0; /* the broker closed it: nothing to cancel */
     return s_fail(c, r, s_code_err(m->code), s_code_name(m->code), "%.*s", (int)m->message.len,
                   m->message.ptr);
@@ -927,36 +1079,70 @@ nomem:
 /* A broker that answers with an uptime shorter than the age of an
  * outstanding request started after we sent it: it restarted behind the
  * same endpoint and cannot know the request.  Such requests are sent again
- * on this socket.  The estimate of its start is late by the reply's
- * transit time, so a request sent just after a start may be resent
- * needlessly: the broker answers duplicate_id, which s_on_error ignores. */
+ * on this socket, with `have`.  The estimate of its start is late by the
+ * reply's transit time, so a request sent just after a start may be resent
+ * needlessly: the broker resumes it, or answers duplicate_id, which
+ * s_on_error ignores. */
 static int s_check_restart(zbert_client_t *c, uint64_t uptime_ms, uint64_t now) {
     if (uptime_ms >= now) return 0;
     uint64_t started = now - uptime_ms;
     for (size_t i = 0; i < c->n_reqs;) {
         s_req_t *r = c->reqs[i];
-        if (!r->sent_at || r->sent_at >= started) {
+        if (!r->sent_at || r->resume || r->sent_at >= started) {
             i++;
             continue;
         }
-        if (r->tries >= c->tries) {
-            int rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
-                            "the broker restarted and the request was sent %u times", r->tries);
-            if (rc != 0) return rc;
-            continue; /* r is gone; i now names the next one */
-        }
         ZB_LOG(ZB_LOG_INFO, "broker %s restarted; sending request %s again", c->brokers[c->cur],
                r->id);
-        r->resent = true;
-        r->want_send = true;
-        r->sent_at = 0;
-        i++;
+        bool last = r->n_got == r->n_texts;
+        int rc = s_req_lost(c, r);
+        if (rc != 0) return rc;
+        if (!last) i++; /* else r is gone; i now names the next one */
     }
     return 0;
 }
 
+/*
+ * The requests we left at a broker (a reconnection, `closing`): those the
+ * broker in use lists in `open` are held there, and their results will
+ * come; the others are sent again with `have`, or finished here when every
+ * text arrived.  A broker of an earlier revision lists none: everything is
+ * sent again, as it always was.
+ */
+static int s_resume(zbert_client_t *c, const zb_msg_status_reply_t *m, uint64_t now) {
+    size_t held = 0, again = 0;
+    for (size_t k = 0; k < m->n_open; k++) {
+        s_req_t *r = s_req_by_id(c, m->open[k]);
+        if (r && r->resume) {
+            r->resume = false;
+            r->sent_at = now; /* at this broker, as of its answer */
+            held++;
+        }
+    }
+    for (size_t i = 0; i < c->n_reqs;) {
+        s_req_t *r = c->reqs[i];
+        if (!r->resume) {
+            i++;
+            continue;
+        }
+        bool last = r->n_got == r->n_texts;
+        int rc = s_req_lost(c, r);
+        if (rc != 0) return rc;
+        again++;
+        if (!last) i++;
+    }
+    if (held + again > 0)
+        ZB_LOG(ZB_LOG_INFO,
+               "broker %s holds %zu of the requests left open; %zu sent again without the texts "
+               "already received",
+               c->brokers[c->cur], held, again);
+    return 0;
+}
+
 static int s_on_status_reply(zbert_client_t *c, const zb_msg_status_reply_t *m, uint64_t now) {
-    int rc = s_check_restart(c, m->uptime_ms, now);
+    c->closing = false; /* a closing broker answers `closing`, not this */
+    int rc = s_resume(c, m, now);
+    if (rc == 0) rc = s_check_restart(c, m->uptime_ms, now);
     if (rc != 0) return rc;
     if (c->st_wait && c->st_out == NULL && c->st_rc == 0 && m->id.len == strlen(c->st_id) &&
         memcmp(m->id.ptr, c->st_id, m->id.len) == 0)
@@ -964,14 +1150,48 @@ static int s_on_status_reply(zbert_client_t *c, const zb_msg_status_reply_t *m, 
     return 0;
 }
 
-/* Handles one message body from the broker. */
-static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t now) {
-    /* Anything at all proves the broker is there. */
+/*
+ * The broker in use is stopping (PROTOCOL.md 10): it takes no request, and
+ * what it holds may end without a word.  Every request it has is to be
+ * resumed; with another endpoint that happens there at once, else when a
+ * broker takes requests again here (a status reply), within the outage
+ * budget, which starts now.  Parts it still sends are kept meanwhile.
+ */
+static int s_on_closing(zbert_client_t *c, const zb_msg_closing_t *m, uint64_t now) {
+    if (!c->closing)
+        ZB_LOG(ZB_LOG_WARN, "broker %s is stopping%s%.*s", c->brokers[c->cur],
+               m->message.len ? ": " : "", (int)m->message.len, m->message.ptr);
+    c->closing = true;
+    if (!c->down_since) c->down_since = now;
+    for (size_t i = 0; i < c->n_reqs; i++)
+        if (c->reqs[i]->sent_at) c->reqs[i]->resume = true;
+    if (c->st_wait && c->st_sent_at) { /* its answer is `closing` */
+        c->st_sent_at = 0;
+        c->st_want_send = true;
+    }
+    if (c->n_brokers > 1) return s_reconnect(c, now, "is stopping");
+    return 0;
+}
+
+/* Something came from the broker: it is there.  Only `closing` leaves an
+ * outage going (serving is false): a stopping broker serves nobody. */
+static void s_heard(zbert_client_t *c, uint64_t now, bool serving) {
     c->quiet_since = now;
     c->ping_at = 0;
+    c->reconnect_at = 0;
+    if (serving) {
+        c->down_since = 0;
+        c->n_reconnects = 0;
+    }
+}
+
+/* Handles one message body from the broker. */
+static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t now) {
     zb_msg_t m = {0};
     zb_diag_t dg = {{0}};
     int rc = zb_msg_decode(body, len, &m, &dg);
+    /* Anything at all proves the broker is there. */
+    s_heard(c, now, !(rc == 0 && m.type == ZB_MSG_CLOSING));
     if (rc == ZB_ENOMEM) return ZBERT_ENOMEM;
     if (rc != 0 && (m.unknown_type || m.reject == ZB_MSG_CODE_VERSION)) {
         /* A type of a later revision, or a version we do not speak: the
@@ -1015,13 +1235,25 @@ static int s_handle(zbert_client_t *c, const void *body, size_t len, uint64_t no
                                    "the broker refused the status request: %s: %.*s",
                                    s_code_name(m.u.error.code), (int)m.u.error.message.len,
                                    m.u.error.message.ptr);
+        } else if (m.u.error.id.len == 0 && m.u.error.of.len &&
+                   (r = s_req_by_id(c, m.u.error.of))) {
+            /* Without an id no request ends (PROTOCOL.md 3): `of` names
+             * the open request a copy of ours collided with, which goes
+             * on. */
+            ZB_LOG(ZB_LOG_INFO, "broker %s refused a copy of request %s (%s: %.*s); it goes on",
+                   c->brokers[c->cur], r->id, s_code_name(m.u.error.code),
+                   (int)m.u.error.message.len, m.u.error.message.ptr);
         } else {
-            ZB_LOG(ZB_LOG_DEBUG, "broker error for no open request: %s: %.*s",
-                   s_code_name(m.u.error.code), (int)m.u.error.message.len, m.u.error.message.ptr);
+            ZB_LOG(m.u.error.id.len ? ZB_LOG_DEBUG : ZB_LOG_INFO,
+                   "broker error for no open request: %s: %.*s", s_code_name(m.u.error.code),
+                   (int)m.u.error.message.len, m.u.error.message.ptr);
         }
         break;
     case ZB_MSG_STATUS_REPLY:
         rc = s_on_status_reply(c, &m.u.status_reply, now);
+        break;
+    case ZB_MSG_CLOSING:
+        rc = s_on_closing(c, &m.u.closing, now);
         break;
     default:
         if (!c->warned) {
@@ -1060,8 +1292,7 @@ static int s_drain(zbert_client_t *c) {
                 if (zmq_msg_recv(&msg, c->sock, 0) < 0) break;
                 more = zmq_msg_more(&msg);
             }
-            c->quiet_since = now;
-            c->ping_at = 0;
+            s_heard(c, now, true);
             if (!c->warned) {
                 ZB_LOG(ZB_LOG_WARN, "broker %s sent a message of several frames",
                        c->brokers[c->cur]);
@@ -1087,75 +1318,88 @@ static const char *s_silence_hint(const zbert_client_t *c) {
                     : "";
 }
 
-/* The broker went quiet: close the socket, open one to the next endpoint
- * (the same one when there is one) and send every outstanding request
- * again, whole and under its id.  Parts received stay received. */
-static int s_reconnect(zbert_client_t *c, uint64_t now) {
+/* The pause before the next reconnection while no broker answers: retry_ms
+ * doubled once per reconnection so far, capped, with jitter. */
+static uint64_t s_backoff(const zbert_client_t *c) {
+    uint64_t cap = c->retry_ms > S_BACKOFF_MAX_MS ? c->retry_ms : S_BACKOFF_MAX_MS;
+    uint64_t d = c->retry_ms;
+    for (uint32_t k = 0; k < c->n_reconnects && d < cap; k++) d *= 2;
+    if (d > cap) d = cap;
+    uint32_t u;
+    zb_random_bytes(&u, sizeof u);
+    uint64_t low = d - d * S_BACKOFF_JITTER_PCT / 100, span = 2 * (d - low);
+    return low + (span ? u % (span + 1) : 0);
+}
+
+/*
+ * Leaves the broker in use: closes the socket and opens one to the next
+ * endpoint (the same one when there is one), under the same routing id.
+ * What the old broker had is resumed: a ping goes out first, and its
+ * answer tells which of those requests the new broker holds (s_resume);
+ * requests not yet sent go out at once.  Parts received stay received.
+ */
+static int s_reconnect(zbert_client_t *c, uint64_t now, const char *why) {
     const char *old = c->brokers[c->cur];
-    /* A socket that refused every message since blocked_since: what waits
-     * to be sent counts a try too, or a broker that never completes the
-     * handshake would keep it waiting for ever. */
-    bool blocked = c->blocked_since != 0;
     zmq_close(c->sock);
     c->sock = NULL;
     c->cur = (c->cur + 1) % c->n_brokers;
-    size_t resend = 0, failed = 0;
-    for (size_t i = 0; i < c->n_reqs;) {
+    size_t moved = 0;
+    for (size_t i = 0; i < c->n_reqs; i++) {
         s_req_t *r = c->reqs[i];
-        int rc = 0;
-        if (!r->sent_at && blocked && r->want_send && !r->retry_at) {
-            if (++r->tries >= c->tries) {
-                rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
-                            "the broker took no message for %u tries of %u ms%s", r->tries,
-                            c->retry_ms, s_silence_hint(c));
-                failed++;
-                if (rc != 0) return rc;
-                continue;
-            }
-            i++;
-            continue;
+        if (r->sent_at) {
+            r->resume = true;
+            moved++;
         }
-        if (!r->sent_at) {
-            i++; /* not at the broker: its send or retry is still to come */
-            continue;
-        }
-        r->sent_at = 0; /* the socket is closed: nothing to cancel on it */
-        if (r->n_got == r->n_texts) {
-            rc = s_finish(c, r, NULL); /* everything arrived but the done */
-        } else if (r->tries >= c->tries) {
-            rc = s_fail(c, r, ZBERT_ETIMEOUT, "client",
-                        "no answer from the broker after %u tries of %u ms%s", r->tries,
-                        c->retry_ms, s_silence_hint(c));
-            failed++;
-        } else {
-            r->want_send = true;
-            r->resent = false;
-            resend++;
-            i++;
-        }
-        if (rc != 0) return rc;
     }
-    if (c->st_wait && c->st_want_send && blocked && ++c->st_tries >= c->tries)
-        c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                               "the broker took no message for %u tries of %u ms%s", c->st_tries,
-                               c->retry_ms, s_silence_hint(c));
     if (c->st_wait && c->st_sent_at) {
         c->st_sent_at = 0;
-        if (c->st_tries >= c->tries)
-            c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                   "no answer from the broker after %u tries of %u ms%s",
-                                   c->st_tries, c->retry_ms, s_silence_hint(c));
-        else
-            c->st_want_send = true;
+        c->st_want_send = true;
     }
-    ZB_LOG(ZB_LOG_WARN,
-           "broker %s sent nothing for %u ms; %s %s: %zu requests sent again, %zu failed "
-           "after %u tries",
-           old, c->retry_ms, c->n_brokers > 1 ? "switching to" : "reconnecting to",
-           c->brokers[c->cur], resend, failed, c->tries);
+    ZB_LOG(ZB_LOG_WARN, "broker %s %s; %s %s with %zu requests to resume", old, why,
+           c->n_brokers > 1 ? "switching to" : "reconnecting to", c->brokers[c->cur], moved);
     int rc = s_open_socket(c, NULL);
-    if (rc != 0) return rc;
-    return s_flush(c, now);
+    if (rc == 0) rc = s_ping(c, now);
+    if (rc == 0) rc = s_flush(c, now);
+    return rc;
+}
+
+/* The broker in use has been silent since silent_since (or its socket has
+ * refused every message): an outage begins, or goes on, and the next
+ * endpoint is tried. */
+static int s_presume_gone(zbert_client_t *c, uint64_t now, uint64_t silent_since) {
+    if (!c->down_since) c->down_since = silent_since;
+    c->n_reconnects++;
+    c->reconnect_at = now + s_backoff(c);
+    char why[64];
+    snprintf(why, sizeof why, "sent nothing for %llu ms", (unsigned long long)(now - silent_since));
+    return s_reconnect(c, now, why);
+}
+
+/* The outage lasted outage_ms: every open request fails, and so does a
+ * status request. */
+static int s_outage_over(zbert_client_t *c) {
+    char why[ZB_MSG_MESSAGE_BYTES_MAX];
+    if (c->closing)
+        snprintf(why, sizeof why,
+                 "broker %s is stopping, and no broker took its requests over within the outage "
+                 "budget of %u ms (outage_ms)",
+                 c->brokers[c->cur], c->outage_ms);
+    else
+        snprintf(why, sizeof why,
+                 "no broker answered within the outage budget of %u ms (outage_ms; %zu "
+                 "endpoint%s tried)%s",
+                 c->outage_ms, c->n_brokers, c->n_brokers == 1 ? "" : "s", s_silence_hint(c));
+    ZB_LOG(ZB_LOG_WARN, "%s; open requests failing: %zu", why, c->n_reqs);
+    while (c->n_reqs > 0) {
+        int rc = s_fail(c, c->reqs[0], ZBERT_ETIMEOUT, "client", "%s", why);
+        if (rc != 0) return rc;
+    }
+    if (c->st_wait && c->st_out == NULL && c->st_rc == 0)
+        c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT, "%s", why);
+    c->down_since = 0;
+    c->reconnect_at = 0;
+    c->n_reconnects = 0;
+    return 0;
 }
 
 static int s_tick(zbert_client_t *c, uint64_t now) {
@@ -1169,18 +1413,29 @@ static int s_tick(zbert_client_t *c, uint64_t now) {
         }
         i++;
     }
-    if (c->blocked_since && now - c->blocked_since >= c->retry_ms) return s_reconnect(c, now);
-    if (s_outstanding(c)) {
-        uint64_t quiet = now - c->quiet_since;
-        if (quiet >= c->retry_ms && c->ping_at && now - c->ping_at >= c->ping_ms)
-            return s_reconnect(c, now);
-        if (quiet >= c->ping_ms && (!c->ping_at || now - c->ping_at >= c->ping_ms)) {
-            char id[40];
-            snprintf(id, sizeof id, "%sp%llu", c->prefix, (unsigned long long)++c->n_pings);
-            int rc = s_send_status(c, id);
-            if (rc < 0) return rc;
-            if (rc == 0) c->ping_at = now;
-        }
+    bool waiting = s_outstanding(c) || c->blocked_since;
+    for (size_t i = 0; !waiting && i < c->n_reqs; i++) waiting = c->reqs[i]->want_send;
+    if (!waiting) {
+        /* nothing to lose: an outage ends with the last request in it */
+        c->down_since = 0;
+        c->reconnect_at = 0;
+        c->n_reconnects = 0;
+    } else if (c->closing && !c->down_since) {
+        c->down_since = now; /* a request came while the broker is stopping */
+    }
+    if (c->down_since && now - c->down_since >= c->outage_ms) return s_outage_over(c);
+    if (c->reconnect_at) {
+        if (now >= c->reconnect_at) return s_presume_gone(c, now, c->down_since);
+    } else if (c->blocked_since && now - c->blocked_since >= c->retry_ms) {
+        return s_presume_gone(c, now, c->blocked_since);
+    } else if (s_outstanding(c) && now - c->quiet_since >= c->retry_ms && c->ping_at &&
+               now - c->ping_at >= c->ping_ms) {
+        return s_presume_gone(c, now, c->quiet_since);
+    }
+    if (s_outstanding(c) && now - c->quiet_since >= c->ping_ms &&
+        (!c->ping_at || now - c->ping_at >= c->ping_ms)) {
+        int rc = s_ping(c, now);
+        if (rc != 0) return rc;
     }
     return s_flush(c, now);
 }
@@ -1193,18 +1448,19 @@ static int s_tick(zbert_client_t *c, uint64_t now) {
 static int s_next_timer(const zbert_client_t *c, uint64_t now, int cap) {
     uint64_t t = cap < 0 ? UINT64_MAX : now + (uint64_t)cap;
     uint64_t soon = now + S_SEND_RETRY_MS;
-    bool out = false;
-    if (c->st_wait && c->st_want_send && soon < t) t = soon;
+    /* a closing broker takes nothing: what waits to be sent has no timer */
+    if (c->st_wait && c->st_want_send && !c->closing && soon < t) t = soon;
     for (size_t i = 0; i < c->n_reqs; i++) {
         const s_req_t *r = c->reqs[i];
         if (r->deadline_at && r->deadline_at < t) t = r->deadline_at;
-        if (r->want_send) {
+        if (r->want_send && !c->closing) {
             uint64_t at = r->retry_at > soon ? r->retry_at : soon;
             if (at < t) t = at;
         }
-        if (r->sent_at) out = true;
     }
-    if (out || (c->st_wait && c->st_sent_at)) {
+    if (c->reconnect_at && c->reconnect_at < t) t = c->reconnect_at;
+    if (c->down_since && c->down_since + c->outage_ms < t) t = c->down_since + c->outage_ms;
+    if (s_outstanding(c)) {
         /* s_tick pings again, or calls the broker gone (retry_ms of quiet
          * and a ping unanswered for ping_ms), when a ping falls due */
         uint64_t next = (c->ping_at ? c->ping_at : c->quiet_since) + c->ping_ms;
@@ -1302,6 +1558,9 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
     if (ping == 0 || ping >= retry)
         return s_diag(d, ZBERT_EINVAL, "ping_ms %u is not below retry_ms %u", ping, retry);
     if (cfg->tries > 1000) return s_diag(d, ZBERT_EINVAL, "tries %u is over 1000", cfg->tries);
+    uint32_t outage = cfg->outage_ms ? cfg->outage_ms : S_OUTAGE_MS_DEFAULT;
+    if (outage < retry)
+        return s_diag(d, ZBERT_EINVAL, "outage_ms %u is below retry_ms %u", outage, retry);
     if (cfg->requests_max > 1000000)
         return s_diag(d, ZBERT_EINVAL, "requests_max %zu is over 1,000,000", cfg->requests_max);
     for (size_t i = 0; i < cfg->n_brokers; i++)
@@ -1317,6 +1576,7 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
     c->retry_ms = retry;
     c->ping_ms = ping;
     c->tries = cfg->tries ? cfg->tries : S_TRIES_DEFAULT;
+    c->outage_ms = outage;
     c->requests_max = cfg->requests_max ? cfg->requests_max : S_REQUESTS_DEFAULT;
     c->texts_max = cfg->texts_max ? cfg->texts_max : S_TEXTS_DEFAULT;
     c->bytes_max = cfg->bytes_max ? cfg->bytes_max : S_BYTES_DEFAULT;
@@ -1332,6 +1592,8 @@ int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag
      * random tag makes them tell clients apart in the broker's logs. */
     uint32_t tag;
     zb_random_bytes(&tag, sizeof tag);
+    zb_random_bytes(c->routing_id, sizeof c->routing_id);
+    while (c->routing_id[0] == 0) zb_random_bytes(c->routing_id, 1);
     c->prefix_len = (size_t)snprintf(c->prefix, sizeof c->prefix, "z%08x-", tag);
     c->ctx = zmq_ctx_new();
     if (c->ctx == NULL) {
@@ -1404,6 +1666,12 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     if (bytes > c->bytes_max)
         return s_diag(d, ZBERT_ELIMIT, "%zu text bytes in one request; the limit is %zu", bytes,
                       c->bytes_max);
+    size_t model_len = opt->model ? strlen(opt->model) : 0;
+    if (opt->model && (model_len == 0 || model_len > ZB_MSG_NAME_BYTES_MAX))
+        return s_diag(d, ZBERT_EINVAL,
+                      "model: %zu bytes; a model identity is 1 to %u bytes (zbert status shows "
+                      "the workers')",
+                      model_len, ZB_MSG_NAME_BYTES_MAX);
     if (c->n_reqs >= c->requests_max || c->texts_open + n > c->texts_max ||
         c->bytes_open + bytes > c->bytes_max)
         return s_diag(d, ZBERT_EBUSY,
@@ -1428,11 +1696,17 @@ int zbert_submit(zbert_client_t *c, const char *const *texts, const size_t *lens
     r->text_bytes = bytes;
     uint64_t now = s_now_ms();
     if (opt->deadline_ms) r->deadline_at = now + opt->deadline_ms;
+    if (model_len) {
+        memcpy(r->model, opt->model, model_len + 1);
+        r->model_len = model_len;
+        r->pinned = true;
+    }
     zb_msg_embed_t m = {.id = {r->id, r->id_len},
                         .texts = views,
                         .n_texts = n,
                         .opt = o,
-                        .deadline_ms = opt->deadline_ms};
+                        .deadline_ms = opt->deadline_ms,
+                        .model = {opt->model, model_len}};
     zb_diag_t dg = {{0}};
     rc = zb_msg_encode_embed(&m, &r->body, &r->body_len, &dg);
     if (rc != 0) {
@@ -1532,7 +1806,8 @@ int zbert_event_text(const zbert_event_t *ev, uint32_t i, zbert_text_t *t) {
                         .sentence = e->sentence ? e->sentence + r0 : NULL,
                         .piece_id = e->piece_id ? e->piece_id + r0 : NULL,
                         .word_start = e->word_start ? e->word_start + r0 : NULL,
-                        .oov = e->oov ? e->oov + r0 : NULL};
+                        .oov = e->oov ? e->oov + r0 : NULL,
+                        .model = ev->model};
     return 0;
 }
 
@@ -1547,7 +1822,6 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
     c->st_wait = true;
     c->st_want_send = true;
     c->st_sent_at = 0;
-    c->st_tries = 0;
     c->st_rc = 0;
     c->st_diag.msg[0] = '\0';
     int rc = s_flush(c, start);
@@ -1556,9 +1830,10 @@ int zbert_status(zbert_client_t *c, int timeout_ms, zbert_status_t **out, zbert_
         int left = -1;
         if (timeout_ms >= 0) {
             if (now - start >= (uint64_t)timeout_ms) {
-                c->st_rc = zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
-                                       "no status from broker %s within %d ms%s",
-                                       c->brokers[c->cur], timeout_ms, s_silence_hint(c));
+                c->st_rc =
+                    zb_diag_set(&c->st_diag, ZBERT_ETIMEOUT,
+                                "no status from broker %s within %d ms%s", c->brokers[c->cur],
+                                timeout_ms, c->closing ? " (it is stopping)" : s_silence_hint(c));
                 break;
             }
             left = (int)((uint64_t)timeout_ms - (now - start));

@@ -6,11 +6,12 @@
  *                [--sentences] [--token-vector first|mean] [--compat none|sparknlp]
  *                [--input-format lines|jsonl] [--format jsonl|npy|table|sparknlp-json]
  *                [--batch N] [--inflight N] [--deadline-ms N] [--retry-ms N]
- *                [--tries N] [--timeout-ms N] [--progress auto|always|never]
- *                [--config F] [--log-level L] [-o OUTPUT] [INPUT]
+ *                [--tries N] [--outage-ms N] [--timeout-ms N]
+ *                [--progress auto|always|never]
+ *                [--model-id ID] [--config F] [--log-level L] [-o OUTPUT] [INPUT]
  *                (default: stdin, stdout)
  *   zbert status --broker EP [--json] [--timeout-ms N] [--retry-ms N] [--tries N]
- *                [--config F] [--log-level L]
+ *                [--outage-ms N] [--config F] [--log-level L]
  *   zbert keygen NAME
  *
  * Both embed and status take --curve-key FILE --broker-key FILE.pub: the
@@ -32,12 +33,17 @@
  * corpus of any size streams through memory bounded by --inflight x
  * --batch texts (and four times that many held for in-order output).
  * On a terminal, a progress bar on stderr shows texts/s, and the fraction
- * done and ETA when the input is a regular file.
+ * done and ETA when the input is a regular file.  One output holds the
+ * vectors of one model: --model-id names it (only its workers serve the
+ * run), else the run keeps to the model of the first results it receives
+ * and names it in every later request; results of another model fail the
+ * run (exit 1) before anything of them is written.
  *
  * `zbert status` prints the broker's status_reply as a table, or JSON.
  *
  * Settings are proto/settings tables, picked by the command: both commands'
- * (broker, curve-key, broker-key, retry-ms, tries, timeout-ms, log-level)
+ * (broker, curve-key, broker-key, retry-ms, tries, outage-ms, timeout-ms,
+ * log-level)
  * and embed's (batch, inflight, deadline-ms, progress) come from the
  * command line, else
  * ZBERT_<KEY> environment variables, else the --config file (or
@@ -107,15 +113,18 @@ typedef struct s_args {
     zb_settings_list_t broker;     /* --broker, repeatable */
     char curve_key[4096];          /* a path; "": no CURVE */
     zb_settings_list_t broker_key; /* --broker-key, repeatable: 1 or one per broker */
-    int retry_ms, tries, timeout_ms;
+    int retry_ms, tries, outage_ms, timeout_ms;
     int log_level;
     /* embed; also ZBERT_<KEY> and the config file */
     int batch, inflight, deadline_ms;
     int progress; /* s_progress_t */
     /* command line only */
-    zb_cliopt_t cli;   /* embed: the embedding options shared with zbert-embed */
-    char output[4096]; /* embed: -o, --output */
-    bool json;         /* status: --json */
+    zb_cliopt_t cli;                          /* embed: the embedding options shared with
+                                               * zbert-embed */
+    char output[4096];                        /* embed: -o, --output */
+    char model_id[ZB_MSG_NAME_BYTES_MAX + 1]; /* embed: --model-id; "": the first
+                                               * results' */
+    bool json;                                /* status: --json */
     /* derived after parsing */
     const char *const *brokers; /* broker's entries, or the default */
     size_t n_brokers;
@@ -170,7 +179,18 @@ static const zb_settings_t s_common_table[] = {
      .max = 1000,
      .def = "3",
      .value_name = "N",
-     .help = "sends of a request that hear nothing back before it fails"},
+     .help = "`no_model` answers (no worker for the model) a request takes before it fails; "
+             "silence is bounded by outage-ms"},
+    /* 300000 is the client library's default (zbert.h) */
+    {.name = "outage-ms",
+     .kind = ZB_SETTINGS_INT,
+     S_AT(outage_ms),
+     .min = 50,
+     .max = 2000000000,
+     .def = "300000",
+     .value_name = "MS",
+     .help = "how long open requests wait while no broker answers (silent, unreachable or "
+             "stopping), reconnecting with growing pauses, before they fail; at least retry-ms"},
     /* embed asks for the status too: the vector width of an npy of no text */
     {.name = "timeout-ms",
      .kind = ZB_SETTINGS_INT,
@@ -227,6 +247,15 @@ static const zb_settings_t s_embed_argv_table[] = {
      .value_name = "FILE",
      .def_help = "stdout",
      .help = "where to write"},
+    /* what is written depends on it: command line only */
+    {.name = "model-id",
+     .kind = ZB_SETTINGS_STRING,
+     S_AT(model_id),
+     .max = ZB_MSG_NAME_BYTES_MAX,
+     .value_name = "ID",
+     .def_help = "the model of the first results",
+     .help = "only workers of this model identity (as zbert status and zbert-model inspect show "
+             "it) serve the run"},
 };
 
 static const zb_settings_t s_status_argv_table[] = {
@@ -277,6 +306,7 @@ static zbert_client_t *s_client(const s_args_t *a, size_t requests_max) {
                           .n_broker_keys = a->broker_key.n,
                           .retry_ms = (uint32_t)a->retry_ms,
                           .tries = (uint32_t)a->tries,
+                          .outage_ms = (uint32_t)a->outage_ms,
                           .requests_max = requests_max,
                           .texts_max = requests_max * (size_t)(a->batch > 0 ? a->batch : 1),
                           .bytes_max = requests_max * ((size_t)S_BATCH_BYTES + ZB_TEXT_BYTES_MAX)};
@@ -353,6 +383,8 @@ typedef struct s_batch {
 
 typedef struct s_embed {
     const s_args_t *a;
+    zbert_options_t opt;                   /* a->opt, and the model once known */
+    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* the run's model; "" until known */
     zbert_client_t *c;
     zbert_reorder_t *ro;
     zb_textio_reader_t *reader;
@@ -417,7 +449,7 @@ static int s_send_batch(s_embed_t *e) {
     e->n_read += b->n;
     uint64_t request = 0;
     zbert_diag_t d = {{0}};
-    int rc = zbert_submit(e->c, e->texts, e->lens, b->n, &a->opt, NULL, &request, &d);
+    int rc = zbert_submit(e->c, e->texts, e->lens, b->n, &e->opt, NULL, &request, &d);
     if (rc == 0) rc = zbert_reorder_expect(e->ro, request, (uint32_t)b->n);
     if (rc != 0) {
         fprintf(stderr, "zbert: cannot send texts %zu..%zu: %s\n", b->seq0 + 1, b->seq0 + b->n,
@@ -494,8 +526,28 @@ static int s_write_text(s_embed_t *e, const zbert_text_t *t) {
     return 0;
 }
 
+/* Checks a PART event against the run's model, which the first one naming
+ * a model sets (and every later request names).  Returns 0, or -1 after
+ * saying why on stderr: then nothing of the event may be written. */
+static int s_check_model(s_embed_t *e, const zbert_event_t *ev) {
+    if (ev->type != ZBERT_EVENT_PART || ev->model == NULL) return 0;
+    if (e->model[0] == '\0') {
+        snprintf(e->model, sizeof e->model, "%s", ev->model);
+        e->opt.model = e->model;
+        return 0;
+    }
+    if (strcmp(e->model, ev->model) == 0) return 0;
+    s_bar_clear(&e->bar);
+    fprintf(stderr,
+            "zbert: results of model %s arrived for a run of model %s: one output holds one "
+            "model's vectors, so nothing of them was written (choose one with --model-id)\n",
+            ev->model, e->model);
+    return -1;
+}
+
 /* The vector width when no text came back (empty input, npy): the first
- * worker's, from the broker's status. */
+ * worker's of the run's model (of any, when it is not known), from the
+ * broker's status. */
 static int s_dim_from_status(s_embed_t *e) {
     zbert_status_t *st = NULL;
     zbert_diag_t d = {{0}};
@@ -504,7 +556,10 @@ static int s_dim_from_status(s_embed_t *e) {
         fprintf(stderr, "zbert: %s\n", d.msg[0] ? d.msg : zbert_strerror(rc));
         return -1;
     }
-    int dim = st->n_workers ? (int)st->workers[0].dim : -1;
+    int dim = -1;
+    for (size_t i = 0; i < st->n_workers && dim < 0; i++)
+        if (e->model[0] == '\0' || strcmp(st->workers[i].model, e->model) == 0)
+            dim = (int)st->workers[i].dim;
     zbert_status_destroy(&st);
     if (dim < 0) fprintf(stderr, "zbert: no worker is connected to tell the vector width\n");
     return dim;
@@ -519,7 +574,11 @@ static int s_cmd_embed(const s_args_t *a) {
         fprintf(stderr, "zbert: %s: %s\n", a->output_path, strerror(errno));
         return 1;
     }
-    s_embed_t e = {.a = a, .cap = (size_t)a->inflight * S_WINDOW_FACTOR};
+    s_embed_t e = {.a = a, .opt = a->opt, .cap = (size_t)a->inflight * S_WINDOW_FACTOR};
+    if (a->opt.model) {
+        snprintf(e.model, sizeof e.model, "%s", a->opt.model);
+        e.opt.model = e.model;
+    }
     int status = 1;
     static char outbuf[1 << 16];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
@@ -568,6 +627,10 @@ static int s_cmd_embed(const s_args_t *a) {
         if (ev && ev->type == ZBERT_EVENT_ERROR) {
             s_bar_clear(&e.bar);
             fprintf(stderr, "zbert: request failed (%s): %s\n", ev->code_name, ev->message);
+            zbert_event_destroy(&ev);
+            goto out;
+        }
+        if (ev && s_check_model(&e, ev) != 0) {
             zbert_event_destroy(&ev);
             goto out;
         }
@@ -919,10 +982,24 @@ int main(int argc, char **argv) {
     a.brokers = a.broker.n ? (const char *const *)a.broker.items : broker_default;
     a.n_brokers = a.broker.n ? a.broker.n : 1;
     zb_log_init("zbert", a.log_level);
+    if (a.outage_ms < a.retry_ms) {
+        fprintf(stderr,
+                "zbert: outage-ms %d is below retry-ms %d: a broker is presumed gone only after "
+                "retry-ms (see %s --help)\n",
+                a.outage_ms, a.retry_ms, p->name);
+        goto out;
+    }
     if (s_check_curve(&a) != 0) goto out;
     if (embed) {
         zb_client_options_to_public(&a.cli.opt, &a.opt);
         a.opt.deadline_ms = (uint32_t)a.deadline_ms;
+        if (zb_settings_source(p, &res, "model-id") == ZB_SETTINGS_FROM_ARGV) {
+            if (a.model_id[0] == '\0') {
+                fprintf(stderr, "zbert: --model-id is empty (see %s --help)\n", p->name);
+                goto out;
+            }
+            a.opt.model = a.model_id;
+        }
         a.input_path = res.n_args ? res.args[0] : NULL;
         /* given, even empty: opening "" fails as it always did */
         if (zb_settings_source(p, &res, "output") == ZB_SETTINGS_FROM_ARGV)

@@ -23,21 +23,43 @@
  * nothing follows it.  Vectors are copied out of the wire message into
  * properly aligned float arrays owned by the event.
  *
- * Retry (Lazy Pirate).  While a request is open, a broker that sends
- * nothing at all for ping_ms is pinged (a `status` message); a broker that
- * then stays silent for retry_ms in all is presumed gone: the socket is
- * closed and reopened (to the next endpoint when several are configured)
- * and every open request is sent again, whole, under the same id.  Results
+ * Identity.  Every socket the client opens (reconnections and failover
+ * included) carries the same ZeroMQ routing id, 16 random bytes drawn when
+ * the client is created, so that a broker knows a reconnected client for
+ * the owner of its requests (PROTOCOL.md 10).
+ *
+ * Retry (Lazy Pirate, with resumption).  While a request is open, a broker
+ * that sends nothing at all for ping_ms is pinged (a `status` message); a
+ * broker that then stays silent for retry_ms in all is presumed gone: an
+ * outage begins.  The socket is closed and reopened, to the next endpoint
+ * when several are configured, under the same routing id, and a ping goes
+ * out first: its answer lists the requests that broker still holds
+ * (`open`), which are not sent again (their results come); every other
+ * open request is sent again under its id with `have`, the texts already
+ * received, so that nothing delivered is computed twice.  While no broker
+ * answers, reconnections follow at growing intervals (retry_ms x 2, x 4,
+ * ... up to 30 s, each 20 % more or less at random, so that clients cut
+ * off together do not come back together), cycling through the brokers.
+ * Only when no broker has answered for outage_ms do the open requests fail,
+ * with ZBERT_ETIMEOUT.  A broker that says it is stopping (`closing`) is
+ * left at once for the next endpoint; with a single endpoint the client
+ * waits for it to come back (the same outage budget) and sends again what
+ * it lost.  A broker that restarted behind the same endpoint is noticed
+ * from its uptime and is sent the requests it cannot know.  Results
  * already received are kept and repeated texts are dropped, so the caller
- * still sees each text once.  A request is sent at most `tries` times
- * without hearing anything for it; then it fails with ZBERT_ETIMEOUT.  A
- * broker that restarted behind the same endpoint is noticed from its uptime
- * and is sent the requests it cannot know.  A `busy` answer (the broker's
- * queue is full) is retried after a growing delay, for as long as the
- * request's deadline allows; `no_model` (no worker connected, as right
- * after a broker starts) is retried every ping_ms, `tries` times.  A slow
- * broker that keeps answering pings is waited for: only a deadline bounds
- * how long a request takes.
+ * still sees each text once.  A `busy` answer (the broker's queue is full)
+ * is retried after a growing delay, for as long as the request's deadline
+ * allows; `no_model` (no worker for the model connected, as right after a
+ * broker starts) is retried every ping_ms, `tries` times.  A slow broker
+ * that keeps answering pings is waited for: only a deadline bounds how
+ * long a request takes.
+ *
+ * Models.  Every part of a request comes from workers of one model, whose
+ * identity the broker names in each part (protocol 1.3; the id `zbert
+ * status` and `zbert-model inspect` show): the client checks that they
+ * agree, reports it in PART and DONE events, and pins a request it sends
+ * again to the model its first results came from.  zbert_options_t.model
+ * pins a request from the start.
  *
  * Timers run inside zbert_next(), zbert_embed() and zbert_status(): a
  * caller that stops calling them for longer than retry_ms only delays the
@@ -138,6 +160,10 @@ typedef struct zbert_options {
     zbert_compat_t compat;             /* token level only */
     bool token_meta;                   /* token level: rows carry metadata (implied by
                                         * sentences and compat) */
+    const char *model;                 /* only workers of this model identity (1 to
+                                        * 256 bytes of UTF-8; copied) serve it; NULL:
+                                        * any.  Needs brokers of protocol 1.3: results
+                                        * naming no model fail the request (EPROTO) */
 } zbert_options_t;
 
 /* --- the client ---------------------------------------------------------- */
@@ -155,8 +181,9 @@ typedef struct zbert_config {
                                  * gone [3000]; 50 at least */
     uint32_t ping_ms;           /* silence after which it is pinged
                                  * [retry_ms / 4]; below retry_ms */
-    uint32_t tries;             /* sends of a request that hear nothing back
-                                 * before it fails [3] */
+    uint32_t tries;             /* `no_model` answers a request takes before
+                                 * it fails [3].  Silence no longer counts
+                                 * tries: outage_ms bounds it */
     size_t requests_max;        /* open requests [64] */
     size_t texts_max;           /* texts in open requests [1,000,000] */
     size_t bytes_max;           /* text bytes in open requests [1 GiB] */
@@ -175,6 +202,11 @@ typedef struct zbert_config {
                                      * every endpoint of brokers, or one per
                                      * endpoint, in the order of brokers */
     size_t n_broker_keys;           /* 0 without curve_key; else 1 or n_brokers */
+    uint32_t outage_ms;             /* how long open requests wait while no
+                                     * broker answers (silent, unreachable, or
+                                     * stopping) before they fail with
+                                     * ZBERT_ETIMEOUT [300000]; at least
+                                     * retry_ms */
 } zbert_config_t;
 
 /*
@@ -190,7 +222,7 @@ typedef struct zbert_config {
  *
  * A broker whose public key is not the one given, or that refuses this
  * client's key, never completes the CURVE handshake: to the client it is a
- * silent broker (requests fail with ZBERT_ETIMEOUT after their tries).
+ * silent broker (requests fail with ZBERT_ETIMEOUT after outage_ms).
  */
 int zbert_client_new(const zbert_config_t *cfg, zbert_client_t **out, zbert_diag_t *d);
 
@@ -212,7 +244,8 @@ void zbert_client_destroy(zbert_client_t **c);
  * requests or the texts would exceed texts_max or bytes_max (take events,
  * then submit again); ZBERT_ELIMIT when the request can never fit (n over
  * 100,000 or texts_max, bytes over bytes_max, the message over 256 MiB);
- * ZBERT_EINVAL (n == 0, NULL arguments, options out of range); ZBERT_ENOMEM;
+ * ZBERT_EINVAL (n == 0, NULL arguments, options out of range, a model
+ * identity of 0 or over 256 bytes, or not UTF-8); ZBERT_ENOMEM;
  * ZBERT_EIO (the socket failed: the client should be destroyed).
  * A socket that cannot take the message now is not an error: the request
  * is sent from zbert_next().
@@ -268,6 +301,10 @@ typedef struct zbert_event {
     const char *code_name; /* the protocol's name ("no_model", "timeout"),
                             * or "client" for a failure seen by the client */
     const char *message;   /* one sentence for people */
+    /* PART and DONE: the identity of the model that made the request's
+     * results (NULL when the broker does not name it: protocol before
+     * 1.3, or a DONE the client made itself before any part came) */
+    const char *model;
 } zbert_event_t;
 
 /* The result of one text, as views into the event (or result, or reorder)
@@ -302,6 +339,8 @@ typedef struct zbert_text {
                                * (first, or fed) piece; -1 when oov */
     const bool *word_start;   /* [n_rows] that piece is not a "##" one */
     const bool *oov;          /* [n_rows] the token has no piece: zeros */
+    const char *model;        /* the model that made it, or NULL (see
+                               * zbert_event_t.model) */
 } zbert_text_t;
 
 /*
@@ -372,6 +411,10 @@ typedef struct zbert_result zbert_result_t;
  * zbert_result_destroy).  Any number of texts: they are sent as several
  * requests within the client's limits.  opt->deadline_ms bounds the whole
  * call.  A text that fails alone does not fail the call (see its status).
+ *
+ * One model serves the whole call: opt->model, or else the model of the
+ * first results, which the later requests are pinned to; results of
+ * another model fail the call with ZBERT_EPROTO.
  *
  * Uses the client alone: call it when no request of the async API is open
  * (ZBERT_EINVAL otherwise).  Returns 0; the failure of a request
@@ -446,8 +489,9 @@ void zbert_status_destroy(zbert_status_t **s);
 /* --- logging ------------------------------------------------------------- */
 
 /* What the library writes on stderr: "error", "warn" (a broker presumed
- * gone, a malformed message from it), "info" (the default; adds requests
- * sent again to a restarted broker) or "debug" (every request).  A
+ * gone or stopping, a malformed message from it), "info" (the default;
+ * adds requests sent again to a restarted broker, and errors the broker
+ * addressed to no request) or "debug" (every request).  A
  * process-wide setting, to make once before creating clients.  Returns 0
  * or ZBERT_EINVAL. */
 int zbert_log_level(const char *level);

@@ -15,10 +15,17 @@
  *     rows, vectors, offsets, ids, truncation and per-text errors, and each
  *     request ends with one DONE or ERROR after its parts;
  *   - the reorder hands texts out in submission order;
- *   - Lazy Pirate: resends after silence (same id, new socket), duplicate
- *     texts dropped, failover to a second endpoint, a timeout after the
- *     tries, a restart noticed from the uptime, duplicate_id tolerated for
- *     a copy we sent twice, busy retried;
+ *   - Lazy Pirate with resumption: one routing id on every socket; after
+ *     a silence the client reconnects and pings, and a request the broker
+ *     lists in `open` is not sent again, while one a restarted broker lost
+ *     goes again under its id with `have` (no text computed twice by a
+ *     broker that honours it, duplicates dropped from one that does not);
+ *     failover to a second endpoint; `closing` moves requests to the next
+ *     broker at once, or is waited out with one broker; reconnections back
+ *     off while nobody answers and requests fail when the outage budget is
+ *     spent; a restart noticed from the uptime; duplicate_id tolerated for
+ *     a copy we sent twice, and an error without id (with `of` or not)
+ *     ending nothing; busy retried;
  *   - deadlines (sent to the broker, enforced locally), cancel, bounded
  *     in-flight requests and texts, the blocking call;
  *   - the later options reach the broker as given, token metadata reaches
@@ -189,8 +196,31 @@ struct fb {
     uint64_t deadlines[FB_LOG];
     zb_options_t opts[FB_LOG];
     char cancels[FB_LOG][ZB_MSG_ID_BYTES_MAX + 1];
-    uint8_t silenced[16]; /* routing id ignored from now on */
-    size_t silenced_len;
+    uint8_t last_rid[16]; /* routing id of the latest message, silent or not */
+    size_t last_rid_len;
+    /* outages, scripted by the behaviours below (times of s_ms()) */
+    uint64_t closing_until;             /* answers everything with `closing` until then */
+    uint64_t mute_until;                /* then ignores everything until then */
+    bool forget;                        /* and then starts again knowing nothing: a restart */
+    char held[ZB_MSG_ID_BYTES_MAX + 1]; /* a request held across the mute ("" none) */
+    char **held_texts;                  /* [held_n] its texts, copied */
+    size_t held_n;
+    zb_options_t held_opt;
+    uint32_t held_from;   /* its texts sent before the mute */
+    int n_closing;        /* messages answered with `closing` */
+    int n_nonempty;       /* non-empty texts received in embeds */
+    int nonempty[FB_LOG]; /* the same, per embed logged */
+    bool have[FB_LOG];    /* the embed carried have */
+    int n_computed;       /* texts covered by the parts sent */
+    int n_have;           /* embeds that carried have */
+    /* models (revision 1.3): parts and done name part_model (NULL: none, as
+     * a broker of an earlier revision); h_model sets it per request */
+    const char *part_model;
+    const char *models[2]; /* h_model: the k-th request is models[k % n_models]'s */
+    int n_models;
+    char embed_models[FB_LOG][64]; /* the model each embed named ("" none) */
+    void *mon;                     /* PAIR on the socket's monitor, or NULL */
+    int n_accepted;                /* connections accepted (with mon) */
 };
 
 static void fb_send(fb_t *fb, const uint8_t *rid, size_t rlen, uint8_t *body, size_t len) {
@@ -250,13 +280,17 @@ static void fb_part(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                                .truncated = trunc,
                                .n_truncated = nt,
                                .errors = errs,
-                               .n_errors = ne}};
+                               .n_errors = ne},
+                       .model = {fb->part_model, fb->part_model ? strlen(fb->part_model) : 0}};
     uint8_t *body;
     size_t len;
     zb_diag_t d = {{0}};
     int rc = zb_msg_encode_part(&p, &body, &len, &d);
     if (rc != 0) fail_msg("encode part: %s", d.msg);
     fb_send(fb, rid, rlen, body, len);
+    pthread_mutex_lock(&fb->mu);
+    fb->n_computed += (int)count;
+    pthread_mutex_unlock(&fb->mu);
     free(rows);
     free(vec);
     free(off);
@@ -272,7 +306,8 @@ static void fb_done(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embe
                        .texts = e->n_texts,
                        .tokens = 7 * e->n_texts,
                        .parts = parts,
-                       .elapsed_ms = 3};
+                       .elapsed_ms = 3,
+                       .model = {fb->part_model, fb->part_model ? strlen(fb->part_model) : 0}};
     uint8_t *body;
     size_t len;
     assert_int_equal(zb_msg_encode_done(&m, &body, &len, NULL), 0);
@@ -288,7 +323,8 @@ static void fb_error(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
     fb_send(fb, rid, rlen, body, len);
 }
 
-static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
+static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id,
+                            const zb_msg_str_t *open, size_t n_open) {
     static const zb_msg_worker_info_t w[2] = {
         {{"node1:101", 9}, {"tiny-seed1", 10}, 32, 4, 8, 1, 120, 45678, 250, 0},
         {{"node2:\x1b[2J", 11}, {"tiny-seed1", 10}, 32, 2, 4, 0, 7, 890, 3725000, 61000},
@@ -314,24 +350,95 @@ static void fb_status_reply(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_st
                                .latency_p50_ms = 12,
                                .latency_p90_ms = 30.5,
                                .latency_p99_ms = 80.25,
-                               .protocol_errors = 5};
+                               .protocol_errors = 5,
+                               .open = open,
+                               .n_open = n_open};
     uint8_t *body;
     size_t len;
     assert_int_equal(zb_msg_encode_status_reply(&m, &body, &len, NULL), 0);
     fb_send(fb, rid, rlen, body, len);
 }
 
+static void fb_closing(fb_t *fb, const uint8_t *rid, size_t rlen) {
+    zb_msg_closing_t m = {.message = {"stopping: SIGTERM", 17}};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_closing(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+}
+
+/* An embed of the held request (views into fb's copies). */
+static zb_msg_embed_t fb_held_embed(fb_t *fb, zb_msg_str_t *views) {
+    for (size_t i = 0; i < fb->held_n; i++)
+        views[i] = (zb_msg_str_t){fb->held_texts[i], strlen(fb->held_texts[i])};
+    return (zb_msg_embed_t){.id = {fb->held, strlen(fb->held)},
+                            .texts = views,
+                            .n_texts = fb->held_n,
+                            .opt = fb->held_opt};
+}
+
+static void fb_held_free(fb_t *fb) {
+    for (size_t i = 0; i < fb->held_n; i++) free(fb->held_texts[i]);
+    free(fb->held_texts);
+    fb->held_texts = NULL;
+    fb->held_n = 0;
+    fb->held[0] = '\0';
+}
+
+/* A status while a request is held: the reply lists it in `open`, then its
+ * other texts follow, and its done. */
+static void fb_status_held(fb_t *fb, const uint8_t *rid, size_t rlen, zb_msg_str_t id) {
+    zb_msg_str_t *views = calloc(fb->held_n, sizeof *views);
+    zb_msg_embed_t e = fb_held_embed(fb, views);
+    fb_status_reply(fb, rid, rlen, id, &e.id, 1);
+    uint32_t parts = 0;
+    for (uint32_t a = fb->held_from; a < e.n_texts; a += 3, parts++)
+        fb_part(fb, rid, rlen, &e, a, a + 3 > e.n_texts ? (uint32_t)e.n_texts : a + 3);
+    fb_done(fb, rid, rlen, &e, parts + 1);
+    free(views);
+    fb_held_free(fb);
+}
+
 static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *body, size_t len) {
-    if (fb->silent) return;
     pthread_mutex_lock(&fb->mu);
-    bool muted = fb->silenced_len == rlen && !memcmp(fb->silenced, rid, rlen);
+    memcpy(fb->last_rid, rid, rlen < 16 ? rlen : 16);
+    fb->last_rid_len = rlen;
     pthread_mutex_unlock(&fb->mu);
-    if (muted) return;
+    if (fb->silent) return;
     zb_msg_t m = {0};
     if (zb_msg_decode(body, len, &m, NULL) != 0) return;
     pthread_mutex_lock(&fb->mu);
+    uint64_t now = s_ms();
+    if (now < fb->closing_until) {
+        fb->n_closing++;
+        pthread_mutex_unlock(&fb->mu);
+        fb_closing(fb, rid, rlen);
+        zb_msg_free(&m);
+        return;
+    }
+    if (now < fb->mute_until) {
+        pthread_mutex_unlock(&fb->mu);
+        zb_msg_free(&m);
+        return;
+    }
+    if (fb->mute_until && fb->forget) {
+        fb->start_ms = now; /* uptime 0: a broker that started just now */
+        fb_held_free(fb);
+    }
+    fb->mute_until = 0;
+    bool held = fb->held[0] != '\0' && m.type == ZB_MSG_STATUS;
+    int nonempty = 0;
+    if (m.type == ZB_MSG_EMBED) {
+        for (size_t i = 0; i < m.u.embed.n_texts; i++) nonempty += m.u.embed.texts[i].len > 0;
+        fb->n_nonempty += nonempty;
+        fb->n_have += m.u.embed.n_have > 0;
+    }
     if (m.type == ZB_MSG_EMBED && fb->n_embed++ < FB_LOG) {
         int k = fb->n_embed - 1;
+        fb->nonempty[k] = nonempty;
+        fb->have[k] = m.u.embed.n_have > 0;
+        snprintf(fb->embed_models[k], sizeof fb->embed_models[k], "%.*s", (int)m.u.embed.model.len,
+                 m.u.embed.model.ptr);
         snprintf(fb->ids[k], sizeof fb->ids[k], "%.*s", (int)m.u.embed.id.len, m.u.embed.id.ptr);
         memcpy(fb->rids[k], rid, rlen < 16 ? rlen : 16);
         fb->rid_lens[k] = rlen;
@@ -346,16 +453,44 @@ static void fb_handle(fb_t *fb, const uint8_t *rid, size_t rlen, const void *bod
     }
     pthread_mutex_unlock(&fb->mu);
     if (m.type == ZB_MSG_EMBED && fb->on_embed) fb->on_embed(fb, rid, rlen, &m.u.embed);
-    if (m.type == ZB_MSG_STATUS && !fb->status_ignore)
-        fb_status_reply(fb, rid, rlen, m.u.status.id);
+    if (held)
+        fb_status_held(fb, rid, rlen, m.u.status.id);
+    else if (m.type == ZB_MSG_STATUS && !fb->status_ignore)
+        fb_status_reply(fb, rid, rlen, m.u.status.id, NULL, 0);
     zb_msg_free(&m);
+}
+
+/* Counts the connections the fake accepts (its socket monitor). */
+static void fb_monitor_read(fb_t *fb) {
+    for (;;) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, fb->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        zmq_msg_close(&ev);
+        zmq_msg_init(&addr);
+        zmq_msg_recv(&addr, fb->mon, 0); /* the second frame: the address */
+        zmq_msg_close(&addr);
+        if (event == ZMQ_EVENT_ACCEPTED) {
+            pthread_mutex_lock(&fb->mu);
+            fb->n_accepted++;
+            pthread_mutex_unlock(&fb->mu);
+        }
+    }
 }
 
 static void *fb_main(void *arg) {
     fb_t *fb = arg;
     while (!atomic_load(&fb->stop)) {
-        zmq_pollitem_t it = {.socket = fb->sock, .events = ZMQ_POLLIN};
-        if (zmq_poll(&it, 1, 10) <= 0) continue;
+        zmq_pollitem_t it[2] = {{.socket = fb->sock, .events = ZMQ_POLLIN},
+                                {.socket = fb->mon, .events = ZMQ_POLLIN}};
+        if (zmq_poll(it, fb->mon ? 2 : 1, 10) <= 0) continue;
+        if (fb->mon && (it[1].revents & ZMQ_POLLIN)) fb_monitor_read(fb);
+        if (!(it[0].revents & ZMQ_POLLIN)) continue;
         uint8_t rid[256];
         int rlen = zmq_recv(fb->sock, rid, sizeof rid, 0);
         if (rlen < 0) continue;
@@ -373,17 +508,26 @@ static fb_t *fb_start_curve(fb_fn on_embed, const zb_curve_cert_t *server) {
     fb_t *fb = calloc(1, sizeof *fb);
     assert_non_null(fb);
     fb->on_embed = on_embed;
-    fb->start_ms = s_ms();
+    /* up for a minute: a request sent in a test's first milliseconds is
+     * not taken for one sent before the broker started */
+    fb->start_ms = s_ms() > 60000 ? s_ms() - 60000 : 0;
     pthread_mutex_init(&fb->mu, NULL);
     fb->ctx = zmq_ctx_new();
     fb->sock = zmq_socket(fb->ctx, ZMQ_ROUTER);
     int one = 1, zero = 0;
     zmq_setsockopt(fb->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt(fb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    /* as the broker: a reconnection under a known routing id takes it over */
+    zmq_setsockopt(fb->sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
     if (server) assert_int_equal(zb_curve_server_socket(fb->sock, server, "clients", NULL), 0);
     assert_int_equal(zmq_bind(fb->sock, "tcp://127.0.0.1:*"), 0);
     size_t n = sizeof fb->ep;
     assert_int_equal(zmq_getsockopt(fb->sock, ZMQ_LAST_ENDPOINT, fb->ep, &n), 0);
+    char mon[64];
+    snprintf(mon, sizeof mon, "inproc://fb-monitor-%p", (void *)fb);
+    assert_int_equal(zmq_socket_monitor(fb->sock, mon, ZMQ_EVENT_ACCEPTED), 0);
+    fb->mon = zmq_socket(fb->ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_connect(fb->mon, mon), 0);
     return fb;
 }
 
@@ -400,6 +544,9 @@ static void fb_stop(fb_t **pfb) {
     if (fb == NULL) return;
     atomic_store(&fb->stop, 1);
     pthread_join(fb->th, NULL);
+    zmq_socket_monitor(fb->sock, NULL, 0);
+    zmq_close(fb->mon);
+    fb_held_free(fb);
     zmq_close(fb->sock);
     zmq_ctx_term(fb->ctx);
     pthread_mutex_destroy(&fb->mu);
@@ -466,24 +613,170 @@ static int fb_seen(fb_t *fb, zb_msg_str_t id) {
     return n;
 }
 
-/* First copy: the first half in parts of 2, then silence towards that
- * socket (pings too).  Second copy: everything in parts of 3, and done. */
-static void h_half_then_silence(fb_t *fb, const uint8_t *rid, size_t rlen,
+/* Parts of at most per texts for the texts of e outside its `have`, as
+ * revision 1.3 asks; returns how many. */
+static uint32_t fb_parts_outside_have(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                      const zb_msg_embed_t *e, uint32_t from, uint32_t per) {
+    uint32_t n = (uint32_t)e->n_texts, parts = 0;
+    size_t h = 0;
+    for (uint32_t a = from; a < n;) {
+        while (h < e->n_have && e->have[h] + e->have[h + 1] <= a) h += 2;
+        if (h < e->n_have && e->have[h] <= a) {
+            a = e->have[h] + e->have[h + 1];
+            continue;
+        }
+        uint32_t b = a + per > n ? n : a + per;
+        if (h < e->n_have && e->have[h] < b) b = e->have[h];
+        fb_part(fb, rid, rlen, e, a, b);
+        parts++;
+        a = b;
+    }
+    return parts;
+}
+
+/* The first half of e's texts in parts of 2; then silence for 500 ms. */
+static void fb_half_then_mute(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e,
+                              bool forget) {
+    uint32_t n = (uint32_t)e->n_texts;
+    for (uint32_t a = 0; a < n / 2; a += 2)
+        fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
+    pthread_mutex_lock(&fb->mu);
+    fb->mute_until = s_ms() + 500;
+    fb->forget = forget;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+/* First copy: the first half, then silence, after which the fake is a
+ * broker that restarted and holds nothing.  Second copy: every text in
+ * parts of 3, `have` or not (as a broker of an earlier revision: the
+ * client drops the texts it holds), and done. */
+static void h_half_then_restart(fb_t *fb, const uint8_t *rid, size_t rlen,
                                 const zb_msg_embed_t *e) {
     uint32_t n = (uint32_t)e->n_texts;
     if (fb_seen(fb, e->id) == 1) {
-        for (uint32_t a = 0; a < n / 2; a += 2)
-            fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 ? n / 2 : a + 2);
-        pthread_mutex_lock(&fb->mu);
-        memcpy(fb->silenced, rid, rlen);
-        fb->silenced_len = rlen;
-        pthread_mutex_unlock(&fb->mu);
+        fb_half_then_mute(fb, rid, rlen, e, true);
         return;
     }
     uint32_t parts = 0;
     for (uint32_t a = 0; a < n; a += 3, parts++)
         fb_part(fb, rid, rlen, e, a, a + 3 > n ? n : a + 3);
     fb_done(fb, rid, rlen, e, parts);
+}
+
+/* As h_half_then_restart, but the second copy is answered as revision 1.3
+ * asks: parts for the texts outside `have` only. */
+static void h_half_then_restart_have(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                     const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_half_then_mute(fb, rid, rlen, e, true);
+        return;
+    }
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* Keeps a copy of e as the request held across an outage, its texts
+ * [0, from) sent. */
+static void fb_hold(fb_t *fb, const zb_msg_embed_t *e, uint32_t from) {
+    pthread_mutex_lock(&fb->mu);
+    fb_held_free(fb);
+    snprintf(fb->held, sizeof fb->held, "%.*s", (int)e->id.len, e->id.ptr);
+    fb->held_texts = calloc(e->n_texts, sizeof *fb->held_texts);
+    for (size_t i = 0; i < e->n_texts; i++)
+        fb->held_texts[i] = strndup(e->texts[i].ptr, e->texts[i].len);
+    fb->held_n = e->n_texts;
+    fb->held_opt = e->opt;
+    fb->held_from = from;
+    pthread_mutex_unlock(&fb->mu);
+}
+
+/* The first half, then silence while the fake holds the request (a broker
+ * cut off from the client, then back): the next status lists it in `open`
+ * and the rest follows, then done.  A second copy would be answered as
+ * h_shuffle does. */
+static void h_half_then_hold(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) > 1) {
+        h_shuffle(fb, rid, rlen, e);
+        return;
+    }
+    fb_hold(fb, e, (uint32_t)e->n_texts / 2);
+    fb_half_then_mute(fb, rid, rlen, e, false);
+}
+
+/* A third of the texts, then `closing` at once and in answer to everything
+ * from then on (for stop_ms; then silence for 300 ms and a broker that
+ * restarted, when restart). */
+static void fb_third_then_closing(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                  const zb_msg_embed_t *e, uint64_t stop_ms, bool restart) {
+    uint32_t n = (uint32_t)e->n_texts;
+    for (uint32_t a = 0; a < n / 3; a += 2)
+        fb_part(fb, rid, rlen, e, a, a + 2 > n / 3 ? n / 3 : a + 2);
+    pthread_mutex_lock(&fb->mu);
+    uint64_t now = s_ms();
+    fb->closing_until = now + stop_ms;
+    if (restart) {
+        fb->mute_until = now + stop_ms + 300;
+        fb->forget = true;
+    }
+    pthread_mutex_unlock(&fb->mu);
+    fb_closing(fb, rid, rlen);
+}
+
+/* A broker that stops for good after a third of the first request. */
+static void h_closing(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    fb_third_then_closing(fb, rid, rlen, e, 3600000, false);
+}
+
+/* The first copy: a third, then `closing` for 400 ms, then a restart.
+ * Later copies: the texts outside `have`, and done. */
+static void h_closing_restart(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    if (fb_seen(fb, e->id) == 1) {
+        fb_third_then_closing(fb, rid, rlen, e, 400, true);
+        return;
+    }
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* Every text outside `have` in parts of 3, and done (a revision 1.3
+ * broker, in order). */
+static void h_have(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+}
+
+/* As h_shuffle, the k-th request (0-based) served by models[k % n_models],
+ * whatever it asked for. */
+static void h_model(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    int k = fb_count(fb, &fb->n_embed) - 1;
+    fb->part_model = fb->models[k % fb->n_models];
+    h_shuffle(fb, rid, rlen, e);
+}
+
+/* The first part from models[0], the rest from models[1]: one request
+ * served by two models. */
+static void h_model_switch(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    uint32_t n = (uint32_t)e->n_texts;
+    fb->part_model = fb->models[0];
+    fb_part(fb, rid, rlen, e, 0, 1);
+    fb->part_model = fb->models[1];
+    if (n > 1) fb_part(fb, rid, rlen, e, 1, n);
+    fb_done(fb, rid, rlen, e, n > 1 ? 2 : 1);
+}
+
+/* Before answering: an error without id naming the request in `of` (a
+ * duplicate_id of revision 1.3, which must not end it), and one without
+ * id or `of`; then as h_shuffle. */
+static void h_dup_of(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_msg_embed_t *e) {
+    zb_msg_error_t m = {.code = ZB_MSG_CODE_DUPLICATE_ID,
+                        .message = {"another request is open under this id", 37},
+                        .of = e->id};
+    uint8_t *body;
+    size_t len;
+    assert_int_equal(zb_msg_encode_error(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+    m.of = (zb_msg_str_t){NULL, 0};
+    m.code = ZB_MSG_CODE_BAD_REQUEST;
+    assert_int_equal(zb_msg_encode_error(&m, &body, &len, NULL), 0);
+    fb_send(fb, rid, rlen, body, len);
+    h_shuffle(fb, rid, rlen, e);
 }
 
 /* Every part, no done. */
@@ -601,6 +894,18 @@ static void h_unknown_first(fb_t *fb, const uint8_t *rid, size_t rlen, const zb_
 
 /* --- client helpers -------------------------------------------------------------- */
 
+/* A client whose outage budget is outage_ms. */
+static zbert_client_t *s_client_outage(const char *const *eps, size_t n, uint32_t retry_ms,
+                                       uint32_t outage_ms) {
+    zbert_config_t cfg = {
+        .brokers = eps, .n_brokers = n, .retry_ms = retry_ms, .outage_ms = outage_ms};
+    zbert_client_t *c = NULL;
+    zbert_diag_t d = {{0}};
+    int rc = zbert_client_new(&cfg, &c, &d);
+    if (rc != 0) fail_msg("client: %s", d.msg);
+    return c;
+}
+
 static zbert_client_t *s_client(const char *const *eps, size_t n, uint32_t retry_ms, uint32_t tries,
                                 size_t requests_max, size_t texts_max) {
     zbert_config_t cfg = {.brokers = eps,
@@ -624,6 +929,7 @@ typedef struct req {
     zbert_level_t level;
     bool meta;          /* the options ask for token metadata */
     int *seen;          /* [n] deliveries of each text */
+    const char *model;  /* the model its PART and DONE events must name, or NULL */
     int ended;          /* DONE or ERROR events */
     zbert_event_t *end; /* the DONE or ERROR */
 } req_t;
@@ -702,6 +1008,7 @@ static void s_check_event(req_t *rs, size_t n, zbert_event_t *ev, zbert_reorder_
             assert_int_equal(zbert_event_text(ev, i, &t), 0);
             assert_int_equal(t.index, ev->first + i);
             s_check_text(r, &t);
+            if (r->model) assert_string_equal(t.model, r->model);
             r->seen[t.index]++;
             assert_int_equal(r->seen[t.index], 1); /* exactly once */
         }
@@ -709,6 +1016,10 @@ static void s_check_event(req_t *rs, size_t n, zbert_event_t *ev, zbert_reorder_
         assert_int_equal(zbert_event_text(ev, ev->count, &t), ZBERT_EINVAL);
     } else {
         r->ended++;
+    }
+    if (r->model && ev->type != ZBERT_EVENT_ERROR) {
+        assert_non_null(ev->model);
+        assert_string_equal(ev->model, r->model);
     }
     if (ro) {
         if (ev->type != ZBERT_EVENT_PART && r->end == NULL) {
@@ -931,28 +1242,71 @@ static void test_per_text_errors_and_truncation(void **st) {
     fb_stop(&fb);
 }
 
-static void test_resend_after_silence_drops_duplicates(void **st) {
+/* A broker cut off for a while that holds the request all along: after the
+ * silence the client reconnects and pings; the answer's `open` lists the
+ * request, which is not sent again, and its other texts arrive. */
+static void test_silence_then_open(void **st) {
     (void)st;
-    fb_t *fb = fb_start(h_half_then_silence);
+    fb_t *fb = fb_start(h_half_then_hold);
     fb_run(fb);
     const char *eps[] = {fb->ep};
-    zbert_client_t *c = s_client(eps, 1, 300, 3, 0, 0);
-    const char **texts = s_texts(21, "r");
+    zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
+    const char **texts = s_texts(21, "o");
     req_t r;
     s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
     s_run_until_ended(c, &r, 1, NULL);
-    s_all_seen(&r); /* each exactly once, although 10 came twice */
+    s_all_seen(&r);
     assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
-    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
-    /* the same id, from a new socket */
-    assert_string_equal(fb->ids[0], fb->ids[1]);
-    assert_string_equal(fb->ids[0], r.end->id);
-    assert_false(fb->rid_lens[0] == fb->rid_lens[1] &&
-                 !memcmp(fb->rids[0], fb->rids[1], fb->rid_lens[0]));
+    assert_int_equal(fb_count(fb, &fb->n_embed), 1);
+    assert_int_equal(fb_count(fb, &fb->n_computed), 21);
+    assert_true(fb_count(fb, &fb->n_accepted) >= 2); /* it did reconnect */
     s_req_free_ev(&r);
     s_texts_free(texts, 21);
     zbert_client_destroy(&c);
     fb_stop(&fb);
+}
+
+/* A broker that restarted and lost everything: the ping after the silence
+ * lists nothing open, the request goes again under its id, from a new
+ * socket with the same routing id (16 bytes, the first not 0), with `have`
+ * and the texts received sent empty.  A broker of an earlier revision
+ * computes everything again: the client drops what it holds; one of
+ * revision 1.3 computes only the rest: no text is computed twice. */
+static void test_restart_resend_with_have(void **st) {
+    (void)st;
+    for (int aware = 0; aware <= 1; aware++) {
+        fb_t *fb = fb_start(aware ? h_half_then_restart_have : h_half_then_restart);
+        if (aware) fb->part_model = "tiny-a";
+        fb_run(fb);
+        const char *eps[] = {fb->ep};
+        zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
+        const char **texts = s_texts(21, "r");
+        req_t r;
+        s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+        s_run_until_ended(c, &r, 1, NULL);
+        s_all_seen(&r); /* each exactly once */
+        assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+        assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+        assert_string_equal(fb->ids[0], fb->ids[1]);
+        assert_string_equal(fb->ids[0], r.end->id);
+        assert_int_equal(fb->rid_lens[0], 16);
+        assert_int_equal(fb->rid_lens[1], 16);
+        assert_memory_equal(fb->rids[0], fb->rids[1], 16);
+        assert_true(fb->rids[0][0] != 0);
+        /* the first 10 texts arrived before the silence: sent empty */
+        assert_false(fb->have[0]);
+        assert_true(fb->have[1]);
+        assert_int_equal(fb->nonempty[0], 21);
+        assert_int_equal(fb->nonempty[1], 11);
+        assert_int_equal(fb_count(fb, &fb->n_computed), aware ? 21 : 31);
+        /* sent again, it is pinned to the model of its first results */
+        assert_string_equal(fb->embed_models[0], "");
+        assert_string_equal(fb->embed_models[1], aware ? "tiny-a" : "");
+        s_req_free_ev(&r);
+        s_texts_free(texts, 21);
+        zbert_client_destroy(&c);
+        fb_stop(&fb);
+    }
 }
 
 static void test_failover_to_second_broker(void **st) {
@@ -970,6 +1324,11 @@ static void test_failover_to_second_broker(void **st) {
     s_all_seen(&r);
     assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
     assert_int_equal(fb_count(live, &live->n_embed), 1);
+    /* one routing id for both brokers */
+    pthread_mutex_lock(&dead->mu);
+    assert_int_equal(dead->last_rid_len, 16);
+    assert_memory_equal(dead->last_rid, live->rids[0], 16);
+    pthread_mutex_unlock(&dead->mu);
     s_req_free_ev(&r);
     s_texts_free(texts, 9);
     zbert_client_destroy(&c);
@@ -977,25 +1336,259 @@ static void test_failover_to_second_broker(void **st) {
     fb_stop(&live);
 }
 
-static void test_timeout_after_tries(void **st) {
+/* No broker answers: the client reconnects after growing pauses (retry_ms
+ * x 2, x 4, ... with jitter), not every retry_ms, and the request fails
+ * when the outage budget is spent, naming it. */
+static void test_outage_budget(void **st) {
     (void)st;
     fb_t *fb = fb_start(NULL);
     fb->silent = true;
     fb_run(fb);
     const char *eps[] = {fb->ep};
-    zbert_client_t *c = s_client(eps, 1, 200, 2, 0, 0);
+    zbert_client_t *c = s_client_outage(eps, 1, 100, 3000);
     const char *texts[] = {"hello"};
     req_t r;
     uint64_t t0 = s_ms();
     s_submit(c, &r, texts, 1, ZBERT_LEVEL_TOKEN, 0);
     s_run_until_ended(c, &r, 1, NULL);
-    assert_true(s_ms() - t0 < 8000);
+    uint64_t spent = s_ms() - t0;
+    assert_true(spent >= 2500 && spent < 9000);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
     assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
     assert_string_equal(r.end->code_name, "client");
-    assert_non_null(strstr(r.end->message, "no answer"));
+    assert_non_null(strstr(r.end->message, "outage budget of 3000 ms"));
     assert_int_equal(zbert_open_requests(c), 0);
+    /* reconnections at about 0.15, 0.35, 0.75 and 1.55 s: without the
+     * back-off there would be one every 0.125 s */
+    int conns = fb_count(fb, &fb->n_accepted);
+    printf("outage of 3 s with retry_ms 100: %d connections\n", conns);
+    assert_true(conns >= 3 && conns <= 8);
     s_req_free_ev(&r);
+    zbert_client_destroy(&c);
+    /* the budget cannot be shorter than the silence that starts it */
+    zbert_diag_t d = {{0}};
+    zbert_config_t cfg = {.brokers = eps, .n_brokers = 1, .retry_ms = 1000, .outage_ms = 999};
+    assert_int_equal(zbert_client_new(&cfg, &c, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "outage_ms"));
+    fb_stop(&fb);
+}
+
+/* A broker that says `closing` after a third of the texts: the client
+ * moves the request to the next broker at once (long before retry_ms), with
+ * `have`; nothing is computed twice. */
+static void test_closing_moves_to_next_broker(void **st) {
+    (void)st;
+    fb_t *a = fb_start(h_closing), *b = fb_start(h_have);
+    fb_run(a);
+    fb_run(b);
+    const char *eps[] = {a->ep, b->ep};
+    zbert_client_t *c = s_client(eps, 2, 5000, 0, 0, 0);
+    const char **texts = s_texts(21, "m");
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    assert_true(s_ms() - t0 < 2500);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(a, &a->n_embed), 1);
+    assert_int_equal(fb_count(b, &b->n_embed), 1);
+    assert_true(b->have[0]);
+    assert_int_equal(b->nonempty[0], 21 - 7);
+    assert_int_equal(fb_count(a, &a->n_computed) + fb_count(b, &b->n_computed), 21);
+    /* later requests go to the broker that took over */
+    req_t r2;
+    s_submit(c, &r2, texts, 5, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r2, 1, NULL);
+    assert_int_equal(r2.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(b, &b->n_embed), 2);
+    assert_int_equal(fb_count(a, &a->n_embed), 1);
+    s_req_free_ev(&r);
+    s_req_free_ev(&r2);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&a);
+    fb_stop(&b);
+}
+
+/* With one broker, `closing` is waited out: the broker answers `closing`
+ * to everything for a while (nothing is sent to it meanwhile), goes
+ * silent, comes back knowing nothing; the request then goes again with
+ * `have`, and nothing is computed twice. */
+static void test_closing_single_broker_waits(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_closing_restart);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client_outage(eps, 1, 200, 10000);
+    const char **texts = s_texts(21, "w");
+    req_t r;
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    assert_true(fb->have[1]);
+    assert_int_equal(fb->nonempty[1], 21 - 7);
+    assert_int_equal(fb_count(fb, &fb->n_computed), 21);
+    assert_true(fb_count(fb, &fb->n_closing) >= 1); /* pings while it stopped */
+    s_req_free_ev(&r);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
+/* Model identities (revision 1.3): events and texts name the model; a
+ * pinned request names it to the broker, and fails when results of
+ * another model, or naming none, come; one request is never served by two
+ * models. */
+static void test_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(9, "md");
+    req_t rs[3];
+    zbert_options_t any = {.level = ZBERT_LEVEL_WORDPIECE};
+    zbert_options_t pin_a = {.level = ZBERT_LEVEL_TOKEN, .model = "tiny-a"};
+    zbert_options_t pin_b = {.level = ZBERT_LEVEL_TOKEN, .model = "tiny-b"};
+    s_submit_opt(c, &rs[0], texts, 9, &any);
+    s_submit_opt(c, &rs[1], texts, 4, &pin_a);
+    rs[0].model = rs[1].model = "tiny-a";
+    s_submit_opt(c, &rs[2], texts, 3, &pin_b);
+    s_run_until_ended(c, rs, 3, NULL);
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(rs[k].end->type, ZBERT_EVENT_DONE);
+        s_all_seen(&rs[k]);
+    }
+    assert_int_equal(rs[2].end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(rs[2].end->code, ZBERT_EPROTO);
+    assert_int_equal(rs[2].seen[0], 0);
+    assert_non_null(
+        strstr(rs[2].end->message, "model tiny-a for a request pinned to model tiny-b"));
+    assert_string_equal(fb->embed_models[0], "");
+    assert_string_equal(fb->embed_models[1], "tiny-a");
+    assert_string_equal(fb->embed_models[2], "tiny-b");
+    for (int k = 0; k < 3; k++) s_req_free_ev(&rs[k]);
+    /* identities the protocol cannot carry: refused before sending */
+    uint64_t h;
+    zbert_diag_t d = {{0}};
+    char big[300];
+    memset(big, 'm', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    zbert_options_t bad = {.model = ""};
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_non_null(strstr(d.msg, "model"));
+    bad.model = big;
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    bad.model = "\xff\xfe";
+    assert_int_equal(zbert_submit(c, texts, NULL, 1, &bad, NULL, &h, &d), ZBERT_EINVAL);
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+
+    /* a broker that names no model (before revision 1.3): a pinned
+     * request fails, since the pin cannot be checked; others go on */
+    fb = fb_start(h_shuffle);
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    s_submit_opt(c, &rs[0], texts, 4, &pin_a);
+    s_submit_opt(c, &rs[1], texts, 4, &any);
+    s_run_until_ended(c, rs, 2, NULL);
+    assert_int_equal(rs[0].end->type, ZBERT_EVENT_ERROR);
+    assert_non_null(strstr(rs[0].end->message, "older than protocol 1.3"));
+    assert_int_equal(rs[1].end->type, ZBERT_EVENT_DONE);
+    assert_null(rs[1].end->model);
+    s_req_free_ev(&rs[0]);
+    s_req_free_ev(&rs[1]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+
+    /* one request, two models: it fails */
+    fb = fb_start(h_model_switch);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    s_submit_opt(c, &rs[0], texts, 5, &any);
+    s_run_until_ended(c, rs, 1, NULL);
+    assert_int_equal(rs[0].end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(rs[0].end->code, ZBERT_EPROTO);
+    assert_non_null(strstr(rs[0].end->message, "model tiny-b for a request whose first results"));
+    assert_int_equal(rs[0].seen[0], 1);
+    s_req_free_ev(&rs[0]);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    s_texts_free(texts, 9);
+}
+
+/* The blocking call keeps to one model: its later requests name the model
+ * of the first results; results of another model fail it. */
+static void test_blocking_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 1, 0); /* one request at a time */
+    size_t n = 2100;
+    const char **texts = s_texts(n, "bm");
+    zbert_result_t *res = NULL;
+    zbert_diag_t d = {{0}};
+    zbert_options_t opt = {.level = ZBERT_LEVEL_SENTENCE};
+    assert_int_equal(zbert_embed(c, texts, NULL, n, &opt, &res, &d), 0);
+    zbert_text_t t;
+    assert_int_equal(zbert_result_text(res, n - 1, &t), 0);
+    assert_string_equal(t.model, "tiny-a");
+    zbert_result_destroy(&res);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 3);
+    assert_string_equal(fb->embed_models[0], "");
+    assert_string_equal(fb->embed_models[1], "tiny-a");
+    assert_string_equal(fb->embed_models[2], "tiny-a");
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    /* every request at once, served by two models in turn */
+    fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb->n_models = 2;
+    fb_run(fb);
+    eps[0] = fb->ep;
+    c = s_client(eps, 1, 0, 0, 0, 0);
+    assert_int_equal(zbert_embed(c, texts, NULL, n, &opt, &res, &d), ZBERT_EPROTO);
+    assert_null(res);
+    printf("two models in one call: %s\n", d.msg);
+    assert_non_null(strstr(d.msg, "came from model tiny-b after texts of model tiny-a"));
+    assert_int_equal(zbert_open_requests(c), 0);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+    s_texts_free(texts, n);
+}
+
+/* An error without id ends no request: with `of` naming ours (a copy of
+ * ours refused as duplicate_id, revision 1.3) it is logged, the request
+ * goes on; without `of` too. */
+static void test_error_without_id_ends_nothing(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_dup_of);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 0, 0, 0, 0);
+    const char **texts = s_texts(8, "i");
+    req_t r;
+    s_submit(c, &r, texts, 8, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_cancel), 0);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 8);
     zbert_client_destroy(&c);
     fb_stop(&fb);
 }
@@ -1897,13 +2490,15 @@ static void test_cli_embed_progress_and_failure(void **st) {
     fb->silent = true;
     fb_run(fb);
     uint64_t t0 = s_ms();
-    assert_int_equal(s_sh("ZBERT_RETRY_MS=100 %s/zbert embed --broker %s --tries 2 < %s > %s "
-                          "2> %s",
-                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
-                     1);
+    assert_int_equal(
+        s_sh("ZBERT_RETRY_MS=100 ZBERT_OUTAGE_MS=1000 %s/zbert embed --broker %s < %s > "
+             "%s "
+             "2> %s",
+             s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+        1);
     assert_true(s_ms() - t0 < 10000);
     err = fx_read_file(s_file("err"), &len);
-    assert_non_null(strstr(err, "no answer from the broker"));
+    assert_non_null(strstr(err, "no broker answered within the outage budget of 1000 ms"));
     free(err);
     fb_stop(&fb);
     /* usage errors */
@@ -1912,6 +2507,84 @@ static void test_cli_embed_progress_and_failure(void **st) {
     assert_int_equal(s_sh("%s/zbert embed --batch 0 2> /dev/null", s_bin()), 2);
     assert_int_equal(s_sh("ZBERT_INFLIGHT=zero %s/zbert embed < /dev/null 2> /dev/null", s_bin()),
                      2);
+    /* a budget shorter than the silence that starts an outage */
+    assert_int_equal(s_sh("%s/zbert embed --retry-ms 500 --outage-ms 400 < /dev/null 2> %s",
+                          s_bin(), s_file("err")),
+                     2);
+    err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "outage-ms 400 is below retry-ms 500"));
+    free(err);
+}
+
+/* One output, one model: --model-id names it in every request; without
+ * it, the requests sent after the first results name their model; results
+ * of another model fail the run, and nothing of them is written. */
+static void test_cli_embed_model(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->n_models = 1;
+    fb_run(fb);
+    s_write("in.txt", "one two\nthree\nfour five six\n");
+    size_t len;
+    char *want = s_expect("one two\nthree\nfour five six\n", ZB_TEXTIO_IN_LINES,
+                          ZB_TEXTIO_OUT_JSONL, ZB_LEVEL_TOKEN, false, &len);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id tiny-a --batch 1 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    s_same_file("out", want, len);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 3);
+    for (int k = 0; k < 3; k++) assert_string_equal(fb->embed_models[k], "tiny-a");
+    /* pinned by the first results: one request at a time, so the second
+     * and third are sent after them */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --batch 1 --inflight 1 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    s_same_file("out", want, len);
+    assert_string_equal(fb->embed_models[3], "");
+    assert_string_equal(fb->embed_models[4], "tiny-a");
+    assert_string_equal(fb->embed_models[5], "tiny-a");
+    free(want);
+    /* the environment does not set it: it changes what is written */
+    assert_int_equal(s_sh("ZBERT_MODEL_ID=tiny-b %s/zbert embed --broker %s --batch 3 < %s > %s "
+                          "2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     0);
+    assert_string_equal(fb->embed_models[6], "");
+    /* a model no worker has: the broker's answer (this fake serves tiny-a
+     * anyway, which the client refuses) */
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id tiny-b < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     1);
+    char *err = fx_read_file(s_file("err"), &len);
+    assert_non_null(strstr(err, "model tiny-a for a request pinned to model tiny-b"));
+    free(err);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --model-id '' < %s > %s 2> %s", s_bin(),
+                          fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     2);
+    fb_stop(&fb);
+
+    /* two requests at once, served by two models: the second's results
+     * fail the run, and only the first text is written */
+    fb = fb_start(h_model);
+    fb->models[0] = "tiny-a";
+    fb->models[1] = "tiny-b";
+    fb->n_models = 2;
+    fb_run(fb);
+    assert_int_equal(s_sh("%s/zbert embed --broker %s --batch 1 --inflight 2 < %s > %s 2> %s",
+                          s_bin(), fb->ep, s_file("in.txt"), s_file("out"), s_file("err")),
+                     1);
+    err = fx_read_file(s_file("err"), &len);
+    printf("%s", err);
+    assert_non_null(
+        strstr(err, "zbert: results of model tiny-b arrived for a run of model tiny-a"));
+    assert_non_null(strstr(err, "--model-id"));
+    free(err);
+    char *out = fx_read_file(s_file("out"), &len);
+    assert_non_null(strstr(out, "{\"index\":0,"));
+    assert_null(strstr(out, "\"index\":1"));
+    free(out);
+    fb_stop(&fb);
 }
 
 /* SIGTERM while requests are open: exit 130, the requests cancelled at
@@ -2064,11 +2737,11 @@ static void s_keys(const char *name, zb_curve_cert_t *c) {
 
 static zbert_client_t *s_curve_client(const char *const *eps, size_t n, const char *key,
                                       const char *const *broker_keys, size_t n_keys,
-                                      uint32_t retry_ms, uint32_t tries) {
+                                      uint32_t retry_ms, uint32_t outage_ms) {
     zbert_config_t cfg = {.brokers = eps,
                           .n_brokers = n,
                           .retry_ms = retry_ms,
-                          .tries = tries,
+                          .outage_ms = outage_ms,
                           .curve_key = key,
                           .broker_keys = broker_keys,
                           .n_broker_keys = n_keys};
@@ -2111,12 +2784,12 @@ static void test_curve_status_and_embed(void **st) {
 
     /* the wrong broker key: nothing arrives, the status times out */
     bkey[0] = s_kept("cs-wrong.pub");
-    c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 100, 2);
+    c = s_curve_client(eps, 1, s_kept("cs-client.key"), bkey, 1, 100, 1000);
     assert_int_equal(zbert_status(c, 3000, &s, &d), ZBERT_ETIMEOUT);
     printf("wrong broker key: %s\n", d.msg);
     assert_non_null(strstr(d.msg, "CURVE"));
     assert_null(s);
-    /* and a request fails after its tries */
+    /* and a request fails when the outage budget is spent */
     s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
     s_run_until_ended(c, &r, 1, NULL);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
@@ -2151,7 +2824,7 @@ static void test_curve_failover(void **st) {
     fb_run(live);
     const char *eps[] = {dead->ep, live->ep};
     const char *bkeys[] = {s_kept("cf-broker1.pub"), s_kept("cf-broker2.pub")};
-    zbert_client_t *c = s_curve_client(eps, 2, s_kept("cf-client.key"), bkeys, 2, 200, 3);
+    zbert_client_t *c = s_curve_client(eps, 2, s_kept("cf-client.key"), bkeys, 2, 200, 0);
     const char **texts = s_texts(9, "cf");
     req_t r;
     s_submit(c, &r, texts, 9, ZBERT_LEVEL_SENTENCE, 0);
@@ -2163,7 +2836,7 @@ static void test_curve_failover(void **st) {
     zbert_client_destroy(&c);
     /* one key for both: the live broker's handshake fails, nothing done */
     const char *one[] = {s_kept("cf-broker1.pub")};
-    c = s_curve_client(eps, 2, s_kept("cf-client.key"), one, 1, 100, 2);
+    c = s_curve_client(eps, 2, s_kept("cf-client.key"), one, 1, 100, 1000);
     s_submit(c, &r, texts, 2, ZBERT_LEVEL_SENTENCE, 0);
     s_run_until_ended(c, &r, 1, NULL);
     assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
@@ -2389,9 +3062,15 @@ int main(void) {
         cmocka_unit_test(test_out_of_order_and_reorder),
         cmocka_unit_test(test_reorder_error_and_destroy),
         cmocka_unit_test(test_per_text_errors_and_truncation),
-        cmocka_unit_test(test_resend_after_silence_drops_duplicates),
+        cmocka_unit_test(test_silence_then_open),
+        cmocka_unit_test(test_restart_resend_with_have),
         cmocka_unit_test(test_failover_to_second_broker),
-        cmocka_unit_test(test_timeout_after_tries),
+        cmocka_unit_test(test_outage_budget),
+        cmocka_unit_test(test_closing_moves_to_next_broker),
+        cmocka_unit_test(test_closing_single_broker_waits),
+        cmocka_unit_test(test_error_without_id_ends_nothing),
+        cmocka_unit_test(test_model),
+        cmocka_unit_test(test_blocking_model),
         cmocka_unit_test(test_wait_after_absence_does_not_spin),
         cmocka_unit_test(test_busy_is_retried),
         cmocka_unit_test(test_no_model_retried),
@@ -2413,6 +3092,7 @@ int main(void) {
         cmocka_unit_test(test_cli_embed_many_texts_in_order),
         cmocka_unit_test(test_cli_embed_progress_and_failure),
         cmocka_unit_test(test_cli_embed_interrupted),
+        cmocka_unit_test(test_cli_embed_model),
         cmocka_unit_test(test_cli_status),
         cmocka_unit_test(test_curve_status_and_embed),
         cmocka_unit_test(test_curve_failover),

@@ -281,7 +281,7 @@ static void test_strangers_get_nothing(void **st) {
     assert_false(s_client_works("mallory.key", 1500));
     assert_false(s_client_works(NULL, 1500));
     int rc = proc_sh("echo hello | %s/zbert embed --broker %s --curve-key %s --broker-key %s "
-                     "--retry-ms 300 --tries 2 --timeout-ms 1000 > %s 2>/dev/null",
+                     "--retry-ms 300 --outage-ms 1000 --timeout-ms 1000 > %s 2>/dev/null",
                      proc_bin(), s_clients, s_path("mallory.key"), s_path("broker.pub"),
                      s_path("m.out"));
     assert_int_not_equal(rc, 0);

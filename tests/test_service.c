@@ -14,7 +14,8 @@
  *     its vectors equal an in-process run;
  *   - two clients using the same request id concurrently each get their own
  *     results only;
- *   - status lists both workers with the bundle's identity;
+ *   - status lists both workers with the bundle's identity, the one
+ *     zbert-model inspect prints and zbert status shows;
  *   - a worker killed mid-request loses nothing: the request completes with
  *     every text exactly once.
  * Every child process is killed and reaped in teardown, whatever failed.
@@ -447,6 +448,16 @@ static void test_status(void **st) {
     zb_msg_free(&r);
     free(b);
     zmq_close(s);
+    /* the id zbert-model inspect prints is the one workers announce, which
+     * zbert status shows and zbert embed --model-id takes */
+    char want[400];
+    snprintf(want, sizeof want, "identity: %s", identity);
+    assert_int_equal(
+        proc_sh("%s/zbert-model inspect %s | grep -qx '%s'", proc_bin(), s_bundle, want), 0);
+    snprintf(want, sizeof want, "\"model\":[[:space:]]*\"%s\"", identity);
+    assert_int_equal(proc_sh("%s/zbert status --broker %s --json | grep -c '%s' | grep -qx 2",
+                             proc_bin(), s_clients, want),
+                     0);
     zb_model_close(&m);
 }
 
