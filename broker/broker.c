@@ -710,17 +710,24 @@ static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
     return rc;
 }
 
-/* Encodes an `error`; NULL when encoding failed (only when out of memory,
- * or for a message that is not valid UTF-8, then replaced). */
-static uint8_t *s_error_body(const char *id, size_t id_len, zb_msg_code_t code, const char *text,
-                             size_t *len) {
+/* Encodes an `error` (of: the id a duplicate_id names, NULL: none); NULL
+ * when encoding failed (only when out of memory, or for a message that is
+ * not valid UTF-8, then replaced). */
+static uint8_t *s_error_body_of(const char *id, size_t id_len, const zb_msg_str_t *of,
+                                zb_msg_code_t code, const char *text, size_t *len) {
     zb_msg_error_t e = {.id = {id, id_len}, .code = code, .message = {text, strlen(text)}};
+    if (of != NULL) e.of = *of;
     uint8_t *out = NULL;
     if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
     /* A sentence quoting peer bytes may not be UTF-8: say it plainly. */
     e.message = (zb_msg_str_t){"malformed message", 17};
     if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
     return NULL;
+}
+
+static uint8_t *s_error_body(const char *id, size_t id_len, zb_msg_code_t code, const char *text,
+                             size_t *len) {
+    return s_error_body_of(id, id_len, NULL, code, text, len);
 }
 
 /* --- model identities --------------------------------------------------- */
@@ -1423,6 +1430,19 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     s_front_reply(b, rid, body, len);
 }
 
+/* Answers an embed under the id of an open request that it does not
+ * resume: `duplicate_id` without `id`, so that no client closes the open
+ * request on its account, and with the id in `of` (PROTOCOL.md 4). */
+static void s_client_duplicate(zb_broker_t *b, const s_rid_t *rid, zb_msg_str_t id) {
+    char text[ZB_MSG_MESSAGE_BYTES_MAX];
+    snprintf(text, sizeof text,
+             "request id `%.*s` is open with another text count or other options; it goes on",
+             (int)id.len, id.ptr);
+    size_t len = 0;
+    uint8_t *body = s_error_body_of(NULL, 0, &id, ZB_MSG_CODE_DUPLICATE_ID, text, &len);
+    if (body != NULL) s_front_reply(b, rid, body, len);
+}
+
 /* The estimated tokens of one text (see ZB_BROKER_TEXT_TOKENS_CAP). */
 static uint64_t s_estimate(size_t bytes, bool windows) {
     uint64_t t = bytes / ZB_BROKER_TEXT_BYTES_PER_TOKEN + 2;
@@ -1430,39 +1450,45 @@ static uint64_t s_estimate(size_t bytes, bool windows) {
     return t;
 }
 
-/* Splits texts into shards of consecutive texts; writes them to out when
- * not NULL; returns how many. */
+/* Splits the texts not in have into shards of consecutive texts (a held
+ * text ends a shard: it is never sent to a worker); writes them to out
+ * when not NULL; returns how many (0 when every text is held). */
 static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t *out) {
     uint32_t n = 0, first = 0, count = 0;
     uint64_t tokens = 0;
+    size_t k = 0; /* the first have range not wholly before text i */
     for (uint32_t i = 0; i < e->n_texts; i++) {
-        uint64_t t = s_estimate(e->texts[i].len, e->opt.windows);
+        while (k + 1 < e->n_have && (uint64_t)e->have[k] + e->have[k + 1] <= i) k += 2;
+        bool held = k + 1 < e->n_have && e->have[k] <= i;
+        uint64_t t = held ? 0 : s_estimate(e->texts[i].len, e->opt.windows);
         if (count > 0 &&
-            (count == b->cfg.shard_texts_max || tokens + t > b->cfg.shard_tokens_max)) {
+            (held || count == b->cfg.shard_texts_max || tokens + t > b->cfg.shard_tokens_max)) {
             if (out) out[n] = (s_shard_t){.first = first, .count = count};
             n++;
-            first = i;
             count = 0;
             tokens = 0;
         }
+        if (held) continue;
+        if (count == 0) first = i;
         count++;
         tokens += t;
     }
-    if (out) out[n] = (s_shard_t){.first = first, .count = count};
-    return n + 1;
+    if (count > 0) {
+        if (out) out[n] = (s_shard_t){.first = first, .count = count};
+        n++;
+    }
+    return n;
 }
 
-/* Whether an embed asks for exactly what request r holds: the same texts,
- * byte for byte, with the same options (its deadline may differ: r's own
- * holds). */
+/* Whether an embed sent under the id of open request r is r again (a
+ * resumption): as many texts, the same options and model.  The texts are
+ * not compared: those the client holds may come empty (have), and r's own
+ * are the ones computed.  Its deadline may differ: r's holds. */
 static bool s_same_request(const s_request_t *r, const zb_msg_embed_t *e) {
     const zb_msg_embed_t *o = &r->msg.u.embed;
-    if (o->n_texts != e->n_texts || !zb_options_equal(&o->opt, &e->opt)) return false;
-    for (size_t i = 0; i < e->n_texts; i++)
-        if (o->texts[i].len != e->texts[i].len ||
-            (e->texts[i].len > 0 && memcmp(o->texts[i].ptr, e->texts[i].ptr, e->texts[i].len) != 0))
-            return false;
-    return true;
+    return o->n_texts == e->n_texts && zb_options_equal(&o->opt, &e->opt) &&
+           o->model.len == e->model.len &&
+           (e->model.len == 0 || memcmp(o->model.ptr, e->model.ptr, e->model.len) == 0);
 }
 
 /* Whether texts first..first+count-1 all lie in have's ranges (pairs of
@@ -1523,9 +1549,12 @@ static void s_request_attach(zb_broker_t *b, s_request_t *r, s_conn_t *c, uint64
 /*
  * A message from rid (key: its connection's, with CurveZMQ): its owner
  * speaks again.  Its requests that lost their connection at this routing
- * id take it back, and what was kept for them goes first (PROTOCOL.md 7).
+ * id take it back, and what was kept for them goes first (PROTOCOL.md 7)
+ * -- but for the one the message itself sends again (skip, an embed's id;
+ * len 0: none), whose resumption says what the client holds already.
  */
-static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                           zb_msg_str_t skip) {
     uint64_t now = zb_clock_ms();
     for (;;) {
         /* Looked up afresh each time: attaching may end a request, and
@@ -1534,7 +1563,8 @@ static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *ke
         if (o == NULL || o->n_detached == 0) return;
         s_request_t *r = o->reqs;
         while (r && !(r->conn == NULL && r->rid_last.len == rid->len &&
-                      memcmp(r->rid_last.b, rid->b, rid->len) == 0))
+                      memcmp(r->rid_last.b, rid->b, rid->len) == 0 &&
+                      !(skip.len == r->id_len && memcmp(skip.ptr, r->id, skip.len) == 0)))
             r = r->next;
         if (r == NULL) return;
         s_conn_t *c = s_conn_find(b, rid);
@@ -1626,23 +1656,29 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     size_t body_len = zmq_msg_size(body);
     s_request_t *open = s_request_find(o, e->id);
     if (open != NULL) {
-        /* From the connection its parts go to: a second copy.  From another
-         * connection of its owner (CurveZMQ only: otherwise the owner is the
-         * connection): the owner reconnected, and resumes it -- when it
-         * asks for the same thing. */
-        bool other = open->conn == NULL || open->conn != c;
-        bool resume = other && b->curve && s_same_request(open, e);
-        if (!resume) {
-            s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID,
-                           "request id `%.*s` is already open%s", (int)e->id.len, e->id.ptr,
-                           other && b->curve ? " with other texts or options" : "");
+        /* Its owner sent it again, from whichever connection: a
+         * resumption, when it asks for the same thing. */
+        if (!s_same_request(open, e)) {
+            s_client_duplicate(b, rid, e->id);
             return false;
         }
         if (c == NULL && (c = s_conn_new(b, rid, key)) == NULL) {
             s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
             return false;
         }
-        s_request_resume(b, open, c, NULL, 0, zb_clock_ms());
+        s_request_resume(b, open, c, e->have, e->n_have, zb_clock_ms());
+        return false;
+    }
+    uint32_t n_shards = s_split(b, e, NULL);
+    if (n_shards == 0) {
+        /* The client holds every text (have): nothing to compute. */
+        zb_msg_done_t done = {.id = e->id, .texts = e->n_texts};
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        if (zb_msg_encode_done(&done, &out, &out_len, NULL) < 0)
+            s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
+        else
+            s_front_reply(b, rid, out, out_len);
         return false;
     }
     if (b->draining) {
@@ -1685,7 +1721,6 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     }
 
     uint64_t now = zb_clock_ms();
-    uint32_t n_shards = s_split(b, e, NULL);
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_owner = o == NULL, new_conn = c == NULL;
@@ -1719,9 +1754,11 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     r->msg = *m;
     memset(m, 0, sizeof *m); /* the request owns the decoded arrays now */
     r->opt = r->msg.u.embed.opt;
-    r->n_texts = r->texts_left = (uint32_t)r->msg.u.embed.n_texts;
+    r->n_texts = (uint32_t)r->msg.u.embed.n_texts;
     r->shards = shards;
     r->n_shards = s_split(b, &r->msg.u.embed, shards);
+    /* Texts the client holds are not open: no part will carry them. */
+    for (uint32_t i = 0; i < r->n_shards; i++) r->texts_left += shards[i].count;
     r->received_ms = now;
     r->owner = o;
     r->next = o->reqs;
@@ -1733,7 +1770,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     if (b->open) b->open->all_prev = r;
     b->open = r;
     b->n_requests++;
-    b->open_texts += r->n_texts;
+    b->open_texts += r->texts_left;
     b->open_bytes += body_len;
     for (uint32_t i = 0; i < r->n_shards; i++) {
         s_shard_t *sh = &shards[i];
@@ -1897,6 +1934,8 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
     const void *p = zmq_msg_data(body);
     size_t len = zmq_msg_size(body);
     int rc = zb_msg_decode(p, len, &m, &d);
+    s_owner_speaks(b, rid, key,
+                   rc == 0 && m.type == ZB_MSG_EMBED ? m.u.embed.id : (zb_msg_str_t){0});
     if (rc < 0) {
         s_proto_error(b, "client", rid, p, len, zb_diag_text(&d, rc));
         zb_msg_code_t code = rc == ZB_EPROTO ? zb_msg_decode_failure(&m) : ZB_MSG_CODE_INTERNAL;
@@ -2019,17 +2058,23 @@ static void s_front_readable(zb_broker_t *b) {
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
         bool allowed = s_key_allowed(b, ZB_ZAP_CLIENTS, key, body);
         /* Any message of an owner brings back what waits for it at this
-         * routing id, before its answer. */
-        if (allowed && rid.len > 0) s_owner_speaks(b, &rid, key);
+         * routing id, before its answer (a well-formed one: once decoded,
+         * s_front_message). */
+        if (allowed && rid.len > 0 && rc > 0) s_owner_speaks(b, &rid, key, (zb_msg_str_t){0});
         if (!allowed) {
             if (rid.len > 0) s_front_forbidden(b, &rid, key, body, rc == 0);
         } else if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
-            if (rid.len > 0)
+            if (rid.len > 0) {
+                /* Answered, like any malformed message: a client that
+                 * waits for an answer learns what it did wrong. */
                 s_proto_error(b, "client", &rid, zmq_msg_data(body), zmq_msg_size(body), why);
-            else
+                s_client_error(b, &rid, (zb_msg_str_t){NULL, 0}, ZB_MSG_CODE_BAD_REQUEST, "%s",
+                               why);
+            } else {
                 b->protocol_errors++;
+            }
         } else {
             s_front_message(b, &rid, key, body);
         }
