@@ -110,6 +110,12 @@
  * so that what ZeroMQ holds for a client stays a few parts; the rest waits
  * in the broker, where it is counted against client-bytes-max. */
 #define S_FRONT_SNDHWM 4
+/* What `closing` says, and the routing ids remembered per owner while
+ * telling it (more are told again: a second closing harms no one). */
+#define S_CLOSING_TEXT                                                                             \
+    "the broker is stopping: send your open requests again (with have) to another broker, or "     \
+    "to this one when it is back"
+#define S_CLOSING_RIDS 8
 /* ZAP requests answered per turn of the loop: handshakes are served
  * between batches of messages, never starved by them nor starving them. */
 #define S_ZAP_BATCH 256
@@ -217,7 +223,7 @@ static const zb_settings_t s_table[] = {
      .max = 3600000,
      .def = "10000",
      .value_name = "MS",
-     .help = "how long a stopping broker serves open requests"},
+     .help = "how long a stopping broker waits for the shards on workers"},
     {.name = "no-worker-ms",
      .kind = ZB_SETTINGS_U64,
      S_AT(no_worker_ms),
@@ -1210,7 +1216,10 @@ s_request_fail(zb_broker_t *b, s_request_t *r, zb_msg_code_t code, const char *f
            "request %s of %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
            s_request_where(r, where, sizeof where), zb_msg_code_name(code), text);
     size_t len = 0;
-    uint8_t *body = r->conn ? s_error_body(r->id, r->id_len, code, text, &len) : NULL;
+    /* A stopping broker told its clients `closing`: they take their
+     * requests elsewhere, and an error from here would fail them there. */
+    uint8_t *body =
+        r->conn && !b->draining ? s_error_body(r->id, r->id_len, code, text, &len) : NULL;
     s_request_end(b, r, body, len);
 }
 
@@ -1365,6 +1374,7 @@ static s_worker_t *s_least_loaded(zb_broker_t *b, uint64_t now) {
 }
 
 static void s_dispatch(zb_broker_t *b) {
+    if (b->draining) return; /* closing: no queued shard starts */
     b->dispatch_round++;
     uint64_t now = zb_clock_ms();
     while (zb_queue_items(b->queue) > 0) {
@@ -2042,6 +2052,46 @@ static void s_front_bind_key(zb_broker_t *b, const s_rid_t *rid, const uint8_t *
     memcpy(c->key, key, sizeof c->key);
 }
 
+/* Sends `closing` to rid (a message of no request that is never dropped
+ * for being unread); a client gone is nothing to tell. */
+static void s_send_closing(zb_broker_t *b, const s_rid_t *rid) {
+    zb_msg_closing_t m = {.message = {S_CLOSING_TEXT, sizeof S_CLOSING_TEXT - 1}};
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (zb_msg_encode_closing(&m, &body, &len, NULL) < 0) return;
+    if (s_front_send(b, rid, body, len, false) < 0 && errno != EHOSTUNREACH) {
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c != NULL) s_conn_drop(b, c, errno);
+    }
+}
+
+/*
+ * The stop begins (PROTOCOL.md 7, Stopping): `closing` to every client
+ * with open requests -- at the routing id of their connection, or the one
+ * a detached request lost (its owner may be back there) -- once per
+ * routing id.  Returns how many were told.
+ */
+static size_t s_tell_closing(zb_broker_t *b) {
+    size_t told = 0;
+    for (zb_idmap_node_t *n = zb_idmap_first(b->owners); n; n = zb_idmap_next(b->owners, n)) {
+        /* An owner's requests go to few routing ids (usually one): those
+         * told are remembered per owner, the first S_CLOSING_RIDS. */
+        s_rid_t done[S_CLOSING_RIDS];
+        size_t n_done = 0;
+        for (s_request_t *r = ((s_owner_t *)n)->reqs; r; r = r->next) {
+            const s_rid_t *rid = r->conn ? &r->conn->h.key : &r->rid_last;
+            bool again = false;
+            for (size_t k = 0; k < n_done && !again; k++)
+                again = done[k].len == rid->len && memcmp(done[k].b, rid->b, rid->len) == 0;
+            if (again) continue;
+            if (n_done < S_CLOSING_RIDS) done[n_done++] = *rid;
+            s_send_closing(b, rid);
+            told++;
+        }
+    }
+    return told;
+}
+
 static void s_front_readable(zb_broker_t *b) {
     for (int k = 0; k < S_RECV_BATCH; k++) {
         /* Bodies are received into a heap zmq_msg_t: an accepted embed
@@ -2057,6 +2107,15 @@ static void s_front_readable(zb_broker_t *b) {
         const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
         bool allowed = s_key_allowed(b, ZB_ZAP_CLIENTS, key, body);
+        if (allowed && rid.len > 0 && b->draining) {
+            /* Closing: every message is answered so, after what was kept
+             * for its owner at this routing id. */
+            s_owner_speaks(b, &rid, key, (zb_msg_str_t){0});
+            s_send_closing(b, &rid);
+            s_front_bind_key(b, &rid, key);
+            if (b->spare_body == body) zmq_msg_close(body);
+            continue;
+        }
         /* Any message of an owner brings back what waits for it at this
          * routing id, before its answer (a well-formed one: once decoded,
          * s_front_message). */
@@ -2553,7 +2612,9 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         if (w->quarantined_until_ms <= now) w->ident->n_active++, n_active++;
     for (s_request_t *r = b->open, *next; r; r = next) {
         next = r->all_next;
-        if (r->conn == NULL && (b->draining || now - r->detached_ms >= b->cfg.resume_ms)) {
+        /* (While the broker stops they stay: their owner may come back
+         * before it exits, and take what was kept for it.) */
+        if (r->conn == NULL && now - r->detached_ms >= b->cfg.resume_ms) {
             char label[ZB_MSG_ID_BYTES_MAX + 1];
             ZB_LOG(ZB_LOG_INFO, "request %s: its owner did not resume it; dropped",
                    s_clean(label, sizeof label, r->id, r->id_len));
@@ -2958,12 +3019,18 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atom
         if (*stop >= 1 && !b->draining) {
             b->draining = true;
             b->drain_until_ms = now + b->cfg.drain_ms;
-            /* Requests waiting for their owner are not waited for. */
-            b->next_orphan_ms = now;
-            ZB_LOG(ZB_LOG_INFO, "stopping: finishing %llu open requests (at most %llu ms)",
-                   (unsigned long long)b->n_requests, (unsigned long long)b->cfg.drain_ms);
+            size_t told = s_tell_closing(b);
+            ZB_LOG(ZB_LOG_INFO,
+                   "stopping: closing sent to %zu clients of %llu open requests; %llu shards on "
+                   "workers deliver their parts for at most %llu ms",
+                   told, (unsigned long long)b->n_requests, (unsigned long long)b->in_flight,
+                   (unsigned long long)b->cfg.drain_ms);
         }
-        if (*stop >= 2 || (b->draining && (b->n_requests == 0 || now >= b->drain_until_ms))) break;
+        /* The drain ends when nothing more can reach a client: no shard on
+         * a worker, nothing held for a connected client. */
+        if (*stop >= 2 || (b->draining &&
+                           ((b->in_flight == 0 && b->holding == NULL) || now >= b->drain_until_ms)))
+            break;
         s_flush_held(b);
         uint64_t wake = b->next_tick_ms;
         zb_deadline_item_t *first = zb_deadline_first(b->deadlines);
@@ -3010,11 +3077,13 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atom
         s_dispatch(b);
     }
     if (b->n_requests > 0)
-        ZB_LOG(ZB_LOG_WARN, "stopping with %llu open requests: answering them with an error",
+        ZB_LOG(ZB_LOG_INFO,
+               "stopped with %llu open requests; their clients were told closing and send them "
+               "again elsewhere",
                (unsigned long long)b->n_requests);
-    while (b->open)
-        s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL,
-                       "the broker stopped before the request finished; send it again");
+    /* Without a word: closing said it all (s_request_fail is silent now). */
+    b->draining = true;
+    while (b->open) s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL, "the broker stopped");
     /* Messages still held get the linger time to find room. */
     for (uint64_t until = zb_clock_ms() + S_FRONT_LINGER_MS; b->holding && zb_clock_ms() < until;) {
         s_flush_held(b);

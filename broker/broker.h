@@ -46,11 +46,17 @@
  * identity whose workers all left before any part was sent, is free to go
  * to any worker).
  *
- * Stopping: once *stop becomes 1 the broker drains -- new `embed`s get
- * `busy`, open requests keep running -- until none is open or drain-ms has
- * passed; when *stop reaches 2, or the drain time is over, every request
- * still open is answered with `error internal` ("the broker stopped"), so
- * no client is left waiting on work the broker silently dropped.
+ * Stopping (PROTOCOL.md 7).  Once *stop becomes 1 the broker sends
+ * `closing` to every client with open requests (at its conn, or at the
+ * routing id a detached request lost; once per routing id of an owner) and
+ * answers every later client message with `closing`, after what was kept
+ * for its owner there.  It starts no queued shard; the shards on workers
+ * deliver their parts (done included, for a request they complete).  It
+ * stops when no shard is on a worker and nothing is held for a connected
+ * client, when drain-ms has passed, or when *stop reaches 2 -- and sends
+ * no `error` at all once `closing` is out (deadlines, lost shards and the
+ * requests left end without a word): the clients take their requests
+ * elsewhere, with `have`, and an error from here would fail them there.
  *
  * Slow clients.  ZeroMQ queues a few messages towards a client
  * (S_FRONT_SNDHWM in broker.c); what does not fit is held by the broker

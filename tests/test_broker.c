@@ -2359,39 +2359,62 @@ static void test_no_model(void **st) {
     fc_expect_error(c, "n", ZB_MSG_CODE_NO_MODEL);
 }
 
-/* SIGTERM: new requests are refused, open ones finish, exit 0; what
- * cannot finish within drain-ms is answered with an error. */
+/*
+ * SIGTERM (PROTOCOL.md 7, Stopping): `closing` goes at once to every
+ * client with open requests, and answers every later message; no queued
+ * shard starts; the shards on workers still deliver their parts; the
+ * broker exits, status 0, when nothing more can come (or after drain-ms),
+ * without an error for what is left.  A client without requests hears
+ * nothing until it speaks.
+ */
 static void test_stop(void **st) {
     (void)st;
     s_broker_start(NULL);
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
-    fc_t *c = fc_new();
+    fc_t *c = fc_new_rid(NULL, "client-S"), *idle = fc_new();
     spec_t sp = {.id = "s", .tag = "S", .n = 128, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_pend == 1);
-    kill(s_b.pid, SIGTERM);
-    S_PUMP_UNTIL(s_log_count("stopping: finishing 1 open requests") == 1);
-    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_LEVEL_SENTENCE};
-    fc_embed(c, &late);
-    fc_expect_error(c, "late", ZB_MSG_CODE_BUSY);
-    w->mode = FW_AUTO;
-    outcome_t o;
-    s_collect_one(c, &sp, &o);
-    assert_int_equal(s_broker_stop(0), 0); /* exits by itself */
-    w->mode = FW_DEAD;
-
-    const char *env[] = {"ZBERT_DRAIN_MS=300", NULL};
-    s_broker_start(env);
-    fc_t *c2 = fc_new();
-    fc_embed(c2, &sp);
     rx_t rx;
-    fc_sync_status(c2, &rx); /* the embed was taken */
-    assert_int_equal(rx.m.u.status_reply.requests, 1);
+    fc_sync_status(idle, &rx);
     rx_free(&rx);
     kill(s_b.pid, SIGTERM);
-    fc_expect_error(c2, "s", ZB_MSG_CODE_INTERNAL);
+    fc_expect(c, &rx, ZB_MSG_CLOSING);
+    assert_true(rx.m.u.closing.message.len > 0);
+    rx_free(&rx);
+    S_PUMP_UNTIL(s_log_count("stopping: closing sent to 1 clients of 1 open requests") == 1);
+    fc_expect_silence(idle, 200);
+    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &late);
+    fc_expect(c, &rx, ZB_MSG_CLOSING); /* instead of an answer */
+    rx_free(&rx);
+    zb_msg_t ping = {.type = ZB_MSG_STATUS};
+    s_send_msg(idle->s, &ping);
+    fc_expect(idle, &rx, ZB_MSG_CLOSING);
+    rx_free(&rx);
+    w->mode = FW_AUTO; /* the shard on the worker delivers its part */
+    fc_expect(c, &rx, ZB_MSG_PART);
+    assert_int_equal(rx.m.u.part.first, 0);
+    rx_free(&rx);
+    assert_int_equal(s_broker_stop(0), 0); /* exits by itself */
+    fc_expect_silence(c, 200);             /* no error, no done for the rest */
+    assert_int_equal(w->n_tasks, 1);       /* the queued shard never started */
+    w->mode = FW_DEAD;
+
+    /* a shard that does not come back within drain-ms is not waited for */
+    const char *env[] = {"ZBERT_DRAIN_MS=300", NULL};
+    s_broker_start(env);
+    fw_t *w2 = fw_new("w2", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c2 = fc_new();
+    fc_embed(c2, &sp);
+    S_PUMP_UNTIL(w2->n_pend == 1);
+    kill(s_b.pid, SIGTERM);
+    fc_expect(c2, &rx, ZB_MSG_CLOSING);
+    rx_free(&rx);
     assert_int_equal(s_broker_stop(0), 0);
+    fc_expect_silence(c2, 200);
 }
 
 /* --- CurveZMQ ------------------------------------------------------------------------- */
