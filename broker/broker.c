@@ -1348,11 +1348,20 @@ typedef struct s_pick {
     const s_worker_t *w;
 } s_pick_t;
 
+/* Whether identity i runs the model a request is pinned to (embed.model;
+ * len 0: any). */
+static bool s_ident_runs(const s_ident_t *i, zb_msg_str_t model) {
+    return model.len == 0 ||
+           (i->model_len == model.len && memcmp(i->model, model.ptr, model.len) == 0);
+}
+
 static bool s_eligible(const zb_queue_item_t *item, void *arg) {
     const s_shard_t *sh = (const s_shard_t *)item;
     const s_pick_t *p = arg;
-    if (s_owner_over(p->b, sh->req->owner)) return false;
-    return sh->req->ident == NULL || sh->req->ident == p->w->ident;
+    const s_request_t *r = sh->req;
+    if (s_owner_over(p->b, r->owner)) return false;
+    if (r->ident != NULL) return r->ident == p->w->ident;
+    return s_ident_runs(p->w->ident, r->msg.u.embed.model);
 }
 
 /* The worker with free credit and the lowest in_flight / credit (ties: the
@@ -2382,6 +2391,8 @@ static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now) {
                           .tokens = r->tokens,
                           .parts = r->parts,
                           .elapsed_ms = elapsed};
+    if (r->ident != NULL && r->made > 0)
+        done.model = (zb_msg_str_t){r->ident->model, r->ident->model_len};
     zb_stats_add_latency(b->stats, (double)elapsed);
     uint8_t *body = NULL;
     size_t len = 0;
@@ -2423,6 +2434,9 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
         errors[k].index += sh->first;
     }
     zb_msg_part_t p = {.id = {r->id, r->id_len}, .first = sh->first, .vec = *v};
+    /* The identity of the workers that made it: one per request (its
+     * binding), so one client's output never mixes models. */
+    if (r->ident != NULL) p.model = (zb_msg_str_t){r->ident->model, r->ident->model_len};
     p.vec.truncated = v->n_truncated ? truncated : NULL;
     p.vec.errors = v->n_errors ? errors : NULL;
     uint8_t *body = NULL;
@@ -2628,6 +2642,12 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         if (r->ident != NULL && r->ident->n_workers == 0 && r->made == 0 && r->n_flight == 0)
             s_request_unbind(b, r);
         bool servable = r->ident ? r->ident->n_active > 0 : n_active > 0;
+        if (r->ident == NULL && r->msg.u.embed.model.len > 0) {
+            /* pinned: only workers of its model count */
+            servable = false;
+            for (s_ident_t *i = b->idents; i && !servable; i = i->next)
+                servable = i->n_active > 0 && s_ident_runs(i, r->msg.u.embed.model);
+        }
         if (servable || b->cfg.no_worker_ms == 0) {
             r->orphan_since_ms = 0;
         } else if (r->orphan_since_ms == 0) {
@@ -2639,6 +2659,11 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
                 s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
                                "no worker of model %.*s (dim %u) to serve it for %llu ms",
                                (int)r->ident->model_len, r->ident->model, r->ident->dim,
+                               (unsigned long long)(now - r->orphan_since_ms));
+            else if (r->msg.u.embed.model.len > 0)
+                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
+                               "no worker of model %.*s to serve it for %llu ms",
+                               (int)r->msg.u.embed.model.len, r->msg.u.embed.model.ptr,
                                (unsigned long long)(now - r->orphan_since_ms));
             else
                 s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL, "no worker to serve it for %llu ms",

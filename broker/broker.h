@@ -44,7 +44,10 @@
  * mixes models or widths.  A request that no connected worker can serve for
  * no-worker-ms fails with `no_model` (an unbound one, or one bound to an
  * identity whose workers all left before any part was sent, is free to go
- * to any worker).
+ * to any worker).  A request whose embed names a model goes only to
+ * workers whose ready.model is that string (then binds as above), and
+ * counts as unservable while none is connected.  Each part and the done
+ * carry the bound identity's model.
  *
  * Stopping (PROTOCOL.md 7).  Once *stop becomes 1 the broker sends
  * `closing` to every client with open requests (at its conn, or at the

@@ -648,6 +648,7 @@ typedef struct spec {
     size_t pad;
     const uint32_t *have; /* texts the client holds: sent empty, never delivered */
     size_t n_have;
+    const char *model; /* embed.model: the model that must serve it; NULL: any */
 } spec_t;
 
 static bool s_spec_bad(const spec_t *sp, uint32_t i) {
@@ -687,6 +688,7 @@ static void fc_embed(fc_t *c, const spec_t *sp) {
                                  .deadline_ms = sp->deadline_ms,
                                  .have = sp->have,
                                  .n_have = sp->n_have};
+    if (sp->model) m.u.embed.model = (zb_msg_str_t){sp->model, strlen(sp->model)};
     s_send_msg(c->s, &m);
     for (uint32_t i = 0; i < sp->n; i++) free((void *)texts[i].ptr);
     free(texts);
@@ -707,6 +709,7 @@ typedef struct outcome {
     bool done;
     zb_msg_done_t done_msg;
     zb_msg_code_t error;
+    char model[64]; /* of its parts: one per request */
 } outcome_t;
 
 /* When not 0: the epoch every row must come from (the fake workers write
@@ -722,6 +725,11 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
     assert_int_equal(v->level, sp->level);
     if (o->parts == 0) o->dim = v->dim;
     assert_int_equal(v->dim, o->dim);
+    /* every part names the model that made it, the same for the request */
+    assert_true(p->model.len > 0 && p->model.len < sizeof o->model);
+    if (o->parts == 0) snprintf(o->model, sizeof o->model, "%.*s", (int)p->model.len, p->model.ptr);
+    assert_true(s_str_is(p->model, o->model));
+    if (sp->model) assert_true(s_str_is(p->model, sp->model));
     zb_options_t so = s_spec_options(sp);
     bool meta = zb_options_meta(&so);
     assert_int_equal(v->token_meta, meta);
@@ -801,6 +809,8 @@ static void s_collect(fc_t *c, outcome_t *o, const spec_t *const *specs, int n) 
             x->done = true;
             x->done_msg = rx.m.u.done;
             x->done_msg.id = (zb_msg_str_t){NULL, 0};
+            if (x->parts > 0) assert_true(s_str_is(rx.m.u.done.model, x->model));
+            x->done_msg.model = (zb_msg_str_t){NULL, 0};
             for (uint32_t i = 0; i < x->sp->n; i++)
                 if (x->covered[i] != !s_spec_held(x->sp, i))
                     fail_msg("text %u covered %u times", i, x->covered[i]);
@@ -2319,6 +2329,58 @@ static void test_client_gone(void **st) {
     assert_int_equal(s_log_count("its owner did not resume it; dropped"), 1);
 }
 
+/*
+ * Model pinning (PROTOCOL.md 3 and 6): an embed with model is served only
+ * by workers whose ready.model is that model, whatever else is idle; with
+ * none connected it fails with no_model after no-worker-ms.  Every part
+ * and done names the model of the workers that made the request.
+ */
+static void test_model_pin(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_NO_WORKER_MS=300", NULL};
+    s_broker_start(env);
+    fw_t *wa = fw_new("wa", "model-a", 4, 4, FW_AUTO);
+    fw_t *wb = fw_new("wb", "model-b", 4, 1, FW_HOLD);
+    s_wait_workers(2);
+    fc_t *c = fc_new();
+    spec_t pb = {.id = "pb", .tag = "P", .n = 192, .level = ZB_LEVEL_SENTENCE, .model = "model-b"};
+    fc_embed(c, &pb);
+    S_PUMP_UNTIL(wb->n_pend == 1);
+    s_pump(200, NULL); /* the idle model-a worker takes none of it */
+    assert_int_equal(wa->n_tasks, 0);
+    wb->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c, &pb, &o);
+    assert_int_equal(wb->n_tasks, 3);
+    assert_int_equal(wa->n_tasks, 0);
+
+    /* unpinned: any model, named in its parts */
+    spec_t any = {.id = "any", .tag = "Q", .n = 64, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &any);
+    s_collect_one(c, &any, &o);
+    assert_true(!strcmp(o.model, "model-a") || !strcmp(o.model, "model-b"));
+
+    /* a model nobody runs */
+    spec_t pc = {.id = "pc", .tag = "C", .n = 5, .level = ZB_LEVEL_SENTENCE, .model = "model-c"};
+    fc_embed(c, &pc);
+    fc_expect_error(c, "pc", ZB_MSG_CODE_NO_MODEL);
+    assert_int_equal(wa->n_tasks + wb->n_tasks, 3 + 1);
+
+    /* the same id with another model is another request: duplicate_id */
+    wb->mode = FW_HOLD;
+    spec_t pb2 = pb;
+    pb2.id = "pb2";
+    fc_embed(c, &pb2);
+    S_PUMP_UNTIL(wb->n_pend == 1);
+    pb2.model = "model-a";
+    fc_embed(c, &pb2);
+    fc_expect_duplicate(c, "pb2");
+    pb2.model = "model-b";
+    wb->mode = FW_AUTO;
+    s_collect_one(c, &pb2, &o);
+    assert_true(!strcmp(o.model, "model-b"));
+}
+
 /* A request is bound to the model of the worker that took its first shard:
  * a worker of another model or width never serves it. */
 static void test_models(void **st) {
@@ -3056,6 +3118,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_slow_client, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_model_pin, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_claimed_routing_ids, s_setup, s_teardown),
