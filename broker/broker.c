@@ -110,6 +110,12 @@
  * so that what ZeroMQ holds for a client stays a few parts; the rest waits
  * in the broker, where it is counted against client-bytes-max. */
 #define S_FRONT_SNDHWM 4
+/* What `closing` says, and the routing ids remembered per owner while
+ * telling it (more are told again: a second closing harms no one). */
+#define S_CLOSING_TEXT                                                                             \
+    "the broker is stopping: send your open requests again (with have) to another broker, or "     \
+    "to this one when it is back"
+#define S_CLOSING_RIDS 8
 /* ZAP requests answered per turn of the loop: handshakes are served
  * between batches of messages, never starved by them nor starving them. */
 #define S_ZAP_BATCH 256
@@ -217,7 +223,7 @@ static const zb_settings_t s_table[] = {
      .max = 3600000,
      .def = "10000",
      .value_name = "MS",
-     .help = "how long a stopping broker serves open requests"},
+     .help = "how long a stopping broker waits for the shards on workers"},
     {.name = "no-worker-ms",
      .kind = ZB_SETTINGS_U64,
      S_AT(no_worker_ms),
@@ -710,17 +716,24 @@ static int s_send(void *sock, const s_rid_t *rid, uint8_t *body, size_t len) {
     return rc;
 }
 
-/* Encodes an `error`; NULL when encoding failed (only when out of memory,
- * or for a message that is not valid UTF-8, then replaced). */
-static uint8_t *s_error_body(const char *id, size_t id_len, zb_msg_code_t code, const char *text,
-                             size_t *len) {
+/* Encodes an `error` (of: the id a duplicate_id names, NULL: none); NULL
+ * when encoding failed (only when out of memory, or for a message that is
+ * not valid UTF-8, then replaced). */
+static uint8_t *s_error_body_of(const char *id, size_t id_len, const zb_msg_str_t *of,
+                                zb_msg_code_t code, const char *text, size_t *len) {
     zb_msg_error_t e = {.id = {id, id_len}, .code = code, .message = {text, strlen(text)}};
+    if (of != NULL) e.of = *of;
     uint8_t *out = NULL;
     if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
     /* A sentence quoting peer bytes may not be UTF-8: say it plainly. */
     e.message = (zb_msg_str_t){"malformed message", 17};
     if (zb_msg_encode_error(&e, &out, len, NULL) == 0) return out;
     return NULL;
+}
+
+static uint8_t *s_error_body(const char *id, size_t id_len, zb_msg_code_t code, const char *text,
+                             size_t *len) {
+    return s_error_body_of(id, id_len, NULL, code, text, len);
 }
 
 /* --- model identities --------------------------------------------------- */
@@ -1203,7 +1216,10 @@ s_request_fail(zb_broker_t *b, s_request_t *r, zb_msg_code_t code, const char *f
            "request %s of %s: %s: %s", s_clean(id, sizeof id, r->id, r->id_len),
            s_request_where(r, where, sizeof where), zb_msg_code_name(code), text);
     size_t len = 0;
-    uint8_t *body = r->conn ? s_error_body(r->id, r->id_len, code, text, &len) : NULL;
+    /* A stopping broker told its clients `closing`: they take their
+     * requests elsewhere, and an error from here would fail them there. */
+    uint8_t *body =
+        r->conn && !b->draining ? s_error_body(r->id, r->id_len, code, text, &len) : NULL;
     s_request_end(b, r, body, len);
 }
 
@@ -1332,11 +1348,20 @@ typedef struct s_pick {
     const s_worker_t *w;
 } s_pick_t;
 
+/* Whether identity i runs the model a request is pinned to (embed.model;
+ * len 0: any). */
+static bool s_ident_runs(const s_ident_t *i, zb_msg_str_t model) {
+    return model.len == 0 ||
+           (i->model_len == model.len && memcmp(i->model, model.ptr, model.len) == 0);
+}
+
 static bool s_eligible(const zb_queue_item_t *item, void *arg) {
     const s_shard_t *sh = (const s_shard_t *)item;
     const s_pick_t *p = arg;
-    if (s_owner_over(p->b, sh->req->owner)) return false;
-    return sh->req->ident == NULL || sh->req->ident == p->w->ident;
+    const s_request_t *r = sh->req;
+    if (s_owner_over(p->b, r->owner)) return false;
+    if (r->ident != NULL) return r->ident == p->w->ident;
+    return s_ident_runs(p->w->ident, r->msg.u.embed.model);
 }
 
 /* The worker with free credit and the lowest in_flight / credit (ties: the
@@ -1358,6 +1383,7 @@ static s_worker_t *s_least_loaded(zb_broker_t *b, uint64_t now) {
 }
 
 static void s_dispatch(zb_broker_t *b) {
+    if (b->draining) return; /* closing: no queued shard starts */
     b->dispatch_round++;
     uint64_t now = zb_clock_ms();
     while (zb_queue_items(b->queue) > 0) {
@@ -1423,6 +1449,19 @@ __attribute__((format(printf, 5, 6))) static void s_client_error(zb_broker_t *b,
     s_front_reply(b, rid, body, len);
 }
 
+/* Answers an embed under the id of an open request that it does not
+ * resume: `duplicate_id` without `id`, so that no client closes the open
+ * request on its account, and with the id in `of` (PROTOCOL.md 4). */
+static void s_client_duplicate(zb_broker_t *b, const s_rid_t *rid, zb_msg_str_t id) {
+    char text[ZB_MSG_MESSAGE_BYTES_MAX];
+    snprintf(text, sizeof text,
+             "request id `%.*s` is open with another text count or other options; it goes on",
+             (int)id.len, id.ptr);
+    size_t len = 0;
+    uint8_t *body = s_error_body_of(NULL, 0, &id, ZB_MSG_CODE_DUPLICATE_ID, text, &len);
+    if (body != NULL) s_front_reply(b, rid, body, len);
+}
+
 /* The estimated tokens of one text (see ZB_BROKER_TEXT_TOKENS_CAP). */
 static uint64_t s_estimate(size_t bytes, bool windows) {
     uint64_t t = bytes / ZB_BROKER_TEXT_BYTES_PER_TOKEN + 2;
@@ -1430,39 +1469,45 @@ static uint64_t s_estimate(size_t bytes, bool windows) {
     return t;
 }
 
-/* Splits texts into shards of consecutive texts; writes them to out when
- * not NULL; returns how many. */
+/* Splits the texts not in have into shards of consecutive texts (a held
+ * text ends a shard: it is never sent to a worker); writes them to out
+ * when not NULL; returns how many (0 when every text is held). */
 static uint32_t s_split(const zb_broker_t *b, const zb_msg_embed_t *e, s_shard_t *out) {
     uint32_t n = 0, first = 0, count = 0;
     uint64_t tokens = 0;
+    size_t k = 0; /* the first have range not wholly before text i */
     for (uint32_t i = 0; i < e->n_texts; i++) {
-        uint64_t t = s_estimate(e->texts[i].len, e->opt.windows);
+        while (k + 1 < e->n_have && (uint64_t)e->have[k] + e->have[k + 1] <= i) k += 2;
+        bool held = k + 1 < e->n_have && e->have[k] <= i;
+        uint64_t t = held ? 0 : s_estimate(e->texts[i].len, e->opt.windows);
         if (count > 0 &&
-            (count == b->cfg.shard_texts_max || tokens + t > b->cfg.shard_tokens_max)) {
+            (held || count == b->cfg.shard_texts_max || tokens + t > b->cfg.shard_tokens_max)) {
             if (out) out[n] = (s_shard_t){.first = first, .count = count};
             n++;
-            first = i;
             count = 0;
             tokens = 0;
         }
+        if (held) continue;
+        if (count == 0) first = i;
         count++;
         tokens += t;
     }
-    if (out) out[n] = (s_shard_t){.first = first, .count = count};
-    return n + 1;
+    if (count > 0) {
+        if (out) out[n] = (s_shard_t){.first = first, .count = count};
+        n++;
+    }
+    return n;
 }
 
-/* Whether an embed asks for exactly what request r holds: the same texts,
- * byte for byte, with the same options (its deadline may differ: r's own
- * holds). */
+/* Whether an embed sent under the id of open request r is r again (a
+ * resumption): as many texts, the same options and model.  The texts are
+ * not compared: those the client holds may come empty (have), and r's own
+ * are the ones computed.  Its deadline may differ: r's holds. */
 static bool s_same_request(const s_request_t *r, const zb_msg_embed_t *e) {
     const zb_msg_embed_t *o = &r->msg.u.embed;
-    if (o->n_texts != e->n_texts || !zb_options_equal(&o->opt, &e->opt)) return false;
-    for (size_t i = 0; i < e->n_texts; i++)
-        if (o->texts[i].len != e->texts[i].len ||
-            (e->texts[i].len > 0 && memcmp(o->texts[i].ptr, e->texts[i].ptr, e->texts[i].len) != 0))
-            return false;
-    return true;
+    return o->n_texts == e->n_texts && zb_options_equal(&o->opt, &e->opt) &&
+           o->model.len == e->model.len &&
+           (e->model.len == 0 || memcmp(o->model.ptr, e->model.ptr, e->model.len) == 0);
 }
 
 /* Whether texts first..first+count-1 all lie in have's ranges (pairs of
@@ -1523,9 +1568,12 @@ static void s_request_attach(zb_broker_t *b, s_request_t *r, s_conn_t *c, uint64
 /*
  * A message from rid (key: its connection's, with CurveZMQ): its owner
  * speaks again.  Its requests that lost their connection at this routing
- * id take it back, and what was kept for them goes first (PROTOCOL.md 7).
+ * id take it back, and what was kept for them goes first (PROTOCOL.md 7)
+ * -- but for the one the message itself sends again (skip, an embed's id;
+ * len 0: none), whose resumption says what the client holds already.
  */
-static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key) {
+static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key,
+                           zb_msg_str_t skip) {
     uint64_t now = zb_clock_ms();
     for (;;) {
         /* Looked up afresh each time: attaching may end a request, and
@@ -1534,7 +1582,8 @@ static void s_owner_speaks(zb_broker_t *b, const s_rid_t *rid, const uint8_t *ke
         if (o == NULL || o->n_detached == 0) return;
         s_request_t *r = o->reqs;
         while (r && !(r->conn == NULL && r->rid_last.len == rid->len &&
-                      memcmp(r->rid_last.b, rid->b, rid->len) == 0))
+                      memcmp(r->rid_last.b, rid->b, rid->len) == 0 &&
+                      !(skip.len == r->id_len && memcmp(skip.ptr, r->id, skip.len) == 0)))
             r = r->next;
         if (r == NULL) return;
         s_conn_t *c = s_conn_find(b, rid);
@@ -1626,23 +1675,29 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     size_t body_len = zmq_msg_size(body);
     s_request_t *open = s_request_find(o, e->id);
     if (open != NULL) {
-        /* From the connection its parts go to: a second copy.  From another
-         * connection of its owner (CurveZMQ only: otherwise the owner is the
-         * connection): the owner reconnected, and resumes it -- when it
-         * asks for the same thing. */
-        bool other = open->conn == NULL || open->conn != c;
-        bool resume = other && b->curve && s_same_request(open, e);
-        if (!resume) {
-            s_client_error(b, rid, e->id, ZB_MSG_CODE_DUPLICATE_ID,
-                           "request id `%.*s` is already open%s", (int)e->id.len, e->id.ptr,
-                           other && b->curve ? " with other texts or options" : "");
+        /* Its owner sent it again, from whichever connection: a
+         * resumption, when it asks for the same thing. */
+        if (!s_same_request(open, e)) {
+            s_client_duplicate(b, rid, e->id);
             return false;
         }
         if (c == NULL && (c = s_conn_new(b, rid, key)) == NULL) {
             s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
             return false;
         }
-        s_request_resume(b, open, c, NULL, 0, zb_clock_ms());
+        s_request_resume(b, open, c, e->have, e->n_have, zb_clock_ms());
+        return false;
+    }
+    uint32_t n_shards = s_split(b, e, NULL);
+    if (n_shards == 0) {
+        /* The client holds every text (have): nothing to compute. */
+        zb_msg_done_t done = {.id = e->id, .texts = e->n_texts};
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        if (zb_msg_encode_done(&done, &out, &out_len, NULL) < 0)
+            s_client_error(b, rid, e->id, ZB_MSG_CODE_INTERNAL, "the broker is out of memory");
+        else
+            s_front_reply(b, rid, out, out_len);
         return false;
     }
     if (b->draining) {
@@ -1685,7 +1740,6 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     }
 
     uint64_t now = zb_clock_ms();
-    uint32_t n_shards = s_split(b, e, NULL);
     s_request_t *r = calloc(1, sizeof *r);
     s_shard_t *shards = calloc(n_shards, sizeof *shards);
     bool new_owner = o == NULL, new_conn = c == NULL;
@@ -1719,9 +1773,11 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     r->msg = *m;
     memset(m, 0, sizeof *m); /* the request owns the decoded arrays now */
     r->opt = r->msg.u.embed.opt;
-    r->n_texts = r->texts_left = (uint32_t)r->msg.u.embed.n_texts;
+    r->n_texts = (uint32_t)r->msg.u.embed.n_texts;
     r->shards = shards;
     r->n_shards = s_split(b, &r->msg.u.embed, shards);
+    /* Texts the client holds are not open: no part will carry them. */
+    for (uint32_t i = 0; i < r->n_shards; i++) r->texts_left += shards[i].count;
     r->received_ms = now;
     r->owner = o;
     r->next = o->reqs;
@@ -1733,7 +1789,7 @@ static bool s_on_embed(zb_broker_t *b, const s_rid_t *rid, const uint8_t *key, z
     if (b->open) b->open->all_prev = r;
     b->open = r;
     b->n_requests++;
-    b->open_texts += r->n_texts;
+    b->open_texts += r->texts_left;
     b->open_bytes += body_len;
     for (uint32_t i = 0; i < r->n_shards; i++) {
         s_shard_t *sh = &shards[i];
@@ -1897,6 +1953,8 @@ static void s_front_message(zb_broker_t *b, const s_rid_t *rid, const uint8_t *k
     const void *p = zmq_msg_data(body);
     size_t len = zmq_msg_size(body);
     int rc = zb_msg_decode(p, len, &m, &d);
+    s_owner_speaks(b, rid, key,
+                   rc == 0 && m.type == ZB_MSG_EMBED ? m.u.embed.id : (zb_msg_str_t){0});
     if (rc < 0) {
         s_proto_error(b, "client", rid, p, len, zb_diag_text(&d, rc));
         zb_msg_code_t code = rc == ZB_EPROTO ? zb_msg_decode_failure(&m) : ZB_MSG_CODE_INTERNAL;
@@ -2003,6 +2061,46 @@ static void s_front_bind_key(zb_broker_t *b, const s_rid_t *rid, const uint8_t *
     memcpy(c->key, key, sizeof c->key);
 }
 
+/* Sends `closing` to rid (a message of no request that is never dropped
+ * for being unread); a client gone is nothing to tell. */
+static void s_send_closing(zb_broker_t *b, const s_rid_t *rid) {
+    zb_msg_closing_t m = {.message = {S_CLOSING_TEXT, sizeof S_CLOSING_TEXT - 1}};
+    uint8_t *body = NULL;
+    size_t len = 0;
+    if (zb_msg_encode_closing(&m, &body, &len, NULL) < 0) return;
+    if (s_front_send(b, rid, body, len, false) < 0 && errno != EHOSTUNREACH) {
+        s_conn_t *c = s_conn_find(b, rid);
+        if (c != NULL) s_conn_drop(b, c, errno);
+    }
+}
+
+/*
+ * The stop begins (PROTOCOL.md 7, Stopping): `closing` to every client
+ * with open requests -- at the routing id of their connection, or the one
+ * a detached request lost (its owner may be back there) -- once per
+ * routing id.  Returns how many were told.
+ */
+static size_t s_tell_closing(zb_broker_t *b) {
+    size_t told = 0;
+    for (zb_idmap_node_t *n = zb_idmap_first(b->owners); n; n = zb_idmap_next(b->owners, n)) {
+        /* An owner's requests go to few routing ids (usually one): those
+         * told are remembered per owner, the first S_CLOSING_RIDS. */
+        s_rid_t done[S_CLOSING_RIDS];
+        size_t n_done = 0;
+        for (s_request_t *r = ((s_owner_t *)n)->reqs; r; r = r->next) {
+            const s_rid_t *rid = r->conn ? &r->conn->h.key : &r->rid_last;
+            bool again = false;
+            for (size_t k = 0; k < n_done && !again; k++)
+                again = done[k].len == rid->len && memcmp(done[k].b, rid->b, rid->len) == 0;
+            if (again) continue;
+            if (n_done < S_CLOSING_RIDS) done[n_done++] = *rid;
+            s_send_closing(b, rid);
+            told++;
+        }
+    }
+    return told;
+}
+
 static void s_front_readable(zb_broker_t *b) {
     for (int k = 0; k < S_RECV_BATCH; k++) {
         /* Bodies are received into a heap zmq_msg_t: an accepted embed
@@ -2018,18 +2116,33 @@ static void s_front_readable(zb_broker_t *b) {
         const uint8_t *key = b->curve && s_msg_key(body, keyb) ? keyb : NULL;
         if (b->curve && rid.len > 0) s_front_check_holder(b, &rid, key);
         bool allowed = s_key_allowed(b, ZB_ZAP_CLIENTS, key, body);
+        if (allowed && rid.len > 0 && b->draining) {
+            /* Closing: every message is answered so, after what was kept
+             * for its owner at this routing id. */
+            s_owner_speaks(b, &rid, key, (zb_msg_str_t){0});
+            s_send_closing(b, &rid);
+            s_front_bind_key(b, &rid, key);
+            if (b->spare_body == body) zmq_msg_close(body);
+            continue;
+        }
         /* Any message of an owner brings back what waits for it at this
-         * routing id, before its answer. */
-        if (allowed && rid.len > 0) s_owner_speaks(b, &rid, key);
+         * routing id, before its answer (a well-formed one: once decoded,
+         * s_front_message). */
+        if (allowed && rid.len > 0 && rc > 0) s_owner_speaks(b, &rid, key, (zb_msg_str_t){0});
         if (!allowed) {
             if (rid.len > 0) s_front_forbidden(b, &rid, key, body, rc == 0);
         } else if (rc > 0) {
             char why[64];
             snprintf(why, sizeof why, "%d frames, a message is one frame", nframes - 1);
-            if (rid.len > 0)
+            if (rid.len > 0) {
+                /* Answered, like any malformed message: a client that
+                 * waits for an answer learns what it did wrong. */
                 s_proto_error(b, "client", &rid, zmq_msg_data(body), zmq_msg_size(body), why);
-            else
+                s_client_error(b, &rid, (zb_msg_str_t){NULL, 0}, ZB_MSG_CODE_BAD_REQUEST, "%s",
+                               why);
+            } else {
                 b->protocol_errors++;
+            }
         } else {
             s_front_message(b, &rid, key, body);
         }
@@ -2278,6 +2391,8 @@ static void s_request_check_done(zb_broker_t *b, s_request_t *r, uint64_t now) {
                           .tokens = r->tokens,
                           .parts = r->parts,
                           .elapsed_ms = elapsed};
+    if (r->ident != NULL && r->made > 0)
+        done.model = (zb_msg_str_t){r->ident->model, r->ident->model_len};
     zb_stats_add_latency(b->stats, (double)elapsed);
     uint8_t *body = NULL;
     size_t len = 0;
@@ -2319,6 +2434,9 @@ static void s_deliver(zb_broker_t *b, s_shard_t *sh, const zb_msg_result_t *res,
         errors[k].index += sh->first;
     }
     zb_msg_part_t p = {.id = {r->id, r->id_len}, .first = sh->first, .vec = *v};
+    /* The identity of the workers that made it: one per request (its
+     * binding), so one client's output never mixes models. */
+    if (r->ident != NULL) p.model = (zb_msg_str_t){r->ident->model, r->ident->model_len};
     p.vec.truncated = v->n_truncated ? truncated : NULL;
     p.vec.errors = v->n_errors ? errors : NULL;
     uint8_t *body = NULL;
@@ -2508,7 +2626,9 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         if (w->quarantined_until_ms <= now) w->ident->n_active++, n_active++;
     for (s_request_t *r = b->open, *next; r; r = next) {
         next = r->all_next;
-        if (r->conn == NULL && (b->draining || now - r->detached_ms >= b->cfg.resume_ms)) {
+        /* (While the broker stops they stay: their owner may come back
+         * before it exits, and take what was kept for it.) */
+        if (r->conn == NULL && now - r->detached_ms >= b->cfg.resume_ms) {
             char label[ZB_MSG_ID_BYTES_MAX + 1];
             ZB_LOG(ZB_LOG_INFO, "request %s: its owner did not resume it; dropped",
                    s_clean(label, sizeof label, r->id, r->id_len));
@@ -2522,6 +2642,12 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
         if (r->ident != NULL && r->ident->n_workers == 0 && r->made == 0 && r->n_flight == 0)
             s_request_unbind(b, r);
         bool servable = r->ident ? r->ident->n_active > 0 : n_active > 0;
+        if (r->ident == NULL && r->msg.u.embed.model.len > 0) {
+            /* pinned: only workers of its model count */
+            servable = false;
+            for (s_ident_t *i = b->idents; i && !servable; i = i->next)
+                servable = i->n_active > 0 && s_ident_runs(i, r->msg.u.embed.model);
+        }
         if (servable || b->cfg.no_worker_ms == 0) {
             r->orphan_since_ms = 0;
         } else if (r->orphan_since_ms == 0) {
@@ -2533,6 +2659,11 @@ static void s_check_orphans(zb_broker_t *b, uint64_t now) {
                 s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
                                "no worker of model %.*s (dim %u) to serve it for %llu ms",
                                (int)r->ident->model_len, r->ident->model, r->ident->dim,
+                               (unsigned long long)(now - r->orphan_since_ms));
+            else if (r->msg.u.embed.model.len > 0)
+                s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL,
+                               "no worker of model %.*s to serve it for %llu ms",
+                               (int)r->msg.u.embed.model.len, r->msg.u.embed.model.ptr,
                                (unsigned long long)(now - r->orphan_since_ms));
             else
                 s_request_fail(b, r, ZB_MSG_CODE_NO_MODEL, "no worker to serve it for %llu ms",
@@ -2913,12 +3044,18 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atom
         if (*stop >= 1 && !b->draining) {
             b->draining = true;
             b->drain_until_ms = now + b->cfg.drain_ms;
-            /* Requests waiting for their owner are not waited for. */
-            b->next_orphan_ms = now;
-            ZB_LOG(ZB_LOG_INFO, "stopping: finishing %llu open requests (at most %llu ms)",
-                   (unsigned long long)b->n_requests, (unsigned long long)b->cfg.drain_ms);
+            size_t told = s_tell_closing(b);
+            ZB_LOG(ZB_LOG_INFO,
+                   "stopping: closing sent to %zu clients of %llu open requests; %llu shards on "
+                   "workers deliver their parts for at most %llu ms",
+                   told, (unsigned long long)b->n_requests, (unsigned long long)b->in_flight,
+                   (unsigned long long)b->cfg.drain_ms);
         }
-        if (*stop >= 2 || (b->draining && (b->n_requests == 0 || now >= b->drain_until_ms))) break;
+        /* The drain ends when nothing more can reach a client: no shard on
+         * a worker, nothing held for a connected client. */
+        if (*stop >= 2 || (b->draining &&
+                           ((b->in_flight == 0 && b->holding == NULL) || now >= b->drain_until_ms)))
+            break;
         s_flush_held(b);
         uint64_t wake = b->next_tick_ms;
         zb_deadline_item_t *first = zb_deadline_first(b->deadlines);
@@ -2965,11 +3102,13 @@ int zb_broker_run(zb_broker_t *b, volatile sig_atomic_t *stop, volatile sig_atom
         s_dispatch(b);
     }
     if (b->n_requests > 0)
-        ZB_LOG(ZB_LOG_WARN, "stopping with %llu open requests: answering them with an error",
+        ZB_LOG(ZB_LOG_INFO,
+               "stopped with %llu open requests; their clients were told closing and send them "
+               "again elsewhere",
                (unsigned long long)b->n_requests);
-    while (b->open)
-        s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL,
-                       "the broker stopped before the request finished; send it again");
+    /* Without a word: closing said it all (s_request_fail is silent now). */
+    b->draining = true;
+    while (b->open) s_request_fail(b, b->open, ZB_MSG_CODE_INTERNAL, "the broker stopped");
     /* Messages still held get the linger time to find room. */
     for (uint64_t until = zb_clock_ms() + S_FRONT_LINGER_MS; b->holding && zb_clock_ms() < until;) {
         s_flush_held(b);

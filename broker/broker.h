@@ -44,13 +44,22 @@
  * mixes models or widths.  A request that no connected worker can serve for
  * no-worker-ms fails with `no_model` (an unbound one, or one bound to an
  * identity whose workers all left before any part was sent, is free to go
- * to any worker).
+ * to any worker).  A request whose embed names a model goes only to
+ * workers whose ready.model is that string (then binds as above), and
+ * counts as unservable while none is connected.  Each part and the done
+ * carry the bound identity's model.
  *
- * Stopping: once *stop becomes 1 the broker drains -- new `embed`s get
- * `busy`, open requests keep running -- until none is open or drain-ms has
- * passed; when *stop reaches 2, or the drain time is over, every request
- * still open is answered with `error internal` ("the broker stopped"), so
- * no client is left waiting on work the broker silently dropped.
+ * Stopping (PROTOCOL.md 7).  Once *stop becomes 1 the broker sends
+ * `closing` to every client with open requests (at its conn, or at the
+ * routing id a detached request lost; once per routing id of an owner) and
+ * answers every later client message with `closing`, after what was kept
+ * for its owner there.  It starts no queued shard; the shards on workers
+ * deliver their parts (done included, for a request they complete).  It
+ * stops when no shard is on a worker and nothing is held for a connected
+ * client, when drain-ms has passed, or when *stop reaches 2 -- and sends
+ * no `error` at all once `closing` is out (deadlines, lost shards and the
+ * requests left end without a word): the clients take their requests
+ * elsewhere, with `have`, and an error from here would fail them there.
  *
  * Slow clients.  ZeroMQ queues a few messages towards a client
  * (S_FRONT_SNDHWM in broker.c); what does not fit is held by the broker
@@ -78,18 +87,25 @@
  * takes that conn back and what it kept goes first, before the message's
  * answer; a detached request ends without a word after resume-ms, when the
  * broker stops, or at its deadline.  status_reply.open lists the asking
- * owner's open requests, detached ones included.  With CurveZMQ:
+ * owner's open requests, detached ones included.
+ *
+ * Resumption and have (PROTOCOL.md 3).  An `embed` of a new request skips
+ * the texts of its `have` (no shard, no part; every text held: `done` at
+ * once with parts 0).  An `embed` under the id of an open request of its
+ * owner, with as many texts and the same options and model, resumes it
+ * from whichever connection it comes (the texts are not compared: held
+ * ones may come empty): the parts go there from then on; the parts the
+ * broker still holds for it (on its conn, or kept while it had none) go
+ * there unless their texts are in the embed's have; each part already
+ * handed to ZeroMQ is made again unless its texts are in have; a shard all
+ * of whose texts are in have makes no part (one on a worker: its result is
+ * dropped).  done.parts and done.tokens count what was sent since.  A
+ * message from the owner's routing id that resumes a detached request does
+ * not bring that request's kept parts back first (what the client holds
+ * decides).  Another text count or other options under an open id is
+ * `duplicate_id`, sent without `id` and with `of`.  With CurveZMQ:
  *   - a `cancel` from any connection of the key cancels it; from another
  *     key the id is unknown, and the cancel is ignored;
- *   - an `embed` whose id is open under its key, from another connection,
- *     with the same texts and options, resumes it: the earlier connection
- *     is presumed gone, the parts go to the new one from then on, and every
- *     shard not on a worker now is queued again, so that the new connection
- *     receives every text exactly once; from the same connection, or with
- *     other texts or options, it is `duplicate_id`;
- *   - on resumption the parts the broker still holds for the request (on
- *     its earlier conn, or kept while it had none) go to the new one, and
- *     the parts handed to ZeroMQ for the earlier conn are made again;
  *   - a routing id heard with another key than the one it was bound to
  *     means the connection that held it is gone (libzmq keeps the ids of
  *     live connections distinct, and a peer may choose its own): its

@@ -10,9 +10,10 @@
  * The settings are the broker's table (zb_broker_config_table) and
  * log-level, parsed by proto/settings; --help is generated from them, and
  * deploy/zbert-broker.conf.example documents the same keys.
- * SIGINT or SIGTERM once: stop taking requests, finish the open ones
- * (drain-ms at most), answer what is left with an error, exit 0.  A second
- * signal: answer everything open with an error now and exit.  SIGHUP: read
+ * SIGINT or SIGTERM once: tell the clients `closing`, start no more work,
+ * deliver what the workers hold (drain-ms at most), exit 0 without an error
+ * for what is left (the clients send it elsewhere).  A second signal: exit
+ * now.  SIGHUP: read
  * the allow-lists again (they are also reloaded when their directories
  * change).
  *
@@ -54,8 +55,8 @@ static const zb_settings_t s_table[] = {
 };
 
 static const char s_about[] =
-    "SIGINT or SIGTERM: stop taking requests, finish the open ones (drain-ms at most),\n"
-    "answer what is left with an error, exit 0; a second signal stops at once.\n"
+    "SIGINT or SIGTERM: tell the clients `closing`, start no more work, deliver what the\n"
+    "workers hold (drain-ms at most), exit 0; a second signal stops at once.\n"
     "SIGHUP: read allow-clients and allow-workers again (also done when they change).\n"
     "Without curve-key only local endpoints are bound (loopback, ipc://) unless --insecure.\n"
     "The keys are documented in deploy/zbert-broker.conf.example.\n";

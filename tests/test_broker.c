@@ -602,6 +602,16 @@ static void fc_expect(fc_t *c, rx_t *rx, zb_msg_type_t type) {
     }
 }
 
+/* A duplicate_id for the open request id: without id, naming it in of. */
+static void fc_expect_duplicate(fc_t *c, const char *id) {
+    rx_t rx;
+    fc_expect(c, &rx, ZB_MSG_ERROR);
+    assert_int_equal(rx.m.u.error.code, ZB_MSG_CODE_DUPLICATE_ID);
+    assert_int_equal(rx.m.u.error.id.len, 0);
+    assert_true(s_str_is(rx.m.u.error.of, id));
+    rx_free(&rx);
+}
+
 static void fc_expect_error(fc_t *c, const char *id, zb_msg_code_t code) {
     rx_t rx;
     fc_expect(c, &rx, ZB_MSG_ERROR);
@@ -636,10 +646,19 @@ typedef struct spec {
     zb_options_t later; /* sentences, token_vector, compat, token_meta */
     uint64_t deadline_ms;
     size_t pad;
+    const uint32_t *have; /* texts the client holds: sent empty, never delivered */
+    size_t n_have;
+    const char *model; /* embed.model: the model that must serve it; NULL: any */
 } spec_t;
 
 static bool s_spec_bad(const spec_t *sp, uint32_t i) {
     return sp->errors && i % 13 == 5;
+}
+
+static bool s_spec_held(const spec_t *sp, uint32_t i) {
+    for (size_t k = 0; k + 1 < sp->n_have; k += 2)
+        if (sp->have[k] <= i && i - sp->have[k] < sp->have[k + 1]) return true;
+    return false;
 }
 
 static zb_options_t s_spec_options(const spec_t *sp) {
@@ -659,14 +678,17 @@ static void fc_embed(fc_t *c, const spec_t *sp) {
         int k = snprintf(t, len + 1, "%s:%u%s", sp->tag, i, s_spec_bad(sp, i) ? "!" : "");
         size_t n = (size_t)k;
         while (n < sp->pad) t[n++] = 'x';
-        texts[i] = (zb_msg_str_t){t, n};
+        texts[i] = (zb_msg_str_t){t, s_spec_held(sp, i) ? 0 : n};
     }
     zb_msg_t m = {.type = ZB_MSG_EMBED};
     m.u.embed = (zb_msg_embed_t){.id = {sp->id, strlen(sp->id)},
                                  .texts = texts,
                                  .n_texts = sp->n,
                                  .opt = s_spec_options(sp),
-                                 .deadline_ms = sp->deadline_ms};
+                                 .deadline_ms = sp->deadline_ms,
+                                 .have = sp->have,
+                                 .n_have = sp->n_have};
+    if (sp->model) m.u.embed.model = (zb_msg_str_t){sp->model, strlen(sp->model)};
     s_send_msg(c->s, &m);
     for (uint32_t i = 0; i < sp->n; i++) free((void *)texts[i].ptr);
     free(texts);
@@ -687,6 +709,7 @@ typedef struct outcome {
     bool done;
     zb_msg_done_t done_msg;
     zb_msg_code_t error;
+    char model[64]; /* of its parts: one per request */
 } outcome_t;
 
 /* When not 0: the epoch every row must come from (the fake workers write
@@ -702,6 +725,11 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
     assert_int_equal(v->level, sp->level);
     if (o->parts == 0) o->dim = v->dim;
     assert_int_equal(v->dim, o->dim);
+    /* every part names the model that made it, the same for the request */
+    assert_true(p->model.len > 0 && p->model.len < sizeof o->model);
+    if (o->parts == 0) snprintf(o->model, sizeof o->model, "%.*s", (int)p->model.len, p->model.ptr);
+    assert_true(s_str_is(p->model, o->model));
+    if (sp->model) assert_true(s_str_is(p->model, sp->model));
     zb_options_t so = s_spec_options(sp);
     bool meta = zb_options_meta(&so);
     assert_int_equal(v->token_meta, meta);
@@ -712,6 +740,7 @@ static void s_check_part(outcome_t *o, const zb_msg_part_t *p) {
         uint32_t idx = p->first + i;
         o->covered[idx]++;
         if (o->covered[idx] != 1) fail_msg("text %u delivered %u times", idx, o->covered[idx]);
+        if (s_spec_held(sp, idx)) fail_msg("text %u is held by the client", idx);
         bool bad = s_spec_bad(sp, idx);
         assert_int_equal(v->rows[i], s_rows_of(sp->level, bad));
         for (uint32_t j = 0; j < v->rows[i]; j++, r++) {
@@ -780,8 +809,11 @@ static void s_collect(fc_t *c, outcome_t *o, const spec_t *const *specs, int n) 
             x->done = true;
             x->done_msg = rx.m.u.done;
             x->done_msg.id = (zb_msg_str_t){NULL, 0};
+            if (x->parts > 0) assert_true(s_str_is(rx.m.u.done.model, x->model));
+            x->done_msg.model = (zb_msg_str_t){NULL, 0};
             for (uint32_t i = 0; i < x->sp->n; i++)
-                if (x->covered[i] != 1) fail_msg("text %u covered %u times", i, x->covered[i]);
+                if (x->covered[i] != !s_spec_held(x->sp, i))
+                    fail_msg("text %u covered %u times", i, x->covered[i]);
             assert_int_equal(x->done_msg.texts, x->sp->n);
             assert_int_equal(x->done_msg.parts, (uint64_t)x->parts);
             open--;
@@ -1106,7 +1138,7 @@ static void test_limits(void **st) {
     fc_embed(a, &r1);
     fc_embed(a, &r2);
     fc_embed(a, &r1again);
-    fc_expect_error(a, "r1", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_expect_duplicate(a, "r1");
     fc_embed(a, &r3);
     fc_expect_error(a, "r3", ZB_MSG_CODE_BUSY); /* two open requests per client */
 
@@ -1351,14 +1383,14 @@ static void test_malformed(void **st) {
     fc_expect_error(c, "v2", ZB_MSG_CODE_VERSION);
     sent_bad++;
 
-    /* Two frames: dropped without an answer. */
+    /* Two frames: answered without an id (PROTOCOL.md 2). */
     zb_msg_t stm = {.type = ZB_MSG_STATUS};
     assert_int_equal(zb_msg_encode(&stm, &body, &len, NULL), 0);
     s_send_raw(c->s, body, len, ZMQ_SNDMORE);
     s_send_raw(c->s, body, len, 0);
     free(body);
     sent_bad++;
-    fc_expect_silence(c, 300);
+    fc_expect_error(c, NULL, ZB_MSG_CODE_BAD_REQUEST);
 
     s_send_raw(c->s, "", 0, 0); /* an empty frame */
     fc_expect_error(c, NULL, ZB_MSG_CODE_BAD_REQUEST);
@@ -2146,6 +2178,121 @@ static void test_client_identity(void **st) {
     rx_free(&rx);
 }
 
+/*
+ * have and resumption (PROTOCOL.md 3): a new request's held texts get no
+ * shard and no part (a request holding every text gets done at once with
+ * parts 0); the same id sent again by its owner with the same text count
+ * and options resumes it, on the same connection too -- with have, nothing
+ * the client holds is computed or sent again, parts kept for it included;
+ * without, what was handed to ZeroMQ is made again.  Another text count
+ * under an open id is duplicate_id without id, naming it in of; the open
+ * request goes on.
+ */
+static void test_resume_have(void **st) {
+    (void)st;
+    s_broker_start(NULL);
+    fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c = fc_new_rid(NULL, "client-H");
+    rx_t rx;
+    outcome_t o;
+
+    /* 1: a new request with have: texts 10..99 and 150..191 held */
+    static const uint32_t have1[4] = {10, 90, 150, 42};
+    spec_t a = {.id = "a", .tag = "A", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    a.have = have1;
+    a.n_have = 4;
+    w->mode = FW_AUTO;
+    fc_embed(c, &a);
+    s_collect_one(c, &a, &o);
+    assert_int_equal(o.done_msg.texts, 192);
+    assert_int_equal(o.done_msg.parts, (uint64_t)o.parts);
+    assert_int_equal(o.parts, 2); /* 0..9 and 100..149 */
+    assert_int_equal(w->n_tasks, 2);
+
+    /* 2: every text held: done at once, no part, nothing computed */
+    static const uint32_t all[2] = {0, 192};
+    spec_t z = a;
+    z.id = "z";
+    z.have = all;
+    z.n_have = 2;
+    fc_embed(c, &z);
+    fc_expect(c, &rx, ZB_MSG_DONE);
+    assert_int_equal(rx.m.u.done.parts, 0);
+    assert_int_equal(rx.m.u.done.texts, 192);
+    rx_free(&rx);
+    assert_int_equal(w->n_tasks, 2);
+
+    /* 3: resumed on the same connection with have: what the client holds
+     * is neither computed nor sent again */
+    w->mode = FW_HOLD;
+    spec_t r = {.id = "r", .tag = "R", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &r);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0); /* texts 0..63 */
+    fc_expect(c, &rx, ZB_MSG_PART);
+    assert_int_equal(rx.m.u.part.first, 0);
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1); /* 64..127 on the worker */
+    int tasks = w->n_tasks;
+    static const uint32_t have3[2] = {0, 64};
+    spec_t r2 = r;
+    r2.have = have3;
+    r2.n_have = 2;
+    fc_embed(c, &r2);
+    spec_t dup = r;
+    dup.n = 100;
+    fc_embed(c, &dup); /* another text count under the open id */
+    fc_expect_duplicate(c, "r");
+    w->mode = FW_AUTO;
+    s_collect_one(c, &r2, &o);
+    assert_int_equal(o.parts, 2);
+    assert_int_equal(o.done_msg.parts, 2);
+    assert_int_equal(w->n_tasks, tasks + 1);
+    assert_int_equal(s_log_count("1 are held by the client"), 1);
+
+    /* 4: resumed without have: the part handed to ZeroMQ is made again */
+    w->mode = FW_HOLD;
+    spec_t q = {.id = "q", .tag = "Q", .n = 128, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &q);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fw_answer(w, 0);
+    fc_expect(c, &rx, ZB_MSG_PART);
+    rx_free(&rx);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    tasks = w->n_tasks;
+    fc_embed(c, &q);
+    w->mode = FW_AUTO;
+    s_collect_one(c, &q, &o); /* every text once more, from the resumption on */
+    assert_int_equal(o.parts, 2);
+    assert_int_equal(w->n_tasks, tasks + 1);
+
+    /* 5: parts kept while the client was away: those it holds are dropped,
+     * the others sent */
+    w->mode = FW_HOLD;
+    spec_t k = {.id = "k", .tag = "K", .n = 192, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &k);
+    S_PUMP_UNTIL(w->n_pend == 1);
+    fc_close(c);
+    s_pump(300, NULL);
+    w->mode = FW_AUTO; /* three parts made and kept */
+    S_PUMP_UNTIL(s_log_count("gone; its 1 open requests wait") == 1);
+    S_PUMP_UNTIL(w->n_tasks == tasks + 1 + 3 && w->n_pend == 0);
+    tasks = w->n_tasks;
+    fc_t *c2 = fc_new_rid(NULL, "client-H");
+    static const uint32_t have5[2] = {64, 64};
+    spec_t k2 = k;
+    k2.have = have5;
+    k2.n_have = 2;
+    fc_embed(c2, &k2);
+    s_collect_one(c2, &k2, &o);
+    assert_int_equal(o.parts, 2);
+    assert_int_equal(w->n_tasks, tasks); /* nothing computed again */
+    s_wait_idle(&rx);
+    assert_int_equal(rx.m.u.status_reply.protocol_errors, 0);
+    rx_free(&rx);
+}
+
 /* A client that goes away: at the first send that fails its requests wait
  * for their owner, computed and kept, and end after resume-ms. */
 static void test_client_gone(void **st) {
@@ -2180,6 +2327,58 @@ static void test_client_gone(void **st) {
     assert_int_equal(w->n_tasks, 3);
     assert_int_equal(w->n_pend, 0);
     assert_int_equal(s_log_count("its owner did not resume it; dropped"), 1);
+}
+
+/*
+ * Model pinning (PROTOCOL.md 3 and 6): an embed with model is served only
+ * by workers whose ready.model is that model, whatever else is idle; with
+ * none connected it fails with no_model after no-worker-ms.  Every part
+ * and done names the model of the workers that made the request.
+ */
+static void test_model_pin(void **st) {
+    (void)st;
+    const char *env[] = {"ZBERT_NO_WORKER_MS=300", NULL};
+    s_broker_start(env);
+    fw_t *wa = fw_new("wa", "model-a", 4, 4, FW_AUTO);
+    fw_t *wb = fw_new("wb", "model-b", 4, 1, FW_HOLD);
+    s_wait_workers(2);
+    fc_t *c = fc_new();
+    spec_t pb = {.id = "pb", .tag = "P", .n = 192, .level = ZB_LEVEL_SENTENCE, .model = "model-b"};
+    fc_embed(c, &pb);
+    S_PUMP_UNTIL(wb->n_pend == 1);
+    s_pump(200, NULL); /* the idle model-a worker takes none of it */
+    assert_int_equal(wa->n_tasks, 0);
+    wb->mode = FW_AUTO;
+    outcome_t o;
+    s_collect_one(c, &pb, &o);
+    assert_int_equal(wb->n_tasks, 3);
+    assert_int_equal(wa->n_tasks, 0);
+
+    /* unpinned: any model, named in its parts */
+    spec_t any = {.id = "any", .tag = "Q", .n = 64, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &any);
+    s_collect_one(c, &any, &o);
+    assert_true(!strcmp(o.model, "model-a") || !strcmp(o.model, "model-b"));
+
+    /* a model nobody runs */
+    spec_t pc = {.id = "pc", .tag = "C", .n = 5, .level = ZB_LEVEL_SENTENCE, .model = "model-c"};
+    fc_embed(c, &pc);
+    fc_expect_error(c, "pc", ZB_MSG_CODE_NO_MODEL);
+    assert_int_equal(wa->n_tasks + wb->n_tasks, 3 + 1);
+
+    /* the same id with another model is another request: duplicate_id */
+    wb->mode = FW_HOLD;
+    spec_t pb2 = pb;
+    pb2.id = "pb2";
+    fc_embed(c, &pb2);
+    S_PUMP_UNTIL(wb->n_pend == 1);
+    pb2.model = "model-a";
+    fc_embed(c, &pb2);
+    fc_expect_duplicate(c, "pb2");
+    pb2.model = "model-b";
+    wb->mode = FW_AUTO;
+    s_collect_one(c, &pb2, &o);
+    assert_true(!strcmp(o.model, "model-b"));
 }
 
 /* A request is bound to the model of the worker that took its first shard:
@@ -2222,39 +2421,62 @@ static void test_no_model(void **st) {
     fc_expect_error(c, "n", ZB_MSG_CODE_NO_MODEL);
 }
 
-/* SIGTERM: new requests are refused, open ones finish, exit 0; what
- * cannot finish within drain-ms is answered with an error. */
+/*
+ * SIGTERM (PROTOCOL.md 7, Stopping): `closing` goes at once to every
+ * client with open requests, and answers every later message; no queued
+ * shard starts; the shards on workers still deliver their parts; the
+ * broker exits, status 0, when nothing more can come (or after drain-ms),
+ * without an error for what is left.  A client without requests hears
+ * nothing until it speaks.
+ */
 static void test_stop(void **st) {
     (void)st;
     s_broker_start(NULL);
     fw_t *w = fw_new("w1", "model-a", 4, 1, FW_HOLD);
     s_wait_workers(1);
-    fc_t *c = fc_new();
+    fc_t *c = fc_new_rid(NULL, "client-S"), *idle = fc_new();
     spec_t sp = {.id = "s", .tag = "S", .n = 128, .level = ZB_LEVEL_SENTENCE};
     fc_embed(c, &sp);
     S_PUMP_UNTIL(w->n_pend == 1);
-    kill(s_b.pid, SIGTERM);
-    S_PUMP_UNTIL(s_log_count("stopping: finishing 1 open requests") == 1);
-    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_LEVEL_SENTENCE};
-    fc_embed(c, &late);
-    fc_expect_error(c, "late", ZB_MSG_CODE_BUSY);
-    w->mode = FW_AUTO;
-    outcome_t o;
-    s_collect_one(c, &sp, &o);
-    assert_int_equal(s_broker_stop(0), 0); /* exits by itself */
-    w->mode = FW_DEAD;
-
-    const char *env[] = {"ZBERT_DRAIN_MS=300", NULL};
-    s_broker_start(env);
-    fc_t *c2 = fc_new();
-    fc_embed(c2, &sp);
     rx_t rx;
-    fc_sync_status(c2, &rx); /* the embed was taken */
-    assert_int_equal(rx.m.u.status_reply.requests, 1);
+    fc_sync_status(idle, &rx);
     rx_free(&rx);
     kill(s_b.pid, SIGTERM);
-    fc_expect_error(c2, "s", ZB_MSG_CODE_INTERNAL);
+    fc_expect(c, &rx, ZB_MSG_CLOSING);
+    assert_true(rx.m.u.closing.message.len > 0);
+    rx_free(&rx);
+    S_PUMP_UNTIL(s_log_count("stopping: closing sent to 1 clients of 1 open requests") == 1);
+    fc_expect_silence(idle, 200);
+    spec_t late = {.id = "late", .tag = "L", .n = 1, .level = ZB_LEVEL_SENTENCE};
+    fc_embed(c, &late);
+    fc_expect(c, &rx, ZB_MSG_CLOSING); /* instead of an answer */
+    rx_free(&rx);
+    zb_msg_t ping = {.type = ZB_MSG_STATUS};
+    s_send_msg(idle->s, &ping);
+    fc_expect(idle, &rx, ZB_MSG_CLOSING);
+    rx_free(&rx);
+    w->mode = FW_AUTO; /* the shard on the worker delivers its part */
+    fc_expect(c, &rx, ZB_MSG_PART);
+    assert_int_equal(rx.m.u.part.first, 0);
+    rx_free(&rx);
+    assert_int_equal(s_broker_stop(0), 0); /* exits by itself */
+    fc_expect_silence(c, 200);             /* no error, no done for the rest */
+    assert_int_equal(w->n_tasks, 1);       /* the queued shard never started */
+    w->mode = FW_DEAD;
+
+    /* a shard that does not come back within drain-ms is not waited for */
+    const char *env[] = {"ZBERT_DRAIN_MS=300", NULL};
+    s_broker_start(env);
+    fw_t *w2 = fw_new("w2", "model-a", 4, 1, FW_HOLD);
+    s_wait_workers(1);
+    fc_t *c2 = fc_new();
+    fc_embed(c2, &sp);
+    S_PUMP_UNTIL(w2->n_pend == 1);
+    kill(s_b.pid, SIGTERM);
+    fc_expect(c2, &rx, ZB_MSG_CLOSING);
+    rx_free(&rx);
     assert_int_equal(s_broker_stop(0), 0);
+    fc_expect_silence(c2, 200);
 }
 
 /* --- CurveZMQ ------------------------------------------------------------------------- */
@@ -2607,11 +2829,10 @@ static void test_curve_resume(void **st) {
     fc_t *a4 = fc_new();
     spec_t other = h;
     other.n = 10;
-    fc_embed(a4, &other); /* the same id, other texts */
-    fc_expect_error(a4, "h", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_embed(a4, &other); /* the same id, another text count */
+    fc_expect_duplicate(a4, "h");
     fc_embed(a4, &h); /* resumes */
-    fc_embed(a4, &h); /* a second copy on the same connection */
-    fc_expect_error(a4, "h", ZB_MSG_CODE_DUPLICATE_ID);
+    fc_embed(a4, &h); /* again on the same connection: nothing sent yet, nothing again */
     fc_cancel(bb, "h");
     fc_expect_silence(bb, 200);
     w->mode = FW_AUTO;
@@ -2893,9 +3114,11 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_client_gone, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_reconnects, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_client_identity, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_resume_have, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_slow_client, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_memory_budget, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_models, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown(test_model_pin, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_no_model, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_stop, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown(test_claimed_routing_ids, s_setup, s_teardown),
