@@ -777,6 +777,7 @@ static int s_flush(zbert_client_t *c, uint64_t now) {
 /* --- incoming messages ------------------------------------------------------ */
 
 static int s_reconnect(zbert_client_t *c, uint64_t now, const char *why);
+static uint64_t s_backoff(const zbert_client_t *c);
 
 /* r was at a broker that no longer holds it (it restarted, or we left it):
  * finished here when every text arrived but the done, else to be sent
@@ -1181,18 +1182,27 @@ static int s_on_closing(zbert_client_t *c, const zb_msg_closing_t *m, uint64_t n
         c->st_sent_at = 0;
         c->st_want_send = true;
     }
-    if (c->n_brokers > 1) return s_reconnect(c, now, "is stopping");
+    if (c->n_brokers == 1) return 0;
+    /* The first `closing` of an outage moves on at once; the next ones
+     * (every broker stopping) wait for the back-off, or the clients of
+     * stopping brokers would bounce between them at message speed. */
+    if (c->n_reconnects == 0) {
+        c->n_reconnects++;
+        return s_reconnect(c, now, "is stopping");
+    }
+    if (!c->reconnect_at) c->reconnect_at = now + s_backoff(c);
     return 0;
 }
 
 /* Something came from the broker: it is there.  Only `closing` leaves an
- * outage going (serving is false): a stopping broker serves nobody. */
+ * outage going (serving is false), and the reconnection it awaits: a
+ * stopping broker serves nobody. */
 static void s_heard(zbert_client_t *c, uint64_t now, bool serving) {
     c->quiet_since = now;
     c->ping_at = 0;
-    c->reconnect_at = 0;
     if (serving) {
         c->down_since = 0;
+        c->reconnect_at = 0;
         c->n_reconnects = 0;
     }
 }

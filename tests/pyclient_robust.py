@@ -13,8 +13,9 @@ its CRC-32 mod 1000], so every result can be checked), and scripted per check:
     received sent empty; no text is computed twice;
   - no broker at all: reconnections back off (3 to 8 connections in a 2 s outage with a retry
     of 0.1 s, not 20) and the call fails with `outage`, naming the budget;
-  - `closing` with two brokers: the request moves to the second at once, with `have`; with one
-    broker, the client waits for it to come back and sends again what it lost;
+  - `closing` with two brokers: the request moves to the second at once, with `have`; with
+    every broker stopping, the back-off paces the moves until `outage`; with one broker, the
+    client waits for it to come back and sends again what it lost;
   - a duplicate_id without id but with `of` naming the request ends nothing;
   - models: results name their model, a pinned call names it in every request and refuses
     another; an unpinned call keeps to the model of its first results; the command line's
@@ -283,6 +284,19 @@ assert a.computed + b.computed == 21 and a.rids == b.rids
 a.close()
 b.close()
 print("closing: moved to the other broker at once, 21 texts computed for 21")
+
+# every broker stopping: paced by the back-off, then `outage`
+a, b = Fake(ctx, third_then_closing(3600, False)), Fake(ctx, serve)
+b.closing_until = time.monotonic() + 3600
+with zc.Client([a.ep, b.ep], retry=0.2, outage=2.0) as c:
+    t0 = time.monotonic()
+    e = fails("outage", lambda: c.embed(texts(21, "every"), level="sentence"))
+    spent = time.monotonic() - t0
+assert 1.5 <= spent < 8 and "is stopping" in e.message, (spent, e)
+assert 2 <= a.accepted + b.accepted <= 10, (a.accepted, b.accepted)
+a.close()
+b.close()
+print(f"closing everywhere: {a.accepted + b.accepted} connections in {spent:.1f} s, then `outage`")
 
 # closing with one broker: waited out
 f = Fake(ctx, third_then_closing(0.4, True), "tiny-a")

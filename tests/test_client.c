@@ -1455,6 +1455,39 @@ static void test_closing_moves_to_next_broker(void **st) {
     fb_stop(&b);
 }
 
+/* Every broker stopping: the client does not bounce between them at
+ * message speed (the back-off paces it), and the request fails when the
+ * outage budget is spent, saying the broker is stopping. */
+static void test_closing_everywhere(void **st) {
+    (void)st;
+    fb_t *a = fb_start(h_closing), *b = fb_start(h_have);
+    b->closing_until = s_ms() + 3600000;
+    fb_run(a);
+    fb_run(b);
+    const char *eps[] = {a->ep, b->ep};
+    zbert_client_t *c = s_client_outage(eps, 2, 200, 2000);
+    const char **texts = s_texts(21, "e");
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    uint64_t spent = s_ms() - t0;
+    assert_true(spent >= 1500 && spent < 9000);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
+    assert_non_null(strstr(r.end->message, "is stopping"));
+    assert_int_equal(r.seen[0], 1); /* what came before stays delivered */
+    int conns = fb_count(a, &a->n_accepted) + fb_count(b, &b->n_accepted);
+    printf("every broker stopping, 2 s: %d connections, %d closing answers\n", conns,
+           fb_count(a, &a->n_closing) + fb_count(b, &b->n_closing));
+    assert_true(conns >= 2 && conns <= 10);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&a);
+    fb_stop(&b);
+}
+
 /* With one broker, `closing` is waited out: the broker answers `closing`
  * to everything for a while (nothing is sent to it meanwhile), goes
  * silent, comes back knowing nothing; the request then goes again with
@@ -3113,6 +3146,7 @@ int main(void) {
         cmocka_unit_test(test_outage_budget),
         cmocka_unit_test(test_closing_moves_to_next_broker),
         cmocka_unit_test(test_closing_single_broker_waits),
+        cmocka_unit_test(test_closing_everywhere),
         cmocka_unit_test(test_error_without_id_ends_nothing),
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_blocking_model),

@@ -903,12 +903,12 @@ class Client:
             m = _decode(body.buffer)
         except _Malformed as e:
             raise ZbertError("protocol", f"malformed message from the broker: {e}") from None
-        # anything at all proves the broker is there; only `closing` keeps an outage going
+        # anything at all proves the broker is there; only `closing` keeps an outage (and
+        # the reconnection it awaits) going
         self._quiet_since = time.monotonic()
         self._ping_at = None
-        self._reconnect_at = None
         if m is None or m["type"] != "closing":
-            self._down_since = None
+            self._down_since = self._reconnect_at = None
             self._reconnects = 0
         return m
 
@@ -1144,10 +1144,13 @@ class Client:
         if self._down_since is None:
             self._down_since = since
         self._reconnects += 1
-        pause = min(self.retry * 2 ** self._reconnects, max(BACKOFF_MAX_S, self.retry))
-        pause *= 1 + BACKOFF_JITTER * (2 * secrets.randbelow(10001) / 10000 - 1)
-        self._reconnect_at = now + pause
+        self._reconnect_at = now + self._backoff()
         self._reconnect(call, now)
+
+    def _backoff(self):
+        """retry doubled once per reconnection of this outage, capped, with jitter."""
+        pause = min(self.retry * 2 ** self._reconnects, max(BACKOFF_MAX_S, self.retry))
+        return pause * (1 + BACKOFF_JITTER * (2 * secrets.randbelow(10001) / 10000 - 1))
 
     def _reconnect(self, call, now):
         """Leaves the broker in use for the next endpoint (the same one when there is one),
@@ -1197,8 +1200,16 @@ class Client:
         for q in call.window:
             if q.sent and not q.done:
                 q.resume = q.moved = True
-        if len(self.endpoints) > 1:
-            self._reconnect(call, time.monotonic())
+        if len(self.endpoints) == 1:
+            return
+        # The first `closing` of an outage moves on at once; the next ones (every broker
+        # stopping) wait for the back-off, or this client would bounce between them.
+        now = time.monotonic()
+        if self._reconnects == 0:
+            self._reconnects = 1
+            self._reconnect(call, now)
+        elif self._reconnect_at is None:
+            self._reconnect_at = now + self._backoff()
 
     # --- requests ---
 
