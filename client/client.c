@@ -166,19 +166,22 @@ typedef struct s_req {
     uint32_t tries;       /* sends since it last heard anything (for the log) */
     uint32_t no_model;    /* `no_model` answers so far */
     bool want_send;
-    bool fresh;                            /* body as submitted, not yet sent */
-    bool resent;                           /* sent again: `duplicate_id` answering it means an
-                                            * earlier copy is still open there */
-    bool resume;                           /* outstanding at a broker that may no longer hold it:
-                                            * decided by the next status reply (file header) */
-    bool pinned;                           /* the caller named the model (options) */
-    char model[ZB_MSG_NAME_BYTES_MAX + 1]; /* the model of its results: the
-                                            * caller's, else the first
-                                            * part's; "" while unknown */
-    size_t model_len;
+    bool fresh;     /* body as submitted, not yet sent */
+    bool resent;    /* sent again: `duplicate_id` answering it means an
+                     * earlier copy is still open there */
+    bool resume;    /* outstanding at a broker that may no longer hold it:
+                     * decided by the next status reply (file header) */
+    bool moved;     /* it was at a broker we left: parts sent into that
+                     * connection may be lost without the broker knowing */
     uint32_t dim;   /* 0 until the first part */
     uint32_t n_got; /* texts delivered */
     uint8_t *got;   /* [(n_texts + 7) / 8] bits */
+
+    /* the model of its results: the caller's (pinned), else the first
+     * part's; "" while unknown */
+    bool pinned;
+    char model[ZB_MSG_NAME_BYTES_MAX + 1];
+    size_t model_len;
 } s_req_t;
 
 struct zbert_client {
@@ -774,6 +777,7 @@ static int s_flush(zbert_client_t *c, uint64_t now) {
 /* --- incoming messages ------------------------------------------------------ */
 
 static int s_reconnect(zbert_client_t *c, uint64_t now, const char *why);
+static uint64_t s_backoff(const zbert_client_t *c);
 
 /* r was at a broker that no longer holds it (it restarted, or we left it):
  * finished here when every text arrived but the done, else to be sent
@@ -985,6 +989,15 @@ static int s_on_part(zbert_client_t *c, s_req_t *r, const zb_msg_part_t *p) {
 
 static int s_on_done(zbert_client_t *c, s_req_t *r, const zb_msg_done_t *m) {
     r->sent_at = 0; /* the broker closed it */
+    if (r->n_got != r->n_texts && r->moved && m->texts == r->n_texts) {
+        /* A broker that held the request across a reconnection counts the
+         * parts it sent into the connection that died, which never came:
+         * the rest goes again, with `have`. */
+        ZB_LOG(ZB_LOG_INFO,
+               "broker %s ended request %s with %u of its %u texts received; sending it again",
+               c->brokers[c->cur], r->id, r->n_got, r->n_texts);
+        return s_req_lost(c, r);
+    }
     if (m->model.len && r->model_len &&
         (m->model.len != r->model_len || memcmp(m->model.ptr, r->model, r->model_len) != 0))
         return s_fail(c, r, ZBERT_EPROTO, "client",
@@ -1164,23 +1177,32 @@ static int s_on_closing(zbert_client_t *c, const zb_msg_closing_t *m, uint64_t n
     c->closing = true;
     if (!c->down_since) c->down_since = now;
     for (size_t i = 0; i < c->n_reqs; i++)
-        if (c->reqs[i]->sent_at) c->reqs[i]->resume = true;
+        if (c->reqs[i]->sent_at) c->reqs[i]->resume = c->reqs[i]->moved = true;
     if (c->st_wait && c->st_sent_at) { /* its answer is `closing` */
         c->st_sent_at = 0;
         c->st_want_send = true;
     }
-    if (c->n_brokers > 1) return s_reconnect(c, now, "is stopping");
+    if (c->n_brokers == 1) return 0;
+    /* The first `closing` of an outage moves on at once; the next ones
+     * (every broker stopping) wait for the back-off, or the clients of
+     * stopping brokers would bounce between them at message speed. */
+    if (c->n_reconnects == 0) {
+        c->n_reconnects++;
+        return s_reconnect(c, now, "is stopping");
+    }
+    if (!c->reconnect_at) c->reconnect_at = now + s_backoff(c);
     return 0;
 }
 
 /* Something came from the broker: it is there.  Only `closing` leaves an
- * outage going (serving is false): a stopping broker serves nobody. */
+ * outage going (serving is false), and the reconnection it awaits: a
+ * stopping broker serves nobody. */
 static void s_heard(zbert_client_t *c, uint64_t now, bool serving) {
     c->quiet_since = now;
     c->ping_at = 0;
-    c->reconnect_at = 0;
     if (serving) {
         c->down_since = 0;
+        c->reconnect_at = 0;
         c->n_reconnects = 0;
     }
 }
@@ -1347,7 +1369,7 @@ static int s_reconnect(zbert_client_t *c, uint64_t now, const char *why) {
     for (size_t i = 0; i < c->n_reqs; i++) {
         s_req_t *r = c->reqs[i];
         if (r->sent_at) {
-            r->resume = true;
+            r->resume = r->moved = true;
             moved++;
         }
     }

@@ -702,6 +702,25 @@ static void h_half_then_hold(fb_t *fb, const uint8_t *rid, size_t rlen, const zb
     fb_half_then_mute(fb, rid, rlen, e, false);
 }
 
+/* As h_half_then_hold, but the last 4 texts of the first half are lost:
+ * parts the broker took for sent into the connection that died.  Its done
+ * comes with texts missing; a second copy gets the texts outside `have`. */
+static void h_half_lost_then_hold(fb_t *fb, const uint8_t *rid, size_t rlen,
+                                  const zb_msg_embed_t *e) {
+    uint32_t n = (uint32_t)e->n_texts;
+    if (fb_seen(fb, e->id) > 1) {
+        fb_done(fb, rid, rlen, e, fb_parts_outside_have(fb, rid, rlen, e, 0, 3));
+        return;
+    }
+    for (uint32_t a = 0; a < n / 2 - 4; a += 2)
+        fb_part(fb, rid, rlen, e, a, a + 2 > n / 2 - 4 ? n / 2 - 4 : a + 2);
+    fb_hold(fb, e, n / 2);
+    pthread_mutex_lock(&fb->mu);
+    fb->mute_until = s_ms() + 500;
+    fb->forget = false;
+    pthread_mutex_unlock(&fb->mu);
+}
+
 /* A third of the texts, then `closing` at once and in answer to everything
  * from then on (for stop_ms; then silence for 300 ms and a broker that
  * restarted, when restart). */
@@ -1266,6 +1285,31 @@ static void test_silence_then_open(void **st) {
     fb_stop(&fb);
 }
 
+/* A broker that held the request across the silence, but whose parts
+ * sent into the connection that died never came: its done names texts the
+ * client lacks, and the request goes again with `have` instead of failing. */
+static void test_parts_lost_with_connection(void **st) {
+    (void)st;
+    fb_t *fb = fb_start(h_half_lost_then_hold);
+    fb_run(fb);
+    const char *eps[] = {fb->ep};
+    zbert_client_t *c = s_client(eps, 1, 200, 0, 0, 0);
+    const char **texts = s_texts(21, "l");
+    req_t r;
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    s_all_seen(&r);
+    assert_int_equal(r.end->type, ZBERT_EVENT_DONE);
+    assert_int_equal(fb_count(fb, &fb->n_embed), 2);
+    assert_true(fb->have[1]);
+    assert_int_equal(fb->nonempty[1], 4);
+    assert_int_equal(fb_count(fb, &fb->n_computed), 21);
+    s_req_free_ev(&r);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&fb);
+}
+
 /* A broker that restarted and lost everything: the ping after the silence
  * lists nothing open, the request goes again under its id, from a new
  * socket with the same routing id (16 bytes, the first not 0), with `have`
@@ -1405,6 +1449,39 @@ static void test_closing_moves_to_next_broker(void **st) {
     assert_int_equal(fb_count(a, &a->n_embed), 1);
     s_req_free_ev(&r);
     s_req_free_ev(&r2);
+    s_texts_free(texts, 21);
+    zbert_client_destroy(&c);
+    fb_stop(&a);
+    fb_stop(&b);
+}
+
+/* Every broker stopping: the client does not bounce between them at
+ * message speed (the back-off paces it), and the request fails when the
+ * outage budget is spent, saying the broker is stopping. */
+static void test_closing_everywhere(void **st) {
+    (void)st;
+    fb_t *a = fb_start(h_closing), *b = fb_start(h_have);
+    b->closing_until = s_ms() + 3600000;
+    fb_run(a);
+    fb_run(b);
+    const char *eps[] = {a->ep, b->ep};
+    zbert_client_t *c = s_client_outage(eps, 2, 200, 2000);
+    const char **texts = s_texts(21, "e");
+    req_t r;
+    uint64_t t0 = s_ms();
+    s_submit(c, &r, texts, 21, ZBERT_LEVEL_TOKEN, 0);
+    s_run_until_ended(c, &r, 1, NULL);
+    uint64_t spent = s_ms() - t0;
+    assert_true(spent >= 1500 && spent < 9000);
+    assert_int_equal(r.end->type, ZBERT_EVENT_ERROR);
+    assert_int_equal(r.end->code, ZBERT_ETIMEOUT);
+    assert_non_null(strstr(r.end->message, "is stopping"));
+    assert_int_equal(r.seen[0], 1); /* what came before stays delivered */
+    int conns = fb_count(a, &a->n_accepted) + fb_count(b, &b->n_accepted);
+    printf("every broker stopping, 2 s: %d connections, %d closing answers\n", conns,
+           fb_count(a, &a->n_closing) + fb_count(b, &b->n_closing));
+    assert_true(conns >= 2 && conns <= 10);
+    s_req_free_ev(&r);
     s_texts_free(texts, 21);
     zbert_client_destroy(&c);
     fb_stop(&a);
@@ -3064,10 +3141,12 @@ int main(void) {
         cmocka_unit_test(test_per_text_errors_and_truncation),
         cmocka_unit_test(test_silence_then_open),
         cmocka_unit_test(test_restart_resend_with_have),
+        cmocka_unit_test(test_parts_lost_with_connection),
         cmocka_unit_test(test_failover_to_second_broker),
         cmocka_unit_test(test_outage_budget),
         cmocka_unit_test(test_closing_moves_to_next_broker),
         cmocka_unit_test(test_closing_single_broker_waits),
+        cmocka_unit_test(test_closing_everywhere),
         cmocka_unit_test(test_error_without_id_ends_nothing),
         cmocka_unit_test(test_model),
         cmocka_unit_test(test_blocking_model),

@@ -23,7 +23,13 @@
  *     client key is let in): its key files as zbert keygen writes them, through the
  *     library (a path, a list, the environment) and the command line; a wrong broker key
  *     gets no answer; key files it cannot use are refused (code `key`, exit 2); its reader
- *     refuses what the C reader refuses.
+ *     refuses what the C reader refuses;
+ *   - liveness (protocol revision 1.3), against fake brokers in the Python process
+ *     (tests/pyclient_robust.py): one routing id; a broker back from silence holding the
+ *     request (not sent again), one that restarted (sent again with `have`, nothing
+ *     computed twice); back-off, then `outage` when the budget is spent; `closing` with two
+ *     brokers and with one; duplicate_id with `of`; model identities and pinning, and the
+ *     command line's --model-id.
  * The client needs /usr/bin/python3 with pyzmq, msgpack and numpy (Debian python3-zmq,
  * python3-msgpack, python3-numpy, installed by `make deps`); without them every test is
  * skipped with a message saying so. Every child process is killed and reaped in teardown.
@@ -862,6 +868,13 @@ static void test_cli(void **st) {
     }
 }
 
+/* The client's liveness against scripted fake brokers (tests/pyclient_robust.py). */
+static void test_robust(void **st) {
+    (void)st;
+    S_NEED_PYTHON();
+    assert_int_equal(proc_sh(S_RUN_PY " tests/pyclient_robust.py"), 0);
+}
+
 /* The client over CURVE (s_curve_py), then its command line: status with key files, and a
  * secret key file others may read refused with exit 2. */
 static void test_curve(void **st) {
@@ -931,6 +944,7 @@ int main(void) {
         cmocka_unit_test(test_spec_examples), cmocka_unit_test(test_status),
         cmocka_unit_test(test_library),       cmocka_unit_test(test_cli),
         cmocka_unit_test(test_errors),        cmocka_unit_test(test_curve),
+        cmocka_unit_test(test_robust),
     };
     return cmocka_run_group_tests_name("pyclient", tests, setup, teardown);
 }

@@ -1,8 +1,10 @@
 """zbert_client -- a Python client for the zbert embedding service.
 
-Written from proto/PROTOCOL.md (version 1, revision 1.1) alone: one DEALER socket connected to
+Written from proto/PROTOCOL.md (version 1, revision 1.3) alone: one DEALER socket connected to
 a broker's client endpoint, one MessagePack map per ZeroMQ frame, vectors as little-endian
-float32 `bin`.
+float32 `bin`.  It is a robust client in the sense of PROTOCOL.md section 10: one routing id for
+its life, pings, an outage budget with back-off, resumption with `open` and `have`, `closing`,
+model pinning.
 
 Library:
 
@@ -18,6 +20,10 @@ Library:
         toks[0].piece_id     # numpy int32 [rows]: its first wordpiece's id, -1 when oov
         c.status()           # the broker's status_reply as a dict
 
+    # Several brokers to fail over between, a 10-minute outage budget, one model
+    with Client(["tcp://b1:5555", "tcp://b2:5555"], outage=600.0) as c:
+        c.embed(texts, level="sentence", model="42e2dd7eb5859c2f")
+
     # CurveZMQ: this client's secret key file and the broker's public key file, as written
     # by `zbert keygen NAME` (NAME.key, NAME.pub)
     with Client("tcp://broker:5555", curve_key="me.key", broker_key="broker.pub") as c:
@@ -25,9 +31,9 @@ Library:
 
 Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run this file):
 
-    zbert_client.py [embed] [--broker EP] [--level sentence|wordpiece|token]
+    zbert_client.py [embed] [--broker EP]... [--level sentence|wordpiece|token]
                     [--pooling cls|mean] [--normalize] [--windows] [--sentences]
-                    [--token-vector first|mean] [--compat none|sparknlp]
+                    [--token-vector first|mean] [--compat none|sparknlp] [--model-id ID]
                     [--format jsonl|npy] ... < lines > output
     zbert_client.py status [--broker EP]
     (both also --curve-key FILE --broker-key FILE.pub)
@@ -36,9 +42,10 @@ Command line (`python3 -m zbert_client` with this folder on PYTHONPATH, or run t
 options (JSONL with floats as %.9g, or an N x dim float32 .npy with NaN rows for rejected
 lines); the level defaults to `sentence`.
 
-Invariants: every request id is used once per Client (busy retries resend the same id, as
-the protocol asks); results reach the caller in text order; every received message is
-validated before it is used, and a malformed answer fails the call with code `protocol`.
+Invariants: every request id is used once per Client (busy retries and resumptions resend the
+same id, as the protocol asks); every text reaches the caller once, in text order, whatever
+arrives twice; every received message is validated before it is used, and a malformed answer
+fails the call with code `protocol`.
 Thread-safety: a Client owns one ZeroMQ socket and must be used by one thread at a time.
 """
 
@@ -74,6 +81,13 @@ DIM_MAX = 16_384
 MESSAGE_MAX = 1024
 WORKERS_MAX = 4096
 U32_LIMIT = 1 << 32
+OPEN_MAX = 1024
+NAME_MAX = 256  # bytes of a model identity
+
+# Liveness (PROTOCOL.md 10): reconnections while no broker answers wait retry x 2, x 4, ...
+# up to this, each 20 % shorter or longer at random.
+BACKOFF_MAX_S = 30.0
+BACKOFF_JITTER = 0.2
 
 LEVELS = ("token", "wordpiece", "sentence")
 POOLINGS = ("cls", "mean")
@@ -87,9 +101,11 @@ class ZbertError(Exception):
 
     code: the broker's error code (`busy`, `timeout`, `no_model`, ... or one this client
     does not know), or a local one: `protocol` (a malformed or unexpected answer),
-    `client_timeout` (the call's own timeout passed), `usage` (bad arguments), `key` (a
-    CURVE key file that cannot be used: missing, unreadable, malformed, a secret key
-    readable by others, a .pub where the secret key is needed).
+    `client_timeout` (the call's own timeout passed), `outage` (no broker answered, or the
+    only one kept saying `closing`, for the outage budget), `model` (results of another
+    model than the call's, or naming none for a call pinned to one), `usage` (bad
+    arguments), `key` (a CURVE key file that cannot be used: missing, unreadable,
+    malformed, a secret key readable by others, a .pub where the secret key is needed).
     results: for embed(), a list as long as the texts with the results received before the
     failure (the protocol keeps them valid) and None for the others; None otherwise.
     """
@@ -129,11 +145,12 @@ class TextResult:
     when the token has none; word_start bool [rows], that piece is not a `##` one; oov bool
     [rows], the token has no wordpiece (its vector is zeros).
     truncated: the text was cut to the model's positions. error: a TextError or None.
+    model: the identity of the model that made it (None from a broker before revision 1.3).
     The float arrays are read-only views into the message they came in.
     """
 
     __slots__ = ("vectors", "offsets", "byte_offsets", "ids", "truncated", "error", "sentence",
-                 "piece_id", "word_start", "oov")
+                 "piece_id", "word_start", "oov", "model")
 
     def __init__(self, vectors, offsets=None, byte_offsets=None, ids=None, truncated=False,
                  error=None):
@@ -147,6 +164,7 @@ class TextResult:
         self.piece_id = None
         self.word_start = None
         self.oov = None
+        self.model = None
 
     @property
     def ok(self):
@@ -288,12 +306,13 @@ def _index_list(v, name, first, count):
 _KNOWN = {
     "part": {"v", "type", "id", "first", "count", "level", "dim", "rows", "vectors", "offsets",
              "byte_offsets", "ids", "sentence", "piece_id", "word_start", "oov", "truncated",
-             "errors"},
-    "done": {"v", "type", "id", "texts", "tokens", "parts", "elapsed_ms"},
-    "error": {"v", "type", "id", "code", "message"},
+             "errors", "model"},
+    "done": {"v", "type", "id", "texts", "tokens", "parts", "elapsed_ms", "model"},
+    "error": {"v", "type", "id", "code", "message", "of"},
     "status_reply": {"v", "type", "id", "uptime_ms", "workers", "requests", "queued_shards",
                      "queued_texts", "in_flight_shards", "texts_per_s", "tokens_per_s",
-                     "latency_ms", "protocol_errors"},
+                     "latency_ms", "protocol_errors", "open"},
+    "closing": {"v", "type", "message"},
 }
 
 
@@ -323,6 +342,23 @@ def _decode(body):
     if "id" in m and m["id"] is not None:
         _str(m["id"], "id", 1, ID_MAX)
     return m
+
+
+def _model_of(m):
+    """The `model` a part or done names (revision 1.3), or None."""
+    v = m.get("model")
+    return None if v is None else _str(v, "model", 1, NAME_MAX)
+
+
+def _open_ids(m):
+    """The ids of a status_reply's `open` (revision 1.3) as a set; empty when absent."""
+    v = m.get("open")
+    if v is None:
+        return set()
+    _list(v, "open")
+    if len(v) > OPEN_MAX:
+        raise _Malformed(f"`open` lists more than {OPEN_MAX} ids")
+    return {_str(x, "open", 1, ID_MAX) for x in v}
 
 
 def _wants_meta(opts):
@@ -469,10 +505,14 @@ def _parse_status(m):
 
 class _Request:
     """One `embed` request: texts [start, start+n) of the call, or (sent False) one text
-    this client fails itself."""
+    this client fails itself.
+
+    At the broker or not: `sent` while a broker has it as far as we know; `resume` when it
+    was at a broker we left or that said `closing` (the next status_reply's `open` says
+    whether the broker in use holds it); `want` when it waits to be sent (again)."""
 
     __slots__ = ("id", "start", "n", "results", "parts", "done", "resend_at", "busy_since",
-                 "emitted")
+                 "emitted", "sent", "resume", "want", "sends", "moved")
 
     def __init__(self, rid, start, n):
         self.id = rid
@@ -484,6 +524,27 @@ class _Request:
         self.resend_at = None  # set while waiting to resend after `busy`
         self.busy_since = None
         self.emitted = 0
+        self.sent = False
+        self.resume = False
+        self.want = False
+        self.sends = 0  # after the first, `parts` of its done counts only the last send's
+        self.moved = False  # it was at a broker we left: parts may have been lost with it
+
+    def held(self, k):
+        """Whether text k of the request has arrived (yielded or waiting to be)."""
+        return k < self.emitted or self.results[k] is not None
+
+    def have(self):
+        """The `have` of a resend: [first0, count0, ...] of the texts that arrived."""
+        out = []
+        for k in range(self.n):
+            if not self.held(k):
+                continue
+            if out and out[-2] + out[-1] == k:
+                out[-1] += 1
+            else:
+                out += [k, 1]
+        return out
 
 
 def _wire_text(t):
@@ -523,19 +584,23 @@ def _embed_opts(level="token", pooling=None, normalize=False, windows=False, sen
     return opts
 
 
-def _embed_msg(rid, wire_texts, opts, deadline_ms=None):
+def _embed_msg(rid, wire_texts, opts, deadline_ms=None, have=None, model=None):
     """The `embed` map, keys in the order of PROTOCOL.md section 3."""
     msg = {"v": PROTOCOL_VERSION, "type": "embed", "id": rid, "texts": wire_texts}
     msg.update(opts)
     if deadline_ms:
         msg["deadline_ms"] = deadline_ms
+    if have:
+        msg["have"] = have
+    if model is not None:
+        msg["model"] = model
     return msg
 
 
 class _Call:
     """The state of one embed_iter() call."""
 
-    def __init__(self, wire, opts, deadline, end):
+    def __init__(self, wire, opts, deadline, end, model):
         self.wire = wire
         self.opts = opts
         self.level = opts["level"]
@@ -545,6 +610,8 @@ class _Call:
         self.window = deque()     # _Request in text order: open, or done, not all emitted
         self.by_id = {}
         self.dim = None
+        self.model = model        # the call's model: the caller's, else the first results'
+        self.pinned = model is not None
 
 
 # --- CurveZMQ key files ---------------------------------------------------------------------
@@ -682,7 +749,8 @@ def load_certificate(path, need_secret):
 
 def _curve_options(curve_key, broker_key, n_brokers):
     """The socket options of Client's curve_key and broker_key (None: the environment's
-    ZBERT_CURVE_KEY, ZBERT_BROKER_KEY; "": none), or None without CURVE."""
+    ZBERT_CURVE_KEY, ZBERT_BROKER_KEY; "": none) for each of the n_brokers endpoints, or None
+    without CURVE."""
     if curve_key is None:
         curve_key = os.environ.get("ZBERT_CURVE_KEY", "")
     if broker_key is None:
@@ -702,54 +770,105 @@ def _curve_options(curve_key, broker_key, n_brokers):
     if not zmq.has("curve"):
         raise ZbertError("key", "CURVE asked for, but this libzmq has no CURVE support")
     public, secret = load_certificate(curve_key, True)
-    server, _ = load_certificate(broker_key[0], False)
-    return {zmq.CURVE_SERVERKEY: server, zmq.CURVE_PUBLICKEY: public,
-            zmq.CURVE_SECRETKEY: secret}
+    servers = [load_certificate(k, False)[0] for k in broker_key]
+    return [{zmq.CURVE_SERVERKEY: servers[i if len(servers) > 1 else 0],
+             zmq.CURVE_PUBLICKEY: public, zmq.CURVE_SECRETKEY: secret}
+            for i in range(n_brokers)]
 
 
 class Client:
-    """A connection to one broker's client endpoint.
+    """A connection to a broker's client endpoint, failing over between several.
 
+    endpoint: one endpoint, a list of them, or a comma-separated str (default
+    $ZBERT_BROKER, then tcp://127.0.0.1:5555); requests go to one broker at a time and move
+    to the next when it stays silent or says `closing`.
     batch: texts per `embed` request (1..100,000); inflight: requests open at once;
     batch_bytes: text bytes per request (bodies stay far below the 256 MiB limit);
     busy_retry_s: how long a request refused with `busy` is retried (with the same id, as
     the protocol asks) before the call fails with `busy`.
+    retry: seconds of silence after which a broker with open requests is presumed gone (it
+    is pinged after ping, default retry / 4); outage: how long open requests wait while no
+    broker answers (or the only one says `closing`) before the call fails with `outage`;
+    meanwhile the client reconnects to each broker in turn, after pauses that double from
+    2 x retry up to 30 s, each 20 % shorter or longer at random.  A reconnection keeps this
+    client's routing id (16 random bytes drawn here), pings first, and sends again only the
+    requests the broker does not list in `open`, with `have`: no text already received is
+    computed again.
     curve_key, broker_key: CurveZMQ (encryption, the broker proven by its public key, this
     client shown to the broker by its own): the path of this client's secret key file
     (NAME.key of `zbert keygen`) and of the broker's public key file (its NAME.pub; or a
-    list of one per broker: this client has one). Both, or neither; None takes
-    $ZBERT_CURVE_KEY and $ZBERT_BROKER_KEY (comma-separated), "" means none. The files are
-    read here; a bad one raises ZbertError `key`. A broker whose key is not the one given,
-    or that refuses this client's, never answers: calls end with `client_timeout`. The
-    attribute `curve` tells whether this client uses CURVE.
+    list of one per broker). Both, or neither; None takes $ZBERT_CURVE_KEY and
+    $ZBERT_BROKER_KEY (comma-separated), "" means none. The files are read here; a bad one
+    raises ZbertError `key`. A broker whose key is not the one given, or that refuses this
+    client's, never answers: calls end with `client_timeout` or `outage`. The attribute
+    `curve` tells whether this client uses CURVE.
     """
 
     def __init__(self, endpoint=None, *, batch=256, inflight=8, batch_bytes=32 << 20,
-                 busy_retry_s=60.0, context=None, curve_key=None, broker_key=None):
+                 busy_retry_s=60.0, context=None, curve_key=None, broker_key=None,
+                 retry=3.0, ping=None, outage=300.0):
         if not 1 <= batch <= TEXTS_MAX:
             raise ValueError(f"batch must be 1..{TEXTS_MAX}")
         if inflight < 1:
             raise ValueError("inflight must be at least 1")
-        self.endpoint = endpoint or os.environ.get("ZBERT_BROKER") or DEFAULT_BROKER
+        if retry < 0.05:
+            raise ValueError("retry must be 0.05 s at least")
+        ping = retry / 4 if ping is None else ping
+        if not 0 < ping < retry:
+            raise ValueError("ping must be above 0 and below retry")
+        if outage < retry:
+            raise ValueError("outage must be retry at least: a broker is presumed gone only "
+                             "after retry")
+        endpoint = endpoint or os.environ.get("ZBERT_BROKER") or DEFAULT_BROKER
+        if isinstance(endpoint, str):
+            endpoint = [e.strip() for e in endpoint.split(",") if e.strip()]
+        self.endpoints = list(endpoint)
+        if not self.endpoints:
+            raise ValueError("no broker endpoint")
+        self.endpoint = self.endpoints[0]
         self.batch = batch
         self.inflight = inflight
         self.batch_bytes = batch_bytes
         self.busy_retry_s = busy_retry_s
+        self.retry = retry
+        self.ping = ping
+        self.outage = outage
         self._sock = None
-        curve = _curve_options(curve_key, broker_key, 1)
-        self.curve = curve is not None
+        self._curve = _curve_options(curve_key, broker_key, len(self.endpoints))
+        self.curve = self._curve is not None
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, BODY_MAX)
-        # CURVE options apply to the connections made after them
-        for opt, value in (curve or {}).items():
-            self._sock.setsockopt(opt, value)
-        self._sock.connect(self.endpoint)
-        # Ids are unique per socket; the random prefix also keeps them apart from answers
+        # One routing id for every socket of this client: a broker takes a reconnection for
+        # the client it knew (the first byte is not 0: libzmq keeps those ids for itself).
+        self.routing_id = bytes([1 + secrets.randbelow(255)]) + secrets.token_bytes(15)
+        # Ids are unique per client; the random prefix also keeps them apart from answers
         # to an earlier Client that reached this one (they are ignored as unknown).
         self._prefix = secrets.token_hex(4)
         self._seq = 0
+        self._cur = 0
+        self._down_since = None    # an outage: since when no broker has served us
+        self._reconnect_at = None  # the next reconnection while the broker stays silent
+        self._reconnects = 0       # in this outage: the back-off's exponent
+        self._open_socket()
+
+    def _open_socket(self):
+        s = self._ctx.socket(zmq.DEALER)
+        try:
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.MAXMSGSIZE, BODY_MAX + 4096)
+            s.setsockopt(zmq.RCVHWM, 256)
+            s.setsockopt(zmq.ROUTING_ID, self.routing_id)
+            # CURVE options apply to the connections made after them
+            for opt, value in (self._curve[self._cur] if self._curve else {}).items():
+                s.setsockopt(opt, value)
+            s.connect(self.endpoints[self._cur])
+        except Exception:
+            s.close(0)
+            raise
+        self._sock = s
+        self.endpoint = self.endpoints[self._cur]
+        self._closing = False
+        self._quiet_since = time.monotonic()
+        self._ping_at = None
 
     def close(self):
         if self._sock is not None:
@@ -781,9 +900,17 @@ class Client:
             return None
         body = self._sock.recv(copy=False)
         try:
-            return _decode(body.buffer)
+            m = _decode(body.buffer)
         except _Malformed as e:
             raise ZbertError("protocol", f"malformed message from the broker: {e}") from None
+        # anything at all proves the broker is there; only `closing` keeps an outage (and
+        # the reconnection it awaits) going
+        self._quiet_since = time.monotonic()
+        self._ping_at = None
+        if m is None or m["type"] != "closing":
+            self._down_since = self._reconnect_at = None
+            self._reconnects = 0
+        return m
 
     # --- status ---
 
@@ -800,10 +927,16 @@ class Client:
             left = end - time.monotonic()
             if left <= 0:
                 raise ZbertError("client_timeout",
-                                 f"no status_reply within {timeout} s{self._silence_hint()}")
+                                 f"no status_reply within {timeout} s"
+                                 + (" (the broker is stopping)" if self._closing
+                                    else self._silence_hint()))
             m = self._recv(left)
+            if m is not None and m["type"] == "closing":
+                self._closing = True
+                continue
             if m is None or m["type"] != "status_reply" or m.get("id") != sid:
                 continue  # an answer to an earlier call, or a type this client ignores
+            self._closing = False
             try:
                 return _parse_status(m)
             except _Malformed as e:
@@ -813,7 +946,7 @@ class Client:
 
     def embed(self, texts, level="token", pooling=None, normalize=False, windows=False,
               deadline_ms=None, timeout=None, sentences=False, token_vector=None, compat=None,
-              token_meta=False):
+              token_meta=False, model=None):
         """Embeds texts (str or bytes each); returns one TextResult per text, in order.
 
         level: `token` (the protocol's default), `wordpiece` or `sentence`; pooling: `cls`
@@ -822,7 +955,10 @@ class Client:
         wordpiece levels): each sentence of a text is its own sequence; token_vector (token
         level): `first` or `mean` of a token's wordpiece rows; compat (token level): `none` or
         `sparknlp` (Spark NLP 2.6.4-2.7.5's BertEmbeddings); token_meta: token metadata
-        without sentences or compat (they imply it). deadline_ms: the
+        without sentences or compat (they imply it). model: only workers of this model
+        identity (as `zbert status` lists it) serve the call; None: the call keeps to the
+        model of the first results it receives, and names it in its later requests.  Results
+        of another model fail the call with `model`.  deadline_ms: the
         service gives up this long after the call starts (0/None: never); timeout: this
         client gives up after that many seconds (None: never). A text that cannot be
         embedded alone (invalid UTF-8, over 1 MiB) comes back with `error` set; a failure of
@@ -835,7 +971,7 @@ class Client:
                                         normalize=normalize, windows=windows,
                                         deadline_ms=deadline_ms, timeout=timeout,
                                         sentences=sentences, token_vector=token_vector,
-                                        compat=compat, token_meta=token_meta):
+                                        compat=compat, token_meta=token_meta, model=model):
                 out[i] = r
         except ZbertError as e:
             for i, r in e.received.items():
@@ -846,7 +982,7 @@ class Client:
 
     def embed_iter(self, texts, level="token", pooling=None, normalize=False, windows=False,
                    deadline_ms=None, timeout=None, sentences=False, token_vector=None,
-                   compat=None, token_meta=False):
+                   compat=None, token_meta=False, model=None):
         """Like embed(), but a generator of (index, TextResult) in text order, as they come.
 
         At most `inflight` requests are open, and results wait for in-order output only
@@ -868,12 +1004,16 @@ class Client:
             raise ZbertError("usage", "compat sparknlp gives token vectors: use level token")
         if sentences and level == "sentence":
             raise ZbertError("usage", "sentences applies to the token and wordpiece levels")
+        if model is not None and (type(model) is not str
+                                  or not 1 <= len(model.encode("utf-8", "surrogatepass"))
+                                  <= NAME_MAX):
+            raise ZbertError("usage", f"model must be a str of 1 to {NAME_MAX} bytes")
         wire = [_wire_text(t) for t in texts]
         opts = _embed_opts(level, pooling, normalize, windows, sentences, token_vector, compat,
                            token_meta)
         t0 = time.monotonic()
         call = _Call(wire, opts, t0 + deadline_ms / 1000.0 if deadline_ms else None,
-                     None if timeout is None else t0 + timeout)
+                     None if timeout is None else t0 + timeout, model)
         return self._run(call, timeout)
 
     def _run(self, call, timeout):
@@ -912,22 +1052,20 @@ class Client:
                 if not window:
                     continue
                 now = time.monotonic()
-                wake = None
+                wake = self._tick(call, now)
                 for q in window:
                     if q.resend_at is not None:
                         if q.resend_at <= now:
                             q.resend_at = None
                             self._send_embed(call, q)
                         else:
-                            wake = q.resend_at if wake is None else min(wake, q.resend_at)
+                            wake = min(wake, q.resend_at)
                 if call.end is not None and now >= call.end:
                     raise ZbertError("client_timeout", f"no complete answer within {timeout} "
                                                        f"s{self._silence_hint()}")
-                wait = 0.5
+                wait = min(0.5, wake - now)
                 if call.end is not None:
                     wait = min(wait, call.end - now)
-                if wake is not None:
-                    wait = min(wait, wake - now)
                 m = self._recv(max(0.0, wait))
                 if m is not None:
                     self._handle(call, m)
@@ -938,12 +1076,142 @@ class Client:
             # A failure, or the caller stopped early: cancel what is still open, and hand
             # what arrived to the caller.
             for q in window:
-                if q.id is not None and not q.done:
+                if q.id is not None and not q.done and (q.sent or q.resume):
                     self._cancel(q.id)
                 if failed is not None:
                     for k in range(q.emitted, q.n):
                         if q.results[k] is not None:
                             failed.received[q.start + k] = q.results[k]
+
+    # --- liveness (PROTOCOL.md 10) ---
+
+    def _owed(self, call):
+        """Whether the broker owes us something: a request it has (or may have), or, while
+        it is closing, one waiting to be sent (pings tell when a broker takes them)."""
+        return any(not q.done and q.id is not None
+                   and (q.sent or (self._closing and q.want)) for q in call.window)
+
+    def _tick(self, call, now):
+        """Pings, reconnections and the outage budget; returns when it wants to run next."""
+        owed = self._owed(call)
+        waiting = owed or any(q.want and not q.done for q in call.window)
+        if not waiting:
+            self._down_since = self._reconnect_at = None
+            self._reconnects = 0
+        elif self._closing and self._down_since is None:
+            self._down_since = now
+        if self._down_since is not None and now - self._down_since >= self.outage:
+            if self._closing:
+                why = (f"broker {self.endpoint} is stopping, and no broker took the call's "
+                       f"requests over within the outage budget of {self.outage} s")
+            else:
+                why = (f"no broker answered within the outage budget of {self.outage} s "
+                       f"({len(self.endpoints)} endpoint{'' if len(self.endpoints) == 1 else 's'}"
+                       f" tried){self._silence_hint()}")
+            raise ZbertError("outage", why)
+        if self._reconnect_at is not None:
+            if now >= self._reconnect_at:
+                self._presume_gone(call, now, self._down_since)
+        elif (owed and now - self._quiet_since >= self.retry and self._ping_at is not None
+              and now - self._ping_at >= self.ping):
+            self._presume_gone(call, now, self._quiet_since)
+        if self._owed(call) and now - self._quiet_since >= self.ping and (
+                self._ping_at is None or now - self._ping_at >= self.ping):
+            self._send_ping(now)
+        if not self._closing:
+            for q in call.window:
+                if q.want and not q.done and q.resend_at is None:
+                    self._send_embed(call, q)
+        wake = now + 0.5
+        if self._owed(call):
+            wake = min(wake, (self._ping_at or self._quiet_since) + self.ping)
+        if self._reconnect_at is not None:
+            wake = min(wake, self._reconnect_at)
+        if self._down_since is not None:
+            wake = min(wake, self._down_since + self.outage)
+        return max(wake, now + 0.01)
+
+    def _send_ping(self, now):
+        try:
+            self._send({"v": PROTOCOL_VERSION, "type": "status", "id": self._next_id("p")})
+            self._ping_at = now
+        except zmq.Again:
+            pass  # no connection yet: the next tick tries again
+
+    def _presume_gone(self, call, now, since):
+        """The broker in use has been silent since `since`: an outage begins or goes on, and
+        the next endpoint is tried after a growing, jittered pause."""
+        if self._down_since is None:
+            self._down_since = since
+        self._reconnects += 1
+        self._reconnect_at = now + self._backoff()
+        self._reconnect(call, now)
+
+    def _backoff(self):
+        """retry doubled once per reconnection of this outage, capped, with jitter."""
+        pause = min(self.retry * 2 ** self._reconnects, max(BACKOFF_MAX_S, self.retry))
+        return pause * (1 + BACKOFF_JITTER * (2 * secrets.randbelow(10001) / 10000 - 1))
+
+    def _reconnect(self, call, now):
+        """Leaves the broker in use for the next endpoint (the same one when there is one),
+        under the same routing id.  What it had is resumed: a ping goes out first, and its
+        answer's `open` says which requests the new broker holds."""
+        self._sock.close(0)
+        self._sock = None
+        self._cur = (self._cur + 1) % len(self.endpoints)
+        for q in call.window:
+            if q.sent and not q.done:
+                q.resume = q.moved = True
+        self._open_socket()
+        self._send_ping(now)
+        for q in call.window:
+            if q.want and not q.done and q.resend_at is None:
+                self._send_embed(call, q)
+
+    def _resume(self, call, m):
+        """A status_reply: the requests we left at a broker are held by this one when it
+        lists them in `open`; the others go again with `have`, or end here when every text
+        arrived.  A broker of an earlier revision lists none: everything goes again."""
+        self._closing = False  # a stopping broker answers `closing`, not this
+        try:
+            held = _open_ids(m)
+        except _Malformed as e:
+            raise ZbertError("protocol", f"malformed status_reply: {e}") from None
+        for q in list(call.window):
+            if not q.resume or q.done:
+                continue
+            q.resume = False
+            if q.id in held:
+                continue
+            q.sent = False
+            if all(q.held(k) for k in range(q.n)):
+                q.done = True  # everything arrived but the done
+                del call.by_id[q.id]
+            else:
+                q.want = True
+                self._send_embed(call, q)
+
+    def _on_closing(self, call):
+        """The broker in use is stopping: what it has is to be resumed, at once at the next
+        endpoint, or here when a broker takes requests again (within the outage budget)."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        self._closing = True
+        for q in call.window:
+            if q.sent and not q.done:
+                q.resume = q.moved = True
+        if len(self.endpoints) == 1:
+            return
+        # The first `closing` of an outage moves on at once; the next ones (every broker
+        # stopping) wait for the back-off, or this client would bounce between them.
+        now = time.monotonic()
+        if self._reconnects == 0:
+            self._reconnects = 1
+            self._reconnect(call, now)
+        elif self._reconnect_at is None:
+            self._reconnect_at = now + self._backoff()
+
+    # --- requests ---
 
     def _chunks(self, wire):
         """(start, n, None) runs of texts for one request each, or (i, 1, TextError)."""
@@ -966,6 +1234,11 @@ class Client:
             yield start, n, None
 
     def _send_embed(self, call, req):
+        """Sends req (again: with `have`, the texts that arrived sent empty, and the call's
+        model once known).  Held back while the broker in use is closing."""
+        if self._closing:
+            req.want = True
+            return
         deadline_ms = None
         if call.deadline is not None:
             # The protocol's deadline counts from the broker's receipt of each request; a
@@ -973,8 +1246,16 @@ class Client:
             deadline_ms = int(math.ceil((call.deadline - time.monotonic()) * 1000))
             if deadline_ms <= 0:
                 raise ZbertError("timeout", "the deadline passed", req.id)
-        wire = [w for w, _ in call.wire[req.start:req.start + req.n]]
-        self._send(_embed_msg(req.id, wire, call.opts, deadline_ms))
+        have = req.have()
+        wire = [("" if req.held(k) else w)
+                for k, (w, _) in enumerate(call.wire[req.start:req.start + req.n])]
+        if not self._owed(call):
+            self._quiet_since = time.monotonic()  # waiting starts now
+            self._ping_at = None
+        self._send(_embed_msg(req.id, wire, call.opts, deadline_ms, have, call.model))
+        req.sends += 1
+        req.sent = True
+        req.want = False
 
     def _cancel(self, rid):
         try:
@@ -985,7 +1266,18 @@ class Client:
     def _handle(self, call, m):
         t = m["type"]
         rid = m.get("id")
+        if t == "closing":
+            self._on_closing(call)
+            return
+        if t == "status_reply":
+            self._resume(call, m)
+            return
         if t == "error" and rid is None:
+            of = m.get("of")
+            if of is not None and _str(of, "of", 1, ID_MAX) in call.by_id:
+                # A copy of one of ours refused as duplicate_id (revision 1.3): without an
+                # id no request ends; the open one goes on.
+                return
             # An error without id answers a message the broker could not read; this client
             # sends only well-formed ones, so it cannot tell which request failed.
             raise ZbertError("protocol", "the broker could not read a request: "
@@ -995,19 +1287,22 @@ class Client:
             return  # an answer to an earlier call or a cancelled request, or a newer type
         try:
             if t == "part":
+                model = _model_of(m)
                 first, results = _parse_part(m, call.level, call.meta)
                 if first + len(results) > req.n:
                     raise _Malformed(f"it covers texts up to {first + len(results)} of a "
                                      f"request of {req.n}")
+                self._check_model(call, model, first + req.start, len(results))
                 for k, r in enumerate(results):
-                    if req.results[first + k] is not None or first + k < req.emitted:
-                        raise _Malformed(f"text {first + k} covered twice")
+                    if req.held(first + k):
+                        continue  # a text is kept once (a resend's answer repeats texts)
                     if r.error is None:
                         dim = r.vectors.shape[1]
                         if call.dim is None:
                             call.dim = dim
                         elif dim != call.dim:
                             raise _Malformed(f"dim {dim} after dim {call.dim} in one call")
+                    r.model = model
                     req.results[first + k] = r
                 req.parts += 1
             elif t == "done":
@@ -1015,13 +1310,25 @@ class Client:
                 _uint(_get(m, "tokens", "done"), "tokens")
                 parts = _uint(_get(m, "parts", "done"), "parts", 1)
                 _uint(_get(m, "elapsed_ms", "done"), "elapsed_ms")
-                missing = sum(1 for k in range(req.emitted, req.n) if req.results[k] is None)
+                model = _model_of(m)
+                if model is not None and call.model is not None and model != call.model:
+                    raise ZbertError("model", f"the broker finished a request as model {model} "
+                                              f"in a call of model {call.model}", rid)
+                missing = sum(1 for k in range(req.n) if not req.held(k))
+                if texts == req.n and missing and req.moved:
+                    # Parts the broker sent into a connection that died are lost without
+                    # its knowing: the rest goes again, with `have`.
+                    req.sent = False
+                    req.want = True
+                    self._send_embed(call, req)
+                    return
                 if texts != req.n or missing:
                     raise _Malformed(f"it comes after {req.n - missing} of {req.n} texts "
                                      f"(and says {texts})")
-                if parts != req.parts:
+                if parts != req.parts and req.sends <= 1 and not req.moved:
                     raise _Malformed(f"it counts {parts} parts; {req.parts} arrived")
                 req.done = True
+                req.sent = False
                 del call.by_id[rid]
             else:
                 code = _str(_get(m, "code", "error"), "code")
@@ -1030,8 +1337,25 @@ class Client:
         except _Malformed as e:
             raise ZbertError("protocol", f"malformed {t}: {e}", rid) from None
 
+    def _check_model(self, call, model, first, count):
+        """One call, one model: the caller's, or the first results'."""
+        what = f"texts {first}..{first + count - 1}"
+        if model is None:
+            if call.pinned:
+                raise ZbertError("model", f"{what} name no model in a call of model "
+                                          f"{call.model} (is the broker older than protocol "
+                                          "1.3?)")
+            return
+        if call.model is None:
+            call.model = model
+        elif model != call.model:
+            raise ZbertError("model", f"{what} came from model {model} in a call of model "
+                                      f"{call.model} (name the model to choose one)")
+
     def _request_error(self, call, req, code, msg):
         now = time.monotonic()
+        if code == "duplicate_id" and req.sends > 1:
+            return  # a copy we sent again: an earlier one goes on
         if code == "busy" and req.parts == 0:
             # Nothing of it was accepted: resend with the same id after a pause that grows
             # from 50 ms to 2 s.
@@ -1041,10 +1365,12 @@ class Client:
                 del call.by_id[req.id]
                 req.done = True
                 raise ZbertError(code, msg, req.id)
+            req.sent = False
             req.resend_at = now + min(2.0, 0.05 * 2 ** int((now - req.busy_since) / 0.5))
             return
         del call.by_id[req.id]
         req.done = True  # no message for this id follows an error
+        req.sent = False
         if code == "too_large" and req.n > 1 and req.parts == 0:
             # Refused whole for its size (the broker's own limits may be below the
             # protocol's): two halves take its place in the order.
@@ -1129,18 +1455,23 @@ def format_jsonl(index, result, level, text=None):
 
 _PROG = "zbert_client"
 
-_USAGE = f"""usage: {_PROG} [embed] [--broker EP] [--level sentence|wordpiece|token]
+_USAGE = f"""usage: {_PROG} [embed] [--broker EP]... [--level sentence|wordpiece|token]
                     [--pooling cls|mean] [--normalize] [--truncate|--windows] [--sentences]
                     [--token-vector first|mean] [--compat none|sparknlp] [--format jsonl|npy]
-                    [--deadline-ms N] [--timeout S] [--batch N] [--inflight N]
+                    [--model-id ID] [--deadline-ms N] [--timeout S] [--batch N]
+                    [--inflight N] [--retry-ms N] [--outage-ms N]
                     [--curve-key FILE --broker-key FILE.pub] < lines > out
        {_PROG} status [--broker EP] [--timeout S] [--curve-key FILE --broker-key FILE.pub]
 
 embed: one UTF-8 text per line on stdin; writes what zbert-embed writes for the same
 options (JSONL, or with --format npy an N x dim float32 .npy, NaN rows for rejected lines).
-The broker defaults to $ZBERT_BROKER, then {DEFAULT_BROKER}.  --curve-key (this client's
-secret key file, from `zbert keygen`) and --broker-key (the broker's public key file)
-connect with CurveZMQ; they default to $ZBERT_CURVE_KEY and $ZBERT_BROKER_KEY.
+The broker defaults to $ZBERT_BROKER, then {DEFAULT_BROKER}; several --broker to fail over
+between.  A broker silent for --retry-ms (default 3000) is presumed gone; open requests wait
+--outage-ms (default 300000) for a broker to answer again.  --model-id: only workers of that
+model identity serve the run; without it the run keeps to the model of its first results.
+--curve-key (this client's secret key file, from `zbert keygen`) and --broker-key (the
+broker's public key file) connect with CurveZMQ; they default to $ZBERT_CURVE_KEY and
+$ZBERT_BROKER_KEY.
 Exit status: 0; 1 on failure; 2 on a usage error or a key file that cannot be used.
 """
 
@@ -1153,11 +1484,13 @@ def _parse_args(argv):
     a = {"cmd": "embed", "broker": None, "level": "sentence", "pooling": None,
          "normalize": False, "windows": None, "sentences": False, "token_vector": None,
          "compat": None, "format": "jsonl", "deadline_ms": None,
-         "timeout": None, "batch": 256, "inflight": 8, "curve_key": None, "broker_key": None}
+         "timeout": None, "batch": 256, "inflight": 8, "curve_key": None, "broker_key": None,
+         "retry_ms": 3000, "outage_ms": 300000, "model_id": None}
     args = list(argv)
     if args and args[0] in ("embed", "status"):
         a["cmd"] = args.pop(0)
-    values = {"--broker": ("broker", str), "--level": ("level", str),
+    values = {"--level": ("level", str), "--model-id": ("model_id", str),
+              "--retry-ms": ("retry_ms", int), "--outage-ms": ("outage_ms", int),
               "--pooling": ("pooling", str), "--format": ("format", str),
               "--token-vector": ("token_vector", str), "--compat": ("compat", str),
               "--deadline-ms": ("deadline_ms", int), "--timeout": ("timeout", float),
@@ -1175,10 +1508,11 @@ def _parse_args(argv):
             a["windows"] = False
         elif opt == "--sentences":
             a["sentences"] = True
-        elif opt == "--broker-key":  # repeatable, as zbert's
+        elif opt in ("--broker-key", "--broker"):  # repeatable, as zbert's
             if not args:
                 raise _Usage(f"{opt} needs a value")
-            a["broker_key"] = (a["broker_key"] or []) + [args.pop(0)]
+            key = opt[2:].replace("-", "_")
+            a[key] = (a[key] or []) + [args.pop(0)]
         elif opt in values:
             if not args:
                 raise _Usage(f"{opt} needs a value")
@@ -1214,6 +1548,10 @@ def _parse_args(argv):
         raise _Usage(f"--batch must be 1..{TEXTS_MAX} and --inflight at least 1")
     if a["deadline_ms"] is not None and a["deadline_ms"] < 0:
         raise _Usage("--deadline-ms must be >= 0")
+    if a["retry_ms"] < 50 or a["outage_ms"] < a["retry_ms"]:
+        raise _Usage("--retry-ms must be 50 at least, and --outage-ms not below it")
+    if a["model_id"] is not None and not 1 <= len(a["model_id"].encode()) <= NAME_MAX:
+        raise _Usage(f"--model-id must be 1 to {NAME_MAX} bytes")
     return a
 
 
@@ -1228,8 +1566,9 @@ def _read_lines(data):
     return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
 
 
-def _dim_from_status(client, timeout):
-    dims = {w["dim"] for w in client.status(timeout=timeout or 5.0)["workers"]}
+def _dim_from_status(client, timeout, model):
+    dims = {w["dim"] for w in client.status(timeout=timeout or 5.0)["workers"]
+            if model is None or w["model"] == model}
     if len(dims) != 1:
         raise ZbertError("no_model", "no worker tells the vector width (needed for an "
                                      "empty .npy)")
@@ -1258,12 +1597,14 @@ def _cmd_embed(a):
     dim = None
     failed = len(rejected)
     with Client(a["broker"], batch=a["batch"], inflight=a["inflight"],
-                curve_key=a["curve_key"], broker_key=a["broker_key"]) as c:
+                curve_key=a["curve_key"], broker_key=a["broker_key"],
+                retry=a["retry_ms"] / 1000.0, outage=a["outage_ms"] / 1000.0) as c:
         it = c.embed_iter(texts, level=a["level"], pooling=a["pooling"],
                           normalize=a["normalize"], windows=a["windows"],
                           sentences=a["sentences"], token_vector=a["token_vector"],
                           compat=a["compat"], deadline_ms=a["deadline_ms"],
-                          timeout=a["timeout"])
+                          timeout=a["timeout"], model=a["model_id"])
+        model = a["model_id"]
         written = 0  # lines written so far (jsonl)
 
         def write_rejected(upto):
@@ -1276,6 +1617,7 @@ def _cmd_embed(a):
 
         for k, r in it:
             i = where[k]
+            model = model or r.model
             write_rejected(i)
             if r.error is not None:
                 failed += 1
@@ -1293,7 +1635,7 @@ def _cmd_embed(a):
         write_rejected(len(lines))
         if npy:
             if dim is None:  # no vector came back: the workers tell the width
-                dim = _dim_from_status(c, a["timeout"])
+                dim = _dim_from_status(c, a["timeout"], model)
             mat = np.full((len(lines), dim), np.nan, np.float32)
             for i, v in vecs.items():
                 mat[i] = v
