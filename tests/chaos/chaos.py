@@ -33,8 +33,9 @@ early, then until the end, resets spread over the job, the SIGTERM of one broker
 the SIGKILL of the other (never both brokers down at once).
 
 Then it checks that `zbert embed` exited 0, that its output has every text exactly once,
-in order, byte for byte what zbert-embed writes for the same corpus and options, and that
-no broker or worker died by itself (an exit the script did not cause fails the run).  Each
+in order, byte for byte what zbert-embed writes for the same corpus and options, that no
+broker or worker died by itself (an exit the script did not cause fails the run), and, as
+it stops the cluster with SIGTERM at the end, that every worker and broker exits 0.  Each
 broker's peak memory (VmHWM of /proc/PID/status, sampled) is recorded and checked against
 the bound the broker documents (broker_vmhwm_bound below).  It prints the figures: texts,
 faults injected by kind, times, memory peaks.  A job that stops writing for --stall
@@ -753,6 +754,8 @@ class Chaos:
                 s += " results (from %d names)" % self.notes["garbage"]
             elif k == "hang" and f[k]:
                 s += " tasks unanswered or malformed"
+            elif not f[k]:
+                s += " (none before the end)"
             parts.append(s)
         self.say("faults: " + (", ".join(parts) if parts else "none"))
         jt = getattr(self, "job_time", None)
@@ -819,11 +822,38 @@ class Chaos:
         finally:
             self.done = True
         problems = self.check()
+        problems += self.shutdown()
         self.figures()
         if problems:
             raise Failure("\n".join(problems))
         self.say("output: %d texts, each once, in order, byte for byte zbert-embed's (%d bytes)"
                  % (self.out_lines, self.ref_size))
+
+    def shutdown(self):
+        """Stops the cluster as an operator would (SIGTERM: the workers, then the brokers)
+        and checks that each exits 0 -- under AddressSanitizer, without a leak."""
+        problems = []
+        for group in (self.workers, list(self.brokers.values())):
+            for proc in group:
+                if proc.state == "stopped":
+                    proc.send(signal.SIGCONT)
+                if proc.state in ("up", "stopped"):
+                    proc.send(signal.SIGTERM)
+                    proc.state, proc.since = "draining", time.monotonic()
+            for proc in group:
+                if proc.state != "draining":
+                    continue
+                try:
+                    rc = proc.p.wait(timeout=self.a.drain_limit)
+                except subprocess.TimeoutExpired:
+                    problems.append("%s did not exit within %d s of SIGTERM at the end:\n%s"
+                                    % (proc.label, self.a.drain_limit, tail(proc.log)))
+                    continue
+                proc.state = "down"
+                if rc != 0:
+                    problems.append("%s exited with status %d after SIGTERM at the end:\n%s"
+                                    % (proc.label, rc, tail(proc.log)))
+        return problems
 
     def cleanup(self):
         kill_all()
