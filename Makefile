@@ -3,6 +3,7 @@
 #   make            build every program into ./bin/
 #   make test       build and run the test suite (cmocka unit + integration)
 #   make check      the same suite under ASan + UBSan (objects in build/asan)
+#   make test-chaos the long chaos test: a 10,000-text job under faults
 #   make demo       embed "I love NLP" with a small random model
 #   make fuzz       build libFuzzer targets (clang) into build/fuzz
 #   make bench      throughput on a real corpus (never part of the tests)
@@ -102,7 +103,8 @@ TEST_SRC := $(wildcard tests/test_*.c)
 .SECONDARY:
 TESTS    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all test check demo fuzz bench deps format format-check clean unit integration layers
+.PHONY: all test check demo fuzz bench deps format format-check clean unit integration layers \
+        test-chaos
 all: $(PROGRAMS) $(CLIENT_SO)
 
 $(BUILD)/%.o: %.c
@@ -149,7 +151,16 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/tests/fixture.o $(BUILD)/tests/pro
 test: deps-quiet
 	$(MAKE) --no-print-directory unit
 unit: $(PROGRAMS) $(CLIENT_SO) $(TESTS)
-	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS) tests/layers.py
+	@ZB_BIN=$(BIN) BUILD=$(BUILD) sh tests/run.sh $(TESTS) tests/layers.py tests/chaos/chaos.py
+
+# The chaos test (tests/chaos/chaos.py): a zbert embed job through two brokers and three
+# workers under seeded faults, its output compared with zbert-embed's.  make test runs its
+# short form; this is the long one (10,000 texts, every fault kind, within 10 minutes).
+# CHAOS passes options, e.g. make test-chaos CHAOS='--faults worker-kill,reset --seed 7'.
+CHAOS ?=
+test-chaos: deps-quiet
+	$(MAKE) --no-print-directory $(PROGRAMS)
+	ZB_BIN=$(BIN) tests/chaos/chaos.py --long $(CHAOS)
 
 check: deps-quiet
 	$(MAKE) --no-print-directory BUILD=build/asan BIN=build/asan/bin SANITIZE=1 OPT=-O1 unit
